@@ -1,0 +1,62 @@
+package dev.seqkernels;
+
+/**
+ * Exact conversions between double and the 16-bit storage formats, round-to-nearest-even.
+ *
+ * <p>double -> half goes through float with round-to-odd: float keeps 13 (bf16: 16) more
+ * mantissa bits than the target, so rounding-to-odd first and then to-nearest-even gives the same
+ * result as one correctly rounded step, with no double rounding.
+ */
+public final class Rounding {
+    private Rounding() {
+    }
+
+    /** double to float, rounding to odd: truncate toward zero and set the last bit when inexact. */
+    static float toFloatRoundToOdd(double d) {
+        float f = (float) d;
+        if (Double.isNaN(d) || (double) f == d || Float.isInfinite(f) && Double.isInfinite(d)) {
+            return f;
+        }
+        float truncated = f;
+        if (Math.abs((double) f) > Math.abs(d)) {
+            truncated = d > 0 ? Math.nextDown(f) : Math.nextUp(f);
+        }
+        return Float.intBitsToFloat(Float.floatToRawIntBits(truncated) | 1);
+    }
+
+    public static short doubleToHalf(double d) {
+        return Float.floatToFloat16(toFloatRoundToOdd(d));
+    }
+
+    public static double halfToDouble(short bits) {
+        return Float.float16ToFloat(bits);
+    }
+
+    public static short floatToBf16(float f) {
+        int bits = Float.floatToRawIntBits(f);
+        if (Float.isNaN(f)) {
+            return (short) ((bits >>> 16) | 0x40);
+        }
+        int lsb = (bits >>> 16) & 1;
+        return (short) ((bits + 0x7fff + lsb) >>> 16);
+    }
+
+    public static short doubleToBf16(double d) {
+        return floatToBf16(toFloatRoundToOdd(d));
+    }
+
+    public static double bf16ToDouble(short bits) {
+        return Float.intBitsToFloat((bits & 0xffff) << 16);
+    }
+
+    /** Rounds a double to the precision of {@code dtype} (identity for F64). */
+    public static double roundTo(DType dtype, double d) {
+        return switch (dtype) {
+            case F64 -> d;
+            case F32 -> (float) d;
+            case F16 -> halfToDouble(doubleToHalf(d));
+            case BF16 -> bf16ToDouble(doubleToBf16(d));
+            default -> throw new IllegalArgumentException("not a floating-point dtype: " + dtype);
+        };
+    }
+}

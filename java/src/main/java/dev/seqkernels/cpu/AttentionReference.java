@@ -1,0 +1,153 @@
+package dev.seqkernels.cpu;
+
+/**
+ * The attention oracle: softmax(scale * q k^T + bias) v in double, row by row, and its backward.
+ *
+ * <p>Layouts are contiguous: q [B][Hq][Lq][D], k [B][Hkv][Lk][D], v [B][Hkv][Lk][Dv], out
+ * [B][Hq][Lq][Dv], lse [B][Hq][Lq]. Query head h reads key/value head h / (Hq / Hkv). The bias
+ * says per score whether it is blocked (-infinity) or what to add (0 when allowed, a finite value
+ * for additive masks). A row whose scores are all blocked gives out = 0, lse = -infinity, zero
+ * probabilities and zero gradients: defined, never NaN.
+ */
+public final class AttentionReference {
+    private AttentionReference() {
+    }
+
+    /** The additive bias of score (b, h, i, j): 0, a finite value, or -infinity for blocked. */
+    @FunctionalInterface
+    public interface ScoreBias {
+        double at(int b, int h, int i, int j);
+
+        ScoreBias NONE = (b, h, i, j) -> 0;
+    }
+
+    public record Dims(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int headDim, int valueDim) {
+        int group() {
+            return qHeads / kvHeads;
+        }
+    }
+
+    /** probs [B][Hq][Lq][Lk] is filled only when asked for (MHA's attention weights). */
+    public record Forward(double[] out, double[] lse, double[] probs) {
+    }
+
+    public record Backward(double[] dq, double[] dk, double[] dv) {
+    }
+
+    public static Forward forward(Dims n, double[] q, double[] k, double[] v, double scale, ScoreBias bias,
+                                  boolean keepProbs) {
+        double[] out = new double[n.batch() * n.qHeads() * n.qLen() * n.valueDim()];
+        double[] lse = new double[n.batch() * n.qHeads() * n.qLen()];
+        double[] probs = keepProbs ? new double[n.batch() * n.qHeads() * n.qLen() * n.kvLen()] : null;
+        double[] p = new double[n.kvLen()];
+        for (int b = 0; b < n.batch(); b++) {
+            for (int h = 0; h < n.qHeads(); h++) {
+                int kvh = h / n.group();
+                for (int i = 0; i < n.qLen(); i++) {
+                    int row = (b * n.qHeads() + h) * n.qLen() + i;
+                    lse[row] = rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p);
+                    if (lse[row] == Double.NEGATIVE_INFINITY) {
+                        continue;
+                    }
+                    for (int j = 0; j < n.kvLen(); j++) {
+                        if (p[j] == 0) {
+                            continue;
+                        }
+                        int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
+                        for (int e = 0; e < n.valueDim(); e++) {
+                            out[row * n.valueDim() + e] += p[j] * v[vOff + e];
+                        }
+                    }
+                    if (probs != null) {
+                        System.arraycopy(p, 0, probs, row * n.kvLen(), n.kvLen());
+                    }
+                }
+            }
+        }
+        return new Forward(out, lse, probs);
+    }
+
+    /** Fills p with the row's probabilities and returns its log-sum-exp (-infinity if fully blocked). */
+    private static double rowProbabilities(Dims n, double[] q, double[] k, double scale, ScoreBias bias, int b,
+                                           int h, int kvh, int i, double[] p) {
+        int qOff = ((b * n.qHeads() + h) * n.qLen() + i) * n.headDim();
+        double max = Double.NEGATIVE_INFINITY;
+        for (int j = 0; j < n.kvLen(); j++) {
+            double add = bias.at(b, h, i, j);
+            if (add == Double.NEGATIVE_INFINITY) {
+                p[j] = Double.NEGATIVE_INFINITY;
+                continue;
+            }
+            int kOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.headDim();
+            double s = 0;
+            for (int e = 0; e < n.headDim(); e++) {
+                s += q[qOff + e] * k[kOff + e];
+            }
+            p[j] = scale * s + add;
+            max = Math.max(max, p[j]);
+        }
+        if (max == Double.NEGATIVE_INFINITY) {
+            java.util.Arrays.fill(p, 0);
+            return Double.NEGATIVE_INFINITY;
+        }
+        double sum = 0;
+        for (int j = 0; j < n.kvLen(); j++) {
+            p[j] = Math.exp(p[j] - max);
+            sum += p[j];
+        }
+        for (int j = 0; j < n.kvLen(); j++) {
+            p[j] /= sum;
+        }
+        return max + Math.log(sum);
+    }
+
+    /**
+     * Gradients of q, k and v given dOut and, optionally, the gradient of the probabilities
+     * {@code dProbs} [B][Hq][Lq][Lk] (when the probabilities are themselves an output).
+     * Key/value gradients of a grouped head sum over the query heads that read it.
+     */
+    public static Backward backward(Dims n, double[] q, double[] k, double[] v, double scale, ScoreBias bias,
+                                    double[] dOut, double[] dProbs) {
+        double[] dq = new double[q.length];
+        double[] dk = new double[k.length];
+        double[] dv = new double[v.length];
+        double[] p = new double[n.kvLen()];
+        double[] dp = new double[n.kvLen()];
+        for (int b = 0; b < n.batch(); b++) {
+            for (int h = 0; h < n.qHeads(); h++) {
+                int kvh = h / n.group();
+                for (int i = 0; i < n.qLen(); i++) {
+                    int row = (b * n.qHeads() + h) * n.qLen() + i;
+                    if (rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p) == Double.NEGATIVE_INFINITY) {
+                        continue;
+                    }
+                    int oOff = row * n.valueDim();
+                    double rowDot = 0;
+                    for (int j = 0; j < n.kvLen(); j++) {
+                        int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
+                        double s = dProbs == null ? 0 : dProbs[row * n.kvLen() + j];
+                        for (int e = 0; e < n.valueDim(); e++) {
+                            s += dOut[oOff + e] * v[vOff + e];
+                            dv[vOff + e] += p[j] * dOut[oOff + e];
+                        }
+                        dp[j] = s;
+                        rowDot += p[j] * s;
+                    }
+                    int qOff = row * n.headDim();
+                    for (int j = 0; j < n.kvLen(); j++) {
+                        double ds = p[j] * (dp[j] - rowDot) * scale;
+                        if (ds == 0) {
+                            continue;
+                        }
+                        int kOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.headDim();
+                        for (int e = 0; e < n.headDim(); e++) {
+                            dq[qOff + e] += ds * k[kOff + e];
+                            dk[kOff + e] += ds * q[qOff + e];
+                        }
+                    }
+                }
+            }
+        }
+        return new Backward(dq, dk, dv);
+    }
+}

@@ -1,0 +1,213 @@
+package dev.seqkernels.ops;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.Backends;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+
+/**
+ * Scaled dot-product attention: out = softmax(scale * q k^T + masks) v, with grouped-query heads.
+ * q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv], Hq % Hkv == 0; strided views are fine.
+ * Masks combine: causal (with its alignment), one boolean or additive mask broadcastable to
+ * [B, Hq, Lq, Lk], per-batch key lengths (keys j &gt;= keyLengths[b] blocked) and query lengths
+ * (rows i &gt;= queryLengths[b] fully masked).
+ */
+public final class Attention {
+    private final double scale;
+    private final CausalAlignment causal;
+    private final Backend backend;
+
+    private Attention(double scale, CausalAlignment causal, Backend backend) {
+        this.scale = scale;
+        this.causal = causal;
+        this.backend = backend;
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** The inputs of one call; masks and lengths are optional. */
+    public static Inputs inputs(Tensor q, Tensor k, Tensor v) {
+        return new Inputs(q, k, v);
+    }
+
+    /** The scale applied to q k^T: the configured one, else 1/sqrt(D). */
+    public double scaleFor(long headDim) {
+        return Double.isNaN(scale) ? 1.0 / Math.sqrt(headDim) : scale;
+    }
+
+    public CausalAlignment causal() {
+        return causal;
+    }
+
+    public Backend backend() {
+        return backend;
+    }
+
+    public AttentionResult forward(Inputs in) {
+        String op = "attention";
+        Checks.present(op, "q", in.q);
+        Checks.floating(op, "q", in.q);
+        long[] qs = in.q.shape();
+        if (qs.length != 4) {
+            Checks.shape(op, "q", in.q, "[batch, q_heads, q_len, head_dim]", -1, -1, -1, -1);
+        }
+        long batch = qs[0];
+        long hq = qs[1];
+        long lq = qs[2];
+        long d = qs[3];
+        Checks.present(op, "k", in.k);
+        if (in.k.rank() != 4) {
+            Checks.shape(op, "k", in.k, "[batch, kv_heads, kv_len, head_dim]", batch, -1, -1, d);
+        }
+        long hkv = in.k.size(1);
+        long lk = in.k.size(2);
+        Checks.shape(op, "k", in.k, "[batch, kv_heads, kv_len, head_dim]", batch, hkv, lk, d);
+        Checks.present(op, "v", in.v);
+        if (in.v.rank() != 4) {
+            Checks.shape(op, "v", in.v, "[batch, kv_heads, kv_len, value_dim]", batch, hkv, lk, -1);
+        }
+        Checks.shape(op, "v", in.v, "[batch, kv_heads, kv_len, value_dim]", batch, hkv, lk, in.v.size(3));
+        Checks.sameDType(op, "k", in.k, in.q.dtype());
+        Checks.sameDType(op, "v", in.v, in.q.dtype());
+        if (hkv == 0 || hq % hkv != 0) {
+            throw new SeqkException.ShapeMismatch(op + ": q has " + hq + " heads and k/v have " + hkv
+                    + "; q heads must be a multiple of k/v heads");
+        }
+        if (d == 0 || in.v.size(3) == 0) {
+            throw new SeqkException.ShapeMismatch(op + ": head_dim and value_dim must be positive");
+        }
+        if (in.mask != null) {
+            Checks.present(op, "mask", in.mask.tensor());
+            checkBroadcast(op, "mask", in.mask.tensor().shape(), new long[]{batch, hq, lq, lk});
+            in.mask.checkValues(op, "mask");
+        }
+        checkLengths(op, "keyLengths", in.keyLengths, batch, lk);
+        checkLengths(op, "queryLengths", in.queryLengths, batch, lq);
+        return backend.attentionForward(this, in);
+    }
+
+    public AttentionGradients backward(AttentionResult forward, Tensor dOut) {
+        if (forward == null) {
+            throw new SeqkException.ShapeMismatch("attention: argument 'forward' is required");
+        }
+        Checks.shape("attention", "dOut", dOut, "like out", forward.out().shape());
+        Checks.sameDType("attention", "dOut", dOut, forward.out().dtype());
+        return backend.attentionBackward(this, forward, dOut);
+    }
+
+    /** Right-aligned broadcasting: each of the mask's dimensions is 1 or the target's extent. */
+    static void checkBroadcast(String op, String name, long[] shape, long[] target) {
+        boolean ok = shape.length >= 1 && shape.length <= target.length;
+        for (int i = 0; ok && i < shape.length; i++) {
+            long t = target[target.length - shape.length + i];
+            ok = shape[i] == 1 || shape[i] == t;
+        }
+        if (!ok) {
+            throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' has shape " + java.util.Arrays.toString(shape)
+                    + ", which does not broadcast to " + java.util.Arrays.toString(target));
+        }
+    }
+
+    static void checkLengths(String op, String name, int[] lengths, long batch, long max) {
+        if (lengths == null) {
+            return;
+        }
+        if (lengths.length != batch) {
+            throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' has " + lengths.length
+                    + " entries, expected one per batch entry (" + batch + ")");
+        }
+        for (int i = 0; i < lengths.length; i++) {
+            if (lengths[i] < 0 || lengths[i] > max) {
+                throw new SeqkException.ShapeMismatch(op + ": " + name + "[" + i + "] = " + lengths[i] + " is outside 0.." + max);
+            }
+        }
+    }
+
+    public static final class Inputs {
+        private final Tensor q;
+        private final Tensor k;
+        private final Tensor v;
+        private Mask mask;
+        private int[] keyLengths;
+        private int[] queryLengths;
+
+        private Inputs(Tensor q, Tensor k, Tensor v) {
+            this.q = q;
+            this.k = k;
+            this.v = v;
+        }
+
+        public Inputs mask(Mask m) {
+            mask = m;
+            return this;
+        }
+
+        public Inputs keyLengths(int[] lengths) {
+            keyLengths = lengths == null ? null : lengths.clone();
+            return this;
+        }
+
+        public Inputs queryLengths(int[] lengths) {
+            queryLengths = lengths == null ? null : lengths.clone();
+            return this;
+        }
+
+        public Tensor q() {
+            return q;
+        }
+
+        public Tensor k() {
+            return k;
+        }
+
+        public Tensor v() {
+            return v;
+        }
+
+        public Mask mask() {
+            return mask;
+        }
+
+        public int[] keyLengths() {
+            return keyLengths == null ? null : keyLengths.clone();
+        }
+
+        public int[] queryLengths() {
+            return queryLengths == null ? null : queryLengths.clone();
+        }
+    }
+
+    public static final class Builder {
+        private double scale = Double.NaN;
+        private CausalAlignment causal = CausalAlignment.NONE;
+        private Backend backend;
+
+        /** The factor on q k^T; default 1/sqrt(head_dim). Must be finite. */
+        public Builder scale(double v) {
+            Checks.finite("attention scale", v);
+            scale = v;
+            return this;
+        }
+
+        public Builder causal(CausalAlignment v) {
+            causal = v;
+            return this;
+        }
+
+        public Builder backend(String name) {
+            backend = Backends.byName(name);
+            return this;
+        }
+
+        public Builder backend(Backend b) {
+            backend = b;
+            return this;
+        }
+
+        public Attention build() {
+            return new Attention(scale, causal, backend != null ? backend : Backends.fromProperty());
+        }
+    }
+}

@@ -1,0 +1,343 @@
+package dev.seqkernels.ops;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Multi-head attention with PyTorch's {@code nn.MultiheadAttention} parameters and semantics, plus
+ * grouped-query heads ({@code numKvHeads}). Projections: q = query W_q^T + b_q, k and v likewise
+ * with {@code numKvHeads * headDim} outputs; heads attend with scale 1/sqrt(headDim); out =
+ * concat(heads) W_o^T + b_o. When kdim == vdim == embedDim the q/k/v weights are packed in
+ * {@code in_proj_weight} (PyTorch's rule), else they are {@code q_proj_weight}, {@code k_proj_weight},
+ * {@code v_proj_weight}. Masks follow the {@link Mask} meanings: {@code keyPaddingMask} [B, Lk],
+ * {@code attnMask} [Lq, Lk] or [B*numHeads, Lq, Lk]. A fully masked query row attends to nothing:
+ * its head outputs are 0 (PyTorch gives NaN) and its attention weights are 0.
+ */
+public final class MultiHeadAttention {
+    private final int embedDim;
+    private final int numHeads;
+    private final int numKvHeads;
+    private final int kdim;
+    private final int vdim;
+    private final boolean bias;
+    private final boolean batchFirst;
+    private final boolean needWeights;
+    private final CausalAlignment causal;
+    private final Backend backend;
+
+    private MultiHeadAttention(Builder b, Backend backend) {
+        this.embedDim = b.embedDim;
+        this.numHeads = b.numHeads;
+        this.numKvHeads = b.numKvHeads == 0 ? b.numHeads : b.numKvHeads;
+        this.kdim = b.kdim == 0 ? b.embedDim : b.kdim;
+        this.vdim = b.vdim == 0 ? b.embedDim : b.vdim;
+        this.bias = b.bias;
+        this.batchFirst = b.batchFirst;
+        this.needWeights = b.needWeights;
+        this.causal = b.causal;
+        this.backend = backend;
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public static Inputs inputs(Tensor query, Tensor key, Tensor value) {
+        return new Inputs(query, key, value);
+    }
+
+    public int embedDim() {
+        return embedDim;
+    }
+
+    public int numHeads() {
+        return numHeads;
+    }
+
+    public int numKvHeads() {
+        return numKvHeads;
+    }
+
+    public int headDim() {
+        return embedDim / numHeads;
+    }
+
+    public int kdim() {
+        return kdim;
+    }
+
+    public int vdim() {
+        return vdim;
+    }
+
+    public boolean bias() {
+        return bias;
+    }
+
+    public boolean batchFirst() {
+        return batchFirst;
+    }
+
+    public boolean needWeights() {
+        return needWeights;
+    }
+
+    public CausalAlignment causal() {
+        return causal;
+    }
+
+    public Backend backend() {
+        return backend;
+    }
+
+    /** Whether q/k/v weights are packed in {@code in_proj_weight} (kdim == vdim == embedDim). */
+    public boolean packedInProjection() {
+        return kdim == embedDim && vdim == embedDim;
+    }
+
+    /** Width of the k (and v) projection: numKvHeads * headDim. */
+    public int kvWidth() {
+        return numKvHeads * headDim();
+    }
+
+    /** Every parameter by its PyTorch name, with its shape. */
+    public Map<String, long[]> parameterShapes() {
+        Map<String, long[]> m = new LinkedHashMap<>();
+        long kv = kvWidth();
+        if (packedInProjection()) {
+            m.put("in_proj_weight", new long[]{embedDim + 2 * kv, embedDim});
+        } else {
+            m.put("q_proj_weight", new long[]{embedDim, embedDim});
+            m.put("k_proj_weight", new long[]{kv, kdim});
+            m.put("v_proj_weight", new long[]{kv, vdim});
+        }
+        if (bias) {
+            m.put("in_proj_bias", new long[]{embedDim + 2 * kv});
+        }
+        m.put("out_proj.weight", new long[]{embedDim, embedDim});
+        if (bias) {
+            m.put("out_proj.bias", new long[]{embedDim});
+        }
+        return m;
+    }
+
+    public MhaResult forward(Map<String, Tensor> params, Inputs in) {
+        String op = "multi_head_attention";
+        Checks.present(op, "query", in.query);
+        Checks.floating(op, "query", in.query);
+        DType dt = in.query.dtype();
+        String seqLayout = batchFirst ? "[batch, %s_len, %s]" : "[%s_len, batch, %s]";
+        if (in.query.rank() != 3) {
+            Checks.shape(op, "query", in.query, seqLayout.formatted("q", "embed_dim"), -1, -1, embedDim);
+        }
+        long batch = batchFirst ? in.query.size(0) : in.query.size(1);
+        long lq = batchFirst ? in.query.size(1) : in.query.size(0);
+        Checks.shape(op, "query", in.query, seqLayout.formatted("q", "embed_dim"), seqShape(batch, lq, embedDim));
+        Checks.present(op, "key", in.key);
+        if (in.key.rank() != 3) {
+            Checks.shape(op, "key", in.key, seqLayout.formatted("kv", "kdim"), -1, -1, kdim);
+        }
+        long lk = batchFirst ? in.key.size(1) : in.key.size(0);
+        Checks.shape(op, "key", in.key, seqLayout.formatted("kv", "kdim"), seqShape(batch, lk, kdim));
+        Checks.shape(op, "value", in.value, seqLayout.formatted("kv", "vdim"), seqShape(batch, lk, vdim));
+        Checks.sameDType(op, "key", in.key, dt);
+        Checks.sameDType(op, "value", in.value, dt);
+        if (in.keyPaddingMask != null) {
+            Checks.shape(op, "keyPaddingMask", in.keyPaddingMask.tensor(), "[batch, kv_len]", batch, lk);
+            in.keyPaddingMask.checkValues(op, "keyPaddingMask");
+        }
+        if (in.attnMask != null) {
+            Tensor m = Checks.present(op, "attnMask", in.attnMask.tensor());
+            if (m.rank() == 2) {
+                Checks.shape(op, "attnMask", m, "[q_len, kv_len]", lq, lk);
+            } else {
+                Checks.shape(op, "attnMask", m, "[batch*num_heads, q_len, kv_len]", batch * numHeads, lq, lk);
+            }
+            in.attnMask.checkValues(op, "attnMask");
+        }
+        checkParams(params, dt);
+        return backend.mhaForward(this, params, in);
+    }
+
+    public MhaGradients backward(Map<String, Tensor> params, MhaResult forward, Tensor dOut, Tensor dAttnWeights) {
+        String op = "multi_head_attention";
+        if (forward == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
+        }
+        Checks.shape(op, "dOut", dOut, "like out", forward.out().shape());
+        Checks.sameDType(op, "dOut", dOut, forward.out().dtype());
+        if (dAttnWeights != null) {
+            if (forward.attnWeights() == null) {
+                throw new SeqkException.ShapeMismatch(op + ": 'dAttnWeights' given but the forward computed no weights (needWeights is false)");
+            }
+            Checks.shape(op, "dAttnWeights", dAttnWeights, "like attnWeights", forward.attnWeights().shape());
+            Checks.sameDType(op, "dAttnWeights", dAttnWeights, forward.out().dtype());
+        }
+        checkParams(params, forward.out().dtype());
+        return backend.mhaBackward(this, params, forward, dOut, dAttnWeights);
+    }
+
+    private long[] seqShape(long batch, long len, long features) {
+        return batchFirst ? new long[]{batch, len, features} : new long[]{len, batch, features};
+    }
+
+    private void checkParams(Map<String, Tensor> params, DType dtype) {
+        String op = "multi_head_attention";
+        if (params == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
+        }
+        Map<String, long[]> expected = parameterShapes();
+        List<String> unknown = new ArrayList<>(params.keySet());
+        unknown.removeAll(expected.keySet());
+        if (!unknown.isEmpty()) {
+            throw new SeqkException.ShapeMismatch(op + ": unexpected parameters " + unknown + "; this configuration takes "
+                    + expected.keySet());
+        }
+        for (var e : expected.entrySet()) {
+            Tensor p = params.get(e.getKey());
+            if (p == null) {
+                throw new SeqkException.ShapeMismatch(op + ": parameter '" + e.getKey() + "' "
+                        + java.util.Arrays.toString(e.getValue()) + " is missing");
+            }
+            Checks.shape(op, e.getKey(), p, "PyTorch's shape", e.getValue());
+            Checks.sameDType(op, e.getKey(), p, dtype);
+        }
+    }
+
+    public static final class Inputs {
+        private final Tensor query;
+        private final Tensor key;
+        private final Tensor value;
+        private Mask keyPaddingMask;
+        private Mask attnMask;
+
+        private Inputs(Tensor query, Tensor key, Tensor value) {
+            this.query = query;
+            this.key = key;
+            this.value = value;
+        }
+
+        public Inputs keyPaddingMask(Mask m) {
+            keyPaddingMask = m;
+            return this;
+        }
+
+        public Inputs attnMask(Mask m) {
+            attnMask = m;
+            return this;
+        }
+
+        public Tensor query() {
+            return query;
+        }
+
+        public Tensor key() {
+            return key;
+        }
+
+        public Tensor value() {
+            return value;
+        }
+
+        public Mask keyPaddingMask() {
+            return keyPaddingMask;
+        }
+
+        public Mask attnMask() {
+            return attnMask;
+        }
+    }
+
+    public static final class Builder {
+        private int embedDim;
+        private int numHeads;
+        private int numKvHeads;
+        private int kdim;
+        private int vdim;
+        private boolean bias = true;
+        private boolean batchFirst;
+        private boolean needWeights;
+        private CausalAlignment causal = CausalAlignment.NONE;
+        private Backend backend;
+
+        public Builder embedDim(int v) {
+            embedDim = v;
+            return this;
+        }
+
+        public Builder numHeads(int v) {
+            numHeads = v;
+            return this;
+        }
+
+        /** Grouped-query heads for k and v; default numHeads (plain MHA). */
+        public Builder numKvHeads(int v) {
+            numKvHeads = v;
+            return this;
+        }
+
+        public Builder kdim(int v) {
+            kdim = v;
+            return this;
+        }
+
+        public Builder vdim(int v) {
+            vdim = v;
+            return this;
+        }
+
+        public Builder bias(boolean v) {
+            bias = v;
+            return this;
+        }
+
+        public Builder batchFirst(boolean v) {
+            batchFirst = v;
+            return this;
+        }
+
+        /** Also return the attention weights averaged over heads (PyTorch's need_weights, averaged). */
+        public Builder needWeights(boolean v) {
+            needWeights = v;
+            return this;
+        }
+
+        public Builder causal(CausalAlignment v) {
+            causal = v;
+            return this;
+        }
+
+        public Builder backend(String name) {
+            backend = Backends.byName(name);
+            return this;
+        }
+
+        public Builder backend(Backend b) {
+            backend = b;
+            return this;
+        }
+
+        public MultiHeadAttention build() {
+            if (embedDim <= 0 || numHeads <= 0 || embedDim % numHeads != 0) {
+                throw new SeqkException.InvalidConfig("embedDim (" + embedDim + ") must be a positive multiple of numHeads ("
+                        + numHeads + ")");
+            }
+            int kvHeads = numKvHeads == 0 ? numHeads : numKvHeads;
+            if (kvHeads < 0 || numHeads % kvHeads != 0) {
+                throw new SeqkException.InvalidConfig("numHeads (" + numHeads + ") must be a multiple of numKvHeads (" + kvHeads + ")");
+            }
+            if (kdim < 0 || vdim < 0) {
+                throw new SeqkException.InvalidConfig("kdim and vdim must be positive (0 means embedDim), got " + kdim + ", " + vdim);
+            }
+            return new MultiHeadAttention(this, backend != null ? backend : Backends.fromProperty());
+        }
+    }
+}

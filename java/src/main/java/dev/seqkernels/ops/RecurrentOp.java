@@ -1,0 +1,242 @@
+package dev.seqkernels.ops;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A whole-sequence recurrent op (RNN, LSTM or GRU): validates arguments against its
+ * {@link RecurrentConfig}, then runs on its backend. Parameters are passed per call under their
+ * PyTorch names ({@link RecurrentConfig#parameterShapes()}), so a framework can hand its own
+ * buffers in through {@link Tensor#wrap}.
+ */
+public abstract class RecurrentOp {
+    private final RecurrentConfig config;
+    private final Backend backend;
+
+    RecurrentOp(RecurrentConfig config, Backend backend) {
+        this.config = config;
+        this.backend = backend;
+    }
+
+    public RecurrentConfig config() {
+        return config;
+    }
+
+    public Backend backend() {
+        return backend;
+    }
+
+    private String opName() {
+        return config.cell().name().toLowerCase(java.util.Locale.ROOT);
+    }
+
+    /** Forward with zero initial states and full lengths. */
+    public RecurrentResult forward(Map<String, Tensor> params, Tensor x) {
+        return forward(params, x, null, null, null);
+    }
+
+    /**
+     * @param x       [T, B, I] or, batch-first, [B, T, I]
+     * @param h0      [L*D, B, P] or null for zeros
+     * @param c0      [L*D, B, H] or null for zeros; LSTM only
+     * @param lengths per-sequence lengths in 0..T, or null for all T
+     */
+    public RecurrentResult forward(Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+        String op = opName();
+        Checks.present(op, "x", x);
+        Checks.floating(op, "x", x);
+        long t = config.batchFirst() ? dim(x, 1) : dim(x, 0);
+        long b = config.batchFirst() ? dim(x, 0) : dim(x, 1);
+        String layout = config.batchFirst() ? "[batch, seq_len, input_size]" : "[seq_len, batch, input_size]";
+        Checks.shape(op, "x", x, layout, config.batchFirst() ? b : t, config.batchFirst() ? t : b, config.inputSize());
+        long slots = (long) config.numLayers() * config.numDirections();
+        if (h0 != null) {
+            Checks.shape(op, "h0", h0, "[num_layers*num_directions, batch, " + (config.projSize() > 0 ? "proj_size" : "hidden_size") + "]",
+                    slots, b, config.stateSize());
+            Checks.sameDType(op, "h0", h0, x.dtype());
+        }
+        if (c0 != null) {
+            if (config.cell() != CellType.LSTM) {
+                throw new SeqkException.ShapeMismatch(op + ": argument 'c0' is only for LSTM");
+            }
+            Checks.shape(op, "c0", c0, "[num_layers*num_directions, batch, hidden_size]", slots, b, config.hiddenSize());
+            Checks.sameDType(op, "c0", c0, x.dtype());
+        }
+        int[] lens = lengths == null ? filled((int) b, (int) t) : lengths.clone();
+        if (lens.length != b) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'lengths' has " + lens.length
+                    + " entries, expected one per batch entry (" + b + ")");
+        }
+        for (int i = 0; i < lens.length; i++) {
+            if (lens[i] < 0 || lens[i] > t) {
+                throw new SeqkException.ShapeMismatch(op + ": lengths[" + i + "] = " + lens[i] + " is outside 0.." + t);
+            }
+        }
+        checkParams(params, x.dtype());
+        return backend.recurrentForward(config, params, x, h0, c0, lens);
+    }
+
+    /** Gradients of sum(output*dOutput) + sum(hn*dHn) + sum(cn*dCn); null gradients are zero. */
+    public RecurrentGradients backward(Map<String, Tensor> params, RecurrentResult forward, Tensor dOutput,
+                                       Tensor dHn, Tensor dCn) {
+        String op = opName();
+        if (forward == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
+        }
+        DType dt = forward.output().dtype();
+        if (dOutput != null) {
+            Checks.shape(op, "dOutput", dOutput, "like output", forward.output().shape());
+            Checks.sameDType(op, "dOutput", dOutput, dt);
+        }
+        if (dHn != null) {
+            Checks.shape(op, "dHn", dHn, "like hn", forward.hn().shape());
+            Checks.sameDType(op, "dHn", dHn, dt);
+        }
+        if (dCn != null) {
+            if (forward.cn() == null) {
+                throw new SeqkException.ShapeMismatch(op + ": argument 'dCn' is only for LSTM");
+            }
+            Checks.shape(op, "dCn", dCn, "like cn", forward.cn().shape());
+            Checks.sameDType(op, "dCn", dCn, dt);
+        }
+        checkParams(params, dt);
+        return backend.recurrentBackward(config, params, forward, dOutput, dHn, dCn);
+    }
+
+    private void checkParams(Map<String, Tensor> params, DType dtype) {
+        String op = opName();
+        if (params == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
+        }
+        Map<String, long[]> expected = config.parameterShapes();
+        List<String> unknown = new ArrayList<>(params.keySet());
+        unknown.removeAll(expected.keySet());
+        if (!unknown.isEmpty()) {
+            throw new SeqkException.ShapeMismatch(op + ": unexpected parameters " + unknown + "; this configuration takes "
+                    + expected.keySet());
+        }
+        for (var e : expected.entrySet()) {
+            Tensor p = params.get(e.getKey());
+            if (p == null) {
+                throw new SeqkException.ShapeMismatch(op + ": parameter '" + e.getKey() + "' " + Arrays.toString(e.getValue())
+                        + " is missing");
+            }
+            Checks.shape(op, e.getKey(), p, "PyTorch's shape", e.getValue());
+            Checks.sameDType(op, e.getKey(), p, dtype);
+        }
+    }
+
+    private static long dim(Tensor x, int d) {
+        return x.rank() == 3 ? x.size(d) : -2;
+    }
+
+    private static int[] filled(int n, int v) {
+        int[] a = new int[n];
+        Arrays.fill(a, v);
+        return a;
+    }
+
+    /** Settings every recurrent op shares; {@code S} is the concrete builder, {@code O} the op it builds. */
+    public abstract static class Builder<S extends Builder<S, O>, O extends RecurrentOp> {
+        int inputSize;
+        int hiddenSize;
+        int numLayers = 1;
+        Direction direction = Direction.FORWARD;
+        boolean batchFirst;
+        boolean bias = true;
+        double clip = Double.POSITIVE_INFINITY;
+        List<List<Activation>> activations;
+        Backend backend;
+
+        abstract S self();
+
+        abstract List<Activation> defaultActivations();
+
+        abstract O create(RecurrentConfig config, Backend backend);
+
+        public S inputSize(int v) {
+            inputSize = v;
+            return self();
+        }
+
+        public S hiddenSize(int v) {
+            hiddenSize = v;
+            return self();
+        }
+
+        public S numLayers(int v) {
+            numLayers = v;
+            return self();
+        }
+
+        public S bidirectional(boolean v) {
+            direction = v ? Direction.BIDIRECTIONAL : Direction.FORWARD;
+            return self();
+        }
+
+        public S direction(Direction v) {
+            direction = v;
+            return self();
+        }
+
+        public S batchFirst(boolean v) {
+            batchFirst = v;
+            return self();
+        }
+
+        /** PyTorch's {@code bias}: with false there are no bias_ih/bias_hh parameters. */
+        public S bias(boolean v) {
+            bias = v;
+            return self();
+        }
+
+        /** ONNX cell clip: every gate pre-activation is clamped to [-v, v]. */
+        public S clip(double v) {
+            clip = v;
+            return self();
+        }
+
+        /** The same activation list (ONNX order) for every direction. */
+        public S activations(Activation... perDirection) {
+            activations = List.of(List.of(perDirection));
+            return self();
+        }
+
+        /** One activation list per direction (ONNX's bidirectional form). */
+        public S activationsPerDirection(List<List<Activation>> lists) {
+            activations = lists;
+            return self();
+        }
+
+        /** A backend name ({@code auto}, {@code cpu}, ...); default: the {@code seqkernels.backend} property. */
+        public S backend(String name) {
+            backend = dev.seqkernels.Backends.byName(name);
+            return self();
+        }
+
+        public S backend(Backend b) {
+            backend = b;
+            return self();
+        }
+
+        abstract RecurrentConfig config(List<List<Activation>> acts);
+
+        public O build() {
+            List<List<Activation>> acts = activations;
+            if (acts == null) {
+                acts = java.util.Collections.nCopies(direction.count(), defaultActivations());
+            } else if (acts.size() == 1 && direction.count() == 2) {
+                acts = List.of(acts.get(0), acts.get(0));
+            }
+            return create(config(acts), backend != null ? backend : Backends.fromProperty());
+        }
+    }
+}
