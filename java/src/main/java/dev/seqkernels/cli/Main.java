@@ -1,0 +1,149 @@
+package dev.seqkernels.cli;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.golden.GoldenCase;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.stream.Stream;
+
+/** The {@code seqk} command line: {@code info}, {@code golden}. Exit code 0 on success, 1 on a failed check, 2 on usage errors. */
+public final class Main {
+    private Main() {
+    }
+
+    public static void main(String[] args) {
+        System.exit(run(args, System.out, System.err));
+    }
+
+    static int run(String[] args, PrintStream out, PrintStream err) {
+        if (args.length == 0 || args[0].equals("help") || args[0].equals("--help")) {
+            usage(out);
+            return args.length == 0 ? 2 : 0;
+        }
+        try {
+            return switch (args[0]) {
+                case "info" -> info(out);
+                case "golden" -> golden(List.of(args).subList(1, args.length), out);
+                default -> {
+                    err.println("seqk: unknown command '" + args[0] + "'");
+                    usage(err);
+                    yield 2;
+                }
+            };
+        } catch (SeqkException | IllegalArgumentException e) {
+            err.println("seqk: " + e.getMessage());
+            return 2;
+        } catch (IOException e) {
+            err.println("seqk: " + e);
+            return 2;
+        }
+    }
+
+    private static void usage(PrintStream out) {
+        out.println("""
+                usage: seqk <command> [options]
+                  info                                   backends present, and why the others are not
+                  golden [--backend B] [--dtype D] [FILE|DIR ...]
+                                                         run golden cases (default: tools/golden/cases)
+                                                         forward and backward; exit 1 if any FAILs
+                  test                                   (launcher only) run the whole test suite
+                """);
+    }
+
+    private static int info(PrintStream out) {
+        out.println("seqkernels " + version());
+        out.println("java " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ")");
+        String forced = System.getProperty(Backends.PROPERTY);
+        out.println("backend property " + Backends.PROPERTY + " = " + (forced == null ? "(unset: auto)" : forced));
+        out.println("auto selects: " + Backends.byName("auto").name());
+        out.println("backends:");
+        Backends.availability().forEach((name, why) -> out.printf(Locale.ROOT, "  %-7s %s%n", name, why));
+        return 0;
+    }
+
+    private static String version() {
+        String v = Main.class.getPackage().getImplementationVersion();
+        return v == null ? "(development build)" : v;
+    }
+
+    private static int golden(List<String> args, PrintStream out) throws IOException {
+        Backend backend = Backends.fromProperty();
+        DType dtype = DType.F64;
+        List<Path> inputs = new ArrayList<>();
+        for (int i = 0; i < args.size(); i++) {
+            String a = args.get(i);
+            switch (a) {
+                case "--backend" -> backend = Backends.byName(value(args, ++i, a));
+                case "--dtype" -> dtype = parseDType(value(args, ++i, a));
+                default -> {
+                    if (a.startsWith("--")) {
+                        throw new IllegalArgumentException("unknown option " + a);
+                    }
+                    inputs.add(Path.of(a));
+                }
+            }
+        }
+        if (inputs.isEmpty()) {
+            inputs.add(projectRoot().resolve("tools/golden/cases"));
+        }
+        List<Path> files = new ArrayList<>();
+        for (Path p : inputs) {
+            if (Files.isDirectory(p)) {
+                try (Stream<Path> s = Files.list(p)) {
+                    s.filter(f -> f.toString().endsWith(".safetensors")).sorted().forEach(files::add);
+                }
+            } else if (Files.isRegularFile(p)) {
+                files.add(p);
+            } else {
+                throw new IllegalArgumentException("no such file or directory: " + p);
+            }
+        }
+        if (files.isEmpty()) {
+            throw new IllegalArgumentException("no .safetensors golden files in " + inputs);
+        }
+        out.printf(Locale.ROOT, "golden: %d cases, backend %s, dtype %s%n", files.size(), backend.name(), dtype);
+        out.printf(Locale.ROOT, "%-4s  %-5s  %-10s  %-10s  %-10s  %s%n", "", "op", "max|err|", "relL2 out", "relL2 grad", "case");
+        int failed = 0;
+        for (Path f : files) {
+            GoldenCase.Outcome o = GoldenCase.run(f, backend, dtype);
+            failed += o.pass() ? 0 : 1;
+            out.printf(Locale.ROOT, "%-4s  %-5s  %-10.3e  %-10.3e  %-10.3e  %s%s%n", o.pass() ? "PASS" : "FAIL", o.op(),
+                    o.maxAbs(), o.outRelL2(), o.gradRelL2(), f.getFileName(), o.pass() ? "" : "  -- " + o.reason());
+        }
+        out.printf(Locale.ROOT, "%d passed, %d failed%n", files.size() - failed, failed);
+        return failed == 0 ? 0 : 1;
+    }
+
+    private static String value(List<String> args, int i, String option) {
+        if (i >= args.size()) {
+            throw new IllegalArgumentException(option + " needs a value");
+        }
+        return args.get(i);
+    }
+
+    private static DType parseDType(String s) {
+        try {
+            DType d = DType.valueOf(s.toUpperCase(Locale.ROOT));
+            if (d.isFloatingPoint()) {
+                return d;
+            }
+        } catch (IllegalArgumentException ignored) {
+            // reported below with the accepted values
+        }
+        throw new IllegalArgumentException("--dtype must be one of F64, F32, F16, BF16; got " + s);
+    }
+
+    /** The checkout the launcher runs from ({@code seqkernels.root}), else the working directory. */
+    static Path projectRoot() {
+        return Path.of(System.getProperty("seqkernels.root", "."));
+    }
+}

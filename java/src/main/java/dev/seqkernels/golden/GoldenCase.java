@@ -1,0 +1,325 @@
+package dev.seqkernels.golden;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.seqkernels.Backend;
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.io.Safetensors;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.Mask;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import dev.seqkernels.ops.Rnn;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * One golden case (a safetensors file written by {@code tools/golden/make_goldens.py}): runs the op
+ * forward and backward on a backend and compares every expected output and gradient. The file
+ * format is described in docs/CONVENTIONS.md; a case with a field this runner does not know fails
+ * with the reason, it is never skipped.
+ */
+public final class GoldenCase {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private static final Set<String> RECURRENT_FIELDS = Set.of("op", "input_size", "hidden_size", "num_layers",
+            "bidirectional", "seq_len", "batch", "batch_first", "lengths", "nonlinearity", "proj_size", "bias",
+            "linear_before_reset");
+    private static final Set<String> SDPA_FIELDS = Set.of("op", "batch", "heads", "kv_heads", "q_len", "kv_len",
+            "head_dim", "value_dim", "mask", "scale", "key_lengths", "query_lengths");
+    private static final Set<String> MHA_FIELDS = Set.of("op", "embed_dim", "num_heads", "kdim", "vdim", "q_len",
+            "kv_len", "batch", "batch_first", "self_attention", "need_weights", "bias");
+
+    private GoldenCase() {
+    }
+
+    /**
+     * @param outRelL2  worst relative L2 error over the outputs
+     * @param gradRelL2 worst relative L2 error over the gradients
+     * @param reason    why it failed (first failing tensor and element), or null when it passed
+     */
+    public record Outcome(String file, String op, boolean pass, double maxAbs, double outRelL2, double gradRelL2,
+                          String reason) {
+    }
+
+    /** Runs the case with every tensor stored as {@code dtype} and judged by that dtype's tolerance. */
+    public static Outcome run(Path file, Backend backend, DType dtype) {
+        String op = "?";
+        try (Safetensors.Contents c = Safetensors.read(file)) {
+            String configText = c.metadata().get("config");
+            if (configText == null) {
+                return fail(file, op, "no __metadata__.config");
+            }
+            JsonNode config = JSON.readTree(configText);
+            op = config.path("op").asText("?");
+            Set<String> known = switch (op) {
+                case "rnn", "lstm", "gru" -> RECURRENT_FIELDS;
+                case "sdpa" -> SDPA_FIELDS;
+                case "mha" -> MHA_FIELDS;
+                default -> null;
+            };
+            if (known == null) {
+                return fail(file, op, "unknown op '" + op + "'");
+            }
+            for (Iterator<String> it = config.fieldNames(); it.hasNext(); ) {
+                String field = it.next();
+                if (!known.contains(field)) {
+                    return fail(file, op, "unsupported config field '" + field + "'");
+                }
+            }
+            Checker checker = new Checker(c, dtype);
+            switch (op) {
+                case "sdpa" -> runSdpa(config, checker, backend);
+                case "mha" -> runMha(config, checker, backend);
+                default -> runRecurrent(op, config, checker, backend);
+            }
+            return checker.outcome(file, op);
+        } catch (Exception e) {
+            return fail(file, op, e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    private static Outcome fail(Path file, String op, String reason) {
+        return new Outcome(file.toString(), op, false, Double.NaN, Double.NaN, Double.NaN, reason);
+    }
+
+    /** Inputs converted to the run's dtype, and the comparisons made so far. */
+    private static final class Checker {
+        final Safetensors.Contents file;
+        final DType dtype;
+        final Compare.Tolerance tolerance;
+        final List<Tensor> converted = new ArrayList<>();
+        double maxAbs;
+        double outRel;
+        double gradRel;
+        String reason;
+        int compared;
+
+        Checker(Safetensors.Contents file, DType dtype) {
+            this.file = file;
+            this.dtype = dtype;
+            this.tolerance = Compare.tolerance(dtype);
+        }
+
+        boolean has(String name) {
+            return file.tensors().containsKey(name);
+        }
+
+        /** A floating tensor of the file in the run's dtype (null if absent and optional). */
+        Tensor input(String name, boolean required) {
+            Tensor t = file.tensors().get(name);
+            if (t == null) {
+                if (required) {
+                    throw new SeqkException.ShapeMismatch("tensor '" + name + "' is missing");
+                }
+                return null;
+            }
+            Tensor r = t.dtype() == dtype ? t : t.to(dtype);
+            converted.add(r);
+            return r;
+        }
+
+        Map<String, Tensor> params() {
+            Map<String, Tensor> m = new LinkedHashMap<>();
+            for (String name : file.tensors().keySet()) {
+                if (name.startsWith("param.")) {
+                    m.put(name.substring(6), input(name, true));
+                }
+            }
+            return m;
+        }
+
+        /** Compares {@code actual} with expected tensor {@code name}; {@code gradient} picks the summary column. */
+        void check(String name, Tensor actual, boolean gradient) {
+            Tensor expected = file.tensors().get(name);
+            if (expected == null) {
+                return;
+            }
+            if (actual == null) {
+                record(name, null);
+                return;
+            }
+            if (!java.util.Arrays.equals(expected.shape(), actual.shape())) {
+                record(name, "shape " + java.util.Arrays.toString(actual.shape()) + " vs expected "
+                        + java.util.Arrays.toString(expected.shape()));
+                return;
+            }
+            Compare.Result r = Compare.compare(actual.toDoubleArray(), expected.toDoubleArray(), tolerance);
+            compared++;
+            maxAbs = Double.isNaN(r.maxAbs()) ? Double.NaN : Math.max(maxAbs, r.maxAbs());
+            if (gradient) {
+                gradRel = Math.max(gradRel, r.relL2());
+            } else {
+                outRel = Math.max(outRel, r.relL2());
+            }
+            if (!r.passes(tolerance)) {
+                record(name, r.firstBad() != null ? r.firstBad() : "relative L2 " + r.relL2() + " > " + tolerance.relL2());
+            }
+        }
+
+        private void record(String name, String what) {
+            if (reason == null) {
+                reason = name + ": " + (what == null ? "not produced" : what);
+            }
+        }
+
+        Outcome outcome(Path path, String op) {
+            converted.forEach(Tensor::close);
+            if (reason == null && compared == 0) {
+                reason = "the file holds no expected outputs";
+            }
+            return new Outcome(path.toString(), op, reason == null, maxAbs, outRel, gradRel, reason);
+        }
+    }
+
+    private static void runRecurrent(String op, JsonNode c, Checker k, Backend backend) {
+        int layers = c.path("num_layers").asInt(1);
+        boolean bidir = c.path("bidirectional").asBoolean(false);
+        boolean batchFirst = c.path("batch_first").asBoolean(false);
+        boolean bias = c.path("bias").asBoolean(true);
+        int in = c.path("input_size").asInt();
+        int hidden = c.path("hidden_size").asInt();
+        RecurrentOp rec = switch (op) {
+            case "lstm" -> Lstm.builder().inputSize(in).hiddenSize(hidden).numLayers(layers).bidirectional(bidir)
+                    .batchFirst(batchFirst).bias(bias).projSize(c.path("proj_size").asInt(0)).backend(backend).build();
+            case "gru" -> Gru.builder().inputSize(in).hiddenSize(hidden).numLayers(layers).bidirectional(bidir)
+                    .batchFirst(batchFirst).bias(bias).linearBeforeReset(c.path("linear_before_reset").asBoolean(true))
+                    .backend(backend).build();
+            default -> Rnn.builder().inputSize(in).hiddenSize(hidden).numLayers(layers).bidirectional(bidir)
+                    .batchFirst(batchFirst).bias(bias).nonlinearity(c.path("nonlinearity").asText("tanh"))
+                    .backend(backend).build();
+        };
+        int[] lengths = null;
+        if (c.hasNonNull("lengths")) {
+            lengths = new int[c.get("lengths").size()];
+            for (int i = 0; i < lengths.length; i++) {
+                lengths[i] = c.get("lengths").get(i).asInt();
+            }
+        }
+        Map<String, Tensor> params = k.params();
+        Tensor x = k.input("x", true);
+        try (RecurrentResult r = rec.forward(params, x, k.input("h0", false), k.input("c0", false), lengths)) {
+            k.check("out", r.output(), false);
+            k.check("hn", r.hn(), false);
+            k.check("cn", r.cn(), false);
+            try (RecurrentGradients g = rec.backward(params, r, k.input("seed.out", false), k.input("seed.hn", false),
+                    k.input("seed.cn", false))) {
+                k.check("grad.x", g.dx(), true);
+                k.check("grad.h0", g.dh0(), true);
+                k.check("grad.c0", g.dc0(), true);
+                for (var e : g.params().entrySet()) {
+                    k.check("grad." + e.getKey(), e.getValue(), true);
+                }
+            }
+        }
+    }
+
+    private static void runSdpa(JsonNode c, Checker k, Backend backend) {
+        String mask = c.path("mask").isNull() ? "null" : c.path("mask").asText("null");
+        Attention.Builder b = Attention.builder().backend(backend);
+        if (c.hasNonNull("scale")) {
+            b.scale(c.get("scale").asDouble());
+        }
+        switch (mask) {
+            case "causal_bottom_right" -> b.causal(CausalAlignment.BOTTOM_RIGHT);
+            case "causal_top_left" -> b.causal(CausalAlignment.TOP_LEFT);
+            case "null", "bool", "additive" -> {
+            }
+            default -> throw new SeqkException.Unsupported("unknown sdpa mask kind '" + mask + "'");
+        }
+        Attention op = b.build();
+        Attention.Inputs in = Attention.inputs(k.input("q", true), k.input("k", true), k.input("v", true));
+        if (mask.equals("bool")) {
+            in.mask(Mask.allowed(k.file.require("mask")));
+        } else if (mask.equals("additive")) {
+            in.mask(Mask.additive(k.input("mask", true)));
+        }
+        in.keyLengths(ints(c, "key_lengths")).queryLengths(ints(c, "query_lengths"));
+        try (AttentionResult r = op.forward(in)) {
+            k.check("out", r.out(), false);
+            k.check("lse", r.lse(), false);
+            try (AttentionGradients g = op.backward(r, k.input("seed.out", true))) {
+                k.check("grad.q", g.dq(), true);
+                k.check("grad.k", g.dk(), true);
+                k.check("grad.v", g.dv(), true);
+            }
+        }
+    }
+
+    private static void runMha(JsonNode c, Checker k, Backend backend) {
+        int e = c.path("embed_dim").asInt();
+        boolean self = c.path("self_attention").asBoolean(false);
+        MultiHeadAttention op = MultiHeadAttention.builder().embedDim(e).numHeads(c.path("num_heads").asInt())
+                .kdim(c.path("kdim").asInt(e)).vdim(c.path("vdim").asInt(e)).batchFirst(c.path("batch_first").asBoolean(false))
+                .bias(c.path("bias").asBoolean(true)).needWeights(c.path("need_weights").asBoolean(false))
+                .backend(backend).build();
+        Tensor query = k.input("query", true);
+        Tensor key = self ? query : k.input("key", true);
+        Tensor value = self ? query : k.input("value", true);
+        MultiHeadAttention.Inputs in = MultiHeadAttention.inputs(query, key, value);
+        if (k.has("key_padding_mask")) {
+            in.keyPaddingMask(pytorchMask(k, "key_padding_mask"));
+        }
+        if (k.has("attn_mask")) {
+            in.attnMask(pytorchMask(k, "attn_mask"));
+        }
+        Map<String, Tensor> params = k.params();
+        try (MhaResult r = op.forward(params, in)) {
+            k.check("out", r.out(), false);
+            k.check("attn_weights_avg", r.attnWeights(), false);
+            try (MhaGradients g = op.backward(params, r, k.input("seed.out", true),
+                    r.attnWeights() == null ? null : k.input("seed.attn_weights_avg", false))) {
+                if (self) {
+                    try (Tensor sum = Tensor.allocate(query.dtype(), query.shape())) {
+                        for (long i = 0; i < sum.numel(); i++) {
+                            sum.setFlat(i, g.dQuery().getFlat(i) + g.dKey().getFlat(i) + g.dValue().getFlat(i));
+                        }
+                        k.check("grad.query", sum, true);
+                    }
+                } else {
+                    k.check("grad.query", g.dQuery(), true);
+                    k.check("grad.key", g.dKey(), true);
+                    k.check("grad.value", g.dValue(), true);
+                }
+                for (var p : g.params().entrySet()) {
+                    k.check("grad." + p.getKey(), p.getValue(), true);
+                }
+            }
+        }
+    }
+
+    /** PyTorch's mask convention: integer/bool tensors mean blocked, floating tensors are additive. */
+    private static Mask pytorchMask(Checker k, String name) {
+        Tensor t = k.file.require(name);
+        return t.dtype().isFloatingPoint() ? Mask.additive(k.input(name, true)) : Mask.blocked(t);
+    }
+
+    private static int[] ints(JsonNode c, String field) {
+        if (!c.hasNonNull(field)) {
+            return null;
+        }
+        int[] r = new int[c.get(field).size()];
+        for (int i = 0; i < r.length; i++) {
+            r[i] = c.get(field).get(i).asInt();
+        }
+        return r;
+    }
+}
