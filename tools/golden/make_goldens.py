@@ -107,6 +107,40 @@ def recurrent(out_dir, name, op, input_size, hidden_size, seq_len, batch, num_la
     write_case(os.path.join(out_dir, name + ".safetensors"), tensors, config)
 
 
+def cell(out_dir, name, op, input_size, hidden_size, batch, nonlinearity="tanh", bias=True):
+    """One step of nn.RNNCell / nn.LSTMCell / nn.GRUCell: outputs hn (and cn) from x, h0 (and c0)."""
+    if op == "rnn_cell":
+        mod = torch.nn.RNNCell(input_size, hidden_size, bias=bias, nonlinearity=nonlinearity)
+    elif op == "lstm_cell":
+        mod = torch.nn.LSTMCell(input_size, hidden_size, bias=bias)
+    else:
+        mod = torch.nn.GRUCell(input_size, hidden_size, bias=bias)
+    mod = mod.to(DT)
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.uniform_(-0.6, 0.6)
+    inputs = {"x": rand(batch, input_size), "h0": rand(batch, hidden_size, scale=0.5)}
+    if op == "lstm_cell":
+        inputs["c0"] = rand(batch, hidden_size, scale=0.5)
+        hn, cn = mod(inputs["x"], (inputs["h0"], inputs["c0"]))
+        outputs = {"hn": hn, "cn": cn}
+    else:
+        outputs = {"hn": mod(inputs["x"], inputs["h0"])}
+    params = dict(mod.named_parameters())
+    wrt = dict(inputs)
+    wrt.update({"param." + k: v for k, v in params.items()})
+    seeds, grads = loss_and_grads(outputs, wrt)
+    tensors = dict(inputs)
+    tensors.update({"param." + k: v for k, v in params.items()})
+    tensors.update(outputs)
+    tensors.update({"seed." + k: v for k, v in seeds.items()})
+    tensors.update({"grad." + k.replace("param.", ""): v for k, v in grads.items()})
+    config = dict(op=op, input_size=input_size, hidden_size=hidden_size, batch=batch, bias=bias)
+    if op == "rnn_cell":
+        config["nonlinearity"] = nonlinearity
+    write_case(os.path.join(out_dir, name + ".safetensors"), tensors, config)
+
+
 def sdpa_math(q, k, v, scale, blocked, additive):
     """softmax(scale q k^T + additive, blocked -> -inf) v; fully blocked rows give 0 and lse -inf."""
     group = q.shape[1] // k.shape[1]
@@ -235,6 +269,9 @@ def main():
     recurrent(out_dir, "gru_2layer_bidir_lengths_batch_first", "gru", 3, 6, 7, 3, num_layers=2, bidirectional=True,
               batch_first=True, lengths=[3, 7, 1])
     recurrent(out_dir, "gru_no_bias", "gru", 4, 5, 4, 2, bias=False)
+    cell(out_dir, "rnn_cell_relu", "rnn_cell", 5, 7, 3, nonlinearity="relu")
+    cell(out_dir, "lstm_cell", "lstm_cell", 5, 7, 3)
+    cell(out_dir, "gru_cell_no_bias", "gru_cell", 6, 5, 4, bias=False)
     sdpa(out_dir, "sdpa_plain", 2, 3, 5, 7, 4, 6)
     sdpa(out_dir, "sdpa_gqa_scale", 2, 6, 4, 5, 5, 3, kv_heads=2, scale=0.37)
     sdpa(out_dir, "sdpa_causal_top_left", 1, 2, 6, 9, 4, 4, mask="causal_top_left")

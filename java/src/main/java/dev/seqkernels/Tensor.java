@@ -228,6 +228,26 @@ public final class Tensor implements AutoCloseable {
         return new Tensor(segment, dtype, s, st, offset + index * strides[dim], null, closed);
     }
 
+    /** A view with a new dimension of extent 1 inserted at {@code dim} (0..rank). */
+    public Tensor unsqueeze(int dim) {
+        checkOpen();
+        if (dim < 0 || dim > shape.length) {
+            throw new SeqkException.ShapeMismatch("unsqueeze(" + dim + ") is outside 0.." + shape.length);
+        }
+        long[] s = new long[shape.length + 1];
+        long[] st = new long[shape.length + 1];
+        for (int i = 0, j = 0; i < s.length; i++) {
+            if (i == dim) {
+                s[i] = 1;
+                st[i] = 0;
+            } else {
+                s[i] = shape[j];
+                st[i] = strides[j++];
+            }
+        }
+        return new Tensor(segment, dtype, s, st, offset, null, closed);
+    }
+
     /** A contiguous copy in another dtype. */
     public Tensor to(DType target) {
         return of(target, toDoubleArray(), shape);

@@ -52,6 +52,19 @@ class BadInputTest {
     }
 
     @Test
+    void cellsSpeakInCellTerms() {
+        var cell = Lstm.builder().inputSize(3).hiddenSize(4).backend("cpu").buildCell();
+        Map<String, Tensor> p = new HashMap<>(data.params(DType.F32, 0.5, cell.parameterShapes()));
+        Tensor x = data.tensor(DType.F32, 1, 2, 3);
+        rejects(SeqkException.ShapeMismatch.class, () -> cell.forward(p, x, data.tensor(DType.F32, 1, 2, 5), null),
+                "lstm_cell", "'h'", "[batch, hidden_size] = [2, 4]");
+        p.remove("bias_hh");
+        rejects(SeqkException.ShapeMismatch.class, () -> cell.forward(p, x, null, null), "'bias_hh'", "missing");
+        rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().inputSize(3).hiddenSize(4).numLayers(2).buildCell(),
+                "one layer");
+    }
+
+    @Test
     void recurrentParameters() {
         Lstm op = lstm();
         Tensor x = data.tensor(DType.F32, 1, 5, 2, 3);

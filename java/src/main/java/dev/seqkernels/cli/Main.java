@@ -111,12 +111,12 @@ public final class Main {
             throw new IllegalArgumentException("no .safetensors golden files in " + inputs);
         }
         out.printf(Locale.ROOT, "golden: %d cases, backend %s, dtype %s%n", files.size(), backend.name(), dtype);
-        out.printf(Locale.ROOT, "%-4s  %-5s  %-10s  %-10s  %-10s  %s%n", "", "op", "max|err|", "relL2 out", "relL2 grad", "case");
+        out.printf(Locale.ROOT, "%-4s  %-9s  %-10s  %-10s  %-10s  %s%n", "", "op", "max|err|", "relL2 out", "relL2 grad", "case");
         int failed = 0;
         for (Path f : files) {
             GoldenCase.Outcome o = GoldenCase.run(f, backend, dtype);
             failed += o.pass() ? 0 : 1;
-            out.printf(Locale.ROOT, "%-4s  %-5s  %-10.3e  %-10.3e  %-10.3e  %s%s%n", o.pass() ? "PASS" : "FAIL", o.op(),
+            out.printf(Locale.ROOT, "%-4s  %-9s  %-10.3e  %-10.3e  %-10.3e  %s%s%n", o.pass() ? "PASS" : "FAIL", o.op(),
                     o.maxAbs(), o.outRelL2(), o.gradRelL2(), f.getFileName(), o.pass() ? "" : "  -- " + o.reason());
         }
         out.printf(Locale.ROOT, "%d passed, %d failed%n", files.size() - failed, failed);

@@ -18,6 +18,7 @@ import dev.seqkernels.ops.Mask;
 import dev.seqkernels.ops.MhaGradients;
 import dev.seqkernels.ops.MhaResult;
 import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentCell;
 import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
@@ -43,6 +44,8 @@ public final class GoldenCase {
     private static final Set<String> RECURRENT_FIELDS = Set.of("op", "input_size", "hidden_size", "num_layers",
             "bidirectional", "seq_len", "batch", "batch_first", "lengths", "nonlinearity", "proj_size", "bias",
             "linear_before_reset");
+    private static final Set<String> CELL_FIELDS = Set.of("op", "input_size", "hidden_size", "batch", "bias",
+            "nonlinearity");
     private static final Set<String> SDPA_FIELDS = Set.of("op", "batch", "heads", "kv_heads", "q_len", "kv_len",
             "head_dim", "value_dim", "mask", "scale", "key_lengths", "query_lengths");
     private static final Set<String> MHA_FIELDS = Set.of("op", "embed_dim", "num_heads", "kdim", "vdim", "q_len",
@@ -72,6 +75,7 @@ public final class GoldenCase {
             op = config.path("op").asText("?");
             Set<String> known = switch (op) {
                 case "rnn", "lstm", "gru" -> RECURRENT_FIELDS;
+                case "rnn_cell", "lstm_cell", "gru_cell" -> CELL_FIELDS;
                 case "sdpa" -> SDPA_FIELDS;
                 case "mha" -> MHA_FIELDS;
                 default -> null;
@@ -89,6 +93,7 @@ public final class GoldenCase {
             switch (op) {
                 case "sdpa" -> runSdpa(config, checker, backend);
                 case "mha" -> runMha(config, checker, backend);
+                case "rnn_cell", "lstm_cell", "gru_cell" -> runCell(op, config, checker, backend);
                 default -> runRecurrent(op, config, checker, backend);
             }
             return checker.outcome(file, op);
@@ -225,6 +230,31 @@ public final class GoldenCase {
                 k.check("grad.x", g.dx(), true);
                 k.check("grad.h0", g.dh0(), true);
                 k.check("grad.c0", g.dc0(), true);
+                for (var e : g.params().entrySet()) {
+                    k.check("grad." + e.getKey(), e.getValue(), true);
+                }
+            }
+        }
+    }
+
+    private static void runCell(String op, JsonNode c, Checker k, Backend backend) {
+        int in = c.path("input_size").asInt();
+        int hidden = c.path("hidden_size").asInt();
+        boolean bias = c.path("bias").asBoolean(true);
+        RecurrentCell cell = switch (op) {
+            case "lstm_cell" -> Lstm.builder().inputSize(in).hiddenSize(hidden).bias(bias).backend(backend).buildCell();
+            case "gru_cell" -> Gru.builder().inputSize(in).hiddenSize(hidden).bias(bias).backend(backend).buildCell();
+            default -> Rnn.builder().inputSize(in).hiddenSize(hidden).bias(bias)
+                    .nonlinearity(c.path("nonlinearity").asText("tanh")).backend(backend).buildCell();
+        };
+        Map<String, Tensor> params = k.params();
+        try (RecurrentCell.Result r = cell.forward(params, k.input("x", true), k.input("h0", false), k.input("c0", false))) {
+            k.check("hn", r.h(), false);
+            k.check("cn", r.c(), false);
+            try (RecurrentCell.Gradients g = cell.backward(params, r, k.input("seed.hn", false), k.input("seed.cn", false))) {
+                k.check("grad.x", g.dx(), true);
+                k.check("grad.h0", g.dh(), true);
+                k.check("grad.c0", g.dc(), true);
                 for (var e : g.params().entrySet()) {
                     k.check("grad." + e.getKey(), e.getValue(), true);
                 }

@@ -4,7 +4,10 @@ import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
 
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
 
 /** Argument checks shared by the ops; every message names the argument and what was expected. */
 final class Checks {
@@ -52,6 +55,28 @@ final class Checks {
     static void finite(String name, double v) {
         if (!Double.isFinite(v)) {
             throw new SeqkException.InvalidConfig(name + " must be finite, got " + v);
+        }
+    }
+
+    /** Exactly the expected parameter names, each with its shape and the input's dtype. */
+    static void params(String op, Map<String, Tensor> params, Map<String, long[]> expected, DType dtype) {
+        if (params == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
+        }
+        List<String> unknown = new ArrayList<>(params.keySet());
+        unknown.removeAll(expected.keySet());
+        if (!unknown.isEmpty()) {
+            throw new SeqkException.ShapeMismatch(op + ": unexpected parameters " + unknown + "; this configuration takes "
+                    + expected.keySet());
+        }
+        for (var e : expected.entrySet()) {
+            Tensor p = params.get(e.getKey());
+            if (p == null) {
+                throw new SeqkException.ShapeMismatch(op + ": parameter '" + e.getKey() + "' " + Arrays.toString(e.getValue())
+                        + " is missing");
+            }
+            shape(op, e.getKey(), p, "PyTorch's shape", e.getValue());
+            sameDType(op, e.getKey(), p, dtype);
         }
     }
 

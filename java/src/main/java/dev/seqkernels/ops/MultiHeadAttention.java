@@ -6,9 +6,7 @@ import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
 
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 
 /**
@@ -163,7 +161,7 @@ public final class MultiHeadAttention {
             }
             in.attnMask.checkValues(op, "attnMask");
         }
-        checkParams(params, dt);
+        Checks.params(op, params, parameterShapes(), dt);
         return backend.mhaForward(this, params, in);
     }
 
@@ -181,35 +179,12 @@ public final class MultiHeadAttention {
             Checks.shape(op, "dAttnWeights", dAttnWeights, "like attnWeights", forward.attnWeights().shape());
             Checks.sameDType(op, "dAttnWeights", dAttnWeights, forward.out().dtype());
         }
-        checkParams(params, forward.out().dtype());
+        Checks.params(op, params, parameterShapes(), forward.out().dtype());
         return backend.mhaBackward(this, params, forward, dOut, dAttnWeights);
     }
 
     private long[] seqShape(long batch, long len, long features) {
         return batchFirst ? new long[]{batch, len, features} : new long[]{len, batch, features};
-    }
-
-    private void checkParams(Map<String, Tensor> params, DType dtype) {
-        String op = "multi_head_attention";
-        if (params == null) {
-            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
-        }
-        Map<String, long[]> expected = parameterShapes();
-        List<String> unknown = new ArrayList<>(params.keySet());
-        unknown.removeAll(expected.keySet());
-        if (!unknown.isEmpty()) {
-            throw new SeqkException.ShapeMismatch(op + ": unexpected parameters " + unknown + "; this configuration takes "
-                    + expected.keySet());
-        }
-        for (var e : expected.entrySet()) {
-            Tensor p = params.get(e.getKey());
-            if (p == null) {
-                throw new SeqkException.ShapeMismatch(op + ": parameter '" + e.getKey() + "' "
-                        + java.util.Arrays.toString(e.getValue()) + " is missing");
-            }
-            Checks.shape(op, e.getKey(), p, "PyTorch's shape", e.getValue());
-            Checks.sameDType(op, e.getKey(), p, dtype);
-        }
     }
 
     public static final class Inputs {

@@ -6,7 +6,6 @@ import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
 
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
@@ -80,7 +79,7 @@ public abstract class RecurrentOp {
                 throw new SeqkException.ShapeMismatch(op + ": lengths[" + i + "] = " + lens[i] + " is outside 0.." + t);
             }
         }
-        checkParams(params, x.dtype());
+        Checks.params(op, params, config.parameterShapes(), x.dtype());
         return backend.recurrentForward(config, params, x, h0, c0, lens);
     }
 
@@ -107,31 +106,8 @@ public abstract class RecurrentOp {
             Checks.shape(op, "dCn", dCn, "like cn", forward.cn().shape());
             Checks.sameDType(op, "dCn", dCn, dt);
         }
-        checkParams(params, dt);
+        Checks.params(op, params, config.parameterShapes(), dt);
         return backend.recurrentBackward(config, params, forward, dOutput, dHn, dCn);
-    }
-
-    private void checkParams(Map<String, Tensor> params, DType dtype) {
-        String op = opName();
-        if (params == null) {
-            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
-        }
-        Map<String, long[]> expected = config.parameterShapes();
-        List<String> unknown = new ArrayList<>(params.keySet());
-        unknown.removeAll(expected.keySet());
-        if (!unknown.isEmpty()) {
-            throw new SeqkException.ShapeMismatch(op + ": unexpected parameters " + unknown + "; this configuration takes "
-                    + expected.keySet());
-        }
-        for (var e : expected.entrySet()) {
-            Tensor p = params.get(e.getKey());
-            if (p == null) {
-                throw new SeqkException.ShapeMismatch(op + ": parameter '" + e.getKey() + "' " + Arrays.toString(e.getValue())
-                        + " is missing");
-            }
-            Checks.shape(op, e.getKey(), p, "PyTorch's shape", e.getValue());
-            Checks.sameDType(op, e.getKey(), p, dtype);
-        }
     }
 
     private static long dim(Tensor x, int d) {
@@ -228,6 +204,11 @@ public abstract class RecurrentOp {
         }
 
         abstract RecurrentConfig config(List<List<Activation>> acts);
+
+        /** A single-step cell with PyTorch's cell parameter names (see {@link RecurrentCell}). */
+        public RecurrentCell buildCell() {
+            return new RecurrentCell(build());
+        }
 
         public O build() {
             List<List<Activation>> acts = activations;

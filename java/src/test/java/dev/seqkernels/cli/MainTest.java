@@ -22,7 +22,7 @@ class MainTest {
     @Test
     void goldenRunsEveryCommittedCase() {
         assertEquals(0, run("golden", "--backend", "cpu"), err::toString);
-        assertTrue(out.toString().contains("25 passed, 0 failed"), out::toString);
+        assertTrue(out.toString().contains("28 passed, 0 failed"), out::toString);
     }
 
     @Test
