@@ -1,0 +1,38 @@
+// The one device header every kernel file includes. It makes the same source build with nvcc
+// (GPU) and with g++ -DSEQK_EMU (the SIMT emulator in native/), and holds the storage-type
+// conversions: kernels load T (float, __half, __nv_bfloat16), compute in float, store T.
+#pragma once
+
+#ifdef SEQK_EMU
+#include "emu/cuda_emu.h"
+// Registers an extern "C" kernel with the emulator under its name.
+#define SEQK_KERNEL(name) SEQK_EMU_REGISTER(name)
+// A pointer to the launch's dynamic shared memory, typed.
+#define SEQK_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::seqk_emu::dynamic_shared())
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define SEQK_KERNEL(name) static_assert(true, "")
+#define SEQK_DYNAMIC_SHARED(type, name)             \
+    extern __shared__ unsigned char seqk_dynamic_smem_[]; \
+    type* name = reinterpret_cast<type*>(seqk_dynamic_smem_)
+#endif
+
+namespace seqk {
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+}  // namespace seqk

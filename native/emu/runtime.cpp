@@ -1,0 +1,577 @@
+// The SIMT emulator's runtime: runs kernels compiled from cuda/*.cu by g++, with checks a GPU
+// does not make.
+//
+// Execution: blocks run one after another on the calling OS thread; inside a block every thread
+// is a fiber (ucontext) with its own stack. A fiber runs until it reaches __syncthreads, a warp
+// collective, or its end; the scheduler then runs the next. A barrier opens when every live
+// thread of the block waits at it; a warp collective completes when every lane named in its mask
+// has arrived. If nothing can run and nothing can open, that is a deadlock, reported with who
+// waits where (a __syncthreads that some threads never reach, a shuffle naming an exited lane).
+//
+// Checking (on by default): device allocations are filled with a NaN pattern when allocated and
+// are bracketed by guard zones holding the same pattern; dynamic shared memory is poisoned and
+// guarded the same way. After every fiber switch the guards are compared, so an out-of-bounds
+// write is reported with the kernel, block and thread that made it. Launch shapes are checked
+// against sm_90 limits.
+#include "cuda_emu.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace seqk_emu {
+
+thread_local ThreadContext* current = nullptr;
+
+namespace {
+
+// ---------------------------------------------------------------- kernel registry
+
+struct Kernel {
+    void* fn;
+    Registrar::Trampoline trampoline;
+    int arg_count;
+};
+
+std::map<std::string, Kernel>& registry() {
+    static std::map<std::string, Kernel> kernels;
+    return kernels;
+}
+
+// ---------------------------------------------------------------- errors
+
+/** Thrown on the scheduler side (never across a fiber boundary) to end a launch with a message. */
+struct EmuError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::string format(const char* fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+// ---------------------------------------------------------------- memory with guards
+
+constexpr uint64_t kPoison = 0x7FF17FE27FD37FC4ull;  // NaN as f64, as both f32 halves, as every f16/bf16 quarter
+constexpr size_t kGuard = 64;
+constexpr size_t kAlign = 256;
+
+void poison(void* p, size_t bytes) {
+    auto* b = static_cast<unsigned char*>(p);
+    for (size_t i = 0; i < bytes; i++) {
+        b[i] = static_cast<unsigned char>(kPoison >> (8 * (i % 8)));
+    }
+}
+
+/** Offset of the first byte that differs from the poison pattern, or -1. */
+long first_changed(const void* p, size_t bytes) {
+    auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < bytes; i++) {
+        if (b[i] != static_cast<unsigned char>(kPoison >> (8 * (i % 8)))) {
+            return static_cast<long>(i);
+        }
+    }
+    return -1;
+}
+
+struct Allocation {
+    unsigned char* base;  // what we free
+    size_t bytes;         // what the caller asked for
+};
+
+std::map<uintptr_t, Allocation>& allocations() {  // keyed by payload address
+    static std::map<uintptr_t, Allocation> m;
+    return m;
+}
+
+int g_checking = 1;
+
+/** The allocation whose payload contains [p, p+bytes), or null. */
+const Allocation* find(uintptr_t p, size_t bytes) {
+    auto& m = allocations();
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) {
+        return nullptr;
+    }
+    --it;
+    if (p >= it->first && p + bytes <= it->first + it->second.bytes && p + bytes >= p) {
+        return &it->second;
+    }
+    return nullptr;
+}
+
+/** Describes a damaged guard zone, or returns empty. */
+std::string check_guards(const unsigned char* smem, size_t smem_bytes) {
+    for (auto& [payload, a] : allocations()) {
+        auto* front = reinterpret_cast<unsigned char*>(payload) - kGuard;
+        long f = first_changed(front, kGuard);
+        if (f >= 0) {
+            return format("wrote %ld bytes before the start of device allocation 0x%lx (%zu bytes)",
+                          static_cast<long>(kGuard) - f, static_cast<unsigned long>(payload), a.bytes);
+        }
+        long b = first_changed(reinterpret_cast<unsigned char*>(payload) + a.bytes, kGuard);
+        if (b >= 0) {
+            return format("wrote past the end of device allocation 0x%lx (%zu bytes), at byte offset %zu",
+                          static_cast<unsigned long>(payload), a.bytes, a.bytes + b);
+        }
+    }
+    if (smem != nullptr) {
+        long b = first_changed(smem + smem_bytes, kGuard);
+        if (b >= 0) {
+            return format("wrote past the end of dynamic shared memory (%zu bytes), at byte offset %zu", smem_bytes,
+                          smem_bytes + b);
+        }
+    }
+    return {};
+}
+
+// ---------------------------------------------------------------- fibers and the block scheduler
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+enum class State { Runnable, AtBarrier, AtWarp, Done };
+
+struct Fiber {
+    ucontext_t context;
+    ThreadContext coords;
+    State state = State::Runnable;
+    uint64_t warp_seq = 0;    // warp collectives this lane has entered
+    unsigned warp_mask = 0;   // mask of the collective it waits in
+    unsigned char* stack = nullptr;
+};
+
+struct Block {
+    std::vector<Fiber> fibers;
+    ucontext_t scheduler;
+    unsigned barrier_waiting = 0;
+    unsigned done = 0;
+    std::vector<uint64_t> slots;  // [warps][2][32] values of warp collectives, double-buffered by seq parity
+    std::vector<unsigned char> smem;  // dynamic shared memory + guard
+    size_t smem_bytes = 0;
+    std::string fault;            // set by a fiber that hit a kernel error
+    Kernel* kernel = nullptr;
+    void** args = nullptr;
+};
+
+thread_local Block* t_block = nullptr;
+thread_local Fiber* t_fiber = nullptr;
+thread_local std::vector<unsigned char*> t_stacks;  // reused across launches
+
+void yield_to_scheduler() {
+    swapcontext(&t_fiber->context, &t_block->scheduler);
+}
+
+void fiber_main() {
+    Block* b = t_block;
+    b->kernel->trampoline(b->kernel->fn, b->args);
+    t_fiber->state = State::Done;
+    b->done++;
+    yield_to_scheduler();
+}
+
+std::string where(const char* kernel, const Fiber& f) {
+    return format("kernel %s block (%u,%u,%u) thread (%u,%u,%u)", kernel, f.coords.block_idx.x, f.coords.block_idx.y,
+                  f.coords.block_idx.z, f.coords.thread_idx.x, f.coords.thread_idx.y, f.coords.thread_idx.z);
+}
+
+/** Opens warp collectives whose named lanes have all arrived; returns whether any opened. */
+bool release_warps(Block& b, const char* name) {
+    bool released = false;
+    size_t n = b.fibers.size();
+    for (size_t i = 0; i < n; i++) {
+        Fiber& f = b.fibers[i];
+        if (f.state != State::AtWarp) {
+            continue;
+        }
+        size_t warp_base = i & ~size_t(31);
+        bool ready = true;
+        for (unsigned lane = 0; lane < 32; lane++) {
+            if (!(f.warp_mask >> lane & 1u)) {
+                continue;
+            }
+            size_t j = warp_base + lane;
+            if (j >= n) {
+                throw EmuError(where(name, f) + ": a warp collective names lane " + std::to_string(lane) +
+                               ", which does not exist (the block has " + std::to_string(n) + " threads)");
+            }
+            Fiber& other = b.fibers[j];
+            if (other.warp_seq < f.warp_seq) {
+                if (other.state == State::Done) {
+                    throw EmuError(where(name, f) + ": a warp collective names lane " + std::to_string(lane) +
+                                   ", which exited without reaching it");
+                }
+                ready = false;
+                break;
+            }
+        }
+        if (ready) {
+            f.state = State::Runnable;
+            released = true;
+        }
+    }
+    return released;
+}
+
+std::string describe_waiters(const Block& b, const char* name) {
+    unsigned at_barrier = 0, at_warp = 0;
+    const Fiber* example = nullptr;
+    for (const Fiber& f : b.fibers) {
+        if (f.state == State::AtBarrier) {
+            at_barrier++;
+        } else if (f.state == State::AtWarp) {
+            at_warp++;
+            example = example ? example : &f;
+        }
+    }
+    std::string s = format("%u threads wait at __syncthreads, %u in warp collectives, %u exited", at_barrier, at_warp,
+                           b.done);
+    if (example) {
+        s += "; e.g. " + where(name, *example) + " waits in a warp collective";
+    }
+    return s;
+}
+
+void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_idx) {
+    unsigned n = block.x * block.y * block.z;
+    b.fibers.assign(n, Fiber{});
+    b.barrier_waiting = 0;
+    b.done = 0;
+    b.fault.clear();
+    while (t_stacks.size() < n) {
+        void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (s == MAP_FAILED) {
+            throw EmuError("could not map a fiber stack");
+        }
+        t_stacks.push_back(static_cast<unsigned char*>(s));
+    }
+    if (b.smem_bytes > 0) {
+        poison(b.smem.data(), b.smem.size());
+    }
+    for (unsigned i = 0; i < n; i++) {
+        Fiber& f = b.fibers[i];
+        f.coords.thread_idx = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
+        f.coords.block_idx = block_idx;
+        f.coords.block_dim = block;
+        f.coords.grid_dim = grid;
+        f.coords.linear = i;
+        f.stack = t_stacks[i];
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack;
+        f.context.uc_stack.ss_size = kStackBytes;
+        f.context.uc_link = nullptr;
+        makecontext(&f.context, fiber_main, 0);
+    }
+    while (b.done < n) {
+        bool ran = false;
+        for (unsigned i = 0; i < n; i++) {
+            Fiber& f = b.fibers[i];
+            if (f.state != State::Runnable) {
+                continue;
+            }
+            t_fiber = &f;
+            current = &f.coords;
+            swapcontext(&b.scheduler, &f.context);
+            ran = true;
+            if (!b.fault.empty()) {
+                throw EmuError(where(name, f) + ": " + b.fault);
+            }
+            if (g_checking) {
+                std::string damage = check_guards(b.smem_bytes ? b.smem.data() : nullptr, b.smem_bytes);
+                if (!damage.empty()) {
+                    throw EmuError(where(name, f) + ": " + damage);
+                }
+            }
+        }
+        if (b.done == n) {
+            break;
+        }
+        bool released = release_warps(b, name);
+        if (b.barrier_waiting > 0 && b.barrier_waiting + b.done == n) {
+            if (b.done > 0) {
+                throw EmuError(format("kernel %s block (%u,%u,%u): __syncthreads reached by %u of %u threads; %u exited "
+                                      "before it (a barrier inside divergent code)",
+                                      name, block_idx.x, block_idx.y, block_idx.z, b.barrier_waiting, n, b.done));
+            }
+            for (Fiber& f : b.fibers) {
+                f.state = State::Runnable;
+            }
+            b.barrier_waiting = 0;
+            released = true;
+        }
+        if (!ran && !released) {
+            throw EmuError(format("kernel %s block (%u,%u,%u): deadlock: ", name, block_idx.x, block_idx.y, block_idx.z) +
+                           describe_waiters(b, name));
+        }
+    }
+}
+
+thread_local std::string t_last_error;
+
+int fail(const std::string& message) {
+    t_last_error = message;
+    return 1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- device-side entry points
+
+Registrar::Registrar(const char* name, void* fn, Trampoline trampoline, int arg_count) {
+    registry()[name] = Kernel{fn, trampoline, arg_count};
+}
+
+void syncthreads() {
+    t_fiber->state = State::AtBarrier;
+    t_block->barrier_waiting++;
+    yield_to_scheduler();
+}
+
+unsigned lane_id() {
+    return current->linear & 31u;
+}
+
+void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32]) {
+    unsigned lane = lane_id();
+    if (!(mask >> lane & 1u)) {
+        kernel_error("a warp collective's mask does not include the calling lane");
+    }
+    Fiber& f = *t_fiber;
+    f.warp_seq++;
+    f.warp_mask = mask;
+    size_t warp = f.coords.linear / 32;
+    uint64_t* slot = &t_block->slots[(warp * 2 + (f.warp_seq & 1)) * 32];
+    slot[lane] = value;
+    f.state = State::AtWarp;
+    yield_to_scheduler();
+    for (unsigned l = 0; l < 32; l++) {
+        out[l] = (mask >> l & 1u) ? slot[l] : 0;
+    }
+}
+
+void syncwarp(unsigned mask) {
+    uint64_t ignored[32];
+    warp_exchange(mask, 0, ignored);
+}
+
+void kernel_error(const char* what) {
+    t_block->fault = what;
+    t_fiber->state = State::Done;
+    t_block->done++;
+    yield_to_scheduler();
+    __builtin_unreachable();
+}
+
+void* dynamic_shared() {
+    return t_block->smem_bytes ? t_block->smem.data() : nullptr;
+}
+
+}  // namespace seqk_emu
+
+// ---------------------------------------------------------------- C ABI for the Java emu binding
+
+using namespace seqk_emu;
+
+extern "C" {
+
+const char* seqk_emu_last_error() {
+    return t_last_error.c_str();
+}
+
+void seqk_emu_set_checking(int on) {
+    g_checking = on;
+}
+
+int seqk_emu_kernel_count() {
+    return static_cast<int>(registry().size());
+}
+
+const char* seqk_emu_kernel_name(int i) {
+    auto it = registry().begin();
+    std::advance(it, i);
+    return it->first.c_str();
+}
+
+/** Argument count of a kernel, or -1 if no kernel has that name. */
+int seqk_emu_kernel_arity(const char* name) {
+    auto it = registry().find(name);
+    return it == registry().end() ? -1 : it->second.arg_count;
+}
+
+int seqk_emu_malloc(uint64_t bytes, uint64_t* out) {
+    size_t total = kAlign + ((bytes + kAlign - 1) / kAlign) * kAlign + kAlign;
+    auto* base = static_cast<unsigned char*>(aligned_alloc(kAlign, total));
+    if (base == nullptr) {
+        return fail(format("out of memory allocating %lu bytes", static_cast<unsigned long>(bytes)));
+    }
+    unsigned char* payload = base + kAlign;
+    poison(payload - kGuard, bytes + 2 * kGuard);
+    allocations()[reinterpret_cast<uintptr_t>(payload)] = Allocation{base, bytes};
+    *out = reinterpret_cast<uintptr_t>(payload);
+    return 0;
+}
+
+int seqk_emu_free(uint64_t ptr) {
+    auto it = allocations().find(ptr);
+    if (it == allocations().end()) {
+        return fail(format("free of 0x%lx, which is not the start of a device allocation", static_cast<unsigned long>(ptr)));
+    }
+    free(it->second.base);
+    allocations().erase(it);
+    return 0;
+}
+
+/** Bytes allocated and not freed, and the number of allocations. */
+void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count) {
+    uint64_t total = 0;
+    for (auto& [p, a] : allocations()) {
+        total += a.bytes;
+    }
+    *bytes = total;
+    *count = allocations().size();
+}
+
+/** kind: 0 host->device, 1 device->host, 2 device->device; device ranges must lie inside one allocation. */
+int seqk_emu_memcpy(uint64_t dst, uint64_t src, uint64_t bytes, int kind) {
+    if ((kind == 0 || kind == 2) && !find(dst, bytes)) {
+        return fail(format("copy destination 0x%lx..+%lu is not inside a device allocation", static_cast<unsigned long>(dst),
+                           static_cast<unsigned long>(bytes)));
+    }
+    if ((kind == 1 || kind == 2) && !find(src, bytes)) {
+        return fail(format("copy source 0x%lx..+%lu is not inside a device allocation", static_cast<unsigned long>(src),
+                           static_cast<unsigned long>(bytes)));
+    }
+    std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
+    return 0;
+}
+
+int seqk_emu_memset(uint64_t dst, int value, uint64_t bytes) {
+    if (!find(dst, bytes)) {
+        return fail(format("memset range 0x%lx..+%lu is not inside a device allocation", static_cast<unsigned long>(dst),
+                           static_cast<unsigned long>(bytes)));
+    }
+    std::memset(reinterpret_cast<void*>(dst), value, bytes);
+    return 0;
+}
+
+/** Limits of an sm_90 device, which the emulator stands in for. */
+constexpr unsigned kMaxThreads = 1024;
+constexpr unsigned kMaxDynamicShared = 232448;
+
+int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                    unsigned shared_bytes, void** args, int arg_count) {
+    auto it = registry().find(name);
+    if (it == registry().end()) {
+        return fail(format("no kernel named %s in the emulator library", name));
+    }
+    if (arg_count != it->second.arg_count) {
+        return fail(format("kernel %s takes %d arguments, %d were passed", name, it->second.arg_count, arg_count));
+    }
+    if (bx == 0 || by == 0 || bz == 0 || gx == 0 || gy == 0 || gz == 0) {
+        return fail(format("kernel %s: grid (%u,%u,%u) and block (%u,%u,%u) must be positive", name, gx, gy, gz, bx, by, bz));
+    }
+    if (static_cast<uint64_t>(bx) * by * bz > kMaxThreads || bx > 1024 || by > 1024 || bz > 64) {
+        return fail(format("kernel %s: block (%u,%u,%u) exceeds the limits (x, y <= 1024, z <= 64, x*y*z <= %u)", name,
+                           bx, by, bz, kMaxThreads));
+    }
+    if (gx > 0x7fffffffu || gy > 65535 || gz > 65535) {
+        return fail(format("kernel %s: grid (%u,%u,%u) exceeds the limits (x < 2^31, y, z <= 65535)", name, gx, gy, gz));
+    }
+    if (shared_bytes > kMaxDynamicShared) {
+        return fail(format("kernel %s: %u bytes of dynamic shared memory exceed the sm_90 limit of %u", name,
+                           shared_bytes, kMaxDynamicShared));
+    }
+    Block b;
+    b.kernel = &it->second;
+    b.args = args;
+    b.smem_bytes = shared_bytes;
+    b.smem.resize(shared_bytes ? shared_bytes + kGuard : 0);
+    unsigned threads = bx * by * bz;
+    b.slots.assign(((threads + 31) / 32) * 2 * 32, 0);
+    dim3 grid{gx, gy, gz};
+    dim3 block{bx, by, bz};
+    Block* saved_block = t_block;
+    t_block = &b;
+    int rc = 0;
+    try {
+        for (unsigned z = 0; z < gz; z++) {
+            for (unsigned y = 0; y < gy; y++) {
+                for (unsigned x = 0; x < gx; x++) {
+                    run_block(b, name, grid, block, uint3{x, y, z});
+                }
+            }
+        }
+    } catch (const EmuError& e) {
+        rc = fail(e.what());
+    }
+    t_block = saved_block;
+    current = nullptr;
+    return rc;
+}
+
+/**
+ * C = alpha * op(A) * op(B) + beta * C, column-major like cuBLAS, for `batch` matrices at the
+ * given element strides. dtype: 0 f32, 1 f16, 2 bf16 for A and B; C is f32 (c_dtype 0) or the
+ * same 16-bit type (c_dtype = dtype). Accumulation in double.
+ */
+int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, uint64_t a, int lda, long stride_a,
+                  uint64_t b, int ldb, long stride_b, float beta, uint64_t c, int ldc, long stride_c, int batch,
+                  int dtype, int c_dtype) {
+    auto load = [](uint64_t base, long idx, int dt) -> double {
+        switch (dt) {
+            case 0: return reinterpret_cast<const float*>(base)[idx];
+            case 1: return __half2float(reinterpret_cast<const __half*>(base)[idx]);
+            default: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base)[idx]);
+        }
+    };
+    auto store = [](uint64_t base, long idx, int dt, float v) {
+        switch (dt) {
+            case 0: reinterpret_cast<float*>(base)[idx] = v; break;
+            case 1: reinterpret_cast<__half*>(base)[idx] = __float2half_rn(v); break;
+            default: reinterpret_cast<__nv_bfloat16*>(base)[idx] = __float2bfloat16_rn(v); break;
+        }
+    };
+    if (m < 0 || n < 0 || k < 0 || batch < 0) {
+        return fail("gemm: negative size");
+    }
+    size_t es = dtype == 0 ? 4 : 2;
+    size_t cs = c_dtype == 0 ? 4 : 2;
+    for (int p = 0; p < batch; p++) {
+        long rows_a = trans_a ? k : m, cols_a = trans_a ? m : k;
+        long rows_b = trans_b ? n : k, cols_b = trans_b ? k : n;
+        if ((cols_a > 0 && !find(a + es * (p * stride_a), es * ((cols_a - 1) * lda + rows_a))) ||
+            (cols_b > 0 && !find(b + es * (p * stride_b), es * ((cols_b - 1) * ldb + rows_b))) ||
+            (n > 0 && !find(c + cs * (p * stride_c), cs * (static_cast<long>(n - 1) * ldc + m)))) {
+            return fail(format("gemm: batch %d reaches outside a device allocation", p));
+        }
+        for (int j = 0; j < n; j++) {
+            for (int i = 0; i < m; i++) {
+                double s = 0;
+                for (int l = 0; l < k; l++) {
+                    double av = trans_a ? load(a, p * stride_a + l + static_cast<long>(i) * lda, dtype)
+                                        : load(a, p * stride_a + i + static_cast<long>(l) * lda, dtype);
+                    double bv = trans_b ? load(b, p * stride_b + j + static_cast<long>(l) * ldb, dtype)
+                                        : load(b, p * stride_b + l + static_cast<long>(j) * ldb, dtype);
+                    s += av * bv;
+                }
+                long ci = p * stride_c + i + static_cast<long>(j) * ldc;
+                double prev = beta == 0.0f ? 0.0 : load(c, ci, c_dtype);
+                store(c, ci, c_dtype, static_cast<float>(alpha * s + beta * prev));
+            }
+        }
+    }
+    return 0;
+}
+
+}  // extern "C"

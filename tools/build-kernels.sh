@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Compiles each cuda/<family>.cu into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
+# sm_75 sm_80 sm_86 sm_89 sm_90 and compute_90 PTX for newer GPUs) and writes the sm_90 kernel
+# report (registers, shared memory, stack, spills per kernel) to <report> and beside the fatbins.
+# Without nvcc it says so once and writes a report saying the kernels are not built.
+# Usage: build-kernels.sh ROOT CLASSES_DIR REPORT_FILE      (run by Maven in generate-resources)
+set -euo pipefail
+ROOT="$1"; CLASSES="$2"; REPORT="$3"
+OUT="$CLASSES/dev/seqkernels/kernels"
+mkdir -p "$OUT" "$(dirname "$REPORT")"
+
+NVCC="${NVCC:-$(command -v nvcc || true)}"
+if [ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
+if [ -z "$NVCC" ]; then
+  echo "[seqkernels] nvcc not found: GPU kernels not built (the CPU reference and the emulator still work)"
+  rm -f "$OUT"/*.fatbin
+  printf '# seqkernels kernel report\n# kernels not built: nvcc not found\n' | tee "$OUT/kernel-report.txt" > "$REPORT"
+  exit 0
+fi
+
+GENCODE=(-gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80
+         -gencode arch=compute_86,code=sm_86 -gencode arch=compute_89,code=sm_89
+         -gencode "arch=compute_90,code=[sm_90,compute_90]")
+LOGS="$CLASSES/../kernel-build"
+mkdir -p "$LOGS"
+for cu in "$ROOT"/cuda/*.cu; do
+  family=$(basename "$cu" .cu)
+  fatbin="$OUT/$family.fatbin"
+  log="$LOGS/$family.ptxas.txt"
+  if [ -f "$fatbin" ] && [ -f "$log" ] && [ "$fatbin" -nt "$cu" ] \
+     && [ -z "$(find "$ROOT/cuda" -name '*.cuh' -newer "$fatbin" -print -quit)" ]; then
+    continue
+  fi
+  echo "[seqkernels] nvcc $family.cu"
+  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" -Xptxas -v -o "$fatbin" "$cu" 2> "$log" \
+    || { cat "$log" >&2; rm -f "$fatbin"; exit 1; }
+done
+
+{
+  echo "# seqkernels kernel report: sm_90, from ptxas -v ($("$NVCC" --version | tail -n1))"
+  echo "# family kernel registers smem_bytes stack_bytes spill_store_bytes spill_load_bytes"
+  for log in "$LOGS"/*.ptxas.txt; do
+    family=$(basename "$log" .ptxas.txt)
+    awk -v family="$family" '
+      /Compiling entry function/ { split($0, q, "'"'"'"); name = q[2]; sm90 = ($0 ~ /sm_90/) }
+      sm90 && /bytes stack frame/ { stack = $1; stores = $5; loads = $9 }
+      sm90 && /Used [0-9]+ registers/ {
+        regs = 0; smem = 0
+        for (i = 1; i <= NF; i++) { if ($(i+1) == "registers,") regs = $i; if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i }
+        print family, name, regs, smem, stack, stores, loads; sm90 = 0
+      }' "$log"
+  done
+} > "$REPORT.tmp"
+mv "$REPORT.tmp" "$REPORT"
+cp "$REPORT" "$OUT/kernel-report.txt"
