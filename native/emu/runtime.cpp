@@ -68,10 +68,15 @@ constexpr uint64_t kPoison = 0x7FF17FE27FD37FC4ull;  // NaN as f64, as both f32 
 constexpr size_t kGuard = 64;
 constexpr size_t kAlign = 256;
 
+/** The poison byte for an address: the pattern is laid by absolute address, so any sub-range checks alike. */
+unsigned char poison_byte(const unsigned char* at) {
+    return static_cast<unsigned char>(kPoison >> (8 * (reinterpret_cast<uintptr_t>(at) % 8)));
+}
+
 void poison(void* p, size_t bytes) {
     auto* b = static_cast<unsigned char*>(p);
     for (size_t i = 0; i < bytes; i++) {
-        b[i] = static_cast<unsigned char>(kPoison >> (8 * (i % 8)));
+        b[i] = poison_byte(b + i);
     }
 }
 
@@ -79,7 +84,7 @@ void poison(void* p, size_t bytes) {
 long first_changed(const void* p, size_t bytes) {
     auto* b = static_cast<const unsigned char*>(p);
     for (size_t i = 0; i < bytes; i++) {
-        if (b[i] != static_cast<unsigned char>(kPoison >> (8 * (i % 8)))) {
+        if (b[i] != poison_byte(b + i)) {
             return static_cast<long>(i);
         }
     }

@@ -47,7 +47,7 @@ public final class Backends {
         Map<String, String> m = new LinkedHashMap<>();
         m.put("panama", "the Panama (java.lang.foreign) GPU binding is not implemented in this version");
         m.put("jcuda", "the JCuda GPU binding is not implemented in this version");
-        m.put("emu", "the SIMT emulator is not implemented in this version");
+        m.put("emu", "the emulator runs kernels through the Driver seam, but no op has a GPU path yet");
         m.put("cpu", "available");
         return m;
     }

@@ -5,6 +5,8 @@ import dev.seqkernels.Backends;
 import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.golden.GoldenCase;
+import dev.seqkernels.gpu.KernelReport;
+import dev.seqkernels.gpu.emu.EmuDriver;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -67,6 +69,24 @@ public final class Main {
         out.println("auto selects: " + Backends.byName("auto").name());
         out.println("backends:");
         Backends.availability().forEach((name, why) -> out.printf(Locale.ROOT, "  %-7s %s%n", name, why));
+        out.println("driver bindings (the GPU seam; ops do not run on them yet):");
+        out.printf(Locale.ROOT, "  %-7s %s%n", "emu", EmuDriver.libraryPresent()
+                ? "SIMT emulator library present (" + EmuDriver.instance().kernelNames().size() + " kernels)"
+                : "not built (tools/build-emulator.sh needs g++)");
+        KernelReport report = KernelReport.load();
+        if (!report.built()) {
+            out.println("kernels: " + report.note());
+        } else {
+            long spilling = report.kernels().stream().filter(KernelReport.Entry::spills).count();
+            int maxRegs = report.kernels().stream().mapToInt(KernelReport.Entry::registers).max().orElse(0);
+            out.printf(Locale.ROOT, "kernels: %d built for sm_75..sm_90 (+ compute_90 PTX); sm_90: max %d registers, %d spilling%n",
+                    report.kernels().size(), maxRegs, spilling);
+            out.println("  " + report.note());
+            for (KernelReport.Entry e : report.kernels()) {
+                out.printf(Locale.ROOT, "  %-10s %-36s regs %3d  smem %6d  stack %4d  spill %d/%d%n", e.family(), e.kernel(),
+                        e.registers(), e.sharedBytes(), e.stackBytes(), e.spillStoreBytes(), e.spillLoadBytes());
+            }
+        }
         return 0;
     }
 

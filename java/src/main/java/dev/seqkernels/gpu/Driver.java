@@ -1,0 +1,75 @@
+package dev.seqkernels.gpu;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The seam every GPU code path is written against, once: memory, copies, streams, events,
+ * modules, launches and GEMM. Three bindings implement it: panama and jcuda (a real GPU, later
+ * issues) and emu (the SIMT emulator in native/, which runs the same kernel sources on the CPU).
+ *
+ * <p>Device pointers and stream/event/module/function handles are plain {@code long}s so a
+ * framework can pass its own. Stream 0 is the default stream. Every failure throws
+ * {@link DriverException} naming the call. A driver is thread-safe; see each binding for how.
+ */
+public interface Driver extends AutoCloseable {
+    /** The binding: "emu", "panama" or "jcuda". */
+    String name();
+
+    DeviceProperties properties();
+
+    long malloc(long bytes);
+
+    void free(long devicePtr);
+
+    void memset(long devicePtr, int byteValue, long bytes);
+
+    void memsetAsync(long devicePtr, int byteValue, long bytes, long stream);
+
+    void copyHostToDevice(long dst, MemorySegment src, long bytes);
+
+    void copyDeviceToHost(MemorySegment dst, long src, long bytes);
+
+    void copyDeviceToDevice(long dst, long src, long bytes);
+
+    /** The host segment must stay valid until the stream reaches the copy (pinned memory for real overlap). */
+    void copyHostToDeviceAsync(long dst, MemorySegment src, long bytes, long stream);
+
+    void copyDeviceToHostAsync(MemorySegment dst, long src, long bytes, long stream);
+
+    void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream);
+
+    long createStream();
+
+    void destroyStream(long stream);
+
+    void synchronize(long stream);
+
+    long createEvent();
+
+    void destroyEvent(long event);
+
+    void recordEvent(long event, long stream);
+
+    /** Milliseconds between two recorded events (after both completed). */
+    float elapsedMillis(long start, long end);
+
+    /** Loads kernel family {@code family} (cuda/&lt;family&gt;.cu); throws "kernels not built" when it is absent. */
+    long loadModule(String family);
+
+    /** A kernel of a loaded module by its extern "C" name. */
+    long function(long module, String name);
+
+    void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args);
+
+    /** A launch whose blocks are all resident at once, for kernels that synchronize the whole grid. */
+    void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args);
+
+    /** Column-major strided-batched GEMM, cuBLAS's convention; see {@link Gemm}. */
+    void gemm(Gemm gemm, long stream);
+
+    /** Device memory this driver allocated and has not freed, in bytes. */
+    long memoryInUse();
+
+    @Override
+    void close();
+}

@@ -1,0 +1,77 @@
+package dev.seqkernels.gpu;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A kernel's arguments in order, packed the way {@code cuLaunchKernel} takes them: an array of
+ * pointers, each to one argument's value. Device pointers are 8 bytes; ints and floats 4.
+ */
+public final class KernelArgs {
+    /** One argument: its kind and bits (a pointer, an int, a float's raw bits...). */
+    public record Arg(Kind kind, long bits) {
+    }
+
+    public enum Kind {
+        POINTER(8), INT(4), LONG(8), FLOAT(4);
+
+        private final int bytes;
+
+        Kind(int bytes) {
+            this.bytes = bytes;
+        }
+
+        public int bytes() {
+            return bytes;
+        }
+    }
+
+    private final List<Arg> args = new ArrayList<>();
+
+    public KernelArgs pointer(long devicePtr) {
+        args.add(new Arg(Kind.POINTER, devicePtr));
+        return this;
+    }
+
+    public KernelArgs i32(int v) {
+        args.add(new Arg(Kind.INT, v));
+        return this;
+    }
+
+    public KernelArgs i64(long v) {
+        args.add(new Arg(Kind.LONG, v));
+        return this;
+    }
+
+    public KernelArgs f32(float v) {
+        args.add(new Arg(Kind.FLOAT, Float.floatToRawIntBits(v)));
+        return this;
+    }
+
+    public List<Arg> args() {
+        return List.copyOf(args);
+    }
+
+    public int size() {
+        return args.size();
+    }
+
+    /** The void** array (and the values it points to), allocated in {@code arena}. */
+    public MemorySegment pack(Arena arena) {
+        MemorySegment pointers = arena.allocate(ValueLayout.ADDRESS, Math.max(1, args.size()));
+        for (int i = 0; i < args.size(); i++) {
+            Arg a = args.get(i);
+            MemorySegment value = arena.allocate(8, 8);
+            if (a.kind().bytes() == 8) {
+                value.set(ValueLayout.JAVA_LONG, 0, a.bits());
+            } else {
+                value.set(ValueLayout.JAVA_INT, 0, (int) a.bits());
+            }
+            pointers.setAtIndex(ValueLayout.ADDRESS, i, value);
+        }
+        return pointers;
+    }
+}

@@ -1,0 +1,384 @@
+package dev.seqkernels.gpu.emu;
+
+import dev.seqkernels.gpu.DeviceProperties;
+import dev.seqkernels.gpu.Dim3;
+import dev.seqkernels.gpu.Driver;
+import dev.seqkernels.gpu.DriverException;
+import dev.seqkernels.gpu.Gemm;
+import dev.seqkernels.gpu.KernelArgs;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The emu binding: {@link Driver} over the SIMT emulator library ({@code libseqk_emu.so}, built
+ * from native/ and cuda/ by g++ and shipped as a class-path resource), through java.lang.foreign.
+ *
+ * <p>Device memory is host memory owned by the emulator (poisoned with NaN and guarded, see
+ * native/emu/runtime.cpp); streams and events exist as handles, and every call completes before
+ * it returns. The emulator is single-threaded: calls from several Java threads are serialized on
+ * the one process-wide instance, which {@link #instance()} returns.
+ */
+public final class EmuDriver implements Driver {
+    private static final String RESOURCE = "/dev/seqkernels/native/linux-x86_64/libseqk_emu.so";
+    private static EmuDriver instance;
+
+    private final MethodHandle lastError;
+    private final MethodHandle setChecking;
+    private final MethodHandle kernelCount;
+    private final MethodHandle kernelName;
+    private final MethodHandle kernelArity;
+    private final MethodHandle malloc;
+    private final MethodHandle free;
+    private final MethodHandle memoryInUse;
+    private final MethodHandle memcpy;
+    private final MethodHandle memset;
+    private final MethodHandle launch;
+    private final MethodHandle gemm;
+    private final List<String> functions = new ArrayList<>();
+    private final Map<Long, Long> events = new HashMap<>();
+    private long nextHandle = 1;
+
+    private EmuDriver(SymbolLookup lib) {
+        Linker linker = Linker.nativeLinker();
+        lastError = bind(linker, lib, "seqk_emu_last_error", FunctionDescriptor.of(ADDRESS));
+        setChecking = bind(linker, lib, "seqk_emu_set_checking", FunctionDescriptor.ofVoid(JAVA_INT));
+        kernelCount = bind(linker, lib, "seqk_emu_kernel_count", FunctionDescriptor.of(JAVA_INT));
+        kernelName = bind(linker, lib, "seqk_emu_kernel_name", FunctionDescriptor.of(ADDRESS, JAVA_INT));
+        kernelArity = bind(linker, lib, "seqk_emu_kernel_arity", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        malloc = bind(linker, lib, "seqk_emu_malloc", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS));
+        free = bind(linker, lib, "seqk_emu_free", FunctionDescriptor.of(JAVA_INT, JAVA_LONG));
+        memoryInUse = bind(linker, lib, "seqk_emu_memory_in_use", FunctionDescriptor.ofVoid(ADDRESS, ADDRESS));
+        memcpy = bind(linker, lib, "seqk_emu_memcpy", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT));
+        memset = bind(linker, lib, "seqk_emu_memset", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG));
+        launch = bind(linker, lib, "seqk_emu_launch", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT,
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+        gemm = bind(linker, lib, "seqk_emu_gemm", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                JAVA_INT, JAVA_FLOAT, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_FLOAT, JAVA_LONG,
+                JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT));
+    }
+
+    /** The process-wide emulator; loads the library on first use. */
+    public static synchronized EmuDriver instance() {
+        if (instance == null) {
+            instance = new EmuDriver(SymbolLookup.libraryLookup(extractLibrary(), Arena.global()));
+        }
+        return instance;
+    }
+
+    /** Whether the emulator library was built into this jar (g++ was present at build time). */
+    public static boolean libraryPresent() {
+        return EmuDriver.class.getResource(RESOURCE) != null;
+    }
+
+    private static Path extractLibrary() {
+        try (InputStream in = EmuDriver.class.getResourceAsStream(RESOURCE)) {
+            if (in == null) {
+                throw new DriverException("emu: the SIMT emulator library is not in this build (" + RESOURCE
+                        + "); it is built by tools/build-emulator.sh, which needs g++");
+            }
+            Path dir = Files.createTempDirectory("seqkernels-emu");
+            Path lib = dir.resolve("libseqk_emu.so");
+            Files.copy(in, lib, StandardCopyOption.REPLACE_EXISTING);
+            lib.toFile().deleteOnExit();
+            dir.toFile().deleteOnExit();
+            return lib;
+        } catch (IOException e) {
+            throw new DriverException("emu: could not extract the emulator library: " + e.getMessage());
+        }
+    }
+
+    private static MethodHandle bind(Linker linker, SymbolLookup lib, String symbol, FunctionDescriptor fd) {
+        MemorySegment address = lib.find(symbol).orElseThrow(
+                () -> new DriverException("emu: the emulator library lacks " + symbol + " (stale build?)"));
+        return linker.downcallHandle(address, fd);
+    }
+
+    private void check(int rc, String call) {
+        if (rc != 0) {
+            throw new DriverException("emu " + call + ": " + error());
+        }
+    }
+
+    private String error() {
+        try {
+            return ((MemorySegment) lastError.invokeExact()).reinterpret(Long.MAX_VALUE).getString(0);
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    private static RuntimeException rethrow(Throwable t) {
+        if (t instanceof RuntimeException r) {
+            return r;
+        }
+        if (t instanceof Error e) {
+            throw e;
+        }
+        return new IllegalStateException(t);
+    }
+
+    @Override
+    public String name() {
+        return "emu";
+    }
+
+    @Override
+    public DeviceProperties properties() {
+        return new DeviceProperties("seqkernels SIMT emulator (sm_90 limits)", 9, 0,
+                Runtime.getRuntime().availableProcessors(), 49152, 232448, Runtime.getRuntime().maxMemory());
+    }
+
+    /** Turns the after-every-switch guard checks on or off (on by default). */
+    public synchronized void setChecking(boolean on) {
+        try {
+            setChecking.invokeExact(on ? 1 : 0);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Every kernel the emulator library holds, by extern "C" name. */
+    public synchronized List<String> kernelNames() {
+        try {
+            int n = (int) kernelCount.invokeExact();
+            List<String> names = new ArrayList<>(n);
+            for (int i = 0; i < n; i++) {
+                names.add(((MemorySegment) kernelName.invokeExact(i)).reinterpret(Long.MAX_VALUE).getString(0));
+            }
+            return names;
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    @Override
+    public synchronized long malloc(long bytes) {
+        if (bytes < 0) {
+            throw new DriverException("emu malloc: negative size " + bytes);
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(JAVA_LONG);
+            check((int) malloc.invokeExact(bytes, out), "malloc(" + bytes + ")");
+            return out.get(JAVA_LONG, 0);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    @Override
+    public synchronized void free(long devicePtr) {
+        try {
+            check((int) free.invokeExact(devicePtr), "free");
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    @Override
+    public synchronized long memoryInUse() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment bytes = arena.allocate(JAVA_LONG);
+            MemorySegment count = arena.allocate(JAVA_LONG);
+            memoryInUse.invokeExact(bytes, count);
+            return bytes.get(JAVA_LONG, 0);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    @Override
+    public synchronized void memset(long devicePtr, int byteValue, long bytes) {
+        try {
+            check((int) memset.invokeExact(devicePtr, byteValue, bytes), "memset");
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    @Override
+    public void memsetAsync(long devicePtr, int byteValue, long bytes, long stream) {
+        memset(devicePtr, byteValue, bytes);
+    }
+
+    private synchronized void copy(long dst, long src, long bytes, int kind, String call) {
+        try {
+            check((int) memcpy.invokeExact(dst, src, bytes, kind), call);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static long hostAddress(MemorySegment host, long bytes, String call) {
+        if (host.byteSize() < bytes) {
+            throw new DriverException("emu " + call + ": host segment of " + host.byteSize() + " bytes is smaller than " + bytes);
+        }
+        if (!host.isNative()) {
+            throw new DriverException("emu " + call + ": host memory must be a native segment (heap segments cannot be copied by address)");
+        }
+        return host.address();
+    }
+
+    @Override
+    public void copyHostToDevice(long dst, MemorySegment src, long bytes) {
+        copy(dst, hostAddress(src, bytes, "copyHostToDevice"), bytes, 0, "copyHostToDevice");
+    }
+
+    @Override
+    public void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
+        copy(hostAddress(dst, bytes, "copyDeviceToHost"), src, bytes, 1, "copyDeviceToHost");
+    }
+
+    @Override
+    public void copyDeviceToDevice(long dst, long src, long bytes) {
+        copy(dst, src, bytes, 2, "copyDeviceToDevice");
+    }
+
+    @Override
+    public void copyHostToDeviceAsync(long dst, MemorySegment src, long bytes, long stream) {
+        copyHostToDevice(dst, src, bytes);
+    }
+
+    @Override
+    public void copyDeviceToHostAsync(MemorySegment dst, long src, long bytes, long stream) {
+        copyDeviceToHost(dst, src, bytes);
+    }
+
+    @Override
+    public void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream) {
+        copyDeviceToDevice(dst, src, bytes);
+    }
+
+    @Override
+    public synchronized long createStream() {
+        return nextHandle++;
+    }
+
+    @Override
+    public void destroyStream(long stream) {
+    }
+
+    @Override
+    public void synchronize(long stream) {
+    }
+
+    @Override
+    public synchronized long createEvent() {
+        long h = nextHandle++;
+        events.put(h, -1L);
+        return h;
+    }
+
+    @Override
+    public synchronized void destroyEvent(long event) {
+        if (events.remove(event) == null) {
+            throw new DriverException("emu destroyEvent: unknown event " + event);
+        }
+    }
+
+    @Override
+    public synchronized void recordEvent(long event, long stream) {
+        if (!events.containsKey(event)) {
+            throw new DriverException("emu recordEvent: unknown event " + event);
+        }
+        events.put(event, System.nanoTime());
+    }
+
+    @Override
+    public synchronized float elapsedMillis(long start, long end) {
+        Long s = events.get(start);
+        Long e = events.get(end);
+        if (s == null || e == null || s < 0 || e < 0) {
+            throw new DriverException("emu elapsedMillis: both events must exist and be recorded");
+        }
+        return (e - s) / 1e6f;
+    }
+
+    @Override
+    public long loadModule(String family) {
+        // The emulator library holds every family; the handle only names it.
+        return family.hashCode();
+    }
+
+    @Override
+    public synchronized long function(long module, String name) {
+        try (Arena arena = Arena.ofConfined()) {
+            int arity = (int) kernelArity.invokeExact(arena.allocateFrom(name));
+            if (arity < 0) {
+                throw new DriverException("emu function: no kernel named " + name + " in the emulator library");
+            }
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+        functions.add(name);
+        return functions.size() - 1;
+    }
+
+    @Override
+    public synchronized void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        if (function < 0 || function >= functions.size()) {
+            throw new DriverException("emu launch: unknown function handle " + function);
+        }
+        String name = functions.get((int) function);
+        try (Arena arena = Arena.ofConfined()) {
+            int rc = (int) launch.invokeExact(arena.allocateFrom(name), grid.x(), grid.y(), grid.z(), block.x(), block.y(),
+                    block.z(), sharedBytes, args.pack(arena), args.size());
+            if (rc != 0) {
+                throw new DriverException("emu launch of " + name + " grid " + grid + " block " + block + " shared "
+                        + sharedBytes + ": " + error());
+            }
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    @Override
+    public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        throw new DriverException("emu launchCooperative: grid-wide synchronization is not emulated yet");
+    }
+
+    @Override
+    public synchronized void gemm(Gemm g, long stream) {
+        try {
+            int rc = (int) gemm.invokeExact(g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), g.alpha(), g.a(),
+                    g.lda(), g.strideA(), g.b(), g.ldb(), g.strideB(), g.beta(), g.c(), g.ldc(), g.strideC(), g.batch(),
+                    dtypeCode(g.inputType()), dtypeCode(g.outputType()));
+            check(rc, "gemm m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static int dtypeCode(dev.seqkernels.DType t) {
+        return switch (t) {
+            case F32 -> 0;
+            case F16 -> 1;
+            case BF16 -> 2;
+            default -> throw new DriverException("emu gemm: unsupported dtype " + t);
+        };
+    }
+
+    /** The process-wide emulator stays loaded; closing it does nothing. */
+    @Override
+    public void close() {
+    }
+}

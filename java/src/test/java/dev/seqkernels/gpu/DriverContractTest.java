@@ -1,0 +1,159 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.emu.EmuDriver;
+import org.junit.jupiter.api.Named;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The Driver seam's contract, parameterized over bindings. Only emu exists so far; the panama and
+ * jcuda bindings (issue 4) join this list and are skipped with a reason where no GPU is present.
+ */
+class DriverContractTest {
+    static Stream<Arguments> drivers() {
+        return Stream.of(Arguments.of(Named.of("emu", EmuDriver.instance())));
+    }
+
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void copiesRoundTripAndMemsetWrites(Driver d) {
+        long before = d.memoryInUse();
+        long a = d.malloc(40);
+        long b = d.malloc(40);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(40);
+            for (int i = 0; i < 10; i++) {
+                host.setAtIndex(ValueLayout.JAVA_FLOAT, i, i * 1.5f);
+            }
+            d.copyHostToDevice(a, host, 40);
+            d.copyDeviceToDevice(b, a, 40);
+            d.memset(b, 0, 8);
+            MemorySegment back = arena.allocate(40);
+            d.copyDeviceToHost(back, b, 40);
+            assertEquals(0f, back.getAtIndex(ValueLayout.JAVA_FLOAT, 1));
+            assertEquals(9 * 1.5f, back.getAtIndex(ValueLayout.JAVA_FLOAT, 9));
+            long stream = d.createStream();
+            d.copyHostToDeviceAsync(a, host, 40, stream);
+            d.copyDeviceToHostAsync(back, a, 40, stream);
+            d.synchronize(stream);
+            d.destroyStream(stream);
+            assertEquals(1.5f, back.getAtIndex(ValueLayout.JAVA_FLOAT, 1));
+        } finally {
+            d.free(a);
+            d.free(b);
+        }
+        assertEquals(before, d.memoryInUse(), "every allocation was freed");
+    }
+
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void badPointersAreErrorsNotCrashes(Driver d) {
+        long a = d.malloc(16);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(64);
+            var overrun = assertThrows(DriverException.class, () -> d.copyHostToDevice(a, host, 17));
+            assertTrue(overrun.getMessage().contains("copyHostToDevice"), overrun.getMessage());
+            assertThrows(DriverException.class, () -> d.copyDeviceToHost(host, a + 8, 16));
+            assertThrows(DriverException.class, () -> d.memset(a, 0, 17));
+        } finally {
+            d.free(a);
+        }
+        var twice = assertThrows(DriverException.class, () -> d.free(a));
+        assertTrue(twice.getMessage().contains("not the start of a device allocation"), twice.getMessage());
+    }
+
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void eventsMeasureTime(Driver d) {
+        long start = d.createEvent();
+        long end = d.createEvent();
+        d.recordEvent(start, 0);
+        d.recordEvent(end, 0);
+        d.synchronize(0);
+        assertTrue(d.elapsedMillis(start, end) >= 0);
+        d.destroyEvent(start);
+        d.destroyEvent(end);
+        assertThrows(DriverException.class, () -> d.elapsedMillis(start, end));
+    }
+
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void propertiesDescribeTheDevice(Driver d) {
+        DeviceProperties p = d.properties();
+        assertTrue(p.multiprocessors() > 0 && p.sharedMemoryPerBlock() > 0 && p.computeMajor() >= 7, p.toString());
+    }
+
+    static Stream<Arguments> gemmCases() {
+        return drivers().flatMap(d -> Stream.of(DType.F32, DType.F16, DType.BF16)
+                .flatMap(t -> Stream.of(Arguments.of(d.get()[0], t, false, false), Arguments.of(d.get()[0], t, true, true),
+                        Arguments.of(d.get()[0], t, true, false))));
+    }
+
+    /** Row-major C[b] = A[b] B[b] computed as the column-major C^T = B^T A^T, against a double reference. */
+    @ParameterizedTest
+    @MethodSource("gemmCases")
+    void stridedBatchedGemmMatchesDoubleReference(Driver d, DType type, boolean transA, boolean transB) {
+        TestData data = new TestData();
+        int batch = 3;
+        int m = 37;
+        int n = 29;
+        int k = 59;
+        // Column-major operands as stored: A is m x k (k x m if transposed), B is k x n (n x k if transposed).
+        int lda = transA ? k : m;
+        int ldb = transB ? n : k;
+        Tensor a = data.tensor(type, 1, batch, (long) m * k);
+        Tensor b = data.tensor(type, 1, batch, (long) k * n);
+        Tensor c = data.tensor(DType.F32, 1, batch, (long) m * n);
+        float alpha = 0.75f;
+        float beta = -0.5f;
+        double[] expected = new double[batch * m * n];
+        for (int p = 0; p < batch; p++) {
+            for (int j = 0; j < n; j++) {
+                for (int i = 0; i < m; i++) {
+                    double s = 0;
+                    for (int l = 0; l < k; l++) {
+                        double av = a.get(p, transA ? l + (long) i * lda : i + (long) l * lda);
+                        double bv = b.get(p, transB ? j + (long) l * ldb : l + (long) j * ldb);
+                        s += av * bv;
+                    }
+                    expected[p * m * n + i + j * m] = alpha * s + beta * c.get(p, i + (long) j * m);
+                }
+            }
+        }
+        try (DeviceTensor da = DeviceTensor.of(d, a); DeviceTensor db = DeviceTensor.of(d, b); DeviceTensor dc = DeviceTensor.of(d, c)) {
+            d.gemm(new Gemm(transA, transB, m, n, k, alpha, da.pointer(), lda, (long) m * k, db.pointer(), ldb, (long) k * n,
+                    beta, dc.pointer(), m, (long) m * n, batch, type, DType.F32), 0);
+            Compare.Result r = Compare.compare(dc.toHost().toDoubleArray(), expected, Compare.tolerance(DType.F32));
+            assertTrue(r.passes(Compare.tolerance(DType.F32)), () -> d.name() + " gemm " + type + " " + r + " " + data);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F16", "BF16"})
+    void freshAllocationsArePoisonedWithNaN(DType type) {
+        Driver d = EmuDriver.instance();
+        try (DeviceTensor t = DeviceTensor.allocate(d, type, 13)) {
+            for (double v : t.toHost().toDoubleArray()) {
+                assertTrue(Double.isNaN(v), "unwritten emulator memory reads as NaN in " + type);
+            }
+        }
+        try (DeviceTensor t = DeviceTensor.allocate(d, DType.F32, 5); DeviceTensor u = DeviceTensor.allocate(d, DType.F64, 5)) {
+            assertTrue(Double.isNaN(t.toHost().getFlat(4)) && Double.isNaN(u.toHost().getFlat(0)));
+        }
+    }
+}
