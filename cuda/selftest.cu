@@ -120,3 +120,118 @@ extern "C" __global__ void selftest_shuffle_with_exited_lanes(float* out) {
     out[l] = seqk::arch::shfl_xor(0xffffffffu, 1.0f, 1);
 }
 SEQK_KERNEL(selftest_shuffle_with_exited_lanes);
+
+// ---- tensor cores, cp.async, grid sync
+
+#include "arch/cp_async.cuh"
+#include "arch/grid.cuh"
+#include "arch/mma.cuh"
+
+namespace {
+
+__device__ __forceinline__ uint32_t pack2(const uint16_t* m, int i0, int i1) {
+    return static_cast<uint32_t>(m[i0]) | static_cast<uint32_t>(m[i1]) << 16;
+}
+
+// One warp: D = A B + C with fragments gathered straight from global memory by the documented
+// layouts (cuda/arch/mma.cuh). A [16][16], B [16][8] (k x n), C and D [16][8], all row-major;
+// A and B hold 16-bit element bits.
+template <bool Bf16>
+__device__ void mma_by_layout(const uint16_t* A, const uint16_t* B, const float* C, float* D) {
+    unsigned lane = seqk::arch::lane_id();
+    int g = lane / 4, t = lane % 4;
+    uint32_t a[4] = {pack2(A, g * 16 + 2 * t, g * 16 + 2 * t + 1), pack2(A, (g + 8) * 16 + 2 * t, (g + 8) * 16 + 2 * t + 1),
+                     pack2(A, g * 16 + 2 * t + 8, g * 16 + 2 * t + 9),
+                     pack2(A, (g + 8) * 16 + 2 * t + 8, (g + 8) * 16 + 2 * t + 9)};
+    uint32_t b[2] = {pack2(B, (2 * t) * 8 + g, (2 * t + 1) * 8 + g), pack2(B, (2 * t + 8) * 8 + g, (2 * t + 9) * 8 + g)};
+    float c[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+    float d[4];
+    if (Bf16) {
+        seqk::arch::mma_m16n8k16_bf16(d, a, b, c);
+    } else {
+        seqk::arch::mma_m16n8k16_f16(d, a, b, c);
+    }
+    D[g * 8 + 2 * t] = d[0];
+    D[g * 8 + 2 * t + 1] = d[1];
+    D[(g + 8) * 8 + 2 * t] = d[2];
+    D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+}  // namespace
+
+extern "C" __global__ void selftest_mma_f16(const uint16_t* A, const uint16_t* B, const float* C, float* D) {
+    mma_by_layout<false>(A, B, C, D);
+}
+SEQK_KERNEL(selftest_mma_f16);
+
+extern "C" __global__ void selftest_mma_bf16(const uint16_t* A, const uint16_t* B, const float* C, float* D) {
+    mma_by_layout<true>(A, B, C, D);
+}
+SEQK_KERNEL(selftest_mma_bf16);
+
+// One warp, the way a tensor-core kernel loads: A (512 bytes) and B (256 bytes) go to shared
+// memory with cp.async (one 16-byte chunk per lane), then ldmatrix builds the fragments
+// (x4 for A, x2.trans for B), then one mma. Same operands and result layout as above.
+extern "C" __global__ void selftest_cp_async_ldmatrix_mma_f16(const uint16_t* A, const uint16_t* B, const float* C,
+                                                              float* D) {
+    alignas(16) __shared__ uint16_t sA[16 * 16];
+    alignas(16) __shared__ uint16_t sB[16 * 8];
+    unsigned lane = seqk::arch::lane_id();
+    seqk::arch::cp_async_16(sA + lane * 8, A + lane * 8);
+    if (lane < 16) {
+        seqk::arch::cp_async_16(sB + lane * 8, B + lane * 8);
+    }
+    seqk::arch::cp_async_commit();
+    seqk::arch::cp_async_wait<0>();
+    seqk::arch::syncwarp(0xffffffffu);
+    uint32_t a[4];
+    int row = (lane % 8) + ((lane / 8) % 2) * 8;
+    int col = (lane / 16) * 8;
+    seqk::arch::ldmatrix_x4(a, sA + row * 16 + col);
+    uint32_t b[2];
+    seqk::arch::ldmatrix_x2_trans(b, sB + (lane < 16 ? lane : 0) * 8);
+    int g = lane / 4, t = lane % 4;
+    float c[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+    float d[4];
+    seqk::arch::mma_m16n8k16_f16(d, a, b, c);
+    D[g * 8 + 2 * t] = d[0];
+    D[g * 8 + 2 * t + 1] = d[1];
+    D[(g + 8) * 8 + 2 * t] = d[2];
+    D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+SEQK_KERNEL(selftest_cp_async_ldmatrix_mma_f16);
+
+// Bug: reads shared memory filled by cp.async without waiting for it. One warp; dynamic shared
+// memory of 32 * 4 floats. On the emulator the copy has not happened yet: the read is NaN poison.
+extern "C" __global__ void selftest_cp_async_missing_wait(const float* in, float* out) {
+    SEQK_DYNAMIC_SHARED(float, buf);
+    unsigned lane = seqk::arch::lane_id();
+    seqk::arch::cp_async_16(buf + lane * 4, in + lane * 4);
+    seqk::arch::cp_async_commit();
+    out[lane] = buf[lane * 4];
+    seqk::arch::cp_async_wait<0>();
+}
+SEQK_KERNEL(selftest_cp_async_missing_wait);
+
+// Grid sync (cooperative launch): block b writes slot b, the grid synchronizes, then block b
+// reads its neighbour's slot: out[b] = data[(b + 1) % gridDim.x] = (b + 1) % gridDim.x + 1.
+extern "C" __global__ void selftest_grid_sync(float* data, float* out) {
+    if (threadIdx.x == 0) {
+        data[blockIdx.x] = static_cast<float>(blockIdx.x + 1);
+    }
+    seqk::arch::grid_sync();
+    if (threadIdx.x == 0) {
+        out[blockIdx.x] = data[(blockIdx.x + 1) % gridDim.x];
+    }
+}
+SEQK_KERNEL(selftest_grid_sync);
+
+// Bug: block 0 leaves before the grid sync the other blocks wait at.
+extern "C" __global__ void selftest_grid_sync_divergent(float* out) {
+    if (blockIdx.x == 0) {
+        return;
+    }
+    seqk::arch::grid_sync();
+    out[blockIdx.x] = 1.0f;
+}
+SEQK_KERNEL(selftest_grid_sync_divergent);

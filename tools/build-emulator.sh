@@ -14,6 +14,6 @@ fi
 CXX="${CXX:-g++}"
 command -v "$CXX" >/dev/null || { echo "[seqkernels] $CXX not found: cannot build the SIMT emulator" >&2; exit 1; }
 echo "[seqkernels] $CXX: SIMT emulator + $(ls "$ROOT"/cuda/*.cu | wc -l) kernel families"
-"$CXX" -std=c++17 -O2 -g -fPIC -shared -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda" \
+"$CXX" -std=c++17 -O2 -g -fPIC -shared -pthread -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda" \
   "$ROOT/native/emu/runtime.cpp" -x c++ "$ROOT"/cuda/*.cu -o "$LIB.tmp"
 mv "$LIB.tmp" "$LIB"

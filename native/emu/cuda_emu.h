@@ -19,7 +19,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __shared__ static thread_local
 #define __launch_bounds__(...)
 
@@ -48,6 +47,15 @@ void syncthreads();
 void syncwarp(unsigned mask);
 /** The warp collective: every lane in mask contributes `value`; returns all 32 slots (lanes not in mask: 0). */
 void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32]);
+/** The same for up to kWideBytes per lane: lane l's bytes land at all + l * bytes. */
+constexpr unsigned kWideBytes = 64;
+void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all);
+/** cp.async: queued per thread, performed at cp_async_wait (or when the thread ends). */
+void cp_async(void* shared_dst, const void* global_src, unsigned bytes);
+void cp_async_commit();
+void cp_async_wait(int pending_groups_allowed);
+/** Cooperative launches: every thread of every block arrives before any continues. */
+void grid_sync();
 unsigned lane_id();
 [[noreturn]] void kernel_error(const char* what);
 void* dynamic_shared();

@@ -8,6 +8,11 @@
 // has arrived. If nothing can run and nothing can open, that is a deadlock, reported with who
 // waits where (a __syncthreads that some threads never reach, a shuffle naming an exited lane).
 //
+// Cooperative launches (grid-wide sync) run every block at once, each on its own OS thread with
+// its own fibers, meeting at a real grid barrier; a block that ends while others wait there is
+// reported. cp.async copies are queued per thread and performed only at cp_async_wait, so a
+// read before the wait sees poisoned shared memory.
+//
 // Checking (on by default): device allocations are filled with a NaN pattern when allocated and
 // are bracketed by guard zones holding the same pattern; dynamic shared memory is poisoned and
 // guarded the same way. After every fiber switch the guards are compared, so an out-of-bounds
@@ -19,12 +24,15 @@
 #include <ucontext.h>
 
 #include <algorithm>
-#include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace seqk_emu {
@@ -146,7 +154,13 @@ std::string check_guards(const unsigned char* smem, size_t smem_bytes) {
 
 constexpr size_t kStackBytes = 256 * 1024;
 
-enum class State { Runnable, AtBarrier, AtWarp, Done };
+enum class State { Runnable, AtBarrier, AtWarp, AtGrid, Done };
+
+struct PendingCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes;
+};
 
 struct Fiber {
     ucontext_t context;
@@ -155,14 +169,94 @@ struct Fiber {
     uint64_t warp_seq = 0;    // warp collectives this lane has entered
     unsigned warp_mask = 0;   // mask of the collective it waits in
     unsigned char* stack = nullptr;
+    std::vector<PendingCopy> copies;       // cp.async issued and not yet performed
+    std::vector<size_t> group_ends;        // committed groups: end index into copies
+};
+
+void perform_copies(Fiber& f, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        std::memcpy(f.copies[i].dst, f.copies[i].src, f.copies[i].bytes);
+    }
+    f.copies.erase(f.copies.begin(), f.copies.begin() + static_cast<long>(count));
+    for (size_t& end : f.group_ends) {
+        end -= count;
+    }
+}
+
+/** Fiber stacks, mapped once per OS thread that runs blocks and reused by every block it runs. */
+struct StackPool {
+    std::vector<unsigned char*> stacks;
+    unsigned char* get(size_t i) {
+        while (stacks.size() <= i) {
+            void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (s == MAP_FAILED) {
+                throw EmuError("could not map a fiber stack");
+            }
+            stacks.push_back(static_cast<unsigned char*>(s));
+        }
+        return stacks[i];
+    }
+    ~StackPool() {
+        for (unsigned char* s : stacks) {
+            munmap(s, kStackBytes);
+        }
+    }
+};
+
+/** The cross-block barrier of a cooperative launch. */
+struct GridBarrier {
+    std::mutex mutex;
+    std::condition_variable cv;
+    unsigned blocks = 0;
+    unsigned arrived = 0;
+    unsigned finished = 0;
+    uint64_t generation = 0;
+    std::string failure;
+
+    /** A block's threads all reached grid_sync: wait for every other block. */
+    void arrive(const std::string& who) {
+        std::unique_lock<std::mutex> lock(mutex);
+        uint64_t gen = generation;
+        arrived++;
+        settle();
+        cv.wait(lock, [&] { return generation != gen || !failure.empty(); });
+        if (!failure.empty()) {
+            throw EmuError(who + ": " + failure);
+        }
+    }
+
+    /** A block ended (all threads done, or an error): it will never arrive again. */
+    void leave(const std::string& error) {
+        std::lock_guard<std::mutex> lock(mutex);
+        finished++;
+        if (!error.empty() && failure.empty()) {
+            failure = "another block failed: " + error;
+        }
+        settle();
+    }
+
+    void settle() {
+        if (arrived > 0 && arrived + finished == blocks) {
+            if (finished > 0 && failure.empty()) {
+                failure = "grid sync reached by " + std::to_string(arrived) + " of " + std::to_string(blocks) +
+                          " blocks; the others ended without reaching it";
+            } else if (failure.empty()) {
+                arrived = 0;
+                generation++;
+            }
+        }
+        cv.notify_all();
+    }
 };
 
 struct Block {
     std::vector<Fiber> fibers;
     ucontext_t scheduler;
     unsigned barrier_waiting = 0;
+    unsigned grid_waiting = 0;
+    GridBarrier* grid = nullptr;  // set for cooperative launches
     unsigned done = 0;
-    std::vector<uint64_t> slots;  // [warps][2][32] values of warp collectives, double-buffered by seq parity
+    std::vector<unsigned char> slots;  // [warps][2][32][kWideBytes] warp collective values, double-buffered by seq parity
     std::vector<unsigned char> smem;  // dynamic shared memory + guard
     size_t smem_bytes = 0;
     std::string fault;            // set by a fiber that hit a kernel error
@@ -172,7 +266,6 @@ struct Block {
 
 thread_local Block* t_block = nullptr;
 thread_local Fiber* t_fiber = nullptr;
-thread_local std::vector<unsigned char*> t_stacks;  // reused across launches
 
 void yield_to_scheduler() {
     swapcontext(&t_fiber->context, &t_block->scheduler);
@@ -181,6 +274,7 @@ void yield_to_scheduler() {
 void fiber_main() {
     Block* b = t_block;
     b->kernel->trampoline(b->kernel->fn, b->args);
+    perform_copies(*t_fiber, t_fiber->copies.size());  // a thread's async copies complete before it is done
     t_fiber->state = State::Done;
     b->done++;
     yield_to_scheduler();
@@ -240,27 +334,25 @@ std::string describe_waiters(const Block& b, const char* name) {
             example = example ? example : &f;
         }
     }
-    std::string s = format("%u threads wait at __syncthreads, %u in warp collectives, %u exited", at_barrier, at_warp,
-                           b.done);
+    unsigned at_grid = 0;
+    for (const Fiber& f : b.fibers) {
+        at_grid += f.state == State::AtGrid ? 1 : 0;
+    }
+    std::string s = format("%u threads wait at __syncthreads, %u in warp collectives, %u at grid sync, %u exited",
+                           at_barrier, at_warp, at_grid, b.done);
     if (example) {
         s += "; e.g. " + where(name, *example) + " waits in a warp collective";
     }
     return s;
 }
 
-void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_idx) {
+void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_idx, StackPool& pool) {
     unsigned n = block.x * block.y * block.z;
     b.fibers.assign(n, Fiber{});
     b.barrier_waiting = 0;
+    b.grid_waiting = 0;
     b.done = 0;
     b.fault.clear();
-    while (t_stacks.size() < n) {
-        void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (s == MAP_FAILED) {
-            throw EmuError("could not map a fiber stack");
-        }
-        t_stacks.push_back(static_cast<unsigned char*>(s));
-    }
     if (b.smem_bytes > 0) {
         poison(b.smem.data(), b.smem.size());
     }
@@ -271,7 +363,7 @@ void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_id
         f.coords.block_dim = block;
         f.coords.grid_dim = grid;
         f.coords.linear = i;
-        f.stack = t_stacks[i];
+        f.stack = pool.get(i);
         getcontext(&f.context);
         f.context.uc_stack.ss_sp = f.stack;
         f.context.uc_stack.ss_size = kStackBytes;
@@ -292,7 +384,7 @@ void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_id
             if (!b.fault.empty()) {
                 throw EmuError(where(name, f) + ": " + b.fault);
             }
-            if (g_checking) {
+            if (g_checking && b.grid == nullptr) {  // cooperative blocks run concurrently: checked after the launch
                 std::string damage = check_guards(b.smem_bytes ? b.smem.data() : nullptr, b.smem_bytes);
                 if (!damage.empty()) {
                     throw EmuError(where(name, f) + ": " + damage);
@@ -313,6 +405,18 @@ void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_id
                 f.state = State::Runnable;
             }
             b.barrier_waiting = 0;
+            released = true;
+        }
+        if (b.grid_waiting > 0 && b.grid_waiting + b.done == n) {
+            if (b.done > 0) {
+                throw EmuError(format("kernel %s block (%u,%u,%u): grid sync reached by %u of %u threads; %u exited before it",
+                                      name, block_idx.x, block_idx.y, block_idx.z, b.grid_waiting, n, b.done));
+            }
+            b.grid->arrive(format("kernel %s block (%u,%u,%u)", name, block_idx.x, block_idx.y, block_idx.z));
+            for (Fiber& f : b.fibers) {
+                f.state = State::Runnable;
+            }
+            b.grid_waiting = 0;
             released = true;
         }
         if (!ran && !released) {
@@ -347,22 +451,65 @@ unsigned lane_id() {
     return current->linear & 31u;
 }
 
-void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32]) {
+void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all) {
     unsigned lane = lane_id();
     if (!(mask >> lane & 1u)) {
         kernel_error("a warp collective's mask does not include the calling lane");
+    }
+    if (bytes > kWideBytes) {
+        kernel_error("a warp collective exchanges more than 64 bytes per lane");
     }
     Fiber& f = *t_fiber;
     f.warp_seq++;
     f.warp_mask = mask;
     size_t warp = f.coords.linear / 32;
-    uint64_t* slot = &t_block->slots[(warp * 2 + (f.warp_seq & 1)) * 32];
-    slot[lane] = value;
+    unsigned char* slot = &t_block->slots[(warp * 2 + (f.warp_seq & 1)) * 32 * kWideBytes];
+    std::memcpy(slot + lane * kWideBytes, value, bytes);
     f.state = State::AtWarp;
     yield_to_scheduler();
+    auto* out = static_cast<unsigned char*>(all);
     for (unsigned l = 0; l < 32; l++) {
-        out[l] = (mask >> l & 1u) ? slot[l] : 0;
+        if (mask >> l & 1u) {
+            std::memcpy(out + l * bytes, slot + l * kWideBytes, bytes);
+        } else {
+            std::memset(out + l * bytes, 0, bytes);
+        }
     }
+}
+
+void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32]) {
+    warp_exchange_wide(mask, &value, sizeof value, out);
+}
+
+void cp_async(void* shared_dst, const void* global_src, unsigned bytes) {
+    if (reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0 || reinterpret_cast<uintptr_t>(global_src) % bytes != 0) {
+        kernel_error("cp.async addresses must be aligned to the copy size");
+    }
+    t_fiber->copies.push_back(PendingCopy{shared_dst, global_src, bytes});
+}
+
+void cp_async_commit() {
+    t_fiber->group_ends.push_back(t_fiber->copies.size());
+}
+
+void cp_async_wait(int pending_groups_allowed) {
+    Fiber& f = *t_fiber;
+    size_t groups = f.group_ends.size();
+    size_t keep = static_cast<size_t>(std::max(0, pending_groups_allowed));
+    if (groups > keep) {
+        size_t complete = groups - keep;
+        perform_copies(f, f.group_ends[complete - 1]);
+        f.group_ends.erase(f.group_ends.begin(), f.group_ends.begin() + static_cast<long>(complete));
+    }
+}
+
+void grid_sync() {
+    if (t_block->grid == nullptr) {
+        kernel_error("grid sync outside a cooperative launch");
+    }
+    t_fiber->state = State::AtGrid;
+    t_block->grid_waiting++;
+    yield_to_scheduler();
 }
 
 void syncwarp(unsigned mask) {
@@ -473,9 +620,10 @@ int seqk_emu_memset(uint64_t dst, int value, uint64_t bytes) {
 /** Limits of an sm_90 device, which the emulator stands in for. */
 constexpr unsigned kMaxThreads = 1024;
 constexpr unsigned kMaxDynamicShared = 232448;
+constexpr unsigned kMaxCooperativeBlocks = 264;  // 132 SMs x 2, an H100's co-residency at modest occupancy
 
 int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                    unsigned shared_bytes, void** args, int arg_count) {
+                    unsigned shared_bytes, void** args, int arg_count, int cooperative) {
     auto it = registry().find(name);
     if (it == registry().end()) {
         return fail(format("no kernel named %s in the emulator library", name));
@@ -497,32 +645,82 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
         return fail(format("kernel %s: %u bytes of dynamic shared memory exceed the sm_90 limit of %u", name,
                            shared_bytes, kMaxDynamicShared));
     }
-    Block b;
-    b.kernel = &it->second;
-    b.args = args;
-    b.smem_bytes = shared_bytes;
-    b.smem.resize(shared_bytes ? shared_bytes + kGuard : 0);
-    unsigned threads = bx * by * bz;
-    b.slots.assign(((threads + 31) / 32) * 2 * 32, 0);
+    uint64_t blocks = static_cast<uint64_t>(gx) * gy * gz;
+    if (cooperative && blocks > kMaxCooperativeBlocks) {
+        return fail(format("kernel %s: a cooperative launch of %lu blocks exceeds the emulator's %u co-resident blocks",
+                           name, static_cast<unsigned long>(blocks), kMaxCooperativeBlocks));
+    }
     dim3 grid{gx, gy, gz};
     dim3 block{bx, by, bz};
-    Block* saved_block = t_block;
-    t_block = &b;
-    int rc = 0;
-    try {
-        for (unsigned z = 0; z < gz; z++) {
-            for (unsigned y = 0; y < gy; y++) {
-                for (unsigned x = 0; x < gx; x++) {
-                    run_block(b, name, grid, block, uint3{x, y, z});
-                }
+    unsigned threads = bx * by * bz;
+    auto make_block = [&](GridBarrier* barrier) {
+        auto b = std::make_unique<Block>();
+        b->kernel = &it->second;
+        b->args = args;
+        b->grid = barrier;
+        b->smem_bytes = shared_bytes;
+        b->smem.resize(shared_bytes ? shared_bytes + kGuard : 0);
+        b->slots.assign(((threads + 31) / 32) * 2 * 32 * kWideBytes, 0);
+        return b;
+    };
+    auto coords = [&](uint64_t i) { return uint3{static_cast<unsigned>(i % gx), static_cast<unsigned>((i / gx) % gy),
+                                                 static_cast<unsigned>(i / (static_cast<uint64_t>(gx) * gy))}; };
+    if (!cooperative) {
+        static thread_local StackPool pool;
+        auto b = make_block(nullptr);
+        Block* saved = t_block;
+        t_block = b.get();
+        int rc = 0;
+        try {
+            for (uint64_t i = 0; i < blocks; i++) {
+                run_block(*b, name, grid, block, coords(i), pool);
             }
+        } catch (const EmuError& e) {
+            rc = fail(e.what());
         }
-    } catch (const EmuError& e) {
-        rc = fail(e.what());
+        t_block = saved;
+        current = nullptr;
+        return rc;
     }
-    t_block = saved_block;
-    current = nullptr;
-    return rc;
+    GridBarrier barrier;
+    barrier.blocks = static_cast<unsigned>(blocks);
+    std::vector<std::string> errors(blocks);
+    std::vector<std::thread> workers;
+    for (uint64_t i = 0; i < blocks; i++) {
+        workers.emplace_back([&, i] {
+            StackPool pool;
+            auto b = make_block(&barrier);
+            t_block = b.get();
+            try {
+                run_block(*b, name, grid, block, coords(i), pool);
+            } catch (const EmuError& e) {
+                errors[i] = e.what();
+            }
+            barrier.leave(errors[i]);
+            t_block = nullptr;
+            current = nullptr;
+        });
+    }
+    for (std::thread& w : workers) {
+        w.join();
+    }
+    for (const std::string& e : errors) {  // the first error that is not only a consequence of another's
+        if (!e.empty() && e.find("another block failed") == std::string::npos) {
+            return fail(e);
+        }
+    }
+    for (const std::string& e : errors) {
+        if (!e.empty()) {
+            return fail(e);
+        }
+    }
+    if (g_checking) {
+        std::string damage = check_guards(nullptr, 0);
+        if (!damage.empty()) {
+            return fail(format("kernel %s (cooperative launch; the thread is not known): ", name) + damage);
+        }
+    }
+    return 0;
 }
 
 /**

@@ -71,7 +71,7 @@ public final class EmuDriver implements Driver {
         memcpy = bind(linker, lib, "seqk_emu_memcpy", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT));
         memset = bind(linker, lib, "seqk_emu_memset", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG));
         launch = bind(linker, lib, "seqk_emu_launch", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT,
-                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
         gemm = bind(linker, lib, "seqk_emu_gemm", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                 JAVA_INT, JAVA_FLOAT, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_FLOAT, JAVA_LONG,
                 JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT));
@@ -334,26 +334,31 @@ public final class EmuDriver implements Driver {
     }
 
     @Override
-    public synchronized void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+    public void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        run(function, grid, block, sharedBytes, args, false);
+    }
+
+    /** Runs every block at once (one OS thread each) so that grid-wide synchronization is real. */
+    @Override
+    public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        run(function, grid, block, sharedBytes, args, true);
+    }
+
+    private synchronized void run(long function, Dim3 grid, Dim3 block, int sharedBytes, KernelArgs args, boolean cooperative) {
         if (function < 0 || function >= functions.size()) {
             throw new DriverException("emu launch: unknown function handle " + function);
         }
         String name = functions.get((int) function);
         try (Arena arena = Arena.ofConfined()) {
             int rc = (int) launch.invokeExact(arena.allocateFrom(name), grid.x(), grid.y(), grid.z(), block.x(), block.y(),
-                    block.z(), sharedBytes, args.pack(arena), args.size());
+                    block.z(), sharedBytes, args.pack(arena), args.size(), cooperative ? 1 : 0);
             if (rc != 0) {
-                throw new DriverException("emu launch of " + name + " grid " + grid + " block " + block + " shared "
-                        + sharedBytes + ": " + error());
+                throw new DriverException("emu " + (cooperative ? "cooperative launch" : "launch") + " of " + name + " grid "
+                        + grid + " block " + block + " shared " + sharedBytes + ": " + error());
             }
         } catch (Throwable t) {
             throw rethrow(t);
         }
-    }
-
-    @Override
-    public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
-        throw new DriverException("emu launchCooperative: grid-wide synchronization is not emulated yet");
     }
 
     @Override

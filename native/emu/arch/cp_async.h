@@ -1,0 +1,22 @@
+// Emulator side of cuda/arch/cp_async.cuh: copies are queued per thread and performed at the
+// wait (runtime.cpp), never earlier.
+#pragma once
+
+#include "emu/cuda_emu.h"
+
+namespace seqk {
+namespace arch {
+
+__device__ inline void cp_async_16(void* shared_dst, const void* global_src) {
+    ::seqk_emu::cp_async(shared_dst, global_src, 16);
+}
+
+__device__ inline void cp_async_commit() { ::seqk_emu::cp_async_commit(); }
+
+template <int N>
+__device__ inline void cp_async_wait() {
+    ::seqk_emu::cp_async_wait(N);
+}
+
+}  // namespace arch
+}  // namespace seqk

@@ -1,0 +1,96 @@
+// Emulator side of cuda/arch/mma.cuh. Each primitive is one warp rendezvous: every lane posts its
+// fragment (or row address), the full matrices are gathered by the documented lane layouts
+// (see cuda/arch/mma.cuh), and each lane takes back its own part of the result.
+#pragma once
+
+#include "emu/cuda_emu.h"
+
+namespace seqk {
+namespace arch {
+namespace emu_detail {
+
+inline float f16(uint16_t bits) { return __half2float(__half{bits}); }
+inline float bf16(uint16_t bits) { return __bfloat162float(__nv_bfloat16{bits}); }
+
+/** A lane's A, B and C fragments, exchanged together. */
+struct MmaOperands {
+    uint32_t a[4];
+    uint32_t b[2];
+    float c[4];
+};
+
+template <float (*Load)(uint16_t)>
+inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    MmaOperands mine;
+    std::memcpy(mine.a, a, sizeof mine.a);
+    std::memcpy(mine.b, b, sizeof mine.b);
+    std::memcpy(mine.c, c, sizeof mine.c);
+    MmaOperands all[32];
+    ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all);
+    float A[16][16], B[16][8], C[16][8];
+    for (unsigned lane = 0; lane < 32; lane++) {
+        unsigned g = lane / 4, t = lane % 4;
+        for (unsigned i = 0; i < 8; i++) {
+            uint16_t bits = static_cast<uint16_t>(all[lane].a[i / 2] >> (16 * (i & 1)));
+            unsigned row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
+            unsigned col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = Load(bits);
+        }
+        for (unsigned i = 0; i < 4; i++) {
+            uint16_t bits = static_cast<uint16_t>(all[lane].b[i / 2] >> (16 * (i & 1)));
+            B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = Load(bits);
+        }
+        for (unsigned i = 0; i < 4; i++) {
+            C[i < 2 ? g : g + 8][2 * t + (i & 1)] = all[lane].c[i];
+        }
+    }
+    unsigned lane = ::seqk_emu::lane_id();
+    unsigned g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; i++) {
+        unsigned row = i < 2 ? g : g + 8;
+        unsigned col = 2 * t + (i & 1);
+        float s = C[row][col];
+        for (unsigned k = 0; k < 16; k++) {
+            s += A[row][k] * B[k][col];
+        }
+        d[i] = s;
+    }
+}
+
+/** Loads `count` 8x8 b16 matrices from the row addresses posted by lanes 0..8*count-1. */
+inline void ldmatrix(uint32_t* r, unsigned count, bool trans, const void* shared_row) {
+    if (reinterpret_cast<uintptr_t>(shared_row) % 16 != 0) {
+        ::seqk_emu::kernel_error("ldmatrix row addresses must be 16-byte aligned");
+    }
+    const void* rows[32];
+    ::seqk_emu::warp_exchange_wide(0xffffffffu, &shared_row, sizeof shared_row, rows);
+    unsigned lane = ::seqk_emu::lane_id();
+    for (unsigned j = 0; j < count; j++) {
+        uint16_t e[2];
+        for (unsigned h = 0; h < 2; h++) {
+            unsigned row = trans ? 2 * (lane % 4) + h : lane / 4;
+            unsigned col = trans ? lane / 4 : 2 * (lane % 4) + h;
+            e[h] = static_cast<const uint16_t*>(rows[8 * j + row])[col];
+        }
+        r[j] = static_cast<uint32_t>(e[0]) | static_cast<uint32_t>(e[1]) << 16;
+    }
+}
+
+}  // namespace emu_detail
+
+__device__ inline void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    emu_detail::mma_m16n8k16<emu_detail::f16>(d, a, b, c);
+}
+
+__device__ inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    emu_detail::mma_m16n8k16<emu_detail::bf16>(d, a, b, c);
+}
+
+__device__ inline void ldmatrix_x4(uint32_t r[4], const void* shared_row) { emu_detail::ldmatrix(r, 4, false, shared_row); }
+
+__device__ inline void ldmatrix_x2_trans(uint32_t r[2], const void* shared_row) {
+    emu_detail::ldmatrix(r, 2, true, shared_row);
+}
+
+}  // namespace arch
+}  // namespace seqk
