@@ -10,65 +10,80 @@ import java.lang.ref.Cleaner;
 import java.util.Arrays;
 
 /**
- * A tensor in device memory: a device pointer, shape, element strides and dtype. Close it: a
- * tensor that owns its memory frees it on {@link #close()}; one that is garbage collected while
- * still open is freed by a Cleaner that logs the leak (a safety net, not the plan). Tensors made
- * by {@link #wrap} borrow a caller's pointer and never free it.
+ * A tensor in device memory: a device pointer, an element offset, shape, element strides and
+ * dtype. Close it: a tensor that owns its memory frees it on {@link #close()}; one that is garbage
+ * collected while still open is freed by a Cleaner that logs the leak (a safety net, not the
+ * plan). Tensors made by {@link #wrap} borrow a caller's pointer and never free it. Views
+ * ({@link #permute}, {@link #select}, {@link #narrow}) share the memory and the lifetime of the
+ * tensor they come from: closing any of them closes them all, and only the owner frees.
  */
 public final class DeviceTensor implements AutoCloseable {
     private static final Cleaner CLEANER = Cleaner.create();
     private static final System.Logger LOG = System.getLogger(DeviceTensor.class.getName());
 
     private final Driver driver;
-    private final long pointer;
+    private final long base;
+    private final long offset;
     private final DType dtype;
     private final long[] shape;
     private final long[] strides;
-    private final Owner owner;
-    private final Cleaner.Cleanable cleanable;
-    private volatile boolean closedView;
+    private final Lifetime lifetime;
 
-    /** The freeing action; knows whether close() or the Cleaner ran it. */
-    private static final class Owner implements Runnable {
-        final Driver driver;
-        final long pointer;
-        final String description;
-        volatile boolean closedExplicitly;
+    /**
+     * Shared by a tensor and all its views. The Cleaner watches this object, so owned memory is
+     * freed only when neither the tensor nor any view can be reached; its action sees only the
+     * {@link Closed} flag, never the lifetime itself (or it would keep it reachable).
+     */
+    private static final class Lifetime {
+        final Closed closed = new Closed();
+        final Cleaner.Cleanable cleanable;
 
-        Owner(Driver driver, long pointer, String description) {
-            this.driver = driver;
-            this.pointer = pointer;
-            this.description = description;
+        /** pointer 0: not owned, nothing to free. */
+        Lifetime(Driver driver, long pointer, String description) {
+            this.cleanable = pointer == 0 ? null : CLEANER.register(this, new Free(driver, pointer, description, closed));
         }
 
+        void close() {
+            if (!closed.value) {
+                closed.value = true;
+                if (cleanable != null) {
+                    cleanable.clean();
+                }
+            }
+        }
+    }
+
+    private static final class Closed {
+        volatile boolean value;
+    }
+
+    /** The Cleaner's action: frees the memory, and logs a leak when nobody closed it. */
+    private record Free(Driver driver, long pointer, String description, Closed closed) implements Runnable {
         @Override
         public void run() {
-            if (!closedExplicitly) {
+            if (!closed.value) {
                 LOG.log(System.Logger.Level.WARNING, "device tensor " + description + " was never closed; freeing it");
             }
             driver.free(pointer);
         }
     }
 
-    private DeviceTensor(Driver driver, long pointer, DType dtype, long[] shape, long[] strides, boolean owned) {
+    private DeviceTensor(Driver driver, long base, long offset, DType dtype, long[] shape, long[] strides, Lifetime lifetime) {
         this.driver = driver;
-        this.pointer = pointer;
+        this.base = base;
+        this.offset = offset;
         this.dtype = dtype;
         this.shape = shape;
         this.strides = strides;
-        if (owned) {
-            this.owner = new Owner(driver, pointer, dtype + Arrays.toString(shape) + " on " + driver.name());
-            this.cleanable = CLEANER.register(this, owner);
-        } else {
-            this.owner = null;
-            this.cleanable = null;
-        }
+        this.lifetime = lifetime;
     }
 
     /** New device memory for a contiguous tensor (contents undefined: poisoned with NaN on the emulator). */
     public static DeviceTensor allocate(Driver driver, DType dtype, long... shape) {
         long bytes = Math.max(1, Tensor.numel(shape) * dtype.byteSize());
-        return new DeviceTensor(driver, driver.malloc(bytes), dtype, shape.clone(), Tensor.contiguousStrides(shape), true);
+        long pointer = driver.malloc(bytes);
+        return new DeviceTensor(driver, pointer, 0, dtype, shape.clone(), Tensor.contiguousStrides(shape),
+                new Lifetime(driver, pointer, dtype + Arrays.toString(shape) + " on " + driver.name()));
     }
 
     /** A copy of a host tensor (any strides) on the device, contiguous. */
@@ -78,17 +93,27 @@ public final class DeviceTensor implements AutoCloseable {
         return d;
     }
 
-    /** A caller's device memory seen as a tensor, without copying; never freed by us. */
+    /** A caller's device memory seen as a tensor (strides in elements), without copying; never freed by us. */
     public static DeviceTensor wrap(Driver driver, long pointer, DType dtype, long[] shape, long[] strides) {
         if (shape.length != strides.length) {
             throw new SeqkException.ShapeMismatch("strides " + Arrays.toString(strides) + " do not match shape " + Arrays.toString(shape));
         }
-        return new DeviceTensor(driver, pointer, dtype, shape.clone(), strides.clone(), false);
+        return new DeviceTensor(driver, pointer, 0, dtype, shape.clone(), strides.clone(), new Lifetime(driver, 0, ""));
     }
 
+    private DeviceTensor view(long newOffset, long[] newShape, long[] newStrides) {
+        checkOpen();
+        return new DeviceTensor(driver, base, newOffset, dtype, newShape, newStrides, lifetime);
+    }
+
+    /** The device address of the first element. */
     public long pointer() {
         checkOpen();
-        return pointer;
+        return base + offset * dtype.byteSize();
+    }
+
+    public Driver driver() {
+        return driver;
     }
 
     public DType dtype() {
@@ -97,6 +122,10 @@ public final class DeviceTensor implements AutoCloseable {
 
     public long[] shape() {
         return shape.clone();
+    }
+
+    public long[] strides() {
+        return strides.clone();
     }
 
     public long numel() {
@@ -112,7 +141,55 @@ public final class DeviceTensor implements AutoCloseable {
     }
 
     public boolean isClosed() {
-        return owner != null ? owner.closedExplicitly : closedView;
+        return lifetime.closed.value;
+    }
+
+    /** A view with dimensions reordered: new dimension i is old dimension {@code order[i]}. */
+    public DeviceTensor permute(int... order) {
+        if (order.length != shape.length) {
+            throw new SeqkException.ShapeMismatch("permute order " + Arrays.toString(order) + " must name all " + shape.length + " dimensions");
+        }
+        long[] s = new long[order.length];
+        long[] st = new long[order.length];
+        boolean[] seen = new boolean[order.length];
+        for (int i = 0; i < order.length; i++) {
+            if (order[i] < 0 || order[i] >= order.length || seen[order[i]]) {
+                throw new SeqkException.ShapeMismatch("permute order " + Arrays.toString(order) + " is not a permutation");
+            }
+            seen[order[i]] = true;
+            s[i] = shape[order[i]];
+            st[i] = strides[order[i]];
+        }
+        return view(offset, s, st);
+    }
+
+    /** A view of index {@code index} along {@code dim}, that dimension removed. */
+    public DeviceTensor select(int dim, long index) {
+        checkDim(dim, index, 1);
+        long[] s = new long[shape.length - 1];
+        long[] st = new long[shape.length - 1];
+        for (int i = 0, j = 0; i < shape.length; i++) {
+            if (i != dim) {
+                s[j] = shape[i];
+                st[j++] = strides[i];
+            }
+        }
+        return view(offset + index * strides[dim], s, st);
+    }
+
+    /** A view of {@code length} indices along {@code dim} starting at {@code start}. */
+    public DeviceTensor narrow(int dim, long start, long length) {
+        checkDim(dim, start, length);
+        long[] s = shape.clone();
+        s[dim] = length;
+        return view(offset + start * strides[dim], s, strides.clone());
+    }
+
+    private void checkDim(int dim, long start, long length) {
+        if (dim < 0 || dim >= shape.length || start < 0 || length < 0 || start + length > shape[dim]) {
+            throw new SeqkException.ShapeMismatch("range [" + start + ", " + (start + length) + ") of dimension " + dim
+                    + " is outside shape " + Arrays.toString(shape));
+        }
     }
 
     /** Uploads a host tensor of the same dtype and shape (host strides are gathered on the host first). */
@@ -121,8 +198,7 @@ public final class DeviceTensor implements AutoCloseable {
         checkSame(host, "copyFrom");
         requireContiguous("copyFrom");
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment staging = contiguousHost(host, arena);
-            driver.copyHostToDevice(pointer, staging, byteSize());
+            driver.copyHostToDevice(pointer(), contiguousHost(host, arena), byteSize());
         }
     }
 
@@ -133,9 +209,8 @@ public final class DeviceTensor implements AutoCloseable {
         requireContiguous("copyTo");
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment staging = arena.allocate(Math.max(1, byteSize()), 16);
-            driver.copyDeviceToHost(staging, pointer, byteSize());
-            Tensor view = Tensor.wrap(staging, dtype, shape);
-            host.copyFrom(view.toDoubleArray());
+            driver.copyDeviceToHost(staging, pointer(), byteSize());
+            host.copyFrom(Tensor.wrap(staging, dtype, shape).toDoubleArray());
         }
     }
 
@@ -165,25 +240,22 @@ public final class DeviceTensor implements AutoCloseable {
 
     private void requireContiguous(String call) {
         if (!isContiguous()) {
-            throw new SeqkException.Unsupported("device tensor " + call + ": strided device tensors are not copied yet; shape "
-                    + Arrays.toString(shape) + " strides " + Arrays.toString(strides));
+            throw new SeqkException.Unsupported("device tensor " + call + ": strided device views are not copied to or from "
+                    + "the host (shape " + Arrays.toString(shape) + " strides " + Arrays.toString(strides)
+                    + "); kernels take them through pointer() and strides()");
         }
     }
 
     private void checkOpen() {
-        if (isClosed()) {
+        if (lifetime.closed.value) {
             throw new SeqkException.TensorClosed("device tensor " + dtype + Arrays.toString(shape) + " is closed");
         }
     }
 
+    /** Closes this tensor and every view of the same memory; frees it if owned. Idempotent. */
     @Override
     public void close() {
-        if (owner == null) {
-            closedView = true;
-        } else if (!owner.closedExplicitly) {
-            owner.closedExplicitly = true;
-            cleanable.clean();
-        }
+        lifetime.close();
     }
 
     @Override
