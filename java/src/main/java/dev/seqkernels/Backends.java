@@ -1,6 +1,8 @@
 package dev.seqkernels;
 
 import dev.seqkernels.cpu.CpuBackend;
+import dev.seqkernels.gpu.GpuBackend;
+import dev.seqkernels.gpu.emu.EmuDriver;
 
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -17,6 +19,7 @@ public final class Backends {
     public static final List<String> KNOWN = List.of("panama", "jcuda", "emu", "cpu");
 
     private static final CpuBackend CPU = new CpuBackend();
+    private static GpuBackend emu;
 
     private Backends() {
     }
@@ -35,6 +38,9 @@ public final class Backends {
         if (n.equals("cpu")) {
             return CPU;
         }
+        if (n.equals("emu") && EmuDriver.libraryPresent()) {
+            return emu();
+        }
         String why = availability().get(n);
         if (why == null) {
             throw new SeqkException.BackendUnavailable("unknown backend '" + name + "': expected auto or one of " + KNOWN);
@@ -42,12 +48,21 @@ public final class Backends {
         throw new SeqkException.BackendUnavailable("backend '" + n + "' is not available: " + why);
     }
 
+    private static synchronized GpuBackend emu() {
+        if (emu == null) {
+            emu = new GpuBackend(EmuDriver.instance());
+        }
+        return emu;
+    }
+
     /** Each known backend with "available" or the reason it is not, for {@code seqk info}. */
     public static Map<String, String> availability() {
         Map<String, String> m = new LinkedHashMap<>();
         m.put("panama", "the Panama (java.lang.foreign) GPU binding is not implemented in this version");
         m.put("jcuda", "the JCuda GPU binding is not implemented in this version");
-        m.put("emu", "the emulator runs kernels through the Driver seam, but no op has a GPU path yet");
+        m.put("emu", EmuDriver.libraryPresent()
+                ? "available: the ops' GPU path on the SIMT emulator (recurrent forward so far; others say so)"
+                : "the emulator library is not in this build (tools/build-emulator.sh needs g++)");
         m.put("cpu", "available");
         return m;
     }

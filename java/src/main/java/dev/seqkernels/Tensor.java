@@ -333,6 +333,7 @@ public final class Tensor implements AutoCloseable {
             case F16 -> Rounding.halfToDouble(segment.get(I16, byteOff));
             case BF16 -> Rounding.bf16ToDouble(segment.get(I16, byteOff));
             case I64 -> segment.get(I64, byteOff);
+            case I32 -> segment.get(ValueLayout.JAVA_INT_UNALIGNED, byteOff);
             case BOOL -> segment.get(ValueLayout.JAVA_BYTE, byteOff) != 0 ? 1.0 : 0.0;
         };
     }
@@ -345,6 +346,7 @@ public final class Tensor implements AutoCloseable {
             case F16 -> segment.set(I16, byteOff, Rounding.doubleToHalf(v));
             case BF16 -> segment.set(I16, byteOff, Rounding.doubleToBf16(v));
             case I64 -> segment.set(I64, byteOff, (long) v);
+            case I32 -> segment.set(ValueLayout.JAVA_INT_UNALIGNED, byteOff, (int) v);
             case BOOL -> segment.set(ValueLayout.JAVA_BYTE, byteOff, (byte) (v != 0 ? 1 : 0));
         }
     }

@@ -1,0 +1,72 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentConfig;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentResult;
+
+import java.util.Map;
+
+/**
+ * The ops' GPU path over one {@link Driver} binding (emu today; panama and jcuda with issue 4).
+ * What is not on the GPU yet fails with a sentence saying so: never a silent fall back to the CPU.
+ */
+public final class GpuBackend implements Backend {
+    private final Driver driver;
+    private final RecurrentGpu recurrent;
+
+    public GpuBackend(Driver driver) {
+        this.driver = driver;
+        this.recurrent = new RecurrentGpu(driver);
+    }
+
+    @Override
+    public String name() {
+        return driver.name();
+    }
+
+    @Override
+    public RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, Tensor x, Tensor h0,
+                                            Tensor c0, int[] lengths) {
+        return recurrent.forward(config, params, x, h0, c0, lengths);
+    }
+
+    @Override
+    public RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, RecurrentResult forward,
+                                                Tensor dOutput, Tensor dHn, Tensor dCn) {
+        throw notYet("recurrent backward");
+    }
+
+    @Override
+    public AttentionResult attentionForward(Attention op, Attention.Inputs inputs) {
+        throw notYet("attention");
+    }
+
+    @Override
+    public AttentionGradients attentionBackward(Attention op, AttentionResult forward, Tensor dOut) {
+        throw notYet("attention");
+    }
+
+    @Override
+    public MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs inputs) {
+        throw notYet("multi-head attention");
+    }
+
+    @Override
+    public MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> params, MhaResult forward, Tensor dOut,
+                                    Tensor dAttnWeights) {
+        throw notYet("multi-head attention");
+    }
+
+    private SeqkException notYet(String what) {
+        return new SeqkException.Unsupported(driver.name() + " backend: " + what + " has no GPU path yet; use the cpu backend for it");
+    }
+}

@@ -1,0 +1,124 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Activation;
+import dev.seqkernels.ops.Direction;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import dev.seqkernels.ops.Rnn;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.function.Function;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The recurrent ops' GPU path (RecurrentGpu + cuda/recurrent.cu) on the emulator against the CPU
+ * reference, for every feature, with odd sizes and lengths including 1 and T.
+ */
+class RecurrentGpuTest {
+
+    /** A configuration, built for a backend. */
+    record Case(String name, Function<String, RecurrentOp> build) {
+        @Override
+        public String toString() {
+            return name;
+        }
+    }
+
+    static Stream<Case> cases() {
+        return Stream.of(
+                new Case("rnn tanh 2 layers bidirectional", b -> Rnn.builder().inputSize(5).hiddenSize(7).numLayers(2).bidirectional(true).backend(b).build()),
+                new Case("rnn relu batch-first no bias", b -> Rnn.builder().inputSize(4).hiddenSize(6).nonlinearity("relu").batchFirst(true).bias(false).backend(b).build()),
+                new Case("lstm", b -> Lstm.builder().inputSize(5).hiddenSize(37).backend(b).build()),
+                new Case("lstm 2 layers bidirectional projection", b -> Lstm.builder().inputSize(4).hiddenSize(9).projSize(5).numLayers(2).bidirectional(true).backend(b).build()),
+                new Case("lstm peepholes clip input-forget reverse", b -> Lstm.builder().inputSize(3).hiddenSize(6).peepholes(true).clip(1.2).inputForget(true).direction(Direction.REVERSE).backend(b).build()),
+                new Case("lstm ONNX activations batch-first", b -> Lstm.builder().inputSize(3).hiddenSize(5).batchFirst(true).activations(
+                        Activation.of(Activation.Kind.HARD_SIGMOID), Activation.of(Activation.Kind.SOFTSIGN), new Activation(Activation.Kind.SCALED_TANH, 0.7, 1.3)).backend(b).build()),
+                new Case("gru linear-before-reset bidirectional", b -> Gru.builder().inputSize(5).hiddenSize(8).bidirectional(true).backend(b).build()),
+                new Case("gru reset-before-linear 2 layers", b -> Gru.builder().inputSize(4).hiddenSize(6).numLayers(2).linearBeforeReset(false).backend(b).build()),
+                new Case("gru ONNX activations clip no bias", b -> Gru.builder().inputSize(3).hiddenSize(5).bias(false).clip(0.9).linearBeforeReset(false)
+                        .activations(new Activation(Activation.Kind.LEAKY_RELU, 0.1, 0), Activation.of(Activation.Kind.ELU)).backend(b).build()));
+    }
+
+    static Stream<Arguments> casesAndDTypes() {
+        return cases().flatMap(c -> Stream.of(DType.F32, DType.F16, DType.BF16).map(dt -> Arguments.of(c, dt)));
+    }
+
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("casesAndDTypes")
+    void forwardMatchesTheReference(Case k, DType dtype) {
+        TestData data = new TestData();
+        RecurrentOp gpu = k.build().apply("emu");
+        RecurrentOp cpu = k.build().apply("cpu");
+        var c = gpu.config();
+        int steps = 7;
+        int batch = 3;
+        int[] lengths = {7, 1, 4};
+        int slots = c.numLayers() * c.numDirections();
+        Map<String, Tensor> params = data.params(dtype, 0.6, c.parameterShapes());
+        Tensor x = data.tensor(dtype, 1, c.batchFirst() ? new long[]{batch, steps, c.inputSize()} : new long[]{steps, batch, c.inputSize()});
+        Tensor h0 = data.tensor(dtype, 0.5, slots, batch, c.stateSize());
+        boolean lstm = c.cell() == dev.seqkernels.ops.CellType.LSTM;
+        Tensor c0 = lstm ? data.tensor(dtype, 0.5, slots, batch, c.hiddenSize()) : null;
+        Map<String, Tensor> params64 = new LinkedHashMap<>();
+        params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+        try (RecurrentResult got = gpu.forward(params, x, h0, c0, lengths);
+             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), c0 == null ? null : c0.to(DType.F64), lengths)) {
+            String tag = k + " " + dtype + " emu " + data;
+            check(tag + " output", got.output(), ref.output(), dtype);
+            check(tag + " hn", got.hn(), ref.hn(), dtype);
+            if (lstm) {
+                check(tag + " cn", got.cn(), ref.cn(), dtype);
+            }
+        }
+    }
+
+    static void check(String what, Tensor got, Tensor ref, DType dtype) {
+        Compare.Tolerance tol = Compare.tolerance(dtype);
+        Compare.Result r = Compare.compare(got.toDoubleArray(), ref.toDoubleArray(), tol);
+        assertTrue(r.passes(tol), () -> what + ": " + r);
+    }
+
+    @Test
+    void longOddSequenceWithExtremeLengths() {
+        TestData data = new TestData();
+        RecurrentOp gpu = Lstm.builder().inputSize(13).hiddenSize(37).bidirectional(true).backend("emu").build();
+        RecurrentOp cpu = Lstm.builder().inputSize(13).hiddenSize(37).bidirectional(true).backend("cpu").build();
+        Map<String, Tensor> params = data.params(DType.F32, 0.3, gpu.config().parameterShapes());
+        Map<String, Tensor> params64 = new LinkedHashMap<>();
+        params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(DType.F32, 1, 97, 3, 13);
+        int[] lengths = {97, 1, 50};
+        try (RecurrentResult got = gpu.forward(params, x, null, null, lengths);
+             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), null, null, lengths)) {
+            check("lstm T=97 H=37 bidirectional emu " + data + " output", got.output(), ref.output(), DType.F32);
+            check("hn", got.hn(), ref.hn(), DType.F32);
+            check("cn", got.cn(), ref.cn(), DType.F32);
+        }
+    }
+
+    @Test
+    void whatIsNotOnTheGpuSaysSo() {
+        var lstm = Lstm.builder().inputSize(2).hiddenSize(3).backend("emu").build();
+        Map<String, Tensor> p = new TestData().params(DType.F64, 0.5, lstm.config().parameterShapes());
+        var f64 = assertThrows(SeqkException.DTypeMismatch.class, () -> lstm.forward(p, Tensor.allocate(DType.F64, 2, 1, 2)));
+        assertTrue(f64.getMessage().contains("F64 runs on the cpu backend"), f64.getMessage());
+        var attention = assertThrows(SeqkException.Unsupported.class, () -> Backends.byName("emu").attentionForward(null, null));
+        assertTrue(attention.getMessage().contains("attention has no GPU path yet"), attention.getMessage());
+    }
+}
