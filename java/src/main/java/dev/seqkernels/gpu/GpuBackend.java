@@ -42,7 +42,7 @@ public final class GpuBackend implements Backend {
     @Override
     public RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, RecurrentResult forward,
                                                 Tensor dOutput, Tensor dHn, Tensor dCn) {
-        throw notYet("recurrent backward");
+        return recurrent.backward(config, params, forward, dOutput, dHn, dCn);
     }
 
     @Override

@@ -6,6 +6,7 @@ import dev.seqkernels.Tensor;
 import dev.seqkernels.ops.Activation;
 import dev.seqkernels.ops.CellType;
 import dev.seqkernels.ops.RecurrentConfig;
+import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentResult;
 
 import java.util.List;
@@ -184,6 +185,212 @@ final class RecurrentGpu {
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
                     .i32(t).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
         }
+    }
+
+    /**
+     * Backward through time, all in F32 (saved inputs cast once), mirroring
+     * cpu/RecurrentReference.backward; gradients are rounded to the forward's dtype once at the end.
+     */
+    RecurrentGradients backward(RecurrentConfig c, Map<String, Tensor> params, RecurrentResult forward, Tensor dOutput,
+                                Tensor dHn, Tensor dCn) {
+        if (!(forward.saved() instanceof Saved saved)) {
+            throw new SeqkException.Unsupported(driver.name() + ": this forward result was not made by the " + driver.name()
+                    + " backend (or was closed)");
+        }
+        DType dt = forward.output().dtype();
+        int steps = saved.steps();
+        int batch = saved.batch();
+        int rows = steps * batch;
+        int nd = c.numDirections();
+        int p = c.stateSize();
+        int h = c.hiddenSize();
+        int gh = c.cell().gates() * h;
+        int slots = c.numLayers() * nd;
+        boolean lstm = c.cell() == CellType.LSTM;
+        boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
+        Tensor dh0 = Tensor.allocate(dt, slots, batch, p);
+        Tensor dc0 = lstm ? Tensor.allocate(dt, slots, batch, h) : null;
+        Map<String, Tensor> grads = new java.util.LinkedHashMap<>();
+        try (DeviceScope s = new DeviceScope(driver)) {
+            DeviceTensor dLayerOut = dOutput == null ? s.zeros(DType.F32, steps, batch, c.outputSize())
+                    : s.upload((c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput).to(DType.F32));
+            for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
+                int in = c.layerInputSize(layer);
+                DeviceTensor x32 = toF32(s, saved.layerInputs().get(layer), rows, in);
+                DeviceTensor dX = s.allocate(DType.F32, rows, in);
+                for (int d = 0; d < nd; d++) {
+                    int slot = layer * nd + d;
+                    String sfx = c.suffix(layer, d);
+                    SlotTrace tr = saved.traces()[slot];
+                    List<Activation> act = c.activations().get(d);
+                    DeviceTensor wih = s.upload(params.get("weight_ih_" + sfx).to(DType.F32));
+                    DeviceTensor whh = s.upload(params.get("weight_hh_" + sfx).to(DType.F32));
+                    DeviceTensor whr = c.projSize() > 0 ? s.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor peep = c.peepholes() ? s.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor hPrev = toF32(s, tr.hPrev(), rows, p);
+                    DeviceTensor dax = s.allocate(DType.F32, rows, gh);
+                    DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;
+                    DeviceTensor dhState = dHn == null ? s.zeros(DType.F32, batch, p) : s.upload(dHn.select(0, slot).to(DType.F32));
+                    DeviceTensor dcState = !lstm ? null
+                            : dCn == null ? s.zeros(DType.F32, batch, h) : s.upload(dCn.select(0, slot).to(DType.F32));
+                    DeviceTensor dhTotal = s.allocate(DType.F32, batch, p);
+                    DeviceTensor dhAll = whr != null ? s.allocate(DType.F32, rows, p) : null;
+                    DeviceTensor mAll = whr != null ? s.allocate(DType.F32, rows, h) : null;
+                    DeviceTensor dm = whr != null ? s.allocate(DType.F32, batch, h) : null;
+                    DeviceTensor dpeepAll = peep != null ? s.allocate(DType.F32, rows, 3L * h) : null;
+                    DeviceTensor direct = c.cell() == CellType.GRU ? s.allocate(DType.F32, batch, h) : null;
+                    DeviceTensor dRh = gruSplit ? s.allocate(DType.F32, batch, h) : null;
+                    DeviceTensor rhAll = gruSplit ? s.allocate(DType.F32, rows, h) : null;
+                    DeviceTensor gemmOut = s.allocate(DType.F32, batch, p);
+                    int hRows = gruSplit ? 2 * h : gh;  // rows of W_hh that act on h itself
+                    float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
+                    Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
+                    Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
+                    for (int step = steps - 1; step >= 0; step--) {
+                        int t = c.direction().isReversed(d) ? steps - 1 - step : step;
+                        driver.launch(fn32("step_grad_in"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                .pointer(dhState.pointer()).pointer(dLayerOut.pointer()).pointer(dhTotal.pointer())
+                                .pointer(ptr(dhAll)).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p)
+                                .i32(c.outputSize()).i32(d * p));
+                        switch (c.cell()) {
+                            case LSTM -> {
+                                if (whr != null) {
+                                    // dm [B, H] = dh_total [B, P] W_hr [P, H]: column-major dm^T = W_hr^T dh^T.
+                                    gemm(false, false, h, batch, p, whr.pointer(), h, dhTotal.pointer(), p, dm.pointer(), h, 0f);
+                                }
+                                driver.launch(fn32("lstm_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                        .pointer(tr.raw().pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
+                                        .pointer(dm != null ? dm.pointer() : dhTotal.pointer()).pointer(ptr(peep))
+                                        .pointer(dcState.pointer()).pointer(dax.pointer()).pointer(ptr(mAll)).pointer(ptr(dpeepAll))
+                                        .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
+                                        .f32(clip).i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha())
+                                        .f32((float) act.get(0).beta()).i32(act.get(1).kind().ordinal())
+                                        .f32((float) act.get(1).alpha()).f32((float) act.get(1).beta())
+                                        .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha())
+                                        .f32((float) act.get(2).beta()));
+                            }
+                            case RNN -> driver.launch(fn32("rnn_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                    .pointer(tr.raw().pointer()).pointer(dhTotal.pointer()).pointer(dax.pointer())
+                                    .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).f32(clip)
+                                    .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
+                            case GRU -> {
+                                driver.launch(fn32("gru_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                        .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(ptr(tr.hnLin()))
+                                        .pointer(dhTotal.pointer()).pointer(dax.pointer()).pointer(dah.pointer())
+                                        .pointer(direct.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
+                                        .i32(c.linearBeforeReset() ? 1 : 0).f32(clip)
+                                        .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
+                                        .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
+                                if (gruSplit) {
+                                    // d_rh [B, H] = dah_n(t) [B, H] (row stride 3H) W_hn [H, H].
+                                    long dahN = dah.select(0, (long) t * batch).narrow(0, 2L * h, h).pointer();
+                                    gemm(false, false, h, batch, h, whh.narrow(0, 2L * h, h).pointer(), h, dahN, gh,
+                                            dRh.pointer(), h, 0f);
+                                    driver.launch(fn32("gru_step_bwd_reset"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                            .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(dRh.pointer())
+                                            .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
+                                            .pointer(rhAll.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
+                                            .f32(clip).i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha())
+                                            .f32((float) act.get(0).beta()));
+                                }
+                            }
+                        }
+                        // dh_prev [B, P] = dah(t) [B, hRows] (row stride G*H) W_hh[0:hRows] [hRows, P].
+                        gemm(false, false, p, batch, hRows, whh.pointer(), p, dah.select(0, (long) t * batch).pointer(), gh,
+                                gemmOut.pointer(), p, 0f);
+                        driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                .pointer(gemmOut.pointer()).pointer(ptr(direct)).pointer(dhState.pointer())
+                                .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p));
+                    }
+                    copyInto(dhState, dh0.select(0, slot));
+                    if (lstm) {
+                        copyInto(dcState, dc0.select(0, slot));
+                    }
+                    // Weight gradients over all steps: dW [rows_w, cols] = dA^T [rows_w, R] X [R, cols];
+                    // column-major dW^T = X^T dA.
+                    DeviceTensor dWih = s.allocate(DType.F32, gh, in);
+                    gemm(false, true, in, gh, rows, x32.pointer(), in, dax.pointer(), gh, dWih.pointer(), in, 0f);
+                    grads.put("weight_ih_" + sfx, download(dWih, dt));
+                    DeviceTensor dWhh = s.allocate(DType.F32, gh, p);
+                    gemm(false, true, p, hRows, rows, hPrev.pointer(), p, dah.pointer(), gh, dWhh.pointer(), p, 0f);
+                    if (gruSplit) {
+                        gemm(false, true, h, h, rows, rhAll.pointer(), h, dah.select(1, 2L * h).pointer(), gh,
+                                dWhh.narrow(0, 2L * h, h).pointer(), h, 0f);
+                    }
+                    grads.put("weight_hh_" + sfx, download(dWhh, dt));
+                    if (c.bias()) {
+                        grads.put("bias_ih_" + sfx, download(columnSum(s, dax, rows, gh), dt));
+                        grads.put("bias_hh_" + sfx, download(columnSum(s, dah, rows, gh), dt));
+                    }
+                    if (whr != null) {
+                        DeviceTensor dWhr = s.allocate(DType.F32, p, h);
+                        gemm(false, true, h, p, rows, mAll.pointer(), h, dhAll.pointer(), p, dWhr.pointer(), h, 0f);
+                        grads.put("weight_hr_" + sfx, download(dWhr, dt));
+                    }
+                    if (peep != null) {
+                        grads.put("weight_peephole_" + sfx, download(columnSum(s, dpeepAll, rows, 3 * h), dt));
+                    }
+                    // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
+                    gemm(false, false, in, rows, gh, wih.pointer(), in, dax.pointer(), gh, dX.pointer(), in, d == 0 ? 0f : 1f);
+                }
+                dLayerOut = dX;
+            }
+            Tensor dxTimeMajor = Tensor.allocate(dt, steps, batch, c.inputSize());
+            copyInto(dLayerOut, dxTimeMajor);
+            Tensor dx = dxTimeMajor;
+            if (c.batchFirst()) {
+                try (Tensor timeMajor = dxTimeMajor) {
+                    dx = timeMajor.permute(1, 0, 2).to(dt);
+                }
+            }
+            Map<String, Tensor> ordered = new java.util.LinkedHashMap<>();
+            for (String name : c.parameterShapes().keySet()) {
+                ordered.put(name, grads.get(name));
+            }
+            return new RecurrentGradients(dx, dh0, dc0, ordered);
+        }
+    }
+
+    private long fn32(String name) {
+        return functions.computeIfAbsent(name + "_f32", n -> driver.function(module, n));
+    }
+
+    /** An F32 copy on the device of a [rows, cols] tensor, or the tensor itself when already F32. */
+    private DeviceTensor toF32(DeviceScope s, DeviceTensor t, int rows, int cols) {
+        if (t.dtype() == DType.F32) {
+            return t;
+        }
+        DeviceTensor out = s.allocate(DType.F32, rows, cols);
+        long n = (long) rows * cols;
+        driver.launch(functions.computeIfAbsent("cast_to_f32_" + suffix(t.dtype()), name -> driver.function(module, name)),
+                Dim3.of(blocks(n)), Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(t.pointer()).pointer(out.pointer()).i64(n));
+        return out;
+    }
+
+    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
+        DeviceTensor out = s.allocate(DType.F32, cols);
+        driver.launch(fn32("column_sum"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
+        return out;
+    }
+
+    /** A host tensor of dtype dt with the values of an F32 device tensor. */
+    private static Tensor download(DeviceTensor f32, DType dt) {
+        try (Tensor host = f32.toHost()) {
+            return host.to(dt);
+        }
+    }
+
+    /** Copies an F32 device tensor's values into a host tensor (any dtype, any strides) of as many elements. */
+    private static void copyInto(DeviceTensor f32, Tensor host) {
+        try (Tensor values = f32.toHost()) {
+            host.copyFrom(values.toDoubleArray());
+        }
+    }
+
+    private void gemm(boolean transA, boolean transB, int m, int n, int k, long a, int lda, long b, int ldb, long c, int ldc,
+                      float beta) {
+        driver.gemm(new Gemm(transA, transB, m, n, k, 1f, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1, DType.F32, DType.F32), 0);
     }
 
     /** y [rows, ldy] (F32, first `out` columns) = x [rows, in] W^T with W [out, in]: one column-major GEMM. */

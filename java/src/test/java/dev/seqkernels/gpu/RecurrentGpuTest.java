@@ -88,6 +88,43 @@ class RecurrentGpuTest {
         }
     }
 
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("casesAndDTypes")
+    void backwardMatchesTheReference(Case k, DType dtype) {
+        TestData data = new TestData();
+        RecurrentOp gpu = k.build().apply("emu");
+        RecurrentOp cpu = k.build().apply("cpu");
+        var c = gpu.config();
+        int steps = 6;
+        int batch = 3;
+        int[] lengths = {6, 1, 3};
+        int slots = c.numLayers() * c.numDirections();
+        boolean lstm = c.cell() == dev.seqkernels.ops.CellType.LSTM;
+        Map<String, Tensor> params = data.params(dtype, 0.6, c.parameterShapes());
+        Tensor x = data.tensor(dtype, 1, c.batchFirst() ? new long[]{batch, steps, c.inputSize()} : new long[]{steps, batch, c.inputSize()});
+        Tensor h0 = data.tensor(dtype, 0.5, slots, batch, c.stateSize());
+        Tensor c0 = lstm ? data.tensor(dtype, 0.5, slots, batch, c.hiddenSize()) : null;
+        Map<String, Tensor> params64 = new LinkedHashMap<>();
+        params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+        try (RecurrentResult got = gpu.forward(params, x, h0, c0, lengths);
+             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), c0 == null ? null : c0.to(DType.F64), lengths)) {
+            Tensor dOut = data.tensor(dtype, 1, got.output().shape());
+            Tensor dHn = data.tensor(dtype, 1, got.hn().shape());
+            Tensor dCn = lstm ? data.tensor(dtype, 1, got.cn().shape()) : null;
+            var g = gpu.backward(params, got, dOut, dHn, dCn);
+            var r = cpu.backward(params64, ref, dOut.to(DType.F64), dHn.to(DType.F64), dCn == null ? null : dCn.to(DType.F64));
+            String tag = k + " " + dtype + " emu " + data;
+            check(tag + " dx", g.dx(), r.dx(), dtype);
+            check(tag + " dh0", g.dh0(), r.dh0(), dtype);
+            if (lstm) {
+                check(tag + " dc0", g.dc0(), r.dc0(), dtype);
+            }
+            for (String name : params.keySet()) {
+                check(tag + " d" + name, g.params().get(name), r.params().get(name), dtype);
+            }
+        }
+    }
+
     static void check(String what, Tensor got, Tensor ref, DType dtype) {
         Compare.Tolerance tol = Compare.tolerance(dtype);
         Compare.Result r = Compare.compare(got.toDoubleArray(), ref.toDoubleArray(), tol);
