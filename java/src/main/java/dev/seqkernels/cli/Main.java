@@ -56,7 +56,8 @@ public final class Main {
                   info                                   backends present, and why the others are not
                   golden [--backend B] [--dtype D] [FILE|DIR ...]
                                                          run golden cases (default: tools/golden/cases)
-                                                         forward and backward; exit 1 if any FAILs
+                                                         forward and backward; exit 1 if any FAILs;
+                                                         dtype default: F64 on cpu, F32 on GPU backends
                   test                                   (launcher only) run the whole test suite
                 """);
     }
@@ -97,7 +98,7 @@ public final class Main {
 
     private static int golden(List<String> args, PrintStream out) throws IOException {
         Backend backend = Backends.fromProperty();
-        DType dtype = DType.F64;
+        DType dtype = null;
         List<Path> inputs = new ArrayList<>();
         for (int i = 0; i < args.size(); i++) {
             String a = args.get(i);
@@ -114,6 +115,9 @@ public final class Main {
         }
         if (inputs.isEmpty()) {
             inputs.add(projectRoot().resolve("tools/golden/cases"));
+        }
+        if (dtype == null) {
+            dtype = backend.name().equals("cpu") ? DType.F64 : DType.F32;  // GPU paths store F32, F16, BF16
         }
         List<Path> files = new ArrayList<>();
         for (Path p : inputs) {

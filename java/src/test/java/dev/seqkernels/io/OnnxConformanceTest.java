@@ -27,7 +27,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * ONNX's own node tests for LSTM, GRU and RNN (Debian's libonnx-testdata, installed by
  * tools/install-test-deps.sh, which ./seqk test runs): every test data set of every such node test
- * runs through our ops on the CPU reference and matches ONNX's expected float32 outputs.
+ * runs through our ops on the CPU reference and on the GPU path (emulator), and matches ONNX's
+ * expected float32 outputs.
  */
 class OnnxConformanceTest {
     static final Path NODE_TESTS = Path.of("/usr/share/libonnx-testdata/data/node");
@@ -47,9 +48,14 @@ class OnnxConformanceTest {
         assertEquals(12, found.size(), () -> "found " + found);
     }
 
-    @ParameterizedTest(name = "{0}")
-    @MethodSource("recurrentNodeTests")
-    void matchesOnnxExpectedOutputs(Path testDir) throws IOException {
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> testsAndBackends() throws IOException {
+        return recurrentNodeTests().stream().flatMap(t -> java.util.stream.Stream.of("cpu", "emu")
+                .map(b -> org.junit.jupiter.params.provider.Arguments.of(t, b)));
+    }
+
+    @ParameterizedTest(name = "{0} on {1}")
+    @MethodSource("testsAndBackends")
+    void matchesOnnxExpectedOutputs(Path testDir, String backend) throws IOException {
         DynamicMessage model = OnnxProto.parse(OnnxProto.MODEL, Files.readAllBytes(testDir.resolve("model.onnx")));
         DynamicMessage graph = (DynamicMessage) OnnxProto.get(model, "graph");
         List<DynamicMessage> nodes = OnnxProto.messages(graph, "node");
@@ -67,11 +73,11 @@ class OnnxConformanceTest {
             for (int i = 0; i < inputs.size(); i++) {
                 values.put(inputs.get(i), readTensor(set.resolve("input_" + i + ".pb")));
             }
-            Map<String, Tensor> actual = OnnxRecurrent.run(nodes.get(0), values, Backends.byName("cpu"));
+            Map<String, Tensor> actual = OnnxRecurrent.run(nodes.get(0), values, Backends.byName(backend));
             for (int i = 0; i < outputs.size(); i++) {
                 Tensor expected = readTensor(set.resolve("output_" + i + ".pb"));
                 Tensor got = actual.get(outputs.get(i));
-                String what = testDir.getFileName() + "/" + set.getFileName() + " output " + outputs.get(i);
+                String what = testDir.getFileName() + "/" + set.getFileName() + " output " + outputs.get(i) + " on " + backend;
                 assertTrue(got != null, what + " was not produced");
                 assertArrayEquals(expected.shape(), got.shape(), what + " shape");
                 Compare.Result r = Compare.compare(got.toDoubleArray(), expected.toDoubleArray(), Compare.tolerance(DType.F32));
