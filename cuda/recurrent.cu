@@ -484,29 +484,3 @@ extern "C" __global__ void gru_step_bwd_reset_f32(const float* raw, const float*
 }
 SEQK_KERNEL(gru_step_bwd_reset_f32);
 
-// out[c] = sum over rows of a[r * lda + c], for c < cols: one thread per column, rows in order
-// (deterministic; v1, no split over rows).
-extern "C" __global__ void column_sum_f32(const float* a, float* out, int rows, int cols, int lda) {
-    long c = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (c >= cols) {
-        return;
-    }
-    float s = 0.0f;
-    for (long r = 0; r < rows; r++) {
-        s += a[r * lda + c];
-    }
-    out[c] = s;
-}
-SEQK_KERNEL(column_sum_f32);
-
-#define SEQK_CAST_TO_F32(suffix, T)                                                                          \
-    extern "C" __global__ void cast_to_f32_##suffix(const T* in, float* out, long n) {                       \
-        long i = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;                                   \
-        if (i < n) {                                                                                         \
-            out[i] = seqk::to_float(in[i]);                                                                  \
-        }                                                                                                    \
-    }                                                                                                        \
-    SEQK_KERNEL(cast_to_f32_##suffix)
-
-SEQK_CAST_TO_F32(f16, __half);
-SEQK_CAST_TO_F32(bf16, __nv_bfloat16);

@@ -11,12 +11,12 @@ import java.util.List;
  * pointers, each to one argument's value. Device pointers are 8 bytes; ints and floats 4.
  */
 public final class KernelArgs {
-    /** One argument: its kind and bits (a pointer, an int, a float's raw bits...). */
-    public record Arg(Kind kind, long bits) {
+    /** One argument: its kind and bits (a pointer, an int, a float's raw bits...), or a struct's 8-byte words. */
+    public record Arg(Kind kind, long bits, long[] words) {
     }
 
     public enum Kind {
-        POINTER(8), INT(4), LONG(8), FLOAT(4);
+        POINTER(8), INT(4), LONG(8), FLOAT(4), STRUCT(0);
 
         private final int bytes;
 
@@ -32,22 +32,31 @@ public final class KernelArgs {
     private final List<Arg> args = new ArrayList<>();
 
     public KernelArgs pointer(long devicePtr) {
-        args.add(new Arg(Kind.POINTER, devicePtr));
+        args.add(new Arg(Kind.POINTER, devicePtr, null));
         return this;
     }
 
     public KernelArgs i32(int v) {
-        args.add(new Arg(Kind.INT, v));
+        args.add(new Arg(Kind.INT, v, null));
         return this;
     }
 
     public KernelArgs i64(long v) {
-        args.add(new Arg(Kind.LONG, v));
+        args.add(new Arg(Kind.LONG, v, null));
         return this;
     }
 
     public KernelArgs f32(float v) {
-        args.add(new Arg(Kind.FLOAT, Float.floatToRawIntBits(v)));
+        args.add(new Arg(Kind.FLOAT, Float.floatToRawIntBits(v), null));
+        return this;
+    }
+
+    /**
+     * A struct passed by value whose fields are all 8 bytes (long long, double, pointers), in
+     * declaration order: such a struct has no padding, so its bytes are exactly these words.
+     */
+    public KernelArgs struct(long... words) {
+        args.add(new Arg(Kind.STRUCT, 0, words.clone()));
         return this;
     }
 
@@ -64,8 +73,10 @@ public final class KernelArgs {
         MemorySegment pointers = arena.allocate(ValueLayout.ADDRESS, Math.max(1, args.size()));
         for (int i = 0; i < args.size(); i++) {
             Arg a = args.get(i);
-            MemorySegment value = arena.allocate(8, 8);
-            if (a.kind().bytes() == 8) {
+            MemorySegment value = arena.allocate(8L * (a.words() == null ? 1 : Math.max(1, a.words().length)), 8);
+            if (a.kind() == Kind.STRUCT) {
+                MemorySegment.copy(a.words(), 0, value, ValueLayout.JAVA_LONG, 0, a.words().length);
+            } else if (a.kind().bytes() == 8) {
                 value.set(ValueLayout.JAVA_LONG, 0, a.bits());
             } else {
                 value.set(ValueLayout.JAVA_INT, 0, (int) a.bits());

@@ -26,10 +26,12 @@ final class RecurrentGpu {
     private final Driver driver;
     private final Map<String, Long> functions = new java.util.HashMap<>();
     private final long module;
+    private final long util;
 
     RecurrentGpu(Driver driver) {
         this.driver = driver;
         this.module = driver.loadModule("recurrent");
+        this.util = driver.loadModule("util");
     }
 
     private long fn(String name, DType dt) {
@@ -92,7 +94,7 @@ final class RecurrentGpu {
                     DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx)) : null;
                     DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx)) : null;
                     DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
-                    linear(input, wih, gx, steps * batch, in, gh, 0);
+                    linear(input, wih, gx, steps * batch, in, gh, gh);
                     DeviceTensor hState = temp.zeros(dt, batch, p);
                     if (h0d != null) {
                         driver.copyDeviceToDevice(hState.pointer(), h0d.select(0, slot).pointer(), hState.byteSize());
@@ -166,7 +168,7 @@ final class RecurrentGpu {
                                 .pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(resetHidden.pointer())
                                 .pointer(lens.pointer()).i32(t).i32(batch).i32(h).f32(clip)
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
-                        linearInto(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh);
+                        linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh);
                     }
                     driver.launch(fn("gru_step_fwd", dt), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(hState.pointer())
                             .pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer()).pointer(lens.pointer())
@@ -179,7 +181,7 @@ final class RecurrentGpu {
                         .f32(clip).i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
             }
             if (m != null) {
-                linearInto(m, whr, hnew, batch, h, p, p);
+                linear(m, whr, hnew, batch, h, p, p);
             }
             driver.launch(fn("step_commit", dt), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(hnew.pointer())
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
@@ -255,8 +257,8 @@ final class RecurrentGpu {
                         switch (c.cell()) {
                             case LSTM -> {
                                 if (whr != null) {
-                                    // dm [B, H] = dh_total [B, P] W_hr [P, H]: column-major dm^T = W_hr^T dh^T.
-                                    gemm(false, false, h, batch, p, whr.pointer(), h, dhTotal.pointer(), p, dm.pointer(), h, 0f);
+                                    // dm [B, H] = dh_total [B, P] W_hr [P, H]
+                                    Linear.inputGrad(driver, dhTotal.pointer(), p, whr.pointer(), h, dm.pointer(), h, batch, h, p, 0f);
                                 }
                                 driver.launch(fn32("lstm_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                         .pointer(tr.raw().pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
@@ -284,8 +286,8 @@ final class RecurrentGpu {
                                 if (gruSplit) {
                                     // d_rh [B, H] = dah_n(t) [B, H] (row stride 3H) W_hn [H, H].
                                     long dahN = dah.select(0, (long) t * batch).narrow(0, 2L * h, h).pointer();
-                                    gemm(false, false, h, batch, h, whh.narrow(0, 2L * h, h).pointer(), h, dahN, gh,
-                                            dRh.pointer(), h, 0f);
+                                    Linear.inputGrad(driver, dahN, gh, whh.narrow(0, 2L * h, h).pointer(), h, dRh.pointer(), h,
+                                            batch, h, h, 0f);
                                     driver.launch(fn32("gru_step_bwd_reset"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                             .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(dRh.pointer())
                                             .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
@@ -296,8 +298,8 @@ final class RecurrentGpu {
                             }
                         }
                         // dh_prev [B, P] = dah(t) [B, hRows] (row stride G*H) W_hh[0:hRows] [hRows, P].
-                        gemm(false, false, p, batch, hRows, whh.pointer(), p, dah.select(0, (long) t * batch).pointer(), gh,
-                                gemmOut.pointer(), p, 0f);
+                        Linear.inputGrad(driver, dah.select(0, (long) t * batch).pointer(), gh, whh.pointer(), p,
+                                gemmOut.pointer(), p, batch, p, hRows, 0f);
                         driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                 .pointer(gemmOut.pointer()).pointer(ptr(direct)).pointer(dhState.pointer())
                                 .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p));
@@ -306,16 +308,15 @@ final class RecurrentGpu {
                     if (lstm) {
                         copyInto(dcState, dc0.select(0, slot));
                     }
-                    // Weight gradients over all steps: dW [rows_w, cols] = dA^T [rows_w, R] X [R, cols];
-                    // column-major dW^T = X^T dA.
+                    // Weight gradients over all steps at once: dW = dA^T X.
                     DeviceTensor dWih = s.allocate(DType.F32, gh, in);
-                    gemm(false, true, in, gh, rows, x32.pointer(), in, dax.pointer(), gh, dWih.pointer(), in, 0f);
+                    Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f);
                     grads.put("weight_ih_" + sfx, download(dWih, dt));
                     DeviceTensor dWhh = s.allocate(DType.F32, gh, p);
-                    gemm(false, true, p, hRows, rows, hPrev.pointer(), p, dah.pointer(), gh, dWhh.pointer(), p, 0f);
+                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f);
                     if (gruSplit) {
-                        gemm(false, true, h, h, rows, rhAll.pointer(), h, dah.select(1, 2L * h).pointer(), gh,
-                                dWhh.narrow(0, 2L * h, h).pointer(), h, 0f);
+                        Linear.weightGrad(driver, dah.select(1, 2L * h).pointer(), gh, rhAll.pointer(), h,
+                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f);
                     }
                     grads.put("weight_hh_" + sfx, download(dWhh, dt));
                     if (c.bias()) {
@@ -324,14 +325,14 @@ final class RecurrentGpu {
                     }
                     if (whr != null) {
                         DeviceTensor dWhr = s.allocate(DType.F32, p, h);
-                        gemm(false, true, h, p, rows, mAll.pointer(), h, dhAll.pointer(), p, dWhr.pointer(), h, 0f);
+                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f);
                         grads.put("weight_hr_" + sfx, download(dWhr, dt));
                     }
                     if (peep != null) {
                         grads.put("weight_peephole_" + sfx, download(columnSum(s, dpeepAll, rows, 3 * h), dt));
                     }
                     // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
-                    gemm(false, false, in, rows, gh, wih.pointer(), in, dax.pointer(), gh, dX.pointer(), in, d == 0 ? 0f : 1f);
+                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f);
                 }
                 dLayerOut = dX;
             }
@@ -362,14 +363,14 @@ final class RecurrentGpu {
         }
         DeviceTensor out = s.allocate(DType.F32, rows, cols);
         long n = (long) rows * cols;
-        driver.launch(functions.computeIfAbsent("cast_to_f32_" + suffix(t.dtype()), name -> driver.function(module, name)),
+        driver.launch(functions.computeIfAbsent("cast_to_f32_" + suffix(t.dtype()), name -> driver.function(util, name)),
                 Dim3.of(blocks(n)), Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(t.pointer()).pointer(out.pointer()).i64(n));
         return out;
     }
 
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
         DeviceTensor out = s.allocate(DType.F32, cols);
-        driver.launch(fn32("column_sum"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(functions.computeIfAbsent("column_sum_f32", name -> driver.function(util, name)), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, 0, new KernelArgs()
                 .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
         return out;
     }
@@ -388,20 +389,9 @@ final class RecurrentGpu {
         }
     }
 
-    private void gemm(boolean transA, boolean transB, int m, int n, int k, long a, int lda, long b, int ldb, long c, int ldc,
-                      float beta) {
-        driver.gemm(new Gemm(transA, transB, m, n, k, 1f, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1, DType.F32, DType.F32), 0);
-    }
-
-    /** y [rows, ldy] (F32, first `out` columns) = x [rows, in] W^T with W [out, in]: one column-major GEMM. */
-    private void linear(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldyOrZero) {
-        linearInto(x, w, y, rows, in, out, ldyOrZero == 0 ? out : ldyOrZero);
-    }
-
-    private void linearInto(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldy) {
-        // Row-major y = x W^T is column-major y^T = W x^T: A = W (k x m stored, transposed), B = x^T.
-        driver.gemm(new Gemm(true, false, out, rows, in, 1f, w.pointer(), in, 0, x.pointer(), in, 0, 0f, y.pointer(), ldy,
-                0, 1, x.dtype(), y.dtype()), 0);
+    /** y [rows, ldy] (first `out` columns) = x [rows, in] W^T, W [out, in]. */
+    private void linear(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldy) {
+        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), ldy, rows, in, out, 0f, x.dtype(), y.dtype());
     }
 
     private static long ptr(DeviceTensor t) {

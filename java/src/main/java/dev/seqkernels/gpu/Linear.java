@@ -1,0 +1,31 @@
+package dev.seqkernels.gpu;
+
+/**
+ * Row-major linear algebra on device buffers, each as one column-major GEMM through
+ * {@link Driver#gemm} (a row-major [r, c] matrix is the column-major [c, r] one, so every product
+ * is computed transposed). All operands share one input dtype; y, dW and dX may be F32.
+ */
+final class Linear {
+    private Linear() {
+    }
+
+    /** y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) W^T, W [out, in] (row stride ldw). */
+    static void forward(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
+                        dev.seqkernels.DType input, dev.seqkernels.DType output) {
+        d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output), 0);
+    }
+
+    /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(). */
+    static void weightGrad(Driver d, long dy, int lddy, long x, int ldx, long dw, int ldw, int rows, int in, int out,
+                           float beta) {
+        d.gemm(new Gemm(false, true, in, out, rows, 1f, x, ldx, 0, dy, lddy, 0, beta, dw, ldw, 0, 1,
+                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32), 0);
+    }
+
+    /** dX [rows, in] (row stride lddx) = dY [rows, out] W [out, in]: the input gradient of forward(). */
+    static void inputGrad(Driver d, long dy, int lddy, long w, int ldw, long dx, int lddx, int rows, int in, int out,
+                          float beta) {
+        d.gemm(new Gemm(false, false, in, rows, out, 1f, w, ldw, 0, dy, lddy, 0, beta, dx, lddx, 0, 1,
+                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32), 0);
+    }
+}
