@@ -61,7 +61,7 @@ public final class Backends {
         m.put("panama", "the Panama (java.lang.foreign) GPU binding is not implemented in this version");
         m.put("jcuda", "the JCuda GPU binding is not implemented in this version");
         m.put("emu", EmuDriver.libraryPresent()
-                ? "available: the ops' GPU path on the SIMT emulator (recurrent ops so far; the others say so)"
+                ? "available: the ops' GPU path on the SIMT emulator"
                 : "the emulator library is not in this build (tools/build-emulator.sh needs g++)");
         m.put("cpu", "available");
         return m;

@@ -1,7 +1,6 @@
 package dev.seqkernels.gpu;
 
 import dev.seqkernels.Backend;
-import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.AttentionGradients;
@@ -22,10 +21,12 @@ import java.util.Map;
 public final class GpuBackend implements Backend {
     private final Driver driver;
     private final RecurrentGpu recurrent;
+    private final AttentionGpu attention;
 
     public GpuBackend(Driver driver) {
         this.driver = driver;
         this.recurrent = new RecurrentGpu(driver);
+        this.attention = new AttentionGpu(driver);
     }
 
     @Override
@@ -47,26 +48,22 @@ public final class GpuBackend implements Backend {
 
     @Override
     public AttentionResult attentionForward(Attention op, Attention.Inputs inputs) {
-        throw notYet("attention");
+        return attention.forward(op, inputs);
     }
 
     @Override
     public AttentionGradients attentionBackward(Attention op, AttentionResult forward, Tensor dOut) {
-        throw notYet("attention");
+        return attention.backward(forward, dOut);
     }
 
     @Override
     public MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs inputs) {
-        throw notYet("multi-head attention");
+        return attention.mhaForward(op, params, inputs);
     }
 
     @Override
     public MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> params, MhaResult forward, Tensor dOut,
                                     Tensor dAttnWeights) {
-        throw notYet("multi-head attention");
-    }
-
-    private SeqkException notYet(String what) {
-        return new SeqkException.Unsupported(driver.name() + " backend: " + what + " has no GPU path yet; use the cpu backend for it");
+        return attention.mhaBackward(op, params, forward, dOut, dAttnWeights);
     }
 }

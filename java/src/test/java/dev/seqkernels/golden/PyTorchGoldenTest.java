@@ -37,15 +37,10 @@ class PyTorchGoldenTest {
         assertTrue(o.outRelL2() <= 1e-10 && o.gradRelL2() <= 1e-10, () -> file.getFileName() + ": " + o);
     }
 
-    static List<Path> recurrentCases() throws IOException {
-        return cases().stream().filter(p -> !p.getFileName().toString().startsWith("sdpa")
-                && !p.getFileName().toString().startsWith("mha")).toList();
-    }
-
-    /** The recurrent goldens through the GPU path on the emulator, stored in F32 (GPU paths have no F64). */
+    /** Every golden through the GPU path on the emulator, stored in F32 (GPU paths have no F64). */
     @ParameterizedTest(name = "{0}")
-    @MethodSource("recurrentCases")
-    void recurrentCasesPassOnTheEmulator(Path file) {
+    @MethodSource("cases")
+    void passesOnTheEmulator(Path file) {
         GoldenCase.Outcome o = GoldenCase.run(file, Backends.byName("emu"), DType.F32);
         assertTrue(o.pass(), () -> file.getFileName() + " on emu/F32: " + o.reason());
     }

@@ -1,0 +1,463 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Mask;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The GPU path of Attention and MultiHeadAttention, written once against {@link Driver}, with
+ * cuda/attention.cu's v1 kernels. Masks become f32 additive biases (-inf blocks) with broadcast
+ * strides; multi-head attention projects with GEMMs into [B*L, E] buffers that the attention
+ * kernels read and write through head strides (no transposes), all in F32.
+ */
+final class AttentionGpu {
+    private static final int THREADS = 128;
+
+    private final Driver driver;
+    private final long module;
+    private final long util;
+    private final Map<String, Long> functions = new java.util.HashMap<>();
+
+    AttentionGpu(Driver driver) {
+        this.driver = driver;
+        this.module = driver.loadModule("attention");
+        this.util = driver.loadModule("util");
+    }
+
+    private long fn(String name, DType dt) {
+        return functions.computeIfAbsent(name + "_" + RecurrentGpu.suffix(dt), n -> driver.function(module, n));
+    }
+
+    private long utilFn(String name) {
+        return functions.computeIfAbsent(name, n -> driver.function(util, n));
+    }
+
+    /** Sizes, element strides (b, h, l, e) of q, k, v and out, and the masks' broadcast strides. */
+    record Geometry(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int headDim, int valueDim, long[] q, long[] k,
+                    long[] v, long[] o) {
+        long rows() {
+            return (long) batch * qHeads * qLen;
+        }
+
+        long keyRows() {
+            return (long) batch * kvHeads * kvLen;
+        }
+    }
+
+    /** A mask as an f32 additive bias on the device, with its strides over (b, h, i, j). */
+    record Bias(DeviceTensor values, long[] strides) {
+    }
+
+    /** Everything backward needs, on the device; released when the forward's result is closed. */
+    record Saved(DeviceScope scope, Geometry g, DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor lse,
+                 DeviceTensor keyLengths, DeviceTensor queryLengths, Bias[] biases, int causal, double scale)
+            implements AutoCloseable {
+        @Override
+        public void close() {
+            scope.close();
+        }
+    }
+
+    private static long[] contiguous(long... shape) {
+        return Tensor.contiguousStrides(shape);
+    }
+
+    /** The AttnShape struct of cuda/attention.cu, word by word. */
+    private static long[] shapeWords(Geometry g, Bias[] biases, int causal, double scale) {
+        long[] w = new long[7 + 16 + 8 + 2];
+        long[] head = {g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), g.headDim(), g.valueDim()};
+        System.arraycopy(head, 0, w, 0, 7);
+        System.arraycopy(g.q(), 0, w, 7, 4);
+        System.arraycopy(g.k(), 0, w, 11, 4);
+        System.arraycopy(g.v(), 0, w, 15, 4);
+        System.arraycopy(g.o(), 0, w, 19, 4);
+        for (int m = 0; m < 2; m++) {
+            if (biases[m] != null) {
+                System.arraycopy(biases[m].strides(), 0, w, 23 + 4 * m, 4);
+            }
+        }
+        w[31] = causal;
+        w[32] = Double.doubleToRawLongBits(scale);
+        return w;
+    }
+
+    private static int causalCode(CausalAlignment c) {
+        return switch (c) {
+            case NONE -> 0;
+            case TOP_LEFT -> 1;
+            case BOTTOM_RIGHT -> 2;
+        };
+    }
+
+    /** A mask's additive f32 values on the device, broadcast onto (b, h, i, j) by the given strides. */
+    private static Bias bias(DeviceScope s, Mask mask, long[] strides) {
+        double[] v = mask.tensor().toDoubleArray();
+        for (int i = 0; i < v.length; i++) {
+            v[i] = mask.bias(v[i]);
+        }
+        return new Bias(s.upload(Tensor.of(DType.F32, v, mask.tensor().shape())), strides);
+    }
+
+    /** Right-aligned broadcast of an SDPA mask of rank 1..4 onto [B, Hq, Lq, Lk]. */
+    private static long[] broadcastStrides(long[] shape) {
+        long[] full = {1, 1, 1, 1};
+        System.arraycopy(shape, 0, full, 4 - shape.length, shape.length);
+        long[] st = contiguous(full);
+        for (int i = 0; i < 4; i++) {
+            if (full[i] == 1) {
+                st[i] = 0;
+            }
+        }
+        return st;
+    }
+
+    private DeviceTensor lengths(DeviceScope s, int[] lengths) {
+        if (lengths == null) {
+            return null;
+        }
+        double[] d = new double[lengths.length];
+        for (int i = 0; i < d.length; i++) {
+            d[i] = lengths[i];
+        }
+        return s.upload(Tensor.of(DType.I32, d, d.length));
+    }
+
+    private static long ptr(DeviceTensor t) {
+        return t == null ? 0 : t.pointer();
+    }
+
+    private static long ptr(Bias b) {
+        return b == null ? 0 : b.values().pointer();
+    }
+
+    private static Dim3 grid(long n) {
+        return Dim3.of((int) Math.max(1, (n + THREADS - 1) / THREADS));
+    }
+
+    /** out (dt, with g.o strides), lse [rows] f32. */
+    private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp) {
+        Geometry g = sv.g();
+        DeviceTensor acc = temp.allocate(DType.F32, g.rows(), g.valueDim());
+        driver.launch(fn("attn_fwd", dt), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
+                .pointer(sv.lse().pointer()).pointer(acc.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())));
+    }
+
+    /** dq, dk, dv f32 (q, k, v strides) from dout f32 (out strides) and, optionally, dprobs f32 [B, Hq, Lq, Lk]. */
+    private void runBackward(DType dt, Saved sv, DeviceTensor dout, DeviceTensor dprobs, DeviceTensor dq, DeviceTensor dk,
+                             DeviceTensor dv, DeviceScope temp) {
+        Geometry g = sv.g();
+        long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
+        DeviceTensor delta = temp.allocate(DType.F32, g.rows());
+        driver.launch(fn("attn_bwd_dq", dt), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
+                .pointer(ptr(dprobs)).pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(dq.pointer())
+                .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
+                .pointer(ptr(sv.biases()[1])).struct(words));
+        driver.launch(fn("attn_bwd_dkdv", dt), grid(g.keyRows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
+                .pointer(ptr(dprobs)).pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(dk.pointer())
+                .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words));
+    }
+
+    // ------------------------------------------------------------------ scaled dot-product attention
+
+    AttentionResult forward(Attention op, Attention.Inputs in) {
+        DType dt = in.q().dtype();
+        RecurrentGpu.suffix(dt);
+        long[] qs = in.q().shape();
+        Geometry g = new Geometry((int) qs[0], (int) qs[1], (int) in.k().size(1), (int) qs[2], (int) in.k().size(2),
+                (int) qs[3], (int) in.v().size(3), contiguous(in.q().shape()), contiguous(in.k().shape()),
+                contiguous(in.v().shape()), contiguous(qs[0], qs[1], qs[2], in.v().size(3)));
+        DeviceScope scope = new DeviceScope(driver);
+        try (DeviceScope temp = new DeviceScope(driver)) {
+            Bias[] biases = {in.mask() == null ? null : bias(scope, in.mask(), broadcastStrides(in.mask().tensor().shape())), null};
+            Saved sv = new Saved(scope, g, scope.upload(in.q()), scope.upload(in.k()), scope.upload(in.v()),
+                    scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths()),
+                    lengths(scope, in.queryLengths()), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
+            DeviceTensor out = temp.allocate(dt, g.batch(), g.qHeads(), g.qLen(), g.valueDim());
+            runForward(dt, sv, out, temp);
+            return new AttentionResult(out.toHost(), sv.lse().toHost(), sv);
+        } catch (RuntimeException e) {
+            scope.close();
+            throw e;
+        }
+    }
+
+    AttentionGradients backward(AttentionResult forward, Tensor dOut) {
+        if (!(forward.saved() instanceof Saved sv)) {
+            throw foreign();
+        }
+        DType dt = forward.out().dtype();
+        Geometry g = sv.g();
+        try (DeviceScope temp = new DeviceScope(driver)) {
+            DeviceTensor dq = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.headDim());
+            DeviceTensor dk = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.headDim());
+            DeviceTensor dv = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.valueDim());
+            runBackward(dt, sv, temp.upload(dOut.to(DType.F32)), null, dq, dk, dv, temp);
+            return new AttentionGradients(download(dq, dt), download(dk, dt), download(dv, dt));
+        }
+    }
+
+    private static Tensor download(DeviceTensor f32, DType dt) {
+        try (Tensor host = f32.toHost()) {
+            return host.to(dt);
+        }
+    }
+
+    // ------------------------------------------------------------------ multi-head attention
+
+    /** Projection weights in F32 on the device, split per role (biases null without bias). */
+    private record Weights(DeviceTensor wq, DeviceTensor wk, DeviceTensor wv, DeviceTensor bq, DeviceTensor bk,
+                           DeviceTensor bv, DeviceTensor wo, DeviceTensor bo) {
+    }
+
+    private static Weights weights(DeviceScope s, MultiHeadAttention op, Map<String, Tensor> p) {
+        int e = op.embedDim();
+        int kv = op.kvWidth();
+        DeviceTensor wq;
+        DeviceTensor wk;
+        DeviceTensor wv;
+        if (op.packedInProjection()) {
+            double[] w = p.get("in_proj_weight").toDoubleArray();
+            wq = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(w, 0, e * e), e, e));
+            wk = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(w, e * e, e * e + kv * e), kv, e));
+            wv = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(w, e * e + kv * e, e * e + 2 * kv * e), kv, e));
+        } else {
+            wq = s.upload(p.get("q_proj_weight").to(DType.F32));
+            wk = s.upload(p.get("k_proj_weight").to(DType.F32));
+            wv = s.upload(p.get("v_proj_weight").to(DType.F32));
+        }
+        DeviceTensor bq = null;
+        DeviceTensor bk = null;
+        DeviceTensor bv = null;
+        DeviceTensor bo = null;
+        if (op.bias()) {
+            double[] b = p.get("in_proj_bias").toDoubleArray();
+            bq = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(b, 0, e), e));
+            bk = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(b, e, e + kv), kv));
+            bv = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(b, e + kv, e + 2 * kv), kv));
+            bo = s.upload(p.get("out_proj.bias").to(DType.F32));
+        }
+        return new Weights(wq, wk, wv, bq, bk, bv, s.upload(p.get("out_proj.weight").to(DType.F32)), bo);
+    }
+
+    /** y [rows, out] f32 = x [rows, in] W^T (+ bias). */
+    private DeviceTensor project(DeviceScope s, DeviceTensor x, DeviceTensor w, DeviceTensor bias, int rows, int in, int out) {
+        DeviceTensor y = s.allocate(DType.F32, rows, out);
+        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, 0f, DType.F32, DType.F32);
+        if (bias != null) {
+            driver.launch(utilFn("add_bias_f32"), grid((long) rows * out), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                    .pointer(y.pointer()).pointer(bias.pointer()).i64(rows).i32(out).i32(out));
+        }
+        return y;
+    }
+
+    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
+        DeviceTensor out = s.allocate(DType.F32, cols);
+        driver.launch(utilFn("column_sum_f32"), grid(cols), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
+        return out;
+    }
+
+    /** An input [L, B, F] or batch-first [B, L, F] as a batch-major [B*L, F] f32 device buffer. */
+    private static DeviceTensor batchMajor(DeviceScope s, Tensor t, boolean batchFirst) {
+        return s.upload((batchFirst ? t : t.permute(1, 0, 2)).to(DType.F32));
+    }
+
+    /** A batch-major [B, L, F] f32 device buffer as a host tensor in the op's layout and dtype. */
+    private static Tensor opLayout(DeviceTensor f32, int batch, int len, int features, boolean batchFirst, DType dt) {
+        try (Tensor host = f32.toHost()) {
+            Tensor shaped = Tensor.wrap(host.segment(), DType.F32, batch, len, features);
+            return (batchFirst ? shaped : shaped.permute(1, 0, 2)).to(dt);
+        }
+    }
+
+    private record MhaSaved(DeviceScope scope, Saved attention, Weights w, DeviceTensor query, DeviceTensor key,
+                            DeviceTensor value, DeviceTensor merged) implements AutoCloseable {
+        @Override
+        public void close() {
+            scope.close();
+        }
+    }
+
+    MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs in) {
+        DType dt = in.query().dtype();
+        RecurrentGpu.suffix(dt);
+        boolean bf = op.batchFirst();
+        int batch = (int) (bf ? in.query().size(0) : in.query().size(1));
+        int lq = (int) (bf ? in.query().size(1) : in.query().size(0));
+        int lk = (int) (bf ? in.key().size(1) : in.key().size(0));
+        int e = op.embedDim();
+        int hd = op.headDim();
+        int heads = op.numHeads();
+        int kv = op.kvWidth();
+        DeviceScope scope = new DeviceScope(driver);
+        try (DeviceScope temp = new DeviceScope(driver)) {
+            Weights w = weights(scope, op, params);
+            DeviceTensor query = batchMajor(scope, in.query(), bf);
+            DeviceTensor key = batchMajor(scope, in.key(), bf);
+            DeviceTensor value = batchMajor(scope, in.value(), bf);
+            DeviceTensor q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e);
+            DeviceTensor k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv);
+            DeviceTensor v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv);
+            // Heads through strides: element (b, h, l, d) of a [B*L, width] buffer is at b*L*width + h*hd + l*width + d.
+            long[] qStrides = {(long) lq * e, hd, e, 1};
+            long[] kvStrides = {(long) lk * kv, hd, kv, 1};
+            Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, qStrides);
+            Bias[] biases = {
+                    in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}),
+                    in.attnMask() == null ? null : bias(scope, in.attnMask(), in.attnMask().tensor().rank() == 2
+                            ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1})};
+            Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
+                    causalCode(op.causal()), 1.0 / Math.sqrt(hd));
+            DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
+            runForward(DType.F32, sv, merged, temp);
+            DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e);
+            Tensor weights = null;
+            if (op.needWeights()) {
+                DeviceTensor probs = temp.allocate(DType.F32, batch, heads, lq, lk);
+                driver.launch(fn("attn_probs", DType.F32), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                        .pointer(q.pointer()).pointer(k.pointer()).pointer(sv.lse().pointer()).pointer(probs.pointer())
+                        .pointer(0).pointer(0).pointer(ptr(biases[0])).pointer(ptr(biases[1]))
+                        .struct(shapeWords(g, biases, sv.causal(), sv.scale())));
+                weights = averageHeads(probs, batch, heads, lq, lk, dt);
+            }
+            return new MhaResult(opLayout(out, batch, lq, e, bf, dt), weights,
+                    new MhaSaved(scope, sv, w, query, key, value, merged));
+        } catch (RuntimeException ex) {
+            scope.close();
+            throw ex;
+        }
+    }
+
+    private static Tensor averageHeads(DeviceTensor probs, int batch, int heads, int lq, int lk, DType dt) {
+        try (Tensor p = probs.toHost()) {
+            double[] avg = new double[batch * lq * lk];
+            for (int b = 0; b < batch; b++) {
+                for (int h = 0; h < heads; h++) {
+                    for (int i = 0; i < lq * lk; i++) {
+                        avg[b * lq * lk + i] += p.getFlat(((long) b * heads + h) * lq * lk + i) / heads;
+                    }
+                }
+            }
+            return Tensor.of(dt, avg, batch, lq, lk);
+        }
+    }
+
+    MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> params, MhaResult forward, Tensor dOut,
+                             Tensor dAttnWeights) {
+        if (!(forward.saved() instanceof MhaSaved ms)) {
+            throw foreign();
+        }
+        Saved sv = ms.attention();
+        Geometry g = sv.g();
+        Weights w = ms.w();
+        DType dt = forward.out().dtype();
+        boolean bf = op.batchFirst();
+        int batch = g.batch();
+        int lq = g.qLen();
+        int lk = g.kvLen();
+        int e = op.embedDim();
+        int kv = op.kvWidth();
+        int heads = g.qHeads();
+        try (DeviceScope s = new DeviceScope(driver)) {
+            DeviceTensor dy = batchMajor(s, dOut, bf);
+            DeviceTensor dWo = s.allocate(DType.F32, e, e);
+            Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f);
+            DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
+            Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f);
+            DeviceTensor dProbs = null;
+            if (dAttnWeights != null) {
+                double[] dw = dAttnWeights.toDoubleArray();
+                double[] expanded = new double[batch * heads * lq * lk];
+                for (int b = 0; b < batch; b++) {
+                    for (int h = 0; h < heads; h++) {
+                        for (int i = 0; i < lq * lk; i++) {
+                            expanded[(b * heads + h) * lq * lk + i] = dw[b * lq * lk + i] / heads;
+                        }
+                    }
+                }
+                dProbs = s.upload(Tensor.of(DType.F32, expanded, batch, heads, lq, lk));
+            }
+            DeviceTensor dq = s.allocate(DType.F32, (long) batch * lq, e);
+            DeviceTensor dk = s.allocate(DType.F32, (long) batch * lk, kv);
+            DeviceTensor dv = s.allocate(DType.F32, (long) batch * lk, kv);
+            runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s);
+            Map<String, Tensor> grads = new LinkedHashMap<>();
+            Tensor[] dIn = new Tensor[3];
+            DeviceTensor[] dProj = {dq, dk, dv};
+            DeviceTensor[] inputs = {ms.query(), ms.key(), ms.value()};
+            DeviceTensor[] ws = {w.wq(), w.wk(), w.wv()};
+            int[] widths = {e, op.kdim(), op.vdim()};
+            int[] outs = {e, kv, kv};
+            int[] lens = {lq, lk, lk};
+            double[][] dW = new double[3][];
+            double[][] dB = new double[3][];
+            for (int r = 0; r < 3; r++) {
+                int rows = batch * lens[r];
+                DeviceTensor dWr = s.allocate(DType.F32, outs[r], widths[r]);
+                Linear.weightGrad(driver, dProj[r].pointer(), outs[r], inputs[r].pointer(), widths[r], dWr.pointer(), widths[r],
+                        rows, widths[r], outs[r], 0f);
+                dW[r] = values(dWr);
+                dB[r] = values(columnSum(s, dProj[r], rows, outs[r]));
+                DeviceTensor dx = s.allocate(DType.F32, rows, widths[r]);
+                Linear.inputGrad(driver, dProj[r].pointer(), outs[r], ws[r].pointer(), widths[r], dx.pointer(), widths[r],
+                        rows, widths[r], outs[r], 0f);
+                dIn[r] = opLayout(dx, batch, lens[r], widths[r], bf, dt);
+            }
+            for (var entry : op.parameterShapes().entrySet()) {
+                double[] grad = switch (entry.getKey()) {
+                    case "in_proj_weight" -> concat(dW[0], dW[1], dW[2]);
+                    case "q_proj_weight" -> dW[0];
+                    case "k_proj_weight" -> dW[1];
+                    case "v_proj_weight" -> dW[2];
+                    case "in_proj_bias" -> concat(dB[0], dB[1], dB[2]);
+                    case "out_proj.weight" -> values(dWo);
+                    case "out_proj.bias" -> values(columnSum(s, dy, batch * lq, e));
+                    default -> throw new IllegalStateException("unhandled parameter " + entry.getKey());
+                };
+                grads.put(entry.getKey(), Tensor.of(dt, grad, entry.getValue()));
+            }
+            return new MhaGradients(dIn[0], dIn[1], dIn[2], grads);
+        }
+    }
+
+    private SeqkException foreign() {
+        return new SeqkException.Unsupported(driver.name() + ": this forward result was not made by the " + driver.name()
+                + " backend (or was closed)");
+    }
+
+    private static double[] values(DeviceTensor f32) {
+        try (Tensor t = f32.toHost()) {
+            return t.toDoubleArray();
+        }
+    }
+
+    private static double[] concat(double[]... parts) {
+        int n = 0;
+        for (double[] p : parts) {
+            n += p.length;
+        }
+        double[] r = new double[n];
+        int off = 0;
+        for (double[] p : parts) {
+            System.arraycopy(p, 0, r, off, p.length);
+            off += p.length;
+        }
+        return r;
+    }
+}

@@ -1,0 +1,146 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.emu.EmuDriver;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Mask;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentResult;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import static dev.seqkernels.gpu.RecurrentGpuTest.check;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The attention ops' GPU path (AttentionGpu + cuda/attention.cu) on the emulator against the CPU reference. */
+class AttentionGpuTest {
+
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16", "BF16"})
+    void sdpaWithGroupedHeadsMasksLengthsAndDeadRows(DType dtype) {
+        TestData data = new TestData();
+        Tensor q = data.tensor(dtype, 1, 2, 4, 9, 7);
+        Tensor k = data.tensor(dtype, 1, 2, 2, 6, 7);
+        Tensor v = data.tensor(dtype, 1, 2, 2, 6, 5);
+        double[] m = new double[9 * 6];
+        for (int i = 0; i < m.length; i++) {
+            m[i] = data.nextBoolean(0.8) ? 1 : 0;
+        }
+        Tensor allowed = Tensor.of(DType.BOOL, m, 1, 1, 9, 6);
+        // Bottom-right causal with Lq > Lk leaves the first rows with no key; batch 1 also has a query length.
+        Attention.Inputs inputs = Attention.inputs(q, k, v).mask(Mask.allowed(allowed)).keyLengths(new int[]{6, 4})
+                .queryLengths(new int[]{9, 7});
+        compare(dtype, data, CausalAlignment.BOTTOM_RIGHT, Double.NaN, inputs, q, k, v);
+    }
+
+    @Test
+    void sdpaOddLongShapesWithAdditiveMask() {
+        TestData data = new TestData();
+        Tensor q = data.tensor(DType.F32, 1, 1, 2, 37, 59);
+        Tensor k = data.tensor(DType.F32, 1, 1, 1, 1025, 59);
+        Tensor v = data.tensor(DType.F32, 1, 1, 1, 1025, 24);
+        Tensor add = data.tensor(DType.F32, 2, 37, 1025);
+        compare(DType.F32, data, CausalAlignment.NONE, 0.3, Attention.inputs(q, k, v).mask(Mask.additive(add)), q, k, v);
+    }
+
+    private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,
+                                Tensor q, Tensor k, Tensor v) {
+        Attention.Builder b = Attention.builder().causal(causal);
+        if (!Double.isNaN(scale)) {
+            b.scale(scale);
+        }
+        Attention gpu = b.backend("emu").build();
+        Attention cpu = b.backend("cpu").build();
+        Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).mask(inputs.mask() == null ? null
+                : new Mask(inputs.mask().meaning(), inputs.mask().meaning() == Mask.Meaning.ADDITIVE ? inputs.mask().tensor().to(DType.F64)
+                : inputs.mask().tensor())).keyLengths(inputs.keyLengths()).queryLengths(inputs.queryLengths());
+        String tag = "sdpa " + dtype + " emu " + data;
+        try (AttentionResult got = gpu.forward(inputs); AttentionResult want = cpu.forward(ref)) {
+            check(tag + " out", got.out(), want.out(), dtype);
+            check(tag + " lse", got.lse(), want.lse(), DType.F32);
+            Tensor seed = data.tensor(dtype, 1, got.out().shape());
+            try (AttentionGradients g = gpu.backward(got, seed); AttentionGradients r = cpu.backward(want, seed.to(DType.F64))) {
+                check(tag + " dq", g.dq(), r.dq(), dtype);
+                check(tag + " dk", g.dk(), r.dk(), dtype);
+                check(tag + " dv", g.dv(), r.dv(), dtype);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "BF16"})
+    void mhaGroupedHeadsSeparateProjectionsWeightsAndMasks(DType dtype) {
+        TestData data = new TestData();
+        MultiHeadAttention.Builder b = MultiHeadAttention.builder().embedDim(12).numHeads(4).numKvHeads(2).kdim(5).vdim(7)
+                .needWeights(true).causal(CausalAlignment.TOP_LEFT);
+        MultiHeadAttention gpu = b.backend("emu").build();
+        MultiHeadAttention cpu = b.backend("cpu").build();
+        Map<String, Tensor> p = data.params(dtype, 0.5, gpu.parameterShapes());
+        Map<String, Tensor> p64 = new LinkedHashMap<>();
+        p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
+        Tensor query = data.tensor(dtype, 1, 6, 2, 12);
+        Tensor key = data.tensor(dtype, 1, 8, 2, 5);
+        Tensor value = data.tensor(dtype, 1, 8, 2, 7);
+        Tensor padding = Tensor.of(DType.BOOL, new double[]{0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0}, 2, 8);
+        String tag = "mha " + dtype + " emu " + data;
+        try (MhaResult got = gpu.forward(p, MultiHeadAttention.inputs(query, key, value).keyPaddingMask(Mask.blocked(padding)));
+             MhaResult want = cpu.forward(p64, MultiHeadAttention.inputs(query.to(DType.F64), key.to(DType.F64), value.to(DType.F64))
+                     .keyPaddingMask(Mask.blocked(padding)))) {
+            check(tag + " out", got.out(), want.out(), dtype);
+            check(tag + " weights", got.attnWeights(), want.attnWeights(), dtype);
+            Tensor seed = data.tensor(dtype, 1, got.out().shape());
+            Tensor seedW = data.tensor(dtype, 1, got.attnWeights().shape());
+            try (MhaGradients g = gpu.backward(p, got, seed, seedW);
+                 MhaGradients r = cpu.backward(p64, want, seed.to(DType.F64), seedW.to(DType.F64))) {
+                check(tag + " dquery", g.dQuery(), r.dQuery(), dtype);
+                check(tag + " dkey", g.dKey(), r.dKey(), dtype);
+                check(tag + " dvalue", g.dValue(), r.dValue(), dtype);
+                for (String name : p.keySet()) {
+                    check(tag + " d" + name, g.params().get(name), r.params().get(name), dtype);
+                }
+            }
+        }
+    }
+
+    /** Every op called many times on the GPU path leaves device memory where it was. */
+    @Test
+    void deviceMemoryDoesNotGrowOverRepeatedCalls() {
+        TestData data = new TestData();
+        Driver emu = EmuDriver.instance();
+        Gru gru = Gru.builder().inputSize(3).hiddenSize(4).bidirectional(true).backend("emu").build();
+        Map<String, Tensor> gp = data.params(DType.F32, 0.5, gru.config().parameterShapes());
+        Tensor x = data.tensor(DType.F32, 1, 5, 2, 3);
+        Attention sdpa = Attention.builder().backend("emu").build();
+        Tensor q = data.tensor(DType.F32, 1, 1, 2, 4, 3);
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(4).numHeads(2).needWeights(true).backend("emu").build();
+        Map<String, Tensor> mp = data.params(DType.F32, 0.5, mha.parameterShapes());
+        Tensor seq = data.tensor(DType.F32, 1, 3, 2, 4);
+        long before = emu.memoryInUse();
+        for (int i = 0; i < 200; i++) {
+            try (RecurrentResult r = gru.forward(gp, x)) {
+                gru.backward(gp, r, r.output(), null, null).close();
+            }
+            try (AttentionResult a = sdpa.forward(Attention.inputs(q, q, q))) {
+                sdpa.backward(a, a.out()).close();
+            }
+            try (MhaResult m = mha.forward(mp, MultiHeadAttention.inputs(seq, seq, seq))) {
+                mha.backward(mp, m, m.out(), m.attnWeights()).close();
+            }
+        }
+        assertEquals(before, emu.memoryInUse(), "device memory in use after 200 calls of each op");
+        assertTrue(before >= 0);
+    }
+}
