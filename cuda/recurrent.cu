@@ -8,7 +8,7 @@
 // Common arguments:
 //   gx      [T*B, G*H] f32   x W_ih^T for every step (no bias), gate blocks in PyTorch order
 //   gh      [B, G*H]   f32   h W_hh^T for this step (no bias)
-//   bih,bhh [G*H]      T     biases, or null
+//   bih,bhh [G*H]      T     biases, or null (T is f32 in v1: RecurrentGpu widens at its boundary)
 //   lengths [B]        i32   steps t >= lengths[b] are skipped (state kept, output zero)
 //   raw     [T*B, G*H] f32   saved pre-activations (before clip) for backward
 //   act*    kind, alpha, beta of the activations in ONNX order; kinds are Activation.Kind ordinals
@@ -238,9 +238,9 @@ __device__ void step_commit_v1(const T* hnew, T* h_state, T* h_prev_save, T* out
     }                                                                                                                     \
     SEQK_KERNEL(step_commit_##suffix)
 
+// v1 computes in f32 between its boundaries (RecurrentGpu widens inputs once and rounds results
+// once, as the CPU reference does), so only f32 is instantiated.
 SEQK_RECURRENT_FWD(f32, float);
-SEQK_RECURRENT_FWD(f16, __half);
-SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
 
 // ---------------------------------------------------------------- backward (all f32)
 //

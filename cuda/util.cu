@@ -1,4 +1,4 @@
-// Small helpers shared by the op families: deterministic column sums, casts to f32, row-wise
+// Small helpers shared by the op families: deterministic column sums and row-wise
 // bias adds. One thread per output element or column; memory bound; plain v1 versions.
 #include "seqk.cuh"
 
@@ -17,17 +17,6 @@ extern "C" __global__ void column_sum_f32(const float* a, float* out, int rows, 
 }
 SEQK_KERNEL(column_sum_f32);
 
-#define SEQK_CAST_TO_F32(suffix, T)                                                                          \
-    extern "C" __global__ void cast_to_f32_##suffix(const T* in, float* out, long n) {                       \
-        long i = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;                                   \
-        if (i < n) {                                                                                         \
-            out[i] = seqk::to_float(in[i]);                                                                  \
-        }                                                                                                    \
-    }                                                                                                        \
-    SEQK_KERNEL(cast_to_f32_##suffix)
-
-SEQK_CAST_TO_F32(f16, __half);
-SEQK_CAST_TO_F32(bf16, __nv_bfloat16);
 
 // y[r * ldy + c] += bias[c] for r < rows, c < cols: one thread per element.
 extern "C" __global__ void add_bias_f32(float* y, const float* bias, long rows, int cols, int ldy) {

@@ -17,8 +17,10 @@ import java.util.Map;
  * one GEMM projects every step's input (x W_ih^T); per step, one GEMM projects the state
  * (h W_hh^T; GRU without linear-before-reset adds (r*h) W_hn^T, an LSTM with projection adds
  * m W_hr^T) and cuda/recurrent.cu's v1 kernels do the gate math and move the new state into the
- * output. Lengths mask steps inside the kernels. States h and outputs are stored in the input
- * dtype (they feed the next GEMM), the cell state c, gate pre-activations and GEMM results in F32.
+ * output. Lengths mask steps inside the kernels. Like the CPU reference, this v1 path rounds only
+ * at its boundary: inputs and parameters are widened to F32 once, everything inside (states,
+ * layer outputs, GEMMs) is F32, and the results are rounded once to the input's dtype. Faster
+ * versions with 16-bit GEMMs will be judged against it by DESIGN's rule for fp16/bf16.
  */
 final class RecurrentGpu {
     private static final int THREADS = 256;
@@ -32,10 +34,6 @@ final class RecurrentGpu {
         this.driver = driver;
         this.module = driver.loadModule("recurrent");
         this.util = driver.loadModule("util");
-    }
-
-    private long fn(String name, DType dt) {
-        return functions.computeIfAbsent(name + "_" + suffix(dt), n -> driver.function(module, n));
     }
 
     static String suffix(DType dt) {
@@ -74,8 +72,8 @@ final class RecurrentGpu {
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
             DeviceTensor lens = scope.upload(Tensor.of(DType.I32, toDoubles(lengths), batch));
-            DeviceTensor input = scope.upload(c.batchFirst() ? x.permute(1, 0, 2) : x);
-            DeviceTensor h0d = h0 == null ? null : temp.upload(h0);
+            DeviceTensor input = scope.upload((c.batchFirst() ? x.permute(1, 0, 2) : x).to(DType.F32));
+            DeviceTensor h0d = h0 == null ? null : temp.upload(h0.to(DType.F32));
             Tensor hn = Tensor.allocate(dt, slots, batch, p);
             Tensor cn = c.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, batch, h) : null;
             List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
@@ -83,24 +81,24 @@ final class RecurrentGpu {
             for (int layer = 0; layer < c.numLayers(); layer++) {
                 layerInputs.add(input);
                 int in = c.layerInputSize(layer);
-                DeviceTensor out = scope.allocate(dt, steps, batch, (long) nd * p);
+                DeviceTensor out = scope.allocate(DType.F32, steps, batch, (long) nd * p);
                 for (int d = 0; d < nd; d++) {
                     int slot = layer * nd + d;
                     String sfx = c.suffix(layer, d);
-                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx));
-                    DeviceTensor whh = temp.upload(params.get("weight_hh_" + sfx));
-                    DeviceTensor bih = c.bias() ? temp.upload(params.get("bias_ih_" + sfx)) : null;
-                    DeviceTensor bhh = c.bias() ? temp.upload(params.get("bias_hh_" + sfx)) : null;
-                    DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx)) : null;
-                    DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx)) : null;
+                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx).to(DType.F32));
+                    DeviceTensor whh = temp.upload(params.get("weight_hh_" + sfx).to(DType.F32));
+                    DeviceTensor bih = c.bias() ? temp.upload(params.get("bias_ih_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor bhh = c.bias() ? temp.upload(params.get("bias_hh_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
                     DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
                     linear(input, wih, gx, steps * batch, in, gh, gh);
-                    DeviceTensor hState = temp.zeros(dt, batch, p);
+                    DeviceTensor hState = temp.zeros(DType.F32, batch, p);
                     if (h0d != null) {
                         driver.copyDeviceToDevice(hState.pointer(), h0d.select(0, slot).pointer(), hState.byteSize());
                     }
                     SlotTrace tr = new SlotTrace(scope.allocate(DType.F32, (long) steps * batch, gh),
-                            scope.allocate(dt, (long) steps * batch, p),
+                            scope.allocate(DType.F32, (long) steps * batch, p),
                             c.cell() == CellType.LSTM ? scope.allocate(DType.F32, (long) steps * batch, h) : null,
                             c.cell() == CellType.LSTM ? scope.allocate(DType.F32, (long) steps * batch, h) : null,
                             c.cell() == CellType.GRU && c.linearBeforeReset() ? scope.allocate(DType.F32, (long) steps * batch, h) : null);
@@ -110,16 +108,16 @@ final class RecurrentGpu {
                         cState = c0 == null ? temp.zeros(DType.F32, batch, h)
                                 : temp.upload(c0.select(0, slot).to(DType.F32));
                     }
-                    runDirection(c, d, dt, steps, batch, lens, gx, wih, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp);
-                    hState.copyTo(hn.select(0, slot));
+                    runDirection(c, d, steps, batch, lens, gx, wih, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp);
+                    copyInto(hState, hn.select(0, slot));
                     if (cState != null) {
-                        Tensor cHost = cState.toHost();
-                        cn.select(0, slot).copyFrom(cHost.toDoubleArray());
+                        copyInto(cState, cn.select(0, slot));
                     }
                 }
                 input = out;
             }
-            Tensor output = input.toHost();
+            Tensor output = Tensor.allocate(dt, steps, batch, c.outputSize());
+            copyInto(input, output);
             if (c.batchFirst()) {
                 try (Tensor timeMajor = output) {
                     output = timeMajor.permute(1, 0, 2).to(dt);
@@ -132,7 +130,7 @@ final class RecurrentGpu {
         }
     }
 
-    private void runDirection(RecurrentConfig c, int d, DType dt, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
+    private void runDirection(RecurrentConfig c, int d, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
                               DeviceTensor wih, DeviceTensor whh, DeviceTensor bih, DeviceTensor bhh, DeviceTensor whr,
                               DeviceTensor peep, DeviceTensor hState, DeviceTensor cState, SlotTrace tr, DeviceTensor out,
                               DeviceScope temp) {
@@ -142,9 +140,9 @@ final class RecurrentGpu {
         boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
         List<Activation> act = c.activations().get(d);
         DeviceTensor ghStep = temp.allocate(DType.F32, batch, gh);
-        DeviceTensor hnew = temp.allocate(dt, batch, p);
-        DeviceTensor m = whr != null ? temp.allocate(dt, batch, h) : null;
-        DeviceTensor resetHidden = gruSplit ? temp.allocate(dt, batch, h) : null;
+        DeviceTensor hnew = temp.allocate(DType.F32, batch, p);
+        DeviceTensor m = whr != null ? temp.allocate(DType.F32, batch, h) : null;
+        DeviceTensor resetHidden = gruSplit ? temp.allocate(DType.F32, batch, h) : null;
         Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
@@ -154,7 +152,7 @@ final class RecurrentGpu {
             linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
-                case LSTM -> driver.launch(fn("lstm_step_fwd", dt), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(ptr(peep))
+                case LSTM -> driver.launch(fn32("lstm_step_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(ptr(peep))
                         .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                         .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .i32(t).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0).f32(clip)
@@ -163,27 +161,27 @@ final class RecurrentGpu {
                         .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha()).f32((float) act.get(2).beta()));
                 case GRU -> {
                     if (gruSplit) {
-                        driver.launch(fn("gru_reset_fwd", dt), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                        driver.launch(fn32("gru_reset_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                 .pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
                                 .pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(resetHidden.pointer())
                                 .pointer(lens.pointer()).i32(t).i32(batch).i32(h).f32(clip)
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                         linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh);
                     }
-                    driver.launch(fn("gru_step_fwd", dt), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(hState.pointer())
+                    driver.launch(fn32("gru_step_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(hState.pointer())
                             .pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer()).pointer(lens.pointer())
                             .i32(t).i32(batch).i32(h).i32(c.linearBeforeReset() ? 1 : 0).f32(clip)
                             .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
                 }
-                case RNN -> driver.launch(fn("rnn_step_fwd", dt), cellGrid, Dim3.of(THREADS), 0, 0, args
+                case RNN -> driver.launch(fn32("rnn_step_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, args
                         .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).i32(t).i32(batch).i32(h)
                         .f32(clip).i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
             }
             if (m != null) {
                 linear(m, whr, hnew, batch, h, p, p);
             }
-            driver.launch(fn("step_commit", dt), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(hnew.pointer())
+            driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(hnew.pointer())
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
                     .i32(t).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
         }
@@ -218,7 +216,7 @@ final class RecurrentGpu {
                     : s.upload((c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput).to(DType.F32));
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
-                DeviceTensor x32 = toF32(s, saved.layerInputs().get(layer), rows, in);
+                DeviceTensor x32 = saved.layerInputs().get(layer);
                 DeviceTensor dX = s.allocate(DType.F32, rows, in);
                 for (int d = 0; d < nd; d++) {
                     int slot = layer * nd + d;
@@ -229,7 +227,7 @@ final class RecurrentGpu {
                     DeviceTensor whh = s.upload(params.get("weight_hh_" + sfx).to(DType.F32));
                     DeviceTensor whr = c.projSize() > 0 ? s.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
                     DeviceTensor peep = c.peepholes() ? s.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
-                    DeviceTensor hPrev = toF32(s, tr.hPrev(), rows, p);
+                    DeviceTensor hPrev = tr.hPrev();
                     DeviceTensor dax = s.allocate(DType.F32, rows, gh);
                     DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;
                     DeviceTensor dhState = dHn == null ? s.zeros(DType.F32, batch, p) : s.upload(dHn.select(0, slot).to(DType.F32));
@@ -354,18 +352,6 @@ final class RecurrentGpu {
 
     private long fn32(String name) {
         return functions.computeIfAbsent(name + "_f32", n -> driver.function(module, n));
-    }
-
-    /** An F32 copy on the device of a [rows, cols] tensor, or the tensor itself when already F32. */
-    private DeviceTensor toF32(DeviceScope s, DeviceTensor t, int rows, int cols) {
-        if (t.dtype() == DType.F32) {
-            return t;
-        }
-        DeviceTensor out = s.allocate(DType.F32, rows, cols);
-        long n = (long) rows * cols;
-        driver.launch(functions.computeIfAbsent("cast_to_f32_" + suffix(t.dtype()), name -> driver.function(util, name)),
-                Dim3.of(blocks(n)), Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(t.pointer()).pointer(out.pointer()).i64(n));
-        return out;
     }
 
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {

@@ -150,12 +150,17 @@ class RecurrentGpuTest {
     }
 
     @Test
-    void whatIsNotOnTheGpuSaysSo() {
+    void misuseOfTheGpuPathSaysWhy() {
         var lstm = Lstm.builder().inputSize(2).hiddenSize(3).backend("emu").build();
         Map<String, Tensor> p = new TestData().params(DType.F64, 0.5, lstm.config().parameterShapes());
         var f64 = assertThrows(SeqkException.DTypeMismatch.class, () -> lstm.forward(p, Tensor.allocate(DType.F64, 2, 1, 2)));
         assertTrue(f64.getMessage().contains("F64 runs on the cpu backend"), f64.getMessage());
-        var attention = assertThrows(SeqkException.Unsupported.class, () -> Backends.byName("emu").attentionForward(null, null));
-        assertTrue(attention.getMessage().contains("attention has no GPU path yet"), attention.getMessage());
+        var cpuLstm = Lstm.builder().inputSize(2).hiddenSize(3).backend("cpu").build();
+        Map<String, Tensor> p32 = new TestData().params(DType.F32, 0.5, lstm.config().parameterShapes());
+        try (RecurrentResult fromCpu = cpuLstm.forward(p32, Tensor.allocate(DType.F32, 2, 1, 2))) {
+            var foreign = assertThrows(SeqkException.Unsupported.class,
+                    () -> Backends.byName("emu").recurrentBackward(lstm.config(), p32, fromCpu, null, null, null));
+            assertTrue(foreign.getMessage().contains("not made by the emu backend"), foreign.getMessage());
+        }
     }
 }
