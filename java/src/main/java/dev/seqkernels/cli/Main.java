@@ -35,6 +35,7 @@ public final class Main {
             return switch (args[0]) {
                 case "info" -> info(out);
                 case "golden" -> golden(List.of(args).subList(1, args.length), out);
+                case "parity" -> parity(List.of(args).subList(1, args.length), out, err);
                 default -> {
                     err.println("seqk: unknown command '" + args[0] + "'");
                     usage(err);
@@ -58,6 +59,9 @@ public final class Main {
                                                          run golden cases (default: tools/golden/cases)
                                                          forward and backward; exit 1 if any FAILs;
                                                          dtype default: F64 on cpu, F32 on GPU backends
+                  parity [--backend B] [--json] [--seed N]
+                                                         every op forward and backward, every dtype, vs the
+                                                         CPU reference in double; exit 1 if any FAILs
                   test                                   (launcher only) run the whole test suite
                 """);
     }
@@ -144,6 +148,56 @@ public final class Main {
                     o.maxAbs(), o.outRelL2(), o.gradRelL2(), f.getFileName(), o.pass() ? "" : "  -- " + o.reason());
         }
         out.printf(Locale.ROOT, "%d passed, %d failed%n", files.size() - failed, failed);
+        return failed == 0 ? 0 : 1;
+    }
+
+    static int parity(List<String> args, PrintStream out, PrintStream err) {
+        Backend backend = Backends.fromProperty();
+        boolean json = false;
+        long seed = System.nanoTime();
+        for (int i = 0; i < args.size(); i++) {
+            switch (args.get(i)) {
+                case "--backend" -> backend = Backends.byName(value(args, ++i, "--backend"));
+                case "--json" -> json = true;
+                case "--seed" -> seed = Long.parseLong(value(args, ++i, "--seed"));
+                default -> throw new IllegalArgumentException("unknown option " + args.get(i));
+            }
+        }
+        return parity(new Parity(backend), seed, json, out, err);
+    }
+
+    static int parity(Parity parity, long seed, boolean json, PrintStream out, PrintStream err) {
+        int total = parity.caseCount();
+        boolean terminal = System.console() != null && !json;
+        List<Parity.Row> rows = parity.run(seed, done -> {
+            if (terminal) {
+                int width = 30;
+                int filled = done * width / total;
+                err.printf(Locale.ROOT, "\r[%s%s] %d/%d", "#".repeat(filled), " ".repeat(width - filled), done, total);
+                if (done == total) {
+                    err.println();
+                }
+            }
+        });
+        long failed = rows.stream().filter(r -> !r.ok()).count();
+        if (json) {
+            try {
+                out.println(new com.fasterxml.jackson.databind.ObjectMapper().writerWithDefaultPrettyPrinter()
+                        .writeValueAsString(java.util.Map.of("seed", seed, "rows", rows)));
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new IllegalStateException(e);
+            }
+        } else {
+            out.printf(Locale.ROOT, "parity: seed %d (repeat with --seed %d)%n", seed, seed);
+            out.printf(Locale.ROOT, "%-5s %-4s %-5s %-7s %-10s %-10s %-9s %-4s  %s%n", "op", "pass", "dtype", "backend",
+                    "max|err|", "relL2", "tol relL2", "", "shape");
+            for (Parity.Row r : rows) {
+                out.printf(Locale.ROOT, "%-5s %-4s %-5s %-7s %-10.3e %-10.3e %-9.1e %-4s  %s%s%n", r.op(), r.pass(), r.dtype(),
+                        r.backend(), r.maxAbs(), r.relL2(), r.tolerance(), r.ok() ? "PASS" : "FAIL", r.shape(),
+                        r.ok() ? "" : "  -- " + r.detail());
+            }
+            out.printf(Locale.ROOT, "%d passed, %d failed%n", rows.size() - failed, failed);
+        }
         return failed == 0 ? 0 : 1;
     }
 

@@ -1,0 +1,253 @@
+package dev.seqkernels.cli;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.Mask;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import dev.seqkernels.ops.Rnn;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.function.BiFunction;
+
+/**
+ * {@code seqk parity}: every op, forward and backward, in every storage dtype the backend takes,
+ * against the CPU reference in double on the same (rounded) inputs, over a grid of shapes with
+ * odd sizes, masks and lengths. Fresh random inputs each run; the seed is printed.
+ */
+final class Parity {
+    /** One comparison: the worst tensor of one op direction, judged by the dtype's tolerance. */
+    record Row(String op, String pass, DType dtype, String shape, String backend, double maxAbs, double relL2,
+               double tolerance, boolean ok, String detail) {
+    }
+
+    private record Case(String op, String shape, BiFunction<Backend, DType, Runner> make) {
+    }
+
+    /** Runs one case on a backend in a dtype and on the reference; returns forward and backward rows. */
+    @FunctionalInterface
+    private interface Runner {
+        List<Row> run(Backend reference, SplittableRandom random);
+    }
+
+    private final Backend backend;
+    private final Backend reference = Backends.byName("cpu");
+
+    Parity(Backend backend) {
+        this.backend = backend;
+    }
+
+    /** F64 on the cpu backend; GPU paths store F32, F16 and BF16. */
+    List<DType> dtypes() {
+        return backend.name().equals("cpu") ? List.of(DType.F64, DType.F32, DType.F16, DType.BF16)
+                : List.of(DType.F32, DType.F16, DType.BF16);
+    }
+
+    int caseCount() {
+        return cases().size() * dtypes().size();
+    }
+
+    List<Row> run(long seed, java.util.function.IntConsumer progress) {
+        List<Row> rows = new ArrayList<>();
+        SplittableRandom random = new SplittableRandom(seed);
+        int done = 0;
+        for (Case c : cases()) {
+            for (DType dt : dtypes()) {
+                try {
+                    rows.addAll(c.make().apply(backend, dt).run(reference, random.split()));
+                } catch (RuntimeException e) {
+                    rows.add(new Row(c.op(), "fwd+bwd", dt, c.shape(), backend.name(), Double.NaN, Double.NaN,
+                            Compare.tolerance(dt).relL2(), false, e.getClass().getSimpleName() + ": " + e.getMessage()));
+                }
+                progress.accept(++done);
+            }
+        }
+        return rows;
+    }
+
+    private List<Case> cases() {
+        return List.of(
+                recurrent("rnn", "tanh T=9 B=3 I=5 H=37 L=2 bidir lengths",
+                        b -> Rnn.builder().inputSize(5).hiddenSize(37).numLayers(2).bidirectional(true).backend(b).build(), 9, 3, new int[]{9, 1, 5}),
+                recurrent("rnn", "relu T=7 B=2 I=4 H=13 batch-first",
+                        b -> Rnn.builder().inputSize(4).hiddenSize(13).nonlinearity("relu").batchFirst(true).backend(b).build(), 7, 2, null),
+                recurrent("lstm", "T=9 B=3 I=5 H=37 P=11 L=2 bidir lengths",
+                        b -> Lstm.builder().inputSize(5).hiddenSize(37).projSize(11).numLayers(2).bidirectional(true).backend(b).build(), 9, 3, new int[]{9, 1, 4}),
+                recurrent("lstm", "T=8 B=3 I=3 H=17 peepholes clip=2 input-forget",
+                        b -> Lstm.builder().inputSize(3).hiddenSize(17).peepholes(true).clip(2).inputForget(true).backend(b).build(), 8, 3, null),
+                recurrent("gru", "T=9 B=3 I=5 H=37 L=2 bidir lengths",
+                        b -> Gru.builder().inputSize(5).hiddenSize(37).numLayers(2).bidirectional(true).backend(b).build(), 9, 3, new int[]{2, 9, 1}),
+                recurrent("gru", "T=7 B=2 I=4 H=13 reset-before-linear",
+                        b -> Gru.builder().inputSize(4).hiddenSize(13).linearBeforeReset(false).backend(b).build(), 7, 2, null),
+                sdpa("B=2 Hq=4 Hkv=2 Lq=37 Lk=65 D=59 Dv=24 causal-br keylen", CausalAlignment.BOTTOM_RIGHT, false),
+                sdpa("B=2 Hq=4 Hkv=2 Lq=37 Lk=65 D=59 Dv=24 bool mask", CausalAlignment.NONE, true),
+                mha());
+    }
+
+    private static Tensor random(SplittableRandom r, DType dt, double scale, long... shape) {
+        double[] v = new double[(int) Tensor.numel(shape)];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = r.nextDouble(-scale, scale);
+        }
+        return Tensor.of(dt, v, shape);
+    }
+
+    private static Map<String, Tensor> to64(Map<String, Tensor> p) {
+        Map<String, Tensor> m = new LinkedHashMap<>();
+        p.forEach((k, v) -> m.put(k, v.to(DType.F64)));
+        return m;
+    }
+
+    private static Tensor to64(Tensor t) {
+        return t == null ? null : t.to(DType.F64);
+    }
+
+    /** Accumulates the worst comparison over several tensors into one row. */
+    private static final class Worst {
+        double maxAbs;
+        double relL2;
+        String bad;
+
+        void add(String name, Tensor got, Tensor ref, DType dt) {
+            if (got == null && ref == null) {
+                return;
+            }
+            Compare.Result r = Compare.compare(got.toDoubleArray(), ref.toDoubleArray(), Compare.tolerance(dt));
+            maxAbs = Double.isNaN(r.maxAbs()) ? Double.NaN : Math.max(maxAbs, r.maxAbs());
+            relL2 = Double.isNaN(r.relL2()) ? Double.NaN : Math.max(relL2, r.relL2());
+            if (!r.passes(Compare.tolerance(dt)) && bad == null) {
+                bad = name + ": " + (r.firstBad() != null ? r.firstBad() : "relative L2 " + r.relL2());
+            }
+        }
+
+        Row row(String op, String pass, DType dt, String shape, String backend) {
+            return new Row(op, pass, dt, shape, backend, maxAbs, relL2, Compare.tolerance(dt).relL2(), bad == null, bad);
+        }
+    }
+
+    private Case recurrent(String op, String shape, java.util.function.Function<Backend, RecurrentOp> build, int steps,
+                           int batch, int[] lengths) {
+        return new Case(op, shape, (b, dt) -> (ref, r) -> {
+            RecurrentOp gpu = build.apply(b);
+            RecurrentOp cpu = build.apply(ref);
+            var c = gpu.config();
+            int slots = c.numLayers() * c.numDirections();
+            Map<String, Tensor> p = new LinkedHashMap<>();
+            c.parameterShapes().forEach((n, s) -> p.put(n, random(r, dt, 0.5, s)));
+            Tensor x = random(r, dt, 1, c.batchFirst() ? new long[]{batch, steps, c.inputSize()} : new long[]{steps, batch, c.inputSize()});
+            Tensor h0 = random(r, dt, 0.5, slots, batch, c.stateSize());
+            Tensor c0 = c.cell() == dev.seqkernels.ops.CellType.LSTM ? random(r, dt, 0.5, slots, batch, c.hiddenSize()) : null;
+            try (RecurrentResult got = gpu.forward(p, x, h0, c0, lengths);
+                 RecurrentResult want = cpu.forward(to64(p), to64(x), to64(h0), to64(c0), lengths)) {
+                Worst f = new Worst();
+                f.add("output", got.output(), want.output(), dt);
+                f.add("hn", got.hn(), want.hn(), dt);
+                f.add("cn", got.cn(), want.cn(), dt);
+                Tensor dOut = random(r, dt, 1, got.output().shape());
+                Tensor dHn = random(r, dt, 1, got.hn().shape());
+                try (RecurrentGradients g = gpu.backward(p, got, dOut, dHn, null);
+                     RecurrentGradients w = cpu.backward(to64(p), want, to64(dOut), to64(dHn), null)) {
+                    Worst bw = new Worst();
+                    bw.add("dx", g.dx(), w.dx(), dt);
+                    bw.add("dh0", g.dh0(), w.dh0(), dt);
+                    bw.add("dc0", g.dc0(), w.dc0(), dt);
+                    for (String n : p.keySet()) {
+                        bw.add("d" + n, g.params().get(n), w.params().get(n), dt);
+                    }
+                    return List.of(f.row(op, "fwd", dt, shape, b.name()), bw.row(op, "bwd", dt, shape, b.name()));
+                }
+            }
+        });
+    }
+
+    private Case sdpa(String shape, CausalAlignment causal, boolean boolMask) {
+        return new Case("sdpa", shape, (b, dt) -> (ref, r) -> {
+            Tensor q = random(r, dt, 1, 2, 4, 37, 59);
+            Tensor k = random(r, dt, 1, 2, 2, 65, 59);
+            Tensor v = random(r, dt, 1, 2, 2, 65, 24);
+            Attention.Inputs in = Attention.inputs(q, k, v);
+            Attention.Inputs in64 = Attention.inputs(to64(q), to64(k), to64(v));
+            if (boolMask) {
+                double[] m = new double[37 * 65];
+                for (int i = 0; i < m.length; i++) {
+                    m[i] = r.nextDouble() < 0.8 ? 1 : 0;
+                }
+                Mask mask = Mask.allowed(Tensor.of(DType.BOOL, m, 37, 65));
+                in.mask(mask);
+                in64.mask(mask);
+            } else {
+                in.keyLengths(new int[]{65, 20});
+                in64.keyLengths(new int[]{65, 20});
+            }
+            Attention gpu = Attention.builder().causal(causal).backend(b).build();
+            Attention cpu = Attention.builder().causal(causal).backend(ref).build();
+            try (AttentionResult got = gpu.forward(in); AttentionResult want = cpu.forward(in64)) {
+                Worst f = new Worst();
+                f.add("out", got.out(), want.out(), dt);
+                f.add("lse", got.lse(), want.lse(), dt == DType.F64 ? DType.F64 : DType.F32);
+                Tensor seed = random(r, dt, 1, got.out().shape());
+                try (AttentionGradients g = gpu.backward(got, seed); AttentionGradients w = cpu.backward(want, to64(seed))) {
+                    Worst bw = new Worst();
+                    bw.add("dq", g.dq(), w.dq(), dt);
+                    bw.add("dk", g.dk(), w.dk(), dt);
+                    bw.add("dv", g.dv(), w.dv(), dt);
+                    return List.of(f.row("sdpa", "fwd", dt, shape, b.name()), bw.row("sdpa", "bwd", dt, shape, b.name()));
+                }
+            }
+        });
+    }
+
+    private Case mha() {
+        String shape = "E=48 H=6 Hkv=3 kdim=20 vdim=28 Lq=13 Lk=17 B=2 weights kpm";
+        return new Case("mha", shape, (b, dt) -> (ref, r) -> {
+            MultiHeadAttention.Builder mb = MultiHeadAttention.builder().embedDim(48).numHeads(6).numKvHeads(3).kdim(20).vdim(28)
+                    .needWeights(true);
+            MultiHeadAttention gpu = mb.backend(b).build();
+            MultiHeadAttention cpu = mb.backend(ref).build();
+            Map<String, Tensor> p = new LinkedHashMap<>();
+            gpu.parameterShapes().forEach((n, s) -> p.put(n, random(r, dt, 0.3, s)));
+            Tensor query = random(r, dt, 1, 13, 2, 48);
+            Tensor key = random(r, dt, 1, 17, 2, 20);
+            Tensor value = random(r, dt, 1, 17, 2, 28);
+            double[] pad = new double[2 * 17];
+            pad[16] = 1;
+            pad[17 + 3] = 1;
+            Mask kpm = Mask.blocked(Tensor.of(DType.BOOL, pad, 2, 17));
+            try (MhaResult got = gpu.forward(p, MultiHeadAttention.inputs(query, key, value).keyPaddingMask(kpm));
+                 MhaResult want = cpu.forward(to64(p), MultiHeadAttention.inputs(to64(query), to64(key), to64(value)).keyPaddingMask(kpm))) {
+                Worst f = new Worst();
+                f.add("out", got.out(), want.out(), dt);
+                f.add("attn_weights", got.attnWeights(), want.attnWeights(), dt);
+                Tensor seed = random(r, dt, 1, got.out().shape());
+                Tensor seedW = random(r, dt, 1, got.attnWeights().shape());
+                try (MhaGradients g = gpu.backward(p, got, seed, seedW); MhaGradients w = cpu.backward(to64(p), want, to64(seed), to64(seedW))) {
+                    Worst bw = new Worst();
+                    bw.add("dquery", g.dQuery(), w.dQuery(), dt);
+                    bw.add("dkey", g.dKey(), w.dKey(), dt);
+                    bw.add("dvalue", g.dValue(), w.dValue(), dt);
+                    for (String n : p.keySet()) {
+                        bw.add("d" + n, g.params().get(n), w.params().get(n), dt);
+                    }
+                    return List.of(f.row("mha", "fwd", dt, shape, b.name()), bw.row("mha", "bwd", dt, shape, b.name()));
+                }
+            }
+        });
+    }
+}
