@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds dist/seqkernels.tar.xz (checked to stay under 60 MB) holding seqkernels/, a self-contained
+# directory for a GPU host that has no JDK or Maven:
+#   runtime/       a Java runtime: jlink'd to the modules our jars need when the JDK has jmods;
+#                  otherwise (JDKs shipped without jmods, like Temurin 25 here) a copy of the JDK's
+#                  runtime files without sources, ct.sym, CDS archives and static libraries
+#   lib/           seqkernels.jar (with the fatbins and the emulator library) and its dependencies
+#   tests/         the test classes, JUnit and its console launcher
+#   bin/seqk       the command line (info, golden, parity, ...)
+#   bin/seqk-test  the GPU-relevant test suite (gpu package, goldens, parity) without Maven
+#   cuda/spill-allowed.txt, tools/golden/cases: what those tests read
+# Usage: tools/make-dist.sh ROOT   (run by ./seqk dist, with JAVA_HOME set to a JDK >= 25)
+set -euo pipefail
+ROOT="$1"
+OUT="$ROOT/dist/seqkernels"
+LIMIT_MB=60
+VERSION=0.1.0-SNAPSHOT
+JUNIT_PLATFORM=1.13.4
+
+mvn -B -q -f "$ROOT/pom.xml" -DskipTests package 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' >&2
+mvn -B -q dependency:copy -Dartifact="org.junit.platform:junit-platform-console-standalone:$JUNIT_PLATFORM" \
+  -DoutputDirectory="$ROOT/java/target/console" 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' >&2
+
+rm -rf "$OUT"
+mkdir -p "$OUT/lib" "$OUT/tests" "$OUT/bin" "$OUT/cuda" "$OUT/tools/golden"
+cp "$ROOT/java/target/seqkernels-$VERSION.jar" "$OUT/lib/"
+cp "$ROOT/java/target/lib/"*.jar "$OUT/lib/"
+cp "$ROOT/java/target/seqkernels-$VERSION-tests.jar" "$OUT/tests/"
+# The console launcher jar carries JUnit Jupiter and the platform itself.
+cp "$ROOT/java/target/console/junit-platform-console-standalone-$JUNIT_PLATFORM.jar" "$OUT/tests/"
+cp "$ROOT/cuda/spill-allowed.txt" "$OUT/cuda/"
+cp -r "$ROOT/tools/golden/cases" "$OUT/tools/golden/"
+
+if [ -d "$JAVA_HOME/jmods" ]; then
+  MODULES=$("$JAVA_HOME/bin/jdeps" --multi-release 25 --ignore-missing-deps --print-module-deps "$OUT"/lib/*.jar \
+    "$OUT/tests/seqkernels-$VERSION-tests.jar" 2>/dev/null | tail -n1)
+  "$JAVA_HOME/bin/jlink" --add-modules "$MODULES,jdk.unsupported,java.management" --strip-debug --no-man-pages \
+    --no-header-files --compress=zip-9 --output "$OUT/runtime"
+  RUNTIME="jlink'd ($MODULES,jdk.unsupported,java.management)"
+else
+  mkdir -p "$OUT/runtime/bin"
+  cp "$JAVA_HOME/bin/java" "$OUT/runtime/bin/"
+  tar cf - --exclude=lib/src.zip --exclude=lib/ct.sym --exclude='*.jsa' --exclude='*.debuginfo' --exclude='*.a' \
+    -C "$JAVA_HOME" lib conf release | tar xf - -C "$OUT/runtime"
+  RUNTIME="a trimmed copy of $JAVA_HOME (it has no jmods for jlink)"
+fi
+
+cat > "$OUT/bin/seqk" <<'SH'
+#!/usr/bin/env bash
+# seqkernels from the bundle: no JDK or Maven needed.
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC2086
+exec "$DIR/runtime/bin/java" ${SEQK_JAVA_OPTS:-} --enable-native-access=ALL-UNNAMED -Dseqkernels.root="$DIR" \
+  -cp "$DIR/lib/*" dev.seqkernels.cli.Main "$@"
+SH
+cat > "$OUT/bin/seqk-test" <<'SH'
+#!/usr/bin/env bash
+# The GPU-relevant tests from the bundle (JUnit console launcher): the gpu package (seam contract,
+# emulator, kernels, ops' GPU path), the PyTorch goldens and parity. Extra arguments go to the launcher.
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The launcher's --class-path takes jar names, not java's lib/* wildcard.
+CP="$(ls "$DIR"/lib/*.jar "$DIR"/tests/*.jar | grep -v console-standalone | tr '\n' ':')"
+# shellcheck disable=SC2086
+exec "$DIR/runtime/bin/java" ${SEQK_JAVA_OPTS:-} --enable-native-access=ALL-UNNAMED -Xss16m -Dseqkernels.root="$DIR" \
+  -jar "$DIR"/tests/junit-platform-console-standalone-*.jar execute --class-path "$CP" \
+  --select-package dev.seqkernels.gpu --select-class dev.seqkernels.golden.PyTorchGoldenTest \
+  --select-class dev.seqkernels.cli.ParityTest --disable-banner --disable-ansi-colors --details=summary "$@"
+SH
+chmod +x "$OUT/bin/seqk" "$OUT/bin/seqk-test"
+ARCHIVE="$ROOT/dist/seqkernels.tar.xz"
+echo "dist: compressing (xz) ..." >&2
+tar cJf "$ARCHIVE" -C "$ROOT/dist" seqkernels
+SIZE_MB=$(( $(stat -c %s "$ARCHIVE") / 1048576 ))
+echo "dist: $ARCHIVE ($SIZE_MB MB; runtime: $RUNTIME)"
+echo "dist: on the GPU host: tar xJf seqkernels.tar.xz && seqkernels/bin/seqk info && seqkernels/bin/seqk-test"
+if [ "$SIZE_MB" -ge "$LIMIT_MB" ]; then
+  echo "dist: $SIZE_MB MB is not under the $LIMIT_MB MB limit for copying to a GPU host" >&2
+  exit 1
+fi
