@@ -1,8 +1,10 @@
 package dev.seqkernels;
 
 import dev.seqkernels.cpu.CpuBackend;
+import dev.seqkernels.gpu.DriverException;
 import dev.seqkernels.gpu.GpuBackend;
 import dev.seqkernels.gpu.emu.EmuDriver;
+import dev.seqkernels.gpu.panama.PanamaDriver;
 
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -10,7 +12,9 @@ import java.util.Map;
 
 /**
  * Picks a backend by name. The system property {@value #PROPERTY} forces one for every op that was
- * not given a backend explicitly; {@code auto} (the default) takes the best one present.
+ * not given a backend explicitly. {@code auto} (the default) takes cpu for now: panama will lead
+ * auto's order (panama, jcuda, cpu) once it has passed the Driver contract tests on a GPU, and
+ * the emulator is never chosen implicitly (it is for checking, and slow).
  */
 public final class Backends {
     public static final String PROPERTY = "seqkernels.backend";
@@ -41,11 +45,28 @@ public final class Backends {
         if (n.equals("emu") && EmuDriver.libraryPresent()) {
             return emu();
         }
+        if (n.equals("panama")) {
+            return panama();
+        }
         String why = availability().get(n);
         if (why == null) {
             throw new SeqkException.BackendUnavailable("unknown backend '" + name + "': expected auto or one of " + KNOWN);
         }
         throw new SeqkException.BackendUnavailable("backend '" + n + "' is not available: " + why);
+    }
+
+    private static GpuBackend panama;
+
+    /** The panama binding's backend, or BackendUnavailable with the binding's one-sentence reason. */
+    private static synchronized GpuBackend panama() {
+        if (panama == null) {
+            try {
+                panama = new GpuBackend(PanamaDriver.instance());
+            } catch (DriverException e) {
+                throw new SeqkException.BackendUnavailable("backend 'panama' is not available: " + e.getMessage());
+            }
+        }
+        return panama;
     }
 
     private static synchronized GpuBackend emu() {
@@ -58,7 +79,14 @@ public final class Backends {
     /** Each known backend with "available" or the reason it is not, for {@code seqk info}. */
     public static Map<String, String> availability() {
         Map<String, String> m = new LinkedHashMap<>();
-        m.put("panama", "the Panama (java.lang.foreign) GPU binding is not implemented in this version");
+        String panamaState;
+        try {
+            panama();
+            panamaState = "available (" + PanamaDriver.instance().properties().name() + "; not yet verified on a GPU, so auto does not pick it)";
+        } catch (SeqkException e) {
+            panamaState = e.getMessage().replace("backend 'panama' is not available: ", "");
+        }
+        m.put("panama", panamaState);
         m.put("jcuda", "the JCuda GPU binding is not implemented in this version");
         m.put("emu", EmuDriver.libraryPresent()
                 ? "available: the ops' GPU path on the SIMT emulator"

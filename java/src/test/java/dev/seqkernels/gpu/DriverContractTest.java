@@ -21,17 +21,28 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The Driver seam's contract, parameterized over bindings. Only emu exists so far; the panama and
- * jcuda bindings (issue 4) join this list and are skipped with a reason where no GPU is present.
+ * The Driver seam's contract, parameterized over bindings: emu always; panama where an NVIDIA
+ * driver is present, skipped with the binding's reason elsewhere (jcuda joins with issue 4).
  */
 class DriverContractTest {
     static Stream<Arguments> drivers() {
-        return Stream.of(Arguments.of(Named.of("emu", EmuDriver.instance())));
+        return Stream.of(Arguments.of(Named.of("emu", (java.util.function.Supplier<Driver>) EmuDriver::instance)),
+                Arguments.of(Named.of("panama", (java.util.function.Supplier<Driver>) DriverContractTest::panama)));
+    }
+
+    private static Driver panama() {
+        try {
+            return dev.seqkernels.gpu.panama.PanamaDriver.instance();
+        } catch (DriverException e) {
+            org.junit.jupiter.api.Assumptions.abort("skipped: " + e.getMessage());
+            throw e;
+        }
     }
 
     @ParameterizedTest
     @MethodSource("drivers")
-    void copiesRoundTripAndMemsetWrites(Driver d) {
+    void copiesRoundTripAndMemsetWrites(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
         long before = d.memoryInUse();
         long a = d.malloc(40);
         long b = d.malloc(40);
@@ -62,7 +73,8 @@ class DriverContractTest {
 
     @ParameterizedTest
     @MethodSource("drivers")
-    void badPointersAreErrorsNotCrashes(Driver d) {
+    void badPointersAreErrorsNotCrashes(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
         long a = d.malloc(16);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment host = arena.allocate(64);
@@ -79,7 +91,8 @@ class DriverContractTest {
 
     @ParameterizedTest
     @MethodSource("drivers")
-    void eventsMeasureTime(Driver d) {
+    void eventsMeasureTime(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
         long start = d.createEvent();
         long end = d.createEvent();
         d.recordEvent(start, 0);
@@ -93,7 +106,8 @@ class DriverContractTest {
 
     @ParameterizedTest
     @MethodSource("drivers")
-    void propertiesDescribeTheDevice(Driver d) {
+    void propertiesDescribeTheDevice(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
         DeviceProperties p = d.properties();
         assertTrue(p.multiprocessors() > 0 && p.sharedMemoryPerBlock() > 0 && p.computeMajor() >= 7, p.toString());
     }
@@ -107,7 +121,9 @@ class DriverContractTest {
     /** Row-major C[b] = A[b] B[b] computed as the column-major C^T = B^T A^T, against a double reference. */
     @ParameterizedTest
     @MethodSource("gemmCases")
-    void stridedBatchedGemmMatchesDoubleReference(Driver d, DType type, boolean transA, boolean transB) {
+    void stridedBatchedGemmMatchesDoubleReference(java.util.function.Supplier<Driver> binding, DType type, boolean transA,
+                                                  boolean transB) {
+        Driver d = binding.get();
         TestData data = new TestData();
         int batch = 3;
         int m = 37;
