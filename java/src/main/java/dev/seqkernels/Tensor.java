@@ -190,62 +190,29 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /** Shape, strides and offset. */
+    public Layout layout() {
+        return new Layout(shape, strides, offset);
+    }
+
+    private Tensor view(Layout l) {
+        checkOpen();
+        return new Tensor(segment, dtype, l.shape(), l.strides(), l.offset(), null, closed);
+    }
+
     /** A view with dimensions reordered: new dimension i is old dimension {@code order[i]}. */
     public Tensor permute(int... order) {
-        checkOpen();
-        if (order.length != shape.length) {
-            throw new SeqkException.ShapeMismatch("permute order " + Arrays.toString(order) + " must name all "
-                    + shape.length + " dimensions");
-        }
-        long[] s = new long[order.length];
-        long[] st = new long[order.length];
-        boolean[] seen = new boolean[order.length];
-        for (int i = 0; i < order.length; i++) {
-            if (order[i] < 0 || order[i] >= order.length || seen[order[i]]) {
-                throw new SeqkException.ShapeMismatch("permute order " + Arrays.toString(order) + " is not a permutation");
-            }
-            seen[order[i]] = true;
-            s[i] = shape[order[i]];
-            st[i] = strides[order[i]];
-        }
-        return new Tensor(segment, dtype, s, st, offset, null, closed);
+        return view(layout().permute(order));
     }
 
     /** A view of index {@code index} along {@code dim}, with that dimension removed. */
     public Tensor select(int dim, long index) {
-        checkOpen();
-        if (dim < 0 || dim >= shape.length || index < 0 || index >= shape[dim]) {
-            throw new SeqkException.ShapeMismatch("select(" + dim + ", " + index + ") is outside shape " + Arrays.toString(shape));
-        }
-        long[] s = new long[shape.length - 1];
-        long[] st = new long[shape.length - 1];
-        for (int i = 0, j = 0; i < shape.length; i++) {
-            if (i != dim) {
-                s[j] = shape[i];
-                st[j++] = strides[i];
-            }
-        }
-        return new Tensor(segment, dtype, s, st, offset + index * strides[dim], null, closed);
+        return view(layout().select(dim, index));
     }
 
     /** A view with a new dimension of extent 1 inserted at {@code dim} (0..rank). */
     public Tensor unsqueeze(int dim) {
-        checkOpen();
-        if (dim < 0 || dim > shape.length) {
-            throw new SeqkException.ShapeMismatch("unsqueeze(" + dim + ") is outside 0.." + shape.length);
-        }
-        long[] s = new long[shape.length + 1];
-        long[] st = new long[shape.length + 1];
-        for (int i = 0, j = 0; i < s.length; i++) {
-            if (i == dim) {
-                s[i] = 1;
-                st[i] = 0;
-            } else {
-                s[i] = shape[j];
-                st[i] = strides[j++];
-            }
-        }
-        return new Tensor(segment, dtype, s, st, offset, null, closed);
+        return view(layout().unsqueeze(dim));
     }
 
     /** A contiguous copy in another dtype. */

@@ -210,7 +210,7 @@ public final class CpuBackend implements Backend {
 
     // ---------------------------------------------------------------- multi-head attention
 
-    private record MhaSaved(MhaWeights w, double[] query, double[] key, double[] value, double[] qh, double[] kh,
+    private record MhaSaved(MultiHeadAttention.Projections w, double[] query, double[] key, double[] value, double[] qh, double[] kh,
                             double[] vh, double[] merged, AttentionReference.Dims dims,
                             AttentionReference.ScoreBias bias) {
     }
@@ -223,7 +223,7 @@ public final class CpuBackend implements Backend {
         int lk = (int) (bf ? in.key().size(1) : in.key().size(0));
         int e = op.embedDim();
         int hd = op.headDim();
-        MhaWeights w = MhaWeights.of(op, params);
+        MultiHeadAttention.Projections w = op.projections(params);
         double[] query = batchMajor(bf, in.query().toDoubleArray(), lq, batch, e);
         double[] key = batchMajor(bf, in.key().toDoubleArray(), lk, batch, op.kdim());
         double[] value = batchMajor(bf, in.value().toDoubleArray(), lk, batch, op.vdim());
@@ -269,7 +269,7 @@ public final class CpuBackend implements Backend {
         int lk = n.kvLen();
         int e = op.embedDim();
         int hd = op.headDim();
-        MhaWeights w = s.w();
+        MultiHeadAttention.Projections w = s.w();
         double[] dy = batchMajor(bf, dOut.toDoubleArray(), lq, batch, e);
         Linear.Grads outG = Linear.backward(dy, s.merged(), w.wo(), batch * lq, e, e);
         double[] dProbs = null;
@@ -293,20 +293,8 @@ public final class CpuBackend implements Backend {
         Linear.Grads vG = Linear.backward(mergeHeads(g.dv(), batch, lk, op.numKvHeads(), hd), s.value(), w.wv(),
                 batch * lk, op.vdim(), op.kvWidth());
         DType dt = forward.out().dtype();
-        Map<String, Tensor> dParams = new LinkedHashMap<>();
-        for (var entry : op.parameterShapes().entrySet()) {
-            double[] grad = switch (entry.getKey()) {
-                case "in_proj_weight" -> concat(qG.dw(), kG.dw(), vG.dw());
-                case "q_proj_weight" -> qG.dw();
-                case "k_proj_weight" -> kG.dw();
-                case "v_proj_weight" -> vG.dw();
-                case "in_proj_bias" -> concat(qG.db(), kG.db(), vG.db());
-                case "out_proj.weight" -> outG.dw();
-                case "out_proj.bias" -> outG.db();
-                default -> throw new IllegalStateException("unhandled parameter " + entry.getKey());
-            };
-            dParams.put(entry.getKey(), Tensor.of(dt, grad, entry.getValue()));
-        }
+        Map<String, Tensor> dParams = op.parameterGradients(new MultiHeadAttention.Projections(qG.dw(), kG.dw(), vG.dw(),
+                qG.db(), kG.db(), vG.db(), outG.dw(), outG.db()), dt);
         return new MhaGradients(
                 Tensor.of(dt, batchMajor(bf, qG.dx(), batch, lq, e), seqShape(bf, batch, lq, e)),
                 Tensor.of(dt, batchMajor(bf, kG.dx(), batch, lk, op.kdim()), seqShape(bf, batch, lk, op.kdim())),
@@ -349,20 +337,6 @@ public final class CpuBackend implements Backend {
         return r;
     }
 
-    private static double[] concat(double[]... parts) {
-        int n = 0;
-        for (double[] p : parts) {
-            n += p.length;
-        }
-        double[] r = new double[n];
-        int off = 0;
-        for (double[] p : parts) {
-            System.arraycopy(p, 0, r, off, p.length);
-            off += p.length;
-        }
-        return r;
-    }
-
     private static AttentionReference.ScoreBias mhaBias(MultiHeadAttention op, AttentionReference.Dims n,
                                                         Mask keyPadding, Mask attnMask) {
         double[] kpm = keyPadding == null ? null : keyPadding.tensor().toDoubleArray();
@@ -382,39 +356,5 @@ public final class CpuBackend implements Backend {
             }
             return add;
         };
-    }
-
-    /** MHA projection weights split per role; biases are null without bias. */
-    private record MhaWeights(double[] wq, double[] wk, double[] wv, double[] bq, double[] bk, double[] bv,
-                              double[] wo, double[] bo) {
-        static MhaWeights of(MultiHeadAttention op, Map<String, Tensor> p) {
-            int e = op.embedDim();
-            int kv = op.kvWidth();
-            double[] wq;
-            double[] wk;
-            double[] wv;
-            if (op.packedInProjection()) {
-                double[] in = p.get("in_proj_weight").toDoubleArray();
-                wq = java.util.Arrays.copyOfRange(in, 0, e * e);
-                wk = java.util.Arrays.copyOfRange(in, e * e, e * e + kv * e);
-                wv = java.util.Arrays.copyOfRange(in, e * e + kv * e, e * e + 2 * kv * e);
-            } else {
-                wq = p.get("q_proj_weight").toDoubleArray();
-                wk = p.get("k_proj_weight").toDoubleArray();
-                wv = p.get("v_proj_weight").toDoubleArray();
-            }
-            double[] bq = null;
-            double[] bk = null;
-            double[] bv = null;
-            double[] bo = null;
-            if (op.bias()) {
-                double[] b = p.get("in_proj_bias").toDoubleArray();
-                bq = java.util.Arrays.copyOfRange(b, 0, e);
-                bk = java.util.Arrays.copyOfRange(b, e, e + kv);
-                bv = java.util.Arrays.copyOfRange(b, e + kv, e + 2 * kv);
-                bo = p.get("out_proj.bias").toDoubleArray();
-            }
-            return new MhaWeights(wq, wk, wv, bq, bk, bv, p.get("out_proj.weight").toDoubleArray(), bo);
-        }
     }
 }

@@ -12,7 +12,6 @@ import dev.seqkernels.ops.MhaGradients;
 import dev.seqkernels.ops.MhaResult;
 import dev.seqkernels.ops.MultiHeadAttention;
 
-import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
@@ -226,33 +225,16 @@ final class AttentionGpu {
     }
 
     private static Weights weights(DeviceScope s, MultiHeadAttention op, Map<String, Tensor> p) {
+        MultiHeadAttention.Projections w = op.projections(p);
         int e = op.embedDim();
         int kv = op.kvWidth();
-        DeviceTensor wq;
-        DeviceTensor wk;
-        DeviceTensor wv;
-        if (op.packedInProjection()) {
-            double[] w = p.get("in_proj_weight").toDoubleArray();
-            wq = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(w, 0, e * e), e, e));
-            wk = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(w, e * e, e * e + kv * e), kv, e));
-            wv = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(w, e * e + kv * e, e * e + 2 * kv * e), kv, e));
-        } else {
-            wq = s.upload(p.get("q_proj_weight").to(DType.F32));
-            wk = s.upload(p.get("k_proj_weight").to(DType.F32));
-            wv = s.upload(p.get("v_proj_weight").to(DType.F32));
-        }
-        DeviceTensor bq = null;
-        DeviceTensor bk = null;
-        DeviceTensor bv = null;
-        DeviceTensor bo = null;
-        if (op.bias()) {
-            double[] b = p.get("in_proj_bias").toDoubleArray();
-            bq = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(b, 0, e), e));
-            bk = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(b, e, e + kv), kv));
-            bv = s.upload(Tensor.of(DType.F32, java.util.Arrays.copyOfRange(b, e + kv, e + 2 * kv), kv));
-            bo = s.upload(p.get("out_proj.bias").to(DType.F32));
-        }
-        return new Weights(wq, wk, wv, bq, bk, bv, s.upload(p.get("out_proj.weight").to(DType.F32)), bo);
+        return new Weights(f32(s, w.wq(), e, e), f32(s, w.wk(), kv, op.kdim()), f32(s, w.wv(), kv, op.vdim()),
+                f32(s, w.bq(), e), f32(s, w.bk(), kv), f32(s, w.bv(), kv), f32(s, w.wo(), e, e), f32(s, w.bo(), e));
+    }
+
+    /** Values as an f32 device tensor, or null for null values (an absent bias). */
+    private static DeviceTensor f32(DeviceScope s, double[] values, long... shape) {
+        return values == null ? null : s.upload(Tensor.of(DType.F32, values, shape));
     }
 
     /** y [rows, out] f32 = x [rows, in] W^T (+ bias). */
@@ -397,7 +379,6 @@ final class AttentionGpu {
             DeviceTensor dk = s.allocate(DType.F32, (long) batch * lk, kv);
             DeviceTensor dv = s.allocate(DType.F32, (long) batch * lk, kv);
             runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s);
-            Map<String, Tensor> grads = new LinkedHashMap<>();
             Tensor[] dIn = new Tensor[3];
             DeviceTensor[] dProj = {dq, dk, dv};
             DeviceTensor[] inputs = {ms.query(), ms.key(), ms.value()};
@@ -419,19 +400,8 @@ final class AttentionGpu {
                         rows, widths[r], outs[r], 0f);
                 dIn[r] = opLayout(dx, batch, lens[r], widths[r], bf, dt);
             }
-            for (var entry : op.parameterShapes().entrySet()) {
-                double[] grad = switch (entry.getKey()) {
-                    case "in_proj_weight" -> concat(dW[0], dW[1], dW[2]);
-                    case "q_proj_weight" -> dW[0];
-                    case "k_proj_weight" -> dW[1];
-                    case "v_proj_weight" -> dW[2];
-                    case "in_proj_bias" -> concat(dB[0], dB[1], dB[2]);
-                    case "out_proj.weight" -> values(dWo);
-                    case "out_proj.bias" -> values(columnSum(s, dy, batch * lq, e));
-                    default -> throw new IllegalStateException("unhandled parameter " + entry.getKey());
-                };
-                grads.put(entry.getKey(), Tensor.of(dt, grad, entry.getValue()));
-            }
+            Map<String, Tensor> grads = op.parameterGradients(new MultiHeadAttention.Projections(dW[0], dW[1], dW[2], dB[0],
+                    dB[1], dB[2], values(dWo), values(columnSum(s, dy, batch * lq, e))), dt);
             return new MhaGradients(dIn[0], dIn[1], dIn[2], grads);
         }
     }
@@ -447,17 +417,4 @@ final class AttentionGpu {
         }
     }
 
-    private static double[] concat(double[]... parts) {
-        int n = 0;
-        for (double[] p : parts) {
-            n += p.length;
-        }
-        double[] r = new double[n];
-        int off = 0;
-        for (double[] p : parts) {
-            System.arraycopy(p, 0, r, off, p.length);
-            off += p.length;
-        }
-        return r;
-    }
 }

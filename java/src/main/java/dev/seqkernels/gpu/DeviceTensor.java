@@ -1,6 +1,7 @@
 package dev.seqkernels.gpu;
 
 import dev.seqkernels.DType;
+import dev.seqkernels.Layout;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
 
@@ -101,9 +102,9 @@ public final class DeviceTensor implements AutoCloseable {
         return new DeviceTensor(driver, pointer, 0, dtype, shape.clone(), strides.clone(), new Lifetime(driver, 0, ""));
     }
 
-    private DeviceTensor view(long newOffset, long[] newShape, long[] newStrides) {
+    private DeviceTensor view(Layout l) {
         checkOpen();
-        return new DeviceTensor(driver, base, newOffset, dtype, newShape, newStrides, lifetime);
+        return new DeviceTensor(driver, base, l.offset(), dtype, l.shape(), l.strides(), lifetime);
     }
 
     /** The device address of the first element. */
@@ -146,50 +147,21 @@ public final class DeviceTensor implements AutoCloseable {
 
     /** A view with dimensions reordered: new dimension i is old dimension {@code order[i]}. */
     public DeviceTensor permute(int... order) {
-        if (order.length != shape.length) {
-            throw new SeqkException.ShapeMismatch("permute order " + Arrays.toString(order) + " must name all " + shape.length + " dimensions");
-        }
-        long[] s = new long[order.length];
-        long[] st = new long[order.length];
-        boolean[] seen = new boolean[order.length];
-        for (int i = 0; i < order.length; i++) {
-            if (order[i] < 0 || order[i] >= order.length || seen[order[i]]) {
-                throw new SeqkException.ShapeMismatch("permute order " + Arrays.toString(order) + " is not a permutation");
-            }
-            seen[order[i]] = true;
-            s[i] = shape[order[i]];
-            st[i] = strides[order[i]];
-        }
-        return view(offset, s, st);
+        return view(layout().permute(order));
     }
 
     /** A view of index {@code index} along {@code dim}, that dimension removed. */
     public DeviceTensor select(int dim, long index) {
-        checkDim(dim, index, 1);
-        long[] s = new long[shape.length - 1];
-        long[] st = new long[shape.length - 1];
-        for (int i = 0, j = 0; i < shape.length; i++) {
-            if (i != dim) {
-                s[j] = shape[i];
-                st[j++] = strides[i];
-            }
-        }
-        return view(offset + index * strides[dim], s, st);
+        return view(layout().select(dim, index));
     }
 
     /** A view of {@code length} indices along {@code dim} starting at {@code start}. */
     public DeviceTensor narrow(int dim, long start, long length) {
-        checkDim(dim, start, length);
-        long[] s = shape.clone();
-        s[dim] = length;
-        return view(offset + start * strides[dim], s, strides.clone());
+        return view(layout().narrow(dim, start, length));
     }
 
-    private void checkDim(int dim, long start, long length) {
-        if (dim < 0 || dim >= shape.length || start < 0 || length < 0 || start + length > shape[dim]) {
-            throw new SeqkException.ShapeMismatch("range [" + start + ", " + (start + length) + ") of dimension " + dim
-                    + " is outside shape " + Arrays.toString(shape));
-        }
+    public Layout layout() {
+        return new Layout(shape, strides, offset);
     }
 
     /** Uploads a host tensor of the same dtype and shape (host strides are gathered on the host first). */

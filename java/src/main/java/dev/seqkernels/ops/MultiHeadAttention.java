@@ -127,6 +127,70 @@ public final class MultiHeadAttention {
         return m;
     }
 
+    /** The projection parameters split by role (q, k, v, out), row-major doubles; biases null without bias. */
+    public record Projections(double[] wq, double[] wk, double[] wv, double[] bq, double[] bk, double[] bv, double[] wo,
+                              double[] bo) {
+    }
+
+    /** Splits PyTorch-named parameters (packed or separate q/k/v weights) into their roles. */
+    public Projections projections(Map<String, Tensor> params) {
+        int e = embedDim;
+        int kv = kvWidth();
+        double[] wq;
+        double[] wk;
+        double[] wv;
+        if (packedInProjection()) {
+            double[] w = params.get("in_proj_weight").toDoubleArray();
+            wq = java.util.Arrays.copyOfRange(w, 0, e * e);
+            wk = java.util.Arrays.copyOfRange(w, e * e, e * e + kv * e);
+            wv = java.util.Arrays.copyOfRange(w, e * e + kv * e, e * e + 2 * kv * e);
+        } else {
+            wq = params.get("q_proj_weight").toDoubleArray();
+            wk = params.get("k_proj_weight").toDoubleArray();
+            wv = params.get("v_proj_weight").toDoubleArray();
+        }
+        if (!bias) {
+            return new Projections(wq, wk, wv, null, null, null, params.get("out_proj.weight").toDoubleArray(), null);
+        }
+        double[] b = params.get("in_proj_bias").toDoubleArray();
+        return new Projections(wq, wk, wv, java.util.Arrays.copyOfRange(b, 0, e), java.util.Arrays.copyOfRange(b, e, e + kv),
+                java.util.Arrays.copyOfRange(b, e + kv, e + 2 * kv), params.get("out_proj.weight").toDoubleArray(),
+                params.get("out_proj.bias").toDoubleArray());
+    }
+
+    /** Gradients given by role, as tensors of {@code dtype} under this configuration's PyTorch parameter names. */
+    public Map<String, Tensor> parameterGradients(Projections g, DType dtype) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (var entry : parameterShapes().entrySet()) {
+            double[] grad = switch (entry.getKey()) {
+                case "in_proj_weight" -> concat(g.wq(), g.wk(), g.wv());
+                case "q_proj_weight" -> g.wq();
+                case "k_proj_weight" -> g.wk();
+                case "v_proj_weight" -> g.wv();
+                case "in_proj_bias" -> concat(g.bq(), g.bk(), g.bv());
+                case "out_proj.weight" -> g.wo();
+                case "out_proj.bias" -> g.bo();
+                default -> throw new IllegalStateException("unhandled parameter " + entry.getKey());
+            };
+            out.put(entry.getKey(), Tensor.of(dtype, grad, entry.getValue()));
+        }
+        return out;
+    }
+
+    private static double[] concat(double[]... parts) {
+        int n = 0;
+        for (double[] p : parts) {
+            n += p.length;
+        }
+        double[] r = new double[n];
+        int off = 0;
+        for (double[] p : parts) {
+            System.arraycopy(p, 0, r, off, p.length);
+            off += p.length;
+        }
+        return r;
+    }
+
     public MhaResult forward(Map<String, Tensor> params, Inputs in) {
         String op = "multi_head_attention";
         Checks.present(op, "query", in.query);
