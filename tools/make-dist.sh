@@ -40,7 +40,12 @@ if [ -d "$JAVA_HOME/jmods" ]; then
 else
   mkdir -p "$OUT/runtime/bin"
   cp "$JAVA_HOME/bin/java" "$OUT/runtime/bin/"
+  # Also left out: native libraries of desktop, sound, debugger and serviceability modules, which
+  # seqkernels never loads (they are loaded only by those modules, on demand).
   tar cf - --exclude=lib/src.zip --exclude=lib/ct.sym --exclude='*.jsa' --exclude='*.debuginfo' --exclude='*.a' \
+    --exclude='libawt*' --exclude=libfontmanager.so --exclude=libfreetype.so --exclude=libjavajpeg.so \
+    --exclude=liblcms.so --exclude=libmlib_image.so --exclude=libsplashscreen.so --exclude=libjsound.so \
+    --exclude=libjawt.so --exclude=libsaproc.so --exclude=libjdwp.so --exclude=libdt_socket.so --exclude='psfont*' \
     -C "$JAVA_HOME" lib conf release | tar xf - -C "$OUT/runtime"
   RUNTIME="a trimmed copy of $JAVA_HOME (it has no jmods for jlink)"
 fi

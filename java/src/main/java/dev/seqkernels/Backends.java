@@ -4,6 +4,7 @@ import dev.seqkernels.cpu.CpuBackend;
 import dev.seqkernels.gpu.DriverException;
 import dev.seqkernels.gpu.GpuBackend;
 import dev.seqkernels.gpu.emu.EmuDriver;
+import dev.seqkernels.gpu.jcuda.JCudaDriver;
 import dev.seqkernels.gpu.panama.PanamaDriver;
 
 import java.util.LinkedHashMap;
@@ -48,6 +49,9 @@ public final class Backends {
         if (n.equals("panama")) {
             return panama();
         }
+        if (n.equals("jcuda")) {
+            return jcuda();
+        }
         String why = availability().get(n);
         if (why == null) {
             throw new SeqkException.BackendUnavailable("unknown backend '" + name + "': expected auto or one of " + KNOWN);
@@ -69,6 +73,20 @@ public final class Backends {
         return panama;
     }
 
+    private static GpuBackend jcuda;
+
+    /** The jcuda binding's backend, or BackendUnavailable with the binding's one-sentence reason. */
+    private static synchronized GpuBackend jcuda() {
+        if (jcuda == null) {
+            try {
+                jcuda = new GpuBackend(JCudaDriver.instance());
+            } catch (DriverException e) {
+                throw new SeqkException.BackendUnavailable("backend 'jcuda' is not available: " + e.getMessage());
+            }
+        }
+        return jcuda;
+    }
+
     private static synchronized GpuBackend emu() {
         if (emu == null) {
             emu = new GpuBackend(EmuDriver.instance());
@@ -87,7 +105,14 @@ public final class Backends {
             panamaState = e.getMessage().replace("backend 'panama' is not available: ", "");
         }
         m.put("panama", panamaState);
-        m.put("jcuda", "the JCuda GPU binding is not implemented in this version");
+        String jcudaState;
+        try {
+            jcuda();
+            jcudaState = "available (" + JCudaDriver.instance().properties().name() + "; not yet verified on a GPU, so auto does not pick it)";
+        } catch (SeqkException e) {
+            jcudaState = e.getMessage().replace("backend 'jcuda' is not available: ", "");
+        }
+        m.put("jcuda", jcudaState);
         m.put("emu", EmuDriver.libraryPresent()
                 ? "available: the ops' GPU path on the SIMT emulator"
                 : "the emulator library is not in this build (tools/build-emulator.sh needs g++)");

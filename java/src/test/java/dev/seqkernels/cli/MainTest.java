@@ -46,6 +46,6 @@ class MainTest {
     void infoListsBackendsAndReasons() {
         assertEquals(0, run("info"));
         String s = out.toString();
-        assertTrue(s.contains("auto selects: cpu") && s.contains("panama") && s.contains("not implemented"), s);
+        assertTrue(s.contains("auto selects: cpu") && s.contains("panama") && s.contains("jcuda") && s.contains("emu"), s);
     }
 }

@@ -21,13 +21,23 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The Driver seam's contract, parameterized over bindings: emu always; panama where an NVIDIA
- * driver is present, skipped with the binding's reason elsewhere (jcuda joins with issue 4).
+ * The Driver seam's contract, parameterized over bindings: emu always; panama and jcuda where an
+ * NVIDIA driver is present, skipped with the binding's reason elsewhere.
  */
 class DriverContractTest {
     static Stream<Arguments> drivers() {
         return Stream.of(Arguments.of(Named.of("emu", (java.util.function.Supplier<Driver>) EmuDriver::instance)),
-                Arguments.of(Named.of("panama", (java.util.function.Supplier<Driver>) DriverContractTest::panama)));
+                Arguments.of(Named.of("panama", (java.util.function.Supplier<Driver>) DriverContractTest::panama)),
+                Arguments.of(Named.of("jcuda", (java.util.function.Supplier<Driver>) DriverContractTest::jcuda)));
+    }
+
+    private static Driver jcuda() {
+        try {
+            return dev.seqkernels.gpu.jcuda.JCudaDriver.instance();
+        } catch (DriverException e) {
+            org.junit.jupiter.api.Assumptions.abort("skipped: " + e.getMessage());
+            throw e;
+        }
     }
 
     private static Driver panama() {
