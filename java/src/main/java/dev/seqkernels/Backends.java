@@ -13,9 +13,8 @@ import java.util.Map;
 
 /**
  * Picks a backend by name. The system property {@value #PROPERTY} forces one for every op that was
- * not given a backend explicitly. {@code auto} (the default) takes cpu for now: panama will lead
- * auto's order (panama, jcuda, cpu) once it has passed the Driver contract tests on a GPU, and
- * the emulator is never chosen implicitly (it is for checking, and slow).
+ * not given a backend explicitly. {@code auto} (the default) takes panama, then jcuda, then cpu:
+ * the first that loads. The emulator is never chosen implicitly (it is for checking, and slow).
  */
 public final class Backends {
     public static final String PROPERTY = "seqkernels.backend";
@@ -38,7 +37,7 @@ public final class Backends {
     public static Backend byName(String name) {
         String n = name.trim().toLowerCase(java.util.Locale.ROOT);
         if (n.equals("auto")) {
-            return CPU;
+            return auto();
         }
         if (n.equals("cpu")) {
             return CPU;
@@ -60,6 +59,23 @@ public final class Backends {
     }
 
     private static GpuBackend panama;
+    private static Backend auto;
+
+    /** auto's order: panama, then jcuda, then cpu; the first that loads, remembered. */
+    private static synchronized Backend auto() {
+        if (auto == null) {
+            auto = CPU;
+            for (String binding : List.of("panama", "jcuda")) {
+                try {
+                    auto = byName(binding);
+                    break;
+                } catch (SeqkException.BackendUnavailable notHere) {
+                    // the reason is what `seqk info` shows for this binding
+                }
+            }
+        }
+        return auto;
+    }
 
     /** The panama binding's backend, or BackendUnavailable with the binding's one-sentence reason. */
     private static synchronized GpuBackend panama() {
@@ -100,7 +116,7 @@ public final class Backends {
         String panamaState;
         try {
             panama();
-            panamaState = "available (" + PanamaDriver.instance().properties().name() + "; not yet verified on a GPU, so auto does not pick it)";
+            panamaState = "available (" + PanamaDriver.instance().properties().name() + ")";
         } catch (SeqkException e) {
             panamaState = e.getMessage().replace("backend 'panama' is not available: ", "");
         }
@@ -108,7 +124,7 @@ public final class Backends {
         String jcudaState;
         try {
             jcuda();
-            jcudaState = "available (" + JCudaDriver.instance().properties().name() + "; not yet verified on a GPU, so auto does not pick it)";
+            jcudaState = "available (" + JCudaDriver.instance().properties().name() + ")";
         } catch (SeqkException e) {
             jcudaState = e.getMessage().replace("backend 'jcuda' is not available: ", "");
         }

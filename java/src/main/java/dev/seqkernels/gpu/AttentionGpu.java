@@ -26,7 +26,7 @@ final class AttentionGpu {
     private final Driver driver;
     private final long module;
     private final long util;
-    private final Map<String, Long> functions = new java.util.HashMap<>();
+    private final Map<String, Long> functions = new java.util.concurrent.ConcurrentHashMap<>();
 
     AttentionGpu(Driver driver) {
         this.driver = driver;

@@ -38,6 +38,14 @@ public interface Driver extends AutoCloseable {
 
     void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream);
 
+    /**
+     * Page-locked host memory of {@code bytes} for asynchronous copies that really overlap (a plain
+     * native segment on the emulator). Free it with {@link #freeHost}.
+     */
+    MemorySegment allocHost(long bytes);
+
+    void freeHost(MemorySegment pinned);
+
     long createStream();
 
     void destroyStream(long stream);

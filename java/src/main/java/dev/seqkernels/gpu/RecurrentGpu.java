@@ -26,7 +26,7 @@ final class RecurrentGpu {
     private static final int THREADS = 256;
 
     private final Driver driver;
-    private final Map<String, Long> functions = new java.util.HashMap<>();
+    private final Map<String, Long> functions = new java.util.concurrent.ConcurrentHashMap<>();
     private final long module;
     private final long util;
 

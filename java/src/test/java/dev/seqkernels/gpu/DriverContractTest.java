@@ -83,6 +83,32 @@ class DriverContractTest {
 
     @ParameterizedTest
     @MethodSource("drivers")
+    void pinnedHostMemoryCarriesAsyncCopies(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
+        MemorySegment up = d.allocHost(4096);
+        MemorySegment down = d.allocHost(4096);
+        long dev = d.malloc(4096);
+        long stream = d.createStream();
+        try {
+            for (int i = 0; i < 1024; i++) {
+                up.setAtIndex(ValueLayout.JAVA_INT, i, i * 7 - 3);
+            }
+            d.copyHostToDeviceAsync(dev, up, 4096, stream);
+            d.copyDeviceToHostAsync(down, dev, 4096, stream);
+            d.synchronize(stream);
+            for (int i = 0; i < 1024; i++) {
+                assertEquals(i * 7 - 3, down.getAtIndex(ValueLayout.JAVA_INT, i));
+            }
+        } finally {
+            d.destroyStream(stream);
+            d.free(dev);
+            d.freeHost(up);
+            d.freeHost(down);
+        }
+    }
+
+    @ParameterizedTest
+    @MethodSource("drivers")
     void badPointersAreErrorsNotCrashes(java.util.function.Supplier<Driver> binding) {
         Driver d = binding.get();
         long a = d.malloc(16);

@@ -56,6 +56,7 @@ public final class EmuDriver implements Driver {
     private final MethodHandle gemm;
     private final List<String> functions = new ArrayList<>();
     private final Map<Long, Long> events = new HashMap<>();
+    private final Map<Long, Arena> pinned = new java.util.concurrent.ConcurrentHashMap<>();
     private long nextHandle = 1;
 
     private EmuDriver(SymbolLookup lib) {
@@ -266,6 +267,24 @@ public final class EmuDriver implements Driver {
     @Override
     public void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream) {
         copyDeviceToDevice(dst, src, bytes);
+    }
+
+    /** The emulator has no DMA: pinned memory is ordinary native memory, tracked so freeHost can check it. */
+    @Override
+    public MemorySegment allocHost(long bytes) {
+        Arena arena = Arena.ofShared();
+        MemorySegment s = arena.allocate(Math.max(1, bytes), 64);
+        pinned.put(s.address(), arena);
+        return s;
+    }
+
+    @Override
+    public void freeHost(MemorySegment segment) {
+        Arena arena = pinned.remove(segment.address());
+        if (arena == null) {
+            throw new DriverException("emu freeHost: the segment was not allocated by allocHost");
+        }
+        arena.close();
     }
 
     @Override

@@ -222,6 +222,20 @@ public final class JCudaDriver implements Driver {
     }
 
     @Override
+    public MemorySegment allocHost(long bytes) {
+        makeCurrent();
+        Pointer p = new Pointer();
+        check(cuMemAllocHost(p, Math.max(1, bytes)), "cuMemAllocHost(" + bytes + " bytes)");
+        return MemorySegment.ofAddress(Raw.address(p)).reinterpret(Math.max(1, bytes));
+    }
+
+    @Override
+    public void freeHost(MemorySegment pinned) {
+        makeCurrent();
+        check(cuMemFreeHost(Raw.at(new Pointer(), pinned.address())), "cuMemFreeHost");
+    }
+
+    @Override
     public long createStream() {
         makeCurrent();
         CUstream s = new CUstream();

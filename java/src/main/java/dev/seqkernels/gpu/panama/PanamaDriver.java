@@ -262,6 +262,21 @@ public final class PanamaDriver implements Driver {
     }
 
     @Override
+    public MemorySegment allocHost(long bytes) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = arena.allocate(ADDRESS);
+            cu("cuMemAllocHost_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG), "cuMemAllocHost_v2(" + bytes + " bytes)",
+                    p, Math.max(1, bytes));
+            return p.get(ADDRESS, 0).reinterpret(Math.max(1, bytes));
+        }
+    }
+
+    @Override
+    public void freeHost(MemorySegment pinned) {
+        cu("cuMemFreeHost", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuMemFreeHost", pinned);
+    }
+
+    @Override
     public long createStream() {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment s = arena.allocate(ADDRESS);
