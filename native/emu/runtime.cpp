@@ -110,6 +110,8 @@ std::map<uintptr_t, Allocation>& allocations() {  // keyed by payload address
 }
 
 int g_checking = 1;
+uint64_t g_in_use = 0;  // bytes allocated and not freed
+uint64_t g_peak = 0;    // the most g_in_use has been since the last reset
 
 /** The allocation whose payload contains [p, p+bytes), or null. */
 const Allocation* find(uintptr_t p, size_t bytes) {
@@ -570,6 +572,8 @@ int seqk_emu_malloc(uint64_t bytes, uint64_t* out) {
     unsigned char* payload = base + kAlign;
     poison(payload - kGuard, bytes + 2 * kGuard);
     allocations()[reinterpret_cast<uintptr_t>(payload)] = Allocation{base, bytes};
+    g_in_use += bytes;
+    g_peak = std::max(g_peak, g_in_use);
     *out = reinterpret_cast<uintptr_t>(payload);
     return 0;
 }
@@ -579,6 +583,7 @@ int seqk_emu_free(uint64_t ptr) {
     if (it == allocations().end()) {
         return fail(format("free of 0x%lx, which is not the start of a device allocation", static_cast<unsigned long>(ptr)));
     }
+    g_in_use -= it->second.bytes;
     free(it->second.base);
     allocations().erase(it);
     return 0;
@@ -592,6 +597,13 @@ void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count) {
     }
     *bytes = total;
     *count = allocations().size();
+}
+
+/** The most device memory in use at once since the last call, in bytes; starts counting anew. */
+uint64_t seqk_emu_take_peak() {
+    uint64_t peak = g_peak;
+    g_peak = g_in_use;
+    return peak;
 }
 
 /** kind: 0 host->device, 1 device->host, 2 device->device; device ranges must lie inside one allocation. */

@@ -117,6 +117,30 @@ class AttentionGpuTest {
     }
 
     /** Every op, forward and backward, called 1,000 times on the GPU path leaves device memory where it was. */
+    /**
+     * Attention's device memory is O(L * D): forward and backward at 8x the sequence length take
+     * about 8x the memory (inputs, out, LSE and f32 row accumulators), not 64x (a score matrix).
+     */
+    @Test
+    void workspaceGrowsLinearlyWithSequenceLength() {
+        EmuDriver emu = EmuDriver.instance();
+        TestData data = new TestData();
+        Attention sdpa = Attention.builder().causal(CausalAlignment.TOP_LEFT).backend("emu").build();
+        long[] peaks = new long[2];
+        int[] lengths = {64, 512};
+        for (int n = 0; n < 2; n++) {
+            Tensor q = data.tensor(DType.F32, 1, 1, 2, lengths[n], 16);
+            emu.takePeakMemory();
+            try (AttentionResult a = sdpa.forward(Attention.inputs(q, q, q)); AttentionGradients g = sdpa.backward(a, a.out())) {
+                peaks[n] = emu.takePeakMemory();
+                assertTrue(g.dq().numel() > 0);
+            }
+        }
+        double ratio = (double) peaks[1] / peaks[0];
+        assertTrue(ratio > 4 && ratio < 12, "peak device memory grew " + ratio + "x for 8x the length (" + peaks[0] + " -> "
+                + peaks[1] + " bytes): linear is about 8x, quadratic 64x");
+    }
+
     /** Ops from several Java threads at once on the GPU path give exactly the results they give one at a time. */
     @Test
     void concurrentCallsFromSeveralThreadsAreCorrect() throws Exception {

@@ -50,6 +50,7 @@ public final class EmuDriver implements Driver {
     private final MethodHandle malloc;
     private final MethodHandle free;
     private final MethodHandle memoryInUse;
+    private final MethodHandle takePeak;
     private final MethodHandle memcpy;
     private final MethodHandle memset;
     private final MethodHandle launch;
@@ -69,6 +70,7 @@ public final class EmuDriver implements Driver {
         malloc = bind(linker, lib, "seqk_emu_malloc", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS));
         free = bind(linker, lib, "seqk_emu_free", FunctionDescriptor.of(JAVA_INT, JAVA_LONG));
         memoryInUse = bind(linker, lib, "seqk_emu_memory_in_use", FunctionDescriptor.ofVoid(ADDRESS, ADDRESS));
+        takePeak = bind(linker, lib, "seqk_emu_take_peak", FunctionDescriptor.of(JAVA_LONG));
         memcpy = bind(linker, lib, "seqk_emu_memcpy", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT));
         memset = bind(linker, lib, "seqk_emu_memset", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG));
         launch = bind(linker, lib, "seqk_emu_launch", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT,
@@ -202,6 +204,15 @@ public final class EmuDriver implements Driver {
             MemorySegment count = arena.allocate(JAVA_LONG);
             memoryInUse.invokeExact(bytes, count);
             return bytes.get(JAVA_LONG, 0);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** The most device memory in use at once since the previous call (bytes); counting starts anew. */
+    public synchronized long takePeakMemory() {
+        try {
+            return (long) takePeak.invokeExact();
         } catch (Throwable t) {
             throw rethrow(t);
         }
