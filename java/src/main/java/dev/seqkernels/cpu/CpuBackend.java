@@ -218,9 +218,10 @@ public final class CpuBackend implements Backend {
     @Override
     public MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs in) {
         boolean bf = op.batchFirst();
-        int batch = (int) (bf ? in.query().size(0) : in.query().size(1));
-        int lq = (int) (bf ? in.query().size(1) : in.query().size(0));
-        int lk = (int) (bf ? in.key().size(1) : in.key().size(0));
+        MultiHeadAttention.Sizes sz = op.sizes(in);
+        int batch = sz.batch();
+        int lq = sz.qLen();
+        int lk = sz.kvLen();
         int e = op.embedDim();
         int hd = op.headDim();
         MultiHeadAttention.Projections w = op.projections(params);

@@ -127,6 +127,16 @@ public final class MultiHeadAttention {
         return m;
     }
 
+    /** Batch size and sequence lengths of one call, read from its inputs in this op's layout. */
+    public record Sizes(int batch, int qLen, int kvLen) {
+    }
+
+    public Sizes sizes(Inputs in) {
+        int d0 = batchFirst ? 0 : 1;
+        int d1 = 1 - d0;
+        return new Sizes((int) in.query.size(d0), (int) in.query.size(d1), (int) in.key.size(d1));
+    }
+
     /** The projection parameters split by role (q, k, v, out), row-major doubles; biases null without bias. */
     public record Projections(double[] wq, double[] wk, double[] wv, double[] bq, double[] bk, double[] bv, double[] wo,
                               double[] bo) {
