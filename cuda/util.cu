@@ -29,3 +29,12 @@ extern "C" __global__ void add_bias_f32(float* y, const float* bias, long rows, 
     y[r * ldy + c] += bias[c];
 }
 SEQK_KERNEL(add_bias_f32);
+
+
+// Does nothing. BindingBench (bench/) launches it with one block of one thread to measure what a
+// launch costs the host through each binding (packing seven arguments and the driver call), apart
+// from any kernel time. The arguments mirror a cell kernel's mix of pointers, ints and floats.
+// The parameters are unnamed because nothing reads them.
+extern "C" __global__ void launch_probe(const float*, const float*, const float*, float*, float*, int, float) {
+}
+SEQK_KERNEL(launch_probe);

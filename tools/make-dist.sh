@@ -8,6 +8,8 @@
 #   tests/         the test classes, JUnit and its console launcher
 #   bin/seqk       the command line (info, golden, parity, ...)
 #   bin/seqk-test  the GPU-relevant test suite (gpu package, goldens, parity) without Maven
+#   bin/seqk-report  parity, the PyTorch peers and our timings in one report (tools/gpu-report.sh)
+#   bench/peers/torch_bench.py, tools/gpu-report.sh: what seqk-report runs
 #   cuda/spill-allowed.txt, tools/golden/cases: what those tests read
 # Usage: tools/make-dist.sh ROOT   (run by ./seqk dist, with JAVA_HOME set to a JDK >= 25)
 set -euo pipefail
@@ -22,7 +24,7 @@ mvn -B -q dependency:copy -Dartifact="org.junit.platform:junit-platform-console-
   -DoutputDirectory="$ROOT/java/target/console" 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' >&2
 
 rm -rf "$OUT"
-mkdir -p "$OUT/lib" "$OUT/tests" "$OUT/bin" "$OUT/cuda" "$OUT/tools/golden"
+mkdir -p "$OUT/lib" "$OUT/tests" "$OUT/bin" "$OUT/cuda" "$OUT/tools/golden" "$OUT/bench/peers"
 cp "$ROOT/java/target/seqkernels-$VERSION.jar" "$OUT/lib/"
 cp "$ROOT/java/target/lib/"*.jar "$OUT/lib/"
 cp "$ROOT/java/target/seqkernels-$VERSION-tests.jar" "$OUT/tests/"
@@ -30,6 +32,8 @@ cp "$ROOT/java/target/seqkernels-$VERSION-tests.jar" "$OUT/tests/"
 cp "$ROOT/java/target/console/junit-platform-console-standalone-$JUNIT_PLATFORM.jar" "$OUT/tests/"
 cp "$ROOT/cuda/spill-allowed.txt" "$OUT/cuda/"
 cp -r "$ROOT/tools/golden/cases" "$OUT/tools/golden/"
+cp "$ROOT/bench/peers/torch_bench.py" "$OUT/bench/peers/"
+cp "$ROOT/tools/gpu-report.sh" "$OUT/tools/"
 
 if [ -d "$JAVA_HOME/jmods" ]; then
   MODULES=$("$JAVA_HOME/bin/jdeps" --multi-release 25 --ignore-missing-deps --print-module-deps "$OUT"/lib/*.jar \
@@ -40,11 +44,10 @@ if [ -d "$JAVA_HOME/jmods" ]; then
 else
   mkdir -p "$OUT/runtime/bin"
   cp "$JAVA_HOME/bin/java" "$OUT/runtime/bin/"
-  # Also left out: native libraries of desktop, sound, debugger and serviceability modules, which
-  # seqkernels never loads (they are loaded only by those modules, on demand).
+  # Also left out: native libraries of the X11 desktop, sound, debugger and serviceability modules,
+  # which seqkernels never loads. Kept: headless AWT and fonts, which the bench charts draw with.
   tar cf - --exclude=lib/src.zip --exclude=lib/ct.sym --exclude='*.jsa' --exclude='*.debuginfo' --exclude='*.a' \
-    --exclude='libawt*' --exclude=libfontmanager.so --exclude=libfreetype.so --exclude=libjavajpeg.so \
-    --exclude=liblcms.so --exclude=libmlib_image.so --exclude=libsplashscreen.so --exclude=libjsound.so \
+    --exclude=libawt_xawt.so --exclude=libjavajpeg.so --exclude=libsplashscreen.so --exclude=libjsound.so \
     --exclude=libjawt.so --exclude=libsaproc.so --exclude=libjdwp.so --exclude=libdt_socket.so --exclude='psfont*' \
     -C "$JAVA_HOME" lib conf release | tar xf - -C "$OUT/runtime"
   RUNTIME="a trimmed copy of $JAVA_HOME (it has no jmods for jlink)"
@@ -71,7 +74,14 @@ exec "$DIR/runtime/bin/java" ${SEQK_JAVA_OPTS:-} --enable-native-access=ALL-UNNA
   --select-package dev.seqkernels.gpu --select-class dev.seqkernels.golden.PyTorchGoldenTest \
   --select-class dev.seqkernels.cli.ParityTest --disable-banner --disable-ansi-colors --details=summary "$@"
 SH
-chmod +x "$OUT/bin/seqk" "$OUT/bin/seqk-test"
+cat > "$OUT/bin/seqk-report" <<'SH'
+#!/usr/bin/env bash
+# Parity, the PyTorch peers (python3 with CUDA) and our timings in one report directory; options:
+# [--backend B] [--suite all|rnn|attn|smoke] [--filter REGEX] [--out DIR]
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+exec "$DIR/tools/gpu-report.sh" "$DIR/bin/seqk" "$DIR/bench/peers/torch_bench.py" "$@"
+SH
+chmod +x "$OUT/bin/seqk" "$OUT/bin/seqk-test" "$OUT/bin/seqk-report"
 ARCHIVE="$ROOT/dist/seqkernels.tar.xz"
 echo "dist: compressing (xz) ..." >&2
 tar cJf "$ARCHIVE" -C "$ROOT/dist" seqkernels

@@ -36,6 +36,7 @@ public final class Main {
                 case "info" -> info(out);
                 case "golden" -> golden(List.of(args).subList(1, args.length), out);
                 case "parity" -> parity(List.of(args).subList(1, args.length), out, err);
+                case "bench" -> dev.seqkernels.bench.BenchCommand.run(List.of(args).subList(1, args.length), out, err);
                 default -> {
                     err.println("seqk: unknown command '" + args[0] + "'");
                     usage(err);
@@ -62,6 +63,8 @@ public final class Main {
                   parity [--backend B] [--json] [--seed N]
                                                          every op forward and backward, every dtype, vs the
                                                          CPU reference in double; exit 1 if any FAILs
+                """ + dev.seqkernels.bench.BenchCommand.USAGE + """
+
                   test                                   (launcher only) run the whole test suite
                 """);
     }
@@ -74,7 +77,7 @@ public final class Main {
         out.println("auto selects: " + Backends.byName("auto").name());
         out.println("backends:");
         Backends.availability().forEach((name, why) -> out.printf(Locale.ROOT, "  %-7s %s%n", name, why));
-        out.println("driver bindings (the GPU seam; ops do not run on them yet):");
+        out.println("emulator:");
         out.printf(Locale.ROOT, "  %-7s %s%n", "emu", EmuDriver.libraryPresent()
                 ? "SIMT emulator library present (" + EmuDriver.instance().kernelNames().size() + " kernels)"
                 : "not built (tools/build-emulator.sh needs g++)");

@@ -45,6 +45,21 @@ final class AttentionGpu {
     /** Sizes, element strides (b, h, l, e) of q, k, v and out, and the masks' broadcast strides. */
     record Geometry(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int headDim, int valueDim, long[] q, long[] k,
                     long[] v, long[] o) {
+        /** The largest head and value dimension the GPU kernels take (their tiles hold up to 256 columns). */
+        static final int MAX_HEAD_DIM = 256;
+
+        Geometry {
+            requireHeadDims(headDim, valueDim);
+        }
+
+        static void requireHeadDims(int headDim, int valueDim) {
+            if (headDim > MAX_HEAD_DIM || valueDim > MAX_HEAD_DIM) {
+                throw new SeqkException.Unsupported("attention on the GPU takes head and value dimensions up to "
+                        + MAX_HEAD_DIM + ", got head_dim " + headDim + " and value_dim " + valueDim
+                        + " (the cpu backend takes any size)");
+            }
+        }
+
         long rows() {
             return (long) batch * qHeads * qLen;
         }
@@ -288,6 +303,7 @@ final class AttentionGpu {
         int hd = op.headDim();
         int heads = op.numHeads();
         int kv = op.kvWidth();
+        Geometry.requireHeadDims(hd, hd);
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
             Weights w = weights(scope, op, params);

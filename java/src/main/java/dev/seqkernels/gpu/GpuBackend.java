@@ -29,6 +29,11 @@ public final class GpuBackend implements Backend {
         this.attention = new AttentionGpu(driver);
     }
 
+    /** The binding this backend launches on. */
+    public Driver driver() {
+        return driver;
+    }
+
     @Override
     public String name() {
         return driver.name();

@@ -60,6 +60,13 @@ public final class KernelArgs {
         return this;
     }
 
+    /** An independent copy, for recording a launch whose caller may go on appending. */
+    public KernelArgs copy() {
+        KernelArgs c = new KernelArgs();
+        c.args.addAll(args);
+        return c;
+    }
+
     public List<Arg> args() {
         return List.copyOf(args);
     }

@@ -1,6 +1,7 @@
 package dev.seqkernels.gpu;
 
 import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
 import dev.seqkernels.TestData;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.gpu.emu.EmuDriver;
@@ -24,6 +25,7 @@ import java.util.Map;
 
 import static dev.seqkernels.gpu.RecurrentGpuTest.check;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The attention ops' GPU path (AttentionGpu + cuda/attention.cu) on the emulator against the CPU reference. */
@@ -55,6 +57,33 @@ class AttentionGpuTest {
         Tensor v = data.tensor(DType.F32, 1, 1, 1, 1025, 24);
         Tensor add = data.tensor(DType.F32, 2, 37, 1025);
         compare(DType.F32, data, CausalAlignment.NONE, 0.3, Attention.inputs(q, k, v).mask(Mask.additive(add)), q, k, v);
+    }
+
+    /** 256 is the largest head dimension the kernels take: it matches the reference, and 257 is refused before any upload. */
+    @Test
+    void headDimensionsUpTo256RunAndAbove256AreRefused() {
+        TestData data = new TestData();
+        Tensor q = data.tensor(DType.BF16, 1, 1, 1, 3, 256);
+        Tensor k = data.tensor(DType.BF16, 1, 1, 1, 5, 256);
+        Tensor v = data.tensor(DType.BF16, 1, 1, 1, 5, 256);
+        compare(DType.BF16, data, CausalAlignment.NONE, Double.NaN, Attention.inputs(q, k, v), q, k, v);
+
+        long before = EmuDriver.instance().memoryInUse();
+        Tensor wide = data.tensor(DType.F32, 1, 1, 1, 3, 257);
+        Tensor narrowV = data.tensor(DType.F32, 1, 1, 1, 3, 8);
+        Attention gpu = Attention.builder().backend("emu").build();
+        var e = assertThrows(SeqkException.Unsupported.class, () -> gpu.forward(Attention.inputs(wide, wide, narrowV)));
+        assertTrue(e.getMessage().contains("up to 256, got head_dim 257"), e::getMessage);
+        Tensor wideV = data.tensor(DType.F32, 1, 1, 1, 3, 300);
+        var ev = assertThrows(SeqkException.Unsupported.class, () -> gpu.forward(Attention.inputs(narrowV, narrowV, wideV)));
+        assertTrue(ev.getMessage().contains("value_dim 300"), ev::getMessage);
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(514).numHeads(2).backend("emu").build();
+        Map<String, Tensor> p = new LinkedHashMap<>();
+        mha.parameterShapes().forEach((n, shape) -> p.put(n, data.tensor(DType.F32, 0.1, shape)));
+        Tensor x = data.tensor(DType.F32, 1, 2, 1, 514);
+        var em = assertThrows(SeqkException.Unsupported.class, () -> mha.forward(p, MultiHeadAttention.inputs(x, x, x)));
+        assertTrue(em.getMessage().contains("head_dim 257"), em::getMessage);
+        assertEquals(before, EmuDriver.instance().memoryInUse(), "nothing left allocated by the refused calls");
     }
 
     private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,

@@ -1,0 +1,276 @@
+package dev.seqkernels.bench;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.CapturingDriver;
+import dev.seqkernels.gpu.Driver;
+import dev.seqkernels.gpu.Gemm;
+import dev.seqkernels.gpu.GpuBackend;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The GPU timing harness behind {@code seqk bench}. Per case: the op runs once through a
+ * {@link CapturingDriver} (inputs uploaded, outputs downloaded, device work recorded), then the
+ * recorded device work is replayed between two device events: warm-up replays first, then
+ * repetitions until both a minimum count and a time budget are reached, each after a memset of a
+ * buffer larger than L2 so that no repetition starts with the previous one's data in cache. The
+ * median and the 10th and 90th percentiles are reported, beside the floor from the peaks measured
+ * once per run ({@link Peaks}).
+ *
+ * <p>What a time includes: every kernel and GEMM the op launches, and any gap while the host issues
+ * them (launches go through the binding as in a real call, so launch cost shows at small shapes).
+ * What it excludes: the op's host-to-device and device-to-host copies (counted in the row's note).
+ */
+public final class Bench {
+    /** Repetition policy; {@link #forDriver} picks the GPU or the emulator default. */
+    public record Options(int warmup, int minReps, int maxReps, double budgetMillis, long flushBytes) {
+        public static Options forDriver(Driver d) {
+            return d.name().equals("emu") ? new Options(1, 2, 3, 0, 0) : new Options(3, 10, 200, 300, 256L << 20);
+        }
+    }
+
+    private final Driver driver;
+    private final Options options;
+    private final Peaks peaks;
+
+    public Bench(Driver driver, Options options, Peaks peaks) {
+        this.driver = driver;
+        this.options = options;
+        this.peaks = peaks;
+    }
+
+    public Peaks peaks() {
+        return peaks;
+    }
+
+    /** The case timed, or a row saying why not (skipped by the suite, or failed with the error). */
+    public BenchRow run(BenchCase c) {
+        String impl = "seqkernels-" + driver.name();
+        if (c.skip() != null) {
+            return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, 0, 0, 0, 0, c.flops(),
+                    c.bytes(), floorMillis(c), bound(c), "skipped: " + c.skip());
+        }
+        try (CapturingDriver capture = new CapturingDriver(driver)) {
+            GpuBackend backend = new GpuBackend(capture);
+            workload(c, backend);
+            capture.stop();
+            double[] times = time(capture);
+            String note = capture.launches() + " launches; host copies excluded: " + capture.hostCopyBytes() + " bytes";
+            return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, percentile(times, 0.5),
+                    percentile(times, 0.1), percentile(times, 0.9), times.length, c.flops(), c.bytes(), floorMillis(c),
+                    bound(c), note);
+        } catch (RuntimeException e) {
+            return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, 0, 0, 0, 0, c.flops(),
+                    c.bytes(), floorMillis(c), bound(c), "failed: " + e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    double floorMillis(BenchCase c) {
+        return Math.max(c.flops() / peaks.flopsPerSecond(c.dtype()), c.bytes() / peaks.bytesPerSecond()) * 1e3;
+    }
+
+    String bound(BenchCase c) {
+        return c.flops() / peaks.flopsPerSecond(c.dtype()) >= c.bytes() / peaks.bytesPerSecond() ? "flops" : "bytes";
+    }
+
+    private double[] time(CapturingDriver capture) {
+        long start = driver.createEvent();
+        long end = driver.createEvent();
+        long flush = options.flushBytes() > 0 ? driver.malloc(options.flushBytes()) : 0;
+        try {
+            for (int i = 0; i < options.warmup(); i++) {
+                capture.replay(0);
+            }
+            driver.synchronize(0);
+            List<Double> times = new ArrayList<>();
+            double total = 0;
+            while (times.size() < options.minReps() || (times.size() < options.maxReps() && total < options.budgetMillis())) {
+                if (flush != 0) {
+                    driver.memsetAsync(flush, times.size() & 0xff, options.flushBytes(), 0);
+                }
+                driver.recordEvent(start, 0);
+                capture.replay(0);
+                driver.recordEvent(end, 0);
+                driver.synchronize(0);
+                double ms = driver.elapsedMillis(start, end);
+                times.add(ms);
+                total += ms;
+            }
+            return times.stream().mapToDouble(Double::doubleValue).toArray();
+        } finally {
+            if (flush != 0) {
+                driver.free(flush);
+            }
+            driver.destroyEvent(start);
+            driver.destroyEvent(end);
+        }
+    }
+
+    static double percentile(double[] values, double q) {
+        double[] s = values.clone();
+        Arrays.sort(s);
+        double pos = q * (s.length - 1);
+        int lo = (int) Math.floor(pos);
+        int hi = Math.min(s.length - 1, lo + 1);
+        return s[lo] + (pos - lo) * (s[hi] - s[lo]);
+    }
+
+    /** Runs the case's op once on {@code backend}: forward, and backward for fwd+bwd. */
+    static void workload(BenchCase c, GpuBackend backend) {
+        switch (c.op()) {
+            case "lstm", "gru" -> recurrent(c, backend);
+            case "sdpa" -> attention(c, backend, c.get("B"), c.get("H"), c.get("H"), c.get("L"), c.get("L"), c.get("D"),
+                    c.get("causal") == 1);
+            case "decode" -> attention(c, backend, c.get("B"), c.get("H"), c.get("Hkv"), c.get("Lq"), c.get("Lk"), c.get("D"),
+                    false);
+            default -> throw new IllegalArgumentException("no workload for op " + c.op());
+        }
+    }
+
+    private static void recurrent(BenchCase c, GpuBackend backend) {
+        int t = c.get("T");
+        int b = c.get("B");
+        int in = c.get("I");
+        int h = c.get("H");
+        RecurrentOp op = c.op().equals("lstm")
+                ? Lstm.builder().inputSize(in).hiddenSize(h).backend(backend).build()
+                : Gru.builder().inputSize(in).hiddenSize(h).backend(backend).build();
+        Map<String, Tensor> params = new LinkedHashMap<>();
+        long seed = 1;
+        for (Map.Entry<String, long[]> p : op.config().parameterShapes().entrySet()) {
+            params.put(p.getKey(), random(c.dtype(), seed++, 1 / Math.sqrt(h), p.getValue()));
+        }
+        try (Tensor x = random(c.dtype(), seed++, 1, t, b, in); RecurrentResult y = op.forward(params, x)) {
+            if (c.backward()) {
+                try (Tensor dy = random(c.dtype(), seed, 1, y.output().shape());
+                     RecurrentGradients g = op.backward(params, y, dy, null, null)) {
+                    g.dx();
+                }
+            }
+        } finally {
+            params.values().forEach(Tensor::close);
+        }
+    }
+
+    private static void attention(BenchCase c, GpuBackend backend, int b, int heads, int kvHeads, int lq, int lk, int d,
+                                  boolean causal) {
+        Attention op = Attention.builder().causal(causal ? CausalAlignment.TOP_LEFT : CausalAlignment.NONE).backend(backend).build();
+        try (Tensor q = random(c.dtype(), 1, 1, b, heads, lq, d); Tensor k = random(c.dtype(), 2, 1, b, kvHeads, lk, d);
+             Tensor v = random(c.dtype(), 3, 1, b, kvHeads, lk, d);
+             AttentionResult r = op.forward(Attention.inputs(q, k, v))) {
+            if (c.backward()) {
+                try (Tensor dout = random(c.dtype(), 4, 1, r.out().shape()); AttentionGradients g = op.backward(r, dout)) {
+                    g.dq();
+                }
+            }
+        }
+    }
+
+    /**
+     * Uniform values in [-scale, scale) from a xorshift stream, written straight into an F32 segment
+     * (benchmark tensors reach 10^8 elements, beyond what a double[] staging array allows), then
+     * rounded to the dtype.
+     */
+    static Tensor random(DType dt, long seed, double scale, long... shape) {
+        Tensor f32 = Tensor.allocate(DType.F32, shape);
+        long s = 0x9E3779B97F4A7C15L * (seed + 1);
+        long n = f32.numel();
+        for (long i = 0; i < n; i++) {
+            s ^= s << 13;
+            s ^= s >>> 7;
+            s ^= s << 17;
+            double u = (s >>> 11) * 0x1.0p-53;
+            f32.segment().setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) ((2 * u - 1) * scale));
+        }
+        if (dt == DType.F32) {
+            return f32;
+        }
+        try (f32) {
+            return f32.to(dt);
+        }
+    }
+
+    /** Device peaks measured once per run: copy bandwidth and GEMM throughput per input dtype. */
+    public record Peaks(String device, double bytesPerSecond, Map<DType, Double> gemmFlopsPerSecond, String method) {
+        public double flopsPerSecond(DType dt) {
+            Double f = gemmFlopsPerSecond.get(dt);
+            if (f == null) {
+                throw new IllegalArgumentException("no GEMM peak measured for " + dt);
+            }
+            return f;
+        }
+
+        /**
+         * A device-to-device copy (read + write counted) for bandwidth; a square GEMM per input dtype
+         * (16-bit with 16-bit output, F32 with F32) for flops. Sizes: 1 GiB and 8192^3 on a GPU, small
+         * on the emulator (whose "peaks" only make the harness's arithmetic checkable).
+         */
+        public static Peaks measure(Driver d) {
+            boolean emu = d.name().equals("emu");
+            long copyBytes = emu ? 1L << 22 : 1L << 30;
+            int reps = emu ? 3 : 10;
+            long a = d.malloc(copyBytes);
+            long b = d.malloc(copyBytes);
+            long start = d.createEvent();
+            long end = d.createEvent();
+            try {
+                d.memset(a, 0x3c, copyBytes);
+                double copyMs = median(d, start, end, reps, () -> d.copyDeviceToDeviceAsync(b, a, copyBytes, 0));
+                Map<DType, Double> gemm = new LinkedHashMap<>();
+                int n = emu ? 64 : 8192;
+                for (DType dt : List.of(DType.F32, DType.F16, DType.BF16)) {
+                    long bytes = (long) n * n * dt.byteSize();
+                    long ga = d.malloc(bytes);
+                    long gb = d.malloc(bytes);
+                    long gc = d.malloc(bytes);
+                    try {
+                        d.memset(ga, 0x3c, bytes);
+                        d.memset(gb, 0x3c, bytes);
+                        Gemm g = new Gemm(false, false, n, n, n, 1f, ga, n, 0, gb, n, 0, 0f, gc, n, 0, 1, dt, dt);
+                        d.gemm(g, 0);
+                        double ms = median(d, start, end, reps, () -> d.gemm(g, 0));
+                        gemm.put(dt, 2.0 * n * n * n / (ms * 1e-3));
+                    } finally {
+                        d.free(ga);
+                        d.free(gb);
+                        d.free(gc);
+                    }
+                }
+                String method = "copy " + (copyBytes >> 20) + " MiB device to device; GEMM " + n + "^3 per dtype; median of " + reps;
+                return new Peaks(d.properties().name(), 2.0 * copyBytes / (copyMs * 1e-3), gemm, method);
+            } finally {
+                d.free(a);
+                d.free(b);
+                d.destroyEvent(start);
+                d.destroyEvent(end);
+            }
+        }
+
+        private static double median(Driver d, long start, long end, int reps, Runnable work) {
+            double[] t = new double[reps];
+            for (int i = 0; i < reps; i++) {
+                d.recordEvent(start, 0);
+                work.run();
+                d.recordEvent(end, 0);
+                d.synchronize(0);
+                t[i] = d.elapsedMillis(start, end);
+            }
+            return Math.max(percentile(t, 0.5), 1e-6);
+        }
+    }
+}

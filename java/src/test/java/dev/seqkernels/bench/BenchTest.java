@@ -1,0 +1,170 @@
+package dev.seqkernels.bench;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.CapturingDriver;
+import dev.seqkernels.gpu.DeviceTensor;
+import dev.seqkernels.gpu.Driver;
+import dev.seqkernels.gpu.emu.EmuDriver;
+import dev.seqkernels.gpu.kernels.RowSumKernel;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The timing harness, its capture and replay, the floors' arithmetic, the JSON and the charts, on the emulator. */
+class BenchTest {
+    private final Driver emu = EmuDriver.instance();
+
+    /** A replay re-issues the recorded launch: a poisoned output is computed again, and frees wait for close. */
+    @Test
+    void replayRecomputesAndFreesWaitForClose() {
+        long before = emu.memoryInUse();
+        Tensor x = Tensor.of(DType.F32, new double[]{1, 2, 3, 4, 5, 6}, 2, 3);
+        float[] expected = {6, 15};
+        try (CapturingDriver capture = new CapturingDriver(emu)) {
+            DeviceTensor dx = DeviceTensor.of(capture, x);
+            DeviceTensor out = DeviceTensor.allocate(capture, DType.F32, 2);
+            new RowSumKernel(capture).sum(dx, out, 0);
+            long outPointer = out.pointer();
+            long inUse = emu.memoryInUse();
+            dx.close();
+            assertEquals(inUse, emu.memoryInUse(), "a free while recording is deferred");
+            capture.stop();
+            assertEquals(1, capture.launches());
+            assertEquals(6 * 4, capture.hostCopyBytes(), "the upload of x, counted and not replayed");
+            emu.memset(outPointer, 0xff, 8);
+            capture.replay(0);
+            Tensor back = Tensor.allocate(DType.F32, 2);
+            emu.copyDeviceToHost(back.segment(), outPointer, 8);
+            assertArrayEquals(new double[]{expected[0], expected[1]}, back.toDoubleArray());
+            out.close();
+        }
+        assertEquals(before, emu.memoryInUse(), "close frees what the recorded work used");
+    }
+
+    @Test
+    void replayingWhileRecordingIsRefused() {
+        try (CapturingDriver capture = new CapturingDriver(emu)) {
+            assertThrows(IllegalStateException.class, () -> capture.replay(0));
+        }
+    }
+
+    /** The suite's work counts, against the formulas written out by hand. */
+    @Test
+    void flopAndByteCountsFollowTheDocumentedFormulas() {
+        BenchCase lstm = BenchSuite.recurrent("t", "lstm", 100, 8, 256, DType.BF16, "fwd");
+        assertEquals(2.0 * 100 * 8 * (256 + 256) * 4 * 256, lstm.flops());
+        double whh = 4.0 * 256 * 256 * 2;
+        assertEquals(100 * whh + whh + 2.0 * 100 * 8 * 256 * 2, lstm.bytes());
+        BenchCase lstmBoth = BenchSuite.recurrent("t", "lstm", 100, 8, 256, DType.BF16, "fwd+bwd");
+        assertEquals(3 * lstm.flops(), lstmBoth.flops());
+        BenchCase causal = BenchSuite.attention("t", 4, 16, 4096, 128, true, DType.F16, "fwd");
+        assertEquals(4.0 * 4 * 16 * 4096 * 4096 * 128 / 2, causal.flops());
+        assertEquals(3.5 * causal.flops(), BenchSuite.attention("t", 4, 16, 4096, 128, true, DType.F16, "fwd+bwd").flops());
+        BenchCase decode = BenchSuite.decode("t", 2, 32, 8, 131072, 128, DType.BF16);
+        assertEquals(2.0 * 2 * 8 * 131072 * 128 * 2 + 2.0 * 2 * 32 * 128 * 2, decode.bytes());
+        assertEquals("lstm T=100 B=8 I=256 H=256 BF16 fwd", lstm.key());
+    }
+
+    @Test
+    void suitesCoverTheIssuesGridsAndSkipOnlyWithAReason() {
+        List<BenchCase> rnn = BenchSuite.cases("rnn");
+        assertEquals(3 * 4 * 4 * 2 * 2 + 4 * 4 * 2 * 2, rnn.size(), "lstm: T x B x H x dtype x pass; gru at T=100");
+        assertTrue(rnn.stream().filter(c -> c.skip() != null).allMatch(c -> (long) c.get("T") * c.get("B") * c.get("H") > 1L << 27));
+        List<BenchCase> attn = BenchSuite.cases("attn");
+        assertEquals(6 * 2 * 2 * 3 * 2 + 4, attn.size(), "L x D x causal x dtype x pass, plus decoding");
+        assertTrue(attn.stream().filter(c -> c.op().equals("sdpa")).allMatch(c -> c.get("B") * c.get("L") == 16384));
+        assertThrows(IllegalArgumentException.class, () -> BenchSuite.cases("nope"));
+    }
+
+    /** Every smoke case is timed on the emulator, its statistics ordered and its floor the documented maximum. */
+    @Test
+    void smokeSuiteTimesEveryOpOnTheEmulator() {
+        Bench bench = new Bench(emu, Bench.Options.forDriver(emu), Bench.Peaks.measure(emu));
+        for (BenchCase c : BenchSuite.cases("smoke")) {
+            BenchRow r = bench.run(c);
+            assertTrue(r.timed(), () -> c.key() + ": " + r.note());
+            assertTrue(r.reps() >= 2 && r.p10Ms() <= r.medianMs() && r.medianMs() <= r.p90Ms(), r::toString);
+            double floor = Math.max(c.flops() / bench.peaks().flopsPerSecond(c.dtype()), c.bytes() / bench.peaks().bytesPerSecond()) * 1e3;
+            assertEquals(floor, r.floorMs(), floor * 1e-12);
+            assertTrue(r.note().contains("launches"), r::note);
+        }
+    }
+
+    @Test
+    void aCaseThatCannotRunSaysWhyInsteadOfStoppingTheRun() {
+        Bench bench = new Bench(emu, Bench.Options.forDriver(emu), Bench.Peaks.measure(emu));
+        BenchCase huge = new BenchCase("t", "sdpa", Map.of("B", 1, "H", 1, "L", 8, "D", 300, "causal", 0), DType.F32, "fwd", 1, 1, null);
+        BenchRow r = bench.run(huge);
+        assertTrue(!r.timed() && r.note().startsWith("failed: "), r::note);
+        BenchRow skipped = bench.run(BenchSuite.recurrent("t", "lstm", 1000, 256, 2048, DType.F32, "fwd"));
+        assertTrue(!skipped.timed() && skipped.note().startsWith("skipped: "), skipped::note);
+    }
+
+    @Test
+    void jsonRoundTripsAndComparisonTakesTheFastestPeer(@TempDir Path dir) throws Exception {
+        BenchRow ours = row("k1", "seqkernels-emu", 2.0);
+        BenchRow slowPeer = row("k1", "torch-sdpa-math", 8.0);
+        BenchRow fastPeer = row("k1", "torch-sdpa-flash", 3.0);
+        BenchRow untimedPeer = row("k1", "torch-sdpa-cudnn", 0.0);
+        BenchReport mine = new BenchReport("dev", "emu", "2026-11-22", "seqk bench", null, List.of(ours, row("k2", "seqkernels-emu", 1)));
+        Path file = dir.resolve("ours.json");
+        mine.write(file);
+        assertEquals(mine, BenchReport.read(file));
+        List<BenchReport.Comparison> c = BenchReport.compare(mine.rows(), List.of(slowPeer, untimedPeer, fastPeer));
+        assertEquals(1, c.size(), "k2 has no peer");
+        assertEquals("torch-sdpa-flash", c.get(0).bestPeer().impl());
+        assertEquals(1.5, c.get(0).speedup(), 1e-12);
+        Files.writeString(dir.resolve("bad.json"), "{\"device\": \"x\"}");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> BenchReport.read(dir.resolve("bad.json")));
+        assertTrue(e.getMessage().contains("no \"rows\""), e::getMessage);
+    }
+
+    @Test
+    void chartsAreWrittenAsPngAndSvg(@TempDir Path dir) throws Exception {
+        Bench bench = new Bench(emu, Bench.Options.forDriver(emu), Bench.Peaks.measure(emu));
+        List<BenchRow> rows = BenchSuite.cases("smoke").stream().filter(c -> c.op().equals("sdpa")).map(bench::run).toList();
+        BenchReport report = new BenchReport("dev", "emu", "2026-11-22", "seqk bench", bench.peaks(), rows);
+        List<Path> files = BenchCharts.write(report, Optional.empty(), dir);
+        assertTrue(files.contains(dir.resolve("roofline.png")) && files.contains(dir.resolve("roofline.svg")), files::toString);
+        for (Path f : files) {
+            byte[] head = Files.readAllBytes(f);
+            if (f.toString().endsWith(".png")) {
+                assertEquals((byte) 0x89, head[0]);
+                assertEquals('P', head[1]);
+            } else {
+                assertTrue(new String(head).contains("<svg"), f::toString);
+            }
+        }
+    }
+
+    @Test
+    void benchWithoutAGpuNamesTheEmulatorAndRefusesTheCpu() throws Exception {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        PrintStream ps = new PrintStream(out, true);
+        IllegalArgumentException cpu = assertThrows(IllegalArgumentException.class,
+                () -> BenchCommand.run(List.of("--backend", "cpu"), ps, ps));
+        assertTrue(cpu.getMessage().contains("panama, jcuda or emu"), cpu::getMessage);
+        int rc = BenchCommand.run(List.of("--backend", "emu", "--suite", "smoke", "--filter", "decode"), ps, ps);
+        assertEquals(0, rc, out::toString);
+        assertTrue(out.toString().contains("decode B=1 H=4 Hkv=2 Lq=1 Lk=64 D=8 BF16 fwd"), out::toString);
+        assertNotEquals(-1, out.toString().indexOf("peaks: bandwidth"));
+    }
+
+    private static BenchRow row(String key, String impl, double ms) {
+        return new BenchRow(key, "sdpa", Map.of("L", 16), "F16", "fwd", impl, ms, ms, ms, ms > 0 ? 3 : 0, 1e9, 1e6, 0.5, "flops", "");
+    }
+}
