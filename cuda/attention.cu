@@ -1,11 +1,12 @@
 // Scaled dot-product attention, forward and backward, for AttentionGpu.java (the Attention and
 // MultiHeadAttention ops' GPU path).
 //
-// Versions: v1 (these) are plain ports of cpu/AttentionReference: one thread per query row
+// Versions: v1 (attn_*_v1) are plain ports of cpu/AttentionReference: one thread per query row
 // (forward, dq, row dot products) or per key row (dk, dv); scores are recomputed where needed and
 // the softmax is never stored; accumulators live in f32 global rows (no per-thread arrays, so no
-// spills at any head dimension). Deterministic: no atomics. Tiled tensor-core versions will sit
-// beside them and must match them.
+// spills at any head dimension). Deterministic: no atomics.
+// attn_fwd_tc (fp16/bf16, D and Dv <= 128, sm_80+) is the tiled tensor-core forward beside v1,
+// with the same masks and outputs; AttentionGpu.java chooses between them (see its javadoc).
 //
 // Layout: element (b, h, l, e) of q, k, v, out (and dout, dq, dk, dv) is at
 // b*s[0] + h*s[1] + l*s[2] + e*s[3] with the strides in AttnShape, so multi-head attention reads
@@ -14,6 +15,9 @@
 // (1 top-left, 2 bottom-right aligned to each entry's valid lengths), key and query lengths.
 // A row with no allowed key: out 0, lse -inf, no gradient.
 // Flops: forward 2*Lq*Lk*(D + Dv) per (b, h) for the useful work, times 2 for the score recompute.
+#include "arch/cp_async.cuh"
+#include "arch/mma.cuh"
+#include "arch/warp.cuh"
 #include "seqk.cuh"
 
 namespace {
@@ -217,7 +221,293 @@ __device__ void attn_bwd_dkdv_v1(const T* q, const T* k, const T* v, const float
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Tiled tensor-core forward (FlashAttention-2's loop order), fp16/bf16 storage, fp32 accumulation.
+//
+// Grid: one block per (b, h, tile of 64 query rows), 1-D: blockIdx.x = (b * Hq + h) * q_tiles + tile.
+// Block: 4 warps; warp w owns query rows 16w..16w+15 of the tile and keeps, in registers, their q
+// fragments (D padded to DMAX with zeros), the running max and sum per row, and the 16 x DMAX
+// output accumulator. The block walks the key/value rows in tiles of BN: k and v tiles go to
+// shared memory ([BN][DMAX + 8] 16-bit, the +8 keeps ldmatrix rows on distinct banks), double
+// buffered so the cp.async of tile t+1 overlaps the math of tile t. Per tile a warp computes
+// S = q k^T with mma.m16n8k16 (fp32), applies scale and masks in registers, updates the online
+// softmax, rounds P to the storage type (as FlashAttention does) and accumulates P v with mma.
+// A thread holds, per 8-column block, rows g = lane/4 and g + 8 and columns 2t, 2t+1 (t = lane%4),
+// so a row's max and sum are reduced over the 4 lanes of a quad.
+// Causal tiles wholly above the diagonal, and keys past the entry's key length, are never loaded.
+// Loads: 16-byte cp.async when `vec` (the host checked: D and Dv multiples of 8, unit column
+// stride, row strides multiples of 8 elements, 16-byte aligned bases), else element by element;
+// columns and rows outside the tensor are written as zeros (never left as garbage: 0 * NaN).
+// Flops: 4 * rows * keys * DMAX per (b, h) tile pair computed, of which D/DMAX is useful.
+namespace tc {
+
+constexpr int WARPS = 4;
+constexpr int BLOCK_M = 16 * WARPS;
+
+template <typename T>
+__device__ __forceinline__ uint16_t bits(T v) {
+    return *reinterpret_cast<const uint16_t*>(&v);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    return static_cast<uint32_t>(bits(seqk::from_float<T>(lo))) | (static_cast<uint32_t>(bits(seqk::from_float<T>(hi))) << 16);
+}
+
+__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
+    seqk::arch::mma_m16n8k16_f16(d, a, b, d);
+}
+
+__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+    seqk::arch::mma_m16n8k16_bf16(d, a, b, d);
+}
+
+/** Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD]; zeros outside. */
+template <typename T, int BN, int LD>
+__device__ void load_tile(uint16_t* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
+                          long long rows, int cols, bool vec) {
+    int chunks = (cols + 15) / 16 * 2;
+    for (int c = threadIdx.x; c < BN * chunks; c += blockDim.x) {
+        int r = c / chunks;
+        int e = (c % chunks) * 8;
+        uint16_t* d = dst + r * LD + e;
+        long long j = j0 + r;
+        if (j >= rows || e >= cols) {
+            for (int x = 0; x < 8; x++) {
+                d[x] = 0;
+            }
+            continue;
+        }
+        const T* g = src + b * st[0] + kvh * st[1] + j * st[2] + e * st[3];
+        if (vec) {
+            seqk::arch::cp_async_16(d, g);
+        } else {
+            for (int x = 0; x < 8; x++) {
+                d[x] = e + x < cols ? bits(g[x * st[3]]) : 0;
+            }
+        }
+    }
+}
+
+template <typename T, int DMAX, int BN>
+__device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* lse, const int* key_lengths,
+                            const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
+    static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
+    constexpr int LD = DMAX + 8;
+    constexpr int KS = DMAX / 16;  // k-steps of q k^T
+    constexpr int NS = BN / 8;     // 8-key column blocks of S
+    constexpr int NO = DMAX / 8;   // 8-column blocks of the output
+    SEQK_DYNAMIC_SHARED(uint16_t, smem);
+    uint16_t* k_tile[2] = {smem, smem + BN * LD};
+    uint16_t* v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+
+    long long q_tiles = (s.q_len + BLOCK_M - 1) / BLOCK_M;
+    long long bh = blockIdx.x / q_tiles;
+    long long b = bh / s.q_heads;
+    long long h = bh % s.q_heads;
+    long long kvh = h / (s.q_heads / s.kv_heads);
+    long long row0 = (blockIdx.x % q_tiles) * BLOCK_M;
+    long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+    long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    int warp = threadIdx.x / 32;
+    int lane = seqk::arch::lane_id();
+    int g = lane / 4;
+    int t = lane % 4;
+    int d = static_cast<int>(s.head_dim);
+    int dv = static_cast<int>(s.value_dim);
+    float scale = static_cast<float>(s.scale);
+
+    // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
+    long long last_row = (row0 + BLOCK_M < q_valid ? row0 + BLOCK_M : q_valid) - 1;
+    long long key_end = k_valid;
+    if (s.causal == 1) {
+        key_end = key_end < last_row + 1 ? key_end : last_row + 1;
+    } else if (s.causal == 2) {
+        long long diag = last_row + (k_valid - q_valid) + 1;
+        key_end = key_end < diag ? key_end : diag;
+    }
+    long long kv_tiles = last_row < row0 || key_end <= 0 ? 0 : (key_end + BN - 1) / BN;
+
+    // This warp's q rows as A fragments (zeros past the row count and the head dimension).
+    long long my_row[2] = {row0 + warp * 16 + g, row0 + warp * 16 + g + 8};
+    uint32_t qa[KS][4];
+SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            long long i = my_row[x % 2];
+            int col = ks * 16 + (x / 2) * 8 + 2 * t;
+            uint32_t lo = 0, hi = 0;
+            if (i < s.q_len && col < d) {
+                lo = bits(q[at(s.q_stride, b, h, i, col)]);
+            }
+            if (i < s.q_len && col + 1 < d) {
+                hi = bits(q[at(s.q_stride, b, h, i, col + 1)]);
+            }
+            qa[ks][x] = lo | (hi << 16);
+        }
+    }
+
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.0f, 0.0f};
+    float o[NO][4];
+SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    int ksteps = (d + 15) / 16;
+    int oblocks = (dv + 7) / 8;
+
+    if (kv_tiles > 0) {
+        load_tile<T, BN, LD>(k_tile[0], k, s.k_stride, b, kvh, 0, key_end, d, vec);
+        load_tile<T, BN, LD>(v_tile[0], v, s.v_stride, b, kvh, 0, key_end, dv, vec);
+        seqk::arch::cp_async_commit();
+    }
+    for (long long tile = 0; tile < kv_tiles; tile++) {
+        int buf = static_cast<int>(tile % 2);
+        if (tile + 1 < kv_tiles) {
+            load_tile<T, BN, LD>(k_tile[buf ^ 1], k, s.k_stride, b, kvh, (tile + 1) * BN, key_end, d, vec);
+            load_tile<T, BN, LD>(v_tile[buf ^ 1], v, s.v_stride, b, kvh, (tile + 1) * BN, key_end, dv, vec);
+            seqk::arch::cp_async_commit();
+            seqk::arch::cp_async_wait<1>();
+        } else {
+            seqk::arch::cp_async_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t* kt = k_tile[buf];
+        const uint16_t* vt = v_tile[buf];
+        long long j0 = tile * BN;
+
+        float sc[NS][4];
+SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        }
+SEQK_UNROLL
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksteps) {
+SEQK_UNROLL
+                for (int n = 0; n < NS; n += 2) {
+                    // Matrices: keys 8n.. at columns 16ks and 16ks+8, then keys 8(n+1).. at both.
+                    int key = n * 8 + (lane / 16) * 8 + lane % 8;
+                    int col = ks * 16 + ((lane / 8) % 2) * 8;
+                    uint32_t kb[4];
+                    seqk::arch::ldmatrix_x4(kb, kt + key * LD + col);
+                    mma(sc[n], qa[ks], kb, T{});
+                    mma(sc[n + 1], qa[ks], kb + 2, T{});
+                }
+            }
+        }
+
+        // Scale and masks in registers, then the online softmax for this thread's two rows.
+SEQK_UNROLL
+        for (int r = 0; r < 2; r++) {
+            long long i = my_row[r];
+            float mx = -INFINITY;
+SEQK_UNROLL
+            for (int n = 0; n < NS; n++) {
+SEQK_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    long long j = j0 + n * 8 + 2 * t + e;
+                    bool blocked = j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) ||
+                                   (s.causal == 2 && j > i + (k_valid - q_valid));
+                    float add = 0.0f;
+                    if (!blocked && bias0) {
+                        add += bias0[at(s.bias_stride[0], b, h, i, j)];
+                    }
+                    if (!blocked && bias1) {
+                        add += bias1[at(s.bias_stride[1], b, h, i, j)];
+                    }
+                    float x = blocked || add == -INFINITY ? -INFINITY : scale * sc[n][2 * r + e] + add;
+                    sc[n][2 * r + e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            }
+            mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
+            float m_new = fmaxf(m[r], mx);
+            float base = m_new == -INFINITY ? 0.0f : m_new;
+            float corr = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
+            float sum = 0.0f;
+SEQK_UNROLL
+            for (int n = 0; n < NS; n++) {
+SEQK_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    float p = expf(sc[n][2 * r + e] - base);
+                    sc[n][2 * r + e] = p;
+                    sum += p;
+                }
+            }
+            l[r] = l[r] * corr + sum;
+            m[r] = m_new;
+SEQK_UNROLL
+            for (int n = 0; n < NO; n++) {
+                o[n][2 * r] *= corr;
+                o[n][2 * r + 1] *= corr;
+            }
+        }
+
+        // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
+SEQK_UNROLL
+        for (int kk = 0; kk < BN / 16; kk++) {
+            uint32_t pa[4] = {pack<T>(sc[2 * kk][0], sc[2 * kk][1]), pack<T>(sc[2 * kk][2], sc[2 * kk][3]),
+                              pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+SEQK_UNROLL
+            for (int n = 0; n < NO; n++) {
+                if (n < oblocks) {
+                    uint32_t vb[2];
+                    seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                    mma(o[n], pa, vb, T{});
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with this buffer before the next load refills it
+    }
+
+SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 2);
+        long long i = my_row[r];
+        if (i >= s.q_len) {
+            continue;
+        }
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                int col = n * 8 + 2 * t + e;
+                if (col < dv) {
+                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(o[n][2 * r + e] * inv);
+                }
+            }
+        }
+        if (t == 0) {
+            lse[(b * s.q_heads + h) * s.q_len + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+        }
+    }
+}
+
+}  // namespace tc
+
 }  // namespace
+
+#define SEQK_ATTENTION_TC(suffix, T, DMAX, BN)                                                                           \
+    extern "C" __global__ void attn_fwd_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, T* out, float* lse,    \
+                                                           const int* key_lengths, const int* query_lengths,            \
+                                                           const float* bias0, const float* bias1, AttnShape shape,     \
+                                                           int vec) {                                                   \
+        tc::attn_fwd_tc<T, DMAX, BN>(q, k, v, out, lse, key_lengths, query_lengths, bias0, bias1, shape, vec != 0);     \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_tc##DMAX##_##suffix)
+
+// Shared memory: 2 buffers x (k + v) x BN x (DMAX + 8) x 2 bytes = 36,864 (64/64) and 34,816 (128/32).
+SEQK_ATTENTION_TC(f16, __half, 64, 64);
+SEQK_ATTENTION_TC(f16, __half, 128, 32);
+SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 64, 64);
+SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32);
 
 #define SEQK_ATTENTION(suffix, T)                                                                                        \
     extern "C" __global__ void attn_fwd_##suffix(const T* q, const T* k, const T* v, T* out, float* lse, float* acc,   \

@@ -9,6 +9,8 @@
 #define SEQK_KERNEL(name) SEQK_EMU_REGISTER(name)
 // A pointer to the launch's dynamic shared memory, typed.
 #define SEQK_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::seqk_emu::dynamic_shared())
+// Loops over register arrays must be unrolled on the GPU (or the arrays go to local memory); g++ needs no hint.
+#define SEQK_UNROLL
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -16,6 +18,7 @@
 #define SEQK_DYNAMIC_SHARED(type, name)             \
     extern __shared__ unsigned char seqk_dynamic_smem_[]; \
     type* name = reinterpret_cast<type*>(seqk_dynamic_smem_)
+#define SEQK_UNROLL _Pragma("unroll")
 #endif
 
 namespace seqk {

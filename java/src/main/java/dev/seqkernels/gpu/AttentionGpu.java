@@ -16,12 +16,25 @@ import java.util.Map;
 
 /**
  * The GPU path of Attention and MultiHeadAttention, written once against {@link Driver}, with
- * cuda/attention.cu's v1 kernels. Masks become f32 additive biases (-inf blocks) with broadcast
+ * cuda/attention.cu's kernels. Masks become f32 additive biases (-inf blocks) with broadcast
  * strides; multi-head attention projects with GEMMs into [B*L, E] buffers that the attention
  * kernels read and write through head strides (no transposes), all in F32.
+ *
+ * <p>Forward kernel selection ({@link #forwardKernel}): the tiled tensor-core kernel
+ * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
+ * is F16 or BF16 and the device is sm_80 or newer; v1 otherwise (F32 storage, which includes
+ * multi-head attention's F32 interior; D or Dv above 128; older GPUs). Backward is v1 in every case
+ * and recomputes from the LSE either forward wrote.
  */
 final class AttentionGpu {
     private static final int THREADS = 128;
+    /** Query rows per block of the tensor-core forward (4 warps x 16). */
+    private static final int TC_ROWS = 64;
+
+    /** AUTO: the selection rule above; V1: always the plain port (tests compare the two). */
+    enum ForwardChoice { AUTO, V1 }
+
+    private volatile ForwardChoice forwardChoice = ForwardChoice.AUTO;
 
     private final Driver driver;
     private final long module;
@@ -36,6 +49,34 @@ final class AttentionGpu {
 
     private long fn(String name, DType dt) {
         return functions.computeIfAbsent(name + "_" + RecurrentGpu.suffix(dt), n -> driver.function(module, n));
+    }
+
+    void forwardChoice(ForwardChoice choice) {
+        forwardChoice = choice;
+    }
+
+    /** The forward kernel's name (without the dtype suffix): the selection rule in the class comment. */
+    static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, ForwardChoice choice) {
+        boolean tensorCores = (dt == DType.F16 || dt == DType.BF16) && computeMajor >= 8 && choice == ForwardChoice.AUTO;
+        int widest = Math.max(headDim, valueDim);
+        if (!tensorCores || widest > 128) {
+            return "attn_fwd";
+        }
+        return widest <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128";
+    }
+
+    /**
+     * Whether the tensor-core forward may load k and v in 16-byte chunks: every row of D and Dv
+     * elements starts 16-byte aligned and is contiguous.
+     */
+    private static boolean sixteenByteRows(Geometry g, DeviceTensor k, DeviceTensor v) {
+        return g.headDim() % 8 == 0 && g.valueDim() % 8 == 0 && alignedRows(g.k(), k) && alignedRows(g.v(), v);
+    }
+
+    private static boolean alignedRows(long[] strides, DeviceTensor t) {
+        long bytes = t.dtype().byteSize();
+        return strides[3] == 1 && (t.pointer() % 16) == 0 && (strides[0] * bytes) % 16 == 0 && (strides[1] * bytes) % 16 == 0
+                && (strides[2] * bytes) % 16 == 0;
     }
 
     private long utilFn(String name) {
@@ -162,6 +203,22 @@ final class AttentionGpu {
     /** out (dt, with g.o strides), lse [rows] f32. */
     private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp) {
         Geometry g = sv.g();
+        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), forwardChoice);
+        if (!kernel.equals("attn_fwd")) {
+            int dmax = kernel.equals("attn_fwd_tc64") ? 64 : 128;
+            int keysPerTile = dmax == 64 ? 64 : 32;
+            int shared = 2 * 2 * keysPerTile * (dmax + 8) * 2;
+            long blocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
+            if (blocks > Integer.MAX_VALUE) {
+                throw new SeqkException.Unsupported("attention: " + blocks + " blocks of query rows exceed one launch");
+            }
+            driver.launch(fn(kernel, dt), Dim3.of((int) blocks), Dim3.of(128), shared, 0, new KernelArgs()
+                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
+                    .pointer(sv.lse().pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                    .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))
+                    .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())).i32(sixteenByteRows(g, sv.k(), sv.v()) ? 1 : 0));
+            return;
+        }
         DeviceTensor acc = temp.allocate(DType.F32, g.rows(), g.valueDim());
         driver.launch(fn("attn_fwd", dt), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())

@@ -29,6 +29,11 @@ public final class GpuBackend implements Backend {
         this.attention = new AttentionGpu(driver);
     }
 
+    /** The attention path, for tests that pin its kernel choice. */
+    AttentionGpu attentionPath() {
+        return attention;
+    }
+
     /** The binding this backend launches on. */
     public Driver driver() {
         return driver;

@@ -59,6 +59,132 @@ class AttentionGpuTest {
         compare(DType.F32, data, CausalAlignment.NONE, 0.3, Attention.inputs(q, k, v).mask(Mask.additive(add)), q, k, v);
     }
 
+    /** Both sides of every condition of the forward kernel choice. */
+    @Test
+    void forwardKernelSelectionRule() {
+        var auto = AttentionGpu.ForwardChoice.AUTO;
+        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.BF16, 64, 64, 9, auto));
+        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.F16, 59, 24, 8, auto));
+        assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.F16, 64, 65, 8, auto));
+        assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.BF16, 128, 128, 9, auto));
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 129, 64, 9, auto), "D above 128");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 64, 129, 9, auto), "Dv above 128");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F32, 64, 64, 9, auto), "F32 storage");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 7, auto), "no mma.m16n8k16 before sm_80");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 9, AttentionGpu.ForwardChoice.V1), "pinned to v1");
+    }
+
+    /**
+     * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128, aligned) and
+     * element loads (D = 40, Dv = 24), several query and key tiles, causal alignments, lengths, GQA
+     * and an additive mask. Each against the double reference by the tolerance table and by
+     * FlashAttention's rule (error at most 2x a plain same-precision implementation's), and against v1.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F16", "BF16"})
+    void tensorCoreForwardMatchesReferenceV1AndTheTwoTimesRule(DType dtype) {
+        TestData data = new TestData();
+        tensorCoreCase(data, dtype, 2, 4, 2, 100, 200, 64, 64, CausalAlignment.BOTTOM_RIGHT, new int[]{200, 77}, new int[]{100, 90}, false);
+        tensorCoreCase(data, dtype, 1, 2, 2, 70, 130, 128, 128, CausalAlignment.NONE, null, null, true);
+        tensorCoreCase(data, dtype, 1, 3, 1, 65, 33, 40, 24, CausalAlignment.TOP_LEFT, new int[]{30}, null, false);
+    }
+
+    private static void tensorCoreCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
+                                       CausalAlignment causal, int[] keyLengths, int[] queryLengths, boolean additiveMask) {
+        Tensor q = data.tensor(dtype, 1, batch, hq, lq, d);
+        Tensor k = data.tensor(dtype, 1, batch, hkv, lk, d);
+        Tensor v = data.tensor(dtype, 1, batch, hkv, lk, dv);
+        Tensor add = additiveMask ? data.tensor(DType.F32, 1, lq, lk) : null;
+        GpuBackend tensorCores = new GpuBackend(EmuDriver.instance());
+        GpuBackend plainPort = new GpuBackend(EmuDriver.instance());
+        plainPort.attentionPath().forwardChoice(AttentionGpu.ForwardChoice.V1);
+        assertEquals(d <= 64 && dv <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128",
+                AttentionGpu.forwardKernel(dtype, d, dv, EmuDriver.instance().properties().computeMajor(), AttentionGpu.ForwardChoice.AUTO));
+        String tag = "tc " + dtype + " D=" + d + " Dv=" + dv + " Lq=" + lq + " Lk=" + lk + " " + causal + " " + data;
+        Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths);
+        Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(keyLengths)
+                .queryLengths(queryLengths);
+        if (add != null) {
+            in.mask(Mask.additive(add));
+            ref.mask(Mask.additive(add.to(DType.F64)));
+        }
+        try (AttentionResult got = Attention.builder().causal(causal).backend(tensorCores).build().forward(in);
+             AttentionResult v1 = Attention.builder().causal(causal).backend(plainPort).build().forward(in);
+             AttentionResult want = Attention.builder().causal(causal).backend("cpu").build().forward(ref)) {
+            check(tag + " out", got.out(), want.out(), dtype);
+            check(tag + " lse", got.lse(), want.lse(), DType.F32);
+            check(tag + " out vs v1", got.out(), v1.out(), dtype);
+            double ours = relL2(got.out(), want.out());
+            double plain = relL2(plainSamePrecision(dtype, q, k, v, add, causal, keyLengths, queryLengths), want.out());
+            assertTrue(ours <= 2 * plain, tag + ": error " + ours + " is above 2x the plain " + dtype + " implementation's " + plain);
+        }
+    }
+
+    private static double relL2(Tensor got, Tensor ref) {
+        double[] a = got.toDoubleArray();
+        double[] b = ref.toDoubleArray();
+        double num = 0;
+        double den = 0;
+        for (int i = 0; i < a.length; i++) {
+            num += (a[i] - b[i]) * (a[i] - b[i]);
+            den += b[i] * b[i];
+        }
+        return Math.sqrt(num / den);
+    }
+
+    /**
+     * Attention the naive way in the storage type, as PyTorch's math path does: scores, scaled
+     * scores, probabilities and the output each rounded to the dtype (sums in double).
+     */
+    private static Tensor plainSamePrecision(DType dt, Tensor q, Tensor k, Tensor v, Tensor add, CausalAlignment causal,
+                                             int[] keyLengths, int[] queryLengths) {
+        int batch = (int) q.size(0), hq = (int) q.size(1), lq = (int) q.size(2), d = (int) q.size(3);
+        int hkv = (int) k.size(1), lk = (int) k.size(2), dv = (int) v.size(3);
+        double scale = 1 / Math.sqrt(d);
+        Tensor out = Tensor.allocate(DType.F64, batch, hq, lq, dv);
+        for (int b = 0; b < batch; b++) {
+            int kValid = keyLengths == null ? lk : keyLengths[b];
+            int qValid = queryLengths == null ? lq : queryLengths[b];
+            for (int h = 0; h < hq; h++) {
+                int kh = h / (hq / hkv);
+                for (int i = 0; i < lq; i++) {
+                    double[] p = new double[lk];
+                    double max = Double.NEGATIVE_INFINITY;
+                    for (int j = 0; j < lk; j++) {
+                        boolean allowed = j < kValid && i < qValid && causal.allows(i, j, qValid, kValid);
+                        if (!allowed) {
+                            p[j] = Double.NEGATIVE_INFINITY;
+                            continue;
+                        }
+                        double dot = 0;
+                        for (int e = 0; e < d; e++) {
+                            dot += q.get(b, h, i, e) * k.get(b, kh, j, e);
+                        }
+                        double sc = dev.seqkernels.Rounding.roundTo(dt, dev.seqkernels.Rounding.roundTo(dt, dot) * scale);
+                        p[j] = add == null ? sc : dev.seqkernels.Rounding.roundTo(dt, sc + add.get(i, j));
+                        max = Math.max(max, p[j]);
+                    }
+                    double sum = 0;
+                    for (int j = 0; j < lk; j++) {
+                        p[j] = max == Double.NEGATIVE_INFINITY ? 0 : Math.exp(p[j] - max);
+                        sum += p[j];
+                    }
+                    for (int j = 0; j < lk; j++) {
+                        p[j] = sum == 0 ? 0 : dev.seqkernels.Rounding.roundTo(dt, p[j] / sum);
+                    }
+                    for (int e = 0; e < dv; e++) {
+                        double o = 0;
+                        for (int j = 0; j < lk; j++) {
+                            o += p[j] * v.get(b, kh, j, e);
+                        }
+                        out.set(dev.seqkernels.Rounding.roundTo(dt, o), b, h, i, e);
+                    }
+                }
+            }
+        }
+        return out;
+    }
+
     /** 256 is the largest head dimension the kernels take: it matches the reference, and 257 is refused before any upload. */
     @Test
     void headDimensionsUpTo256RunAndAbove256AreRefused() {
