@@ -492,7 +492,177 @@ SEQK_UNROLL
 
 }  // namespace tc
 
+
+// ---------------------------------------------------------------------------------------------
+// Split-KV forward for decoding (few query rows, long key ranges: FlashDecoding's scheme), any
+// storage type, D and Dv up to 256.
+//
+// attn_fwd_split: grid = (b, kv head, group of 4 query rows, key split), 1-D as
+// ((b * Hkv + kvh) * row_groups + group) * splits + split. The query rows of a kv head are the Lq
+// rows of each of its Hq/Hkv query heads; warp w of the block owns row 4 * group + w of them, so the
+// 4 warps read the same k and v rows (through L1) and a GQA group's k and v are read once per split.
+// A warp walks the keys of its split one at a time: lanes hold D/32 elements of q and Dv/32 of the
+// output accumulator (lane + 32x), the score is a butterfly sum over the warp, then the online
+// softmax. It writes its split's normalized partial output and partial LSE (f32 scratch).
+// attn_fwd_combine: one thread per (row, value column): weights exp(lse_s - max_s lse_s) over the
+// splits give the output and the LSE; a row with no allowed key in any split gives 0 and -inf.
+// Bytes: k and v once per split group, the partials (splits * rows * (Dv + 1) * 4) twice.
+namespace split {
+
+constexpr int ROWS_PER_BLOCK = 4;
+
+template <typename T, int DMAX>
+__device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_out, float* part_lse, const int* key_lengths,
+                               const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s,
+                               long long keys_per_split, long long splits) {
+    constexpr int PER_LANE = DMAX / 32;
+    long long group_rows = (s.q_heads / s.kv_heads) * s.q_len;
+    long long row_groups = (group_rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    long long split = blockIdx.x % splits;
+    long long rest = blockIdx.x / splits;
+    long long group = rest % row_groups;
+    long long kvh = (rest / row_groups) % s.kv_heads;
+    long long b = rest / (row_groups * s.kv_heads);
+    long long local = group * ROWS_PER_BLOCK + threadIdx.x / 32;
+    if (local >= group_rows) {
+        return;  // a whole warp leaves: no later shuffle waits for it
+    }
+    int lane = seqk::arch::lane_id();
+    long long h = kvh * (s.q_heads / s.kv_heads) + local / s.q_len;
+    long long i = local % s.q_len;
+    long long row = (b * s.q_heads + h) * s.q_len + i;
+    long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+    long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    float scale = static_cast<float>(s.scale);
+
+    float qv[PER_LANE];
+    float o[PER_LANE];
+    SEQK_UNROLL
+    for (int x = 0; x < PER_LANE; x++) {
+        long long e = lane + 32 * x;
+        qv[x] = e < s.head_dim ? seqk::to_float(q[at(s.q_stride, b, h, i, e)]) : 0.0f;
+        o[x] = 0.0f;
+    }
+    float m = -INFINITY;
+    float l = 0.0f;
+    long long j_end = (split + 1) * keys_per_split < s.kv_len ? (split + 1) * keys_per_split : s.kv_len;
+    for (long long j = split * keys_per_split; j < j_end; j++) {
+        bool blocked = j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) ||
+                       (s.causal == 2 && j > i + (k_valid - q_valid));
+        if (blocked) {
+            continue;  // uniform over the warp: every lane has the same row and key
+        }
+        float add = 0.0f;
+        if (bias0) {
+            add += bias0[at(s.bias_stride[0], b, h, i, j)];
+        }
+        if (bias1) {
+            add += bias1[at(s.bias_stride[1], b, h, i, j)];
+        }
+        if (add == -INFINITY) {
+            continue;
+        }
+        float dot = 0.0f;
+        SEQK_UNROLL
+        for (int x = 0; x < PER_LANE; x++) {
+            long long e = lane + 32 * x;
+            if (e < s.head_dim) {
+                dot += qv[x] * seqk::to_float(k[at(s.k_stride, b, kvh, j, e)]);
+            }
+        }
+        SEQK_UNROLL
+        for (int off = 16; off > 0; off /= 2) {
+            dot += seqk::arch::shfl_xor(0xffffffffu, dot, off);
+        }
+        float score = scale * dot + add;
+        float m_new = fmaxf(m, score);
+        float corr = expf(m - m_new);
+        float p = expf(score - m_new);
+        l = l * corr + p;
+        m = m_new;
+        SEQK_UNROLL
+        for (int x = 0; x < PER_LANE; x++) {
+            long long e = lane + 32 * x;
+            float ve = e < s.value_dim ? seqk::to_float(v[at(s.v_stride, b, kvh, j, e)]) : 0.0f;
+            o[x] = o[x] * corr + p * ve;
+        }
+    }
+    long long rows = s.batch * s.q_heads * s.q_len;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    SEQK_UNROLL
+    for (int x = 0; x < PER_LANE; x++) {
+        long long e = lane + 32 * x;
+        if (e < s.value_dim) {
+            part_out[(split * rows + row) * s.value_dim + e] = o[x] * inv;
+        }
+    }
+    if (lane == 0) {
+        part_lse[split * rows + row] = l > 0.0f ? m + logf(l) : -INFINITY;
+    }
+}
+
+template <typename T>
+__device__ void attn_fwd_combine(const float* part_out, const float* part_lse, T* out, float* lse, const AttnShape& s,
+                                 long long splits) {
+    long long rows = s.batch * s.q_heads * s.q_len;
+    long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= rows * s.value_dim) {
+        return;
+    }
+    long long row = idx / s.value_dim;
+    long long e = idx % s.value_dim;
+    float mx = -INFINITY;
+    for (long long sp = 0; sp < splits; sp++) {
+        mx = fmaxf(mx, part_lse[sp * rows + row]);
+    }
+    float sum = 0.0f;
+    float acc = 0.0f;
+    if (mx != -INFINITY) {
+        for (long long sp = 0; sp < splits; sp++) {
+            float w = expf(part_lse[sp * rows + row] - mx);
+            sum += w;
+            acc += w * part_out[(sp * rows + row) * s.value_dim + e];
+        }
+    }
+    long long i = row % s.q_len;
+    long long h = (row / s.q_len) % s.q_heads;
+    long long b = row / (s.q_len * s.q_heads);
+    out[at(s.o_stride, b, h, i, e)] = seqk::from_float<T>(sum > 0.0f ? acc / sum : 0.0f);
+    if (e == 0) {
+        lse[row] = sum > 0.0f ? mx + logf(sum) : -INFINITY;
+    }
+}
+
+}  // namespace split
+
 }  // namespace
+
+#define SEQK_ATTENTION_SPLIT(suffix, T)                                                                                  \
+    extern "C" __global__ void attn_fwd_split_##suffix(const T* q, const T* k, const T* v, float* part_out,            \
+                                                       float* part_lse, const int* key_lengths, const int* query_lengths,\
+                                                       const float* bias0, const float* bias1, AttnShape shape,         \
+                                                       long long keys_per_split, long long splits) {                    \
+        if (shape.head_dim <= 64 && shape.value_dim <= 64) {                                                             \
+            split::attn_fwd_split<T, 64>(q, k, v, part_out, part_lse, key_lengths, query_lengths, bias0, bias1, shape,    \
+                                         keys_per_split, splits);                                                        \
+        } else if (shape.head_dim <= 128 && shape.value_dim <= 128) {                                                    \
+            split::attn_fwd_split<T, 128>(q, k, v, part_out, part_lse, key_lengths, query_lengths, bias0, bias1, shape,   \
+                                          keys_per_split, splits);                                                       \
+        } else {                                                                                                         \
+            split::attn_fwd_split<T, 256>(q, k, v, part_out, part_lse, key_lengths, query_lengths, bias0, bias1, shape,   \
+                                          keys_per_split, splits);                                                       \
+        }                                                                                                                \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_split_##suffix);                                                                                \
+    extern "C" __global__ void attn_fwd_combine_##suffix(const float* part_out, const float* part_lse, T* out,          \
+                                                         float* lse, AttnShape shape, long long splits) {               \
+        split::attn_fwd_combine<T>(part_out, part_lse, out, lse, shape, splits);                                         \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_combine_##suffix)
+
+SEQK_ATTENTION_SPLIT(f32, float);
+SEQK_ATTENTION_SPLIT(f16, __half);
+SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
 
 #define SEQK_ATTENTION_TC(suffix, T, DMAX, BN)                                                                           \
     extern "C" __global__ void attn_fwd_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, T* out, float* lse,    \

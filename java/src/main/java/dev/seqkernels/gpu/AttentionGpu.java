@@ -20,7 +20,10 @@ import java.util.Map;
  * strides; multi-head attention projects with GEMMs into [B*L, E] buffers that the attention
  * kernels read and write through head strides (no transposes), all in F32.
  *
- * <p>Forward kernel selection ({@link #forwardKernel}): the tiled tensor-core kernel
+ * <p>Forward kernel selection: decoding shapes (Lq &lt;= 16 and Lk &gt;= 1024, any dtype, D and Dv up
+ * to 256) take split-KV ({@link #splitPlan}: {@code attn_fwd_split} over enough key splits for
+ * about two blocks per multiprocessor, then {@code attn_fwd_combine}). Otherwise
+ * ({@link #forwardKernel}) the tiled tensor-core kernel
  * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
  * is F16 or BF16 and the device is sm_80 or newer; v1 otherwise (F32 storage, which includes
  * multi-head attention's F32 interior; D or Dv above 128; older GPUs). Backward is v1 in every case
@@ -63,6 +66,29 @@ final class AttentionGpu {
             return "attn_fwd";
         }
         return widest <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128";
+    }
+
+    /** How split-KV cuts the key range: {@code splits} ranges of {@code keysPerSplit} keys (the last may be shorter). */
+    record SplitPlan(long keysPerSplit, long splits) {
+    }
+
+    /** Query rows one split-KV block handles (one per warp). */
+    private static final int SPLIT_ROWS_PER_BLOCK = 4;
+
+    /**
+     * Split-KV for decoding: Lq &lt;= 16 and Lk &gt;= 1024 (AUTO only), with as many splits (at least
+     * 256 keys each) as give about two blocks per multiprocessor; null when the rule does not apply.
+     */
+    static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, ForwardChoice choice) {
+        if (choice != ForwardChoice.AUTO || qLen > 16 || kvLen < 1024) {
+            return null;
+        }
+        long rowGroups = ((long) qHeads / kvHeads * qLen + SPLIT_ROWS_PER_BLOCK - 1) / SPLIT_ROWS_PER_BLOCK;
+        long blocksPerSplit = (long) batch * kvHeads * rowGroups;
+        long wanted = (2L * Math.max(1, multiprocessors) + blocksPerSplit - 1) / blocksPerSplit;
+        long splits = Math.max(1, Math.min(wanted, kvLen / 256));
+        long keysPerSplit = (kvLen + splits - 1) / splits;
+        return new SplitPlan(keysPerSplit, (kvLen + keysPerSplit - 1) / keysPerSplit);
     }
 
     /**
@@ -200,9 +226,35 @@ final class AttentionGpu {
         return Dim3.of((int) Math.max(1, (n + THREADS - 1) / THREADS));
     }
 
+    private void runSplitForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, SplitPlan plan) {
+        Geometry g = sv.g();
+        long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
+        DeviceTensor partOut = temp.allocate(DType.F32, plan.splits(), g.rows(), g.valueDim());
+        DeviceTensor partLse = temp.allocate(DType.F32, plan.splits(), g.rows());
+        long rowGroups = ((long) g.qHeads() / g.kvHeads() * g.qLen() + SPLIT_ROWS_PER_BLOCK - 1) / SPLIT_ROWS_PER_BLOCK;
+        long blocks = (long) g.batch() * g.kvHeads() * rowGroups * plan.splits();
+        if (blocks > Integer.MAX_VALUE) {
+            throw new SeqkException.Unsupported("attention: " + blocks + " split-KV blocks exceed one launch");
+        }
+        driver.launch(fn("attn_fwd_split", dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), 0, 0, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(partOut.pointer())
+                .pointer(partLse.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i64(plan.keysPerSplit())
+                .i64(plan.splits()));
+        driver.launch(fn("attn_fwd_combine", dt), grid(g.rows() * g.valueDim()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(partOut.pointer()).pointer(partLse.pointer()).pointer(out.pointer()).pointer(sv.lse().pointer())
+                .struct(words).i64(plan.splits()));
+    }
+
     /** out (dt, with g.o strides), lse [rows] f32. */
     private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp) {
         Geometry g = sv.g();
+        SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
+                forwardChoice);
+        if (plan != null) {
+            runSplitForward(dt, sv, out, temp, plan);
+            return;
+        }
         String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), forwardChoice);
         if (!kernel.equals("attn_fwd")) {
             int dmax = kernel.equals("attn_fwd_tc64") ? 64 : 128;

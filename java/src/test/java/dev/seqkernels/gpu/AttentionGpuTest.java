@@ -185,6 +185,43 @@ class AttentionGpuTest {
         return out;
     }
 
+    /** Split-KV's rule on both sides of each bound, and its cut for a long decode on a 132-SM GPU. */
+    @Test
+    void splitKvSelectionRule() {
+        var auto = AttentionGpu.ForwardChoice.AUTO;
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 17, 4096, 132, auto), "Lq above 16");
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 16, 1023, 132, auto), "Lk below 1024");
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 1, 4096, 132, AttentionGpu.ForwardChoice.V1), "pinned to v1");
+        AttentionGpu.SplitPlan decode = AttentionGpu.splitPlan(2, 32, 8, 1, 131072, 132, auto);
+        assertEquals(17, decode.splits(), "2 x 8 kv heads x 1 row group = 16 blocks per split; 2 x 132 / 16 -> 17");
+        assertEquals(7711, decode.keysPerSplit());
+        AttentionGpu.SplitPlan short16 = AttentionGpu.splitPlan(1, 1, 1, 16, 1024, 132, auto);
+        assertEquals(4, short16.splits(), "at least 256 keys per split");
+        AttentionGpu.SplitPlan busy = AttentionGpu.splitPlan(64, 32, 32, 1, 2048, 132, auto);
+        assertEquals(1, busy.splits(), "2048 blocks already fill the GPU");
+    }
+
+    /** Split-KV decoding on the emulator, forward (and v1's backward from its LSE) against the reference. */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16", "BF16"})
+    void splitKvDecodingMatchesReference(DType dtype) {
+        TestData data = new TestData();
+        int sms = EmuDriver.instance().properties().multiprocessors();
+        assertTrue(AttentionGpu.splitPlan(1, 4, 1, 1, 1500, sms, AttentionGpu.ForwardChoice.AUTO).splits() >= 2,
+                "the first case must really split on the emulator");
+        Tensor q = data.tensor(dtype, 1, 1, 4, 1, 128);
+        Tensor k = data.tensor(dtype, 1, 1, 1, 1500, 128);
+        Tensor v = data.tensor(dtype, 1, 1, 1, 1500, 128);
+        compare(dtype, data, CausalAlignment.NONE, Double.NaN, Attention.inputs(q, k, v), q, k, v);
+
+        Tensor q2 = data.tensor(dtype, 1, 3, 4, 5, 59);
+        Tensor k2 = data.tensor(dtype, 1, 3, 2, 1100, 59);
+        Tensor v2 = data.tensor(dtype, 1, 3, 2, 1100, 24);
+        Tensor add = data.tensor(DType.F32, 1, 5, 1100);
+        compare(dtype, data, CausalAlignment.BOTTOM_RIGHT, Double.NaN, Attention.inputs(q2, k2, v2).mask(Mask.additive(add))
+                .keyLengths(new int[]{1100, 300, 0}).queryLengths(new int[]{5, 3, 5}), q2, k2, v2);
+    }
+
     /** 256 is the largest head dimension the kernels take: it matches the reference, and 257 is refused before any upload. */
     @Test
     void headDimensionsUpTo256RunAndAbove256AreRefused() {
