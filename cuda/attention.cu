@@ -263,19 +263,27 @@ __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint3
     seqk::arch::mma_m16n8k16_bf16(d, a, b, d);
 }
 
-/** Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD]; zeros outside. */
-template <typename T, int BN, int LD>
-__device__ void load_tile(uint16_t* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
+__device__ __forceinline__ uint16_t raw(__half v) { return bits(v); }
+__device__ __forceinline__ uint16_t raw(__nv_bfloat16 v) { return bits(v); }
+__device__ __forceinline__ float raw(float v) { return v; }
+
+/**
+ * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
+ * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec`.
+ */
+template <typename T, typename R, int BN, int LD>
+__device__ void load_tile(R* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
                           long long rows, int cols, bool vec) {
-    int chunks = (cols + 15) / 16 * 2;
+    constexpr int PER_CHUNK = 16 / sizeof(T);
+    int chunks = (cols + 15) / 16 * (16 / PER_CHUNK);
     for (int c = threadIdx.x; c < BN * chunks; c += blockDim.x) {
         int r = c / chunks;
-        int e = (c % chunks) * 8;
-        uint16_t* d = dst + r * LD + e;
+        int e = (c % chunks) * PER_CHUNK;
+        R* d = dst + r * LD + e;
         long long j = j0 + r;
         if (j >= rows || e >= cols) {
-            for (int x = 0; x < 8; x++) {
-                d[x] = 0;
+            for (int x = 0; x < PER_CHUNK; x++) {
+                d[x] = R(0);
             }
             continue;
         }
@@ -283,11 +291,115 @@ __device__ void load_tile(uint16_t* dst, const T* src, const long long* st, long
         if (vec) {
             seqk::arch::cp_async_16(d, g);
         } else {
-            for (int x = 0; x < 8; x++) {
-                d[x] = e + x < cols ? bits(g[x * st[3]]) : 0;
+            for (int x = 0; x < PER_CHUNK; x++) {
+                d[x] = e + x < cols ? raw(g[x * st[3]]) : R(0);
             }
         }
     }
+}
+
+/**
+ * Scales and masks a warp's 16 x 8*NS score fragments (rows my_row, keys from j0), then updates
+ * the running max m, sum l and output o of the thread's two rows (the online softmax); leaves the
+ * unnormalized probabilities in sc. Blocked entries are -inf, never read out of bounds.
+ */
+template <int NS, int NO>
+__device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
+                                               const long long (&my_row)[2], long long j0, int t, long long b, long long h,
+                                               long long k_valid, long long q_valid, float scale, const float* bias0,
+                                               const float* bias1, const AttnShape& s) {
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        long long i = my_row[r];
+        float mx = -INFINITY;
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                long long j = j0 + n * 8 + 2 * t + e;
+                bool blocked = j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) ||
+                               (s.causal == 2 && j > i + (k_valid - q_valid));
+                float add = 0.0f;
+                if (!blocked && bias0) {
+                    add += bias0[at(s.bias_stride[0], b, h, i, j)];
+                }
+                if (!blocked && bias1) {
+                    add += bias1[at(s.bias_stride[1], b, h, i, j)];
+                }
+                float x = blocked || add == -INFINITY ? -INFINITY : scale * sc[n][2 * r + e] + add;
+                sc[n][2 * r + e] = x;
+                mx = fmaxf(mx, x);
+            }
+        }
+        mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
+        float m_new = fmaxf(m[r], mx);
+        float base = m_new == -INFINITY ? 0.0f : m_new;
+        float corr = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
+        float sum = 0.0f;
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                float p = expf(sc[n][2 * r + e] - base);
+                sc[n][2 * r + e] = p;
+                sum += p;
+            }
+        }
+        l[r] = l[r] * corr + sum;
+        m[r] = m_new;
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            o[n][2 * r] *= corr;
+            o[n][2 * r + 1] *= corr;
+        }
+    }
+}
+
+/** The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf then). */
+template <typename T, int NO>
+__device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
+                                           int t, long long b, long long h, T* out, float* lse, const AttnShape& s) {
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 2);
+        long long i = my_row[r];
+        if (i >= s.q_len) {
+            continue;
+        }
+        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                int col = n * 8 + 2 * t + e;
+                if (col < s.value_dim) {
+                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(o[n][2 * r + e] * inv);
+                }
+            }
+        }
+        if (t == 0) {
+            lse[(b * s.q_heads + h) * s.q_len + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+        }
+    }
+}
+
+/** The last key a tile of query rows [row0, row0 + rows) may attend to, plus one (0: none). */
+__device__ __forceinline__ long long key_end_of(const AttnShape& s, long long row0, long long rows, long long k_valid,
+                                                long long q_valid) {
+    long long last_row = (row0 + rows < q_valid ? row0 + rows : q_valid) - 1;
+    if (last_row < row0) {
+        return 0;
+    }
+    long long key_end = k_valid;
+    if (s.causal == 1) {
+        key_end = key_end < last_row + 1 ? key_end : last_row + 1;
+    } else if (s.causal == 2) {
+        long long diag = last_row + (k_valid - q_valid) + 1;
+        key_end = key_end < diag ? key_end : diag;
+    }
+    return key_end > 0 ? key_end : 0;
 }
 
 template <typename T, int DMAX, int BN>
@@ -319,22 +431,15 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     float scale = static_cast<float>(s.scale);
 
     // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
-    long long last_row = (row0 + BLOCK_M < q_valid ? row0 + BLOCK_M : q_valid) - 1;
-    long long key_end = k_valid;
-    if (s.causal == 1) {
-        key_end = key_end < last_row + 1 ? key_end : last_row + 1;
-    } else if (s.causal == 2) {
-        long long diag = last_row + (k_valid - q_valid) + 1;
-        key_end = key_end < diag ? key_end : diag;
-    }
-    long long kv_tiles = last_row < row0 || key_end <= 0 ? 0 : (key_end + BN - 1) / BN;
+    long long key_end = key_end_of(s, row0, BLOCK_M, k_valid, q_valid);
+    long long kv_tiles = (key_end + BN - 1) / BN;
 
     // This warp's q rows as A fragments (zeros past the row count and the head dimension).
     long long my_row[2] = {row0 + warp * 16 + g, row0 + warp * 16 + g + 8};
     uint32_t qa[KS][4];
-SEQK_UNROLL
+    SEQK_UNROLL
     for (int ks = 0; ks < KS; ks++) {
-SEQK_UNROLL
+        SEQK_UNROLL
         for (int x = 0; x < 4; x++) {
             long long i = my_row[x % 2];
             int col = ks * 16 + (x / 2) * 8 + 2 * t;
@@ -352,7 +457,7 @@ SEQK_UNROLL
     float m[2] = {-INFINITY, -INFINITY};
     float l[2] = {0.0f, 0.0f};
     float o[NO][4];
-SEQK_UNROLL
+    SEQK_UNROLL
     for (int n = 0; n < NO; n++) {
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     }
@@ -360,15 +465,15 @@ SEQK_UNROLL
     int oblocks = (dv + 7) / 8;
 
     if (kv_tiles > 0) {
-        load_tile<T, BN, LD>(k_tile[0], k, s.k_stride, b, kvh, 0, key_end, d, vec);
-        load_tile<T, BN, LD>(v_tile[0], v, s.v_stride, b, kvh, 0, key_end, dv, vec);
+        load_tile<T, uint16_t, BN, LD>(k_tile[0], k, s.k_stride, b, kvh, 0, key_end, d, vec);
+        load_tile<T, uint16_t, BN, LD>(v_tile[0], v, s.v_stride, b, kvh, 0, key_end, dv, vec);
         seqk::arch::cp_async_commit();
     }
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
         if (tile + 1 < kv_tiles) {
-            load_tile<T, BN, LD>(k_tile[buf ^ 1], k, s.k_stride, b, kvh, (tile + 1) * BN, key_end, d, vec);
-            load_tile<T, BN, LD>(v_tile[buf ^ 1], v, s.v_stride, b, kvh, (tile + 1) * BN, key_end, dv, vec);
+            load_tile<T, uint16_t, BN, LD>(k_tile[buf ^ 1], k, s.k_stride, b, kvh, (tile + 1) * BN, key_end, d, vec);
+            load_tile<T, uint16_t, BN, LD>(v_tile[buf ^ 1], v, s.v_stride, b, kvh, (tile + 1) * BN, key_end, dv, vec);
             seqk::arch::cp_async_commit();
             seqk::arch::cp_async_wait<1>();
         } else {
@@ -380,14 +485,14 @@ SEQK_UNROLL
         long long j0 = tile * BN;
 
         float sc[NS][4];
-SEQK_UNROLL
+        SEQK_UNROLL
         for (int n = 0; n < NS; n++) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
         }
-SEQK_UNROLL
+        SEQK_UNROLL
         for (int ks = 0; ks < KS; ks++) {
             if (ks < ksteps) {
-SEQK_UNROLL
+                SEQK_UNROLL
                 for (int n = 0; n < NS; n += 2) {
                     // Matrices: keys 8n.. at columns 16ks and 16ks+8, then keys 8(n+1).. at both.
                     int key = n * 8 + (lane / 16) * 8 + lane % 8;
@@ -400,60 +505,14 @@ SEQK_UNROLL
             }
         }
 
-        // Scale and masks in registers, then the online softmax for this thread's two rows.
-SEQK_UNROLL
-        for (int r = 0; r < 2; r++) {
-            long long i = my_row[r];
-            float mx = -INFINITY;
-SEQK_UNROLL
-            for (int n = 0; n < NS; n++) {
-SEQK_UNROLL
-                for (int e = 0; e < 2; e++) {
-                    long long j = j0 + n * 8 + 2 * t + e;
-                    bool blocked = j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) ||
-                                   (s.causal == 2 && j > i + (k_valid - q_valid));
-                    float add = 0.0f;
-                    if (!blocked && bias0) {
-                        add += bias0[at(s.bias_stride[0], b, h, i, j)];
-                    }
-                    if (!blocked && bias1) {
-                        add += bias1[at(s.bias_stride[1], b, h, i, j)];
-                    }
-                    float x = blocked || add == -INFINITY ? -INFINITY : scale * sc[n][2 * r + e] + add;
-                    sc[n][2 * r + e] = x;
-                    mx = fmaxf(mx, x);
-                }
-            }
-            mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
-            float m_new = fmaxf(m[r], mx);
-            float base = m_new == -INFINITY ? 0.0f : m_new;
-            float corr = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
-            float sum = 0.0f;
-SEQK_UNROLL
-            for (int n = 0; n < NS; n++) {
-SEQK_UNROLL
-                for (int e = 0; e < 2; e++) {
-                    float p = expf(sc[n][2 * r + e] - base);
-                    sc[n][2 * r + e] = p;
-                    sum += p;
-                }
-            }
-            l[r] = l[r] * corr + sum;
-            m[r] = m_new;
-SEQK_UNROLL
-            for (int n = 0; n < NO; n++) {
-                o[n][2 * r] *= corr;
-                o[n][2 * r + 1] *= corr;
-            }
-        }
+        online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
 
         // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
-SEQK_UNROLL
+        SEQK_UNROLL
         for (int kk = 0; kk < BN / 16; kk++) {
             uint32_t pa[4] = {pack<T>(sc[2 * kk][0], sc[2 * kk][1]), pack<T>(sc[2 * kk][2], sc[2 * kk][3]),
                               pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-SEQK_UNROLL
+            SEQK_UNROLL
             for (int n = 0; n < NO; n++) {
                 if (n < oblocks) {
                     uint32_t vb[2];
@@ -465,29 +524,137 @@ SEQK_UNROLL
         __syncthreads();  // every warp is done with this buffer before the next load refills it
     }
 
-SEQK_UNROLL
-    for (int r = 0; r < 2; r++) {
-        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
-        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 2);
-        long long i = my_row[r];
-        if (i >= s.q_len) {
-            continue;
+    write_rows<T, NO>(o, m, l, my_row, t, b, h, out, lse, s);
+}
+
+// TF32 forward for F32 storage (the opt-in precision mode): the tensor-core kernel's tiling with
+// mma.m16n8k8.tf32. k and v tiles are fp32 in shared memory ([BN][DMAX + 4]: the +4 puts the 8
+// rows a B fragment reads on distinct banks); operands are rounded with to_tf32 as they are
+// loaded into fragments. The tf32 A layout (rows g / g+8, columns t / t+4) differs from the C
+// layout the scores come in, so each warp writes P to its own 16 x (BN + 4) shared rows and reads
+// the A fragments back (a warp-local exchange; __syncwarp orders it).
+template <int DMAX, int BN>
+__device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, float* out, float* lse, const int* key_lengths,
+                              const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
+    static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
+    constexpr int LD = DMAX + 4;
+    constexpr int PLD = BN + 4;
+    constexpr int KS = DMAX / 8;  // k-steps of q k^T
+    constexpr int NS = BN / 8;    // 8-key column blocks of S
+    constexpr int NO = DMAX / 8;  // 8-column blocks of the output
+    SEQK_DYNAMIC_SHARED(float, smem);
+    float* k_tile[2] = {smem, smem + BN * LD};
+    float* v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+
+    long long q_tiles = (s.q_len + BLOCK_M - 1) / BLOCK_M;
+    long long bh = blockIdx.x / q_tiles;
+    long long b = bh / s.q_heads;
+    long long h = bh % s.q_heads;
+    long long kvh = h / (s.q_heads / s.kv_heads);
+    long long row0 = (blockIdx.x % q_tiles) * BLOCK_M;
+    long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+    long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    int warp = threadIdx.x / 32;
+    int lane = seqk::arch::lane_id();
+    int g = lane / 4;
+    int t = lane % 4;
+    int d = static_cast<int>(s.head_dim);
+    int dv = static_cast<int>(s.value_dim);
+    float scale = static_cast<float>(s.scale);
+    float* p_rows = smem + 4 * BN * LD + warp * 16 * PLD;
+
+    long long key_end = key_end_of(s, row0, BLOCK_M, k_valid, q_valid);
+    long long kv_tiles = (key_end + BN - 1) / BN;
+
+    long long my_row[2] = {row0 + warp * 16 + g, row0 + warp * 16 + g + 8};
+    uint32_t qa[KS][4];
+    SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            long long i = my_row[x % 2];
+            int col = ks * 8 + t + (x / 2) * 4;
+            qa[ks][x] = seqk::arch::to_tf32(i < s.q_len && col < d ? q[at(s.q_stride, b, h, i, col)] : 0.0f);
         }
-        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-SEQK_UNROLL
-        for (int n = 0; n < NO; n++) {
-SEQK_UNROLL
-            for (int e = 0; e < 2; e++) {
-                int col = n * 8 + 2 * t + e;
-                if (col < dv) {
-                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(o[n][2 * r + e] * inv);
+    }
+
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.0f, 0.0f};
+    float o[NO][4];
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    int ksteps = (d + 7) / 8;
+    int oblocks = (dv + 7) / 8;
+
+    if (kv_tiles > 0) {
+        load_tile<float, float, BN, LD>(k_tile[0], k, s.k_stride, b, kvh, 0, key_end, d, vec);
+        load_tile<float, float, BN, LD>(v_tile[0], v, s.v_stride, b, kvh, 0, key_end, dv, vec);
+        seqk::arch::cp_async_commit();
+    }
+    for (long long tile = 0; tile < kv_tiles; tile++) {
+        int buf = static_cast<int>(tile % 2);
+        if (tile + 1 < kv_tiles) {
+            load_tile<float, float, BN, LD>(k_tile[buf ^ 1], k, s.k_stride, b, kvh, (tile + 1) * BN, key_end, d, vec);
+            load_tile<float, float, BN, LD>(v_tile[buf ^ 1], v, s.v_stride, b, kvh, (tile + 1) * BN, key_end, dv, vec);
+            seqk::arch::cp_async_commit();
+            seqk::arch::cp_async_wait<1>();
+        } else {
+            seqk::arch::cp_async_wait<0>();
+        }
+        __syncthreads();
+        const float* kt = k_tile[buf];
+        const float* vt = v_tile[buf];
+        long long j0 = tile * BN;
+
+        float sc[NS][4];
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        }
+        SEQK_UNROLL
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksteps) {
+                SEQK_UNROLL
+                for (int n = 0; n < NS; n++) {
+                    uint32_t kb[2] = {seqk::arch::to_tf32(kt[(n * 8 + g) * LD + ks * 8 + t]),
+                                      seqk::arch::to_tf32(kt[(n * 8 + g) * LD + ks * 8 + t + 4])};
+                    seqk::arch::mma_m16n8k8_tf32(sc[n], qa[ks], kb, sc[n]);
                 }
             }
         }
-        if (t == 0) {
-            lse[(b * s.q_heads + h) * s.q_len + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+
+        online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                p_rows[g * PLD + n * 8 + 2 * t + e] = sc[n][e];
+                p_rows[(g + 8) * PLD + n * 8 + 2 * t + e] = sc[n][2 + e];
+            }
         }
+        seqk::arch::syncwarp(0xffffffffu);
+        SEQK_UNROLL
+        for (int kk = 0; kk < BN / 8; kk++) {
+            uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]), seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
+                              seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
+                              seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+            SEQK_UNROLL
+            for (int n = 0; n < NO; n++) {
+                if (n < oblocks) {
+                    uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
+                                      seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
+                    seqk::arch::mma_m16n8k8_tf32(o[n], pa, vb, o[n]);
+                }
+            }
+        }
+        seqk::arch::syncwarp(0xffffffffu);  // P read by every lane before the next tile rewrites it
+        __syncthreads();                     // every warp is done with this buffer before the next load refills it
     }
+
+    write_rows<float, NO>(o, m, l, my_row, t, b, h, out, lse, s);
 }
 
 }  // namespace tc
@@ -672,6 +839,19 @@ SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
         tc::attn_fwd_tc<T, DMAX, BN>(q, k, v, out, lse, key_lengths, query_lengths, bias0, bias1, shape, vec != 0);     \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_tc##DMAX##_##suffix)
+
+#define SEQK_ATTENTION_TF32(DMAX, BN)                                                                                  \
+    extern "C" __global__ void attn_fwd_tf32x##DMAX##_f32(const float* q, const float* k, const float* v, float* out,  \
+                                                          float* lse, const int* key_lengths, const int* query_lengths, \
+                                                          const float* bias0, const float* bias1, AttnShape shape,      \
+                                                          int vec) {                                                    \
+        tc::attn_fwd_tf32<DMAX, BN>(q, k, v, out, lse, key_lengths, query_lengths, bias0, bias1, shape, vec != 0);      \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_tf32x##DMAX##_f32)
+
+// Shared memory: 2 x 2 x BN x (DMAX + 4) x 4 bytes + 4 warps x 16 x (BN + 4) x 4 = 44,032 (64/32) and 38,912 (128/16).
+SEQK_ATTENTION_TF32(64, 32);
+SEQK_ATTENTION_TF32(128, 16);
 
 // Shared memory: 2 buffers x (k + v) x BN x (DMAX + 8) x 2 bytes = 36,864 (64/64) and 34,816 (128/32).
 SEQK_ATTENTION_TC(f16, __half, 64, 64);

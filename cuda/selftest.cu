@@ -169,6 +169,24 @@ extern "C" __global__ void selftest_mma_bf16(const uint16_t* A, const uint16_t* 
 }
 SEQK_KERNEL(selftest_mma_bf16);
 
+// One warp: D = A B + C with mma.m16n8k8.tf32, A 16x8 and B 8x8 row-major fp32 in global memory,
+// each operand rounded with to_tf32 and placed by the documented tf32 fragment layout.
+extern "C" __global__ void selftest_mma_tf32(const float* A, const float* B, const float* C, float* D) {
+    unsigned lane = seqk::arch::lane_id();
+    int g = lane / 4, t = lane % 4;
+    uint32_t a[4] = {seqk::arch::to_tf32(A[g * 8 + t]), seqk::arch::to_tf32(A[(g + 8) * 8 + t]),
+                     seqk::arch::to_tf32(A[g * 8 + t + 4]), seqk::arch::to_tf32(A[(g + 8) * 8 + t + 4])};
+    uint32_t b[2] = {seqk::arch::to_tf32(B[t * 8 + g]), seqk::arch::to_tf32(B[(t + 4) * 8 + g])};
+    float c[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+    float d[4];
+    seqk::arch::mma_m16n8k8_tf32(d, a, b, c);
+    D[g * 8 + 2 * t] = d[0];
+    D[g * 8 + 2 * t + 1] = d[1];
+    D[(g + 8) * 8 + 2 * t] = d[2];
+    D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+SEQK_KERNEL(selftest_mma_tf32);
+
 // One warp, the way a tensor-core kernel loads: A (512 bytes) and B (256 bytes) go to shared
 // memory with cp.async (one 16-byte chunk per lane), then ldmatrix builds the fragments
 // (x4 for A, x2.trans for B), then one mma. Same operands and result layout as above.

@@ -10,6 +10,10 @@
 //     a4,a5: (g, 2t+8..2t+9)     a6,a7: (g + 8, 2t+8..2t+9)
 //   B 16x8 (k x n), b[0..1] = {b0b1, b2b3}:  b0,b1: (2t..2t+1, g)   b2,b3: (2t+8..2t+9, g)
 //   C, D 16x8 f32, c[0..3]:  c0,c1: (g, 2t..2t+1)   c2,c3: (g + 8, 2t..2t+1)
+// mma.m16n8k8 .tf32 (fp32 values with 10 mantissa bits; to_tf32 rounds to nearest, ties away):
+//   A 16x8 row-major, a[0..3]:  a0: (g, t)   a1: (g + 8, t)   a2: (g, t + 4)   a3: (g + 8, t + 4)
+//   B 8x8 (k x n), b[0..1]:     b0: (t, g)   b1: (t + 4, g)
+//   C, D as for m16n8k16.
 // ldmatrix .m8n8 .b16: lanes 8j..8j+7 give the row addresses (16-byte aligned) of matrix j;
 // register j of lane l receives row l/4, columns 2(l%4)..+1 of matrix j (.trans: the transposed
 // matrix, i.e. rows 2(l%4)..+1 of column l/4).
@@ -39,6 +43,28 @@ __device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const uint32_t a[4]
 __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
 #if __CUDA_ARCH__ >= 800
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+    asm volatile("trap;");
+#endif
+}
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+#if __CUDA_ARCH__ >= 800
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+#else
+    asm volatile("trap;");
+    return 0;
+#endif
+}
+
+__device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
                  : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
                    "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));

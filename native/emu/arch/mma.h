@@ -57,6 +57,52 @@ inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], c
     }
 }
 
+/** fp32 bits rounded to tf32 (10 mantissa bits), to nearest with ties away from zero; NaN and inf kept. */
+inline uint32_t tf32_round(uint32_t bits) {
+    if ((bits & 0x7f800000u) == 0x7f800000u) {
+        return bits;
+    }
+    return (bits + 0x1000u) & 0xffffe000u;
+}
+
+/** The value the tensor core multiplies: the low 13 mantissa bits are ignored. */
+inline float tf32_value(uint32_t bits) {
+    uint32_t kept = bits & 0xffffe000u;
+    float f;
+    std::memcpy(&f, &kept, sizeof f);
+    return f;
+}
+
+inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    MmaOperands mine;
+    std::memcpy(mine.a, a, sizeof mine.a);
+    std::memcpy(mine.b, b, sizeof mine.b);
+    std::memcpy(mine.c, c, sizeof mine.c);
+    MmaOperands all[32];
+    ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all);
+    float A[16][8], B[8][8], C[16][8];
+    for (unsigned lane = 0; lane < 32; lane++) {
+        unsigned g = lane / 4, t = lane % 4;
+        for (unsigned i = 0; i < 4; i++) {
+            A[(i % 2) ? g + 8 : g][(i < 2) ? t : t + 4] = tf32_value(all[lane].a[i]);
+            C[i < 2 ? g : g + 8][2 * t + (i & 1)] = all[lane].c[i];
+        }
+        B[t][g] = tf32_value(all[lane].b[0]);
+        B[t + 4][g] = tf32_value(all[lane].b[1]);
+    }
+    unsigned lane = ::seqk_emu::lane_id();
+    unsigned g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; i++) {
+        unsigned row = i < 2 ? g : g + 8;
+        unsigned col = 2 * t + (i & 1);
+        float s = C[row][col];
+        for (unsigned k = 0; k < 8; k++) {
+            s += A[row][k] * B[k][col];
+        }
+        d[i] = s;
+    }
+}
+
 /** Loads `count` 8x8 b16 matrices from the row addresses posted by lanes 0..8*count-1. */
 inline void ldmatrix(uint32_t* r, unsigned count, bool trans, const void* shared_row) {
     if (reinterpret_cast<uintptr_t>(shared_row) % 16 != 0) {
@@ -84,6 +130,16 @@ __device__ inline void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const u
 
 __device__ inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
     emu_detail::mma_m16n8k16<emu_detail::bf16>(d, a, b, c);
+}
+
+__device__ inline uint32_t to_tf32(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return emu_detail::tf32_round(bits);
+}
+
+__device__ inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    emu_detail::mma_m16n8k8_tf32(d, a, b, c);
 }
 
 __device__ inline void ldmatrix_x4(uint32_t r[4], const void* shared_row) { emu_detail::ldmatrix(r, 4, false, shared_row); }

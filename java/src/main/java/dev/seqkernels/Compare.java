@@ -18,6 +18,13 @@ public final class Compare {
     public record Tolerance(double relL2, double atol, double rtol) {
     }
 
+    /**
+     * F32 storage computed on TF32 tensor cores (the opt-in precision mode): DESIGN's relative L2
+     * of 1e-3, and an element check of 1e-2 x rms + 5e-2 x |ref| (see docs/CONVENTIONS.md: TF32
+     * rounds the F32 inputs themselves, which the reference uses unrounded).
+     */
+    public static final Tolerance TF32 = new Tolerance(1e-3, 1e-2, 5e-2);
+
     public static Tolerance tolerance(DType dtype) {
         return switch (dtype) {
             case F64 -> new Tolerance(1e-10, 1e-10, 1e-9);

@@ -25,8 +25,9 @@ import java.util.Map;
  * about two blocks per multiprocessor, then {@code attn_fwd_combine}). Otherwise
  * ({@link #forwardKernel}) the tiled tensor-core kernel
  * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
- * is F16 or BF16 and the device is sm_80 or newer; v1 otherwise (F32 storage, which includes
- * multi-head attention's F32 interior; D or Dv above 128; older GPUs). Backward is v1 in every case
+ * is F16 or BF16 and the device is sm_80 or newer; {@code attn_fwd_tf32x64/128} likewise for F32
+ * storage when the op allows TF32 ({@link Attention.Builder#allowTf32}); v1 otherwise (F32 without
+ * TF32, which includes multi-head attention's F32 interior; D or Dv above 128; older GPUs). Backward is v1 in every case
  * and recomputes from the LSE either forward wrote.
  */
 final class AttentionGpu {
@@ -59,13 +60,14 @@ final class AttentionGpu {
     }
 
     /** The forward kernel's name (without the dtype suffix): the selection rule in the class comment. */
-    static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, ForwardChoice choice) {
-        boolean tensorCores = (dt == DType.F16 || dt == DType.BF16) && computeMajor >= 8 && choice == ForwardChoice.AUTO;
+    static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, ForwardChoice choice, boolean allowTf32) {
+        boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
+        boolean tf32 = dt == DType.F32 && allowTf32;
         int widest = Math.max(headDim, valueDim);
-        if (!tensorCores || widest > 128) {
+        if (!(sixteenBit || tf32) || computeMajor < 8 || choice != ForwardChoice.AUTO || widest > 128) {
             return "attn_fwd";
         }
-        return widest <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128";
+        return (tf32 ? "attn_fwd_tf32x" : "attn_fwd_tc") + (widest <= 64 ? 64 : 128);
     }
 
     /** How split-KV cuts the key range: {@code splits} ranges of {@code keysPerSplit} keys (the last may be shorter). */
@@ -96,7 +98,8 @@ final class AttentionGpu {
      * elements starts 16-byte aligned and is contiguous.
      */
     private static boolean sixteenByteRows(Geometry g, DeviceTensor k, DeviceTensor v) {
-        return g.headDim() % 8 == 0 && g.valueDim() % 8 == 0 && alignedRows(g.k(), k) && alignedRows(g.v(), v);
+        int perChunk = 16 / k.dtype().byteSize();
+        return g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0 && alignedRows(g.k(), k) && alignedRows(g.v(), v);
     }
 
     private static boolean alignedRows(long[] strides, DeviceTensor t) {
@@ -247,7 +250,7 @@ final class AttentionGpu {
     }
 
     /** out (dt, with g.o strides), lse [rows] f32. */
-    private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp) {
+    private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32) {
         Geometry g = sv.g();
         SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
                 forwardChoice);
@@ -255,11 +258,17 @@ final class AttentionGpu {
             runSplitForward(dt, sv, out, temp, plan);
             return;
         }
-        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), forwardChoice);
+        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), forwardChoice, allowTf32);
         if (!kernel.equals("attn_fwd")) {
-            int dmax = kernel.equals("attn_fwd_tc64") ? 64 : 128;
-            int keysPerTile = dmax == 64 ? 64 : 32;
-            int shared = 2 * 2 * keysPerTile * (dmax + 8) * 2;
+            int dmax = kernel.endsWith("64") ? 64 : 128;
+            int shared;
+            if (dt == DType.F32) {  // tf32: keys per tile 32 / 16, rows padded by 4 floats, plus each warp's 16 rows of P
+                int keysPerTile = dmax == 64 ? 32 : 16;
+                shared = 2 * 2 * keysPerTile * (dmax + 4) * 4 + 4 * 16 * (keysPerTile + 4) * 4;
+            } else {  // fp16/bf16: keys per tile 64 / 32, rows padded by 8 elements
+                int keysPerTile = dmax == 64 ? 64 : 32;
+                shared = 2 * 2 * keysPerTile * (dmax + 8) * 2;
+            }
             long blocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
             if (blocks > Integer.MAX_VALUE) {
                 throw new SeqkException.Unsupported("attention: " + blocks + " blocks of query rows exceed one launch");
@@ -312,7 +321,7 @@ final class AttentionGpu {
                     scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths()),
                     lengths(scope, in.queryLengths()), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
             DeviceTensor out = temp.allocate(dt, g.batch(), g.qHeads(), g.qLen(), g.valueDim());
-            runForward(dt, sv, out, temp);
+            runForward(dt, sv, out, temp, op.allowTf32());
             return new AttentionResult(out.toHost(), sv.lse().toHost(), sv);
         } catch (RuntimeException e) {
             scope.close();
@@ -433,7 +442,7 @@ final class AttentionGpu {
             Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
                     causalCode(op.causal()), 1.0 / Math.sqrt(hd));
             DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
-            runForward(DType.F32, sv, merged, temp);
+            runForward(DType.F32, sv, merged, temp, false);
             DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e);
             Tensor weights = null;
             if (op.needWeights()) {

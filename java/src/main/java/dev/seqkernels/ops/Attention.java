@@ -16,11 +16,13 @@ public final class Attention {
     private final double scale;
     private final CausalAlignment causal;
     private final Backend backend;
+    private final boolean allowTf32;
 
-    private Attention(double scale, CausalAlignment causal, Backend backend) {
+    private Attention(double scale, CausalAlignment causal, Backend backend, boolean allowTf32) {
         this.scale = scale;
         this.causal = causal;
         this.backend = backend;
+        this.allowTf32 = allowTf32;
     }
 
     public static Builder builder() {
@@ -43,6 +45,11 @@ public final class Attention {
 
     public Backend backend() {
         return backend;
+    }
+
+    /** Whether F32 inputs may be multiplied on TF32 tensor cores (see {@link Builder#allowTf32}). */
+    public boolean allowTf32() {
+        return allowTf32;
     }
 
     public AttentionResult forward(Inputs in) {
@@ -183,6 +190,18 @@ public final class Attention {
         private double scale = Double.NaN;
         private CausalAlignment causal = CausalAlignment.NONE;
         private Backend backend;
+        private boolean allowTf32;
+
+        /**
+         * Opt-in precision mode for F32 inputs: the GPU forward may multiply on TF32 tensor cores
+         * (operands rounded to 10 mantissa bits, fp32 accumulation; checked to relative L2 1e-3
+         * instead of F32's 1e-5), on sm_80+ with head and value dims up to 128. Off by default, like
+         * PyTorch's allow_tf32 for matmuls. The cpu backend and the F16/BF16 paths ignore it.
+         */
+        public Builder allowTf32(boolean v) {
+            allowTf32 = v;
+            return this;
+        }
 
         /** The factor on q k^T; default 1/sqrt(head_dim). Must be finite. */
         public Builder scale(double v) {
@@ -207,7 +226,7 @@ public final class Attention {
         }
 
         public Attention build() {
-            return new Attention(scale, causal, backend != null ? backend : Backends.fromProperty());
+            return new Attention(scale, causal, backend != null ? backend : Backends.fromProperty(), allowTf32);
         }
     }
 }

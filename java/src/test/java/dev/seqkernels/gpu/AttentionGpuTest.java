@@ -63,15 +63,20 @@ class AttentionGpuTest {
     @Test
     void forwardKernelSelectionRule() {
         var auto = AttentionGpu.ForwardChoice.AUTO;
-        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.BF16, 64, 64, 9, auto));
-        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.F16, 59, 24, 8, auto));
-        assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.F16, 64, 65, 8, auto));
-        assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.BF16, 128, 128, 9, auto));
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 129, 64, 9, auto), "D above 128");
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 64, 129, 9, auto), "Dv above 128");
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F32, 64, 64, 9, auto), "F32 storage");
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 7, auto), "no mma.m16n8k16 before sm_80");
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 9, AttentionGpu.ForwardChoice.V1), "pinned to v1");
+        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.BF16, 64, 64, 9, auto, false));
+        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.F16, 59, 24, 8, auto, false));
+        assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.F16, 64, 65, 8, auto, false));
+        assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.BF16, 128, 128, 9, auto, false));
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 129, 64, 9, auto, false), "D above 128");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 64, 129, 9, auto, false), "Dv above 128");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F32, 64, 64, 9, auto, false), "F32 storage");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 7, auto, false), "no mma.m16n8k16 before sm_80");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 9, AttentionGpu.ForwardChoice.V1, false), "pinned to v1");
+        assertEquals("attn_fwd_tf32x64", AttentionGpu.forwardKernel(DType.F32, 64, 40, 8, auto, true), "F32 with TF32 allowed");
+        assertEquals("attn_fwd_tf32x128", AttentionGpu.forwardKernel(DType.F32, 65, 40, 9, auto, true));
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F32, 64, 64, 7, auto, true), "no tf32 mma before sm_80");
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F32, 130, 64, 9, auto, true), "TF32 also stops at 128");
+        assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.BF16, 64, 64, 9, auto, true), "allowTf32 leaves 16-bit alone");
     }
 
     /**
@@ -99,7 +104,7 @@ class AttentionGpuTest {
         GpuBackend plainPort = new GpuBackend(EmuDriver.instance());
         plainPort.attentionPath().forwardChoice(AttentionGpu.ForwardChoice.V1);
         assertEquals(d <= 64 && dv <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128",
-                AttentionGpu.forwardKernel(dtype, d, dv, EmuDriver.instance().properties().computeMajor(), AttentionGpu.ForwardChoice.AUTO));
+                AttentionGpu.forwardKernel(dtype, d, dv, EmuDriver.instance().properties().computeMajor(), AttentionGpu.ForwardChoice.AUTO, false));
         String tag = "tc " + dtype + " D=" + d + " Dv=" + dv + " Lq=" + lq + " Lk=" + lk + " " + causal + " " + data;
         Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths);
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(keyLengths)
@@ -115,9 +120,48 @@ class AttentionGpuTest {
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
             check(tag + " out vs v1", got.out(), v1.out(), dtype);
             double ours = relL2(got.out(), want.out());
-            double plain = relL2(plainSamePrecision(dtype, q, k, v, add, causal, keyLengths, queryLengths), want.out());
+            java.util.function.DoubleUnaryOperator round = x -> dev.seqkernels.Rounding.roundTo(dtype, x);
+            double plain = relL2(plainSamePrecision(round, round, q, k, v, add, causal, keyLengths, queryLengths), want.out());
             assertTrue(ours <= 2 * plain, tag + ": error " + ours + " is above 2x the plain " + dtype + " implementation's " + plain);
         }
+    }
+
+    /**
+     * The TF32 mode (opt-in) on the emulator: within the TF32 tolerance of the reference, with
+     * 16-byte loads (D = Dv = 64) and element loads (D = 37, Dv = 100), masks, lengths and GQA; and
+     * measurably less exact than F32 (so the tf32 kernel, not v1, ran). Backward (v1) from its LSE.
+     */
+    @Test
+    void tf32ModeMatchesReferenceWithinItsTolerance() {
+        TestData data = new TestData();
+        double[] errors = new double[2];
+        int[][] dims = {{64, 64}, {37, 100}};
+        for (int c = 0; c < 2; c++) {
+            Tensor q = data.tensor(DType.F32, 1, 2, 4, 70, dims[c][0]);
+            Tensor k = data.tensor(DType.F32, 1, 2, 2, 90, dims[c][0]);
+            Tensor v = data.tensor(DType.F32, 1, 2, 2, 90, dims[c][1]);
+            Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(new int[]{90, 41}).queryLengths(new int[]{70, 66});
+            Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(new int[]{90, 41})
+                    .queryLengths(new int[]{70, 66});
+            Attention tf32 = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(true).backend("emu").build();
+            Attention cpu = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
+            try (AttentionResult got = tf32.forward(in); AttentionResult want = cpu.forward(ref)) {
+                String tag = "tf32 D=" + dims[c][0] + " Dv=" + dims[c][1] + " " + data;
+                var r = dev.seqkernels.Compare.compare(got.out().toDoubleArray(), want.out().toDoubleArray(), dev.seqkernels.Compare.TF32);
+                assertTrue(r.passes(dev.seqkernels.Compare.TF32), () -> tag + ": " + r);
+                check(tag + " lse", got.lse(), want.lse(), DType.F16);
+                errors[c] = r.relL2();
+                double plain = relL2(plainSamePrecision(EmulatorTensorCoreTest::tf32, x -> (float) x, q, k, v, null, CausalAlignment.BOTTOM_RIGHT,
+                        new int[]{90, 41}, new int[]{70, 66}), want.out());
+                assertTrue(r.relL2() <= 2 * plain, tag + ": error " + r.relL2() + " is above 2x a plain TF32 implementation's " + plain);
+                Tensor seed = data.tensor(DType.F32, 1, got.out().shape());
+                try (AttentionGradients g = tf32.backward(got, seed); AttentionGradients w = cpu.backward(want, seed.to(DType.F64))) {
+                    var rq = dev.seqkernels.Compare.compare(g.dq().toDoubleArray(), w.dq().toDoubleArray(), dev.seqkernels.Compare.TF32);
+                    assertTrue(rq.passes(dev.seqkernels.Compare.TF32), () -> tag + " dq: " + rq);
+                }
+            }
+        }
+        assertTrue(errors[0] > 1e-6 && errors[1] > 1e-6, "TF32 rounding shows (F32 v1 is ~1e-7): " + errors[0] + ", " + errors[1]);
     }
 
     private static double relL2(Tensor got, Tensor ref) {
@@ -133,11 +177,14 @@ class AttentionGpuTest {
     }
 
     /**
-     * Attention the naive way in the storage type, as PyTorch's math path does: scores, scaled
-     * scores, probabilities and the output each rounded to the dtype (sums in double).
+     * Attention the naive way in a low precision, as PyTorch's math path does: the two products'
+     * operands rounded by {@code operand}, and scores, scaled scores, probabilities and the output
+     * by {@code round} (sums in double). For 16-bit storage both are the dtype's rounding; for TF32
+     * the operands are TF32 and the results float.
      */
-    private static Tensor plainSamePrecision(DType dt, Tensor q, Tensor k, Tensor v, Tensor add, CausalAlignment causal,
-                                             int[] keyLengths, int[] queryLengths) {
+    private static Tensor plainSamePrecision(java.util.function.DoubleUnaryOperator operand, java.util.function.DoubleUnaryOperator round,
+                                             Tensor q, Tensor k, Tensor v, Tensor add, CausalAlignment causal, int[] keyLengths,
+                                             int[] queryLengths) {
         int batch = (int) q.size(0), hq = (int) q.size(1), lq = (int) q.size(2), d = (int) q.size(3);
         int hkv = (int) k.size(1), lk = (int) k.size(2), dv = (int) v.size(3);
         double scale = 1 / Math.sqrt(d);
@@ -158,10 +205,10 @@ class AttentionGpuTest {
                         }
                         double dot = 0;
                         for (int e = 0; e < d; e++) {
-                            dot += q.get(b, h, i, e) * k.get(b, kh, j, e);
+                            dot += operand.applyAsDouble(q.get(b, h, i, e)) * operand.applyAsDouble(k.get(b, kh, j, e));
                         }
-                        double sc = dev.seqkernels.Rounding.roundTo(dt, dev.seqkernels.Rounding.roundTo(dt, dot) * scale);
-                        p[j] = add == null ? sc : dev.seqkernels.Rounding.roundTo(dt, sc + add.get(i, j));
+                        double sc = round.applyAsDouble(round.applyAsDouble(dot) * scale);
+                        p[j] = add == null ? sc : round.applyAsDouble(sc + add.get(i, j));
                         max = Math.max(max, p[j]);
                     }
                     double sum = 0;
@@ -170,14 +217,14 @@ class AttentionGpuTest {
                         sum += p[j];
                     }
                     for (int j = 0; j < lk; j++) {
-                        p[j] = sum == 0 ? 0 : dev.seqkernels.Rounding.roundTo(dt, p[j] / sum);
+                        p[j] = sum == 0 ? 0 : round.applyAsDouble(p[j] / sum);
                     }
                     for (int e = 0; e < dv; e++) {
                         double o = 0;
                         for (int j = 0; j < lk; j++) {
-                            o += p[j] * v.get(b, kh, j, e);
+                            o += operand.applyAsDouble(p[j]) * operand.applyAsDouble(v.get(b, kh, j, e));
                         }
-                        out.set(dev.seqkernels.Rounding.roundTo(dt, o), b, h, i, e);
+                        out.set(round.applyAsDouble(o), b, h, i, e);
                     }
                 }
             }

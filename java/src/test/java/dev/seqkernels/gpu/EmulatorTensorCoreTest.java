@@ -84,6 +84,39 @@ class EmulatorTensorCoreTest {
         checkMma(bf16 ? "selftest_mma_bf16" : "selftest_mma_f16", bf16);
     }
 
+    /** tf32 keeps 10 mantissa bits, rounding to nearest with ties away from zero. */
+    static double tf32(double v) {
+        int bits = Float.floatToRawIntBits((float) v);
+        return Float.intBitsToFloat((bits + 0x1000) & 0xffffe000);
+    }
+
+    @Test
+    void tf32MmaFragmentLayoutGivesThePlainProductOfRoundedOperands() {
+        Tensor a = data.tensor(DType.F32, 2, 16, 8);
+        Tensor b = data.tensor(DType.F32, 2, 8, 8);
+        Tensor c = data.tensor(DType.F32, 1, 16, 8);
+        try (DeviceTensor da = DeviceTensor.of(emu, a); DeviceTensor db = DeviceTensor.of(emu, b); DeviceTensor dc = DeviceTensor.of(emu, c);
+             DeviceTensor dd = DeviceTensor.allocate(emu, DType.F32, 16, 8)) {
+            emu.launch(emu.function(module, "selftest_mma_tf32"), Dim3.of(1), Dim3.of(32), 0, 0,
+                    new KernelArgs().pointer(da.pointer()).pointer(db.pointer()).pointer(dc.pointer()).pointer(dd.pointer()));
+            Tensor d = dd.toHost();
+            double worstRounding = 0;
+            for (int i = 0; i < 16; i++) {
+                for (int j = 0; j < 8; j++) {
+                    double expected = c.get(i, j);
+                    double unrounded = c.get(i, j);
+                    for (int k = 0; k < 8; k++) {
+                        expected += tf32(a.get(i, k)) * tf32(b.get(k, j));
+                        unrounded += a.get(i, k) * b.get(k, j);
+                    }
+                    assertEquals(expected, d.get(i, j), 1e-5 * (1 + Math.abs(expected)), "D[" + i + "][" + j + "] " + data);
+                    worstRounding = Math.max(worstRounding, Math.abs(unrounded - expected));
+                }
+            }
+            assertTrue(worstRounding > 1e-5, "the operands were really rounded to tf32 (else the check above proves nothing)");
+        }
+    }
+
     @Test
     void cpAsyncThenLdmatrixBuildTheSameFragments() {
         checkMma("selftest_cp_async_ldmatrix_mma_f16", false);
