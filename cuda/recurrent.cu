@@ -16,6 +16,8 @@
 // Each step writes the new h (or, for an LSTM with projection, m = o * h(c)) of the valid batch
 // entries into hnew [B, P]; step_commit then moves it into the state and the output.
 // Bytes per step and element: about (2G + 2) * 4 read, (G + 2) * 4 written; memory bound.
+#include "arch/grid.cuh"
+#include "arch/warp.cuh"
 #include "seqk.cuh"
 
 namespace {
@@ -57,6 +59,24 @@ __device__ __forceinline__ bool element(int batch, int hidden, int& b, int& j) {
     return true;
 }
 
+// The LSTM cell of unit j from its four pre-activations (x and h projections plus biases, gate
+// order i, f, g, o) and the previous cell state cp: adds the peephole terms to pre (which the
+// caller saves as the raw pre-activations), returns h and sets c.
+template <typename T>
+__device__ __forceinline__ float lstm_cell(float pre[4], float cp, const T* peephole, int j, int hidden, int input_forget,
+                                           float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
+                                           float g_beta, int h_kind, float h_alpha, float h_beta, float& c) {
+    pre[0] += load_or_zero(peephole, j) * cp;
+    pre[1] += load_or_zero(peephole, hidden + j) * cp;
+    float i = activate(f_kind, f_alpha, f_beta, clip_to(pre[0], clip));
+    float f = input_forget ? 1.0f - i : activate(f_kind, f_alpha, f_beta, clip_to(pre[1], clip));
+    float g = activate(g_kind, g_alpha, g_beta, clip_to(pre[2], clip));
+    c = f * cp + i * g;
+    pre[3] += load_or_zero(peephole, 2 * hidden + j) * c;
+    float o = activate(f_kind, f_alpha, f_beta, clip_to(pre[3], clip));
+    return o * activate(h_kind, h_alpha, h_beta, c);
+}
+
 // LSTM, one step. c_state [B, H] f32 is updated in place; c_prev_save and c_new_save [T*B, H] f32
 // keep it for backward; peephole [3H] (i, f, o) or null; input_forget: forget = 1 - i.
 template <typename T>
@@ -77,21 +97,16 @@ __device__ void lstm_step_v1(const float* gx, const float* gh, const T* bih, con
         pre[g] = gx[row * gh4 + col] + gh[static_cast<long>(b) * gh4 + col] + load_or_zero(bih, col) + load_or_zero(bhh, col);
     }
     float cp = c_state[static_cast<long>(b) * hidden + j];
-    pre[0] += load_or_zero(peephole, j) * cp;
-    pre[1] += load_or_zero(peephole, hidden + j) * cp;
-    float i = activate(f_kind, f_alpha, f_beta, clip_to(pre[0], clip));
-    float f = input_forget ? 1.0f - i : activate(f_kind, f_alpha, f_beta, clip_to(pre[1], clip));
-    float g = activate(g_kind, g_alpha, g_beta, clip_to(pre[2], clip));
-    float c = f * cp + i * g;
-    pre[3] += load_or_zero(peephole, 2 * hidden + j) * c;
-    float o = activate(f_kind, f_alpha, f_beta, clip_to(pre[3], clip));
+    float c;
+    float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta,
+                        h_kind, h_alpha, h_beta, c);
     for (int k = 0; k < 4; k++) {
         raw[row * gh4 + k * hidden + j] = pre[k];
     }
     c_prev_save[row * hidden + j] = cp;
     c_new_save[row * hidden + j] = c;
     c_state[static_cast<long>(b) * hidden + j] = c;
-    hnew[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(o * activate(h_kind, h_alpha, h_beta, c));
+    hnew[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(h);
 }
 
 // GRU without linear-before-reset, first half of a step: r and z, and r*h for the W_hn GEMM.
@@ -287,6 +302,115 @@ __device__ __forceinline__ float activate_grad(int kind, float alpha, float beta
 }
 
 __device__ __forceinline__ float clip_grad(float raw, float clip) { return fabsf(raw) <= clip ? 1.0f : 0.0f; }
+
+
+// ---------------------------------------------------------------------------------------------
+// Persistent LSTM forward (no projection), for small batches: one cooperative launch runs every
+// step of one (layer, direction), keeping W_hh on chip for the whole sequence.
+//
+// Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their 4U rows of W_hh
+// (gate-major: row g*U + u is W_hh row g*H + u) in shared memory, loaded once. Per step every
+// block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
+// wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
+// striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
+// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_prev, c_new, h_prev),
+// writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
+// another may still be reading) and the output, and the grid synchronizes before the next step.
+// Shared memory: (4U*H + B*H + 4U*B) floats. Per step: 8*B*H*U flops per block; W_hh is read
+// from shared memory, never from DRAM, after the first step.
+namespace persistent {
+
+__device__ __forceinline__ float load_through_l2(const float* p) {
+#ifdef SEQK_EMU
+    return *p;
+#else
+    return __ldcg(p);
+#endif
+}
+
+__device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
+                         float* h_buf, float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* h_prev_save,
+                         float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+                         int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha,
+                         float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+    SEQK_DYNAMIC_SHARED(float, smem);
+    float* w = smem;                                   // [4U][H]
+    float* hs = smem + 4L * units * hidden;            // [B][H]
+    float* gate = hs + static_cast<long>(batch) * hidden;  // [B][4U]
+    int u0 = blockIdx.x * units;
+    int mine = hidden - u0 < units ? hidden - u0 : units;  // may be <= 0 for trailing blocks: they still sync
+    int lane = seqk::arch::lane_id();
+    int warp = threadIdx.x / 32;
+    int warps = blockDim.x / 32;
+    for (long idx = threadIdx.x; idx < 4L * units * hidden; idx += blockDim.x) {
+        int r = static_cast<int>(idx / hidden);
+        int u = r % units;
+        w[idx] = u < mine ? w_hh[(static_cast<long>(r / units) * hidden + u0 + u) * hidden + idx % hidden] : 0.0f;
+    }
+    long gh4 = 4L * hidden;
+    for (int s = 0; s < steps; s++) {
+        int t = reversed ? steps - 1 - s : s;
+        const float* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
+        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
+            hs[idx] = load_through_l2(h_cur + idx);
+        }
+        __syncthreads();
+        for (int pair = warp; pair < batch * 4 * units; pair += warps) {
+            int b = pair / (4 * units);
+            int r = pair % (4 * units);
+            float dot = 0.0f;
+            if (r % units < mine) {
+                for (int e = lane; e < hidden; e += 32) {
+                    dot += w[static_cast<long>(r) * hidden + e] * hs[static_cast<long>(b) * hidden + e];
+                }
+            }
+            SEQK_UNROLL
+            for (int off = 16; off > 0; off /= 2) {
+                dot += seqk::arch::shfl_xor(0xffffffffu, dot, off);
+            }
+            if (lane == 0) {
+                gate[b * 4 * units + r] = dot;
+            }
+        }
+        __syncthreads();
+        for (int pair = threadIdx.x; pair < batch * (mine > 0 ? mine : 0); pair += blockDim.x) {
+            int b = pair / mine;
+            int u = pair % mine;
+            int j = u0 + u;
+            long row = static_cast<long>(t) * batch + b;
+            float hp = hs[static_cast<long>(b) * hidden + j];
+            h_prev_save[row * hidden + j] = hp;
+            float* o = out + row * out_stride + out_offset + j;
+            if (t >= lengths[b]) {
+                h_next[static_cast<long>(b) * hidden + j] = hp;
+                *o = 0.0f;
+                continue;
+            }
+            float pre[4];
+            for (int g = 0; g < 4; g++) {
+                int col = g * hidden + j;
+                pre[g] = gx[row * gh4 + col] + gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
+                         load_or_zero(bhh, col);
+            }
+            float cp = c_state[static_cast<long>(b) * hidden + j];
+            float c;
+            float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,
+                                g_beta, h_kind, h_alpha, h_beta, c);
+            for (int k = 0; k < 4; k++) {
+                raw[row * gh4 + k * hidden + j] = pre[k];
+            }
+            c_prev_save[row * hidden + j] = cp;
+            c_new_save[row * hidden + j] = c;
+            c_state[static_cast<long>(b) * hidden + j] = c;
+            h_next[static_cast<long>(b) * hidden + j] = h;
+            *o = h;
+        }
+        seqk::arch::grid_sync();
+    }
+}
+
+}  // namespace persistent
 
 }  // namespace
 
@@ -486,3 +610,16 @@ extern "C" __global__ void gru_step_bwd_reset_f32(const float* raw, const float*
 }
 SEQK_KERNEL(gru_step_bwd_reset_f32);
 
+
+extern "C" __global__ void lstm_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
+                                                   const float* peephole, float* h_buf, float* c_state, float* c_prev_save,
+                                                   float* c_new_save, float* raw, float* h_prev_save, float* out,
+                                                   const int* lengths, int steps, int reversed, int batch, int hidden,
+                                                   int units, int out_stride, int out_offset, int input_forget, float clip,
+                                                   int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
+                                                   float g_beta, int h_kind, float h_alpha, float h_beta) {
+    persistent::lstm_fwd(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_prev_save, c_new_save, raw, h_prev_save, out, lengths,
+                         steps, reversed, batch, hidden, units, out_stride, out_offset, input_forget, clip, f_kind, f_alpha,
+                         f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
+}
+SEQK_KERNEL(lstm_persistent_fwd_f32);

@@ -29,6 +29,11 @@ public final class GpuBackend implements Backend {
         this.attention = new AttentionGpu(driver);
     }
 
+    /** The recurrent path, for tests that pin its kernel choice. */
+    RecurrentGpu recurrentPath() {
+        return recurrent;
+    }
+
     /** The attention path, for tests that pin its kernel choice. */
     AttentionGpu attentionPath() {
         return attention;

@@ -21,9 +21,50 @@ import java.util.Map;
  * at its boundary: inputs and parameters are widened to F32 once, everything inside (states,
  * layer outputs, GEMMs) is F32, and the results are rounded once to the input's dtype. Faster
  * versions with 16-bit GEMMs will be judged against it by DESIGN's rule for fp16/bf16.
+ *
+ * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection, batch &lt;= 16, whose
+ * W_hh slices fit in shared memory with one block per multiprocessor runs each (layer, direction)
+ * as one cooperative launch of {@code lstm_persistent_fwd_f32} (W_hh stays on chip for every
+ * step; no per-step GEMM or launch) instead of the per-step loop. It saves the same trace, so
+ * backward is unchanged.
  */
 final class RecurrentGpu {
     private static final int THREADS = 256;
+    /** Largest batch the persistent kernel takes: above it the per-step GEMM is efficient on its own. */
+    static final int PERSISTENT_MAX_BATCH = 16;
+
+    /** AUTO: the selection rule in the class comment; V1: always the per-step loop (tests compare the two). */
+    enum StepChoice { AUTO, V1 }
+
+    /** One block per multiprocessor owning {@code unitsPerBlock} hidden units; {@code sharedBytes} of dynamic shared memory. */
+    record PersistentPlan(int blocks, int unitsPerBlock, int sharedBytes) {
+    }
+
+    private volatile StepChoice stepChoice = StepChoice.AUTO;
+
+    void stepChoice(StepChoice choice) {
+        stepChoice = choice;
+    }
+
+    /**
+     * The persistent kernel's plan, or null when the rule does not pick it: LSTM, no projection,
+     * batch &lt;= 16, and 4 bytes x (4U x H weights + B x H staged state + 4U x B gates) within the
+     * per-block opt-in shared memory, with U = ceil(H / multiprocessors). (An H100: H up to 1024 at
+     * B = 16, 198,656 of 232,448 bytes.)
+     */
+    static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DeviceProperties props, StepChoice choice) {
+        if (choice != StepChoice.AUTO || c.cell() != CellType.LSTM || c.projSize() > 0 || batch > PERSISTENT_MAX_BATCH) {
+            return null;
+        }
+        int h = c.hiddenSize();
+        int sms = Math.max(1, props.multiprocessors());
+        int units = (h + sms - 1) / sms;
+        long bytes = 4L * (4L * units * h + (long) batch * h + 4L * units * batch);
+        if (bytes > props.sharedMemoryPerBlockOptin()) {
+            return null;
+        }
+        return new PersistentPlan((h + units - 1) / units, units, (int) bytes);
+    }
 
     private final Driver driver;
     private final Map<String, Long> functions = new java.util.concurrent.ConcurrentHashMap<>();
@@ -146,6 +187,23 @@ final class RecurrentGpu {
         Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
+        PersistentPlan plan = persistentPlan(c, batch, driver.properties(), stepChoice);
+        if (plan != null) {
+            DeviceTensor hBuf = temp.allocate(DType.F32, 2, batch, h);
+            driver.copyDeviceToDevice(hBuf.pointer(), hState.pointer(), hState.byteSize());
+            driver.launchCooperative(fn32("lstm_persistent_fwd"), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), 0,
+                    new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
+                            .pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(tr.cPrev().pointer())
+                            .pointer(tr.cNew().pointer()).pointer(tr.raw().pointer()).pointer(tr.hPrev().pointer())
+                            .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(c.direction().isReversed(d) ? 1 : 0)
+                            .i32(batch).i32(h).i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p)
+                            .i32(c.inputForget() ? 1 : 0).f32(clip)
+                            .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
+                            .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta())
+                            .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha()).f32((float) act.get(2).beta()));
+            driver.copyDeviceToDevice(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize());
+            return;
+        }
         for (int s = 0; s < steps; s++) {
             int t = c.direction().isReversed(d) ? steps - 1 - s : s;
             // h W_hh^T for every gate, except GRU's n rows when the reset gate comes first.

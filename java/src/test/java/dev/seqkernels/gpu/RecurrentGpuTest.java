@@ -14,6 +14,10 @@ import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Rnn;
 import org.junit.jupiter.api.Test;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import dev.seqkernels.gpu.emu.EmuDriver;
+import dev.seqkernels.ops.RecurrentGradients;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -129,6 +133,75 @@ class RecurrentGpuTest {
         Compare.Tolerance tol = Compare.tolerance(dtype);
         Compare.Result r = Compare.compare(got.toDoubleArray(), ref.toDoubleArray(), tol);
         assertTrue(r.passes(tol), () -> what + ": " + r);
+    }
+
+    /** Both sides of every bound of the persistent kernel's rule, on an H100's numbers. */
+    @Test
+    void persistentSelectionRule() {
+        DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30);
+        var auto = RecurrentGpu.StepChoice.AUTO;
+        RecurrentGpu.PersistentPlan plan = RecurrentGpu.persistentPlan(lstm(1024, 0), 16, h100, auto);
+        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 4 * 8 * 16)), plan,
+                "H = 1024 at B = 16 fits: 8 units per block, 198,656 bytes");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, h100, auto), "batch above 16");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(2048, 0), 1, h100, auto), "W_hh slices of H = 2048 do not fit");
+        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,360 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, h100, auto), "H = 1400 does not (11 units, 246,400 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 16), 4, h100, auto), "projection");
+        assertEquals(null, RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(64).build().config(), 4, h100, auto),
+                "GRU takes the per-step loop");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
+    }
+
+    private static dev.seqkernels.ops.RecurrentConfig lstm(int hidden, int proj) {
+        return Lstm.builder().inputSize(8).hiddenSize(hidden).projSize(proj).build().config();
+    }
+
+    /**
+     * The persistent LSTM forward on the emulator (two layers, both directions, lengths 1 and T,
+     * peepholes, clip, input-forget), against the reference and against the per-step loop; and
+     * backward from its saved trace.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "BF16"})
+    void persistentLstmMatchesReferenceAndTheStepLoop(DType dtype) {
+        TestData data = new TestData();
+        GpuBackend persistent = new GpuBackend(EmuDriver.instance());
+        GpuBackend stepLoop = new GpuBackend(EmuDriver.instance());
+        stepLoop.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+        Lstm.Builder b = Lstm.builder().inputSize(13).hiddenSize(37).numLayers(2).bidirectional(true).peepholes(true).clip(3)
+                .inputForget(true);
+        RecurrentOp gpu = b.backend(persistent).build();
+        assertTrue(RecurrentGpu.persistentPlan(gpu.config(), 3, EmuDriver.instance().properties(), RecurrentGpu.StepChoice.AUTO) != null,
+                "the rule must pick the persistent kernel here");
+        RecurrentOp loop = b.backend(stepLoop).build();
+        RecurrentOp cpu = b.backend("cpu").build();
+        Map<String, Tensor> params = data.params(dtype, 0.3, gpu.config().parameterShapes());
+        Map<String, Tensor> params64 = new LinkedHashMap<>();
+        params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(dtype, 1, 23, 3, 13);
+        Tensor h0 = data.tensor(dtype, 0.5, 4, 3, 37);
+        Tensor c0 = data.tensor(dtype, 0.5, 4, 3, 37);
+        int[] lengths = {23, 1, 11};
+        String tag = "persistent lstm " + dtype + " " + data;
+        try (RecurrentResult got = gpu.forward(params, x, h0, c0, lengths);
+             RecurrentResult v1 = loop.forward(params, x, h0, c0, lengths);
+             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), c0.to(DType.F64), lengths)) {
+            check(tag + " output", got.output(), ref.output(), dtype);
+            check(tag + " hn", got.hn(), ref.hn(), dtype);
+            check(tag + " cn", got.cn(), ref.cn(), dtype);
+            check(tag + " output vs the step loop", got.output(), v1.output(), dtype);
+            Tensor dy = data.tensor(dtype, 1, got.output().shape());
+            try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
+                 RecurrentGradients w = cpu.backward(params64, ref, dy.to(DType.F64), null, null)) {
+                check(tag + " dx", g.dx(), w.dx(), dtype);
+                check(tag + " dh0", g.dh0(), w.dh0(), dtype);
+                check(tag + " dc0", g.dc0(), w.dc0(), dtype);
+                for (String n : params.keySet()) {
+                    check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
+                }
+            }
+        }
     }
 
     @Test

@@ -332,9 +332,19 @@ public final class JCudaDriver implements Driver {
         return Pointer.to(values);
     }
 
+    /** Above 48 KB of dynamic shared memory a kernel must opt in, per function. */
+    private void allowSharedMemory(long function, int sharedBytes) {
+        if (sharedBytes > 48 * 1024) {
+            check(jcuda.driver.JCudaDriver.cuFuncSetAttribute(fn(function),
+                    jcuda.driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes),
+                    "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, " + sharedBytes + ") of " + functionNames.get(function));
+        }
+    }
+
     @Override
     public void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         makeCurrent();
+        allowSharedMemory(function, sharedBytes);
         check(cuLaunchKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(), sharedBytes,
                 stream(stream), parameters(args), null), "cuLaunchKernel of " + functionNames.get(function) + " grid " + grid
                 + " block " + block + " shared " + sharedBytes);
@@ -343,6 +353,7 @@ public final class JCudaDriver implements Driver {
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         makeCurrent();
+        allowSharedMemory(function, sharedBytes);
         check(cuLaunchCooperativeKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(),
                 sharedBytes, stream(stream), parameters(args)), "cuLaunchCooperativeKernel of " + functionNames.get(function)
                 + " grid " + grid + " block " + block);

@@ -361,11 +361,19 @@ public final class PanamaDriver implements Driver {
         launch("cuLaunchCooperativeKernel", function, grid, block, sharedBytes, stream, args);
     }
 
+    /** Dynamic shared memory a kernel gets without opting in; CUfunction_attribute's MAX_DYNAMIC_SHARED_SIZE_BYTES. */
+    private static final int DEFAULT_DYNAMIC_SHARED = 48 * 1024;
+    private static final int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+
     private void launch(String symbol, long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         String what = symbol + " of " + functionNames.getOrDefault(function, "?") + " grid " + grid + " block " + block
                 + " shared " + sharedBytes;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment params = args.pack(arena);
+            if (sharedBytes > DEFAULT_DYNAMIC_SHARED) {  // above 48 KB a kernel must opt in, per function
+                cu("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), what, stream(function),
+                        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+            }
             if (symbol.equals("cuLaunchKernel")) {
                 cu(symbol, FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                         JAVA_INT, ADDRESS, ADDRESS, ADDRESS), what, stream(function), grid.x(), grid.y(), grid.z(), block.x(),
