@@ -365,6 +365,33 @@ final class AttentionGpu {
                 f32(s, w.bq(), e), f32(s, w.bk(), kv), f32(s, w.bv(), kv), f32(s, w.wo(), e, e), f32(s, w.bo(), e));
     }
 
+    /**
+     * The q, k and v projections stacked as one [E + 2 kv, E] weight (and bias), for self-attention's
+     * single GEMM; the returned Weights' wq, wk, wv (bq, bk, bv) are row views of the stack.
+     */
+    private static Weights packedWeights(DeviceScope s, MultiHeadAttention op, Map<String, Tensor> p, DeviceTensor[] stack) {
+        MultiHeadAttention.Projections w = op.projections(p);
+        int e = op.embedDim();
+        int kv = op.kvWidth();
+        DeviceTensor win = f32(s, concat(w.wq(), w.wk(), w.wv()), e + 2L * kv, e);
+        DeviceTensor bin = w.bq() == null ? null : f32(s, concat(w.bq(), w.bk(), w.bv()), e + 2L * kv);
+        stack[0] = win;
+        stack[1] = bin;
+        return new Weights(win.narrow(0, 0, e), win.narrow(0, e, kv), win.narrow(0, (long) e + kv, kv),
+                bin == null ? null : bin.narrow(0, 0, e), bin == null ? null : bin.narrow(0, e, kv),
+                bin == null ? null : bin.narrow(0, (long) e + kv, kv), f32(s, w.wo(), e, e), f32(s, w.bo(), e));
+    }
+
+    private static double[] concat(double[]... parts) {
+        double[] out = new double[java.util.Arrays.stream(parts).mapToInt(a -> a.length).sum()];
+        int at = 0;
+        for (double[] a : parts) {
+            System.arraycopy(a, 0, out, at, a.length);
+            at += a.length;
+        }
+        return out;
+    }
+
     /** Values as an f32 device tensor, or null for null values (an absent bias). */
     private static DeviceTensor f32(DeviceScope s, double[] values, long... shape) {
         return values == null ? null : s.upload(Tensor.of(DType.F32, values, shape));
@@ -382,9 +409,14 @@ final class AttentionGpu {
     }
 
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
+        return columnSum(s, a, rows, cols, cols);
+    }
+
+    /** Column sums of the first {@code cols} columns of a [rows, lda] buffer (or view). */
+    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, int lda) {
         DeviceTensor out = s.allocate(DType.F32, cols);
         driver.launch(utilFn("column_sum_f32"), grid(cols), Dim3.of(THREADS), 0, 0, new KernelArgs()
-                .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
+                .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(lda));
         return out;
     }
 
@@ -401,8 +433,9 @@ final class AttentionGpu {
         }
     }
 
+    /** {@code packedWidth}: E + 2 kv when q, k and v came from one GEMM (self-attention), else 0. */
     private record MhaSaved(DeviceScope scope, Saved attention, Weights w, DeviceTensor query, DeviceTensor key,
-                            DeviceTensor value, DeviceTensor merged) implements AutoCloseable {
+                            DeviceTensor value, DeviceTensor merged, int packedWidth) implements AutoCloseable {
         @Override
         public void close() {
             scope.close();
@@ -422,19 +455,38 @@ final class AttentionGpu {
         int heads = op.numHeads();
         int kv = op.kvWidth();
         Geometry.requireHeadDims(hd, hd);
+        // Self-attention (one tensor as query, key and value): q, k and v from one GEMM into [B*L, E + 2 kv].
+        boolean packed = in.query() == in.key() && in.key() == in.value();
+        int width = packed ? e + 2 * kv : 0;
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
-            Weights w = weights(scope, op, params);
+            DeviceTensor[] stack = new DeviceTensor[2];
+            Weights w = packed ? packedWeights(scope, op, params, stack) : weights(scope, op, params);
             DeviceTensor query = batchMajor(scope, in.query(), bf);
-            DeviceTensor key = batchMajor(scope, in.key(), bf);
-            DeviceTensor value = batchMajor(scope, in.value(), bf);
-            DeviceTensor q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e);
-            DeviceTensor k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv);
-            DeviceTensor v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv);
+            DeviceTensor key = packed ? query : batchMajor(scope, in.key(), bf);
+            DeviceTensor value = packed ? query : batchMajor(scope, in.value(), bf);
+            DeviceTensor q;
+            DeviceTensor k;
+            DeviceTensor v;
             // Heads through strides: element (b, h, l, d) of a [B*L, width] buffer is at b*L*width + h*hd + l*width + d.
-            long[] qStrides = {(long) lq * e, hd, e, 1};
-            long[] kvStrides = {(long) lk * kv, hd, kv, 1};
-            Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, qStrides);
+            long[] qStrides;
+            long[] kvStrides;
+            if (packed) {
+                DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width);
+                q = qkv.narrow(1, 0, e);
+                k = qkv.narrow(1, e, kv);
+                v = qkv.narrow(1, (long) e + kv, kv);
+                qStrides = new long[]{(long) lq * width, hd, width, 1};
+                kvStrides = new long[]{(long) lk * width, hd, width, 1};
+            } else {
+                q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e);
+                k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv);
+                v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv);
+                qStrides = new long[]{(long) lq * e, hd, e, 1};
+                kvStrides = new long[]{(long) lk * kv, hd, kv, 1};
+            }
+            long[] outStrides = {(long) lq * e, hd, e, 1};
+            Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, outStrides);
             Bias[] biases = {
                     in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}),
                     in.attnMask() == null ? null : bias(scope, in.attnMask(), in.attnMask().tensor().rank() == 2
@@ -454,7 +506,7 @@ final class AttentionGpu {
                 weights = averageHeads(probs, batch, heads, lq, lk, dt);
             }
             return new MhaResult(opLayout(out, batch, lq, e, bf, dt), weights,
-                    new MhaSaved(scope, sv, w, query, key, value, merged));
+                    new MhaSaved(scope, sv, w, query, key, value, merged, width));
         } catch (RuntimeException ex) {
             scope.close();
             throw ex;
@@ -510,9 +562,20 @@ final class AttentionGpu {
                 }
                 dProbs = s.upload(Tensor.of(DType.F32, expanded, batch, heads, lq, lk));
             }
-            DeviceTensor dq = s.allocate(DType.F32, (long) batch * lq, e);
-            DeviceTensor dk = s.allocate(DType.F32, (long) batch * lk, kv);
-            DeviceTensor dv = s.allocate(DType.F32, (long) batch * lk, kv);
+            int width = ms.packedWidth();
+            DeviceTensor dq;
+            DeviceTensor dk;
+            DeviceTensor dv;
+            if (width > 0) {  // the gradients land in q, k and v's strides: one [B*L, E + 2 kv] buffer
+                DeviceTensor dqkv = s.allocate(DType.F32, (long) batch * lq, width);
+                dq = dqkv.narrow(1, 0, e);
+                dk = dqkv.narrow(1, e, kv);
+                dv = dqkv.narrow(1, (long) e + kv, kv);
+            } else {
+                dq = s.allocate(DType.F32, (long) batch * lq, e);
+                dk = s.allocate(DType.F32, (long) batch * lk, kv);
+                dv = s.allocate(DType.F32, (long) batch * lk, kv);
+            }
             runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s);
             Tensor[] dIn = new Tensor[3];
             DeviceTensor[] dProj = {dq, dk, dv};
@@ -525,13 +588,14 @@ final class AttentionGpu {
             double[][] dB = new double[3][];
             for (int r = 0; r < 3; r++) {
                 int rows = batch * lens[r];
+                int ld = width > 0 ? width : outs[r];
                 DeviceTensor dWr = s.allocate(DType.F32, outs[r], widths[r]);
-                Linear.weightGrad(driver, dProj[r].pointer(), outs[r], inputs[r].pointer(), widths[r], dWr.pointer(), widths[r],
+                Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dWr.pointer(), widths[r],
                         rows, widths[r], outs[r], 0f);
                 dW[r] = values(dWr);
-                dB[r] = values(columnSum(s, dProj[r], rows, outs[r]));
+                dB[r] = values(columnSum(s, dProj[r], rows, outs[r], ld));
                 DeviceTensor dx = s.allocate(DType.F32, rows, widths[r]);
-                Linear.inputGrad(driver, dProj[r].pointer(), outs[r], ws[r].pointer(), widths[r], dx.pointer(), widths[r],
+                Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dx.pointer(), widths[r],
                         rows, widths[r], outs[r], 0f);
                 dIn[r] = opLayout(dx, batch, lens[r], widths[r], bf, dt);
             }
