@@ -385,6 +385,50 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
     }
 }
 
+/** Where a block of the tensor-core forward works: its (b, h) and first query row, the entry's valid lengths, and the thread's place in its warp. */
+struct TileBlock {
+    long long b, h, kvh, row0, k_valid, q_valid;
+    int warp, lane, g, t;
+};
+
+__device__ __forceinline__ TileBlock tile_block(const AttnShape& s, const int* key_lengths, const int* query_lengths) {
+    TileBlock w;
+    long long q_tiles = (s.q_len + BLOCK_M - 1) / BLOCK_M;
+    long long bh = blockIdx.x / q_tiles;
+    w.b = bh / s.q_heads;
+    w.h = bh % s.q_heads;
+    w.kvh = w.h / (s.q_heads / s.kv_heads);
+    w.row0 = (blockIdx.x % q_tiles) * BLOCK_M;
+    w.k_valid = key_lengths ? key_lengths[w.b] : s.kv_len;
+    w.q_valid = query_lengths ? query_lengths[w.b] : s.q_len;
+    w.warp = threadIdx.x / 32;
+    w.lane = seqk::arch::lane_id();
+    w.g = w.lane / 4;
+    w.t = w.lane % 4;
+    return w;
+}
+
+/**
+ * Makes k and v tile `tile` ready in buffer tile % 2 of k_tiles / v_tiles, first starting the
+ * cp.async group of tile + 1 (if any) into the other buffer so it loads while this one is used.
+ * The caller started tile 0 and ends each tile with __syncthreads() before its buffer is reused.
+ */
+template <typename T, typename R, int BN, int LD>
+__device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
+                                             const AttnShape& s, const TileBlock& w, long long key_end, long long tile,
+                                             long long kv_tiles, bool vec) {
+    if (tile + 1 < kv_tiles) {
+        int next = static_cast<int>((tile + 1) % 2);
+        load_tile<T, R, BN, LD>(k_tiles[next], k, s.k_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD>(v_tiles[next], v, s.v_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.value_dim), vec);
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<1>();
+    } else {
+        seqk::arch::cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 /** The last key a tile of query rows [row0, row0 + rows) may attend to, plus one (0: none). */
 __device__ __forceinline__ long long key_end_of(const AttnShape& s, long long row0, long long rows, long long k_valid,
                                                 long long q_valid) {
@@ -411,31 +455,21 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     constexpr int NS = BN / 8;     // 8-key column blocks of S
     constexpr int NO = DMAX / 8;   // 8-column blocks of the output
     SEQK_DYNAMIC_SHARED(uint16_t, smem);
-    uint16_t* k_tile[2] = {smem, smem + BN * LD};
-    uint16_t* v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+    uint16_t* const k_tile[2] = {smem, smem + BN * LD};
+    uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
 
-    long long q_tiles = (s.q_len + BLOCK_M - 1) / BLOCK_M;
-    long long bh = blockIdx.x / q_tiles;
-    long long b = bh / s.q_heads;
-    long long h = bh % s.q_heads;
-    long long kvh = h / (s.q_heads / s.kv_heads);
-    long long row0 = (blockIdx.x % q_tiles) * BLOCK_M;
-    long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
-    long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
-    int warp = threadIdx.x / 32;
-    int lane = seqk::arch::lane_id();
-    int g = lane / 4;
-    int t = lane % 4;
-    int d = static_cast<int>(s.head_dim);
-    int dv = static_cast<int>(s.value_dim);
-    float scale = static_cast<float>(s.scale);
+    const TileBlock blk = tile_block(s, key_lengths, query_lengths);
+    const long long b = blk.b, h = blk.h, kvh = blk.kvh, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const int warp = blk.warp, lane = blk.lane, g = blk.g, t = blk.t;
+    const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
 
     // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
-    long long key_end = key_end_of(s, row0, BLOCK_M, k_valid, q_valid);
+    long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
     long long kv_tiles = (key_end + BN - 1) / BN;
 
     // This warp's q rows as A fragments (zeros past the row count and the head dimension).
-    long long my_row[2] = {row0 + warp * 16 + g, row0 + warp * 16 + g + 8};
+    long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
     uint32_t qa[KS][4];
     SEQK_UNROLL
     for (int ks = 0; ks < KS; ks++) {
@@ -471,15 +505,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     }
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
-        if (tile + 1 < kv_tiles) {
-            load_tile<T, uint16_t, BN, LD>(k_tile[buf ^ 1], k, s.k_stride, b, kvh, (tile + 1) * BN, key_end, d, vec);
-            load_tile<T, uint16_t, BN, LD>(v_tile[buf ^ 1], v, s.v_stride, b, kvh, (tile + 1) * BN, key_end, dv, vec);
-            seqk::arch::cp_async_commit();
-            seqk::arch::cp_async_wait<1>();
-        } else {
-            seqk::arch::cp_async_wait<0>();
-        }
-        __syncthreads();
+        next_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
         const uint16_t* kt = k_tile[buf];
         const uint16_t* vt = v_tile[buf];
         long long j0 = tile * BN;
@@ -543,30 +569,20 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     constexpr int NS = BN / 8;    // 8-key column blocks of S
     constexpr int NO = DMAX / 8;  // 8-column blocks of the output
     SEQK_DYNAMIC_SHARED(float, smem);
-    float* k_tile[2] = {smem, smem + BN * LD};
-    float* v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+    float* const k_tile[2] = {smem, smem + BN * LD};
+    float* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
 
-    long long q_tiles = (s.q_len + BLOCK_M - 1) / BLOCK_M;
-    long long bh = blockIdx.x / q_tiles;
-    long long b = bh / s.q_heads;
-    long long h = bh % s.q_heads;
-    long long kvh = h / (s.q_heads / s.kv_heads);
-    long long row0 = (blockIdx.x % q_tiles) * BLOCK_M;
-    long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
-    long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
-    int warp = threadIdx.x / 32;
-    int lane = seqk::arch::lane_id();
-    int g = lane / 4;
-    int t = lane % 4;
-    int d = static_cast<int>(s.head_dim);
-    int dv = static_cast<int>(s.value_dim);
-    float scale = static_cast<float>(s.scale);
+    const TileBlock blk = tile_block(s, key_lengths, query_lengths);
+    const long long b = blk.b, h = blk.h, kvh = blk.kvh, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const int warp = blk.warp, g = blk.g, t = blk.t;
+    const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
     float* p_rows = smem + 4 * BN * LD + warp * 16 * PLD;
 
-    long long key_end = key_end_of(s, row0, BLOCK_M, k_valid, q_valid);
+    long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
     long long kv_tiles = (key_end + BN - 1) / BN;
 
-    long long my_row[2] = {row0 + warp * 16 + g, row0 + warp * 16 + g + 8};
+    long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
     uint32_t qa[KS][4];
     SEQK_UNROLL
     for (int ks = 0; ks < KS; ks++) {
@@ -595,15 +611,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     }
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
-        if (tile + 1 < kv_tiles) {
-            load_tile<float, float, BN, LD>(k_tile[buf ^ 1], k, s.k_stride, b, kvh, (tile + 1) * BN, key_end, d, vec);
-            load_tile<float, float, BN, LD>(v_tile[buf ^ 1], v, s.v_stride, b, kvh, (tile + 1) * BN, key_end, dv, vec);
-            seqk::arch::cp_async_commit();
-            seqk::arch::cp_async_wait<1>();
-        } else {
-            seqk::arch::cp_async_wait<0>();
-        }
-        __syncthreads();
+        next_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
         const float* kt = k_tile[buf];
         const float* vt = v_tile[buf];
         long long j0 = tile * BN;

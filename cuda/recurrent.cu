@@ -304,6 +304,86 @@ __device__ __forceinline__ float activate_grad(int kind, float alpha, float beta
 __device__ __forceinline__ float clip_grad(float raw, float clip) { return fabsf(raw) <= clip ? 1.0f : 0.0f; }
 
 
+// LSTM step, vectorized: one thread handles 4 consecutive units j..j+3 of one batch entry with
+// 16-byte loads and stores (gx, gh, biases, peepholes, the cell state, the saved trace, hnew) and
+// runs lstm_cell on each, so the math is v1's. F32 buffers (v1's interior); H % 4 == 0, which
+// with buffers that start 16-byte aligned keeps every row's quads aligned (RecurrentGpu checks H).
+// Bytes per step and element as v1; fewer, wider memory transactions.
+namespace vec4 {
+
+__device__ __forceinline__ void load4(const float* p, float out[4]) {
+    float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x;
+    out[1] = v.y;
+    out[2] = v.z;
+    out[3] = v.w;
+}
+
+__device__ __forceinline__ void load4_or_zero(const float* p, float out[4]) {
+    if (p == nullptr) {
+        out[0] = out[1] = out[2] = out[3] = 0.0f;
+    } else {
+        load4(p, out);
+    }
+}
+
+__device__ __forceinline__ void store4(float* p, const float in[4]) {
+    float4 v;
+    v.x = in[0];
+    v.y = in[1];
+    v.z = in[2];
+    v.w = in[3];
+    *reinterpret_cast<float4*>(p) = v;
+}
+
+__device__ void lstm_step(const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole,
+                          float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* hnew, const int* lengths,
+                          int t, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
+                          int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+    int quads = hidden / 4;
+    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= static_cast<long>(batch) * quads) {
+        return;
+    }
+    int b = static_cast<int>(idx / quads);
+    int j0 = static_cast<int>(idx % quads) * 4;
+    if (t >= lengths[b]) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    long gh4 = 4L * hidden;
+    float pre[4][4];  // [gate][unit]
+    for (int g = 0; g < 4; g++) {
+        float x[4], hh[4], bi[4], bh[4];
+        load4(gx + row * gh4 + g * hidden + j0, x);
+        load4(gh + b * gh4 + g * hidden + j0, hh);
+        load4_or_zero(bih == nullptr ? nullptr : bih + g * hidden + j0, bi);
+        load4_or_zero(bhh == nullptr ? nullptr : bhh + g * hidden + j0, bh);
+        for (int u = 0; u < 4; u++) {
+            pre[g][u] = x[u] + hh[u] + bi[u] + bh[u];
+        }
+    }
+    float cp[4], c_new[4], h_new[4];
+    load4(c_state + static_cast<long>(b) * hidden + j0, cp);
+    for (int u = 0; u < 4; u++) {
+        float unit_pre[4] = {pre[0][u], pre[1][u], pre[2][u], pre[3][u]};
+        h_new[u] = lstm_cell(unit_pre, cp[u], peephole, j0 + u, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind,
+                             g_alpha, g_beta, h_kind, h_alpha, h_beta, c_new[u]);
+        for (int g = 0; g < 4; g++) {
+            pre[g][u] = unit_pre[g];
+        }
+    }
+    for (int g = 0; g < 4; g++) {
+        store4(raw + row * gh4 + g * hidden + j0, pre[g]);
+    }
+    store4(c_prev_save + row * hidden + j0, cp);
+    store4(c_new_save + row * hidden + j0, c_new);
+    store4(c_state + static_cast<long>(b) * hidden + j0, c_new);
+    store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
+}
+
+}  // namespace vec4
+
 // ---------------------------------------------------------------------------------------------
 // Persistent LSTM forward (no projection), for small batches: one cooperative launch runs every
 // step of one (layer, direction), keeping W_hh on chip for the whole sequence.
@@ -623,3 +703,14 @@ extern "C" __global__ void lstm_persistent_fwd_f32(const float* gx, const float*
                          f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
 }
 SEQK_KERNEL(lstm_persistent_fwd_f32);
+
+extern "C" __global__ void lstm_step_fwd_vec4_f32(const float* gx, const float* gh, const float* bih, const float* bhh,
+                                                  const float* peephole, float* c_state, float* c_prev_save, float* c_new_save,
+                                                  float* raw, float* hnew, const int* lengths, int t, int batch, int hidden,
+                                                  int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
+                                                  int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
+                                                  float h_beta) {
+    vec4::lstm_step(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths, t, batch, hidden,
+                    input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
+}
+SEQK_KERNEL(lstm_step_fwd_vec4_f32);

@@ -145,6 +145,11 @@ inline int atomicMax(int* p, int v) {
 }
 inline unsigned atomicExch(unsigned* p, unsigned v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 
+// ---- CUDA's 16-byte vector type, for kernels' vectorized loads and stores.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
 // ---- 16-bit float storage types: bits only; conversions are in cuda/seqk.cuh (round-to-nearest-even).
 struct __half {
     uint16_t bits;

@@ -47,6 +47,14 @@ final class RecurrentGpu {
     }
 
     /**
+     * The per-step LSTM cell kernel: {@code lstm_step_fwd_vec4} (4 units per thread, 16-byte loads
+     * and stores) when H is a multiple of 4, else v1's {@code lstm_step_fwd}; V1 pins v1.
+     */
+    static String lstmStepKernel(int hidden, StepChoice choice) {
+        return hidden % 4 == 0 && choice == StepChoice.AUTO ? "lstm_step_fwd_vec4" : "lstm_step_fwd";
+    }
+
+    /**
      * The persistent kernel's plan, or null when the rule does not pick it: LSTM, no projection,
      * batch &lt;= 16, and 4 bytes x (4U x H weights + B x H staged state + 4U x B gates) within the
      * per-block opt-in shared memory, with U = ceil(H / multiprocessors). (An H100: H up to 1024 at
@@ -185,6 +193,8 @@ final class RecurrentGpu {
         DeviceTensor m = whr != null ? temp.allocate(DType.F32, batch, h) : null;
         DeviceTensor resetHidden = gruSplit ? temp.allocate(DType.F32, batch, h) : null;
         Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
+        String lstmStep = lstmStepKernel(h, stepChoice);
+        Dim3 lstmGrid = lstmStep.equals("lstm_step_fwd") ? cellGrid : Dim3.of(blocks((long) batch * h / 4));
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
         PersistentPlan plan = persistentPlan(c, batch, driver.properties(), stepChoice);
@@ -210,7 +220,7 @@ final class RecurrentGpu {
             linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
-                case LSTM -> driver.launch(fn32("lstm_step_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(ptr(peep))
+                case LSTM -> driver.launch(fn32(lstmStep), lstmGrid, Dim3.of(THREADS), 0, 0, args.pointer(ptr(peep))
                         .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                         .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .i32(t).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0).f32(clip)
@@ -303,6 +313,8 @@ final class RecurrentGpu {
                     int hRows = gruSplit ? 2 * h : gh;  // rows of W_hh that act on h itself
                     float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
                     Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
+        String lstmStep = lstmStepKernel(h, stepChoice);
+        Dim3 lstmGrid = lstmStep.equals("lstm_step_fwd") ? cellGrid : Dim3.of(blocks((long) batch * h / 4));
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
                     for (int step = steps - 1; step >= 0; step--) {
                         int t = c.direction().isReversed(d) ? steps - 1 - step : step;

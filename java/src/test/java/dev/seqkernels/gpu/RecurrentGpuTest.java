@@ -153,6 +153,55 @@ class RecurrentGpuTest {
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
+    /**
+     * The vectorized LSTM cell (H % 4 == 0) in the per-step loop (batch 17 is above the persistent
+     * kernel's limit; one case with projection): against the reference and against v1's cell.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16"})
+    void vectorizedLstmCellMatchesReferenceAndV1(DType dtype) {
+        assertEquals("lstm_step_fwd_vec4", RecurrentGpu.lstmStepKernel(36, RecurrentGpu.StepChoice.AUTO));
+        assertEquals("lstm_step_fwd", RecurrentGpu.lstmStepKernel(37, RecurrentGpu.StepChoice.AUTO), "H not a multiple of 4");
+        assertEquals("lstm_step_fwd", RecurrentGpu.lstmStepKernel(36, RecurrentGpu.StepChoice.V1), "pinned to v1");
+        TestData data = new TestData();
+        for (int proj : new int[]{0, 5}) {
+            GpuBackend fast = new GpuBackend(EmuDriver.instance());
+            GpuBackend plain = new GpuBackend(EmuDriver.instance());
+            plain.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+            Lstm.Builder b = Lstm.builder().inputSize(6).hiddenSize(36).projSize(proj).peepholes(proj == 0).clip(2);
+            RecurrentOp gpu = b.backend(fast).build();
+            assertEquals(null, RecurrentGpu.persistentPlan(gpu.config(), 17, EmuDriver.instance().properties(),
+                    RecurrentGpu.StepChoice.AUTO), "the step loop must run here");
+            RecurrentOp v1 = b.backend(plain).build();
+            RecurrentOp cpu = b.backend("cpu").build();
+            Map<String, Tensor> params = data.params(dtype, 0.3, gpu.config().parameterShapes());
+            Map<String, Tensor> params64 = new LinkedHashMap<>();
+            params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+            Tensor x = data.tensor(dtype, 1, 9, 17, 6);
+            int[] lengths = new int[17];
+            for (int i = 0; i < 17; i++) {
+                lengths[i] = 1 + (i * 5) % 9;
+            }
+            String tag = "vec4 lstm proj=" + proj + " " + dtype + " " + data;
+            try (RecurrentResult got = gpu.forward(params, x, null, null, lengths);
+                 RecurrentResult ref = v1.forward(params, x, null, null, lengths);
+                 RecurrentResult want = cpu.forward(params64, x.to(DType.F64), null, null, lengths)) {
+                check(tag + " output", got.output(), want.output(), dtype);
+                check(tag + " hn", got.hn(), want.hn(), dtype);
+                check(tag + " cn", got.cn(), want.cn(), dtype);
+                check(tag + " output vs v1", got.output(), ref.output(), dtype);
+                Tensor dy = data.tensor(dtype, 1, got.output().shape());
+                try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
+                     RecurrentGradients w = cpu.backward(params64, want, dy.to(DType.F64), null, null)) {
+                    check(tag + " dx", g.dx(), w.dx(), dtype);
+                    for (String n : params.keySet()) {
+                        check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
+                    }
+                }
+            }
+        }
+    }
+
     private static dev.seqkernels.ops.RecurrentConfig lstm(int hidden, int proj) {
         return Lstm.builder().inputSize(8).hiddenSize(hidden).projSize(proj).build().config();
     }
