@@ -9,8 +9,8 @@ Peers: nn.LSTM / nn.GRU (cuDNN on a GPU), and scaled_dot_product_attention once 
 (flash, cudnn, efficient, math; a backend that refuses a case gets a row saying why). Without
 scaled_dot_product_attention (PyTorch < 2.0) attention is timed as matmul-softmax-matmul.
 
-Timing matches seqk bench: warm-up, then repetitions until at least 10 and 300 ms (at most 200),
-each between CUDA events after writing a 256 MiB buffer so that L2 holds nothing useful; median and
+Timing matches seqk bench: warm-up, then at least 3 repetitions, at least 10 unless they take over
+2 s, and more up to 300 ms (at most 200), each between CUDA events after writing a 256 MiB buffer so that L2 holds nothing useful; median and
 10th/90th percentiles. The forward pass is the training forward (autograd on), as ours saves what
 backward needs. On a CPU (--device cpu) it times with perf_counter, for checking this script.
 """
@@ -46,7 +46,8 @@ class Timer:
             fn()
         self.sync()
         times = []
-        while len(times) < self.min_reps or (len(times) < self.max_reps and sum(times) < self.budget_ms):
+        while (len(times) < 3 or (len(times) < self.min_reps and sum(times) < 2000)
+               or (len(times) < self.max_reps and sum(times) < self.budget_ms)):
             if self.flush is not None:
                 self.flush.fill_(len(times) & 0xFF)
             if self.device == "cuda":

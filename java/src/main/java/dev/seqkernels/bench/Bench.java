@@ -27,7 +27,7 @@ import java.util.Map;
  * The GPU timing harness behind {@code seqk bench}. Per case: the op runs once through a
  * {@link CapturingDriver} (inputs uploaded, outputs downloaded, device work recorded), then the
  * recorded device work is replayed between two device events: warm-up replays first, then
- * repetitions until both a minimum count and a time budget are reached, each after a memset of a
+ * repetitions by {@link Options}' policy, each after a memset of a
  * buffer larger than L2 so that no repetition starts with the previous one's data in cache. The
  * median and the 10th and 90th percentiles are reported, beside the floor from the peaks measured
  * once per run ({@link Peaks}).
@@ -37,10 +37,20 @@ import java.util.Map;
  * What it excludes: the op's host-to-device and device-to-host copies (counted in the row's note).
  */
 public final class Bench {
-    /** Repetition policy; {@link #forDriver} picks the GPU or the emulator default. */
-    public record Options(int warmup, int minReps, int maxReps, double budgetMillis, long flushBytes) {
+    /**
+     * Repetition policy: at least {@code fewestReps}; at least {@code minReps} unless they would
+     * take over {@code longMillis} (a case of seconds per repetition gets the few, so a whole
+     * suite fits a bounded run); then more, up to {@code maxReps}, while under {@code budgetMillis}.
+     * {@link #forDriver} picks the GPU or the emulator default.
+     */
+    public record Options(int warmup, int fewestReps, int minReps, int maxReps, double budgetMillis, double longMillis,
+                          long flushBytes) {
         public static Options forDriver(Driver d) {
-            return d.name().equals("emu") ? new Options(1, 2, 3, 0, 0) : new Options(3, 10, 200, 300, 256L << 20);
+            return d.name().equals("emu") ? new Options(1, 2, 2, 3, 0, 0, 0) : new Options(3, 3, 10, 200, 300, 2000, 256L << 20);
+        }
+
+        boolean wantsMore(int reps, double totalMillis) {
+            return reps < fewestReps || (reps < minReps && totalMillis < longMillis) || (reps < maxReps && totalMillis < budgetMillis);
         }
     }
 
@@ -99,7 +109,7 @@ public final class Bench {
             driver.synchronize(0);
             List<Double> times = new ArrayList<>();
             double total = 0;
-            while (times.size() < options.minReps() || (times.size() < options.maxReps() && total < options.budgetMillis())) {
+            while (options.wantsMore(times.size(), total)) {
                 if (flush != 0) {
                     driver.memsetAsync(flush, times.size() & 0xff, options.flushBytes(), 0);
                 }

@@ -62,6 +62,18 @@ class BenchTest {
         }
     }
 
+    /** The repetition policy on a GPU: few for slow cases, ten for the rest, more while cheap. */
+    @Test
+    void repetitionPolicyBoundsSlowCasesAndFillsTheBudgetForFastOnes() {
+        Bench.Options gpu = new Bench.Options(3, 3, 10, 200, 300, 2000, 256L << 20);
+        assertTrue(gpu.wantsMore(2, 9000), "always at least 3");
+        assertTrue(!gpu.wantsMore(3, 2400), "3 repetitions of 800 ms are enough");
+        assertTrue(gpu.wantsMore(5, 1000), "10 while under 2 s");
+        assertTrue(gpu.wantsMore(10, 250), "more while under the 300 ms budget");
+        assertTrue(!gpu.wantsMore(10, 400), "10 and over budget: done");
+        assertTrue(!gpu.wantsMore(200, 1), "never above 200");
+    }
+
     /** The suite's work counts, against the formulas written out by hand. */
     @Test
     void flopAndByteCountsFollowTheDocumentedFormulas() {
