@@ -47,6 +47,18 @@ final class RecurrentGpu {
     }
 
     /**
+     * The input type of a layer's input-projection GEMM (x W_ih^T for all steps): the storage type
+     * for layer 0 of F16/BF16 ops, which multiplies the 16-bit inputs and weights as they are on
+     * tensor cores with fp32 accumulation (products of 16-bit values are exact in fp32, so this is
+     * v1's arithmetic without the widening copies); F32 otherwise (deeper layers read the F32
+     * outputs of the layer below). V1 pins F32.
+     */
+    static DType projectionInputType(DType storage, int layer, StepChoice choice) {
+        boolean sixteenBit = storage == DType.F16 || storage == DType.BF16;
+        return sixteenBit && layer == 0 && choice == StepChoice.AUTO ? storage : DType.F32;
+    }
+
+    /**
      * The per-step LSTM cell kernel: {@code lstm_step_fwd_vec4} (4 units per thread, 16-byte loads
      * and stores) when H is a multiple of 4, else v1's {@code lstm_step_fwd}; V1 pins v1.
      */
@@ -127,6 +139,7 @@ final class RecurrentGpu {
             Tensor cn = c.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, batch, h) : null;
             List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
             SlotTrace[] traces = new SlotTrace[slots];
+            DeviceTensor x16 = null;  // layer 0's input in its 16-bit storage type, for the projection GEMM
             for (int layer = 0; layer < c.numLayers(); layer++) {
                 layerInputs.add(input);
                 int in = c.layerInputSize(layer);
@@ -141,7 +154,14 @@ final class RecurrentGpu {
                     DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
                     DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
                     DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
-                    linear(input, wih, gx, steps * batch, in, gh, gh);
+                    if (projectionInputType(dt, layer, stepChoice) != DType.F32) {
+                        if (x16 == null) {
+                            x16 = temp.upload((c.batchFirst() ? x.permute(1, 0, 2) : x).to(dt));
+                        }
+                        linear(x16, temp.upload(params.get("weight_ih_" + sfx).to(dt)), gx, steps * batch, in, gh, gh);
+                    } else {
+                        linear(input, wih, gx, steps * batch, in, gh, gh);
+                    }
                     DeviceTensor hState = temp.zeros(DType.F32, batch, p);
                     if (h0d != null) {
                         driver.copyDeviceToDevice(hState.pointer(), h0d.select(0, slot).pointer(), hState.byteSize());

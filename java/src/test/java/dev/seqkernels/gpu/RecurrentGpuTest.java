@@ -202,6 +202,17 @@ class RecurrentGpuTest {
         }
     }
 
+    /** Layer 0 of 16-bit ops projects with a 16-bit GEMM; everything else, and V1, with F32. */
+    @Test
+    void projectionGemmInputTypeRule() {
+        var auto = RecurrentGpu.StepChoice.AUTO;
+        assertEquals(DType.BF16, RecurrentGpu.projectionInputType(DType.BF16, 0, auto));
+        assertEquals(DType.F16, RecurrentGpu.projectionInputType(DType.F16, 0, auto));
+        assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.BF16, 1, auto), "deeper layers read F32 outputs");
+        assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.F32, 0, auto));
+        assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.BF16, 0, RecurrentGpu.StepChoice.V1), "pinned to v1");
+    }
+
     private static dev.seqkernels.ops.RecurrentConfig lstm(int hidden, int proj) {
         return Lstm.builder().inputSize(8).hiddenSize(hidden).projSize(proj).build().config();
     }
