@@ -130,6 +130,19 @@ __device__ void gru_reset_v1(const float* gx, const float* gh, const T* bih, con
     reset_hidden[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(r * seqk::to_float(h_state[static_cast<long>(b) * hidden + j]));
 }
 
+// The GRU cell from its pre-activations: r and z from pre_r, pre_z; pre_n = x_n + r * h_lin when
+// linear_before_reset (h_lin = h W_hn^T + b_hn), else x_n + h_lin (h_lin = (r*h) W_hn^T + b_hn);
+// returns the new h = (1 - z) n + z h_prev and sets pre_n (saved as the n gate's raw value).
+__device__ __forceinline__ float gru_cell(float pre_r, float pre_z, float x_n, float h_lin, int linear_before_reset,
+                                          float h_prev, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
+                                          float g_alpha, float g_beta, float& pre_n) {
+    float r = activate(f_kind, f_alpha, f_beta, clip_to(pre_r, clip));
+    float z = activate(f_kind, f_alpha, f_beta, clip_to(pre_z, clip));
+    pre_n = linear_before_reset ? x_n + r * h_lin : x_n + h_lin;
+    float n = activate(g_kind, g_alpha, g_beta, clip_to(pre_n, clip));
+    return (1.0f - z) * n + z * h_prev;
+}
+
 // GRU, the rest of a step. linear_before_reset: n = g(x_n + r * (h W_hn^T + b_hn)) and hn_lin_save
 // keeps h W_hn^T + b_hn; otherwise gh's n columns already hold (r*h) W_hn^T and r, z were saved by
 // gru_reset.
@@ -157,21 +170,16 @@ __device__ void gru_step_v1(const float* gx, const float* gh, const T* bih, cons
         pre_r = raw[row * gh3 + j];
         pre_z = raw[row * gh3 + hidden + j];
     }
-    float r = activate(f_kind, f_alpha, f_beta, clip_to(pre_r, clip));
-    float z = activate(f_kind, f_alpha, f_beta, clip_to(pre_z, clip));
     float h_lin = gh[static_cast<long>(b) * gh3 + 2 * hidden + j] + load_or_zero(bhh, 2 * hidden + j);
     float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
-    float pre_n;
     if (linear_before_reset) {
         hn_lin_save[row * hidden + j] = h_lin;
-        pre_n = x_n + r * h_lin;
-    } else {
-        pre_n = x_n + h_lin;
     }
+    float pre_n;
+    float h = gru_cell(pre_r, pre_z, x_n, h_lin, linear_before_reset, seqk::to_float(h_state[hb]), clip, f_kind, f_alpha,
+                       f_beta, g_kind, g_alpha, g_beta, pre_n);
     raw[row * gh3 + 2 * hidden + j] = pre_n;
-    float n = activate(g_kind, g_alpha, g_beta, clip_to(pre_n, clip));
-    float h_prev = seqk::to_float(h_state[hb]);
-    hnew[hb] = seqk::from_float<T>((1.0f - z) * n + z * h_prev);
+    hnew[hb] = seqk::from_float<T>(h);
 }
 
 // Elman RNN, one step: h = f(x W_ih^T + b_ih + h W_hh^T + b_hh).
@@ -385,18 +393,19 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
 }  // namespace vec4
 
 // ---------------------------------------------------------------------------------------------
-// Persistent LSTM forward (no projection), for small batches: one cooperative launch runs every
-// step of one (layer, direction), keeping W_hh on chip for the whole sequence.
+// Persistent forward for small batches, LSTM (no projection) and GRU (linear_before_reset): one
+// cooperative launch runs every step of one (layer, direction), keeping W_hh on chip throughout.
 //
-// Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their 4U rows of W_hh
-// (gate-major: row g*U + u is W_hh row g*H + u) in shared memory, loaded once. Per step every
+// Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
+// (G = 4 gates for LSTM, 3 for GRU; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
+// loaded once. Per step every
 // block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
 // wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
 // striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
 // pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_prev, c_new, h_prev),
 // writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
 // another may still be reading) and the output, and the grid synchronizes before the next step.
-// Shared memory: (4U*H + B*H + 4U*B) floats. Per step: 8*B*H*U flops per block; W_hh is read
+// Shared memory: (G*U*H + B*H + G*U*B) floats. Per step: 2*G*B*H*U flops per block; W_hh is read
 // from shared memory, never from DRAM, after the first step.
 namespace persistent {
 
@@ -408,58 +417,83 @@ __device__ __forceinline__ float load_through_l2(const float* p) {
 #endif
 }
 
+/** A block's part: hidden units [u0, u0 + mine) and its shared memory: W [G*U][H], h [B][H], gates [B][G*U]. */
+struct Slice {
+    float* w;
+    float* hs;
+    float* gate;
+    int u0;
+    int mine;  // may be <= 0 for trailing blocks: they still take part in every grid sync
+};
+
+/** Loads this block's G*U rows of W_hh (row g*U + u is W_hh row g*H + u0 + u; zeros past H) into shared memory. */
+template <int G>
+__device__ Slice load_slice(const float* w_hh, int batch, int hidden, int units) {
+    SEQK_DYNAMIC_SHARED(float, smem);
+    Slice sl;
+    sl.w = smem;
+    sl.hs = smem + static_cast<long>(G) * units * hidden;
+    sl.gate = sl.hs + static_cast<long>(batch) * hidden;
+    sl.u0 = blockIdx.x * units;
+    sl.mine = hidden - sl.u0 < units ? hidden - sl.u0 : units;
+    for (long idx = threadIdx.x; idx < static_cast<long>(G) * units * hidden; idx += blockDim.x) {
+        int r = static_cast<int>(idx / hidden);
+        int u = r % units;
+        sl.w[idx] = u < sl.mine ? w_hh[(static_cast<long>(r / units) * hidden + sl.u0 + u) * hidden + idx % hidden] : 0.0f;
+    }
+    return sl;
+}
+
+/**
+ * One step's recurrent projections of this block's units: stages h_{t-1} [B, H] from global
+ * memory (through L2: other blocks wrote it), then gate[b][r] = W row r . h_b, one warp per
+ * (b, r) pair at a time, lanes striding over H and a butterfly sum. Ends synchronized.
+ */
+template <int G>
+__device__ void project_state(const Slice& sl, const float* h_cur, int batch, int hidden, int units) {
+    int lane = seqk::arch::lane_id();
+    int warps = blockDim.x / 32;
+    for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
+        sl.hs[idx] = load_through_l2(h_cur + idx);
+    }
+    __syncthreads();
+    for (int pair = threadIdx.x / 32; pair < batch * G * units; pair += warps) {
+        int b = pair / (G * units);
+        int r = pair % (G * units);
+        float dot = 0.0f;
+        if (r % units < sl.mine) {
+            for (int e = lane; e < hidden; e += 32) {
+                dot += sl.w[static_cast<long>(r) * hidden + e] * sl.hs[static_cast<long>(b) * hidden + e];
+            }
+        }
+        SEQK_UNROLL
+        for (int off = 16; off > 0; off /= 2) {
+            dot += seqk::arch::shfl_xor(0xffffffffu, dot, off);
+        }
+        if (lane == 0) {
+            sl.gate[b * G * units + r] = dot;
+        }
+    }
+    __syncthreads();
+}
+
 __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
                          float* h_buf, float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* h_prev_save,
                          float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
                          int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha,
                          float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
-    SEQK_DYNAMIC_SHARED(float, smem);
-    float* w = smem;                                   // [4U][H]
-    float* hs = smem + 4L * units * hidden;            // [B][H]
-    float* gate = hs + static_cast<long>(batch) * hidden;  // [B][4U]
-    int u0 = blockIdx.x * units;
-    int mine = hidden - u0 < units ? hidden - u0 : units;  // may be <= 0 for trailing blocks: they still sync
-    int lane = seqk::arch::lane_id();
-    int warp = threadIdx.x / 32;
-    int warps = blockDim.x / 32;
-    for (long idx = threadIdx.x; idx < 4L * units * hidden; idx += blockDim.x) {
-        int r = static_cast<int>(idx / hidden);
-        int u = r % units;
-        w[idx] = u < mine ? w_hh[(static_cast<long>(r / units) * hidden + u0 + u) * hidden + idx % hidden] : 0.0f;
-    }
+    Slice sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
-        const float* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
         float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
-        for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
-            hs[idx] = load_through_l2(h_cur + idx);
-        }
-        __syncthreads();
-        for (int pair = warp; pair < batch * 4 * units; pair += warps) {
-            int b = pair / (4 * units);
-            int r = pair % (4 * units);
-            float dot = 0.0f;
-            if (r % units < mine) {
-                for (int e = lane; e < hidden; e += 32) {
-                    dot += w[static_cast<long>(r) * hidden + e] * hs[static_cast<long>(b) * hidden + e];
-                }
-            }
-            SEQK_UNROLL
-            for (int off = 16; off > 0; off /= 2) {
-                dot += seqk::arch::shfl_xor(0xffffffffu, dot, off);
-            }
-            if (lane == 0) {
-                gate[b * 4 * units + r] = dot;
-            }
-        }
-        __syncthreads();
-        for (int pair = threadIdx.x; pair < batch * (mine > 0 ? mine : 0); pair += blockDim.x) {
-            int b = pair / mine;
-            int u = pair % mine;
-            int j = u0 + u;
+        project_state<4>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
+        for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
+            int b = pair / sl.mine;
+            int u = pair % sl.mine;
+            int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
-            float hp = hs[static_cast<long>(b) * hidden + j];
+            float hp = sl.hs[static_cast<long>(b) * hidden + j];
             h_prev_save[row * hidden + j] = hp;
             float* o = out + row * out_stride + out_offset + j;
             if (t >= lengths[b]) {
@@ -470,7 +504,7 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
             float pre[4];
             for (int g = 0; g < 4; g++) {
                 int col = g * hidden + j;
-                pre[g] = gx[row * gh4 + col] + gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
+                pre[g] = gx[row * gh4 + col] + sl.gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
                          load_or_zero(bhh, col);
             }
             float cp = c_state[static_cast<long>(b) * hidden + j];
@@ -483,6 +517,50 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
             c_prev_save[row * hidden + j] = cp;
             c_new_save[row * hidden + j] = c;
             c_state[static_cast<long>(b) * hidden + j] = c;
+            h_next[static_cast<long>(b) * hidden + j] = h;
+            *o = h;
+        }
+        seqk::arch::grid_sync();
+    }
+}
+
+// GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate
+// rows per unit; the cell is gru_cell, as in gru_step_v1, saving raw and h W_hn^T + b_hn.
+__device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
+                        float* hn_lin_save, float* h_prev_save, float* out, const int* lengths, int steps, int reversed,
+                        int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
+                        float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
+    Slice sl = load_slice<3>(w_hh, batch, hidden, units);
+    long gh3 = 3L * hidden;
+    for (int s = 0; s < steps; s++) {
+        int t = reversed ? steps - 1 - s : s;
+        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        project_state<3>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
+        for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
+            int b = pair / sl.mine;
+            int u = pair % sl.mine;
+            int j = sl.u0 + u;
+            long row = static_cast<long>(t) * batch + b;
+            float hp = sl.hs[static_cast<long>(b) * hidden + j];
+            h_prev_save[row * hidden + j] = hp;
+            float* o = out + row * out_stride + out_offset + j;
+            if (t >= lengths[b]) {
+                h_next[static_cast<long>(b) * hidden + j] = hp;
+                *o = 0.0f;
+                continue;
+            }
+            const float* g = sl.gate + b * 3 * units;
+            float pre_r = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+            float pre_z = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
+                          load_or_zero(bhh, hidden + j);
+            float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
+            float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
+            float pre_n;
+            float h = gru_cell(pre_r, pre_z, x_n, h_lin, 1, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, pre_n);
+            raw[row * gh3 + j] = pre_r;
+            raw[row * gh3 + hidden + j] = pre_z;
+            raw[row * gh3 + 2 * hidden + j] = pre_n;
+            hn_lin_save[row * hidden + j] = h_lin;
             h_next[static_cast<long>(b) * hidden + j] = h;
             *o = h;
         }
@@ -714,3 +792,13 @@ extern "C" __global__ void lstm_step_fwd_vec4_f32(const float* gx, const float* 
                     input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
 }
 SEQK_KERNEL(lstm_step_fwd_vec4_f32);
+
+extern "C" __global__ void gru_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
+                                                  float* h_buf, float* raw, float* hn_lin_save, float* h_prev_save, float* out,
+                                                  const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+                                                  int out_stride, int out_offset, float clip, int f_kind, float f_alpha,
+                                                  float f_beta, int g_kind, float g_alpha, float g_beta) {
+    persistent::gru_fwd(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, h_prev_save, out, lengths, steps, reversed, batch, hidden,
+                        units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
+}
+SEQK_KERNEL(gru_persistent_fwd_f32);

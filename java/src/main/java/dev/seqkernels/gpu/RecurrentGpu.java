@@ -22,9 +22,10 @@ import java.util.Map;
  * layer outputs, GEMMs) is F32, and the results are rounded once to the input's dtype. Faster
  * versions with 16-bit GEMMs will be judged against it by DESIGN's rule for fp16/bf16.
  *
- * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection, batch &lt;= 16, whose
- * W_hh slices fit in shared memory with one block per multiprocessor runs each (layer, direction)
- * as one cooperative launch of {@code lstm_persistent_fwd_f32} (W_hh stays on chip for every
+ * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection or a GRU with
+ * linear_before_reset, batch &lt;= 16, whose W_hh slices fit in shared memory with one block per
+ * multiprocessor, runs each (layer, direction) as one cooperative launch of
+ * {@code lstm_persistent_fwd_f32} / {@code gru_persistent_fwd_f32} (W_hh stays on chip for every
  * step; no per-step GEMM or launch) instead of the per-step loop. It saves the same trace, so
  * backward is unchanged.
  */
@@ -67,19 +68,23 @@ final class RecurrentGpu {
     }
 
     /**
-     * The persistent kernel's plan, or null when the rule does not pick it: LSTM, no projection,
-     * batch &lt;= 16, and 4 bytes x (4U x H weights + B x H staged state + 4U x B gates) within the
-     * per-block opt-in shared memory, with U = ceil(H / multiprocessors). (An H100: H up to 1024 at
-     * B = 16, 198,656 of 232,448 bytes.)
+     * The persistent kernel's plan, or null when the rule does not pick it: an LSTM without
+     * projection or a GRU with linear_before_reset, batch &lt;= 16, and 4 bytes x (G U x H weights +
+     * B x H staged state + G U x B gates) within the per-block opt-in shared memory, with G the
+     * gates (4 or 3) and U = ceil(H / multiprocessors). (An H100's LSTM: H up to 1024 at B = 16,
+     * 198,656 of 232,448 bytes.)
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DeviceProperties props, StepChoice choice) {
-        if (choice != StepChoice.AUTO || c.cell() != CellType.LSTM || c.projSize() > 0 || batch > PERSISTENT_MAX_BATCH) {
+        boolean lstm = c.cell() == CellType.LSTM && c.projSize() == 0;
+        boolean gru = c.cell() == CellType.GRU && c.linearBeforeReset();
+        if (choice != StepChoice.AUTO || !(lstm || gru) || batch > PERSISTENT_MAX_BATCH) {
             return null;
         }
+        int gates = c.cell().gates();
         int h = c.hiddenSize();
         int sms = Math.max(1, props.multiprocessors());
         int units = (h + sms - 1) / sms;
-        long bytes = 4L * (4L * units * h + (long) batch * h + 4L * units * batch);
+        long bytes = 4L * ((long) gates * units * h + (long) batch * h + (long) gates * units * batch);
         if (bytes > props.sharedMemoryPerBlockOptin()) {
             return null;
         }
@@ -221,16 +226,23 @@ final class RecurrentGpu {
         if (plan != null) {
             DeviceTensor hBuf = temp.allocate(DType.F32, 2, batch, h);
             driver.copyDeviceToDevice(hBuf.pointer(), hState.pointer(), hState.byteSize());
-            driver.launchCooperative(fn32("lstm_persistent_fwd"), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), 0,
-                    new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
-                            .pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(tr.cPrev().pointer())
-                            .pointer(tr.cNew().pointer()).pointer(tr.raw().pointer()).pointer(tr.hPrev().pointer())
-                            .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(c.direction().isReversed(d) ? 1 : 0)
-                            .i32(batch).i32(h).i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p)
-                            .i32(c.inputForget() ? 1 : 0).f32(clip)
-                            .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
-                            .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta())
-                            .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha()).f32((float) act.get(2).beta()));
+            KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
+            int reversed = c.direction().isReversed(d) ? 1 : 0;
+            if (c.cell() == CellType.LSTM) {
+                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(tr.cPrev().pointer())
+                        .pointer(tr.cNew().pointer()).pointer(tr.raw().pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer())
+                        .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
+                        .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
+            } else {
+                args.pointer(hBuf.pointer()).pointer(tr.raw().pointer()).pointer(tr.hnLin().pointer()).pointer(tr.hPrev().pointer())
+                        .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                        .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
+            }
+            for (int a = 0; a < (c.cell() == CellType.LSTM ? 3 : 2); a++) {
+                args.i32(act.get(a).kind().ordinal()).f32((float) act.get(a).alpha()).f32((float) act.get(a).beta());
+            }
+            String kernel = c.cell() == CellType.LSTM ? "lstm_persistent_fwd" : "gru_persistent_fwd";
+            driver.launchCooperative(fn32(kernel), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), 0, args);
             driver.copyDeviceToDevice(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize());
             return;
         }

@@ -148,8 +148,13 @@ class RecurrentGpuTest {
         assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,360 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, h100, auto), "H = 1400 does not (11 units, 246,400 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 16), 4, h100, auto), "projection");
-        assertEquals(null, RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(64).build().config(), 4, h100, auto),
-                "GRU takes the per-step loop");
+        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 3 * 8 * 16)),
+                RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1024).build().config(), 16, h100, auto),
+                "GRU (linear_before_reset): 3 gate rows per unit");
+        assertEquals(null, RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(64).linearBeforeReset(false).build()
+                .config(), 4, h100, auto), "GRU with the reset gate first takes the per-step loop");
+        assertEquals(null, RecurrentGpu.persistentPlan(dev.seqkernels.ops.Rnn.builder().inputSize(8).hiddenSize(64).build().config(),
+                4, h100, auto), "Elman RNNs take the per-step loop");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
@@ -211,6 +216,45 @@ class RecurrentGpuTest {
         assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.BF16, 1, auto), "deeper layers read F32 outputs");
         assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.F32, 0, auto));
         assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.BF16, 0, RecurrentGpu.StepChoice.V1), "pinned to v1");
+    }
+
+    /** The persistent GRU (linear_before_reset) on the emulator, both directions and lengths, vs the reference and the step loop. */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16"})
+    void persistentGruMatchesReferenceAndTheStepLoop(DType dtype) {
+        TestData data = new TestData();
+        GpuBackend persistent = new GpuBackend(EmuDriver.instance());
+        GpuBackend stepLoop = new GpuBackend(EmuDriver.instance());
+        stepLoop.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+        Gru.Builder b = Gru.builder().inputSize(7).hiddenSize(29).numLayers(2).bidirectional(true);
+        RecurrentOp gpu = b.backend(persistent).build();
+        assertTrue(RecurrentGpu.persistentPlan(gpu.config(), 4, EmuDriver.instance().properties(), RecurrentGpu.StepChoice.AUTO) != null,
+                "the rule must pick the persistent kernel here");
+        RecurrentOp loop = b.backend(stepLoop).build();
+        RecurrentOp cpu = b.backend("cpu").build();
+        Map<String, Tensor> params = data.params(dtype, 0.3, gpu.config().parameterShapes());
+        Map<String, Tensor> params64 = new LinkedHashMap<>();
+        params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(dtype, 1, 17, 4, 7);
+        Tensor h0 = data.tensor(dtype, 0.5, 4, 4, 29);
+        int[] lengths = {17, 1, 9, 16};
+        String tag = "persistent gru " + dtype + " " + data;
+        try (RecurrentResult got = gpu.forward(params, x, h0, null, lengths);
+             RecurrentResult v1 = loop.forward(params, x, h0, null, lengths);
+             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), null, lengths)) {
+            check(tag + " output", got.output(), ref.output(), dtype);
+            check(tag + " hn", got.hn(), ref.hn(), dtype);
+            check(tag + " output vs the step loop", got.output(), v1.output(), dtype);
+            Tensor dy = data.tensor(dtype, 1, got.output().shape());
+            try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
+                 RecurrentGradients w = cpu.backward(params64, ref, dy.to(DType.F64), null, null)) {
+                check(tag + " dx", g.dx(), w.dx(), dtype);
+                check(tag + " dh0", g.dh0(), w.dh0(), dtype);
+                for (String n : params.keySet()) {
+                    check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
+                }
+            }
+        }
     }
 
     private static dev.seqkernels.ops.RecurrentConfig lstm(int hidden, int proj) {
