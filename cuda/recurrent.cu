@@ -221,44 +221,65 @@ __device__ void step_commit_v1(const T* hnew, T* h_state, T* h_prev_save, T* out
 
 }  // namespace
 
-#define SEQK_RECURRENT_FWD(suffix, T)                                                                                     \
-    extern "C" __global__ void lstm_step_fwd_##suffix(                                                                    \
-        const float* gx, const float* gh, const T* bih, const T* bhh, const T* peephole, float* c_state,                  \
-        float* c_prev_save, float* c_new_save, float* raw, T* hnew, const int* lengths, int t, int batch, int hidden,     \
-        int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta,   \
-        int h_kind, float h_alpha, float h_beta) {                                                                        \
-        lstm_step_v1<T>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths, t, batch,      \
-                        hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha,    \
-                        h_beta);                                                                                          \
-    }                                                                                                                     \
-    SEQK_KERNEL(lstm_step_fwd_##suffix);                                                                                  \
-    extern "C" __global__ void gru_reset_fwd_##suffix(const float* gx, const float* gh, const T* bih, const T* bhh,       \
-                                                      const T* h_state, float* raw, T* reset_hidden, const int* lengths,  \
-                                                      int t, int batch, int hidden, float clip, int f_kind,               \
-                                                      float f_alpha, float f_beta) {                                      \
-        gru_reset_v1<T>(gx, gh, bih, bhh, h_state, raw, reset_hidden, lengths, t, batch, hidden, clip, f_kind, f_alpha,  \
-                        f_beta);                                                                                          \
-    }                                                                                                                     \
-    SEQK_KERNEL(gru_reset_fwd_##suffix);                                                                                  \
-    extern "C" __global__ void gru_step_fwd_##suffix(                                                                     \
-        const float* gx, const float* gh, const T* bih, const T* bhh, const T* h_state, float* raw, float* hn_lin_save,   \
-        T* hnew, const int* lengths, int t, int batch, int hidden, int linear_before_reset, float clip, int f_kind,        \
-        float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {                                           \
-        gru_step_v1<T>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, hnew, lengths, t, batch, hidden,                      \
-                       linear_before_reset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);                      \
-    }                                                                                                                     \
-    SEQK_KERNEL(gru_step_fwd_##suffix);                                                                                   \
-    extern "C" __global__ void rnn_step_fwd_##suffix(const float* gx, const float* gh, const T* bih, const T* bhh,        \
-                                                     float* raw, T* hnew, const int* lengths, int t, int batch,           \
-                                                     int hidden, float clip, int f_kind, float f_alpha, float f_beta) {   \
-        rnn_step_v1<T>(gx, gh, bih, bhh, raw, hnew, lengths, t, batch, hidden, clip, f_kind, f_alpha, f_beta);            \
-    }                                                                                                                     \
-    SEQK_KERNEL(rnn_step_fwd_##suffix);                                                                                   \
-    extern "C" __global__ void step_commit_##suffix(const T* hnew, T* h_state, T* h_prev_save, T* out,                    \
-                                                    const int* lengths, int t, int batch, int state, int out_stride,      \
-                                                    int out_offset) {                                                     \
-        step_commit_v1<T>(hnew, h_state, h_prev_save, out, lengths, t, batch, state, out_stride, out_offset);             \
-    }                                                                                                                     \
+// The forward step kernels take the step index from device memory (`step`, advanced by
+// step_advance at the end of each step) rather than as an argument, so that one step, captured
+// once as a CUDA graph, can be launched for every step of the sequence; t runs backwards for the
+// reverse direction.
+__device__ __forceinline__ int step_time(const int* step, int steps, int reversed) {
+    int s = *step;
+    return reversed ? steps - 1 - s : s;
+}
+
+// Ends a step: one thread moves the step index on.
+extern "C" __global__ void step_advance(int* step) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        *step += 1;
+    }
+}
+SEQK_KERNEL(step_advance);
+
+#define SEQK_RECURRENT_FWD(suffix, T)                                                                                   \
+    extern "C" __global__ void lstm_step_fwd_##suffix(                                                                  \
+        const float* gx, const float* gh, const T* bih, const T* bhh, const T* peephole, float* c_state,                \
+        float* c_prev_save, float* c_new_save, float* raw, T* hnew, const int* lengths, const int* step, int steps,     \
+        int reversed, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,     \
+        int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {                             \
+        lstm_step_v1<T>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths,               \
+                        step_time(step, steps, reversed), batch, hidden, input_forget, clip, f_kind, f_alpha, f_beta,   \
+                        g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                              \
+    }                                                                                                                   \
+    SEQK_KERNEL(lstm_step_fwd_##suffix);                                                                                \
+    extern "C" __global__ void gru_reset_fwd_##suffix(                                                                  \
+        const float* gx, const float* gh, const T* bih, const T* bhh, const T* h_state, float* raw, T* reset_hidden,    \
+        const int* lengths, const int* step, int steps, int reversed, int batch, int hidden, float clip, int f_kind,    \
+        float f_alpha, float f_beta) {                                                                                  \
+        gru_reset_v1<T>(gx, gh, bih, bhh, h_state, raw, reset_hidden, lengths, step_time(step, steps, reversed), batch, \
+                        hidden, clip, f_kind, f_alpha, f_beta);                                                         \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_reset_fwd_##suffix);                                                                                \
+    extern "C" __global__ void gru_step_fwd_##suffix(                                                                   \
+        const float* gx, const float* gh, const T* bih, const T* bhh, const T* h_state, float* raw, float* hn_lin_save, \
+        T* hnew, const int* lengths, const int* step, int steps, int reversed, int batch, int hidden,                   \
+        int linear_before_reset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,        \
+        float g_beta) {                                                                                                 \
+        gru_step_v1<T>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, hnew, lengths, step_time(step, steps, reversed),    \
+                       batch, hidden, linear_before_reset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);     \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_step_fwd_##suffix);                                                                                 \
+    extern "C" __global__ void rnn_step_fwd_##suffix(                                                                   \
+        const float* gx, const float* gh, const T* bih, const T* bhh, float* raw, T* hnew, const int* lengths,          \
+        const int* step, int steps, int reversed, int batch, int hidden, float clip, int f_kind, float f_alpha,         \
+        float f_beta) {                                                                                                 \
+        rnn_step_v1<T>(gx, gh, bih, bhh, raw, hnew, lengths, step_time(step, steps, reversed), batch, hidden, clip,     \
+                       f_kind, f_alpha, f_beta);                                                                        \
+    }                                                                                                                   \
+    SEQK_KERNEL(rnn_step_fwd_##suffix);                                                                                 \
+    extern "C" __global__ void step_commit_##suffix(const T* hnew, T* h_state, T* h_prev_save, T* out,                  \
+                                                    const int* lengths, const int* step, int steps, int reversed,       \
+                                                    int batch, int state, int out_stride, int out_offset) {             \
+        step_commit_v1<T>(hnew, h_state, h_prev_save, out, lengths, step_time(step, steps, reversed), batch, state,     \
+                          out_stride, out_offset);                                                                      \
+    }                                                                                                                   \
     SEQK_KERNEL(step_commit_##suffix)
 
 // v1 computes in f32 between its boundaries (RecurrentGpu widens inputs once and rounds results
@@ -784,11 +805,12 @@ SEQK_KERNEL(lstm_persistent_fwd_f32);
 
 extern "C" __global__ void lstm_step_fwd_vec4_f32(const float* gx, const float* gh, const float* bih, const float* bhh,
                                                   const float* peephole, float* c_state, float* c_prev_save, float* c_new_save,
-                                                  float* raw, float* hnew, const int* lengths, int t, int batch, int hidden,
-                                                  int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
-                                                  int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
-                                                  float h_beta) {
-    vec4::lstm_step(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths, t, batch, hidden,
+                                                  float* raw, float* hnew, const int* lengths, const int* step, int steps,
+                                                  int reversed, int batch, int hidden, int input_forget, float clip,
+                                                  int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
+                                                  float g_beta, int h_kind, float h_alpha, float h_beta) {
+    vec4::lstm_step(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths,
+                    step_time(step, steps, reversed), batch, hidden,
                     input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
 }
 SEQK_KERNEL(lstm_step_fwd_vec4_f32);

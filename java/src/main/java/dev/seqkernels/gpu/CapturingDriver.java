@@ -7,7 +7,8 @@ import java.util.function.LongConsumer;
 
 /**
  * A {@link Driver} that passes every call through and records the device work an op issues
- * (launches, GEMMs, memsets, device-to-device copies), so the benchmark harness can time that work
+ * (launches, GEMMs, memsets, device-to-device copies, graph launches; not the work the op itself
+ * captures into a graph, which runs when the graph does), so the benchmark harness can time that work
  * again and again between device events without the op's host-to-device and device-to-host copies.
  *
  * <p>While recording, frees are deferred to {@link #close()}: a replay reuses the very pointers the
@@ -21,6 +22,9 @@ public final class CapturingDriver implements Driver {
     private final Driver inner;
     private final List<LongConsumer> work = new ArrayList<>();
     private final List<Long> deferredFrees = new ArrayList<>();
+    private final List<Long> deferredGraphs = new ArrayList<>();
+    /** Streams the op is capturing into a graph: their work runs when the graph does, so it is not recorded twice. */
+    private final java.util.Set<Long> graphCaptures = new java.util.HashSet<>();
     private long hostCopyBytes;
     private int launches;
     private boolean recording = true;
@@ -58,8 +62,8 @@ public final class CapturingDriver implements Driver {
         return hostCopyBytes;
     }
 
-    private synchronized void record(LongConsumer w, boolean isLaunch) {
-        if (recording) {
+    private synchronized void record(long stream, LongConsumer w, boolean isLaunch) {
+        if (recording && !graphCaptures.contains(stream)) {
             work.add(w);
             launches += isLaunch ? 1 : 0;
         }
@@ -100,13 +104,13 @@ public final class CapturingDriver implements Driver {
     @Override
     public void memset(long devicePtr, int byteValue, long bytes) {
         inner.memset(devicePtr, byteValue, bytes);
-        record(s -> inner.memsetAsync(devicePtr, byteValue, bytes, s), false);
+        record(0, s -> inner.memsetAsync(devicePtr, byteValue, bytes, s), false);
     }
 
     @Override
     public void memsetAsync(long devicePtr, int byteValue, long bytes, long stream) {
         inner.memsetAsync(devicePtr, byteValue, bytes, stream);
-        record(s -> inner.memsetAsync(devicePtr, byteValue, bytes, s), false);
+        record(stream, s -> inner.memsetAsync(devicePtr, byteValue, bytes, s), false);
     }
 
     @Override
@@ -124,7 +128,7 @@ public final class CapturingDriver implements Driver {
     @Override
     public void copyDeviceToDevice(long dst, long src, long bytes) {
         inner.copyDeviceToDevice(dst, src, bytes);
-        record(s -> inner.copyDeviceToDeviceAsync(dst, src, bytes, s), false);
+        record(0, s -> inner.copyDeviceToDeviceAsync(dst, src, bytes, s), false);
     }
 
     @Override
@@ -142,7 +146,7 @@ public final class CapturingDriver implements Driver {
     @Override
     public void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream) {
         inner.copyDeviceToDeviceAsync(dst, src, bytes, stream);
-        record(s -> inner.copyDeviceToDeviceAsync(dst, src, bytes, s), false);
+        record(stream, s -> inner.copyDeviceToDeviceAsync(dst, src, bytes, s), false);
     }
 
     @Override
@@ -204,20 +208,50 @@ public final class CapturingDriver implements Driver {
     public void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         inner.launch(function, grid, block, sharedBytes, stream, args);
         KernelArgs kept = args.copy();
-        record(s -> inner.launch(function, grid, block, sharedBytes, s, kept), true);
+        record(stream, s -> inner.launch(function, grid, block, sharedBytes, s, kept), true);
     }
 
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         inner.launchCooperative(function, grid, block, sharedBytes, stream, args);
         KernelArgs kept = args.copy();
-        record(s -> inner.launchCooperative(function, grid, block, sharedBytes, s, kept), true);
+        record(stream, s -> inner.launchCooperative(function, grid, block, sharedBytes, s, kept), true);
+    }
+
+    @Override
+    public synchronized void beginCapture(long stream) {
+        inner.beginCapture(stream);
+        graphCaptures.add(stream);
+    }
+
+    @Override
+    public synchronized long endCapture(long stream) {
+        graphCaptures.remove(stream);
+        return inner.endCapture(stream);
+    }
+
+    @Override
+    public void launchGraph(long graph, long stream) {
+        inner.launchGraph(graph, stream);
+        record(stream, s -> inner.launchGraph(graph, s), true);
+    }
+
+    /** Deferred while recording, like frees: a replay launches the graph again. */
+    @Override
+    public void destroyGraph(long graph) {
+        synchronized (this) {
+            if (recording || !work.isEmpty()) {
+                deferredGraphs.add(graph);
+                return;
+            }
+        }
+        inner.destroyGraph(graph);
     }
 
     @Override
     public void gemm(Gemm gemm, long stream) {
         inner.gemm(gemm, stream);
-        record(s -> inner.gemm(gemm, s), true);
+        record(stream, s -> inner.gemm(gemm, s), true);
     }
 
     @Override
@@ -229,11 +263,17 @@ public final class CapturingDriver implements Driver {
     @Override
     public void close() {
         List<Long> frees;
+        List<Long> graphs;
         synchronized (this) {
             recording = false;
             work.clear();
             frees = List.copyOf(deferredFrees);
             deferredFrees.clear();
+            graphs = List.copyOf(deferredGraphs);
+            deferredGraphs.clear();
+        }
+        for (long g : graphs) {
+            inner.destroyGraph(g);
         }
         for (long p : frees) {
             inner.free(p);

@@ -72,6 +72,21 @@ public interface Driver extends AutoCloseable {
     /** A launch whose blocks are all resident at once, for kernels that synchronize the whole grid. */
     void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args);
 
+    /**
+     * Starts recording the work later issued on {@code stream} (a created stream, not the default
+     * one) into a graph instead of running it: kernel launches, GEMMs, memsets and device copies.
+     * The issuing thread must not synchronize while recording.
+     */
+    void beginCapture(long stream);
+
+    /** Ends the recording begun on {@code stream}; returns it as an executable graph. */
+    long endCapture(long stream);
+
+    /** Runs an executable graph from {@link #endCapture} on {@code stream}, as one launch. */
+    void launchGraph(long graph, long stream);
+
+    void destroyGraph(long graph);
+
     /** Column-major strided-batched GEMM, cuBLAS's convention; see {@link Gemm}. */
     void gemm(Gemm gemm, long stream);
 

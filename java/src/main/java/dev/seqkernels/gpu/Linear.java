@@ -12,7 +12,13 @@ final class Linear {
     /** y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) W^T, W [out, in] (row stride ldw). */
     static void forward(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
                         dev.seqkernels.DType input, dev.seqkernels.DType output) {
-        d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output), 0);
+        forward(d, x, ldx, w, ldw, y, ldy, rows, in, out, beta, input, output, 0);
+    }
+
+    /** {@link #forward} on {@code stream}. */
+    static void forward(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
+                        dev.seqkernels.DType input, dev.seqkernels.DType output, long stream) {
+        d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output), stream);
     }
 
     /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(). */

@@ -246,44 +246,88 @@ final class RecurrentGpu {
             driver.copyDeviceToDevice(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize());
             return;
         }
-        for (int s = 0; s < steps; s++) {
-            int t = c.direction().isReversed(d) ? steps - 1 - s : s;
+        // One step, issued on `stream`; the kernels read the step index from `step` and the last
+        // launch advances it, so the same step can be captured once and launched for every t.
+        DeviceTensor step = temp.zeros(DType.I32, 1);
+        int reversed = c.direction().isReversed(d) ? 1 : 0;
+        java.util.function.LongConsumer oneStep = stream -> {
             // h W_hh^T for every gate, except GRU's n rows when the reset gate comes first.
-            linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh);
+            linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, stream);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
-                case LSTM -> driver.launch(fn32(lstmStep), lstmGrid, Dim3.of(THREADS), 0, 0, args.pointer(ptr(peep))
+                case LSTM -> driver.launch(fn32(lstmStep), lstmGrid, Dim3.of(THREADS), 0, stream, args.pointer(ptr(peep))
                         .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                         .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
-                        .i32(t).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0).f32(clip)
+                        .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
+                        .f32(clip)
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                         .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta())
                         .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha()).f32((float) act.get(2).beta()));
                 case GRU -> {
                     if (gruSplit) {
-                        driver.launch(fn32("gru_reset_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                        driver.launch(fn32("gru_reset_fwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
                                 .pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(resetHidden.pointer())
-                                .pointer(lens.pointer()).i32(t).i32(batch).i32(h).f32(clip)
+                                .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
-                        linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh);
+                        linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, stream);
                     }
-                    driver.launch(fn32("gru_step_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, args.pointer(hState.pointer())
+                    driver.launch(fn32("gru_step_fwd"), cellGrid, Dim3.of(THREADS), 0, stream, args.pointer(hState.pointer())
                             .pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer()).pointer(lens.pointer())
-                            .i32(t).i32(batch).i32(h).i32(c.linearBeforeReset() ? 1 : 0).f32(clip)
+                            .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                            .i32(c.linearBeforeReset() ? 1 : 0).f32(clip)
                             .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
                 }
-                case RNN -> driver.launch(fn32("rnn_step_fwd"), cellGrid, Dim3.of(THREADS), 0, 0, args
-                        .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).i32(t).i32(batch).i32(h)
-                        .f32(clip).i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
+                case RNN -> driver.launch(fn32("rnn_step_fwd"), cellGrid, Dim3.of(THREADS), 0, stream, args
+                        .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).pointer(step.pointer())
+                        .i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
+                        .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
             }
             if (m != null) {
-                linear(m, whr, hnew, batch, h, p, p);
+                linear(m, whr, hnew, batch, h, p, p, stream);
             }
-            driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs().pointer(hnew.pointer())
+            driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs().pointer(hnew.pointer())
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
-                    .i32(t).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
+                    .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
+            driver.launch(kernel("step_advance"), Dim3.of(1), Dim3.of(1), 0, stream, new KernelArgs().pointer(step.pointer()));
+        };
+        runSteps(steps, oneStep);
+    }
+
+    /**
+     * Runs {@code oneStep} {@code steps} times on a stream of its own: captured once as a CUDA graph
+     * and launched per step (one launch instead of the step's GEMMs and kernels) unless pinned to V1,
+     * which issues every step directly. The default stream's work before is waited for, and the
+     * stream is drained before the caller goes on with the default stream.
+     */
+    private void runSteps(int steps, java.util.function.LongConsumer oneStep) {
+        long stream = driver.createStream();
+        try {
+            driver.synchronize(0);
+            if (stepChoice == StepChoice.AUTO) {
+                driver.beginCapture(stream);
+                long graph;
+                try {
+                    oneStep.accept(stream);
+                } finally {
+                    graph = driver.endCapture(stream);
+                }
+                try {
+                    for (int s = 0; s < steps; s++) {
+                        driver.launchGraph(graph, stream);
+                    }
+                } finally {
+                    driver.destroyGraph(graph);
+                }
+            } else {
+                for (int s = 0; s < steps; s++) {
+                    oneStep.accept(stream);
+                }
+            }
+            driver.synchronize(stream);
+        } finally {
+            driver.destroyStream(stream);
         }
     }
 
@@ -453,7 +497,11 @@ final class RecurrentGpu {
     }
 
     private long fn32(String name) {
-        return functions.computeIfAbsent(name + "_f32", n -> driver.function(module, n));
+        return kernel(name + "_f32");
+    }
+
+    private long kernel(String name) {
+        return functions.computeIfAbsent(name, n -> driver.function(module, n));
     }
 
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
@@ -479,7 +527,11 @@ final class RecurrentGpu {
 
     /** y [rows, ldy] (first `out` columns) = x [rows, in] W^T, W [out, in]. */
     private void linear(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldy) {
-        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), ldy, rows, in, out, 0f, x.dtype(), y.dtype());
+        linear(x, w, y, rows, in, out, ldy, 0);
+    }
+
+    private void linear(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldy, long stream) {
+        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), ldy, rows, in, out, 0f, x.dtype(), y.dtype(), stream);
     }
 
     private static long ptr(DeviceTensor t) {

@@ -10,6 +10,8 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import dev.seqkernels.gpu.kernels.RowSumKernel;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -46,6 +48,47 @@ class DriverContractTest {
         } catch (DriverException e) {
             org.junit.jupiter.api.Assumptions.abort("skipped: " + e.getMessage());
             throw e;
+        }
+    }
+
+    /**
+     * Stream capture: work issued while capturing runs only when the graph is launched (a row sum
+     * into a poisoned output, and a memset), each launch runs it again, and misuse is refused.
+     */
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void capturedWorkRunsWhenTheGraphIsLaunched(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
+        assertThrows(DriverException.class, () -> d.beginCapture(0), "the default stream cannot be captured");
+        Tensor x = Tensor.of(DType.F32, new double[]{1, 2, 3, 4, 5, 6}, 2, 3);
+        try (DeviceTensor dx = DeviceTensor.of(d, x); DeviceTensor out = DeviceTensor.allocate(d, DType.F32, 2);
+             DeviceTensor flag = DeviceTensor.allocate(d, DType.I32, 1)) {
+            RowSumKernel sums = new RowSumKernel(d);
+            d.memset(out.pointer(), 0xff, 8);
+            d.memset(flag.pointer(), 0, 4);
+            long stream = d.createStream();
+            try {
+                d.beginCapture(stream);
+                sums.sum(dx, out, stream);
+                d.memsetAsync(flag.pointer(), 1, 4, stream);
+                long graph = d.endCapture(stream);
+                try {
+                    assertTrue(Double.isNaN(out.toHost().getFlat(0)), "nothing ran while capturing");
+                    assertEquals(0.0, flag.toHost().getFlat(0));
+                    d.launchGraph(graph, stream);
+                    d.synchronize(stream);
+                    assertArrayEquals(new double[]{6, 15}, out.toHost().toDoubleArray());
+                    assertEquals(0x01010101, flag.toHost().getFlat(0));
+                    d.memset(out.pointer(), 0, 8);
+                    d.launchGraph(graph, stream);
+                    d.synchronize(stream);
+                    assertArrayEquals(new double[]{6, 15}, out.toHost().toDoubleArray(), "a second launch runs it again");
+                } finally {
+                    d.destroyGraph(graph);
+                }
+            } finally {
+                d.destroyStream(stream);
+            }
         }
     }
 

@@ -14,6 +14,7 @@ import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Rnn;
 import org.junit.jupiter.api.Test;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import dev.seqkernels.gpu.emu.EmuDriver;
 import dev.seqkernels.ops.RecurrentGradients;
@@ -255,6 +256,38 @@ class RecurrentGpuTest {
                 }
             }
         }
+    }
+
+    /**
+     * The step loop runs as one captured step launched T times: 9 steps of an Elman RNN issue one
+     * graph launch each instead of their GEMM, cell, commit and step-advance launches (27 fewer
+     * launches), with the same results as issuing every step directly.
+     */
+    @Test
+    void stepLoopRunsAsACapturedGraph() {
+        TestData data = new TestData();
+        double[][] outputs = new double[2][];
+        int[] launches = new int[2];
+        Map<String, Tensor> params = null;
+        Tensor x = data.tensor(DType.F32, 1, 9, 3, 5);
+        for (int run = 0; run < 2; run++) {
+            try (CapturingDriver counting = new CapturingDriver(EmuDriver.instance())) {
+                GpuBackend backend = new GpuBackend(counting);
+                if (run == 1) {
+                    backend.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+                }
+                RecurrentOp rnn = dev.seqkernels.ops.Rnn.builder().inputSize(5).hiddenSize(11).backend(backend).build();
+                if (params == null) {
+                    params = data.params(DType.F32, 0.3, rnn.config().parameterShapes());
+                }
+                try (RecurrentResult r = rnn.forward(params, x, null, null, new int[]{9, 4, 1})) {
+                    outputs[run] = r.output().toDoubleArray();
+                    launches[run] = counting.launches();
+                }
+            }
+        }
+        assertArrayEquals(outputs[1], outputs[0], "graph and direct steps compute the same");
+        assertEquals(launches[1] - 27, launches[0], "graph launches " + launches[0] + ", direct " + launches[1]);
     }
 
     private static dev.seqkernels.ops.RecurrentConfig lstm(int hidden, int proj) {

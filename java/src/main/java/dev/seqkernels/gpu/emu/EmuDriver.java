@@ -58,6 +58,9 @@ public final class EmuDriver implements Driver {
     private final List<String> functions = new ArrayList<>();
     private final Map<Long, Long> events = new HashMap<>();
     private final Map<Long, Arena> pinned = new java.util.concurrent.ConcurrentHashMap<>();
+    /** Streams being captured, with the work recorded so far; and the graphs made of such recordings. */
+    private final Map<Long, List<Runnable>> capturing = new HashMap<>();
+    private final Map<Long, List<Runnable>> graphs = new HashMap<>();
     private long nextHandle = 1;
 
     private EmuDriver(SymbolLookup lib) {
@@ -229,7 +232,62 @@ public final class EmuDriver implements Driver {
 
     @Override
     public void memsetAsync(long devicePtr, int byteValue, long bytes, long stream) {
-        memset(devicePtr, byteValue, bytes);
+        if (!captured(stream, () -> memset(devicePtr, byteValue, bytes))) {
+            memset(devicePtr, byteValue, bytes);
+        }
+    }
+
+    /** Records {@code work} when {@code stream} is being captured (and says so); otherwise leaves it to the caller. */
+    private synchronized boolean captured(long stream, Runnable work) {
+        List<Runnable> recording = capturing.get(stream);
+        if (recording == null) {
+            return false;
+        }
+        recording.add(work);
+        return true;
+    }
+
+    @Override
+    public synchronized void beginCapture(long stream) {
+        if (stream == 0) {
+            throw new DriverException("emu beginCapture: the default stream cannot be captured; use a created stream");
+        }
+        if (capturing.containsKey(stream)) {
+            throw new DriverException("emu beginCapture: stream " + stream + " is already being captured");
+        }
+        capturing.put(stream, new ArrayList<>());
+    }
+
+    @Override
+    public synchronized long endCapture(long stream) {
+        List<Runnable> recording = capturing.remove(stream);
+        if (recording == null) {
+            throw new DriverException("emu endCapture: stream " + stream + " is not being captured");
+        }
+        long graph = nextHandle++;
+        graphs.put(graph, List.copyOf(recording));
+        return graph;
+    }
+
+    @Override
+    public void launchGraph(long graph, long stream) {
+        List<Runnable> work;
+        synchronized (this) {
+            work = graphs.get(graph);
+        }
+        if (work == null) {
+            throw new DriverException("emu launchGraph: unknown graph " + graph);
+        }
+        if (!captured(stream, () -> launchGraph(graph, stream))) {
+            work.forEach(Runnable::run);
+        }
+    }
+
+    @Override
+    public synchronized void destroyGraph(long graph) {
+        if (graphs.remove(graph) == null) {
+            throw new DriverException("emu destroyGraph: unknown graph " + graph);
+        }
     }
 
     private synchronized void copy(long dst, long src, long bytes, int kind, String call) {
@@ -277,7 +335,9 @@ public final class EmuDriver implements Driver {
 
     @Override
     public void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream) {
-        copyDeviceToDevice(dst, src, bytes);
+        if (!captured(stream, () -> copyDeviceToDevice(dst, src, bytes))) {
+            copyDeviceToDevice(dst, src, bytes);
+        }
     }
 
     /** The emulator has no DMA: pinned memory is ordinary native memory, tracked so freeHost can check it. */
@@ -308,7 +368,10 @@ public final class EmuDriver implements Driver {
     }
 
     @Override
-    public void synchronize(long stream) {
+    public synchronized void synchronize(long stream) {
+        if (capturing.containsKey(stream)) {
+            throw new DriverException("emu synchronize: stream " + stream + " is being captured");
+        }
     }
 
     @Override
@@ -365,13 +428,19 @@ public final class EmuDriver implements Driver {
 
     @Override
     public void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
-        run(function, grid, block, sharedBytes, args, false);
+        KernelArgs kept = args.copy();
+        if (!captured(stream, () -> run(function, grid, block, sharedBytes, kept, false))) {
+            run(function, grid, block, sharedBytes, args, false);
+        }
     }
 
     /** Runs every block at once (one OS thread each) so that grid-wide synchronization is real. */
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
-        run(function, grid, block, sharedBytes, args, true);
+        KernelArgs kept = args.copy();
+        if (!captured(stream, () -> run(function, grid, block, sharedBytes, kept, true))) {
+            run(function, grid, block, sharedBytes, args, true);
+        }
     }
 
     private synchronized void run(long function, Dim3 grid, Dim3 block, int sharedBytes, KernelArgs args, boolean cooperative) {
@@ -393,6 +462,9 @@ public final class EmuDriver implements Driver {
 
     @Override
     public synchronized void gemm(Gemm g, long stream) {
+        if (captured(stream, () -> gemm(g, 0))) {
+            return;
+        }
         try {
             int rc = (int) gemm.invokeExact(g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), g.alpha(), g.a(),
                     g.lda(), g.strideA(), g.b(), g.ldb(), g.strideB(), g.beta(), g.c(), g.ldc(), g.strideC(), g.batch(),

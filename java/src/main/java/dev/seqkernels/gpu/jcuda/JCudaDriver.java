@@ -244,6 +244,42 @@ public final class JCudaDriver implements Driver {
     }
 
     @Override
+    public void beginCapture(long s) {
+        if (s == 0) {
+            throw new DriverException("beginCapture: the default stream cannot be captured; use a created stream");
+        }
+        makeCurrent();
+        check(jcuda.driver.JCudaDriver.cuStreamBeginCapture(stream(s), 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */),
+                "cuStreamBeginCapture");
+    }
+
+    @Override
+    public long endCapture(long s) {
+        makeCurrent();
+        jcuda.driver.CUgraph graph = new jcuda.driver.CUgraph();
+        check(jcuda.driver.JCudaDriver.cuStreamEndCapture(stream(s), graph), "cuStreamEndCapture");
+        jcuda.driver.CUgraphExec exec = new jcuda.driver.CUgraphExec();
+        try {
+            check(jcuda.driver.JCudaDriver.cuGraphInstantiate(exec, graph, 0L), "cuGraphInstantiate");
+        } finally {
+            check(jcuda.driver.JCudaDriver.cuGraphDestroy(graph), "cuGraphDestroy");
+        }
+        return Raw.address(exec);
+    }
+
+    @Override
+    public void launchGraph(long graph, long s) {
+        makeCurrent();
+        check(jcuda.driver.JCudaDriver.cuGraphLaunch(Raw.at(new jcuda.driver.CUgraphExec(), graph), stream(s)), "cuGraphLaunch");
+    }
+
+    @Override
+    public void destroyGraph(long graph) {
+        makeCurrent();
+        check(jcuda.driver.JCudaDriver.cuGraphExecDestroy(Raw.at(new jcuda.driver.CUgraphExec(), graph)), "cuGraphExecDestroy");
+    }
+
+    @Override
     public void destroyStream(long s) {
         makeCurrent();
         check(cuStreamDestroy(stream(s)), "cuStreamDestroy");

@@ -285,6 +285,45 @@ public final class PanamaDriver implements Driver {
         }
     }
 
+    /** CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: only this thread's unsafe calls (syncs) break the capture. */
+    private static final int CAPTURE_THREAD_LOCAL = 1;
+
+    @Override
+    public void beginCapture(long stream) {
+        if (stream == 0) {
+            throw new DriverException("beginCapture: the default stream cannot be captured; use a created stream");
+        }
+        cu("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), "cuStreamBeginCapture_v2",
+                stream(stream), CAPTURE_THREAD_LOCAL);
+    }
+
+    @Override
+    public long endCapture(long stream) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment graph = arena.allocate(ADDRESS);
+            cu("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuStreamEndCapture", stream(stream), graph);
+            MemorySegment g = graph.get(ADDRESS, 0);
+            MemorySegment exec = arena.allocate(ADDRESS);
+            try {
+                cu("cuGraphInstantiateWithFlags", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG),
+                        "cuGraphInstantiateWithFlags", exec, g, 0L);
+            } finally {
+                cu("cuGraphDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuGraphDestroy", g);
+            }
+            return exec.get(ADDRESS, 0).address();
+        }
+    }
+
+    @Override
+    public void launchGraph(long graph, long stream) {
+        cu("cuGraphLaunch", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuGraphLaunch", stream(graph), stream(stream));
+    }
+
+    @Override
+    public void destroyGraph(long graph) {
+        cu("cuGraphExecDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuGraphExecDestroy", stream(graph));
+    }
+
     @Override
     public void destroyStream(long stream) {
         cu("cuStreamDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuStreamDestroy_v2", stream(stream));
