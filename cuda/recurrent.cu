@@ -333,6 +333,7 @@ __device__ __forceinline__ float activate_grad(int kind, float alpha, float beta
 __device__ __forceinline__ float clip_grad(float raw, float clip) { return fabsf(raw) <= clip ? 1.0f : 0.0f; }
 
 
+// Vectorized step cells (LSTM; GRU with linear_before_reset; Elman RNN).
 // LSTM step, vectorized: one thread handles 4 consecutive units j..j+3 of one batch entry with
 // 16-byte loads and stores (gx, gh, biases, peepholes, the cell state, the saved trace, hnew) and
 // runs lstm_cell on each, so the math is v1's. F32 buffers (v1's interior); H % 4 == 0, which
@@ -408,6 +409,74 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
     store4(c_prev_save + row * hidden + j0, cp);
     store4(c_new_save + row * hidden + j0, c_new);
     store4(c_state + static_cast<long>(b) * hidden + j0, c_new);
+    store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
+}
+
+// GRU step with linear_before_reset, vectorized like lstm_step: 4 units per thread, gru_cell per
+// unit; saves raw (r, z, n) and h W_hn^T + b_hn as gru_step_v1 does.
+__device__ void gru_step(const float* gx, const float* gh, const float* bih, const float* bhh, const float* h_state,
+                         float* raw, float* hn_lin_save, float* hnew, const int* lengths, int t, int batch, int hidden,
+                         float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
+    int quads = hidden / 4;
+    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= static_cast<long>(batch) * quads) {
+        return;
+    }
+    int b = static_cast<int>(idx / quads);
+    int j0 = static_cast<int>(idx % quads) * 4;
+    if (t >= lengths[b]) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    long gh3 = 3L * hidden;
+    float x[3][4], hh[3][4], bi[3][4], bh[3][4];
+    for (int g = 0; g < 3; g++) {
+        load4(gx + row * gh3 + g * hidden + j0, x[g]);
+        load4(gh + b * gh3 + g * hidden + j0, hh[g]);
+        load4_or_zero(bih == nullptr ? nullptr : bih + g * hidden + j0, bi[g]);
+        load4_or_zero(bhh == nullptr ? nullptr : bhh + g * hidden + j0, bh[g]);
+    }
+    float hp[4], pre_r[4], pre_z[4], pre_n[4], h_lin[4], h_new[4];
+    load4(h_state + static_cast<long>(b) * hidden + j0, hp);
+    for (int u = 0; u < 4; u++) {
+        pre_r[u] = x[0][u] + hh[0][u] + bi[0][u] + bh[0][u];
+        pre_z[u] = x[1][u] + hh[1][u] + bi[1][u] + bh[1][u];
+        h_lin[u] = hh[2][u] + bh[2][u];
+        h_new[u] = gru_cell(pre_r[u], pre_z[u], x[2][u] + bi[2][u], h_lin[u], 1, hp[u], clip, f_kind, f_alpha, f_beta, g_kind,
+                            g_alpha, g_beta, pre_n[u]);
+    }
+    store4(raw + row * gh3 + j0, pre_r);
+    store4(raw + row * gh3 + hidden + j0, pre_z);
+    store4(raw + row * gh3 + 2 * hidden + j0, pre_n);
+    store4(hn_lin_save + row * hidden + j0, h_lin);
+    store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
+}
+
+// Elman RNN step, vectorized: 4 units per thread, as rnn_step_v1.
+__device__ void rnn_step(const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, float* hnew,
+                         const int* lengths, int t, int batch, int hidden, float clip, int f_kind, float f_alpha,
+                         float f_beta) {
+    int quads = hidden / 4;
+    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= static_cast<long>(batch) * quads) {
+        return;
+    }
+    int b = static_cast<int>(idx / quads);
+    int j0 = static_cast<int>(idx % quads) * 4;
+    if (t >= lengths[b]) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    float x[4], hh[4], bi[4], bh[4], pre[4], h_new[4];
+    load4(gx + row * hidden + j0, x);
+    load4(gh + static_cast<long>(b) * hidden + j0, hh);
+    load4_or_zero(bih == nullptr ? nullptr : bih + j0, bi);
+    load4_or_zero(bhh == nullptr ? nullptr : bhh + j0, bh);
+    for (int u = 0; u < 4; u++) {
+        pre[u] = x[u] + hh[u] + bi[u] + bh[u];
+        h_new[u] = activate(f_kind, f_alpha, f_beta, clip_to(pre[u], clip));
+    }
+    store4(raw + row * hidden + j0, pre);
     store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
 }
 
@@ -824,3 +893,22 @@ extern "C" __global__ void gru_persistent_fwd_f32(const float* gx, const float* 
                         units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
 }
 SEQK_KERNEL(gru_persistent_fwd_f32);
+
+extern "C" __global__ void gru_step_fwd_vec4_f32(const float* gx, const float* gh, const float* bih, const float* bhh,
+                                                 const float* h_state, float* raw, float* hn_lin_save, float* hnew,
+                                                 const int* lengths, const int* step, int steps, int reversed, int batch,
+                                                 int hidden, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
+                                                 float g_alpha, float g_beta) {
+    vec4::gru_step(gx, gh, bih, bhh, h_state, raw, hn_lin_save, hnew, lengths, step_time(step, steps, reversed), batch,
+                   hidden, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
+}
+SEQK_KERNEL(gru_step_fwd_vec4_f32);
+
+extern "C" __global__ void rnn_step_fwd_vec4_f32(const float* gx, const float* gh, const float* bih, const float* bhh,
+                                                 float* raw, float* hnew, const int* lengths, const int* step, int steps,
+                                                 int reversed, int batch, int hidden, float clip, int f_kind,
+                                                 float f_alpha, float f_beta) {
+    vec4::rnn_step(gx, gh, bih, bhh, raw, hnew, lengths, step_time(step, steps, reversed), batch, hidden, clip, f_kind,
+                   f_alpha, f_beta);
+}
+SEQK_KERNEL(rnn_step_fwd_vec4_f32);

@@ -60,11 +60,14 @@ final class RecurrentGpu {
     }
 
     /**
-     * The per-step LSTM cell kernel: {@code lstm_step_fwd_vec4} (4 units per thread, 16-byte loads
-     * and stores) when H is a multiple of 4, else v1's {@code lstm_step_fwd}; V1 pins v1.
+     * The per-step cell kernel: {@code lstm_step_fwd_vec4}, {@code gru_step_fwd_vec4} (with
+     * linear_before_reset) or {@code rnn_step_fwd_vec4} (4 units per thread, 16-byte loads and
+     * stores) when H is a multiple of 4, else v1's {@code <cell>_step_fwd}; V1 pins v1.
      */
-    static String lstmStepKernel(int hidden, StepChoice choice) {
-        return hidden % 4 == 0 && choice == StepChoice.AUTO ? "lstm_step_fwd_vec4" : "lstm_step_fwd";
+    static String stepCellKernel(CellType cell, int hidden, boolean linearBeforeReset, StepChoice choice) {
+        String v1 = cell.name().toLowerCase(java.util.Locale.ROOT) + "_step_fwd";
+        boolean vectorizable = hidden % 4 == 0 && (cell != CellType.GRU || linearBeforeReset);
+        return vectorizable && choice == StepChoice.AUTO ? v1 + "_vec4" : v1;
     }
 
     /**
@@ -218,8 +221,8 @@ final class RecurrentGpu {
         DeviceTensor m = whr != null ? temp.allocate(DType.F32, batch, h) : null;
         DeviceTensor resetHidden = gruSplit ? temp.allocate(DType.F32, batch, h) : null;
         Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
-        String lstmStep = lstmStepKernel(h, stepChoice);
-        Dim3 lstmGrid = lstmStep.equals("lstm_step_fwd") ? cellGrid : Dim3.of(blocks((long) batch * h / 4));
+        String cellKernel = stepCellKernel(c.cell(), h, c.linearBeforeReset(), stepChoice);
+        Dim3 stepGrid = cellKernel.endsWith("_vec4") ? Dim3.of(blocks((long) batch * h / 4)) : cellGrid;
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
         PersistentPlan plan = persistentPlan(c, batch, driver.properties(), stepChoice);
@@ -255,7 +258,7 @@ final class RecurrentGpu {
             linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, stream);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
-                case LSTM -> driver.launch(fn32(lstmStep), lstmGrid, Dim3.of(THREADS), 0, stream, args.pointer(ptr(peep))
+                case LSTM -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args.pointer(ptr(peep))
                         .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                         .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
@@ -272,14 +275,16 @@ final class RecurrentGpu {
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                         linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, stream);
                     }
-                    driver.launch(fn32("gru_step_fwd"), cellGrid, Dim3.of(THREADS), 0, stream, args.pointer(hState.pointer())
-                            .pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer()).pointer(lens.pointer())
-                            .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
-                            .i32(c.linearBeforeReset() ? 1 : 0).f32(clip)
+                    args.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer())
+                            .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h);
+                    if (!cellKernel.endsWith("_vec4")) {  // v1 takes both forms; the vectorized cell only linear_before_reset
+                        args.i32(c.linearBeforeReset() ? 1 : 0);
+                    }
+                    driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args.f32(clip)
                             .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
                 }
-                case RNN -> driver.launch(fn32("rnn_step_fwd"), cellGrid, Dim3.of(THREADS), 0, stream, args
+                case RNN -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args
                         .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).pointer(step.pointer())
                         .i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
@@ -389,8 +394,6 @@ final class RecurrentGpu {
                     int hRows = gruSplit ? 2 * h : gh;  // rows of W_hh that act on h itself
                     float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
                     Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
-        String lstmStep = lstmStepKernel(h, stepChoice);
-        Dim3 lstmGrid = lstmStep.equals("lstm_step_fwd") ? cellGrid : Dim3.of(blocks((long) batch * h / 4));
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
                     for (int step = steps - 1; step >= 0; step--) {
                         int t = c.direction().isReversed(d) ? steps - 1 - step : step;

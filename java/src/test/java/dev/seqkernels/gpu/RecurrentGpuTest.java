@@ -14,6 +14,7 @@ import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Rnn;
 import org.junit.jupiter.api.Test;
+import dev.seqkernels.ops.CellType;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import dev.seqkernels.gpu.emu.EmuDriver;
@@ -159,6 +160,51 @@ class RecurrentGpuTest {
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
+    /** The vectorized GRU (linear_before_reset) and Elman RNN cells in the per-step loop, against the reference and v1. */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "BF16"})
+    void vectorizedGruAndRnnCellsMatchReferenceAndV1(DType dtype) {
+        TestData data = new TestData();
+        java.util.List<java.util.function.Function<dev.seqkernels.Backend, RecurrentOp>> ops = java.util.List.of(
+                be -> Gru.builder().inputSize(6).hiddenSize(20).bidirectional(true).backend(be).build(),
+                be -> dev.seqkernels.ops.Rnn.builder().inputSize(6).hiddenSize(12).nonlinearity("relu").backend(be).build());
+        for (var make : ops) {
+            GpuBackend fast = new GpuBackend(EmuDriver.instance());
+            GpuBackend plain = new GpuBackend(EmuDriver.instance());
+            plain.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+            RecurrentOp gpu = make.apply(fast);
+            RecurrentOp v1 = make.apply(plain);
+            RecurrentOp cpu = make.apply(dev.seqkernels.Backends.byName("cpu"));
+            var cfg = gpu.config();
+            assertTrue(RecurrentGpu.stepCellKernel(cfg.cell(), cfg.hiddenSize(), cfg.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO)
+                    .endsWith("_vec4"), "the vectorized cell must run here");
+            Map<String, Tensor> params = data.params(dtype, 0.3, cfg.parameterShapes());
+            Map<String, Tensor> params64 = new LinkedHashMap<>();
+            params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+            Tensor x = data.tensor(dtype, 1, 7, 17, 6);
+            int[] lengths = new int[17];
+            for (int i = 0; i < 17; i++) {
+                lengths[i] = 1 + (i * 3) % 7;
+            }
+            String tag = "vec4 " + cfg.cell() + " " + dtype + " " + data;
+            try (RecurrentResult got = gpu.forward(params, x, null, null, lengths);
+                 RecurrentResult ref = v1.forward(params, x, null, null, lengths);
+                 RecurrentResult want = cpu.forward(params64, x.to(DType.F64), null, null, lengths)) {
+                check(tag + " output", got.output(), want.output(), dtype);
+                check(tag + " hn", got.hn(), want.hn(), dtype);
+                check(tag + " output vs v1", got.output(), ref.output(), dtype);
+                Tensor dy = data.tensor(dtype, 1, got.output().shape());
+                try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
+                     RecurrentGradients w = cpu.backward(params64, want, dy.to(DType.F64), null, null)) {
+                    check(tag + " dx", g.dx(), w.dx(), dtype);
+                    for (String n : params.keySet()) {
+                        check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
+                    }
+                }
+            }
+        }
+    }
+
     /**
      * The vectorized LSTM cell (H % 4 == 0) in the per-step loop (batch 17 is above the persistent
      * kernel's limit; one case with projection): against the reference and against v1's cell.
@@ -166,9 +212,14 @@ class RecurrentGpuTest {
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F32", "F16"})
     void vectorizedLstmCellMatchesReferenceAndV1(DType dtype) {
-        assertEquals("lstm_step_fwd_vec4", RecurrentGpu.lstmStepKernel(36, RecurrentGpu.StepChoice.AUTO));
-        assertEquals("lstm_step_fwd", RecurrentGpu.lstmStepKernel(37, RecurrentGpu.StepChoice.AUTO), "H not a multiple of 4");
-        assertEquals("lstm_step_fwd", RecurrentGpu.lstmStepKernel(36, RecurrentGpu.StepChoice.V1), "pinned to v1");
+        var auto = RecurrentGpu.StepChoice.AUTO;
+        assertEquals("lstm_step_fwd_vec4", RecurrentGpu.stepCellKernel(CellType.LSTM, 36, true, auto));
+        assertEquals("lstm_step_fwd", RecurrentGpu.stepCellKernel(CellType.LSTM, 37, true, auto), "H not a multiple of 4");
+        assertEquals("lstm_step_fwd", RecurrentGpu.stepCellKernel(CellType.LSTM, 36, true, RecurrentGpu.StepChoice.V1), "pinned");
+        assertEquals("gru_step_fwd_vec4", RecurrentGpu.stepCellKernel(CellType.GRU, 36, true, auto));
+        assertEquals("gru_step_fwd", RecurrentGpu.stepCellKernel(CellType.GRU, 36, false, auto), "reset gate first");
+        assertEquals("rnn_step_fwd_vec4", RecurrentGpu.stepCellKernel(CellType.RNN, 8, true, auto));
+        assertEquals("rnn_step_fwd", RecurrentGpu.stepCellKernel(CellType.RNN, 10, true, auto));
         TestData data = new TestData();
         for (int proj : new int[]{0, 5}) {
             GpuBackend fast = new GpuBackend(EmuDriver.instance());
