@@ -429,6 +429,18 @@ __device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&
     __syncthreads();
 }
 
+/** Starts the cp.async group of k and v tile 0 (when there is one) into buffer 0. */
+template <typename T, typename R, int BN, int LD>
+__device__ __forceinline__ void first_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
+                                              const AttnShape& s, const TileBlock& w, long long key_end, long long kv_tiles,
+                                              bool vec) {
+    if (kv_tiles > 0) {
+        load_tile<T, R, BN, LD>(k_tiles[0], k, s.k_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD>(v_tiles[0], v, s.v_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.value_dim), vec);
+        seqk::arch::cp_async_commit();
+    }
+}
+
 /** The last key a tile of query rows [row0, row0 + rows) may attend to, plus one (0: none). */
 __device__ __forceinline__ long long key_end_of(const AttnShape& s, long long row0, long long rows, long long k_valid,
                                                 long long q_valid) {
@@ -459,7 +471,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
 
     const TileBlock blk = tile_block(s, key_lengths, query_lengths);
-    const long long b = blk.b, h = blk.h, kvh = blk.kvh, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
     const int warp = blk.warp, lane = blk.lane, g = blk.g, t = blk.t;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
     const float scale = static_cast<float>(s.scale);
@@ -498,11 +510,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     int ksteps = (d + 15) / 16;
     int oblocks = (dv + 7) / 8;
 
-    if (kv_tiles > 0) {
-        load_tile<T, uint16_t, BN, LD>(k_tile[0], k, s.k_stride, b, kvh, 0, key_end, d, vec);
-        load_tile<T, uint16_t, BN, LD>(v_tile[0], v, s.v_stride, b, kvh, 0, key_end, dv, vec);
-        seqk::arch::cp_async_commit();
-    }
+    first_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
         next_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
@@ -573,7 +581,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     float* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
 
     const TileBlock blk = tile_block(s, key_lengths, query_lengths);
-    const long long b = blk.b, h = blk.h, kvh = blk.kvh, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
     const int warp = blk.warp, g = blk.g, t = blk.t;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
     const float scale = static_cast<float>(s.scale);
@@ -604,11 +612,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     int ksteps = (d + 7) / 8;
     int oblocks = (dv + 7) / 8;
 
-    if (kv_tiles > 0) {
-        load_tile<float, float, BN, LD>(k_tile[0], k, s.k_stride, b, kvh, 0, key_end, d, vec);
-        load_tile<float, float, BN, LD>(v_tile[0], v, s.v_stride, b, kvh, 0, key_end, dv, vec);
-        seqk::arch::cp_async_commit();
-    }
+    first_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
         next_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);

@@ -567,17 +567,19 @@ __device__ void project_state(const Slice& sl, const float* h_cur, int batch, in
     __syncthreads();
 }
 
-__device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
-                         float* h_buf, float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* h_prev_save,
-                         float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
-                         int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha,
-                         float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
-    Slice sl = load_slice<4>(w_hh, batch, hidden, units);
-    long gh4 = 4L * hidden;
+/**
+ * The step loop both persistent kernels share: per step, the state projection, then for each of
+ * this block's (batch entry, unit) pairs the saved h_{t-1}, and either the carried state and a zero
+ * output (t past the entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and
+ * saves its cell's trace; the new h goes to the other h_buf half and to the output. Grid sync per step.
+ */
+template <int G, typename Cell>
+__device__ void run_steps(const Slice& sl, float* h_buf, float* h_prev_save, float* out, const int* lengths, int steps,
+                          int reversed, int batch, int hidden, int units, int out_stride, int out_offset, Cell cell) {
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
         float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
-        project_state<4>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
+        project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
         for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
             int b = pair / sl.mine;
             int u = pair % sl.mine;
@@ -591,27 +593,41 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
                 *o = 0.0f;
                 continue;
             }
-            float pre[4];
-            for (int g = 0; g < 4; g++) {
-                int col = g * hidden + j;
-                pre[g] = gx[row * gh4 + col] + sl.gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
-                         load_or_zero(bhh, col);
-            }
-            float cp = c_state[static_cast<long>(b) * hidden + j];
-            float c;
-            float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,
-                                g_beta, h_kind, h_alpha, h_beta, c);
-            for (int k = 0; k < 4; k++) {
-                raw[row * gh4 + k * hidden + j] = pre[k];
-            }
-            c_prev_save[row * hidden + j] = cp;
-            c_new_save[row * hidden + j] = c;
-            c_state[static_cast<long>(b) * hidden + j] = c;
+            float h = cell(b, u, j, row, hp);
             h_next[static_cast<long>(b) * hidden + j] = h;
             *o = h;
         }
         seqk::arch::grid_sync();
     }
+}
+
+__device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
+                         float* h_buf, float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* h_prev_save,
+                         float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+                         int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha,
+                         float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+    Slice sl = load_slice<4>(w_hh, batch, hidden, units);
+    long gh4 = 4L * hidden;
+    run_steps<4>(sl, h_buf, h_prev_save, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+                 [&](int b, int u, int j, long row, float) {
+                     float pre[4];
+                     for (int g = 0; g < 4; g++) {
+                         int col = g * hidden + j;
+                         pre[g] = gx[row * gh4 + col] + sl.gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
+                                  load_or_zero(bhh, col);
+                     }
+                     float cp = c_state[static_cast<long>(b) * hidden + j];
+                     float c;
+                     float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind,
+                                         g_alpha, g_beta, h_kind, h_alpha, h_beta, c);
+                     for (int k = 0; k < 4; k++) {
+                         raw[row * gh4 + k * hidden + j] = pre[k];
+                     }
+                     c_prev_save[row * hidden + j] = cp;
+                     c_new_save[row * hidden + j] = c;
+                     c_state[static_cast<long>(b) * hidden + j] = c;
+                     return h;
+                 });
 }
 
 // GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate
@@ -622,40 +638,23 @@ __device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, co
                         float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     Slice sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
-    for (int s = 0; s < steps; s++) {
-        int t = reversed ? steps - 1 - s : s;
-        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
-        project_state<3>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
-        for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
-            int b = pair / sl.mine;
-            int u = pair % sl.mine;
-            int j = sl.u0 + u;
-            long row = static_cast<long>(t) * batch + b;
-            float hp = sl.hs[static_cast<long>(b) * hidden + j];
-            h_prev_save[row * hidden + j] = hp;
-            float* o = out + row * out_stride + out_offset + j;
-            if (t >= lengths[b]) {
-                h_next[static_cast<long>(b) * hidden + j] = hp;
-                *o = 0.0f;
-                continue;
-            }
-            const float* g = sl.gate + b * 3 * units;
-            float pre_r = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
-            float pre_z = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
-                          load_or_zero(bhh, hidden + j);
-            float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
-            float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
-            float pre_n;
-            float h = gru_cell(pre_r, pre_z, x_n, h_lin, 1, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, pre_n);
-            raw[row * gh3 + j] = pre_r;
-            raw[row * gh3 + hidden + j] = pre_z;
-            raw[row * gh3 + 2 * hidden + j] = pre_n;
-            hn_lin_save[row * hidden + j] = h_lin;
-            h_next[static_cast<long>(b) * hidden + j] = h;
-            *o = h;
-        }
-        seqk::arch::grid_sync();
-    }
+    run_steps<3>(sl, h_buf, h_prev_save, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+                 [&](int b, int u, int j, long row, float hp) {
+                     const float* g = sl.gate + b * 3 * units;
+                     float pre_r = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                     float pre_z = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
+                                   load_or_zero(bhh, hidden + j);
+                     float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
+                     float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
+                     float pre_n;
+                     float h = gru_cell(pre_r, pre_z, x_n, h_lin, 1, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,
+                                        g_beta, pre_n);
+                     raw[row * gh3 + j] = pre_r;
+                     raw[row * gh3 + hidden + j] = pre_z;
+                     raw[row * gh3 + 2 * hidden + j] = pre_n;
+                     hn_lin_save[row * hidden + j] = h_lin;
+                     return h;
+                 });
 }
 
 }  // namespace persistent
