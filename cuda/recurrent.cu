@@ -341,6 +341,18 @@ __device__ __forceinline__ float clip_grad(float raw, float clip) { return fabsf
 // Bytes per step and element as v1; fewer, wider memory transactions.
 namespace vec4 {
 
+/** This thread's batch entry b and first unit j0 of 4, or false past the end or past b's length. */
+__device__ __forceinline__ bool quad(int batch, int hidden, const int* lengths, int t, int& b, int& j0) {
+    int quads = hidden / 4;
+    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= static_cast<long>(batch) * quads) {
+        return false;
+    }
+    b = static_cast<int>(idx / quads);
+    j0 = static_cast<int>(idx % quads) * 4;
+    return t < lengths[b];
+}
+
 __device__ __forceinline__ void load4(const float* p, float out[4]) {
     float4 v = *reinterpret_cast<const float4*>(p);
     out[0] = v.x;
@@ -370,14 +382,8 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
                           float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* hnew, const int* lengths,
                           int t, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
                           int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
-    int quads = hidden / 4;
-    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= static_cast<long>(batch) * quads) {
-        return;
-    }
-    int b = static_cast<int>(idx / quads);
-    int j0 = static_cast<int>(idx % quads) * 4;
-    if (t >= lengths[b]) {
+    int b, j0;
+    if (!quad(batch, hidden, lengths, t, b, j0)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
@@ -417,14 +423,8 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
 __device__ void gru_step(const float* gx, const float* gh, const float* bih, const float* bhh, const float* h_state,
                          float* raw, float* hn_lin_save, float* hnew, const int* lengths, int t, int batch, int hidden,
                          float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
-    int quads = hidden / 4;
-    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= static_cast<long>(batch) * quads) {
-        return;
-    }
-    int b = static_cast<int>(idx / quads);
-    int j0 = static_cast<int>(idx % quads) * 4;
-    if (t >= lengths[b]) {
+    int b, j0;
+    if (!quad(batch, hidden, lengths, t, b, j0)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
@@ -456,14 +456,8 @@ __device__ void gru_step(const float* gx, const float* gh, const float* bih, con
 __device__ void rnn_step(const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, float* hnew,
                          const int* lengths, int t, int batch, int hidden, float clip, int f_kind, float f_alpha,
                          float f_beta) {
-    int quads = hidden / 4;
-    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= static_cast<long>(batch) * quads) {
-        return;
-    }
-    int b = static_cast<int>(idx / quads);
-    int j0 = static_cast<int>(idx % quads) * 4;
-    if (t >= lengths[b]) {
+    int b, j0;
+    if (!quad(batch, hidden, lengths, t, b, j0)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
