@@ -19,14 +19,35 @@ struct MmaOperands {
     float c[4];
 };
 
-template <float (*Load)(uint16_t)>
-inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+/** Every lane posts its fragments; each receives all 32 lanes' (one warp rendezvous). */
+inline void exchange(const uint32_t a[4], const uint32_t b[2], const float c[4], MmaOperands all[32]) {
     MmaOperands mine;
     std::memcpy(mine.a, a, sizeof mine.a);
     std::memcpy(mine.b, b, sizeof mine.b);
     std::memcpy(mine.c, c, sizeof mine.c);
-    MmaOperands all[32];
     ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all);
+}
+
+/** This lane's part of D = A B + C, in the C/D fragment layout (rows g and g + 8, columns 2t and 2t + 1). */
+template <int K>
+inline void take_result(float d[4], const float (&A)[16][K], const float (&B)[K][8], const float (&C)[16][8]) {
+    unsigned lane = ::seqk_emu::lane_id();
+    unsigned g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; i++) {
+        unsigned row = i < 2 ? g : g + 8;
+        unsigned col = 2 * t + (i & 1);
+        float s = C[row][col];
+        for (int k = 0; k < K; k++) {
+            s += A[row][k] * B[k][col];
+        }
+        d[i] = s;
+    }
+}
+
+template <float (*Load)(uint16_t)>
+inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    MmaOperands all[32];
+    exchange(a, b, c, all);
     float A[16][16], B[16][8], C[16][8];
     for (unsigned lane = 0; lane < 32; lane++) {
         unsigned g = lane / 4, t = lane % 4;
@@ -44,17 +65,7 @@ inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], c
             C[i < 2 ? g : g + 8][2 * t + (i & 1)] = all[lane].c[i];
         }
     }
-    unsigned lane = ::seqk_emu::lane_id();
-    unsigned g = lane / 4, t = lane % 4;
-    for (unsigned i = 0; i < 4; i++) {
-        unsigned row = i < 2 ? g : g + 8;
-        unsigned col = 2 * t + (i & 1);
-        float s = C[row][col];
-        for (unsigned k = 0; k < 16; k++) {
-            s += A[row][k] * B[k][col];
-        }
-        d[i] = s;
-    }
+    take_result(d, A, B, C);
 }
 
 /** fp32 bits rounded to tf32 (10 mantissa bits), to nearest with ties away from zero; NaN and inf kept. */
@@ -74,12 +85,8 @@ inline float tf32_value(uint32_t bits) {
 }
 
 inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-    MmaOperands mine;
-    std::memcpy(mine.a, a, sizeof mine.a);
-    std::memcpy(mine.b, b, sizeof mine.b);
-    std::memcpy(mine.c, c, sizeof mine.c);
     MmaOperands all[32];
-    ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all);
+    exchange(a, b, c, all);
     float A[16][8], B[8][8], C[16][8];
     for (unsigned lane = 0; lane < 32; lane++) {
         unsigned g = lane / 4, t = lane % 4;
@@ -90,17 +97,7 @@ inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2
         B[t][g] = tf32_value(all[lane].b[0]);
         B[t + 4][g] = tf32_value(all[lane].b[1]);
     }
-    unsigned lane = ::seqk_emu::lane_id();
-    unsigned g = lane / 4, t = lane % 4;
-    for (unsigned i = 0; i < 4; i++) {
-        unsigned row = i < 2 ? g : g + 8;
-        unsigned col = 2 * t + (i & 1);
-        float s = C[row][col];
-        for (unsigned k = 0; k < 8; k++) {
-            s += A[row][k] * B[k][col];
-        }
-        d[i] = s;
-    }
+    take_result(d, A, B, C);
 }
 
 /** Loads `count` 8x8 b16 matrices from the row addresses posted by lanes 0..8*count-1. */

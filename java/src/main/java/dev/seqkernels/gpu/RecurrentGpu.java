@@ -155,21 +155,18 @@ final class RecurrentGpu {
                 for (int d = 0; d < nd; d++) {
                     int slot = layer * nd + d;
                     String sfx = c.suffix(layer, d);
-                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx).to(DType.F32));
+                    DType projection = projectionInputType(dt, layer, stepChoice);
+                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx).to(projection));
                     DeviceTensor whh = temp.upload(params.get("weight_hh_" + sfx).to(DType.F32));
                     DeviceTensor bih = c.bias() ? temp.upload(params.get("bias_ih_" + sfx).to(DType.F32)) : null;
                     DeviceTensor bhh = c.bias() ? temp.upload(params.get("bias_hh_" + sfx).to(DType.F32)) : null;
                     DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
                     DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
                     DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
-                    if (projectionInputType(dt, layer, stepChoice) != DType.F32) {
-                        if (x16 == null) {
-                            x16 = temp.upload((c.batchFirst() ? x.permute(1, 0, 2) : x).to(dt));
-                        }
-                        linear(x16, temp.upload(params.get("weight_ih_" + sfx).to(dt)), gx, steps * batch, in, gh, gh);
-                    } else {
-                        linear(input, wih, gx, steps * batch, in, gh, gh);
+                    if (projection != DType.F32 && x16 == null) {
+                        x16 = temp.upload((c.batchFirst() ? x.permute(1, 0, 2) : x).to(dt));
                     }
+                    linear(projection == DType.F32 ? input : x16, wih, gx, steps * batch, in, gh, gh);
                     DeviceTensor hState = temp.zeros(DType.F32, batch, p);
                     if (h0d != null) {
                         driver.copyDeviceToDevice(hState.pointer(), h0d.select(0, slot).pointer(), hState.byteSize());
@@ -185,7 +182,7 @@ final class RecurrentGpu {
                         cState = c0 == null ? temp.zeros(DType.F32, batch, h)
                                 : temp.upload(c0.select(0, slot).to(DType.F32));
                     }
-                    runDirection(c, d, steps, batch, lens, gx, wih, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp);
+                    runDirection(c, d, steps, batch, lens, gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp);
                     copyInto(hState, hn.select(0, slot));
                     if (cState != null) {
                         copyInto(cState, cn.select(0, slot));
@@ -208,7 +205,7 @@ final class RecurrentGpu {
     }
 
     private void runDirection(RecurrentConfig c, int d, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
-                              DeviceTensor wih, DeviceTensor whh, DeviceTensor bih, DeviceTensor bhh, DeviceTensor whr,
+                              DeviceTensor whh, DeviceTensor bih, DeviceTensor bhh, DeviceTensor whr,
                               DeviceTensor peep, DeviceTensor hState, DeviceTensor cState, SlotTrace tr, DeviceTensor out,
                               DeviceScope temp) {
         int h = c.hiddenSize();

@@ -165,44 +165,11 @@ class RecurrentGpuTest {
     @EnumSource(value = DType.class, names = {"F32", "BF16"})
     void vectorizedGruAndRnnCellsMatchReferenceAndV1(DType dtype) {
         TestData data = new TestData();
-        java.util.List<java.util.function.Function<dev.seqkernels.Backend, RecurrentOp>> ops = java.util.List.of(
-                be -> Gru.builder().inputSize(6).hiddenSize(20).bidirectional(true).backend(be).build(),
-                be -> dev.seqkernels.ops.Rnn.builder().inputSize(6).hiddenSize(12).nonlinearity("relu").backend(be).build());
-        for (var make : ops) {
-            GpuBackend fast = new GpuBackend(EmuDriver.instance());
-            GpuBackend plain = new GpuBackend(EmuDriver.instance());
-            plain.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
-            RecurrentOp gpu = make.apply(fast);
-            RecurrentOp v1 = make.apply(plain);
-            RecurrentOp cpu = make.apply(dev.seqkernels.Backends.byName("cpu"));
-            var cfg = gpu.config();
-            assertTrue(RecurrentGpu.stepCellKernel(cfg.cell(), cfg.hiddenSize(), cfg.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO)
-                    .endsWith("_vec4"), "the vectorized cell must run here");
-            Map<String, Tensor> params = data.params(dtype, 0.3, cfg.parameterShapes());
-            Map<String, Tensor> params64 = new LinkedHashMap<>();
-            params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
-            Tensor x = data.tensor(dtype, 1, 7, 17, 6);
-            int[] lengths = new int[17];
-            for (int i = 0; i < 17; i++) {
-                lengths[i] = 1 + (i * 3) % 7;
-            }
-            String tag = "vec4 " + cfg.cell() + " " + dtype + " " + data;
-            try (RecurrentResult got = gpu.forward(params, x, null, null, lengths);
-                 RecurrentResult ref = v1.forward(params, x, null, null, lengths);
-                 RecurrentResult want = cpu.forward(params64, x.to(DType.F64), null, null, lengths)) {
-                check(tag + " output", got.output(), want.output(), dtype);
-                check(tag + " hn", got.hn(), want.hn(), dtype);
-                check(tag + " output vs v1", got.output(), ref.output(), dtype);
-                Tensor dy = data.tensor(dtype, 1, got.output().shape());
-                try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
-                     RecurrentGradients w = cpu.backward(params64, want, dy.to(DType.F64), null, null)) {
-                    check(tag + " dx", g.dx(), w.dx(), dtype);
-                    for (String n : params.keySet()) {
-                        check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
-                    }
-                }
-            }
-        }
+        Tensor x = data.tensor(dtype, 1, 7, 17, 6);
+        checkFasterKernel("vec4 gru", be -> Gru.builder().inputSize(6).hiddenSize(20).bidirectional(true).backend(be).build(),
+                RecurrentGpuTest::vectorizedStepLoop, data, dtype, x, null, null, lengthsUpTo(17, 7));
+        checkFasterKernel("vec4 rnn", be -> dev.seqkernels.ops.Rnn.builder().inputSize(6).hiddenSize(12).nonlinearity("relu")
+                .backend(be).build(), RecurrentGpuTest::vectorizedStepLoop, data, dtype, x, null, null, lengthsUpTo(17, 7));
     }
 
     /**
@@ -221,41 +188,11 @@ class RecurrentGpuTest {
         assertEquals("rnn_step_fwd_vec4", RecurrentGpu.stepCellKernel(CellType.RNN, 8, true, auto));
         assertEquals("rnn_step_fwd", RecurrentGpu.stepCellKernel(CellType.RNN, 10, true, auto));
         TestData data = new TestData();
+        Tensor x = data.tensor(dtype, 1, 9, 17, 6);
         for (int proj : new int[]{0, 5}) {
-            GpuBackend fast = new GpuBackend(EmuDriver.instance());
-            GpuBackend plain = new GpuBackend(EmuDriver.instance());
-            plain.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
-            Lstm.Builder b = Lstm.builder().inputSize(6).hiddenSize(36).projSize(proj).peepholes(proj == 0).clip(2);
-            RecurrentOp gpu = b.backend(fast).build();
-            assertEquals(null, RecurrentGpu.persistentPlan(gpu.config(), 17, EmuDriver.instance().properties(),
-                    RecurrentGpu.StepChoice.AUTO), "the step loop must run here");
-            RecurrentOp v1 = b.backend(plain).build();
-            RecurrentOp cpu = b.backend("cpu").build();
-            Map<String, Tensor> params = data.params(dtype, 0.3, gpu.config().parameterShapes());
-            Map<String, Tensor> params64 = new LinkedHashMap<>();
-            params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
-            Tensor x = data.tensor(dtype, 1, 9, 17, 6);
-            int[] lengths = new int[17];
-            for (int i = 0; i < 17; i++) {
-                lengths[i] = 1 + (i * 5) % 9;
-            }
-            String tag = "vec4 lstm proj=" + proj + " " + dtype + " " + data;
-            try (RecurrentResult got = gpu.forward(params, x, null, null, lengths);
-                 RecurrentResult ref = v1.forward(params, x, null, null, lengths);
-                 RecurrentResult want = cpu.forward(params64, x.to(DType.F64), null, null, lengths)) {
-                check(tag + " output", got.output(), want.output(), dtype);
-                check(tag + " hn", got.hn(), want.hn(), dtype);
-                check(tag + " cn", got.cn(), want.cn(), dtype);
-                check(tag + " output vs v1", got.output(), ref.output(), dtype);
-                Tensor dy = data.tensor(dtype, 1, got.output().shape());
-                try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
-                     RecurrentGradients w = cpu.backward(params64, want, dy.to(DType.F64), null, null)) {
-                    check(tag + " dx", g.dx(), w.dx(), dtype);
-                    for (String n : params.keySet()) {
-                        check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
-                    }
-                }
-            }
+            checkFasterKernel("vec4 lstm proj=" + proj, be -> Lstm.builder().inputSize(6).hiddenSize(36).projSize(proj)
+                    .peepholes(proj == 0).clip(2).backend(be).build(), RecurrentGpuTest::vectorizedStepLoop, data, dtype, x, null,
+                    null, lengthsUpTo(17, 9));
         }
     }
 
@@ -275,38 +212,9 @@ class RecurrentGpuTest {
     @EnumSource(value = DType.class, names = {"F32", "F16"})
     void persistentGruMatchesReferenceAndTheStepLoop(DType dtype) {
         TestData data = new TestData();
-        GpuBackend persistent = new GpuBackend(EmuDriver.instance());
-        GpuBackend stepLoop = new GpuBackend(EmuDriver.instance());
-        stepLoop.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
-        Gru.Builder b = Gru.builder().inputSize(7).hiddenSize(29).numLayers(2).bidirectional(true);
-        RecurrentOp gpu = b.backend(persistent).build();
-        assertTrue(RecurrentGpu.persistentPlan(gpu.config(), 4, EmuDriver.instance().properties(), RecurrentGpu.StepChoice.AUTO) != null,
-                "the rule must pick the persistent kernel here");
-        RecurrentOp loop = b.backend(stepLoop).build();
-        RecurrentOp cpu = b.backend("cpu").build();
-        Map<String, Tensor> params = data.params(dtype, 0.3, gpu.config().parameterShapes());
-        Map<String, Tensor> params64 = new LinkedHashMap<>();
-        params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
-        Tensor x = data.tensor(dtype, 1, 17, 4, 7);
-        Tensor h0 = data.tensor(dtype, 0.5, 4, 4, 29);
-        int[] lengths = {17, 1, 9, 16};
-        String tag = "persistent gru " + dtype + " " + data;
-        try (RecurrentResult got = gpu.forward(params, x, h0, null, lengths);
-             RecurrentResult v1 = loop.forward(params, x, h0, null, lengths);
-             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), null, lengths)) {
-            check(tag + " output", got.output(), ref.output(), dtype);
-            check(tag + " hn", got.hn(), ref.hn(), dtype);
-            check(tag + " output vs the step loop", got.output(), v1.output(), dtype);
-            Tensor dy = data.tensor(dtype, 1, got.output().shape());
-            try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
-                 RecurrentGradients w = cpu.backward(params64, ref, dy.to(DType.F64), null, null)) {
-                check(tag + " dx", g.dx(), w.dx(), dtype);
-                check(tag + " dh0", g.dh0(), w.dh0(), dtype);
-                for (String n : params.keySet()) {
-                    check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
-                }
-            }
-        }
+        checkFasterKernel("persistent gru", be -> Gru.builder().inputSize(7).hiddenSize(29).numLayers(2).bidirectional(true)
+                        .backend(be).build(), RecurrentGpuTest::persistent, data, dtype, data.tensor(dtype, 1, 17, 4, 7),
+                data.tensor(dtype, 0.5, 4, 4, 29), null, new int[]{17, 1, 9, 16});
     }
 
     /**
@@ -354,42 +262,79 @@ class RecurrentGpuTest {
     @EnumSource(value = DType.class, names = {"F32", "BF16"})
     void persistentLstmMatchesReferenceAndTheStepLoop(DType dtype) {
         TestData data = new TestData();
-        GpuBackend persistent = new GpuBackend(EmuDriver.instance());
-        GpuBackend stepLoop = new GpuBackend(EmuDriver.instance());
-        stepLoop.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
-        Lstm.Builder b = Lstm.builder().inputSize(13).hiddenSize(37).numLayers(2).bidirectional(true).peepholes(true).clip(3)
-                .inputForget(true);
-        RecurrentOp gpu = b.backend(persistent).build();
-        assertTrue(RecurrentGpu.persistentPlan(gpu.config(), 3, EmuDriver.instance().properties(), RecurrentGpu.StepChoice.AUTO) != null,
-                "the rule must pick the persistent kernel here");
-        RecurrentOp loop = b.backend(stepLoop).build();
-        RecurrentOp cpu = b.backend("cpu").build();
-        Map<String, Tensor> params = data.params(dtype, 0.3, gpu.config().parameterShapes());
+        checkFasterKernel("persistent lstm", be -> Lstm.builder().inputSize(13).hiddenSize(37).numLayers(2).bidirectional(true)
+                        .peepholes(true).clip(3).inputForget(true).backend(be).build(), RecurrentGpuTest::persistent, data, dtype,
+                data.tensor(dtype, 1, 23, 3, 13), data.tensor(dtype, 0.5, 4, 3, 37), data.tensor(dtype, 0.5, 4, 3, 37),
+                new int[]{23, 1, 11});
+    }
+
+    /** Which of the faster kernels the rule must pick for a config and batch, so a test cannot silently run v1. */
+    @FunctionalInterface
+    private interface Picks {
+        boolean test(dev.seqkernels.ops.RecurrentConfig config, int batch);
+    }
+
+    /**
+     * The op built by {@code make} on a backend with the faster kernels (which {@code picks} must
+     * confirm the rule selects), on one pinned to V1, and on the CPU reference, on the same inputs:
+     * outputs, final states and every gradient against the reference; the output against V1.
+     */
+    private static void checkFasterKernel(String what, java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make,
+                                          Picks picks, TestData data, DType dtype, Tensor x, Tensor h0, Tensor c0,
+                                          int[] lengths) {
+        GpuBackend plain = new GpuBackend(EmuDriver.instance());
+        plain.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+        RecurrentOp gpu = make.apply(new GpuBackend(EmuDriver.instance()));
+        RecurrentOp v1 = make.apply(plain);
+        RecurrentOp cpu = make.apply(dev.seqkernels.Backends.byName("cpu"));
+        var config = gpu.config();
+        int batch = (int) (config.batchFirst() ? x.size(0) : x.size(1));
+        assertTrue(picks.test(config, batch), what + ": the rule must pick the faster kernel here");
+        Map<String, Tensor> params = data.params(dtype, 0.3, config.parameterShapes());
         Map<String, Tensor> params64 = new LinkedHashMap<>();
         params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
-        Tensor x = data.tensor(dtype, 1, 23, 3, 13);
-        Tensor h0 = data.tensor(dtype, 0.5, 4, 3, 37);
-        Tensor c0 = data.tensor(dtype, 0.5, 4, 3, 37);
-        int[] lengths = {23, 1, 11};
-        String tag = "persistent lstm " + dtype + " " + data;
+        String tag = what + " " + dtype + " " + data;
         try (RecurrentResult got = gpu.forward(params, x, h0, c0, lengths);
-             RecurrentResult v1 = loop.forward(params, x, h0, c0, lengths);
-             RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), c0.to(DType.F64), lengths)) {
-            check(tag + " output", got.output(), ref.output(), dtype);
-            check(tag + " hn", got.hn(), ref.hn(), dtype);
-            check(tag + " cn", got.cn(), ref.cn(), dtype);
-            check(tag + " output vs the step loop", got.output(), v1.output(), dtype);
+             RecurrentResult ref = v1.forward(params, x, h0, c0, lengths);
+             RecurrentResult want = cpu.forward(params64, x.to(DType.F64), h0 == null ? null : h0.to(DType.F64),
+                     c0 == null ? null : c0.to(DType.F64), lengths)) {
+            check(tag + " output", got.output(), want.output(), dtype);
+            check(tag + " hn", got.hn(), want.hn(), dtype);
+            if (want.cn() != null) {
+                check(tag + " cn", got.cn(), want.cn(), dtype);
+            }
+            check(tag + " output vs v1", got.output(), ref.output(), dtype);
             Tensor dy = data.tensor(dtype, 1, got.output().shape());
             try (RecurrentGradients g = gpu.backward(params, got, dy, null, null);
-                 RecurrentGradients w = cpu.backward(params64, ref, dy.to(DType.F64), null, null)) {
+                 RecurrentGradients w = cpu.backward(params64, want, dy.to(DType.F64), null, null)) {
                 check(tag + " dx", g.dx(), w.dx(), dtype);
                 check(tag + " dh0", g.dh0(), w.dh0(), dtype);
-                check(tag + " dc0", g.dc0(), w.dc0(), dtype);
+                if (w.dc0() != null) {
+                    check(tag + " dc0", g.dc0(), w.dc0(), dtype);
+                }
                 for (String n : params.keySet()) {
                     check(tag + " d" + n, g.params().get(n), w.params().get(n), dtype);
                 }
             }
         }
+    }
+
+    private static boolean persistent(dev.seqkernels.ops.RecurrentConfig config, int batch) {
+        return RecurrentGpu.persistentPlan(config, batch, EmuDriver.instance().properties(), RecurrentGpu.StepChoice.AUTO) != null;
+    }
+
+    private static boolean vectorizedStepLoop(dev.seqkernels.ops.RecurrentConfig config, int batch) {
+        return !persistent(config, batch) && RecurrentGpu.stepCellKernel(config.cell(), config.hiddenSize(),
+                config.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO).endsWith("_vec4");
+    }
+
+    private static int[] lengthsUpTo(int batch, int steps) {
+        int[] lengths = new int[batch];
+        for (int i = 0; i < batch; i++) {
+            lengths[i] = 1 + (i * 5) % steps;
+        }
+        lengths[0] = steps;
+        return lengths;
     }
 
     @Test

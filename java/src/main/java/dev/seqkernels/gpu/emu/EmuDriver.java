@@ -247,6 +247,16 @@ public final class EmuDriver implements Driver {
         return true;
     }
 
+    /** A launch recorded with its own copy of the arguments (the caller may go on appending to them). */
+    private synchronized boolean capturedLaunch(long stream, long function, Dim3 grid, Dim3 block, int sharedBytes,
+                                                KernelArgs args, boolean cooperative) {
+        if (!capturing.containsKey(stream)) {
+            return false;
+        }
+        KernelArgs kept = args.copy();
+        return captured(stream, () -> run(function, grid, block, sharedBytes, kept, cooperative));
+    }
+
     @Override
     public synchronized void beginCapture(long stream) {
         if (stream == 0) {
@@ -428,8 +438,7 @@ public final class EmuDriver implements Driver {
 
     @Override
     public void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
-        KernelArgs kept = args.copy();
-        if (!captured(stream, () -> run(function, grid, block, sharedBytes, kept, false))) {
+        if (!capturedLaunch(stream, function, grid, block, sharedBytes, args, false)) {
             run(function, grid, block, sharedBytes, args, false);
         }
     }
@@ -437,8 +446,7 @@ public final class EmuDriver implements Driver {
     /** Runs every block at once (one OS thread each) so that grid-wide synchronization is real. */
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
-        KernelArgs kept = args.copy();
-        if (!captured(stream, () -> run(function, grid, block, sharedBytes, kept, true))) {
+        if (!capturedLaunch(stream, function, grid, block, sharedBytes, args, true)) {
             run(function, grid, block, sharedBytes, args, true);
         }
     }
