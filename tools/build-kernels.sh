@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles each cuda/<family>.cu into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
-# sm_75 sm_80 sm_86 sm_89 sm_90 and compute_90 PTX for newer GPUs) and writes the sm_90 kernel
-# report (registers, shared memory, stack, spills per kernel) to <report> and beside the fatbins.
+# sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120, and compute_90 PTX that newer GPUs JIT) and writes
+# the sm_90 kernel report (registers, shared memory, stack, spills per kernel, and the
+# architectures built) to <report> and beside the fatbins.
 # Without nvcc (or with NVCC=none) it says so once and writes a report saying the kernels are not built.
 # Usage: build-kernels.sh ROOT CLASSES_DIR REPORT_FILE      (run by Maven in generate-resources)
 set -euo pipefail
@@ -18,16 +19,20 @@ if [ -z "$NVCC" ] || [ "$NVCC" = none ]; then
   exit 0
 fi
 
+# Blackwell: sm_100 (B200/GB200) and sm_120 (RTX 50xx, RTX PRO 6000) get SASS of their own; PTX
+# stays compute_90 so any newer GPU can still JIT it.
+ARCHITECTURES="sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120 compute_90"
 GENCODE=(-gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80
          -gencode arch=compute_86,code=sm_86 -gencode arch=compute_89,code=sm_89
-         -gencode "arch=compute_90,code=[sm_90,compute_90]")
+         -gencode "arch=compute_90,code=[sm_90,compute_90]"
+         -gencode arch=compute_100,code=sm_100 -gencode arch=compute_120,code=sm_120)
 LOGS="$CLASSES/../kernel-build"
 mkdir -p "$LOGS"
 for cu in "$ROOT"/cuda/*.cu; do
   family=$(basename "$cu" .cu)
   fatbin="$OUT/$family.fatbin"
   log="$LOGS/$family.ptxas.txt"
-  if [ -f "$fatbin" ] && [ -f "$log" ] && [ "$fatbin" -nt "$cu" ] \
+  if [ -f "$fatbin" ] && [ -f "$log" ] && [ "$fatbin" -nt "$cu" ] && [ "$fatbin" -nt "$0" ] \
      && [ -z "$(find "$ROOT/cuda" -name '*.cuh' -newer "$fatbin" -print -quit)" ]; then
     continue
   fi
@@ -38,6 +43,7 @@ done
 
 {
   echo "# seqkernels kernel report: sm_90, from ptxas -v ($("$NVCC" --version | tail -n1))"
+  echo "# architectures: $ARCHITECTURES"
   echo "# family kernel registers smem_bytes stack_bytes spill_store_bytes spill_load_bytes"
   for log in "$LOGS"/*.ptxas.txt; do
     family=$(basename "$log" .ptxas.txt)

@@ -7,7 +7,8 @@
 #   lib/           seqkernels.jar (with the fatbins and the emulator library) and its dependencies
 #   tests/         the test classes, JUnit and its console launcher
 #   bin/seqk       the command line (info, golden, parity, ...)
-#   bin/seqk-test  the GPU-relevant test suite (gpu package, goldens, parity) without Maven
+#   bin/seqk-test  the GPU-relevant test suite (gpu package, goldens, parity) without Maven;
+#                  --binding panama|jcuda runs the per-binding tests on the real driver
 #   bin/seqk-report  parity, the PyTorch peers and our timings in one report (tools/gpu-report.sh)
 #   bench/peers/torch_bench.py, tools/gpu-report.sh: what seqk-report runs
 #   cuda/spill-allowed.txt, tools/golden/cases: what those tests read
@@ -70,12 +71,17 @@ SH
 cat > "$OUT/bin/seqk-test" <<'SH'
 #!/usr/bin/env bash
 # The GPU-relevant tests from the bundle (JUnit console launcher): the gpu package (seam contract,
-# emulator, kernels, ops' GPU path), the PyTorch goldens and parity. Extra arguments go to the launcher.
+# primitives, kernels, ops' GPU path, the driver's refusals), the PyTorch goldens and parity.
+# --binding emu|panama|jcuda (first): the binding the per-binding tests run through (default emu);
+# on a GPU host, panama and jcuda run them on the real driver. Extra arguments go to the launcher.
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BINDING=emu
+if [ "${1:-}" = "--binding" ]; then BINDING="$2"; shift 2; fi
 # The launcher's --class-path takes jar names, not java's lib/* wildcard.
 CP="$(ls "$DIR"/lib/*.jar "$DIR"/tests/*.jar | grep -v console-standalone | tr '\n' ':')"
 # shellcheck disable=SC2086
 exec "$DIR/runtime/bin/java" ${SEQK_JAVA_OPTS:-} --enable-native-access=ALL-UNNAMED -Xss16m -Dseqkernels.root="$DIR" \
+  -Dseqkernels.test.binding="$BINDING" \
   -jar "$DIR"/tests/junit-platform-console-standalone-*.jar execute --class-path "$CP" \
   --select-package dev.seqkernels.gpu --select-class dev.seqkernels.golden.PyTorchGoldenTest \
   --select-class dev.seqkernels.cli.ParityTest --disable-banner --disable-ansi-colors --details=summary "$@"
@@ -93,7 +99,7 @@ echo "dist: compressing (xz) ..." >&2
 tar cJf "$ARCHIVE" -C "$ROOT/dist" seqkernels
 SIZE_MB=$(( $(stat -c %s "$ARCHIVE") / 1048576 ))
 echo "dist: $ARCHIVE ($SIZE_MB MB; runtime: $RUNTIME)"
-echo "dist: on the GPU host: tar xJf seqkernels.tar.xz && seqkernels/bin/seqk info && seqkernels/bin/seqk-test"
+echo "dist: on the GPU host: tar xJf seqkernels.tar.xz && seqkernels/bin/seqk info && seqkernels/bin/seqk-test --binding panama"
 if [ "$SIZE_MB" -ge "$LIMIT_MB" ]; then
   echo "dist: $SIZE_MB MB is not under the $LIMIT_MB MB limit for copying to a GPU host" >&2
   exit 1

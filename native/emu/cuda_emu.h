@@ -75,10 +75,17 @@ inline T from_bits(uint64_t b) {
     return v;
 }
 
+/** One kernel parameter as g++ compiled it: what the stand-in driver compares with the PTX's .param list. */
+struct ParamInfo {
+    unsigned size;
+    unsigned align;
+    bool pointer;
+};
+
 /** Registers an extern "C" kernel under its name, with a trampoline that unpacks cuLaunchKernel-style args. */
 struct Registrar {
     using Trampoline = void (*)(void* fn, void** args);
-    Registrar(const char* name, void* fn, Trampoline trampoline, int arg_count);
+    Registrar(const char* name, void* fn, Trampoline trampoline, int arg_count, const ParamInfo* params);
 };
 
 template <typename... A, std::size_t... I>
@@ -93,7 +100,10 @@ void trampoline(void* fn, void** args) {
 
 template <typename... A>
 Registrar make_registrar(const char* name, void (*fn)(A...)) {
-    return Registrar(name, reinterpret_cast<void*>(fn), &trampoline<A...>, static_cast<int>(sizeof...(A)));
+    static const ParamInfo params[] = {ParamInfo{static_cast<unsigned>(sizeof(A)), static_cast<unsigned>(alignof(A)),
+                                                 std::is_pointer<A>::value}...,
+                                       ParamInfo{0, 0, false}};
+    return Registrar(name, reinterpret_cast<void*>(fn), &trampoline<A...>, static_cast<int>(sizeof...(A)), params);
 }
 
 }  // namespace seqk_emu

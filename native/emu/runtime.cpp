@@ -19,6 +19,8 @@
 // write is reported with the kernel, block and thread that made it. Launch shapes are checked
 // against sm_90 limits.
 #include "cuda_emu.h"
+#include "seqk_emu.h"
+#include "emu/arch/mma.h"
 
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -47,6 +49,7 @@ struct Kernel {
     void* fn;
     Registrar::Trampoline trampoline;
     int arg_count;
+    const ParamInfo* params;  // arg_count entries
 };
 
 std::map<std::string, Kernel>& registry() {
@@ -435,12 +438,21 @@ int fail(const std::string& message) {
     return 1;
 }
 
+/** An f32 rounded to TF32 the way the tensor-core wrappers round it (cvt.rna.tf32.f32). */
+float round_tf32(float v) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits = seqk::arch::emu_detail::tf32_round(bits);
+    std::memcpy(&v, &bits, 4);
+    return v;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- device-side entry points
 
-Registrar::Registrar(const char* name, void* fn, Trampoline trampoline, int arg_count) {
-    registry()[name] = Kernel{fn, trampoline, arg_count};
+Registrar::Registrar(const char* name, void* fn, Trampoline trampoline, int arg_count, const ParamInfo* params) {
+    registry()[name] = Kernel{fn, trampoline, arg_count, params};
 }
 
 void syncthreads() {
@@ -557,10 +569,24 @@ const char* seqk_emu_kernel_name(int i) {
     return it->first.c_str();
 }
 
-/** Argument count of a kernel, or -1 if no kernel has that name. */
 int seqk_emu_kernel_arity(const char* name) {
     auto it = registry().find(name);
     return it == registry().end() ? -1 : it->second.arg_count;
+}
+
+int seqk_emu_kernel_param(const char* name, int i, unsigned* size, unsigned* align, int* pointer) {
+    auto it = registry().find(name);
+    if (it == registry().end() || i < 0 || i >= it->second.arg_count) {
+        return fail(format("no parameter %d of a kernel named %s", i, name));
+    }
+    *size = it->second.params[i].size;
+    *align = it->second.params[i].align;
+    *pointer = it->second.params[i].pointer ? 1 : 0;
+    return 0;
+}
+
+int seqk_emu_contains(uint64_t ptr, uint64_t bytes) {
+    return find(ptr, bytes) != nullptr ? 1 : 0;
 }
 
 int seqk_emu_malloc(uint64_t bytes, uint64_t* out) {
@@ -589,7 +615,6 @@ int seqk_emu_free(uint64_t ptr) {
     return 0;
 }
 
-/** Bytes allocated and not freed, and the number of allocations. */
 void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count) {
     uint64_t total = 0;
     for (auto& [p, a] : allocations()) {
@@ -599,14 +624,12 @@ void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count) {
     *count = allocations().size();
 }
 
-/** The most device memory in use at once since the last call, in bytes; starts counting anew. */
 uint64_t seqk_emu_take_peak() {
     uint64_t peak = g_peak;
     g_peak = g_in_use;
     return peak;
 }
 
-/** kind: 0 host->device, 1 device->host, 2 device->device; device ranges must lie inside one allocation. */
 int seqk_emu_memcpy(uint64_t dst, uint64_t src, uint64_t bytes, int kind) {
     if ((kind == 0 || kind == 2) && !find(dst, bytes)) {
         return fail(format("copy destination 0x%lx..+%lu is not inside a device allocation", static_cast<unsigned long>(dst),
@@ -735,17 +758,13 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
     return 0;
 }
 
-/**
- * C = alpha * op(A) * op(B) + beta * C, column-major like cuBLAS, for `batch` matrices at the
- * given element strides. dtype: 0 f32, 1 f16, 2 bf16 for A and B; C is f32 (c_dtype 0) or the
- * same 16-bit type (c_dtype = dtype). Accumulation in double.
- */
 int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, uint64_t a, int lda, long stride_a,
                   uint64_t b, int ldb, long stride_b, float beta, uint64_t c, int ldc, long stride_c, int batch,
-                  int dtype, int c_dtype) {
-    auto load = [](uint64_t base, long idx, int dt) -> double {
+                  int dtype, int c_dtype, int tf32) {
+    auto load = [tf32](uint64_t base, long idx, int dt) -> double {
         switch (dt) {
-            case 0: return reinterpret_cast<const float*>(base)[idx];
+            case 0: return tf32 ? round_tf32(reinterpret_cast<const float*>(base)[idx])
+                                : reinterpret_cast<const float*>(base)[idx];
             case 1: return __half2float(reinterpret_cast<const __half*>(base)[idx]);
             default: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base)[idx]);
         }
@@ -755,6 +774,13 @@ int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, ui
             case 0: reinterpret_cast<float*>(base)[idx] = v; break;
             case 1: reinterpret_cast<__half*>(base)[idx] = __float2half_rn(v); break;
             default: reinterpret_cast<__nv_bfloat16*>(base)[idx] = __float2bfloat16_rn(v); break;
+        }
+    };
+    auto load_c = [](uint64_t base, long idx, int dt) -> double {
+        switch (dt) {
+            case 0: return reinterpret_cast<const float*>(base)[idx];
+            case 1: return __half2float(reinterpret_cast<const __half*>(base)[idx]);
+            default: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base)[idx]);
         }
     };
     if (m < 0 || n < 0 || k < 0 || batch < 0) {
@@ -781,7 +807,7 @@ int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, ui
                     s += av * bv;
                 }
                 long ci = p * stride_c + i + static_cast<long>(j) * ldc;
-                double prev = beta == 0.0f ? 0.0 : load(c, ci, c_dtype);
+                double prev = beta == 0.0f ? 0.0 : load_c(c, ci, c_dtype);
                 store(c, ci, c_dtype, static_cast<float>(alpha * s + beta * prev));
             }
         }

@@ -1,6 +1,7 @@
 package dev.seqkernels;
 
 import dev.seqkernels.cpu.CpuBackend;
+import dev.seqkernels.gpu.DeviceProperties;
 import dev.seqkernels.gpu.DriverException;
 import dev.seqkernels.gpu.GpuBackend;
 import dev.seqkernels.gpu.emu.EmuDriver;
@@ -61,14 +62,20 @@ public final class Backends {
     private static GpuBackend panama;
     private static Backend auto;
 
-    /** auto's order: panama, then jcuda, then cpu; the first that loads, remembered. */
+    /**
+     * auto's order: panama, then jcuda, then cpu; the first that loads on a real GPU, remembered.
+     * A binding over seqkernels' stand-in driver (a test fixture on the emulator) is never taken.
+     */
     private static synchronized Backend auto() {
         if (auto == null) {
             auto = CPU;
             for (String binding : List.of("panama", "jcuda")) {
                 try {
-                    auto = byName(binding);
-                    break;
+                    GpuBackend gpu = (GpuBackend) byName(binding);
+                    if (!gpu.driver().properties().simulated()) {
+                        auto = gpu;
+                        break;
+                    }
                 } catch (SeqkException.BackendUnavailable notHere) {
                     // the reason is what `seqk info` shows for this binding
                 }
@@ -110,25 +117,22 @@ public final class Backends {
         return emu;
     }
 
+    private static String bindingState(String binding) {
+        try {
+            DeviceProperties p = ((GpuBackend) byName(binding)).driver().properties();
+            return p.simulated()
+                    ? "available over the stand-in driver (" + p.name() + "): a test fixture, not a GPU; auto does not take it"
+                    : "available (" + p.name() + ")";
+        } catch (SeqkException e) {
+            return e.getMessage().replace("backend '" + binding + "' is not available: ", "");
+        }
+    }
+
     /** Each known backend with "available" or the reason it is not, for {@code seqk info}. */
     public static Map<String, String> availability() {
         Map<String, String> m = new LinkedHashMap<>();
-        String panamaState;
-        try {
-            panama();
-            panamaState = "available (" + PanamaDriver.instance().properties().name() + ")";
-        } catch (SeqkException e) {
-            panamaState = e.getMessage().replace("backend 'panama' is not available: ", "");
-        }
-        m.put("panama", panamaState);
-        String jcudaState;
-        try {
-            jcuda();
-            jcudaState = "available (" + JCudaDriver.instance().properties().name() + ")";
-        } catch (SeqkException e) {
-            jcudaState = e.getMessage().replace("backend 'jcuda' is not available: ", "");
-        }
-        m.put("jcuda", jcudaState);
+        m.put("panama", bindingState("panama"));
+        m.put("jcuda", bindingState("jcuda"));
         m.put("emu", EmuDriver.libraryPresent()
                 ? "available: the ops' GPU path on the SIMT emulator"
                 : "the emulator library is not in this build (tools/build-emulator.sh needs g++)");

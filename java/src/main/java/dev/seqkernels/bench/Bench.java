@@ -41,12 +41,12 @@ public final class Bench {
      * Repetition policy: at least {@code fewestReps}; at least {@code minReps} unless they would
      * take over {@code longMillis} (a case of seconds per repetition gets the few, so a whole
      * suite fits a bounded run); then more, up to {@code maxReps}, while under {@code budgetMillis}.
-     * {@link #forDriver} picks the GPU or the emulator default.
+     * {@link #forDriver} picks the GPU default, or the small one for a simulated device (the emulator, the stand-in driver).
      */
     public record Options(int warmup, int fewestReps, int minReps, int maxReps, double budgetMillis, double longMillis,
                           long flushBytes) {
         public static Options forDriver(Driver d) {
-            return d.name().equals("emu") ? new Options(1, 2, 2, 3, 0, 0, 0) : new Options(3, 3, 10, 200, 300, 2000, 256L << 20);
+            return d.properties().simulated() ? new Options(1, 2, 2, 3, 0, 0, 0) : new Options(3, 3, 10, 200, 300, 2000, 256L << 20);
         }
 
         boolean wantsMore(int reps, double totalMillis) {
@@ -228,10 +228,10 @@ public final class Bench {
         /**
          * A device-to-device copy (read + write counted) for bandwidth; a square GEMM per input dtype
          * (16-bit with 16-bit output, F32 with F32) for flops. Sizes: 1 GiB and 8192^3 on a GPU, small
-         * on the emulator (whose "peaks" only make the harness's arithmetic checkable).
+         * on a simulated device (whose "peaks" only make the harness's arithmetic checkable).
          */
         public static Peaks measure(Driver d) {
-            boolean emu = d.name().equals("emu");
+            boolean emu = d.properties().simulated();
             long copyBytes = emu ? 1L << 22 : 1L << 30;
             int reps = emu ? 3 : 10;
             long a = d.malloc(copyBytes);

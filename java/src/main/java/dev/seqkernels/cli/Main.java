@@ -87,8 +87,8 @@ public final class Main {
         } else {
             long spilling = report.kernels().stream().filter(KernelReport.Entry::spills).count();
             int maxRegs = report.kernels().stream().mapToInt(KernelReport.Entry::registers).max().orElse(0);
-            out.printf(Locale.ROOT, "kernels: %d built for sm_75..sm_90 (+ compute_90 PTX); sm_90: max %d registers, %d spilling%n",
-                    report.kernels().size(), maxRegs, spilling);
+            out.printf(Locale.ROOT, "kernels: %d built for %s; sm_90: max %d registers, %d spilling%n",
+                    report.kernels().size(), String.join(" ", report.architectures()), maxRegs, spilling);
             out.println("  " + report.note());
             for (KernelReport.Entry e : report.kernels()) {
                 out.printf(Locale.ROOT, "  %-10s %-36s regs %3d  smem %6d  stack %4d  spill %d/%d%n", e.family(), e.kernel(),

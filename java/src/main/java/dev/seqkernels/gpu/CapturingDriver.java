@@ -219,6 +219,11 @@ public final class CapturingDriver implements Driver {
     }
 
     @Override
+    public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
+        return inner.maxActiveBlocksPerMultiprocessor(function, blockThreads, dynamicSharedBytes);
+    }
+
+    @Override
     public synchronized void beginCapture(long stream) {
         inner.beginCapture(stream);
         graphCaptures.add(stream);

@@ -61,16 +61,31 @@ public interface Driver extends AutoCloseable {
     /** Milliseconds between two recorded events (after both completed). */
     float elapsedMillis(long start, long end);
 
-    /** Loads kernel family {@code family} (cuda/&lt;family&gt;.cu); throws "kernels not built" when it is absent. */
+    /**
+     * Kernel family {@code family} (cuda/&lt;family&gt;.cu), loaded once per driver: every later
+     * call returns the same module, so any number of backends share it and device memory does not
+     * grow. Throws "kernels not built" when the build had no nvcc.
+     */
     long loadModule(String family);
 
     /** A kernel of a loaded module by its extern "C" name. */
     long function(long module, String name);
 
+    /**
+     * Launches a kernel. The arguments are checked against the kernel's parameter list as the
+     * driver knows it (count and sizes; {@link KernelArgs#check}) before anything runs.
+     */
     void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args);
 
-    /** A launch whose blocks are all resident at once, for kernels that synchronize the whole grid. */
+    /**
+     * A launch whose blocks are all resident at once, for kernels that synchronize the whole grid.
+     * A grid larger than what fits (see {@link #maxActiveBlocksPerMultiprocessor}, and fewer SMs
+     * under MPS) fails with status {@link DriverException#COOPERATIVE_LAUNCH_TOO_LARGE}.
+     */
     void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args);
+
+    /** How many blocks of {@code function} fit on one multiprocessor at once with this block size and dynamic shared memory. */
+    int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes);
 
     /**
      * Starts recording the work later issued on {@code stream} (a created stream, not the default

@@ -75,6 +75,34 @@ public final class KernelArgs {
         return args.size();
     }
 
+    /** Bytes of argument i as packed: 8 for pointers and longs, 4 for ints and floats, 8 per struct word. */
+    public long bytes(int i) {
+        Arg a = args.get(i);
+        return a.kind() == Kind.STRUCT ? 8L * a.words().length : a.kind().bytes();
+    }
+
+    /**
+     * Checks these arguments against the kernel's parameter sizes as the driver knows them (from
+     * the module's PTX): a count or a size that differs would make the kernel read other bytes
+     * than the ones passed, so it is refused here, before the launch. {@code parameterSizes} null
+     * means the driver cannot tell (a driver older than CUDA 12.4), and nothing is checked.
+     */
+    public void check(String binding, String kernel, long[] parameterSizes) {
+        if (parameterSizes == null) {
+            return;
+        }
+        if (parameterSizes.length != args.size()) {
+            throw new DriverException(binding + " launch of " + kernel + ": the kernel takes " + parameterSizes.length
+                    + " parameters, " + args.size() + " were passed");
+        }
+        for (int i = 0; i < args.size(); i++) {
+            if (bytes(i) != parameterSizes[i]) {
+                throw new DriverException(binding + " launch of " + kernel + ": parameter " + i + " is " + parameterSizes[i]
+                        + " bytes in the kernel, but a " + args.get(i).kind() + " of " + bytes(i) + " bytes was passed");
+            }
+        }
+    }
+
     /** The void** array (and the values it points to), allocated in {@code arena}. */
     public MemorySegment pack(Arena arena) {
         MemorySegment pointers = arena.allocate(ValueLayout.ADDRESS, Math.max(1, args.size()));

@@ -10,9 +10,10 @@ import java.util.List;
 
 /**
  * The build's sm_90 kernel report (tools/build-kernels.sh, from ptxas -v), read from the class
- * path: one line per kernel, or a note that the kernels were not built (no nvcc at build time).
+ * path: one line per kernel and the architectures the fatbins hold SASS or PTX for, or a note
+ * that the kernels were not built (no nvcc at build time).
  */
-public record KernelReport(boolean built, String note, List<Entry> kernels) {
+public record KernelReport(boolean built, String note, List<String> architectures, List<Entry> kernels) {
     public static final String RESOURCE = "/dev/seqkernels/kernels/kernel-report.txt";
 
     public record Entry(String family, String kernel, int registers, int sharedBytes, int stackBytes,
@@ -25,14 +26,19 @@ public record KernelReport(boolean built, String note, List<Entry> kernels) {
     public static KernelReport load() {
         try (InputStream in = KernelReport.class.getResourceAsStream(RESOURCE)) {
             if (in == null) {
-                return new KernelReport(false, "kernels not built: this build has no kernel report", List.of());
+                return new KernelReport(false, "kernels not built: this build has no kernel report", List.of(), List.of());
             }
             List<Entry> entries = new ArrayList<>();
+            List<String> architectures = List.of();
             String note = null;
             BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
             for (String line; (line = r.readLine()) != null; ) {
                 if (line.startsWith("# kernels not built")) {
-                    return new KernelReport(false, line.substring(2), List.of());
+                    return new KernelReport(false, line.substring(2), List.of(), List.of());
+                }
+                if (line.startsWith("# architectures:")) {
+                    architectures = List.of(line.substring("# architectures:".length()).trim().split("\\s+"));
+                    continue;
                 }
                 if (line.startsWith("#")) {
                     note = note == null ? line.substring(2) : note;
@@ -44,9 +50,10 @@ public record KernelReport(boolean built, String note, List<Entry> kernels) {
                             Integer.parseInt(f[5]), Integer.parseInt(f[6])));
                 }
             }
-            return new KernelReport(true, note, List.copyOf(entries));
+            return new KernelReport(true, note, architectures, List.copyOf(entries));
         } catch (IOException e) {
-            return new KernelReport(false, "kernels not built: the kernel report is unreadable: " + e.getMessage(), List.of());
+            return new KernelReport(false, "kernels not built: the kernel report is unreadable: " + e.getMessage(), List.of(),
+                    List.of());
         }
     }
 }

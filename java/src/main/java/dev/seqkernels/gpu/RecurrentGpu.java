@@ -94,6 +94,16 @@ final class RecurrentGpu {
         return new PersistentPlan((h + units - 1) / units, units, (int) bytes);
     }
 
+    /**
+     * Whether the plan's grid fits on the device at once, as a cooperative launch needs: the
+     * occupancy the driver computes for the kernel (registers, shared memory) times the
+     * multiprocessors. The rule above counts shared memory only; this asks the driver.
+     */
+    private boolean fitsAtOnce(long kernel, PersistentPlan plan) {
+        long perSm = driver.maxActiveBlocksPerMultiprocessor(kernel, THREADS, plan.sharedBytes());
+        return perSm * driver.properties().multiprocessors() >= plan.blocks();
+    }
+
     private final Driver driver;
     private final Map<String, Long> functions = new java.util.concurrent.ConcurrentHashMap<>();
     private final long module;
@@ -223,6 +233,10 @@ final class RecurrentGpu {
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
         PersistentPlan plan = persistentPlan(c, batch, driver.properties(), stepChoice);
+        String persistentKernel = c.cell() == CellType.LSTM ? "lstm_persistent_fwd" : "gru_persistent_fwd";
+        if (plan != null && !fitsAtOnce(fn32(persistentKernel), plan)) {
+            plan = null;  // a smaller GPU than the rule assumed: the per-step loop instead
+        }
         if (plan != null) {
             DeviceTensor hBuf = temp.allocate(DType.F32, 2, batch, h);
             driver.copyDeviceToDevice(hBuf.pointer(), hState.pointer(), hState.byteSize());
@@ -241,10 +255,19 @@ final class RecurrentGpu {
             for (int a = 0; a < (c.cell() == CellType.LSTM ? 3 : 2); a++) {
                 args.i32(act.get(a).kind().ordinal()).f32((float) act.get(a).alpha()).f32((float) act.get(a).beta());
             }
-            String kernel = c.cell() == CellType.LSTM ? "lstm_persistent_fwd" : "gru_persistent_fwd";
-            driver.launchCooperative(fn32(kernel), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), 0, args);
-            driver.copyDeviceToDevice(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize());
-            return;
+            boolean launched = true;
+            try {
+                driver.launchCooperative(fn32(persistentKernel), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), 0, args);
+            } catch (DriverException e) {
+                if (e.status() != DriverException.COOPERATIVE_LAUNCH_TOO_LARGE) {
+                    throw e;
+                }
+                launched = false;  // fewer SMs than the device reports (MPS): nothing ran; the per-step loop instead
+            }
+            if (launched) {
+                driver.copyDeviceToDevice(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize());
+                return;
+            }
         }
         // One step, issued on `stream`; the kernels read the step index from `step` and the last
         // launch advances it, so the same step can be captured once and launched for every t.

@@ -5,6 +5,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.seqkernels.Backend;
 import dev.seqkernels.Backends;
 import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.GpuTargets;
+import dev.seqkernels.gpu.PerBinding;
 import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.AttentionGradients;
 import dev.seqkernels.ops.AttentionResult;
@@ -23,13 +25,15 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/** `seqk parity` through the binding under test (emu; panama and jcuda over the stand-in; a real GPU), and a wrong backend failing. */
+@PerBinding
 class ParityTest {
     private final ByteArrayOutputStream out = new ByteArrayOutputStream();
     private final ByteArrayOutputStream err = new ByteArrayOutputStream();
 
     @Test
-    void everyOpPassesOnTheEmulatorAndJsonIsParseable() throws Exception {
-        int rc = Main.parity(new Parity(Backends.byName("emu")), System.nanoTime(), true, new PrintStream(out, true),
+    void everyOpPassesThroughTheBindingAndJsonIsParseable() throws Exception {
+        int rc = Main.run(new String[]{"parity", "--backend", GpuTargets.backend(), "--json"}, new PrintStream(out, true),
                 new PrintStream(err, true));
         JsonNode json = new ObjectMapper().readTree(out.toString());
         assertEquals(0, rc, out::toString);

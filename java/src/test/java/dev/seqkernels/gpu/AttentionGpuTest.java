@@ -28,7 +28,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The attention ops' GPU path (AttentionGpu + cuda/attention.cu) on the emulator against the CPU reference. */
+/**
+ * The attention ops' GPU path (AttentionGpu + cuda/attention.cu) through the binding under test
+ * ({@link GpuTargets}) against the CPU reference.
+ */
+@PerBinding
 class AttentionGpuTest {
 
     @ParameterizedTest
@@ -82,7 +86,7 @@ class AttentionGpuTest {
         String tag = "mha self-attention " + dtype + " " + data;
         for (int run = 0; run < 2; run++) {
             boolean same = run == 0;
-            try (CapturingDriver counting = new CapturingDriver(EmuDriver.instance())) {
+            try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
                 MultiHeadAttention gpu = b.backend(new GpuBackend(counting)).build();
                 MultiHeadAttention.Inputs in = same ? MultiHeadAttention.inputs(x, x, x)
                         : MultiHeadAttention.inputs(x, x.to(dtype), x.to(dtype));
@@ -148,11 +152,11 @@ class AttentionGpuTest {
         Tensor k = data.tensor(dtype, 1, batch, hkv, lk, d);
         Tensor v = data.tensor(dtype, 1, batch, hkv, lk, dv);
         Tensor add = additiveMask ? data.tensor(DType.F32, 1, lq, lk) : null;
-        GpuBackend tensorCores = new GpuBackend(EmuDriver.instance());
-        GpuBackend plainPort = new GpuBackend(EmuDriver.instance());
+        GpuBackend tensorCores = GpuTargets.newBackend();
+        GpuBackend plainPort = GpuTargets.newBackend();
         plainPort.attentionPath().forwardChoice(AttentionGpu.ForwardChoice.V1);
         assertEquals(d <= 64 && dv <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128",
-                AttentionGpu.forwardKernel(dtype, d, dv, EmuDriver.instance().properties().computeMajor(), AttentionGpu.ForwardChoice.AUTO, false));
+                AttentionGpu.forwardKernel(dtype, d, dv, GpuTargets.driver().properties().computeMajor(), AttentionGpu.ForwardChoice.AUTO, false));
         String tag = "tc " + dtype + " D=" + d + " Dv=" + dv + " Lq=" + lq + " Lk=" + lk + " " + causal + " " + data;
         Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths);
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(keyLengths)
@@ -191,7 +195,7 @@ class AttentionGpuTest {
             Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(new int[]{90, 41}).queryLengths(new int[]{70, 66});
             Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(new int[]{90, 41})
                     .queryLengths(new int[]{70, 66});
-            Attention tf32 = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(true).backend("emu").build();
+            Attention tf32 = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(true).backend(GpuTargets.backend()).build();
             Attention cpu = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
             try (AttentionResult got = tf32.forward(in); AttentionResult want = cpu.forward(ref)) {
                 String tag = "tf32 D=" + dims[c][0] + " Dv=" + dims[c][1] + " " + data;
@@ -199,7 +203,7 @@ class AttentionGpuTest {
                 assertTrue(r.passes(dev.seqkernels.Compare.TF32), () -> tag + ": " + r);
                 check(tag + " lse", got.lse(), want.lse(), DType.F16);
                 errors[c] = r.relL2();
-                double plain = relL2(plainSamePrecision(EmulatorTensorCoreTest::tf32, x -> (float) x, q, k, v, null, CausalAlignment.BOTTOM_RIGHT,
+                double plain = relL2(plainSamePrecision(PrimitivesSelfTest::tf32, x -> (float) x, q, k, v, null, CausalAlignment.BOTTOM_RIGHT,
                         new int[]{90, 41}, new int[]{70, 66}), want.out());
                 assertTrue(r.relL2() <= 2 * plain, tag + ": error " + r.relL2() + " is above 2x a plain TF32 implementation's " + plain);
                 Tensor seed = data.tensor(DType.F32, 1, got.out().shape());
@@ -301,9 +305,9 @@ class AttentionGpuTest {
     @EnumSource(value = DType.class, names = {"F32", "F16", "BF16"})
     void splitKvDecodingMatchesReference(DType dtype) {
         TestData data = new TestData();
-        int sms = EmuDriver.instance().properties().multiprocessors();
+        int sms = GpuTargets.driver().properties().multiprocessors();
         assertTrue(AttentionGpu.splitPlan(1, 4, 1, 1, 1500, sms, AttentionGpu.ForwardChoice.AUTO).splits() >= 2,
-                "the first case must really split on the emulator");
+                "the first case must really split on this device");
         Tensor q = data.tensor(dtype, 1, 1, 4, 1, 128);
         Tensor k = data.tensor(dtype, 1, 1, 1, 1500, 128);
         Tensor v = data.tensor(dtype, 1, 1, 1, 1500, 128);
@@ -326,22 +330,22 @@ class AttentionGpuTest {
         Tensor v = data.tensor(DType.BF16, 1, 1, 1, 5, 256);
         compare(DType.BF16, data, CausalAlignment.NONE, Double.NaN, Attention.inputs(q, k, v), q, k, v);
 
-        long before = EmuDriver.instance().memoryInUse();
+        long before = GpuTargets.driver().memoryInUse();
         Tensor wide = data.tensor(DType.F32, 1, 1, 1, 3, 257);
         Tensor narrowV = data.tensor(DType.F32, 1, 1, 1, 3, 8);
-        Attention gpu = Attention.builder().backend("emu").build();
+        Attention gpu = Attention.builder().backend(GpuTargets.backend()).build();
         var e = assertThrows(SeqkException.Unsupported.class, () -> gpu.forward(Attention.inputs(wide, wide, narrowV)));
         assertTrue(e.getMessage().contains("up to 256, got head_dim 257"), e::getMessage);
         Tensor wideV = data.tensor(DType.F32, 1, 1, 1, 3, 300);
         var ev = assertThrows(SeqkException.Unsupported.class, () -> gpu.forward(Attention.inputs(narrowV, narrowV, wideV)));
         assertTrue(ev.getMessage().contains("value_dim 300"), ev::getMessage);
-        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(514).numHeads(2).backend("emu").build();
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(514).numHeads(2).backend(GpuTargets.backend()).build();
         Map<String, Tensor> p = new LinkedHashMap<>();
         mha.parameterShapes().forEach((n, shape) -> p.put(n, data.tensor(DType.F32, 0.1, shape)));
         Tensor x = data.tensor(DType.F32, 1, 2, 1, 514);
         var em = assertThrows(SeqkException.Unsupported.class, () -> mha.forward(p, MultiHeadAttention.inputs(x, x, x)));
         assertTrue(em.getMessage().contains("head_dim 257"), em::getMessage);
-        assertEquals(before, EmuDriver.instance().memoryInUse(), "nothing left allocated by the refused calls");
+        assertEquals(before, GpuTargets.driver().memoryInUse(), "nothing left allocated by the refused calls");
     }
 
     private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,
@@ -350,12 +354,12 @@ class AttentionGpuTest {
         if (!Double.isNaN(scale)) {
             b.scale(scale);
         }
-        Attention gpu = b.backend("emu").build();
+        Attention gpu = b.backend(GpuTargets.backend()).build();
         Attention cpu = b.backend("cpu").build();
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).mask(inputs.mask() == null ? null
                 : new Mask(inputs.mask().meaning(), inputs.mask().meaning() == Mask.Meaning.ADDITIVE ? inputs.mask().tensor().to(DType.F64)
                 : inputs.mask().tensor())).keyLengths(inputs.keyLengths()).queryLengths(inputs.queryLengths());
-        String tag = "sdpa " + dtype + " emu " + data;
+        String tag = "sdpa " + dtype + " " + GpuTargets.binding() + " " + data;
         try (AttentionResult got = gpu.forward(inputs); AttentionResult want = cpu.forward(ref)) {
             check(tag + " out", got.out(), want.out(), dtype);
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
@@ -374,7 +378,7 @@ class AttentionGpuTest {
         TestData data = new TestData();
         MultiHeadAttention.Builder b = MultiHeadAttention.builder().embedDim(12).numHeads(4).numKvHeads(2).kdim(5).vdim(7)
                 .needWeights(true).causal(CausalAlignment.TOP_LEFT);
-        MultiHeadAttention gpu = b.backend("emu").build();
+        MultiHeadAttention gpu = b.backend(GpuTargets.backend()).build();
         MultiHeadAttention cpu = b.backend("cpu").build();
         Map<String, Tensor> p = data.params(dtype, 0.5, gpu.parameterShapes());
         Map<String, Tensor> p64 = new LinkedHashMap<>();
@@ -383,7 +387,7 @@ class AttentionGpuTest {
         Tensor key = data.tensor(dtype, 1, 8, 2, 5);
         Tensor value = data.tensor(dtype, 1, 8, 2, 7);
         Tensor padding = Tensor.of(DType.BOOL, new double[]{0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0}, 2, 8);
-        String tag = "mha " + dtype + " emu " + data;
+        String tag = "mha " + dtype + " " + GpuTargets.binding() + " " + data;
         try (MhaResult got = gpu.forward(p, MultiHeadAttention.inputs(query, key, value).keyPaddingMask(Mask.blocked(padding)));
              MhaResult want = cpu.forward(p64, MultiHeadAttention.inputs(query.to(DType.F64), key.to(DType.F64), value.to(DType.F64))
                      .keyPaddingMask(Mask.blocked(padding)))) {
@@ -410,6 +414,8 @@ class AttentionGpuTest {
      */
     @Test
     void workspaceGrowsLinearlyWithSequenceLength() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(GpuTargets.binding().equals("emu"),
+                "skipped: peak device memory is measured by the emulator, and this run is on " + GpuTargets.binding());
         EmuDriver emu = EmuDriver.instance();
         TestData data = new TestData();
         Attention sdpa = Attention.builder().causal(CausalAlignment.TOP_LEFT).backend("emu").build();
@@ -432,8 +438,8 @@ class AttentionGpuTest {
     @Test
     void concurrentCallsFromSeveralThreadsAreCorrect() throws Exception {
         TestData data = new TestData();
-        Lstm lstm = Lstm.builder().inputSize(3).hiddenSize(5).backend("emu").build();
-        Attention sdpa = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("emu").build();
+        Lstm lstm = Lstm.builder().inputSize(3).hiddenSize(5).backend(GpuTargets.backend()).build();
+        Attention sdpa = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(GpuTargets.backend()).build();
         int threads = 4;
         java.util.List<Map<String, Tensor>> params = new java.util.ArrayList<>();
         java.util.List<Tensor> xs = new java.util.ArrayList<>();
@@ -476,13 +482,13 @@ class AttentionGpuTest {
     @Test
     void deviceMemoryDoesNotGrowOverRepeatedCalls() {
         TestData data = new TestData();
-        Driver emu = EmuDriver.instance();
-        Gru gru = Gru.builder().inputSize(3).hiddenSize(4).bidirectional(true).backend("emu").build();
+        Driver emu = GpuTargets.driver();
+        Gru gru = Gru.builder().inputSize(3).hiddenSize(4).bidirectional(true).backend(GpuTargets.backend()).build();
         Map<String, Tensor> gp = data.params(DType.F32, 0.5, gru.config().parameterShapes());
         Tensor x = data.tensor(DType.F32, 1, 3, 2, 3);
-        Attention sdpa = Attention.builder().backend("emu").build();
+        Attention sdpa = Attention.builder().backend(GpuTargets.backend()).build();
         Tensor q = data.tensor(DType.F32, 1, 1, 2, 4, 3);
-        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(4).numHeads(2).needWeights(true).backend("emu").build();
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(4).numHeads(2).needWeights(true).backend(GpuTargets.backend()).build();
         Map<String, Tensor> mp = data.params(DType.F32, 0.5, mha.parameterShapes());
         Tensor seq = data.tensor(DType.F32, 1, 3, 2, 4);
         long before = emu.memoryInUse();

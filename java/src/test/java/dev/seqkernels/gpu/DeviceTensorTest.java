@@ -4,7 +4,6 @@ import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.TestData;
 import dev.seqkernels.Tensor;
-import dev.seqkernels.gpu.emu.EmuDriver;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -12,15 +11,16 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+@PerBinding
 class DeviceTensorTest {
-    private final Driver emu = EmuDriver.instance();
+    private final Driver driver = GpuTargets.driver();
 
     @Test
     void viewsShareMemoryAndLifetime() {
         TestData data = new TestData();
         Tensor host = data.tensor(DType.F32, 1, 4, 6);
-        long before = emu.memoryInUse();
-        DeviceTensor t = DeviceTensor.of(emu, host);
+        long before = driver.memoryInUse();
+        DeviceTensor t = DeviceTensor.of(driver, host);
         DeviceTensor row = t.select(0, 2);
         assertEquals(t.pointer() + 2 * 6 * 4, row.pointer());
         assertArrayEquals(host.select(0, 2).toDoubleArray(), row.toHost().toDoubleArray());
@@ -34,61 +34,61 @@ class DeviceTensorTest {
         row.close();
         assertTrue(t.isClosed(), "closing a view closes the tensor it shares memory with");
         assertThrows(SeqkException.TensorClosed.class, t::pointer);
-        assertEquals(before, emu.memoryInUse(), "the owner's memory was freed exactly once");
+        assertEquals(before, driver.memoryInUse(), "the owner's memory was freed exactly once");
         t.close();
     }
 
     @Test
     void aLeakedTensorIsFreedByTheSafetyNet() throws InterruptedException {
-        long before = emu.memoryInUse();
+        long before = driver.memoryInUse();
         leak();
         long deadline = System.nanoTime() + 20_000_000_000L;
-        while (emu.memoryInUse() != before && System.nanoTime() < deadline) {
+        while (driver.memoryInUse() != before && System.nanoTime() < deadline) {
             System.gc();
             Thread.sleep(20);
         }
-        assertEquals(before, emu.memoryInUse(), "the Cleaner freed the unreachable, unclosed tensor");
+        assertEquals(before, driver.memoryInUse(), "the Cleaner freed the unreachable, unclosed tensor");
     }
 
     private void leak() {
-        DeviceTensor t = DeviceTensor.allocate(emu, DType.F32, 1000);
+        DeviceTensor t = DeviceTensor.allocate(driver, DType.F32, 1000);
         DeviceTensor view = t.narrow(0, 10, 5);
         assertTrue(view.pointer() > t.pointer());
     }
 
     @Test
     void aTensorIsNotFreedWhileAViewIsReachable() {
-        long before = emu.memoryInUse();
+        long before = driver.memoryInUse();
         DeviceTensor view = viewOfDroppedOwner();
         for (int i = 0; i < 3; i++) {
             System.gc();
         }
-        assertTrue(emu.memoryInUse() > before, "a reachable view keeps the memory alive");
+        assertTrue(driver.memoryInUse() > before, "a reachable view keeps the memory alive");
         view.toHost();
         view.close();
-        assertEquals(before, emu.memoryInUse());
+        assertEquals(before, driver.memoryInUse());
     }
 
     private DeviceTensor viewOfDroppedOwner() {
-        return DeviceTensor.of(emu, Tensor.of(DType.F32, new double[8], 8)).narrow(0, 2, 3);
+        return DeviceTensor.of(driver, Tensor.of(DType.F32, new double[8], 8)).narrow(0, 2, 3);
     }
 
     @Test
     void wrappedPointersAreNeverFreed() {
-        long p = emu.malloc(64);
+        long p = driver.malloc(64);
         try {
-            DeviceTensor w = DeviceTensor.wrap(emu, p, DType.F32, new long[]{4, 4}, new long[]{4, 1});
+            DeviceTensor w = DeviceTensor.wrap(driver, p, DType.F32, new long[]{4, 4}, new long[]{4, 1});
             w.copyFrom(Tensor.of(DType.F32, new double[16], 4, 4));
             w.close();
             assertThrows(SeqkException.TensorClosed.class, w::pointer);
         } finally {
-            emu.free(p);
+            driver.free(p);
         }
     }
 
     @Test
     void shapeAndDTypeMismatchesAreRejected() {
-        try (DeviceTensor t = DeviceTensor.allocate(emu, DType.F16, 3)) {
+        try (DeviceTensor t = DeviceTensor.allocate(driver, DType.F16, 3)) {
             assertThrows(SeqkException.ShapeMismatch.class, () -> t.copyFrom(Tensor.allocate(DType.F32, 3)));
             assertThrows(SeqkException.ShapeMismatch.class, () -> t.copyTo(Tensor.allocate(DType.F16, 4)));
             assertThrows(SeqkException.ShapeMismatch.class, () -> t.narrow(0, 2, 2));

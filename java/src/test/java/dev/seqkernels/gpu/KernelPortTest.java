@@ -4,7 +4,6 @@ import dev.seqkernels.Compare;
 import dev.seqkernels.DType;
 import dev.seqkernels.TestData;
 import dev.seqkernels.Tensor;
-import dev.seqkernels.gpu.emu.EmuDriver;
 import dev.seqkernels.gpu.kernels.LstmCellKernel;
 import dev.seqkernels.gpu.kernels.RowSumKernel;
 import dev.seqkernels.ops.Lstm;
@@ -18,8 +17,9 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The first kernels ported through the emulator, checked from Java against the CPU reference. */
+@PerBinding
 class KernelPortTest {
-    private final Driver emu = EmuDriver.instance();
+    private final Driver driver = GpuTargets.driver();
 
     /**
      * The kernel takes the two gate pre-activations; the reference is the LSTM cell whose input
@@ -35,10 +35,10 @@ class KernelPortTest {
         Tensor c0 = data.tensor(dtype, 1, batch, hidden);
         Tensor h = Tensor.allocate(dtype, batch, hidden);
         Tensor c = Tensor.allocate(dtype, batch, hidden);
-        try (DeviceTensor dGx = DeviceTensor.of(emu, gx); DeviceTensor dGh = DeviceTensor.of(emu, gh);
-             DeviceTensor dC0 = DeviceTensor.of(emu, c0); DeviceTensor dH = DeviceTensor.allocate(emu, dtype, batch, hidden);
-             DeviceTensor dC = DeviceTensor.allocate(emu, dtype, batch, hidden)) {
-            new LstmCellKernel(emu).forward(dGx, dGh, dC0, dH, dC, 0);
+        try (DeviceTensor dGx = DeviceTensor.of(driver, gx); DeviceTensor dGh = DeviceTensor.of(driver, gh);
+             DeviceTensor dC0 = DeviceTensor.of(driver, c0); DeviceTensor dH = DeviceTensor.allocate(driver, dtype, batch, hidden);
+             DeviceTensor dC = DeviceTensor.allocate(driver, dtype, batch, hidden)) {
+            new LstmCellKernel(driver).forward(dGx, dGh, dC0, dH, dC, 0);
             dH.copyTo(h);
             dC.copyTo(c);
         }
@@ -59,7 +59,7 @@ class KernelPortTest {
             Compare.Tolerance tol = Compare.tolerance(dtype);
             Compare.Result rh = Compare.compare(h.toDoubleArray(), ref.h().toDoubleArray(), tol);
             Compare.Result rc = Compare.compare(c.toDoubleArray(), ref.c().toDoubleArray(), tol);
-            String tag = "lstm_cell_fwd " + dtype + " B=" + batch + " H=" + hidden + " emu " + data;
+            String tag = "lstm_cell_fwd " + dtype + " B=" + batch + " H=" + hidden + " " + GpuTargets.binding() + " " + data;
             assertTrue(rh.passes(tol), () -> tag + " h: " + rh);
             assertTrue(rc.passes(tol), () -> tag + " c: " + rc);
         }
@@ -76,11 +76,11 @@ class KernelPortTest {
                 expected[r] += x.get(r, c);
             }
         }
-        try (DeviceTensor dx = DeviceTensor.of(emu, x); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, rows)) {
-            new RowSumKernel(emu).sum(dx, out, 0);
+        try (DeviceTensor dx = DeviceTensor.of(driver, x); DeviceTensor out = DeviceTensor.allocate(driver, DType.F32, rows)) {
+            new RowSumKernel(driver).sum(dx, out, 0);
             Compare.Tolerance tol = Compare.tolerance(DType.F32);
             Compare.Result r = Compare.compare(out.toHost().toDoubleArray(), expected, tol);
-            assertTrue(r.passes(tol), () -> "row_sum_f32 " + rows + "x" + cols + " emu: " + r + " " + data);
+            assertTrue(r.passes(tol), () -> "row_sum_f32 " + rows + "x" + cols + " " + GpuTargets.binding() + ": " + r + " " + data);
         }
     }
 }

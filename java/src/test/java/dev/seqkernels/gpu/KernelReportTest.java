@@ -6,7 +6,10 @@ import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.stream.Collectors;
@@ -41,5 +44,31 @@ class KernelReportTest {
         Set<String> gpu = report.kernels().stream().map(KernelReport.Entry::kernel).collect(Collectors.toCollection(TreeSet::new));
         Set<String> emulated = new TreeSet<>(EmuDriver.instance().kernelNames());
         assertEquals(gpu, emulated, "extern \"C\" kernel names must be identical in the nvcc and emulator builds");
+    }
+
+    /**
+     * Every architecture the report lists has its entry in every fatbin: SASS (an ELF entry) for
+     * sm_XX, PTX for compute_XX; Blackwell (sm_100, sm_120) included, so those GPUs need no JIT.
+     */
+    @Test
+    void fatbinsHoldEveryListedArchitecture() {
+        KernelReport report = builtReport();
+        assertTrue(report.architectures().containsAll(List.of("sm_90", "sm_100", "sm_120", "compute_90")), report.architectures()::toString);
+        for (String family : List.of("attention", "recurrent", "util", "reduce", "lstm_cell", "selftest")) {
+            ByteBuffer image = ByteBuffer.wrap(KernelImages.read(family)).order(ByteOrder.LITTLE_ENDIAN);
+            assertEquals(0xBA55ED50, image.getInt(0), family + ".fatbin is a fatbin");
+            Set<String> held = new TreeSet<>();
+            int at = image.getShort(6);
+            long end = at + image.getLong(8);
+            while (at < end) {
+                int kind = image.getShort(at);
+                int headerSize = image.getInt(at + 4);
+                long payload = image.getLong(at + 8);
+                int arch = image.getInt(at + 28);
+                held.add((kind == 2 ? "sm_" : "compute_") + arch);
+                at += headerSize + (int) payload;
+            }
+            assertEquals(new TreeSet<>(report.architectures()), held, family + ".fatbin");
+        }
     }
 }

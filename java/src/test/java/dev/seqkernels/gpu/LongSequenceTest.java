@@ -4,7 +4,6 @@ import dev.seqkernels.Backend;
 import dev.seqkernels.Backends;
 import dev.seqkernels.Compare;
 import dev.seqkernels.DType;
-import dev.seqkernels.SeqkException;
 import dev.seqkernels.TestData;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.ops.Attention;
@@ -12,8 +11,6 @@ import dev.seqkernels.ops.AttentionResult;
 import dev.seqkernels.ops.CausalAlignment;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -21,27 +18,23 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * Causal attention over long sequences, checked on sampled rows: row i of causal attention is
  * ordinary attention of q_i over keys 0..i, so the CPU reference computes just those rows (Lq = 1,
- * Lk = i + 1) instead of the full L x L problem. L = 131072, D = 128, bf16 on a GPU binding
- * (skipped with the reason without one); the same check at L = 2053 on the emulator in CI.
+ * Lk = i + 1) instead of the full L x L problem. Through the binding under test: L = 131072,
+ * D = 128, bf16 on a real GPU (skipped with the reason on the emulator or the stand-in); L = 2053
+ * on every binding.
  */
+@PerBinding
 class LongSequenceTest {
 
-    @ParameterizedTest
-    @ValueSource(strings = {"panama", "jcuda"})
-    void causal131072TokensBf16OnAGpu(String binding) {
-        Backend gpu;
-        try {
-            gpu = Backends.byName(binding);
-        } catch (SeqkException.BackendUnavailable e) {
-            Assumptions.abort("skipped: " + e.getMessage());
-            return;
-        }
-        checkSampledRows(gpu, 131072, 128, new int[]{0, 1, 127, 4096, 65537, 131071});
+    @Test
+    void causal131072TokensBf16OnAGpu() {
+        Assumptions.assumeTrue(GpuTargets.realGpu(), () -> "skipped: L = 131072 needs a real GPU; the " + GpuTargets.binding()
+                + " binding runs on " + GpuTargets.driver().properties().name());
+        checkSampledRows(Backends.byName(GpuTargets.backend()), 131072, 128, new int[]{0, 1, 127, 4096, 65537, 131071});
     }
 
     @Test
-    void sampledRowsMethodOnTheEmulator() {
-        checkSampledRows(Backends.byName("emu"), 2053, 128, new int[]{0, 63, 64, 1000, 2052});
+    void sampledRowsMethod() {
+        checkSampledRows(Backends.byName(GpuTargets.backend()), 2053, 128, new int[]{0, 63, 64, 1000, 2052});
     }
 
     private static void checkSampledRows(Backend backend, int len, int d, int[] rows) {

@@ -17,7 +17,6 @@ import org.junit.jupiter.api.Test;
 import dev.seqkernels.ops.CellType;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import dev.seqkernels.gpu.emu.EmuDriver;
 import dev.seqkernels.ops.RecurrentGradients;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -33,9 +32,11 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The recurrent ops' GPU path (RecurrentGpu + cuda/recurrent.cu) on the emulator against the CPU
- * reference, for every feature, with odd sizes and lengths including 1 and T.
+ * The recurrent ops' GPU path (RecurrentGpu + cuda/recurrent.cu) through the binding under test
+ * ({@link GpuTargets}) against the CPU reference, for every feature, with odd sizes and lengths
+ * including 1 and T.
  */
+@PerBinding
 class RecurrentGpuTest {
 
     /** A configuration, built for a backend. */
@@ -69,7 +70,7 @@ class RecurrentGpuTest {
     @MethodSource("casesAndDTypes")
     void forwardMatchesTheReference(Case k, DType dtype) {
         TestData data = new TestData();
-        RecurrentOp gpu = k.build().apply("emu");
+        RecurrentOp gpu = k.build().apply(GpuTargets.backend());
         RecurrentOp cpu = k.build().apply("cpu");
         var c = gpu.config();
         int steps = 7;
@@ -85,7 +86,7 @@ class RecurrentGpuTest {
         params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
         try (RecurrentResult got = gpu.forward(params, x, h0, c0, lengths);
              RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), c0 == null ? null : c0.to(DType.F64), lengths)) {
-            String tag = k + " " + dtype + " emu " + data;
+            String tag = k + " " + dtype + " " + GpuTargets.binding() + " " + data;
             check(tag + " output", got.output(), ref.output(), dtype);
             check(tag + " hn", got.hn(), ref.hn(), dtype);
             if (lstm) {
@@ -98,7 +99,7 @@ class RecurrentGpuTest {
     @MethodSource("casesAndDTypes")
     void backwardMatchesTheReference(Case k, DType dtype) {
         TestData data = new TestData();
-        RecurrentOp gpu = k.build().apply("emu");
+        RecurrentOp gpu = k.build().apply(GpuTargets.backend());
         RecurrentOp cpu = k.build().apply("cpu");
         var c = gpu.config();
         int steps = 6;
@@ -119,7 +120,7 @@ class RecurrentGpuTest {
             Tensor dCn = lstm ? data.tensor(dtype, 1, got.cn().shape()) : null;
             var g = gpu.backward(params, got, dOut, dHn, dCn);
             var r = cpu.backward(params64, ref, dOut.to(DType.F64), dHn.to(DType.F64), dCn == null ? null : dCn.to(DType.F64));
-            String tag = k + " " + dtype + " emu " + data;
+            String tag = k + " " + dtype + " " + GpuTargets.binding() + " " + data;
             check(tag + " dx", g.dx(), r.dx(), dtype);
             check(tag + " dh0", g.dh0(), r.dh0(), dtype);
             if (lstm) {
@@ -140,7 +141,7 @@ class RecurrentGpuTest {
     /** Both sides of every bound of the persistent kernel's rule, on an H100's numbers. */
     @Test
     void persistentSelectionRule() {
-        DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30);
+        DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30, false);
         var auto = RecurrentGpu.StepChoice.AUTO;
         RecurrentGpu.PersistentPlan plan = RecurrentGpu.persistentPlan(lstm(1024, 0), 16, h100, auto);
         assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 4 * 8 * 16)), plan,
@@ -230,7 +231,7 @@ class RecurrentGpuTest {
         Map<String, Tensor> params = null;
         Tensor x = data.tensor(DType.F32, 1, 9, 3, 5);
         for (int run = 0; run < 2; run++) {
-            try (CapturingDriver counting = new CapturingDriver(EmuDriver.instance())) {
+            try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
                 GpuBackend backend = new GpuBackend(counting);
                 if (run == 1) {
                     backend.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
@@ -282,9 +283,9 @@ class RecurrentGpuTest {
     private static void checkFasterKernel(String what, java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make,
                                           Picks picks, TestData data, DType dtype, Tensor x, Tensor h0, Tensor c0,
                                           int[] lengths) {
-        GpuBackend plain = new GpuBackend(EmuDriver.instance());
+        GpuBackend plain = GpuTargets.newBackend();
         plain.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
-        RecurrentOp gpu = make.apply(new GpuBackend(EmuDriver.instance()));
+        RecurrentOp gpu = make.apply(GpuTargets.newBackend());
         RecurrentOp v1 = make.apply(plain);
         RecurrentOp cpu = make.apply(dev.seqkernels.Backends.byName("cpu"));
         var config = gpu.config();
@@ -320,7 +321,7 @@ class RecurrentGpuTest {
     }
 
     private static boolean persistent(dev.seqkernels.ops.RecurrentConfig config, int batch) {
-        return RecurrentGpu.persistentPlan(config, batch, EmuDriver.instance().properties(), RecurrentGpu.StepChoice.AUTO) != null;
+        return RecurrentGpu.persistentPlan(config, batch, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
     }
 
     private static boolean vectorizedStepLoop(dev.seqkernels.ops.RecurrentConfig config, int batch) {
@@ -340,7 +341,7 @@ class RecurrentGpuTest {
     @Test
     void longOddSequenceWithExtremeLengths() {
         TestData data = new TestData();
-        RecurrentOp gpu = Lstm.builder().inputSize(13).hiddenSize(37).bidirectional(true).backend("emu").build();
+        RecurrentOp gpu = Lstm.builder().inputSize(13).hiddenSize(37).bidirectional(true).backend(GpuTargets.backend()).build();
         RecurrentOp cpu = Lstm.builder().inputSize(13).hiddenSize(37).bidirectional(true).backend("cpu").build();
         Map<String, Tensor> params = data.params(DType.F32, 0.3, gpu.config().parameterShapes());
         Map<String, Tensor> params64 = new LinkedHashMap<>();
@@ -349,7 +350,7 @@ class RecurrentGpuTest {
         int[] lengths = {97, 1, 50};
         try (RecurrentResult got = gpu.forward(params, x, null, null, lengths);
              RecurrentResult ref = cpu.forward(params64, x.to(DType.F64), null, null, lengths)) {
-            check("lstm T=97 H=37 bidirectional emu " + data + " output", got.output(), ref.output(), DType.F32);
+            check("lstm T=97 H=37 bidirectional " + GpuTargets.binding() + " " + data + " output", got.output(), ref.output(), DType.F32);
             check("hn", got.hn(), ref.hn(), DType.F32);
             check("cn", got.cn(), ref.cn(), DType.F32);
         }
@@ -357,7 +358,7 @@ class RecurrentGpuTest {
 
     @Test
     void misuseOfTheGpuPathSaysWhy() {
-        var lstm = Lstm.builder().inputSize(2).hiddenSize(3).backend("emu").build();
+        var lstm = Lstm.builder().inputSize(2).hiddenSize(3).backend(GpuTargets.backend()).build();
         Map<String, Tensor> p = new TestData().params(DType.F64, 0.5, lstm.config().parameterShapes());
         var f64 = assertThrows(SeqkException.DTypeMismatch.class, () -> lstm.forward(p, Tensor.allocate(DType.F64, 2, 1, 2)));
         assertTrue(f64.getMessage().contains("F64 runs on the cpu backend"), f64.getMessage());
@@ -365,8 +366,8 @@ class RecurrentGpuTest {
         Map<String, Tensor> p32 = new TestData().params(DType.F32, 0.5, lstm.config().parameterShapes());
         try (RecurrentResult fromCpu = cpuLstm.forward(p32, Tensor.allocate(DType.F32, 2, 1, 2))) {
             var foreign = assertThrows(SeqkException.Unsupported.class,
-                    () -> Backends.byName("emu").recurrentBackward(lstm.config(), p32, fromCpu, null, null, null));
-            assertTrue(foreign.getMessage().contains("not made by the emu backend"), foreign.getMessage());
+                    () -> Backends.byName(GpuTargets.backend()).recurrentBackward(lstm.config(), p32, fromCpu, null, null, null));
+            assertTrue(foreign.getMessage().contains("not made by the " + GpuTargets.binding() + " backend"), foreign.getMessage());
         }
     }
 }

@@ -47,6 +47,7 @@ public final class EmuDriver implements Driver {
     private final MethodHandle kernelCount;
     private final MethodHandle kernelName;
     private final MethodHandle kernelArity;
+    private final MethodHandle kernelParam;
     private final MethodHandle malloc;
     private final MethodHandle free;
     private final MethodHandle memoryInUse;
@@ -56,6 +57,7 @@ public final class EmuDriver implements Driver {
     private final MethodHandle launch;
     private final MethodHandle gemm;
     private final List<String> functions = new ArrayList<>();
+    private final List<long[]> parameterSizes = new ArrayList<>();
     private final Map<Long, Long> events = new HashMap<>();
     private final Map<Long, Arena> pinned = new java.util.concurrent.ConcurrentHashMap<>();
     /** Streams being captured, with the work recorded so far; and the graphs made of such recordings. */
@@ -70,6 +72,8 @@ public final class EmuDriver implements Driver {
         kernelCount = bind(linker, lib, "seqk_emu_kernel_count", FunctionDescriptor.of(JAVA_INT));
         kernelName = bind(linker, lib, "seqk_emu_kernel_name", FunctionDescriptor.of(ADDRESS, JAVA_INT));
         kernelArity = bind(linker, lib, "seqk_emu_kernel_arity", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        kernelParam = bind(linker, lib, "seqk_emu_kernel_param", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS,
+                ADDRESS, ADDRESS));
         malloc = bind(linker, lib, "seqk_emu_malloc", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS));
         free = bind(linker, lib, "seqk_emu_free", FunctionDescriptor.of(JAVA_INT, JAVA_LONG));
         memoryInUse = bind(linker, lib, "seqk_emu_memory_in_use", FunctionDescriptor.ofVoid(ADDRESS, ADDRESS));
@@ -80,7 +84,7 @@ public final class EmuDriver implements Driver {
                 JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
         gemm = bind(linker, lib, "seqk_emu_gemm", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                 JAVA_INT, JAVA_FLOAT, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_FLOAT, JAVA_LONG,
-                JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT));
+                JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT));
     }
 
     /** The process-wide emulator; loads the library on first use. */
@@ -151,7 +155,7 @@ public final class EmuDriver implements Driver {
     @Override
     public DeviceProperties properties() {
         return new DeviceProperties("seqkernels SIMT emulator (sm_90 limits)", 9, 0,
-                Runtime.getRuntime().availableProcessors(), 49152, 232448, Runtime.getRuntime().maxMemory());
+                Runtime.getRuntime().availableProcessors(), 49152, 232448, Runtime.getRuntime().maxMemory(), true);
     }
 
     /** Turns the after-every-switch guard checks on or off (on by default). */
@@ -424,16 +428,36 @@ public final class EmuDriver implements Driver {
 
     @Override
     public synchronized long function(long module, String name) {
+        long[] sizes;
         try (Arena arena = Arena.ofConfined()) {
-            int arity = (int) kernelArity.invokeExact(arena.allocateFrom(name));
+            MemorySegment cName = arena.allocateFrom(name);
+            int arity = (int) kernelArity.invokeExact(cName);
             if (arity < 0) {
                 throw new DriverException("emu function: no kernel named " + name + " in the emulator library");
+            }
+            sizes = new long[arity];
+            MemorySegment size = arena.allocate(JAVA_INT);
+            MemorySegment align = arena.allocate(JAVA_INT);
+            MemorySegment pointer = arena.allocate(JAVA_INT);
+            for (int i = 0; i < arity; i++) {
+                check((int) kernelParam.invokeExact(cName, i, size, align, pointer), "function(" + name + ")");
+                sizes[i] = Integer.toUnsignedLong(size.get(JAVA_INT, 0));
             }
         } catch (Throwable t) {
             throw rethrow(t);
         }
         functions.add(name);
+        parameterSizes.add(sizes);
         return functions.size() - 1;
+    }
+
+    /**
+     * The emulator runs at most 264 co-resident blocks in a cooperative launch (one OS thread each):
+     * that many spread over the multiprocessors it reports, at most 32 per multiprocessor.
+     */
+    @Override
+    public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
+        return Math.max(1, Math.min(32, 264 / properties().multiprocessors()));
     }
 
     @Override
@@ -443,19 +467,35 @@ public final class EmuDriver implements Driver {
         }
     }
 
-    /** Runs every block at once (one OS thread each) so that grid-wide synchronization is real. */
+    /**
+     * Runs every block at once (one OS thread each) so that grid-wide synchronization is real; a
+     * grid larger than {@link #maxActiveBlocksPerMultiprocessor} x multiprocessors is refused with
+     * COOPERATIVE_LAUNCH_TOO_LARGE, as a driver refuses it.
+     */
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        long blocks = (long) grid.x() * grid.y() * grid.z();
+        long fit = (long) maxActiveBlocksPerMultiprocessor(function, block.x() * block.y() * block.z(), sharedBytes)
+                * properties().multiprocessors();
+        if (blocks > fit) {
+            throw new DriverException("emu cooperative launch of " + functionName(function) + ": " + blocks + " blocks, but only "
+                    + fit + " fit at once", DriverException.COOPERATIVE_LAUNCH_TOO_LARGE);
+        }
         if (!capturedLaunch(stream, function, grid, block, sharedBytes, args, true)) {
             run(function, grid, block, sharedBytes, args, true);
         }
     }
 
-    private synchronized void run(long function, Dim3 grid, Dim3 block, int sharedBytes, KernelArgs args, boolean cooperative) {
+    private synchronized String functionName(long function) {
         if (function < 0 || function >= functions.size()) {
             throw new DriverException("emu launch: unknown function handle " + function);
         }
-        String name = functions.get((int) function);
+        return functions.get((int) function);
+    }
+
+    private synchronized void run(long function, Dim3 grid, Dim3 block, int sharedBytes, KernelArgs args, boolean cooperative) {
+        String name = functionName(function);
+        args.check("emu", name, parameterSizes.get((int) function));
         try (Arena arena = Arena.ofConfined()) {
             int rc = (int) launch.invokeExact(arena.allocateFrom(name), grid.x(), grid.y(), grid.z(), block.x(), block.y(),
                     block.z(), sharedBytes, args.pack(arena), args.size(), cooperative ? 1 : 0);
@@ -476,7 +516,7 @@ public final class EmuDriver implements Driver {
         try {
             int rc = (int) gemm.invokeExact(g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), g.alpha(), g.a(),
                     g.lda(), g.strideA(), g.b(), g.ldb(), g.strideB(), g.beta(), g.c(), g.ldc(), g.strideC(), g.batch(),
-                    dtypeCode(g.inputType()), dtypeCode(g.outputType()));
+                    dtypeCode(g.inputType()), dtypeCode(g.outputType()), 0);
             check(rc, "gemm m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
         } catch (Throwable t) {
             throw rethrow(t);

@@ -1,6 +1,8 @@
 package dev.seqkernels.gpu.jcuda;
 
 import dev.seqkernels.DType;
+import dev.seqkernels.gpu.CudaLibrary;
+import dev.seqkernels.gpu.DeviceAllocations;
 import dev.seqkernels.gpu.DeviceProperties;
 import dev.seqkernels.gpu.Dim3;
 import dev.seqkernels.gpu.Driver;
@@ -8,23 +10,39 @@ import dev.seqkernels.gpu.DriverException;
 import dev.seqkernels.gpu.Gemm;
 import dev.seqkernels.gpu.KernelArgs;
 import dev.seqkernels.gpu.KernelImages;
+import dev.seqkernels.gpu.StandIn;
 import jcuda.Pointer;
 import jcuda.driver.CUcontext;
 import jcuda.driver.CUdevice;
 import jcuda.driver.CUdeviceptr;
 import jcuda.driver.CUevent;
 import jcuda.driver.CUfunction;
+import jcuda.driver.CUfunction_attribute;
+import jcuda.driver.CUgraph;
+import jcuda.driver.CUgraphExec;
 import jcuda.driver.CUmodule;
 import jcuda.driver.CUstream;
 import jcuda.jcublas.JCublas2;
 import jcuda.jcublas.cublasHandle;
 import jcuda.runtime.cudaStream_t;
 
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static jcuda.driver.JCudaDriver.*;
 
 /**
@@ -33,10 +51,15 @@ import static jcuda.driver.JCudaDriver.*;
  * newer drivers; JCublas needs libcublas.so.12, which a CUDA-13-only host lacks: then everything
  * but {@link #gemm} works and gemm says so, pointing to the panama binding.
  *
- * <p>Device pointers and streams cross as raw {@code long} addresses ({@link Raw}), so memory and
- * streams from the panama binding or a framework can be handed in. Modules, functions and events
- * are handles this driver numbers. The primary context is made current on each calling thread.
- * Not yet run on a GPU.
+ * <p>Device pointers, streams and host memory cross as raw addresses ({@link Raw}), so memory and
+ * streams from the panama binding or a framework can be handed in, and host copies of any size
+ * (no ByteBuffer, whose size is an int). Modules, functions and events are handles this driver
+ * numbers; modules are loaded once per family. The primary context is made current once per
+ * platform thread and before every call on a virtual thread (which may change carriers), whose
+ * captures are RELAXED. JCuda 12.6 predates cuFuncGetParamInfo (CUDA 12.4), so launch arguments
+ * are checked against it through java.lang.foreign on the same libcuda.so.1. GEMMs go through
+ * {@code cublasGemmStridedBatchedEx_new}, which takes a cublasComputeType_t (the older entry
+ * takes a cudaDataType and maps it itself).
  */
 public final class JCudaDriver implements Driver {
     private static JCudaDriver instance;
@@ -44,11 +67,16 @@ public final class JCudaDriver implements Driver {
 
     private final CUcontext context = new CUcontext();
     private final CUdevice device = new CUdevice();
-    private final Map<Long, Long> allocations = new ConcurrentHashMap<>();
+    private final Optional<StandIn> standIn;
+    private final MethodHandle paramInfo;
+    private final DeviceAllocations allocations = new DeviceAllocations("jcuda");
+    private final Map<String, Long> moduleHandles = new ConcurrentHashMap<>();
     private final Map<Long, CUmodule> modules = new ConcurrentHashMap<>();
     private final Map<Long, CUfunction> functions = new ConcurrentHashMap<>();
     private final Map<Long, String> functionNames = new ConcurrentHashMap<>();
+    private final Map<Long, long[]> parameterSizes = new ConcurrentHashMap<>();
     private final Map<Long, CUevent> events = new ConcurrentHashMap<>();
+    private final Set<Long> destroyedStreams = ConcurrentHashMap.newKeySet();
     private final AtomicLong handles = new AtomicLong(1);
     private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
     private cublasHandle blas;
@@ -62,6 +90,10 @@ public final class JCudaDriver implements Driver {
         }
         check(cuDeviceGet(device, 0), "cuDeviceGet");
         check(cuDevicePrimaryCtxRetain(context, device), "cuDevicePrimaryCtxRetain");
+        SymbolLookup cuda = CudaLibrary.lookup("jcuda");  // the libcuda.so.1 JCuda's natives are bound to
+        standIn = StandIn.of(cuda);
+        paramInfo = cuda.find("cuFuncGetParamInfo").map(f -> Linker.nativeLinker().downcallHandle(f,
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, ADDRESS, ADDRESS))).orElse(null);
     }
 
     /** The process-wide binding; throws {@link DriverException} with one sentence when it cannot load. */
@@ -73,6 +105,7 @@ public final class JCudaDriver implements Driver {
             throw new DriverException(unavailable);
         }
         try {
+            CudaLibrary.preloadForJni();
             instance = new JCudaDriver();
             return instance;
         } catch (LinkageError e) {
@@ -85,26 +118,36 @@ public final class JCudaDriver implements Driver {
         }
     }
 
+    /** The stand-in driver behind this binding, when that is what libcuda.so.1 is (tests). */
+    public Optional<StandIn> standIn() {
+        return standIn;
+    }
+
     private static String firstLine(Throwable t) {
         String m = String.valueOf(t.getMessage());
         int nl = m.indexOf('\n');
         return nl < 0 ? m : m.substring(0, nl);
     }
 
-    private static void check(int rc, String what) {
+    private void check(int rc, String what) {
         if (rc != 0) {
             String[] name = new String[1];
             String[] text = new String[1];
             cuGetErrorName(rc, name);
             cuGetErrorString(rc, text);
-            throw new DriverException("jcuda " + what + ": " + name[0] + " (" + text[0] + ", CUresult " + rc + ")");
+            String why = standIn == null ? "" : standIn.map(s -> "; stand-in: " + s.diagnostic()).orElse("");
+            throw new DriverException("jcuda " + what + ": " + name[0] + " (" + text[0] + ", CUresult " + rc + ")" + why, rc);
         }
     }
 
+    /** Once per platform thread; before every call on a virtual thread, which may run on another OS thread each time. */
     private void makeCurrent() {
-        if (!current.get()) {
+        boolean virtual = Thread.currentThread().isVirtual();
+        if (virtual || !current.get()) {
             check(cuCtxSetCurrent(context), "cuCtxSetCurrent");
-            current.set(true);
+            if (!virtual) {
+                current.set(true);
+            }
         }
     }
 
@@ -112,15 +155,22 @@ public final class JCudaDriver implements Driver {
         return Raw.at(new CUdeviceptr(), address);
     }
 
-    private static CUstream stream(long address) {
+    private CUstream stream(long address, String call) {
+        if (destroyedStreams.contains(address)) {
+            throw new DriverException("jcuda " + call + ": stream 0x" + Long.toHexString(address) + " was destroyed");
+        }
         return Raw.at(new CUstream(), address);
     }
 
+    /** A host segment as a raw pointer (any size; the segment must stay alive until the copy is done). */
     private static Pointer host(MemorySegment segment, long bytes, String call) {
-        if (!segment.isNative() || segment.byteSize() < bytes) {
+        if (!segment.isNative() || segment.byteSize() < bytes || bytes < 0) {
             throw new DriverException("jcuda " + call + ": the host segment must be native memory of at least " + bytes + " bytes");
         }
-        return Pointer.to(segment.asSlice(0, bytes).asByteBuffer());
+        if (!segment.scope().isAlive()) {
+            throw new DriverException("jcuda " + call + ": the host segment's arena is closed");
+        }
+        return Raw.at(new Pointer(), segment.address());
     }
 
     @Override
@@ -140,7 +190,7 @@ public final class JCudaDriver implements Driver {
             len++;
         }
         return new DeviceProperties(new String(name, 0, len, java.nio.charset.StandardCharsets.US_ASCII), attribute(75),
-                attribute(76), attribute(16), attribute(8), attribute(97), total[0]);
+                attribute(76), attribute(16), attribute(8), attribute(97), total[0], standIn.isPresent());
     }
 
     private int attribute(int attr) {
@@ -151,74 +201,93 @@ public final class JCudaDriver implements Driver {
 
     @Override
     public long malloc(long bytes) {
+        if (bytes < 0) {
+            throw new DriverException("jcuda malloc: negative size " + bytes);
+        }
         makeCurrent();
         CUdeviceptr p = new CUdeviceptr();
         check(cuMemAlloc(p, Math.max(1, bytes)), "cuMemAlloc(" + bytes + " bytes)");
         long address = Raw.address(p);
-        allocations.put(address, bytes);
+        allocations.add(address, bytes);
         return address;
     }
 
     @Override
     public void free(long devicePtr) {
-        if (allocations.remove(devicePtr) == null) {
-            throw new DriverException("jcuda free: 0x" + Long.toHexString(devicePtr) + " was not allocated by this driver");
-        }
+        allocations.remove(devicePtr);
         makeCurrent();
         check(cuMemFree(ptr(devicePtr)), "cuMemFree");
     }
 
     @Override
     public long memoryInUse() {
-        return allocations.values().stream().mapToLong(Long::longValue).sum();
+        return allocations.inUse();
     }
 
     @Override
     public void memset(long devicePtr, int byteValue, long bytes) {
+        allocations.checkRange("memset", "destination", devicePtr, bytes);
         makeCurrent();
         check(cuMemsetD8(ptr(devicePtr), (byte) byteValue, bytes), "cuMemsetD8");
     }
 
     @Override
     public void memsetAsync(long devicePtr, int byteValue, long bytes, long stream) {
+        allocations.checkRange("memsetAsync", "destination", devicePtr, bytes);
+        CUstream s = stream(stream, "memsetAsync");
         makeCurrent();
-        check(cuMemsetD8Async(ptr(devicePtr), (byte) byteValue, bytes, stream(stream)), "cuMemsetD8Async");
+        check(cuMemsetD8Async(ptr(devicePtr), (byte) byteValue, bytes, s), "cuMemsetD8Async");
     }
 
     @Override
     public void copyHostToDevice(long dst, MemorySegment src, long bytes) {
+        Pointer h = host(src, bytes, "copyHostToDevice");
+        allocations.checkRange("copyHostToDevice", "destination", dst, bytes);
         makeCurrent();
-        check(cuMemcpyHtoD(ptr(dst), host(src, bytes, "copyHostToDevice"), bytes), "cuMemcpyHtoD");
+        check(cuMemcpyHtoD(ptr(dst), h, bytes), "cuMemcpyHtoD");
     }
 
     @Override
     public void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
+        Pointer h = host(dst, bytes, "copyDeviceToHost");
+        allocations.checkRange("copyDeviceToHost", "source", src, bytes);
         makeCurrent();
-        check(cuMemcpyDtoH(host(dst, bytes, "copyDeviceToHost"), ptr(src), bytes), "cuMemcpyDtoH");
+        check(cuMemcpyDtoH(h, ptr(src), bytes), "cuMemcpyDtoH");
     }
 
     @Override
     public void copyDeviceToDevice(long dst, long src, long bytes) {
+        allocations.checkRange("copyDeviceToDevice", "destination", dst, bytes);
+        allocations.checkRange("copyDeviceToDevice", "source", src, bytes);
         makeCurrent();
         check(cuMemcpyDtoD(ptr(dst), ptr(src), bytes), "cuMemcpyDtoD");
     }
 
     @Override
     public void copyHostToDeviceAsync(long dst, MemorySegment src, long bytes, long stream) {
+        Pointer h = host(src, bytes, "copyHostToDeviceAsync");
+        allocations.checkRange("copyHostToDeviceAsync", "destination", dst, bytes);
+        CUstream s = stream(stream, "copyHostToDeviceAsync");
         makeCurrent();
-        check(cuMemcpyHtoDAsync(ptr(dst), host(src, bytes, "copyHostToDeviceAsync"), bytes, stream(stream)), "cuMemcpyHtoDAsync");
+        check(cuMemcpyHtoDAsync(ptr(dst), h, bytes, s), "cuMemcpyHtoDAsync");
     }
 
     @Override
     public void copyDeviceToHostAsync(MemorySegment dst, long src, long bytes, long stream) {
+        Pointer h = host(dst, bytes, "copyDeviceToHostAsync");
+        allocations.checkRange("copyDeviceToHostAsync", "source", src, bytes);
+        CUstream s = stream(stream, "copyDeviceToHostAsync");
         makeCurrent();
-        check(cuMemcpyDtoHAsync(host(dst, bytes, "copyDeviceToHostAsync"), ptr(src), bytes, stream(stream)), "cuMemcpyDtoHAsync");
+        check(cuMemcpyDtoHAsync(h, ptr(src), bytes, s), "cuMemcpyDtoHAsync");
     }
 
     @Override
     public void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream) {
+        allocations.checkRange("copyDeviceToDeviceAsync", "destination", dst, bytes);
+        allocations.checkRange("copyDeviceToDeviceAsync", "source", src, bytes);
+        CUstream s = stream(stream, "copyDeviceToDeviceAsync");
         makeCurrent();
-        check(cuMemcpyDtoDAsync(ptr(dst), ptr(src), bytes, stream(stream)), "cuMemcpyDtoDAsync");
+        check(cuMemcpyDtoDAsync(ptr(dst), ptr(src), bytes, s), "cuMemcpyDtoDAsync");
     }
 
     @Override
@@ -240,7 +309,9 @@ public final class JCudaDriver implements Driver {
         makeCurrent();
         CUstream s = new CUstream();
         check(cuStreamCreate(s, 1 /* non-blocking */), "cuStreamCreate");
-        return Raw.address(s);
+        long handle = Raw.address(s);
+        destroyedStreams.remove(handle);  // the driver may hand out a destroyed stream's address again
+        return handle;
     }
 
     @Override
@@ -248,47 +319,53 @@ public final class JCudaDriver implements Driver {
         if (s == 0) {
             throw new DriverException("beginCapture: the default stream cannot be captured; use a created stream");
         }
+        int mode = Thread.currentThread().isVirtual() ? 2 /* RELAXED */ : 1 /* THREAD_LOCAL */;
+        CUstream captured = stream(s, "beginCapture");
         makeCurrent();
-        check(jcuda.driver.JCudaDriver.cuStreamBeginCapture(stream(s), 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */),
-                "cuStreamBeginCapture");
+        check(cuStreamBeginCapture(captured, mode), "cuStreamBeginCapture");
     }
 
     @Override
     public long endCapture(long s) {
+        CUstream captured = stream(s, "endCapture");
         makeCurrent();
-        jcuda.driver.CUgraph graph = new jcuda.driver.CUgraph();
-        check(jcuda.driver.JCudaDriver.cuStreamEndCapture(stream(s), graph), "cuStreamEndCapture");
-        jcuda.driver.CUgraphExec exec = new jcuda.driver.CUgraphExec();
+        CUgraph graph = new CUgraph();
+        check(cuStreamEndCapture(captured, graph), "cuStreamEndCapture");
+        CUgraphExec exec = new CUgraphExec();
         try {
-            check(jcuda.driver.JCudaDriver.cuGraphInstantiate(exec, graph, 0L), "cuGraphInstantiate");
+            check(cuGraphInstantiate(exec, graph, 0L), "cuGraphInstantiate");
         } finally {
-            check(jcuda.driver.JCudaDriver.cuGraphDestroy(graph), "cuGraphDestroy");
+            check(cuGraphDestroy(graph), "cuGraphDestroy");
         }
         return Raw.address(exec);
     }
 
     @Override
     public void launchGraph(long graph, long s) {
+        CUstream target = stream(s, "launchGraph");
         makeCurrent();
-        check(jcuda.driver.JCudaDriver.cuGraphLaunch(Raw.at(new jcuda.driver.CUgraphExec(), graph), stream(s)), "cuGraphLaunch");
+        check(cuGraphLaunch(Raw.at(new CUgraphExec(), graph), target), "cuGraphLaunch");
     }
 
     @Override
     public void destroyGraph(long graph) {
         makeCurrent();
-        check(jcuda.driver.JCudaDriver.cuGraphExecDestroy(Raw.at(new jcuda.driver.CUgraphExec(), graph)), "cuGraphExecDestroy");
+        check(cuGraphExecDestroy(Raw.at(new CUgraphExec(), graph)), "cuGraphExecDestroy");
     }
 
     @Override
     public void destroyStream(long s) {
+        CUstream target = stream(s, "destroyStream");
         makeCurrent();
-        check(cuStreamDestroy(stream(s)), "cuStreamDestroy");
+        check(cuStreamDestroy(target), "cuStreamDestroy");
+        destroyedStreams.add(s);
     }
 
     @Override
     public void synchronize(long s) {
+        CUstream target = stream(s, "synchronize");
         makeCurrent();
-        check(cuStreamSynchronize(stream(s)), "cuStreamSynchronize");
+        check(cuStreamSynchronize(target), "cuStreamSynchronize");
     }
 
     @Override
@@ -304,41 +381,49 @@ public final class JCudaDriver implements Driver {
     private CUevent event(long h, String call) {
         CUevent e = events.get(h);
         if (e == null) {
-            throw new DriverException("jcuda " + call + ": unknown event " + h);
+            throw new DriverException("jcuda " + call + ": unknown event " + h + " (destroyed, or not created by this binding)");
         }
         return e;
     }
 
     @Override
     public void destroyEvent(long h) {
+        CUevent e = event(h, "destroyEvent");
         makeCurrent();
-        check(cuEventDestroy(event(h, "destroyEvent")), "cuEventDestroy");
+        check(cuEventDestroy(e), "cuEventDestroy");
         events.remove(h);
     }
 
     @Override
     public void recordEvent(long h, long s) {
+        CUevent e = event(h, "recordEvent");
+        CUstream target = stream(s, "recordEvent");
         makeCurrent();
-        check(cuEventRecord(event(h, "recordEvent"), stream(s)), "cuEventRecord");
+        check(cuEventRecord(e, target), "cuEventRecord");
     }
 
     @Override
     public float elapsedMillis(long start, long end) {
+        CUevent s = event(start, "elapsedMillis");
+        CUevent e = event(end, "elapsedMillis");
         makeCurrent();
-        check(cuEventSynchronize(event(end, "elapsedMillis")), "cuEventSynchronize");
+        check(cuEventSynchronize(e), "cuEventSynchronize");
         float[] ms = new float[1];
-        check(cuEventElapsedTime(ms, event(start, "elapsedMillis"), event(end, "elapsedMillis")), "cuEventElapsedTime");
+        check(cuEventElapsedTime(ms, s, e), "cuEventElapsedTime");
         return ms[0];
     }
 
     @Override
     public long loadModule(String family) {
-        makeCurrent();
-        CUmodule m = new CUmodule();
-        check(cuModuleLoadData(m, KernelImages.read(family)), "cuModuleLoadData(" + family + ".fatbin)");
-        long h = handles.getAndIncrement();
-        modules.put(h, m);
-        return h;
+        return moduleHandles.computeIfAbsent(family, f -> {
+            byte[] image = KernelImages.read(f);
+            makeCurrent();
+            CUmodule m = new CUmodule();
+            check(cuModuleLoadData(m, image), "cuModuleLoadData(" + f + ".fatbin)");
+            long h = handles.getAndIncrement();
+            modules.put(h, m);
+            return h;
+        });
     }
 
     @Override
@@ -356,6 +441,31 @@ public final class JCudaDriver implements Driver {
         return h;
     }
 
+    /** The kernel's parameter sizes from cuFuncGetParamInfo, or null when the driver predates it. */
+    private long[] parameterSizes(long function) {
+        if (paramInfo == null) {
+            return null;
+        }
+        return parameterSizes.computeIfAbsent(function, h -> {
+            MemorySegment raw = MemorySegment.ofAddress(Raw.address(fn(h)));
+            List<Long> sizes = new ArrayList<>();
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment offset = arena.allocate(JAVA_LONG);
+                MemorySegment size = arena.allocate(JAVA_LONG);
+                makeCurrent();
+                // CUDA_ERROR_INVALID_VALUE past the last parameter: that is how the count is found.
+                while ((int) paramInfo.invokeExact(raw, (long) sizes.size(), offset, size) == 0) {
+                    sizes.add(size.get(JAVA_LONG, 0));
+                }
+            } catch (RuntimeException e) {
+                throw e;
+            } catch (Throwable t) {
+                throw new DriverException("jcuda cuFuncGetParamInfo: " + t);
+            }
+            return sizes.stream().mapToLong(Long::longValue).toArray();
+        });
+    }
+
     /** KernelArgs as JCuda's kernel parameter pointer (a pointer to pointers to each value). */
     private static Pointer parameters(KernelArgs args) {
         Pointer[] values = args.args().stream().map(a -> switch (a.kind()) {
@@ -371,28 +481,40 @@ public final class JCudaDriver implements Driver {
     /** Above 48 KB of dynamic shared memory a kernel must opt in, per function. */
     private void allowSharedMemory(long function, int sharedBytes) {
         if (sharedBytes > 48 * 1024) {
-            check(jcuda.driver.JCudaDriver.cuFuncSetAttribute(fn(function),
-                    jcuda.driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes),
+            check(cuFuncSetAttribute(fn(function), CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes),
                     "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, " + sharedBytes + ") of " + functionNames.get(function));
         }
     }
 
     @Override
     public void launch(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        String name = functionNames.getOrDefault(function, "?");
+        args.check("jcuda", name, parameterSizes(function));
+        CUstream s = stream(stream, "launch");
         makeCurrent();
         allowSharedMemory(function, sharedBytes);
-        check(cuLaunchKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(), sharedBytes,
-                stream(stream), parameters(args), null), "cuLaunchKernel of " + functionNames.get(function) + " grid " + grid
-                + " block " + block + " shared " + sharedBytes);
+        check(cuLaunchKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(), sharedBytes, s,
+                parameters(args), null), "cuLaunchKernel of " + name + " grid " + grid + " block " + block + " shared " + sharedBytes);
     }
 
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        String name = functionNames.getOrDefault(function, "?");
+        args.check("jcuda", name, parameterSizes(function));
+        CUstream s = stream(stream, "launchCooperative");
         makeCurrent();
         allowSharedMemory(function, sharedBytes);
         check(cuLaunchCooperativeKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(),
-                sharedBytes, stream(stream), parameters(args)), "cuLaunchCooperativeKernel of " + functionNames.get(function)
-                + " grid " + grid + " block " + block);
+                sharedBytes, s, parameters(args)), "cuLaunchCooperativeKernel of " + name + " grid " + grid + " block " + block);
+    }
+
+    @Override
+    public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
+        makeCurrent();
+        int[] n = new int[1];
+        check(cuOccupancyMaxActiveBlocksPerMultiprocessor(n, fn(function), blockThreads, dynamicSharedBytes),
+                "cuOccupancyMaxActiveBlocksPerMultiprocessor of " + functionNames.get(function));
+        return n[0];
     }
 
     private CUfunction fn(long h) {
@@ -412,11 +534,16 @@ public final class JCudaDriver implements Driver {
         };
     }
 
+    /** cublasComputeType_t CUBLAS_COMPUTE_32F: fp32 accumulation, no TF32. */
+    private static final int CUBLAS_COMPUTE_32F = 68;
+
     @Override
     public synchronized void gemm(Gemm g, long stream) {
+        CUstream s = stream(stream, "gemm");
         makeCurrent();
         if (blas == null) {
             try {
+                CudaLibrary.preloadBeside("libcublas.so.12");
                 blas = new cublasHandle();
                 cublasStatus(JCublas2.cublasCreate(blas), "cublasCreate");
             } catch (LinkageError e) {
@@ -425,17 +552,17 @@ public final class JCudaDriver implements Driver {
                         + "); use the panama binding, which also takes libcublas.so.13");
             }
         }
-        cublasStatus(JCublas2.cublasSetStream(blas, Raw.at(new cudaStream_t(), stream)), "cublasSetStream");
-        int rc = JCublas2.cublasGemmStridedBatchedEx(blas, g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(),
+        cublasStatus(JCublas2.cublasSetStream(blas, Raw.at(new cudaStream_t(), Raw.address(s))), "cublasSetStream");
+        int rc = JCublas2.cublasGemmStridedBatchedEx_new(blas, g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(),
                 Pointer.to(new float[]{g.alpha()}), ptr(g.a()), cudaType(g.inputType()), g.lda(), g.strideA(), ptr(g.b()),
                 cudaType(g.inputType()), g.ldb(), g.strideB(), Pointer.to(new float[]{g.beta()}), ptr(g.c()),
-                cudaType(g.outputType()), g.ldc(), g.strideC(), g.batch(), 68 /* CUBLAS_COMPUTE_32F */, -1 /* default algo */);
+                cudaType(g.outputType()), g.ldc(), g.strideC(), g.batch(), CUBLAS_COMPUTE_32F, -1 /* default algo */);
         cublasStatus(rc, "cublasGemmStridedBatchedEx m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
     }
 
     private static void cublasStatus(int rc, String what) {
         if (rc != 0) {
-            throw new DriverException("jcuda " + what + ": " + JCublas2.cublasGetStatusString(rc) + " (cublasStatus_t " + rc + ")");
+            throw new DriverException("jcuda " + what + ": " + JCublas2.cublasGetStatusString(rc) + " (cublasStatus_t " + rc + ")", rc);
         }
     }
 

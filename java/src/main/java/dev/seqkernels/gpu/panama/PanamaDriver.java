@@ -1,6 +1,7 @@
 package dev.seqkernels.gpu.panama;
 
-import dev.seqkernels.DType;
+import dev.seqkernels.gpu.CudaLibrary;
+import dev.seqkernels.gpu.DeviceAllocations;
 import dev.seqkernels.gpu.DeviceProperties;
 import dev.seqkernels.gpu.Dim3;
 import dev.seqkernels.gpu.Driver;
@@ -8,6 +9,7 @@ import dev.seqkernels.gpu.DriverException;
 import dev.seqkernels.gpu.Gemm;
 import dev.seqkernels.gpu.KernelArgs;
 import dev.seqkernels.gpu.KernelImages;
+import dev.seqkernels.gpu.StandIn;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
@@ -15,12 +17,11 @@ import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.invoke.MethodHandle;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
@@ -29,34 +30,43 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
- * The panama binding: {@link Driver} over the CUDA driver API ({@code libcuda.so.1}) and cuBLAS
- * ({@code libcublas.so.13} or {@code .so.12}) through java.lang.foreign.
+ * The panama binding: {@link Driver} over the CUDA driver API ({@code libcuda.so.1}, see
+ * {@link CudaLibrary}) and cuBLAS ({@link Cublas}) through java.lang.foreign.
  *
  * <p>Uses device 0's primary context (cuCtxCreate changed in CUDA 13; the primary context is what
- * the runtime and PyTorch share) and the versioned exports ({@code cuMemAlloc_v2}, ...). Every call
- * makes the context current on the calling thread first, so any Java thread may call; streams
- * separate concurrent work. Every CUresult and cublasStatus_t is checked; failures name the call,
- * the error's name and text. cuBLAS is found lazily (system property {@value #CUBLAS_PROPERTY}, the
- * CUDA library directories, LD_LIBRARY_PATH, and the nvidia/cublas/lib folder of Python wheels);
- * without it everything but {@link #gemm} works, and gemm says what was searched.
+ * the runtime and PyTorch share) and the versioned exports ({@code cuMemAlloc_v2}, ...). The
+ * driver's current context belongs to the OS thread: a platform thread makes it current once, a
+ * virtual thread before every call (it may run on another carrier each time), and a virtual
+ * thread's stream captures are RELAXED, because it may end a capture on another OS thread. Every
+ * CUresult and cublasStatus_t is checked; failures name the call, the error's name and text (and,
+ * over the stand-in driver, its diagnostic). Events are tracked so that none is handed to the
+ * driver after destroy; copies and memsets that overrun an allocation of this binding are refused
+ * before the driver sees them; launch arguments are checked against cuFuncGetParamInfo.
  */
 public final class PanamaDriver implements Driver {
-    public static final String CUBLAS_PROPERTY = "seqkernels.cublas.path";
     private static final Linker LINKER = Linker.nativeLinker();
     private static PanamaDriver instance;
     private static String unavailable;
 
     private final SymbolLookup cuda;
+    private final Optional<StandIn> standIn;
     private final MemorySegment context;
     private final int device;
-    private final Map<Long, Long> allocations = new ConcurrentHashMap<>();
+    private final DeviceAllocations allocations = new DeviceAllocations("panama");
+    private final Map<String, Long> modules = new ConcurrentHashMap<>();
     private final Map<Long, String> functionNames = new ConcurrentHashMap<>();
+    private final Map<Long, long[]> parameterSizes = new ConcurrentHashMap<>();
+    private final Set<Long> events = ConcurrentHashMap.newKeySet();
+    private final Set<Long> destroyedStreams = ConcurrentHashMap.newKeySet();
     private final Map<String, MethodHandle> handles = new ConcurrentHashMap<>();
     private final ThreadLocal<Boolean> current = ThreadLocal.withInitial(() -> false);
+    private final MethodHandle setCurrent;
     private Cublas cublas;
 
     private PanamaDriver(SymbolLookup cuda) {
         this.cuda = cuda;
+        this.standIn = StandIn.of(cuda);
+        this.setCurrent = handle("cuCtxSetCurrent", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         try (Arena arena = Arena.ofConfined()) {
             check(call("cuInit", FunctionDescriptor.of(JAVA_INT, JAVA_INT), 0), "cuInit");
             MemorySegment count = arena.allocate(JAVA_INT);
@@ -83,13 +93,7 @@ public final class PanamaDriver implements Driver {
             throw new DriverException(unavailable);
         }
         try {
-            SymbolLookup lib;
-            try {
-                lib = SymbolLookup.libraryLookup("libcuda.so.1", Arena.global());
-            } catch (IllegalArgumentException e) {
-                throw new DriverException("panama: libcuda.so.1 (the NVIDIA driver) is not on this machine; use the cpu or emu backend");
-            }
-            instance = new PanamaDriver(lib);
+            instance = new PanamaDriver(CudaLibrary.lookup("panama"));
             return instance;
         } catch (DriverException e) {
             unavailable = e.getMessage();
@@ -97,16 +101,21 @@ public final class PanamaDriver implements Driver {
         }
     }
 
+    /** The stand-in driver behind this binding, when that is what libcuda.so.1 is (tests). */
+    public Optional<StandIn> standIn() {
+        return standIn;
+    }
+
     // ---------------------------------------------------------------- plumbing
 
-    private MethodHandle handle(SymbolLookup lib, String symbol, FunctionDescriptor fd) {
-        return handles.computeIfAbsent(symbol, s -> LINKER.downcallHandle(lib.find(s).orElseThrow(
+    private MethodHandle handle(String symbol, FunctionDescriptor fd) {
+        return handles.computeIfAbsent(symbol, s -> LINKER.downcallHandle(cuda.find(s).orElseThrow(
                 () -> new DriverException("panama: the driver library lacks " + s + " (driver too old for CUDA 12?)")), fd));
     }
 
-    private int call(String symbol, FunctionDescriptor fd, Object... args) {
+    private static int invoke(MethodHandle mh, String symbol, Object... args) {
         try {
-            return (int) handle(cuda, symbol, fd).invokeWithArguments(args);
+            return (int) mh.invokeWithArguments(args);
         } catch (RuntimeException e) {
             throw e;
         } catch (Throwable t) {
@@ -114,9 +123,15 @@ public final class PanamaDriver implements Driver {
         }
     }
 
+    /** A call that needs no context (initialization, error names). */
+    private int call(String symbol, FunctionDescriptor fd, Object... args) {
+        return invoke(handle(symbol, fd), symbol, args);
+    }
+
     private void check(int rc, String what) {
         if (rc != 0) {
-            throw new DriverException("panama " + what + ": " + errorName(rc));
+            String why = standIn.map(s -> "; stand-in: " + s.diagnostic()).orElse("");
+            throw new DriverException("panama " + what + ": " + errorName(rc) + why, rc);
         }
     }
 
@@ -134,21 +149,37 @@ public final class PanamaDriver implements Driver {
         return p.equals(MemorySegment.NULL) ? "?" : p.reinterpret(Long.MAX_VALUE).getString(0);
     }
 
-    /** Makes the primary context current on this thread (once per thread). */
+    /**
+     * Makes the primary context current on the OS thread that is about to call the driver: once
+     * per platform thread; before every call on a virtual thread, which may have moved to another
+     * carrier since its last call.
+     */
     private void makeCurrent() {
-        if (!current.get()) {
-            check(call("cuCtxSetCurrent", FunctionDescriptor.of(JAVA_INT, ADDRESS), context), "cuCtxSetCurrent");
-            current.set(true);
+        boolean virtual = Thread.currentThread().isVirtual();
+        if (virtual || !current.get()) {
+            check(invoke(setCurrent, "cuCtxSetCurrent", context), "cuCtxSetCurrent");
+            if (!virtual) {
+                current.set(true);
+            }
         }
     }
 
+    /** A call in the primary context: the handle is resolved first, so nothing can block between the two calls. */
     private void cu(String symbol, FunctionDescriptor fd, String what, Object... args) {
+        MethodHandle mh = handle(symbol, fd);
         makeCurrent();
-        check(call(symbol, fd, args), what);
+        check(invoke(mh, symbol, args), what);
     }
 
-    private static MemorySegment stream(long s) {
+    private MemorySegment stream(long s, String call) {
+        if (destroyedStreams.contains(s)) {
+            throw new DriverException("panama " + call + ": stream 0x" + Long.toHexString(s) + " was destroyed");
+        }
         return MemorySegment.ofAddress(s);
+    }
+
+    private static MemorySegment handleOf(long h) {
+        return MemorySegment.ofAddress(h);
     }
 
     // ---------------------------------------------------------------- Driver
@@ -161,13 +192,12 @@ public final class PanamaDriver implements Driver {
     @Override
     public DeviceProperties properties() {
         try (Arena arena = Arena.ofConfined()) {
-            makeCurrent();
             MemorySegment name = arena.allocate(256);
             cu("cuDeviceGetName", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), "cuDeviceGetName", name, 256, device);
             MemorySegment total = arena.allocate(JAVA_LONG);
             cu("cuDeviceTotalMem_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), "cuDeviceTotalMem_v2", total, device);
             return new DeviceProperties(name.getString(0), attribute(75), attribute(76), attribute(16), attribute(8),
-                    attribute(97), total.get(JAVA_LONG, 0));
+                    attribute(97), total.get(JAVA_LONG, 0), standIn.isPresent());
         }
     }
 
@@ -183,43 +213,46 @@ public final class PanamaDriver implements Driver {
 
     @Override
     public long malloc(long bytes) {
+        if (bytes < 0) {
+            throw new DriverException("panama malloc: negative size " + bytes);
+        }
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment p = arena.allocate(JAVA_LONG);
             cu("cuMemAlloc_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG), "cuMemAlloc_v2(" + bytes + " bytes)",
                     p, Math.max(1, bytes));
             long ptr = p.get(JAVA_LONG, 0);
-            allocations.put(ptr, bytes);
+            allocations.add(ptr, bytes);
             return ptr;
         }
     }
 
     @Override
     public void free(long devicePtr) {
-        if (allocations.remove(devicePtr) == null) {
-            throw new DriverException("panama free: 0x" + Long.toHexString(devicePtr) + " was not allocated by this driver");
-        }
+        allocations.remove(devicePtr);
         cu("cuMemFree_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG), "cuMemFree_v2", devicePtr);
     }
 
     @Override
     public long memoryInUse() {
-        return allocations.values().stream().mapToLong(Long::longValue).sum();
+        return allocations.inUse();
     }
 
     @Override
     public void memset(long devicePtr, int byteValue, long bytes) {
+        allocations.checkRange("memset", "destination", devicePtr, bytes);
         cu("cuMemsetD8_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG), "cuMemsetD8_v2", devicePtr,
                 byteValue & 0xff, bytes);
     }
 
     @Override
     public void memsetAsync(long devicePtr, int byteValue, long bytes, long stream) {
+        allocations.checkRange("memsetAsync", "destination", devicePtr, bytes);
         cu("cuMemsetD8Async", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG, ADDRESS), "cuMemsetD8Async",
-                devicePtr, byteValue & 0xff, bytes, stream(stream));
+                devicePtr, byteValue & 0xff, bytes, stream(stream, "memsetAsync"));
     }
 
     private static void checkHost(MemorySegment host, long bytes, String call) {
-        if (!host.isNative() || host.byteSize() < bytes) {
+        if (!host.isNative() || host.byteSize() < bytes || bytes < 0) {
             throw new DriverException("panama " + call + ": the host segment must be native memory of at least " + bytes + " bytes");
         }
     }
@@ -227,38 +260,46 @@ public final class PanamaDriver implements Driver {
     @Override
     public void copyHostToDevice(long dst, MemorySegment src, long bytes) {
         checkHost(src, bytes, "copyHostToDevice");
+        allocations.checkRange("copyHostToDevice", "destination", dst, bytes);
         cu("cuMemcpyHtoD_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG), "cuMemcpyHtoD_v2", dst, src, bytes);
     }
 
     @Override
     public void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
         checkHost(dst, bytes, "copyDeviceToHost");
+        allocations.checkRange("copyDeviceToHost", "source", src, bytes);
         cu("cuMemcpyDtoH_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG), "cuMemcpyDtoH_v2", dst, src, bytes);
     }
 
     @Override
     public void copyDeviceToDevice(long dst, long src, long bytes) {
+        allocations.checkRange("copyDeviceToDevice", "destination", dst, bytes);
+        allocations.checkRange("copyDeviceToDevice", "source", src, bytes);
         cu("cuMemcpyDtoD_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG), "cuMemcpyDtoD_v2", dst, src, bytes);
     }
 
     @Override
     public void copyHostToDeviceAsync(long dst, MemorySegment src, long bytes, long stream) {
         checkHost(src, bytes, "copyHostToDeviceAsync");
+        allocations.checkRange("copyHostToDeviceAsync", "destination", dst, bytes);
         cu("cuMemcpyHtoDAsync_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG, ADDRESS), "cuMemcpyHtoDAsync_v2",
-                dst, src, bytes, stream(stream));
+                dst, src, bytes, stream(stream, "copyHostToDeviceAsync"));
     }
 
     @Override
     public void copyDeviceToHostAsync(MemorySegment dst, long src, long bytes, long stream) {
         checkHost(dst, bytes, "copyDeviceToHostAsync");
+        allocations.checkRange("copyDeviceToHostAsync", "source", src, bytes);
         cu("cuMemcpyDtoHAsync_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG, ADDRESS), "cuMemcpyDtoHAsync_v2",
-                dst, src, bytes, stream(stream));
+                dst, src, bytes, stream(stream, "copyDeviceToHostAsync"));
     }
 
     @Override
     public void copyDeviceToDeviceAsync(long dst, long src, long bytes, long stream) {
+        allocations.checkRange("copyDeviceToDeviceAsync", "destination", dst, bytes);
+        allocations.checkRange("copyDeviceToDeviceAsync", "source", src, bytes);
         cu("cuMemcpyDtoDAsync_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, ADDRESS), "cuMemcpyDtoDAsync_v2",
-                dst, src, bytes, stream(stream));
+                dst, src, bytes, stream(stream, "copyDeviceToDeviceAsync"));
     }
 
     @Override
@@ -281,27 +322,33 @@ public final class PanamaDriver implements Driver {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment s = arena.allocate(ADDRESS);
             cu("cuStreamCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), "cuStreamCreate", s, 1 /* non-blocking */);
-            return s.get(ADDRESS, 0).address();
+            long handle = s.get(ADDRESS, 0).address();
+            destroyedStreams.remove(handle);  // the driver may hand out a destroyed stream's address again
+            return handle;
         }
     }
 
     /** CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: only this thread's unsafe calls (syncs) break the capture. */
     private static final int CAPTURE_THREAD_LOCAL = 1;
+    /** CU_STREAM_CAPTURE_MODE_RELAXED: the capture may end on another OS thread (a virtual thread's carrier changes). */
+    private static final int CAPTURE_RELAXED = 2;
 
     @Override
     public void beginCapture(long stream) {
         if (stream == 0) {
             throw new DriverException("beginCapture: the default stream cannot be captured; use a created stream");
         }
+        int mode = Thread.currentThread().isVirtual() ? CAPTURE_RELAXED : CAPTURE_THREAD_LOCAL;
         cu("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), "cuStreamBeginCapture_v2",
-                stream(stream), CAPTURE_THREAD_LOCAL);
+                stream(stream, "beginCapture"), mode);
     }
 
     @Override
     public long endCapture(long stream) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment graph = arena.allocate(ADDRESS);
-            cu("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuStreamEndCapture", stream(stream), graph);
+            cu("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuStreamEndCapture",
+                    stream(stream, "endCapture"), graph);
             MemorySegment g = graph.get(ADDRESS, 0);
             MemorySegment exec = arena.allocate(ADDRESS);
             try {
@@ -316,22 +363,24 @@ public final class PanamaDriver implements Driver {
 
     @Override
     public void launchGraph(long graph, long stream) {
-        cu("cuGraphLaunch", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuGraphLaunch", stream(graph), stream(stream));
+        cu("cuGraphLaunch", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuGraphLaunch", handleOf(graph),
+                stream(stream, "launchGraph"));
     }
 
     @Override
     public void destroyGraph(long graph) {
-        cu("cuGraphExecDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuGraphExecDestroy", stream(graph));
+        cu("cuGraphExecDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuGraphExecDestroy", handleOf(graph));
     }
 
     @Override
     public void destroyStream(long stream) {
-        cu("cuStreamDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuStreamDestroy_v2", stream(stream));
+        cu("cuStreamDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuStreamDestroy_v2", stream(stream, "destroyStream"));
+        destroyedStreams.add(stream);
     }
 
     @Override
     public void synchronize(long stream) {
-        cu("cuStreamSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuStreamSynchronize", stream(stream));
+        cu("cuStreamSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuStreamSynchronize", stream(stream, "synchronize"));
     }
 
     @Override
@@ -339,34 +388,54 @@ public final class PanamaDriver implements Driver {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment e = arena.allocate(ADDRESS);
             cu("cuEventCreate", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT), "cuEventCreate", e, 0);
-            return e.get(ADDRESS, 0).address();
+            long handle = e.get(ADDRESS, 0).address();
+            events.add(handle);
+            return handle;
         }
+    }
+
+    /** An event this binding created and has not destroyed; the driver never sees any other. */
+    private MemorySegment event(long event, String call) {
+        if (!events.contains(event)) {
+            throw new DriverException("panama " + call + ": unknown event 0x" + Long.toHexString(event)
+                    + " (destroyed, or not created by this binding)");
+        }
+        return handleOf(event);
     }
 
     @Override
     public void destroyEvent(long event) {
-        cu("cuEventDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuEventDestroy_v2", stream(event));
+        MemorySegment e = event(event, "destroyEvent");
+        cu("cuEventDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuEventDestroy_v2", e);
+        events.remove(event);
     }
 
     @Override
     public void recordEvent(long event, long stream) {
-        cu("cuEventRecord", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuEventRecord", stream(event), stream(stream));
+        cu("cuEventRecord", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cuEventRecord", event(event, "recordEvent"),
+                stream(stream, "recordEvent"));
     }
 
     @Override
     public float elapsedMillis(long start, long end) {
+        MemorySegment s = event(start, "elapsedMillis");
+        MemorySegment e = event(end, "elapsedMillis");
         try (Arena arena = Arena.ofConfined()) {
-            cu("cuEventSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuEventSynchronize", stream(end));
+            cu("cuEventSynchronize", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuEventSynchronize", e);
             MemorySegment ms = arena.allocate(JAVA_FLOAT);
             // CUDA 12.8 added cuEventElapsedTime_v2; older drivers only have the original.
             String symbol = cuda.find("cuEventElapsedTime_v2").isPresent() ? "cuEventElapsedTime_v2" : "cuEventElapsedTime";
-            cu(symbol, FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS), symbol, ms, stream(start), stream(end));
+            cu(symbol, FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS), symbol, ms, s, e);
             return ms.get(JAVA_FLOAT, 0);
         }
     }
 
     @Override
     public long loadModule(String family) {
+        return modules.computeIfAbsent(family, this::load);
+    }
+
+    private long load(String family) {
         byte[] image = KernelImages.read(family);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment data = arena.allocate(image.length + 1L, 16);
@@ -383,11 +452,32 @@ public final class PanamaDriver implements Driver {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment f = arena.allocate(ADDRESS);
             cu("cuModuleGetFunction", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS), "cuModuleGetFunction(" + name + ")",
-                    f, stream(module), arena.allocateFrom(name));
+                    f, handleOf(module), arena.allocateFrom(name));
             long handle = f.get(ADDRESS, 0).address();
             functionNames.put(handle, name);
             return handle;
         }
+    }
+
+    /** The kernel's parameter sizes from cuFuncGetParamInfo (CUDA 12.4+), or null on an older driver. */
+    private long[] parameterSizes(long function) {
+        if (cuda.find("cuFuncGetParamInfo").isEmpty()) {
+            return null;
+        }
+        return parameterSizes.computeIfAbsent(function, f -> {
+            MethodHandle info = handle("cuFuncGetParamInfo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, ADDRESS, ADDRESS));
+            List<Long> sizes = new ArrayList<>();
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment offset = arena.allocate(JAVA_LONG);
+                MemorySegment size = arena.allocate(JAVA_LONG);
+                makeCurrent();
+                // CUDA_ERROR_INVALID_VALUE past the last parameter: that is how the count is found.
+                while (invoke(info, "cuFuncGetParamInfo", handleOf(f), (long) sizes.size(), offset, size) == 0) {
+                    sizes.add(size.get(JAVA_LONG, 0));
+                }
+            }
+            return sizes.stream().mapToLong(Long::longValue).toArray();
+        });
     }
 
     @Override
@@ -400,35 +490,49 @@ public final class PanamaDriver implements Driver {
         launch("cuLaunchCooperativeKernel", function, grid, block, sharedBytes, stream, args);
     }
 
+    @Override
+    public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment n = arena.allocate(JAVA_INT);
+            cu("cuOccupancyMaxActiveBlocksPerMultiprocessor", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, JAVA_LONG),
+                    "cuOccupancyMaxActiveBlocksPerMultiprocessor of " + functionNames.getOrDefault(function, "?"), n,
+                    handleOf(function), blockThreads, (long) dynamicSharedBytes);
+            return n.get(JAVA_INT, 0);
+        }
+    }
+
     /** Dynamic shared memory a kernel gets without opting in; CUfunction_attribute's MAX_DYNAMIC_SHARED_SIZE_BYTES. */
     private static final int DEFAULT_DYNAMIC_SHARED = 48 * 1024;
     private static final int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
     private void launch(String symbol, long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
-        String what = symbol + " of " + functionNames.getOrDefault(function, "?") + " grid " + grid + " block " + block
-                + " shared " + sharedBytes;
+        String name = functionNames.getOrDefault(function, "?");
+        args.check("panama", name, parameterSizes(function));
+        String what = symbol + " of " + name + " grid " + grid + " block " + block + " shared " + sharedBytes;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment params = args.pack(arena);
             if (sharedBytes > DEFAULT_DYNAMIC_SHARED) {  // above 48 KB a kernel must opt in, per function
-                cu("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), what, stream(function),
+                cu("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), what, handleOf(function),
                         CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
             }
             if (symbol.equals("cuLaunchKernel")) {
                 cu(symbol, FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
-                        JAVA_INT, ADDRESS, ADDRESS, ADDRESS), what, stream(function), grid.x(), grid.y(), grid.z(), block.x(),
-                        block.y(), block.z(), sharedBytes, stream(stream), params, MemorySegment.NULL);
+                        JAVA_INT, ADDRESS, ADDRESS, ADDRESS), what, handleOf(function), grid.x(), grid.y(), grid.z(), block.x(),
+                        block.y(), block.z(), sharedBytes, stream(stream, "launch"), params, MemorySegment.NULL);
             } else {
                 cu(symbol, FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
-                        JAVA_INT, ADDRESS, ADDRESS), what, stream(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(),
-                        block.z(), sharedBytes, stream(stream), params);
+                        JAVA_INT, ADDRESS, ADDRESS), what, handleOf(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(),
+                        block.z(), sharedBytes, stream(stream, "launchCooperative"), params);
             }
         }
     }
 
     @Override
     public void gemm(Gemm g, long stream) {
-        makeCurrent();
-        cublas().gemm(g, stream);
+        MemorySegment s = stream(stream, "gemm");
+        Cublas blas = cublas();
+        makeCurrent();  // cuBLAS launches in the calling thread's current context
+        blas.gemm(g, s);
     }
 
     private synchronized Cublas cublas() {
@@ -441,123 +545,5 @@ public final class PanamaDriver implements Driver {
     /** The process-wide driver stays loaded; closing it does nothing. */
     @Override
     public void close() {
-    }
-
-    /** cuBLAS through FFM: one handle, strided-batched GemmEx with fp32 compute (no TF32). */
-    static final class Cublas {
-        private static final int CUDA_R_32F = 0;
-        private static final int CUDA_R_16F = 2;
-        private static final int CUDA_R_16BF = 14;
-        private static final int CUBLAS_COMPUTE_32F = 68;
-        private static final int CUBLAS_GEMM_DEFAULT = -1;
-
-        private final MethodHandle setStream;
-        private final MethodHandle gemm;
-        private final MethodHandle statusString;
-        private final MemorySegment handle;
-
-        private Cublas(SymbolLookup lib) {
-            MethodHandle create = LINKER.downcallHandle(find(lib, "cublasCreate_v2"), FunctionDescriptor.of(JAVA_INT, ADDRESS));
-            setStream = LINKER.downcallHandle(find(lib, "cublasSetStream_v2"), FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
-            statusString = LINKER.downcallHandle(find(lib, "cublasGetStatusString"), FunctionDescriptor.of(ADDRESS, JAVA_INT));
-            gemm = LINKER.downcallHandle(find(lib, "cublasGemmStridedBatchedEx"), FunctionDescriptor.of(JAVA_INT, ADDRESS,
-                    JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG,
-                    JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT));
-            try (Arena arena = Arena.ofConfined()) {
-                MemorySegment h = arena.allocate(ADDRESS);
-                status((int) create.invokeExact(h), "cublasCreate_v2");
-                handle = h.get(ADDRESS, 0);
-            } catch (RuntimeException e) {
-                throw e;
-            } catch (Throwable t) {
-                throw new DriverException("panama cublasCreate_v2: " + t);
-            }
-        }
-
-        private static MemorySegment find(SymbolLookup lib, String s) {
-            return lib.find(s).orElseThrow(() -> new DriverException("panama: the cuBLAS library lacks " + s));
-        }
-
-        static Cublas load() {
-            List<Path> tried = new ArrayList<>();
-            for (Path candidate : candidates()) {
-                tried.add(candidate);
-                if (Files.isRegularFile(candidate)) {
-                    return new Cublas(SymbolLookup.libraryLookup(candidate, Arena.global()));
-                }
-            }
-            for (String soname : List.of("libcublas.so.13", "libcublas.so.12")) {
-                try {
-                    return new Cublas(SymbolLookup.libraryLookup(soname, Arena.global()));
-                } catch (IllegalArgumentException notOnLoaderPath) {
-                    tried.add(Path.of(soname));
-                }
-            }
-            throw new DriverException("panama: cuBLAS (libcublas.so.13 or .so.12) was not found; looked at " + tried
-                    + "; point -D" + CUBLAS_PROPERTY + " at the library");
-        }
-
-        private static List<Path> candidates() {
-            List<Path> c = new ArrayList<>();
-            Optional.ofNullable(System.getProperty(CUBLAS_PROPERTY)).map(Path::of).ifPresent(c::add);
-            List<String> dirs = new ArrayList<>(List.of("/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib",
-                    "/usr/lib/x86_64-linux-gnu"));
-            Optional.ofNullable(System.getenv("LD_LIBRARY_PATH")).ifPresent(p -> dirs.addAll(List.of(p.split(":"))));
-            for (String root : List.of("/usr/local/lib", "/usr/lib", System.getProperty("user.home") + "/.local/lib")) {
-                try (var pys = Files.newDirectoryStream(Path.of(root), "python3*")) {
-                    for (Path py : pys) {
-                        for (String site : List.of("site-packages", "dist-packages")) {
-                            dirs.add(py.resolve(site).resolve("nvidia/cublas/lib").toString());
-                        }
-                    }
-                } catch (java.io.IOException | RuntimeException noSuchRoot) {
-                    // a root that does not exist has no Python wheels to offer
-                }
-            }
-            for (String d : dirs) {
-                if (!d.isEmpty()) {
-                    c.add(Path.of(d, "libcublas.so.13"));
-                    c.add(Path.of(d, "libcublas.so.12"));
-                }
-            }
-            return c;
-        }
-
-        private void status(int rc, String what) {
-            if (rc != 0) {
-                String text;
-                try {
-                    text = cString((MemorySegment) statusString.invokeExact(rc));
-                } catch (Throwable t) {
-                    text = "status " + rc;
-                }
-                throw new DriverException("panama " + what + ": " + text + " (cublasStatus_t " + rc + ")");
-            }
-        }
-
-        private static int type(DType t) {
-            return switch (t) {
-                case F32 -> CUDA_R_32F;
-                case F16 -> CUDA_R_16F;
-                case BF16 -> CUDA_R_16BF;
-                default -> throw new DriverException("panama gemm: unsupported dtype " + t);
-            };
-        }
-
-        synchronized void gemm(Gemm g, long stream) {
-            try (Arena arena = Arena.ofConfined()) {
-                status((int) setStream.invokeExact(handle, MemorySegment.ofAddress(stream)), "cublasSetStream_v2");
-                MemorySegment alpha = arena.allocateFrom(JAVA_FLOAT, g.alpha());
-                MemorySegment beta = arena.allocateFrom(JAVA_FLOAT, g.beta());
-                int rc = (int) gemm.invokeExact(handle, g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), alpha,
-                        g.a(), type(g.inputType()), g.lda(), g.strideA(), g.b(), type(g.inputType()), g.ldb(), g.strideB(), beta,
-                        g.c(), type(g.outputType()), g.ldc(), g.strideC(), g.batch(), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-                status(rc, "cublasGemmStridedBatchedEx m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
-            } catch (RuntimeException e) {
-                throw e;
-            } catch (Throwable t) {
-                throw new DriverException("panama cublasGemmStridedBatchedEx: " + t);
-            }
-        }
     }
 }

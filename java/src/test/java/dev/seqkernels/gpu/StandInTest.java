@@ -1,0 +1,112 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.bench.Bench;
+import dev.seqkernels.bench.BenchCase;
+import dev.seqkernels.bench.BenchRow;
+import dev.seqkernels.bench.BenchSuite;
+import dev.seqkernels.cli.MainAccess;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * The bindings over the stand-in driver: recognized as a stand-in (never picked by auto, named by
+ * `seqk info`), its diagnostics in the bindings' errors, modules loaded once however many backends
+ * and benchmark cases run, and the persistent kernel's fall back when a cooperative grid does not fit.
+ */
+@PerBinding
+class StandInTest {
+    private StandIn standIn;
+
+    @BeforeEach
+    void overTheStandIn() {
+        standIn = GpuTargets.standIn().orElse(null);
+        assumeTrue(standIn != null, () -> "skipped: the " + GpuTargets.binding() + " binding does not run over the stand-in driver");
+    }
+
+    @Test
+    void theStandInIsNeverTakenForAGpu() {
+        assertTrue(GpuTargets.driver().properties().simulated(), "the device is simulated");
+        assertTrue(GpuTargets.driver().properties().name().contains("stand-in"), GpuTargets.driver().properties().name());
+        assertEquals("cpu", Backends.byName("auto").name(), "auto never takes a binding over the stand-in");
+        String info = MainAccess.run("info");
+        assertTrue(info.contains(GpuTargets.binding() + " ") && info.contains("stand-in driver") && info.contains("not a GPU"), info);
+    }
+
+    @Test
+    void bindingErrorsCarryTheStandInsDiagnostic() {
+        Driver d = GpuTargets.driver();
+        long fn = d.function(d.loadModule("selftest"), "selftest_reverse_f32");
+        var e = assertThrows(DriverException.class, () -> d.launch(fn, Dim3.of(1), Dim3.of(2048), 0, 0,
+                new KernelArgs().pointer(0).pointer(0)));
+        assertEquals(1, e.status(), e.getMessage());
+        assertTrue(e.getMessage().contains("CUDA_ERROR_INVALID_VALUE") && e.getMessage().contains("stand-in: ")
+                && e.getMessage().contains("block (2048,1,1) exceeds"), e.getMessage());
+    }
+
+    /** `seqk bench` runs every case on a new backend over one driver: the modules are loaded once for all of them. */
+    @Test
+    void benchmarkCasesShareTheModules() {
+        Driver d = GpuTargets.driver();
+        Bench bench = new Bench(d, Bench.Options.forDriver(d), Bench.Peaks.measure(d));
+        int before = -1;
+        for (BenchCase c : BenchSuite.cases("smoke")) {
+            BenchRow row = bench.run(c);
+            assertTrue(row.note() == null || !row.note().startsWith("failed"), row::toString);
+            if (before < 0) {
+                before = standIn.moduleCount();
+            }
+            assertEquals(before, standIn.moduleCount(), "modules loaded after case " + c.key());
+        }
+    }
+
+    /**
+     * Under MPS a cooperative launch may get fewer SMs than the device reports, so a persistent grid
+     * that fits by the occupancy query is refused with COOPERATIVE_LAUNCH_TOO_LARGE: the forward
+     * then runs the per-step loop instead (many launches, not one), with the same results.
+     */
+    @Test
+    void thePersistentKernelFallsBackWhenItsGridDoesNotFit() {
+        TestData data = new TestData();
+        int batch = 2;
+        // H = 176 over 4 SMs: 44 units, 126,720 bytes of shared memory per block at B = 2, so one block per SM.
+        RecurrentOp cpu = Lstm.builder().inputSize(5).hiddenSize(176).backend("cpu").build();
+        assertTrue(RecurrentGpu.persistentPlan(cpu.config(), batch, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO)
+                != null, "the rule picks the persistent kernel here");
+        Map<String, Tensor> p = data.params(DType.F32, 0.2, cpu.config().parameterShapes());
+        Map<String, Tensor> p64 = new LinkedHashMap<>();
+        p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(DType.F32, 1, 6, batch, 5);
+        int sms = GpuTargets.driver().properties().multiprocessors();
+        int[] launches = new int[2];
+        for (int run = 0; run < 2; run++) {
+            standIn.configure("cooperative_multiprocessors", run == 0 ? 0 : sms - 1);
+            try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
+                RecurrentOp gpu = Lstm.builder().inputSize(5).hiddenSize(176).backend(new GpuBackend(counting)).build();
+                try (RecurrentResult got = gpu.forward(p, x); RecurrentResult want = cpu.forward(p64, x.to(DType.F64))) {
+                    RecurrentGpuTest.check("lstm H=176, cooperative SMs " + (run == 0 ? "all" : sms - 1) + " " + data,
+                            got.output(), want.output(), DType.F32);
+                    launches[run] = counting.launches();
+                }
+            } finally {
+                standIn.configure("cooperative_multiprocessors", 0);
+            }
+        }
+        assertTrue(launches[1] >= launches[0] + 4, "the per-step loop ran instead: " + launches[0] + " launches with every SM, "
+                + launches[1] + " with one short");
+    }
+}

@@ -1,0 +1,52 @@
+// The SIMT emulator's C ABI: what the emu binding (java.lang.foreign) and the stand-in driver
+// (native/standin) call. Every call but the queries returns 0 on success, or 1 with the reason in
+// seqk_emu_last_error() (per calling thread). The emulator is single-threaded: callers serialize.
+#pragma once
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+const char* seqk_emu_last_error(void);
+void seqk_emu_set_checking(int on);
+
+int seqk_emu_kernel_count(void);
+const char* seqk_emu_kernel_name(int i);
+/** Argument count of a kernel, or -1 if no kernel has that name. */
+int seqk_emu_kernel_arity(const char* name);
+/**
+ * Parameter i of a kernel as g++ compiled it: its size and alignment in bytes, and whether it is a
+ * pointer. Returns 0, or 1 when there is no such kernel or parameter.
+ */
+int seqk_emu_kernel_param(const char* name, int i, unsigned* size, unsigned* align, int* pointer);
+
+int seqk_emu_malloc(uint64_t bytes, uint64_t* out);
+int seqk_emu_free(uint64_t ptr);
+/** Whether [ptr, ptr + bytes) lies inside one live device allocation (bytes 0: ptr may be one past its end). */
+int seqk_emu_contains(uint64_t ptr, uint64_t bytes);
+/** Bytes allocated and not freed, and the number of allocations. */
+void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count);
+/** The most device memory in use at once since the last call, in bytes; starts counting anew. */
+uint64_t seqk_emu_take_peak(void);
+/** kind: 0 host->device, 1 device->host, 2 device->device; device ranges must lie inside one allocation. */
+int seqk_emu_memcpy(uint64_t dst, uint64_t src, uint64_t bytes, int kind);
+int seqk_emu_memset(uint64_t dst, int value, uint64_t bytes);
+
+int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                    unsigned shared_bytes, void** args, int arg_count, int cooperative);
+
+/**
+ * C = alpha * op(A) * op(B) + beta * C, column-major like cuBLAS, for `batch` matrices at the
+ * given element strides. dtype: 0 f32, 1 f16, 2 bf16 for A and B; C is f32 (c_dtype 0) or the
+ * same 16-bit type (c_dtype = dtype). tf32: f32 operands are first rounded to TF32 (10 mantissa
+ * bits, nearest, ties away from zero), as tensor cores take them. Accumulation in double.
+ */
+int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, uint64_t a, int lda, long stride_a,
+                  uint64_t b, int ldb, long stride_b, float beta, uint64_t c, int ldc, long stride_c, int batch,
+                  int dtype, int c_dtype, int tf32);
+
+#ifdef __cplusplus
+}
+#endif
