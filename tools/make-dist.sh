@@ -11,6 +11,7 @@
 #                  --binding panama|jcuda runs the per-binding tests on the real driver
 #   bin/seqk-report  parity, the PyTorch peers and our timings in one report (tools/gpu-report.sh)
 #   bench/peers/torch_bench.py, tools/gpu-report.sh: what seqk-report runs
+#   tools/gpu-first-light.sh: the first GPU run in one command (GPU-RUNS.md), rehearsed with --standin
 #   cuda/spill-allowed.txt, tools/golden/cases: what those tests read
 # Usage: tools/make-dist.sh ROOT   (run by ./seqk dist, with JAVA_HOME set to a JDK >= 25)
 set -euo pipefail
@@ -34,7 +35,7 @@ cp "$ROOT/java/target/console/junit-platform-console-standalone-$JUNIT_PLATFORM.
 cp "$ROOT/cuda/spill-allowed.txt" "$OUT/cuda/"
 cp -r "$ROOT/tools/golden/cases" "$OUT/tools/golden/"
 cp "$ROOT/bench/peers/torch_bench.py" "$OUT/bench/peers/"
-cp "$ROOT/tools/gpu-report.sh" "$OUT/tools/"
+cp "$ROOT/tools/gpu-report.sh" "$ROOT/tools/gpu-first-light.sh" "$OUT/tools/"
 
 # jlink works from jmods or, since JDK 24 (JEP 493), from a run-time image built linkable, as
 # Temurin 25's is; only a JDK with neither falls back to copying its runtime files. Added to what
@@ -73,18 +74,22 @@ cat > "$OUT/bin/seqk-test" <<'SH'
 # The GPU-relevant tests from the bundle (JUnit console launcher): the gpu package (seam contract,
 # primitives, kernels, ops' GPU path, the driver's refusals), the PyTorch goldens and parity.
 # --binding emu|panama|jcuda (first): the binding the per-binding tests run through (default emu);
-# on a GPU host, panama and jcuda run them on the real driver. Extra arguments go to the launcher.
+# on a GPU host, panama and jcuda run them on the real driver. Extra arguments go to the launcher;
+# selectors among them (--select-class C) replace the default selection.
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BINDING=emu
 if [ "${1:-}" = "--binding" ]; then BINDING="$2"; shift 2; fi
+# Selectors of one's own (--select-class ...) replace the default selection.
+SELECT=(--select-package dev.seqkernels.gpu --select-class dev.seqkernels.golden.PyTorchGoldenTest
+        --select-class dev.seqkernels.cli.ParityTest)
+if printf '%s\n' "$@" | grep -q -- '^--select'; then SELECT=(); fi
 # The launcher's --class-path takes jar names, not java's lib/* wildcard.
 CP="$(ls "$DIR"/lib/*.jar "$DIR"/tests/*.jar | grep -v console-standalone | tr '\n' ':')"
 # shellcheck disable=SC2086
 exec "$DIR/runtime/bin/java" ${SEQK_JAVA_OPTS:-} --enable-native-access=ALL-UNNAMED -Xss16m -Dseqkernels.root="$DIR" \
   -Dseqkernels.test.binding="$BINDING" \
-  -jar "$DIR"/tests/junit-platform-console-standalone-*.jar execute --class-path "$CP" \
-  --select-package dev.seqkernels.gpu --select-class dev.seqkernels.golden.PyTorchGoldenTest \
-  --select-class dev.seqkernels.cli.ParityTest --disable-banner --disable-ansi-colors --details=summary "$@"
+  -jar "$DIR"/tests/junit-platform-console-standalone-*.jar execute --class-path "$CP" "${SELECT[@]}" \
+  --disable-banner --disable-ansi-colors --details=summary "$@"
 SH
 cat > "$OUT/bin/seqk-report" <<'SH'
 #!/usr/bin/env bash

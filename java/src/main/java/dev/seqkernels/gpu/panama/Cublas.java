@@ -31,7 +31,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * (no TF32). The library is looked for, in order: {@code -D}{@value #PROPERTY}; the directory of a
  * driver library named by {@code -Dseqkernels.cuda.path}; the CUDA library directories
  * ($CUDA_HOME/lib64, /usr/local/cuda) and LD_LIBRARY_PATH; the NVIDIA wheels of Python
- * environments ($VIRTUAL_ENV, $CONDA_PREFIX, ~/.local, /usr/local, /usr: {@code
+ * environments ($VIRTUAL_ENV, $CONDA_PREFIX, that of each python3 on PATH, ~/.local, /usr/local,
+ * /usr: {@code
  * lib/python3.X/site-packages/nvidia/cu13/lib} as PyTorch's CUDA 13 wheels lay it out, and {@code
  * nvidia/cublas/lib} as the CUDA 12 ones do); then {@code libcublas.so.13} and {@code .so.12} by
  * name. A candidate that exists but does not load (a missing libcublasLt, say) is noted with its
@@ -138,6 +139,14 @@ final class Cublas {
         for (String var : List.of("VIRTUAL_ENV", "CONDA_PREFIX")) {
             if (env.get(var) != null && !env.get(var).isBlank()) {
                 pythonRoots.add(env.get(var));
+            }
+        }
+        if (env.get("PATH") != null) {  // the environment of each python3 on PATH (a virtualenv's bin/python3 is a link)
+            for (String dir : env.get("PATH").split(":")) {
+                Path bin = Path.of(dir.isEmpty() ? "." : dir);
+                if (Files.exists(bin.resolve("python3")) && bin.toAbsolutePath().getParent() != null) {
+                    pythonRoots.add(bin.toAbsolutePath().getParent().toString());
+                }
             }
         }
         if (home != null) {

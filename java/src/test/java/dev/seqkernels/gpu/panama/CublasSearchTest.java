@@ -23,19 +23,25 @@ class CublasSearchTest {
         return file;
     }
 
-    /** PyTorch's CUDA 13 wheels (nvidia/cu13/lib) and CUDA 12 wheels (nvidia/cublas/lib), in virtualenvs and conda too. */
+    /**
+     * PyTorch's CUDA 13 wheels (nvidia/cu13/lib) and CUDA 12 wheels (nvidia/cublas/lib), in
+     * virtualenvs and conda too, and in the environment of a python3 on PATH that is not activated.
+     */
     @Test
     void pythonWheelsInVirtualenvsAndCondaAreSearched(@TempDir Path tmp) throws IOException {
         Path venv13 = lib(tmp, "venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublas.so.13");
         Path conda12 = lib(tmp, "conda/lib/python3.11/site-packages/nvidia/cublas/lib/libcublas.so.12");
         Path user13 = lib(tmp, "home/.local/lib/python3.13/site-packages/nvidia/cu13/lib/libcublas.so.13");
         Path cudaHome = lib(tmp, "cuda/lib64/libcublas.so.13");
+        Path onPath = lib(tmp, "opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcublas.so.13");
+        lib(tmp, "opt/torch/.venv/bin/python3");
         Path explicit = tmp.resolve("mine/libcublas.so.13");
         List<Path> candidates = Cublas.candidates(Map.of("VIRTUAL_ENV", tmp.resolve("venv").toString(), "CONDA_PREFIX",
-                tmp.resolve("conda").toString(), "CUDA_HOME", tmp.resolve("cuda").toString()), explicit.toString(),
+                tmp.resolve("conda").toString(), "CUDA_HOME", tmp.resolve("cuda").toString(), "PATH",
+                "/nonexistent:" + tmp.resolve("opt/torch/.venv/bin")), explicit.toString(),
                 tmp.resolve("home").toString());
         assertTrue(candidates.get(0).equals(explicit), "the property comes first: " + candidates);
-        for (Path p : List.of(venv13, conda12, user13, cudaHome)) {
+        for (Path p : List.of(venv13, conda12, user13, cudaHome, onPath)) {
             assertTrue(candidates.contains(p), p + " is not among " + candidates);
         }
         assertTrue(candidates.indexOf(cudaHome) < candidates.indexOf(venv13), "CUDA's own directories before Python wheels");
