@@ -55,7 +55,7 @@ step() { # step NAME COMMAND...: stdout+stderr to OUT/NAME.log, bounded by the s
   echo "- $name: $verdict in $((SECONDS - start)) s ($name.log)" >> "$SUMMARY"
 }
 
-machine() {
+machine() { # run through `bash -c` below, so that `timeout` can bound it
   nvidia-smi -L || echo "no nvidia-smi"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
   echo "libcuda: $(ldconfig -p 2>/dev/null | grep -m1 'libcuda.so.1' || echo 'not in the loader cache')"
@@ -65,7 +65,9 @@ machine() {
   "$BUNDLE/bin/seqk" info
 }
 
-step machine machine
+export BUNDLE
+export -f machine
+step machine bash -c machine
 step primitives-panama "$BUNDLE/bin/seqk-test" --binding panama --select-class dev.seqkernels.gpu.PrimitivesSelfTest \
   --select-class dev.seqkernels.gpu.DriverRefusalsTest
 step tests-panama "$BUNDLE/bin/seqk-test" --binding panama

@@ -137,6 +137,7 @@ struct Stream {
 struct Event {
     unsigned flags = 0;
     bool recorded = false;
+    bool captured = false;  // last recorded into a capture: a dependency inside the graph, not a point in time
     std::chrono::steady_clock::time_point when;
 };
 
@@ -193,6 +194,10 @@ CUresult need_context(const char* call) {
     if (t_current == nullptr) {
         return refuse(CUDA_ERROR_INVALID_CONTEXT, std::string(call) + " with no current context on this OS thread "
                                                   "(cuCtxSetCurrent is per thread)");
+    }
+    if (g_primary_retains == 0) {
+        return refuse(CUDA_ERROR_CONTEXT_IS_DESTROYED, std::string(call) + ": the primary context was released by every "
+                                                       "retain (cuDevicePrimaryCtxRelease), so it is gone");
     }
     return CUDA_SUCCESS;
 }
@@ -253,6 +258,31 @@ CUresult unsafe_during_capture(const char* call) {
         }                                                \
     } while (0)
 
+/** Whether `stream` is a created stream being captured. */
+bool capturing(CUstream stream) {
+    if (is_default_stream(stream)) {
+        return false;
+    }
+    auto it = g_streams.find(reinterpret_cast<uint64_t>(stream));
+    return it != g_streams.end() && it->second.capture != nullptr;
+}
+
+/**
+ * Work on the legacy default stream waits for every blocking stream, so it would join a capture on
+ * one: refused, and that capture invalidated. (The per-thread default stream does not wait.)
+ */
+CUresult legacy_stream_joins_capture(const std::string& what) {
+    for (auto& [id, s] : g_streams) {
+        if (s.capture && (s.flags & CU_STREAM_NON_BLOCKING) == 0) {
+            s.capture->invalidated = true;
+            s.capture->why = what + " on the legacy default stream";
+            return refuse(CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, what + " on the legacy default stream while blocking stream " +
+                                                                  hex(id) + " is being captured");
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
 /** Runs work on `stream` now, or records it when the stream is being captured. */
 CUresult submit(CUstream stream, const std::string& what, std::function<CUresult()> run, std::function<void()> release = {}) {
     auto node = std::make_shared<Node>();
@@ -260,12 +290,10 @@ CUresult submit(CUstream stream, const std::string& what, std::function<CUresult
     node->run = std::move(run);
     node->release = std::move(release);
     if (is_default_stream(stream)) {
-        for (auto& [id, s] : g_streams) {
-            if (s.capture && (s.flags & CU_STREAM_NON_BLOCKING) == 0) {  // the legacy stream would join a blocking capture
-                s.capture->invalidated = true;
-                s.capture->why = what + " on the legacy default stream";
-                return refuse(CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, what + " on the default stream while blocking stream " +
-                                                                      hex(id) + " is being captured");
+        if (stream != CU_STREAM_PER_THREAD) {
+            CUresult implicit = legacy_stream_joins_capture(what);
+            if (implicit != CUDA_SUCCESS) {
+                return implicit;
             }
         }
         return node->run();
@@ -335,8 +363,9 @@ int registers_per_block(const KernelImage& k, int threads) {
     return warps * per_warp;
 }
 
-int blocks_per_sm(const KernelImage& k, int threads, size_t dynamic_shared) {
-    if (threads <= 0 || threads > kMaxThreadsPerBlock) {
+/** Blocks of this kernel that fit on one SM; 0 when the dynamic shared memory is above the function's limit (no opt-in yet). */
+int blocks_per_sm(const KernelImage& k, int threads, size_t dynamic_shared, size_t dynamic_limit) {
+    if (threads <= 0 || threads > kMaxThreadsPerBlock || dynamic_shared > dynamic_limit) {
         return 0;
     }
     int warps = (threads + 31) / 32;
@@ -377,7 +406,7 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
                       what + ": " + std::to_string(fn->kernel.registers) + " registers x " + std::to_string(threads) +
                           " threads need " + std::to_string(regs) + " of a block's 65536 (too many resources requested for launch)");
     }
-    if (static_cast<int>(shared) > fn->max_dynamic_shared) {
+    if (shared > static_cast<unsigned>(fn->max_dynamic_shared)) {
         bool beyond_optin = static_cast<size_t>(shared) + fn->kernel.static_shared > static_cast<size_t>(kSharedPerBlockOptin);
         return refuse(CUDA_ERROR_INVALID_VALUE,
                       what + ": " + std::to_string(shared) + " bytes of dynamic shared memory exceed the function's limit of " +
@@ -391,7 +420,8 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
         int sms = g_settings.cooperative_multiprocessors > 0 ? std::min(g_settings.cooperative_multiprocessors,
                                                                         g_settings.multiprocessors)
                                                              : g_settings.multiprocessors;
-        uint64_t fit = static_cast<uint64_t>(blocks_per_sm(fn->kernel, static_cast<int>(threads), shared)) * sms;
+        uint64_t fit = static_cast<uint64_t>(blocks_per_sm(fn->kernel, static_cast<int>(threads), shared,
+                                                            static_cast<size_t>(fn->max_dynamic_shared))) * sms;
         if (blocks > fit) {
             return refuse(CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE,
                           what + ": " + std::to_string(blocks) + " blocks, but only " + std::to_string(fit) +
@@ -436,7 +466,11 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
     std::string name = fn->name;
     std::vector<bool> pointers = fn->pointer_params;
     std::vector<seqk_standin::Param> layout = k.params;
+    uint64_t function_id = reinterpret_cast<uint64_t>(f);
     auto run = [=]() mutable -> CUresult {
+        if (g_functions.count(function_id) == 0) {  // a graph replayed after its module was unloaded
+            return refuse(CUDA_ERROR_INVALID_HANDLE, what + ": the function's module was unloaded", true);
+        }
         std::vector<void*> args(layout.size());
         for (size_t i = 0; i < layout.size(); i++) {
             args[i] = buffer.data() + layout[i].offset;
@@ -475,7 +509,7 @@ CUresult copy(const char* call, uint64_t dst, uint64_t src, size_t bytes, int ki
         }
         return emu_result(seqk_emu_memcpy(dst, src, bytes, kind), what, CUDA_ERROR_INVALID_VALUE);
     };
-    return async ? submit(stream, what, run) : run();
+    return submit(async ? stream : CU_STREAM_LEGACY, what, run);  // synchronous copies run on the legacy stream
 }
 
 CUresult memset8(const char* call, CUdeviceptr dst, unsigned char value, size_t n, CUstream stream, bool async) {
@@ -491,7 +525,7 @@ CUresult memset8(const char* call, CUdeviceptr dst, unsigned char value, size_t 
         }
         return emu_result(seqk_emu_memset(dst, value, n), what, CUDA_ERROR_INVALID_VALUE);
     };
-    return async ? submit(stream, what, run) : run();
+    return submit(async ? stream : CU_STREAM_LEGACY, what, run);  // synchronous memsets run on the legacy stream
 }
 
 CUresult run_all(const Work& work) {
@@ -524,10 +558,12 @@ const ErrorText kErrors[] = {
     {CUDA_ERROR_NO_BINARY_FOR_GPU, "CUDA_ERROR_NO_BINARY_FOR_GPU", "no kernel image is available for execution on the device"},
     {CUDA_ERROR_INVALID_PTX, "CUDA_ERROR_INVALID_PTX", "a PTX JIT compilation failed"},
     {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+    {CUDA_ERROR_ILLEGAL_STATE, "CUDA_ERROR_ILLEGAL_STATE", "the resource is not in a valid state for the operation"},
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
     {CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY", "device not ready"},
     {CUDA_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS", "an illegal memory access was encountered"},
     {CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"},
+    {CUDA_ERROR_CONTEXT_IS_DESTROYED, "CUDA_ERROR_CONTEXT_IS_DESTROYED", "the context was destroyed"},
     {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
     {CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, "CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE", "too many blocks in cooperative launch"},
     {CUDA_ERROR_NOT_PERMITTED, "CUDA_ERROR_NOT_PERMITTED", "operation not permitted"},
@@ -536,6 +572,7 @@ const ErrorText kErrors[] = {
     {CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", "operation failed due to a previous error during capture"},
     {CUDA_ERROR_STREAM_CAPTURE_UNMATCHED, "CUDA_ERROR_STREAM_CAPTURE_UNMATCHED", "capture was not initiated in this stream"},
     {CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, "CUDA_ERROR_STREAM_CAPTURE_IMPLICIT", "operation would make the legacy stream depend on a capturing blocking stream"},
+    {CUDA_ERROR_CAPTURED_EVENT, "CUDA_ERROR_CAPTURED_EVENT", "the event was last recorded in a stream capture"},
     {CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD, "CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD", "attempt to terminate a thread-local capture sequence from another thread"},
     {CUDA_ERROR_UNKNOWN, "CUDA_ERROR_UNKNOWN", "unknown error"},
 };
@@ -873,6 +910,12 @@ CUresult CUDAAPI cuStreamDestroy(CUstream hStream) {
 CUresult CUDAAPI cuStreamSynchronize(CUstream hStream) {
     STANDIN_GUARD;
     NEED_CONTEXT("cuStreamSynchronize");
+    if (hStream == nullptr || hStream == CU_STREAM_LEGACY) {
+        CUresult implicit = legacy_stream_joins_capture("cuStreamSynchronize");
+        if (implicit != CUDA_SUCCESS) {
+            return implicit;
+        }
+    }
     if (!is_default_stream(hStream)) {
         CUresult rc;
         Stream* s = lookup(g_streams, Kind::Stream, reinterpret_cast<uint64_t>(hStream), "cuStreamSynchronize", rc);
@@ -1031,6 +1074,10 @@ CUresult CUDAAPI cuGraphExecDestroy(CUgraphExec hGraphExec) {
 CUresult CUDAAPI cuEventCreate(CUevent* phEvent, unsigned int Flags) {
     STANDIN_GUARD;
     NEED_CONTEXT("cuEventCreate");
+    unsigned known = CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS;
+    if ((Flags & ~known) != 0 || ((Flags & CU_EVENT_INTERPROCESS) && !(Flags & CU_EVENT_DISABLE_TIMING))) {
+        return refuse(CUDA_ERROR_INVALID_VALUE, "cuEventCreate: unknown flags, or INTERPROCESS without DISABLE_TIMING");
+    }
     uint64_t id = new_handle(Kind::Event);
     Event e;
     e.flags = Flags;
@@ -1057,8 +1104,13 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) {
     NEED_CONTEXT("cuEventRecord");
     CUresult rc;
     uint64_t id = reinterpret_cast<uint64_t>(hEvent);
-    if (lookup(g_events, Kind::Event, id, "cuEventRecord", rc) == nullptr) {
+    Event* event = lookup(g_events, Kind::Event, id, "cuEventRecord", rc);
+    if (event == nullptr) {
         return rc;
+    }
+    if (capturing(hStream)) {  // a plain record in a capture orders work inside the graph; it adds no node
+        event->captured = true;
+        return CUDA_SUCCESS;
     }
     return submit(hStream, "cuEventRecord", [id]() {
         auto it = g_events.find(id);
@@ -1066,6 +1118,7 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) {
             return refuse(CUDA_ERROR_INVALID_HANDLE, "cuEventRecord (in a graph): event " + hex(id) + " was destroyed", true);
         }
         it->second.recorded = true;
+        it->second.captured = false;
         it->second.when = std::chrono::steady_clock::now();
         return CUDA_SUCCESS;
     });
@@ -1075,8 +1128,12 @@ CUresult CUDAAPI cuEventSynchronize(CUevent hEvent) {
     STANDIN_GUARD;
     NEED_CONTEXT("cuEventSynchronize");
     CUresult rc;
-    if (lookup(g_events, Kind::Event, reinterpret_cast<uint64_t>(hEvent), "cuEventSynchronize", rc) == nullptr) {
+    Event* event = lookup(g_events, Kind::Event, reinterpret_cast<uint64_t>(hEvent), "cuEventSynchronize", rc);
+    if (event == nullptr) {
         return rc;
+    }
+    if (event->captured) {
+        return refuse(CUDA_ERROR_CAPTURED_EVENT, "cuEventSynchronize: the event was last recorded in a stream capture");
     }
     UNSAFE_DURING_CAPTURE("cuEventSynchronize");
     return CUDA_SUCCESS;
@@ -1086,8 +1143,12 @@ CUresult CUDAAPI cuEventQuery(CUevent hEvent) {
     STANDIN_GUARD;
     NEED_CONTEXT("cuEventQuery");
     CUresult rc;
-    if (lookup(g_events, Kind::Event, reinterpret_cast<uint64_t>(hEvent), "cuEventQuery", rc) == nullptr) {
+    Event* event = lookup(g_events, Kind::Event, reinterpret_cast<uint64_t>(hEvent), "cuEventQuery", rc);
+    if (event == nullptr) {
         return rc;
+    }
+    if (event->captured) {
+        return refuse(CUDA_ERROR_CAPTURED_EVENT, "cuEventQuery: the event was last recorded in a stream capture");
     }
     return CUDA_SUCCESS;
 }
@@ -1103,6 +1164,9 @@ CUresult CUDAAPI cuEventElapsedTime(float* pMilliseconds, CUevent hStart, CUeven
     Event* end = lookup(g_events, Kind::Event, reinterpret_cast<uint64_t>(hEnd), "cuEventElapsedTime", rc);
     if (end == nullptr) {
         return rc;
+    }
+    if (start->captured || end->captured) {
+        return refuse(CUDA_ERROR_CAPTURED_EVENT, "cuEventElapsedTime: an event was last recorded in a stream capture");
     }
     if ((start->flags | end->flags) & CU_EVENT_DISABLE_TIMING) {
         return refuse(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime: an event was created with CU_EVENT_DISABLE_TIMING");
@@ -1123,7 +1187,14 @@ CUresult CUDAAPI cuModuleLoadData(CUmodule* module, const void* image) {
     Module m;
     std::string error;
     bool no_binary;
-    if (!seqk_standin::read_module_image(image, kArch, m.image, error, no_binary)) {
+    bool read = false;
+    try {
+        read = seqk_standin::read_module_image(image, kArch, m.image, error, no_binary);
+    } catch (const std::exception& e) {  // nothing may cross the C ABI: a malformed image is INVALID_IMAGE
+        error = std::string("the image could not be read (") + e.what() + ")";
+        no_binary = false;
+    }
+    if (!read) {
         return refuse(no_binary ? CUDA_ERROR_NO_BINARY_FOR_GPU : CUDA_ERROR_INVALID_IMAGE, "cuModuleLoadData: " + error);
     }
     // The emulator must run each kernel with the parameters the GPU would read.
@@ -1279,8 +1350,12 @@ CUresult CUDAAPI cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t* 
         return refuse(CUDA_ERROR_INVALID_VALUE, "cuFuncGetParamInfo: " + f->name + " has " +
                                                     std::to_string(f->kernel.params.size()) + " parameters");
     }
-    *paramOffset = f->kernel.params[paramIndex].offset;
-    *paramSize = f->kernel.params[paramIndex].size;
+    if (paramOffset != nullptr) {
+        *paramOffset = f->kernel.params[paramIndex].offset;
+    }
+    if (paramSize != nullptr) {
+        *paramSize = f->kernel.params[paramIndex].size;
+    }
     return CUDA_SUCCESS;
 }
 
@@ -1298,7 +1373,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* numBl
     if (blockSize <= 0) {
         return refuse(CUDA_ERROR_INVALID_VALUE, "cuOccupancyMaxActiveBlocksPerMultiprocessor: block size must be positive");
     }
-    *numBlocks = blocks_per_sm(f->kernel, blockSize, dynamicSMemSize);
+    *numBlocks = blocks_per_sm(f->kernel, blockSize, dynamicSMemSize, static_cast<size_t>(f->max_dynamic_shared));
     return CUDA_SUCCESS;
 }
 

@@ -80,18 +80,27 @@ bool zstd_decompress(const unsigned char* src, size_t size, size_t out_size, std
 bool read_entries(const unsigned char* image, std::vector<Entry>& entries, std::string& error) {
     FatbinHeader h;
     std::memcpy(&h, image, sizeof h);
+    if (h.header_size < sizeof h || h.fat_size > (uint64_t(1) << 32)) {
+        error = "the fatbin header is malformed";
+        return false;
+    }
     const unsigned char* p = image + h.header_size;
     const unsigned char* end = p + h.fat_size;
-    while (p + sizeof(EntryHeader) <= end) {
+    while (static_cast<size_t>(end - p) >= sizeof(EntryHeader)) {
         EntryHeader e;
         std::memcpy(&e, p, sizeof e);
-        if (e.header_size < sizeof e || p + e.header_size + e.payload_size > end) {
+        size_t left = static_cast<size_t>(end - p);
+        if (e.header_size < sizeof e || e.header_size > left || e.payload_size > left - e.header_size) {
             error = "a fatbin entry runs past the end of the image";
             return false;
         }
         const unsigned char* payload = p + e.header_size;
         Entry out{e.kind, e.arch, {}};
         if (e.flags & kCompressedZstd) {
+            if (e.uncompressed_size > (uint64_t(1) << 32)) {
+                error = "a compressed fatbin entry claims more than 4 GiB";
+                return false;
+            }
             if (e.compressed_size > e.payload_size || !zstd_decompress(payload, e.compressed_size, e.uncompressed_size, out.bytes, error)) {
                 if (error.empty()) {
                     error = "a compressed fatbin entry is larger than its payload";
@@ -118,6 +127,21 @@ size_t type_size(const std::string& t) {
         {".b32", 4}, {".u32", 4}, {".s32", 4}, {".f32", 4}, {".b64", 8}, {".u64", 8}, {".s64", 8}, {".f64", 8}};
     auto it = sizes.find(t);
     return it == sizes.end() ? 0 : it->second;
+}
+
+/** A decimal count in PTX ("16", "264"); false when it is not one (no exceptions cross the C ABI). */
+bool parse_count(const std::string& text, size_t& out) {
+    if (text.empty() || text.size() > 9) {
+        return false;
+    }
+    out = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+        out = out * 10 + static_cast<size_t>(c - '0');
+    }
+    return true;
 }
 
 std::vector<std::string> words(const std::string& s) {
@@ -151,7 +175,11 @@ bool parse_param(const std::string& decl, Param& p, std::string& error) {
     bool pointer_attributes = false;
     for (size_t i = 1; i + 1 < w.size(); i++) {
         if (w[i] == ".align" && i + 2 < w.size()) {
-            size_t a = std::stoul(w[++i]);
+            size_t a;
+            if (!parse_count(w[++i], a) || a == 0 || (a & (a - 1)) != 0) {
+                error = "a bad alignment in '" + decl + "'";
+                return false;
+            }
             if (!pointer_attributes) {
                 explicit_align = a;  // after .ptr, .align is the pointee's alignment, not the parameter's
             }
@@ -172,7 +200,11 @@ bool parse_param(const std::string& decl, Param& p, std::string& error) {
     size_t count = 1;
     size_t bracket = name.find('[');
     if (bracket != std::string::npos) {
-        count = std::stoul(name.substr(bracket + 1));
+        size_t close = name.find(']', bracket);
+        if (close == std::string::npos || !parse_count(name.substr(bracket + 1, close - bracket - 1), count) || count == 0) {
+            error = "a bad array size in '" + decl + "'";
+            return false;
+        }
     }
     p.size = elem * count;
     p.align = explicit_align ? explicit_align : elem;
@@ -188,41 +220,50 @@ bool read_cubin_resources(const std::string& elf, std::map<std::string, KernelIm
     }
     Elf64_Ehdr eh;
     std::memcpy(&eh, base, sizeof eh);
-    if (eh.e_shoff + static_cast<uint64_t>(eh.e_shnum) * sizeof(Elf64_Shdr) > elf.size()) {
+    if (eh.e_shoff > elf.size() || static_cast<uint64_t>(eh.e_shnum) * sizeof(Elf64_Shdr) > elf.size() - eh.e_shoff) {
         error = "a cubin's section table runs past its end";
+        return false;
+    }
+    if (eh.e_shnum == 0 || eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shstrndx >= eh.e_shnum) {
+        error = "a cubin without a usable section table";
         return false;
     }
     std::vector<Elf64_Shdr> sections(eh.e_shnum);
     std::memcpy(sections.data(), base + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
-    auto in_bounds = [&](const Elf64_Shdr& s) { return s.sh_type == SHT_NOBITS || s.sh_offset + s.sh_size <= elf.size(); };
     for (const Elf64_Shdr& s : sections) {
-        if (!in_bounds(s)) {
+        if (s.sh_type != SHT_NOBITS && (s.sh_offset > elf.size() || s.sh_size > elf.size() - s.sh_offset)) {
             error = "a cubin section runs past its end";
             return false;
         }
     }
-    const char* shstr = reinterpret_cast<const char*>(base + sections[eh.e_shstrndx].sh_offset);
+    /** A NUL-terminated string at `offset` of string table section `table`, or empty when out of bounds. */
+    auto string_at = [&](size_t table, size_t offset) -> std::string {
+        if (table >= sections.size() || sections[table].sh_type == SHT_NOBITS || offset >= sections[table].sh_size) {
+            return {};
+        }
+        const char* start = reinterpret_cast<const char*>(base + sections[table].sh_offset + offset);
+        return std::string(start, strnlen(start, sections[table].sh_size - offset));
+    };
     std::vector<std::string> symbols;
     bool reserved_shared = false;
     for (const Elf64_Shdr& s : sections) {
         if (s.sh_type == SHT_SYMTAB) {
-            const char* strtab = reinterpret_cast<const char*>(base + sections[s.sh_link].sh_offset);
             for (size_t i = 0; i < s.sh_size / sizeof(Elf64_Sym); i++) {
                 Elf64_Sym sym;
                 std::memcpy(&sym, base + s.sh_offset + i * sizeof sym, sizeof sym);
-                symbols.emplace_back(strtab + sym.st_name);
+                symbols.push_back(string_at(s.sh_link, sym.st_name));
             }
         }
-        if (std::strncmp(shstr + s.sh_name, ".nv.shared.reserved", 19) == 0) {
+        if (string_at(eh.e_shstrndx, s.sh_name).rfind(".nv.shared.reserved", 0) == 0) {
             reserved_shared = true;
         }
     }
     for (const Elf64_Shdr& s : sections) {
-        std::string name = shstr + s.sh_name;
+        std::string name = string_at(eh.e_shstrndx, s.sh_name);
         if (name == ".nv.info") {
             const unsigned char* p = base + s.sh_offset;
             const unsigned char* end = p + s.sh_size;
-            while (p + 2 <= end) {
+            while (end - p >= 4) {
                 unsigned format = p[0];
                 unsigned attribute = p[1];
                 const unsigned char* value = p + 2;
@@ -230,6 +271,9 @@ bool read_cubin_resources(const std::string& elf, std::map<std::string, KernelIm
                 if (format == 0x04) {  // sized value: a 2-byte length, then the bytes
                     uint16_t n;
                     std::memcpy(&n, p + 2, 2);
+                    if (n > end - p - 4) {
+                        break;
+                    }
                     value = p + 4;
                     value_size = n;
                     p += 4 + n;

@@ -11,7 +11,10 @@ extern "C" {
 /** Identifies the stand-in: "seqkernels stand-in driver over the SIMT emulator". A real libcuda lacks it. */
 const char* seqk_standin_identity(void);
 
-/** Why the calling thread's last call was refused, beyond its CUresult; empty when it was not. */
+/**
+ * Why the last call the calling OS thread made that was refused was refused, beyond its CUresult;
+ * not cleared by calls that succeed, so read it right after the failing call (on the same thread).
+ */
 const char* seqk_standin_diagnostic(void);
 
 /**

@@ -22,12 +22,17 @@ public final class DeviceAllocations {
         allocations.put(pointer, bytes);
     }
 
-    /** Forgets an allocation before it is freed; throws when {@code pointer} is not the start of one. */
-    public void remove(long pointer) {
-        if (allocations.remove(pointer) == null) {
+    /**
+     * Claims an allocation for freeing and returns its size (add it back if the free fails); throws
+     * when {@code pointer} is not the start of one. Claiming first means two threads cannot both free it.
+     */
+    public long remove(long pointer) {
+        Long bytes = allocations.remove(pointer);
+        if (bytes == null) {
             throw new DriverException(binding + " free: 0x" + Long.toHexString(pointer)
                     + " is not the start of a live allocation of this binding (freed already, or never allocated by it)");
         }
+        return bytes;
     }
 
     public long inUse() {

@@ -275,6 +275,7 @@ class DriverContractTest {
         int small = d.maxActiveBlocksPerMultiprocessor(fn, 128, 0);
         assertTrue(small >= 1 && small <= 32, "blocks of 128 threads per multiprocessor: " + small);
         if (!d.name().equals("emu")) {  // the emulator models co-residency by its thread budget, not by shared memory
+            // The binding opts the kernel in first: without that, a driver counts such a launch as 0 blocks.
             assertEquals(1, d.maxActiveBlocksPerMultiprocessor(fn, 128, 200 * 1024), "one block of 200 KB fits a multiprocessor");
         }
     }
@@ -353,6 +354,21 @@ class DriverContractTest {
             }
         } finally {
             d.free(dev);
+        }
+    }
+
+    /** A launch with more than 48 KB of dynamic shared memory works: the binding opts the kernel in (cuFuncSetAttribute). */
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void launchesAbove48KbOfSharedMemoryAreOptedIn(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
+        long reverse = d.function(d.loadModule("selftest"), "selftest_reverse_f32");
+        int n = 256;
+        Tensor x = new TestData().tensor(DType.F32, 1, n);
+        try (DeviceTensor in = DeviceTensor.of(d, x); DeviceTensor out = DeviceTensor.allocate(d, DType.F32, n)) {
+            d.launch(reverse, Dim3.of(1), Dim3.of(n), 100 * 1024, 0, new KernelArgs().pointer(in.pointer()).pointer(out.pointer()));
+            assertEquals(x.getFlat(n - 1), out.toHost().getFlat(0));
+            assertEquals(x.getFlat(0), out.toHost().getFlat(n - 1));
         }
     }
 }

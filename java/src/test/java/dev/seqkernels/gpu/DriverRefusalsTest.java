@@ -41,6 +41,14 @@ class DriverRefusalsTest {
 
     private SymbolLookup cuda;
     private MemorySegment context;
+    private final java.util.List<MemorySegment> modules = new java.util.ArrayList<>();
+
+    @org.junit.jupiter.api.AfterEach
+    void unloadModules() {
+        for (MemorySegment m : modules) {
+            assertEquals(SUCCESS, call("cuModuleUnload", FunctionDescriptor.of(JAVA_INT, ADDRESS), m));
+        }
+    }
 
     @BeforeEach
     void driver() {
@@ -95,6 +103,7 @@ class DriverRefusalsTest {
             MemorySegment.copy(image, 0, data, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, image.length);
             MemorySegment module = arena.allocate(ADDRESS);
             assertEquals(SUCCESS, call("cuModuleLoadData", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), module, data));
+            modules.add(module.get(ADDRESS, 0));
             MemorySegment f = arena.allocate(ADDRESS);
             assertEquals(SUCCESS, call("cuModuleGetFunction", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS), f,
                     module.get(ADDRESS, 0), arena.allocateFrom(kernel)));
@@ -150,10 +159,19 @@ class DriverRefusalsTest {
         }
     }
 
-    /** Above 48 KB of dynamic shared memory a kernel must opt in, and the opt-in stops at the device's maximum. */
+    /**
+     * Above 48 KB of dynamic shared memory a kernel must opt in, and the opt-in stops at the
+     * device's maximum; until it opts in, the occupancy of such a launch is 0 blocks.
+     */
     @Test
     void dynamicSharedMemoryAbove48KbNeedsTheOptIn() {
         MemorySegment f = function("selftest", "selftest_reverse_f32");
+        FunctionDescriptor occupancy = FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, JAVA_LONG);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment blocks = arena.allocate(JAVA_INT);
+            assertEquals(SUCCESS, call("cuOccupancyMaxActiveBlocksPerMultiprocessor", occupancy, blocks, f, 64, 100 * 1024L));
+            assertEquals(0, blocks.get(JAVA_INT, 0), "100 KB of dynamic shared memory before the opt-in");
+        }
         long in = alloc(4096);
         long out = alloc(4096);
         FunctionDescriptor set = FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT);
@@ -162,6 +180,11 @@ class DriverRefusalsTest {
             assertEquals(INVALID_VALUE, launchReverse(f, in, out, 64, 64 * 1024), "64 KB without the opt-in");
             assertEquals(SUCCESS, call("cuFuncSetAttribute", set, f, MAX_DYNAMIC_SHARED, 64 * 1024));
             assertEquals(SUCCESS, launchReverse(f, in, out, 64, 64 * 1024), "64 KB after opting in");
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment blocks = arena.allocate(JAVA_INT);
+                assertEquals(SUCCESS, call("cuOccupancyMaxActiveBlocksPerMultiprocessor", occupancy, blocks, f, 64, 64 * 1024L));
+                assertTrue(blocks.get(JAVA_INT, 0) >= 1, "64 KB after opting in: " + blocks.get(JAVA_INT, 0) + " blocks");
+            }
             int optin = GpuTargets.driver().properties().sharedMemoryPerBlockOptin();
             assertEquals(INVALID_VALUE, call("cuFuncSetAttribute", set, f, MAX_DYNAMIC_SHARED, optin + 1024), "beyond the opt-in maximum");
             assertEquals(SUCCESS, call("cuCtxSynchronize", FunctionDescriptor.of(JAVA_INT)));

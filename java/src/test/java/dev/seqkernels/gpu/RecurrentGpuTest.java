@@ -269,6 +269,43 @@ class RecurrentGpuTest {
                 new int[]{23, 1, 11});
     }
 
+    /**
+     * The persistent LSTM when its slices take more than 48 KB of shared memory per block (H chosen
+     * from this device's multiprocessor count): the binding opts the kernel in, the occupancy check
+     * passes, and the forward really runs as one cooperative launch (a handful of launches, not one
+     * per step), matching the reference. On a real GPU this is the check that the persistent path is
+     * taken at all.
+     */
+    @Test
+    void thePersistentKernelRunsAbove48KbOfSharedMemory() {
+        DeviceProperties props = GpuTargets.driver().properties();
+        int batch = 2;
+        int steps = 6;
+        int hidden = 0;
+        for (int units = 1; hidden == 0; units++) {
+            int h = units * props.multiprocessors();
+            long bytes = 4L * (4L * units * h + (long) batch * h + 4L * units * batch);
+            if (bytes > 48 * 1024) {
+                assertTrue(bytes <= props.sharedMemoryPerBlockOptin(), "no H between 48 KB and the opt-in maximum on " + props);
+                hidden = h;
+            }
+        }
+        TestData data = new TestData();
+        RecurrentOp cpu = Lstm.builder().inputSize(5).hiddenSize(hidden).backend("cpu").build();
+        assertTrue(persistent(cpu.config(), batch), "the rule picks the persistent kernel at H = " + hidden);
+        Map<String, Tensor> p = data.params(DType.F32, 0.2, cpu.config().parameterShapes());
+        Map<String, Tensor> p64 = new LinkedHashMap<>();
+        p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(DType.F32, 1, steps, batch, 5);
+        try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
+            RecurrentOp gpu = Lstm.builder().inputSize(5).hiddenSize(hidden).backend(new GpuBackend(counting)).build();
+            try (RecurrentResult got = gpu.forward(p, x); RecurrentResult want = cpu.forward(p64, x.to(DType.F64))) {
+                check("persistent lstm H=" + hidden + " " + GpuTargets.binding() + " " + data, got.output(), want.output(), DType.F32);
+                assertTrue(counting.launches() < steps, "one cooperative launch, not a step loop: " + counting.launches() + " launches");
+            }
+        }
+    }
+
     /** Which of the faster kernels the rule must pick for a config and batch, so a test cannot silently run v1. */
     @FunctionalInterface
     private interface Picks {

@@ -109,4 +109,34 @@ class StandInTest {
         assertTrue(launches[1] >= launches[0] + 4, "the per-step loop ran instead: " + launches[0] + " launches with every SM, "
                 + launches[1] + " with one short");
     }
+
+    /** Malformed images are refused with CUDA_ERROR_INVALID_IMAGE, never a crash of the JVM (nothing may cross the C ABI). */
+    @Test
+    void malformedImagesAreRefusedNotCrashes() {
+        java.lang.foreign.SymbolLookup cuda = CudaLibrary.lookup("test");
+        var load = java.lang.foreign.Linker.nativeLinker().downcallHandle(cuda.find("cuModuleLoadData").orElseThrow(),
+                java.lang.foreign.FunctionDescriptor.of(java.lang.foreign.ValueLayout.JAVA_INT, java.lang.foreign.ValueLayout.ADDRESS,
+                        java.lang.foreign.ValueLayout.ADDRESS));
+        GpuTargets.driver().properties();  // the binding makes its context current on this thread
+        String entry = ".version 8.0\n.target sm_90\n.address_size 64\n.visible .entry k(\n  .param %s\n)\n{\n ret;\n}\n";
+        java.util.List<byte[]> images = new java.util.ArrayList<>();
+        for (String param : java.util.List.of(".align 8 .b8 k_param_0[]", ".align x .b8 k_param_0[8]", ".u64", ".align 8 .b8 k_param_0[99999999999]")) {
+            images.add((String.format(entry, param) + "\0").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        }
+        java.nio.ByteBuffer fatbin = java.nio.ByteBuffer.allocate(16 + 64 + 16).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        fatbin.putInt(0xBA55ED50).putShort((short) 1).putShort((short) 16).putLong(80);
+        fatbin.putShort((short) 1).putShort((short) 0x101).putInt(64).putLong(-16L);  // a payload size near 2^64
+        images.add(fatbin.array());
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            for (byte[] image : images) {
+                java.lang.foreign.MemorySegment data = arena.allocate(image.length + 16L, 16);
+                java.lang.foreign.MemorySegment.copy(image, 0, data, java.lang.foreign.ValueLayout.JAVA_BYTE, 0, image.length);
+                int rc = (int) load.invokeExact(arena.allocate(java.lang.foreign.ValueLayout.ADDRESS), data);
+                assertEquals(200, rc, "CUDA_ERROR_INVALID_IMAGE for " + new String(image, java.nio.charset.StandardCharsets.US_ASCII)
+                        .replace('\0', ' ').strip() + "; stand-in: " + standIn.diagnostic());
+            }
+        } catch (Throwable t) {
+            throw t instanceof AssertionError e ? e : new AssertionError(t);
+        }
+    }
 }

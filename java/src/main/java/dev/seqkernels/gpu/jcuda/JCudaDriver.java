@@ -73,6 +73,7 @@ public final class JCudaDriver implements Driver {
     private final Map<String, Long> moduleHandles = new ConcurrentHashMap<>();
     private final Map<Long, CUmodule> modules = new ConcurrentHashMap<>();
     private final Map<Long, CUfunction> functions = new ConcurrentHashMap<>();
+    private final Map<String, Long> functionHandles = new ConcurrentHashMap<>();
     private final Map<Long, String> functionNames = new ConcurrentHashMap<>();
     private final Map<Long, long[]> parameterSizes = new ConcurrentHashMap<>();
     private final Map<Long, CUevent> events = new ConcurrentHashMap<>();
@@ -151,6 +152,25 @@ public final class JCudaDriver implements Driver {
         }
     }
 
+    /** CUDA_ERROR_INVALID_CONTEXT: the calling OS thread has no (or another) current context. */
+    private static final int INVALID_CONTEXT = 201;
+
+    /**
+     * A driver call in the primary context; arguments are built before, so little runs between
+     * making the context current and the call. A call that still finds no context on its OS thread
+     * (a virtual thread moved, or a framework changed the thread's context) makes it current again
+     * and is retried once.
+     */
+    private void cu(java.util.function.IntSupplier call, String what) {
+        makeCurrent();
+        int rc = call.getAsInt();
+        if (rc == INVALID_CONTEXT) {
+            check(cuCtxSetCurrent(context), "cuCtxSetCurrent");
+            rc = call.getAsInt();
+        }
+        check(rc, what);
+    }
+
     private static CUdeviceptr ptr(long address) {
         return Raw.at(new CUdeviceptr(), address);
     }
@@ -180,11 +200,10 @@ public final class JCudaDriver implements Driver {
 
     @Override
     public DeviceProperties properties() {
-        makeCurrent();
         byte[] name = new byte[256];
-        check(cuDeviceGetName(name, name.length, device), "cuDeviceGetName");
+        cu(() -> cuDeviceGetName(name, name.length, device), "cuDeviceGetName");
         long[] total = new long[1];
-        check(cuDeviceTotalMem(total, device), "cuDeviceTotalMem");
+        cu(() -> cuDeviceTotalMem(total, device), "cuDeviceTotalMem");
         int len = 0;
         while (len < name.length && name[len] != 0) {
             len++;
@@ -195,7 +214,7 @@ public final class JCudaDriver implements Driver {
 
     private int attribute(int attr) {
         int[] v = new int[1];
-        check(cuDeviceGetAttribute(v, attr, device), "cuDeviceGetAttribute(" + attr + ")");
+        cu(() -> cuDeviceGetAttribute(v, attr, device), "cuDeviceGetAttribute(" + attr + ")");
         return v[0];
     }
 
@@ -204,9 +223,8 @@ public final class JCudaDriver implements Driver {
         if (bytes < 0) {
             throw new DriverException("jcuda malloc: negative size " + bytes);
         }
-        makeCurrent();
         CUdeviceptr p = new CUdeviceptr();
-        check(cuMemAlloc(p, Math.max(1, bytes)), "cuMemAlloc(" + bytes + " bytes)");
+        cu(() -> cuMemAlloc(p, Math.max(1, bytes)), "cuMemAlloc(" + bytes + " bytes)");
         long address = Raw.address(p);
         allocations.add(address, bytes);
         return address;
@@ -214,9 +232,14 @@ public final class JCudaDriver implements Driver {
 
     @Override
     public void free(long devicePtr) {
-        allocations.remove(devicePtr);
-        makeCurrent();
-        check(cuMemFree(ptr(devicePtr)), "cuMemFree");
+        long bytes = allocations.remove(devicePtr);  // claimed first: two threads cannot both free it
+        CUdeviceptr p = ptr(devicePtr);
+        try {
+            cu(() -> cuMemFree(p), "cuMemFree");
+        } catch (DriverException e) {
+            allocations.add(devicePtr, bytes);
+            throw e;
+        }
     }
 
     @Override
@@ -227,40 +250,35 @@ public final class JCudaDriver implements Driver {
     @Override
     public void memset(long devicePtr, int byteValue, long bytes) {
         allocations.checkRange("memset", "destination", devicePtr, bytes);
-        makeCurrent();
-        check(cuMemsetD8(ptr(devicePtr), (byte) byteValue, bytes), "cuMemsetD8");
+        cu(() -> cuMemsetD8(ptr(devicePtr), (byte) byteValue, bytes), "cuMemsetD8");
     }
 
     @Override
     public void memsetAsync(long devicePtr, int byteValue, long bytes, long stream) {
         allocations.checkRange("memsetAsync", "destination", devicePtr, bytes);
         CUstream s = stream(stream, "memsetAsync");
-        makeCurrent();
-        check(cuMemsetD8Async(ptr(devicePtr), (byte) byteValue, bytes, s), "cuMemsetD8Async");
+        cu(() -> cuMemsetD8Async(ptr(devicePtr), (byte) byteValue, bytes, s), "cuMemsetD8Async");
     }
 
     @Override
     public void copyHostToDevice(long dst, MemorySegment src, long bytes) {
         Pointer h = host(src, bytes, "copyHostToDevice");
         allocations.checkRange("copyHostToDevice", "destination", dst, bytes);
-        makeCurrent();
-        check(cuMemcpyHtoD(ptr(dst), h, bytes), "cuMemcpyHtoD");
+        cu(() -> cuMemcpyHtoD(ptr(dst), h, bytes), "cuMemcpyHtoD");
     }
 
     @Override
     public void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
         Pointer h = host(dst, bytes, "copyDeviceToHost");
         allocations.checkRange("copyDeviceToHost", "source", src, bytes);
-        makeCurrent();
-        check(cuMemcpyDtoH(h, ptr(src), bytes), "cuMemcpyDtoH");
+        cu(() -> cuMemcpyDtoH(h, ptr(src), bytes), "cuMemcpyDtoH");
     }
 
     @Override
     public void copyDeviceToDevice(long dst, long src, long bytes) {
         allocations.checkRange("copyDeviceToDevice", "destination", dst, bytes);
         allocations.checkRange("copyDeviceToDevice", "source", src, bytes);
-        makeCurrent();
-        check(cuMemcpyDtoD(ptr(dst), ptr(src), bytes), "cuMemcpyDtoD");
+        cu(() -> cuMemcpyDtoD(ptr(dst), ptr(src), bytes), "cuMemcpyDtoD");
     }
 
     @Override
@@ -268,8 +286,7 @@ public final class JCudaDriver implements Driver {
         Pointer h = host(src, bytes, "copyHostToDeviceAsync");
         allocations.checkRange("copyHostToDeviceAsync", "destination", dst, bytes);
         CUstream s = stream(stream, "copyHostToDeviceAsync");
-        makeCurrent();
-        check(cuMemcpyHtoDAsync(ptr(dst), h, bytes, s), "cuMemcpyHtoDAsync");
+        cu(() -> cuMemcpyHtoDAsync(ptr(dst), h, bytes, s), "cuMemcpyHtoDAsync");
     }
 
     @Override
@@ -277,8 +294,7 @@ public final class JCudaDriver implements Driver {
         Pointer h = host(dst, bytes, "copyDeviceToHostAsync");
         allocations.checkRange("copyDeviceToHostAsync", "source", src, bytes);
         CUstream s = stream(stream, "copyDeviceToHostAsync");
-        makeCurrent();
-        check(cuMemcpyDtoHAsync(h, ptr(src), bytes, s), "cuMemcpyDtoHAsync");
+        cu(() -> cuMemcpyDtoHAsync(h, ptr(src), bytes, s), "cuMemcpyDtoHAsync");
     }
 
     @Override
@@ -286,29 +302,25 @@ public final class JCudaDriver implements Driver {
         allocations.checkRange("copyDeviceToDeviceAsync", "destination", dst, bytes);
         allocations.checkRange("copyDeviceToDeviceAsync", "source", src, bytes);
         CUstream s = stream(stream, "copyDeviceToDeviceAsync");
-        makeCurrent();
-        check(cuMemcpyDtoDAsync(ptr(dst), ptr(src), bytes, s), "cuMemcpyDtoDAsync");
+        cu(() -> cuMemcpyDtoDAsync(ptr(dst), ptr(src), bytes, s), "cuMemcpyDtoDAsync");
     }
 
     @Override
     public MemorySegment allocHost(long bytes) {
-        makeCurrent();
         Pointer p = new Pointer();
-        check(cuMemAllocHost(p, Math.max(1, bytes)), "cuMemAllocHost(" + bytes + " bytes)");
+        cu(() -> cuMemAllocHost(p, Math.max(1, bytes)), "cuMemAllocHost(" + bytes + " bytes)");
         return MemorySegment.ofAddress(Raw.address(p)).reinterpret(Math.max(1, bytes));
     }
 
     @Override
     public void freeHost(MemorySegment pinned) {
-        makeCurrent();
-        check(cuMemFreeHost(Raw.at(new Pointer(), pinned.address())), "cuMemFreeHost");
+        cu(() -> cuMemFreeHost(Raw.at(new Pointer(), pinned.address())), "cuMemFreeHost");
     }
 
     @Override
     public long createStream() {
-        makeCurrent();
         CUstream s = new CUstream();
-        check(cuStreamCreate(s, 1 /* non-blocking */), "cuStreamCreate");
+        cu(() -> cuStreamCreate(s, 1 /* non-blocking */), "cuStreamCreate");
         long handle = Raw.address(s);
         destroyedStreams.remove(handle);  // the driver may hand out a destroyed stream's address again
         return handle;
@@ -321,21 +333,19 @@ public final class JCudaDriver implements Driver {
         }
         int mode = Thread.currentThread().isVirtual() ? 2 /* RELAXED */ : 1 /* THREAD_LOCAL */;
         CUstream captured = stream(s, "beginCapture");
-        makeCurrent();
-        check(cuStreamBeginCapture(captured, mode), "cuStreamBeginCapture");
+        cu(() -> cuStreamBeginCapture(captured, mode), "cuStreamBeginCapture");
     }
 
     @Override
     public long endCapture(long s) {
         CUstream captured = stream(s, "endCapture");
-        makeCurrent();
         CUgraph graph = new CUgraph();
-        check(cuStreamEndCapture(captured, graph), "cuStreamEndCapture");
+        cu(() -> cuStreamEndCapture(captured, graph), "cuStreamEndCapture");
         CUgraphExec exec = new CUgraphExec();
         try {
-            check(cuGraphInstantiate(exec, graph, 0L), "cuGraphInstantiate");
+            cu(() -> cuGraphInstantiate(exec, graph, 0L), "cuGraphInstantiate");
         } finally {
-            check(cuGraphDestroy(graph), "cuGraphDestroy");
+            cu(() -> cuGraphDestroy(graph), "cuGraphDestroy");
         }
         return Raw.address(exec);
     }
@@ -343,36 +353,31 @@ public final class JCudaDriver implements Driver {
     @Override
     public void launchGraph(long graph, long s) {
         CUstream target = stream(s, "launchGraph");
-        makeCurrent();
-        check(cuGraphLaunch(Raw.at(new CUgraphExec(), graph), target), "cuGraphLaunch");
+        cu(() -> cuGraphLaunch(Raw.at(new CUgraphExec(), graph), target), "cuGraphLaunch");
     }
 
     @Override
     public void destroyGraph(long graph) {
-        makeCurrent();
-        check(cuGraphExecDestroy(Raw.at(new CUgraphExec(), graph)), "cuGraphExecDestroy");
+        cu(() -> cuGraphExecDestroy(Raw.at(new CUgraphExec(), graph)), "cuGraphExecDestroy");
     }
 
     @Override
     public void destroyStream(long s) {
         CUstream target = stream(s, "destroyStream");
-        makeCurrent();
-        check(cuStreamDestroy(target), "cuStreamDestroy");
+        cu(() -> cuStreamDestroy(target), "cuStreamDestroy");
         destroyedStreams.add(s);
     }
 
     @Override
     public void synchronize(long s) {
         CUstream target = stream(s, "synchronize");
-        makeCurrent();
-        check(cuStreamSynchronize(target), "cuStreamSynchronize");
+        cu(() -> cuStreamSynchronize(target), "cuStreamSynchronize");
     }
 
     @Override
     public long createEvent() {
-        makeCurrent();
         CUevent e = new CUevent();
-        check(cuEventCreate(e, 0), "cuEventCreate");
+        cu(() -> cuEventCreate(e, 0), "cuEventCreate");
         long h = handles.getAndIncrement();
         events.put(h, e);
         return h;
@@ -388,28 +393,32 @@ public final class JCudaDriver implements Driver {
 
     @Override
     public void destroyEvent(long h) {
-        CUevent e = event(h, "destroyEvent");
-        makeCurrent();
-        check(cuEventDestroy(e), "cuEventDestroy");
-        events.remove(h);
+        CUevent e = events.remove(h);  // claimed first: two threads cannot both destroy it
+        if (e == null) {
+            throw new DriverException("jcuda destroyEvent: unknown event " + h + " (destroyed, or not created by this binding)");
+        }
+        try {
+            cu(() -> cuEventDestroy(e), "cuEventDestroy");
+        } catch (DriverException failed) {
+            events.put(h, e);
+            throw failed;
+        }
     }
 
     @Override
     public void recordEvent(long h, long s) {
         CUevent e = event(h, "recordEvent");
         CUstream target = stream(s, "recordEvent");
-        makeCurrent();
-        check(cuEventRecord(e, target), "cuEventRecord");
+        cu(() -> cuEventRecord(e, target), "cuEventRecord");
     }
 
     @Override
     public float elapsedMillis(long start, long end) {
         CUevent s = event(start, "elapsedMillis");
         CUevent e = event(end, "elapsedMillis");
-        makeCurrent();
-        check(cuEventSynchronize(e), "cuEventSynchronize");
+        cu(() -> cuEventSynchronize(e), "cuEventSynchronize");
         float[] ms = new float[1];
-        check(cuEventElapsedTime(ms, s, e), "cuEventElapsedTime");
+        cu(() -> cuEventElapsedTime(ms, s, e), "cuEventElapsedTime");
         return ms[0];
     }
 
@@ -417,28 +426,29 @@ public final class JCudaDriver implements Driver {
     public long loadModule(String family) {
         return moduleHandles.computeIfAbsent(family, f -> {
             byte[] image = KernelImages.read(f);
-            makeCurrent();
             CUmodule m = new CUmodule();
-            check(cuModuleLoadData(m, image), "cuModuleLoadData(" + f + ".fatbin)");
+            cu(() -> cuModuleLoadData(m, image), "cuModuleLoadData(" + f + ".fatbin)");
             long h = handles.getAndIncrement();
             modules.put(h, m);
             return h;
         });
     }
 
+    /** One handle per (module, kernel), as the driver has one CUfunction for it: backends asking again get the same. */
     @Override
     public long function(long module, String name) {
         CUmodule m = modules.get(module);
         if (m == null) {
             throw new DriverException("jcuda function: unknown module handle " + module);
         }
-        makeCurrent();
-        CUfunction f = new CUfunction();
-        check(cuModuleGetFunction(f, m, name), "cuModuleGetFunction(" + name + ")");
-        long h = handles.getAndIncrement();
-        functions.put(h, f);
-        functionNames.put(h, name);
-        return h;
+        return functionHandles.computeIfAbsent(module + ":" + name, key -> {
+            CUfunction f = new CUfunction();
+            cu(() -> cuModuleGetFunction(f, m, name), "cuModuleGetFunction(" + name + ")");
+            long h = handles.getAndIncrement();
+            functions.put(h, f);
+            functionNames.put(h, name);
+            return h;
+        });
     }
 
     /** The kernel's parameter sizes from cuFuncGetParamInfo, or null when the driver predates it. */
@@ -454,7 +464,8 @@ public final class JCudaDriver implements Driver {
                 MemorySegment size = arena.allocate(JAVA_LONG);
                 makeCurrent();
                 // CUDA_ERROR_INVALID_VALUE past the last parameter: that is how the count is found.
-                while ((int) paramInfo.invokeExact(raw, (long) sizes.size(), offset, size) == 0) {
+                for (int rc; (rc = (int) paramInfo.invokeExact(raw, (long) sizes.size(), offset, size)) != 1; ) {
+                    check(rc, "cuFuncGetParamInfo(" + functionNames.getOrDefault(h, "?") + ", " + sizes.size() + ")");
                     sizes.add(size.get(JAVA_LONG, 0));
                 }
             } catch (RuntimeException e) {
@@ -478,11 +489,30 @@ public final class JCudaDriver implements Driver {
         return Pointer.to(values);
     }
 
-    /** Above 48 KB of dynamic shared memory a kernel must opt in, per function. */
-    private void allowSharedMemory(long function, int sharedBytes) {
-        if (sharedBytes > 48 * 1024) {
-            check(cuFuncSetAttribute(fn(function), CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes),
-                    "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, " + sharedBytes + ") of " + functionNames.get(function));
+    /** Per function: the dynamic shared memory it may use now (48 KB minus its static shared memory until raised). */
+    private final Map<Long, Integer> dynamicSharedLimits = new ConcurrentHashMap<>();
+
+    /**
+     * Opts {@code function} in to {@code bytes} of dynamic shared memory when that is above its
+     * limit (cuFuncSetAttribute, per function). The limit is only ever raised, under a lock, so
+     * concurrent launches of one function with different sizes cannot lower it under each other.
+     */
+    private void allowDynamicShared(long function, int bytes) {
+        CUfunction f = fn(function);
+        int limit = dynamicSharedLimits.computeIfAbsent(function, h -> {
+            int[] staticShared = new int[1];
+            cu(() -> cuFuncGetAttribute(staticShared, CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f),
+                    "cuFuncGetAttribute(SHARED_SIZE_BYTES)");
+            return 48 * 1024 - staticShared[0];
+        });
+        if (bytes > limit) {
+            synchronized (dynamicSharedLimits) {
+                if (bytes > dynamicSharedLimits.get(function)) {
+                    cu(() -> cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
+                            "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, " + bytes + ") of " + functionNames.get(function));
+                    dynamicSharedLimits.put(function, bytes);
+                }
+            }
         }
     }
 
@@ -491,10 +521,11 @@ public final class JCudaDriver implements Driver {
         String name = functionNames.getOrDefault(function, "?");
         args.check("jcuda", name, parameterSizes(function));
         CUstream s = stream(stream, "launch");
-        makeCurrent();
-        allowSharedMemory(function, sharedBytes);
-        check(cuLaunchKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(), sharedBytes, s,
-                parameters(args), null), "cuLaunchKernel of " + name + " grid " + grid + " block " + block + " shared " + sharedBytes);
+        CUfunction f = fn(function);
+        Pointer params = parameters(args);
+        allowDynamicShared(function, sharedBytes);
+        cu(() -> cuLaunchKernel(f, grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(), sharedBytes, s, params, null),
+                "cuLaunchKernel of " + name + " grid " + grid + " block " + block + " shared " + sharedBytes);
     }
 
     @Override
@@ -502,17 +533,19 @@ public final class JCudaDriver implements Driver {
         String name = functionNames.getOrDefault(function, "?");
         args.check("jcuda", name, parameterSizes(function));
         CUstream s = stream(stream, "launchCooperative");
-        makeCurrent();
-        allowSharedMemory(function, sharedBytes);
-        check(cuLaunchCooperativeKernel(fn(function), grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(),
-                sharedBytes, s, parameters(args)), "cuLaunchCooperativeKernel of " + name + " grid " + grid + " block " + block);
+        CUfunction f = fn(function);
+        Pointer params = parameters(args);
+        allowDynamicShared(function, sharedBytes);
+        cu(() -> cuLaunchCooperativeKernel(f, grid.x(), grid.y(), grid.z(), block.x(), block.y(), block.z(), sharedBytes, s, params),
+                "cuLaunchCooperativeKernel of " + name + " grid " + grid + " block " + block);
     }
 
     @Override
     public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
-        makeCurrent();
+        allowDynamicShared(function, dynamicSharedBytes);  // the driver counts a launch it would refuse as 0 blocks
+        CUfunction f = fn(function);
         int[] n = new int[1];
-        check(cuOccupancyMaxActiveBlocksPerMultiprocessor(n, fn(function), blockThreads, dynamicSharedBytes),
+        cu(() -> cuOccupancyMaxActiveBlocksPerMultiprocessor(n, f, blockThreads, dynamicSharedBytes),
                 "cuOccupancyMaxActiveBlocksPerMultiprocessor of " + functionNames.get(function));
         return n[0];
     }
@@ -537,6 +570,7 @@ public final class JCudaDriver implements Driver {
     /** cublasComputeType_t CUBLAS_COMPUTE_32F: fp32 accumulation, no TF32. */
     private static final int CUBLAS_COMPUTE_32F = 68;
 
+    /** Synchronized: one cuBLAS handle; the context is made current once this lock is held, where cuBLAS launches. */
     @Override
     public synchronized void gemm(Gemm g, long stream) {
         CUstream s = stream(stream, "gemm");

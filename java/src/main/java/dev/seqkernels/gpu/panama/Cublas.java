@@ -29,8 +29,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 /**
  * cuBLAS through FFM for the panama binding: one handle, strided-batched GemmEx with fp32 compute
  * (no TF32). The library is looked for, in order: {@code -D}{@value #PROPERTY}; the directory of a
- * driver library named by {@code -Dseqkernels.cuda.path}; the CUDA library directories
- * ($CUDA_HOME/lib64, /usr/local/cuda) and LD_LIBRARY_PATH; the NVIDIA wheels of Python
+ * driver library named by {@code -Dseqkernels.cuda.path}; LD_LIBRARY_PATH; the CUDA library
+ * directories ($CUDA_HOME/lib64, /usr/local/cuda); the NVIDIA wheels of Python
  * environments ($VIRTUAL_ENV, $CONDA_PREFIX, that of each python3 on PATH, ~/.local, /usr/local,
  * /usr: {@code
  * lib/python3.X/site-packages/nvidia/cu13/lib} as PyTorch's CUDA 13 wheels lay it out, and {@code
@@ -128,13 +128,13 @@ final class Cublas {
         if (driver != null && driver.getParent() != null) {
             dirs.add(driver.getParent().toString());  // beside an explicitly named driver library (the stand-in's cuBLAS)
         }
+        if (env.get("LD_LIBRARY_PATH") != null) {  // first, as the dynamic loader takes it
+            dirs.addAll(List.of(env.get("LD_LIBRARY_PATH").split(":")));
+        }
         if (env.get("CUDA_HOME") != null) {
             dirs.add(env.get("CUDA_HOME") + "/lib64");
         }
         dirs.addAll(List.of("/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/lib/x86_64-linux-gnu"));
-        if (env.get("LD_LIBRARY_PATH") != null) {
-            dirs.addAll(List.of(env.get("LD_LIBRARY_PATH").split(":")));
-        }
         List<String> pythonRoots = new ArrayList<>();
         for (String var : List.of("VIRTUAL_ENV", "CONDA_PREFIX")) {
             if (env.get(var) != null && !env.get(var).isBlank()) {
@@ -201,8 +201,10 @@ final class Cublas {
         };
     }
 
-    synchronized void gemm(Gemm g, MemorySegment stream) {
+    /** {@code makeCurrent} runs once this handle's lock is held, just before cuBLAS launches on the calling OS thread. */
+    synchronized void gemm(Gemm g, MemorySegment stream, Runnable makeCurrent) {
         try (Arena arena = Arena.ofConfined()) {
+            makeCurrent.run();
             status((int) setStream.invokeExact(handle, stream), "cublasSetStream_v2");
             MemorySegment alpha = arena.allocateFrom(JAVA_FLOAT, g.alpha());
             MemorySegment beta = arena.allocateFrom(JAVA_FLOAT, g.beta());

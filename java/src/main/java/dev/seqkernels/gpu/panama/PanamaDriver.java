@@ -164,11 +164,23 @@ public final class PanamaDriver implements Driver {
         }
     }
 
-    /** A call in the primary context: the handle is resolved first, so nothing can block between the two calls. */
+    /** CUDA_ERROR_INVALID_CONTEXT: the calling OS thread has no (or another) current context. */
+    private static final int INVALID_CONTEXT = 201;
+
+    /**
+     * A call in the primary context. The handle is resolved first, so little can run between the
+     * two calls; a call that still finds no context on its OS thread (a virtual thread moved, or a
+     * framework changed the thread's context) makes it current again and is retried once.
+     */
     private void cu(String symbol, FunctionDescriptor fd, String what, Object... args) {
         MethodHandle mh = handle(symbol, fd);
         makeCurrent();
-        check(invoke(mh, symbol, args), what);
+        int rc = invoke(mh, symbol, args);
+        if (rc == INVALID_CONTEXT) {
+            check(invoke(setCurrent, "cuCtxSetCurrent", context), "cuCtxSetCurrent");
+            rc = invoke(mh, symbol, args);
+        }
+        check(rc, what);
     }
 
     private MemorySegment stream(long s, String call) {
@@ -228,8 +240,13 @@ public final class PanamaDriver implements Driver {
 
     @Override
     public void free(long devicePtr) {
-        allocations.remove(devicePtr);
-        cu("cuMemFree_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG), "cuMemFree_v2", devicePtr);
+        long bytes = allocations.remove(devicePtr);  // claimed first: two threads cannot both free it
+        try {
+            cu("cuMemFree_v2", FunctionDescriptor.of(JAVA_INT, JAVA_LONG), "cuMemFree_v2", devicePtr);
+        } catch (DriverException e) {
+            allocations.add(devicePtr, bytes);
+            throw e;
+        }
     }
 
     @Override
@@ -405,9 +422,16 @@ public final class PanamaDriver implements Driver {
 
     @Override
     public void destroyEvent(long event) {
-        MemorySegment e = event(event, "destroyEvent");
-        cu("cuEventDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuEventDestroy_v2", e);
-        events.remove(event);
+        if (!events.remove(event)) {  // claimed first: two threads cannot both destroy it
+            throw new DriverException("panama destroyEvent: unknown event 0x" + Long.toHexString(event)
+                    + " (destroyed, or not created by this binding)");
+        }
+        try {
+            cu("cuEventDestroy_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS), "cuEventDestroy_v2", handleOf(event));
+        } catch (DriverException e) {
+            events.add(event);
+            throw e;
+        }
     }
 
     @Override
@@ -472,7 +496,8 @@ public final class PanamaDriver implements Driver {
                 MemorySegment size = arena.allocate(JAVA_LONG);
                 makeCurrent();
                 // CUDA_ERROR_INVALID_VALUE past the last parameter: that is how the count is found.
-                while (invoke(info, "cuFuncGetParamInfo", handleOf(f), (long) sizes.size(), offset, size) == 0) {
+                for (int rc; (rc = invoke(info, "cuFuncGetParamInfo", handleOf(f), (long) sizes.size(), offset, size)) != 1; ) {
+                    check(rc, "cuFuncGetParamInfo(" + functionNames.getOrDefault(f, "?") + ", " + sizes.size() + ")");
                     sizes.add(size.get(JAVA_LONG, 0));
                 }
             }
@@ -492,6 +517,7 @@ public final class PanamaDriver implements Driver {
 
     @Override
     public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
+        allowDynamicShared(function, dynamicSharedBytes);  // the driver counts a launch it would refuse as 0 blocks
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment n = arena.allocate(JAVA_INT);
             cu("cuOccupancyMaxActiveBlocksPerMultiprocessor", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, JAVA_LONG),
@@ -501,20 +527,47 @@ public final class PanamaDriver implements Driver {
         }
     }
 
-    /** Dynamic shared memory a kernel gets without opting in; CUfunction_attribute's MAX_DYNAMIC_SHARED_SIZE_BYTES. */
-    private static final int DEFAULT_DYNAMIC_SHARED = 48 * 1024;
+    /** Shared memory a block gets without opting in: 48 KB, static and dynamic together. */
+    private static final int DEFAULT_SHARED = 48 * 1024;
+    private static final int CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES = 1;
     private static final int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+    /** Per function: the dynamic shared memory it may use now (48 KB minus its static shared memory until raised). */
+    private final Map<Long, Integer> dynamicSharedLimits = new ConcurrentHashMap<>();
+
+    /**
+     * Opts {@code function} in to {@code bytes} of dynamic shared memory when that is above its
+     * limit (cuFuncSetAttribute, per function). The limit is only ever raised, under a lock, so
+     * concurrent launches of one function with different sizes cannot lower it under each other.
+     */
+    private void allowDynamicShared(long function, int bytes) {
+        int limit = dynamicSharedLimits.computeIfAbsent(function, f -> {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment v = arena.allocate(JAVA_INT);
+                cu("cuFuncGetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS),
+                        "cuFuncGetAttribute(SHARED_SIZE_BYTES)", v, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, handleOf(f));
+                return DEFAULT_SHARED - v.get(JAVA_INT, 0);
+            }
+        });
+        if (bytes > limit) {
+            synchronized (dynamicSharedLimits) {
+                if (bytes > dynamicSharedLimits.get(function)) {
+                    cu("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT),
+                            "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, " + bytes + ") of "
+                                    + functionNames.getOrDefault(function, "?"), handleOf(function),
+                            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+                    dynamicSharedLimits.put(function, bytes);
+                }
+            }
+        }
+    }
 
     private void launch(String symbol, long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         String name = functionNames.getOrDefault(function, "?");
         args.check("panama", name, parameterSizes(function));
         String what = symbol + " of " + name + " grid " + grid + " block " + block + " shared " + sharedBytes;
+        allowDynamicShared(function, sharedBytes);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment params = args.pack(arena);
-            if (sharedBytes > DEFAULT_DYNAMIC_SHARED) {  // above 48 KB a kernel must opt in, per function
-                cu("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT), what, handleOf(function),
-                        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
-            }
             if (symbol.equals("cuLaunchKernel")) {
                 cu(symbol, FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
                         JAVA_INT, ADDRESS, ADDRESS, ADDRESS), what, handleOf(function), grid.x(), grid.y(), grid.z(), block.x(),
@@ -530,9 +583,7 @@ public final class PanamaDriver implements Driver {
     @Override
     public void gemm(Gemm g, long stream) {
         MemorySegment s = stream(stream, "gemm");
-        Cublas blas = cublas();
-        makeCurrent();  // cuBLAS launches in the calling thread's current context
-        blas.gemm(g, s);
+        cublas().gemm(g, s, this::makeCurrent);  // made current inside cuBLAS's lock, where it launches
     }
 
     private synchronized Cublas cublas() {
