@@ -33,7 +33,7 @@ SEQK_KERNEL(selftest_reverse_no_barrier_f32);
 // Static shared memory and a two-level block reduction: out[blockIdx.x] = sum of the block's inputs.
 // Block of up to 1024 threads; one shared slot per warp.
 extern "C" __global__ void selftest_block_sum_f32(const float* in, float* out) {
-    __shared__ float warp_sums[32];
+    SEQK_SHARED_ARRAY(float, warp_sums, 32);
     int t = threadIdx.x;
     float v = in[blockIdx.x * blockDim.x + t];
     for (int offset = 16; offset > 0; offset >>= 1) {
@@ -192,8 +192,8 @@ SEQK_KERNEL(selftest_mma_tf32);
 // (x4 for A, x2.trans for B), then one mma. Same operands and result layout as above.
 extern "C" __global__ void selftest_cp_async_ldmatrix_mma_f16(const uint16_t* A, const uint16_t* B, const float* C,
                                                               float* D) {
-    alignas(16) __shared__ uint16_t sA[16 * 16];
-    alignas(16) __shared__ uint16_t sB[16 * 8];
+    SEQK_SHARED_ARRAY(uint16_t, sA, 16 * 16);
+    SEQK_SHARED_ARRAY(uint16_t, sB, 16 * 8);
     unsigned lane = seqk::arch::lane_id();
     seqk::arch::cp_async_16(sA + lane * 8, A + lane * 8);
     if (lane < 16) {
@@ -253,3 +253,72 @@ extern "C" __global__ void selftest_grid_sync_divergent(float* out) {
     out[blockIdx.x] = 1.0f;
 }
 SEQK_KERNEL(selftest_grid_sync_divergent);
+
+// ---- hazards the emulator's checker must report (each with a clean twin above or in the kernels)
+
+// Bug: one warp; lane l writes slot l and reads slot l + 1 with no __syncwarp between: a race
+// within a warp (its lanes are not in lockstep since Volta). With `synced` the __syncwarp orders it.
+extern "C" __global__ void selftest_warp_exchange_f32(const float* in, float* out, int synced) {
+    SEQK_SHARED_ARRAY(float, slots, 32);
+    unsigned l = seqk::arch::lane_id();
+    slots[l] = in[l];
+    if (synced) {
+        seqk::arch::syncwarp(0xffffffffu);
+    }
+    out[l] = slots[(l + 1) % 32];
+}
+SEQK_KERNEL(selftest_warp_exchange_f32);
+
+// Bug: every block writes out[0]: blocks of one launch race on a global word.
+extern "C" __global__ void selftest_blocks_write_one_word(float* out) {
+    if (threadIdx.x == 0) {
+        out[0] = static_cast<float>(blockIdx.x);
+    }
+}
+SEQK_KERNEL(selftest_blocks_write_one_word);
+
+// Bug: a 16-byte load from in + 1, which is 4-byte aligned only (a GPU faults: misaligned address).
+extern "C" __global__ void selftest_misaligned_vector_load(const float* in, float* out) {
+    const float4 v = *reinterpret_cast<const float4*>(in + 1 + 4 * threadIdx.x);
+    out[threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+SEQK_KERNEL(selftest_misaligned_vector_load);
+
+// Bug: lanes 0..15 shuffle with mask 0x0000ffff while lanes 16..31 name the whole warp.
+extern "C" __global__ void selftest_collective_masks_disagree(float* out) {
+    unsigned l = seqk::arch::lane_id();
+    unsigned mask = l < 16 ? 0x0000ffffu : 0xffffffffu;
+    out[l] = seqk::arch::shfl_xor(mask, static_cast<float>(l), 1);
+}
+SEQK_KERNEL(selftest_collective_masks_disagree);
+
+// Bug: the two halves of the block meet at __syncthreads from two different lines.
+extern "C" __global__ void selftest_barrier_from_two_sites(float* out) {
+    if (threadIdx.x < 16) {
+        out[threadIdx.x] = 1.0f;
+        __syncthreads();
+    } else {
+        out[threadIdx.x] = 2.0f;
+        __syncthreads();
+    }
+}
+SEQK_KERNEL(selftest_barrier_from_two_sites);
+
+// Bug (the one a missing end-of-tile barrier makes): warp 0 reads buf while warp 1 refills it
+// with cp.async, no __syncthreads between. Two warps; dynamic shared memory of 32 * 4 floats.
+extern "C" __global__ void selftest_cp_async_refills_a_buffer_being_read(const float* in, float* out) {
+    SEQK_DYNAMIC_SHARED(float, buf);
+    unsigned t = threadIdx.x;
+    if (t < 32) {
+        buf[t * 4] = in[t];
+    }
+    __syncthreads();
+    if (t < 32) {
+        out[t] = buf[t * 4];
+    } else {
+        seqk::arch::cp_async_16(buf + (t - 32) * 4, in + (t - 32) * 4);
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<0>();
+    }
+}
+SEQK_KERNEL(selftest_cp_async_refills_a_buffer_being_read);

@@ -9,6 +9,12 @@
 #define SEQK_KERNEL(name) SEQK_EMU_REGISTER(name)
 // A pointer to the launch's dynamic shared memory, typed.
 #define SEQK_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::seqk_emu::dynamic_shared())
+// A static shared array `type name[count]`: the block's own copy, in the arena the emulator watches.
+#define SEQK_SHARED_ARRAY(type, name, count)                                                                   \
+    static const char seqk_shared_site_##name = 0;                                                             \
+    type* const name = static_cast<type*>(::seqk_emu::static_shared(&seqk_shared_site_##name,                 \
+                                                                    static_cast<unsigned>(sizeof(type) * (count)), \
+                                                                    alignof(type) < 16 ? 16 : alignof(type)))
 // Loops over register arrays must be unrolled on the GPU (or the arrays go to local memory); g++ needs no hint.
 #define SEQK_UNROLL
 #else
@@ -18,6 +24,7 @@
 #define SEQK_DYNAMIC_SHARED(type, name)             \
     extern __shared__ unsigned char seqk_dynamic_smem_[]; \
     type* name = reinterpret_cast<type*>(seqk_dynamic_smem_)
+#define SEQK_SHARED_ARRAY(type, name, count) alignas(16) __shared__ type name[count]
 #define SEQK_UNROLL _Pragma("unroll")
 #endif
 

@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
 # Compiles the SIMT emulator (native/emu) together with every cuda/*.cu, as C++ for the CPU, into
 # <classes>/dev/seqkernels/native/linux-x86_64/libseqk_emu.so, loaded by the emu binding.
-# Skips the compile when the library is newer than every source.
+#
+# The kernel sources get GCC's thread-sanitizer instrumentation without its runtime: every load
+# and store in kernel code calls the emulator's hazard checker (native/emu/hazards.cpp), which
+# defines the __tsan_* entry points. Vectorizing and store merging are off for them, so every
+# access keeps the size the source gives it (a GPU thread's access; the alignment check needs it).
+# One object per source in <classes>/../emu-build, each rebuilt when older than its source or
+# any header; the library is relinked when any object changed.
 # Usage: build-emulator.sh ROOT CLASSES_DIR      (run by Maven in generate-resources)
 set -euo pipefail
 ROOT="$1"; CLASSES="$2"
 OUT="$CLASSES/dev/seqkernels/native/linux-x86_64"
 LIB="$OUT/libseqk_emu.so"
-mkdir -p "$OUT"
-if [ -f "$LIB" ] && [ -z "$(find "$ROOT/cuda" "$ROOT/native" "$0" -newer "$LIB" -type f -print -quit)" ]; then
-  exit 0
-fi
+OBJ="$CLASSES/../emu-build"
+mkdir -p "$OUT" "$OBJ"
 CXX="${CXX:-g++}"
 command -v "$CXX" >/dev/null || { echo "[seqkernels] $CXX not found: cannot build the SIMT emulator" >&2; exit 1; }
-echo "[seqkernels] $CXX: SIMT emulator + $(ls "$ROOT"/cuda/*.cu | wc -l) kernel families"
-"$CXX" -std=c++17 -O2 -g -fPIC -shared -pthread -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda" \
-  "$ROOT/native/emu/runtime.cpp" -x c++ "$ROOT"/cuda/*.cu -o "$LIB.tmp"
-mv "$LIB.tmp" "$LIB"
+COMMON=(-std=c++17 -O2 -g -fPIC -pthread -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda")
+KERNEL=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0 -fno-tree-vectorize -fno-tree-slp-vectorize
+        -fno-store-merging)
+
+newest_header="$(find "$ROOT/native/emu" "$ROOT/cuda" -name '*.h' -o -name '*.cuh' | xargs ls -t | head -n1)"
+stale() { # object source: whether the object must be rebuilt
+  [ ! -f "$1" ] || [ "$2" -nt "$1" ] || [ "$newest_header" -nt "$1" ] || [ "$0" -nt "$1" ]
+}
+objects=()
+built=0
+for src in "$ROOT"/native/emu/*.cpp "$ROOT"/cuda/*.cu; do
+  name="$(basename "$src")"
+  obj="$OBJ/${name%.*}.o"
+  objects+=("$obj")
+  if stale "$obj" "$src"; then
+    [ "$built" = 0 ] && echo "[seqkernels] $CXX: SIMT emulator + $(ls "$ROOT"/cuda/*.cu | wc -l) kernel families"
+    built=1
+    case "$src" in
+      *.cu) "$CXX" "${COMMON[@]}" "${KERNEL[@]}" -x c++ -c "$src" -o "$obj.tmp" ;;
+      *) "$CXX" "${COMMON[@]}" -c "$src" -o "$obj.tmp" ;;
+    esac
+    mv "$obj.tmp" "$obj"
+  fi
+done
+if [ "$built" = 1 ] || [ ! -f "$LIB" ]; then
+  "$CXX" -shared -pthread "${objects[@]}" -o "$LIB.tmp" -ldl
+  mv "$LIB.tmp" "$LIB"
+fi

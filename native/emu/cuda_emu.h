@@ -1,10 +1,16 @@
 // The CUDA surface our kernels use, for g++: the SIMT emulator's view of cuda/*.cu.
 //
 // A block's threads run as fibers on one OS thread (runtime.cpp), so __syncthreads and the warp
-// collectives are real rendezvous points, and the builtins below read the running fiber's
-// coordinates. Static __shared__ variables become thread_local statics: one copy per OS thread,
-// which runs one block at a time. Kernels reach shuffles, votes and other primitives only through
-// cuda/arch/ wrappers, whose emulator side calls the functions declared here.
+// collectives are real rendezvous points, and the builtins below ask the runtime for the running
+// fiber's coordinates. Shared memory, static (SEQK_SHARED_ARRAY) and dynamic, is one arena per
+// block that the runtime poisons and watches: a bare __shared__ does not compile here. Kernels
+// reach shuffles, votes and other primitives only through cuda/arch/ wrappers, whose emulator
+// side calls the functions declared here.
+//
+// The kernel sources are compiled with GCC's thread-sanitizer instrumentation (build-emulator.sh):
+// every load and store in kernel code calls back into the runtime (hazards.cpp), which keeps the
+// shadow state for race, bounds and alignment checks. Nothing here may touch runtime state
+// through a pointer in inline code, or those callbacks would see it as a kernel's access.
 #pragma once
 
 #include <math.h>
@@ -19,7 +25,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static thread_local
+#define __shared__ static_assert(false, "in the emulator build, declare static shared memory with SEQK_SHARED_ARRAY");
 #define __launch_bounds__(...)
 
 struct uint3 {
@@ -43,22 +49,40 @@ struct ThreadContext {
 
 extern thread_local ThreadContext* current;
 
-void syncthreads();
-void syncwarp(unsigned mask);
+/**
+ * Where in the kernel's source a barrier or collective is called, taken from the caller through a
+ * default argument (SEQK_EMU_SITE): the threads meeting there must all come from one site.
+ */
+struct Site {
+    const char* file;
+    unsigned line;
+};
+#define SEQK_EMU_SITE const char* site_file = __builtin_FILE(), unsigned site_line = __builtin_LINE()
+/** The site SEQK_EMU_SITE received (the builtins must be default arguments themselves to see the caller's line). */
+#define SEQK_EMU_SITE_VALUE (::seqk_emu::Site{site_file, site_line})
+
+void syncthreads(Site site);
+void syncwarp(unsigned mask, Site site);
 /** The warp collective: every lane in mask contributes `value`; returns all 32 slots (lanes not in mask: 0). */
-void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32]);
+void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32], Site site);
 /** The same for up to kWideBytes per lane: lane l's bytes land at all + l * bytes. */
 constexpr unsigned kWideBytes = 64;
-void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all);
+void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all, Site site);
 /** cp.async: queued per thread, performed at cp_async_wait (or when the thread ends). */
 void cp_async(void* shared_dst, const void* global_src, unsigned bytes);
 void cp_async_commit();
 void cp_async_wait(int pending_groups_allowed);
 /** Cooperative launches: every thread of every block arrives before any continues. */
-void grid_sync();
+void grid_sync(Site site);
 unsigned lane_id();
 [[noreturn]] void kernel_error(const char* what);
 void* dynamic_shared();
+/** This block's copy of the static shared array declared at `site` (SEQK_SHARED_ARRAY): poisoned and watched like dynamic. */
+void* static_shared(const void* site, unsigned bytes, unsigned align);
+uint3 thread_idx();
+uint3 block_idx();
+dim3 block_dim();
+dim3 grid_dim();
 
 template <typename T>
 inline uint64_t to_bits(T v) {
@@ -108,14 +132,14 @@ Registrar make_registrar(const char* name, void (*fn)(A...)) {
 
 }  // namespace seqk_emu
 
-#define threadIdx (::seqk_emu::current->thread_idx)
-#define blockIdx (::seqk_emu::current->block_idx)
-#define blockDim (::seqk_emu::current->block_dim)
-#define gridDim (::seqk_emu::current->grid_dim)
+#define threadIdx (::seqk_emu::thread_idx())
+#define blockIdx (::seqk_emu::block_idx())
+#define blockDim (::seqk_emu::block_dim())
+#define gridDim (::seqk_emu::grid_dim())
 static constexpr int warpSize = 32;
 
-inline void __syncthreads() {
-    ::seqk_emu::syncthreads();
+inline void __syncthreads(SEQK_EMU_SITE) {
+    ::seqk_emu::syncthreads(SEQK_EMU_SITE_VALUE);
 }
 
 // ---- math intrinsics: the exact libm functions stand in for the fast approximations.

@@ -3,69 +3,46 @@
 //
 // Execution: blocks run one after another on the calling OS thread; inside a block every thread
 // is a fiber (ucontext) with its own stack. A fiber runs until it reaches __syncthreads, a warp
-// collective, or its end; the scheduler then runs the next. A barrier opens when every live
-// thread of the block waits at it; a warp collective completes when every lane named in its mask
-// has arrived. If nothing can run and nothing can open, that is a deadlock, reported with who
-// waits where (a __syncthreads that some threads never reach, a shuffle naming an exited lane).
+// collective, or its end; the scheduler then runs the next, in the order of the schedule chosen
+// (seqk_emu_set_schedule: round-robin, reverse, seeded random, or one warp running ahead until it
+// blocks). A barrier opens when every live thread of the block waits at it; a warp collective
+// completes when every lane named in its mask has arrived. If nothing can run and nothing can
+// open, that is a deadlock, reported with who waits where (a __syncthreads that some threads never
+// reach, a shuffle naming an exited lane).
 //
 // Cooperative launches (grid-wide sync) run every block at once, each on its own OS thread with
 // its own fibers, meeting at a real grid barrier; a block that ends while others wait there is
-// reported. cp.async copies are queued per thread and performed only at cp_async_wait, so a
-// read before the wait sees poisoned shared memory.
+// reported. cp.async copies are queued per thread and land at cp_async_wait (or at issue, by
+// schedule), so a read before the wait sees poisoned shared memory.
 //
-// Checking (on by default): device allocations are filled with a NaN pattern when allocated and
-// are bracketed by guard zones holding the same pattern; dynamic shared memory is poisoned and
-// guarded the same way. After every fiber switch the guards are compared, so an out-of-bounds
-// write is reported with the kernel, block and thread that made it. Launch shapes are checked
-// against sm_90 limits.
-#include "cuda_emu.h"
-#include "seqk_emu.h"
-#include "emu/arch/mma.h"
+// Checking (on by default): device allocations and each block's shared memory are filled with a
+// NaN pattern and bracketed by guard zones holding the same pattern, compared after every fiber
+// switch; every load and store of kernel code is checked by hazards.cpp (bounds, alignment,
+// races); lanes meeting at a collective must agree on mask and call site, and a block's threads
+// must meet at a __syncthreads from one site. Launch shapes are checked against sm_90 limits.
+#include "runtime_internal.h"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
-#include <map>
-#include <memory>
 #include <mutex>
-#include <stdexcept>
-#include <string>
+#include <random>
 #include <thread>
-#include <vector>
+
+#include "emu/arch/mma.h"
+#include "seqk_emu.h"
 
 namespace seqk_emu {
 
 thread_local ThreadContext* current = nullptr;
-
-namespace {
-
-// ---------------------------------------------------------------- kernel registry
-
-struct Kernel {
-    void* fn;
-    Registrar::Trampoline trampoline;
-    int arg_count;
-    const ParamInfo* params;  // arg_count entries
-};
-
-std::map<std::string, Kernel>& registry() {
-    static std::map<std::string, Kernel> kernels;
-    return kernels;
-}
-
-// ---------------------------------------------------------------- errors
-
-/** Thrown on the scheduler side (never across a fiber boundary) to end a launch with a message. */
-struct EmuError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
+thread_local Fiber* t_fiber __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local Block* t_block __attribute__((tls_model("initial-exec"))) = nullptr;
 
 std::string format(const char* fmt, ...) {
-    char buf[1024];
+    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
@@ -73,11 +50,21 @@ std::string format(const char* fmt, ...) {
     return buf;
 }
 
+namespace {
+
+// ---------------------------------------------------------------- kernel registry
+
+std::map<std::string, Kernel>& registry() {
+    static std::map<std::string, Kernel> kernels;
+    return kernels;
+}
+
 // ---------------------------------------------------------------- memory with guards
 
 constexpr uint64_t kPoison = 0x7FF17FE27FD37FC4ull;  // NaN as f64, as both f32 halves, as every f16/bf16 quarter
 constexpr size_t kGuard = 64;
 constexpr size_t kAlign = 256;
+constexpr size_t kStaticSharedLimit = 48 * 1024;  // static shared memory per block, as CUDA allows
 
 /** The poison byte for an address: the pattern is laid by absolute address, so any sub-range checks alike. */
 unsigned char poison_byte(const unsigned char* at) {
@@ -86,7 +73,14 @@ unsigned char poison_byte(const unsigned char* at) {
 
 void poison(void* p, size_t bytes) {
     auto* b = static_cast<unsigned char*>(p);
-    for (size_t i = 0; i < bytes; i++) {
+    size_t i = 0;
+    for (; i < bytes && (reinterpret_cast<uintptr_t>(b + i) % 8) != 0; i++) {
+        b[i] = poison_byte(b + i);
+    }
+    for (; i + 8 <= bytes; i += 8) {  // the pattern is 8-byte periodic by address
+        std::memcpy(b + i, &kPoison, 8);
+    }
+    for (; i < bytes; i++) {
         b[i] = poison_byte(b + i);
     }
 }
@@ -102,36 +96,16 @@ long first_changed(const void* p, size_t bytes) {
     return -1;
 }
 
-struct Allocation {
-    unsigned char* base;  // what we free
-    size_t bytes;         // what the caller asked for
-};
-
 std::map<uintptr_t, Allocation>& allocations() {  // keyed by payload address
     static std::map<uintptr_t, Allocation> m;
     return m;
 }
 
-int g_checking = 1;
 uint64_t g_in_use = 0;  // bytes allocated and not freed
 uint64_t g_peak = 0;    // the most g_in_use has been since the last reset
 
-/** The allocation whose payload contains [p, p+bytes), or null. */
-const Allocation* find(uintptr_t p, size_t bytes) {
-    auto& m = allocations();
-    auto it = m.upper_bound(p);
-    if (it == m.begin()) {
-        return nullptr;
-    }
-    --it;
-    if (p >= it->first && p + bytes <= it->first + it->second.bytes && p + bytes >= p) {
-        return &it->second;
-    }
-    return nullptr;
-}
-
 /** Describes a damaged guard zone, or returns empty. */
-std::string check_guards(const unsigned char* smem, size_t smem_bytes) {
+std::string check_guards(const Block* b) {
     for (auto& [payload, a] : allocations()) {
         auto* front = reinterpret_cast<unsigned char*>(payload) - kGuard;
         long f = first_changed(front, kGuard);
@@ -139,17 +113,18 @@ std::string check_guards(const unsigned char* smem, size_t smem_bytes) {
             return format("wrote %ld bytes before the start of device allocation 0x%lx (%zu bytes)",
                           static_cast<long>(kGuard) - f, static_cast<unsigned long>(payload), a.bytes);
         }
-        long b = first_changed(reinterpret_cast<unsigned char*>(payload) + a.bytes, kGuard);
-        if (b >= 0) {
+        long e = first_changed(reinterpret_cast<unsigned char*>(payload) + a.bytes, kGuard);
+        if (e >= 0) {
             return format("wrote past the end of device allocation 0x%lx (%zu bytes), at byte offset %zu",
-                          static_cast<unsigned long>(payload), a.bytes, a.bytes + b);
+                          static_cast<unsigned long>(payload), a.bytes, a.bytes + e);
         }
     }
-    if (smem != nullptr) {
-        long b = first_changed(smem + smem_bytes, kGuard);
-        if (b >= 0) {
-            return format("wrote past the end of dynamic shared memory (%zu bytes), at byte offset %zu", smem_bytes,
-                          smem_bytes + b);
+    if (b != nullptr && !b->smem.empty()) {
+        size_t end = b->smem.size() - kGuard;
+        long e = first_changed(b->smem.data() + end, kGuard);
+        if (e >= 0) {
+            return format("wrote past the end of shared memory (%zu bytes dynamic, %zu static), at arena offset %zu",
+                          b->smem_bytes, b->static_used, end + e);
         }
     }
     return {};
@@ -157,30 +132,18 @@ std::string check_guards(const unsigned char* smem, size_t smem_bytes) {
 
 // ---------------------------------------------------------------- fibers and the block scheduler
 
-constexpr size_t kStackBytes = 256 * 1024;
-
-enum class State { Runnable, AtBarrier, AtWarp, AtGrid, Done };
-
-struct PendingCopy {
-    void* dst;
-    const void* src;
-    unsigned bytes;
-};
-
-struct Fiber {
-    ucontext_t context;
-    ThreadContext coords;
-    State state = State::Runnable;
-    uint64_t warp_seq = 0;    // warp collectives this lane has entered
-    unsigned warp_mask = 0;   // mask of the collective it waits in
-    unsigned char* stack = nullptr;
-    std::vector<PendingCopy> copies;       // cp.async issued and not yet performed
-    std::vector<size_t> group_ends;        // committed groups: end index into copies
-};
+struct Schedule {
+    int mode = SEQK_EMU_SCHEDULE_ROUND_ROBIN;
+    uint64_t seed = 0;
+    bool land_at_issue = false;  // cp.async copies land when issued (else when waited for)
+} g_schedule;
 
 void perform_copies(Fiber& f, size_t count) {
+    hazards_cp_async_waited(f, count);
     for (size_t i = 0; i < count; i++) {
-        std::memcpy(f.copies[i].dst, f.copies[i].src, f.copies[i].bytes);
+        if (!f.copies[i].landed) {
+            std::memcpy(f.copies[i].dst, f.copies[i].src, f.copies[i].bytes);
+        }
     }
     f.copies.erase(f.copies.begin(), f.copies.begin() + static_cast<long>(count));
     for (size_t& end : f.group_ends) {
@@ -208,69 +171,58 @@ struct StackPool {
     }
 };
 
+}  // namespace
+
 /** The cross-block barrier of a cooperative launch. */
-struct GridBarrier {
-    std::mutex mutex;
-    std::condition_variable cv;
+class GridBarrier {
+public:
     unsigned blocks = 0;
-    unsigned arrived = 0;
-    unsigned finished = 0;
-    uint64_t generation = 0;
-    std::string failure;
 
     /** A block's threads all reached grid_sync: wait for every other block. */
     void arrive(const std::string& who) {
-        std::unique_lock<std::mutex> lock(mutex);
-        uint64_t gen = generation;
-        arrived++;
+        std::unique_lock<std::mutex> lock(mutex_);
+        uint64_t gen = generation_;
+        arrived_++;
         settle();
-        cv.wait(lock, [&] { return generation != gen || !failure.empty(); });
-        if (!failure.empty()) {
-            throw EmuError(who + ": " + failure);
+        cv_.wait(lock, [&] { return generation_ != gen || !failure_.empty(); });
+        if (!failure_.empty()) {
+            throw EmuError(who + ": " + failure_);
         }
     }
 
     /** A block ended (all threads done, or an error): it will never arrive again. */
     void leave(const std::string& error) {
-        std::lock_guard<std::mutex> lock(mutex);
-        finished++;
-        if (!error.empty() && failure.empty()) {
-            failure = "another block failed: " + error;
+        std::lock_guard<std::mutex> lock(mutex_);
+        finished_++;
+        if (!error.empty() && failure_.empty()) {
+            failure_ = "another block failed: " + error;
         }
         settle();
     }
 
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    unsigned arrived_ = 0;
+    unsigned finished_ = 0;
+    uint64_t generation_ = 0;
+    std::string failure_;
+
     void settle() {
-        if (arrived > 0 && arrived + finished == blocks) {
-            if (finished > 0 && failure.empty()) {
-                failure = "grid sync reached by " + std::to_string(arrived) + " of " + std::to_string(blocks) +
-                          " blocks; the others ended without reaching it";
-            } else if (failure.empty()) {
-                arrived = 0;
-                generation++;
+        if (arrived_ > 0 && arrived_ + finished_ == blocks) {
+            if (finished_ > 0 && failure_.empty()) {
+                failure_ = "grid sync reached by " + std::to_string(arrived_) + " of " + std::to_string(blocks) +
+                           " blocks; the others ended without reaching it";
+            } else if (failure_.empty()) {
+                arrived_ = 0;
+                generation_++;
             }
         }
-        cv.notify_all();
+        cv_.notify_all();
     }
 };
 
-struct Block {
-    std::vector<Fiber> fibers;
-    ucontext_t scheduler;
-    unsigned barrier_waiting = 0;
-    unsigned grid_waiting = 0;
-    GridBarrier* grid = nullptr;  // set for cooperative launches
-    unsigned done = 0;
-    std::vector<unsigned char> slots;  // [warps][2][32][kWideBytes] warp collective values, double-buffered by seq parity
-    std::vector<unsigned char> smem;  // dynamic shared memory + guard
-    size_t smem_bytes = 0;
-    std::string fault;            // set by a fiber that hit a kernel error
-    Kernel* kernel = nullptr;
-    void** args = nullptr;
-};
-
-thread_local Block* t_block = nullptr;
-thread_local Fiber* t_fiber = nullptr;
+namespace {
 
 void yield_to_scheduler() {
     swapcontext(&t_fiber->context, &t_block->scheduler);
@@ -285,13 +237,12 @@ void fiber_main() {
     yield_to_scheduler();
 }
 
-std::string where(const char* kernel, const Fiber& f) {
-    return format("kernel %s block (%u,%u,%u) thread (%u,%u,%u)", kernel, f.coords.block_idx.x, f.coords.block_idx.y,
-                  f.coords.block_idx.z, f.coords.thread_idx.x, f.coords.thread_idx.y, f.coords.thread_idx.z);
-}
-
-/** Opens warp collectives whose named lanes have all arrived; returns whether any opened. */
-bool release_warps(Block& b, const char* name) {
+/**
+ * Opens warp collectives whose named lanes have all arrived: the lanes must agree on mask and
+ * site, and each named lane completes it (its warp's collective count goes up). Returns whether
+ * any opened.
+ */
+bool release_warps(Block& b) {
     bool released = false;
     size_t n = b.fibers.size();
     for (size_t i = 0; i < n; i++) {
@@ -307,60 +258,106 @@ bool release_warps(Block& b, const char* name) {
             }
             size_t j = warp_base + lane;
             if (j >= n) {
-                throw EmuError(where(name, f) + ": a warp collective names lane " + std::to_string(lane) +
+                throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " + std::to_string(lane) +
                                ", which does not exist (the block has " + std::to_string(n) + " threads)");
             }
             Fiber& other = b.fibers[j];
             if (other.warp_seq < f.warp_seq) {
                 if (other.state == State::Done) {
-                    throw EmuError(where(name, f) + ": a warp collective names lane " + std::to_string(lane) +
-                                   ", which exited without reaching it");
+                    throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " +
+                                   std::to_string(lane) + ", which exited without reaching it");
                 }
                 ready = false;
                 break;
             }
         }
-        if (ready) {
-            f.state = State::Runnable;
-            released = true;
+        if (!ready) {
+            continue;
         }
+        hazards_collective_released(b, warp_base, f.warp_mask, f);
+        uint64_t count = ++b.warp_syncs[i / 32];
+        unsigned mask = f.warp_mask;
+        uint64_t seq = f.warp_seq;
+        for (unsigned lane = 0; lane < 32; lane++) {
+            Fiber& other = b.fibers[warp_base + lane];
+            if ((mask >> lane & 1u) && other.state == State::AtWarp && other.warp_seq == seq) {
+                other.state = State::Runnable;
+                other.synced = count;
+            }
+        }
+        released = true;
     }
     return released;
 }
 
-std::string describe_waiters(const Block& b, const char* name) {
-    unsigned at_barrier = 0, at_warp = 0;
-    const Fiber* example = nullptr;
+std::string describe_waiters(const Block& b) {
+    unsigned at_barrier = 0, at_warp = 0, at_grid = 0;
+    int example = -1;
     for (const Fiber& f : b.fibers) {
         if (f.state == State::AtBarrier) {
             at_barrier++;
         } else if (f.state == State::AtWarp) {
             at_warp++;
-            example = example ? example : &f;
+            example = example >= 0 ? example : static_cast<int>(f.coords.linear);
+        } else if (f.state == State::AtGrid) {
+            at_grid++;
         }
-    }
-    unsigned at_grid = 0;
-    for (const Fiber& f : b.fibers) {
-        at_grid += f.state == State::AtGrid ? 1 : 0;
     }
     std::string s = format("%u threads wait at __syncthreads, %u in warp collectives, %u at grid sync, %u exited",
                            at_barrier, at_warp, at_grid, b.done);
-    if (example) {
-        s += "; e.g. " + where(name, *example) + " waits in a warp collective";
+    if (example >= 0) {
+        s += "; e.g. " + where(b, static_cast<unsigned>(example)) + " waits in a warp collective";
     }
     return s;
 }
 
-void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_idx, StackPool& pool) {
+/** The order in which a scheduling pass visits the block's threads. */
+void pass_order(const Block& b, std::vector<unsigned>& order, std::mt19937_64& rng) {
+    unsigned n = static_cast<unsigned>(b.fibers.size());
+    order.resize(n);
+    for (unsigned i = 0; i < n; i++) {
+        order[i] = i;
+    }
+    if (g_schedule.mode == SEQK_EMU_SCHEDULE_REVERSE) {
+        std::reverse(order.begin(), order.end());
+    } else if (g_schedule.mode == SEQK_EMU_SCHEDULE_RANDOM) {
+        std::shuffle(order.begin(), order.end(), rng);
+    }
+}
+
+/** Runs fiber i until it blocks; throws on a fault or a damaged guard. */
+void run_fiber(Block& b, unsigned i) {
+    Fiber& f = b.fibers[i];
+    t_fiber = &f;
+    current = &f.coords;
+    swapcontext(&b.scheduler, &f.context);
+    t_fiber = nullptr;
+    if (!b.fault.empty()) {
+        throw EmuError(where(b, i) + ": " + b.fault);
+    }
+    if (g_checking && b.grid == nullptr) {  // cooperative blocks run concurrently: checked after the launch
+        std::string damage = check_guards(&b);
+        if (!damage.empty()) {
+            throw EmuError(where(b, i) + ": " + damage);
+        }
+    }
+}
+
+void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear, StackPool& pool) {
     unsigned n = block.x * block.y * block.z;
     b.fibers.assign(n, Fiber{});
     b.barrier_waiting = 0;
     b.grid_waiting = 0;
     b.done = 0;
     b.fault.clear();
-    if (b.smem_bytes > 0) {
-        poison(b.smem.data(), b.smem.size());
-    }
+    b.index = block_idx;
+    b.linear = linear;
+    b.static_used = 0;
+    b.static_sites.clear();
+    b.static_arrays.clear();
+    poison(b.smem.data(), b.static_base);  // static arrays are poisoned when handed out
+    poison(b.smem.data() + b.smem.size() - kGuard, kGuard);
+    hazards_begin_block(b);
     for (unsigned i = 0; i < n; i++) {
         Fiber& f = b.fibers[i];
         f.coords.thread_idx = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
@@ -375,58 +372,82 @@ void run_block(Block& b, const char* name, dim3 grid, dim3 block, uint3 block_id
         f.context.uc_link = nullptr;
         makecontext(&f.context, fiber_main, 0);
     }
+    std::mt19937_64 rng(g_schedule.seed ^ (0x9e3779b97f4a7c15ull * (linear + 1)));
+    std::vector<unsigned> order;
     while (b.done < n) {
         bool ran = false;
-        for (unsigned i = 0; i < n; i++) {
-            Fiber& f = b.fibers[i];
-            if (f.state != State::Runnable) {
-                continue;
+        if (g_schedule.mode == SEQK_EMU_SCHEDULE_WARP_AHEAD) {
+            // One warp runs until every lane of it blocks, then the next: warps drift far apart.
+            for (unsigned w = 0; w < (n + 31) / 32; w++) {
+                for (bool again = true; again;) {
+                    again = false;
+                    for (unsigned i = w * 32; i < std::min(n, w * 32 + 32); i++) {
+                        if (b.fibers[i].state == State::Runnable) {
+                            run_fiber(b, i);
+                            ran = again = true;
+                        }
+                    }
+                    if (release_warps(b)) {
+                        again = true;
+                    }
+                }
             }
-            t_fiber = &f;
-            current = &f.coords;
-            swapcontext(&b.scheduler, &f.context);
-            ran = true;
-            if (!b.fault.empty()) {
-                throw EmuError(where(name, f) + ": " + b.fault);
-            }
-            if (g_checking && b.grid == nullptr) {  // cooperative blocks run concurrently: checked after the launch
-                std::string damage = check_guards(b.smem_bytes ? b.smem.data() : nullptr, b.smem_bytes);
-                if (!damage.empty()) {
-                    throw EmuError(where(name, f) + ": " + damage);
+        } else {
+            pass_order(b, order, rng);
+            for (unsigned i : order) {
+                if (b.fibers[i].state == State::Runnable) {
+                    run_fiber(b, i);
+                    ran = true;
                 }
             }
         }
         if (b.done == n) {
             break;
         }
-        bool released = release_warps(b, name);
+        bool released = release_warps(b);
         if (b.barrier_waiting > 0 && b.barrier_waiting + b.done == n) {
             if (b.done > 0) {
                 throw EmuError(format("kernel %s block (%u,%u,%u): __syncthreads reached by %u of %u threads; %u exited "
                                       "before it (a barrier inside divergent code)",
-                                      name, block_idx.x, block_idx.y, block_idx.z, b.barrier_waiting, n, b.done));
+                                      b.kernel->name.c_str(), block_idx.x, block_idx.y, block_idx.z, b.barrier_waiting, n,
+                                      b.done));
+            }
+            if (g_checking) {
+                for (const Fiber& f : b.fibers) {
+                    if (!same_site(f.wait_site, b.fibers[0].wait_site)) {
+                        throw EmuError(where(b, f.coords.linear) + ": __syncthreads reached from two sites, " +
+                                       site_name(f.wait_site) + " and " + site_name(b.fibers[0].wait_site) +
+                                       " (thread 0): a barrier in divergent code");
+                    }
+                }
             }
             for (Fiber& f : b.fibers) {
                 f.state = State::Runnable;
             }
             b.barrier_waiting = 0;
+            b.epoch++;
             released = true;
         }
         if (b.grid_waiting > 0 && b.grid_waiting + b.done == n) {
             if (b.done > 0) {
                 throw EmuError(format("kernel %s block (%u,%u,%u): grid sync reached by %u of %u threads; %u exited before it",
-                                      name, block_idx.x, block_idx.y, block_idx.z, b.grid_waiting, n, b.done));
+                                      b.kernel->name.c_str(), block_idx.x, block_idx.y, block_idx.z, b.grid_waiting, n,
+                                      b.done));
             }
-            b.grid->arrive(format("kernel %s block (%u,%u,%u)", name, block_idx.x, block_idx.y, block_idx.z));
+            b.grid->arrive(format("kernel %s block (%u,%u,%u)", b.kernel->name.c_str(), block_idx.x, block_idx.y,
+                                  block_idx.z));
             for (Fiber& f : b.fibers) {
                 f.state = State::Runnable;
             }
             b.grid_waiting = 0;
+            b.grid_epoch++;
+            b.epoch++;  // a grid sync orders the block's threads too
             released = true;
         }
         if (!ran && !released) {
-            throw EmuError(format("kernel %s block (%u,%u,%u): deadlock: ", name, block_idx.x, block_idx.y, block_idx.z) +
-                           describe_waiters(b, name));
+            throw EmuError(format("kernel %s block (%u,%u,%u): deadlock: ", b.kernel->name.c_str(), block_idx.x, block_idx.y,
+                                  block_idx.z) +
+                           describe_waiters(b));
         }
     }
 }
@@ -449,23 +470,70 @@ float round_tf32(float v) {
 
 }  // namespace
 
+Allocation* find(uintptr_t p, size_t bytes) {
+    auto& m = allocations();
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) {
+        return nullptr;
+    }
+    --it;
+    if (p >= it->first && p + bytes <= it->first + it->second.bytes && p + bytes >= p) {
+        return &it->second;
+    }
+    return nullptr;
+}
+
+std::string where(const Block& b, unsigned thread) {
+    const Fiber& f = b.fibers[thread];
+    return format("kernel %s block (%u,%u,%u) thread (%u,%u,%u)", b.kernel->name.c_str(), b.index.x, b.index.y, b.index.z,
+                  f.coords.thread_idx.x, f.coords.thread_idx.y, f.coords.thread_idx.z);
+}
+
+void fault(const std::string& what) {
+    t_block->fault = what;
+    t_fiber->state = State::Done;
+    t_block->done++;
+    yield_to_scheduler();
+    __builtin_unreachable();
+}
+
 // ---------------------------------------------------------------- device-side entry points
 
 Registrar::Registrar(const char* name, void* fn, Trampoline trampoline, int arg_count, const ParamInfo* params) {
-    registry()[name] = Kernel{fn, trampoline, arg_count, params};
+    registry()[name] = Kernel{name, fn, trampoline, arg_count, params};
 }
 
-void syncthreads() {
+void syncthreads(Site site) {
+    t_fiber->wait_site = site;
     t_fiber->state = State::AtBarrier;
     t_block->barrier_waiting++;
     yield_to_scheduler();
 }
 
 unsigned lane_id() {
-    return current->linear & 31u;
+    return t_fiber->coords.linear & 31u;
 }
 
-void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all) {
+uint3 thread_idx() {
+    return t_fiber->coords.thread_idx;
+}
+
+uint3 block_idx() {
+    return t_fiber->coords.block_idx;
+}
+
+dim3 block_dim() {
+    return t_fiber->coords.block_dim;
+}
+
+dim3 grid_dim() {
+    return t_fiber->coords.grid_dim;
+}
+
+namespace {
+
+/** The warp rendezvous behind every collective; `site` is the kernel's call site. */
+void exchange(unsigned mask, const void* value, unsigned bytes, void* all, Site site) {
     unsigned lane = lane_id();
     if (!(mask >> lane & 1u)) {
         kernel_error("a warp collective's mask does not include the calling lane");
@@ -476,6 +544,7 @@ void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* 
     Fiber& f = *t_fiber;
     f.warp_seq++;
     f.warp_mask = mask;
+    f.wait_site = site;
     size_t warp = f.coords.linear / 32;
     unsigned char* slot = &t_block->slots[(warp * 2 + (f.warp_seq & 1)) * 32 * kWideBytes];
     std::memcpy(slot + lane * kWideBytes, value, bytes);
@@ -491,15 +560,32 @@ void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* 
     }
 }
 
-void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32]) {
-    warp_exchange_wide(mask, &value, sizeof value, out);
+}  // namespace
+
+void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all, Site site) {
+    exchange(mask, value, bytes, all, site);
+}
+
+void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32], Site site) {
+    exchange(mask, &value, sizeof value, out, site);
+}
+
+void syncwarp(unsigned mask, Site site) {
+    uint64_t ignored[32];
+    uint64_t zero = 0;
+    exchange(mask, &zero, sizeof zero, ignored, site);
 }
 
 void cp_async(void* shared_dst, const void* global_src, unsigned bytes) {
     if (reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0 || reinterpret_cast<uintptr_t>(global_src) % bytes != 0) {
         kernel_error("cp.async addresses must be aligned to the copy size");
     }
-    t_fiber->copies.push_back(PendingCopy{shared_dst, global_src, bytes});
+    hazards_cp_async_issue(shared_dst, global_src, bytes, __builtin_return_address(0));
+    bool land = g_schedule.land_at_issue;
+    if (land) {
+        std::memcpy(shared_dst, global_src, bytes);
+    }
+    t_fiber->copies.push_back(PendingCopy{shared_dst, global_src, bytes, land});
 }
 
 void cp_async_commit() {
@@ -517,30 +603,41 @@ void cp_async_wait(int pending_groups_allowed) {
     }
 }
 
-void grid_sync() {
+void grid_sync(Site site) {
     if (t_block->grid == nullptr) {
         kernel_error("grid sync outside a cooperative launch");
     }
+    t_fiber->wait_site = site;
     t_fiber->state = State::AtGrid;
     t_block->grid_waiting++;
     yield_to_scheduler();
 }
 
-void syncwarp(unsigned mask) {
-    uint64_t ignored[32];
-    warp_exchange(mask, 0, ignored);
-}
-
 void kernel_error(const char* what) {
-    t_block->fault = what;
-    t_fiber->state = State::Done;
-    t_block->done++;
-    yield_to_scheduler();
-    __builtin_unreachable();
+    fault(what);
 }
 
 void* dynamic_shared() {
     return t_block->smem_bytes ? t_block->smem.data() : nullptr;
+}
+
+void* static_shared(const void* site, unsigned bytes, unsigned align) {
+    Block& b = *t_block;
+    for (const auto& [s, offset] : b.static_sites) {
+        if (s == site) {
+            return b.smem.data() + offset;
+        }
+    }
+    size_t offset = (b.static_base + b.static_used + align - 1) / align * align;
+    if (offset + bytes > b.static_base + kStaticSharedLimit) {
+        kernel_error("static shared arrays exceed the 48 KB a block may declare");
+    }
+    b.static_sites.emplace_back(site, offset);
+    b.static_arrays.emplace_back(offset, offset + bytes);
+    b.static_used = offset + bytes - b.static_base;
+    poison(b.smem.data() + offset, bytes);
+    hazards_cover(b, offset + bytes);
+    return b.smem.data() + offset;
 }
 
 }  // namespace seqk_emu
@@ -557,6 +654,16 @@ const char* seqk_emu_last_error() {
 
 void seqk_emu_set_checking(int on) {
     g_checking = on;
+}
+
+int seqk_emu_set_schedule(int mode, uint64_t seed, int cp_async_land_at_issue) {
+    if (mode < SEQK_EMU_SCHEDULE_ROUND_ROBIN || mode > SEQK_EMU_SCHEDULE_WARP_AHEAD) {
+        return fail(format("unknown schedule %d", mode));
+    }
+    g_schedule.mode = mode;
+    g_schedule.seed = seed;
+    g_schedule.land_at_issue = cp_async_land_at_issue != 0;
+    return 0;
 }
 
 int seqk_emu_kernel_count() {
@@ -597,7 +704,7 @@ int seqk_emu_malloc(uint64_t bytes, uint64_t* out) {
     }
     unsigned char* payload = base + kAlign;
     poison(payload - kGuard, bytes + 2 * kGuard);
-    allocations()[reinterpret_cast<uintptr_t>(payload)] = Allocation{base, bytes};
+    allocations()[reinterpret_cast<uintptr_t>(payload)] = Allocation{base, payload, bytes, nullptr};
     g_in_use += bytes;
     g_peak = std::max(g_peak, g_in_use);
     *out = reinterpret_cast<uintptr_t>(payload);
@@ -685,36 +792,37 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
         return fail(format("kernel %s: a cooperative launch of %lu blocks exceeds the emulator's %u co-resident blocks",
                            name, static_cast<unsigned long>(blocks), kMaxCooperativeBlocks));
     }
+    hazards_begin_launch(args, it->second);
     dim3 grid{gx, gy, gz};
     dim3 block{bx, by, bz};
     unsigned threads = bx * by * bz;
-    auto make_block = [&](GridBarrier* barrier) {
-        auto b = std::make_unique<Block>();
-        b->kernel = &it->second;
-        b->args = args;
-        b->grid = barrier;
-        b->smem_bytes = shared_bytes;
-        b->smem.resize(shared_bytes ? shared_bytes + kGuard : 0);
-        b->slots.assign(((threads + 31) / 32) * 2 * 32 * kWideBytes, 0);
-        return b;
+    auto setup = [&](Block& b, GridBarrier* barrier) {
+        b.kernel = &it->second;
+        b.args = args;
+        b.grid = barrier;
+        b.smem_bytes = shared_bytes;
+        b.static_base = (shared_bytes + 15) / 16 * 16;
+        b.smem.resize(b.static_base + kStaticSharedLimit + kGuard);  // reused across launches: only ever grows
+        b.slots.assign(((threads + 31) / 32) * 2 * 32 * kWideBytes, 0);
     };
     auto coords = [&](uint64_t i) { return uint3{static_cast<unsigned>(i % gx), static_cast<unsigned>((i / gx) % gy),
                                                  static_cast<unsigned>(i / (static_cast<uint64_t>(gx) * gy))}; };
     if (!cooperative) {
         static thread_local StackPool pool;
-        auto b = make_block(nullptr);
-        Block* saved = t_block;
-        t_block = b.get();
+        static thread_local Block b;  // reused: its arena and shadow memory outlive one launch
+        setup(b, nullptr);
+        t_block = &b;
         int rc = 0;
         try {
             for (uint64_t i = 0; i < blocks; i++) {
-                run_block(*b, name, grid, block, coords(i), pool);
+                run_block(b, grid, block, coords(i), static_cast<uint32_t>(i), pool);
             }
         } catch (const EmuError& e) {
             rc = fail(e.what());
         }
-        t_block = saved;
+        t_block = nullptr;
         current = nullptr;
+        t_fiber = nullptr;
         return rc;
     }
     GridBarrier barrier;
@@ -724,15 +832,17 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
     for (uint64_t i = 0; i < blocks; i++) {
         workers.emplace_back([&, i] {
             StackPool pool;
-            auto b = make_block(&barrier);
+            auto b = std::make_unique<Block>();
+            setup(*b, &barrier);
             t_block = b.get();
             try {
-                run_block(*b, name, grid, block, coords(i), pool);
+                run_block(*b, grid, block, coords(i), static_cast<uint32_t>(i), pool);
             } catch (const EmuError& e) {
                 errors[i] = e.what();
             }
             barrier.leave(errors[i]);
             t_block = nullptr;
+            t_fiber = nullptr;
             current = nullptr;
         });
     }
@@ -750,7 +860,7 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
         }
     }
     if (g_checking) {
-        std::string damage = check_guards(nullptr, 0);
+        std::string damage = check_guards(nullptr);
         if (!damage.empty()) {
             return fail(format("kernel %s (cooperative launch; the thread is not known): ", name) + damage);
         }

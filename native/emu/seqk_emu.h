@@ -10,7 +10,16 @@ extern "C" {
 #endif
 
 const char* seqk_emu_last_error(void);
+/** Turns the checks on or off: guards, bounds, alignment, races, collectives (on by default). */
 void seqk_emu_set_checking(int on);
+
+/** The order in which a block's threads run between barriers and collectives. */
+#define SEQK_EMU_SCHEDULE_ROUND_ROBIN 0  /* thread 0, 1, 2, ... */
+#define SEQK_EMU_SCHEDULE_REVERSE 1      /* the last thread first */
+#define SEQK_EMU_SCHEDULE_RANDOM 2       /* a new seeded shuffle at every pass */
+#define SEQK_EMU_SCHEDULE_WARP_AHEAD 3   /* one warp runs until it blocks, then the next */
+/** Sets the schedule, its seed, and whether cp.async copies land at issue (else at the wait). */
+int seqk_emu_set_schedule(int mode, uint64_t seed, int cp_async_land_at_issue);
 
 int seqk_emu_kernel_count(void);
 const char* seqk_emu_kernel_name(int i);

@@ -6,7 +6,7 @@
 namespace seqk {
 namespace arch {
 
-__device__ inline void grid_sync() { ::seqk_emu::grid_sync(); }
+__device__ inline void grid_sync(SEQK_EMU_SITE) { ::seqk_emu::grid_sync(SEQK_EMU_SITE_VALUE); }
 
 }  // namespace arch
 }  // namespace seqk

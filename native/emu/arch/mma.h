@@ -20,12 +20,12 @@ struct MmaOperands {
 };
 
 /** Every lane posts its fragments; each receives all 32 lanes' (one warp rendezvous). */
-inline void exchange(const uint32_t a[4], const uint32_t b[2], const float c[4], MmaOperands all[32]) {
+inline void exchange(const uint32_t a[4], const uint32_t b[2], const float c[4], MmaOperands all[32], ::seqk_emu::Site site) {
     MmaOperands mine;
     std::memcpy(mine.a, a, sizeof mine.a);
     std::memcpy(mine.b, b, sizeof mine.b);
     std::memcpy(mine.c, c, sizeof mine.c);
-    ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all);
+    ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all, site);
 }
 
 /** This lane's part of D = A B + C, in the C/D fragment layout (rows g and g + 8, columns 2t and 2t + 1). */
@@ -45,9 +45,9 @@ inline void take_result(float d[4], const float (&A)[16][K], const float (&B)[K]
 }
 
 template <float (*Load)(uint16_t)>
-inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], ::seqk_emu::Site site) {
     MmaOperands all[32];
-    exchange(a, b, c, all);
+    exchange(a, b, c, all, site);
     float A[16][16], B[16][8], C[16][8];
     for (unsigned lane = 0; lane < 32; lane++) {
         unsigned g = lane / 4, t = lane % 4;
@@ -84,9 +84,9 @@ inline float tf32_value(uint32_t bits) {
     return f;
 }
 
-inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], ::seqk_emu::Site site) {
     MmaOperands all[32];
-    exchange(a, b, c, all);
+    exchange(a, b, c, all, site);
     float A[16][8], B[8][8], C[16][8];
     for (unsigned lane = 0; lane < 32; lane++) {
         unsigned g = lane / 4, t = lane % 4;
@@ -101,12 +101,12 @@ inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2
 }
 
 /** Loads `count` 8x8 b16 matrices from the row addresses posted by lanes 0..8*count-1. */
-inline void ldmatrix(uint32_t* r, unsigned count, bool trans, const void* shared_row) {
+inline void ldmatrix(uint32_t* r, unsigned count, bool trans, const void* shared_row, ::seqk_emu::Site site) {
     if (reinterpret_cast<uintptr_t>(shared_row) % 16 != 0) {
         ::seqk_emu::kernel_error("ldmatrix row addresses must be 16-byte aligned");
     }
     const void* rows[32];
-    ::seqk_emu::warp_exchange_wide(0xffffffffu, &shared_row, sizeof shared_row, rows);
+    ::seqk_emu::warp_exchange_wide(0xffffffffu, &shared_row, sizeof shared_row, rows, site);
     unsigned lane = ::seqk_emu::lane_id();
     for (unsigned j = 0; j < count; j++) {
         uint16_t e[2];
@@ -121,12 +121,12 @@ inline void ldmatrix(uint32_t* r, unsigned count, bool trans, const void* shared
 
 }  // namespace emu_detail
 
-__device__ inline void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-    emu_detail::mma_m16n8k16<emu_detail::f16>(d, a, b, c);
+__device__ inline void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], SEQK_EMU_SITE) {
+    emu_detail::mma_m16n8k16<emu_detail::f16>(d, a, b, c, SEQK_EMU_SITE_VALUE);
 }
 
-__device__ inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-    emu_detail::mma_m16n8k16<emu_detail::bf16>(d, a, b, c);
+__device__ inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], SEQK_EMU_SITE) {
+    emu_detail::mma_m16n8k16<emu_detail::bf16>(d, a, b, c, SEQK_EMU_SITE_VALUE);
 }
 
 __device__ inline uint32_t to_tf32(float x) {
@@ -135,14 +135,16 @@ __device__ inline uint32_t to_tf32(float x) {
     return emu_detail::tf32_round(bits);
 }
 
-__device__ inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
-    emu_detail::mma_m16n8k8_tf32(d, a, b, c);
+__device__ inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], SEQK_EMU_SITE) {
+    emu_detail::mma_m16n8k8_tf32(d, a, b, c, SEQK_EMU_SITE_VALUE);
 }
 
-__device__ inline void ldmatrix_x4(uint32_t r[4], const void* shared_row) { emu_detail::ldmatrix(r, 4, false, shared_row); }
+__device__ inline void ldmatrix_x4(uint32_t r[4], const void* shared_row, SEQK_EMU_SITE) {
+    emu_detail::ldmatrix(r, 4, false, shared_row, SEQK_EMU_SITE_VALUE);
+}
 
-__device__ inline void ldmatrix_x2_trans(uint32_t r[2], const void* shared_row) {
-    emu_detail::ldmatrix(r, 2, true, shared_row);
+__device__ inline void ldmatrix_x2_trans(uint32_t r[2], const void* shared_row, SEQK_EMU_SITE) {
+    emu_detail::ldmatrix(r, 2, true, shared_row, SEQK_EMU_SITE_VALUE);
 }
 
 }  // namespace arch

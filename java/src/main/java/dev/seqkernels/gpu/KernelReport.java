@@ -21,9 +21,60 @@ public record KernelReport(boolean built, String note, List<String> architecture
         public boolean spills() {
             return spillStoreBytes > 0 || spillLoadBytes > 0;
         }
+
+        /** Registers a block of {@code threads} takes on sm_90: per warp, in units of 256. */
+        public int registersPerBlock(int threads) {
+            int perWarp = (registers * 32 + 255) / 256 * 256;
+            return (threads + 31) / 32 * perWarp;
+        }
+
+        /**
+         * Blocks of {@code threads} with {@code dynamicShared} bytes that fit on one sm_90
+         * multiprocessor at once: by threads (2,048), registers (65,536), shared memory (228 KB,
+         * with 1 KB reserved per block) and the 32-block limit; what cuOccupancyMaxActiveBlocks...
+         * answers there.
+         */
+        public int blocksPerMultiprocessor(int threads, int dynamicShared) {
+            if (threads <= 0 || threads > SM90_THREADS_PER_BLOCK) {
+                return 0;
+            }
+            int byThreads = SM90_THREADS_PER_SM / ((threads + 31) / 32 * 32);
+            int regs = registersPerBlock(threads);
+            int byRegisters = regs == 0 ? SM90_BLOCKS_PER_SM : (regs > SM90_REGISTERS ? 0 : SM90_REGISTERS / regs);
+            int byShared = SM90_SHARED_PER_SM / (sharedBytes + dynamicShared + SM90_RESERVED_SHARED);
+            return Math.min(SM90_BLOCKS_PER_SM, Math.min(byThreads, Math.min(byRegisters, byShared)));
+        }
     }
 
-    public static KernelReport load() {
+    public static final int SM90_THREADS_PER_BLOCK = 1024;
+    public static final int SM90_THREADS_PER_SM = 2048;
+    public static final int SM90_REGISTERS = 65536;
+    public static final int SM90_BLOCKS_PER_SM = 32;
+    public static final int SM90_SHARED_PER_SM = 233472;
+    public static final int SM90_SHARED_PER_BLOCK_OPTIN = 232448;
+    public static final int SM90_RESERVED_SHARED = 1024;
+
+    /** The kernel's entry, or null when it is not in the report (or the kernels were not built). */
+    public Entry entry(String kernel) {
+        for (Entry e : kernels) {
+            if (e.kernel().equals(kernel)) {
+                return e;
+            }
+        }
+        return null;
+    }
+
+    private static KernelReport loaded;
+
+    /** The report of this build, read once. */
+    public static synchronized KernelReport load() {
+        if (loaded == null) {
+            loaded = read();
+        }
+        return loaded;
+    }
+
+    private static KernelReport read() {
         try (InputStream in = KernelReport.class.getResourceAsStream(RESOURCE)) {
             if (in == null) {
                 return new KernelReport(false, "kernels not built: this build has no kernel report", List.of(), List.of());

@@ -237,4 +237,23 @@ class PrimitivesSelfTest {
             assertEquals(7 * 2 * 33 * 3, Float.floatToRawIntBits((float) c.getFlat(0)));
         }
     }
+
+    /**
+     * A block needing more registers than a multiprocessor has is refused before it runs: the
+     * tensor-core attention kernel (about 248 registers) with 1,024 threads. (The emulator reads the
+     * registers from the kernel report; a driver from the cubin.)
+     */
+    @Test
+    void aLaunchNeedingTooManyRegistersIsRefused() {
+        KernelReport report = KernelReport.load();
+        org.junit.jupiter.api.Assumptions.assumeTrue(report.built(), () -> "skipped: " + report.note());
+        long kernel = driver.function(driver.loadModule("attention"), "attn_fwd_tc64_f16");
+        KernelArgs args = new KernelArgs();
+        for (int i = 0; i < 9; i++) {
+            args.pointer(0);
+        }
+        args.struct(new long[33]).i32(0);
+        var e = assertThrows(DriverException.class, () -> driver.launch(kernel, Dim3.of(1), Dim3.of(1024), 0, 0, args));
+        assertEquals(DriverException.LAUNCH_OUT_OF_RESOURCES, e.status(), e.getMessage());
+    }
 }

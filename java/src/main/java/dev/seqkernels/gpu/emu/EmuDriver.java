@@ -6,6 +6,7 @@ import dev.seqkernels.gpu.Driver;
 import dev.seqkernels.gpu.DriverException;
 import dev.seqkernels.gpu.Gemm;
 import dev.seqkernels.gpu.KernelArgs;
+import dev.seqkernels.gpu.KernelReport;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -44,6 +45,7 @@ public final class EmuDriver implements Driver {
 
     private final MethodHandle lastError;
     private final MethodHandle setChecking;
+    private final MethodHandle setSchedule;
     private final MethodHandle kernelCount;
     private final MethodHandle kernelName;
     private final MethodHandle kernelArity;
@@ -64,11 +66,13 @@ public final class EmuDriver implements Driver {
     private final Map<Long, List<Runnable>> capturing = new HashMap<>();
     private final Map<Long, List<Runnable>> graphs = new HashMap<>();
     private long nextHandle = 1;
+    private boolean checking = true;
 
     private EmuDriver(SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
         lastError = bind(linker, lib, "seqk_emu_last_error", FunctionDescriptor.of(ADDRESS));
         setChecking = bind(linker, lib, "seqk_emu_set_checking", FunctionDescriptor.ofVoid(JAVA_INT));
+        setSchedule = bind(linker, lib, "seqk_emu_set_schedule", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT));
         kernelCount = bind(linker, lib, "seqk_emu_kernel_count", FunctionDescriptor.of(JAVA_INT));
         kernelName = bind(linker, lib, "seqk_emu_kernel_name", FunctionDescriptor.of(ADDRESS, JAVA_INT));
         kernelArity = bind(linker, lib, "seqk_emu_kernel_arity", FunctionDescriptor.of(JAVA_INT, ADDRESS));
@@ -158,10 +162,36 @@ public final class EmuDriver implements Driver {
                 Runtime.getRuntime().availableProcessors(), 49152, 232448, Runtime.getRuntime().maxMemory(), true);
     }
 
-    /** Turns the after-every-switch guard checks on or off (on by default). */
+    /** The order in which a block's threads run between barriers and collectives (native/emu/seqk_emu.h). */
+    public enum Schedule {
+        /** Thread 0, 1, 2, ... at every pass (the default). */
+        ROUND_ROBIN,
+        /** The last thread first. */
+        REVERSE,
+        /** A new shuffle, from the seed, at every pass. */
+        RANDOM,
+        /** One warp runs until every lane of it blocks, then the next: warps drift far apart. */
+        WARP_AHEAD
+    }
+
+    /**
+     * Sets the schedule for the launches that follow, its seed (for RANDOM), and whether cp.async
+     * copies land when issued rather than when waited for. The checks do not depend on it; the
+     * data a racy kernel reads does.
+     */
+    public synchronized void setSchedule(Schedule schedule, long seed, boolean cpAsyncLandsAtIssue) {
+        try {
+            check((int) setSchedule.invokeExact(schedule.ordinal(), seed, cpAsyncLandsAtIssue ? 1 : 0), "setSchedule");
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** Turns the checks on or off: guards, bounds, alignment, races, collectives, launch resources (on by default). */
     public synchronized void setChecking(boolean on) {
         try {
             setChecking.invokeExact(on ? 1 : 0);
+            checking = on;
         } catch (Throwable t) {
             throw rethrow(t);
         }
@@ -452,12 +482,37 @@ public final class EmuDriver implements Driver {
     }
 
     /**
-     * The emulator runs at most 264 co-resident blocks in a cooperative launch (one OS thread each):
-     * that many spread over the multiprocessors it reports, at most 32 per multiprocessor.
+     * What an sm_90 fits (from the kernel report's registers and shared memory, as
+     * {@link KernelReport.Entry#blocksPerMultiprocessor}), and at most the emulator's 264
+     * co-resident blocks (one OS thread each) spread over the multiprocessors it reports.
      */
     @Override
     public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
-        return Math.max(1, Math.min(32, 264 / properties().multiprocessors()));
+        int cap = Math.max(1, Math.min(32, 264 / properties().multiprocessors()));
+        KernelReport.Entry e = KernelReport.load().entry(functionName(function));
+        return e == null ? cap : Math.min(cap, e.blocksPerMultiprocessor(blockThreads, dynamicSharedBytes));
+    }
+
+    /**
+     * A launch must fit what the kernel report says the kernel needs on sm_90, as a GPU refuses it
+     * otherwise: registers x threads within a block's 65,536, static and dynamic shared memory
+     * within the 227 KB opt-in maximum. (Without nvcc there is no report and nothing to check.)
+     */
+    private void checkResources(String name, Dim3 block, int sharedBytes) {
+        KernelReport.Entry e = KernelReport.load().entry(name);
+        int threads = block.x() * block.y() * block.z();
+        if (e == null || !checking) {
+            return;
+        }
+        if (e.registersPerBlock(threads) > KernelReport.SM90_REGISTERS) {
+            throw new DriverException("emu launch of " + name + ": too many resources requested for launch: " + e.registers()
+                    + " registers x " + threads + " threads need " + e.registersPerBlock(threads) + " of a block's "
+                    + KernelReport.SM90_REGISTERS, DriverException.LAUNCH_OUT_OF_RESOURCES);
+        }
+        if ((long) e.sharedBytes() + sharedBytes > KernelReport.SM90_SHARED_PER_BLOCK_OPTIN) {
+            throw new DriverException("emu launch of " + name + ": " + e.sharedBytes() + " bytes of static and " + sharedBytes
+                    + " of dynamic shared memory exceed the sm_90 maximum of " + KernelReport.SM90_SHARED_PER_BLOCK_OPTIN, 1);
+        }
     }
 
     @Override
@@ -496,6 +551,7 @@ public final class EmuDriver implements Driver {
     private synchronized void run(long function, Dim3 grid, Dim3 block, int sharedBytes, KernelArgs args, boolean cooperative) {
         String name = functionName(function);
         args.check("emu", name, parameterSizes.get((int) function));
+        checkResources(name, block, sharedBytes);
         try (Arena arena = Arena.ofConfined()) {
             int rc = (int) launch.invokeExact(arena.allocateFrom(name), grid.x(), grid.y(), grid.z(), block.x(), block.y(),
                     block.z(), sharedBytes, args.pack(arena), args.size(), cooperative ? 1 : 0);

@@ -1,0 +1,95 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.emu.EmuDriver;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.stream.Stream;
+
+import static dev.seqkernels.gpu.RecurrentGpuTest.check;
+
+/**
+ * The faster kernels (tensor-core and TF32 attention forward, split-KV decoding, the persistent
+ * LSTM and GRU, the vectorized step cells) on the emulator under every schedule: round-robin,
+ * reverse, seeded random and one warp running ahead, with cp.async copies landing when waited for
+ * and when issued. The emulator's checks (races, bounds, collectives) run in every one; the results
+ * must match the reference in every one (a kernel that only works in one thread order does not).
+ */
+class ScheduleModesTest {
+    private final EmuDriver emu = EmuDriver.instance();
+
+    static Stream<Arguments> schedules() {
+        return Stream.of(EmuDriver.Schedule.values())
+                .flatMap(s -> Stream.of(Arguments.of(s, false), Arguments.of(s, true)));
+    }
+
+    @AfterEach
+    void backToTheDefault() {
+        emu.setSchedule(EmuDriver.Schedule.ROUND_ROBIN, 0, false);
+    }
+
+    @ParameterizedTest(name = "{0}, cp.async lands at issue: {1}")
+    @MethodSource("schedules")
+    void fasterKernelsAgreeWithTheReferenceInEveryThreadOrder(EmuDriver.Schedule schedule, boolean landAtIssue) {
+        TestData data = new TestData();
+        emu.setSchedule(schedule, data.nextInt(0, 1 << 30), landAtIssue);
+        String tag = schedule + (landAtIssue ? " landing at issue " : " ") + data;
+        attention(tag + " tc64 f16", data, DType.F16, 70, 130, 64, false);
+        attention(tag + " tc128 bf16", data, DType.BF16, 40, 70, 128, false);
+        attention(tag + " tf32", data, DType.F32, 50, 60, 64, true);
+        attention(tag + " split-KV bf16", data, DType.BF16, 1, 1100, 64, false);
+        recurrent(tag + " persistent lstm", data, b -> Lstm.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
+        recurrent(tag + " persistent gru", data, b -> Gru.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
+        recurrent(tag + " vec4 lstm step loop", data, b -> Lstm.builder().inputSize(5).hiddenSize(20).backend(b).build(), 17);
+    }
+
+    private static void attention(String tag, TestData data, DType dtype, int lq, int lk, int d, boolean tf32) {
+        Tensor q = data.tensor(dtype, 1, 1, 2, lq, d);
+        Tensor k = data.tensor(dtype, 1, 1, 1, lk, d);
+        Tensor v = data.tensor(dtype, 1, 1, 1, lk, d);
+        Attention gpu = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(tf32).backend("emu").build();
+        Attention cpu = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
+        try (AttentionResult got = gpu.forward(Attention.inputs(q, k, v));
+             AttentionResult want = cpu.forward(Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)))) {
+            Compare.Tolerance tol = tf32 ? Compare.TF32 : Compare.tolerance(dtype);
+            judge(tag + " out", got.out(), want.out(), tol);
+            Tensor seed = data.tensor(dtype, 1, got.out().shape());
+            try (AttentionGradients g = gpu.backward(got, seed); AttentionGradients w = cpu.backward(want, seed.to(DType.F64))) {
+                judge(tag + " dq", g.dq(), w.dq(), tol);
+            }
+        }
+    }
+
+    private static void judge(String what, Tensor got, Tensor ref, Compare.Tolerance tol) {
+        Compare.Result r = Compare.compare(got.toDoubleArray(), ref.toDoubleArray(), tol);
+        org.junit.jupiter.api.Assertions.assertTrue(r.passes(tol), () -> what + ": " + r);
+    }
+
+    private static void recurrent(String tag, TestData data, java.util.function.Function<String, RecurrentOp> make, int batch) {
+        RecurrentOp gpu = make.apply("emu");
+        RecurrentOp cpu = make.apply("cpu");
+        Map<String, Tensor> p = data.params(DType.F32, 0.4, gpu.config().parameterShapes());
+        Map<String, Tensor> p64 = new LinkedHashMap<>();
+        p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(DType.F32, 1, 6, batch, 5);
+        try (RecurrentResult got = gpu.forward(p, x); RecurrentResult want = cpu.forward(p64, x.to(DType.F64))) {
+            check(tag + " output", got.output(), want.output(), DType.F32);
+        }
+    }
+}

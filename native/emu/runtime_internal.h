@@ -1,0 +1,165 @@
+// What the emulator's runtime (runtime.cpp: fibers, scheduler, memory, C ABI) and its hazard
+// checker (hazards.cpp: shadow state behind every load and store of kernel code) share.
+#pragma once
+
+#include <ucontext.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda_emu.h"
+
+namespace seqk_emu {
+
+/** Thrown on the scheduler side (never across a fiber boundary) to end a launch with a message. */
+struct EmuError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct Kernel {
+    std::string name;
+    void* fn;
+    Registrar::Trampoline trampoline;
+    int arg_count;
+    const ParamInfo* params;  // arg_count entries
+};
+
+// ---------------------------------------------------------------- shadow state (hazards.cpp)
+
+/** One access to a shadowed granule: by whom, in which barrier epoch, after which warp sync, from where. */
+struct Access {
+    uint32_t owner = 0;        // the block serial (shared memory) or launch serial (global) it belongs to; 0: none
+    uint32_t block = 0;        // linear block index (global memory)
+    uint32_t epoch = 0;        // __syncthreads opened in that block before the access
+    uint32_t warp_sync = 0;    // collectives the thread's warp had completed before the access
+    uint16_t thread = 0;       // linear thread index in the block
+    uint16_t grid_epoch = 0;   // grid syncs passed before the access (cooperative launches)
+    bool atomic = false;
+    const void* site = nullptr;
+};
+
+/** The reads of a granule since its last write (or since an epoch that orders them all before now). */
+struct ReadSet {
+    Access first;                  // the first of them: what a report names
+    uint32_t warps = 0;            // warps of the block that read (bit w), for reads in first's block
+    uint32_t earliest_sync = 0;    // the smallest warp collective count among them
+    bool several_threads = false;  // read by more than one thread
+    bool several_blocks = false;   // read by more than one block (global memory)
+};
+
+/** A granule's last write and the reads since it. */
+struct WordShadow {
+    Access write;
+    ReadSet reads;
+    bool pending = false;      // written by a cp.async its thread has not waited for yet
+};
+
+struct Allocation {
+    unsigned char* base;     // what we free
+    unsigned char* payload;  // what the caller gets: guard zones before and after
+    size_t bytes;            // what the caller asked for
+    std::unique_ptr<WordShadow[]> shadow;  // per 4-byte word, made at the first checked access
+};
+
+/** The allocation whose payload contains [p, p+bytes), or null. */
+Allocation* find(uintptr_t p, size_t bytes);
+
+// ---------------------------------------------------------------- fibers and blocks
+
+constexpr size_t kStackBytes = 256 * 1024;  // each fiber's stack
+
+enum class State { Runnable, AtBarrier, AtWarp, AtGrid, Done };
+
+struct PendingCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes;
+    bool landed;  // copied already (the "land at issue" schedule); the wait only ends its hazard window
+};
+
+struct Fiber {
+    ucontext_t context;
+    ThreadContext coords;
+    State state = State::Runnable;
+    uint64_t warp_seq = 0;    // warp collectives this lane has entered
+    unsigned warp_mask = 0;   // mask of the collective it waits in
+    Site wait_site{nullptr, 0};  // where it waits: the __syncthreads, collective or grid sync in the source
+    uint32_t synced = 0;      // the warp's collective count when this lane last completed one
+    unsigned char* stack = nullptr;
+    std::vector<PendingCopy> copies;       // cp.async issued and not yet waited for
+    std::vector<size_t> group_ends;        // committed groups: end index into copies
+};
+
+class GridBarrier;
+
+struct Block {
+    std::vector<Fiber> fibers;
+    ucontext_t scheduler;
+    unsigned barrier_waiting = 0;
+    unsigned grid_waiting = 0;
+    GridBarrier* grid = nullptr;  // set for cooperative launches
+    unsigned done = 0;
+    std::vector<unsigned char> slots;  // [warps][2][32][kWideBytes] warp collective values, double-buffered by seq parity
+    std::string fault;            // set by a fiber that hit a kernel error
+    Kernel* kernel = nullptr;
+    void** args = nullptr;
+    uint3 index{0, 0, 0};
+    uint32_t linear = 0;          // linear block index in the grid
+
+    // Shared memory: one arena per block, [dynamic | static arrays | guard], poisoned at the block's start.
+    std::vector<unsigned char> smem;
+    size_t smem_bytes = 0;        // dynamic shared memory
+    size_t static_base = 0;       // where the static arrays start
+    size_t static_used = 0;       // bytes of static arrays handed out (in this block)
+    std::vector<std::pair<const void*, size_t>> static_sites;  // SEQK_SHARED_ARRAY site -> offset
+    std::vector<std::pair<size_t, size_t>> static_arrays;      // [offset, offset + bytes) handed out
+
+    // Checking: barrier and warp-sync counts, the shadow of the arena's words.
+    uint32_t serial = 0;          // unique per block run: the owner of its shared shadow entries
+    uint32_t epoch = 0;           // __syncthreads opened so far
+    uint16_t grid_epoch = 0;      // grid syncs passed so far
+    std::vector<uint32_t> warp_syncs;  // per warp: collectives completed
+    std::vector<WordShadow> shadow;    // per granule of the arena's dynamic part and handed-out static arrays
+};
+
+/** The fiber and block running on this OS thread (null outside a launch). */
+extern thread_local Fiber* t_fiber __attribute__((tls_model("initial-exec")));
+extern thread_local Block* t_block __attribute__((tls_model("initial-exec")));
+
+/** Ends the running fiber's launch with `what` (from kernel code: never returns). */
+[[noreturn]] void fault(const std::string& what);
+
+/** "kernel K block (x,y,z) thread (a,b,c)" for the running fiber, or another thread of its block. */
+std::string where(const Block& b, unsigned thread);
+
+/** A code address as "file:line in function" when the debug info says, else "function+0xoffset". */
+std::string site_name(const void* site);
+/** A source site as "file:line". */
+std::string site_name(Site site);
+bool same_site(Site a, Site b);
+
+// ---------------------------------------------------------------- hazards.cpp, called by the runtime
+
+/** Whether the checks run (seqk_emu_set_checking): guards, shadow state, collectives, resources. */
+extern int g_checking;
+
+/** A new launch starts: its serial, and the parameter bytes kernels may read. */
+void hazards_begin_launch(void** args, const Kernel& k);
+/** A block starts: its shadow entries of the previous block are void (new serial). */
+void hazards_begin_block(Block& b);
+/** The arena's first `bytes` are in use (a static array was handed out): the shadow covers them. */
+void hazards_cover(Block& b, size_t bytes);
+/** cp.async of `bytes` from `src` (global) to `dst` (shared) issued by the running fiber at `site`. */
+void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, const void* site);
+/** The running fiber's cp.async copies up to `count` have been waited for: their hazard windows end. */
+void hazards_cp_async_waited(Fiber& f, size_t count);
+/** Checks that the lanes meeting at a collective (or a block at a barrier) agree on where and with which mask. */
+void hazards_collective_released(Block& b, size_t warp_base, unsigned mask, const Fiber& first);
+
+}  // namespace seqk_emu

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Proves every barrier in cuda/*.cu is needed: removes, one at a time, each __syncthreads,
+# __syncwarp, cp_async_wait and grid sync, rebuilds the emulator (only that family's object) and
+# runs the tests that cover that family on it. Every mutant must fail a test; the survivors are
+# printed. Writes a markdown table (site, statement, killed by) to OUT (default
+# java/target/barrier-mutants.md) for bench/RESULTS.md.
+#
+# Usage: tools/barrier-mutants.sh [OUT]     (from the checkout; needs the JDK the launcher finds, Maven)
+# Takes about a minute per barrier on 2 cores. The sources are restored after each mutant, and on exit.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${1:-$ROOT/java/target/barrier-mutants.md}"
+cd "$ROOT"
+JDK="${JAVA_HOME:-$(ls -d /usr/lib/jvm/*25* 2>/dev/null | head -n1)}"
+export JAVA_HOME="$JDK" MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
+MVN=(mvn -B -o -q -f "$ROOT/java/pom.xml")
+
+# The tests that exercise each family's kernels on the emulator.
+tests_for() {
+  case "$1" in
+    attention) echo "AttentionGpuTest,ScheduleModesTest,LongSequenceTest" ;;
+    recurrent) echo "RecurrentGpuTest,ScheduleModesTest,StandInTest" ;;
+    selftest) echo "PrimitivesSelfTest,EmulatorFeatureTest" ;;
+    *) echo "KernelPortTest,DriverContractTest" ;;
+  esac
+}
+
+BACKUP="$(mktemp -d)"
+cp cuda/*.cu "$BACKUP/"
+restore() { cp "$BACKUP"/*.cu cuda/; touch cuda/*.cu; }
+trap 'restore; rm -rf "$BACKUP"' EXIT
+
+"${MVN[@]}" -DskipTests test-compile >/dev/null || { echo "barrier-mutants: the build fails before any mutation" >&2; exit 2; }
+
+{
+  echo "| site | removed | killed by |"
+  echo "|---|---|---|"
+} > "$OUT"
+survivors=0
+total=0
+# Code lines (not comments) that call a barrier: file:line:text
+grep -nE '(__syncthreads\(\)|syncwarp\(|cp_async_wait<|grid_sync\(\));' cuda/*.cu | grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
+while IFS=: read -r file line text; do
+  family="$(basename "$file" .cu)"
+  statement="$(echo "$text" | sed -E 's/^\s+//; s/\s*\/\/.*$//')"
+  total=$((total + 1))
+  python3 - "$file" "$line" <<'PY'
+import re, sys
+path, line = sys.argv[1], int(sys.argv[2])
+lines = open(path).read().split('\n')
+lines[line - 1] = re.sub(r'(seqk::arch::)?(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<\d+>\(\)|grid_sync\(\))', '(void) 0', lines[line - 1], count=1)
+open(path, 'w').write('\n'.join(lines))
+PY
+  tests="$(tests_for "$family")"
+  log="$(mktemp)"
+  if "${MVN[@]}" test-compile > "$log" 2>&1 && "${MVN[@]}" surefire:test@default-test -Dtest="$tests" > "$log" 2>&1; then
+    verdict="**survived**"
+    survivors=$((survivors + 1))
+    echo "SURVIVED  $file:$line  $statement" >&2
+  else
+    failed="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -oE '^\[ERROR\] +[A-Za-z]+Test\.[A-Za-z0-9_]+' | sed -E 's/^\[ERROR\] +//' | sort -u | head -n 4 | paste -sd, -)"
+    [ -z "$failed" ] && failed="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -m1 -oE '(error|ERROR).*' | cut -c1-80)"
+    verdict="$failed"
+    echo "killed    $file:$line  $statement  by $failed" >&2
+  fi
+  rm -f "$log"
+  echo "| \`$file:$line\` | \`$statement\` | $verdict |" >> "$OUT"
+  cp "$BACKUP/$(basename "$file")" "$file"
+  touch "$file"
+done
+echo "barrier-mutants: table in $OUT" >&2
+grep -c survived "$OUT" | sed 's/^/barrier-mutants: survivors: /' >&2
