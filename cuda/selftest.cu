@@ -106,8 +106,7 @@ extern "C" __global__ void selftest_shared_overflow(float* out) {
     if (threadIdx.x == 3) {
         buf[blockDim.x] = 1.0f;
     }
-    __syncthreads();
-    out[threadIdx.x] = buf[threadIdx.x];
+    out[threadIdx.x] = buf[threadIdx.x];  // each thread reads its own slot: no barrier is needed
 }
 SEQK_KERNEL(selftest_shared_overflow);
 
@@ -220,14 +219,13 @@ extern "C" __global__ void selftest_cp_async_ldmatrix_mma_f16(const uint16_t* A,
 SEQK_KERNEL(selftest_cp_async_ldmatrix_mma_f16);
 
 // Bug: reads shared memory filled by cp.async without waiting for it. One warp; dynamic shared
-// memory of 32 * 4 floats. On the emulator the copy has not happened yet: the read is NaN poison.
+// memory of 32 * 4 floats. The emulator reports the read (and, with the checks off, it reads poison).
 extern "C" __global__ void selftest_cp_async_missing_wait(const float* in, float* out) {
     SEQK_DYNAMIC_SHARED(float, buf);
     unsigned lane = seqk::arch::lane_id();
     seqk::arch::cp_async_16(buf + lane * 4, in + lane * 4);
     seqk::arch::cp_async_commit();
-    out[lane] = buf[lane * 4];
-    seqk::arch::cp_async_wait<0>();
+    out[lane] = buf[lane * 4];  // never waited for: the thread's copies complete when it ends
 }
 SEQK_KERNEL(selftest_cp_async_missing_wait);
 
@@ -316,9 +314,8 @@ extern "C" __global__ void selftest_cp_async_refills_a_buffer_being_read(const f
     if (t < 32) {
         out[t] = buf[t * 4];
     } else {
-        seqk::arch::cp_async_16(buf + (t - 32) * 4, in + (t - 32) * 4);
+        seqk::arch::cp_async_16(buf + (t - 32) * 4, in + (t - 32) * 4);  // the race is at the issue
         seqk::arch::cp_async_commit();
-        seqk::arch::cp_async_wait<0>();
     }
 }
 SEQK_KERNEL(selftest_cp_async_refills_a_buffer_being_read);

@@ -39,7 +39,7 @@ trap 'restore; rm -rf "$BACKUP"' EXIT
 survivors=0
 total=0
 # Code lines (not comments) that call a barrier: file:line:text
-grep -nE '(__syncthreads\(\)|syncwarp\(|cp_async_wait<|grid_sync\(\));' cuda/*.cu | grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
+grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));' cuda/*.cu | grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
 while IFS=: read -r file line text; do
   family="$(basename "$file" .cu)"
   statement="$(echo "$text" | sed -E 's/^\s+//; s/\s*\/\/.*$//')"

@@ -199,7 +199,8 @@ class EmulatorFeatureTest {
     void aCpAsyncIntoABufferBeingReadIsARace() {
         try (DeviceTensor in = DeviceTensor.of(emu, data.tensor(DType.F32, 1, 128)); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
             reported("selftest_cp_async_refills_a_buffer_being_read", Dim3.of(1), Dim3.of(64), 128 * 4,
-                    new KernelArgs().pointer(in.pointer()).pointer(out.pointer()), "race", "dynamic shared memory", "selftest.cu:");
+                    new KernelArgs().pointer(in.pointer()).pointer(out.pointer()), "write-after-read race on dynamic shared memory",
+                    "selftest.cu:");
         }
     }
 
