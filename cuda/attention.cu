@@ -662,8 +662,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
                 }
             }
         }
-        seqk::arch::syncwarp(0xffffffffu);  // P read by every lane before the next tile rewrites it
-        __syncthreads();                     // every warp is done with this buffer before the next load refills it
+        __syncthreads();  // every warp is done with this buffer, and each lane with its P rows, before they are refilled
     }
 
     write_rows<float, NO>(o, m, l, my_row, t, b, h, out, lse, s);

@@ -118,26 +118,27 @@ std::string memory_name(const Memory& m) {
 }
 
 /**
- * Checks an access against a granule's history and records it. History of another owner (an
+ * Checks an access against a granule's history and records it; returns the hazard it finds
+ * (empty: none), for the caller to report once it holds no lock. History of another owner (an
  * earlier block, or an earlier launch) cannot race.
  */
-void touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory& where_) {
+std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory& where_) {
     auto race = [&](const Access& prev, bool prev_write, const char* kind) {
-        fault(format("%s on %s: thread %u %s it at %s, and ", kind, memory_name(where_).c_str(), now.thread,
-                     kind_name(write, now.atomic), site_name(now.site).c_str()) +
-              describe(b, prev, prev_write) +
-              (prev.block != now.block ? " (another block, no grid sync between)" : " (no __syncthreads or warp sync between)"));
+        return format("%s on %s: thread %u %s it at %s, and ", kind, memory_name(where_).c_str(), now.thread,
+                      kind_name(write, now.atomic), site_name(now.site).c_str()) +
+               describe(b, prev, prev_write) +
+               (prev.block != now.block ? " (another block, no grid sync between)" : " (no __syncthreads or warp sync between)");
     };
     if (w.write.owner == now.owner) {
         if (w.pending && w.write.thread != now.thread) {
-            race(w.write, true, "race with a cp.async in flight");
+            return race(w.write, true, "race with a cp.async in flight");
         }
         if (w.pending && !write) {
-            fault(format("thread %u reads %s at %s, a cp.async destination it has not waited for (issued at %s)", now.thread,
-                         memory_name(where_).c_str(), site_name(now.site).c_str(), site_name(w.write.site).c_str()));
+            return format("thread %u reads %s at %s, a cp.async destination it has not waited for (issued at %s)", now.thread,
+                          memory_name(where_).c_str(), site_name(now.site).c_str(), site_name(w.write.site).c_str());
         }
         if (!(w.write.atomic && now.atomic) && !ordered(b, w.write, now)) {
-            race(w.write, true, write ? "write-after-write race" : "read-after-write race");
+            return race(w.write, true, write ? "write-after-write race" : "read-after-write race");
         }
     }
     ReadSet& r = w.reads;
@@ -146,7 +147,7 @@ void touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory&
         if (current && !(r.first.atomic && now.atomic)) {
             bool other_block = r.several_blocks || r.first.block != now.block;
             if (other_block && r.first.grid_epoch == now.grid_epoch) {
-                race(r.first, false, "write-after-read race");
+                return race(r.first, false, "write-after-read race");
             }
             if (!other_block && r.first.epoch == now.epoch) {
                 uint32_t own_warp = 1u << (now.thread / 32 % 32);
@@ -154,14 +155,14 @@ void touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory&
                 bool other_thread = r.several_threads || r.first.thread != now.thread;
                 bool synced_since = b.fibers[now.thread].synced > r.earliest_sync;
                 if (other_warp || (other_thread && !synced_since)) {
-                    race(r.first, false, "write-after-read race");
+                    return race(r.first, false, "write-after-read race");
                 }
             }
         }
         w.write = now;
         w.reads = ReadSet{};
         w.pending = false;
-        return;
+        return {};
     }
     bool stale = !current || (r.first.block == now.block && !r.several_blocks && r.first.epoch != now.epoch) ||
                  (r.first.block != now.block && r.first.grid_epoch != now.grid_epoch);
@@ -177,6 +178,7 @@ void touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory&
     if (now.block == r.first.block) {
         r.warps |= 1u << (now.thread / 32 % 32);
     }
+    return {};
 }
 
 /** The running thread's access, stamped with where and when it happens. */
@@ -217,7 +219,10 @@ void shared_access(Block& b, Fiber& f, size_t offset, unsigned size, bool write,
     size_t start = part.offset;  // the static array's start (0 for dynamic shared memory)
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
         part.offset = g * kGranule - start;
-        touch(b, b.shadow[g], now, write, part);
+        std::string hazard = touch(b, b.shadow[g], now, write, part);
+        if (!hazard.empty()) {
+            fault(hazard);
+        }
     }
 }
 
@@ -232,7 +237,14 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
     }
     Access now = now_access(b, f, g_launch_serial, site, atomic);
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
-        touch(b, al.shadow[g], now, write, Memory{"global memory", reinterpret_cast<uintptr_t>(al.payload), g * kGranule});
+        std::string hazard = touch(b, al.shadow[g], now, write,
+                                   Memory{"global memory", reinterpret_cast<uintptr_t>(al.payload), g * kGranule});
+        if (!hazard.empty()) {
+            if (lock.owns_lock()) {
+                lock.unlock();  // the fiber never comes back from fault(): the other blocks still need the lock
+            }
+            fault(hazard);
+        }
     }
 }
 

@@ -321,6 +321,29 @@ class AttentionGpuTest {
                 .keyLengths(new int[]{1100, 300, 0}).queryLengths(new int[]{5, 3, 5}), q2, k2, v2);
     }
 
+    /**
+     * A caller's tensor over a segment at byte offset 2 (no 16-byte, not even 4-byte alignment)
+     * is handled: the GPU path copies host tensors into fresh, aligned device memory, so the
+     * tensor-core kernel's 16-byte loads stay aligned (the emulator would report a misaligned one).
+     */
+    @Test
+    void hostTensorsAtAnOddOffsetAreHandled() {
+        TestData data = new TestData();
+        long[] shape = {1, 2, 70, 64};
+        Tensor[] qkv = new Tensor[3];
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            for (int i = 0; i < 3; i++) {
+                Tensor t = data.tensor(DType.BF16, 1, shape);
+                long bytes = t.numel() * DType.BF16.byteSize();
+                java.lang.foreign.MemorySegment raw = arena.allocate(bytes + 2, 16).asSlice(2);
+                java.lang.foreign.MemorySegment.copy(t.segment(), 0, raw, 0, bytes);
+                qkv[i] = Tensor.wrap(raw, DType.BF16, shape);
+            }
+            compare(DType.BF16, data, CausalAlignment.TOP_LEFT, Double.NaN, Attention.inputs(qkv[0], qkv[1], qkv[2]), qkv[0],
+                    qkv[1], qkv[2]);
+        }
+    }
+
     /** 256 is the largest head dimension the kernels take: it matches the reference, and 257 is refused before any upload. */
     @Test
     void headDimensionsUpTo256RunAndAbove256AreRefused() {
