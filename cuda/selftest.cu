@@ -230,7 +230,8 @@ extern "C" __global__ void selftest_cp_async_missing_wait(const float* in, float
 SEQK_KERNEL(selftest_cp_async_missing_wait);
 
 // Grid sync (cooperative launch): block b writes slot b, the grid synchronizes, then block b
-// reads its neighbour's slot: out[b] = data[(b + 1) % gridDim.x] = (b + 1) % gridDim.x + 1.
+// reads its neighbour's slot: out[b] = data[(b + 1) % gridDim.x] = (b + 1) % gridDim.x + 1; after
+// a second grid sync block b overwrites its slot, which block b - 1 read: data[b] = -(b + 1).
 extern "C" __global__ void selftest_grid_sync(float* data, float* out) {
     if (threadIdx.x == 0) {
         data[blockIdx.x] = static_cast<float>(blockIdx.x + 1);
@@ -238,6 +239,10 @@ extern "C" __global__ void selftest_grid_sync(float* data, float* out) {
     seqk::arch::grid_sync();
     if (threadIdx.x == 0) {
         out[blockIdx.x] = data[(blockIdx.x + 1) % gridDim.x];
+    }
+    seqk::arch::grid_sync();
+    if (threadIdx.x == 0) {
+        data[blockIdx.x] = -static_cast<float>(blockIdx.x + 1);
     }
 }
 SEQK_KERNEL(selftest_grid_sync);
@@ -319,3 +324,123 @@ extern "C" __global__ void selftest_cp_async_refills_a_buffer_being_read(const f
     }
 }
 SEQK_KERNEL(selftest_cp_async_refills_a_buffer_being_read);
+
+// Which warp syncs order lane 2's write of slot 2 before lane 0's read of it:
+//   mode 0: lanes 2,3 and lanes 0,1 each __syncwarp among themselves: no sync names both, a race;
+//   mode 1: lanes 0 and 2 __syncwarp(0x5): ordered;
+//   mode 2: a whole-warp shuffle: it exchanges values but orders no memory (PTX), a race;
+//   mode 3: a whole-warp __syncwarp: ordered. out[0] = in[2] when ordered.
+extern "C" __global__ void selftest_warp_orderings(const float* in, float* out, int mode) {
+    SEQK_SHARED_ARRAY(float, slot, 32);
+    unsigned l = seqk::arch::lane_id();
+    if (l == 2) {
+        slot[2] = in[2];
+    }
+    if (mode == 0) {
+        if (l == 2 || l == 3) {
+            seqk::arch::syncwarp(0x0000000cu);
+        } else if (l < 2) {
+            seqk::arch::syncwarp(0x00000003u);
+        }
+    } else if (mode == 1) {
+        if (l == 0 || l == 2) {
+            seqk::arch::syncwarp(0x00000005u);
+        }
+    } else if (mode == 2) {
+        out[l] = seqk::arch::shfl_xor(0xffffffffu, in[l], 1);
+    } else {
+        seqk::arch::syncwarp(0xffffffffu);
+    }
+    if (l == 0) {
+        out[0] = slot[2];
+    }
+}
+SEQK_KERNEL(selftest_warp_orderings);
+
+// Bug (unless `synced_after`): lanes 1 and 2 read x, each after a whole-warp __syncwarp; lane 0
+// then overwrites it. Lane 2's read has no __syncwarp after it: a write-after-read race, however
+// well lane 1's earlier read is ordered.
+extern "C" __global__ void selftest_write_after_a_late_read(const float* in, float* out, int synced_after) {
+    SEQK_SHARED_ARRAY(float, x, 1);
+    unsigned l = seqk::arch::lane_id();
+    if (l == 0) {
+        x[0] = in[0];
+    }
+    seqk::arch::syncwarp(0xffffffffu);
+    if (l == 1) {
+        out[1] = x[0];
+    }
+    seqk::arch::syncwarp(0xffffffffu);
+    if (l == 2) {
+        out[2] = x[0];
+    }
+    if (synced_after) {
+        seqk::arch::syncwarp(0xffffffffu);
+    }
+    if (l == 0) {
+        x[0] = 7.0f;
+    }
+}
+SEQK_KERNEL(selftest_write_after_a_late_read);
+
+// Bug: each lane overwrites its cp.async destination before waiting for the copy (which may land
+// after the store on a GPU).
+extern "C" __global__ void selftest_cp_async_destination_overwritten(const float* in, float* out) {
+    SEQK_DYNAMIC_SHARED(float, buf);
+    unsigned lane = seqk::arch::lane_id();
+    seqk::arch::cp_async_16(buf + lane * 4, in + lane * 4);
+    seqk::arch::cp_async_commit();
+    buf[lane * 4] = 0.0f;
+    seqk::arch::cp_async_wait<0>();
+    out[lane] = buf[lane * 4 + 1];
+}
+SEQK_KERNEL(selftest_cp_async_destination_overwritten);
+
+// Bug: 64 bytes of dynamic shared memory (16 floats) and a static array; thread 0 writes buf[16],
+// one past the dynamic part, where a static array could begin.
+extern "C" __global__ void selftest_dynamic_overrun_next_to_a_static_array(float* out) {
+    SEQK_SHARED_ARRAY(float, table, 16);
+    SEQK_DYNAMIC_SHARED(float, buf);
+    table[threadIdx.x] = 1.0f;
+    buf[threadIdx.x] = 2.0f;
+    if (threadIdx.x == 0) {
+        buf[16] = 3.0f;
+    }
+    out[threadIdx.x] = table[threadIdx.x] + buf[threadIdx.x];
+}
+SEQK_KERNEL(selftest_dynamic_overrun_next_to_a_static_array);
+
+// Clean: thread t writes byte t of a shared array (neighbouring threads share a 2-byte granule),
+// then, after the barrier, out[t] = bytes[t ^ 1] = t ^ 1.
+extern "C" __global__ void selftest_neighbouring_bytes(float* out) {
+    SEQK_SHARED_ARRAY(unsigned char, bytes, 64);
+    unsigned t = threadIdx.x;
+    bytes[t] = static_cast<unsigned char>(t);
+    __syncthreads();
+    out[t] = static_cast<float>(bytes[t ^ 1u]);
+}
+SEQK_KERNEL(selftest_neighbouring_bytes);
+
+// Clean: collectives over part of the warp. a = in[l]; b = a + a[l^2] within each half (one call
+// site, two disjoint masks); the high half alone adds c = b + b[l^1] (its lanes are then one
+// collective behind the low half, which already waits at the whole-warp shuffle); then the whole
+// warp: out[l] = c + c[l^16].
+extern "C" __global__ void selftest_partial_collectives(const float* in, float* out) {
+    unsigned l = seqk::arch::lane_id();
+    float v = in[l];
+    unsigned half = l < 16 ? 0x0000ffffu : 0xffff0000u;
+    v += seqk::arch::shfl_xor(half, v, 2);
+    if (l >= 16) {
+        v += seqk::arch::shfl_xor(0xffff0000u, v, 1);
+    }
+    v += seqk::arch::shfl_xor(0xffffffffu, v, 16);
+    out[l] = v;
+}
+SEQK_KERNEL(selftest_partial_collectives);
+
+// __launch_bounds__(64): a GPU refuses a block of more than 64 threads ("too many resources
+// requested for launch"), and so must the emulator and the stand-in. out[i] = 1 for every thread.
+extern "C" __global__ void __launch_bounds__(64) selftest_launch_bounds_64(float* out) {
+    out[blockIdx.x * blockDim.x + threadIdx.x] = 1.0f;
+}
+SEQK_KERNEL(selftest_launch_bounds_64);

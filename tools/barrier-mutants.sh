@@ -2,8 +2,8 @@
 # Proves every barrier in cuda/*.cu is needed: removes, one at a time, each __syncthreads,
 # __syncwarp, cp_async_wait and grid sync, rebuilds the emulator (only that family's object) and
 # runs the tests that cover that family on it. Every mutant must fail a test; the survivors are
-# printed. Writes a markdown table (site, statement, killed by) to OUT (default
-# java/target/barrier-mutants.md) for bench/RESULTS.md.
+# printed and the script exits 1. Writes a markdown table (site, statement, killed by) to OUT
+# (default java/target/barrier-mutants.md) for bench/RESULTS.md.
 #
 # Usage: tools/barrier-mutants.sh [OUT]     (from the checkout; needs the JDK the launcher finds, Maven)
 # Takes about a minute per barrier on 2 cores. The sources are restored after each mutant, and on exit.
@@ -36,14 +36,11 @@ trap 'restore; rm -rf "$BACKUP"' EXIT
   echo "| site | removed | killed by |"
   echo "|---|---|---|"
 } > "$OUT"
-survivors=0
-total=0
 # Code lines (not comments) that call a barrier: file:line:text
 grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));' cuda/*.cu | grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
 while IFS=: read -r file line text; do
   family="$(basename "$file" .cu)"
   statement="$(echo "$text" | sed -E 's/^\s+//; s/\s*\/\/.*$//')"
-  total=$((total + 1))
   python3 - "$file" "$line" <<'PY'
 import re, sys
 path, line = sys.argv[1], int(sys.argv[2])
@@ -53,9 +50,11 @@ open(path, 'w').write('\n'.join(lines))
 PY
   tests="$(tests_for "$family")"
   log="$(mktemp)"
-  if "${MVN[@]}" test-compile > "$log" 2>&1 && "${MVN[@]}" surefire:test@default-test -Dtest="$tests" > "$log" 2>&1; then
+  if ! "${MVN[@]}" test-compile > "$log" 2>&1; then
+    verdict="**survived** (the mutant does not build: no test ran)"
+    echo "NO BUILD  $file:$line  $statement" >&2
+  elif "${MVN[@]}" surefire:test@default-test -Dtest="$tests" > "$log" 2>&1; then
     verdict="**survived**"
-    survivors=$((survivors + 1))
     echo "SURVIVED  $file:$line  $statement" >&2
   else
     failed="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -oE '^\[ERROR\] +[A-Za-z]+Test\.[A-Za-z0-9_]+' | sed -E 's/^\[ERROR\] +//' | sort -u | head -n 4 | paste -sd, -)"
@@ -68,5 +67,8 @@ PY
   cp "$BACKUP/$(basename "$file")" "$file"
   touch "$file"
 done
-echo "barrier-mutants: table in $OUT" >&2
-grep -c survived "$OUT" | sed 's/^/barrier-mutants: survivors: /' >&2
+# The loop ran in a pipeline's subshell: the table is what it leaves.
+mutants=$(($(wc -l < "$OUT") - 2))
+survivors=$(grep -c '\*\*survived\*\*' "$OUT" || true)
+echo "barrier-mutants: $mutants mutants, $survivors survived; table in $OUT" >&2
+[ "$mutants" -gt 0 ] && [ "$survivors" -eq 0 ]

@@ -4,8 +4,11 @@
 #
 # The kernel sources get GCC's thread-sanitizer instrumentation without its runtime: every load
 # and store in kernel code calls the emulator's hazard checker (native/emu/hazards.cpp), which
-# defines the __tsan_* entry points. Vectorizing and store merging are off for them, so every
-# access keeps the size the source gives it (a GPU thread's access; the alignment check needs it).
+# defines the __tsan_* entry points. Vectorizing, store merging and scalar replacement of
+# aggregates are off for them, so a vector load or store in the source (float4, uint2, half2)
+# stays one access of its size, as a GPU thread makes it (the alignment check needs that); g++
+# may still split or merge other accesses, which the checks see as they are compiled.
+# Linked with -z defs: an instrumentation entry point hazards.cpp lacks fails the build.
 # One object per source in <classes>/../emu-build, each rebuilt when older than its source or
 # any header; the library is relinked when any object changed.
 # Usage: build-emulator.sh ROOT CLASSES_DIR      (run by Maven in generate-resources)
@@ -19,7 +22,7 @@ CXX="${CXX:-g++}"
 command -v "$CXX" >/dev/null || { echo "[seqkernels] $CXX not found: cannot build the SIMT emulator" >&2; exit 1; }
 COMMON=(-std=c++17 -O2 -g -fPIC -pthread -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda")
 KERNEL=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0 -fno-tree-vectorize -fno-tree-slp-vectorize
-        -fno-store-merging)
+        -fno-store-merging -fno-tree-sra)
 
 newest_header="$(find "$ROOT/native/emu" "$ROOT/cuda" -name '*.h' -o -name '*.cuh' | xargs ls -t | head -n1)"
 stale() { # object source: whether the object must be rebuilt
@@ -42,6 +45,6 @@ for src in "$ROOT"/native/emu/*.cpp "$ROOT"/cuda/*.cu; do
   fi
 done
 if [ "$built" = 1 ] || [ ! -f "$LIB" ]; then
-  "$CXX" -shared -pthread "${objects[@]}" -o "$LIB.tmp" -ldl
+  "$CXX" -shared -pthread -Wl,-z,defs "${objects[@]}" -o "$LIB.tmp" -ldl
   mv "$LIB.tmp" "$LIB"
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Compiles each cuda/<family>.cu into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
 # sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120, and compute_90 PTX that newer GPUs JIT) and writes
-# the sm_90 kernel report (registers, shared memory, stack, spills per kernel, and the
-# architectures built) to <report> and beside the fatbins.
+# the sm_90 kernel report (registers, shared memory, stack, spills and the __launch_bounds__ limit
+# per kernel, and the architectures built) to <report> and beside the fatbins.
 # Without nvcc (or with NVCC=none) it says so once and writes a report saying the kernels are not built.
 # Usage: build-kernels.sh ROOT CLASSES_DIR REPORT_FILE      (run by Maven in generate-resources)
 set -euo pipefail
@@ -32,29 +32,39 @@ for cu in "$ROOT"/cuda/*.cu; do
   family=$(basename "$cu" .cu)
   fatbin="$OUT/$family.fatbin"
   log="$LOGS/$family.ptxas.txt"
-  if [ -f "$fatbin" ] && [ -f "$log" ] && [ "$fatbin" -nt "$cu" ] && [ "$fatbin" -nt "$0" ] \
+  ptx="$LOGS/$family.compute_90.ptx"
+  if [ -f "$fatbin" ] && [ -f "$log" ] && [ -f "$ptx" ] && [ "$fatbin" -nt "$cu" ] && [ "$fatbin" -nt "$0" ] \
      && [ -z "$(find "$ROOT/cuda" -name '*.cuh' -newer "$fatbin" -print -quit)" ]; then
     continue
   fi
   echo "[seqkernels] nvcc $family.cu"
-  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" -Xptxas -v -o "$fatbin" "$cu" 2> "$log" \
-    || { cat "$log" >&2; rm -f "$fatbin"; exit 1; }
+  # --keep leaves the compute_90 PTX, whose .maxntid lines are the kernels' __launch_bounds__.
+  keep="$(mktemp -d)"
+  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" -Xptxas -v --keep --keep-dir "$keep" -o "$fatbin" "$cu" \
+    2> "$log" || { cat "$log" >&2; rm -rf "$fatbin" "$keep"; exit 1; }
+  mv "$keep/$family.compute_90.ptx" "$ptx"
+  rm -rf "$keep"
 done
 
 {
   echo "# seqkernels kernel report: sm_90, from ptxas -v ($("$NVCC" --version | tail -n1))"
   echo "# architectures: $ARCHITECTURES"
-  echo "# family kernel registers smem_bytes stack_bytes spill_store_bytes spill_load_bytes"
+  echo "# family kernel registers smem_bytes stack_bytes spill_store_bytes spill_load_bytes max_threads_per_block"
   for log in "$LOGS"/*.ptxas.txt; do
     family=$(basename "$log" .ptxas.txt)
     awk -v family="$family" '
+      FNR == NR {  # the PTX: .maxntid x, y, z after an .entry (its __launch_bounds__)
+        if ($0 ~ /\.entry[ \t]/) { entry = $0; sub(/.*\.entry[ \t]+/, "", entry); sub(/[ \t]*\(.*/, "", entry) }
+        if ($1 == ".maxntid") { t = 1; for (i = 2; i <= NF; i++) { v = $i; gsub(/,/, "", v); if (v != "") t *= v }; bound[entry] = t }
+        next
+      }
       /Compiling entry function/ { split($0, q, "'"'"'"); name = q[2]; sm90 = ($0 ~ /sm_90/) }
       sm90 && /bytes stack frame/ { stack = $1; stores = $5; loads = $9 }
       sm90 && /Used [0-9]+ registers/ {
         regs = 0; smem = 0
         for (i = 1; i <= NF; i++) { if ($(i+1) == "registers,") regs = $i; if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i }
-        print family, name, regs, smem, stack, stores, loads; sm90 = 0
-      }' "$log"
+        print family, name, regs, smem, stack, stores, loads, (name in bound ? bound[name] : 1024); sm90 = 0
+      }' "$LOGS/$family.compute_90.ptx" "$log"
   done
 } > "$REPORT.tmp"
 mv "$REPORT.tmp" "$REPORT"

@@ -12,16 +12,21 @@
 //   - anything else: out of bounds, reported like a write out of bounds.
 // Vector accesses (2, 4, 8, 16 bytes) must be naturally aligned, as a GPU faults otherwise.
 //
-// Races. A granule remembers its last write and the reads since (one reader, or several), each
-// with the thread, the block's barrier epoch (__syncthreads opened so far), its warp's collective
-// count and the code address. Two accesses by different threads, at least one a write, race
-// unless a __syncthreads opened between them, or both threads are in one warp and both have
-// completed a warp collective (__syncwarp, shuffle, vote, ldmatrix, mma) since the first; in global
-// memory, accesses by different blocks of one launch race unless a grid sync separates them.
-// Atomics do not race with atomics. A cp.async destination is written from its issue until its
-// thread waits for it: any access by another thread in between, or a read by its own thread
-// before the wait, is a race, whatever barriers opened. Reports name the kernel, the block, both
-// threads and both source lines.
+// Races. A granule remembers its last write and the reads since, each with the thread, the
+// block's barrier epoch (__syncthreads opened so far), its warp's __syncwarp count and the code
+// address. Two accesses by different threads to a byte, at least one a write, race unless a
+// __syncthreads opened between them, or both threads are in one warp and a __syncwarp naming both
+// completed between them (shuffles, votes, ldmatrix and mma exchange values but, as in the PTX
+// memory model, order no memory); in global memory, accesses by different blocks of one launch
+// race unless a grid sync separates them. Atomics do not race with atomics. A cp.async
+// destination is written from its issue until its thread waits for it: any access to it in
+// between, by another thread or its own, is a race, whatever barriers opened. Reports name the
+// kernel, the block, both threads and both source lines.
+//
+// Limits: 1-byte accesses are tracked per 2-byte granule, which remembers one write: a race on a
+// byte whose neighbour a third thread wrote since may go unseen. Of more than two reader threads
+// of a granule in one warp, only the latest two are remembered: the others count as ordered
+// before a write only after a whole-warp __syncwarp.
 #include <dlfcn.h>
 #include <link.h>
 
@@ -45,8 +50,13 @@ constexpr unsigned kGranule = 2;  // bytes per shadow entry: 16-bit values writt
 uint32_t g_launch_serial = 0;  // wraps after 4 billion launches: old shadow entries would then look current
 std::vector<std::pair<uintptr_t, uintptr_t>> g_params;  // the running launch's parameter bytes
 std::mutex g_global_mutex;                              // global shadow, during cooperative launches
-thread_local Allocation* t_last_allocation = nullptr;
-thread_local uint64_t t_last_allocation_launch = 0;
+
+/** The two allocations this OS thread touched last, in which launch: most accesses hit one. */
+struct AllocationCache {
+    Allocation* entries[2] = {nullptr, nullptr};
+    uint32_t launch = 0;
+};
+thread_local AllocationCache t_allocations __attribute__((tls_model("initial-exec")));
 
 /** This library's mapped image: kernels may read its constants (tables, literals). */
 struct Image {
@@ -81,6 +91,16 @@ const Image& image() {
     return img;
 }
 
+/** A code address in this library as a shadow entry keeps it (0: elsewhere). */
+uint32_t site_code(const void* site) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(site);
+    return a >= image().lo && a < image().hi && a - image().lo < UINT32_MAX ? static_cast<uint32_t>(a - image().lo + 1) : 0;
+}
+
+std::string site_of(uint32_t code) {
+    return code == 0 ? std::string("?") : site_name(reinterpret_cast<const void*>(image().lo + code - 1));
+}
+
 const char* kind_name(bool write, bool atomic) {
     return atomic ? (write ? "atomically writes" : "atomically reads") : (write ? "writes" : "reads");
 }
@@ -88,7 +108,25 @@ const char* kind_name(bool write, bool atomic) {
 /** "thread (t) writes at SITE" for an earlier access. */
 std::string describe(const Block& b, const Access& a, bool write) {
     std::string who = a.block != b.linear ? format("block %u thread %u", a.block, a.thread) : format("thread %u", a.thread);
-    return who + " " + (write ? "wrote" : "read") + " it at " + site_name(a.site);
+    return who + " " + (write ? "wrote" : "read") + " it at " + site_of(a.site);
+}
+
+/** Whether a __syncwarp naming lanes a and b of the warp completed after `stamp` (a warp_sync count). */
+bool warp_synced_after(const Block& b, unsigned warp, unsigned lane_a, unsigned lane_b, uint32_t stamp) {
+    if (b.warp_full[warp] > stamp) {
+        return true;
+    }
+    if (b.pair_sync.empty()) {
+        return false;
+    }
+    unsigned lo = std::min(lane_a, lane_b), hi = std::max(lane_a, lane_b);
+    return b.pair_sync[(warp * 32 + lo) * 32 + hi] > stamp;
+}
+
+/** Whether an access by `thread` of now's block, in now's epoch, at warp-sync stamp `stamp` is ordered before now. */
+bool ordered_in_epoch(const Block& b, uint16_t thread, uint32_t stamp, const Access& now) {
+    return thread == now.thread ||
+           (thread / 32 == now.thread / 32 && warp_synced_after(b, now.thread / 32, thread % 32, now.thread % 32, stamp));
 }
 
 /** Whether earlier access `prev` is ordered before an access by `now` (same block, or different blocks of one launch). */
@@ -96,13 +134,57 @@ bool ordered(const Block& b, const Access& prev, const Access& now) {
     if (prev.block != now.block) {
         return prev.grid_epoch != now.grid_epoch;  // different blocks: only a grid sync orders them
     }
-    if (prev.thread == now.thread || prev.epoch != now.epoch) {
-        return true;
+    return prev.epoch != now.epoch || ordered_in_epoch(b, prev.thread, prev.warp_sync, now);
+}
+
+/**
+ * A read of the set that is not ordered before write `now`, for the report, or null when all are.
+ * The set is current: its reads share now's grid epoch, and its block's reads share an epoch.
+ */
+const Access* unordered_read(const Block& b, const ReadSet& r, const Access& now, Access& scratch) {
+    if (r.first.block != now.block) {
+        return &r.first;
     }
-    if (prev.thread / 32 != now.thread / 32 || prev.thread >= b.fibers.size()) {
-        return false;
+    if (r.several_blocks) {  // read by now's block first, then by another, which is not kept
+        scratch = r.first;
+        scratch.block = UINT32_MAX;
+        return &scratch;
     }
-    return b.fibers[prev.thread].synced > prev.warp_sync && b.fibers[now.thread].synced > prev.warp_sync;
+    if (r.first.epoch != now.epoch) {
+        return nullptr;
+    }
+    if (!ordered_in_epoch(b, r.first.thread, r.first.warp_sync, now)) {
+        return &r.first;
+    }
+    auto kept = [&](uint16_t thread, uint32_t stamp, uint32_t site) -> const Access* {
+        if (ordered_in_epoch(b, thread, stamp, now)) {
+            return nullptr;
+        }
+        scratch = r.first;
+        scratch.thread = thread;
+        scratch.warp_sync = stamp;
+        scratch.site = site;
+        return &scratch;
+    };
+    if (const Access* a = kept(r.latest_thread, r.latest_sync, r.latest_site)) {
+        return a;
+    }
+    if (r.has_second) {
+        if (const Access* a = kept(r.second_thread, r.second_sync, r.second_site)) {
+            return a;
+        }
+    }
+    uint32_t own_warp = 1u << (now.thread / 32 % 32);
+    if ((r.warps & ~own_warp) != 0) {
+        return &r.first;  // a reader in another warp that was not kept
+    }
+    if (r.more) {  // readers not kept read before both kept ones: a whole-warp __syncwarp since orders them
+        uint32_t latest_other = r.latest_thread != now.thread ? r.latest_sync : r.second_sync;
+        if (b.warp_full[now.thread / 32] <= latest_other) {
+            return &r.first;
+        }
+    }
+    return nullptr;
 }
 
 /** Where a granule lies, for a report (formatted only then). */
@@ -124,65 +206,77 @@ std::string memory_name(const Memory& m) {
  */
 std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory& where_) {
     auto race = [&](const Access& prev, bool prev_write, const char* kind) {
+        bool other_block = prev.block != now.block;
+        Access named = prev;
+        if (prev.block == UINT32_MAX) {
+            named.block = now.block;  // a read by several blocks: the first one is named, another races too
+        }
         return format("%s on %s: thread %u %s it at %s, and ", kind, memory_name(where_).c_str(), now.thread,
-                      kind_name(write, now.atomic), site_name(now.site).c_str()) +
-               describe(b, prev, prev_write) +
-               (prev.block != now.block ? " (another block, no grid sync between)" : " (no __syncthreads or warp sync between)");
+                      kind_name(write, now.atomic), site_of(now.site).c_str()) +
+               describe(b, named, prev_write) +
+               (other_block ? (prev.block == UINT32_MAX ? " (and other blocks read it; no grid sync between)"
+                                                        : " (another block, no grid sync between)")
+                            : " (no __syncthreads, or __syncwarp naming both, between)");
     };
     if (w.write.owner == now.owner) {
-        if (w.pending && w.write.thread != now.thread) {
+        if (w.pending && (w.write.thread != now.thread || w.write.block != now.block)) {
             return race(w.write, true, "race with a cp.async in flight");
         }
-        if (w.pending && !write) {
-            return format("thread %u reads %s at %s, a cp.async destination it has not waited for (issued at %s)", now.thread,
-                          memory_name(where_).c_str(), site_name(now.site).c_str(), site_name(w.write.site).c_str());
+        if (w.pending) {
+            return format("thread %u %s %s at %s, a cp.async destination it has not waited for (issued at %s)", now.thread,
+                          kind_name(write, now.atomic), memory_name(where_).c_str(), site_of(now.site).c_str(),
+                          site_of(w.write.site).c_str());
         }
-        if (!(w.write.atomic && now.atomic) && !ordered(b, w.write, now)) {
+        if ((w.write.bytes & now.bytes) != 0 && !(w.write.atomic && now.atomic) && !ordered(b, w.write, now)) {
             return race(w.write, true, write ? "write-after-write race" : "read-after-write race");
         }
     }
     ReadSet& r = w.reads;
-    bool current = r.first.owner == now.owner;
+    bool current = r.first.owner == now.owner && r.first.grid_epoch == now.grid_epoch &&
+                   !(r.first.block == now.block && !r.several_blocks && r.first.epoch != now.epoch);
     if (write) {
-        if (current && !(r.first.atomic && now.atomic)) {
-            bool other_block = r.several_blocks || r.first.block != now.block;
-            if (other_block && r.first.grid_epoch == now.grid_epoch) {
-                return race(r.first, false, "write-after-read race");
-            }
-            if (!other_block && r.first.epoch == now.epoch) {
-                uint32_t own_warp = 1u << (now.thread / 32 % 32);
-                bool other_warp = (r.warps & ~own_warp) != 0;
-                bool other_thread = r.several_threads || r.first.thread != now.thread;
-                bool synced_since = b.fibers[now.thread].synced > r.earliest_sync;
-                if (other_warp || (other_thread && !synced_since)) {
-                    return race(r.first, false, "write-after-read race");
-                }
+        if (current && (r.bytes & now.bytes) != 0 && (r.plain || !now.atomic)) {
+            Access scratch;
+            if (const Access* prev = unordered_read(b, r, now, scratch)) {
+                return race(*prev, false, "write-after-read race");
             }
         }
         w.write = now;
-        w.reads = ReadSet{};
+        if ((r.bytes & ~now.bytes) == 0) {
+            r = ReadSet{};  // every byte read is overwritten: later writes race with later reads only
+        }
         w.pending = false;
         return {};
     }
-    bool stale = !current || (r.first.block == now.block && !r.several_blocks && r.first.epoch != now.epoch) ||
-                 (r.first.block != now.block && r.first.grid_epoch != now.grid_epoch);
-    if (stale) {
+    if (!current) {
         r = ReadSet{};
         r.first = now;
-        r.earliest_sync = now.warp_sync;
+        r.latest_thread = now.thread;
+        r.latest_sync = now.warp_sync;
+        r.latest_site = now.site;
+        r.warps = 1u << (now.thread / 32 % 32);
+    } else if (now.block != r.first.block) {
+        r.several_blocks = true;
     } else {
-        r.several_threads |= r.first.thread != now.thread || r.first.block != now.block;
-        r.several_blocks |= r.first.block != now.block;
-        r.earliest_sync = std::min(r.earliest_sync, now.warp_sync);
-    }
-    if (now.block == r.first.block) {
         r.warps |= 1u << (now.thread / 32 % 32);
+        if (now.thread != r.latest_thread) {
+            r.more |= r.has_second && now.thread != r.second_thread;
+            r.second_thread = r.latest_thread;
+            r.second_sync = r.latest_sync;
+            r.second_site = r.latest_site;
+            r.has_second = true;
+            r.latest_thread = now.thread;
+        }
+        r.latest_sync = now.warp_sync;
+        r.latest_site = now.site;
     }
+    r.bytes |= now.bytes;
+    r.plain |= !now.atomic;
     return {};
 }
 
 /** The running thread's access, stamped with where and when it happens. */
-Access now_access(const Block& b, const Fiber& f, uint64_t owner, const void* site, bool atomic) {
+Access now_access(const Block& b, const Fiber& f, uint32_t owner, const void* site, bool atomic) {
     Access a;
     a.owner = owner;
     a.block = b.linear;
@@ -190,9 +284,21 @@ Access now_access(const Block& b, const Fiber& f, uint64_t owner, const void* si
     a.grid_epoch = b.grid_epoch;
     a.thread = static_cast<uint16_t>(f.coords.linear);
     a.warp_sync = b.warp_syncs[f.coords.linear / 32];
-    a.site = site;
+    a.site = site_code(site);
     a.atomic = atomic;
     return a;
+}
+
+/** Which bytes of granule g an access of [offset, offset + size) touches. */
+uint8_t granule_bytes(size_t g, size_t offset, unsigned size) {
+    uint8_t bytes = 0;
+    for (unsigned k = 0; k < kGranule; k++) {
+        size_t at = g * kGranule + k;
+        if (at >= offset && at < offset + size) {
+            bytes |= static_cast<uint8_t>(1u << k);
+        }
+    }
+    return bytes;
 }
 
 /** The part of the arena [offset, offset + size) lies in (its space is null when it is not inside one part). */
@@ -219,6 +325,7 @@ void shared_access(Block& b, Fiber& f, size_t offset, unsigned size, bool write,
     size_t start = part.offset;  // the static array's start (0 for dynamic shared memory)
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
         part.offset = g * kGranule - start;
+        now.bytes = granule_bytes(g, offset, size);
         std::string hazard = touch(b, b.shadow[g], now, write, part);
         if (!hazard.empty()) {
             fault(hazard);
@@ -233,10 +340,21 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
         lock.lock();  // blocks of a cooperative launch run at once, on their own OS threads
     }
     if (!al.shadow) {
-        al.shadow = std::make_unique<WordShadow[]>((al.bytes + kGranule - 1) / kGranule);
+        try {
+            al.shadow = std::make_unique<WordShadow[]>((al.bytes + kGranule - 1) / kGranule);
+        } catch (const std::bad_alloc&) {
+            if (lock.owns_lock()) {
+                lock.unlock();
+            }
+            fault(format("the hazard checker has no memory to shadow device allocation 0x%lx (%zu bytes, %zu bytes of "
+                         "shadow); run this launch with checking off (seqk_emu_set_checking)",
+                         static_cast<unsigned long>(reinterpret_cast<uintptr_t>(al.payload)), al.bytes,
+                         (al.bytes + kGranule - 1) / kGranule * sizeof(WordShadow)));
+        }
     }
     Access now = now_access(b, f, g_launch_serial, site, atomic);
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
+        now.bytes = granule_bytes(g, offset, size);
         std::string hazard = touch(b, al.shadow[g], now, write,
                                    Memory{"global memory", reinterpret_cast<uintptr_t>(al.payload), g * kGranule});
         if (!hazard.empty()) {
@@ -249,16 +367,22 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
 }
 
 Allocation* allocation_of(uintptr_t a, unsigned size) {
-    Allocation* al = t_last_allocation;
-    if (al != nullptr && t_last_allocation_launch == g_launch_serial) {
-        uintptr_t payload = reinterpret_cast<uintptr_t>(al->payload);
-        if (a >= payload && a + size <= payload + al->bytes) {
+    AllocationCache& cache = t_allocations;
+    if (cache.launch != g_launch_serial) {  // allocations may have been freed between launches
+        cache = AllocationCache{};
+        cache.launch = g_launch_serial;
+    }
+    for (Allocation* al : cache.entries) {
+        uintptr_t payload = al != nullptr ? reinterpret_cast<uintptr_t>(al->payload) : 0;
+        if (al != nullptr && a >= payload && a + size <= payload + al->bytes) {
             return al;
         }
     }
-    al = find(a, size);
-    t_last_allocation = al;
-    t_last_allocation_launch = g_launch_serial;
+    Allocation* al = find(a, size);
+    if (al != nullptr) {
+        cache.entries[1] = cache.entries[0];
+        cache.entries[0] = al;
+    }
     return al;
 }
 
@@ -321,13 +445,23 @@ void hazards_begin_block(Block& b) {
     b.epoch = 0;
     b.grid_epoch = 0;
     b.warp_syncs.assign((b.fibers.size() + 31) / 32, 0);
+    b.warp_full.assign(b.warp_syncs.size(), 0);
+    b.pair_sync.clear();
     hazards_cover(b, b.smem_bytes);
 }
 
 void hazards_cover(Block& b, size_t bytes) {
     size_t granules = (bytes + kGranule - 1) / kGranule;
     if (b.shadow.size() < granules) {
-        b.shadow.resize(granules);  // entries of earlier blocks carry their serial: no clearing needed
+        try {
+            b.shadow.resize(granules);  // entries of earlier blocks carry their serial: no clearing needed
+        } catch (const std::bad_alloc&) {
+            std::string what = format("the hazard checker has no memory to shadow %zu bytes of shared memory", bytes);
+            if (t_fiber != nullptr) {
+                fault(what);  // a static array handed out in kernel code
+            }
+            throw EmuError(what);
+        }
     }
 }
 
@@ -369,28 +503,23 @@ void hazards_cp_async_waited(Fiber& f, size_t count) {
     }
 }
 
-void hazards_collective_released(Block& b, size_t warp_base, unsigned mask, const Fiber& first) {
-    if (!g_checking) {
+void hazards_syncwarp(Block& b, size_t warp_base, unsigned mask) {
+    size_t warp = warp_base / 32;
+    uint32_t stamp = ++b.warp_syncs[warp];
+    size_t lanes = std::min<size_t>(32, b.fibers.size() - warp_base);
+    unsigned existing = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1;
+    if ((mask & existing) == existing) {
+        b.warp_full[warp] = stamp;
         return;
     }
-    for (unsigned lane = 0; lane < 32; lane++) {
-        if (!(mask >> lane & 1u)) {
-            continue;
-        }
-        const Fiber& other = b.fibers[warp_base + lane];
-        if (other.warp_seq != first.warp_seq) {
-            continue;
-        }
-        if (other.warp_mask != mask) {
-            throw EmuError(where(b, warp_base + lane) + format(": lanes meet at a warp collective with different masks "
-                                                                "(0x%08x here, 0x%08x at lane %u)",
-                                                                other.warp_mask, mask,
-                                                                static_cast<unsigned>(first.coords.linear % 32)));
-        }
-        if (!same_site(other.wait_site, first.wait_site)) {
-            throw EmuError(where(b, warp_base + lane) + ": lanes of one warp meet at a collective from different sites: " +
-                           site_name(other.wait_site) + " and " + site_name(first.wait_site) + " (lane " +
-                           std::to_string(first.coords.linear % 32) + ")");
+    if (b.pair_sync.empty()) {
+        b.pair_sync.assign(b.warp_syncs.size() * 32 * 32, 0);
+    }
+    for (unsigned lo = 0; lo < 32; lo++) {
+        for (unsigned hi = lo + 1; hi < 32 && (mask >> lo & 1u); hi++) {
+            if (mask >> hi & 1u) {
+                b.pair_sync[(warp * 32 + lo) * 32 + hi] = stamp;
+            }
         }
     }
 }
@@ -486,7 +615,15 @@ extern "C" void __tsan_write_range(void* p, unsigned long n) {
     }
 }
 
-// Atomics: checked as atomic accesses, then performed (sequentially consistent, whatever was asked).
+// Atomics: checked as atomic accesses, then performed (sequentially consistent, whatever was
+// asked). Every variant GCC's instrumentation may call for 1- to 8-byte atomics is defined: the
+// library links with -z defs, so one missing would fail the build rather than a launch.
+#define SEQK_TSAN_ATOMIC_RMW(bits, type, op, builtin)                                                   \
+    extern "C" type __tsan_atomic##bits##_##op(volatile type* a, type v, int) {                         \
+        access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));            \
+        return builtin(a, v, __ATOMIC_SEQ_CST);                                                          \
+    }
+
 #define SEQK_TSAN_ATOMIC(bits, type)                                                                                   \
     extern "C" type __tsan_atomic##bits##_load(const volatile type* a, int) {                                         \
         access(const_cast<type*>(a), sizeof(type), false, true, __builtin_return_address(0));                          \
@@ -496,14 +633,13 @@ extern "C" void __tsan_write_range(void* p, unsigned long n) {
         access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));                           \
         __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                                       \
     }                                                                                                                  \
-    extern "C" type __tsan_atomic##bits##_exchange(volatile type* a, type v, int) {                                   \
-        access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));                           \
-        return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                             \
-    }                                                                                                                  \
-    extern "C" type __tsan_atomic##bits##_fetch_add(volatile type* a, type v, int) {                                  \
-        access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));                           \
-        return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                              \
-    }                                                                                                                  \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, exchange, __atomic_exchange_n)                                                    \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, fetch_add, __atomic_fetch_add)                                                    \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, fetch_sub, __atomic_fetch_sub)                                                    \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, fetch_and, __atomic_fetch_and)                                                    \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, fetch_or, __atomic_fetch_or)                                                      \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, fetch_xor, __atomic_fetch_xor)                                                    \
+    SEQK_TSAN_ATOMIC_RMW(bits, type, fetch_nand, __atomic_fetch_nand)                                                  \
     extern "C" int __tsan_atomic##bits##_compare_exchange_strong(volatile type* a, type* expected, type desired, int,  \
                                                                  int) {                                                \
         access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));                           \
@@ -513,7 +649,18 @@ extern "C" void __tsan_write_range(void* p, unsigned long n) {
                                                                int) {                                                  \
         access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));                           \
         return __atomic_compare_exchange_n(a, expected, desired, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);             \
+    }                                                                                                                  \
+    extern "C" type __tsan_atomic##bits##_compare_exchange_val(volatile type* a, type expected, type desired, int,     \
+                                                               int) {                                                  \
+        access(const_cast<type*>(a), sizeof(type), true, true, __builtin_return_address(0));                           \
+        __atomic_compare_exchange_n(a, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                  \
+        return expected;                                                                                               \
     }
 
+SEQK_TSAN_ATOMIC(8, signed char)
+SEQK_TSAN_ATOMIC(16, short)
 SEQK_TSAN_ATOMIC(32, int)
 SEQK_TSAN_ATOMIC(64, long)
+
+extern "C" void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+extern "C" void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }

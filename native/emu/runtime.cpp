@@ -63,6 +63,7 @@ std::map<std::string, Kernel>& registry() {
 
 constexpr uint64_t kPoison = 0x7FF17FE27FD37FC4ull;  // NaN as f64, as both f32 halves, as every f16/bf16 quarter
 constexpr size_t kGuard = 64;
+constexpr size_t kRedZone = 64;  // between dynamic shared memory and the static arrays
 constexpr size_t kAlign = 256;
 constexpr size_t kStaticSharedLimit = 48 * 1024;  // static shared memory per block, as CUDA allows
 
@@ -238,51 +239,94 @@ void fiber_main() {
 }
 
 /**
- * Opens warp collectives whose named lanes have all arrived: the lanes must agree on mask and
- * site, and each named lane completes it (its warp's collective count goes up). Returns whether
- * any opened.
+ * Whether the collective lane i waits in can complete: every lane its mask names waits in the
+ * same one (same mask and, while checking, same site). A named lane that waits in another
+ * collective naming lane i too, or at this site with another mask, can never meet it: an error.
+ * A named lane that waits in a collective not naming lane i, or still runs, may yet come.
+ */
+bool collective_ready(const Block& b, size_t i) {
+    const Fiber& f = b.fibers[i];
+    size_t n = b.fibers.size();
+    size_t warp_base = i & ~size_t(31);
+    unsigned me = static_cast<unsigned>(i - warp_base);
+    bool ready = true;
+    for (unsigned lane = 0; lane < 32; lane++) {
+        size_t j = warp_base + lane;
+        bool named = f.warp_mask >> lane & 1u;
+        if (named && j >= n) {
+            throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " + std::to_string(lane) +
+                           ", which does not exist (the block has " + std::to_string(n) + " threads)");
+        }
+        if (j >= n || j == i) {
+            continue;
+        }
+        const Fiber& other = b.fibers[j];
+        if (other.state == State::AtWarp) {
+            bool here = !g_checking || same_site(other.wait_site, f.wait_site);
+            if (here && other.warp_mask == f.warp_mask) {
+                continue;
+            }
+            if (here && (other.warp_mask & f.warp_mask) != 0) {
+                throw EmuError(where(b, static_cast<unsigned>(j)) +
+                               format(": lanes meet at a warp collective with different masks (0x%08x here, 0x%08x at lane %u)",
+                                      other.warp_mask, f.warp_mask, me));
+            }
+            if (!here && named && (other.warp_mask >> me & 1u)) {
+                throw EmuError(where(b, static_cast<unsigned>(j)) + ": lanes of one warp meet at a collective from different sites: " +
+                               site_name(other.wait_site) + " and " + site_name(f.wait_site) + " (lane " + std::to_string(me) +
+                               ")");
+            }
+        } else if (named && other.state == State::Done) {
+            throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " + std::to_string(lane) +
+                           ", which exited without reaching it");
+        }
+        if (named) {
+            ready = false;  // it waits elsewhere, or still runs: it may yet come
+        }
+    }
+    return ready;
+}
+
+/**
+ * Completes warp collectives whose named lanes have all arrived: each named lane receives every
+ * named lane's value (0 for the others) and runs again; a __syncwarp also orders memory between
+ * them. Returns whether any completed.
  */
 bool release_warps(Block& b) {
     bool released = false;
     size_t n = b.fibers.size();
     for (size_t i = 0; i < n; i++) {
         Fiber& f = b.fibers[i];
-        if (f.state != State::AtWarp) {
+        if (f.state != State::AtWarp || !collective_ready(b, i)) {
             continue;
         }
         size_t warp_base = i & ~size_t(31);
-        bool ready = true;
+        unsigned mask = f.warp_mask;
+        unsigned bytes = f.exchange_bytes;
         for (unsigned lane = 0; lane < 32; lane++) {
-            if (!(f.warp_mask >> lane & 1u)) {
+            if (!(mask >> lane & 1u)) {
                 continue;
             }
-            size_t j = warp_base + lane;
-            if (j >= n) {
-                throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " + std::to_string(lane) +
-                               ", which does not exist (the block has " + std::to_string(n) + " threads)");
+            Fiber& p = b.fibers[warp_base + lane];
+            if (p.exchange_bytes != bytes) {
+                throw EmuError(where(b, static_cast<unsigned>(warp_base + lane)) +
+                               format(": lanes exchange %u and %u bytes at one warp collective", p.exchange_bytes, bytes));
             }
-            Fiber& other = b.fibers[j];
-            if (other.warp_seq < f.warp_seq) {
-                if (other.state == State::Done) {
-                    throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " +
-                                   std::to_string(lane) + ", which exited without reaching it");
+            auto* out = static_cast<unsigned char*>(p.exchange_out);
+            for (unsigned l = 0; l < 32 && out != nullptr; l++) {
+                if (mask >> l & 1u) {
+                    std::memcpy(out + l * bytes, b.fibers[warp_base + l].exchange_value, bytes);
+                } else {
+                    std::memset(out + l * bytes, 0, bytes);
                 }
-                ready = false;
-                break;
             }
         }
-        if (!ready) {
-            continue;
+        if (f.orders_memory) {
+            hazards_syncwarp(b, warp_base, mask);
         }
-        hazards_collective_released(b, warp_base, f.warp_mask, f);
-        uint64_t count = ++b.warp_syncs[i / 32];
-        unsigned mask = f.warp_mask;
-        uint64_t seq = f.warp_seq;
         for (unsigned lane = 0; lane < 32; lane++) {
-            Fiber& other = b.fibers[warp_base + lane];
-            if ((mask >> lane & 1u) && other.state == State::AtWarp && other.warp_seq == seq) {
-                other.state = State::Runnable;
-                other.synced = count;
+            if (mask >> lane & 1u) {
+                b.fibers[warp_base + lane].state = State::Runnable;
             }
         }
         released = true;
@@ -355,7 +399,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
     b.static_used = 0;
     b.static_sites.clear();
     b.static_arrays.clear();
-    poison(b.smem.data(), b.static_base);  // static arrays are poisoned when handed out
+    poison(b.smem.data(), b.static_base);  // dynamic part and red zone; static arrays are poisoned when handed out
     poison(b.smem.data() + b.smem.size() - kGuard, kGuard);
     hazards_begin_block(b);
     for (unsigned i = 0; i < n; i++) {
@@ -533,7 +577,7 @@ dim3 grid_dim() {
 namespace {
 
 /** The warp rendezvous behind every collective; `site` is the kernel's call site. */
-void exchange(unsigned mask, const void* value, unsigned bytes, void* all, Site site) {
+void exchange(unsigned mask, const void* value, unsigned bytes, void* all, Site site, bool orders_memory) {
     unsigned lane = lane_id();
     if (!(mask >> lane & 1u)) {
         kernel_error("a warp collective's mask does not include the calling lane");
@@ -542,38 +586,28 @@ void exchange(unsigned mask, const void* value, unsigned bytes, void* all, Site 
         kernel_error("a warp collective exchanges more than 64 bytes per lane");
     }
     Fiber& f = *t_fiber;
-    f.warp_seq++;
     f.warp_mask = mask;
     f.wait_site = site;
-    size_t warp = f.coords.linear / 32;
-    unsigned char* slot = &t_block->slots[(warp * 2 + (f.warp_seq & 1)) * 32 * kWideBytes];
-    std::memcpy(slot + lane * kWideBytes, value, bytes);
+    f.exchange_value = value;  // read by the scheduler while this fiber waits: its stack stays put
+    f.exchange_out = all;
+    f.exchange_bytes = bytes;
+    f.orders_memory = orders_memory;
     f.state = State::AtWarp;
     yield_to_scheduler();
-    auto* out = static_cast<unsigned char*>(all);
-    for (unsigned l = 0; l < 32; l++) {
-        if (mask >> l & 1u) {
-            std::memcpy(out + l * bytes, slot + l * kWideBytes, bytes);
-        } else {
-            std::memset(out + l * bytes, 0, bytes);
-        }
-    }
 }
 
 }  // namespace
 
 void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all, Site site) {
-    exchange(mask, value, bytes, all, site);
+    exchange(mask, value, bytes, all, site, false);
 }
 
 void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32], Site site) {
-    exchange(mask, &value, sizeof value, out, site);
+    exchange(mask, &value, sizeof value, out, site, false);
 }
 
 void syncwarp(unsigned mask, Site site) {
-    uint64_t ignored[32];
-    uint64_t zero = 0;
-    exchange(mask, &zero, sizeof zero, ignored, site);
+    exchange(mask, nullptr, 0, nullptr, site, true);
 }
 
 void cp_async(void* shared_dst, const void* global_src, unsigned bytes) {
@@ -795,15 +829,13 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
     hazards_begin_launch(args, it->second);
     dim3 grid{gx, gy, gz};
     dim3 block{bx, by, bz};
-    unsigned threads = bx * by * bz;
     auto setup = [&](Block& b, GridBarrier* barrier) {
         b.kernel = &it->second;
         b.args = args;
         b.grid = barrier;
         b.smem_bytes = shared_bytes;
-        b.static_base = (shared_bytes + 15) / 16 * 16;
+        b.static_base = (shared_bytes + 15) / 16 * 16 + kRedZone;
         b.smem.resize(b.static_base + kStaticSharedLimit + kGuard);  // reused across launches: only ever grows
-        b.slots.assign(((threads + 31) / 32) * 2 * 32 * kWideBytes, 0);
     };
     auto coords = [&](uint64_t i) { return uint3{static_cast<unsigned>(i % gx), static_cast<unsigned>((i / gx) % gy),
                                                  static_cast<unsigned>(i / (static_cast<uint64_t>(gx) * gy))}; };

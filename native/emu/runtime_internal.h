@@ -32,25 +32,37 @@ struct Kernel {
 
 // ---------------------------------------------------------------- shadow state (hazards.cpp)
 
-/** One access to a shadowed granule: by whom, in which barrier epoch, after which warp sync, from where. */
+/**
+ * One access to a shadowed granule: by whom, in which barrier epoch, after which warp sync, from
+ * where. Kept small (28 bytes): a shadow entry holds two, for every 2 bytes of watched memory.
+ */
 struct Access {
     uint32_t owner = 0;        // the block serial (shared memory) or launch serial (global) it belongs to; 0: none
     uint32_t block = 0;        // linear block index (global memory)
     uint32_t epoch = 0;        // __syncthreads opened in that block before the access
-    uint32_t warp_sync = 0;    // collectives the thread's warp had completed before the access
+    uint32_t warp_sync = 0;    // __syncwarps the thread's warp had completed before the access
+    uint32_t grid_epoch = 0;   // grid syncs passed before the access (cooperative launches)
+    uint32_t site = 0;         // code address as an offset into this library's image, plus 1; 0: unknown
     uint16_t thread = 0;       // linear thread index in the block
-    uint16_t grid_epoch = 0;   // grid syncs passed before the access (cooperative launches)
+    uint8_t bytes = 0;         // which bytes of the granule it touched (bit 0: the first)
     bool atomic = false;
-    const void* site = nullptr;
 };
 
 /** The reads of a granule since its last write (or since an epoch that orders them all before now). */
 struct ReadSet {
     Access first;                  // the first of them: what a report names
     uint32_t warps = 0;            // warps of the block that read (bit w), for reads in first's block
-    uint32_t earliest_sync = 0;    // the smallest warp collective count among them
-    bool several_threads = false;  // read by more than one thread
+    uint32_t latest_sync = 0;      // the warp-sync stamp of the latest read, by latest_thread
+    uint32_t second_sync = 0;      // the latest read by any other thread (second_thread), when has_second
+    uint32_t latest_site = 0;
+    uint32_t second_site = 0;
+    uint16_t latest_thread = 0;
+    uint16_t second_thread = 0;
+    uint8_t bytes = 0;             // union of the bytes read
+    bool has_second = false;       // read by at least two threads of first's block
+    bool more = false;             // read by more than two threads of first's block
     bool several_blocks = false;   // read by more than one block (global memory)
+    bool plain = false;            // some read was not atomic
 };
 
 /** A granule's last write and the reads since it. */
@@ -64,7 +76,7 @@ struct Allocation {
     unsigned char* base;     // what we free
     unsigned char* payload;  // what the caller gets: guard zones before and after
     size_t bytes;            // what the caller asked for
-    std::unique_ptr<WordShadow[]> shadow;  // per 4-byte word, made at the first checked access
+    std::unique_ptr<WordShadow[]> shadow;  // per 2-byte granule, made at the first checked access
 };
 
 /** The allocation whose payload contains [p, p+bytes), or null. */
@@ -87,10 +99,14 @@ struct Fiber {
     ucontext_t context;
     ThreadContext coords;
     State state = State::Runnable;
-    uint64_t warp_seq = 0;    // warp collectives this lane has entered
     unsigned warp_mask = 0;   // mask of the collective it waits in
     Site wait_site{nullptr, 0};  // where it waits: the __syncthreads, collective or grid sync in the source
-    uint32_t synced = 0;      // the warp's collective count when this lane last completed one
+    // The collective it waits in: its value (on its own stack), where every lane's value goes, and
+    // whether it is a __syncwarp (the only collective that orders memory between lanes).
+    const void* exchange_value = nullptr;
+    void* exchange_out = nullptr;
+    unsigned exchange_bytes = 0;
+    bool orders_memory = false;
     unsigned char* stack = nullptr;
     std::vector<PendingCopy> copies;       // cp.async issued and not yet waited for
     std::vector<size_t> group_ends;        // committed groups: end index into copies
@@ -105,14 +121,14 @@ struct Block {
     unsigned grid_waiting = 0;
     GridBarrier* grid = nullptr;  // set for cooperative launches
     unsigned done = 0;
-    std::vector<unsigned char> slots;  // [warps][2][32][kWideBytes] warp collective values, double-buffered by seq parity
     std::string fault;            // set by a fiber that hit a kernel error
     Kernel* kernel = nullptr;
     void** args = nullptr;
     uint3 index{0, 0, 0};
     uint32_t linear = 0;          // linear block index in the grid
 
-    // Shared memory: one arena per block, [dynamic | static arrays | guard], poisoned at the block's start.
+    // Shared memory: one arena per block, [dynamic | red zone | static arrays | guard], poisoned at
+    // the block's start; the red zone belongs to no array, so an overrun of the dynamic part is caught.
     std::vector<unsigned char> smem;
     size_t smem_bytes = 0;        // dynamic shared memory
     size_t static_base = 0;       // where the static arrays start
@@ -123,8 +139,11 @@ struct Block {
     // Checking: barrier and warp-sync counts, the shadow of the arena's words.
     uint32_t serial = 0;          // unique per block run: the owner of its shared shadow entries
     uint32_t epoch = 0;           // __syncthreads opened so far
-    uint16_t grid_epoch = 0;      // grid syncs passed so far
-    std::vector<uint32_t> warp_syncs;  // per warp: collectives completed
+    uint32_t grid_epoch = 0;      // grid syncs passed so far
+    std::vector<uint32_t> warp_syncs;  // per warp: __syncwarps completed (the stamp of an access)
+    std::vector<uint32_t> warp_full;   // per warp: the stamp after its last __syncwarp naming every lane
+    std::vector<uint32_t> pair_sync;   // [warp][lane][lane]: the stamp after the last __syncwarp naming both
+                                       // (made at the first partial-mask __syncwarp)
     std::vector<WordShadow> shadow;    // per granule of the arena's dynamic part and handed-out static arrays
 };
 
@@ -159,7 +178,7 @@ void hazards_cover(Block& b, size_t bytes);
 void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, const void* site);
 /** The running fiber's cp.async copies up to `count` have been waited for: their hazard windows end. */
 void hazards_cp_async_waited(Fiber& f, size_t count);
-/** Checks that the lanes meeting at a collective (or a block at a barrier) agree on where and with which mask. */
-void hazards_collective_released(Block& b, size_t warp_base, unsigned mask, const Fiber& first);
+/** A __syncwarp named `mask` in the warp at warp_base completed: orders the named lanes' accesses before and after. */
+void hazards_syncwarp(Block& b, size_t warp_base, unsigned mask);
 
 }  // namespace seqk_emu

@@ -12,12 +12,12 @@
 // current context on the calling OS thread; unsafe calls (synchronous copies, allocation,
 // synchronization) on a thread that is capturing a stream, which also invalidates the capture;
 // dynamic shared memory above 48 KB without the cuFuncSetAttribute opt-in, or above the opt-in
-// limit; launches needing more registers than a block has; cooperative grids larger than what
-// fits on the device at once; launch parameter buffers that do not match the kernel's .param list
-// in the module's PTX; unknown, destroyed or foreign handles and pointers. Beyond a real driver it
-// records misuses a GPU might survive silently (seqk_standin_take_misuse), checks that every
-// pointer argument of a kernel lies in device memory, and explains each refusal
-// (seqk_standin_diagnostic).
+// limit; blocks above the kernel's __launch_bounds__ or needing more registers than a block has;
+// cooperative grids larger than what fits on the device at once; launch parameter buffers that do
+// not match the kernel's .param list in the module's PTX; unknown, destroyed or foreign handles and
+// pointers. Beyond a real driver it records misuses a GPU might survive silently
+// (seqk_standin_take_misuse), checks that every pointer argument of a kernel lies in device
+// memory, and explains each refusal (seqk_standin_diagnostic).
 //
 // Execution: all work runs at submission, in order, under one lock (the emulator is
 // single-threaded), so every stream is trivially ordered; a captured stream records instead.
@@ -365,7 +365,8 @@ int registers_per_block(const KernelImage& k, int threads) {
 
 /** Blocks of this kernel that fit on one SM; 0 when the dynamic shared memory is above the function's limit (no opt-in yet). */
 int blocks_per_sm(const KernelImage& k, int threads, size_t dynamic_shared, size_t dynamic_limit) {
-    if (threads <= 0 || threads > kMaxThreadsPerBlock || dynamic_shared > dynamic_limit) {
+    if (threads <= 0 || threads > kMaxThreadsPerBlock || (k.max_threads > 0 && threads > k.max_threads) ||
+        dynamic_shared > dynamic_limit) {
         return 0;
     }
     int warps = (threads + 31) / 32;
@@ -399,6 +400,11 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx
     }
     if (gx > 0x7fffffffu || gy > 65535 || gz > 65535) {
         return refuse(CUDA_ERROR_INVALID_VALUE, what + ": grid exceeds x < 2^31, y, z <= 65535");
+    }
+    if (fn->kernel.max_threads > 0 && threads > static_cast<uint64_t>(fn->kernel.max_threads)) {
+        return refuse(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
+                      what + ": a block of " + std::to_string(threads) + " threads exceeds the kernel's __launch_bounds__ (.maxntid " +
+                          std::to_string(fn->kernel.max_threads) + "; too many resources requested for launch)");
     }
     int regs = registers_per_block(fn->kernel, static_cast<int>(threads));
     if (regs > kRegistersPerBlock) {
@@ -1320,7 +1326,7 @@ CUresult CUDAAPI cuFuncGetAttribute(int* pi, CUfunction_attribute attrib, CUfunc
     }
     switch (attrib) {
         case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: {
-            int threads = kMaxThreadsPerBlock;
+            int threads = f->kernel.max_threads > 0 ? std::min(kMaxThreadsPerBlock, f->kernel.max_threads) : kMaxThreadsPerBlock;
             while (threads > 32 && registers_per_block(f->kernel, threads) > kRegistersPerBlock) {
                 threads -= 32;
             }

@@ -347,6 +347,23 @@ bool parse_ptx_entries(const std::string& ptx, std::map<std::string, KernelImage
             k.params.push_back(p);
         }
         k.param_bytes = offset;
+        // Performance directives sit between the parameter list and the body: .maxntid x[, y[, z]].
+        size_t body = ptx.find('{', close);
+        size_t maxntid = ptx.find(".maxntid", close);
+        if (maxntid != std::string::npos && (body == std::string::npos || maxntid < body)) {
+            long threads = 1;
+            std::string dims = ptx.substr(maxntid + 8, ptx.find('\n', maxntid) - maxntid - 8);
+            for (const std::string& w : words(dims)) {
+                char* end = nullptr;
+                long v = std::strtol(w.c_str(), &end, 10);
+                if (end == w.c_str() || v <= 0 || v > 1024) {
+                    error = "PTX entry " + name + ": unreadable .maxntid";
+                    return false;
+                }
+                threads *= v;
+            }
+            k.max_threads = static_cast<int>(std::min<long>(threads, 1 << 20));
+        }
         out[name] = k;
         pos = close;
     }

@@ -23,6 +23,7 @@ struct KernelImage {
     size_t param_bytes = 0;     // the parameter buffer's size: end of the last parameter
     int registers = -1;         // per thread, from the cubin; -1 when only PTX was found (a JIT build)
     size_t static_shared = 0;   // bytes of __shared__ declared in the kernel
+    int max_threads = 0;        // the PTX's .maxntid (x * y * z, its __launch_bounds__); 0 when it has none
 };
 
 struct ModuleImage {

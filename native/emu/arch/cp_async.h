@@ -1,5 +1,6 @@
-// Emulator side of cuda/arch/cp_async.cuh: copies are queued per thread and performed at the
-// wait (runtime.cpp), never earlier.
+// Emulator side of cuda/arch/cp_async.cuh: copies are queued per thread and land at the wait,
+// or at the issue under the schedule that says so (runtime.cpp); either way the destination is
+// off limits from the issue to the wait (hazards.cpp).
 #pragma once
 
 #include "emu/cuda_emu.h"

@@ -8,7 +8,7 @@ import dev.seqkernels.SeqkException;
  * 0 when the binding refused it before calling the driver.
  */
 public final class DriverException extends SeqkException {
-    /** CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: "too many resources requested for launch" (registers x threads). */
+    /** CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: "too many resources requested for launch" (registers x threads, launch bounds). */
     public static final int LAUNCH_OUT_OF_RESOURCES = 701;
     /** CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: the grid does not fit on the device at once (MPS, a smaller GPU). */
     public static final int COOPERATIVE_LAUNCH_TOO_LARGE = 720;

@@ -9,15 +9,19 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The build's sm_90 kernel report (tools/build-kernels.sh, from ptxas -v), read from the class
- * path: one line per kernel and the architectures the fatbins hold SASS or PTX for, or a note
- * that the kernels were not built (no nvcc at build time).
+ * The build's sm_90 kernel report (tools/build-kernels.sh, from ptxas -v and the PTX's .maxntid),
+ * read from the class path: one line per kernel and the architectures the fatbins hold SASS or PTX
+ * for, or a note that the kernels were not built (no nvcc at build time).
  */
 public record KernelReport(boolean built, String note, List<String> architectures, List<Entry> kernels) {
     public static final String RESOURCE = "/dev/seqkernels/kernels/kernel-report.txt";
 
+    /**
+     * One kernel on sm_90. {@code maxThreadsPerBlock} is its {@code __launch_bounds__} limit (1,024
+     * when it declares none): a GPU refuses a larger block as "too many resources requested".
+     */
     public record Entry(String family, String kernel, int registers, int sharedBytes, int stackBytes,
-                        int spillStoreBytes, int spillLoadBytes) {
+                        int spillStoreBytes, int spillLoadBytes, int maxThreadsPerBlock) {
         public boolean spills() {
             return spillStoreBytes > 0 || spillLoadBytes > 0;
         }
@@ -31,11 +35,11 @@ public record KernelReport(boolean built, String note, List<String> architecture
         /**
          * Blocks of {@code threads} with {@code dynamicShared} bytes that fit on one sm_90
          * multiprocessor at once: by threads (2,048), registers (65,536), shared memory (228 KB,
-         * with 1 KB reserved per block) and the 32-block limit; what cuOccupancyMaxActiveBlocks...
-         * answers there.
+         * with 1 KB reserved per block) and the 32-block limit; 0 above the kernel's launch bounds;
+         * what cuOccupancyMaxActiveBlocks... answers there.
          */
         public int blocksPerMultiprocessor(int threads, int dynamicShared) {
-            if (threads <= 0 || threads > SM90_THREADS_PER_BLOCK) {
+            if (threads <= 0 || threads > Math.min(SM90_THREADS_PER_BLOCK, maxThreadsPerBlock)) {
                 return 0;
             }
             int byThreads = SM90_THREADS_PER_SM / ((threads + 31) / 32 * 32);
@@ -96,9 +100,9 @@ public record KernelReport(boolean built, String note, List<String> architecture
                     continue;
                 }
                 String[] f = line.trim().split("\\s+");
-                if (f.length == 7) {
+                if (f.length == 8) {
                     entries.add(new Entry(f[0], f[1], Integer.parseInt(f[2]), Integer.parseInt(f[3]), Integer.parseInt(f[4]),
-                            Integer.parseInt(f[5]), Integer.parseInt(f[6])));
+                            Integer.parseInt(f[5]), Integer.parseInt(f[6]), Integer.parseInt(f[7])));
                 }
             }
             return new KernelReport(true, note, architectures, List.copyOf(entries));

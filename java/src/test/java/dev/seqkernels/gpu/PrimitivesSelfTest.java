@@ -132,8 +132,10 @@ class PrimitivesSelfTest {
             driver.launchCooperative(driver.function(module, "selftest_grid_sync"), Dim3.of(blocks), Dim3.of(64), 0, 0,
                     new KernelArgs().pointer(scratch.pointer()).pointer(out.pointer()));
             Tensor o = out.toHost();
+            Tensor s = scratch.toHost();
             for (int b = 0; b < blocks; b++) {
                 assertEquals((b + 1) % blocks + 1, o.getFlat(b), "block " + b);
+                assertEquals(-(b + 1), s.getFlat(b), "block " + b + " after the second grid sync");
             }
         }
     }
@@ -255,5 +257,27 @@ class PrimitivesSelfTest {
         args.struct(new long[33]).i32(0);
         var e = assertThrows(DriverException.class, () -> driver.launch(kernel, Dim3.of(1), Dim3.of(1024), 0, 0, args));
         assertEquals(DriverException.LAUNCH_OUT_OF_RESOURCES, e.status(), e.getMessage());
+    }
+
+    /** A block above a kernel's __launch_bounds__ is refused as a GPU refuses it; at the bound it runs, and occupancy is 0 beyond it. */
+    @Test
+    void aBlockAboveTheKernelsLaunchBoundsIsRefused() {
+        KernelReport report = KernelReport.load();
+        org.junit.jupiter.api.Assumptions.assumeTrue(report.built(), () -> "skipped: " + report.note());
+        assertEquals(64, report.entry("selftest_launch_bounds_64").maxThreadsPerBlock(), "the kernel report reads .maxntid");
+        long kernel = driver.function(module, "selftest_launch_bounds_64");
+        try (DeviceTensor out = DeviceTensor.allocate(driver, DType.F32, 128)) {
+            var e = assertThrows(DriverException.class, () -> driver.launch(kernel, Dim3.of(1), Dim3.of(128), 0, 0,
+                    new KernelArgs().pointer(out.pointer())));
+            assertEquals(DriverException.LAUNCH_OUT_OF_RESOURCES, e.status(), e.getMessage());
+            driver.launch(kernel, Dim3.of(2), Dim3.of(64), 0, 0, new KernelArgs().pointer(out.pointer()));
+            driver.synchronize(0);
+            Tensor o = out.toHost();
+            for (int i = 0; i < 128; i++) {
+                assertEquals(1.0, o.getFlat(i), "out[" + i + "]");
+            }
+        }
+        assertEquals(0, driver.maxActiveBlocksPerMultiprocessor(kernel, 128, 0));
+        assertTrue(driver.maxActiveBlocksPerMultiprocessor(kernel, 64, 0) > 0);
     }
 }

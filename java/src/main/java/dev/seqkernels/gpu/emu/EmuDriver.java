@@ -495,14 +495,19 @@ public final class EmuDriver implements Driver {
 
     /**
      * A launch must fit what the kernel report says the kernel needs on sm_90, as a GPU refuses it
-     * otherwise: registers x threads within a block's 65,536, static and dynamic shared memory
-     * within the 227 KB opt-in maximum. (Without nvcc there is no report and nothing to check.)
+     * otherwise: threads within the kernel's __launch_bounds__, registers x threads within a
+     * block's 65,536, static and dynamic shared memory within the 227 KB opt-in maximum. (Without
+     * nvcc there is no report and nothing to check.)
      */
     private void checkResources(String name, Dim3 block, int sharedBytes) {
         KernelReport.Entry e = KernelReport.load().entry(name);
         int threads = block.x() * block.y() * block.z();
         if (e == null || !checking) {
             return;
+        }
+        if (threads > e.maxThreadsPerBlock() && threads <= KernelReport.SM90_THREADS_PER_BLOCK) {  // larger: a shape error
+            throw new DriverException("emu launch of " + name + ": too many resources requested for launch: a block of " + threads
+                    + " threads exceeds the kernel's __launch_bounds__ of " + e.maxThreadsPerBlock(), DriverException.LAUNCH_OUT_OF_RESOURCES);
         }
         if (e.registersPerBlock(threads) > KernelReport.SM90_REGISTERS) {
             throw new DriverException("emu launch of " + name + ": too many resources requested for launch: " + e.registers()
