@@ -444,3 +444,114 @@ extern "C" __global__ void __launch_bounds__(64) selftest_launch_bounds_64(float
     out[blockIdx.x * blockDim.x + threadIdx.x] = 1.0f;
 }
 SEQK_KERNEL(selftest_launch_bounds_64);
+
+// Bug (unless `ordered`): thread 0 resets a shared counter that every thread then increments
+// atomically, with no barrier between the reset and the others' increments. out[0] = blockDim.x
+// when ordered.
+extern "C" __global__ void selftest_counter_reset_unordered(int* out, int ordered) {
+    SEQK_SHARED_ARRAY(int, count, 1);
+    if (threadIdx.x == 0) {
+        count[0] = 0;
+    }
+    if (ordered) {
+        __syncthreads();
+    }
+    atomicAdd(&count[0], 1);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        out[0] = count[0];
+    }
+}
+SEQK_KERNEL(selftest_counter_reset_unordered);
+
+// Bug: block 0 resets a global counter that every block increments atomically, no grid sync between.
+extern "C" __global__ void selftest_global_counter_reset_unordered(int* counter) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        counter[0] = 0;
+    }
+    if (threadIdx.x == 0) {
+        atomicAdd(&counter[0], 1);
+    }
+}
+SEQK_KERNEL(selftest_global_counter_reset_unordered);
+
+// Bug: thread 0 issues a cp.async from src; after a barrier thread 1 overwrites src before thread 0
+// waits for the copy, which may still be reading it.
+extern "C" __global__ void selftest_cp_async_source_overwritten(float* src, float* out) {
+    SEQK_DYNAMIC_SHARED(float, buf);
+    if (threadIdx.x == 0) {
+        seqk::arch::cp_async_16(buf, src);
+        seqk::arch::cp_async_commit();
+    }
+    __syncthreads();
+    if (threadIdx.x == 1) {
+        src[0] = 42.0f;
+    }
+    if (threadIdx.x == 0) {
+        seqk::arch::cp_async_wait<0>();
+    }
+    __syncthreads();
+    out[threadIdx.x] = buf[1];
+}
+SEQK_KERNEL(selftest_cp_async_source_overwritten);
+
+// Clean: each lane reads, then (after a shuffle, which orders nothing) rewrites its own byte flag;
+// neighbouring lanes' flags share a shadow granule. out[l] = 1.
+extern "C" __global__ void selftest_own_byte_flags(float* out) {
+    SEQK_SHARED_ARRAY(unsigned char, flags, 32);
+    unsigned l = threadIdx.x;
+    flags[l] = 0;
+    __syncthreads();
+    unsigned char v = flags[l];
+    float partner = seqk::arch::shfl_xor(0xffffffffu, static_cast<float>(l), 1);
+    flags[l] = static_cast<unsigned char>(v + (partner == static_cast<float>(l ^ 1u) ? 1 : 0));
+    __syncthreads();
+    out[l] = flags[l];
+}
+SEQK_KERNEL(selftest_own_byte_flags);
+
+// Clean: lanes 0, 1, 2 read x; a whole-warp __syncwarp; lane 3 reads x; lanes 3 and 5
+// __syncwarp; lane 5 overwrites x. Every read is ordered before the write (the first three by
+// the whole-warp sync, lane 3's by the pair). out[0..3] = in[0].
+extern "C" __global__ void selftest_many_readers_then_a_write(const float* in, float* out) {
+    SEQK_SHARED_ARRAY(float, x, 1);
+    unsigned l = seqk::arch::lane_id();
+    if (l == 0) {
+        x[0] = in[0];
+    }
+    __syncthreads();
+    if (l < 3) {
+        out[l] = x[0];
+    }
+    seqk::arch::syncwarp(0xffffffffu);
+    if (l == 3) {
+        out[3] = x[0];
+    }
+    if (l == 3 || l == 5) {
+        seqk::arch::syncwarp(0x00000028u);
+    }
+    if (l == 5) {
+        x[0] = 2.0f;
+    }
+}
+SEQK_KERNEL(selftest_many_readers_then_a_write);
+
+/** A shuffle inside a helper: every call meets at the helper's line, whatever the mask. */
+__device__ float exchange_with(unsigned mask, float v, int lane_mask) {
+    return seqk::arch::shfl_xor(mask, v, lane_mask);
+}
+
+// Clean: one call site, two dynamic instances with overlapping masks in turn: lanes 1 and 2
+// exchange (mask 0x6), then lanes 0 and 1 (mask 0x3). v = l; out = 3, 3, 3, 3, 4, 5, ..., 31.
+extern "C" __global__ void selftest_helper_under_two_masks(float* out) {
+    unsigned l = seqk::arch::lane_id();
+    float v = static_cast<float>(l);
+    if (l == 1 || l == 2) {
+        v += exchange_with(0x00000006u, v, 3);
+    }
+    if (l == 0 || l == 1) {
+        v += exchange_with(0x00000003u, v, 1);
+    }
+    out[l] = v;
+}
+SEQK_KERNEL(selftest_helper_under_two_masks);

@@ -7,7 +7,9 @@
 # defines the __tsan_* entry points. Vectorizing, store merging and scalar replacement of
 # aggregates are off for them, so a vector load or store in the source (float4, uint2, half2)
 # stays one access of its size, as a GPU thread makes it (the alignment check needs that); g++
-# may still split or merge other accesses, which the checks see as they are compiled.
+# may still split or merge other accesses, which the checks see as they are compiled. No sibling
+# calls either: an access in tail position would jump to its hook, which would then name the
+# kernel's caller as the access's source line.
 # Linked with -z defs: an instrumentation entry point hazards.cpp lacks fails the build.
 # One object per source in <classes>/../emu-build, each rebuilt when older than its source or
 # any header; the library is relinked when any object changed.
@@ -22,7 +24,7 @@ CXX="${CXX:-g++}"
 command -v "$CXX" >/dev/null || { echo "[seqkernels] $CXX not found: cannot build the SIMT emulator" >&2; exit 1; }
 COMMON=(-std=c++17 -O2 -g -fPIC -pthread -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda")
 KERNEL=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0 -fno-tree-vectorize -fno-tree-slp-vectorize
-        -fno-store-merging -fno-tree-sra)
+        -fno-store-merging -fno-tree-sra -fno-optimize-sibling-calls)
 
 newest_header="$(find "$ROOT/native/emu" "$ROOT/cuda" -name '*.h' -o -name '*.cuh' | xargs ls -t | head -n1)"
 stale() { # object source: whether the object must be rebuilt

@@ -28,6 +28,7 @@
 // of a granule in one warp, only the latest two are remembered: the others count as ordered
 // before a write only after a whole-warp __syncwarp.
 #include <dlfcn.h>
+#include <unistd.h>
 #include <link.h>
 
 #include <algorithm>
@@ -56,7 +57,7 @@ struct AllocationCache {
     Allocation* entries[2] = {nullptr, nullptr};
     uint32_t launch = 0;
 };
-thread_local AllocationCache t_allocations __attribute__((tls_model("initial-exec")));
+thread_local AllocationCache t_allocations;
 
 /** This library's mapped image: kernels may read its constants (tables, literals). */
 struct Image {
@@ -105,12 +106,6 @@ const char* kind_name(bool write, bool atomic) {
     return atomic ? (write ? "atomically writes" : "atomically reads") : (write ? "writes" : "reads");
 }
 
-/** "thread (t) writes at SITE" for an earlier access. */
-std::string describe(const Block& b, const Access& a, bool write) {
-    std::string who = a.block != b.linear ? format("block %u thread %u", a.block, a.thread) : format("thread %u", a.thread);
-    return who + " " + (write ? "wrote" : "read") + " it at " + site_of(a.site);
-}
-
 /** Whether a __syncwarp naming lanes a and b of the warp completed after `stamp` (a warp_sync count). */
 bool warp_synced_after(const Block& b, unsigned warp, unsigned lane_a, unsigned lane_b, uint32_t stamp) {
     if (b.warp_full[warp] > stamp) {
@@ -138,26 +133,31 @@ bool ordered(const Block& b, const Access& prev, const Access& now) {
 }
 
 /**
- * A read of the set that is not ordered before write `now`, for the report, or null when all are.
- * The set is current: its reads share now's grid epoch, and its block's reads share an epoch.
+ * A member of the set (a read, or an atomic write) not ordered before `now`, for the report, or
+ * null when all are. Members that touched none of now's bytes are skipped, and so are atomic
+ * members when `atomic_members_commute` (an atomic write after atomic reads). The set is current:
+ * its members share now's grid epoch, and when all are in now's block, its barrier epoch.
  */
-const Access* unordered_read(const Block& b, const ReadSet& r, const Access& now, Access& scratch) {
+const Access* unordered_member(const Block& b, const AccessSet& r, const Access& now, bool atomic_members_commute,
+                               Access& scratch) {
+    if (atomic_members_commute && !r.plain) {
+        return nullptr;
+    }
     if (r.first.block != now.block) {
         return &r.first;
     }
-    if (r.several_blocks) {  // read by now's block first, then by another, which is not kept
+    if (r.several_blocks) {  // first in now's block, another block's member was not kept
         scratch = r.first;
         scratch.block = UINT32_MAX;
         return &scratch;
     }
-    if (r.first.epoch != now.epoch) {
-        return nullptr;
-    }
-    if (!ordered_in_epoch(b, r.first.thread, r.first.warp_sync, now)) {
+    auto overlaps = [&](uint8_t bytes) { return (bytes & now.bytes) != 0; };
+    if (overlaps(r.first.bytes) && !(atomic_members_commute && r.first.atomic) &&
+        !ordered_in_epoch(b, r.first.thread, r.first.warp_sync, now)) {
         return &r.first;
     }
-    auto kept = [&](uint16_t thread, uint32_t stamp, uint32_t site) -> const Access* {
-        if (ordered_in_epoch(b, thread, stamp, now)) {
+    auto kept = [&](uint16_t thread, uint32_t stamp, uint32_t site, uint8_t bytes) -> const Access* {
+        if (!overlaps(bytes) || ordered_in_epoch(b, thread, stamp, now)) {
             return nullptr;
         }
         scratch = r.first;
@@ -166,25 +166,72 @@ const Access* unordered_read(const Block& b, const ReadSet& r, const Access& now
         scratch.site = site;
         return &scratch;
     };
-    if (const Access* a = kept(r.latest_thread, r.latest_sync, r.latest_site)) {
+    if (const Access* a = kept(r.latest_thread, r.latest_sync, r.latest_site, r.latest_bytes)) {
         return a;
     }
     if (r.has_second) {
-        if (const Access* a = kept(r.second_thread, r.second_sync, r.second_site)) {
+        if (const Access* a = kept(r.second_thread, r.second_sync, r.second_site, r.second_bytes)) {
             return a;
         }
     }
-    uint32_t own_warp = 1u << (now.thread / 32 % 32);
-    if ((r.warps & ~own_warp) != 0) {
-        return &r.first;  // a reader in another warp that was not kept
-    }
-    if (r.more) {  // readers not kept read before both kept ones: a whole-warp __syncwarp since orders them
-        uint32_t latest_other = r.latest_thread != now.thread ? r.latest_sync : r.second_sync;
-        if (b.warp_full[now.thread / 32] <= latest_other) {
+    if (r.more && overlaps(r.older_bytes)) {
+        // Members no longer kept: one in another warp is never ordered within the epoch; the others
+        // are once a whole-warp __syncwarp followed the latest of them.
+        uint32_t own_warp = 1u << (now.thread / 32 % 32);
+        if ((r.warps & ~own_warp) != 0 || b.warp_full[now.thread / 32] <= r.older_sync) {
             return &r.first;
         }
     }
     return nullptr;
+}
+
+/** Whether the set's members are all ordered before `now` by a barrier or grid sync (or it is empty). */
+bool stale(const AccessSet& r, const Access& now) {
+    return r.first.owner != now.owner || r.first.grid_epoch != now.grid_epoch ||
+           (r.first.block == now.block && !r.several_blocks && r.first.epoch != now.epoch);
+}
+
+/** Adds `now` to the set (emptied first when stale). */
+void add_member(AccessSet& r, const Access& now) {
+    if (stale(r, now)) {
+        r = AccessSet{};
+        r.first = now;
+        r.latest_thread = now.thread;
+        r.latest_sync = now.warp_sync;
+        r.latest_site = now.site;
+        r.latest_bytes = now.bytes;
+        r.warps = 1u << (now.thread / 32 % 32);
+    } else if (now.block != r.first.block) {
+        r.several_blocks = true;
+    } else {
+        r.warps |= 1u << (now.thread / 32 % 32);
+        if (now.thread == r.latest_thread) {
+            r.latest_bytes |= now.bytes;
+        } else if (r.has_second && now.thread == r.second_thread) {
+            std::swap(r.latest_sync, r.second_sync);  // second becomes latest, with its bytes
+            std::swap(r.latest_site, r.second_site);
+            std::swap(r.latest_bytes, r.second_bytes);
+            std::swap(r.latest_thread, r.second_thread);
+            r.latest_bytes |= now.bytes;
+        } else {
+            if (r.has_second) {  // the second leaves the kept pair
+                r.more = true;
+                r.older_sync = r.second_sync;
+                r.older_bytes |= r.second_bytes;
+            }
+            r.second_thread = r.latest_thread;
+            r.second_sync = r.latest_sync;
+            r.second_site = r.latest_site;
+            r.second_bytes = r.latest_bytes;
+            r.has_second = true;
+            r.latest_thread = now.thread;
+            r.latest_bytes = now.bytes;
+        }
+        r.latest_sync = now.warp_sync;
+        r.latest_site = now.site;
+    }
+    r.bytes |= now.bytes;
+    r.plain |= !now.atomic;
 }
 
 /** Where a granule lies, for a report (formatted only then). */
@@ -201,77 +248,68 @@ std::string memory_name(const Memory& m) {
 
 /**
  * Checks an access against a granule's history and records it; returns the hazard it finds
- * (empty: none), for the caller to report once it holds no lock. History of another owner (an
- * earlier block, or an earlier launch) cannot race.
+ * (empty: none), for the caller to report. History of another owner (an earlier block, or an
+ * earlier launch) cannot race.
+ *
+ * Every access must be ordered after the last plain write; a plain access also after the atomic
+ * writes since; a write (plain, or atomic unless all reads since were atomic) after the reads.
  */
 std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory& where_) {
-    auto race = [&](const Access& prev, bool prev_write, const char* kind) {
+    auto race = [&](const Access& prev, const char* prev_did, const char* kind) {
         bool other_block = prev.block != now.block;
         Access named = prev;
         if (prev.block == UINT32_MAX) {
-            named.block = now.block;  // a read by several blocks: the first one is named, another races too
+            named.block = now.block;  // several blocks: the first is named, another one races too
         }
+        std::string who = named.block != b.linear ? format("block %u thread %u", named.block, named.thread)
+                                                  : format("thread %u", named.thread);
         return format("%s on %s: thread %u %s it at %s, and ", kind, memory_name(where_).c_str(), now.thread,
                       kind_name(write, now.atomic), site_of(now.site).c_str()) +
-               describe(b, named, prev_write) +
-               (other_block ? (prev.block == UINT32_MAX ? " (and other blocks read it; no grid sync between)"
+               who + " " + prev_did + " it at " + site_of(named.site) +
+               (other_block ? (prev.block == UINT32_MAX ? " (and other blocks too; no grid sync between)"
                                                         : " (another block, no grid sync between)")
                             : " (no __syncthreads, or __syncwarp naming both, between)");
     };
     if (w.write.owner == now.owner) {
         if (w.pending && (w.write.thread != now.thread || w.write.block != now.block)) {
-            return race(w.write, true, "race with a cp.async in flight");
+            return race(w.write, "wrote", "race with a cp.async in flight");
         }
         if (w.pending) {
             return format("thread %u %s %s at %s, a cp.async destination it has not waited for (issued at %s)", now.thread,
                           kind_name(write, now.atomic), memory_name(where_).c_str(), site_of(now.site).c_str(),
                           site_of(w.write.site).c_str());
         }
-        if ((w.write.bytes & now.bytes) != 0 && !(w.write.atomic && now.atomic) && !ordered(b, w.write, now)) {
-            return race(w.write, true, write ? "write-after-write race" : "read-after-write race");
+        if ((w.write.bytes & now.bytes) != 0 && !ordered(b, w.write, now)) {
+            return race(w.write, "wrote", write ? "write-after-write race" : "read-after-write race");
         }
     }
-    ReadSet& r = w.reads;
-    bool current = r.first.owner == now.owner && r.first.grid_epoch == now.grid_epoch &&
-                   !(r.first.block == now.block && !r.several_blocks && r.first.epoch != now.epoch);
-    if (write) {
-        if (current && (r.bytes & now.bytes) != 0 && (r.plain || !now.atomic)) {
-            Access scratch;
-            if (const Access* prev = unordered_read(b, r, now, scratch)) {
-                return race(*prev, false, "write-after-read race");
-            }
+    Access scratch;
+    if (!now.atomic && !stale(w.atomics, now) && (w.atomics.bytes & now.bytes) != 0) {
+        if (const Access* prev = unordered_member(b, w.atomics, now, false, scratch)) {
+            return race(*prev, "atomically wrote", write ? "write-after-atomic race" : "read-after-atomic race");
         }
-        w.write = now;
-        if ((r.bytes & ~now.bytes) == 0) {
-            r = ReadSet{};  // every byte read is overwritten: later writes race with later reads only
-        }
-        w.pending = false;
+    }
+    if (!write) {
+        add_member(w.reads, now);
         return {};
     }
-    if (!current) {
-        r = ReadSet{};
-        r.first = now;
-        r.latest_thread = now.thread;
-        r.latest_sync = now.warp_sync;
-        r.latest_site = now.site;
-        r.warps = 1u << (now.thread / 32 % 32);
-    } else if (now.block != r.first.block) {
-        r.several_blocks = true;
-    } else {
-        r.warps |= 1u << (now.thread / 32 % 32);
-        if (now.thread != r.latest_thread) {
-            r.more |= r.has_second && now.thread != r.second_thread;
-            r.second_thread = r.latest_thread;
-            r.second_sync = r.latest_sync;
-            r.second_site = r.latest_site;
-            r.has_second = true;
-            r.latest_thread = now.thread;
+    if (!stale(w.reads, now) && (w.reads.bytes & now.bytes) != 0) {
+        if (const Access* prev = unordered_member(b, w.reads, now, now.atomic, scratch)) {
+            return race(*prev, prev->atomic ? "atomically read" : "read", "write-after-read race");
         }
-        r.latest_sync = now.warp_sync;
-        r.latest_site = now.site;
     }
-    r.bytes |= now.bytes;
-    r.plain |= !now.atomic;
+    if (now.atomic) {
+        add_member(w.atomics, now);
+        return {};
+    }
+    w.write = now;
+    w.pending = false;
+    if ((w.reads.bytes & ~now.bytes) == 0) {
+        w.reads = AccessSet{};  // every byte read is overwritten: later writes race with later reads only
+    }
+    if ((w.atomics.bytes & ~now.bytes) == 0) {
+        w.atomics = AccessSet{};
+    }
     return {};
 }
 
@@ -340,22 +378,27 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
         lock.lock();  // blocks of a cooperative launch run at once, on their own OS threads
     }
     if (!al.shadow) {
-        try {
-            al.shadow = std::make_unique<WordShadow[]>((al.bytes + kGranule - 1) / kGranule);
-        } catch (const std::bad_alloc&) {
+        // calloc: zero bytes are the empty state, and pages no access touches are never backed.
+        size_t granules = (al.bytes + kGranule - 1) / kGranule;
+        size_t budget = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) / 2;
+        if (granules <= budget / sizeof(WordShadow)) {
+            al.shadow.reset(static_cast<WordShadow*>(std::calloc(granules, sizeof(WordShadow))));
+        }
+        if (!al.shadow) {
             if (lock.owns_lock()) {
                 lock.unlock();
             }
-            fault(format("the hazard checker has no memory to shadow device allocation 0x%lx (%zu bytes, %zu bytes of "
-                         "shadow); run this launch with checking off (seqk_emu_set_checking)",
+            fault(format("the hazard checker cannot shadow device allocation 0x%lx (%zu bytes need %zu bytes of shadow, "
+                         "more than half of this machine's memory); run this launch with checking off "
+                         "(seqk_emu_set_checking)",
                          static_cast<unsigned long>(reinterpret_cast<uintptr_t>(al.payload)), al.bytes,
-                         (al.bytes + kGranule - 1) / kGranule * sizeof(WordShadow)));
+                         granules * sizeof(WordShadow)));
         }
     }
     Access now = now_access(b, f, g_launch_serial, site, atomic);
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
         now.bytes = granule_bytes(g, offset, size);
-        std::string hazard = touch(b, al.shadow[g], now, write,
+        std::string hazard = touch(b, al.shadow.get()[g], now, write,
                                    Memory{"global memory", reinterpret_cast<uintptr_t>(al.payload), g * kGranule});
         if (!hazard.empty()) {
             if (lock.owns_lock()) {
@@ -491,6 +534,9 @@ void hazards_cp_async_waited(Fiber& f, size_t count) {
     Block& b = *t_block;
     uintptr_t arena = reinterpret_cast<uintptr_t>(b.smem.data());
     for (size_t i = 0; i < count; i++) {
+        // The copy reads its source at some time before the wait: checked again now, so a write
+        // another thread made to it since the issue is a race too.
+        access(f.copies[i].src, f.copies[i].bytes, false, false, f.copies[i].site);
         size_t offset = reinterpret_cast<uintptr_t>(f.copies[i].dst) - arena;
         for (size_t g = offset / kGranule; g <= (offset + f.copies[i].bytes - 1) / kGranule; g++) {
             WordShadow& w = b.shadow[g];

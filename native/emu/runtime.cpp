@@ -38,8 +38,8 @@
 namespace seqk_emu {
 
 thread_local ThreadContext* current = nullptr;
-thread_local Fiber* t_fiber __attribute__((tls_model("initial-exec"))) = nullptr;
-thread_local Block* t_block __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local Fiber* t_fiber = nullptr;
+thread_local Block* t_block = nullptr;
 
 std::string format(const char* fmt, ...) {
     char buf[2048];
@@ -63,7 +63,7 @@ std::map<std::string, Kernel>& registry() {
 
 constexpr uint64_t kPoison = 0x7FF17FE27FD37FC4ull;  // NaN as f64, as both f32 halves, as every f16/bf16 quarter
 constexpr size_t kGuard = 64;
-constexpr size_t kRedZone = 64;  // between dynamic shared memory and the static arrays
+constexpr size_t kRedZone = 16 * 1024;  // between dynamic shared memory and the static arrays: belongs to no array
 constexpr size_t kAlign = 256;
 constexpr size_t kStaticSharedLimit = 48 * 1024;  // static shared memory per block, as CUDA allows
 
@@ -239,10 +239,12 @@ void fiber_main() {
 }
 
 /**
- * Whether the collective lane i waits in can complete: every lane its mask names waits in the
- * same one (same mask and, while checking, same site). A named lane that waits in another
- * collective naming lane i too, or at this site with another mask, can never meet it: an error.
- * A named lane that waits in a collective not naming lane i, or still runs, may yet come.
+ * Whether the collective lane i waits in can complete: every lane its mask names waits in one at
+ * the same source line with the same mask. A named lane that waits elsewhere, or still runs, may
+ * yet come (a helper called under different masks meets at one line in turn). While checking,
+ * two lanes that name each other but wait at different lines or with different masks, and a
+ * named lane that exited, are errors; otherwise a collective that can never complete ends as a
+ * reported deadlock.
  */
 bool collective_ready(const Block& b, size_t i) {
     const Fiber& f = b.fibers[i];
@@ -251,38 +253,45 @@ bool collective_ready(const Block& b, size_t i) {
     unsigned me = static_cast<unsigned>(i - warp_base);
     bool ready = true;
     for (unsigned lane = 0; lane < 32; lane++) {
+        if (!(f.warp_mask >> lane & 1u) || warp_base + lane == i) {
+            continue;
+        }
         size_t j = warp_base + lane;
-        bool named = f.warp_mask >> lane & 1u;
-        if (named && j >= n) {
+        if (j >= n) {
             throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " + std::to_string(lane) +
                            ", which does not exist (the block has " + std::to_string(n) + " threads)");
         }
-        if (j >= n || j == i) {
-            continue;
-        }
         const Fiber& other = b.fibers[j];
+        bool here = same_site(other.collective_site, f.collective_site);
         if (other.state == State::AtWarp) {
-            bool here = !g_checking || same_site(other.wait_site, f.wait_site);
             if (here && other.warp_mask == f.warp_mask) {
                 continue;
             }
-            if (here && (other.warp_mask & f.warp_mask) != 0) {
+            if (g_checking && (other.warp_mask >> me & 1u)) {
                 throw EmuError(where(b, static_cast<unsigned>(j)) +
-                               format(": lanes meet at a warp collective with different masks (0x%08x here, 0x%08x at lane %u)",
-                                      other.warp_mask, f.warp_mask, me));
+                               (here ? format(": lanes meet at a warp collective with different masks (0x%08x here, 0x%08x "
+                                              "at lane %u)",
+                                              other.warp_mask, f.warp_mask, me)
+                                     : ": lanes of one warp meet at a collective from different sites: " +
+                                           site_name(other.collective_site) + " and " + site_name(f.collective_site) +
+                                           " (lane " + std::to_string(me) + ")"));
             }
-            if (!here && named && (other.warp_mask >> me & 1u)) {
-                throw EmuError(where(b, static_cast<unsigned>(j)) + ": lanes of one warp meet at a collective from different sites: " +
-                               site_name(other.wait_site) + " and " + site_name(f.wait_site) + " (lane " + std::to_string(me) +
-                               ")");
+        } else if (other.state == State::Done && g_checking) {
+            std::string last;
+            if (other.collective_site.file != nullptr) {
+                last = format("; its last collective was at %s with mask 0x%08x", site_name(other.collective_site).c_str(),
+                              other.warp_mask);
+                if (here && other.warp_mask != f.warp_mask) {
+                    last += " (lanes meeting at one line with different masks)";
+                }
             }
-        } else if (named && other.state == State::Done) {
-            throw EmuError(where(b, static_cast<unsigned>(i)) + ": a warp collective names lane " + std::to_string(lane) +
-                           ", which exited without reaching it");
+            throw EmuError(where(b, static_cast<unsigned>(i)) + format(": a warp collective at %s with mask 0x%08x names "
+                                                                        "lane %u, which exited without reaching it",
+                                                                        site_name(f.collective_site).c_str(), f.warp_mask,
+                                                                        lane) +
+                           last);
         }
-        if (named) {
-            ready = false;  // it waits elsewhere, or still runs: it may yet come
-        }
+        ready = false;
     }
     return ready;
 }
@@ -399,7 +408,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
     b.static_used = 0;
     b.static_sites.clear();
     b.static_arrays.clear();
-    poison(b.smem.data(), b.static_base);  // dynamic part and red zone; static arrays are poisoned when handed out
+    poison(b.smem.data(), b.smem_bytes);  // static arrays are poisoned when handed out; any access to the red zone is reported
     poison(b.smem.data() + b.smem.size() - kGuard, kGuard);
     hazards_begin_block(b);
     for (unsigned i = 0; i < n; i++) {
@@ -588,6 +597,7 @@ void exchange(unsigned mask, const void* value, unsigned bytes, void* all, Site 
     Fiber& f = *t_fiber;
     f.warp_mask = mask;
     f.wait_site = site;
+    f.collective_site = site;
     f.exchange_value = value;  // read by the scheduler while this fiber waits: its stack stays put
     f.exchange_out = all;
     f.exchange_bytes = bytes;
@@ -614,12 +624,13 @@ void cp_async(void* shared_dst, const void* global_src, unsigned bytes) {
     if (reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0 || reinterpret_cast<uintptr_t>(global_src) % bytes != 0) {
         kernel_error("cp.async addresses must be aligned to the copy size");
     }
-    hazards_cp_async_issue(shared_dst, global_src, bytes, __builtin_return_address(0));
+    const void* site = __builtin_return_address(0);
+    hazards_cp_async_issue(shared_dst, global_src, bytes, site);
     bool land = g_schedule.land_at_issue;
     if (land) {
         std::memcpy(shared_dst, global_src, bytes);
     }
-    t_fiber->copies.push_back(PendingCopy{shared_dst, global_src, bytes, land});
+    t_fiber->copies.push_back(PendingCopy{shared_dst, global_src, bytes, land, site});
 }
 
 void cp_async_commit() {

@@ -5,6 +5,7 @@
 #include <ucontext.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -48,35 +49,49 @@ struct Access {
     bool atomic = false;
 };
 
-/** The reads of a granule since its last write (or since an epoch that orders them all before now). */
-struct ReadSet {
-    Access first;                  // the first of them: what a report names
-    uint32_t warps = 0;            // warps of the block that read (bit w), for reads in first's block
-    uint32_t latest_sync = 0;      // the warp-sync stamp of the latest read, by latest_thread
-    uint32_t second_sync = 0;      // the latest read by any other thread (second_thread), when has_second
+/**
+ * Accesses of one kind to a granule since its last plain write: the reads, or the atomic writes.
+ * A later access that must not race with them checks each: the first and the two latest member
+ * threads are kept exactly; earlier members only as a union (their bytes, the latest stamp).
+ */
+struct AccessSet {
+    Access first;                  // the first member: owner, block, epochs, what a report names
+    uint32_t warps = 0;            // warps of first's block with a member (bit w)
+    uint32_t latest_sync = 0;      // the warp-sync stamp of latest_thread's last access
+    uint32_t second_sync = 0;      // the same for second_thread, when has_second
+    uint32_t older_sync = 0;       // the latest stamp among members no longer kept, when more
     uint32_t latest_site = 0;
     uint32_t second_site = 0;
     uint16_t latest_thread = 0;
     uint16_t second_thread = 0;
-    uint8_t bytes = 0;             // union of the bytes read
-    bool has_second = false;       // read by at least two threads of first's block
-    bool more = false;             // read by more than two threads of first's block
-    bool several_blocks = false;   // read by more than one block (global memory)
-    bool plain = false;            // some read was not atomic
+    uint8_t latest_bytes = 0;      // bytes of the granule latest_thread touched
+    uint8_t second_bytes = 0;
+    uint8_t older_bytes = 0;       // union of the bytes members no longer kept touched
+    uint8_t bytes = 0;             // union of all
+    bool has_second = false;       // at least two threads of first's block
+    bool more = false;             // more than two: older_* describe the others
+    bool several_blocks = false;   // members in more than one block (global memory)
+    bool plain = false;            // some member was not atomic
 };
 
-/** A granule's last write and the reads since it. */
+/** A granule's last plain write, the atomic writes and the reads since. */
 struct WordShadow {
     Access write;
-    ReadSet reads;
-    bool pending = false;      // written by a cp.async its thread has not waited for yet
+    AccessSet atomics;
+    AccessSet reads;
+    bool pending = false;      // `write` is a cp.async its thread has not waited for yet
+};
+
+/** Frees a shadow made with calloc (zero bytes are the empty state, and untouched pages cost nothing). */
+struct ShadowFree {
+    void operator()(WordShadow* p) const { std::free(p); }
 };
 
 struct Allocation {
     unsigned char* base;     // what we free
     unsigned char* payload;  // what the caller gets: guard zones before and after
     size_t bytes;            // what the caller asked for
-    std::unique_ptr<WordShadow[]> shadow;  // per 2-byte granule, made at the first checked access
+    std::unique_ptr<WordShadow, ShadowFree> shadow;  // per 2-byte granule, made at the first checked access
 };
 
 /** The allocation whose payload contains [p, p+bytes), or null. */
@@ -92,14 +107,16 @@ struct PendingCopy {
     void* dst;
     const void* src;
     unsigned bytes;
-    bool landed;  // copied already (the "land at issue" schedule); the wait only ends its hazard window
+    bool landed;       // copied already (the "land at issue" schedule); the wait only ends its hazard window
+    const void* site;  // the cp.async in kernel code
 };
 
 struct Fiber {
     ucontext_t context;
     ThreadContext coords;
     State state = State::Runnable;
-    unsigned warp_mask = 0;   // mask of the collective it waits in
+    unsigned warp_mask = 0;   // mask of the collective it waits in (or last waited in)
+    Site collective_site{nullptr, 0};  // where that collective is called
     Site wait_site{nullptr, 0};  // where it waits: the __syncthreads, collective or grid sync in the source
     // The collective it waits in: its value (on its own stack), where every lane's value goes, and
     // whether it is a __syncwarp (the only collective that orders memory between lanes).
@@ -148,8 +165,8 @@ struct Block {
 };
 
 /** The fiber and block running on this OS thread (null outside a launch). */
-extern thread_local Fiber* t_fiber __attribute__((tls_model("initial-exec")));
-extern thread_local Block* t_block __attribute__((tls_model("initial-exec")));
+extern thread_local Fiber* t_fiber;
+extern thread_local Block* t_block;
 
 /** Ends the running fiber's launch with `what` (from kernel code: never returns). */
 [[noreturn]] void fault(const std::string& what);

@@ -292,6 +292,71 @@ class EmulatorFeatureTest {
         }
     }
 
+    /** A plain reset of a counter others increment atomically needs a barrier: atomics commute only with atomics. */
+    @Test
+    void aPlainWriteUnorderedWithAtomicsIsARace() {
+        try (DeviceTensor out = DeviceTensor.allocate(emu, DType.I32, 1)) {
+            for (EmuDriver.Schedule schedule : new EmuDriver.Schedule[] {EmuDriver.Schedule.ROUND_ROBIN, EmuDriver.Schedule.REVERSE}) {
+                emu.setSchedule(schedule, 0, false);
+                reported("selftest_counter_reset_unordered", Dim3.of(1), Dim3.of(64), 0, new KernelArgs().pointer(out.pointer()).i32(0),
+                        "race on a static shared array", "atomically", "selftest.cu:");
+                emu.launch(fn("selftest_counter_reset_unordered"), Dim3.of(1), Dim3.of(64), 0, 0, new KernelArgs().pointer(out.pointer()).i32(1));
+                assertEquals(64, out.toHost().getFlat(0), schedule.toString());
+            }
+            reported("selftest_global_counter_reset_unordered", Dim3.of(4), Dim3.of(32), 0, new KernelArgs().pointer(out.pointer()),
+                    "race on global memory", "another block, no grid sync between", "atomically");
+        } finally {
+            emu.setSchedule(EmuDriver.Schedule.ROUND_ROBIN, 0, false);
+        }
+    }
+
+    /** A cp.async reads its source until its thread waits: another thread's write to the source in that window races. */
+    @Test
+    void aCpAsyncSourceWrittenBeforeTheWaitIsARace() {
+        try (DeviceTensor in = DeviceTensor.of(emu, data.tensor(DType.F32, 1, 32)); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
+            reported("selftest_cp_async_source_overwritten", Dim3.of(1), Dim3.of(32), 64, inOut(in, out),
+                    "write-after-read race on global memory", "thread 1 writes", "thread 0 read", "selftest.cu:");
+        }
+    }
+
+    /** Clean twins: own byte flags rewritten around a shuffle; many readers ordered before a write; one helper under two masks. */
+    @Test
+    void orderedAccessesAndHelperCollectivesAreNoError() {
+        try (DeviceTensor in = DeviceTensor.of(emu, data.tensor(DType.F32, 1, 32)); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
+            for (EmuDriver.Schedule schedule : EmuDriver.Schedule.values()) {
+                emu.setSchedule(schedule, 3, false);
+                emu.launch(fn("selftest_own_byte_flags"), Dim3.of(1), Dim3.of(32), 0, 0, new KernelArgs().pointer(out.pointer()));
+                Tensor flags = out.toHost();
+                for (int l = 0; l < 32; l++) {
+                    assertEquals(1.0, flags.getFlat(l), schedule + ": flag " + l);
+                }
+                emu.launch(fn("selftest_many_readers_then_a_write"), Dim3.of(1), Dim3.of(32), 0, 0, inOut(in, out));
+                Tensor read = out.toHost();
+                for (int l = 0; l < 4; l++) {
+                    assertEquals(in.toHost().getFlat(0), read.getFlat(l), schedule + ": read " + l);
+                }
+                emu.launch(fn("selftest_helper_under_two_masks"), Dim3.of(1), Dim3.of(32), 0, 0, new KernelArgs().pointer(out.pointer()));
+                Tensor v = out.toHost();
+                for (int l = 0; l < 32; l++) {
+                    assertEquals(l < 4 ? 3.0 : l, v.getFlat(l), schedule + ": lane " + l);
+                }
+            }
+        } finally {
+            emu.setSchedule(EmuDriver.Schedule.ROUND_ROBIN, 0, false);
+        }
+    }
+
+    /** With the checks off, collectives still meet by line and mask: partial-mask kernels run the same. */
+    @Test
+    void partialCollectivesRunWithTheChecksOff() {
+        emu.setChecking(false);
+        try {
+            collectivesOverPartOfTheWarpExchangeTheRightValues();
+        } finally {
+            emu.setChecking(true);
+        }
+    }
+
     /** The same buggy kernels run silently with the checks off: the checks, not luck, find them. */
     @Test
     void theChecksCanBeTurnedOff() {
