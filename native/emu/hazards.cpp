@@ -12,24 +12,25 @@
 //   - anything else: out of bounds, reported like a write out of bounds.
 // Vector accesses (2, 4, 8, 16 bytes) must be naturally aligned, as a GPU faults otherwise.
 //
-// Races. A granule remembers its last write and the reads since, each with the thread, the
-// block's barrier epoch (__syncthreads opened so far), its warp's __syncwarp count and the code
-// address. Two accesses by different threads to a byte, at least one a write, race unless a
-// __syncthreads opened between them, or both threads are in one warp and a __syncwarp naming both
-// completed between them (shuffles, votes, ldmatrix and mma exchange values but, as in the PTX
-// memory model, order no memory); in global memory, accesses by different blocks of one launch
-// race unless a grid sync separates them. Atomics do not race with atomics. A cp.async
-// destination is written from its issue until its thread waits for it: any access to it in
-// between, by another thread or its own, is a race, whatever barriers opened. Reports name the
-// kernel, the block, both threads and both source lines.
+// Races. A granule remembers its last plain write, the atomic writes since and the reads since,
+// each with the thread, the block's barrier epoch (__syncthreads opened so far), its warp's
+// __syncwarp count, the bytes touched and the code address. Two accesses by different threads to
+// a byte, at least one a write, race unless a __syncthreads opened between them, or both threads
+// are in one warp and a __syncwarp naming both completed between them (shuffles, votes, ldmatrix
+// and mma exchange values but, as in the PTX memory model, order no memory); in global memory,
+// accesses by different blocks of one launch race unless a grid sync separates them. Atomics do
+// not race with atomics, but a plain access does with either. A cp.async destination is written
+// from its issue until its thread waits for it: any access to it in between, by another thread or
+// its own, is a race, whatever barriers opened; its source is read at the issue and at the wait.
+// Reports name the kernel, the block, both threads and both source lines.
 //
-// Limits: 1-byte accesses are tracked per 2-byte granule, which remembers one write: a race on a
-// byte whose neighbour a third thread wrote since may go unseen. Of more than two reader threads
-// of a granule in one warp, only the latest two are remembered: the others count as ordered
-// before a write only after a whole-warp __syncwarp.
+// Limits (docs/ARCHITECTURE.md lists them all): a granule remembers one plain write, so a race on
+// a byte whose neighbour any thread wrote since may go unseen; of the reads (or atomic writes)
+// since that write, the first and those of the two latest threads are kept exactly, the others
+// count as ordered before a write only after a whole-warp __syncwarp.
 #include <dlfcn.h>
-#include <unistd.h>
 #include <link.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>

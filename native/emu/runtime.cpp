@@ -13,7 +13,7 @@
 // Cooperative launches (grid-wide sync) run every block at once, each on its own OS thread with
 // its own fibers, meeting at a real grid barrier; a block that ends while others wait there is
 // reported. cp.async copies are queued per thread and land at cp_async_wait (or at issue, by
-// schedule), so a read before the wait sees poisoned shared memory.
+// schedule); the checker reports any access to a destination before its wait.
 //
 // Checking (on by default): device allocations and each block's shared memory are filled with a
 // NaN pattern and bracketed by guard zones holding the same pattern, compared after every fiber
@@ -105,7 +105,21 @@ std::map<uintptr_t, Allocation>& allocations() {  // keyed by payload address
 uint64_t g_in_use = 0;  // bytes allocated and not freed
 uint64_t g_peak = 0;    // the most g_in_use has been since the last reset
 
-/** Describes a damaged guard zone, or returns empty. */
+/** Describes damage to the guard after a block's shared-memory arena, or returns empty. */
+std::string check_shared_guard(const Block& b) {
+    if (b.smem.empty()) {
+        return {};
+    }
+    size_t end = b.smem.size() - kGuard;
+    long e = first_changed(b.smem.data() + end, kGuard);
+    if (e >= 0) {
+        return format("wrote past the end of shared memory (%zu bytes dynamic, %zu static), at arena offset %zu", b.smem_bytes,
+                      b.static_used, end + e);
+    }
+    return {};
+}
+
+/** Describes a damaged guard zone of a device allocation (or of the block's arena, when given), or returns empty. */
 std::string check_guards(const Block* b) {
     for (auto& [payload, a] : allocations()) {
         auto* front = reinterpret_cast<unsigned char*>(payload) - kGuard;
@@ -120,15 +134,7 @@ std::string check_guards(const Block* b) {
                           static_cast<unsigned long>(payload), a.bytes, a.bytes + e);
         }
     }
-    if (b != nullptr && !b->smem.empty()) {
-        size_t end = b->smem.size() - kGuard;
-        long e = first_changed(b->smem.data() + end, kGuard);
-        if (e >= 0) {
-            return format("wrote past the end of shared memory (%zu bytes dynamic, %zu static), at arena offset %zu",
-                          b->smem_bytes, b->static_used, end + e);
-        }
-    }
-    return {};
+    return b != nullptr ? check_shared_guard(*b) : std::string();
 }
 
 // ---------------------------------------------------------------- fibers and the block scheduler
@@ -880,6 +886,10 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
             t_block = b.get();
             try {
                 run_block(*b, grid, block, coords(i), static_cast<uint32_t>(i), pool);
+                std::string damage = g_checking ? check_shared_guard(*b) : std::string();
+                if (!damage.empty()) {  // the device allocations' guards are checked after the launch
+                    errors[i] = format("kernel %s block (%u,%u,%u): ", name, b->index.x, b->index.y, b->index.z) + damage;
+                }
             } catch (const EmuError& e) {
                 errors[i] = e.what();
             }
