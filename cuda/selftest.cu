@@ -555,3 +555,82 @@ extern "C" __global__ void selftest_helper_under_two_masks(float* out) {
     out[l] = v;
 }
 SEQK_KERNEL(selftest_helper_under_two_masks);
+
+// Bug: thread 0 issues a cp.async from src, then itself overwrites src before waiting for the copy.
+extern "C" __global__ void selftest_cp_async_source_written_by_its_thread(float* src, float* out) {
+    SEQK_DYNAMIC_SHARED(float, buf);
+    if (threadIdx.x == 0) {
+        seqk::arch::cp_async_16(buf, src);
+        seqk::arch::cp_async_commit();
+        src[0] = 42.0f;
+        seqk::arch::cp_async_wait<0>();
+        out[0] = buf[0];
+    }
+}
+SEQK_KERNEL(selftest_cp_async_source_written_by_its_thread);
+
+// Bug: a cp.async whose source is shared memory (it must be global: a GPU faults).
+extern "C" __global__ void selftest_cp_async_from_shared(float* out) {
+    SEQK_SHARED_ARRAY(float, staging, 8);
+    SEQK_DYNAMIC_SHARED(float, buf);
+    if (threadIdx.x < 8) {
+        staging[threadIdx.x] = 1.0f;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        seqk::arch::cp_async_16(buf, staging);
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<0>();
+        out[0] = buf[0];
+    }
+}
+SEQK_KERNEL(selftest_cp_async_from_shared);
+
+// Bug: thread 0 writes one past the end of a 16-float static array, where the next one could begin.
+extern "C" __global__ void selftest_static_array_overrun(float* out) {
+    SEQK_SHARED_ARRAY(float, first, 16);
+    SEQK_SHARED_ARRAY(float, second, 16);
+    first[threadIdx.x] = 1.0f;
+    second[threadIdx.x] = 2.0f;
+    if (threadIdx.x == 0) {
+        first[16] = 3.0f;
+    }
+    out[threadIdx.x] = first[threadIdx.x] + second[threadIdx.x];
+}
+SEQK_KERNEL(selftest_static_array_overrun);
+
+// Bug: block 0's thread 0 reads g[0]; after a __syncthreads (which orders nothing between blocks)
+// thread 0 of every block adds to g[0] atomically: block 0's read races with the others' adds.
+extern "C" __global__ void selftest_read_then_atomics_of_other_blocks(float* g, float* out) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        out[0] = g[0];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        atomicAdd(&g[0], 1.0f);
+    }
+}
+SEQK_KERNEL(selftest_read_then_atomics_of_other_blocks);
+
+// Clean: lane 0 reads acc, a whole-warp __syncwarp, then lanes 1..3 add to it atomically (a float
+// atomicAdd loads before its compare-and-swap). out[0] = 0, out[1] = 3.
+extern "C" __global__ void selftest_atomics_after_an_ordered_read(float* out) {
+    SEQK_SHARED_ARRAY(float, acc, 1);
+    unsigned l = seqk::arch::lane_id();
+    if (l == 0) {
+        acc[0] = 0.0f;
+    }
+    __syncthreads();
+    if (l == 0) {
+        out[0] = acc[0];
+    }
+    seqk::arch::syncwarp(0xffffffffu);
+    if (l >= 1 && l <= 3) {
+        atomicAdd(&acc[0], 1.0f);
+    }
+    __syncthreads();
+    if (l == 0) {
+        out[1] = acc[0];
+    }
+}
+SEQK_KERNEL(selftest_atomics_after_an_ordered_read);

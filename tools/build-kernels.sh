@@ -55,7 +55,11 @@ done
     awk -v family="$family" '
       FNR == NR {  # the PTX: .maxntid x, y, z after an .entry (its __launch_bounds__)
         if ($0 ~ /\.entry[ \t]/) { entry = $0; sub(/.*\.entry[ \t]+/, "", entry); sub(/[ \t]*\(.*/, "", entry) }
-        if ($1 == ".maxntid") { t = 1; for (i = 2; i <= NF; i++) { v = $i; gsub(/,/, "", v); if (v != "") t *= v }; bound[entry] = t }
+        if ($0 ~ /^[ \t]*\.maxntid[ \t]/) {  # up to three numbers, commas between, spaces optional
+          d = $0; sub(/^[ \t]*\.maxntid[ \t]*/, "", d); n = split(d, v, /[ \t]*,[ \t]*/); t = 1
+          for (i = 1; i <= n && i <= 3; i++) { if (match(v[i], /^[0-9]+/)) t *= substr(v[i], 1, RLENGTH); else break }
+          bound[entry] = t
+        }
         next
       }
       /Compiling entry function/ { split($0, q, "'"'"'"); name = q[2]; sm90 = ($0 ~ /sm_90/) }

@@ -21,7 +21,8 @@
 // accesses by different blocks of one launch race unless a grid sync separates them. Atomics do
 // not race with atomics, but a plain access does with either. A cp.async destination is written
 // from its issue until its thread waits for it: any access to it in between, by another thread or
-// its own, is a race, whatever barriers opened; its source is read at the issue and at the wait.
+// its own, is a race, whatever barriers opened; its source (global only) is read at the issue and
+// at the wait, and its own thread may not write it in between.
 // Reports name the kernel, the block, both threads and both source lines.
 //
 // Limits (docs/ARCHITECTURE.md lists them all): a granule remembers one plain write, so a race on
@@ -52,6 +53,7 @@ constexpr unsigned kGranule = 2;  // bytes per shadow entry: 16-bit values writt
 uint32_t g_launch_serial = 0;  // wraps after 4 billion launches: old shadow entries would then look current
 std::vector<std::pair<uintptr_t, uintptr_t>> g_params;  // the running launch's parameter bytes
 std::mutex g_global_mutex;                              // global shadow, during cooperative launches
+std::atomic<size_t> g_shadow_bytes{0};                  // shadow of all live device allocations
 
 /** The two allocations this OS thread touched last, in which launch: most accesses hit one. */
 struct AllocationCache {
@@ -141,6 +143,14 @@ bool ordered(const Block& b, const Access& prev, const Access& now) {
  */
 const Access* unordered_member(const Block& b, const AccessSet& r, const Access& now, bool atomic_members_commute,
                                Access& scratch) {
+    if (r.first.block != now.block &&
+        (now.bytes & (atomic_members_commute ? r.carried_plain : r.carried_bytes)) != 0) {
+        scratch = r.first;  // a member from an earlier barrier epoch of first's block: not ordered for another block
+        scratch.thread = r.carried_thread;
+        scratch.site = r.carried_site;
+        scratch.atomic = (r.carried_plain & now.bytes) == 0;
+        return &scratch;
+    }
     if (atomic_members_commute && !r.plain) {
         return nullptr;
     }
@@ -157,29 +167,32 @@ const Access* unordered_member(const Block& b, const AccessSet& r, const Access&
         !ordered_in_epoch(b, r.first.thread, r.first.warp_sync, now)) {
         return &r.first;
     }
-    auto kept = [&](uint16_t thread, uint32_t stamp, uint32_t site, uint8_t bytes) -> const Access* {
-        if (!overlaps(bytes) || ordered_in_epoch(b, thread, stamp, now)) {
+    auto kept = [&](uint16_t thread, uint32_t stamp, uint32_t site, uint8_t bytes, bool plain) -> const Access* {
+        if (!overlaps(bytes) || (atomic_members_commute && !plain) || ordered_in_epoch(b, thread, stamp, now)) {
             return nullptr;
         }
         scratch = r.first;
         scratch.thread = thread;
         scratch.warp_sync = stamp;
         scratch.site = site;
+        scratch.atomic = !plain;
         return &scratch;
     };
-    if (const Access* a = kept(r.latest_thread, r.latest_sync, r.latest_site, r.latest_bytes)) {
+    if (const Access* a = kept(r.latest_thread, r.latest_sync, r.latest_site, r.latest_bytes, r.latest_plain)) {
         return a;
     }
     if (r.has_second) {
-        if (const Access* a = kept(r.second_thread, r.second_sync, r.second_site, r.second_bytes)) {
+        if (const Access* a = kept(r.second_thread, r.second_sync, r.second_site, r.second_bytes, r.second_plain)) {
             return a;
         }
     }
-    if (r.more && overlaps(r.older_bytes)) {
+    if (r.more && overlaps(r.older_bytes) && !(atomic_members_commute && !r.older_plain)) {
         // Members no longer kept: one in another warp is never ordered within the epoch; the others
-        // are once a whole-warp __syncwarp followed the latest of them.
+        // are once a whole-warp __syncwarp followed the latest of them (of the plain ones, when
+        // atomic members commute with now).
         uint32_t own_warp = 1u << (now.thread / 32 % 32);
-        if ((r.warps & ~own_warp) != 0 || b.warp_full[now.thread / 32] <= r.older_sync) {
+        uint32_t latest = atomic_members_commute ? r.older_plain_sync : r.older_sync;
+        if ((r.warps & ~own_warp) != 0 || b.warp_full[now.thread / 32] <= latest) {
             return &r.first;
         }
     }
@@ -195,12 +208,20 @@ bool stale(const AccessSet& r, const Access& now) {
 /** Adds `now` to the set (emptied first when stale). */
 void add_member(AccessSet& r, const Access& now) {
     if (stale(r, now)) {
-        r = AccessSet{};
+        AccessSet carried;
+        if (r.first.owner == now.owner && r.first.grid_epoch == now.grid_epoch) {  // a barrier in first's block
+            carried.carried_bytes = r.carried_bytes | r.bytes;
+            carried.carried_plain = r.carried_plain | (r.plain ? r.bytes : 0);
+            carried.carried_thread = r.carried_bytes != 0 ? r.carried_thread : r.first.thread;
+            carried.carried_site = r.carried_bytes != 0 ? r.carried_site : r.first.site;
+        }
+        r = carried;
         r.first = now;
         r.latest_thread = now.thread;
         r.latest_sync = now.warp_sync;
         r.latest_site = now.site;
         r.latest_bytes = now.bytes;
+        r.latest_plain = !now.atomic;
         r.warps = 1u << (now.thread / 32 % 32);
     } else if (now.block != r.first.block) {
         r.several_blocks = true;
@@ -208,25 +229,34 @@ void add_member(AccessSet& r, const Access& now) {
         r.warps |= 1u << (now.thread / 32 % 32);
         if (now.thread == r.latest_thread) {
             r.latest_bytes |= now.bytes;
+            r.latest_plain |= !now.atomic;
         } else if (r.has_second && now.thread == r.second_thread) {
             std::swap(r.latest_sync, r.second_sync);  // second becomes latest, with its bytes
             std::swap(r.latest_site, r.second_site);
             std::swap(r.latest_bytes, r.second_bytes);
+            std::swap(r.latest_plain, r.second_plain);
             std::swap(r.latest_thread, r.second_thread);
             r.latest_bytes |= now.bytes;
+            r.latest_plain |= !now.atomic;
         } else {
             if (r.has_second) {  // the second leaves the kept pair
                 r.more = true;
                 r.older_sync = r.second_sync;
                 r.older_bytes |= r.second_bytes;
+                r.older_plain |= r.second_plain;
+                if (r.second_plain) {
+                    r.older_plain_sync = r.second_sync;
+                }
             }
             r.second_thread = r.latest_thread;
             r.second_sync = r.latest_sync;
             r.second_site = r.latest_site;
             r.second_bytes = r.latest_bytes;
+            r.second_plain = r.latest_plain;
             r.has_second = true;
             r.latest_thread = now.thread;
             r.latest_bytes = now.bytes;
+            r.latest_plain = !now.atomic;
         }
         r.latest_sync = now.warp_sync;
         r.latest_site = now.site;
@@ -285,7 +315,7 @@ std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const 
         }
     }
     Access scratch;
-    if (!now.atomic && !stale(w.atomics, now) && (w.atomics.bytes & now.bytes) != 0) {
+    if (!now.atomic && !stale(w.atomics, now) && ((w.atomics.bytes | w.atomics.carried_bytes) & now.bytes) != 0) {
         if (const Access* prev = unordered_member(b, w.atomics, now, false, scratch)) {
             return race(*prev, "atomically wrote", write ? "write-after-atomic race" : "read-after-atomic race");
         }
@@ -294,7 +324,7 @@ std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const 
         add_member(w.reads, now);
         return {};
     }
-    if (!stale(w.reads, now) && (w.reads.bytes & now.bytes) != 0) {
+    if (!stale(w.reads, now) && ((w.reads.bytes | w.reads.carried_bytes) & now.bytes) != 0) {
         if (const Access* prev = unordered_member(b, w.reads, now, now.atomic, scratch)) {
             return race(*prev, prev->atomic ? "atomically read" : "read", "write-after-read race");
         }
@@ -305,10 +335,10 @@ std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const 
     }
     w.write = now;
     w.pending = false;
-    if ((w.reads.bytes & ~now.bytes) == 0) {
+    if (((w.reads.bytes | w.reads.carried_bytes) & ~now.bytes) == 0) {
         w.reads = AccessSet{};  // every byte read is overwritten: later writes race with later reads only
     }
-    if ((w.atomics.bytes & ~now.bytes) == 0) {
+    if (((w.atomics.bytes | w.atomics.carried_bytes) & ~now.bytes) == 0) {
         w.atomics = AccessSet{};
     }
     return {};
@@ -380,21 +410,26 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
     }
     if (!al.shadow) {
         // calloc: zero bytes are the empty state, and pages no access touches are never backed.
+        // All shadows together stay within half of the machine's memory (unknown: no limit).
         size_t granules = (al.bytes + kGranule - 1) / kGranule;
-        size_t budget = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) / 2;
-        if (granules <= budget / sizeof(WordShadow)) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        size_t budget = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) / 2 : SIZE_MAX;
+        size_t in_use = g_shadow_bytes;
+        if (granules <= (budget - std::min(budget, in_use)) / sizeof(WordShadow)) {
             al.shadow.reset(static_cast<WordShadow*>(std::calloc(granules, sizeof(WordShadow))));
         }
         if (!al.shadow) {
             if (lock.owns_lock()) {
                 lock.unlock();
             }
-            fault(format("the hazard checker cannot shadow device allocation 0x%lx (%zu bytes need %zu bytes of shadow, "
-                         "more than half of this machine's memory); run this launch with checking off "
-                         "(seqk_emu_set_checking)",
+            fault(format("the hazard checker cannot shadow device allocation 0x%lx (%zu bytes need %zu bytes of shadow; "
+                         "%zu are in use, and all shadows stay within half of this machine's memory); run this launch "
+                         "with checking off (seqk_emu_set_checking)",
                          static_cast<unsigned long>(reinterpret_cast<uintptr_t>(al.payload)), al.bytes,
-                         granules * sizeof(WordShadow)));
+                         granules * sizeof(WordShadow), in_use));
         }
+        al.shadow_bytes = granules * sizeof(WordShadow);
+        g_shadow_bytes += al.shadow_bytes;
     }
     Access now = now_access(b, f, g_launch_serial, site, atomic);
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
@@ -445,6 +480,17 @@ void access(const void* p, unsigned size, bool write, bool atomic, const void* s
                      f->coords.linear, kind_name(write, atomic), size, static_cast<unsigned long>(a), size,
                      site_name(site).c_str()));
     }
+    if (write) {
+        for (const PendingCopy& c : f->copies) {  // the thread's own copies still read their sources
+            uintptr_t src = reinterpret_cast<uintptr_t>(c.src);
+            if (a < src + c.bytes && src < a + size) {
+                fault(format("thread %u writes %u bytes at 0x%lx, the source of a cp.async it has not waited for "
+                             "(issued at %s), at %s",
+                             f->coords.linear, size, static_cast<unsigned long>(a), site_name(c.site).c_str(),
+                             site_name(site).c_str()));
+            }
+        }
+    }
     Block& b = *t_block;
     uintptr_t arena = reinterpret_cast<uintptr_t>(b.smem.data());
     if (a - arena < b.smem.size()) {
@@ -483,6 +529,12 @@ void hazards_begin_launch(void** args, const Kernel& k) {
     }
 }
 
+void hazards_forget(Allocation& al) {
+    g_shadow_bytes -= al.shadow_bytes;
+    al.shadow.reset();
+    al.shadow_bytes = 0;
+}
+
 void hazards_begin_block(Block& b) {
     static std::atomic<uint32_t> serials{0};
     b.serial = ++serials;
@@ -517,6 +569,10 @@ void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, const vo
     if (d - arena >= b.smem.size() || shared_part(b, d - arena, bytes).space == nullptr) {
         fault(format("thread %u issues a cp.async of %u bytes to 0x%lx, which is not inside the block's shared memory, at %s",
                      f->coords.linear, bytes, static_cast<unsigned long>(d), site_name(site).c_str()));
+    }
+    if (reinterpret_cast<uintptr_t>(src) - arena < b.smem.size()) {
+        fault(format("thread %u issues a cp.async from shared memory (0x%lx); its source must be global memory, at %s",
+                     f->coords.linear, static_cast<unsigned long>(reinterpret_cast<uintptr_t>(src)), site_name(site).c_str()));
     }
     if (!g_checking) {
         return;
@@ -600,8 +656,10 @@ std::string site_name(const void* site) {
                             static_cast<unsigned long>(reinterpret_cast<uintptr_t>(site) -
                                                        reinterpret_cast<uintptr_t>(info.dli_saddr)))
                    : name;
-        // addr2line (binutils) turns the address into lines: the innermost is the access itself,
-        // the outermost the kernel it was inlined into.
+        // addr2line (binutils) turns the address into (function, file:line) pairs, innermost first:
+        // the access itself, then each call site it was inlined from, out to the kernel. A report
+        // names the innermost line, the kernel, and the innermost line in a kernel source (.cu)
+        // when the access itself is in a header (an atomic, a cp.async wrapper).
         std::string command = format("addr2line -f -i -C -e '%s' 0x%lx 2>/dev/null", info.dli_fname,
                                      static_cast<unsigned long>(offset));
         if (FILE* p = popen(command.c_str(), "r")) {
@@ -615,13 +673,27 @@ std::string site_name(const void* site) {
                 lines.push_back(l);
             }
             pclose(p);
-            auto base = [](const std::string& path) { return path.substr(path.find_last_of('/') + 1); };
+            auto base = [](std::string path) {
+                size_t note = path.find(" (discriminator");
+                if (note != std::string::npos) {
+                    path.erase(note);
+                }
+                return path.substr(path.find_last_of('/') + 1);
+            };
+            auto in_kernel_source = [&](const std::string& location) {
+                std::string file = base(location);
+                file = file.substr(0, file.find(':'));
+                return file.size() > 3 && file.compare(file.size() - 3, 3, ".cu") == 0;
+            };
             if (lines.size() >= 2 && lines[1].find("??") == std::string::npos) {
-                name = base(lines[1]);
-                if (lines.size() >= 4) {
-                    name += " in " + lines[lines.size() - 2] + " (" + base(lines.back()) + ")";
-                } else {
-                    name += " in " + lines[0];
+                name = base(lines[1]) + " in " + lines[lines.size() - 2];
+                if (!in_kernel_source(lines[1])) {
+                    for (size_t k = 3; k < lines.size(); k += 2) {
+                        if (in_kernel_source(lines[k])) {
+                            name += " (" + base(lines[k]) + ")";
+                            break;
+                        }
+                    }
                 }
             }
         }

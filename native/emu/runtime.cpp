@@ -66,6 +66,8 @@ constexpr size_t kGuard = 64;
 constexpr size_t kRedZone = 16 * 1024;  // between dynamic shared memory and the static arrays: belongs to no array
 constexpr size_t kAlign = 256;
 constexpr size_t kStaticSharedLimit = 48 * 1024;  // static shared memory per block, as CUDA allows
+constexpr size_t kArrayGap = 64;                   // between static arrays: belongs to none
+constexpr size_t kStaticRegion = 2 * kStaticSharedLimit;  // room for the arrays and the gaps
 
 /** The poison byte for an address: the pattern is laid by absolute address, so any sub-range checks alike. */
 unsigned char poison_byte(const unsigned char* at) {
@@ -679,9 +681,18 @@ void* static_shared(const void* site, unsigned bytes, unsigned align) {
             return b.smem.data() + offset;
         }
     }
-    size_t offset = (b.static_base + b.static_used + align - 1) / align * align;
-    if (offset + bytes > b.static_base + kStaticSharedLimit) {
+    size_t declared = bytes;
+    for (const auto& [lo, hi] : b.static_arrays) {
+        declared += hi - lo;
+    }
+    if (declared > kStaticSharedLimit) {
         kernel_error("static shared arrays exceed the 48 KB a block may declare");
+    }
+    // A gap that belongs to no array follows each one, so an overrun into the next is reported.
+    size_t start = b.static_base + b.static_used + (b.static_arrays.empty() ? 0 : kArrayGap);
+    size_t offset = (start + align - 1) / align * align;
+    if (offset + bytes > b.static_base + kStaticRegion) {
+        kernel_error("static shared arrays and the emulator's gaps between them exceed its arena");
     }
     b.static_sites.emplace_back(site, offset);
     b.static_arrays.emplace_back(offset, offset + bytes);
@@ -755,7 +766,7 @@ int seqk_emu_malloc(uint64_t bytes, uint64_t* out) {
     }
     unsigned char* payload = base + kAlign;
     poison(payload - kGuard, bytes + 2 * kGuard);
-    allocations()[reinterpret_cast<uintptr_t>(payload)] = Allocation{base, payload, bytes, nullptr};
+    allocations()[reinterpret_cast<uintptr_t>(payload)] = Allocation{base, payload, bytes, nullptr, 0};
     g_in_use += bytes;
     g_peak = std::max(g_peak, g_in_use);
     *out = reinterpret_cast<uintptr_t>(payload);
@@ -768,6 +779,7 @@ int seqk_emu_free(uint64_t ptr) {
         return fail(format("free of 0x%lx, which is not the start of a device allocation", static_cast<unsigned long>(ptr)));
     }
     g_in_use -= it->second.bytes;
+    hazards_forget(it->second);
     free(it->second.base);
     allocations().erase(it);
     return 0;
@@ -852,7 +864,7 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
         b.grid = barrier;
         b.smem_bytes = shared_bytes;
         b.static_base = (shared_bytes + 15) / 16 * 16 + kRedZone;
-        b.smem.resize(b.static_base + kStaticSharedLimit + kGuard);  // reused across launches: only ever grows
+        b.smem.resize(b.static_base + kStaticRegion + kGuard);  // reused across launches: only ever grows
     };
     auto coords = [&](uint64_t i) { return uint3{static_cast<unsigned>(i % gx), static_cast<unsigned>((i / gx) % gy),
                                                  static_cast<unsigned>(i / (static_cast<uint64_t>(gx) * gy))}; };

@@ -60,6 +60,7 @@ struct AccessSet {
     uint32_t latest_sync = 0;      // the warp-sync stamp of latest_thread's last access
     uint32_t second_sync = 0;      // the same for second_thread, when has_second
     uint32_t older_sync = 0;       // the latest stamp among members no longer kept, when more
+    uint32_t older_plain_sync = 0; // the same among those of them that were plain
     uint32_t latest_site = 0;
     uint32_t second_site = 0;
     uint16_t latest_thread = 0;
@@ -72,6 +73,13 @@ struct AccessSet {
     bool more = false;             // more than two: older_* describe the others
     bool several_blocks = false;   // members in more than one block (global memory)
     bool plain = false;            // some member was not atomic
+    bool latest_plain = false;     // latest_thread's accesses were not all atomic
+    bool second_plain = false;
+    bool older_plain = false;
+    uint8_t carried_bytes = 0;     // bytes first's block touched in earlier barrier epochs of this grid epoch:
+    uint8_t carried_plain = 0;     // not ordered for other blocks (and those a plain member touched);
+    uint16_t carried_thread = 0;   // the first of those members, for a report
+    uint32_t carried_site = 0;
 };
 
 /** A granule's last plain write, the atomic writes and the reads since. */
@@ -92,6 +100,7 @@ struct Allocation {
     unsigned char* payload;  // what the caller gets: guard zones before and after
     size_t bytes;            // what the caller asked for
     std::unique_ptr<WordShadow, ShadowFree> shadow;  // per 2-byte granule, made at the first checked access
+    size_t shadow_bytes = 0;
 };
 
 /** The allocation whose payload contains [p, p+bytes), or null. */
@@ -144,8 +153,8 @@ struct Block {
     uint3 index{0, 0, 0};
     uint32_t linear = 0;          // linear block index in the grid
 
-    // Shared memory: one arena per block, [dynamic | red zone | static arrays | guard], poisoned at
-    // the block's start; the red zone belongs to no array, so an overrun of the dynamic part is caught.
+    // Shared memory: one arena per block, [dynamic | red zone | static arrays with gaps | guard];
+    // the red zone and the gaps belong to no array, so an overrun of one part into the next is caught.
     std::vector<unsigned char> smem;
     size_t smem_bytes = 0;        // dynamic shared memory
     size_t static_base = 0;       // where the static arrays start
@@ -187,6 +196,8 @@ extern int g_checking;
 
 /** A new launch starts: its serial, and the parameter bytes kernels may read. */
 void hazards_begin_launch(void** args, const Kernel& k);
+/** A device allocation is freed: its shadow goes too. */
+void hazards_forget(Allocation& al);
 /** A block starts: its shadow entries of the previous block are void (new serial). */
 void hazards_begin_block(Block& b);
 /** The arena's first `bytes` are in use (a static array was handed out): the shadow covers them. */

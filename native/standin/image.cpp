@@ -351,16 +351,34 @@ bool parse_ptx_entries(const std::string& ptx, std::map<std::string, KernelImage
         size_t body = ptx.find('{', close);
         size_t maxntid = ptx.find(".maxntid", close);
         if (maxntid != std::string::npos && (body == std::string::npos || maxntid < body)) {
+            // One to three positive numbers separated by commas (spaces optional); whatever follows
+            // the last of them (another directive, a comment) is not ours.
             long threads = 1;
-            std::string dims = ptx.substr(maxntid + 8, ptx.find('\n', maxntid) - maxntid - 8);
-            for (const std::string& w : words(dims)) {
+            int dims = 0;
+            const char* p = ptx.c_str() + maxntid + 8;
+            while (dims < 3) {
+                while (*p == ' ' || *p == '\t') {
+                    p++;
+                }
                 char* end = nullptr;
-                long v = std::strtol(w.c_str(), &end, 10);
-                if (end == w.c_str() || v <= 0 || v > 1024) {
-                    error = "PTX entry " + name + ": unreadable .maxntid";
-                    return false;
+                long v = std::strtol(p, &end, 10);
+                if (end == p || v <= 0 || v > 1024) {
+                    break;
                 }
                 threads *= v;
+                dims++;
+                p = end;
+                while (*p == ' ' || *p == '\t') {
+                    p++;
+                }
+                if (*p != ',') {
+                    break;
+                }
+                p++;
+            }
+            if (dims == 0) {
+                error = "PTX entry " + name + ": unreadable .maxntid";
+                return false;
             }
             k.max_threads = static_cast<int>(std::min<long>(threads, 1 << 20));
         }

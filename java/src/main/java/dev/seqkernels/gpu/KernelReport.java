@@ -100,9 +100,10 @@ public record KernelReport(boolean built, String note, List<String> architecture
                     continue;
                 }
                 String[] f = line.trim().split("\\s+");
-                if (f.length == 8) {
+                if (f.length == 7 || f.length == 8) {  // 7: a report from before launch bounds were read (none declared)
                     entries.add(new Entry(f[0], f[1], Integer.parseInt(f[2]), Integer.parseInt(f[3]), Integer.parseInt(f[4]),
-                            Integer.parseInt(f[5]), Integer.parseInt(f[6]), Integer.parseInt(f[7])));
+                            Integer.parseInt(f[5]), Integer.parseInt(f[6]),
+                            f.length == 8 ? Integer.parseInt(f[7]) : SM90_THREADS_PER_BLOCK));
                 }
             }
             return new KernelReport(true, note, architectures, List.copyOf(entries));

@@ -357,6 +357,46 @@ class EmulatorFeatureTest {
         }
     }
 
+    /** A thread's own write to the source of a cp.async it has not waited for, and a cp.async from shared memory, are reported. */
+    @Test
+    void cpAsyncSourcesAreChecked() {
+        try (DeviceTensor in = DeviceTensor.of(emu, data.tensor(DType.F32, 1, 32)); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
+            reported("selftest_cp_async_source_written_by_its_thread", Dim3.of(1), Dim3.of(32), 64, inOut(in, out),
+                    "thread 0 writes 4 bytes", "the source of a cp.async it has not waited for", "selftest.cu:");
+            reported("selftest_cp_async_from_shared", Dim3.of(1), Dim3.of(32), 64, new KernelArgs().pointer(out.pointer()),
+                    "a cp.async from shared memory", "must be global memory", "selftest.cu:");
+        }
+    }
+
+    /** An overrun of one static array lands in the gap before the next, not in it. */
+    @Test
+    void anOverrunOfAStaticArrayIsReported() {
+        try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 16)) {
+            reported("selftest_static_array_overrun", Dim3.of(1), Dim3.of(16), 0, new KernelArgs().pointer(out.pointer()),
+                    "thread 0 writes 4 bytes of shared memory", "outside the dynamic shared memory (0 bytes) and every static shared array");
+        }
+    }
+
+    /** A __syncthreads orders a block's own accesses only: another block's atomic after it still races with the read before it. */
+    @Test
+    void aBarrierDoesNotOrderAccessesOfOtherBlocks() {
+        try (DeviceTensor g = DeviceTensor.allocate(emu, DType.F32, 1); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 1)) {
+            reported("selftest_read_then_atomics_of_other_blocks", Dim3.of(2), Dim3.of(32), 0,
+                    new KernelArgs().pointer(g.pointer()).pointer(out.pointer()), "race on global memory", "block 0 thread 0 read it at selftest.cu:",
+                    "no grid sync between");
+        }
+    }
+
+    /** Atomics after a read that a __syncwarp orders are no race (a float atomicAdd loads, then compares and swaps). */
+    @Test
+    void atomicsAfterAnOrderedReadAreNoRace() {
+        try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 2)) {
+            emu.launch(fn("selftest_atomics_after_an_ordered_read"), Dim3.of(1), Dim3.of(32), 0, 0, new KernelArgs().pointer(out.pointer()));
+            assertEquals(0.0, out.toHost().getFlat(0));
+            assertEquals(3.0, out.toHost().getFlat(1));
+        }
+    }
+
     /** The same buggy kernels run silently with the checks off: the checks, not luck, find them. */
     @Test
     void theChecksCanBeTurnedOff() {

@@ -534,6 +534,7 @@ public final class EmuDriver implements Driver {
      */
     @Override
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
+        checkResources(functionName(function), block, sharedBytes);  // a block that cannot launch at all says so first
         long blocks = (long) grid.x() * grid.y() * grid.z();
         long fit = (long) maxActiveBlocksPerMultiprocessor(function, block.x() * block.y() * block.z(), sharedBytes)
                 * properties().multiprocessors();
