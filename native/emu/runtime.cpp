@@ -813,6 +813,14 @@ int seqk_emu_memcpy(uint64_t dst, uint64_t src, uint64_t bytes, int kind) {
     return 0;
 }
 
+int seqk_emu_copy_to_device(uint64_t dst, const void* src, uint64_t bytes) {
+    return seqk_emu_memcpy(dst, reinterpret_cast<uint64_t>(src), bytes, 0);
+}
+
+int seqk_emu_copy_to_host(void* dst, uint64_t src, uint64_t bytes) {
+    return seqk_emu_memcpy(reinterpret_cast<uint64_t>(dst), src, bytes, 1);
+}
+
 int seqk_emu_memset(uint64_t dst, int value, uint64_t bytes) {
     if (!find(dst, bytes)) {
         return fail(format("memset range 0x%lx..+%lu is not inside a device allocation", static_cast<unsigned long>(dst),

@@ -41,6 +41,10 @@ void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count);
 uint64_t seqk_emu_take_peak(void);
 /** kind: 0 host->device, 1 device->host, 2 device->device; device ranges must lie inside one allocation. */
 int seqk_emu_memcpy(uint64_t dst, uint64_t src, uint64_t bytes, int kind);
+/* Host <-> device copies with the host side as a pointer (the Java binding passes a segment, which the
+   JDK keeps alive for the call); the device side must lie inside an allocation. */
+int seqk_emu_copy_to_device(uint64_t dst, const void* src, uint64_t bytes);
+int seqk_emu_copy_to_host(void* dst, uint64_t src, uint64_t bytes);
 int seqk_emu_memset(uint64_t dst, int value, uint64_t bytes);
 
 int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,

@@ -36,6 +36,9 @@ public final class Backends {
 
     /** {@code auto}, or one of {@link #KNOWN}; throws {@link SeqkException.BackendUnavailable} with the reason. */
     public static Backend byName(String name) {
+        if (name == null) {
+            throw new SeqkException.BackendUnavailable("backend name is null; known: auto, " + String.join(", ", KNOWN));
+        }
         String n = name.trim().toLowerCase(java.util.Locale.ROOT);
         if (n.equals("auto")) {
             return auto();

@@ -91,7 +91,7 @@ public record Layout(long[] shape, long[] strides, long offset) {
     }
 
     private void checkRange(int dim, long start, long length, String what) {
-        if (dim < 0 || dim >= shape.length || start < 0 || length < 0 || start + length > shape[dim]) {
+        if (dim < 0 || dim >= shape.length || start < 0 || length < 0 || start > shape[dim] || length > shape[dim] - start) {
             throw new SeqkException.ShapeMismatch(what + " is outside shape " + Arrays.toString(shape));
         }
     }

@@ -24,6 +24,13 @@ public class SeqkException extends RuntimeException {
         }
     }
 
+    /** An index or element position outside a tensor's shape. */
+    public static final class IndexOutOfRange extends SeqkException {
+        public IndexOutOfRange(String message) {
+            super(message);
+        }
+    }
+
     /** A tensor was used after {@link Tensor#close()}. */
     public static final class TensorClosed extends SeqkException {
         public TensorClosed(String message) {

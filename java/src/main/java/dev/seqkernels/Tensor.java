@@ -3,17 +3,25 @@ package dev.seqkernels;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.ref.Cleaner;
 import java.util.Arrays;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A host tensor: a {@link MemorySegment} seen through a shape, element strides, an element
  * offset and a {@link DType}.
  *
- * <p>Tensors made by {@link #allocate} own their memory (freed by {@link #close()}); tensors made by
- * {@link #wrap} borrow a caller's segment (zero copy) and never free it. Views ({@link #permute},
- * {@link #select}) share the memory and the closed flag of the tensor they come from. Any access
- * after close throws {@link SeqkException.TensorClosed}. Instances are not thread-safe for writes.
+ * <p>Tensors made by {@link #allocate} own their memory: {@link #close()} frees it at once, and one
+ * that becomes unreachable unclosed is freed by a Cleaner (a safety net: close tensors in loops).
+ * Tensors made by {@link #wrap} borrow a caller's segment (zero copy) and never free it; they are
+ * closed when the segment's arena is. Views ({@link #permute}, {@link #select}, {@link
+ * #unsqueeze}) share the memory and the lifetime of the tensor they come from: closing any of them
+ * closes them all and frees owned memory. Any access after close throws {@link
+ * SeqkException.TensorClosed}. Instances are not thread-safe for writes.
+ *
+ * <p>Every size, stride and offset product is checked: one that overflows a {@code long} is a
+ * {@link SeqkException.ShapeMismatch} naming the shape, never a wrapped value.
  */
 public final class Tensor implements AutoCloseable {
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -26,26 +34,103 @@ public final class Tensor implements AutoCloseable {
     private final long[] shape;
     private final long[] strides;
     private final long offset;
-    private final Arena arena;
-    private final AtomicBoolean closed;
+    private final Lifetime lifetime;
 
-    private Tensor(MemorySegment segment, DType dtype, long[] shape, long[] strides, long offset,
-                   Arena arena, AtomicBoolean closed) {
+    private static final Cleaner CLEANER = Cleaner.create();
+    private static final AtomicLong OPEN_BYTES = new AtomicLong();
+    private static final AtomicLong CLEANED_BYTES = new AtomicLong();
+
+    /**
+     * Shared by a tensor and its views. The Cleaner watches this object and its action holds only
+     * the arena, so owned memory is freed when neither the tensor nor a view can be reached.
+     */
+    private static final class Lifetime {
+        final AtomicBoolean closed = new AtomicBoolean();
+        final Free free;
+        final Cleaner.Cleanable cleanable;
+
+        /** arena null: borrowed memory, nothing to free. */
+        Lifetime(Arena arena, long bytes) {
+            this.free = arena == null ? null : new Free(arena, bytes);
+            this.cleanable = free == null ? null : CLEANER.register(this, free);
+        }
+
+        /**
+         * The arena is closed first, so a tensor still in use by a native call on another thread
+         * (the JDK refuses to close an arena a downcall holds) stays open and the caller is told.
+         */
+        synchronized void close(Tensor t) {
+            if (closed.get()) {
+                return;
+            }
+            if (free != null) {
+                try {
+                    free.arena.close();
+                } catch (IllegalStateException e) {
+                    throw new SeqkException("tensor " + t.dtype + Arrays.toString(t.shape)
+                            + " cannot be closed while another thread uses it in a native call", e);
+                }
+                OPEN_BYTES.addAndGet(-free.bytes);
+            }
+            closed.set(true);
+            if (cleanable != null) {
+                cleanable.clean();
+            }
+        }
+    }
+
+    /**
+     * The Cleaner's action for a tensor nobody closed (after close() the arena is no longer alive).
+     * Its bytes stay counted in {@link #openBytes()}: the garbage collector rescued a leak.
+     */
+    private record Free(Arena arena, long bytes) implements Runnable {
+        @Override
+        public void run() {
+            if (arena.scope().isAlive()) {
+                arena.close();
+                CLEANED_BYTES.addAndGet(bytes);
+            }
+        }
+    }
+
+    private Tensor(MemorySegment segment, DType dtype, long[] shape, long[] strides, long offset, Lifetime lifetime) {
         this.segment = segment;
         this.dtype = dtype;
         this.shape = shape;
         this.strides = strides;
         this.offset = offset;
-        this.arena = arena;
-        this.closed = closed;
+        this.lifetime = lifetime;
     }
 
     /** A new zero-filled contiguous tensor that owns its memory. */
     public static Tensor allocate(DType dtype, long... shape) {
         checkShape(shape);
+        long bytes = Math.max(1, byteSize(dtype, shape));
         Arena arena = Arena.ofShared();
-        MemorySegment seg = arena.allocate(Math.max(1, numel(shape) * dtype.byteSize()), 16);
-        return new Tensor(seg, dtype, shape.clone(), contiguousStrides(shape), 0, arena, new AtomicBoolean());
+        MemorySegment seg;
+        try {
+            seg = arena.allocate(bytes, 16);
+        } catch (OutOfMemoryError e) {
+            arena.close();
+            throw new SeqkException("cannot allocate " + bytes + " bytes of host memory for a " + dtype + " tensor of shape "
+                    + Arrays.toString(shape), e);
+        }
+        OPEN_BYTES.addAndGet(bytes);
+        return new Tensor(seg, dtype, shape.clone(), contiguousStrides(shape), 0, new Lifetime(arena, bytes));
+    }
+
+    /**
+     * Host bytes of tensors from {@link #allocate} (and {@link #of}, {@link #to}) that were never
+     * closed, whether or not the Cleaner has since freed them. A diagnostic for leak tests: it does
+     * not depend on the garbage collector, and an op that closes its temporaries leaves it unchanged.
+     */
+    public static long openBytes() {
+        return OPEN_BYTES.get();
+    }
+
+    /** Host bytes the Cleaner freed because their tensors became unreachable unclosed. */
+    public static long cleanedBytes() {
+        return CLEANED_BYTES.get();
     }
 
     /** A contiguous (row-major) view of a caller's memory, without copying. */
@@ -59,34 +144,48 @@ public final class Tensor implements AutoCloseable {
      */
     public static Tensor wrap(MemorySegment segment, DType dtype, long[] shape, long[] strides, long offset) {
         checkShape(shape);
+        if (segment == null || dtype == null || strides == null) {
+            throw new SeqkException.ShapeMismatch("Tensor.wrap: argument '" + (segment == null ? "segment" : dtype == null ? "dtype" : "strides")
+                    + "' is required");
+        }
         if (strides.length != shape.length) {
             throw new SeqkException.ShapeMismatch("strides " + Arrays.toString(strides)
                     + " must have one entry per dimension of shape " + Arrays.toString(shape));
         }
         long lo = offset;
         long hi = offset;
-        for (int i = 0; i < shape.length; i++) {
-            if (shape[i] == 0) {
-                hi = lo - 1;
-                break;
+        boolean fits;
+        try {
+            for (int i = 0; i < shape.length; i++) {
+                if (shape[i] == 0) {
+                    hi = lo - 1;
+                    break;
+                }
+                long span = Math.multiplyExact(shape[i] - 1, strides[i]);
+                if (span < 0) {
+                    lo = Math.addExact(lo, span);
+                } else {
+                    hi = Math.addExact(hi, span);
+                }
             }
-            long span = (shape[i] - 1) * strides[i];
-            if (span < 0) {
-                lo += span;
-            } else {
-                hi += span;
-            }
+            fits = hi < lo || (lo >= 0 && Math.multiplyExact(hi + 1, (long) dtype.byteSize()) <= segment.byteSize());
+        } catch (ArithmeticException e) {
+            throw new SeqkException.ShapeMismatch("shape " + Arrays.toString(shape) + " with strides " + Arrays.toString(strides)
+                    + " and offset " + offset + " addresses elements beyond the range of a long");
         }
-        if (hi >= lo && (lo < 0 || (hi + 1) * dtype.byteSize() > segment.byteSize())) {
+        if (!fits) {
             throw new SeqkException.ShapeMismatch("shape " + Arrays.toString(shape) + " with strides "
                     + Arrays.toString(strides) + " and offset " + offset + " reaches elements " + lo + ".." + hi
                     + " but the segment holds " + segment.byteSize() / dtype.byteSize() + " " + dtype + " elements");
         }
-        return new Tensor(segment, dtype, shape.clone(), strides.clone(), offset, null, new AtomicBoolean());
+        return new Tensor(segment, dtype, shape.clone(), strides.clone(), offset, new Lifetime(null, 0));
     }
 
     /** A new tensor of {@code dtype} holding {@code values} (row-major), each rounded to the dtype. */
     public static Tensor of(DType dtype, double[] values, long... shape) {
+        if (values == null) {
+            throw new SeqkException.ShapeMismatch("Tensor.of: argument 'values' is required");
+        }
         if (values.length != numel(shape)) {
             throw new SeqkException.ShapeMismatch(values.length + " values do not fill shape " + Arrays.toString(shape));
         }
@@ -98,6 +197,9 @@ public final class Tensor implements AutoCloseable {
     }
 
     public static Tensor of(float[] values, long... shape) {
+        if (values == null) {
+            throw new SeqkException.ShapeMismatch("Tensor.of: argument 'values' is required");
+        }
         double[] d = new double[values.length];
         for (int i = 0; i < d.length; i++) {
             d[i] = values[i];
@@ -139,8 +241,9 @@ public final class Tensor implements AutoCloseable {
         return segment;
     }
 
+    /** Closed by {@link #close()} (of this tensor or a view), or, for a wrapped segment, by its arena. */
     public boolean isClosed() {
-        return closed.get();
+        return lifetime.closed.get() || !segment.scope().isAlive();
     }
 
     public boolean isContiguous() {
@@ -197,7 +300,7 @@ public final class Tensor implements AutoCloseable {
 
     private Tensor view(Layout l) {
         checkOpen();
-        return new Tensor(segment, dtype, l.shape(), l.strides(), l.offset(), null, closed);
+        return new Tensor(segment, dtype, l.shape(), l.strides(), l.offset(), lifetime);
     }
 
     /** A view with dimensions reordered: new dimension i is old dimension {@code order[i]}. */
@@ -220,12 +323,13 @@ public final class Tensor implements AutoCloseable {
         return of(target, toDoubleArray(), shape);
     }
 
-    /** Frees owned memory; views and wrapped tensors only become unusable. Idempotent. */
+    /**
+     * Closes this tensor and every view of the same memory, freeing it if owned (so closing a
+     * view frees its parent's memory too); a wrapped segment only becomes unusable. Idempotent.
+     */
     @Override
     public void close() {
-        if (closed.compareAndSet(false, true) && arena != null) {
-            arena.close();
-        }
+        lifetime.close(this);
     }
 
     @Override
@@ -233,12 +337,18 @@ public final class Tensor implements AutoCloseable {
         return "Tensor[" + dtype + " " + Arrays.toString(shape) + (isClosed() ? " closed" : "") + "]";
     }
 
+    /** The product of the extents; a product beyond a long is a ShapeMismatch. */
     public static long numel(long[] shape) {
         long n = 1;
         for (long s : shape) {
-            n = Math.multiplyExact(n, s);
+            n = multiply(n, s, shape);
         }
         return n;
+    }
+
+    /** Bytes of a contiguous tensor of this shape; a size beyond a long is a ShapeMismatch. */
+    public static long byteSize(DType dtype, long[] shape) {
+        return multiply(numel(shape), dtype.byteSize(), shape);
     }
 
     public static long[] contiguousStrides(long[] shape) {
@@ -246,12 +356,23 @@ public final class Tensor implements AutoCloseable {
         long acc = 1;
         for (int i = shape.length - 1; i >= 0; i--) {
             st[i] = acc;
-            acc *= Math.max(1, shape[i]);
+            acc = multiply(acc, Math.max(1, shape[i]), shape);
         }
         return st;
     }
 
+    private static long multiply(long a, long b, long[] shape) {
+        try {
+            return Math.multiplyExact(a, b);
+        } catch (ArithmeticException e) {
+            throw new SeqkException.ShapeMismatch("shape " + Arrays.toString(shape) + " has more elements or bytes than a long holds");
+        }
+    }
+
     private static void checkShape(long[] shape) {
+        if (shape == null) {
+            throw new SeqkException.ShapeMismatch("shape is null");
+        }
         for (long s : shape) {
             if (s < 0) {
                 throw new SeqkException.ShapeMismatch("negative extent in shape " + Arrays.toString(shape));
@@ -260,21 +381,25 @@ public final class Tensor implements AutoCloseable {
     }
 
     private void checkOpen() {
-        if (closed.get()) {
+        if (lifetime.closed.get()) {
             throw new SeqkException.TensorClosed("tensor " + dtype + Arrays.toString(shape) + " is closed");
+        }
+        if (!segment.scope().isAlive()) {
+            throw new SeqkException.TensorClosed("tensor " + dtype + Arrays.toString(shape)
+                    + " wraps a segment whose arena is closed");
         }
     }
 
     private long elementOffset(long[] index) {
         checkOpen();
-        if (index.length != shape.length) {
-            throw new SeqkException.ShapeMismatch("index " + Arrays.toString(index) + " has " + index.length
+        if (index == null || index.length != shape.length) {
+            throw new SeqkException.ShapeMismatch("index " + Arrays.toString(index) + " has " + (index == null ? 0 : index.length)
                     + " entries, tensor has shape " + Arrays.toString(shape));
         }
         long off = offset;
         for (int i = 0; i < index.length; i++) {
             if (index[i] < 0 || index[i] >= shape[i]) {
-                throw new IndexOutOfBoundsException("index " + Arrays.toString(index) + " outside shape " + Arrays.toString(shape));
+                throw new SeqkException.IndexOutOfRange("index " + Arrays.toString(index) + " outside shape " + Arrays.toString(shape));
             }
             off += index[i] * strides[i];
         }
@@ -283,6 +408,10 @@ public final class Tensor implements AutoCloseable {
 
     private long flatToOffset(long flat) {
         checkOpen();
+        if (flat < 0 || flat >= numel()) {
+            throw new SeqkException.IndexOutOfRange("flat position " + flat + " outside shape " + Arrays.toString(shape)
+                    + " (" + numel() + " elements)");
+        }
         long off = offset;
         for (int i = shape.length - 1; i >= 0; i--) {
             long idx = flat % shape[i];
@@ -306,6 +435,10 @@ public final class Tensor implements AutoCloseable {
     }
 
     private void write(long element, double v) {
+        if (segment.isReadOnly()) {
+            throw new SeqkException.Unsupported("tensor " + dtype + Arrays.toString(shape) + " is read-only (a view of a mapped file"
+                    + " or a read-only segment); copy it first");
+        }
         long byteOff = element * dtype.byteSize();
         switch (dtype) {
             case F64 -> segment.set(F64, byteOff, v);

@@ -2,16 +2,20 @@ package dev.seqkernels;
 
 import dev.seqkernels.ops.Activation;
 import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Gru;
 import dev.seqkernels.ops.Lstm;
 import dev.seqkernels.ops.Mask;
 import dev.seqkernels.ops.MultiHeadAttention;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.function.Executable;
 
 import java.util.HashMap;
 import java.util.Map;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -174,6 +178,63 @@ class BadInputTest {
                 System.clearProperty(Backends.PROPERTY);
             } else {
                 System.setProperty(Backends.PROPERTY, before);
+            }
+        }
+    }
+
+    @Test
+    void nullsAreNamed() {
+        rejects(SeqkException.ShapeMismatch.class, () -> Attention.builder().backend("cpu").build().forward(null), "'in'");
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(8).numHeads(2).backend("cpu").build();
+        rejects(SeqkException.ShapeMismatch.class, () -> mha.forward(data.params(DType.F32, 0.5, mha.parameterShapes()), null), "'in'");
+        rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().direction(null), "direction");
+        rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().activations((Activation[]) null), "activations");
+        rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().activations(Activation.SIGMOID, null, Activation.TANH), "activations");
+        rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().activationsPerDirection(null), "activationsPerDirection");
+        rejects(SeqkException.BackendUnavailable.class, () -> Backends.byName(null), "null");
+        Lstm op = lstm();
+        Map<String, Tensor> p = data.params(DType.F32, 0.5, op.config().parameterShapes());
+        rejects(SeqkException.ShapeMismatch.class, () -> op.backward(p, new RecurrentResult(null, null, null, null), null, null, null),
+                "'forward.output'");
+        Tensor out = data.tensor(DType.F32, 1, 5, 2, 4);
+        rejects(SeqkException.ShapeMismatch.class, () -> op.backward(p, new RecurrentResult(out, data.tensor(DType.F32, 1, 2, 2, 4),
+                data.tensor(DType.F32, 1, 2, 2, 4), null), null, null, null), "no saved state");
+        Attention sdpa = Attention.builder().backend("cpu").build();
+        rejects(SeqkException.ShapeMismatch.class, () -> sdpa.backward(new AttentionResult(null, null, null), out), "'forward.out'");
+        rejects(SeqkException.ShapeMismatch.class, () -> Tensor.of(DType.F32, null, 2), "values");
+    }
+
+    @Test
+    void sizesBeyondAnIntAreRefusedNotTruncated() {
+        Lstm op = Lstm.builder().inputSize(3).hiddenSize(4).backend("cpu").build();
+        Map<String, Tensor> p = data.params(DType.F32, 0.5, op.config().parameterShapes());
+        rejects(SeqkException.ShapeMismatch.class, () -> op.forward(p, Tensor.allocate(DType.F32, (1L << 32) + 3, 0, 3)),
+                "'x'", "seq_len 4294967299");
+        rejects(SeqkException.ShapeMismatch.class, () -> op.forward(p, Tensor.allocate(DType.F32, 2, (1L << 31), 0)), "'x'");
+        rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().inputSize(3).hiddenSize(1 << 30).bidirectional(true).build(),
+                "hiddenSize");
+    }
+
+    /** An empty batch is no work, however long the sequence: it returns at once on every backend. */
+    @Test
+    @Timeout(120)
+    void anEmptyBatchReturnsAtOnce() {
+        for (String backend : new String[]{"cpu", "emu"}) {
+            for (boolean batchFirst : new boolean[]{false, true}) {
+                Lstm op = Lstm.builder().inputSize(3).hiddenSize(4).numLayers(2).bidirectional(true).batchFirst(batchFirst)
+                        .backend(backend).build();
+                Map<String, Tensor> p = data.params(DType.F32, 0.5, op.config().parameterShapes());
+                long t = Integer.MAX_VALUE;
+                Tensor x = batchFirst ? Tensor.allocate(DType.F32, 0, t, 3) : Tensor.allocate(DType.F32, t, 0, 3);
+                try (var f = op.forward(p, x);
+                     var g = op.backward(p, f, Tensor.allocate(DType.F32, f.output().shape()), null, null)) {
+                    assertArrayEquals(batchFirst ? new long[]{0, t, 8} : new long[]{t, 0, 8}, f.output().shape());
+                    assertArrayEquals(new long[]{4, 0, 4}, f.hn().shape());
+                    assertArrayEquals(new long[]{4, 0, 4}, f.cn().shape());
+                    assertArrayEquals(x.shape(), g.dx().shape());
+                    assertEquals(op.config().parameterShapes().keySet(), g.params().keySet());
+                    assertEquals(0.0, g.params().get("weight_hh_l1").get(3, 2));
+                }
             }
         }
     }

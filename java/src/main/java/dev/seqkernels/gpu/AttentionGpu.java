@@ -190,7 +190,7 @@ final class AttentionGpu {
         for (int i = 0; i < v.length; i++) {
             v[i] = mask.bias(v[i]);
         }
-        return new Bias(s.upload(Tensor.of(DType.F32, v, mask.tensor().shape())), strides);
+        return new Bias(s.uploadAndClose(Tensor.of(DType.F32, v, mask.tensor().shape())), strides);
     }
 
     /** Right-aligned broadcast of an SDPA mask of rank 1..4 onto [B, Hq, Lq, Lk]. */
@@ -214,7 +214,7 @@ final class AttentionGpu {
         for (int i = 0; i < d.length; i++) {
             d[i] = lengths[i];
         }
-        return s.upload(Tensor.of(DType.I32, d, d.length));
+        return s.uploadAndClose(Tensor.of(DType.I32, d, d.length));
     }
 
     private static long ptr(DeviceTensor t) {
@@ -339,7 +339,7 @@ final class AttentionGpu {
             DeviceTensor dq = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.headDim());
             DeviceTensor dk = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.headDim());
             DeviceTensor dv = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.valueDim());
-            runBackward(dt, sv, temp.upload(dOut.to(DType.F32)), null, dq, dk, dv, temp);
+            runBackward(dt, sv, temp.upload(dOut, DType.F32), null, dq, dk, dv, temp);
             return new AttentionGradients(download(dq, dt), download(dk, dt), download(dv, dt));
         }
     }
@@ -394,7 +394,7 @@ final class AttentionGpu {
 
     /** Values as an f32 device tensor, or null for null values (an absent bias). */
     private static DeviceTensor f32(DeviceScope s, double[] values, long... shape) {
-        return values == null ? null : s.upload(Tensor.of(DType.F32, values, shape));
+        return values == null ? null : s.uploadAndClose(Tensor.of(DType.F32, values, shape));
     }
 
     /** y [rows, out] f32 = x [rows, in] W^T (+ bias). */
@@ -422,7 +422,7 @@ final class AttentionGpu {
 
     /** An input [L, B, F] or batch-first [B, L, F] as a batch-major [B*L, F] f32 device buffer. */
     private static DeviceTensor batchMajor(DeviceScope s, Tensor t, boolean batchFirst) {
-        return s.upload((batchFirst ? t : t.permute(1, 0, 2)).to(DType.F32));
+        return s.upload(batchFirst ? t : t.permute(1, 0, 2), DType.F32);
     }
 
     /** A batch-major [B, L, F] f32 device buffer as a host tensor in the op's layout and dtype. */
@@ -560,7 +560,7 @@ final class AttentionGpu {
                         }
                     }
                 }
-                dProbs = s.upload(Tensor.of(DType.F32, expanded, batch, heads, lq, lk));
+                dProbs = s.uploadAndClose(Tensor.of(DType.F32, expanded, batch, heads, lq, lk));
             }
             int width = ms.packedWidth();
             DeviceTensor dq;

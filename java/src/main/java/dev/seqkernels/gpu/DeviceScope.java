@@ -30,8 +30,26 @@ public final class DeviceScope implements AutoCloseable {
         return t;
     }
 
+    /** A copy of {@code host} on the device; the host tensor stays the caller's. */
     public DeviceTensor upload(Tensor host) {
         return keep(DeviceTensor.of(driver, host));
+    }
+
+    /** A copy of {@code host} converted to {@code dtype} on the device; the host conversion is freed at once. */
+    public DeviceTensor upload(Tensor host, DType dtype) {
+        if (host.dtype() == dtype) {
+            return upload(host);
+        }
+        try (Tensor converted = host.to(dtype)) {
+            return upload(converted);
+        }
+    }
+
+    /** Uploads a host tensor made only for this upload, and closes it. */
+    public DeviceTensor uploadAndClose(Tensor temporary) {
+        try (temporary) {
+            return upload(temporary);
+        }
     }
 
     private DeviceTensor keep(DeviceTensor t) {

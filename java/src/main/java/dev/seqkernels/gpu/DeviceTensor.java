@@ -81,7 +81,7 @@ public final class DeviceTensor implements AutoCloseable {
 
     /** New device memory for a contiguous tensor (contents undefined: poisoned with NaN on the emulator). */
     public static DeviceTensor allocate(Driver driver, DType dtype, long... shape) {
-        long bytes = Math.max(1, Tensor.numel(shape) * dtype.byteSize());
+        long bytes = Math.max(1, Tensor.byteSize(dtype, shape));
         long pointer = driver.malloc(bytes);
         return new DeviceTensor(driver, pointer, 0, dtype, shape.clone(), Tensor.contiguousStrides(shape),
                 new Lifetime(driver, pointer, dtype + Arrays.toString(shape) + " on " + driver.name()));
@@ -90,7 +90,12 @@ public final class DeviceTensor implements AutoCloseable {
     /** A copy of a host tensor (any strides) on the device, contiguous. */
     public static DeviceTensor of(Driver driver, Tensor host) {
         DeviceTensor d = allocate(driver, host.dtype(), host.shape());
-        d.copyFrom(host);
+        try {
+            d.copyFrom(host);
+        } catch (RuntimeException e) {
+            d.close();
+            throw e;
+        }
         return d;
     }
 
@@ -138,7 +143,7 @@ public final class DeviceTensor implements AutoCloseable {
     }
 
     public long byteSize() {
-        return numel() * dtype.byteSize();
+        return Tensor.byteSize(dtype, shape);
     }
 
     public boolean isClosed() {

@@ -25,6 +25,27 @@ public interface Driver extends AutoCloseable {
 
     void memsetAsync(long devicePtr, int byteValue, long bytes, long stream);
 
+    /**
+     * The checks every binding makes on a host segment before a copy, so a bad one is a
+     * DriverException and never a fault in native code: native memory, alive, large enough, and
+     * writable when the copy writes it.
+     */
+    static void checkHostSegment(String binding, String call, MemorySegment host, long bytes, boolean written) {
+        if (host == null) {
+            throw new DriverException(binding + " " + call + ": the host segment is null");
+        }
+        if (bytes < 0 || !host.isNative() || host.byteSize() < bytes) {
+            throw new DriverException(binding + " " + call + ": the host segment must be native memory of at least " + bytes
+                    + " bytes (it is " + (host.isNative() ? "native, " + host.byteSize() + " bytes" : "on the Java heap") + ")");
+        }
+        if (!host.scope().isAlive()) {
+            throw new DriverException(binding + " " + call + ": the host segment's arena is closed");
+        }
+        if (written && host.isReadOnly()) {
+            throw new DriverException(binding + " " + call + ": the host segment is read-only");
+        }
+    }
+
     void copyHostToDevice(long dst, MemorySegment src, long bytes);
 
     void copyDeviceToHost(MemorySegment dst, long src, long bytes);

@@ -150,9 +150,9 @@ final class RecurrentGpu {
         int slots = c.numLayers() * nd;
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
-            DeviceTensor lens = scope.upload(Tensor.of(DType.I32, toDoubles(lengths), batch));
-            DeviceTensor input = scope.upload((c.batchFirst() ? x.permute(1, 0, 2) : x).to(DType.F32));
-            DeviceTensor h0d = h0 == null ? null : temp.upload(h0.to(DType.F32));
+            DeviceTensor lens = scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch));
+            DeviceTensor input = scope.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, DType.F32);
+            DeviceTensor h0d = h0 == null ? null : temp.upload(h0, DType.F32);
             Tensor hn = Tensor.allocate(dt, slots, batch, p);
             Tensor cn = c.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, batch, h) : null;
             List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
@@ -166,15 +166,15 @@ final class RecurrentGpu {
                     int slot = layer * nd + d;
                     String sfx = c.suffix(layer, d);
                     DType projection = projectionInputType(dt, layer, stepChoice);
-                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx).to(projection));
-                    DeviceTensor whh = temp.upload(params.get("weight_hh_" + sfx).to(DType.F32));
-                    DeviceTensor bih = c.bias() ? temp.upload(params.get("bias_ih_" + sfx).to(DType.F32)) : null;
-                    DeviceTensor bhh = c.bias() ? temp.upload(params.get("bias_hh_" + sfx).to(DType.F32)) : null;
-                    DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
-                    DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx), projection);
+                    DeviceTensor whh = temp.upload(params.get("weight_hh_" + sfx), DType.F32);
+                    DeviceTensor bih = c.bias() ? temp.upload(params.get("bias_ih_" + sfx), DType.F32) : null;
+                    DeviceTensor bhh = c.bias() ? temp.upload(params.get("bias_hh_" + sfx), DType.F32) : null;
+                    DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx), DType.F32) : null;
+                    DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx), DType.F32) : null;
                     DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
                     if (projection != DType.F32 && x16 == null) {
-                        x16 = temp.upload((c.batchFirst() ? x.permute(1, 0, 2) : x).to(dt));
+                        x16 = temp.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, dt);
                     }
                     linear(projection == DType.F32 ? input : x16, wih, gx, steps * batch, in, gh, gh);
                     DeviceTensor hState = temp.zeros(DType.F32, batch, p);
@@ -190,7 +190,7 @@ final class RecurrentGpu {
                     DeviceTensor cState = null;
                     if (c.cell() == CellType.LSTM) {
                         cState = c0 == null ? temp.zeros(DType.F32, batch, h)
-                                : temp.upload(c0.select(0, slot).to(DType.F32));
+                                : temp.upload(c0.select(0, slot), DType.F32);
                     }
                     runDirection(c, d, steps, batch, lens, gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp);
                     copyInto(hState, hn.select(0, slot));
@@ -382,7 +382,7 @@ final class RecurrentGpu {
         Map<String, Tensor> grads = new java.util.LinkedHashMap<>();
         try (DeviceScope s = new DeviceScope(driver)) {
             DeviceTensor dLayerOut = dOutput == null ? s.zeros(DType.F32, steps, batch, c.outputSize())
-                    : s.upload((c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput).to(DType.F32));
+                    : s.upload(c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, DType.F32);
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
                 DeviceTensor x32 = saved.layerInputs().get(layer);
@@ -392,16 +392,16 @@ final class RecurrentGpu {
                     String sfx = c.suffix(layer, d);
                     SlotTrace tr = saved.traces()[slot];
                     List<Activation> act = c.activations().get(d);
-                    DeviceTensor wih = s.upload(params.get("weight_ih_" + sfx).to(DType.F32));
-                    DeviceTensor whh = s.upload(params.get("weight_hh_" + sfx).to(DType.F32));
-                    DeviceTensor whr = c.projSize() > 0 ? s.upload(params.get("weight_hr_" + sfx).to(DType.F32)) : null;
-                    DeviceTensor peep = c.peepholes() ? s.upload(params.get("weight_peephole_" + sfx).to(DType.F32)) : null;
+                    DeviceTensor wih = s.upload(params.get("weight_ih_" + sfx), DType.F32);
+                    DeviceTensor whh = s.upload(params.get("weight_hh_" + sfx), DType.F32);
+                    DeviceTensor whr = c.projSize() > 0 ? s.upload(params.get("weight_hr_" + sfx), DType.F32) : null;
+                    DeviceTensor peep = c.peepholes() ? s.upload(params.get("weight_peephole_" + sfx), DType.F32) : null;
                     DeviceTensor hPrev = tr.hPrev();
                     DeviceTensor dax = s.allocate(DType.F32, rows, gh);
                     DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;
-                    DeviceTensor dhState = dHn == null ? s.zeros(DType.F32, batch, p) : s.upload(dHn.select(0, slot).to(DType.F32));
+                    DeviceTensor dhState = dHn == null ? s.zeros(DType.F32, batch, p) : s.upload(dHn.select(0, slot), DType.F32);
                     DeviceTensor dcState = !lstm ? null
-                            : dCn == null ? s.zeros(DType.F32, batch, h) : s.upload(dCn.select(0, slot).to(DType.F32));
+                            : dCn == null ? s.zeros(DType.F32, batch, h) : s.upload(dCn.select(0, slot), DType.F32);
                     DeviceTensor dhTotal = s.allocate(DType.F32, batch, p);
                     DeviceTensor dhAll = whr != null ? s.allocate(DType.F32, rows, p) : null;
                     DeviceTensor mAll = whr != null ? s.allocate(DType.F32, rows, h) : null;

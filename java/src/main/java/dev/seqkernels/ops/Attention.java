@@ -54,6 +54,9 @@ public final class Attention {
 
     public AttentionResult forward(Inputs in) {
         String op = "attention";
+        if (in == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'in' is required (Attention.inputs(q, k, v))");
+        }
         Checks.present(op, "q", in.q);
         Checks.floating(op, "q", in.q);
         long[] qs = in.q.shape();
@@ -98,6 +101,11 @@ public final class Attention {
     public AttentionGradients backward(AttentionResult forward, Tensor dOut) {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch("attention: argument 'forward' is required");
+        }
+        Checks.present("attention", "forward.out", forward.out());
+        Checks.present("attention", "forward.lse", forward.lse());
+        if (forward.saved() == null) {
+            throw new SeqkException.ShapeMismatch("attention: argument 'forward' holds no saved state; pass the result of forward itself");
         }
         Checks.shape("attention", "dOut", dOut, "like out", forward.out().shape());
         Checks.sameDType("attention", "dOut", dOut, forward.out().dtype());

@@ -203,6 +203,9 @@ public final class MultiHeadAttention {
 
     public MhaResult forward(Map<String, Tensor> params, Inputs in) {
         String op = "multi_head_attention";
+        if (in == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'in' is required (MultiHeadAttention.inputs(query, key, value))");
+        }
         Checks.present(op, "query", in.query);
         Checks.floating(op, "query", in.query);
         DType dt = in.query.dtype();
@@ -244,6 +247,7 @@ public final class MultiHeadAttention {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
         }
+        Checks.present(op, "forward.out", forward.out());
         Checks.shape(op, "dOut", dOut, "like out", forward.out().shape());
         Checks.sameDType(op, "dOut", dOut, forward.out().dtype());
         if (dAttnWeights != null) {

@@ -28,6 +28,12 @@ public record RecurrentConfig(CellType cell, int inputSize, int hiddenSize, int 
             throw new SeqkException.InvalidConfig("projSize must be 0, or (LSTM only) in 1.." + (hiddenSize - 1)
                     + " (less than hiddenSize, as PyTorch requires); got " + projSize + " for " + cell);
         }
+        int state = projSize > 0 ? projSize : hiddenSize;
+        if ((long) direction.count() * state > Integer.MAX_VALUE || (long) direction.count() * numLayers > Integer.MAX_VALUE) {
+            throw new SeqkException.InvalidConfig("the output size (" + direction.count() + " directions x " + state
+                    + ") and the state slots (" + numLayers + " layers x " + direction.count()
+                    + " directions) must each fit an int; " + (projSize > 0 ? "projSize" : "hiddenSize") + " or numLayers is too large");
+        }
         if ((peepholes || inputForget) && cell != CellType.LSTM) {
             throw new SeqkException.InvalidConfig("peepholes and inputForget exist only for LSTM, not " + cell);
         }

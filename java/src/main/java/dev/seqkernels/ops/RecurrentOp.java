@@ -69,6 +69,8 @@ public abstract class RecurrentOp {
             Checks.shape(op, "c0", c0, "[num_layers*num_directions, batch, hidden_size]", slots, b, config.hiddenSize());
             Checks.sameDType(op, "c0", c0, x.dtype());
         }
+        checkIntRange(op, "x", config.batchFirst() ? "batch" : "seq_len", config.batchFirst() ? b : t);
+        checkIntRange(op, "x", config.batchFirst() ? "seq_len" : "batch", config.batchFirst() ? t : b);
         int[] lens = lengths == null ? filled((int) b, (int) t) : lengths.clone();
         if (lens.length != b) {
             throw new SeqkException.ShapeMismatch(op + ": argument 'lengths' has " + lens.length
@@ -80,6 +82,9 @@ public abstract class RecurrentOp {
             }
         }
         Checks.params(op, params, config.parameterShapes(), x.dtype());
+        if (b == 0) {
+            return emptyBatchForward(x.dtype(), t);
+        }
         return backend.recurrentForward(config, params, x, h0, c0, lens);
     }
 
@@ -89,6 +94,11 @@ public abstract class RecurrentOp {
         String op = opName();
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
+        }
+        Checks.present(op, "forward.output", forward.output());
+        Checks.present(op, "forward.hn", forward.hn());
+        if (config.cell() == CellType.LSTM) {
+            Checks.present(op, "forward.cn", forward.cn());
         }
         DType dt = forward.output().dtype();
         if (dOutput != null) {
@@ -107,7 +117,41 @@ public abstract class RecurrentOp {
             Checks.sameDType(op, "dCn", dCn, dt);
         }
         Checks.params(op, params, config.parameterShapes(), dt);
+        if (forward.hn().size(1) == 0) {
+            return emptyBatchBackward(dt, forward.output().shape());
+        }
+        if (forward.saved() == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'forward' holds no saved state; pass the result of forward itself");
+        }
         return backend.recurrentBackward(config, params, forward, dOutput, dHn, dCn);
+    }
+
+    /** Lengths and per-step loops count in int: a larger extent is refused, never truncated. */
+    private static void checkIntRange(String op, String arg, String what, long extent) {
+        if (extent > Integer.MAX_VALUE) {
+            throw new SeqkException.ShapeMismatch(op + ": argument '" + arg + "' has " + what + " " + extent
+                    + ", more than the largest supported (" + Integer.MAX_VALUE + ")");
+        }
+    }
+
+    /** With no sequences there is no work: empty outputs at once, whatever the sequence length. */
+    private RecurrentResult emptyBatchForward(DType dt, long t) {
+        long slots = (long) config.numLayers() * config.numDirections();
+        long width = (long) config.numDirections() * config.stateSize();
+        Tensor output = config.batchFirst() ? Tensor.allocate(dt, 0, t, width) : Tensor.allocate(dt, t, 0, width);
+        Tensor cn = config.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, 0, config.hiddenSize()) : null;
+        return new RecurrentResult(output, Tensor.allocate(dt, slots, 0, config.stateSize()), cn, null);
+    }
+
+    /** Gradients of an empty batch: empty dx, dh0 and dc0, and zero parameter gradients. */
+    private RecurrentGradients emptyBatchBackward(DType dt, long[] outputShape) {
+        long slots = (long) config.numLayers() * config.numDirections();
+        long[] dxShape = outputShape.clone();
+        dxShape[2] = config.inputSize();
+        Map<String, Tensor> dParams = new java.util.LinkedHashMap<>();
+        config.parameterShapes().forEach((name, shape) -> dParams.put(name, Tensor.allocate(dt, shape)));
+        Tensor dc0 = config.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, 0, config.hiddenSize()) : null;
+        return new RecurrentGradients(Tensor.allocate(dt, dxShape), Tensor.allocate(dt, slots, 0, config.stateSize()), dc0, dParams);
     }
 
     private static long dim(Tensor x, int d) {
@@ -159,6 +203,9 @@ public abstract class RecurrentOp {
         }
 
         public S direction(Direction v) {
+            if (v == null) {
+                throw new SeqkException.InvalidConfig("direction must not be null");
+            }
             direction = v;
             return self();
         }
@@ -182,12 +229,18 @@ public abstract class RecurrentOp {
 
         /** The same activation list (ONNX order) for every direction. */
         public S activations(Activation... perDirection) {
+            if (perDirection == null || java.util.Arrays.asList(perDirection).contains(null)) {
+                throw new SeqkException.InvalidConfig("activations must not be null or contain null");
+            }
             activations = List.of(List.of(perDirection));
             return self();
         }
 
         /** One activation list per direction (ONNX's bidirectional form). */
         public S activationsPerDirection(List<List<Activation>> lists) {
+            if (lists == null || lists.stream().anyMatch(l -> l == null || l.contains(null))) {
+                throw new SeqkException.InvalidConfig("activationsPerDirection must not be null or contain null");
+            }
             activations = lists;
             return self();
         }

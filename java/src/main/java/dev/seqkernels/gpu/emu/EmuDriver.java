@@ -55,6 +55,8 @@ public final class EmuDriver implements Driver {
     private final MethodHandle memoryInUse;
     private final MethodHandle takePeak;
     private final MethodHandle memcpy;
+    private final MethodHandle copyToDevice;
+    private final MethodHandle copyToHost;
     private final MethodHandle memset;
     private final MethodHandle launch;
     private final MethodHandle gemm;
@@ -83,6 +85,8 @@ public final class EmuDriver implements Driver {
         memoryInUse = bind(linker, lib, "seqk_emu_memory_in_use", FunctionDescriptor.ofVoid(ADDRESS, ADDRESS));
         takePeak = bind(linker, lib, "seqk_emu_take_peak", FunctionDescriptor.of(JAVA_LONG));
         memcpy = bind(linker, lib, "seqk_emu_memcpy", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT));
+        copyToDevice = bind(linker, lib, "seqk_emu_copy_to_device", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG));
+        copyToHost = bind(linker, lib, "seqk_emu_copy_to_host", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
         memset = bind(linker, lib, "seqk_emu_memset", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG));
         launch = bind(linker, lib, "seqk_emu_launch", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT,
                 JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
@@ -342,24 +346,32 @@ public final class EmuDriver implements Driver {
         }
     }
 
-    private static long hostAddress(MemorySegment host, long bytes, String call) {
-        if (host.byteSize() < bytes) {
-            throw new DriverException("emu " + call + ": host segment of " + host.byteSize() + " bytes is smaller than " + bytes);
+    /**
+     * Host memory crosses as a segment (ADDRESS), not as a raw address: the JDK keeps its arena
+     * alive for the call, so a concurrent close fails cleanly instead of unmapping under the copy.
+     */
+    @Override
+    public synchronized void copyHostToDevice(long dst, MemorySegment src, long bytes) {
+        Driver.checkHostSegment("emu", "copyHostToDevice", src, bytes, false);
+        try {
+            check((int) copyToDevice.invokeExact(dst, src, bytes), "copyHostToDevice");
+        } catch (IllegalStateException e) {
+            throw new DriverException("emu copyHostToDevice: the host segment's arena was closed during the call (" + e.getMessage() + ")");
+        } catch (Throwable t) {
+            throw rethrow(t);
         }
-        if (!host.isNative()) {
-            throw new DriverException("emu " + call + ": host memory must be a native segment (heap segments cannot be copied by address)");
-        }
-        return host.address();
     }
 
     @Override
-    public void copyHostToDevice(long dst, MemorySegment src, long bytes) {
-        copy(dst, hostAddress(src, bytes, "copyHostToDevice"), bytes, 0, "copyHostToDevice");
-    }
-
-    @Override
-    public void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
-        copy(hostAddress(dst, bytes, "copyDeviceToHost"), src, bytes, 1, "copyDeviceToHost");
+    public synchronized void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
+        Driver.checkHostSegment("emu", "copyDeviceToHost", dst, bytes, true);
+        try {
+            check((int) copyToHost.invokeExact(dst, src, bytes), "copyDeviceToHost");
+        } catch (IllegalStateException e) {
+            throw new DriverException("emu copyDeviceToHost: the host segment's arena was closed during the call (" + e.getMessage() + ")");
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
     }
 
     @Override

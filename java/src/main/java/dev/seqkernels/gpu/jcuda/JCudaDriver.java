@@ -184,12 +184,7 @@ public final class JCudaDriver implements Driver {
 
     /** A host segment as a raw pointer (any size; the segment must stay alive until the copy is done). */
     private static Pointer host(MemorySegment segment, long bytes, String call) {
-        if (!segment.isNative() || segment.byteSize() < bytes || bytes < 0) {
-            throw new DriverException("jcuda " + call + ": the host segment must be native memory of at least " + bytes + " bytes");
-        }
-        if (!segment.scope().isAlive()) {
-            throw new DriverException("jcuda " + call + ": the host segment's arena is closed");
-        }
+        Driver.checkHostSegment("jcuda", call, segment, bytes, call.startsWith("copyDeviceToHost"));
         return Raw.at(new Pointer(), segment.address());
     }
 

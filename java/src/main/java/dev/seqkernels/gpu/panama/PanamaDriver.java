@@ -269,9 +269,7 @@ public final class PanamaDriver implements Driver {
     }
 
     private static void checkHost(MemorySegment host, long bytes, String call) {
-        if (!host.isNative() || host.byteSize() < bytes || bytes < 0) {
-            throw new DriverException("panama " + call + ": the host segment must be native memory of at least " + bytes + " bytes");
-        }
+        Driver.checkHostSegment("panama", call, host, bytes, call.startsWith("copyDeviceToHost"));
     }
 
     @Override
