@@ -422,6 +422,14 @@ public final class Tensor implements AutoCloseable {
     }
 
     private double read(long element) {
+        try {
+            return readElement(element);
+        } catch (IllegalStateException | WrongThreadException e) {
+            throw inaccessible(e);
+        }
+    }
+
+    private double readElement(long element) {
         long byteOff = element * dtype.byteSize();
         return switch (dtype) {
             case F64 -> segment.get(F64, byteOff);
@@ -439,7 +447,25 @@ public final class Tensor implements AutoCloseable {
             throw new SeqkException.Unsupported("tensor " + dtype + Arrays.toString(shape) + " is read-only (a view of a mapped file"
                     + " or a read-only segment); copy it first");
         }
-        long byteOff = element * dtype.byteSize();
+        try {
+            writeElement(element, v);
+        } catch (IllegalStateException | WrongThreadException e) {
+            throw inaccessible(e);
+        }
+    }
+
+    /**
+     * The JDK refuses an access whose arena another thread closed meanwhile, or a confined
+     * segment's access from another thread; both become our errors.
+     */
+    private SeqkException inaccessible(RuntimeException e) {
+        if (e instanceof WrongThreadException) {
+            return new SeqkException("tensor " + dtype + Arrays.toString(shape) + " wraps a segment confined to another thread", e);
+        }
+        return new SeqkException.TensorClosed("tensor " + dtype + Arrays.toString(shape) + " was closed while in use");
+    }
+
+    private void writeElement(long element, double v) {        long byteOff = element * dtype.byteSize();
         switch (dtype) {
             case F64 -> segment.set(F64, byteOff, v);
             case F32 -> segment.set(F32, byteOff, (float) v);

@@ -217,7 +217,7 @@ class BadInputTest {
 
     /** An empty batch is no work, however long the sequence: it returns at once on every backend. */
     @Test
-    @Timeout(120)
+    @Timeout(value = 60, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
     void anEmptyBatchReturnsAtOnce() {
         for (String backend : new String[]{"cpu", "emu"}) {
             for (boolean batchFirst : new boolean[]{false, true}) {

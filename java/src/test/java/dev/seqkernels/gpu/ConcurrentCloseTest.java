@@ -1,0 +1,60 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.TestData;
+import dev.seqkernels.ops.Attention;
+import org.junit.jupiter.api.Test;
+
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeFalse;
+
+/**
+ * Another thread closes an op's input while the op converts and uploads it: the op either finishes
+ * or throws a SeqkException, and the closing thread either closes or is told the tensor is in use;
+ * never a fault in native code. jcuda is exempt: JCuda takes raw addresses, which the JDK cannot
+ * keep alive for the call (see docs/CONVENTIONS.md).
+ */
+@PerBinding
+class ConcurrentCloseTest {
+    @Test
+    void closingAnInputDuringAnOpIsACleanError() throws InterruptedException {
+        assumeFalse(GpuTargets.binding().equals("jcuda"),
+                "jcuda passes raw host addresses to JCuda: a concurrent close is the caller's race there");
+        TestData data = new TestData();
+        Attention sdpa = Attention.builder().backend(GpuTargets.backend()).build();
+        AtomicInteger clean = new AtomicInteger();
+        for (int i = 0; i < 40; i++) {
+            DType dt = i % 2 == 0 ? DType.F32 : DType.F16;
+            // A strided q is gathered element by element on the host, a contiguous one is copied
+            // whole by the driver: a close can land in either.
+            Tensor q = i % 4 < 2 ? data.tensor(dt, 1, 1, 2, 128, 32) : data.tensor(dt, 1, 1, 128, 2, 32).permute(0, 2, 1, 3);
+            Tensor kv = data.tensor(dt, 1, 1, 2, 128, 32);
+            int delayMicros = ThreadLocalRandom.current().nextInt(1500);
+            Thread closer = Thread.ofPlatform().start(() -> {
+                long until = System.nanoTime() + delayMicros * 1000L;
+                while (System.nanoTime() < until) {
+                    Thread.onSpinWait();
+                }
+                try {
+                    q.close();
+                } catch (SeqkException inUse) {
+                    assertTrue(inUse.getMessage().contains("cannot be closed while another thread uses it"), inUse::getMessage);
+                }
+            });
+            try (var r = sdpa.forward(Attention.inputs(q, kv, kv))) {
+                assertTrue(r.out().size(2) == 128);
+            } catch (SeqkException expected) {
+                clean.incrementAndGet();
+            }
+            closer.join();
+            q.close();
+            kv.close();
+        }
+        System.out.println("ConcurrentCloseTest: " + clean.get() + " of 40 calls saw their input closed and failed cleanly");
+    }
+}
