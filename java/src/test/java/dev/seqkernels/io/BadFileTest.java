@@ -55,15 +55,20 @@ class BadFileTest {
     }
 
     private static void assertClearError(Executable call, String... words) {
-        SeqkException e = assertThrows(SeqkException.class, call);
+        assertClearError(SeqkException.class, call, words);
+    }
+
+    private static void assertClearError(Class<? extends SeqkException> type, Executable call, String... words) {
+        SeqkException e = assertThrows(type, call);
         for (String w : words) {
             assertTrue(e.getMessage().contains(w), () -> "'" + w + "' missing from: " + e.getMessage());
         }
     }
 
     private static void assertBadFile(Path file, String... words) {
-        assertClearError(() -> Safetensors.read(file).close(), words);
-        assertClearError(() -> Safetensors.read(file).close(), file.getFileName().toString());
+        assertClearError(SeqkException.MalformedFile.class, () -> Safetensors.read(file).close(), words);
+        assertClearError(SeqkException.MalformedFile.class, () -> Safetensors.read(file).close(),
+                file.getFileName().toString());
     }
 
     // ---- safetensors ----
