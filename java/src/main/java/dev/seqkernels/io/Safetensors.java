@@ -17,7 +17,6 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
@@ -121,16 +120,14 @@ public final class Safetensors {
         long dataLen = size - dataStart;
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         Map<String, String> metadata = new LinkedHashMap<>();
-        for (Iterator<Map.Entry<String, JsonNode>> it = header.fields(); it.hasNext(); ) {
-            Map.Entry<String, JsonNode> e = it.next();
+        for (Map.Entry<String, JsonNode> e : header.properties()) {
             String name = e.getKey();
             JsonNode info = e.getValue();
             if (name.equals("__metadata__")) {
                 if (!info.isObject()) {
                     throw bad(file, "__metadata__ is not a JSON object");
                 }
-                for (Iterator<Map.Entry<String, JsonNode>> m = info.fields(); m.hasNext(); ) {
-                    Map.Entry<String, JsonNode> kv = m.next();
+                for (Map.Entry<String, JsonNode> kv : info.properties()) {
                     if (!kv.getValue().isTextual()) {
                         throw bad(file, "__metadata__ '" + kv.getKey() + "' is " + kv.getValue().getNodeType()
                                 + ", not a string");
