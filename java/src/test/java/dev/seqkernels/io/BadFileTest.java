@@ -104,6 +104,9 @@ class BadFileTest {
         // end - begin wraps to exactly the 8 bytes the shape needs.
         String header = "{\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[9223372036854775800,9223372036854775808]}}";
         assertBadFile(safetensors("offsets.safetensors", header, new byte[8]), "'t'", "data_offsets");
+        // Both fit a long, but dataStart + end wraps negative.
+        header = "{\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[9223372036854775799,9223372036854775807]}}";
+        assertBadFile(safetensors("offsets2.safetensors", header, new byte[8]), "'t'", "data_offsets");
     }
 
     @Test
