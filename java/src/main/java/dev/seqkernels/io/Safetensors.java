@@ -35,6 +35,7 @@ public final class Safetensors {
     private static final ValueLayout.OfLong LENGTH = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     /** The reference implementation's limit (safetensors' MAX_HEADER_SIZE); the header is the one part read onto the heap. */
     private static final long MAX_HEADER_BYTES = 100_000_000;
+    /** A ByteBuffer view holds at most 2 GiB, so tensor data is written in slices of 1 GiB. */
     private static final long WRITE_CHUNK = 1 << 30;
 
     private Safetensors() {
