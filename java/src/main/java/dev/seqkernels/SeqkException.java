@@ -52,6 +52,17 @@ public class SeqkException extends RuntimeException {
         }
     }
 
+    /**
+     * A file (or a file's config) is malformed: sizes or offsets that overflow or lie outside it, a
+     * missing field, or a field of the wrong JSON type. The message names the file, the tensor or
+     * field, and the reason.
+     */
+    public static final class MalformedFile extends SeqkException {
+        public MalformedFile(String message) {
+            super(message);
+        }
+    }
+
     /** A feature the chosen backend or file format does not support. */
     public static final class Unsupported extends SeqkException {
         public Unsupported(String message) {

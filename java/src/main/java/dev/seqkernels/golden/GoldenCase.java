@@ -71,8 +71,12 @@ public final class GoldenCase {
             if (configText == null) {
                 return fail(file, op, "no __metadata__.config");
             }
-            JsonNode config = JSON.readTree(configText);
-            op = config.path("op").asText("?");
+            JsonNode json = JSON.readTree(configText);
+            if (json == null || !json.isObject()) {
+                return fail(file, op, "__metadata__.config is not a JSON object");
+            }
+            Config config = new Config(file, json);
+            op = config.requiredString("op");
             Set<String> known = switch (op) {
                 case "rnn", "lstm", "gru" -> RECURRENT_FIELDS;
                 case "rnn_cell", "lstm_cell", "gru_cell" -> CELL_FIELDS;
@@ -83,7 +87,7 @@ public final class GoldenCase {
             if (known == null) {
                 return fail(file, op, "unknown op '" + op + "'");
             }
-            for (Iterator<String> it = config.fieldNames(); it.hasNext(); ) {
+            for (Iterator<String> it = json.fieldNames(); it.hasNext(); ) {
                 String field = it.next();
                 if (!known.contains(field)) {
                     return fail(file, op, "unsupported config field '" + field + "'");
@@ -195,30 +199,24 @@ public final class GoldenCase {
         }
     }
 
-    private static void runRecurrent(String op, JsonNode c, Checker k, Backend backend) {
-        int layers = c.path("num_layers").asInt(1);
-        boolean bidir = c.path("bidirectional").asBoolean(false);
-        boolean batchFirst = c.path("batch_first").asBoolean(false);
-        boolean bias = c.path("bias").asBoolean(true);
-        int in = c.path("input_size").asInt();
-        int hidden = c.path("hidden_size").asInt();
+    private static void runRecurrent(String op, Config c, Checker k, Backend backend) {
+        int layers = c.intOr("num_layers", 1);
+        boolean bidir = c.boolOr("bidirectional", false);
+        boolean batchFirst = c.boolOr("batch_first", false);
+        boolean bias = c.boolOr("bias", true);
+        int in = c.requiredInt("input_size");
+        int hidden = c.requiredInt("hidden_size");
         RecurrentOp rec = switch (op) {
             case "lstm" -> Lstm.builder().inputSize(in).hiddenSize(hidden).numLayers(layers).bidirectional(bidir)
-                    .batchFirst(batchFirst).bias(bias).projSize(c.path("proj_size").asInt(0)).backend(backend).build();
+                    .batchFirst(batchFirst).bias(bias).projSize(c.intOr("proj_size", 0)).backend(backend).build();
             case "gru" -> Gru.builder().inputSize(in).hiddenSize(hidden).numLayers(layers).bidirectional(bidir)
-                    .batchFirst(batchFirst).bias(bias).linearBeforeReset(c.path("linear_before_reset").asBoolean(true))
+                    .batchFirst(batchFirst).bias(bias).linearBeforeReset(c.boolOr("linear_before_reset", true))
                     .backend(backend).build();
             default -> Rnn.builder().inputSize(in).hiddenSize(hidden).numLayers(layers).bidirectional(bidir)
-                    .batchFirst(batchFirst).bias(bias).nonlinearity(c.path("nonlinearity").asText("tanh"))
+                    .batchFirst(batchFirst).bias(bias).nonlinearity(c.stringOr("nonlinearity", "tanh"))
                     .backend(backend).build();
         };
-        int[] lengths = null;
-        if (c.hasNonNull("lengths")) {
-            lengths = new int[c.get("lengths").size()];
-            for (int i = 0; i < lengths.length; i++) {
-                lengths[i] = c.get("lengths").get(i).asInt();
-            }
-        }
+        int[] lengths = c.intsOrNull("lengths");
         Map<String, Tensor> params = k.params();
         Tensor x = k.input("x", true);
         try (RecurrentResult r = rec.forward(params, x, k.input("h0", false), k.input("c0", false), lengths)) {
@@ -237,15 +235,15 @@ public final class GoldenCase {
         }
     }
 
-    private static void runCell(String op, JsonNode c, Checker k, Backend backend) {
-        int in = c.path("input_size").asInt();
-        int hidden = c.path("hidden_size").asInt();
-        boolean bias = c.path("bias").asBoolean(true);
+    private static void runCell(String op, Config c, Checker k, Backend backend) {
+        int in = c.requiredInt("input_size");
+        int hidden = c.requiredInt("hidden_size");
+        boolean bias = c.boolOr("bias", true);
         RecurrentCell cell = switch (op) {
             case "lstm_cell" -> Lstm.builder().inputSize(in).hiddenSize(hidden).bias(bias).backend(backend).buildCell();
             case "gru_cell" -> Gru.builder().inputSize(in).hiddenSize(hidden).bias(bias).backend(backend).buildCell();
             default -> Rnn.builder().inputSize(in).hiddenSize(hidden).bias(bias)
-                    .nonlinearity(c.path("nonlinearity").asText("tanh")).backend(backend).buildCell();
+                    .nonlinearity(c.stringOr("nonlinearity", "tanh")).backend(backend).buildCell();
         };
         Map<String, Tensor> params = k.params();
         try (RecurrentCell.Result r = cell.forward(params, k.input("x", true), k.input("h0", false), k.input("c0", false))) {
@@ -262,11 +260,12 @@ public final class GoldenCase {
         }
     }
 
-    private static void runSdpa(JsonNode c, Checker k, Backend backend) {
-        String mask = c.path("mask").isNull() ? "null" : c.path("mask").asText("null");
+    private static void runSdpa(Config c, Checker k, Backend backend) {
+        String mask = c.stringOr("mask", "null");
         Attention.Builder b = Attention.builder().backend(backend);
-        if (c.hasNonNull("scale")) {
-            b.scale(c.get("scale").asDouble());
+        Double scale = c.doubleOrNull("scale");
+        if (scale != null) {
+            b.scale(scale);
         }
         switch (mask) {
             case "causal_bottom_right" -> b.causal(CausalAlignment.BOTTOM_RIGHT);
@@ -282,7 +281,7 @@ public final class GoldenCase {
         } else if (mask.equals("additive")) {
             in.mask(Mask.additive(k.input("mask", true)));
         }
-        in.keyLengths(ints(c, "key_lengths")).queryLengths(ints(c, "query_lengths"));
+        in.keyLengths(c.intsOrNull("key_lengths")).queryLengths(c.intsOrNull("query_lengths"));
         try (AttentionResult r = op.forward(in)) {
             k.check("out", r.out(), false);
             k.check("lse", r.lse(), false);
@@ -294,12 +293,12 @@ public final class GoldenCase {
         }
     }
 
-    private static void runMha(JsonNode c, Checker k, Backend backend) {
-        int e = c.path("embed_dim").asInt();
-        boolean self = c.path("self_attention").asBoolean(false);
-        MultiHeadAttention op = MultiHeadAttention.builder().embedDim(e).numHeads(c.path("num_heads").asInt())
-                .kdim(c.path("kdim").asInt(e)).vdim(c.path("vdim").asInt(e)).batchFirst(c.path("batch_first").asBoolean(false))
-                .bias(c.path("bias").asBoolean(true)).needWeights(c.path("need_weights").asBoolean(false))
+    private static void runMha(Config c, Checker k, Backend backend) {
+        int e = c.requiredInt("embed_dim");
+        boolean self = c.boolOr("self_attention", false);
+        MultiHeadAttention op = MultiHeadAttention.builder().embedDim(e).numHeads(c.requiredInt("num_heads"))
+                .kdim(c.intOr("kdim", e)).vdim(c.intOr("vdim", e)).batchFirst(c.boolOr("batch_first", false))
+                .bias(c.boolOr("bias", true)).needWeights(c.boolOr("need_weights", false))
                 .backend(backend).build();
         Tensor query = k.input("query", true);
         Tensor key = self ? query : k.input("key", true);
@@ -342,14 +341,96 @@ public final class GoldenCase {
         return t.dtype().isFloatingPoint() ? Mask.additive(k.input(name, true)) : Mask.blocked(t);
     }
 
-    private static int[] ints(JsonNode c, String field) {
-        if (!c.hasNonNull(field)) {
-            return null;
+    /**
+     * The case's config, each field read with its JSON type checked: a missing required field or a
+     * field of the wrong type is a {@link SeqkException.MalformedFile} naming the field, never a
+     * silent 0, default or wrapped value. An absent or null optional field takes its default.
+     */
+    private record Config(Path file, JsonNode json) {
+        private JsonNode field(String name, boolean required) {
+            JsonNode v = json.get(name);
+            if (v == null || v.isNull()) {
+                if (required) {
+                    throw bad(name, "is missing");
+                }
+                return null;
+            }
+            return v;
         }
-        int[] r = new int[c.get(field).size()];
-        for (int i = 0; i < r.length; i++) {
-            r[i] = c.get(field).get(i).asInt();
+
+        private SeqkException.MalformedFile bad(String name, String reason) {
+            return new SeqkException.MalformedFile(file + ": config field '" + name + "' " + reason);
         }
-        return r;
+
+        private SeqkException.MalformedFile wrongType(String name, JsonNode v, String expected) {
+            return bad(name, "is " + v.getNodeType() + " " + v + ", expected " + expected);
+        }
+
+        private int toInt(String name, JsonNode v) {
+            if (!v.isIntegralNumber() || !v.canConvertToInt()) {
+                throw wrongType(name, v, "an integer that fits an int");
+            }
+            return v.intValue();
+        }
+
+        private int toInt(String name, int element, JsonNode v) {
+            if (!v.isIntegralNumber() || !v.canConvertToInt()) {
+                throw bad(name, "element " + element + " is " + v.getNodeType() + " " + v
+                        + ", expected an integer that fits an int");
+            }
+            return v.intValue();
+        }
+
+        int requiredInt(String name) {
+            return toInt(name, field(name, true));
+        }
+
+        int intOr(String name, int dflt) {
+            JsonNode v = field(name, false);
+            return v == null ? dflt : toInt(name, v);
+        }
+
+        boolean boolOr(String name, boolean dflt) {
+            JsonNode v = field(name, false);
+            if (v != null && !v.isBoolean()) {
+                throw wrongType(name, v, "a boolean");
+            }
+            return v == null ? dflt : v.booleanValue();
+        }
+
+        String requiredString(String name) {
+            JsonNode v = field(name, true);
+            if (!v.isTextual()) {
+                throw wrongType(name, v, "a string");
+            }
+            return v.textValue();
+        }
+
+        String stringOr(String name, String dflt) {
+            return field(name, false) == null ? dflt : requiredString(name);
+        }
+
+        Double doubleOrNull(String name) {
+            JsonNode v = field(name, false);
+            if (v != null && !v.isNumber()) {
+                throw wrongType(name, v, "a number");
+            }
+            return v == null ? null : v.doubleValue();
+        }
+
+        int[] intsOrNull(String name) {
+            JsonNode v = field(name, false);
+            if (v == null) {
+                return null;
+            }
+            if (!v.isArray()) {
+                throw wrongType(name, v, "a list of integers");
+            }
+            int[] r = new int[v.size()];
+            for (int i = 0; i < r.length; i++) {
+                r[i] = toInt(name, i, v.get(i));
+            }
+            return r;
+        }
     }
 }

@@ -1,5 +1,6 @@
 package dev.seqkernels.io.onnx;
 
+import com.google.protobuf.ByteString;
 import com.google.protobuf.DescriptorProtos.DescriptorProto;
 import com.google.protobuf.DescriptorProtos.FieldDescriptorProto;
 import com.google.protobuf.DescriptorProtos.FieldDescriptorProto.Label;
@@ -14,6 +15,7 @@ import dev.seqkernels.Tensor;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -36,6 +38,9 @@ public final class OnnxProto {
     private static final int INT32 = 6;
     private static final int INT64 = 7;
     private static final int DOUBLE = 11;
+
+    /** The most elements a tensor read here may hold: its values pass through one double[]. */
+    public static final long MAX_ELEMENTS = Integer.MAX_VALUE - 8;
 
     private OnnxProto() {
     }
@@ -108,6 +113,12 @@ public final class OnnxProto {
     }
 
     public static DynamicMessage parse(Descriptors.Descriptor type, byte[] bytes) {
+        if (type == null) {
+            throw new SeqkException.ShapeMismatch("OnnxProto.parse: argument 'type' is required");
+        }
+        if (bytes == null) {
+            throw new SeqkException.ShapeMismatch("OnnxProto.parse: argument 'bytes' is required");
+        }
         try {
             return DynamicMessage.parseFrom(type, bytes);
         } catch (InvalidProtocolBufferException e) {
@@ -129,53 +140,87 @@ public final class OnnxProto {
         return (List<String>) get(m, field);
     }
 
-    /** A TensorProto as a tensor: FLOAT -> F32, DOUBLE -> F64, INT32/INT64 -> I64. */
-    @SuppressWarnings("unchecked")
+    /**
+     * A TensorProto as a tensor: FLOAT -> F32, DOUBLE -> F64, INT32/INT64 -> I64. Its dims must be
+     * non-negative and hold at most {@link #MAX_ELEMENTS} elements (one Java array), and its data
+     * (raw_data, or else the typed list) must hold exactly that many elements.
+     */
     public static Tensor toTensor(DynamicMessage t) {
-        List<Long> dimList = (List<Long>) get(t, "dims");
-        long[] dims = dimList.stream().mapToLong(Long::longValue).toArray();
+        if (t == null) {
+            throw new SeqkException.ShapeMismatch("OnnxProto.toTensor: argument 't' is required");
+        }
+        String name = (String) get(t, "name");
+        @SuppressWarnings("unchecked")
+        long[] dims = ((List<Long>) get(t, "dims")).stream().mapToLong(Long::longValue).toArray();
+        for (long d : dims) {
+            if (d < 0) {
+                throw new SeqkException.ShapeMismatch("ONNX tensor '" + name + "' has a negative extent in dims "
+                        + Arrays.toString(dims));
+            }
+        }
+        long n;
+        try {
+            n = Tensor.numel(dims);
+        } catch (ArithmeticException overflow) {
+            n = Long.MAX_VALUE;
+        }
+        if (n > MAX_ELEMENTS) {
+            throw new SeqkException.Unsupported("ONNX tensor '" + name + "' with dims " + Arrays.toString(dims)
+                    + " has more than the " + MAX_ELEMENTS + " elements this reader holds");
+        }
         int type = (Integer) get(t, "data_type");
-        long n = Tensor.numel(dims);
-        byte[] raw = ((com.google.protobuf.ByteString) get(t, "raw_data")).toByteArray();
-        ByteBuffer rawLe = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
-        double[] values = new double[(int) n];
         DType dtype;
+        int width;
+        String listField;
         switch (type) {
             case FLOAT -> {
                 dtype = DType.F32;
-                List<Float> f = (List<Float>) get(t, "float_data");
-                for (int i = 0; i < n; i++) {
-                    values[i] = raw.length > 0 ? rawLe.getFloat(4 * i) : f.get(i);
-                }
+                width = 4;
+                listField = "float_data";
             }
             case DOUBLE -> {
                 dtype = DType.F64;
-                List<Double> d = (List<Double>) get(t, "double_data");
-                for (int i = 0; i < n; i++) {
-                    values[i] = raw.length > 0 ? rawLe.getDouble(8 * i) : d.get(i);
-                }
+                width = 8;
+                listField = "double_data";
             }
             case INT32 -> {
                 dtype = DType.I64;
-                List<Integer> d = (List<Integer>) get(t, "int32_data");
-                for (int i = 0; i < n; i++) {
-                    values[i] = raw.length > 0 ? rawLe.getInt(4 * i) : d.get(i);
-                }
+                width = 4;
+                listField = "int32_data";
             }
             case INT64 -> {
                 dtype = DType.I64;
-                List<Long> d = (List<Long>) get(t, "int64_data");
-                for (int i = 0; i < n; i++) {
-                    values[i] = raw.length > 0 ? rawLe.getLong(8 * i) : d.get(i);
-                }
+                width = 8;
+                listField = "int64_data";
             }
-            default -> throw new SeqkException.Unsupported("ONNX tensor '" + get(t, "name") + "' has data_type " + type
+            default -> throw new SeqkException.Unsupported("ONNX tensor '" + name + "' has data_type " + type
                     + "; supported: FLOAT, DOUBLE, INT32, INT64");
         }
-        int expectedRaw = (int) n * (type == FLOAT || type == INT32 ? 4 : 8);
-        if (raw.length > 0 && raw.length != expectedRaw) {
-            throw new SeqkException.ShapeMismatch("ONNX tensor '" + get(t, "name") + "' has " + raw.length
-                    + " raw bytes, expected " + expectedRaw + " for dims " + java.util.Arrays.toString(dims));
+        byte[] raw = ((ByteString) get(t, "raw_data")).toByteArray();
+        List<?> list = (List<?>) get(t, listField);
+        double[] values = new double[(int) n];
+        if (raw.length > 0) {
+            if (raw.length != n * width) {
+                throw new SeqkException.ShapeMismatch("ONNX tensor '" + name + "' has " + raw.length
+                        + " raw_data bytes, expected " + n * width + " for dims " + Arrays.toString(dims));
+            }
+            ByteBuffer le = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
+            for (int i = 0; i < n; i++) {
+                values[i] = switch (type) {
+                    case FLOAT -> le.getFloat(4 * i);
+                    case DOUBLE -> le.getDouble(8 * i);
+                    case INT32 -> le.getInt(4 * i);
+                    default -> le.getLong(8 * i);
+                };
+            }
+        } else {
+            if (list.size() != n) {
+                throw new SeqkException.ShapeMismatch("ONNX tensor '" + name + "' has no raw_data and " + list.size()
+                        + " " + listField + " values, expected " + n + " for dims " + Arrays.toString(dims));
+            }
+            for (int i = 0; i < n; i++) {
+                values[i] = ((Number) list.get(i)).doubleValue();
+            }
         }
         return Tensor.of(dtype, values, dims);
     }

@@ -16,6 +16,7 @@ import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Rnn;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -47,6 +48,10 @@ public final class OnnxRecurrent {
      * node's output names (Y, Y_h, Y_c as present).
      */
     public static Map<String, Tensor> run(DynamicMessage node, Map<String, Tensor> values, Backend backend) {
+        if (node == null || values == null) {
+            throw new SeqkException.ShapeMismatch("OnnxRecurrent.run: argument '" + (node == null ? "node" : "values")
+                    + "' is required");
+        }
         String opType = (String) OnnxProto.get(node, "op_type");
         CellType cell = switch (opType) {
             case "LSTM" -> CellType.LSTM;
@@ -59,33 +64,47 @@ public final class OnnxRecurrent {
             attrs.put((String) OnnxProto.get(a, "name"), a);
         }
         List<String> inputNames = OnnxProto.strings(node, "input");
-        Tensor x = input(values, inputNames, 0, true);
-        Tensor w = input(values, inputNames, 1, true);
-        Tensor r = input(values, inputNames, 2, true);
-        Tensor b = input(values, inputNames, 3, false);
-        Tensor seqLens = input(values, inputNames, 4, false);
-        Tensor initialH = input(values, inputNames, 5, false);
-        Tensor initialC = cell == CellType.LSTM ? input(values, inputNames, 6, false) : null;
-        Tensor p = cell == CellType.LSTM ? input(values, inputNames, 7, false) : null;
+        Tensor x = input(cell, values, inputNames, 0, "X", 3, true);
+        Tensor w = input(cell, values, inputNames, 1, "W", 3, true);
+        Tensor r = input(cell, values, inputNames, 2, "R", 3, true);
+        Tensor b = input(cell, values, inputNames, 3, "B", 2, false);
+        Tensor seqLens = input(cell, values, inputNames, 4, "sequence_lens", 1, false);
+        Tensor initialH = input(cell, values, inputNames, 5, "initial_h", 3, false);
+        Tensor initialC = cell == CellType.LSTM ? input(cell, values, inputNames, 6, "initial_c", 3, false) : null;
+        Tensor p = cell == CellType.LSTM ? input(cell, values, inputNames, 7, "P", 2, false) : null;
 
         int gates = cell.gates();
-        int hidden = attrs.containsKey("hidden_size") ? (int) intAttr(attrs, "hidden_size", 0) : (int) (w.size(1) / gates);
+        int hidden = attrs.containsKey("hidden_size") ? intAttr(cell, attrs, "hidden_size")
+                : size(cell, "W", w, 1, "its dimension 1") / gates;
         Direction direction = switch (stringAttr(attrs, "direction", "forward")) {
             case "forward" -> Direction.FORWARD;
             case "reverse" -> Direction.REVERSE;
             case "bidirectional" -> Direction.BIDIRECTIONAL;
             default -> throw new SeqkException.Unsupported("ONNX direction '" + stringAttr(attrs, "direction", "") + "'");
         };
-        boolean batchFirst = intAttr(attrs, "layout", 0) == 1;
-        double clip = attrs.containsKey("clip") ? (Float) OnnxProto.get(attrs.get("clip"), "f") : Double.POSITIVE_INFINITY;
+        boolean batchFirst = flagAttr(cell, attrs, "layout");
+        double clip = clipAttr(cell, attrs);
         List<List<Activation>> activations = activations(attrs, cell, direction);
-        int inputSize = (int) w.size(2);
+        int inputSize = size(cell, "W", w, 2, "input_size");
+        // The op checks X, initial_h/c and sequence_lens against its config; W, R, B and P are
+        // reordered below before the op sees them, so their shapes are checked here.
+        long d = direction.count();
+        long gh = (long) gates * hidden;
+        String gName = gates == 1 ? "" : gates + "*";
+        expectShape(cell, "W", w, new long[]{d, gh, inputSize}, "[num_directions, " + gName + "hidden_size, input_size]");
+        expectShape(cell, "R", r, new long[]{d, gh, hidden}, "[num_directions, " + gName + "hidden_size, hidden_size]");
+        if (b != null) {
+            expectShape(cell, "B", b, new long[]{d, 2 * gh}, "[num_directions, " + 2 * gates + "*hidden_size]");
+        }
+        if (p != null) {
+            expectShape(cell, "P", p, new long[]{d, 3L * hidden}, "[num_directions, 3*hidden_size]");
+        }
 
         RecurrentOp op = switch (cell) {
-            case LSTM -> Lstm.builder().peepholes(p != null).inputForget(intAttr(attrs, "input_forget", 0) == 1)
+            case LSTM -> Lstm.builder().peepholes(p != null).inputForget(flagAttr(cell, attrs, "input_forget"))
                     .inputSize(inputSize).hiddenSize(hidden).direction(direction).batchFirst(batchFirst).bias(b != null)
                     .clip(clip).activationsPerDirection(activations).backend(backend).build();
-            case GRU -> Gru.builder().linearBeforeReset(intAttr(attrs, "linear_before_reset", 0) == 1)
+            case GRU -> Gru.builder().linearBeforeReset(flagAttr(cell, attrs, "linear_before_reset"))
                     .inputSize(inputSize).hiddenSize(hidden).direction(direction).batchFirst(batchFirst).bias(b != null)
                     .clip(clip).activationsPerDirection(activations).backend(backend).build();
             case RNN -> Rnn.builder().inputSize(inputSize).hiddenSize(hidden).direction(direction).batchFirst(batchFirst)
@@ -97,6 +116,10 @@ public final class OnnxRecurrent {
             double[] l = seqLens.toDoubleArray();
             lengths = new int[l.length];
             for (int i = 0; i < l.length; i++) {
+                if (l[i] != (int) l[i]) {
+                    throw new SeqkException.InvalidConfig("ONNX " + cell + ": sequence_lens[" + i + "] = " + l[i]
+                            + " is not an integer that fits an int");
+                }
                 lengths[i] = (int) l[i];
             }
         }
@@ -148,6 +171,7 @@ public final class OnnxRecurrent {
      */
     private static Tensor reorderBlocks(Tensor src, int[] fromOnnx, int h, int rowOffset) {
         long cols = src.rank() == 2 ? src.size(1) : 1;
+        // Every index below is below s.length (the shapes were checked), so the int casts are exact.
         double[] s = src.toDoubleArray();
         double[] dst = new double[(int) (fromOnnx.length * h * cols)];
         for (int k = 0; k < fromOnnx.length; k++) {
@@ -176,23 +200,83 @@ public final class OnnxRecurrent {
         }
     }
 
-    private static Tensor input(Map<String, Tensor> values, List<String> names, int i, boolean required) {
+    /** Input {@code i} ({@code role} in ONNX's operator spec), checked for its rank; null when optional and absent. */
+    private static Tensor input(CellType cell, Map<String, Tensor> values, List<String> names, int i, String role,
+                                int rank, boolean required) {
         if (i >= names.size() || names.get(i).isEmpty()) {
             if (required) {
-                throw new SeqkException.ShapeMismatch("ONNX recurrent node: input " + i + " is required");
+                throw new SeqkException.ShapeMismatch("ONNX " + cell + ": input " + i + " '" + role + "' is required");
             }
             return null;
         }
         Tensor t = values.get(names.get(i));
         if (t == null) {
-            throw new SeqkException.ShapeMismatch("ONNX recurrent node: no value for input '" + names.get(i) + "'");
+            throw new SeqkException.ShapeMismatch("ONNX " + cell + ": no value for input '" + role + "' (value '"
+                    + names.get(i) + "')");
+        }
+        if (t.rank() != rank) {
+            throw new SeqkException.ShapeMismatch("ONNX " + cell + ": input '" + role + "' has shape "
+                    + Arrays.toString(t.shape()) + ", expected rank " + rank);
         }
         return t;
     }
 
-    private static long intAttr(Map<String, DynamicMessage> attrs, String name, long dflt) {
+    private static void expectShape(CellType cell, String role, Tensor t, long[] expected, String meaning) {
+        if (!Arrays.equals(t.shape(), expected)) {
+            throw new SeqkException.ShapeMismatch("ONNX " + cell + ": input '" + role + "' has shape "
+                    + Arrays.toString(t.shape()) + ", expected " + Arrays.toString(expected) + " " + meaning);
+        }
+    }
+
+    /** Extent {@code dim} of {@code t} as an int, or a clear error where it does not fit. */
+    private static int size(CellType cell, String role, Tensor t, int dim, String what) {
+        long v = t.size(dim);
+        if (v > Integer.MAX_VALUE) {
+            throw new SeqkException.ShapeMismatch("ONNX " + cell + ": input '" + role + "' " + what + " = " + v
+                    + " does not fit an int");
+        }
+        return (int) v;
+    }
+
+    /** A required integer attribute that must fit an int: a cast would wrap 2^32 + 3 to 3. */
+    private static int intAttr(CellType cell, Map<String, DynamicMessage> attrs, String name) {
+        long v = longAttr(cell, attrs, name, 0);
+        if (v != (int) v) {
+            throw new SeqkException.InvalidConfig("ONNX " + cell + ": attribute '" + name + "' = " + v
+                    + " does not fit an int");
+        }
+        return (int) v;
+    }
+
+    /** An attribute ONNX defines as 0 or 1 (absent: 0). */
+    private static boolean flagAttr(CellType cell, Map<String, DynamicMessage> attrs, String name) {
+        long v = longAttr(cell, attrs, name, 0);
+        if (v != 0 && v != 1) {
+            throw new SeqkException.InvalidConfig("ONNX " + cell + ": attribute '" + name + "' = " + v + ", expected 0 or 1");
+        }
+        return v == 1;
+    }
+
+    private static double clipAttr(CellType cell, Map<String, DynamicMessage> attrs) {
+        DynamicMessage a = attrs.get("clip");
+        if (a == null) {
+            return Double.POSITIVE_INFINITY;
+        }
+        if (!a.hasField(OnnxProto.ATTRIBUTE.findFieldByName("f"))) {
+            throw new SeqkException.InvalidConfig("ONNX " + cell + ": attribute 'clip' has no float value");
+        }
+        return (Float) OnnxProto.get(a, "f");
+    }
+
+    private static long longAttr(CellType cell, Map<String, DynamicMessage> attrs, String name, long dflt) {
         DynamicMessage a = attrs.get(name);
-        return a == null ? dflt : (Long) OnnxProto.get(a, "i");
+        if (a == null) {
+            return dflt;
+        }
+        if (!a.hasField(OnnxProto.ATTRIBUTE.findFieldByName("i"))) {
+            throw new SeqkException.InvalidConfig("ONNX " + cell + ": attribute '" + name + "' has no integer value");
+        }
+        return (Long) OnnxProto.get(a, "i");
     }
 
     private static String stringAttr(Map<String, DynamicMessage> attrs, String name, String dflt) {
