@@ -13,7 +13,10 @@
 // projected [B*L, E] buffers in place. Query head h reads key/value head h / (Hq / Hkv).
 // Masks: up to two additive f32 biases (-inf blocks) with broadcast strides (0 = broadcast), causal
 // (1 top-left, 2 bottom-right aligned to each entry's valid lengths), key and query lengths.
-// A row with no allowed key: out 0, lse -inf, no gradient.
+// A row with no allowed key: out 0, lse -inf, no gradient. NaN and overflow (docs/CONVENTIONS.md):
+// blocked keys are never read; a NaN score makes its row's out and lse NaN (the running max drops
+// it, the sum carries it); a score that overflows fp32 to +inf takes the row's weight, shared with
+// any other +inf score, and lse is +inf (softmax_weight).
 // Flops: forward 2*Lq*Lk*(D + Dv) per (b, h) for the useful work, times 2 for the score recompute.
 #include "arch/cp_async.cuh"
 #include "arch/mma.cuh"
@@ -51,6 +54,14 @@ __device__ __forceinline__ AttnRow row_of(const AttnShape& s, long long row, con
     return r;
 }
 
+/**
+ * exp(s - m) for a score s under the running maximum m >= s, or s NaN: 1 at the maximum, also when
+ * both are +inf (a score beyond fp32's range: exp(inf - inf) would be NaN; such keys share the
+ * weight, softmax's limit and the double reference's result when they tie); NaN for a NaN score.
+ * The caller never passes a blocked (-inf) score.
+ */
+__device__ __forceinline__ float softmax_weight(float s, float m) { return s == m ? 1.0f : expf(s - m); }
+
 /** The scaled, biased score of (row, key j), or -inf when any mask blocks it. */
 template <typename T>
 __device__ float score(const AttnShape& s, const AttnRow& r, long long j, const T* q, const T* k, const float* bias0,
@@ -87,9 +98,12 @@ __device__ void attn_fwd_v1(const T* q, const T* k, const T* v, T* out, float* l
         return;
     }
     AttnRow r = row_of(s, row, key_lengths, query_lengths);
+    // The reference's Math.max keeps a NaN score (fmaxf would drop it, and a row of NaN scores
+    // would pass for fully masked): m is NaN then, and so are the weights, out and lse.
     float m = -INFINITY;
     for (long long j = 0; j < s.kv_len; j++) {
-        m = fmaxf(m, score(s, r, j, q, k, bias0, bias1));
+        float sc = score(s, r, j, q, k, bias0, bias1);
+        m = sc > m || sc != sc ? sc : m;
     }
     float* a = acc + row * s.value_dim;
     for (long long e = 0; e < s.value_dim; e++) {
@@ -100,10 +114,11 @@ __device__ void attn_fwd_v1(const T* q, const T* k, const T* v, T* out, float* l
     } else {
         float l = 0.0f;
         for (long long j = 0; j < s.kv_len; j++) {
-            float p = expf(score(s, r, j, q, k, bias0, bias1) - m);
-            if (p == 0.0f) {
-                continue;
+            float sc = score(s, r, j, q, k, bias0, bias1);
+            if (sc == -INFINITY) {
+                continue;  // blocked: never read; an allowed key is read even if its weight underflows
             }
+            float p = softmax_weight(sc, m);
             l += p;
             for (long long e = 0; e < s.value_dim; e++) {
                 a[e] += p * seqk::to_float(v[at(s.v_stride, r.b, r.kvh, j, e)]);
@@ -164,17 +179,19 @@ __device__ void attn_bwd_dq_v1(const T* q, const T* k, const T* v, const float* 
     }
     float dsum = 0.0f;
     for (long long j = 0; j < s.kv_len; j++) {
-        float p = prob(score(s, r, j, q, k, bias0, bias1), lse[row]);
-        if (p != 0.0f) {
+        float sc = score(s, r, j, q, k, bias0, bias1);
+        float p = prob(sc, lse[row]);
+        if (sc != -INFINITY) {  // blocked keys are never read, as in forward
             dsum += p * dprob(s, r, row, j, v, dout, dprobs);
         }
     }
     delta[row] = dsum;
     for (long long j = 0; j < s.kv_len; j++) {
-        float p = prob(score(s, r, j, q, k, bias0, bias1), lse[row]);
-        if (p == 0.0f) {
+        float sc = score(s, r, j, q, k, bias0, bias1);
+        if (sc == -INFINITY) {
             continue;
         }
+        float p = prob(sc, lse[row]);
         float ds = p * (dprob(s, r, row, j, v, dout, dprobs) - dsum) * static_cast<float>(s.scale);
         for (long long e = 0; e < s.head_dim; e++) {
             dq[at(s.q_stride, r.b, r.h, r.i, e)] += ds * seqk::to_float(k[at(s.k_stride, r.b, r.kvh, j, e)]);
@@ -206,10 +223,11 @@ __device__ void attn_bwd_dkdv_v1(const T* q, const T* k, const T* v, const float
         for (long long i = 0; i < s.q_len; i++) {
             long long row = (b * s.q_heads + h) * s.q_len + i;
             AttnRow r = row_of(s, row, key_lengths, query_lengths);
-            float p = prob(score(s, r, j, q, k, bias0, bias1), lse[row]);
-            if (p == 0.0f) {
-                continue;
+            float sc = score(s, r, j, q, k, bias0, bias1);
+            if (sc == -INFINITY) {
+                continue;  // blocked for this row: never read
             }
+            float p = prob(sc, lse[row]);
             for (long long e = 0; e < s.value_dim; e++) {
                 dv[at(s.v_stride, b, kvh, j, e)] += p * dout[at(s.o_stride, b, h, i, e)];
             }
@@ -333,9 +351,25 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
         }
         mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
         mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
+        // fmaxf drops a NaN score; the NaN still reaches l and o through its weight exp(NaN).
         float m_new = fmaxf(m[r], mx);
         float base = m_new == -INFINITY ? 0.0f : m_new;
         float corr = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
+        if (m_new == INFINITY) {
+            // A score overflowed fp32: the +inf keys share the weight (softmax_weight). Rare, so a
+            // branch here rather than a select on every weight: scores become 0 at +inf and -inf
+            // elsewhere (NaN stays NaN), so the loop below gives weights 1 and 0, never exp(inf - inf).
+            base = 0.0f;
+            corr = m[r] == INFINITY ? 1.0f : 0.0f;
+            SEQK_UNROLL
+            for (int n = 0; n < NS; n++) {
+                SEQK_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    float x = sc[n][2 * r + e];
+                    sc[n][2 * r + e] = x == INFINITY ? 0.0f : x - INFINITY;
+                }
+            }
+        }
         float sum = 0.0f;
         SEQK_UNROLL
         for (int n = 0; n < NS; n++) {
@@ -356,7 +390,11 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
     }
 }
 
-/** The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf then). */
+/**
+ * The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf
+ * then). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must give NaN, and a masked
+ * row's o may hold 0 x NaN from a NaN v its tile loaded, which must not reach its zeros.
+ */
 template <typename T, int NO>
 __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
                                            int t, long long b, long long h, T* out, float* lse, const AttnShape& s) {
@@ -368,19 +406,20 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
         if (i >= s.q_len) {
             continue;
         }
-        float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        bool dead = l[r] == 0.0f;
+        float inv = 1.0f / l[r];
         SEQK_UNROLL
         for (int n = 0; n < NO; n++) {
             SEQK_UNROLL
             for (int e = 0; e < 2; e++) {
                 int col = n * 8 + 2 * t + e;
                 if (col < s.value_dim) {
-                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(o[n][2 * r + e] * inv);
+                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(dead ? 0.0f : o[n][2 * r + e] * inv);
                 }
             }
         }
         if (t == 0) {
-            lse[(b * s.q_heads + h) * s.q_len + i] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+            lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : m[r] + logf(l[r]);
         }
     }
 }
@@ -681,16 +720,18 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
 // 4 warps read the same k and v rows (through L1) and a GQA group's k and v are read once per split.
 // A warp walks the keys of its split one at a time: lanes hold D/32 elements of q and Dv/32 of the
 // output accumulator (lane + 32x), the score is a butterfly sum over the warp, then the online
-// softmax. It writes its split's normalized partial output and partial LSE (f32 scratch).
-// attn_fwd_combine: one thread per (row, value column): weights exp(lse_s - max_s lse_s) over the
+// softmax. It writes its split's normalized partial output, running max m and sum l (f32 scratch).
+// attn_fwd_combine: one thread per (row, value column): weights l_s * exp(m_s - max_s m_s) over the
 // splits give the output and the LSE; a row with no allowed key in any split gives 0 and -inf.
-// Bytes: k and v once per split group, the partials (splits * rows * (Dv + 1) * 4) twice.
+// m and l rather than one partial LSE m + log l: when keys overflowed to +inf, m is +inf and the
+// combine needs each split's count of them (l) to share the weight over all of them equally.
+// Bytes: k and v once per split group, the partials (splits * rows * (Dv + 2) * 4) twice.
 namespace split {
 
 constexpr int ROWS_PER_BLOCK = 4;
 
 template <typename T, int DMAX>
-__device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_out, float* part_lse, const int* key_lengths,
+__device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,
                                const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s,
                                long long keys_per_split, long long splits) {
     constexpr int PER_LANE = DMAX / 32;
@@ -753,9 +794,13 @@ __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_o
             dot += seqk::arch::shfl_xor(0xffffffffu, dot, off);
         }
         float score = scale * dot + add;
+        if (score == -INFINITY) {
+            continue;  // below fp32's range: weight 0, like a blocked key (uniform over the warp)
+        }
+        // fmaxf drops a NaN score (m is never NaN); its weight exp(NaN) carries it into l and o.
         float m_new = fmaxf(m, score);
-        float corr = expf(m - m_new);
-        float p = expf(score - m_new);
+        float corr = softmax_weight(m, m_new);
+        float p = softmax_weight(score, m_new);
         l = l * corr + p;
         m = m_new;
         SEQK_UNROLL
@@ -766,7 +811,7 @@ __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_o
         }
     }
     long long rows = s.batch * s.q_heads * s.q_len;
-    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float inv = l == 0.0f ? 0.0f : 1.0f / l;  // l NaN (a NaN score): o is NaN too and stays so
     SEQK_UNROLL
     for (int x = 0; x < PER_LANE; x++) {
         long long e = lane + 32 * x;
@@ -775,12 +820,13 @@ __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_o
         }
     }
     if (lane == 0) {
-        part_lse[split * rows + row] = l > 0.0f ? m + logf(l) : -INFINITY;
+        part_ml[split * rows + row] = m;
+        part_ml[(splits + split) * rows + row] = l;
     }
 }
 
 template <typename T>
-__device__ void attn_fwd_combine(const float* part_out, const float* part_lse, T* out, float* lse, const AttnShape& s,
+__device__ void attn_fwd_combine(const float* part_out, const float* part_ml, T* out, float* lse, const AttnShape& s,
                                  long long splits) {
     long long rows = s.batch * s.q_heads * s.q_len;
     long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -789,15 +835,19 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_lse, T
     }
     long long row = idx / s.value_dim;
     long long e = idx % s.value_dim;
+    // A split with no key has m = -inf and l = 0: weight 0. A split whose scores were all NaN has
+    // m = -inf too (fmaxf dropped them) but l NaN: the row is live, and its NaN reaches sum and acc.
     float mx = -INFINITY;
+    bool live = false;
     for (long long sp = 0; sp < splits; sp++) {
-        mx = fmaxf(mx, part_lse[sp * rows + row]);
+        mx = fmaxf(mx, part_ml[sp * rows + row]);
+        live = live || part_ml[(splits + sp) * rows + row] != 0.0f;
     }
     float sum = 0.0f;
     float acc = 0.0f;
-    if (mx != -INFINITY) {
+    if (live) {
         for (long long sp = 0; sp < splits; sp++) {
-            float w = expf(part_lse[sp * rows + row] - mx);
+            float w = part_ml[(splits + sp) * rows + row] * softmax_weight(part_ml[sp * rows + row], mx);
             sum += w;
             acc += w * part_out[(sp * rows + row) * s.value_dim + e];
         }
@@ -805,9 +855,9 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_lse, T
     long long i = row % s.q_len;
     long long h = (row / s.q_len) % s.q_heads;
     long long b = row / (s.q_len * s.q_heads);
-    out[at(s.o_stride, b, h, i, e)] = seqk::from_float<T>(sum > 0.0f ? acc / sum : 0.0f);
+    out[at(s.o_stride, b, h, i, e)] = seqk::from_float<T>(live ? acc / sum : 0.0f);
     if (e == 0) {
-        lse[row] = sum > 0.0f ? mx + logf(sum) : -INFINITY;
+        lse[row] = live ? mx + logf(sum) : -INFINITY;
     }
 }
 
@@ -817,24 +867,24 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_lse, T
 
 #define SEQK_ATTENTION_SPLIT(suffix, T)                                                                                  \
     extern "C" __global__ void attn_fwd_split_##suffix(const T* q, const T* k, const T* v, float* part_out,            \
-                                                       float* part_lse, const int* key_lengths, const int* query_lengths,\
+                                                       float* part_ml, const int* key_lengths, const int* query_lengths, \
                                                        const float* bias0, const float* bias1, AttnShape shape,         \
                                                        long long keys_per_split, long long splits) {                    \
         if (shape.head_dim <= 64 && shape.value_dim <= 64) {                                                             \
-            split::attn_fwd_split<T, 64>(q, k, v, part_out, part_lse, key_lengths, query_lengths, bias0, bias1, shape,    \
+            split::attn_fwd_split<T, 64>(q, k, v, part_out, part_ml, key_lengths, query_lengths, bias0, bias1, shape,    \
                                          keys_per_split, splits);                                                        \
         } else if (shape.head_dim <= 128 && shape.value_dim <= 128) {                                                    \
-            split::attn_fwd_split<T, 128>(q, k, v, part_out, part_lse, key_lengths, query_lengths, bias0, bias1, shape,   \
+            split::attn_fwd_split<T, 128>(q, k, v, part_out, part_ml, key_lengths, query_lengths, bias0, bias1, shape,   \
                                           keys_per_split, splits);                                                       \
         } else {                                                                                                         \
-            split::attn_fwd_split<T, 256>(q, k, v, part_out, part_lse, key_lengths, query_lengths, bias0, bias1, shape,   \
+            split::attn_fwd_split<T, 256>(q, k, v, part_out, part_ml, key_lengths, query_lengths, bias0, bias1, shape,   \
                                           keys_per_split, splits);                                                       \
         }                                                                                                                \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_split_##suffix);                                                                                \
-    extern "C" __global__ void attn_fwd_combine_##suffix(const float* part_out, const float* part_lse, T* out,          \
+    extern "C" __global__ void attn_fwd_combine_##suffix(const float* part_out, const float* part_ml, T* out,           \
                                                          float* lse, AttnShape shape, long long splits) {               \
-        split::attn_fwd_combine<T>(part_out, part_lse, out, lse, shape, splits);                                         \
+        split::attn_fwd_combine<T>(part_out, part_ml, out, lse, shape, splits);                                          \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_combine_##suffix)
 

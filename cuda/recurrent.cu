@@ -29,11 +29,16 @@ __device__ __forceinline__ float activate(int kind, float alpha, float beta, flo
     switch (kind) {
         case SIGMOID: return 1.0f / (1.0f + expf(-x));
         case TANH: return tanhf(x);
-        case RELU: return fmaxf(x, 0.0f);
-        case HARD_SIGMOID: return fminf(1.0f, fmaxf(0.0f, alpha * x + beta));
+        // Selects, not fmaxf/fminf: those return the other operand for a NaN, where the reference's
+        // Math.max/Math.min (and these selects, whose comparisons are false for NaN) keep the NaN.
+        case RELU: return x < 0.0f ? 0.0f : x;
+        case HARD_SIGMOID: {
+            float y = alpha * x + beta;
+            return y < 0.0f ? 0.0f : (y > 1.0f ? 1.0f : y);
+        }
         case AFFINE: return alpha * x + beta;
         case LEAKY_RELU: return x >= 0.0f ? x : alpha * x;
-        case THRESHOLDED_RELU: return x > alpha ? x : 0.0f;
+        case THRESHOLDED_RELU: return x <= alpha ? 0.0f : x;  // NaN stays NaN, as in the reference
         case SCALED_TANH: return alpha * tanhf(beta * x);
         case ELU: return x >= 0.0f ? x : alpha * (expf(x) - 1.0f);
         case SOFTSIGN: return x / (1.0f + fabsf(x));
@@ -41,7 +46,9 @@ __device__ __forceinline__ float activate(int kind, float alpha, float beta, flo
     }
 }
 
-__device__ __forceinline__ float clip_to(float v, float clip) { return fmaxf(-clip, fminf(clip, v)); }
+// Selects keep a NaN pre-activation NaN (fminf(clip, NaN) is clip; with no clip, +inf, and tanh(+inf)
+// = 1 turned a NaN input into finite outputs), as the reference's Math.max(-clip, Math.min(clip, v)).
+__device__ __forceinline__ float clip_to(float v, float clip) { return v < -clip ? -clip : (v > clip ? clip : v); }
 
 template <typename T>
 __device__ __forceinline__ float load_or_zero(const T* p, long i) {

@@ -7,7 +7,11 @@ package dev.seqkernels.cpu;
  * [B][Hq][Lq][Dv], lse [B][Hq][Lq]. Query head h reads key/value head h / (Hq / Hkv). The bias
  * says per score whether it is blocked (-infinity) or what to add (0 when allowed, a finite value
  * for additive masks). A row whose scores are all blocked gives out = 0, lse = -infinity, zero
- * probabilities and zero gradients: defined, never NaN.
+ * probabilities and zero gradients: defined, never NaN. Blocked keys are never read, not even by
+ * a row whose other scores are NaN; every allowed key is read, even where its probability
+ * underflows to 0 (so a NaN in its v reaches the row). A NaN score makes its row's out, lse and
+ * probabilities of allowed keys NaN; +infinite scores share the row's weight equally (lse
+ * +infinity). See docs/CONVENTIONS.md, "NaN and overflow".
  */
 public final class AttentionReference {
     private AttentionReference() {
@@ -40,17 +44,18 @@ public final class AttentionReference {
         double[] lse = new double[n.batch() * n.qHeads() * n.qLen()];
         double[] probs = keepProbs ? new double[n.batch() * n.qHeads() * n.qLen() * n.kvLen()] : null;
         double[] p = new double[n.kvLen()];
+        boolean[] blocked = new boolean[n.kvLen()];
         for (int b = 0; b < n.batch(); b++) {
             for (int h = 0; h < n.qHeads(); h++) {
                 int kvh = h / n.group();
                 for (int i = 0; i < n.qLen(); i++) {
                     int row = (b * n.qHeads() + h) * n.qLen() + i;
-                    lse[row] = rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p);
+                    lse[row] = rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p, blocked);
                     if (lse[row] == Double.NEGATIVE_INFINITY) {
                         continue;
                     }
                     for (int j = 0; j < n.kvLen(); j++) {
-                        if (p[j] == 0) {
+                        if (blocked[j]) {
                             continue;
                         }
                         int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
@@ -67,14 +72,19 @@ public final class AttentionReference {
         return new Forward(out, lse, probs);
     }
 
-    /** Fills p with the row's probabilities and returns its log-sum-exp (-infinity if fully blocked). */
+    /**
+     * Fills p with the row's probabilities (0 for blocked keys, which {@code blocked} marks) and
+     * returns its log-sum-exp (-infinity if fully blocked). Math.max keeps a NaN score, so a row
+     * with one gets NaN probabilities at its allowed keys and a NaN lse.
+     */
     private static double rowProbabilities(Dims n, double[] q, double[] k, double scale, ScoreBias bias, int b,
-                                           int h, int kvh, int i, double[] p) {
+                                           int h, int kvh, int i, double[] p, boolean[] blocked) {
         int qOff = ((b * n.qHeads() + h) * n.qLen() + i) * n.headDim();
         double max = Double.NEGATIVE_INFINITY;
         for (int j = 0; j < n.kvLen(); j++) {
             double add = bias.at(b, h, i, j);
-            if (add == Double.NEGATIVE_INFINITY) {
+            blocked[j] = add == Double.NEGATIVE_INFINITY;
+            if (blocked[j]) {
                 p[j] = Double.NEGATIVE_INFINITY;
                 continue;
             }
@@ -92,13 +102,26 @@ public final class AttentionReference {
         }
         double sum = 0;
         for (int j = 0; j < n.kvLen(); j++) {
-            p[j] = Math.exp(p[j] - max);
+            p[j] = weight(p[j], max);
             sum += p[j];
         }
         for (int j = 0; j < n.kvLen(); j++) {
             p[j] /= sum;
         }
         return max + Math.log(sum);
+    }
+
+    /**
+     * exp(s - max) for a score s under the row's maximum: 0 for a blocked key (-infinity) whatever
+     * the maximum, even NaN; 1 at the maximum, also when it is +infinity (a score beyond the
+     * range, where exp(inf - inf) would be NaN): the +infinite scores share the weight equally,
+     * softmax's limit as they grow together.
+     */
+    private static double weight(double s, double max) {
+        if (s == Double.NEGATIVE_INFINITY) {
+            return 0;
+        }
+        return s == max ? 1 : Math.exp(s - max);
     }
 
     /**
@@ -113,17 +136,21 @@ public final class AttentionReference {
         double[] dv = new double[v.length];
         double[] p = new double[n.kvLen()];
         double[] dp = new double[n.kvLen()];
+        boolean[] blocked = new boolean[n.kvLen()];
         for (int b = 0; b < n.batch(); b++) {
             for (int h = 0; h < n.qHeads(); h++) {
                 int kvh = h / n.group();
                 for (int i = 0; i < n.qLen(); i++) {
                     int row = (b * n.qHeads() + h) * n.qLen() + i;
-                    if (rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p) == Double.NEGATIVE_INFINITY) {
+                    if (rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p, blocked) == Double.NEGATIVE_INFINITY) {
                         continue;
                     }
                     int oOff = row * n.valueDim();
                     double rowDot = 0;
                     for (int j = 0; j < n.kvLen(); j++) {
+                        if (blocked[j]) {
+                            continue;
+                        }
                         int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
                         double s = dProbs == null ? 0 : dProbs[row * n.kvLen() + j];
                         for (int e = 0; e < n.valueDim(); e++) {
@@ -135,10 +162,10 @@ public final class AttentionReference {
                     }
                     int qOff = row * n.headDim();
                     for (int j = 0; j < n.kvLen(); j++) {
-                        double ds = p[j] * (dp[j] - rowDot) * scale;
-                        if (ds == 0) {
+                        if (blocked[j]) {
                             continue;
                         }
+                        double ds = p[j] * (dp[j] - rowDot) * scale;
                         int kOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.headDim();
                         for (int e = 0; e < n.headDim(); e++) {
                             dq[qOff + e] += ds * k[kOff + e];

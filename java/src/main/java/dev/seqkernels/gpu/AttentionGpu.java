@@ -233,7 +233,8 @@ final class AttentionGpu {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor partOut = temp.allocate(DType.F32, plan.splits(), g.rows(), g.valueDim());
-        DeviceTensor partLse = temp.allocate(DType.F32, plan.splits(), g.rows());
+        // Each split's running max m and sum l per row: [2][splits][rows] (m, then l).
+        DeviceTensor partMl = temp.allocate(DType.F32, 2, plan.splits(), g.rows());
         long rowGroups = ((long) g.qHeads() / g.kvHeads() * g.qLen() + SPLIT_ROWS_PER_BLOCK - 1) / SPLIT_ROWS_PER_BLOCK;
         long blocks = (long) g.batch() * g.kvHeads() * rowGroups * plan.splits();
         if (blocks > Integer.MAX_VALUE) {
@@ -241,11 +242,11 @@ final class AttentionGpu {
         }
         driver.launch(fn("attn_fwd_split", dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), 0, 0, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(partOut.pointer())
-                .pointer(partLse.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                .pointer(partMl.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i64(plan.keysPerSplit())
                 .i64(plan.splits()));
         driver.launch(fn("attn_fwd_combine", dt), grid(g.rows() * g.valueDim()), Dim3.of(THREADS), 0, 0, new KernelArgs()
-                .pointer(partOut.pointer()).pointer(partLse.pointer()).pointer(out.pointer()).pointer(sv.lse().pointer())
+                .pointer(partOut.pointer()).pointer(partMl.pointer()).pointer(out.pointer()).pointer(sv.lse().pointer())
                 .struct(words).i64(plan.splits()));
     }
 

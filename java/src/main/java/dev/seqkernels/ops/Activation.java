@@ -65,7 +65,7 @@ public record Activation(Kind kind, double alpha, double beta) {
             case HARD_SIGMOID -> Math.max(0, Math.min(1, alpha * x + beta));
             case AFFINE -> alpha * x + beta;
             case LEAKY_RELU -> x >= 0 ? x : alpha * x;
-            case THRESHOLDED_RELU -> x > alpha ? x : 0;
+            case THRESHOLDED_RELU -> x <= alpha ? 0 : x; // a NaN input stays NaN, as in every other activation
             case SCALED_TANH -> alpha * Math.tanh(beta * x);
             case ELU -> x >= 0 ? x : alpha * (Math.exp(x) - 1);
             case SOFTSIGN -> x / (1 + Math.abs(x));

@@ -1,0 +1,328 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Activation;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import dev.seqkernels.ops.Rnn;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.function.Function;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+/**
+ * NaN and overflow (docs/CONVENTIONS.md, "NaN and overflow"): every kernel the runtime can select
+ * gives NaN exactly where the CPU reference does, and the reference's finite values elsewhere.
+ * The reference's own NaN pattern is checked against the rule first, so a reference that drops a
+ * NaN fails too. Scores beyond fp32's range (+inf in the kernels, finite in the double reference)
+ * give the reference's result when the overflowing keys tie or one dominates: their v, lse +inf.
+ */
+@PerBinding
+class NanPropagationTest {
+
+    private static final int T = 4;
+    private static final int NAN_STEP = 1;
+    private static final int NAN_ENTRY = 1;
+
+    /** The recurrent kernels the runtime selects: the per-step loop pinned to v1, its vec4 cells, the persistent kernel. */
+    enum StepKernel { V1, VEC4, PERSISTENT }
+
+    /** LSTM and GRU with one NaN input element: that entry's outputs from that step on are NaN, nothing else. */
+    @ParameterizedTest
+    @EnumSource(StepKernel.class)
+    void aNanInputReachesExactlyTheReferencesRecurrentOutputs(StepKernel kernel) {
+        int batch = kernel == StepKernel.VEC4 ? RecurrentGpu.PERSISTENT_MAX_BATCH + 1 : 2;
+        recurrentCase(kernel, "lstm", b -> Lstm.builder().inputSize(3).hiddenSize(4).backend(b).build(), batch);
+        recurrentCase(kernel, "gru", b -> Gru.builder().inputSize(3).hiddenSize(4).backend(b).build(), batch);
+    }
+
+    /** Each activation, with and without clip, maps a NaN pre-activation to NaN (an Elman RNN: h = f(clip(a))). */
+    @ParameterizedTest
+    @EnumSource(Activation.Kind.class)
+    void everyActivationAndClipKeepNaN(Activation.Kind kind) {
+        for (StepKernel kernel : new StepKernel[]{StepKernel.V1, StepKernel.VEC4}) {
+            recurrentCase(kernel, "rnn " + kind, b -> Rnn.builder().inputSize(3).hiddenSize(4).activations(Activation.of(kind))
+                    .backend(b).build(), 2);
+            recurrentCase(kernel, "rnn " + kind + " clip 0.5", b -> Rnn.builder().inputSize(3).hiddenSize(4)
+                    .activations(Activation.of(kind)).clip(0.5).backend(b).build(), 2);
+        }
+    }
+
+    private static void recurrentCase(StepKernel kernel, String name, Function<dev.seqkernels.Backend, RecurrentOp> make, int batch) {
+        GpuBackend backend = GpuTargets.newBackend();
+        if (kernel == StepKernel.V1) {
+            backend.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+        }
+        RecurrentOp gpu = make.apply(backend);
+        RecurrentOp cpu = make.apply(Backends.byName("cpu"));
+        var c = gpu.config();
+        boolean persistent = RecurrentGpu.persistentPlan(c, batch, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
+        boolean vec4 = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO).endsWith("_vec4");
+        switch (kernel) {
+            case PERSISTENT -> assertTrue(persistent, name + ": the rule must pick the persistent kernel");
+            case VEC4 -> assertTrue(vec4 && !persistent, name + ": the rule must pick the vec4 step cells");
+            case V1 -> { }
+        }
+        TestData data = new TestData();
+        Map<String, Tensor> p = data.params(DType.F32, 0.5, c.parameterShapes());
+        Map<String, Tensor> p64 = new LinkedHashMap<>();
+        p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(DType.F32, 1, T, batch, 3);
+        x.set(Double.NaN, NAN_STEP, NAN_ENTRY, 0);
+        String tag = name + " " + kernel + " " + GpuTargets.binding() + " " + data;
+        try (RecurrentResult got = gpu.forward(p, x); RecurrentResult want = cpu.forward(p64, x.to(DType.F64))) {
+            double[] ref = want.output().toDoubleArray();
+            int width = (int) want.output().size(2);
+            for (int i = 0; i < ref.length; i++) {
+                int t = i / (batch * width);
+                int b = i / width % batch;
+                boolean poisoned = b == NAN_ENTRY && t >= NAN_STEP;
+                assertEquals(poisoned, Double.isNaN(ref[i]), tag + ": the reference's output (t " + t + ", b " + b + ") is "
+                        + ref[i] + "; a NaN input must reach exactly its entry's later outputs");
+            }
+            checkNan(tag + " output", got.output(), want.output(), Compare.tolerance(DType.F32));
+            checkNan(tag + " hn", got.hn(), want.hn(), Compare.tolerance(DType.F32));
+            if (want.cn() != null) {
+                checkNan(tag + " cn", got.cn(), want.cn(), Compare.tolerance(DType.F32));
+            }
+        }
+    }
+
+    /** The attention forward kernels the runtime selects, each with a storage type and head size that picks it. */
+    enum AttnKernel {
+        V1_F32(DType.F32, false, 16, false), V1_BF16(DType.BF16, false, 16, false),
+        TC64_F16(DType.F16, false, 16, false), TC64_BF16(DType.BF16, false, 16, false), TC128_BF16(DType.BF16, false, 72, false),
+        TF32X64(DType.F32, true, 16, false), TF32X128(DType.F32, true, 72, false),
+        SPLIT_F32(DType.F32, false, 16, true), SPLIT_BF16(DType.BF16, false, 16, true);
+
+        final DType dtype;
+        final boolean tf32;
+        final int headDim;
+        final boolean split;
+
+        AttnKernel(DType dtype, boolean tf32, int headDim, boolean split) {
+            this.dtype = dtype;
+            this.tf32 = tf32;
+            this.headDim = headDim;
+            this.split = split;
+        }
+
+        boolean pinnedToV1() {
+            return name().startsWith("V1");
+        }
+
+        String expected() {
+            return switch (this) {
+                case V1_F32, V1_BF16 -> "attn_fwd";
+                case TC64_F16, TC64_BF16 -> "attn_fwd_tc64";
+                case TC128_BF16 -> "attn_fwd_tc128";
+                case TF32X64 -> "attn_fwd_tf32x64";
+                case TF32X128 -> "attn_fwd_tf32x128";
+                case SPLIT_F32, SPLIT_BF16 -> "split";
+            };
+        }
+
+        Compare.Tolerance tolerance() {
+            return tf32 ? Compare.TF32 : Compare.tolerance(dtype);
+        }
+    }
+
+    private static final int BATCH = 2;
+    private static final int Q_HEADS = 2;
+    private static final int VALUE_DIM = 8;
+
+    /** One attention call on the kernel under test and on the reference, with its shapes. */
+    private record AttnRun(AttnKernel kernel, int qLen, int kvLen, int[] keyLengths, int[] queryLengths, Tensor q, Tensor k, Tensor v,
+                           TestData data) {
+        static AttnRun of(AttnKernel kernel) {
+            TestData data = new TestData();
+            int qLen = kernel.split ? 2 : 9;
+            int kvLen = kernel.split ? 1100 : 70;
+            int[] keyLengths = {kvLen, kvLen - 5};
+            int[] queryLengths = {qLen, qLen - 1};
+            return new AttnRun(kernel, qLen, kvLen, keyLengths, queryLengths,
+                    data.tensor(kernel.dtype, 1, BATCH, Q_HEADS, qLen, kernel.headDim),
+                    data.tensor(kernel.dtype, 1, BATCH, 1, kvLen, kernel.headDim),
+                    data.tensor(kernel.dtype, 1, BATCH, 1, kvLen, VALUE_DIM), data);
+        }
+
+        GpuBackend backend() {
+            GpuBackend backend = GpuTargets.newBackend();
+            if (kernel.pinnedToV1()) {
+                backend.attentionPath().forwardChoice(AttentionGpu.ForwardChoice.V1);
+            }
+            var choice = kernel.pinnedToV1() ? AttentionGpu.ForwardChoice.V1 : AttentionGpu.ForwardChoice.AUTO;
+            AttentionGpu.SplitPlan plan = AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, qLen, kvLen,
+                    GpuTargets.driver().properties().multiprocessors(), choice);
+            String chosen = plan != null ? "split" : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, VALUE_DIM,
+                    GpuTargets.driver().properties().computeMajor(), choice, kernel.tf32);
+            assertEquals(kernel.expected(), chosen, kernel + ": the rule must pick the kernel under test");
+            assertTrue(plan == null || plan.splits() >= 2, kernel + ": split-KV must really split");
+            return backend;
+        }
+
+        Attention op(dev.seqkernels.Backend backend) {
+            return Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(kernel.tf32).backend(backend).build();
+        }
+
+        AttentionResult gpu() {
+            return op(backend()).forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths));
+        }
+
+        AttentionResult cpu() {
+            return op(Backends.byName("cpu")).forward(Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64))
+                    .keyLengths(keyLengths).queryLengths(queryLengths));
+        }
+
+        /** Whether row i of batch entry b may attend to key j (bottom-right causal within the valid lengths). */
+        boolean allowed(int b, int i, int j) {
+            return i < queryLengths[b] && j < keyLengths[b] && j <= i + keyLengths[b] - queryLengths[b];
+        }
+
+        String tag() {
+            return kernel + " " + GpuTargets.binding() + " " + data;
+        }
+    }
+
+    /**
+     * NaN in a query row (a live one and a fully masked one), in a key row every live row of its
+     * entry attends to, in one value column of such a key, and in keys and values past the key
+     * length (never read): the reference's NaN pattern is the rule's, and the kernel's is the
+     * reference's; fully masked rows stay (0, -inf). Backward (v1 for every forward) likewise.
+     */
+    @ParameterizedTest
+    @EnumSource(AttnKernel.class)
+    void attentionNaNsFollowTheReference(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        int lastKey = run.kvLen - 1;
+        int nanRowIndex = run.qLen - 1;
+        run.q.set(Double.NaN, 0, 0, nanRowIndex, 3);            // entry 0, head 0, its last row: a live row
+        run.q.set(Double.NaN, 1, 1, run.qLen - 1, 0);           // entry 1's last row is past its query length
+        run.k.set(Double.NaN, 1, 0, 0, 1);                      // entry 1, key 0: every live row of entry 1 sees it
+        run.v.set(Double.NaN, 0, 0, 0, 5);                      // entry 0, key 0, value column 5
+        run.k.set(Double.NaN, 1, 0, lastKey, 0);                // past entry 1's key length
+        run.v.set(Double.NaN, 1, 0, lastKey, 2);
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
+            double[] out = want.out().toDoubleArray();
+            double[] lse = want.lse().toDoubleArray();
+            for (int b = 0; b < BATCH; b++) {
+                for (int h = 0; h < Q_HEADS; h++) {
+                    for (int i = 0; i < run.qLen; i++) {
+                        int row = (b * Q_HEADS + h) * run.qLen + i;
+                        boolean live = run.allowed(b, i, 0);
+                        boolean nanRow = live && (b == 1 || (h == 0 && i == nanRowIndex));
+                        String where = run.tag() + ": reference row (b " + b + ", h " + h + ", i " + i + ")";
+                        if (!live) {
+                            assertEquals(Double.NEGATIVE_INFINITY, lse[row], where + " is fully masked: lse -inf");
+                        } else {
+                            assertEquals(nanRow, Double.isNaN(lse[row]), where + " lse " + lse[row]);
+                        }
+                        for (int e = 0; e < VALUE_DIM; e++) {
+                            boolean nan = nanRow || live && b == 0 && e == 5;
+                            double o = out[row * VALUE_DIM + e];
+                            assertEquals(nan, Double.isNaN(o), where + " column " + e + ": " + o);
+                            if (!live) {
+                                assertEquals(0.0, o, where + " is fully masked: out 0");
+                            }
+                        }
+                    }
+                }
+            }
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
+            checkNan(run.tag() + " lse", got.lse(), want.lse(), kernel.tf32 ? Compare.tolerance(DType.F16) : Compare.tolerance(DType.F32));
+            Tensor seed = run.data.tensor(kernel.dtype, 1, got.out().shape());
+            try (AttentionGradients g = run.op(run.backend()).backward(got, seed);
+                 AttentionGradients r = run.op(Backends.byName("cpu")).backward(want, seed.to(DType.F64))) {
+                checkNanPattern(run.tag() + " dq", g.dq(), r.dq());
+                checkNanPattern(run.tag() + " dk", g.dk(), r.dk());
+                checkNanPattern(run.tag() + " dv", g.dv(), r.dv());
+            }
+        }
+    }
+
+    /**
+     * Scores beyond fp32's range: entry 0's query row 1 and keys 3, a and b of 1e19 (D = 16 or 72,
+     * scale 1/sqrt(D): scores of 4e38 and more, +inf in fp32, finite and tied in double). Their row
+     * gives the mean of the three keys' v and lse +inf (the reference's lse rounds to +inf in F32);
+     * other rows of entry 0 see those keys at about 1e19 and take their mean too. Keys a and b are
+     * in split-KV's second split, key 3 in its first, so the combine must weigh splits by their
+     * counts of such keys. Fully masked rows stay (0, -inf).
+     */
+    @ParameterizedTest
+    @EnumSource(value = AttnKernel.class, names = {"TC64_F16"}, mode = EnumSource.Mode.EXCLUDE)
+    void scoresBeyondFp32RangeAreInfiniteAndShareTheWeight(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        long keysPerSplit = kernel.split ? AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, run.qLen, run.kvLen,
+                GpuTargets.driver().properties().multiprocessors(), AttentionGpu.ForwardChoice.AUTO).keysPerSplit() : 20;
+        int[] hot = {3, (int) keysPerSplit + 1, (int) keysPerSplit + 7};
+        for (int e = 0; e < kernel.headDim; e++) {
+            run.q.set(1e19, 0, 0, 1, e);
+            for (int j : hot) {
+                run.k.set(1e19, 0, 0, j, e);
+            }
+        }
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
+            // The reference ran on widened F64 copies; for F32, F16 and BF16 inputs it stores lse in F32.
+            Tensor wantLse = want.lse().to(DType.F32);
+            double[] lse = wantLse.toDoubleArray();
+            assertEquals(Double.POSITIVE_INFINITY, lse[1], run.tag() + ": the reference's lse of the overflowing row rounds to +inf");
+            double[] out = want.out().toDoubleArray();
+            for (int e = 0; e < VALUE_DIM; e++) {
+                double mean = 0;
+                for (int j : hot) {
+                    mean += run.v.get(0, 0, j, e) / hot.length;
+                }
+                assertEquals(mean, out[VALUE_DIM + e], 1e-6, run.tag() + ": the reference's overflowing row is the hot keys' mean v");
+            }
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
+            checkNan(run.tag() + " lse", got.lse(), wantLse, kernel.tf32 ? Compare.tolerance(DType.F16) : Compare.tolerance(DType.F32));
+        }
+    }
+
+    /** NaN positions equal, then the table on the finite values (and infinities equal). */
+    static void checkNan(String what, Tensor got, Tensor ref, Compare.Tolerance tol) {
+        double[] o = got.toDoubleArray();
+        double[] r = ref.toDoubleArray();
+        checkNanPattern(what, o, r);
+        for (int i = 0; i < o.length; i++) {
+            if (Double.isNaN(r[i])) {
+                o[i] = 0;
+                r[i] = 0;
+            }
+        }
+        Compare.Result result = Compare.compare(o, r, tol);
+        assertTrue(result.passes(tol), () -> what + " (NaN positions aside): " + result);
+    }
+
+    private static void checkNanPattern(String what, Tensor got, Tensor ref) {
+        checkNanPattern(what, got.toDoubleArray(), ref.toDoubleArray());
+    }
+
+    private static void checkNanPattern(String what, double[] o, double[] r) {
+        assertEquals(r.length, o.length, what + ": length");
+        int nans = 0;
+        for (int i = 0; i < o.length; i++) {
+            if (Double.isNaN(o[i]) != Double.isNaN(r[i])) {
+                fail(what + ": element " + i + " is " + o[i] + ", the reference's " + r[i]);
+            }
+            nans += Double.isNaN(r[i]) ? 1 : 0;
+        }
+        assertTrue(nans < o.length || o.length == 0, what + ": every element NaN tells nothing");
+    }
+}
