@@ -148,8 +148,8 @@ public final class Safetensors {
             long[] shape = longs(file, name, info.path("shape"), "shape", -1);
             long expected;
             try {
-                expected = Math.multiplyExact(Tensor.numel(shape), (long) dtype.byteSize());
-            } catch (ArithmeticException overflow) {
+                expected = Tensor.byteSize(dtype, shape);
+            } catch (SeqkException.ShapeMismatch overflow) {
                 throw badTensor(file, name, "shape " + Arrays.toString(shape) + " of " + dtype
                         + " holds more bytes than a long counts");
             }
@@ -210,7 +210,7 @@ public final class Safetensors {
             for (long s : t.shape()) {
                 shape.add(s);
             }
-            long size = t.numel() * t.dtype().byteSize();
+            long size = Tensor.byteSize(t.dtype(), t.shape());
             info.putArray("data_offsets").add(offset).add(offset + size);
             offset += size;
         }
