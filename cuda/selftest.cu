@@ -357,10 +357,11 @@ extern "C" __global__ void selftest_warp_orderings(const float* in, float* out, 
 }
 SEQK_KERNEL(selftest_warp_orderings);
 
-// Bug (unless `synced_after`): lanes 1 and 2 read x, each after a whole-warp __syncwarp; lane 0
+// Bug (unless `mode` is 1 or 2): lanes 1 and 2 read x, each after a whole-warp __syncwarp; lane 0
 // then overwrites it. Lane 2's read has no __syncwarp after it: a write-after-read race, however
-// well lane 1's earlier read is ordered.
-extern "C" __global__ void selftest_write_after_a_late_read(const float* in, float* out, int synced_after) {
+// well lane 1's earlier read is ordered. Mode 1 adds that __syncwarp; mode 2 drops lane 2's read,
+// leaving lane 1's, which the second __syncwarp orders before the write (no race).
+extern "C" __global__ void selftest_write_after_a_late_read(const float* in, float* out, int mode) {
     SEQK_SHARED_ARRAY(float, x, 1);
     unsigned l = seqk::arch::lane_id();
     if (l == 0) {
@@ -371,10 +372,10 @@ extern "C" __global__ void selftest_write_after_a_late_read(const float* in, flo
         out[1] = x[0];
     }
     seqk::arch::syncwarp(0xffffffffu);
-    if (l == 2) {
+    if (l == 2 && mode != 2) {
         out[2] = x[0];
     }
-    if (synced_after) {
+    if (mode == 1) {
         seqk::arch::syncwarp(0xffffffffu);
     }
     if (l == 0) {

@@ -233,6 +233,8 @@ class EmulatorFeatureTest {
                     "write-after-read race on a static shared array", "thread 0 writes", "thread 2 read");
             emu.launch(fn("selftest_write_after_a_late_read"), Dim3.of(1), Dim3.of(32), 0, 0, inOut(in, out).i32(1));
             assertEquals(in.toHost().getFlat(0), out.toHost().getFlat(2));
+            emu.launch(fn("selftest_write_after_a_late_read"), Dim3.of(1), Dim3.of(32), 0, 0, inOut(in, out).i32(2));
+            assertEquals(in.toHost().getFlat(0), out.toHost().getFlat(1), "lane 1's read, ordered by the second __syncwarp");
         } finally {
             emu.setSchedule(EmuDriver.Schedule.ROUND_ROBIN, 0, false);
         }
