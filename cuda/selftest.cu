@@ -384,15 +384,20 @@ extern "C" __global__ void selftest_write_after_a_late_read(const float* in, flo
 }
 SEQK_KERNEL(selftest_write_after_a_late_read);
 
-// Bug: each lane overwrites its cp.async destination before waiting for the copy (which may land
-// after the store on a GPU).
-extern "C" __global__ void selftest_cp_async_destination_overwritten(const float* in, float* out) {
+// Bug (unless `write_after_wait`): each lane overwrites its cp.async destination before waiting for
+// the copy (which may land after the store on a GPU). Written after the wait, it is correct.
+extern "C" __global__ void selftest_cp_async_destination_overwritten(const float* in, float* out, int write_after_wait) {
     SEQK_DYNAMIC_SHARED(float, buf);
     unsigned lane = seqk::arch::lane_id();
     seqk::arch::cp_async_16(buf + lane * 4, in + lane * 4);
     seqk::arch::cp_async_commit();
-    buf[lane * 4] = 0.0f;
+    if (!write_after_wait) {
+        buf[lane * 4] = 0.0f;
+    }
     seqk::arch::cp_async_wait<0>();
+    if (write_after_wait) {
+        buf[lane * 4] = 0.0f;
+    }
     out[lane] = buf[lane * 4 + 1];
 }
 SEQK_KERNEL(selftest_cp_async_destination_overwritten);

@@ -243,8 +243,10 @@ class EmulatorFeatureTest {
     @Test
     void aCpAsyncDestinationWrittenBeforeTheWaitIsReported() {
         try (DeviceTensor in = DeviceTensor.of(emu, data.tensor(DType.F32, 1, 128)); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
-            reported("selftest_cp_async_destination_overwritten", Dim3.of(1), Dim3.of(32), 128 * 4, inOut(in, out),
+            reported("selftest_cp_async_destination_overwritten", Dim3.of(1), Dim3.of(32), 128 * 4, inOut(in, out).i32(0),
                     "writes dynamic shared memory", "a cp.async destination it has not waited for", "selftest.cu:");
+            emu.launch(fn("selftest_cp_async_destination_overwritten"), Dim3.of(1), Dim3.of(32), 128 * 4, 0, inOut(in, out).i32(1));
+            assertEquals(in.toHost().getFlat(1), out.toHost().getFlat(0), "written after the wait, the copy has landed");
         }
     }
 
