@@ -481,19 +481,23 @@ extern "C" __global__ void selftest_global_counter_reset_unordered(int* counter)
 }
 SEQK_KERNEL(selftest_global_counter_reset_unordered);
 
-// Bug: thread 0 issues a cp.async from src; after a barrier thread 1 overwrites src before thread 0
-// waits for the copy, which may still be reading it.
-extern "C" __global__ void selftest_cp_async_source_overwritten(float* src, float* out) {
+// Bug (unless `wait_first`): thread 0 issues a cp.async from src; after a barrier thread 1
+// overwrites src before thread 0 waits for the copy, which may still be reading it. With
+// `wait_first` thread 0 waits before the barrier, which then orders the copy's read before the write.
+extern "C" __global__ void selftest_cp_async_source_overwritten(float* src, float* out, int wait_first) {
     SEQK_DYNAMIC_SHARED(float, buf);
     if (threadIdx.x == 0) {
         seqk::arch::cp_async_16(buf, src);
         seqk::arch::cp_async_commit();
+        if (wait_first) {
+            seqk::arch::cp_async_wait<0>();
+        }
     }
     __syncthreads();
     if (threadIdx.x == 1) {
         src[0] = 42.0f;
     }
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0 && !wait_first) {
         seqk::arch::cp_async_wait<0>();
     }
     __syncthreads();
