@@ -481,23 +481,24 @@ extern "C" __global__ void selftest_global_counter_reset_unordered(int* counter)
 }
 SEQK_KERNEL(selftest_global_counter_reset_unordered);
 
-// Bug (unless `wait_first`): thread 0 issues a cp.async from src; after a barrier thread 1
-// overwrites src before thread 0 waits for the copy, which may still be reading it. With
-// `wait_first` thread 0 waits before the barrier, which then orders the copy's read before the write.
-extern "C" __global__ void selftest_cp_async_source_overwritten(float* src, float* out, int wait_first) {
+// Bug (mode 0): thread 0 issues a cp.async from src; after a barrier thread 1 overwrites src before
+// thread 0 waits for the copy, which may still be reading it. Clean twins: mode 1, thread 0 waits
+// before the first barrier, which then orders the copy's read before the write; mode 2, thread 1
+// does not write, and the second barrier orders the copy's landing before every thread reads buf.
+extern "C" __global__ void selftest_cp_async_source_overwritten(float* src, float* out, int mode) {
     SEQK_DYNAMIC_SHARED(float, buf);
     if (threadIdx.x == 0) {
         seqk::arch::cp_async_16(buf, src);
         seqk::arch::cp_async_commit();
-        if (wait_first) {
+        if (mode == 1) {
             seqk::arch::cp_async_wait<0>();
         }
     }
     __syncthreads();
-    if (threadIdx.x == 1) {
+    if (threadIdx.x == 1 && mode != 2) {
         src[0] = 42.0f;
     }
-    if (threadIdx.x == 0 && !wait_first) {
+    if (threadIdx.x == 0 && mode != 1) {
         seqk::arch::cp_async_wait<0>();
     }
     __syncthreads();
@@ -505,17 +506,15 @@ extern "C" __global__ void selftest_cp_async_source_overwritten(float* src, floa
 }
 SEQK_KERNEL(selftest_cp_async_source_overwritten);
 
-// Clean: each lane reads, then (after a shuffle, which orders nothing) rewrites its own byte flag;
-// neighbouring lanes' flags share a shadow granule. out[l] = 1.
+// Clean: each lane writes, reads, then (after a shuffle, which orders nothing) rewrites its own byte
+// flag, with no barrier at all; neighbouring lanes' flags share a shadow granule. out[l] = 1.
 extern "C" __global__ void selftest_own_byte_flags(float* out) {
     SEQK_SHARED_ARRAY(unsigned char, flags, 32);
     unsigned l = threadIdx.x;
     flags[l] = 0;
-    __syncthreads();
     unsigned char v = flags[l];
     float partner = seqk::arch::shfl_xor(0xffffffffu, static_cast<float>(l), 1);
     flags[l] = static_cast<unsigned char>(v + (partner == static_cast<float>(l ^ 1u) ? 1 : 0));
-    __syncthreads();
     out[l] = flags[l];
 }
 SEQK_KERNEL(selftest_own_byte_flags);
