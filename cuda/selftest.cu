@@ -565,21 +565,29 @@ extern "C" __global__ void selftest_helper_under_two_masks(float* out) {
 }
 SEQK_KERNEL(selftest_helper_under_two_masks);
 
-// Bug: thread 0 issues a cp.async from src, then itself overwrites src before waiting for the copy.
-extern "C" __global__ void selftest_cp_async_source_written_by_its_thread(float* src, float* out) {
+// Bug (unless `write_after_wait`): thread 0 issues a cp.async from src, then itself overwrites src
+// before waiting for the copy. Written after the wait, it is correct.
+extern "C" __global__ void selftest_cp_async_source_written_by_its_thread(float* src, float* out, int write_after_wait) {
     SEQK_DYNAMIC_SHARED(float, buf);
     if (threadIdx.x == 0) {
         seqk::arch::cp_async_16(buf, src);
         seqk::arch::cp_async_commit();
-        src[0] = 42.0f;
+        if (!write_after_wait) {
+            src[0] = 42.0f;
+        }
         seqk::arch::cp_async_wait<0>();
+        if (write_after_wait) {
+            src[0] = 42.0f;
+        }
         out[0] = buf[0];
     }
 }
 SEQK_KERNEL(selftest_cp_async_source_written_by_its_thread);
 
-// Bug: a cp.async whose source is shared memory (it must be global: a GPU faults).
-extern "C" __global__ void selftest_cp_async_from_shared(float* out) {
+// Bug (unless `from_global`): a cp.async whose source is shared memory (it must be global: a GPU
+// faults). The clean twin copies from `in` and reads the staging array with a plain load (written
+// by threads 0..7: the barrier orders it). out[0] = in[0], out[1] = 1.
+extern "C" __global__ void selftest_cp_async_from_shared(const float* in, float* out, int from_global) {
     SEQK_SHARED_ARRAY(float, staging, 8);
     SEQK_DYNAMIC_SHARED(float, buf);
     if (threadIdx.x < 8) {
@@ -587,10 +595,11 @@ extern "C" __global__ void selftest_cp_async_from_shared(float* out) {
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        seqk::arch::cp_async_16(buf, staging);
+        seqk::arch::cp_async_16(buf, from_global ? in : staging);
         seqk::arch::cp_async_commit();
         seqk::arch::cp_async_wait<0>();
         out[0] = buf[0];
+        out[1] = staging[7];
     }
 }
 SEQK_KERNEL(selftest_cp_async_from_shared);
@@ -608,10 +617,11 @@ extern "C" __global__ void selftest_static_array_overrun(float* out) {
 }
 SEQK_KERNEL(selftest_static_array_overrun);
 
-// Bug: block 0's thread 0 reads g[0]; after a __syncthreads (which orders nothing between blocks)
-// thread 0 of every block adds to g[0] atomically: block 0's read races with the others' adds.
+// Bug (with more than one block): block 0's thread 1 reads g[0]; after a __syncthreads (which orders
+// nothing between blocks) thread 0 of every block adds to g[0] atomically: block 0's read races with
+// the other blocks' adds. With one block the barrier orders the read before the add: clean.
 extern "C" __global__ void selftest_read_then_atomics_of_other_blocks(float* g, float* out) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (blockIdx.x == 0 && threadIdx.x == 1) {
         out[0] = g[0];
     }
     __syncthreads();
@@ -621,15 +631,14 @@ extern "C" __global__ void selftest_read_then_atomics_of_other_blocks(float* g, 
 }
 SEQK_KERNEL(selftest_read_then_atomics_of_other_blocks);
 
-// Clean: lane 0 reads acc, a whole-warp __syncwarp, then lanes 1..3 add to it atomically (a float
-// atomicAdd loads before its compare-and-swap). out[0] = 0, out[1] = 3.
+// Clean (one warp): lane 0 zeroes and reads acc, a whole-warp __syncwarp, then lanes 1..3 add to it
+// atomically (a float atomicAdd loads before its compare-and-swap). out[0] = 0, out[1] = 3.
 extern "C" __global__ void selftest_atomics_after_an_ordered_read(float* out) {
     SEQK_SHARED_ARRAY(float, acc, 1);
     unsigned l = seqk::arch::lane_id();
     if (l == 0) {
         acc[0] = 0.0f;
     }
-    __syncthreads();
     if (l == 0) {
         out[0] = acc[0];
     }

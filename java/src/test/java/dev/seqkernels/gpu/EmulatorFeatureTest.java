@@ -371,10 +371,16 @@ class EmulatorFeatureTest {
     @Test
     void cpAsyncSourcesAreChecked() {
         try (DeviceTensor in = DeviceTensor.of(emu, data.tensor(DType.F32, 1, 32)); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
-            reported("selftest_cp_async_source_written_by_its_thread", Dim3.of(1), Dim3.of(32), 64, inOut(in, out),
+            double first = in.toHost().getFlat(0);
+            reported("selftest_cp_async_source_written_by_its_thread", Dim3.of(1), Dim3.of(32), 64, inOut(in, out).i32(0),
                     "thread 0 writes 4 bytes", "the source of a cp.async it has not waited for", "selftest.cu:");
-            reported("selftest_cp_async_from_shared", Dim3.of(1), Dim3.of(32), 64, new KernelArgs().pointer(out.pointer()),
+            reported("selftest_cp_async_from_shared", Dim3.of(1), Dim3.of(32), 64, inOut(in, out).i32(0),
                     "a cp.async from shared memory", "must be global memory", "selftest.cu:");
+            emu.launch(fn("selftest_cp_async_from_shared"), Dim3.of(1), Dim3.of(32), 64, 0, inOut(in, out).i32(1));
+            assertEquals(first, out.toHost().getFlat(0));
+            assertEquals(1.0, out.toHost().getFlat(1), "staging[7], written by thread 7 before the barrier");
+            emu.launch(fn("selftest_cp_async_source_written_by_its_thread"), Dim3.of(1), Dim3.of(32), 64, 0, inOut(in, out).i32(1));
+            assertEquals(first, out.toHost().getFlat(0), "written after the wait, the copy read the source first");
         }
     }
 
@@ -392,8 +398,12 @@ class EmulatorFeatureTest {
     void aBarrierDoesNotOrderAccessesOfOtherBlocks() {
         try (DeviceTensor g = DeviceTensor.allocate(emu, DType.F32, 1); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 1)) {
             reported("selftest_read_then_atomics_of_other_blocks", Dim3.of(2), Dim3.of(32), 0,
-                    new KernelArgs().pointer(g.pointer()).pointer(out.pointer()), "race on global memory", "block 0 thread 0 read it at selftest.cu:",
+                    new KernelArgs().pointer(g.pointer()).pointer(out.pointer()), "race on global memory", "block 0 thread 1 read it at selftest.cu:",
                     "no grid sync between");
+            emu.memset(g.pointer(), 0, 4);
+            emu.launch(fn("selftest_read_then_atomics_of_other_blocks"), Dim3.of(1), Dim3.of(32), 0, 0,
+                    new KernelArgs().pointer(g.pointer()).pointer(out.pointer()));
+            assertEquals(1.0, g.toHost().getFlat(0), "one block: the barrier orders the read before the add");
         }
     }
 
