@@ -329,14 +329,16 @@ SEQK_KERNEL(selftest_cp_async_refills_a_buffer_being_read);
 //   mode 0: lanes 2,3 and lanes 0,1 each __syncwarp among themselves: no sync names both, a race;
 //   mode 1: lanes 0 and 2 __syncwarp(0x5): ordered;
 //   mode 2: a whole-warp shuffle: it exchanges values but orders no memory (PTX), a race;
-//   mode 3: a whole-warp __syncwarp: ordered. out[0] = in[2] when ordered.
+//   mode 3: a whole-warp __syncwarp: ordered;
+//   mode 4: as mode 0, but lane 3 reads: the pair sync of lanes 2,3 orders it.
+// out[0] = in[2] when ordered.
 extern "C" __global__ void selftest_warp_orderings(const float* in, float* out, int mode) {
     SEQK_SHARED_ARRAY(float, slot, 32);
     unsigned l = seqk::arch::lane_id();
     if (l == 2) {
         slot[2] = in[2];
     }
-    if (mode == 0) {
+    if (mode == 0 || mode == 4) {
         if (l == 2 || l == 3) {
             seqk::arch::syncwarp(0x0000000cu);
         } else if (l < 2) {
@@ -351,7 +353,7 @@ extern "C" __global__ void selftest_warp_orderings(const float* in, float* out, 
     } else {
         seqk::arch::syncwarp(0xffffffffu);
     }
-    if (l == 0) {
+    if (l == (mode == 4 ? 3u : 0u)) {
         out[0] = slot[2];
     }
 }

@@ -217,7 +217,7 @@ class EmulatorFeatureTest {
                     "read-after-write race on a static shared array", "thread 0 reads", "thread 2 wrote");
             reported("selftest_warp_orderings", Dim3.of(1), Dim3.of(32), 0, inOut(in, out).i32(2),
                     "read-after-write race on a static shared array", "thread 0 reads", "thread 2 wrote");
-            for (int ordered : new int[] {1, 3}) {
+            for (int ordered : new int[] {1, 3, 4}) {
                 emu.launch(fn("selftest_warp_orderings"), Dim3.of(1), Dim3.of(32), 0, 0, inOut(in, out).i32(ordered));
                 assertEquals(in.toHost().getFlat(2), out.toHost().getFlat(0), "mode " + ordered);
             }
