@@ -168,7 +168,7 @@ public final class Tensor implements AutoCloseable {
                     hi = Math.addExact(hi, span);
                 }
             }
-            fits = hi < lo || (lo >= 0 && Math.multiplyExact(hi + 1, (long) dtype.byteSize()) <= segment.byteSize());
+            fits = hi < lo || (lo >= 0 && Math.multiplyExact(Math.addExact(hi, 1), (long) dtype.byteSize()) <= segment.byteSize());
         } catch (ArithmeticException e) {
             throw new SeqkException.ShapeMismatch("shape " + Arrays.toString(shape) + " with strides " + Arrays.toString(strides)
                     + " and offset " + offset + " addresses elements beyond the range of a long");
@@ -235,7 +235,10 @@ public final class Tensor implements AutoCloseable {
         return numel(shape);
     }
 
-    /** The underlying memory (for zero-copy hand-off); valid only while the tensor is open. */
+    /**
+     * The underlying memory (for zero-copy hand-off); valid only while the tensor is open. Keep
+     * the tensor itself reachable while the segment is used: the Cleaner frees an unreachable one.
+     */
     public MemorySegment segment() {
         checkOpen();
         return segment;

@@ -191,6 +191,9 @@ class BadInputTest {
         rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().activations((Activation[]) null), "activations");
         rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().activations(Activation.SIGMOID, null, Activation.TANH), "activations");
         rejects(SeqkException.InvalidConfig.class, () -> Lstm.builder().activationsPerDirection(null), "activationsPerDirection");
+        assertEquals(Activation.SIGMOID, Lstm.builder().inputSize(1).hiddenSize(1).backend("cpu")
+                .activationsPerDirection(java.util.List.of(java.util.List.of(Activation.SIGMOID, Activation.TANH, Activation.TANH)))
+                .build().config().activations().get(0).get(0), "immutable lists (List.of) are accepted");
         rejects(SeqkException.BackendUnavailable.class, () -> Backends.byName(null), "null");
         Lstm op = lstm();
         Map<String, Tensor> p = data.params(DType.F32, 0.5, op.config().parameterShapes());

@@ -71,6 +71,8 @@ class TensorLifetimeTest {
         mentions(assertThrows(SeqkException.ShapeMismatch.class,
                 () -> Tensor.wrap(small, DType.F32, new long[]{2}, new long[]{1}, Long.MAX_VALUE - 1)), "beyond the range of a long");
         mentions(assertThrows(SeqkException.ShapeMismatch.class,
+                () -> Tensor.wrap(small, DType.BOOL, new long[]{1}, new long[]{1}, Long.MAX_VALUE)), "beyond the range of a long");
+        mentions(assertThrows(SeqkException.ShapeMismatch.class,
                 () -> Layout.contiguous(4).narrow(0, Long.MAX_VALUE, 2)), "narrow", "outside shape");
     }
 

@@ -316,14 +316,17 @@ final class AttentionGpu {
                 (int) qs[3], (int) in.v().size(3), contiguous(in.q().shape()), contiguous(in.k().shape()),
                 contiguous(in.v().shape()), contiguous(qs[0], qs[1], qs[2], in.v().size(3)));
         DeviceScope scope = new DeviceScope(driver);
-        try (DeviceScope temp = new DeviceScope(driver)) {
+        try (PendingResults results = new PendingResults(); DeviceScope temp = new DeviceScope(driver)) {
             Bias[] biases = {in.mask() == null ? null : bias(scope, in.mask(), broadcastStrides(in.mask().tensor().shape())), null};
             Saved sv = new Saved(scope, g, scope.upload(in.q()), scope.upload(in.k()), scope.upload(in.v()),
                     scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths()),
                     lengths(scope, in.queryLengths()), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
             DeviceTensor out = temp.allocate(dt, g.batch(), g.qHeads(), g.qLen(), g.valueDim());
             runForward(dt, sv, out, temp, op.allowTf32());
-            return new AttentionResult(out.toHost(), sv.lse().toHost(), sv);
+            Tensor outHost = results.keep(out.toHost());
+            Tensor lseHost = results.keep(sv.lse().toHost());
+            results.handOver();
+            return new AttentionResult(outHost, lseHost, sv);
         } catch (RuntimeException e) {
             scope.close();
             throw e;
@@ -451,6 +454,8 @@ final class AttentionGpu {
         int batch = sz.batch();
         int lq = sz.qLen();
         int lk = sz.kvLen();
+        Linear.checkRows(driver.name(), "batch x q_len", (long) batch * lq);
+        Linear.checkRows(driver.name(), "batch x kv_len", (long) batch * lk);
         int e = op.embedDim();
         int hd = op.headDim();
         int heads = op.numHeads();
@@ -516,7 +521,12 @@ final class AttentionGpu {
 
     private static Tensor averageHeads(DeviceTensor probs, int batch, int heads, int lq, int lk, DType dt) {
         try (Tensor p = probs.toHost()) {
-            double[] avg = new double[batch * lq * lk];
+            long count = (long) batch * lq * lk;
+            if (count > Integer.MAX_VALUE - 8) {
+                throw new SeqkException.Unsupported("attention weights of " + batch + " x " + lq + " x " + lk
+                        + " elements exceed a Java array; use needWeights(false)");
+            }
+            double[] avg = new double[(int) count];
             for (int b = 0; b < batch; b++) {
                 for (int h = 0; h < heads; h++) {
                     for (int i = 0; i < lq * lk; i++) {

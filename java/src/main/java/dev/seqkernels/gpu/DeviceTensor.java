@@ -8,6 +8,7 @@ import dev.seqkernels.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.ref.Cleaner;
+import java.lang.ref.Reference;
 import java.util.Arrays;
 
 /**
@@ -176,6 +177,8 @@ public final class DeviceTensor implements AutoCloseable {
         requireContiguous("copyFrom");
         try (Arena arena = Arena.ofConfined()) {
             driver.copyHostToDevice(pointer(), contiguousHost(host, arena), byteSize());
+        } finally {
+            Reference.reachabilityFence(host);  // the segment alone does not keep the tensor from its Cleaner
         }
     }
 
@@ -188,6 +191,8 @@ public final class DeviceTensor implements AutoCloseable {
             MemorySegment staging = arena.allocate(Math.max(1, byteSize()), 16);
             driver.copyDeviceToHost(staging, pointer(), byteSize());
             host.copyFrom(Tensor.wrap(staging, dtype, shape).toDoubleArray());
+        } finally {
+            Reference.reachabilityFence(host);
         }
     }
 

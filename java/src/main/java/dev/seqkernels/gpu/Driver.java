@@ -41,6 +41,9 @@ public interface Driver extends AutoCloseable {
         if (!host.scope().isAlive()) {
             throw new DriverException(binding + " " + call + ": the host segment's arena is closed");
         }
+        if (!host.isAccessibleBy(Thread.currentThread())) {
+            throw new DriverException(binding + " " + call + ": the host segment is confined to another thread");
+        }
         if (written && host.isReadOnly()) {
             throw new DriverException(binding + " " + call + ": the host segment is read-only");
         }

@@ -9,6 +9,14 @@ final class Linear {
     private Linear() {
     }
 
+    /** GEMM dimensions are ints: a product of extents beyond one is refused, never wrapped. */
+    static void checkRows(String binding, String what, long rows) {
+        if (rows > Integer.MAX_VALUE) {
+            throw new dev.seqkernels.SeqkException.Unsupported(binding + ": " + what + " = " + rows
+                    + " rows exceed a GEMM's int dimension (" + Integer.MAX_VALUE + ")");
+        }
+    }
+
     /** y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) W^T, W [out, in] (row stride ldw). */
     static void forward(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
                         dev.seqkernels.DType input, dev.seqkernels.DType output) {

@@ -143,18 +143,19 @@ final class RecurrentGpu {
         suffix(dt);
         int steps = (int) (c.batchFirst() ? x.size(1) : x.size(0));
         int batch = (int) (c.batchFirst() ? x.size(0) : x.size(1));
+        Linear.checkRows(driver.name(), "seq_len x batch", (long) steps * batch);
         int nd = c.numDirections();
         int p = c.stateSize();
         int h = c.hiddenSize();
         int gh = c.cell().gates() * h;
         int slots = c.numLayers() * nd;
         DeviceScope scope = new DeviceScope(driver);
-        try (DeviceScope temp = new DeviceScope(driver)) {
+        try (PendingResults results = new PendingResults(); DeviceScope temp = new DeviceScope(driver)) {
             DeviceTensor lens = scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch));
             DeviceTensor input = scope.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, DType.F32);
             DeviceTensor h0d = h0 == null ? null : temp.upload(h0, DType.F32);
-            Tensor hn = Tensor.allocate(dt, slots, batch, p);
-            Tensor cn = c.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, batch, h) : null;
+            Tensor hn = results.keep(Tensor.allocate(dt, slots, batch, p));
+            Tensor cn = results.keep(c.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, batch, h) : null);
             List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
             SlotTrace[] traces = new SlotTrace[slots];
             DeviceTensor x16 = null;  // layer 0's input in its 16-bit storage type, for the projection GEMM
@@ -200,13 +201,14 @@ final class RecurrentGpu {
                 }
                 input = out;
             }
-            Tensor output = Tensor.allocate(dt, steps, batch, c.outputSize());
+            Tensor output = results.keep(Tensor.allocate(dt, steps, batch, c.outputSize()));
             copyInto(input, output);
             if (c.batchFirst()) {
                 try (Tensor timeMajor = output) {
-                    output = timeMajor.permute(1, 0, 2).to(dt);
+                    output = results.keep(timeMajor.permute(1, 0, 2).to(dt));
                 }
             }
+            results.handOver();
             return new RecurrentResult(output, hn, cn, new Saved(scope, layerInputs, traces, lens, steps, batch));
         } catch (RuntimeException e) {
             scope.close();
@@ -231,7 +233,7 @@ final class RecurrentGpu {
         String cellKernel = stepCellKernel(c.cell(), h, c.linearBeforeReset(), stepChoice);
         Dim3 stepGrid = cellKernel.endsWith("_vec4") ? Dim3.of(blocks((long) batch * h / 4)) : cellGrid;
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
-        float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
+        float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
         PersistentPlan plan = persistentPlan(c, batch, driver.properties(), stepChoice);
         String persistentKernel = c.cell() == CellType.LSTM ? "lstm_persistent_fwd" : "gru_persistent_fwd";
         if (plan != null && !fitsAtOnce(fn32(persistentKernel), plan)) {
@@ -369,7 +371,7 @@ final class RecurrentGpu {
         DType dt = forward.output().dtype();
         int steps = saved.steps();
         int batch = saved.batch();
-        int rows = steps * batch;
+        int rows = steps * batch;  // checked against an int by forward
         int nd = c.numDirections();
         int p = c.stateSize();
         int h = c.hiddenSize();
@@ -377,10 +379,10 @@ final class RecurrentGpu {
         int slots = c.numLayers() * nd;
         boolean lstm = c.cell() == CellType.LSTM;
         boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
-        Tensor dh0 = Tensor.allocate(dt, slots, batch, p);
-        Tensor dc0 = lstm ? Tensor.allocate(dt, slots, batch, h) : null;
         Map<String, Tensor> grads = new java.util.LinkedHashMap<>();
-        try (DeviceScope s = new DeviceScope(driver)) {
+        try (PendingResults results = new PendingResults(); DeviceScope s = new DeviceScope(driver)) {
+            Tensor dh0 = results.keep(Tensor.allocate(dt, slots, batch, p));
+            Tensor dc0 = results.keep(lstm ? Tensor.allocate(dt, slots, batch, h) : null);
             DeviceTensor dLayerOut = dOutput == null ? s.zeros(DType.F32, steps, batch, c.outputSize())
                     : s.upload(c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, DType.F32);
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
@@ -412,7 +414,7 @@ final class RecurrentGpu {
                     DeviceTensor rhAll = gruSplit ? s.allocate(DType.F32, rows, h) : null;
                     DeviceTensor gemmOut = s.allocate(DType.F32, batch, p);
                     int hRows = gruSplit ? 2 * h : gh;  // rows of W_hh that act on h itself
-                    float clip = (float) Math.min(c.clip(), Float.MAX_VALUE);
+                    float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
                     Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
                     for (int step = steps - 1; step >= 0; step--) {
@@ -478,43 +480,44 @@ final class RecurrentGpu {
                     // Weight gradients over all steps at once: dW = dA^T X.
                     DeviceTensor dWih = s.allocate(DType.F32, gh, in);
                     Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f);
-                    grads.put("weight_ih_" + sfx, download(dWih, dt));
+                    grads.put("weight_ih_" + sfx, results.keep(download(dWih, dt)));
                     DeviceTensor dWhh = s.allocate(DType.F32, gh, p);
                     Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f);
                     if (gruSplit) {
                         Linear.weightGrad(driver, dah.select(1, 2L * h).pointer(), gh, rhAll.pointer(), h,
                                 dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f);
                     }
-                    grads.put("weight_hh_" + sfx, download(dWhh, dt));
+                    grads.put("weight_hh_" + sfx, results.keep(download(dWhh, dt)));
                     if (c.bias()) {
-                        grads.put("bias_ih_" + sfx, download(columnSum(s, dax, rows, gh), dt));
-                        grads.put("bias_hh_" + sfx, download(columnSum(s, dah, rows, gh), dt));
+                        grads.put("bias_ih_" + sfx, results.keep(download(columnSum(s, dax, rows, gh), dt)));
+                        grads.put("bias_hh_" + sfx, results.keep(download(columnSum(s, dah, rows, gh), dt)));
                     }
                     if (whr != null) {
                         DeviceTensor dWhr = s.allocate(DType.F32, p, h);
                         Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f);
-                        grads.put("weight_hr_" + sfx, download(dWhr, dt));
+                        grads.put("weight_hr_" + sfx, results.keep(download(dWhr, dt)));
                     }
                     if (peep != null) {
-                        grads.put("weight_peephole_" + sfx, download(columnSum(s, dpeepAll, rows, 3 * h), dt));
+                        grads.put("weight_peephole_" + sfx, results.keep(download(columnSum(s, dpeepAll, rows, 3 * h), dt)));
                     }
                     // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
                     Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f);
                 }
                 dLayerOut = dX;
             }
-            Tensor dxTimeMajor = Tensor.allocate(dt, steps, batch, c.inputSize());
+            Tensor dxTimeMajor = results.keep(Tensor.allocate(dt, steps, batch, c.inputSize()));
             copyInto(dLayerOut, dxTimeMajor);
             Tensor dx = dxTimeMajor;
             if (c.batchFirst()) {
                 try (Tensor timeMajor = dxTimeMajor) {
-                    dx = timeMajor.permute(1, 0, 2).to(dt);
+                    dx = results.keep(timeMajor.permute(1, 0, 2).to(dt));
                 }
             }
             Map<String, Tensor> ordered = new java.util.LinkedHashMap<>();
             for (String name : c.parameterShapes().keySet()) {
                 ordered.put(name, grads.get(name));
             }
+            results.handOver();
             return new RecurrentGradients(dx, dh0, dc0, ordered);
         }
     }

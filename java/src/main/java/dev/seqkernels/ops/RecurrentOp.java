@@ -229,7 +229,7 @@ public abstract class RecurrentOp {
 
         /** The same activation list (ONNX order) for every direction. */
         public S activations(Activation... perDirection) {
-            if (perDirection == null || java.util.Arrays.asList(perDirection).contains(null)) {
+            if (perDirection == null || java.util.Arrays.stream(perDirection).anyMatch(java.util.Objects::isNull)) {
                 throw new SeqkException.InvalidConfig("activations must not be null or contain null");
             }
             activations = List.of(List.of(perDirection));
@@ -238,7 +238,7 @@ public abstract class RecurrentOp {
 
         /** One activation list per direction (ONNX's bidirectional form). */
         public S activationsPerDirection(List<List<Activation>> lists) {
-            if (lists == null || lists.stream().anyMatch(l -> l == null || l.contains(null))) {
+            if (lists == null || lists.stream().anyMatch(l -> l == null || l.stream().anyMatch(java.util.Objects::isNull))) {
                 throw new SeqkException.InvalidConfig("activationsPerDirection must not be null or contain null");
             }
             activations = lists;

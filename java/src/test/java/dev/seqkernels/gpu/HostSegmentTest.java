@@ -33,13 +33,21 @@ class HostSegmentTest {
     }
 
     @Test
-    void aSegmentOfAClosedArenaIsRefused() {
+    void aSegmentOfAClosedArenaIsRefused() throws InterruptedException {
         try (DeviceTensor d = DeviceTensor.allocate(driver, DType.F32, 4)) {
             Arena arena = Arena.ofShared();
             MemorySegment gone = arena.allocate(16);
             arena.close();
             mentions(assertThrows(DriverException.class, () -> driver.copyHostToDevice(d.pointer(), gone, 16)), "closed");
             mentions(assertThrows(DriverException.class, () -> driver.copyDeviceToHost(gone, d.pointer(), 16)), "closed");
+            try (Arena confined = Arena.ofConfined()) {
+                MemorySegment mine = confined.allocate(16);
+                Throwable[] other = new Throwable[1];
+                Thread t = Thread.ofPlatform().start(() -> other[0] = assertThrows(DriverException.class,
+                        () -> driver.copyHostToDevice(d.pointer(), mine, 16)));
+                t.join();
+                mentions(other[0], "confined to another thread");
+            }
             MemorySegment heap = MemorySegment.ofArray(new float[4]);
             mentions(assertThrows(DriverException.class, () -> driver.copyHostToDevice(d.pointer(), heap, 16)), "Java heap");
         }

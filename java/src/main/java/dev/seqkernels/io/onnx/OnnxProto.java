@@ -161,7 +161,7 @@ public final class OnnxProto {
         long n;
         try {
             n = Tensor.numel(dims);
-        } catch (ArithmeticException overflow) {
+        } catch (SeqkException.ShapeMismatch overflow) {
             n = Long.MAX_VALUE;
         }
         if (n > MAX_ELEMENTS) {
