@@ -6,9 +6,10 @@
 # (default java/target/barrier-mutants.md) for bench/RESULTS.md.
 #
 # Usage: tools/barrier-mutants.sh [OUT [FILE...]]   (from the checkout; needs the JDK the launcher finds, Maven)
-# FILE...: only these sources (default: cuda/*.cu). Measured on the 2-core VM: 2.5-4 minutes per
-# attention barrier (its tests run for 2-3 minutes), about 1 minute per recurrent or selftest one;
-# all 46 took about 75 minutes. The sources are restored after each mutant, and on exit.
+# FILE...: only these sources (default: cuda/*.cu). Measured on the 2-core VM (2026-11-29, other
+# builds running beside it): all 47 sites in 40 minutes; 3-5 minutes per attention barrier (its
+# tests run for 2-3 minutes), 1-2 per recurrent one, under one per selftest one (36 selftest sites in 14
+# minutes). The sources are restored after each mutant, and on exit.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/java/target/barrier-mutants.md}"

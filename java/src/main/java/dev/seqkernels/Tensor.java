@@ -196,15 +196,17 @@ public final class Tensor implements AutoCloseable {
         return t;
     }
 
+    /** A new F32 tensor holding {@code values} (row-major), copied in bulk. */
     public static Tensor of(float[] values, long... shape) {
         if (values == null) {
             throw new SeqkException.ShapeMismatch("Tensor.of: argument 'values' is required");
         }
-        double[] d = new double[values.length];
-        for (int i = 0; i < d.length; i++) {
-            d[i] = values[i];
+        if (values.length != numel(shape)) {
+            throw new SeqkException.ShapeMismatch(values.length + " values do not fill shape " + Arrays.toString(shape));
         }
-        return of(DType.F32, d, shape);
+        Tensor t = allocate(DType.F32, shape);
+        t.copyFrom(values);
+        return t;
     }
 
     public DType dtype() {
@@ -296,6 +298,93 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /** All elements in row-major order as floats (an F32 tensor's exactly; contiguous F32: one bulk copy). */
+    public float[] toFloatArray() {
+        checkOpen();
+        long n = numel();
+        if (n > Integer.MAX_VALUE - 8) {
+            throw new SeqkException.ShapeMismatch("tensor of " + n + " elements is too large for a Java array");
+        }
+        float[] out = new float[(int) n];
+        if (dtype == DType.F32 && isContiguous()) {
+            try {
+                MemorySegment.copy(segment, F32, offset * 4, out, 0, out.length);
+            } catch (IllegalStateException | WrongThreadException e) {
+                throw inaccessible(e);
+            }
+            return out;
+        }
+        for (int i = 0; i < out.length; i++) {
+            out[i] = (float) read(flatToOffset(i));
+        }
+        return out;
+    }
+
+    /** Writes {@code values} (row-major), rounding to this dtype (contiguous F32: one bulk copy). */
+    public void copyFrom(float[] values) {
+        checkOpen();
+        if (values == null || values.length != numel()) {
+            throw new SeqkException.ShapeMismatch((values == null ? "no" : values.length) + " values do not fill shape "
+                    + Arrays.toString(shape));
+        }
+        if (dtype == DType.F32 && isContiguous()) {
+            checkWritable();
+            try {
+                MemorySegment.copy(values, 0, segment, F32, offset * 4, values.length);
+            } catch (IllegalStateException | WrongThreadException e) {
+                throw inaccessible(e);
+            }
+            return;
+        }
+        for (int i = 0; i < values.length; i++) {
+            write(flatToOffset(i), values[i]);
+        }
+    }
+
+    /**
+     * Copies {@code src}'s values (same shape; any dtype and strides) into this tensor, rounding
+     * each once to this dtype. Same dtype and both contiguous: one bulk copy, no per-element work.
+     */
+    public void copyFrom(Tensor src) {
+        checkOpen();
+        if (src == null) {
+            throw new SeqkException.ShapeMismatch("copyFrom: argument 'src' is required");
+        }
+        src.checkOpen();
+        if (!Arrays.equals(shape, src.shape)) {
+            throw new SeqkException.ShapeMismatch("copyFrom: source shape " + Arrays.toString(src.shape)
+                    + " differs from this tensor's " + Arrays.toString(shape));
+        }
+        long n = numel();
+        if (src.dtype == dtype && isContiguous() && src.isContiguous()) {
+            checkWritable();
+            long bytes = dtype.byteSize();
+            try {
+                MemorySegment.copy(src.segment, src.offset * bytes, segment, offset * bytes, n * bytes);
+            } catch (IllegalStateException | WrongThreadException e) {
+                throw inaccessible(e);
+            }
+            return;
+        }
+        for (long i = 0; i < n; i++) {
+            write(flatToOffset(i), src.read(src.flatToOffset(i)));
+        }
+    }
+
+    /** A view with another shape of as many elements; only a contiguous tensor can be reshaped without a copy. */
+    public Tensor reshape(long... newShape) {
+        checkShape(newShape);
+        if (numel(newShape) != numel()) {
+            throw new SeqkException.ShapeMismatch("reshape: shape " + Arrays.toString(newShape) + " does not hold the "
+                    + numel() + " elements of shape " + Arrays.toString(shape));
+        }
+        if (!isContiguous()) {
+            throw new SeqkException.Unsupported("reshape: the tensor of shape " + Arrays.toString(shape) + " with strides "
+                    + Arrays.toString(strides) + " is not contiguous; copy it first (to(dtype()))");
+        }
+        return view(new Layout(newShape, contiguousStrides(newShape), offset));
+    }
+
     /** Shape, strides and offset. */
     public Layout layout() {
         return new Layout(shape, strides, offset);
@@ -321,9 +410,16 @@ public final class Tensor implements AutoCloseable {
         return view(layout().unsqueeze(dim));
     }
 
-    /** A contiguous copy in another dtype. */
+    /** A contiguous copy in {@code target} (the same dtype: a plain copy, in bulk when this is contiguous). */
     public Tensor to(DType target) {
-        return of(target, toDoubleArray(), shape);
+        Tensor t = allocate(target, shape);
+        try {
+            t.copyFrom(this);
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+        return t;
     }
 
     /**
@@ -445,11 +541,15 @@ public final class Tensor implements AutoCloseable {
         };
     }
 
-    private void write(long element, double v) {
+    private void checkWritable() {
         if (segment.isReadOnly()) {
             throw new SeqkException.Unsupported("tensor " + dtype + Arrays.toString(shape) + " is read-only (a view of a mapped file"
                     + " or a read-only segment); copy it first");
         }
+    }
+
+    private void write(long element, double v) {
+        checkWritable();
         try {
             writeElement(element, v);
         } catch (IllegalStateException | WrongThreadException e) {

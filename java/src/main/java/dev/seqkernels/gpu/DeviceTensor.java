@@ -190,7 +190,7 @@ public final class DeviceTensor implements AutoCloseable {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment staging = arena.allocate(Math.max(1, byteSize()), 16);
             driver.copyDeviceToHost(staging, pointer(), byteSize());
-            host.copyFrom(Tensor.wrap(staging, dtype, shape).toDoubleArray());
+            host.copyFrom(Tensor.wrap(staging, dtype, shape));
         } finally {
             Reference.reachabilityFence(host);
         }
@@ -209,7 +209,7 @@ public final class DeviceTensor implements AutoCloseable {
         }
         Tensor packed = Tensor.wrap(arena.allocate(Math.max(1, host.numel() * host.dtype().byteSize()), 16), host.dtype(),
                 host.shape());
-        packed.copyFrom(host.toDoubleArray());
+        packed.copyFrom(host);
         return packed.segment();
     }
 

@@ -547,7 +547,7 @@ final class RecurrentGpu {
     /** Copies an F32 device tensor's values into a host tensor (any dtype, any strides) of as many elements. */
     private static void copyInto(DeviceTensor f32, Tensor host) {
         try (Tensor values = f32.toHost()) {
-            host.copyFrom(values.toDoubleArray());
+            host.copyFrom(values.reshape(host.shape()));
         }
     }
 

@@ -1,0 +1,107 @@
+package dev.seqkernels;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.Random;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Bulk copies give exactly what element-by-element conversion gives, for every dtype pair and layout. */
+class TensorCopyTest {
+    private static final DType[] DTYPES = DType.values();
+
+    private static double[] values(int n, long seed) {
+        Random r = new Random(seed);
+        double[] v = new double[n];
+        for (int i = 0; i < n; i++) {
+            v[i] = switch (i % 7) {
+                case 0 -> Double.NaN;
+                case 1 -> -0.0;
+                case 2 -> 1e-42;
+                case 3 -> r.nextInt(200) - 100;
+                default -> r.nextGaussian() * 1000;
+            };
+        }
+        return v;
+    }
+
+    /** The reference: one element at a time through double, as Tensor.of rounds. */
+    private static double[] elementwise(Tensor src, DType target) {
+        double[] d = src.toDoubleArray();
+        try (Tensor t = Tensor.of(target, d, src.shape())) {
+            return t.toDoubleArray();
+        }
+    }
+
+    @Test
+    void toAndCopyFromMatchElementwiseConversionForEveryPairAndLayout() {
+        for (DType from : DTYPES) {
+            for (DType to : DTYPES) {
+                try (Tensor base = Tensor.of(from, values(4 * 6, from.ordinal() * 31L + to.ordinal()), 4, 6)) {
+                    for (Tensor src : new Tensor[]{base, base.permute(1, 0), base.select(0, 2)}) {
+                        double[] expected = elementwise(src, to);
+                        try (Tensor converted = src.to(to)) {
+                            assertTrue(converted.isContiguous());
+                            assertArrayEquals(expected, converted.toDoubleArray(), from + " -> " + to);
+                        }
+                        long[] sh = src.shape();
+                        try (Tensor holder = src.rank() == 2 ? Tensor.allocate(to, sh[1], sh[0]) : Tensor.allocate(to, sh[0], 2)) {
+                            Tensor strided = src.rank() == 2 ? holder.permute(1, 0) : holder.select(1, 1);
+                            strided.copyFrom(src);
+                            assertArrayEquals(expected, strided.toDoubleArray(), from + " -> " + to + " into a strided view");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void floatArraysRoundTripExactlyAndRoundIntoOtherDtypes() {
+        float[] f = {1.5f, Float.NaN, -0.0f, 1e-40f, 65520f, -3.25f};
+        try (Tensor t = Tensor.of(f, 2, 3)) {
+            float[] back = t.toFloatArray();
+            for (int i = 0; i < f.length; i++) {
+                assertEquals(Float.floatToRawIntBits(f[i]), Float.floatToRawIntBits(back[i]), "element " + i);
+            }
+            try (Tensor h = Tensor.allocate(DType.F16, 3, 2)) {
+                Tensor view = h.permute(1, 0);
+                view.copyFrom(f);
+                assertEquals(Double.POSITIVE_INFINITY, view.get(1, 1), "65520 rounds to infinity in F16");
+                assertEquals(1.5, view.get(0, 0));
+                assertArrayEquals(new float[]{1.5f, Float.NaN, -0.0f, 0f, Float.POSITIVE_INFINITY, -3.25f}, view.toFloatArray());
+            }
+            assertThrows(SeqkException.ShapeMismatch.class, () -> t.copyFrom(new float[5]));
+        }
+    }
+
+    @Test
+    void reshapeIsAViewOfContiguousTensorsOnly() {
+        long before = Tensor.openBytes();
+        Tensor t = Tensor.of(new float[]{1, 2, 3, 4, 5, 6}, 2, 3);
+        Tensor r = t.reshape(3, 2);
+        assertEquals(4.0, r.get(1, 1));
+        r.set(40, 1, 1);
+        assertEquals(40.0, t.get(1, 0), "a view: writes show through");
+        var e = assertThrows(SeqkException.Unsupported.class, () -> t.permute(1, 0).reshape(6));
+        assertTrue(e.getMessage().contains("not contiguous"), e.getMessage());
+        assertThrows(SeqkException.ShapeMismatch.class, () -> t.reshape(4, 2));
+        r.close();
+        assertTrue(t.isClosed(), "a reshape shares its parent's lifetime");
+        assertEquals(before, Tensor.openBytes());
+    }
+
+    @Test
+    void copyFromChecksShapesAndReadOnlyMemory() {
+        try (Tensor a = Tensor.allocate(DType.F32, 2, 3); Tensor b = Tensor.allocate(DType.F32, 3, 2)) {
+            assertThrows(SeqkException.ShapeMismatch.class, () -> a.copyFrom(b));
+            assertThrows(SeqkException.ShapeMismatch.class, () -> a.copyFrom((Tensor) null));
+            Tensor readOnly = Tensor.wrap(a.segment().asReadOnly(), DType.F32, 2, 3);
+            assertThrows(SeqkException.Unsupported.class, () -> readOnly.copyFrom(a));
+            assertThrows(SeqkException.Unsupported.class, () -> readOnly.set(1.0, 0, 0));
+        }
+    }
+}
