@@ -147,6 +147,18 @@ __device__ void attn_probs_v1(const T* q, const T* k, const float* lse, float* p
         return;
     }
     AttnRow r = row_of(s, row, key_lengths, query_lengths);
+    if (lse[row] == INFINITY) {
+        // Scores beyond fp32's range: the keys at +inf share the row's weight equally, as in the
+        // forward (exp(inf - inf) would be NaN). Rare, so the row is scanned twice.
+        float hot = 0.0f;
+        for (long long j = 0; j < s.kv_len; j++) {
+            hot += score(s, r, j, q, k, bias0, bias1) == INFINITY ? 1.0f : 0.0f;
+        }
+        for (long long j = 0; j < s.kv_len; j++) {
+            probs[row * s.kv_len + j] = score(s, r, j, q, k, bias0, bias1) == INFINITY ? 1.0f / hot : 0.0f;
+        }
+        return;
+    }
     for (long long j = 0; j < s.kv_len; j++) {
         probs[row * s.kv_len + j] = prob(score(s, r, j, q, k, bias0, bias1), lse[row]);
     }

@@ -325,4 +325,34 @@ class NanPropagationTest {
         }
         assertTrue(nans < o.length || o.length == 0, what + ": every element NaN tells nothing");
     }
+
+    /** MHA's attention weights of a row whose scores overflow to +inf: the hot keys share the weight, as in the reference. */
+    @org.junit.jupiter.api.Test
+    void mhaWeightsOfOverflowingScoresAreSharedLikeTheReference() {
+        dev.seqkernels.ops.MultiHeadAttention.Builder b = dev.seqkernels.ops.MultiHeadAttention.builder().embedDim(4).numHeads(1)
+                .needWeights(true);
+        dev.seqkernels.ops.MultiHeadAttention gpu = b.backend(GpuTargets.backend()).build();
+        dev.seqkernels.ops.MultiHeadAttention cpu = b.backend("cpu").build();
+        Map<String, Tensor> p = new LinkedHashMap<>();
+        gpu.parameterShapes().forEach((name, shape) -> {
+            Tensor t = Tensor.allocate(DType.F32, shape);
+            if (shape.length == 2) {
+                for (long i = 0; i < shape[0]; i++) {
+                    t.set(1.0, i, i % shape[1]);
+                }
+            }
+            p.put(name, t);
+        });
+        double big = 3e19;
+        Tensor x = Tensor.of(DType.F32, new double[]{big, big, big, big, 0, 0, 0, 0, big, big, big, big}, 3, 1, 4);
+        try (var g = gpu.forward(p, dev.seqkernels.ops.MultiHeadAttention.inputs(x, x, x));
+             var c = cpu.forward(p, dev.seqkernels.ops.MultiHeadAttention.inputs(x, x, x))) {
+            double[] gw = g.attnWeights().toDoubleArray();
+            double[] cw = c.attnWeights().toDoubleArray();
+            assertEquals(0.5, cw[0], 1e-12, "the reference: two hot keys share row 0");
+            for (int i = 0; i < cw.length; i++) {
+                assertEquals(cw[i], gw[i], 1e-6, "weight " + i);
+            }
+        }
+    }
 }
