@@ -266,25 +266,30 @@ public final class Tensor implements AutoCloseable {
 
     /** Element at a row-major flat position (over the logical shape, whatever the strides). */
     public double getFlat(long flat) {
-        return read(flatToOffset(flat));
+        return read(flatToOffset(checkedFlat(flat)));
     }
 
     public void setFlat(long flat, double value) {
-        write(flatToOffset(flat), value);
+        write(flatToOffset(checkedFlat(flat)), value);
     }
 
     /** All elements in row-major order of the logical shape, widened to double. */
     public double[] toDoubleArray() {
+        double[] out = new double[arrayLength()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = read(flatToOffset(i));
+        }
+        return out;
+    }
+
+    /** The element count as a Java array length (checked open and small enough). */
+    private int arrayLength() {
         checkOpen();
         long n = numel();
         if (n > Integer.MAX_VALUE - 8) {
             throw new SeqkException.ShapeMismatch("tensor of " + n + " elements is too large for a Java array");
         }
-        double[] out = new double[(int) n];
-        for (int i = 0; i < out.length; i++) {
-            out[i] = read(flatToOffset(i));
-        }
-        return out;
+        return (int) n;
     }
 
     /** Writes {@code values} (row-major over the logical shape), rounding to this dtype. */
@@ -300,12 +305,7 @@ public final class Tensor implements AutoCloseable {
 
     /** All elements in row-major order as floats (an F32 tensor's exactly; contiguous F32: one bulk copy). */
     public float[] toFloatArray() {
-        checkOpen();
-        long n = numel();
-        if (n > Integer.MAX_VALUE - 8) {
-            throw new SeqkException.ShapeMismatch("tensor of " + n + " elements is too large for a Java array");
-        }
-        float[] out = new float[(int) n];
+        float[] out = new float[arrayLength()];
         if (dtype == DType.F32 && isContiguous()) {
             try {
                 MemorySegment.copy(segment, F32, offset * 4, out, 0, out.length);
@@ -505,12 +505,18 @@ public final class Tensor implements AutoCloseable {
         return off;
     }
 
-    private long flatToOffset(long flat) {
+    private long checkedFlat(long flat) {
         checkOpen();
         if (flat < 0 || flat >= numel()) {
             throw new SeqkException.IndexOutOfRange("flat position " + flat + " outside shape " + Arrays.toString(shape)
                     + " (" + numel() + " elements)");
         }
+        return flat;
+    }
+
+    /** The element offset of a row-major position; callers keep {@code flat} in 0..numel-1. */
+    private long flatToOffset(long flat) {
+        checkOpen();
         long off = offset;
         for (int i = shape.length - 1; i >= 0; i--) {
             long idx = flat % shape[i];

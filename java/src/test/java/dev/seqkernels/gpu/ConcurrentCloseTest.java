@@ -58,6 +58,10 @@ class ConcurrentCloseTest {
             } catch (SeqkException expected) {
                 clean.incrementAndGet();
             }
+            // The JDK stops an access to an arena being closed by installing an asynchronous
+            // exception, which also sets the accessing thread's interrupt flag (HotSpot's
+            // install_async_exception); that flag is the JDK's, not a request to stop, so it is cleared.
+            Thread.interrupted();
             closer.join();
             assertNull(closerFailure.get(), () -> "the closing thread failed: " + closerFailure.get());
             q.close();

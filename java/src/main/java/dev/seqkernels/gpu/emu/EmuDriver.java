@@ -351,24 +351,26 @@ public final class EmuDriver implements Driver {
      * alive for the call, so a concurrent close fails cleanly instead of unmapping under the copy.
      */
     @Override
-    public synchronized void copyHostToDevice(long dst, MemorySegment src, long bytes) {
-        Driver.checkHostSegment("emu", "copyHostToDevice", src, bytes, false);
-        try {
-            check((int) copyToDevice.invokeExact(dst, src, bytes), "copyHostToDevice");
-        } catch (IllegalStateException e) {
-            throw new DriverException("emu copyHostToDevice: the host segment's arena was closed during the call (" + e.getMessage() + ")");
-        } catch (Throwable t) {
-            throw rethrow(t);
-        }
+    public void copyHostToDevice(long dst, MemorySegment src, long bytes) {
+        hostCopy("copyHostToDevice", src, bytes, false, () -> (int) copyToDevice.invokeExact(dst, src, bytes));
     }
 
     @Override
-    public synchronized void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
-        Driver.checkHostSegment("emu", "copyDeviceToHost", dst, bytes, true);
+    public void copyDeviceToHost(MemorySegment dst, long src, long bytes) {
+        hostCopy("copyDeviceToHost", dst, bytes, true, () -> (int) copyToHost.invokeExact(dst, src, bytes));
+    }
+
+    /** A native copy with one host side; returns the emulator's status. */
+    private interface HostCopy {
+        int run() throws Throwable;
+    }
+
+    private synchronized void hostCopy(String call, MemorySegment host, long bytes, boolean written, HostCopy copy) {
+        Driver.checkHostSegment("emu", call, host, bytes, written);
         try {
-            check((int) copyToHost.invokeExact(dst, src, bytes), "copyDeviceToHost");
+            check(copy.run(), call);
         } catch (IllegalStateException e) {
-            throw new DriverException("emu copyDeviceToHost: the host segment's arena was closed during the call (" + e.getMessage() + ")");
+            throw new DriverException("emu " + call + ": the host segment's arena was closed during the call (" + e.getMessage() + ")");
         } catch (Throwable t) {
             throw rethrow(t);
         }
