@@ -116,6 +116,9 @@ public final class PanamaDriver implements Driver {
     private static int invoke(MethodHandle mh, String symbol, Object... args) {
         try {
             return (int) mh.invokeWithArguments(args);
+        } catch (IllegalStateException e) {
+            // The JDK refuses a segment argument whose arena another thread closed after our checks.
+            throw new DriverException("panama " + symbol + ": a host segment's arena was closed during the call (" + e.getMessage() + ")");
         } catch (RuntimeException e) {
             throw e;
         } catch (Throwable t) {
