@@ -266,6 +266,8 @@ __device__ void attn_bwd_dkdv_v1(const T* q, const T* k, const T* v, const float
 // A thread holds, per 8-column block, rows g = lane/4 and g + 8 and columns 2t, 2t+1 (t = lane%4),
 // so a row's max and sum are reduced over the 4 lanes of a quad.
 // Causal tiles wholly above the diagonal, and keys past the entry's key length, are never loaded.
+// On tiles where a mask may block some of a warp's pairs, P v goes through pv_tile_may_block so
+// that a non-finite v at a blocked key (0 x NaN) never reaches the row.
 // Loads: 16-byte cp.async when `vec` (the host checked: D and Dv multiples of 8, unit column
 // stride, row strides multiples of 8 elements, 16-byte aligned bases), else element by element;
 // columns and rows outside the tensor are written as zeros (never left as garbage: 0 * NaN).
@@ -296,6 +298,38 @@ __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint3
 __device__ __forceinline__ uint16_t raw(__half v) { return bits(v); }
 __device__ __forceinline__ uint16_t raw(__nv_bfloat16 v) { return bits(v); }
 __device__ __forceinline__ float raw(float v) { return v; }
+
+/** The exponent field and 1.0 of a 16-bit storage type. */
+template <typename T>
+struct Bits16;
+template <>
+struct Bits16<__half> {
+    static constexpr uint32_t EXP = 0x7c00u, ONE = 0x3c00u;
+};
+template <>
+struct Bits16<__nv_bfloat16> {
+    static constexpr uint32_t EXP = 0x7f80u, ONE = 0x3f80u;
+};
+
+/**
+ * A pair of 16-bit v values as its finite part (non-finite halves 0) and two 0/1 indicators:
+ * +inf or NaN (up), -inf or NaN (down). The products of the indicators with 0/1 matrices are
+ * exact counts, so no 0 x NaN can arise from them.
+ */
+template <typename T>
+__device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint32_t& up, uint32_t& down) {
+    fin = up = down = 0;
+    SEQK_UNROLL
+    for (int half = 0; half < 2; half++) {
+        uint32_t x = (w >> (16 * half)) & 0xffffu;
+        bool nonfinite = (x & Bits16<T>::EXP) == Bits16<T>::EXP;
+        bool nan = nonfinite && (x & 0x7fffu) != Bits16<T>::EXP;
+        bool negative = (x & 0x8000u) != 0;
+        fin |= (nonfinite ? 0u : x) << (16 * half);
+        up |= (nonfinite && (nan || !negative) ? Bits16<T>::ONE : 0u) << (16 * half);
+        down |= (nonfinite && (nan || negative) ? Bits16<T>::ONE : 0u) << (16 * half);
+    }
+}
 
 /**
  * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
@@ -333,6 +367,64 @@ __device__ void load_tile(R* dst, const T* src, const long long* st, long long b
  * the running max m, sum l and output o of the thread's two rows (the online softmax); leaves the
  * unnormalized probabilities in sc. Blocked entries are -inf, never read out of bounds.
  */
+/** Whether a length or causal mask blocks (row i, key j). */
+__device__ __forceinline__ bool outside(const AttnShape& s, long long i, long long j, long long k_valid, long long q_valid) {
+    return j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) || (s.causal == 2 && j > i + (k_valid - q_valid));
+}
+
+/** The explicit masks' sum at (row i, key j) of (b, h): -inf where one blocks. */
+__device__ __forceinline__ float bias_at(const AttnShape& s, long long b, long long h, long long i, long long j, const float* bias0,
+                                         const float* bias1) {
+    float add = 0.0f;
+    if (bias0) {
+        add += bias0[at(s.bias_stride[0], b, h, i, j)];
+    }
+    if (bias1) {
+        add += bias1[at(s.bias_stride[1], b, h, i, j)];
+    }
+    return add;
+}
+
+/** Whether row i may attend to key j: no mask blocks the pair. */
+__device__ __forceinline__ bool allowed(const AttnShape& s, long long b, long long h, long long i, long long j, long long k_valid,
+                                        long long q_valid, const float* bias0, const float* bias1) {
+    return !outside(s, i, j, k_valid, q_valid) && bias_at(s, b, h, i, j, bias0, bias1) != -INFINITY;
+}
+
+/**
+ * Whether a mask may block a pair (live row of the warp, key of the tile) while the tile's v is
+ * loaded: an explicit mask anywhere; the causal one where the tile reaches past the diagonal of
+ * the warp's first row (later rows see more keys). Rows past the query length are written as 0
+ * whatever their sums hold, and keys past the key length were loaded as zeros: neither counts.
+ */
+__device__ __forceinline__ bool tile_may_block(const AttnShape& s, long long warp_row0, long long j0, long long bn, long long k_valid,
+                                               long long q_valid, bool bias) {
+    if (bias) {
+        return true;
+    }
+    if (s.causal == 0 || warp_row0 >= q_valid) {
+        return false;
+    }
+    long long last_key = (j0 + bn < k_valid ? j0 + bn : k_valid) - 1;
+    return last_key > warp_row0 + (s.causal == 2 ? k_valid - q_valid : 0);
+}
+
+/**
+ * A column sum of P v over the allowed keys from its finite part (P v', v' = v with non-finite
+ * elements 0) and the counts of allowed keys whose v is +inf or NaN (up) and -inf or NaN (down):
+ * NaN, +inf or -inf as the reference's sum over those keys is, else the finite part.
+ */
+__device__ __forceinline__ float nonfinite_sum(float fin, float up, float down) {
+    if (fin != fin || (up > 0.0f && down > 0.0f)) {
+        return NAN;
+    }
+    return up > 0.0f ? INFINITY : down > 0.0f ? -INFINITY : fin;
+}
+
+__device__ __forceinline__ bool finite4(const float (&a)[4]) {
+    return fabsf(a[0]) < INFINITY && fabsf(a[1]) < INFINITY && fabsf(a[2]) < INFINITY && fabsf(a[3]) < INFINITY;
+}
+
 template <int NS, int NO>
 __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
                                                const long long (&my_row)[2], long long j0, int t, long long b, long long h,
@@ -347,15 +439,8 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
             SEQK_UNROLL
             for (int e = 0; e < 2; e++) {
                 long long j = j0 + n * 8 + 2 * t + e;
-                bool blocked = j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) ||
-                               (s.causal == 2 && j > i + (k_valid - q_valid));
-                float add = 0.0f;
-                if (!blocked && bias0) {
-                    add += bias0[at(s.bias_stride[0], b, h, i, j)];
-                }
-                if (!blocked && bias1) {
-                    add += bias1[at(s.bias_stride[1], b, h, i, j)];
-                }
+                bool blocked = outside(s, i, j, k_valid, q_valid);
+                float add = blocked ? 0.0f : bias_at(s, b, h, i, j, bias0, bias1);
                 float x = blocked || add == -INFINITY ? -INFINITY : scale * sc[n][2 * r + e] + add;
                 sc[n][2 * r + e] = x;
                 mx = fmaxf(mx, x);
@@ -509,6 +594,86 @@ __device__ __forceinline__ long long key_end_of(const AttnShape& s, long long ro
     return key_end > 0 ? key_end : 0;
 }
 
+/**
+ * o += P v for a tile where a mask may block some of the warp's (row, key) pairs. A blocked pair's
+ * P is 0, but 0 x NaN (or x inf) from its v must not reach the row: the reference never reads a
+ * blocked key. So each 8-column block's product goes to a fresh accumulator first, and joins o
+ * when the whole warp's is finite (the common case). Otherwise (a non-finite v, or a NaN score)
+ * the block is recomputed: P v' over the finite part of v, plus counts of the allowed pairs whose
+ * v is non-finite (the 0/1 allowed matrix times 0/1 indicators), so the block gets NaN or +-inf
+ * exactly where the reference's sum over allowed keys does. The allowed matrix is P's fragment
+ * with blocked pairs marked -0 (an allowed weight that underflowed is +0).
+ */
+template <typename T, int NO, int BN, int LD>
+__device__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&pa)[BN / 16][4], const uint16_t* vt, int oblocks, int lane, int t,
+                                  const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
+                                  long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
+    unsigned redo = 0;  // warp-uniform: the 8-column blocks to recompute
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        if (n < oblocks) {
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 16; kk++) {
+                uint32_t vb[2];
+                seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                mma(acc, pa[kk], vb, T{});
+            }
+            if (seqk::arch::all(0xffffffffu, finite4(acc))) {
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    o[n][x] += acc[x];
+                }
+            } else {
+                redo |= 1u << n;
+            }
+        }
+    }
+    if (redo == 0) {
+        return;
+    }
+    // Fragment x of k-step kk holds rows my_row[x % 2], keys j0 + 16kk + 8(x / 2) + 2t + e (e = 0, 1 in its halves).
+    SEQK_UNROLL
+    for (int kk = 0; kk < BN / 16; kk++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                long long j = j0 + kk * 16 + (x / 2) * 8 + 2 * t + e;
+                if (!allowed(s, b, h, my_row[x % 2], j, k_valid, q_valid, bias0, bias1)) {
+                    pa[kk][x] = (pa[kk][x] & ~(0xffffu << (16 * e))) | (0x8000u << (16 * e));
+                }
+            }
+        }
+    }
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        if ((redo >> n) & 1u) {
+            float fin[4] = {0.0f, 0.0f, 0.0f, 0.0f}, up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, down[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 16; kk++) {
+                uint32_t vb[2], vf[2], vu[2], vd[2], allow[4];
+                seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                split_nonfinite<T>(vb[0], vf[0], vu[0], vd[0]);
+                split_nonfinite<T>(vb[1], vf[1], vu[1], vd[1]);
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    uint32_t lo = (pa[kk][x] & 0xffffu) == 0x8000u ? 0u : Bits16<T>::ONE;
+                    uint32_t hi = (pa[kk][x] >> 16) == 0x8000u ? 0u : Bits16<T>::ONE;
+                    allow[x] = lo | (hi << 16);
+                }
+                mma(fin, pa[kk], vf, T{});
+                mma(up, allow, vu, T{});
+                mma(down, allow, vd, T{});
+            }
+            SEQK_UNROLL
+            for (int x = 0; x < 4; x++) {
+                o[n][x] += nonfinite_sum(fin[x], up[x], down[x]);
+            }
+        }
+    }
+}
+
 template <typename T, int DMAX, int BN>
 __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* lse, const int* key_lengths,
                             const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
@@ -593,16 +758,26 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
 
         // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
+        uint32_t pa[BN / 16][4];
         SEQK_UNROLL
         for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t pa[4] = {pack<T>(sc[2 * kk][0], sc[2 * kk][1]), pack<T>(sc[2 * kk][2], sc[2 * kk][3]),
-                              pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+            pa[kk][0] = pack<T>(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[kk][1] = pack<T>(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[kk][2] = pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[kk][3] = pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        }
+        if (tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
+            pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
+        } else {
             SEQK_UNROLL
-            for (int n = 0; n < NO; n++) {
-                if (n < oblocks) {
-                    uint32_t vb[2];
-                    seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
-                    mma(o[n], pa, vb, T{});
+            for (int kk = 0; kk < BN / 16; kk++) {
+                SEQK_UNROLL
+                for (int n = 0; n < NO; n++) {
+                    if (n < oblocks) {
+                        uint32_t vb[2];
+                        seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                        mma(o[n], pa[kk], vb, T{});
+                    }
                 }
             }
         }
@@ -618,6 +793,93 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
 // loaded into fragments. The tf32 A layout (rows g / g+8, columns t / t+4) differs from the C
 // layout the scores come in, so each warp writes P to its own 16 x (BN + 4) shared rows and reads
 // the A fragments back (a warp-local exchange; __syncwarp orders it).
+/** A float v as a TF32 operand of its finite part (0 if non-finite) and 0/1 indicators as split_nonfinite. */
+__device__ __forceinline__ void split_nonfinite_tf32(float v, uint32_t& fin, uint32_t& up, uint32_t& down) {
+    constexpr uint32_t ONE = 0x3f800000u;
+    bool nonfinite = !(fabsf(v) < INFINITY);
+    fin = nonfinite ? 0u : seqk::arch::to_tf32(v);
+    up = nonfinite && !(v < 0.0f) ? ONE : 0u;
+    down = nonfinite && !(v > 0.0f) ? ONE : 0u;
+}
+
+/**
+ * pv_tile_may_block for the TF32 kernel: P comes from the warp's shared rows (p_rows, [16][PLD]),
+ * where the blocked pairs are marked -0 before the recompute; each lane marks the entries it wrote.
+ */
+template <int NO, int BN, int LD, int PLD>
+__device__ void pv_tf32_tile_may_block(float (&o)[NO][4], float* p_rows, const float* vt, int oblocks, int g, int t,
+                                       const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
+                                       long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
+    unsigned redo = 0;  // warp-uniform: the 8-column blocks to recompute
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        if (n < oblocks) {
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 8; kk++) {
+                uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]), seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
+                                  seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
+                                  seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+                uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
+                                  seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
+                seqk::arch::mma_m16n8k8_tf32(acc, pa, vb, acc);
+            }
+            if (seqk::arch::all(0xffffffffu, finite4(acc))) {
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    o[n][x] += acc[x];
+                }
+            } else {
+                redo |= 1u << n;
+            }
+        }
+    }
+    if (redo == 0) {
+        return;
+    }
+    seqk::arch::syncwarp(0xffffffffu);  // every lane has read the P rows before they are marked
+    SEQK_UNROLL
+    for (int n = 0; n < BN / 8; n++) {
+        SEQK_UNROLL
+        for (int r = 0; r < 2; r++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                if (!allowed(s, b, h, my_row[r], j0 + n * 8 + 2 * t + e, k_valid, q_valid, bias0, bias1)) {
+                    p_rows[(g + 8 * r) * PLD + n * 8 + 2 * t + e] = -0.0f;
+                }
+            }
+        }
+    }
+    seqk::arch::syncwarp(0xffffffffu);
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        if ((redo >> n) & 1u) {
+            float fin[4] = {0.0f, 0.0f, 0.0f, 0.0f}, up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, down[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 8; kk++) {
+                float p[4] = {p_rows[g * PLD + kk * 8 + t], p_rows[(g + 8) * PLD + kk * 8 + t], p_rows[g * PLD + kk * 8 + t + 4],
+                              p_rows[(g + 8) * PLD + kk * 8 + t + 4]};
+                uint32_t pa[4], allow[4];
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    pa[x] = seqk::arch::to_tf32(p[x]);
+                    allow[x] = p[x] == 0.0f && copysignf(1.0f, p[x]) < 0.0f ? 0u : 0x3f800000u;
+                }
+                uint32_t vf[2], vu[2], vd[2];
+                split_nonfinite_tf32(vt[(kk * 8 + t) * LD + n * 8 + g], vf[0], vu[0], vd[0]);
+                split_nonfinite_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g], vf[1], vu[1], vd[1]);
+                seqk::arch::mma_m16n8k8_tf32(fin, pa, vf, fin);
+                seqk::arch::mma_m16n8k8_tf32(up, allow, vu, up);
+                seqk::arch::mma_m16n8k8_tf32(down, allow, vd, down);
+            }
+            SEQK_UNROLL
+            for (int x = 0; x < 4; x++) {
+                o[n][x] += nonfinite_sum(fin[x], up[x], down[x]);
+            }
+        }
+    }
+}
+
 template <int DMAX, int BN>
 __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, float* out, float* lse, const int* key_lengths,
                               const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
@@ -699,17 +961,22 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
             }
         }
         seqk::arch::syncwarp(0xffffffffu);
-        SEQK_UNROLL
-        for (int kk = 0; kk < BN / 8; kk++) {
-            uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]), seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
-                              seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
-                              seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+        if (tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
+            pv_tf32_tile_may_block<NO, BN, LD, PLD>(o, p_rows, vt, oblocks, g, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
+        } else {
             SEQK_UNROLL
-            for (int n = 0; n < NO; n++) {
-                if (n < oblocks) {
-                    uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
-                                      seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
-                    seqk::arch::mma_m16n8k8_tf32(o[n], pa, vb, o[n]);
+            for (int kk = 0; kk < BN / 8; kk++) {
+                uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]),
+                                  seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
+                                  seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
+                                  seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+                SEQK_UNROLL
+                for (int n = 0; n < NO; n++) {
+                    if (n < oblocks) {
+                        uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
+                                          seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
+                        seqk::arch::mma_m16n8k8_tf32(o[n], pa, vb, o[n]);
+                    }
                 }
             }
         }

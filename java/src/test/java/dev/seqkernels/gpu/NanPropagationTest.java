@@ -10,6 +10,7 @@ import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.AttentionGradients;
 import dev.seqkernels.ops.AttentionResult;
 import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Mask;
 import dev.seqkernels.ops.Gru;
 import dev.seqkernels.ops.Lstm;
 import dev.seqkernels.ops.RecurrentOp;
@@ -182,12 +183,20 @@ class NanPropagationTest {
         }
 
         AttentionResult gpu() {
-            return op(backend()).forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths));
+            return gpu(null);
         }
 
         AttentionResult cpu() {
+            return cpu(null);
+        }
+
+        AttentionResult gpu(Mask mask) {
+            return op(backend()).forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths).mask(mask));
+        }
+
+        AttentionResult cpu(Mask mask) {
             return op(Backends.byName("cpu")).forward(Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64))
-                    .keyLengths(keyLengths).queryLengths(queryLengths));
+                    .keyLengths(keyLengths).queryLengths(queryLengths).mask(mask));
         }
 
         /** Whether row i of batch entry b may attend to key j (bottom-right causal within the valid lengths). */
@@ -204,7 +213,12 @@ class NanPropagationTest {
      * NaN in a query row (a live one and a fully masked one), in a key row every live row of its
      * entry attends to, in one value column of such a key, and in keys and values past the key
      * length (never read): the reference's NaN pattern is the rule's, and the kernel's is the
-     * reference's; fully masked rows stay (0, -inf). Backward (v1 for every forward) likewise.
+     * reference's; fully masked rows stay (0, -inf). Non-finite v at keys the causal mask hides
+     * from the first rows of entry 0 (the tensor-core kernels load them in a tile those rows
+     * share): NaN in column 6 of key d - 4 (d = the last row's diagonal key), -inf and +inf in
+     * column 7 of keys d - 5 and d - 3; a row that sees only the -inf is -inf there, one that sees
+     * both is NaN, and the rows before see none of them and stay finite. Backward (v1 for every
+     * forward) likewise.
      */
     @ParameterizedTest
     @EnumSource(AttnKernel.class)
@@ -218,6 +232,10 @@ class NanPropagationTest {
         run.v.set(Double.NaN, 0, 0, 0, 5);                      // entry 0, key 0, value column 5
         run.k.set(Double.NaN, 1, 0, lastKey, 0);                // past entry 1's key length
         run.v.set(Double.NaN, 1, 0, lastKey, 2);
+        int diagonal = run.keyLengths[0] - 1;                   // entry 0's last row may attend up to here
+        run.v.set(Double.NaN, 0, 0, diagonal - 4, 6);
+        run.v.set(Double.POSITIVE_INFINITY, 0, 0, diagonal - 3, 7);
+        run.v.set(Double.NEGATIVE_INFINITY, 0, 0, diagonal - 5, 7);
         try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
             double[] out = want.out().toDoubleArray();
             double[] lse = want.lse().toDoubleArray();
@@ -234,9 +252,17 @@ class NanPropagationTest {
                             assertEquals(nanRow, Double.isNaN(lse[row]), where + " lse " + lse[row]);
                         }
                         for (int e = 0; e < VALUE_DIM; e++) {
-                            boolean nan = nanRow || live && b == 0 && e == 5;
+                            boolean sees6 = live && b == 0 && run.allowed(b, i, diagonal - 4);
+                            boolean seesUp = live && b == 0 && run.allowed(b, i, diagonal - 3);
+                            boolean seesDown = live && b == 0 && run.allowed(b, i, diagonal - 5);
+                            boolean nan = nanRow || live && b == 0 && e == 5 || e == 6 && sees6 || e == 7 && seesUp && seesDown;
                             double o = out[row * VALUE_DIM + e];
                             assertEquals(nan, Double.isNaN(o), where + " column " + e + ": " + o);
+                            if (!nan && e == 7 && seesDown) {
+                                assertEquals(Double.NEGATIVE_INFINITY, o, where + " column 7 sees -inf only");
+                            } else if (!nan) {
+                                assertTrue(Double.isFinite(o), where + " column " + e + " sees no non-finite v: " + o);
+                            }
                             if (!live) {
                                 assertEquals(0.0, o, where + " is fully masked: out 0");
                             }
@@ -253,6 +279,43 @@ class NanPropagationTest {
                 checkNanPattern(run.tag() + " dk", g.dk(), r.dk());
                 checkNanPattern(run.tag() + " dv", g.dv(), r.dv());
             }
+        }
+    }
+
+    /**
+     * An explicit mask that blocks key 2 for the even query rows, whose v holds NaN in column 2 and
+     * +inf in column 3 (entry 0): the odd rows are NaN and +inf there, the even rows stay finite
+     * (the tensor-core kernels load key 2 in a tile both kinds of rows share).
+     */
+    @ParameterizedTest
+    @EnumSource(AttnKernel.class)
+    void anExplicitMaskHidesNonFiniteValues(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        int key = 2;
+        Tensor blocked = Tensor.allocate(DType.F32, run.qLen, run.kvLen);
+        for (int i = 0; i < run.qLen; i += 2) {
+            blocked.set(1.0, i, key);
+        }
+        run.v.set(Double.NaN, 0, 0, key, 2);
+        run.v.set(Double.POSITIVE_INFINITY, 0, 0, key, 3);
+        try (AttentionResult got = run.gpu(Mask.blocked(blocked)); AttentionResult want = run.cpu(Mask.blocked(blocked))) {
+            double[] out = want.out().toDoubleArray();
+            for (int h = 0; h < Q_HEADS; h++) {
+                for (int i = 0; i < run.queryLengths[0]; i++) {
+                    int row = h * run.qLen + i;
+                    String where = run.tag() + ": reference row (b 0, h " + h + ", i " + i + ")";
+                    boolean sees = i % 2 == 1;
+                    double nanColumn = out[row * VALUE_DIM + 2];
+                    double infColumn = out[row * VALUE_DIM + 3];
+                    assertEquals(sees, Double.isNaN(nanColumn), where + " column 2: " + nanColumn);
+                    assertEquals(sees, infColumn == Double.POSITIVE_INFINITY, where + " column 3: " + infColumn);
+                    assertTrue(sees || Double.isFinite(infColumn), where + " column 3: " + infColumn);
+                }
+            }
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
+            checkNan(run.tag() + " lse", got.lse(), want.lse(), kernel.tf32 ? Compare.tolerance(DType.F16) : Compare.tolerance(DType.F32));
+        } finally {
+            blocked.close();
         }
     }
 
