@@ -134,8 +134,32 @@ __device__ void attn_fwd_v1(const T* q, const T* k, const T* v, T* out, float* l
     }
 }
 
-__device__ __forceinline__ float prob(float sc, float lse) {
-    return sc == -INFINITY || lse == -INFINITY ? 0.0f : expf(sc - lse);
+/** How many keys row r scores +inf: a row whose lse is +inf shares its weight among them. Rare, so a scan. */
+template <typename T>
+__device__ float hot_keys(const AttnShape& s, const AttnRow& r, const T* q, const T* k, const float* bias0, const float* bias1) {
+    float hot = 0.0f;
+    for (long long j = 0; j < s.kv_len; j++) {
+        hot += score(s, r, j, q, k, bias0, bias1) == INFINITY ? 1.0f : 0.0f;
+    }
+    return hot;
+}
+
+/**
+ * The forward's weight of a key with score sc in a row with that lse, as attn_probs and backward
+ * recompute it; `hot` is the row's hot_keys when lse is +inf (the +inf keys share the weight, the
+ * others get 0; exp(inf - inf) would be NaN). At most 1: the score recomputed here (fp32, in its
+ * own summation order) may exceed the lse the forward took from its own scores (another order, or
+ * TF32) by their rounding error, which for scores near 1e19 is beyond exp's range.
+ */
+__device__ __forceinline__ float prob_of(float sc, float lse, float hot) {
+    if (lse == INFINITY) {
+        return sc == INFINITY ? 1.0f / hot : 0.0f;
+    }
+    if (sc == -INFINITY || lse == -INFINITY) {
+        return 0.0f;
+    }
+    float d = sc - lse;
+    return d > 0.0f ? 1.0f : expf(d);  // a NaN d stays NaN
 }
 
 // probs [B, Hq, Lq, Lk] f32 (multi-head attention's weights). One thread: one query row.
@@ -147,20 +171,10 @@ __device__ void attn_probs_v1(const T* q, const T* k, const float* lse, float* p
         return;
     }
     AttnRow r = row_of(s, row, key_lengths, query_lengths);
-    if (lse[row] == INFINITY) {
-        // Scores beyond fp32's range: the keys at +inf share the row's weight equally, as in the
-        // forward (exp(inf - inf) would be NaN). Rare, so the row is scanned twice.
-        float hot = 0.0f;
-        for (long long j = 0; j < s.kv_len; j++) {
-            hot += score(s, r, j, q, k, bias0, bias1) == INFINITY ? 1.0f : 0.0f;
-        }
-        for (long long j = 0; j < s.kv_len; j++) {
-            probs[row * s.kv_len + j] = score(s, r, j, q, k, bias0, bias1) == INFINITY ? 1.0f / hot : 0.0f;
-        }
-        return;
-    }
+    // Scores beyond fp32's range: the keys at +inf share the row's weight equally, as in the forward.
+    float hot = lse[row] == INFINITY ? hot_keys(s, r, q, k, bias0, bias1) : 0.0f;
     for (long long j = 0; j < s.kv_len; j++) {
-        probs[row * s.kv_len + j] = prob(score(s, r, j, q, k, bias0, bias1), lse[row]);
+        probs[row * s.kv_len + j] = prob_of(score(s, r, j, q, k, bias0, bias1), lse[row], hot);
     }
 }
 
@@ -189,10 +203,11 @@ __device__ void attn_bwd_dq_v1(const T* q, const T* k, const T* v, const float* 
     for (long long e = 0; e < s.head_dim; e++) {
         dq[at(s.q_stride, r.b, r.h, r.i, e)] = 0.0f;
     }
+    float hot = lse[row] == INFINITY ? hot_keys(s, r, q, k, bias0, bias1) : 0.0f;
     float dsum = 0.0f;
     for (long long j = 0; j < s.kv_len; j++) {
         float sc = score(s, r, j, q, k, bias0, bias1);
-        float p = prob(sc, lse[row]);
+        float p = prob_of(sc, lse[row], hot);
         if (sc != -INFINITY) {  // blocked keys are never read, as in forward
             dsum += p * dprob(s, r, row, j, v, dout, dprobs);
         }
@@ -203,7 +218,7 @@ __device__ void attn_bwd_dq_v1(const T* q, const T* k, const T* v, const float* 
         if (sc == -INFINITY) {
             continue;
         }
-        float p = prob(sc, lse[row]);
+        float p = prob_of(sc, lse[row], hot);
         float ds = p * (dprob(s, r, row, j, v, dout, dprobs) - dsum) * static_cast<float>(s.scale);
         for (long long e = 0; e < s.head_dim; e++) {
             dq[at(s.q_stride, r.b, r.h, r.i, e)] += ds * seqk::to_float(k[at(s.k_stride, r.b, r.kvh, j, e)]);
@@ -239,7 +254,7 @@ __device__ void attn_bwd_dkdv_v1(const T* q, const T* k, const T* v, const float
             if (sc == -INFINITY) {
                 continue;  // blocked for this row: never read
             }
-            float p = prob(sc, lse[row]);
+            float p = prob_of(sc, lse[row], lse[row] == INFINITY ? hot_keys(s, r, q, k, bias0, bias1) : 0.0f);
             for (long long e = 0; e < s.value_dim; e++) {
                 dv[at(s.v_stride, b, kvh, j, e)] += p * dout[at(s.o_stride, b, h, i, e)];
             }
