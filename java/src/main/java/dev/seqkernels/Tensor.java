@@ -48,6 +48,7 @@ public final class Tensor implements AutoCloseable {
         final AtomicBoolean closed = new AtomicBoolean();
         final Free free;
         final Cleaner.Cleanable cleanable;
+        private int holds;  // guarded by this
 
         /** arena null: borrowed memory, nothing to free. */
         Lifetime(Arena arena, long bytes) {
@@ -63,18 +64,51 @@ public final class Tensor implements AutoCloseable {
             if (closed.get()) {
                 return;
             }
+            if (holds > 0) {
+                throw inUse(t, null);
+            }
             if (free != null) {
                 try {
                     free.arena.close();
                 } catch (IllegalStateException e) {
-                    throw new SeqkException("tensor " + t.dtype + Arrays.toString(t.shape)
-                            + " cannot be closed while another thread uses it in a native call", e);
+                    throw inUse(t, e);
                 }
                 OPEN_BYTES.addAndGet(-free.bytes);
             }
             closed.set(true);
             if (cleanable != null) {
                 cleanable.clean();
+            }
+        }
+
+        synchronized void hold(Tensor t) {
+            t.checkOpen();
+            holds++;
+        }
+
+        synchronized void release() {
+            holds--;
+        }
+
+        private static SeqkException inUse(Tensor t, Throwable cause) {
+            return new SeqkException("tensor " + t.dtype + Arrays.toString(t.shape)
+                    + " cannot be closed while another thread uses it in a native call", cause);
+        }
+    }
+
+    /** An open {@link #hold()}: closing it lets the tensor be closed again. Idempotent. */
+    public static final class Hold implements AutoCloseable {
+        private final Lifetime lifetime;
+        private final AtomicBoolean released = new AtomicBoolean();
+
+        private Hold(Lifetime lifetime) {
+            this.lifetime = lifetime;
+        }
+
+        @Override
+        public void close() {
+            if (released.compareAndSet(false, true)) {
+                lifetime.release();
             }
         }
     }
@@ -244,6 +278,18 @@ public final class Tensor implements AutoCloseable {
     public MemorySegment segment() {
         checkOpen();
         return segment;
+    }
+
+    /**
+     * Keeps this tensor and its views from being closed until the hold is closed: {@link #close()}
+     * on any thread is then refused ("cannot be closed while another thread uses it in a native
+     * call"), as during the JDK's own downcalls. For handing {@link #segment()}'s address to native
+     * code the JDK does not see (JNI, a raw pointer), which a concurrent close would leave reading
+     * freed memory. A wrapped segment's own arena is the caller's to keep open meanwhile.
+     */
+    public Hold hold() {
+        lifetime.hold(this);
+        return new Hold(lifetime);
     }
 
     /** Closed by {@link #close()} (of this tensor or a view), or, for a wrapped segment, by its arena. */

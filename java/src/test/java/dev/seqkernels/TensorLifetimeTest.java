@@ -32,6 +32,24 @@ class TensorLifetimeTest {
     }
 
     @Test
+    void aHeldTensorCannotBeClosedUntilTheHoldIs() {
+        Tensor t = Tensor.allocate(DType.F32, 4, 8);
+        Tensor view = t.select(0, 1);
+        Tensor.Hold hold = view.hold();
+        Tensor.Hold second = t.hold();
+        SeqkException refused = assertThrows(SeqkException.class, t::close);
+        mentions(refused, "cannot be closed while another thread uses it");
+        assertFalse(t.isClosed());
+        hold.close();
+        hold.close();  // idempotent: the second release must not free the other hold
+        assertThrows(SeqkException.class, view::close, "one hold is still open");
+        second.close();
+        view.close();
+        assertTrue(t.isClosed());
+        mentions(assertThrows(SeqkException.TensorClosed.class, t::hold), "closed");
+    }
+
+    @Test
     void anUnclosedTensorIsFreedByTheCleaner() throws InterruptedException {
         long before = Tensor.cleanedBytes();
         allocateAndDrop();

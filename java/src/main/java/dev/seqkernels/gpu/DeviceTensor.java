@@ -175,7 +175,9 @@ public final class DeviceTensor implements AutoCloseable {
         checkOpen();
         checkSame(host, "copyFrom");
         requireContiguous("copyFrom");
-        try (Arena arena = Arena.ofConfined()) {
+        // The hold keeps another thread from closing host while a binding that passes raw
+        // addresses (jcuda) copies from it; the JDK keeps its arena alive only for its own downcalls.
+        try (Arena arena = Arena.ofConfined(); Tensor.Hold hold = host.hold()) {
             driver.copyHostToDevice(pointer(), contiguousHost(host, arena), byteSize());
         } finally {
             Reference.reachabilityFence(host);  // the segment alone does not keep the tensor from its Cleaner

@@ -13,20 +13,17 @@ import java.util.concurrent.atomic.AtomicReference;
 
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
 /**
  * Another thread closes an op's input while the op converts and uploads it: the op either finishes
  * or throws a SeqkException, and the closing thread either closes or is told the tensor is in use;
- * never a fault in native code. jcuda is exempt: JCuda takes raw addresses, which the JDK cannot
- * keep alive for the call (see docs/CONVENTIONS.md).
+ * never a fault in native code. jcuda too: JCuda takes raw addresses, which the JDK cannot keep
+ * alive for the call, so the upload holds the tensor ({@code Tensor.hold}) while it copies.
  */
 @PerBinding
 class ConcurrentCloseTest {
     @Test
     void closingAnInputDuringAnOpIsACleanError() throws InterruptedException {
-        assumeFalse(GpuTargets.binding().equals("jcuda"),
-                "jcuda passes raw host addresses to JCuda: a concurrent close is the caller's race there");
         TestData data = new TestData();
         Attention sdpa = Attention.builder().backend(GpuTargets.backend()).build();
         AtomicInteger clean = new AtomicInteger();

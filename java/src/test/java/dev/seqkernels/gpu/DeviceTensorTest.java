@@ -6,6 +6,10 @@ import dev.seqkernels.TestData;
 import dev.seqkernels.Tensor;
 import org.junit.jupiter.api.Test;
 
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Proxy;
+import java.util.concurrent.atomic.AtomicReference;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -14,6 +18,45 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @PerBinding
 class DeviceTensorTest {
     private final Driver driver = GpuTargets.driver();
+
+    /**
+     * While the driver copies a host tensor up, another thread's close of it is refused: jcuda
+     * hands JCuda a raw address the JDK cannot keep alive, so the upload must hold the tensor.
+     * The driver is wrapped so the close is tried exactly inside the copy.
+     */
+    @Test
+    void aHostTensorCannotBeClosedWhileItIsCopiedUp() throws Exception {
+        TestData data = new TestData();
+        Tensor host = data.tensor(DType.F32, 1, 4, 6);
+        AtomicReference<Throwable> closeDuringCopy = new AtomicReference<>();
+        Driver watched = (Driver) Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                (proxy, method, args) -> {
+                    if (method.getName().equals("copyHostToDevice")) {
+                        Thread closer = Thread.ofPlatform().start(() -> {
+                            try {
+                                host.close();
+                            } catch (Throwable t) {
+                                closeDuringCopy.set(t);
+                            }
+                        });
+                        closer.join();
+                    }
+                    try {
+                        return method.invoke(driver, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        try (DeviceTensor t = DeviceTensor.allocate(watched, DType.F32, 4, 6)) {
+            t.copyFrom(host);
+            assertTrue(closeDuringCopy.get() instanceof SeqkException, "the close during the copy was refused: " + closeDuringCopy.get());
+            assertTrue(closeDuringCopy.get().getMessage().contains("cannot be closed while another thread uses it"),
+                    closeDuringCopy.get().getMessage());
+            assertArrayEquals(host.toDoubleArray(), t.toHost().toDoubleArray());
+        }
+        host.close();
+        assertTrue(host.isClosed(), "after the copy the tensor closes");
+    }
 
     @Test
     void viewsShareMemoryAndLifetime() {
