@@ -62,7 +62,7 @@ machine() { # run through `bash -c` below, so that `timeout` can bound it
   echo "libcublas candidates:"
   find / -xdev \( -name 'libcublas.so.1[23]' -o -name 'libcublasLt.so.1[23]' \) 2>/dev/null | head -20
   command -v python3 && python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' || true
-  "$BUNDLE/bin/seqk" info
+  "$BUNDLE/bin/seqk" info --kernels
 }
 
 export BUNDLE

@@ -29,7 +29,7 @@ step() { # step NAME COMMAND...: runs it, stdout to OUT/NAME.log and stderr to O
     STATUS=1
   fi
 }
-step info "$SEQK" info
+step info "$SEQK" info --kernels
 step parity "$SEQK" parity "${BACKEND[@]}" --json
 cp "$OUT/parity.log" "$OUT/parity.json"
 "$SEQK" bench "${SELECT[@]}" --list > "$OUT/cases.json" || STATUS=1

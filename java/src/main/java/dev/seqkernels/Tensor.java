@@ -39,6 +39,8 @@ public final class Tensor implements AutoCloseable {
     private static final Cleaner CLEANER = Cleaner.create();
     private static final AtomicLong OPEN_BYTES = new AtomicLong();
     private static final AtomicLong CLEANED_BYTES = new AtomicLong();
+    private static final AtomicLong LEAKS = new AtomicLong();
+    private static final System.Logger LOG = System.getLogger(Tensor.class.getName());
 
     /**
      * Shared by a tensor and its views. The Cleaner watches this object and its action holds only
@@ -51,8 +53,8 @@ public final class Tensor implements AutoCloseable {
         private int holds;  // guarded by this
 
         /** arena null: borrowed memory, nothing to free. */
-        Lifetime(Arena arena, long bytes) {
-            this.free = arena == null ? null : new Free(arena, bytes);
+        Lifetime(Arena arena, long bytes, String description) {
+            this.free = arena == null ? null : new Free(arena, bytes, description);
             this.cleanable = free == null ? null : CLEANER.register(this, free);
         }
 
@@ -113,16 +115,27 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /** How many unclosed tensors the Cleaner has freed (the leaks it logs a line for at 1, 10, 100, ...). For tests. */
+    static long leaks() {
+        return LEAKS.get();
+    }
+
     /**
      * The Cleaner's action for a tensor nobody closed (after close() the arena is no longer alive).
      * Its bytes stay counted in {@link #openBytes()}: the garbage collector rescued a leak.
      */
-    private record Free(Arena arena, long bytes) implements Runnable {
+    private record Free(Arena arena, long bytes, String description) implements Runnable {
         @Override
         public void run() {
             if (arena.scope().isAlive()) {
                 arena.close();
                 CLEANED_BYTES.addAndGet(bytes);
+                long leaks = LEAKS.incrementAndGet();
+                // The first leak, then the 10th, 100th, ...: a loop that never closes is one line per decade.
+                if (Long.toString(leaks).matches("10*")) {
+                    LOG.log(System.Logger.Level.WARNING, "host tensor " + description + " was never closed; the Cleaner freed it ("
+                            + leaks + " such tensor" + (leaks == 1 ? "" : "s") + " so far: close tensors and results, e.g. with try-with-resources)");
+                }
             }
         }
     }
@@ -150,7 +163,7 @@ public final class Tensor implements AutoCloseable {
                     + Arrays.toString(shape), e);
         }
         OPEN_BYTES.addAndGet(bytes);
-        return new Tensor(seg, dtype, shape.clone(), contiguousStrides(shape), 0, new Lifetime(arena, bytes));
+        return new Tensor(seg, dtype, shape.clone(), contiguousStrides(shape), 0, new Lifetime(arena, bytes, dtype + Arrays.toString(shape)));
     }
 
     /**
@@ -212,7 +225,7 @@ public final class Tensor implements AutoCloseable {
                     + Arrays.toString(strides) + " and offset " + offset + " reaches elements " + lo + ".." + hi
                     + " but the segment holds " + segment.byteSize() / dtype.byteSize() + " " + dtype + " elements");
         }
-        return new Tensor(segment, dtype, shape.clone(), strides.clone(), offset, new Lifetime(null, 0));
+        return new Tensor(segment, dtype, shape.clone(), strides.clone(), offset, new Lifetime(null, 0, null));
     }
 
     /** A new tensor of {@code dtype} holding {@code values} (row-major), each rounded to the dtype. */

@@ -61,6 +61,56 @@ class TensorLifetimeTest {
         assertTrue(Tensor.cleanedBytes() >= before + 8 * (1 << 16), "the unreachable tensor's memory was freed");
     }
 
+    /**
+     * The Cleaner logs the leaks it rescues: the first, then the 10th, 100th, ... (so a loop that
+     * never closes is not a line per call). Tensors are leaked until the count reaches its next
+     * logged value; a WARNING naming a tensor and saying it was never closed must appear.
+     */
+    @Test
+    void theCleanerLogsTheLeaksItRescues() throws InterruptedException {
+        java.util.logging.Logger logger = java.util.logging.Logger.getLogger(Tensor.class.getName());
+        java.util.List<String> warnings = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.logging.Handler handler = new java.util.logging.Handler() {
+            @Override
+            public void publish(java.util.logging.LogRecord r) {
+                if (r.getLevel() == java.util.logging.Level.WARNING) {
+                    warnings.add(r.getMessage());
+                }
+            }
+
+            @Override
+            public void flush() {
+            }
+
+            @Override
+            public void close() {
+            }
+        };
+        logger.addHandler(handler);
+        try {
+            long deadline = System.nanoTime() + 30_000_000_000L;
+            long next = 1;
+            while (next <= Tensor.leaks()) {
+                next *= 10;
+            }
+            while (warnings.isEmpty() && System.nanoTime() < deadline) {
+                while (Tensor.leaks() + pending < next) {
+                    Tensor.allocate(DType.F32, 3, 5);  // dropped at once
+                    pending++;
+                }
+                System.gc();
+                Thread.sleep(10);
+                pending = 0;
+            }
+            assertFalse(warnings.isEmpty(), "no leak was logged (" + Tensor.leaks() + " leaks rescued)");
+            mentions(new RuntimeException(warnings.get(0)), "host tensor", "was never closed", "so far");
+        } finally {
+            logger.removeHandler(handler);
+        }
+    }
+
+    private long pending;
+
     private static void allocateAndDrop() {
         Tensor t = Tensor.allocate(DType.F64, 1 << 16);
         t.unsqueeze(0).set(1.0, 0, 5);

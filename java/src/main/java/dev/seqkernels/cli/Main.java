@@ -13,11 +13,17 @@ import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.stream.Stream;
 
-/** The {@code seqk} command line: {@code info}, {@code golden}. Exit code 0 on success, 1 on a failed check, 2 on usage errors. */
+/**
+ * The {@code seqk} command line: {@code info}, {@code golden}, {@code parity}, {@code bench} (and the
+ * launcher's {@code report}, {@code dist}, {@code test}, whose {@code --help} is answered here). Exit code
+ * 0 on success and for {@code --help}/{@code --version}, 1 on a failed check, 2 on usage errors (one line).
+ */
 public final class Main {
     private Main() {
     }
@@ -26,69 +32,123 @@ public final class Main {
         System.exit(run(args, System.out, System.err));
     }
 
+    /** Each command's usage lines (printed indented by two), in the order the overview lists them. */
+    private static final Map<String, String> USAGE = usageByCommand();
+
+    private static Map<String, String> usageByCommand() {
+        Map<String, String> u = new LinkedHashMap<>();
+        u.put("info", """
+                  info [--kernels]                       backends present and why the others are not, the
+                                                         emulator, the kernels built; --kernels: each
+                                                         kernel's registers, shared memory, stack, spills""");
+        u.put("golden", """
+                  golden [--backend B] [--dtype D] [FILE|DIR ...]
+                                                         run golden cases (default: tools/golden/cases)
+                                                         forward and backward; exit 1 if any FAILs;
+                                                         dtype default: F64 on cpu, F32 on GPU backends""");
+        u.put("parity", """
+                  parity [--backend B] [--json] [--seed N]
+                                                         every op forward and backward, every dtype, vs the
+                                                         CPU reference in double; exit 1 if any FAILs""");
+        u.put("bench", dev.seqkernels.bench.BenchCommand.USAGE);
+        u.put("jmh", """
+                  jmh [JMH OPTIONS ...]                  (launcher) the JMH benchmarks (bench/target/benchmarks.jar)
+                                                         with the JDK the launcher found; -h: JMH's options""");
+        u.put("report", """
+                  report [--backend B] [--suite S] [--filter REGEX] [--out DIR]
+                                                         (launcher) on a GPU host: parity, the PyTorch
+                                                         peers and our timings, as REPORT.md in DIR""");
+        u.put("dist", """
+                  dist                                   (launcher) build dist/seqkernels.tar.xz: the jar,
+                                                         its libraries, a JRE and the launchers""");
+        u.put("test", """
+                  test [MAVEN ARGS ...]                  (launcher) the whole test suite: a summary here,
+                                                         Maven's whole output in java/target/test.log""");
+        return u;
+    }
+
     static int run(String[] args, PrintStream out, PrintStream err) {
-        if (args.length == 0 || args[0].equals("help") || args[0].equals("--help")) {
-            usage(out);
-            return args.length == 0 ? 2 : 0;
+        if (args.length == 0) {
+            usage(err);
+            return 2;
+        }
+        String command = args[0];
+        List<String> rest = List.of(args).subList(1, args.length);
+        switch (command) {
+            case "help", "--help", "-h" -> {
+                usage(out);
+                return 0;
+            }
+            case "version", "--version" -> {
+                out.println("seqkernels " + version());
+                return 0;
+            }
+            default -> {
+            }
+        }
+        if (!USAGE.containsKey(command)) {
+            err.println("seqk: unknown command '" + command + "' (seqk --help lists the commands)");
+            return 2;
+        }
+        if (rest.contains("--help") || rest.contains("-h")) {
+            out.println("usage: seqk");
+            out.print(USAGE.get(command).indent(2));
+            return 0;
         }
         try {
-            return switch (args[0]) {
-                case "info" -> info(out);
-                case "golden" -> golden(List.of(args).subList(1, args.length), out);
-                case "parity" -> parity(List.of(args).subList(1, args.length), out, err);
-                case "bench" -> dev.seqkernels.bench.BenchCommand.run(List.of(args).subList(1, args.length), out, err);
+            return switch (command) {
+                case "info" -> info(rest, out);
+                case "golden" -> golden(rest, out);
+                case "parity" -> parity(rest, out, err);
+                case "bench" -> dev.seqkernels.bench.BenchCommand.run(rest, out, err);
                 default -> {
-                    err.println("seqk: unknown command '" + args[0] + "'");
-                    usage(err);
+                    err.println("seqk: '" + command + "' runs from the launcher: ./seqk " + command);
                     yield 2;
                 }
             };
         } catch (SeqkException | IllegalArgumentException e) {
-            err.println("seqk: " + e.getMessage());
+            err.println("seqk: " + command + ": " + e.getMessage());
             return 2;
         } catch (IOException e) {
-            err.println("seqk: " + e);
+            err.println("seqk: " + command + ": " + e);
             return 2;
         }
     }
 
     private static void usage(PrintStream out) {
-        out.println("""
-                usage: seqk <command> [options]
-                  info                                   backends present, and why the others are not
-                  golden [--backend B] [--dtype D] [FILE|DIR ...]
-                                                         run golden cases (default: tools/golden/cases)
-                                                         forward and backward; exit 1 if any FAILs;
-                                                         dtype default: F64 on cpu, F32 on GPU backends
-                  parity [--backend B] [--json] [--seed N]
-                                                         every op forward and backward, every dtype, vs the
-                                                         CPU reference in double; exit 1 if any FAILs
-                """ + dev.seqkernels.bench.BenchCommand.USAGE + """
-
-                  test                                   (launcher only) run the whole test suite
-                """);
+        out.println("usage: seqk <command> [options]      (seqk <command> --help: that command alone; seqk --version)");
+        USAGE.values().forEach(u -> out.print(u.indent(2)));
     }
 
-    private static int info(PrintStream out) {
-        out.println("seqkernels " + version());
-        out.println("java " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ")");
+    private static int info(List<String> args, PrintStream out) {
+        boolean kernels = false;
+        for (String a : args) {
+            if (!a.equals("--kernels")) {
+                throw new IllegalArgumentException("unknown option " + a);
+            }
+            kernels = true;
+        }
         String forced = System.getProperty(Backends.PROPERTY);
-        out.println("backend property " + Backends.PROPERTY + " = " + (forced == null ? "(unset: auto)" : forced));
-        out.println("auto selects: " + Backends.byName("auto").name());
+        out.println("seqkernels " + version() + " on java " + System.getProperty("java.version") + " ("
+                + System.getProperty("java.vm.name") + ")");
+        out.println("auto selects: " + Backends.byName("auto").name() + "  (" + Backends.PROPERTY + " = "
+                + (forced == null ? "unset: auto" : forced) + ")");
         out.println("backends:");
         Backends.availability().forEach((name, why) -> out.printf(Locale.ROOT, "  %-7s %s%n", name, why));
-        out.println("emulator:");
-        out.printf(Locale.ROOT, "  %-7s %s%n", "emu", EmuDriver.libraryPresent()
+        out.printf(Locale.ROOT, "emulator: %s%n", EmuDriver.libraryPresent()
                 ? "SIMT emulator library present (" + EmuDriver.instance().kernelNames().size() + " kernels)"
                 : "not built (tools/build-emulator.sh needs g++)");
         KernelReport report = KernelReport.load();
         if (!report.built()) {
             out.println("kernels: " + report.note());
-        } else {
-            long spilling = report.kernels().stream().filter(KernelReport.Entry::spills).count();
-            int maxRegs = report.kernels().stream().mapToInt(KernelReport.Entry::registers).max().orElse(0);
-            out.printf(Locale.ROOT, "kernels: %d built for %s; sm_90: max %d registers, %d spilling%n",
-                    report.kernels().size(), String.join(" ", report.architectures()), maxRegs, spilling);
+            return 0;
+        }
+        long spilling = report.kernels().stream().filter(KernelReport.Entry::spills).count();
+        int maxRegs = report.kernels().stream().mapToInt(KernelReport.Entry::registers).max().orElse(0);
+        out.printf(Locale.ROOT, "kernels: %d built for %s; sm_90: max %d registers, %d spilling%s%n",
+                report.kernels().size(), String.join(" ", report.architectures()), maxRegs, spilling,
+                kernels ? "" : "  (seqk info --kernels: each kernel)");
+        if (kernels) {
             out.println("  " + report.note());
             for (KernelReport.Entry e : report.kernels()) {
                 out.printf(Locale.ROOT, "  %-10s %-36s regs %3d  smem %6d  stack %4d  spill %d/%d%n", e.family(), e.kernel(),
@@ -125,6 +185,9 @@ public final class Main {
         }
         if (dtype == null) {
             dtype = backend.name().equals("cpu") ? DType.F64 : DType.F32;  // GPU paths store F32, F16, BF16
+        } else if (dtype == DType.F64 && !backend.name().equals("cpu")) {
+            throw new IllegalArgumentException("--dtype F64 runs on the cpu backend only; the " + backend.name()
+                    + " backend stores F32, F16 or BF16");
         }
         List<Path> files = new ArrayList<>();
         for (Path p : inputs) {
@@ -162,7 +225,7 @@ public final class Main {
             switch (args.get(i)) {
                 case "--backend" -> backend = Backends.byName(value(args, ++i, "--backend"));
                 case "--json" -> json = true;
-                case "--seed" -> seed = Long.parseLong(value(args, ++i, "--seed"));
+                case "--seed" -> seed = parseSeed(value(args, ++i, "--seed"));
                 default -> throw new IllegalArgumentException("unknown option " + args.get(i));
             }
         }
@@ -209,6 +272,14 @@ public final class Main {
             throw new IllegalArgumentException(option + " needs a value");
         }
         return args.get(i);
+    }
+
+    private static long parseSeed(String s) {
+        try {
+            return Long.parseLong(s);
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("--seed needs an integer, got '" + s + "'");
+        }
     }
 
     private static DType parseDType(String s) {

@@ -15,7 +15,7 @@ import dev.seqkernels.ops.RecurrentResult;
 import java.util.Map;
 
 /**
- * The ops' GPU path over one {@link Driver} binding (emu today; panama and jcuda with issue 4).
+ * The ops' GPU path over one {@link Driver} binding (emu, panama or jcuda).
  * What is not on the GPU yet fails with a sentence saying so: never a silent fall back to the CPU.
  */
 public final class GpuBackend implements Backend {

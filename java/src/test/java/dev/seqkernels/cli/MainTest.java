@@ -7,9 +7,12 @@ import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 class MainTest {
     private final ByteArrayOutputStream out = new ByteArrayOutputStream();
@@ -48,5 +51,129 @@ class MainTest {
         String s = out.toString();
         assertTrue(s.contains("auto selects: " + dev.seqkernels.Backends.byName("auto").name()) && s.contains("panama")
                 && s.contains("jcuda") && s.contains("emu"), s);
+    }
+
+    private static final List<String> COMMANDS = List.of("info", "golden", "parity", "bench", "jmh", "report", "dist", "test");
+
+    @Test
+    void everyCommandAnswersHelpWithItsUsageAlone() {
+        for (String command : COMMANDS) {
+            for (String flag : List.of("--help", "-h")) {
+                out.reset();
+                err.reset();
+                assertEquals(0, run(command, flag), () -> command + " " + flag + ": " + err);
+                String s = out.toString();
+                assertTrue(s.startsWith("usage: seqk\n  " + command), () -> command + " " + flag + " printed: " + s);
+                for (String other : COMMANDS) {
+                    assertTrue(other.equals(command) || !s.contains("\n  " + other + " "), () -> command + " " + flag
+                            + " printed another command's usage: " + s);
+                }
+                assertEquals("", err.toString(), command + " " + flag);
+            }
+        }
+        out.reset();
+        assertEquals(0, run("golden", "--backend", "cpu", "--help"));
+        assertFalse(out.toString().contains("passed"), "--help ran nothing: " + out);
+    }
+
+    @Test
+    void theOverviewListsEveryCommandAndTheVersionIsOneLine() {
+        assertEquals(0, run("--help"));
+        for (String command : COMMANDS) {
+            assertTrue(out.toString().contains("\n  " + command + " "), () -> command + " missing from: " + out);
+        }
+        out.reset();
+        assertEquals(0, run("--version"));
+        assertTrue(out.toString().matches("seqkernels \\S.*\\R"), out::toString);
+        assertEquals(2, run());
+        assertTrue(err.toString().startsWith("usage: seqk"), "no command: the usage on stderr");
+    }
+
+    /** A usage error is exactly one line on stderr, exit 2, and names what was wrong. */
+    private void oneLineError(String mention, String... args) {
+        out.reset();
+        err.reset();
+        assertEquals(2, run(args), () -> String.join(" ", args) + ": " + out + err);
+        String e = err.toString();
+        assertEquals(1, e.lines().count(), () -> String.join(" ", args) + ": not one line: " + e);
+        assertTrue(e.contains(mention), () -> String.join(" ", args) + ": '" + e.strip() + "' does not name " + mention);
+    }
+
+    @Test
+    void usageErrorsAreOneLineNamingTheFlag() {
+        oneLineError("frobnicate", "frobnicate");
+        oneLineError("--bogus", "info", "--bogus");
+        oneLineError("--bogus", "golden", "--bogus");
+        oneLineError("--bogus", "parity", "--bogus");
+        oneLineError("--bogus", "bench", "--bogus");
+        oneLineError("--seed", "parity", "--seed", "abc");
+        oneLineError("abc", "parity", "--seed", "abc");
+        oneLineError("--backend needs a value", "golden", "--backend");
+        oneLineError("./seqk dist", "dist");
+    }
+
+    @Test
+    void goldenRefusesF64OnAGpuBackendUpFront() {
+        assumeTrue(dev.seqkernels.gpu.emu.EmuDriver.libraryPresent(), "the emulator library is not built");
+        oneLineError("F64", "golden", "--backend", "emu", "--dtype", "F64");
+        assertFalse(out.toString().contains("FAIL"), out::toString);
+    }
+
+    @Test
+    void infoPrintsTheSummaryAndTheKernelTableOnRequest() {
+        assertEquals(0, run("info"));
+        String summary = out.toString();
+        assertTrue(summary.lines().findFirst().orElse("").startsWith("seqkernels "), summary);
+        assertFalse(summary.contains(" regs "), "no per-kernel table without --kernels: " + summary);
+        out.reset();
+        assertEquals(0, run("info", "--kernels"));
+        assumeTrue(dev.seqkernels.gpu.KernelReport.load().built(), "kernels not built (no nvcc): no table to show");
+        assertTrue(out.toString().contains(" regs "), out::toString);
+        assertTrue(out.toString().startsWith(summary.lines().findFirst().orElseThrow()), "the summary comes first");
+    }
+
+    /**
+     * The launcher's test summary (tools/test-summary.awk) on a canned Maven log: executions,
+     * their totals, every [ERROR] line and the outcome reach the console; INFO lines and the
+     * tests' own output do not.
+     */
+    @Test
+    void theTestSummaryKeepsTotalsAndErrorsOnly() throws Exception {
+        String log = """
+                [INFO] Scanning for projects...
+                [INFO] --- surefire:3.2.5:test (default-test) @ seqkernels ---
+                [INFO] Running dev.seqkernels.FooTest
+                a test's own output
+                WARNING: sun.misc.Unsafe::objectFieldOffset has been called
+                [ERROR] Tests run: 3, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 0.1 s <<< FAILURE! -- in dev.seqkernels.FooTest
+                [INFO] Results:
+                [INFO]
+                [ERROR] Failures:
+                [ERROR]   FooTest.bar:12 expected: <1> but was: <2>
+                [ERROR] Tests run: 3, Failures: 1, Errors: 0, Skipped: 0
+                [INFO] --- surefire:3.2.5:test (standin-panama) @ seqkernels ---
+                [INFO] Results:
+                [WARNING] Tests run: 5, Failures: 0, Errors: 0, Skipped: 2
+                [INFO] BUILD FAILURE
+                [INFO] Total time:  01:02 min
+                """;
+        Process p = new ProcessBuilder("awk", "-f", Main.projectRoot().resolve("tools/test-summary.awk").toString())
+                .redirectErrorStream(true).start();
+        try (var in = p.getOutputStream()) {
+            in.write(log.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        }
+        String summary = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertEquals(0, p.waitFor(), summary);
+        assertEquals("""
+                seqk test: default-test ...
+                [ERROR] Tests run: 3, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 0.1 s <<< FAILURE! -- in dev.seqkernels.FooTest
+                [ERROR] Failures:
+                [ERROR]   FooTest.bar:12 expected: <1> but was: <2>
+                seqk test: default-test: Tests run: 3, Failures: 1, Errors: 0, Skipped: 0
+                seqk test: standin-panama ...
+                seqk test: standin-panama: Tests run: 5, Failures: 0, Errors: 0, Skipped: 2
+                seqk test: BUILD FAILURE
+                seqk test: Total time:  01:02 min
+                """, summary);
     }
 }
