@@ -153,6 +153,11 @@ final class AttentionGpu {
         }
     }
 
+    private static Saved withGeometry(Saved sv, Geometry g) {
+        return new Saved(sv.scope(), g, sv.q(), sv.k(), sv.v(), sv.lse(), sv.keyLengths(), sv.queryLengths(), sv.biases(),
+                sv.causal(), sv.scale());
+    }
+
     private static long[] contiguous(long... shape) {
         return Tensor.contiguousStrides(shape);
     }
@@ -185,12 +190,12 @@ final class AttentionGpu {
     }
 
     /** A mask's additive f32 values on the device, broadcast onto (b, h, i, j) by the given strides. */
-    private static Bias bias(DeviceScope s, Mask mask, long[] strides) {
+    private static Bias bias(DeviceScope s, Mask mask, long[] strides, long stream) {
         double[] v = mask.tensor().toDoubleArray();
         for (int i = 0; i < v.length; i++) {
             v[i] = mask.bias(v[i]);
         }
-        return new Bias(s.uploadAndClose(Tensor.of(DType.F32, v, mask.tensor().shape())), strides);
+        return new Bias(s.uploadOnStream(Tensor.of(DType.F32, v, mask.tensor().shape()), stream), strides);
     }
 
     /** Right-aligned broadcast of an SDPA mask of rank 1..4 onto [B, Hq, Lq, Lk]. */
@@ -206,7 +211,7 @@ final class AttentionGpu {
         return st;
     }
 
-    private DeviceTensor lengths(DeviceScope s, int[] lengths) {
+    private DeviceTensor lengths(DeviceScope s, int[] lengths, long stream) {
         if (lengths == null) {
             return null;
         }
@@ -214,7 +219,7 @@ final class AttentionGpu {
         for (int i = 0; i < d.length; i++) {
             d[i] = lengths[i];
         }
-        return s.uploadAndClose(Tensor.of(DType.I32, d, d.length));
+        return s.uploadOnStream(Tensor.of(DType.I32, d, d.length), stream);
     }
 
     private static long ptr(DeviceTensor t) {
@@ -229,7 +234,7 @@ final class AttentionGpu {
         return Dim3.of((int) Math.max(1, (n + THREADS - 1) / THREADS));
     }
 
-    private void runSplitForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, SplitPlan plan) {
+    private void runSplitForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, SplitPlan plan, long stream) {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor partOut = temp.allocate(DType.F32, plan.splits(), g.rows(), g.valueDim());
@@ -240,23 +245,23 @@ final class AttentionGpu {
         if (blocks > Integer.MAX_VALUE) {
             throw new SeqkException.Unsupported("attention: " + blocks + " split-KV blocks exceed one launch");
         }
-        driver.launch(fn("attn_fwd_split", dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), 0, 0, new KernelArgs()
+        driver.launch(fn("attn_fwd_split", dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), 0, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(partOut.pointer())
                 .pointer(partMl.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i64(plan.keysPerSplit())
                 .i64(plan.splits()));
-        driver.launch(fn("attn_fwd_combine", dt), grid(g.rows() * g.valueDim()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(fn("attn_fwd_combine", dt), grid(g.rows() * g.valueDim()), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(partOut.pointer()).pointer(partMl.pointer()).pointer(out.pointer()).pointer(sv.lse().pointer())
                 .struct(words).i64(plan.splits()));
     }
 
     /** out (dt, with g.o strides), lse [rows] f32. */
-    private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32) {
+    private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32, long stream) {
         Geometry g = sv.g();
         SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
                 forwardChoice);
         if (plan != null) {
-            runSplitForward(dt, sv, out, temp, plan);
+            runSplitForward(dt, sv, out, temp, plan, stream);
             return;
         }
         String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), forwardChoice, allowTf32);
@@ -274,7 +279,7 @@ final class AttentionGpu {
             if (blocks > Integer.MAX_VALUE) {
                 throw new SeqkException.Unsupported("attention: " + blocks + " blocks of query rows exceed one launch");
             }
-            driver.launch(fn(kernel, dt), Dim3.of((int) blocks), Dim3.of(128), shared, 0, new KernelArgs()
+            driver.launch(fn(kernel, dt), Dim3.of((int) blocks), Dim3.of(128), shared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
                     .pointer(sv.lse().pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                     .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))
@@ -282,7 +287,7 @@ final class AttentionGpu {
             return;
         }
         DeviceTensor acc = temp.allocate(DType.F32, g.rows(), g.valueDim());
-        driver.launch(fn("attn_fwd", dt), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(fn("attn_fwd", dt), grid(g.rows()), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
                 .pointer(sv.lse().pointer()).pointer(acc.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())));
@@ -290,16 +295,16 @@ final class AttentionGpu {
 
     /** dq, dk, dv f32 (q, k, v strides) from dout f32 (out strides) and, optionally, dprobs f32 [B, Hq, Lq, Lk]. */
     private void runBackward(DType dt, Saved sv, DeviceTensor dout, DeviceTensor dprobs, DeviceTensor dq, DeviceTensor dk,
-                             DeviceTensor dv, DeviceScope temp) {
+                             DeviceTensor dv, DeviceScope temp, long stream) {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor delta = temp.allocate(DType.F32, g.rows());
-        driver.launch(fn("attn_bwd_dq", dt), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(fn("attn_bwd_dq", dt), grid(g.rows()), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                 .pointer(ptr(dprobs)).pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(dq.pointer())
                 .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
                 .pointer(ptr(sv.biases()[1])).struct(words));
-        driver.launch(fn("attn_bwd_dkdv", dt), grid(g.keyRows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(fn("attn_bwd_dkdv", dt), grid(g.keyRows()), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                 .pointer(ptr(dprobs)).pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(dk.pointer())
                 .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
@@ -317,12 +322,12 @@ final class AttentionGpu {
                 contiguous(in.v().shape()), contiguous(qs[0], qs[1], qs[2], in.v().size(3)));
         DeviceScope scope = new DeviceScope(driver);
         try (PendingResults results = new PendingResults(); DeviceScope temp = new DeviceScope(driver)) {
-            Bias[] biases = {in.mask() == null ? null : bias(scope, in.mask(), broadcastStrides(in.mask().tensor().shape())), null};
+            Bias[] biases = {in.mask() == null ? null : bias(scope, in.mask(), broadcastStrides(in.mask().tensor().shape()), 0), null};
             Saved sv = new Saved(scope, g, scope.upload(in.q()), scope.upload(in.k()), scope.upload(in.v()),
-                    scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths()),
-                    lengths(scope, in.queryLengths()), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
+                    scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths(), 0),
+                    lengths(scope, in.queryLengths(), 0), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
             DeviceTensor out = temp.allocate(dt, g.batch(), g.qHeads(), g.qLen(), g.valueDim());
-            runForward(dt, sv, out, temp, op.allowTf32());
+            runForward(dt, sv, out, temp, op.allowTf32(), 0);
             Tensor outHost = results.keep(out.toHost());
             Tensor lseHost = results.keep(sv.lse().toHost());
             results.handOver();
@@ -343,7 +348,7 @@ final class AttentionGpu {
             DeviceTensor dq = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.headDim());
             DeviceTensor dk = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.headDim());
             DeviceTensor dv = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.valueDim());
-            runBackward(dt, sv, temp.upload(dOut, DType.F32), null, dq, dk, dv, temp);
+            runBackward(dt, sv, temp.upload(dOut, DType.F32), null, dq, dk, dv, temp, 0);
             return new AttentionGradients(download(dq, dt), download(dk, dt), download(dv, dt));
         }
     }
@@ -352,6 +357,91 @@ final class AttentionGpu {
         try (Tensor host = f32.toHost()) {
             return host.to(dt);
         }
+    }
+
+    // ------------------------------------------------------------------ device-resident SDPA
+
+    /**
+     * {@link DeviceAttention#forward}: q, k and v are read where the caller has them (any strides),
+     * out goes to {@code into} (any strides) or a new contiguous tensor, and every copy and launch is
+     * issued on {@code stream}, in order, with nothing freed or synchronized before the result is
+     * closed: split-KV's scratch, the masks' and lengths' uploads and lse live in the result.
+     */
+    DeviceAttentionResult forwardOnDevice(Attention op, DeviceTensor q, DeviceTensor k, DeviceTensor v, Mask mask, int[] keyLengths,
+                                          int[] queryLengths, DeviceTensor into, long stream, boolean training) {
+        DType dt = q.dtype();
+        RecurrentGpu.suffix(dt);
+        long[] qs = q.shape();
+        long[] os = {qs[0], qs[1], qs[2], v.shape()[3]};
+        Geometry g = new Geometry((int) qs[0], (int) qs[1], (int) k.shape()[1], (int) qs[2], (int) k.shape()[2], (int) qs[3],
+                (int) os[3], q.strides(), k.strides(), v.strides(), into == null ? contiguous(os) : into.strides());
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            DeviceTensor out = into != null ? into : scope.allocate(dt, os);
+            Bias[] biases = {mask == null ? null : bias(scope, mask, broadcastStrides(mask.tensor().shape()), stream), null};
+            Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()),
+                    lengths(scope, keyLengths, stream), lengths(scope, queryLengths, stream), biases, causalCode(op.causal()),
+                    op.scaleFor(g.headDim()));
+            runForward(dt, sv, out, scope, op.allowTf32(), stream);
+            return new DeviceAttentionResult(out, sv.lse(), training ? sv : scope);
+        } catch (RuntimeException e) {
+            scope.close();
+            throw e;
+        }
+    }
+
+    /**
+     * {@link DeviceAttention#backward}: dOut (any strides) is gathered into f32 on the device; dq, dk
+     * and dv are computed in f32 with q's, k's and v's strides (over the span those reach, zeroed
+     * first) and rounded to the op's dtype on the device. All on {@code stream}; the temporaries live
+     * in the gradients until they are closed.
+     */
+    DeviceAttentionGradients backwardOnDevice(DeviceAttentionResult forward, DeviceTensor dOut, long stream) {
+        if (!(forward.saved() instanceof Saved sv)) {
+            throw new SeqkException.InvalidConfig("attention: this forward ran in inference mode and kept nothing for backward;"
+                    + " run it without inference() to differentiate");
+        }
+        DType dt = forward.out().dtype();
+        Geometry g = sv.g();
+        long[] os = {g.batch(), g.qHeads(), g.qLen(), g.valueDim()};
+        Geometry contiguousOut = new Geometry(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), g.headDim(), g.valueDim(),
+                g.q(), g.k(), g.v(), contiguous(os));
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            DeviceTensor dout32 = scope.allocate(DType.F32, os);
+            long[] ds = dOut.strides();
+            driver.launch(utilFn("gather4_to_f32_" + RecurrentGpu.suffix(dt)), grid(Tensor.numel(os)), Dim3.of(THREADS), 0, stream,
+                    new KernelArgs().pointer(dOut.pointer()).pointer(dout32.pointer()).i64(os[0]).i64(os[1]).i64(os[2])
+                            .i64(os[3]).i64(ds[0]).i64(ds[1]).i64(ds[2]).i64(ds[3]));
+            DeviceTensor dq32 = zerosLike(scope, sv.q(), stream);
+            DeviceTensor dk32 = zerosLike(scope, sv.k(), stream);
+            DeviceTensor dv32 = zerosLike(scope, sv.v(), stream);
+            runBackward(dt, withGeometry(sv, contiguousOut), dout32, null, dq32, dk32, dv32, scope, stream);
+            return new DeviceAttentionGradients(rounded(scope, dq32, dt, stream), rounded(scope, dk32, dt, stream),
+                    rounded(scope, dv32, dt, stream), scope);
+        } catch (RuntimeException e) {
+            scope.close();
+            throw e;
+        }
+    }
+
+    /** Zeroed f32 device memory with like's shape and strides, zeroed on the stream. */
+    private DeviceTensor zerosLike(DeviceScope scope, DeviceTensor like, long stream) {
+        DeviceTensor t = scope.keep(DeviceTensor.allocateStrided(driver, DType.F32, like.shape(), like.strides()));
+        driver.memsetAsync(t.pointer(), 0, Math.max(1, DeviceTensor.spanOf(like.shape(), like.strides()) * 4), stream);
+        return t;
+    }
+
+    /** An f32 strided tensor as dt (its whole span rounded on the device); f32 itself as it is. */
+    private DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream) {
+        if (dt == DType.F32) {
+            return f32;
+        }
+        long span = DeviceTensor.spanOf(f32.shape(), f32.strides());
+        DeviceTensor t = scope.keep(DeviceTensor.allocateStrided(driver, dt, f32.shape(), f32.strides()));
+        driver.launch(utilFn("cast_f32_to_" + RecurrentGpu.suffix(dt)), grid(span), Dim3.of(THREADS), 0, stream,
+                new KernelArgs().pointer(f32.pointer()).pointer(t.pointer()).i64(span));
+        return t;
     }
 
     // ------------------------------------------------------------------ multi-head attention
@@ -494,13 +584,13 @@ final class AttentionGpu {
             long[] outStrides = {(long) lq * e, hd, e, 1};
             Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, outStrides);
             Bias[] biases = {
-                    in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}),
+                    in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}, 0),
                     in.attnMask() == null ? null : bias(scope, in.attnMask(), in.attnMask().tensor().rank() == 2
-                            ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1})};
+                            ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1}, 0)};
             Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
                     causalCode(op.causal()), 1.0 / Math.sqrt(hd));
             DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
-            runForward(DType.F32, sv, merged, temp, false);
+            runForward(DType.F32, sv, merged, temp, false, 0);
             DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e);
             Tensor weights = null;
             if (op.needWeights()) {
@@ -587,7 +677,7 @@ final class AttentionGpu {
                 dk = s.allocate(DType.F32, (long) batch * lk, kv);
                 dv = s.allocate(DType.F32, (long) batch * lk, kv);
             }
-            runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s);
+            runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s, 0);
             Tensor[] dIn = new Tensor[3];
             DeviceTensor[] dProj = {dq, dk, dv};
             DeviceTensor[] inputs = {ms.query(), ms.key(), ms.value()};

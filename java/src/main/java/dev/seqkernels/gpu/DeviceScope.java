@@ -6,10 +6,14 @@ import dev.seqkernels.Tensor;
 import java.util.ArrayList;
 import java.util.List;
 
-/** Device tensors that live and die together (one op call's buffers); closing the scope closes them all. */
+/**
+ * Device tensors that live and die together (one op call's buffers); closing the scope closes them all,
+ * and the host tensors a stream still had to read ({@link #uploadOnStream}).
+ */
 public final class DeviceScope implements AutoCloseable {
     private final Driver driver;
     private final List<DeviceTensor> tensors = new ArrayList<>();
+    private final List<Tensor> hosts = new ArrayList<>();
 
     public DeviceScope(Driver driver) {
         this.driver = driver;
@@ -52,7 +56,20 @@ public final class DeviceScope implements AutoCloseable {
         }
     }
 
-    private DeviceTensor keep(DeviceTensor t) {
+    /**
+     * A copy of {@code temporary} (a contiguous host tensor made for this upload) on the device, copied
+     * in order on {@code stream}: the call returns before the stream reads the host memory, so the
+     * scope keeps the host tensor and closes it with the device tensors.
+     */
+    public DeviceTensor uploadOnStream(Tensor temporary, long stream) {
+        hosts.add(temporary);
+        DeviceTensor t = allocate(temporary.dtype(), temporary.shape());
+        driver.copyHostToDeviceAsync(t.pointer(), temporary.segment(), t.byteSize(), stream);
+        return t;
+    }
+
+    /** Makes {@code t} the scope's: closed with it. */
+    DeviceTensor keep(DeviceTensor t) {
         tensors.add(t);
         return t;
     }
@@ -63,5 +80,7 @@ public final class DeviceScope implements AutoCloseable {
             tensors.get(i).close();
         }
         tensors.clear();
+        hosts.forEach(Tensor::close);
+        hosts.clear();
     }
 }

@@ -88,6 +88,32 @@ public final class DeviceTensor implements AutoCloseable {
                 new Lifetime(driver, pointer, dtype + Arrays.toString(shape) + " on " + driver.name()));
     }
 
+    /**
+     * New device memory for a tensor with the given (non-negative) element strides: the span they
+     * reach is allocated, and the tensor is its view (contents undefined). Gradients of strided
+     * inputs take their input's layout this way.
+     */
+    static DeviceTensor allocateStrided(Driver driver, DType dtype, long[] shape, long[] strides) {
+        long span = spanOf(shape, strides);
+        DeviceTensor whole = allocate(driver, dtype, span);
+        return whole.view(new Layout(shape, strides, 0));
+    }
+
+    /** Elements from the first to the last a layout reaches, inclusive (0 for an empty shape). */
+    static long spanOf(long[] shape, long[] strides) {
+        long last = 0;
+        for (int i = 0; i < shape.length; i++) {
+            if (shape[i] == 0) {
+                return 0;
+            }
+            if (strides[i] < 0) {
+                throw new SeqkException.Unsupported("negative strides " + Arrays.toString(strides) + " are not supported");
+            }
+            last = Math.addExact(last, Math.multiplyExact(shape[i] - 1, strides[i]));
+        }
+        return last + 1;
+    }
+
     /** A copy of a host tensor (any strides) on the device, contiguous. */
     public static DeviceTensor of(Driver driver, Tensor host) {
         DeviceTensor d = allocate(driver, host.dtype(), host.shape());

@@ -2,6 +2,7 @@ package dev.seqkernels.ops;
 
 import dev.seqkernels.Backend;
 import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
 
@@ -58,43 +59,13 @@ public final class Attention {
             throw new SeqkException.ShapeMismatch(op + ": argument 'in' is required (Attention.inputs(q, k, v))");
         }
         Checks.present(op, "q", in.q);
-        Checks.floating(op, "q", in.q);
-        long[] qs = in.q.shape();
-        if (qs.length != 4) {
-            Checks.shape(op, "q", in.q, "[batch, q_heads, q_len, head_dim]", -1, -1, -1, -1);
-        }
-        long batch = qs[0];
-        long hq = qs[1];
-        long lq = qs[2];
-        long d = qs[3];
         Checks.present(op, "k", in.k);
-        if (in.k.rank() != 4) {
-            Checks.shape(op, "k", in.k, "[batch, kv_heads, kv_len, head_dim]", batch, -1, -1, d);
-        }
-        long hkv = in.k.size(1);
-        long lk = in.k.size(2);
-        Checks.shape(op, "k", in.k, "[batch, kv_heads, kv_len, head_dim]", batch, hkv, lk, d);
         Checks.present(op, "v", in.v);
-        if (in.v.rank() != 4) {
-            Checks.shape(op, "v", in.v, "[batch, kv_heads, kv_len, value_dim]", batch, hkv, lk, -1);
-        }
-        Checks.shape(op, "v", in.v, "[batch, kv_heads, kv_len, value_dim]", batch, hkv, lk, in.v.size(3));
-        Checks.sameDType(op, "k", in.k, in.q.dtype());
-        Checks.sameDType(op, "v", in.v, in.q.dtype());
-        if (hkv == 0 || hq % hkv != 0) {
-            throw new SeqkException.ShapeMismatch(op + ": q has " + hq + " heads and k/v have " + hkv
-                    + "; q heads must be a multiple of k/v heads");
-        }
-        if (d == 0 || in.v.size(3) == 0) {
-            throw new SeqkException.ShapeMismatch(op + ": head_dim and value_dim must be positive");
-        }
         if (in.mask != null) {
             Checks.present(op, "mask", in.mask.tensor());
-            checkBroadcast(op, "mask", in.mask.tensor().shape(), new long[]{batch, hq, lq, lk});
-            in.mask.checkValues(op, "mask");
         }
-        checkLengths(op, "keyLengths", in.keyLengths, batch, lk);
-        checkLengths(op, "queryLengths", in.queryLengths, batch, lq);
+        checkInputs(op, in.q.dtype(), in.q.shape(), in.k.dtype(), in.k.shape(), in.v.dtype(), in.v.shape(), in.mask,
+                in.keyLengths, in.queryLengths);
         return backend.attentionForward(this, in);
     }
 
@@ -110,6 +81,48 @@ public final class Attention {
         Checks.shape("attention", "dOut", dOut, "like out", forward.out().shape());
         Checks.sameDType("attention", "dOut", dOut, forward.out().dtype());
         return backend.attentionBackward(this, forward, dOut);
+    }
+
+    /**
+     * The checks of one call's inputs by dtype and shape, for host tensors and for the device entry
+     * point ({@code dev.seqkernels.gpu.DeviceAttention}) alike: q [batch, q_heads, q_len, head_dim],
+     * k [batch, kv_heads, kv_len, head_dim], v [batch, kv_heads, kv_len, value_dim], one floating
+     * dtype, q heads a multiple of kv heads, the mask broadcasting to [batch, q_heads, q_len, kv_len],
+     * lengths one per batch entry within range. Each failure names the argument.
+     */
+    public static void checkInputs(String op, DType qType, long[] qs, DType kType, long[] ks, DType vType, long[] vs, Mask mask,
+                                   int[] keyLengths, int[] queryLengths) {
+        if (!qType.isFloatingPoint()) {
+            throw new SeqkException.DTypeMismatch(op + ": argument 'q' has dtype " + qType
+                    + ", expected a floating-point dtype (F64, F32, F16, BF16)");
+        }
+        Checks.shape(op, "q", qs, "[batch, q_heads, q_len, head_dim]", -1, -1, -1, -1);
+        long batch = qs[0];
+        long hq = qs[1];
+        long lq = qs[2];
+        long d = qs[3];
+        if (ks.length != 4) {
+            Checks.shape(op, "k", ks, "[batch, kv_heads, kv_len, head_dim]", batch, -1, -1, d);
+        }
+        long hkv = ks[1];
+        long lk = ks[2];
+        Checks.shape(op, "k", ks, "[batch, kv_heads, kv_len, head_dim]", batch, hkv, lk, d);
+        Checks.shape(op, "v", vs, "[batch, kv_heads, kv_len, value_dim]", batch, hkv, lk, vs.length == 4 ? vs[3] : -1);
+        Checks.sameDType(op, "k", kType, qType);
+        Checks.sameDType(op, "v", vType, qType);
+        if (hkv == 0 || hq % hkv != 0) {
+            throw new SeqkException.ShapeMismatch(op + ": q has " + hq + " heads and k/v have " + hkv
+                    + "; q heads must be a multiple of k/v heads");
+        }
+        if (d == 0 || vs[3] == 0) {
+            throw new SeqkException.ShapeMismatch(op + ": head_dim and value_dim must be positive");
+        }
+        if (mask != null) {
+            checkBroadcast(op, "mask", mask.tensor().shape(), new long[]{batch, hq, lq, lk});
+            mask.checkValues(op, "mask");
+        }
+        checkLengths(op, "keyLengths", keyLengths, batch, lk);
+        checkLengths(op, "queryLengths", queryLengths, batch, lq);
     }
 
     /** Right-aligned broadcasting: each of the mask's dimensions is 1 or the target's extent. */

@@ -27,7 +27,11 @@ final class Checks {
     /** Checks rank and extents; -1 in {@code expected} accepts any extent. */
     static void shape(String op, String name, Tensor t, String layout, long... expected) {
         present(op, name, t);
-        long[] s = t.shape();
+        shape(op, name, t.shape(), layout, expected);
+    }
+
+    /** {@link #shape(String, String, Tensor, String, long...)} for a shape alone (device tensors). */
+    static void shape(String op, String name, long[] s, String layout, long... expected) {
         boolean ok = s.length == expected.length;
         for (int i = 0; ok && i < s.length; i++) {
             ok = expected[i] < 0 || expected[i] == s[i];
@@ -46,8 +50,12 @@ final class Checks {
     }
 
     static void sameDType(String op, String name, Tensor t, DType expected) {
-        if (t.dtype() != expected) {
-            throw new SeqkException.DTypeMismatch(op + ": argument '" + name + "' has dtype " + t.dtype()
+        sameDType(op, name, t.dtype(), expected);
+    }
+
+    static void sameDType(String op, String name, DType got, DType expected) {
+        if (got != expected) {
+            throw new SeqkException.DTypeMismatch(op + ": argument '" + name + "' has dtype " + got
                     + ", expected " + expected + " (the dtype of the input)");
         }
     }
