@@ -153,7 +153,7 @@ __device__ float hot_keys(const AttnShape& s, const AttnRow& r, const T* q, cons
  */
 __device__ __forceinline__ float prob_of(float sc, float lse, float hot) {
     if (lse == INFINITY) {
-        return sc == INFINITY ? 1.0f / hot : 0.0f;
+        return sc == INFINITY ? 1.0f / hot : sc != sc ? NAN : 0.0f;
     }
     if (sc == -INFINITY || lse == -INFINITY) {
         return 0.0f;
@@ -314,22 +314,22 @@ __device__ __forceinline__ uint16_t raw(__half v) { return bits(v); }
 __device__ __forceinline__ uint16_t raw(__nv_bfloat16 v) { return bits(v); }
 __device__ __forceinline__ float raw(float v) { return v; }
 
-/** The exponent field and 1.0 of a 16-bit storage type. */
+/** The exponent field, 1.0 and 128.0 (see nonfinite_sum) of a 16-bit storage type. */
 template <typename T>
 struct Bits16;
 template <>
 struct Bits16<__half> {
-    static constexpr uint32_t EXP = 0x7c00u, ONE = 0x3c00u;
+    static constexpr uint32_t EXP = 0x7c00u, ONE = 0x3c00u, WEIGHTLESS = 0x5800u;  // 1.0, 128.0
 };
 template <>
 struct Bits16<__nv_bfloat16> {
-    static constexpr uint32_t EXP = 0x7f80u, ONE = 0x3f80u;
+    static constexpr uint32_t EXP = 0x7f80u, ONE = 0x3f80u, WEIGHTLESS = 0x4300u;  // 1.0, 128.0
 };
 
 /**
  * A pair of 16-bit v values as its finite part (non-finite halves 0) and two 0/1 indicators:
- * +inf or NaN (up), -inf or NaN (down). The products of the indicators with 0/1 matrices are
- * exact counts, so no 0 x NaN can arise from them.
+ * +inf or NaN (up), -inf or NaN (down). Their products with the allowed matrix (entries 0, 1
+ * and 128) are exact counts, so no 0 x NaN can arise from them.
  */
 template <typename T>
 __device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint32_t& up, uint32_t& down) {
@@ -426,11 +426,13 @@ __device__ __forceinline__ bool tile_may_block(const AttnShape& s, long long war
 
 /**
  * A column sum of P v over the allowed keys from its finite part (P v', v' = v with non-finite
- * elements 0) and the counts of allowed keys whose v is +inf or NaN (up) and -inf or NaN (down):
- * NaN, +inf or -inf as the reference's sum over those keys is, else the finite part.
+ * elements 0) and weighted counts of allowed keys whose v is +inf or NaN (up) and -inf or NaN
+ * (down): an allowed key weighs 1, or 128 where its P is +0 (an underflowed weight: 0 x inf is
+ * NaN, as on tiles no mask touches and in v1). At most 64 keys weigh 1 per tile, so a count of
+ * 128 or more means such a key. NaN, +inf or -inf as the sum over those keys is, else the finite part.
  */
 __device__ __forceinline__ float nonfinite_sum(float fin, float up, float down) {
-    if (fin != fin || (up > 0.0f && down > 0.0f)) {
+    if (fin != fin || up >= 128.0f || down >= 128.0f || (up > 0.0f && down > 0.0f)) {
         return NAN;
     }
     return up > 0.0f ? INFINITY : down > 0.0f ? -INFINITY : fin;
@@ -614,13 +616,14 @@ __device__ __forceinline__ long long key_end_of(const AttnShape& s, long long ro
  * P is 0, but 0 x NaN (or x inf) from its v must not reach the row: the reference never reads a
  * blocked key. So each 8-column block's product goes to a fresh accumulator first, and joins o
  * when the whole warp's is finite (the common case). Otherwise (a non-finite v, or a NaN score)
- * the block is recomputed: P v' over the finite part of v, plus counts of the allowed pairs whose
- * v is non-finite (the 0/1 allowed matrix times 0/1 indicators), so the block gets NaN or +-inf
- * exactly where the reference's sum over allowed keys does. The allowed matrix is P's fragment
- * with blocked pairs marked -0 (an allowed weight that underflowed is +0).
+ * the block is recomputed: P v' over the finite part of v, plus weighted counts of the allowed
+ * pairs whose v is non-finite (the allowed matrix: 0 blocked, 1 allowed, 128 allowed with P = +0;
+ * times 0/1 indicators), so the block gets NaN or +-inf as the sum over the allowed keys does
+ * (nonfinite_sum). Blocked pairs are told from allowed ones whose weight underflowed by marking
+ * P's fragment -0 there.
  */
 template <typename T, int NO, int BN, int LD>
-__device__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&pa)[BN / 16][4], const uint16_t* vt, int oblocks, int lane, int t,
+__device__ __forceinline__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&pa)[BN / 16][4], const uint16_t* vt, int oblocks, int lane, int t,
                                   const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
                                   long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
     unsigned redo = 0;  // warp-uniform: the 8-column blocks to recompute
@@ -673,8 +676,9 @@ __device__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&pa)[BN / 16][4],
                 split_nonfinite<T>(vb[1], vf[1], vu[1], vd[1]);
                 SEQK_UNROLL
                 for (int x = 0; x < 4; x++) {
-                    uint32_t lo = (pa[kk][x] & 0xffffu) == 0x8000u ? 0u : Bits16<T>::ONE;
-                    uint32_t hi = (pa[kk][x] >> 16) == 0x8000u ? 0u : Bits16<T>::ONE;
+                    uint32_t lo = pa[kk][x] & 0xffffu, hi = pa[kk][x] >> 16;
+                    lo = lo == 0x8000u ? 0u : lo == 0u ? Bits16<T>::WEIGHTLESS : Bits16<T>::ONE;
+                    hi = hi == 0x8000u ? 0u : hi == 0u ? Bits16<T>::WEIGHTLESS : Bits16<T>::ONE;
                     allow[x] = lo | (hi << 16);
                 }
                 mma(fin, pa[kk], vf, T{});
@@ -808,13 +812,54 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
 // loaded into fragments. The tf32 A layout (rows g / g+8, columns t / t+4) differs from the C
 // layout the scores come in, so each warp writes P to its own 16 x (BN + 4) shared rows and reads
 // the A fragments back (a warp-local exchange; __syncwarp orders it).
-/** A float v as a TF32 operand of its finite part (0 if non-finite) and 0/1 indicators as split_nonfinite. */
+/**
+ * A float v as a TF32 operand of its finite part and 0/1 indicators as split_nonfinite. Judged
+ * after rounding: TF32 rounds |v| near FLT_MAX up to infinity, which the fast path multiplies as such.
+ */
 __device__ __forceinline__ void split_nonfinite_tf32(float v, uint32_t& fin, uint32_t& up, uint32_t& down) {
     constexpr uint32_t ONE = 0x3f800000u;
-    bool nonfinite = !(fabsf(v) < INFINITY);
-    fin = nonfinite ? 0u : seqk::arch::to_tf32(v);
+    uint32_t rounded = seqk::arch::to_tf32(v);
+    bool nonfinite = (rounded & 0x7f800000u) == 0x7f800000u;
+    fin = nonfinite ? 0u : rounded;
     up = nonfinite && !(v < 0.0f) ? ONE : 0u;
     down = nonfinite && !(v > 0.0f) ? ONE : 0u;
+}
+
+/** One thread's four sums of an 8-column block of P v (its C fragment). */
+struct ColumnSums {
+    float v[4];
+};
+
+/**
+ * pv_tf32_tile_may_block's recompute of one 8-column block (v columns from vt_block), from the
+ * warp's marked P rows: P v' and the weighted counts, combined by nonfinite_sum.
+ */
+__device__ __forceinline__ ColumnSums recompute_tf32_block(const float* p_rows, const float* vt_block, int g, int t, int ld, int pld,
+                                                        int ksteps) {
+    float fin[4] = {0.0f, 0.0f, 0.0f, 0.0f}, up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, down[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int kk = 0; kk < ksteps; kk++) {
+        float p[4] = {p_rows[g * pld + kk * 8 + t], p_rows[(g + 8) * pld + kk * 8 + t], p_rows[g * pld + kk * 8 + t + 4],
+                      p_rows[(g + 8) * pld + kk * 8 + t + 4]};
+        uint32_t pa[4], allow[4];
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            pa[x] = seqk::arch::to_tf32(p[x]);
+            bool blocked = p[x] == 0.0f && copysignf(1.0f, p[x]) < 0.0f;
+            allow[x] = blocked ? 0u : p[x] == 0.0f ? 0x43000000u : 0x3f800000u;  // 0, 128 (+0: weightless), 1
+        }
+        uint32_t vf[2], vu[2], vd[2];
+        split_nonfinite_tf32(vt_block[(kk * 8 + t) * ld + g], vf[0], vu[0], vd[0]);
+        split_nonfinite_tf32(vt_block[(kk * 8 + t + 4) * ld + g], vf[1], vu[1], vd[1]);
+        seqk::arch::mma_m16n8k8_tf32(fin, pa, vf, fin);
+        seqk::arch::mma_m16n8k8_tf32(up, allow, vu, up);
+        seqk::arch::mma_m16n8k8_tf32(down, allow, vd, down);
+    }
+    ColumnSums sums;
+    SEQK_UNROLL
+    for (int x = 0; x < 4; x++) {
+        sums.v[x] = nonfinite_sum(fin[x], up[x], down[x]);
+    }
+    return sums;
 }
 
 /**
@@ -822,74 +867,55 @@ __device__ __forceinline__ void split_nonfinite_tf32(float v, uint32_t& fin, uin
  * where the blocked pairs are marked -0 before the recompute; each lane marks the entries it wrote.
  */
 template <int NO, int BN, int LD, int PLD>
-__device__ void pv_tf32_tile_may_block(float (&o)[NO][4], float* p_rows, const float* vt, int oblocks, int g, int t,
+__device__ __forceinline__ void pv_tf32_tile_may_block(float (&o)[NO][4], float* p_rows, const float* vt, int oblocks, int g, int t,
                                        const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
                                        long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
-    unsigned redo = 0;  // warp-uniform: the 8-column blocks to recompute
-    SEQK_UNROLL
-    for (int n = 0; n < NO; n++) {
-        if (n < oblocks) {
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            SEQK_UNROLL
-            for (int kk = 0; kk < BN / 8; kk++) {
-                uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]), seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
-                                  seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
-                                  seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
-                uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
-                                  seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
-                seqk::arch::mma_m16n8k8_tf32(acc, pa, vb, acc);
-            }
-            if (seqk::arch::all(0xffffffffu, finite4(acc))) {
-                SEQK_UNROLL
-                for (int x = 0; x < 4; x++) {
-                    o[n][x] += acc[x];
-                }
-            } else {
-                redo |= 1u << n;
-            }
-        }
-    }
-    if (redo == 0) {
-        return;
-    }
-    seqk::arch::syncwarp(0xffffffffu);  // every lane has read the P rows before they are marked
-    SEQK_UNROLL
-    for (int n = 0; n < BN / 8; n++) {
+    // Rolled over n (the tile keeps nearly every register for o and q): each block's product
+    // reaches o through a static dispatch over m, and a block to recompute is recomputed in place.
+    bool marked = false;  // warp-uniform: whether the blocked pairs of p_rows are marked -0 yet
+    SEQK_NO_UNROLL
+    for (int n = 0; n < oblocks; n++) {
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         SEQK_UNROLL
-        for (int r = 0; r < 2; r++) {
-            SEQK_UNROLL
-            for (int e = 0; e < 2; e++) {
-                if (!allowed(s, b, h, my_row[r], j0 + n * 8 + 2 * t + e, k_valid, q_valid, bias0, bias1)) {
-                    p_rows[(g + 8 * r) * PLD + n * 8 + 2 * t + e] = -0.0f;
-                }
-            }
+        for (int kk = 0; kk < BN / 8; kk++) {
+            uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]), seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
+                              seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
+                              seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+            uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
+                              seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
+            seqk::arch::mma_m16n8k8_tf32(acc, pa, vb, acc);
         }
-    }
-    seqk::arch::syncwarp(0xffffffffu);
-    SEQK_UNROLL
-    for (int n = 0; n < NO; n++) {
-        if ((redo >> n) & 1u) {
-            float fin[4] = {0.0f, 0.0f, 0.0f, 0.0f}, up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, down[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            SEQK_UNROLL
-            for (int kk = 0; kk < BN / 8; kk++) {
-                float p[4] = {p_rows[g * PLD + kk * 8 + t], p_rows[(g + 8) * PLD + kk * 8 + t], p_rows[g * PLD + kk * 8 + t + 4],
-                              p_rows[(g + 8) * PLD + kk * 8 + t + 4]};
-                uint32_t pa[4], allow[4];
+        if (!seqk::arch::all(0xffffffffu, finite4(acc))) {
+            if (!marked) {
+                seqk::arch::syncwarp(0xffffffffu);  // every lane has read the P rows before they are marked
                 SEQK_UNROLL
-                for (int x = 0; x < 4; x++) {
-                    pa[x] = seqk::arch::to_tf32(p[x]);
-                    allow[x] = p[x] == 0.0f && copysignf(1.0f, p[x]) < 0.0f ? 0u : 0x3f800000u;
+                for (int nn = 0; nn < BN / 8; nn++) {
+                    SEQK_UNROLL
+                    for (int r = 0; r < 2; r++) {
+                        SEQK_UNROLL
+                        for (int e = 0; e < 2; e++) {
+                            if (!allowed(s, b, h, my_row[r], j0 + nn * 8 + 2 * t + e, k_valid, q_valid, bias0, bias1)) {
+                                p_rows[(g + 8 * r) * PLD + nn * 8 + 2 * t + e] = -0.0f;
+                            }
+                        }
+                    }
                 }
-                uint32_t vf[2], vu[2], vd[2];
-                split_nonfinite_tf32(vt[(kk * 8 + t) * LD + n * 8 + g], vf[0], vu[0], vd[0]);
-                split_nonfinite_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g], vf[1], vu[1], vd[1]);
-                seqk::arch::mma_m16n8k8_tf32(fin, pa, vf, fin);
-                seqk::arch::mma_m16n8k8_tf32(up, allow, vu, up);
-                seqk::arch::mma_m16n8k8_tf32(down, allow, vd, down);
+                seqk::arch::syncwarp(0xffffffffu);
+                marked = true;
             }
+            ColumnSums sums = recompute_tf32_block(p_rows, vt + n * 8, g, t, LD, PLD, BN / 8);
             SEQK_UNROLL
             for (int x = 0; x < 4; x++) {
-                o[n][x] += nonfinite_sum(fin[x], up[x], down[x]);
+                acc[x] = sums.v[x];
+            }
+        }
+        SEQK_UNROLL
+        for (int m = 0; m < NO; m++) {
+            if (m == n) {
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    o[m][x] += acc[x];
+                }
             }
         }
     }

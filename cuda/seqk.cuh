@@ -17,6 +17,8 @@
                                                                     alignof(type) < 16 ? 16 : alignof(type)))
 // Loops over register arrays must be unrolled on the GPU (or the arrays go to local memory); g++ needs no hint.
 #define SEQK_UNROLL
+// A loop kept rolled on the GPU (a rare path whose unrolled copies would cost registers); g++ needs no hint.
+#define SEQK_NO_UNROLL
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -26,6 +28,7 @@
     type* name = reinterpret_cast<type*>(seqk_dynamic_smem_)
 #define SEQK_SHARED_ARRAY(type, name, count) alignas(16) __shared__ type name[count]
 #define SEQK_UNROLL _Pragma("unroll")
+#define SEQK_NO_UNROLL _Pragma("unroll 1")
 #endif
 
 namespace seqk {

@@ -149,18 +149,22 @@ class NanPropagationTest {
     private static final int VALUE_DIM = 8;
 
     /** One attention call on the kernel under test and on the reference, with its shapes. */
-    private record AttnRun(AttnKernel kernel, int qLen, int kvLen, int[] keyLengths, int[] queryLengths, Tensor q, Tensor k, Tensor v,
-                           TestData data) {
+    private record AttnRun(AttnKernel kernel, int qLen, int kvLen, int valueDim, CausalAlignment causal, int[] keyLengths,
+                           int[] queryLengths, Tensor q, Tensor k, Tensor v, TestData data) {
         static AttnRun of(AttnKernel kernel) {
-            TestData data = new TestData();
             int qLen = kernel.split ? 2 : 9;
             int kvLen = kernel.split ? 1100 : 70;
-            int[] keyLengths = {kvLen, kvLen - 5};
-            int[] queryLengths = {qLen, qLen - 1};
-            return new AttnRun(kernel, qLen, kvLen, keyLengths, queryLengths,
+            return of(kernel, qLen, kvLen, VALUE_DIM, CausalAlignment.BOTTOM_RIGHT, new int[]{kvLen, kvLen - 5},
+                    new int[]{qLen, qLen - 1});
+        }
+
+        static AttnRun of(AttnKernel kernel, int qLen, int kvLen, int valueDim, CausalAlignment causal, int[] keyLengths,
+                          int[] queryLengths) {
+            TestData data = new TestData();
+            return new AttnRun(kernel, qLen, kvLen, valueDim, causal, keyLengths, queryLengths,
                     data.tensor(kernel.dtype, 1, BATCH, Q_HEADS, qLen, kernel.headDim),
                     data.tensor(kernel.dtype, 1, BATCH, 1, kvLen, kernel.headDim),
-                    data.tensor(kernel.dtype, 1, BATCH, 1, kvLen, VALUE_DIM), data);
+                    data.tensor(kernel.dtype, 1, BATCH, 1, kvLen, valueDim), data);
         }
 
         GpuBackend backend() {
@@ -171,7 +175,7 @@ class NanPropagationTest {
             var choice = kernel.pinnedToV1() ? AttentionGpu.ForwardChoice.V1 : AttentionGpu.ForwardChoice.AUTO;
             AttentionGpu.SplitPlan plan = AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, qLen, kvLen,
                     GpuTargets.driver().properties().multiprocessors(), choice);
-            String chosen = plan != null ? "split" : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, VALUE_DIM,
+            String chosen = plan != null ? "split" : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, valueDim,
                     GpuTargets.driver().properties().computeMajor(), choice, kernel.tf32);
             assertEquals(kernel.expected(), chosen, kernel + ": the rule must pick the kernel under test");
             assertTrue(plan == null || plan.splits() >= 2, kernel + ": split-KV must really split");
@@ -179,7 +183,7 @@ class NanPropagationTest {
         }
 
         Attention op(dev.seqkernels.Backend backend) {
-            return Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(kernel.tf32).backend(backend).build();
+            return Attention.builder().causal(causal).allowTf32(kernel.tf32).backend(backend).build();
         }
 
         AttentionResult gpu() {
@@ -199,9 +203,11 @@ class NanPropagationTest {
                     .keyLengths(keyLengths).queryLengths(queryLengths).mask(mask));
         }
 
-        /** Whether row i of batch entry b may attend to key j (bottom-right causal within the valid lengths). */
+        /** Whether row i of batch entry b may attend to key j (the causal mask within the valid lengths; no explicit mask). */
         boolean allowed(int b, int i, int j) {
-            return i < queryLengths[b] && j < keyLengths[b] && j <= i + keyLengths[b] - queryLengths[b];
+            int diagonal = causal == CausalAlignment.BOTTOM_RIGHT ? i + keyLengths[b] - queryLengths[b] : causal == CausalAlignment.TOP_LEFT ? i
+                    : Integer.MAX_VALUE;
+            return i < queryLengths[b] && j < keyLengths[b] && j <= diagonal;
         }
 
         String tag() {
@@ -316,6 +322,83 @@ class NanPropagationTest {
             checkNan(run.tag() + " lse", got.lse(), want.lse(), kernel.tf32 ? Compare.tolerance(DType.F16) : Compare.tolerance(DType.F32));
         } finally {
             blocked.close();
+        }
+    }
+
+    /**
+     * Non-finite v at blocked keys all over the tile, on the tensor-core and TF32 kernels (v1 as
+     * the control): 40 live query rows (three warps), 24 value columns (three 8-column blocks), top-left
+     * causal, and an explicit mask blocking keys 9, 10, 20 and 40 for the even rows. Entry 0's v has
+     * NaN at those keys in columns 1, 9, 17 and 23 and +inf at key 12, column 13: a row gets NaN (or
+     * +inf) exactly where it may attend to the key, as the reference says. Key 30, blocked for every
+     * row, holds the largest float in column 5, which TF32 rounds to infinity: no row sees it.
+     */
+    @ParameterizedTest
+    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "TC64_F16", "TC64_BF16", "TC128_BF16", "TF32X64", "TF32X128"})
+    void nonFiniteValuesAtBlockedKeysAnywhereInTheTile(AttnKernel kernel) {
+        int qLen = 44;
+        int kvLen = 70;
+        AttnRun run = AttnRun.of(kernel, qLen, kvLen, 24, CausalAlignment.TOP_LEFT, null, null);
+        int[] maskedKeys = {9, 10, 20, 40};
+        int[] columns = {1, 9, 17, 23};
+        Tensor blocked = Tensor.allocate(DType.F32, qLen, kvLen);
+        for (int i = 0; i < qLen; i += 2) {
+            for (int j : maskedKeys) {
+                blocked.set(1.0, i, j);
+            }
+        }
+        for (int x = 0; x < maskedKeys.length; x++) {
+            run.v.set(Double.NaN, 0, 0, maskedKeys[x], columns[x]);
+        }
+        run.v.set(Double.POSITIVE_INFINITY, 0, 0, 12, 13);
+        for (int i = 0; i < qLen; i++) {
+            blocked.set(1.0, i, 30);  // key 30 is blocked for every row: its v (the largest float, inf after TF32's rounding) never counts
+        }
+        run.v.set(Float.MAX_VALUE, 0, 0, 30, 5);
+        try (AttentionResult got = run.gpu(Mask.blocked(blocked)); AttentionResult want = run.cpu(Mask.blocked(blocked))) {
+            double[] out = want.out().toDoubleArray();
+            for (int h = 0; h < Q_HEADS; h++) {
+                for (int i = 0; i < qLen; i++) {
+                    int row = h * qLen + i;
+                    String where = run.tag() + ": reference row (b 0, h " + h + ", i " + i + ")";
+                    for (int x = 0; x < maskedKeys.length; x++) {
+                        boolean sees = maskedKeys[x] <= i && i % 2 == 1;
+                        assertEquals(sees, Double.isNaN(out[row * 24 + columns[x]]), where + " column " + columns[x]);
+                    }
+                    assertEquals(12 <= i, out[row * 24 + 13] == Double.POSITIVE_INFINITY, where + " column 13");
+                }
+            }
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
+        } finally {
+            blocked.close();
+        }
+    }
+
+    /**
+     * An infinite v at an allowed key whose weight is 0 (its score 7200 below the row's maximum, so
+     * 0 in double too): 0 x inf is NaN in the reference, and in every kernel, on a tile a mask
+     * touches (the recompute) as on one it does not. The key is entry 0's last, which only its last
+     * row (in both heads) may attend to under the bottom-right causal mask.
+     */
+    @ParameterizedTest
+    @EnumSource(AttnKernel.class)
+    void anInfiniteValueUnderAZeroWeightIsNaN(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        int row = run.qLen - 1;
+        int last = run.keyLengths[0] - 1;
+        for (int e = 0; e < kernel.headDim; e++) {
+            for (int h = 0; h < Q_HEADS; h++) {
+                run.q.set(30.0, 0, h, row, e);
+            }
+            run.k.set(-120 / Math.sqrt(kernel.headDim), 0, 0, last, e);   // scores -3600 and +3600
+            run.k.set(120 / Math.sqrt(kernel.headDim), 0, 0, last - 1, e);
+        }
+        run.v.set(Double.POSITIVE_INFINITY, 0, 0, last, 7);
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
+            for (int h = 0; h < Q_HEADS; h++) {
+                assertTrue(Double.isNaN(want.out().get(0, h, row, 7)), run.tag() + ": the reference's 0 x inf is NaN");
+            }
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
         }
     }
 
