@@ -425,8 +425,96 @@ public final class Tensor implements AutoCloseable {
             }
             return;
         }
+        if (isContiguous() && src.isContiguous() && dtype.isFloatingPoint() && src.dtype.isFloatingPoint()) {
+            checkWritable();
+            try {
+                convertContiguous(src, this, n);
+            } catch (IllegalStateException | WrongThreadException e) {
+                throw inaccessible(e);
+            }
+            return;
+        }
         for (long i = 0; i < n; i++) {
             write(flatToOffset(i), src.read(src.flatToOffset(i)));
+        }
+    }
+
+    /** Elements per chunk of a bulk conversion: small enough for the caches, large enough to amortize the copies. */
+    private static final int CHUNK = 8192;
+
+    /**
+     * n elements between contiguous floating-point tensors of different dtypes, a chunk at a time
+     * through Java arrays (bulk segment copies, a tight loop per chunk), rounding each element once
+     * as {@link #writeElement} does: F32, F16 and BF16 values go through float exactly; F64 values
+     * round to F32 directly, and to F16/BF16 through float rounded to odd.
+     */
+    private static void convertContiguous(Tensor src, Tensor dst, long n) {
+        long srcBase = src.offset * src.dtype.byteSize();
+        long dstBase = dst.offset * dst.dtype.byteSize();
+        double[] wide = src.dtype == DType.F64 ? new double[CHUNK] : null;
+        double[] out64 = dst.dtype == DType.F64 ? new double[CHUNK] : null;
+        float[] values = new float[CHUNK];
+        short[] bits = new short[CHUNK];
+        for (long done = 0; done < n; done += CHUNK) {
+            int m = (int) Math.min(CHUNK, n - done);
+            if (wide != null) {
+                MemorySegment.copy(src.segment, F64, srcBase + done * 8, wide, 0, m);
+                switch (dst.dtype) {
+                    case F32 -> {
+                        for (int i = 0; i < m; i++) {
+                            values[i] = (float) wide[i];
+                        }
+                        MemorySegment.copy(values, 0, dst.segment, F32, dstBase + done * 4, m);
+                    }
+                    case F16, BF16 -> {
+                        boolean half = dst.dtype == DType.F16;
+                        for (int i = 0; i < m; i++) {
+                            bits[i] = half ? Rounding.doubleToHalf(wide[i]) : Rounding.doubleToBf16(wide[i]);
+                        }
+                        MemorySegment.copy(bits, 0, dst.segment, I16, dstBase + done * 2, m);
+                    }
+                    default -> throw new IllegalStateException("F64 to " + dst.dtype + " is a plain copy");
+                }
+                continue;
+            }
+            switch (src.dtype) {
+                case F32 -> MemorySegment.copy(src.segment, F32, srcBase + done * 4, values, 0, m);
+                case F16 -> {
+                    MemorySegment.copy(src.segment, I16, srcBase + done * 2, bits, 0, m);
+                    for (int i = 0; i < m; i++) {
+                        values[i] = Float.float16ToFloat(bits[i]);
+                    }
+                }
+                case BF16 -> {
+                    MemorySegment.copy(src.segment, I16, srcBase + done * 2, bits, 0, m);
+                    for (int i = 0; i < m; i++) {
+                        values[i] = Float.intBitsToFloat((bits[i] & 0xffff) << 16);
+                    }
+                }
+                default -> throw new IllegalStateException("not a floating-point dtype: " + src.dtype);
+            }
+            switch (dst.dtype) {
+                case F64 -> {
+                    for (int i = 0; i < m; i++) {
+                        out64[i] = values[i];
+                    }
+                    MemorySegment.copy(out64, 0, dst.segment, F64, dstBase + done * 8, m);
+                }
+                case F32 -> MemorySegment.copy(values, 0, dst.segment, F32, dstBase + done * 4, m);
+                case F16 -> {
+                    for (int i = 0; i < m; i++) {
+                        bits[i] = Float.floatToFloat16(values[i]);
+                    }
+                    MemorySegment.copy(bits, 0, dst.segment, I16, dstBase + done * 2, m);
+                }
+                case BF16 -> {
+                    for (int i = 0; i < m; i++) {
+                        bits[i] = Rounding.floatToBf16(values[i]);
+                    }
+                    MemorySegment.copy(bits, 0, dst.segment, I16, dstBase + done * 2, m);
+                }
+                default -> throw new IllegalStateException("not a floating-point dtype: " + dst.dtype);
+            }
         }
     }
 

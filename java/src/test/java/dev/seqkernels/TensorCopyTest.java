@@ -59,6 +59,46 @@ class TensorCopyTest {
         }
     }
 
+    /**
+     * Conversions between contiguous floating-point tensors go a chunk at a time: across chunk
+     * boundaries, and on values that stress rounding (ties of F16 and BF16, their subnormals,
+     * overflow, NaN, infinities, F64 values between floats), they give exactly what one element at
+     * a time through double gives.
+     */
+    @Test
+    void chunkedConversionsMatchElementwiseAcrossChunksAndTies() {
+        Random r = new Random(7);
+        int n = 2 * 8192 + 37;
+        double[] v = new double[n];
+        for (int i = 0; i < n; i++) {
+            float f = switch (i % 9) {
+                case 0 -> Float.intBitsToFloat((r.nextInt() & 0xffff0000) | 0x8000);  // a BF16 tie
+                case 1 -> Float.intBitsToFloat((r.nextInt() & 0x3fffe000) | 0x1000);  // an F16 tie (or near it)
+                case 2 -> (float) (r.nextGaussian() * 6e-8);                           // F16 subnormals
+                case 3 -> (float) (r.nextGaussian() * 1e5);                            // F16 overflow
+                case 4 -> i % 2 == 0 ? Float.NaN : Float.NEGATIVE_INFINITY;
+                default -> (float) r.nextGaussian();
+            };
+            v[i] = i % 5 == 0 ? f + Math.ulp(f) * 0.375 * r.nextGaussian() : f;  // F64 values between floats
+        }
+        DType[] floating = {DType.F64, DType.F32, DType.F16, DType.BF16};
+        for (DType from : floating) {
+            try (Tensor src = Tensor.of(from, v, n)) {
+                for (DType to : floating) {
+                    try (Tensor converted = src.to(to)) {
+                        double[] expected = elementwise(src, to);
+                        double[] got = converted.toDoubleArray();
+                        for (int i = 0; i < n; i++) {
+                            if (Double.doubleToLongBits(expected[i]) != Double.doubleToLongBits(got[i])) {
+                                assertEquals(expected[i], got[i], from + " -> " + to + " element " + i + " (source " + src.getFlat(i) + ")");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void floatArraysRoundTripExactlyAndRoundIntoOtherDtypes() {
         float[] f = {1.5f, Float.NaN, -0.0f, 1e-40f, 65520f, -3.25f};
