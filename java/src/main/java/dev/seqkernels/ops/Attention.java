@@ -66,7 +66,8 @@ public final class Attention {
         }
         checkInputs(op, in.q.dtype(), in.q.shape(), in.k.dtype(), in.k.shape(), in.v.dtype(), in.v.shape(), in.mask,
                 in.keyLengths, in.queryLengths);
-        return backend.attentionForward(this, in);
+        AttentionResult r = backend.attentionForward(this, in);
+        return in.inference ? new AttentionResult(r.out(), r.lse(), SavedState.release(r.saved())) : r;
     }
 
     public AttentionGradients backward(AttentionResult forward, Tensor dOut) {
@@ -76,7 +77,7 @@ public final class Attention {
         Checks.present("attention", "forward.out", forward.out());
         Checks.present("attention", "forward.lse", forward.lse());
         if (forward.saved() == null) {
-            throw new SeqkException.ShapeMismatch("attention: argument 'forward' holds no saved state; pass the result of forward itself");
+            throw SavedState.missing("attention");
         }
         Checks.shape("attention", "dOut", dOut, "like out", forward.out().shape());
         Checks.sameDType("attention", "dOut", dOut, forward.out().dtype());
@@ -160,6 +161,7 @@ public final class Attention {
         private Mask mask;
         private int[] keyLengths;
         private int[] queryLengths;
+        private boolean inference;
 
         private Inputs(Tensor q, Tensor k, Tensor v) {
             this.q = q;
@@ -174,6 +176,12 @@ public final class Attention {
 
         public Inputs keyLengths(int[] lengths) {
             keyLengths = lengths == null ? null : lengths.clone();
+            return this;
+        }
+
+        /** Keep nothing for backward: the saved state is released as soon as out and lse exist. */
+        public Inputs inference() {
+            inference = true;
             return this;
         }
 

@@ -239,7 +239,8 @@ public final class MultiHeadAttention {
             in.attnMask.checkValues(op, "attnMask");
         }
         Checks.params(op, params, parameterShapes(), dt);
-        return backend.mhaForward(this, params, in);
+        MhaResult r = backend.mhaForward(this, params, in);
+        return in.inference ? new MhaResult(r.out(), r.attnWeights(), SavedState.release(r.saved())) : r;
     }
 
     public MhaGradients backward(Map<String, Tensor> params, MhaResult forward, Tensor dOut, Tensor dAttnWeights) {
@@ -248,6 +249,9 @@ public final class MultiHeadAttention {
             throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
         }
         Checks.present(op, "forward.out", forward.out());
+        if (forward.saved() == null) {
+            throw SavedState.missing(op);
+        }
         Checks.shape(op, "dOut", dOut, "like out", forward.out().shape());
         Checks.sameDType(op, "dOut", dOut, forward.out().dtype());
         if (dAttnWeights != null) {
@@ -271,6 +275,7 @@ public final class MultiHeadAttention {
         private final Tensor value;
         private Mask keyPaddingMask;
         private Mask attnMask;
+        private boolean inference;
 
         private Inputs(Tensor query, Tensor key, Tensor value) {
             this.query = query;
@@ -280,6 +285,12 @@ public final class MultiHeadAttention {
 
         public Inputs keyPaddingMask(Mask m) {
             keyPaddingMask = m;
+            return this;
+        }
+
+        /** Keep nothing for backward: the saved state is released as soon as the outputs exist. */
+        public Inputs inference() {
+            inference = true;
             return this;
         }
 

@@ -88,6 +88,16 @@ public abstract class RecurrentOp {
         return backend.recurrentForward(config, params, x, h0, c0, lens);
     }
 
+    /**
+     * {@link #forward(Map, Tensor, Tensor, Tensor, int[])} keeping nothing for backward: the saved
+     * state (on a GPU backend, the per-step traces on the device) is released as soon as the
+     * outputs exist. The result cannot be differentiated.
+     */
+    public RecurrentResult forwardInference(Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+        RecurrentResult r = forward(params, x, h0, c0, lengths);
+        return new RecurrentResult(r.output(), r.hn(), r.cn(), SavedState.release(r.saved()));
+    }
+
     /** Gradients of sum(output*dOutput) + sum(hn*dHn) + sum(cn*dCn); null gradients are zero. */
     public RecurrentGradients backward(Map<String, Tensor> params, RecurrentResult forward, Tensor dOutput,
                                        Tensor dHn, Tensor dCn) {
@@ -121,7 +131,7 @@ public abstract class RecurrentOp {
             return emptyBatchBackward(dt, forward.output().shape());
         }
         if (forward.saved() == null) {
-            throw new SeqkException.ShapeMismatch(op + ": argument 'forward' holds no saved state; pass the result of forward itself");
+            throw SavedState.missing(op);
         }
         return backend.recurrentBackward(config, params, forward, dOutput, dHn, dCn);
     }
