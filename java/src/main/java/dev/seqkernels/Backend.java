@@ -27,6 +27,27 @@ public interface Backend {
     RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, RecurrentResult forward,
                                          Tensor dOutput, Tensor dHn, Tensor dCn);
 
+    /**
+     * The backend's prepared form of a recurrent op's parameters (for example device copies in
+     * the compute dtype), reused by every call given it; null when the backend reads the host
+     * tensors each call. Closing it releases what it holds.
+     */
+    default AutoCloseable prepareRecurrent(RecurrentConfig config, Map<String, Tensor> params, DType dtype) {
+        return null;
+    }
+
+    /** {@link #recurrentForward} with the parameters' prepared form (from {@link #prepareRecurrent}; null: none). */
+    default RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared, Tensor x,
+                                             Tensor h0, Tensor c0, int[] lengths) {
+        return recurrentForward(config, params, x, h0, c0, lengths);
+    }
+
+    /** {@link #recurrentBackward} with the parameters' prepared form (null: none). */
+    default RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared,
+                                                 RecurrentResult forward, Tensor dOutput, Tensor dHn, Tensor dCn) {
+        return recurrentBackward(config, params, forward, dOutput, dHn, dCn);
+    }
+
     AttentionResult attentionForward(Attention op, Attention.Inputs inputs);
 
     AttentionGradients attentionBackward(Attention op, AttentionResult forward, Tensor dOut);

@@ -1,6 +1,7 @@
 package dev.seqkernels.gpu;
 
 import dev.seqkernels.Backend;
+import dev.seqkernels.DType;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.AttentionGradients;
@@ -52,13 +53,30 @@ public final class GpuBackend implements Backend {
     @Override
     public RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, Tensor x, Tensor h0,
                                             Tensor c0, int[] lengths) {
-        return recurrent.forward(config, params, x, h0, c0, lengths);
+        return recurrent.forward(config, params, null, x, h0, c0, lengths);
     }
 
     @Override
     public RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, RecurrentResult forward,
                                                 Tensor dOutput, Tensor dHn, Tensor dCn) {
-        return recurrent.backward(config, params, forward, dOutput, dHn, dCn);
+        return recurrent.backward(config, params, null, forward, dOutput, dHn, dCn);
+    }
+
+    @Override
+    public AutoCloseable prepareRecurrent(RecurrentConfig config, Map<String, Tensor> params, DType dtype) {
+        return recurrent.prepare(config, params, dtype);
+    }
+
+    @Override
+    public RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared, Tensor x,
+                                            Tensor h0, Tensor c0, int[] lengths) {
+        return recurrent.forward(config, params, prepared, x, h0, c0, lengths);
+    }
+
+    @Override
+    public RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared,
+                                                RecurrentResult forward, Tensor dOutput, Tensor dHn, Tensor dCn) {
+        return recurrent.backward(config, params, prepared, forward, dOutput, dHn, dCn);
     }
 
     @Override

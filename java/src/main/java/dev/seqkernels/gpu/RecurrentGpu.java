@@ -138,7 +138,69 @@ final class RecurrentGpu {
         }
     }
 
-    RecurrentResult forward(RecurrentConfig c, Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+    /**
+     * Parameters prepared for this driver: F32 copies of every one, and the storage dtype's copy of
+     * each weight the projection GEMM reads in 16 bits (layer 0's input weights, when the storage is
+     * F16 or BF16). Closing it frees them.
+     */
+    final class Prepared implements AutoCloseable {
+        private final DeviceScope scope = new DeviceScope(driver);
+        private final Map<String, DeviceTensor> tensors = new java.util.HashMap<>();
+
+        private RecurrentGpu owner() {
+            return RecurrentGpu.this;
+        }
+
+        private DeviceTensor get(String name, DType type) {
+            return tensors.get(name + "/" + type);
+        }
+
+        @Override
+        public void close() {
+            scope.close();
+        }
+    }
+
+    Prepared prepare(RecurrentConfig c, Map<String, Tensor> params, DType dt) {
+        suffix(dt);
+        Prepared prepared = new Prepared();
+        try {
+            for (var e : params.entrySet()) {
+                prepared.tensors.put(e.getKey() + "/" + DType.F32, prepared.scope.upload(e.getValue(), DType.F32));
+            }
+            for (int d = 0; d < c.numDirections(); d++) {
+                String name = "weight_ih_" + c.suffix(0, d);
+                DType projection = projectionInputType(dt, 0, StepChoice.AUTO);
+                if (projection != DType.F32) {
+                    prepared.tensors.put(name + "/" + projection, prepared.scope.upload(params.get(name), projection));
+                }
+            }
+            return prepared;
+        } catch (RuntimeException e) {
+            prepared.close();
+            throw e;
+        }
+    }
+
+    /** A parameter on the device in {@code type}: the prepared copy when there is one, else uploaded into {@code s}. */
+    private static DeviceTensor param(Prepared prepared, DeviceScope s, Map<String, Tensor> params, String name, DType type) {
+        DeviceTensor t = prepared == null ? null : prepared.get(name, type);
+        return t != null ? t : s.upload(params.get(name), type);
+    }
+
+    private Prepared preparedHere(AutoCloseable prepared) {
+        if (prepared == null) {
+            return null;
+        }
+        if (!(prepared instanceof Prepared p) || p.owner() != this) {
+            throw new SeqkException.InvalidConfig(driver.name() + ": these prepared weights were made for another backend");
+        }
+        return p;
+    }
+
+    RecurrentResult forward(RecurrentConfig c, Map<String, Tensor> params, AutoCloseable preparedWeights, Tensor x, Tensor h0,
+                            Tensor c0, int[] lengths) {
+        Prepared prepared = preparedHere(preparedWeights);
         DType dt = x.dtype();
         suffix(dt);
         int steps = (int) (c.batchFirst() ? x.size(1) : x.size(0));
@@ -167,12 +229,12 @@ final class RecurrentGpu {
                     int slot = layer * nd + d;
                     String sfx = c.suffix(layer, d);
                     DType projection = projectionInputType(dt, layer, stepChoice);
-                    DeviceTensor wih = temp.upload(params.get("weight_ih_" + sfx), projection);
-                    DeviceTensor whh = temp.upload(params.get("weight_hh_" + sfx), DType.F32);
-                    DeviceTensor bih = c.bias() ? temp.upload(params.get("bias_ih_" + sfx), DType.F32) : null;
-                    DeviceTensor bhh = c.bias() ? temp.upload(params.get("bias_hh_" + sfx), DType.F32) : null;
-                    DeviceTensor whr = c.projSize() > 0 ? temp.upload(params.get("weight_hr_" + sfx), DType.F32) : null;
-                    DeviceTensor peep = c.peepholes() ? temp.upload(params.get("weight_peephole_" + sfx), DType.F32) : null;
+                    DeviceTensor wih = param(prepared, temp, params, "weight_ih_" + sfx, projection);
+                    DeviceTensor whh = param(prepared, temp, params, "weight_hh_" + sfx, DType.F32);
+                    DeviceTensor bih = c.bias() ? param(prepared, temp, params, "bias_ih_" + sfx, DType.F32) : null;
+                    DeviceTensor bhh = c.bias() ? param(prepared, temp, params, "bias_hh_" + sfx, DType.F32) : null;
+                    DeviceTensor whr = c.projSize() > 0 ? param(prepared, temp, params, "weight_hr_" + sfx, DType.F32) : null;
+                    DeviceTensor peep = c.peepholes() ? param(prepared, temp, params, "weight_peephole_" + sfx, DType.F32) : null;
                     DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
                     if (projection != DType.F32 && x16 == null) {
                         x16 = temp.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, dt);
@@ -362,8 +424,9 @@ final class RecurrentGpu {
      * Backward through time, all in F32 (saved inputs cast once), mirroring
      * cpu/RecurrentReference.backward; gradients are rounded to the forward's dtype once at the end.
      */
-    RecurrentGradients backward(RecurrentConfig c, Map<String, Tensor> params, RecurrentResult forward, Tensor dOutput,
-                                Tensor dHn, Tensor dCn) {
+    RecurrentGradients backward(RecurrentConfig c, Map<String, Tensor> params, AutoCloseable preparedWeights, RecurrentResult forward,
+                                Tensor dOutput, Tensor dHn, Tensor dCn) {
+        Prepared prepared = preparedHere(preparedWeights);
         if (!(forward.saved() instanceof Saved saved)) {
             throw new SeqkException.Unsupported(driver.name() + ": this forward result was not made by the " + driver.name()
                     + " backend (or was closed)");
@@ -394,10 +457,10 @@ final class RecurrentGpu {
                     String sfx = c.suffix(layer, d);
                     SlotTrace tr = saved.traces()[slot];
                     List<Activation> act = c.activations().get(d);
-                    DeviceTensor wih = s.upload(params.get("weight_ih_" + sfx), DType.F32);
-                    DeviceTensor whh = s.upload(params.get("weight_hh_" + sfx), DType.F32);
-                    DeviceTensor whr = c.projSize() > 0 ? s.upload(params.get("weight_hr_" + sfx), DType.F32) : null;
-                    DeviceTensor peep = c.peepholes() ? s.upload(params.get("weight_peephole_" + sfx), DType.F32) : null;
+                    DeviceTensor wih = param(prepared, s, params, "weight_ih_" + sfx, DType.F32);
+                    DeviceTensor whh = param(prepared, s, params, "weight_hh_" + sfx, DType.F32);
+                    DeviceTensor whr = c.projSize() > 0 ? param(prepared, s, params, "weight_hr_" + sfx, DType.F32) : null;
+                    DeviceTensor peep = c.peepholes() ? param(prepared, s, params, "weight_peephole_" + sfx, DType.F32) : null;
                     DeviceTensor hPrev = tr.hPrev();
                     DeviceTensor dax = s.allocate(DType.F32, rows, gh);
                     DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;

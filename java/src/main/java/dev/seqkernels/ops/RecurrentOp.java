@@ -49,6 +49,67 @@ public abstract class RecurrentOp {
      * @param lengths per-sequence lengths in 0..T, or null for all T
      */
     public RecurrentResult forward(Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+        return forward(params, null, x, h0, c0, lengths);
+    }
+
+    /**
+     * The parameters prepared once for this op's backend (see {@link PreparedWeights}): every call
+     * given the result reuses them instead of converting and uploading the weights again.
+     */
+    public PreparedWeights prepare(Map<String, Tensor> params) {
+        String op = opName();
+        if (params == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
+        }
+        Tensor first = params.values().stream().filter(java.util.Objects::nonNull).findFirst()
+                .orElseThrow(() -> new SeqkException.ShapeMismatch(op + ": argument 'params' is empty; this configuration takes "
+                        + config.parameterShapes().keySet()));
+        Checks.present(op, "params", first);
+        DType dtype = first.dtype();
+        Checks.params(op, params, config.parameterShapes(), dtype);
+        return new PreparedWeights(config, backend, dtype, params, backend.prepareRecurrent(config, params, dtype));
+    }
+
+    /** {@link #forward(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
+    public RecurrentResult forward(PreparedWeights weights, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+        return forward(prepared(weights), weights.device(), x, h0, c0, lengths);
+    }
+
+    /** {@link #forwardInference(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
+    public RecurrentResult forwardInference(PreparedWeights weights, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+        return withoutSaved(forward(weights, x, h0, c0, lengths));
+    }
+
+    /** {@link #backward(Map, RecurrentResult, Tensor, Tensor, Tensor)} with prepared parameters. */
+    public RecurrentGradients backward(PreparedWeights weights, RecurrentResult forward, Tensor dOutput, Tensor dHn, Tensor dCn) {
+        return backward(prepared(weights), weights.device(), forward, dOutput, dHn, dCn);
+    }
+
+    /**
+     * Plain parameters are checked whole each call; prepared ones were checked when prepared, and
+     * their dtype must be the input's (a GPU backend no longer reads the host tensors).
+     */
+    private void checkParams(String op, Map<String, Tensor> params, AutoCloseable prepared, DType dtype) {
+        if (prepared == null) {
+            Checks.params(op, params, config.parameterShapes(), dtype);
+            return;
+        }
+        DType preparedType = params.values().iterator().next().dtype();
+        if (preparedType != dtype) {
+            throw new SeqkException.DTypeMismatch(op + ": argument 'weights' was prepared from " + preparedType
+                    + " parameters, but the input is " + dtype);
+        }
+    }
+
+    private Map<String, Tensor> prepared(PreparedWeights weights) {
+        if (weights == null) {
+            throw new SeqkException.ShapeMismatch(opName() + ": argument 'weights' is required (op.prepare(params))");
+        }
+        return weights.paramsFor(opName(), config, backend);
+    }
+
+    private RecurrentResult forward(Map<String, Tensor> params, AutoCloseable prepared, Tensor x, Tensor h0, Tensor c0,
+                                    int[] lengths) {
         String op = opName();
         Checks.present(op, "x", x);
         Checks.floating(op, "x", x);
@@ -81,11 +142,11 @@ public abstract class RecurrentOp {
                 throw new SeqkException.ShapeMismatch(op + ": lengths[" + i + "] = " + lens[i] + " is outside 0.." + t);
             }
         }
-        Checks.params(op, params, config.parameterShapes(), x.dtype());
+        checkParams(op, params, prepared, x.dtype());
         if (b == 0) {
             return emptyBatchForward(x.dtype(), t);
         }
-        return backend.recurrentForward(config, params, x, h0, c0, lens);
+        return backend.recurrentForward(config, params, prepared, x, h0, c0, lens);
     }
 
     /**
@@ -94,13 +155,21 @@ public abstract class RecurrentOp {
      * outputs exist. The result cannot be differentiated.
      */
     public RecurrentResult forwardInference(Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        RecurrentResult r = forward(params, x, h0, c0, lengths);
+        return withoutSaved(forward(params, x, h0, c0, lengths));
+    }
+
+    private static RecurrentResult withoutSaved(RecurrentResult r) {
         return new RecurrentResult(r.output(), r.hn(), r.cn(), SavedState.release(r.saved()));
     }
 
     /** Gradients of sum(output*dOutput) + sum(hn*dHn) + sum(cn*dCn); null gradients are zero. */
     public RecurrentGradients backward(Map<String, Tensor> params, RecurrentResult forward, Tensor dOutput,
                                        Tensor dHn, Tensor dCn) {
+        return backward(params, null, forward, dOutput, dHn, dCn);
+    }
+
+    private RecurrentGradients backward(Map<String, Tensor> params, AutoCloseable prepared, RecurrentResult forward, Tensor dOutput,
+                                        Tensor dHn, Tensor dCn) {
         String op = opName();
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
@@ -126,14 +195,14 @@ public abstract class RecurrentOp {
             Checks.shape(op, "dCn", dCn, "like cn", forward.cn().shape());
             Checks.sameDType(op, "dCn", dCn, dt);
         }
-        Checks.params(op, params, config.parameterShapes(), dt);
+        checkParams(op, params, prepared, dt);
         if (forward.hn().size(1) == 0) {
             return emptyBatchBackward(dt, forward.output().shape());
         }
         if (forward.saved() == null) {
             throw SavedState.missing(op);
         }
-        return backend.recurrentBackward(config, params, forward, dOutput, dHn, dCn);
+        return backend.recurrentBackward(config, params, prepared, forward, dOutput, dHn, dCn);
     }
 
     /** Lengths and per-step loops count in int: a larger extent is refused, never truncated. */

@@ -1,0 +1,81 @@
+package dev.seqkernels.ops;
+
+import dev.seqkernels.Backend;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+
+import java.util.Map;
+
+/**
+ * A recurrent op's parameters prepared once for its backend ({@link RecurrentOp#prepare}): on a GPU
+ * backend, device copies in the compute dtype (F32 for every weight and bias, plus the input
+ * dtype's copy of layer 0's input weights where the 16-bit projection reads it), uploaded and
+ * converted once and reused by every forward and backward given this object. On the cpu backend
+ * nothing is copied: the reference reads the host tensors, which must stay open. Prepare again
+ * when the weights change. Close it to free the device copies; an op given a closed one refuses.
+ */
+public final class PreparedWeights implements AutoCloseable {
+    private final RecurrentConfig config;
+    private final Backend backend;
+    private final DType dtype;
+    private final Map<String, Tensor> params;
+    private final AutoCloseable device;
+    private volatile boolean closed;
+
+    PreparedWeights(RecurrentConfig config, Backend backend, DType dtype, Map<String, Tensor> params, AutoCloseable device) {
+        this.config = config;
+        this.backend = backend;
+        this.dtype = dtype;
+        this.params = Map.copyOf(params);
+        this.device = device;
+    }
+
+    /** The dtype the parameters (and so the op's inputs) have. */
+    public DType dtype() {
+        return dtype;
+    }
+
+    /** Whether the backend holds copies of its own (a GPU backend), rather than reading the host tensors. */
+    public boolean onDevice() {
+        return device != null;
+    }
+
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /** The host parameters and the backend's prepared form, after checking this object fits the op. */
+    Map<String, Tensor> paramsFor(String op, RecurrentConfig opConfig, Backend opBackend) {
+        if (closed) {
+            throw new SeqkException.TensorClosed(op + ": argument 'weights' (prepared weights) is closed");
+        }
+        if (!config.equals(opConfig) || backend != opBackend) {
+            throw new SeqkException.InvalidConfig(op + ": argument 'weights' was prepared by another op (a different"
+                    + " configuration or backend); prepare them with this op");
+        }
+        if (device == null) {
+            params.forEach((name, t) -> Checks.present(op, name, t));  // the backend reads the host tensors
+        }
+        return params;
+    }
+
+    AutoCloseable device() {
+        return device;
+    }
+
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (device != null) {
+            try {
+                device.close();
+            } catch (Exception e) {
+                throw new IllegalStateException("could not release prepared weights", e);
+            }
+        }
+    }
+}

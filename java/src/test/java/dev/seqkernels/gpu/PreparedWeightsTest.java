@@ -1,0 +1,114 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.TestData;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.PreparedWeights;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import org.junit.jupiter.api.Test;
+
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Prepared weights: a recurrent op's parameters uploaded and converted once, then reused. On a GPU
+ * backend the host tensors may be closed after preparing (the device copies are all the calls
+ * read) and forward and backward give exactly the plain calls' results; closing the prepared
+ * weights frees their device memory; misuse is a clear error. On cpu they stay references.
+ */
+@PerBinding
+class PreparedWeightsTest {
+    private final Driver driver = GpuTargets.driver();
+
+    private static void sameValues(String what, Tensor want, Tensor got) {
+        assertArrayEquals(want.toDoubleArray(), got.toDoubleArray(), what);
+    }
+
+    private void preparedMatchesPlain(RecurrentOp op, DType dtype, int outWidth) {
+        TestData data = new TestData();
+        Map<String, Tensor> w = data.params(dtype, 0.3, op.config().parameterShapes());
+        Tensor x = data.tensor(dtype, 1, 6, 3, op.config().inputSize());
+        Tensor dOut = data.tensor(dtype, 1, 6, 3, outWidth);
+        int[] lengths = {6, 4, 1};
+        long before = driver.memoryInUse();
+        try (RecurrentResult plain = op.forward(w, x, null, null, lengths);
+             RecurrentGradients plainGrad = op.backward(w, plain, dOut, null, null)) {
+            PreparedWeights prepared = op.prepare(w);
+            assertTrue(prepared.onDevice());
+            assertTrue(driver.memoryInUse() > before, "the device copies live in the prepared weights");
+            w.values().forEach(Tensor::close);  // only the device copies are read from now on
+            try (prepared;
+                 RecurrentResult fwd = op.forward(prepared, x, null, null, lengths);
+                 RecurrentGradients grad = op.backward(prepared, fwd, dOut, null, null)) {
+                sameValues(dtype + " output", plain.output(), fwd.output());
+                sameValues(dtype + " hn", plain.hn(), fwd.hn());
+                sameValues(dtype + " dx", plainGrad.dx(), grad.dx());
+                for (String name : op.config().parameterShapes().keySet()) {
+                    sameValues(dtype + " d" + name, plainGrad.params().get(name), grad.params().get(name));
+                }
+                try (RecurrentResult infer = op.forwardInference(prepared, x, null, null, lengths)) {
+                    sameValues(dtype + " inference output", plain.output(), infer.output());
+                }
+            }
+            assertTrue(prepared.isClosed());
+            var closed = assertThrows(SeqkException.TensorClosed.class, () -> op.forward(prepared, x, null, null, lengths));
+            assertTrue(closed.getMessage().contains("prepared"), closed.getMessage());
+        }
+        assertEquals(before, driver.memoryInUse(), "closing the prepared weights freed their device copies");
+    }
+
+    @Test
+    void lstmInSixteenBitsMatchesThePlainCalls() {
+        Lstm lstm = Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).bidirectional(true).backend(GpuTargets.backend()).build();
+        preparedMatchesPlain(lstm, DType.F16, 16);
+    }
+
+    @Test
+    void gruInF32MatchesThePlainCalls() {
+        Gru gru = Gru.builder().inputSize(4).hiddenSize(12).numLayers(1).backend(GpuTargets.backend()).build();
+        preparedMatchesPlain(gru, DType.F32, 12);
+    }
+
+    @Test
+    void misuseIsAClearError() {
+        TestData data = new TestData();
+        Lstm lstm = Lstm.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.backend()).build();
+        Lstm other = Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(GpuTargets.backend()).build();
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, lstm.config().parameterShapes());
+        try (PreparedWeights prepared = lstm.prepare(w)) {
+            Tensor x = data.tensor(DType.F32, 1, 4, 2, 5);
+            var foreign = assertThrows(SeqkException.InvalidConfig.class, () -> other.forward(prepared, x, null, null, null));
+            assertTrue(foreign.getMessage().contains("prepared by another op"), foreign.getMessage());
+            var dtype = assertThrows(SeqkException.DTypeMismatch.class,
+                    () -> lstm.forward(prepared, data.tensor(DType.BF16, 1, 4, 2, 5), null, null, null));
+            assertTrue(dtype.getMessage().contains("prepared from F32"), dtype.getMessage());
+            assertThrows(SeqkException.ShapeMismatch.class, () -> lstm.forward((PreparedWeights) null, x, null, null, null));
+            assertThrows(SeqkException.ShapeMismatch.class, () -> lstm.prepare(Map.of()));
+        }
+    }
+
+    @Test
+    void onCpuThePreparedWeightsAreTheHostTensors() {
+        TestData data = new TestData();
+        Lstm lstm = Lstm.builder().inputSize(5).hiddenSize(8).backend("cpu").build();
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, lstm.config().parameterShapes());
+        Tensor x = data.tensor(DType.F32, 1, 4, 2, 5);
+        try (PreparedWeights prepared = lstm.prepare(w); RecurrentResult plain = lstm.forward(w, x, null, null, null);
+             RecurrentResult fwd = lstm.forward(prepared, x, null, null, null)) {
+            assertFalse(prepared.onDevice());
+            sameValues("cpu output", plain.output(), fwd.output());
+            w.get("weight_hh_l0").close();
+            assertThrows(SeqkException.TensorClosed.class, () -> lstm.forward(prepared, x, null, null, null));
+        }
+    }
+}
