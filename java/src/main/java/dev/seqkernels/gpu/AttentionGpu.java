@@ -451,44 +451,40 @@ final class AttentionGpu {
                            DeviceTensor bv, DeviceTensor wo, DeviceTensor bo) {
     }
 
-    private static Weights weights(DeviceScope s, MultiHeadAttention op, Map<String, Tensor> p) {
-        MultiHeadAttention.Projections w = op.projections(p);
-        int e = op.embedDim();
-        int kv = op.kvWidth();
-        return new Weights(f32(s, w.wq(), e, e), f32(s, w.wk(), kv, op.kdim()), f32(s, w.wv(), kv, op.vdim()),
-                f32(s, w.bq(), e), f32(s, w.bk(), kv), f32(s, w.bv(), kv), f32(s, w.wo(), e, e), f32(s, w.bo(), e));
-    }
-
     /**
-     * The q, k and v projections stacked as one [E + 2 kv, E] weight (and bias), for self-attention's
-     * single GEMM; the returned Weights' wq, wk, wv (bq, bk, bv) are row views of the stack.
+     * The projection parameters as F32 device tensors, each converted in bulk and uploaded once
+     * (no per-element work): the packed in_proj_weight [E + 2 kv, E] (and in_proj_bias) is uploaded
+     * whole, its q, k and v rows are views, and {@code stack} gets the whole of both for
+     * self-attention's single GEMM (null with separate q, k and v weights, which self-attention
+     * never has: they exist only when kdim or vdim differs from E).
      */
-    private static Weights packedWeights(DeviceScope s, MultiHeadAttention op, Map<String, Tensor> p, DeviceTensor[] stack) {
-        MultiHeadAttention.Projections w = op.projections(p);
-        int e = op.embedDim();
-        int kv = op.kvWidth();
-        DeviceTensor win = f32(s, concat(w.wq(), w.wk(), w.wv()), e + 2L * kv, e);
-        DeviceTensor bin = w.bq() == null ? null : f32(s, concat(w.bq(), w.bk(), w.bv()), e + 2L * kv);
-        stack[0] = win;
-        stack[1] = bin;
-        return new Weights(win.narrow(0, 0, e), win.narrow(0, e, kv), win.narrow(0, (long) e + kv, kv),
-                bin == null ? null : bin.narrow(0, 0, e), bin == null ? null : bin.narrow(0, e, kv),
-                bin == null ? null : bin.narrow(0, (long) e + kv, kv), f32(s, w.wo(), e, e), f32(s, w.bo(), e));
-    }
-
-    private static double[] concat(double[]... parts) {
-        double[] out = new double[java.util.Arrays.stream(parts).mapToInt(a -> a.length).sum()];
-        int at = 0;
-        for (double[] a : parts) {
-            System.arraycopy(a, 0, out, at, a.length);
-            at += a.length;
+    private static Weights weights(DeviceScope s, Map<String, Tensor> p, int e, int kv, DeviceTensor[] stack) {
+        DeviceTensor wq;
+        DeviceTensor wk;
+        DeviceTensor wv;
+        if (p.containsKey("in_proj_weight")) {
+            DeviceTensor win = s.upload(p.get("in_proj_weight"), DType.F32);
+            stack[0] = win;
+            wq = win.narrow(0, 0, e);
+            wk = win.narrow(0, e, kv);
+            wv = win.narrow(0, (long) e + kv, kv);
+        } else {
+            wq = s.upload(p.get("q_proj_weight"), DType.F32);
+            wk = s.upload(p.get("k_proj_weight"), DType.F32);
+            wv = s.upload(p.get("v_proj_weight"), DType.F32);
         }
-        return out;
-    }
-
-    /** Values as an f32 device tensor, or null for null values (an absent bias). */
-    private static DeviceTensor f32(DeviceScope s, double[] values, long... shape) {
-        return values == null ? null : s.uploadAndClose(Tensor.of(DType.F32, values, shape));
+        DeviceTensor bq = null;
+        DeviceTensor bk = null;
+        DeviceTensor bv = null;
+        if (p.containsKey("in_proj_bias")) {
+            DeviceTensor bin = s.upload(p.get("in_proj_bias"), DType.F32);
+            stack[1] = bin;
+            bq = bin.narrow(0, 0, e);
+            bk = bin.narrow(0, e, kv);
+            bv = bin.narrow(0, (long) e + kv, kv);
+        }
+        DeviceTensor bo = p.containsKey("out_proj.bias") ? s.upload(p.get("out_proj.bias"), DType.F32) : null;
+        return new Weights(wq, wk, wv, bq, bk, bv, s.upload(p.get("out_proj.weight"), DType.F32), bo);
     }
 
     /** y [rows, out] f32 = x [rows, in] W^T (+ bias). */
@@ -557,7 +553,10 @@ final class AttentionGpu {
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
             DeviceTensor[] stack = new DeviceTensor[2];
-            Weights w = packed ? packedWeights(scope, op, params, stack) : weights(scope, op, params);
+            Weights w = weights(scope, params, e, kv, stack);
+            if (packed && stack[0] == null) {
+                throw new IllegalStateException("self-attention with separate q, k and v weights: kdim and vdim are E here");
+            }
             DeviceTensor query = batchMajor(scope, in.query(), bf);
             DeviceTensor key = packed ? query : batchMajor(scope, in.key(), bf);
             DeviceTensor value = packed ? query : batchMajor(scope, in.value(), bf);
