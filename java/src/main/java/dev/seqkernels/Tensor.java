@@ -400,6 +400,61 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /** The raw 16-bit patterns of an F16 or BF16 tensor, row-major (contiguous: one bulk copy). */
+    public short[] toShortArray() {
+        require16Bit("toShortArray");
+        short[] out = new short[arrayLength()];
+        try {
+            if (isContiguous()) {
+                MemorySegment.copy(segment, I16, offset * 2, out, 0, out.length);
+            } else {
+                for (int i = 0; i < out.length; i++) {
+                    out[i] = segment.get(I16, flatToOffset(i) * 2);
+                }
+            }
+        } catch (IllegalStateException | WrongThreadException e) {
+            throw inaccessible(e);
+        }
+        return out;
+    }
+
+    /** Writes raw 16-bit patterns (row-major) into an F16 or BF16 tensor, as they are (contiguous: one bulk copy). */
+    public void copyFrom(short[] bits) {
+        require16Bit("copyFrom(short[])");
+        if (bits == null || bits.length != numel()) {
+            throw new SeqkException.ShapeMismatch((bits == null ? "no" : bits.length) + " values do not fill shape "
+                    + Arrays.toString(shape));
+        }
+        checkWritable();
+        try {
+            if (isContiguous()) {
+                MemorySegment.copy(bits, 0, segment, I16, offset * 2, bits.length);
+            } else {
+                for (int i = 0; i < bits.length; i++) {
+                    segment.set(I16, flatToOffset(i) * 2, bits[i]);
+                }
+            }
+        } catch (IllegalStateException | WrongThreadException e) {
+            throw inaccessible(e);
+        }
+    }
+
+    private void require16Bit(String call) {
+        checkOpen();
+        if (dtype != DType.F16 && dtype != DType.BF16) {
+            throw new SeqkException.DTypeMismatch(call + ": raw 16-bit patterns are for F16 and BF16 tensors, not " + dtype);
+        }
+    }
+
+    /**
+     * This tensor's values in row-major order without gaps: a view of the same memory when it
+     * already is contiguous (closing it closes this tensor, as any view), else a new contiguous
+     * copy that the caller owns.
+     */
+    public Tensor contiguous() {
+        return isContiguous() ? view(layout()) : to(dtype);
+    }
+
     /**
      * Copies {@code src}'s values (same shape; any dtype and strides) into this tensor, rounding
      * each once to this dtype. Same dtype and both contiguous: one bulk copy, no per-element work.

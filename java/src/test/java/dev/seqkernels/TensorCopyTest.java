@@ -100,6 +100,42 @@ class TensorCopyTest {
     }
 
     @Test
+    void shortArraysAreTheRawSixteenBitPatternsInEveryLayout() {
+        short[] bits = {0x3c00, (short) 0xfc00, 0x7e01, 0x0001, (short) 0x8000, 0x4248};
+        for (DType dt : new DType[]{DType.F16, DType.BF16}) {
+            try (Tensor t = Tensor.allocate(dt, 2, 3)) {
+                t.copyFrom(bits);
+                assertArrayEquals(bits, t.toShortArray(), dt + " contiguous");
+                Tensor transposed = t.permute(1, 0);
+                short[] expected = {bits[0], bits[3], bits[1], bits[4], bits[2], bits[5]};
+                assertArrayEquals(expected, transposed.toShortArray(), dt + " through a strided view");
+                transposed.copyFrom(bits);
+                assertArrayEquals(bits, transposed.toShortArray(), dt + " written through a strided view");
+                double one = dt == DType.F16 ? Rounding.halfToDouble((short) 0x3c00) : Rounding.bf16ToDouble((short) 0x3c00);
+                assertEquals(one, t.get(0, 0), dt + ": the patterns are the tensor's values");
+            }
+        }
+        try (Tensor f = Tensor.allocate(DType.F32, 2)) {
+            assertThrows(SeqkException.DTypeMismatch.class, f::toShortArray);
+            assertThrows(SeqkException.DTypeMismatch.class, () -> f.copyFrom(new short[2]));
+        }
+    }
+
+    @Test
+    void contiguousIsAViewWhenPossibleElseACopy() {
+        long before = Tensor.openBytes();
+        try (Tensor t = Tensor.of(DType.F32, new double[]{1, 2, 3, 4, 5, 6}, 2, 3)) {
+            Tensor same = t.contiguous();
+            assertEquals(t.segment().address(), same.segment().address(), "already contiguous: the same memory");
+            try (Tensor copy = t.permute(1, 0).contiguous()) {
+                assertTrue(copy.isContiguous());
+                assertArrayEquals(new double[]{1, 4, 2, 5, 3, 6}, copy.toDoubleArray());
+            }
+        }
+        assertEquals(before, Tensor.openBytes());
+    }
+
+    @Test
     void floatArraysRoundTripExactlyAndRoundIntoOtherDtypes() {
         float[] f = {1.5f, Float.NaN, -0.0f, 1e-40f, 65520f, -3.25f};
         try (Tensor t = Tensor.of(f, 2, 3)) {
