@@ -494,6 +494,15 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /**
+     * A NaN with its quiet bit set (F16 and BF16 patterns can hold signalling ones); other values as
+     * they are. Both conversion paths apply it to 16-bit values, so their NaN bits agree whether or
+     * not the JIT folds a float's round trip through double (which would otherwise decide).
+     */
+    private static float quiet(float f) {
+        return f == f ? f : Float.intBitsToFloat(Float.floatToRawIntBits(f) | 0x00400000);
+    }
+
     /** Elements per chunk of a bulk conversion: small enough for the caches, large enough to amortize the copies. */
     private static final int CHUNK = 8192;
 
@@ -506,12 +515,13 @@ public final class Tensor implements AutoCloseable {
     private static void convertContiguous(Tensor src, Tensor dst, long n) {
         long srcBase = src.offset * src.dtype.byteSize();
         long dstBase = dst.offset * dst.dtype.byteSize();
-        double[] wide = src.dtype == DType.F64 ? new double[CHUNK] : null;
-        double[] out64 = dst.dtype == DType.F64 ? new double[CHUNK] : null;
-        float[] values = new float[CHUNK];
-        short[] bits = new short[CHUNK];
-        for (long done = 0; done < n; done += CHUNK) {
-            int m = (int) Math.min(CHUNK, n - done);
+        int chunk = (int) Math.min(CHUNK, n);
+        double[] wide = src.dtype == DType.F64 ? new double[chunk] : null;
+        double[] out64 = dst.dtype == DType.F64 ? new double[chunk] : null;
+        float[] values = new float[chunk];
+        short[] bits = new short[chunk];
+        for (long done = 0; done < n; done += chunk) {
+            int m = (int) Math.min(chunk, n - done);
             if (wide != null) {
                 MemorySegment.copy(src.segment, F64, srcBase + done * 8, wide, 0, m);
                 switch (dst.dtype) {
@@ -537,13 +547,13 @@ public final class Tensor implements AutoCloseable {
                 case F16 -> {
                     MemorySegment.copy(src.segment, I16, srcBase + done * 2, bits, 0, m);
                     for (int i = 0; i < m; i++) {
-                        values[i] = Float.float16ToFloat(bits[i]);
+                        values[i] = quiet(Float.float16ToFloat(bits[i]));
                     }
                 }
                 case BF16 -> {
                     MemorySegment.copy(src.segment, I16, srcBase + done * 2, bits, 0, m);
                     for (int i = 0; i < m; i++) {
-                        values[i] = Float.intBitsToFloat((bits[i] & 0xffff) << 16);
+                        values[i] = quiet(Float.intBitsToFloat((bits[i] & 0xffff) << 16));
                     }
                 }
                 default -> throw new IllegalStateException("not a floating-point dtype: " + src.dtype);
@@ -741,8 +751,8 @@ public final class Tensor implements AutoCloseable {
         return switch (dtype) {
             case F64 -> segment.get(F64, byteOff);
             case F32 -> segment.get(F32, byteOff);
-            case F16 -> Rounding.halfToDouble(segment.get(I16, byteOff));
-            case BF16 -> Rounding.bf16ToDouble(segment.get(I16, byteOff));
+            case F16 -> quiet(Float.float16ToFloat(segment.get(I16, byteOff)));
+            case BF16 -> quiet(Float.intBitsToFloat((segment.get(I16, byteOff) & 0xffff) << 16));
             case I64 -> segment.get(I64, byteOff);
             case I32 -> segment.get(ValueLayout.JAVA_INT_UNALIGNED, byteOff);
             case BOOL -> segment.get(ValueLayout.JAVA_BYTE, byteOff) != 0 ? 1.0 : 0.0;

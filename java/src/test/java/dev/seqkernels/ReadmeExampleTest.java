@@ -28,9 +28,10 @@ class ReadmeExampleTest {
         TestData data = new TestData();
         Lstm lstm = Lstm.builder().inputSize(8).hiddenSize(16).numLayers(2).bidirectional(true).build();
         Map<String, Tensor> weights = data.params(DType.F32, 0.3, lstm.config().parameterShapes());
-        MemorySegment segment = data.tensor(DType.F32, 1, 10, 3, 8).segment(); // stands for the caller's buffer
+        Tensor callers = data.tensor(DType.F32, 1, 10, 3, 8);
+        MemorySegment segment = callers.segment(); // stands for the caller's buffer
         Tensor dOutput = data.tensor(DType.F32, 1, 10, 3, 32);
-        try (Tensor x = Tensor.wrap(segment, DType.F32, 10, 3, 8);
+        try (callers; dOutput; Tensor x = Tensor.wrap(segment, DType.F32, 10, 3, 8);
              RecurrentResult y = lstm.forward(weights, x, null, null, new int[]{10, 7, 1});
              RecurrentGradients g = lstm.backward(weights, y, dOutput, null, null)) {
             assertArrayEquals(new long[]{10, 3, 32}, y.output().shape());
@@ -38,12 +39,13 @@ class ReadmeExampleTest {
             assertArrayEquals(new long[]{4, 3, 16}, y.cn().shape());
             assertArrayEquals(new long[]{64, 8}, g.params().get("weight_ih_l0").shape());
             assertArrayEquals(new long[]{10, 3, 8}, g.dx().shape());
+        } finally {
+            weights.values().forEach(Tensor::close);
         }
-        Tensor q = data.tensor(DType.F32, 1, 2, 4, 5, 8);
-        Tensor k = data.tensor(DType.F32, 1, 2, 2, 100, 8);
-        Tensor v = data.tensor(DType.F32, 1, 2, 2, 100, 6);
         Attention sdpa = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).build();
-        try (AttentionResult a = sdpa.forward(Attention.inputs(q, k, v).keyLengths(new int[]{100, 37}))) {
+        try (Tensor q = data.tensor(DType.F32, 1, 2, 4, 5, 8); Tensor k = data.tensor(DType.F32, 1, 2, 2, 100, 8);
+             Tensor v = data.tensor(DType.F32, 1, 2, 2, 100, 6);
+             AttentionResult a = sdpa.forward(Attention.inputs(q, k, v).keyLengths(new int[]{100, 37}))) {
             assertArrayEquals(new long[]{2, 4, 5, 6}, a.out().shape());
             assertEquals(DType.F32, a.lse().dtype());
         }
@@ -59,9 +61,10 @@ class ReadmeExampleTest {
         long[] strides = {l * h * dim, dim, h * dim, 1};   // a [B, L, H, D] buffer seen as [B, H, L, D]
         long[] pointers = new long[4];
         for (int i = 0; i < 4; i++) {
-            Tensor host = data.tensor(DType.BF16, 1, b, l, h, dim);
-            pointers[i] = gpu.driver().malloc(host.numel() * 2);
-            gpu.driver().copyHostToDevice(pointers[i], host.segment(), host.numel() * 2);
+            try (Tensor host = data.tensor(DType.BF16, 1, b, l, h, dim)) {
+                pointers[i] = gpu.driver().malloc(host.numel() * 2);
+                gpu.driver().copyHostToDevice(pointers[i], host.segment(), host.numel() * 2);
+            }
         }
         long cuStream = gpu.driver().createStream();
         try {

@@ -99,6 +99,38 @@ class TensorCopyTest {
         }
     }
 
+    /**
+     * Every F16 and BF16 bit pattern (signalling NaNs included) widened to F32 and F64: the chunked
+     * path (a contiguous source) gives the element path's bits (the same values through a strided view).
+     */
+    @Test
+    void everySixteenBitPatternWidensAsTheElementPathDoes() {
+        short[] all = new short[65536];
+        for (int i = 0; i < all.length; i++) {
+            all[i] = (short) i;
+        }
+        for (DType from : new DType[]{DType.F16, DType.BF16}) {
+            try (Tensor pairs = Tensor.allocate(from, all.length, 2); Tensor contiguous = Tensor.allocate(from, all.length)) {
+                Tensor strided = pairs.select(1, 0);
+                strided.copyFrom(all);      // raw patterns, signalling NaNs included, in both layouts
+                contiguous.copyFrom(all);
+                {
+                    for (DType to : new DType[]{DType.F32, DType.F64}) {
+                        try (Tensor chunked = contiguous.to(to); Tensor element = strided.to(to)) {
+                            float[] wantF = to == DType.F32 ? element.toFloatArray() : null;  // raw stored floats
+                            float[] gotF = to == DType.F32 ? chunked.toFloatArray() : null;
+                            for (int i = 0; i < all.length; i++) {
+                                long want = to == DType.F32 ? Float.floatToRawIntBits(wantF[i]) : Double.doubleToRawLongBits(element.getFlat(i));
+                                long got = to == DType.F32 ? Float.floatToRawIntBits(gotF[i]) : Double.doubleToRawLongBits(chunked.getFlat(i));
+                                assertEquals(want, got, from + " -> " + to + " pattern 0x" + Integer.toHexString(i));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void shortArraysAreTheRawSixteenBitPatternsInEveryLayout() {
         short[] bits = {0x3c00, (short) 0xfc00, 0x7e01, 0x0001, (short) 0x8000, 0x4248};

@@ -190,12 +190,28 @@ final class AttentionGpu {
     }
 
     /** A mask's additive f32 values on the device, broadcast onto (b, h, i, j) by the given strides. */
-    private static Bias bias(DeviceScope s, Mask mask, long[] strides, long stream) {
+    private static Bias bias(DeviceScope s, Mask mask, long[] strides, Upload upload) {
         double[] v = mask.tensor().toDoubleArray();
         for (int i = 0; i < v.length; i++) {
             v[i] = mask.bias(v[i]);
         }
-        return new Bias(s.uploadOnStream(Tensor.of(DType.F32, v, mask.tensor().shape()), stream), strides);
+        return new Bias(upload.of(s, Tensor.of(DType.F32, v, mask.tensor().shape())), strides);
+    }
+
+    /**
+     * How a host temporary (a mask's biases, lengths) goes up: the host-tensor ops copy it at once
+     * and free it (they synchronize anyway); the device-resident entry points copy it on the
+     * caller's stream and keep it until the result closes.
+     */
+    @FunctionalInterface
+    interface Upload {
+        DeviceTensor of(DeviceScope s, Tensor temporary);
+
+        Upload AT_ONCE = DeviceScope::uploadAndClose;
+
+        static Upload onStream(long stream) {
+            return (s, t) -> s.uploadOnStream(t, stream);
+        }
     }
 
     /** Right-aligned broadcast of an SDPA mask of rank 1..4 onto [B, Hq, Lq, Lk]. */
@@ -211,7 +227,7 @@ final class AttentionGpu {
         return st;
     }
 
-    private DeviceTensor lengths(DeviceScope s, int[] lengths, long stream) {
+    private DeviceTensor lengths(DeviceScope s, int[] lengths, Upload upload) {
         if (lengths == null) {
             return null;
         }
@@ -219,7 +235,7 @@ final class AttentionGpu {
         for (int i = 0; i < d.length; i++) {
             d[i] = lengths[i];
         }
-        return s.uploadOnStream(Tensor.of(DType.I32, d, d.length), stream);
+        return upload.of(s, Tensor.of(DType.I32, d, d.length));
     }
 
     private static long ptr(DeviceTensor t) {
@@ -231,7 +247,11 @@ final class AttentionGpu {
     }
 
     private static Dim3 grid(long n) {
-        return Dim3.of((int) Math.max(1, (n + THREADS - 1) / THREADS));
+        long blocks = Math.max(1, (n + THREADS - 1) / THREADS);
+        if (blocks > Integer.MAX_VALUE) {
+            throw new SeqkException.Unsupported("attention: " + n + " elements exceed one launch's blocks");
+        }
+        return Dim3.of((int) blocks);
     }
 
     private void runSplitForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, SplitPlan plan, long stream) {
@@ -322,10 +342,10 @@ final class AttentionGpu {
                 contiguous(in.v().shape()), contiguous(qs[0], qs[1], qs[2], in.v().size(3)));
         DeviceScope scope = new DeviceScope(driver);
         try (PendingResults results = new PendingResults(); DeviceScope temp = new DeviceScope(driver)) {
-            Bias[] biases = {in.mask() == null ? null : bias(scope, in.mask(), broadcastStrides(in.mask().tensor().shape()), 0), null};
+            Bias[] biases = {in.mask() == null ? null : bias(scope, in.mask(), broadcastStrides(in.mask().tensor().shape()), Upload.AT_ONCE), null};
             Saved sv = new Saved(scope, g, scope.upload(in.q()), scope.upload(in.k()), scope.upload(in.v()),
-                    scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths(), 0),
-                    lengths(scope, in.queryLengths(), 0), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
+                    scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()), lengths(scope, in.keyLengths(), Upload.AT_ONCE),
+                    lengths(scope, in.queryLengths(), Upload.AT_ONCE), biases, causalCode(op.causal()), op.scaleFor(g.headDim()));
             DeviceTensor out = temp.allocate(dt, g.batch(), g.qHeads(), g.qLen(), g.valueDim());
             runForward(dt, sv, out, temp, op.allowTf32(), 0);
             Tensor outHost = results.keep(out.toHost());
@@ -371,6 +391,13 @@ final class AttentionGpu {
                                           int[] queryLengths, DeviceTensor into, long stream, boolean training) {
         DType dt = q.dtype();
         RecurrentGpu.suffix(dt);
+        q.pointer();
+        k.pointer();
+        v.pointer();
+        if (into != null && !DeviceTensor.oneToOne(into.shape(), into.strides())) {
+            throw new SeqkException.ShapeMismatch("attention: argument 'out' has strides " + java.util.Arrays.toString(into.strides())
+                    + " over shape " + java.util.Arrays.toString(into.shape()) + " (zero or overlapping): out needs an element per position");
+        }
         long[] qs = q.shape();
         long[] os = {qs[0], qs[1], qs[2], v.shape()[3]};
         Geometry g = new Geometry((int) qs[0], (int) qs[1], (int) k.shape()[1], (int) qs[2], (int) k.shape()[2], (int) qs[3],
@@ -378,14 +405,15 @@ final class AttentionGpu {
         DeviceScope scope = new DeviceScope(driver);
         try {
             DeviceTensor out = into != null ? into : scope.allocate(dt, os);
-            Bias[] biases = {mask == null ? null : bias(scope, mask, broadcastStrides(mask.tensor().shape()), stream), null};
+            Upload upload = Upload.onStream(stream);
+            Bias[] biases = {mask == null ? null : bias(scope, mask, broadcastStrides(mask.tensor().shape()), upload), null};
             Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen()),
-                    lengths(scope, keyLengths, stream), lengths(scope, queryLengths, stream), biases, causalCode(op.causal()),
+                    lengths(scope, keyLengths, upload), lengths(scope, queryLengths, upload), biases, causalCode(op.causal()),
                     op.scaleFor(g.headDim()));
             runForward(dt, sv, out, scope, op.allowTf32(), stream);
             return new DeviceAttentionResult(out, sv.lse(), training ? sv : scope);
         } catch (RuntimeException e) {
-            scope.close();
+            releaseAfterFailure(scope, stream, e);
             throw e;
         }
     }
@@ -406,6 +434,21 @@ final class AttentionGpu {
         long[] os = {g.batch(), g.qHeads(), g.qLen(), g.valueDim()};
         Geometry contiguousOut = new Geometry(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), g.headDim(), g.valueDim(),
                 g.q(), g.k(), g.v(), contiguous(os));
+        // Everything that can refuse is checked before the first launch: a call that failed after
+        // queueing work would have to free memory the stream may still read.
+        sv.lse().pointer();
+        dOut.pointer();
+        String[] names = {"q", "k", "v"};
+        DeviceTensor[] inputs = {sv.q(), sv.k(), sv.v()};
+        for (int i = 0; i < 3; i++) {
+            inputs[i].pointer();
+            if (!DeviceTensor.oneToOne(inputs[i].shape(), inputs[i].strides())) {
+                throw new SeqkException.ShapeMismatch("attention backward: " + names[i] + " has strides "
+                        + java.util.Arrays.toString(inputs[i].strides()) + " over shape " + java.util.Arrays.toString(inputs[i].shape())
+                        + " (zero or overlapping), and its gradient, laid out the same way, needs an element per position;"
+                        + " run the forward on a contiguous copy to differentiate");
+            }
+        }
         DeviceScope scope = new DeviceScope(driver);
         try {
             DeviceTensor dout32 = scope.allocate(DType.F32, os);
@@ -420,9 +463,23 @@ final class AttentionGpu {
             return new DeviceAttentionGradients(rounded(scope, dq32, dt, stream), rounded(scope, dk32, dt, stream),
                     rounded(scope, dv32, dt, stream), scope);
         } catch (RuntimeException e) {
-            scope.close();
+            releaseAfterFailure(scope, stream, e);
             throw e;
         }
+    }
+
+    /**
+     * A device-resident call that failed after it may have queued work: the stream is waited for
+     * (it may still read the scope's memory) before the scope is freed. The wait's own failure (a
+     * broken context) is attached to the call's.
+     */
+    private void releaseAfterFailure(DeviceScope scope, long stream, RuntimeException failure) {
+        try {
+            driver.synchronize(stream);
+        } catch (RuntimeException waitFailed) {
+            failure.addSuppressed(waitFailed);
+        }
+        scope.close();
     }
 
     /** Zeroed f32 device memory with like's shape and strides, zeroed on the stream. */
@@ -583,9 +640,9 @@ final class AttentionGpu {
             long[] outStrides = {(long) lq * e, hd, e, 1};
             Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, outStrides);
             Bias[] biases = {
-                    in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}, 0),
+                    in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}, Upload.AT_ONCE),
                     in.attnMask() == null ? null : bias(scope, in.attnMask(), in.attnMask().tensor().rank() == 2
-                            ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1}, 0)};
+                            ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1}, Upload.AT_ONCE)};
             Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
                     causalCode(op.causal()), 1.0 / Math.sqrt(hd));
             DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);

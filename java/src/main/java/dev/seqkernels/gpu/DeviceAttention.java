@@ -20,6 +20,12 @@ import java.util.Arrays;
  * gradients own what the call allocated until they are closed; close them (and the inputs a
  * differentiable result still reads) only once the stream has reached the work, for example after
  * synchronizing it. Backward may run on another stream only if the caller orders it after the forward.
+ * Arguments are checked before anything is queued; a call that fails after queueing work waits
+ * for its stream before it frees what it allocated.
+ *
+ * <p>Layouts: q, k and v may have any non-negative strides, zero ones included (k and v expanded
+ * over query heads); out (a caller's buffer) and, for backward, q, k and v need an element per
+ * position (no zero or overlapping strides), since the gradients take their input's strides.
  */
 public final class DeviceAttention {
     private static final String OP = "attention";

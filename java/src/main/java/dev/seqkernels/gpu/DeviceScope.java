@@ -61,8 +61,11 @@ public final class DeviceScope implements AutoCloseable {
      * in order on {@code stream}: the call returns before the stream reads the host memory, so the
      * scope keeps the host tensor and closes it with the device tensors.
      */
-    public DeviceTensor uploadOnStream(Tensor temporary, long stream) {
+    DeviceTensor uploadOnStream(Tensor temporary, long stream) {
         hosts.add(temporary);
+        if (!temporary.isContiguous() || temporary.offset() != 0) {
+            throw new IllegalStateException("uploadOnStream takes a contiguous temporary of its own, not " + temporary);
+        }
         DeviceTensor t = allocate(temporary.dtype(), temporary.shape());
         driver.copyHostToDeviceAsync(t.pointer(), temporary.segment(), t.byteSize(), stream);
         return t;
@@ -74,13 +77,33 @@ public final class DeviceScope implements AutoCloseable {
         return t;
     }
 
+    /** Closes everything, even when one close fails (the first failure is thrown, later ones attached to it). */
     @Override
     public void close() {
+        RuntimeException failure = null;
         for (int i = tensors.size() - 1; i >= 0; i--) {
-            tensors.get(i).close();
+            failure = closeOne(tensors.get(i), failure);
         }
         tensors.clear();
-        hosts.forEach(Tensor::close);
+        for (Tensor t : hosts) {
+            failure = closeOne(t, failure);
+        }
         hosts.clear();
+        if (failure != null) {
+            throw failure;
+        }
+    }
+
+    private static RuntimeException closeOne(AutoCloseable c, RuntimeException failure) {
+        try {
+            c.close();
+        } catch (Exception e) {
+            RuntimeException r = e instanceof RuntimeException re ? re : new IllegalStateException(e);
+            if (failure == null) {
+                return r;
+            }
+            failure.addSuppressed(r);
+        }
+        return failure;
     }
 }

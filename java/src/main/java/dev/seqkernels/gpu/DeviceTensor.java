@@ -99,6 +99,29 @@ public final class DeviceTensor implements AutoCloseable {
         return whole.view(new Layout(shape, strides, 0));
     }
 
+    /**
+     * Whether each index of the shape has an element of its own (no zero stride over an extent
+     * above 1, no overlap): the dimensions sorted by stride must each step past the ones below.
+     */
+    static boolean oneToOne(long[] shape, long[] strides) {
+        Integer[] order = new Integer[shape.length];
+        for (int i = 0; i < order.length; i++) {
+            order[i] = i;
+        }
+        Arrays.sort(order, (a, b) -> Long.compare(strides[a], strides[b]));
+        long reach = 1;  // elements the dimensions so far cover
+        for (int i : order) {
+            if (shape[i] <= 1) {
+                continue;
+            }
+            if (strides[i] < reach) {
+                return false;
+            }
+            reach = Math.multiplyExact(strides[i], shape[i]);
+        }
+        return true;
+    }
+
     /** Elements from the first to the last a layout reaches, inclusive (0 for an empty shape). */
     static long spanOf(long[] shape, long[] strides) {
         long last = 0;
@@ -126,10 +149,29 @@ public final class DeviceTensor implements AutoCloseable {
         return d;
     }
 
-    /** A caller's device memory seen as a tensor (strides in elements), without copying; never freed by us. */
+    /**
+     * A caller's device memory seen as a tensor (strides in elements, non-negative), without
+     * copying; never freed by us. Extents and strides are checked: negative ones, or a layout whose
+     * span overflows a long, are a ShapeMismatch.
+     */
     public static DeviceTensor wrap(Driver driver, long pointer, DType dtype, long[] shape, long[] strides) {
+        if (driver == null || dtype == null || shape == null || strides == null) {
+            throw new SeqkException.ShapeMismatch("DeviceTensor.wrap: driver, dtype, shape and strides are required");
+        }
         if (shape.length != strides.length) {
             throw new SeqkException.ShapeMismatch("strides " + Arrays.toString(strides) + " do not match shape " + Arrays.toString(shape));
+        }
+        for (int i = 0; i < shape.length; i++) {
+            if (shape[i] < 0 || strides[i] < 0) {
+                throw new SeqkException.ShapeMismatch("DeviceTensor.wrap: shape " + Arrays.toString(shape) + " and strides "
+                        + Arrays.toString(strides) + " must be non-negative");
+            }
+        }
+        try {
+            Math.multiplyExact(spanOf(shape, strides), (long) dtype.byteSize());
+        } catch (ArithmeticException e) {
+            throw new SeqkException.ShapeMismatch("DeviceTensor.wrap: shape " + Arrays.toString(shape) + " with strides "
+                    + Arrays.toString(strides) + " reaches beyond a long's bytes");
         }
         return new DeviceTensor(driver, pointer, 0, dtype, shape.clone(), strides.clone(), new Lifetime(driver, 0, ""));
     }

@@ -182,10 +182,16 @@ final class RecurrentGpu {
         }
     }
 
-    /** A parameter on the device in {@code type}: the prepared copy when there is one, else uploaded into {@code s}. */
+    /** A parameter on the device in {@code type}: the prepared copy, or (unprepared) uploaded into {@code s}. */
     private static DeviceTensor param(Prepared prepared, DeviceScope s, Map<String, Tensor> params, String name, DType type) {
-        DeviceTensor t = prepared == null ? null : prepared.get(name, type);
-        return t != null ? t : s.upload(params.get(name), type);
+        if (prepared == null) {
+            return s.upload(params.get(name), type);
+        }
+        DeviceTensor t = prepared.get(name, type);
+        if (t == null) {
+            throw new IllegalStateException("prepared weights lack " + name + " in " + type + ": prepare() and the kernel choice disagree");
+        }
+        return t;
     }
 
     private Prepared preparedHere(AutoCloseable prepared) {

@@ -118,6 +118,16 @@ public final class Attention {
         if (d == 0 || vs[3] == 0) {
             throw new SeqkException.ShapeMismatch(op + ": head_dim and value_dim must be positive");
         }
+        String[] names = {"q", "k", "v"};
+        long[][] shapes = {qs, ks, vs};
+        for (int i = 0; i < 3; i++) {
+            for (long extent : shapes[i]) {
+                if (extent < 0 || extent > Integer.MAX_VALUE) {
+                    throw new SeqkException.ShapeMismatch(op + ": argument '" + names[i] + "' has shape "
+                            + java.util.Arrays.toString(shapes[i]) + "; each extent must be in 0.." + Integer.MAX_VALUE);
+                }
+            }
+        }
         if (mask != null) {
             checkBroadcast(op, "mask", mask.tensor().shape(), new long[]{batch, hq, lq, lk});
             mask.checkValues(op, "mask");

@@ -72,7 +72,8 @@ public abstract class RecurrentOp {
 
     /** {@link #forward(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
     public RecurrentResult forward(PreparedWeights weights, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        return forward(prepared(weights), weights.device(), x, h0, c0, lengths);
+        Map<String, Tensor> params = prepared(weights);
+        return forward(params, weights.device(), x, h0, c0, lengths);
     }
 
     /** {@link #forwardInference(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */

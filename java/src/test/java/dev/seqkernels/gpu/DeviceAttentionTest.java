@@ -50,20 +50,6 @@ class DeviceAttentionTest {
         rawAllocations.clear();
     }
 
-    private static void sameBits(String what, Tensor want, DeviceTensor got) {
-        assertArrayEquals(want.shape(), got.shape(), what + " shape");
-        try (Tensor host = got.isContiguous() ? got.toHost() : null) {
-            double[] w = want.toDoubleArray();
-            double[] g = host != null ? host.toDoubleArray() : null;
-            assertTrue(g != null, what + " is strided: compare through a contiguous copy");
-            for (int i = 0; i < w.length; i++) {
-                if (Double.doubleToLongBits(w[i]) != Double.doubleToLongBits(g[i])) {
-                    assertEquals(w[i], g[i], what + " element " + i + " differs from the host path");
-                }
-            }
-        }
-    }
-
     /** dtype, q_len, kv_len, head_dim: v1 (F32), the tensor-core kernels (F16, BF16) and split-KV (q_len 1, kv_len 1100). */
     @ParameterizedTest
     @CsvSource({"F32, 9, 20, 16", "F16, 9, 70, 16", "BF16, 33, 40, 72", "BF16, 1, 1100, 16"})
@@ -89,11 +75,11 @@ class DeviceAttentionTest {
                  DeviceAttentionGradients grad = sdpa.backward(got, framework(seed), stream)) {
                 driver.synchronize(stream);
                 assertTrue(got.differentiable());
-                sameBits(dtype + " out", want.out(), got.out());
-                sameBits(dtype + " lse", want.lse(), got.lse());
-                sameBits(dtype + " dq", wantGrad.dq(), grad.dq());
-                sameBits(dtype + " dk", wantGrad.dk(), grad.dk());
-                sameBits(dtype + " dv", wantGrad.dv(), grad.dv());
+                sameValues(dtype + " out", want.out(), got.out());
+                sameValues(dtype + " lse", want.lse(), got.lse());
+                sameValues(dtype + " dq", wantGrad.dq(), grad.dq());
+                sameValues(dtype + " dk", wantGrad.dk(), grad.dk());
+                sameValues(dtype + " dv", wantGrad.dv(), grad.dv());
                 assertEquals(dtype, grad.dq().dtype());
             }
         } finally {
@@ -104,10 +90,25 @@ class DeviceAttentionTest {
         assertEquals(before, driver.memoryInUse(), "everything the calls allocated was freed with their results");
     }
 
+    /** A device tensor's values in row-major order, through a contiguous device copy when it is strided. */
+    private double[] values(DeviceTensor t) {
+        try (Tensor packed = Tensor.allocate(t.dtype(), t.shape());
+             Tensor spanHost = Tensor.allocate(t.dtype(), DeviceTensor.spanOf(t.shape(), t.strides()))) {
+            driver.copyDeviceToHost(spanHost.segment(), t.pointer(), spanHost.numel() * t.dtype().byteSize());
+            packed.copyFrom(Tensor.wrap(spanHost.segment(), t.dtype(), t.shape(), t.strides(), 0));
+            return packed.toDoubleArray();
+        }
+    }
+
+    private void sameValues(String what, Tensor want, DeviceTensor got) {
+        assertArrayEquals(want.shape(), got.shape(), what + " shape");
+        assertArrayEquals(want.toDoubleArray(), values(got), what + " differs from the host path");
+    }
+
     /**
-     * q, k and v as head-strided views of [batch, len, heads, dim] buffers (a framework's usual
-     * layout), out into a caller's [batch, q_len, heads, value_dim] buffer seen as
-     * [batch, heads, q_len, value_dim]: the host path's values; dq comes back with q's strides.
+     * q, k, v and dOut as head-strided views of [batch, len, heads, dim] buffers (a framework's
+     * usual layout), out into a caller's [batch, q_len, heads, value_dim] buffer seen as
+     * [batch, heads, q_len, value_dim]: the host path's values, and gradients with their input's strides.
      */
     @Test
     void stridedInputsAndACallersOutputBuffer() {
@@ -117,33 +118,66 @@ class DeviceAttentionTest {
         Tensor qBlh = data.tensor(dt, 1, 2, 24, 4, 32);
         Tensor kBlh = data.tensor(dt, 1, 2, 30, 4, 32);
         Tensor vBlh = data.tensor(dt, 1, 2, 30, 4, 16);
-        Tensor seed = data.tensor(dt, 1, 2, 4, 24, 16);
+        Tensor seedBlh = data.tensor(dt, 1, 2, 24, 4, 16);
         long before = driver.memoryInUse();
         try (AttentionResult want = op.forward(Attention.inputs(qBlh.permute(0, 2, 1, 3), kBlh.permute(0, 2, 1, 3),
                 vBlh.permute(0, 2, 1, 3)));
-             AttentionGradients wantGrad = op.backward(want, seed);
+             AttentionGradients wantGrad = op.backward(want, seedBlh.permute(0, 2, 1, 3));
              DeviceTensor outBlh = DeviceTensor.allocate(driver, dt, 2, 24, 4, 16)) {
             DeviceAttention sdpa = DeviceAttention.of(op);
             DeviceTensor outView = outBlh.permute(0, 2, 1, 3);
-            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(framework(qBlh).permute(0, 2, 1, 3),
-                    framework(kBlh).permute(0, 2, 1, 3), framework(vBlh).permute(0, 2, 1, 3)).into(outView));
-                 DeviceAttentionGradients grad = sdpa.backward(got, framework(seed), 0)) {
+            DeviceTensor q = framework(qBlh).permute(0, 2, 1, 3);
+            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(q, framework(kBlh).permute(0, 2, 1, 3),
+                    framework(vBlh).permute(0, 2, 1, 3)).into(outView));
+                 DeviceAttentionGradients grad = sdpa.backward(got, framework(seedBlh).permute(0, 2, 1, 3), 0)) {
                 driver.synchronize(0);
                 assertSame(outView, got.out(), "out is the caller's buffer");
-                try (Tensor outHost = outBlh.toHost()) {
-                    sameBits("out", want.out(), DeviceTensor.of(driver, outHost.permute(0, 2, 1, 3)));
-                }
-                assertArrayEquals(framework(qBlh).permute(0, 2, 1, 3).strides(), grad.dq().strides(), "dq has q's strides");
-                DeviceTensor dqBlh = grad.dq().permute(0, 2, 1, 3);
-                assertTrue(dqBlh.isContiguous());
-                try (Tensor dq = dqBlh.toHost()) {
-                    sameBits("dq", wantGrad.dq(), DeviceTensor.of(driver, dq.permute(0, 2, 1, 3)));
-                }
+                sameValues("out", want.out(), outView);
+                assertArrayEquals(q.strides(), grad.dq().strides(), "dq has q's strides");
+                sameValues("dq", wantGrad.dq(), grad.dq());
+                sameValues("dk", wantGrad.dk(), grad.dk());
+                sameValues("dv", wantGrad.dv(), grad.dv());
             }
         } finally {
             freeRaw();
         }
-        assertTrue(driver.memoryInUse() >= before);
+        assertEquals(before, driver.memoryInUse(), "the calls' memory was freed with their results");
+    }
+
+    /**
+     * k and v expanded over query heads (stride 0, as a framework's repeat_kv makes them): the
+     * forward takes them; backward refuses before it queues anything (their gradients would need
+     * an element per head), and so does a forward into an out buffer with overlapping strides.
+     */
+    @Test
+    void zeroOrOverlappingStridesAreRefusedWhereEachPositionNeedsItsOwnElement() {
+        TestData data = new TestData();
+        Attention op = Attention.builder().backend(GpuTargets.sharedBackend()).build();
+        DeviceAttention sdpa = DeviceAttention.of(op);
+        try {
+            DeviceTensor q = framework(data.tensor(DType.F32, 1, 1, 2, 6, 8));
+            DeviceTensor k1 = framework(data.tensor(DType.F32, 1, 1, 1, 6, 8));
+            DeviceTensor v1 = framework(data.tensor(DType.F32, 1, 1, 1, 6, 8));
+            DeviceTensor k = DeviceTensor.wrap(driver, k1.pointer(), DType.F32, new long[]{1, 2, 6, 8}, new long[]{48, 0, 8, 1});
+            DeviceTensor v = DeviceTensor.wrap(driver, v1.pointer(), DType.F32, new long[]{1, 2, 6, 8}, new long[]{48, 0, 8, 1});
+            DeviceTensor seed = framework(data.tensor(DType.F32, 1, 1, 2, 6, 8));
+            long before = driver.memoryInUse();
+            try (DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(q, k, v))) {
+                var e = assertThrows(SeqkException.ShapeMismatch.class, () -> sdpa.backward(r, seed, 0));
+                assertTrue(e.getMessage().contains("'k'") || e.getMessage().contains(" k has"), e.getMessage());
+            }
+            assertEquals(before, driver.memoryInUse());
+            DeviceTensor overlapping = DeviceTensor.wrap(driver, seed.pointer(), DType.F32, new long[]{1, 2, 6, 8}, new long[]{0, 8, 8, 1});
+            var out = assertThrows(SeqkException.ShapeMismatch.class, () -> sdpa.forward(DeviceAttention.inputs(q, k, v).into(overlapping)));
+            assertTrue(out.getMessage().contains("'out'"), out.getMessage());
+            try (DeviceTensor buffer = DeviceTensor.allocate(driver, DType.F32, 1, 2, 6, 8)) {
+                DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(q, q, q).into(buffer));
+                r.close();
+                assertThrows(SeqkException.TensorClosed.class, () -> sdpa.backward(r, seed, 0), "a closed result");
+            }
+        } finally {
+            freeRaw();
+        }
     }
 
     /** The stream argument of each Driver call that takes one, by position. */
@@ -248,6 +282,12 @@ class DeviceAttentionTest {
                     DeviceTensor.wrap(driver, k.pointer(), DType.F64, k.shape(), k.strides()),
                     DeviceTensor.wrap(driver, v.pointer(), DType.F64, v.shape(), v.strides()))));
             assertTrue(f64.getMessage().contains("F64"), f64.getMessage());
+            assertThrows(SeqkException.ShapeMismatch.class,
+                    () -> DeviceTensor.wrap(driver, q.pointer(), DType.F32, new long[]{1, 1, -3, 8}, new long[]{24, 24, 8, 1}));
+            DeviceTensor huge = DeviceTensor.wrap(driver, q.pointer(), DType.F32, new long[]{1, 2, (1L << 32) + 5, 8},
+                    new long[]{0, 0, 0, 1});
+            var tooLong = assertThrows(SeqkException.ShapeMismatch.class, () -> sdpa.forward(DeviceAttention.inputs(huge, k, v)));
+            assertTrue(tooLong.getMessage().contains("'q'"), tooLong.getMessage());
             DeviceTensor closed = DeviceTensor.allocate(driver, DType.F32, 1, 1, 6, 8);
             closed.close();
             assertThrows(SeqkException.TensorClosed.class, () -> sdpa.forward(DeviceAttention.inputs(q, closed, v)));
