@@ -516,32 +516,26 @@ final class AttentionGpu {
      * never has: they exist only when kdim or vdim differs from E).
      */
     private static Weights weights(DeviceScope s, Map<String, Tensor> p, int e, int kv, DeviceTensor[] stack) {
-        DeviceTensor wq;
-        DeviceTensor wk;
-        DeviceTensor wv;
+        DeviceTensor[] w;
         if (p.containsKey("in_proj_weight")) {
-            DeviceTensor win = s.upload(p.get("in_proj_weight"), DType.F32);
-            stack[0] = win;
-            wq = win.narrow(0, 0, e);
-            wk = win.narrow(0, e, kv);
-            wv = win.narrow(0, (long) e + kv, kv);
+            stack[0] = s.upload(p.get("in_proj_weight"), DType.F32);
+            w = qkvRows(stack[0], e, kv);
         } else {
-            wq = s.upload(p.get("q_proj_weight"), DType.F32);
-            wk = s.upload(p.get("k_proj_weight"), DType.F32);
-            wv = s.upload(p.get("v_proj_weight"), DType.F32);
+            w = new DeviceTensor[]{s.upload(p.get("q_proj_weight"), DType.F32), s.upload(p.get("k_proj_weight"), DType.F32),
+                    s.upload(p.get("v_proj_weight"), DType.F32)};
         }
-        DeviceTensor bq = null;
-        DeviceTensor bk = null;
-        DeviceTensor bv = null;
+        DeviceTensor[] b = {null, null, null};
         if (p.containsKey("in_proj_bias")) {
-            DeviceTensor bin = s.upload(p.get("in_proj_bias"), DType.F32);
-            stack[1] = bin;
-            bq = bin.narrow(0, 0, e);
-            bk = bin.narrow(0, e, kv);
-            bv = bin.narrow(0, (long) e + kv, kv);
+            stack[1] = s.upload(p.get("in_proj_bias"), DType.F32);
+            b = qkvRows(stack[1], e, kv);
         }
         DeviceTensor bo = p.containsKey("out_proj.bias") ? s.upload(p.get("out_proj.bias"), DType.F32) : null;
-        return new Weights(wq, wk, wv, bq, bk, bv, s.upload(p.get("out_proj.weight"), DType.F32), bo);
+        return new Weights(w[0], w[1], w[2], b[0], b[1], b[2], s.upload(p.get("out_proj.weight"), DType.F32), bo);
+    }
+
+    /** The q, k and v rows (E, kv, kv of them) of a packed in-projection weight or bias, as views. */
+    private static DeviceTensor[] qkvRows(DeviceTensor packed, int e, int kv) {
+        return new DeviceTensor[]{packed.narrow(0, 0, e), packed.narrow(0, e, kv), packed.narrow(0, (long) e + kv, kv)};
     }
 
     /** y [rows, out] f32 = x [rows, in] W^T (+ bias). */
