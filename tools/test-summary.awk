@@ -3,8 +3,11 @@
 # why the build failed), and the build's outcome and time. Everything else (Maven's INFO lines,
 # tests' own output and intentional warnings, the JDK's notices) stays in the log file alone.
 # Usage: mvn -B test 2>&1 | tee LOG | awk -f tools/test-summary.awk
-/--- .*surefire.*:test \(/ {
-  name = $0; sub(/.*:test \(/, "", name); sub(/\).*/, "", name)
+/--- .*surefire.*:test \(/ {  # "--- maven-surefire-plugin:V:test (EXECUTION) @ MODULE ---"
+  rest = $0; sub(/.*:test \(/, "", rest)
+  execution = rest; sub(/\).*/, "", execution)
+  module = rest; sub(/.*\) @ /, "", module); sub(/ .*/, "", module)
+  name = module " " execution
   print "seqk test: " name " ..."; fflush(); next
 }
 /^\[INFO\] Results:/ { in_results = 1; next }

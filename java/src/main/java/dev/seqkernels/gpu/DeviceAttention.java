@@ -142,7 +142,10 @@ public final class DeviceAttention {
             return this;
         }
 
-        /** Write out here ([batch, q_heads, q_len, value_dim] in q's dtype, any strides) instead of a new tensor. */
+        /**
+         * Write out here ([batch, q_heads, q_len, value_dim] in q's dtype, an element per position)
+         * instead of a new tensor. It must not overlap q, k or v: the kernels read those while out is written.
+         */
         public Call into(DeviceTensor buffer) {
             out = buffer;
             return this;

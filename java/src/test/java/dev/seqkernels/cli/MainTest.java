@@ -165,13 +165,13 @@ class MainTest {
         String summary = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
         assertEquals(0, p.waitFor(), summary);
         assertEquals("""
-                seqk test: default-test ...
+                seqk test: seqkernels default-test ...
                 [ERROR] Tests run: 3, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 0.1 s <<< FAILURE! -- in dev.seqkernels.FooTest
                 [ERROR] Failures:
                 [ERROR]   FooTest.bar:12 expected: <1> but was: <2>
-                seqk test: default-test: Tests run: 3, Failures: 1, Errors: 0, Skipped: 0
-                seqk test: standin-panama ...
-                seqk test: standin-panama: Tests run: 5, Failures: 0, Errors: 0, Skipped: 2
+                seqk test: seqkernels default-test: Tests run: 3, Failures: 1, Errors: 0, Skipped: 0
+                seqk test: seqkernels standin-panama ...
+                seqk test: seqkernels standin-panama: Tests run: 5, Failures: 0, Errors: 0, Skipped: 2
                 seqk test: BUILD FAILURE
                 seqk test: Total time:  01:02 min
                 """, summary);
