@@ -54,6 +54,17 @@ public interface Backend {
 
     MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs inputs);
 
+    /** A multi-head attention op's prepared parameters (as {@link #prepareRecurrent}); null: the host tensors each call. */
+    default AutoCloseable prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dtype) {
+        return null;
+    }
+
+    /** {@link #mhaForward} with the parameters' prepared form (null: none). */
+    default MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, AutoCloseable prepared,
+                                 MultiHeadAttention.Inputs inputs) {
+        return mhaForward(op, params, inputs);
+    }
+
     /** {@code dAttnWeights} may be null; it must be null when the forward did not return weights. */
     MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> params, MhaResult forward, Tensor dOut,
                              Tensor dAttnWeights);

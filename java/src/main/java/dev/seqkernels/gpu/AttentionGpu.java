@@ -583,7 +583,39 @@ final class AttentionGpu {
         }
     }
 
-    MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs in) {
+    /** Multi-head attention's projections prepared on this driver (F32, as {@link #weights} makes them); closing frees them. */
+    final class MhaPrepared implements AutoCloseable {
+        private final DeviceScope scope = new DeviceScope(driver);
+        private final DeviceTensor[] stack = new DeviceTensor[2];
+        private Weights w;
+
+        private AttentionGpu owner() {
+            return AttentionGpu.this;
+        }
+
+        @Override
+        public void close() {
+            scope.close();
+        }
+    }
+
+    MhaPrepared prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dt) {
+        RecurrentGpu.suffix(dt);
+        MhaPrepared prepared = new MhaPrepared();
+        try {
+            prepared.w = weights(prepared.scope, params, op.embedDim(), op.kvWidth(), prepared.stack);
+            return prepared;
+        } catch (RuntimeException e) {
+            prepared.close();
+            throw e;
+        }
+    }
+
+    MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, AutoCloseable preparedWeights, MultiHeadAttention.Inputs in) {
+        if (preparedWeights != null && !(preparedWeights instanceof MhaPrepared p && p.owner() == this)) {
+            throw new SeqkException.InvalidConfig(driver.name() + ": these prepared weights were made for another backend");
+        }
+        MhaPrepared prepared = (MhaPrepared) preparedWeights;
         DType dt = in.query().dtype();
         RecurrentGpu.suffix(dt);
         boolean bf = op.batchFirst();
@@ -603,8 +635,8 @@ final class AttentionGpu {
         int width = packed ? e + 2 * kv : 0;
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
-            DeviceTensor[] stack = new DeviceTensor[2];
-            Weights w = weights(scope, params, e, kv, stack);
+            DeviceTensor[] stack = prepared != null ? prepared.stack : new DeviceTensor[2];
+            Weights w = prepared != null ? prepared.w : weights(scope, params, e, kv, stack);
             if (packed && stack[0] == null) {
                 throw new IllegalStateException("self-attention with separate q, k and v weights: kdim and vdim are E here");
             }

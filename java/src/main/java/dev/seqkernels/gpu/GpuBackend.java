@@ -91,7 +91,18 @@ public final class GpuBackend implements Backend {
 
     @Override
     public MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs inputs) {
-        return attention.mhaForward(op, params, inputs);
+        return attention.mhaForward(op, params, null, inputs);
+    }
+
+    @Override
+    public AutoCloseable prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dtype) {
+        return attention.prepareMha(op, params, dtype);
+    }
+
+    @Override
+    public MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, AutoCloseable prepared,
+                                MultiHeadAttention.Inputs inputs) {
+        return attention.mhaForward(op, params, prepared, inputs);
     }
 
     @Override

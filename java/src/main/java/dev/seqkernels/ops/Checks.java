@@ -88,6 +88,22 @@ final class Checks {
         }
     }
 
+    /**
+     * Plain parameters are checked whole each call; prepared ones were checked when prepared, and
+     * their dtype must be the input's (a GPU backend no longer reads the host tensors).
+     */
+    static void paramsOrPrepared(String op, Map<String, Tensor> params, Map<String, long[]> expected, boolean prepared, DType dtype) {
+        if (!prepared) {
+            params(op, params, expected, dtype);
+            return;
+        }
+        DType preparedType = params.values().iterator().next().dtype();
+        if (preparedType != dtype) {
+            throw new SeqkException.DTypeMismatch(op + ": argument 'weights' was prepared from " + preparedType
+                    + " parameters, but the input is " + dtype);
+        }
+    }
+
     static String describe(long[] shape) {
         StringBuilder sb = new StringBuilder("[");
         for (int i = 0; i < shape.length; i++) {

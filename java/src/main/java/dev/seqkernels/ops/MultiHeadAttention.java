@@ -202,6 +202,45 @@ public final class MultiHeadAttention {
     }
 
     public MhaResult forward(Map<String, Tensor> params, Inputs in) {
+        return forward(params, null, in);
+    }
+
+    /**
+     * The parameters prepared once for this op's backend (see {@link PreparedWeights}): every call
+     * given the result reuses them instead of converting and uploading the projections again.
+     */
+    public PreparedWeights prepare(Map<String, Tensor> params) {
+        String op = "multi_head_attention";
+        if (params == null || params.isEmpty()) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required; this configuration takes "
+                    + parameterShapes().keySet());
+        }
+        Tensor first = params.values().stream().filter(java.util.Objects::nonNull).findFirst()
+                .orElseThrow(() -> new SeqkException.ShapeMismatch(op + ": argument 'params' holds no tensors"));
+        Checks.present(op, "params", first);
+        DType dtype = first.dtype();
+        Checks.params(op, params, parameterShapes(), dtype);
+        return new PreparedWeights(this, backend, dtype, params, backend.prepareMha(this, params, dtype));
+    }
+
+    /** {@link #forward(Map, Inputs)} with prepared parameters. */
+    public MhaResult forward(PreparedWeights weights, Inputs in) {
+        return forward(prepared(weights), weights.device(), in);
+    }
+
+    /** {@link #backward(Map, MhaResult, Tensor, Tensor)} with prepared parameters. */
+    public MhaGradients backward(PreparedWeights weights, MhaResult forward, Tensor dOut, Tensor dAttnWeights) {
+        return backward(prepared(weights), weights.device(), forward, dOut, dAttnWeights);
+    }
+
+    private Map<String, Tensor> prepared(PreparedWeights weights) {
+        if (weights == null) {
+            throw new SeqkException.ShapeMismatch("multi_head_attention: argument 'weights' is required (op.prepare(params))");
+        }
+        return weights.paramsFor("multi_head_attention", this, backend);
+    }
+
+    private MhaResult forward(Map<String, Tensor> params, AutoCloseable prepared, Inputs in) {
         String op = "multi_head_attention";
         if (in == null) {
             throw new SeqkException.ShapeMismatch(op + ": argument 'in' is required (MultiHeadAttention.inputs(query, key, value))");
@@ -238,12 +277,17 @@ public final class MultiHeadAttention {
             }
             in.attnMask.checkValues(op, "attnMask");
         }
-        Checks.params(op, params, parameterShapes(), dt);
-        MhaResult r = backend.mhaForward(this, params, in);
+        Checks.paramsOrPrepared(op, params, parameterShapes(), prepared != null, dt);
+        MhaResult r = backend.mhaForward(this, params, prepared, in);
         return in.inference ? new MhaResult(r.out(), r.attnWeights(), SavedState.release(r.saved())) : r;
     }
 
     public MhaGradients backward(Map<String, Tensor> params, MhaResult forward, Tensor dOut, Tensor dAttnWeights) {
+        return backward(params, null, forward, dOut, dAttnWeights);
+    }
+
+    private MhaGradients backward(Map<String, Tensor> params, AutoCloseable prepared, MhaResult forward, Tensor dOut,
+                                  Tensor dAttnWeights) {
         String op = "multi_head_attention";
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(op + ": argument 'forward' is required");
@@ -261,7 +305,7 @@ public final class MultiHeadAttention {
             Checks.shape(op, "dAttnWeights", dAttnWeights, "like attnWeights", forward.attnWeights().shape());
             Checks.sameDType(op, "dAttnWeights", dAttnWeights, forward.out().dtype());
         }
-        Checks.params(op, params, parameterShapes(), forward.out().dtype());
+        Checks.paramsOrPrepared(op, params, parameterShapes(), prepared != null, forward.out().dtype());
         return backend.mhaBackward(this, params, forward, dOut, dAttnWeights);
     }
 

@@ -8,23 +8,26 @@ import dev.seqkernels.Tensor;
 import java.util.Map;
 
 /**
- * A recurrent op's parameters prepared once for its backend ({@link RecurrentOp#prepare}): on a GPU
- * backend, device copies in the compute dtype (F32 for every weight and bias, plus the input
- * dtype's copy of layer 0's input weights where the 16-bit projection reads it), uploaded and
- * converted once and reused by every forward and backward given this object. On the cpu backend
- * nothing is copied: the reference reads the host tensors, which must stay open. Prepare again
- * when the weights change. Close it to free the device copies; an op given a closed one refuses.
+ * An op's parameters prepared once for its backend ({@link RecurrentOp#prepare},
+ * {@link MultiHeadAttention#prepare}): on a GPU backend, device copies in the compute dtype (for
+ * the recurrent ops F32 for every weight and bias, plus the input dtype's copy of layer 0's input
+ * weights where the 16-bit projection reads it; for multi-head attention the F32 projections),
+ * uploaded and converted once and reused by every forward and backward given this object. On the
+ * cpu backend nothing is copied: the reference reads the host tensors, which must stay open.
+ * Prepare again when the weights change. Close it to free the device copies; an op given a closed
+ * one refuses.
  */
 public final class PreparedWeights implements AutoCloseable {
-    private final RecurrentConfig config;
+    private final Object owner;
     private final Backend backend;
     private final DType dtype;
     private final Map<String, Tensor> params;
     private final AutoCloseable device;
     private volatile boolean closed;
 
-    PreparedWeights(RecurrentConfig config, Backend backend, DType dtype, Map<String, Tensor> params, AutoCloseable device) {
-        this.config = config;
+    /** owner: what the parameters fit (a recurrent op's configuration, a multi-head attention op itself). */
+    PreparedWeights(Object owner, Backend backend, DType dtype, Map<String, Tensor> params, AutoCloseable device) {
+        this.owner = owner;
         this.backend = backend;
         this.dtype = dtype;
         this.params = Map.copyOf(params);
@@ -46,11 +49,11 @@ public final class PreparedWeights implements AutoCloseable {
     }
 
     /** The host parameters and the backend's prepared form, after checking this object fits the op. */
-    Map<String, Tensor> paramsFor(String op, RecurrentConfig opConfig, Backend opBackend) {
+    Map<String, Tensor> paramsFor(String op, Object opOwner, Backend opBackend) {
         if (closed) {
             throw new SeqkException.TensorClosed(op + ": argument 'weights' (prepared weights) is closed");
         }
-        if (!config.equals(opConfig) || backend != opBackend) {
+        if (!owner.equals(opOwner) || backend != opBackend) {
             throw new SeqkException.InvalidConfig(op + ": argument 'weights' was prepared by another op (a different"
                     + " configuration or backend); prepare them with this op");
         }

@@ -86,22 +86,6 @@ public abstract class RecurrentOp {
         return backward(prepared(weights), weights.device(), forward, dOutput, dHn, dCn);
     }
 
-    /**
-     * Plain parameters are checked whole each call; prepared ones were checked when prepared, and
-     * their dtype must be the input's (a GPU backend no longer reads the host tensors).
-     */
-    private void checkParams(String op, Map<String, Tensor> params, AutoCloseable prepared, DType dtype) {
-        if (prepared == null) {
-            Checks.params(op, params, config.parameterShapes(), dtype);
-            return;
-        }
-        DType preparedType = params.values().iterator().next().dtype();
-        if (preparedType != dtype) {
-            throw new SeqkException.DTypeMismatch(op + ": argument 'weights' was prepared from " + preparedType
-                    + " parameters, but the input is " + dtype);
-        }
-    }
-
     private Map<String, Tensor> prepared(PreparedWeights weights) {
         if (weights == null) {
             throw new SeqkException.ShapeMismatch(opName() + ": argument 'weights' is required (op.prepare(params))");
@@ -143,7 +127,7 @@ public abstract class RecurrentOp {
                 throw new SeqkException.ShapeMismatch(op + ": lengths[" + i + "] = " + lens[i] + " is outside 0.." + t);
             }
         }
-        checkParams(op, params, prepared, x.dtype());
+        Checks.paramsOrPrepared(op, params, config.parameterShapes(), prepared != null, x.dtype());
         if (b == 0) {
             return emptyBatchForward(x.dtype(), t);
         }
@@ -196,7 +180,7 @@ public abstract class RecurrentOp {
             Checks.shape(op, "dCn", dCn, "like cn", forward.cn().shape());
             Checks.sameDType(op, "dCn", dCn, dt);
         }
-        checkParams(op, params, prepared, dt);
+        Checks.paramsOrPrepared(op, params, config.parameterShapes(), prepared != null, dt);
         if (forward.hn().size(1) == 0) {
             return emptyBatchBackward(dt, forward.output().shape());
         }

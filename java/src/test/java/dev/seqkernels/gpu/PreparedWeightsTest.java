@@ -6,6 +6,9 @@ import dev.seqkernels.Tensor;
 import dev.seqkernels.TestData;
 import dev.seqkernels.ops.Gru;
 import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
 import dev.seqkernels.ops.PreparedWeights;
 import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentOp;
@@ -21,7 +24,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Prepared weights: a recurrent op's parameters uploaded and converted once, then reused. On a GPU
+ * Prepared weights: a recurrent or multi-head attention op's parameters uploaded and converted once, then reused. On a GPU
  * backend the host tensors may be closed after preparing (the device copies are all the calls
  * read) and forward and backward give exactly the plain calls' results; closing the prepared
  * weights frees their device memory; misuse is a clear error. On cpu they stay references.
@@ -77,6 +80,37 @@ class PreparedWeightsTest {
     void gruInF32MatchesThePlainCalls() {
         Gru gru = Gru.builder().inputSize(4).hiddenSize(12).numLayers(1).backend(GpuTargets.backend()).build();
         preparedMatchesPlain(gru, DType.F32, 12);
+    }
+
+    /** Multi-head attention (cross-attention with kdim and vdim, then self-attention's single in-projection GEMM). */
+    @Test
+    void multiHeadAttentionMatchesThePlainCalls() {
+        TestData data = new TestData();
+        for (boolean self : new boolean[]{false, true}) {
+            MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).kdim(self ? 16 : 10).vdim(self ? 16 : 12)
+                    .backend(GpuTargets.backend()).build();
+            Map<String, Tensor> w = data.params(DType.F32, 0.3, mha.parameterShapes());
+            Tensor query = data.tensor(DType.F32, 1, 5, 2, 16);
+            Tensor key = self ? query : data.tensor(DType.F32, 1, 7, 2, 10);
+            Tensor value = self ? query : data.tensor(DType.F32, 1, 7, 2, 12);
+            Tensor dOut = data.tensor(DType.F32, 1, 5, 2, 16);
+            long before = driver.memoryInUse();
+            try (MhaResult plain = mha.forward(w, MultiHeadAttention.inputs(query, key, value));
+                 MhaGradients plainGrad = mha.backward(w, plain, dOut, null)) {
+                PreparedWeights prepared = mha.prepare(w);
+                assertTrue(prepared.onDevice());
+                w.values().forEach(Tensor::close);
+                try (prepared; MhaResult fwd = mha.forward(prepared, MultiHeadAttention.inputs(query, key, value));
+                     MhaGradients grad = mha.backward(prepared, fwd, dOut, null)) {
+                    sameValues("self " + self + " out", plain.out(), fwd.out());
+                    sameValues("self " + self + " dQuery", plainGrad.dQuery(), grad.dQuery());
+                    for (String name : mha.parameterShapes().keySet()) {
+                        sameValues("self " + self + " d" + name, plainGrad.params().get(name), grad.params().get(name));
+                    }
+                }
+            }
+            assertEquals(before, driver.memoryInUse(), "closing the prepared weights freed their device copies");
+        }
     }
 
     @Test
