@@ -27,7 +27,7 @@ import java.util.Map;
  * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
  * is F16 or BF16 and the device is sm_80 or newer; {@code attn_fwd_tf32x64/128} likewise for F32
  * storage when the op allows TF32 ({@link Attention.Builder#allowTf32}); v1 otherwise (F32 without
- * TF32, which includes multi-head attention's F32 interior; D or Dv above 128; older GPUs). Backward is v1 in every case
+ * TF32, which includes multi-head attention's F32 interior unless the op allows TF32; D or Dv above 128; older GPUs). Backward is v1 in every case
  * and recomputes from the LSE either forward wrote.
  */
 final class AttentionGpu {
@@ -538,10 +538,11 @@ final class AttentionGpu {
         return new DeviceTensor[]{packed.narrow(0, 0, e), packed.narrow(0, e, kv), packed.narrow(0, (long) e + kv, kv)};
     }
 
-    /** y [rows, out] f32 = x [rows, in] W^T (+ bias). */
-    private DeviceTensor project(DeviceScope s, DeviceTensor x, DeviceTensor w, DeviceTensor bias, int rows, int in, int out) {
+    /** y [rows, out] f32 = x [rows, in] W^T (+ bias), TF32 products when {@code tf32}. */
+    private DeviceTensor project(DeviceScope s, DeviceTensor x, DeviceTensor w, DeviceTensor bias, int rows, int in, int out,
+                                 boolean tf32) {
         DeviceTensor y = s.allocate(DType.F32, rows, out);
-        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, 0f, DType.F32, DType.F32);
+        Linear.forwardF32(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, 0f, tf32);
         if (bias != null) {
             driver.launch(utilFn("add_bias_f32"), grid((long) rows * out), Dim3.of(THREADS), 0, 0, new KernelArgs()
                     .pointer(y.pointer()).pointer(bias.pointer()).i64(rows).i32(out).i32(out));
@@ -630,6 +631,7 @@ final class AttentionGpu {
         int heads = op.numHeads();
         int kv = op.kvWidth();
         Geometry.requireHeadDims(hd, hd);
+        boolean tf32 = op.allowTf32();
         // Self-attention (one tensor as query, key and value): q, k and v from one GEMM into [B*L, E + 2 kv].
         boolean packed = in.query() == in.key() && in.key() == in.value();
         int width = packed ? e + 2 * kv : 0;
@@ -650,16 +652,16 @@ final class AttentionGpu {
             long[] qStrides;
             long[] kvStrides;
             if (packed) {
-                DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width);
+                DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width, tf32);
                 q = qkv.narrow(1, 0, e);
                 k = qkv.narrow(1, e, kv);
                 v = qkv.narrow(1, (long) e + kv, kv);
                 qStrides = new long[]{(long) lq * width, hd, width, 1};
                 kvStrides = new long[]{(long) lk * width, hd, width, 1};
             } else {
-                q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e);
-                k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv);
-                v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv);
+                q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e, tf32);
+                k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv, tf32);
+                v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv, tf32);
                 qStrides = new long[]{(long) lq * e, hd, e, 1};
                 kvStrides = new long[]{(long) lk * kv, hd, kv, 1};
             }
@@ -672,8 +674,8 @@ final class AttentionGpu {
             Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
                     causalCode(op.causal()), 1.0 / Math.sqrt(hd));
             DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
-            runForward(DType.F32, sv, merged, temp, false, 0);
-            DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e);
+            runForward(DType.F32, sv, merged, temp, tf32, 0);
+            DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, tf32);
             Tensor weights = null;
             if (op.needWeights()) {
                 DeviceTensor probs = temp.allocate(DType.F32, batch, heads, lq, lk);
@@ -729,9 +731,9 @@ final class AttentionGpu {
         try (DeviceScope s = new DeviceScope(driver)) {
             DeviceTensor dy = batchMajor(s, dOut, bf);
             DeviceTensor dWo = s.allocate(DType.F32, e, e);
-            Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f);
+            Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, op.allowTf32());
             DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
-            Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f);
+            Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, op.allowTf32());
             DeviceTensor dProbs = null;
             if (dAttnWeights != null) {
                 double[] dw = dAttnWeights.toDoubleArray();
@@ -774,12 +776,12 @@ final class AttentionGpu {
                 int ld = width > 0 ? width : outs[r];
                 DeviceTensor dWr = s.allocate(DType.F32, outs[r], widths[r]);
                 Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dWr.pointer(), widths[r],
-                        rows, widths[r], outs[r], 0f);
+                        rows, widths[r], outs[r], 0f, op.allowTf32());
                 dW[r] = values(dWr);
                 dB[r] = values(columnSum(s, dProj[r], rows, outs[r], ld));
                 DeviceTensor dx = s.allocate(DType.F32, rows, widths[r]);
                 Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dx.pointer(), widths[r],
-                        rows, widths[r], outs[r], 0f);
+                        rows, widths[r], outs[r], 0f, op.allowTf32());
                 dIn[r] = opLayout(dx, batch, lens[r], widths[r], bf, dt);
             }
             Map<String, Tensor> grads = op.parameterGradients(new MultiHeadAttention.Projections(dW[0], dW[1], dW[2], dB[0],

@@ -28,6 +28,7 @@ public final class MultiHeadAttention {
     private final boolean bias;
     private final boolean batchFirst;
     private final boolean needWeights;
+    private final boolean allowTf32;
     private final CausalAlignment causal;
     private final Backend backend;
 
@@ -40,6 +41,7 @@ public final class MultiHeadAttention {
         this.bias = b.bias;
         this.batchFirst = b.batchFirst;
         this.needWeights = b.needWeights;
+        this.allowTf32 = b.allowTf32;
         this.causal = b.causal;
         this.backend = backend;
     }
@@ -86,6 +88,11 @@ public final class MultiHeadAttention {
 
     public boolean needWeights() {
         return needWeights;
+    }
+
+    /** Whether the F32 interior (projections, attention) may multiply on TF32 tensor cores (see {@link Builder#allowTf32}). */
+    public boolean allowTf32() {
+        return allowTf32;
     }
 
     public CausalAlignment causal() {
@@ -373,6 +380,7 @@ public final class MultiHeadAttention {
         private boolean bias = true;
         private boolean batchFirst;
         private boolean needWeights;
+        private boolean allowTf32;
         private CausalAlignment causal = CausalAlignment.NONE;
         private Backend backend;
 
@@ -413,6 +421,18 @@ public final class MultiHeadAttention {
         }
 
         /** Also return the attention weights averaged over heads (PyTorch's need_weights, averaged). */
+        /**
+         * Let the GPU path round the F32 operands of its products to TF32 (10-bit mantissa, fp32
+         * accumulation) on tensor cores: the projection GEMMs ({@code CUBLAS_COMPUTE_32F_FAST_TF32}),
+         * their gradients, and the attention forward (the TF32 kernels). Off by default, as PyTorch's
+         * {@code torch.backends.cuda.matmul.allow_tf32}; judged by the TF32 tolerance row. The cpu
+         * backend computes in double either way.
+         */
+        public Builder allowTf32(boolean v) {
+            allowTf32 = v;
+            return this;
+        }
+
         public Builder needWeights(boolean v) {
             needWeights = v;
             return this;

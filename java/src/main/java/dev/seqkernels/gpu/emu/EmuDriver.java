@@ -592,7 +592,7 @@ public final class EmuDriver implements Driver {
         try {
             int rc = (int) gemm.invokeExact(g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), g.alpha(), g.a(),
                     g.lda(), g.strideA(), g.b(), g.ldb(), g.strideB(), g.beta(), g.c(), g.ldc(), g.strideC(), g.batch(),
-                    dtypeCode(g.inputType()), dtypeCode(g.outputType()), 0);
+                    dtypeCode(g.inputType()), dtypeCode(g.outputType()), g.tf32() ? 1 : 0);
             check(rc, "gemm m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
         } catch (Throwable t) {
             throw rethrow(t);

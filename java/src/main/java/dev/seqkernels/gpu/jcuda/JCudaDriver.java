@@ -564,6 +564,8 @@ public final class JCudaDriver implements Driver {
 
     /** cublasComputeType_t CUBLAS_COMPUTE_32F: fp32 accumulation, no TF32. */
     private static final int CUBLAS_COMPUTE_32F = 68;
+    /** cublasComputeType_t CUBLAS_COMPUTE_32F_FAST_TF32: F32 operands rounded to TF32, fp32 accumulation (Gemm.tf32). */
+    private static final int CUBLAS_COMPUTE_32F_FAST_TF32 = 77;
 
     /** Synchronized: one cuBLAS handle; the context is made current once this lock is held, where cuBLAS launches. */
     @Override
@@ -585,7 +587,8 @@ public final class JCudaDriver implements Driver {
         int rc = JCublas2.cublasGemmStridedBatchedEx_new(blas, g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(),
                 Pointer.to(new float[]{g.alpha()}), ptr(g.a()), cudaType(g.inputType()), g.lda(), g.strideA(), ptr(g.b()),
                 cudaType(g.inputType()), g.ldb(), g.strideB(), Pointer.to(new float[]{g.beta()}), ptr(g.c()),
-                cudaType(g.outputType()), g.ldc(), g.strideC(), g.batch(), CUBLAS_COMPUTE_32F, -1 /* default algo */);
+                cudaType(g.outputType()), g.ldc(), g.strideC(), g.batch(), g.tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                -1 /* default algo */);
         cublasStatus(rc, "cublasGemmStridedBatchedEx m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
     }
 

@@ -45,6 +45,8 @@ final class Cublas {
     private static final int CUDA_R_16F = 2;
     private static final int CUDA_R_16BF = 14;
     private static final int CUBLAS_COMPUTE_32F = 68;
+    /** cublasComputeType_t CUBLAS_COMPUTE_32F_FAST_TF32: F32 operands rounded to TF32, fp32 accumulation (Gemm.tf32). */
+    private static final int CUBLAS_COMPUTE_32F_FAST_TF32 = 77;
     private static final int CUBLAS_GEMM_DEFAULT = -1;
     private static final List<String> SONAMES = List.of("libcublas.so.13", "libcublas.so.12");
 
@@ -210,7 +212,8 @@ final class Cublas {
             MemorySegment beta = arena.allocateFrom(JAVA_FLOAT, g.beta());
             int rc = (int) gemm.invokeExact(handle, g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), alpha,
                     g.a(), type(g.inputType()), g.lda(), g.strideA(), g.b(), type(g.inputType()), g.ldb(), g.strideB(), beta,
-                    g.c(), type(g.outputType()), g.ldc(), g.strideC(), g.batch(), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                    g.c(), type(g.outputType()), g.ldc(), g.strideC(), g.batch(), g.tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT);
             status(rc, "cublasGemmStridedBatchedEx m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
         } catch (RuntimeException e) {
             throw e;

@@ -1,0 +1,79 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.TestData;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import org.junit.jupiter.api.Test;
+
+import java.util.Arrays;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * TF32 as an explicit opt-in: a TF32 GEMM rounds its F32 operands to TF32 (and a plain one does
+ * not), on every binding; multi-head attention with {@code allowTf32} differs from its F32 run
+ * (so TF32 really ran) and meets the TF32 tolerance against the double reference, forward and
+ * backward; off by default.
+ */
+@PerBinding
+class Tf32OptInTest {
+    private final Driver driver = GpuTargets.driver();
+
+    /** 1 + 2^-12 times 1: TF32 (10 mantissa bits) rounds the operand to 1; F32 keeps it. */
+    @Test
+    void aTf32GemmRoundsItsOperandsAndAPlainOneDoesNot() {
+        float a = 1f + 0x1p-12f;
+        try (Tensor ha = Tensor.of(new float[]{a}, 1, 1); Tensor hb = Tensor.of(new float[]{1f}, 1, 1);
+             DeviceTensor da = DeviceTensor.of(driver, ha); DeviceTensor db = DeviceTensor.of(driver, hb);
+             DeviceTensor dc = DeviceTensor.allocate(driver, DType.F32, 1, 1)) {
+            for (boolean tf32 : new boolean[]{false, true}) {
+                driver.gemm(new Gemm(false, false, 1, 1, 1, 1f, da.pointer(), 1, 1, db.pointer(), 1, 1, 0f, dc.pointer(), 1, 1, 1,
+                        DType.F32, DType.F32, tf32), 0);
+                try (Tensor c = dc.toHost()) {
+                    assertEquals(tf32 ? 1f : a, (float) c.getFlat(0), driver.name() + (tf32 ? " TF32" : " F32") + " product");
+                }
+            }
+        }
+        assertThrows(IllegalArgumentException.class, () -> new Gemm(false, false, 1, 1, 1, 1f, 0, 1, 1, 0, 1, 1, 0f, 0, 1, 1, 1,
+                DType.F16, DType.F32, true));
+    }
+
+    @Test
+    void multiHeadAttentionOnTf32MeetsItsToleranceAndDiffersFromF32() {
+        TestData data = new TestData();
+        MultiHeadAttention.Builder b = MultiHeadAttention.builder().embedDim(32).numHeads(2).needWeights(false);
+        MultiHeadAttention f32 = b.backend(GpuTargets.backend()).build();
+        MultiHeadAttention tf32 = b.allowTf32(true).backend(GpuTargets.backend()).build();
+        MultiHeadAttention reference = b.allowTf32(false).backend(Backends.byName("cpu")).build();
+        assertFalse(f32.allowTf32(), "off by default");
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, f32.parameterShapes());
+        Map<String, Tensor> w64 = new java.util.HashMap<>();
+        w.forEach((k, v) -> w64.put(k, v.to(DType.F64)));
+        Tensor x = data.tensor(DType.F32, 1, 9, 2, 32);
+        Tensor dOut = data.tensor(DType.F32, 1, 9, 2, 32);
+        try (MhaResult plain = f32.forward(w, MultiHeadAttention.inputs(x, x, x));
+             MhaResult fast = tf32.forward(w, MultiHeadAttention.inputs(x, x, x));
+             MhaResult ref = reference.forward(w64, MultiHeadAttention.inputs(x.to(DType.F64), x.to(DType.F64), x.to(DType.F64)));
+             MhaGradients fastGrad = tf32.backward(w, fast, dOut, null);
+             MhaGradients refGrad = reference.backward(w64, ref, dOut.to(DType.F64), null)) {
+            assertFalse(Arrays.equals(plain.out().toDoubleArray(), fast.out().toDoubleArray()), "TF32 changed the result");
+            check("out", fast.out(), ref.out());
+            check("dQuery", fastGrad.dQuery(), refGrad.dQuery());
+            check("in_proj_weight grad", fastGrad.params().get("in_proj_weight"), refGrad.params().get("in_proj_weight"));
+        }
+    }
+
+    private void check(String what, Tensor got, Tensor want) {
+        Compare.Result r = Compare.compare(got.toDoubleArray(), want.toDoubleArray(), Compare.TF32);
+        assertTrue(r.passes(Compare.TF32), () -> driver.name() + " TF32 " + what + ": " + r);
+    }
+}
