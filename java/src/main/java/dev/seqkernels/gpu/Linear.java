@@ -17,45 +17,29 @@ final class Linear {
         }
     }
 
-    /** y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) W^T, W [out, in] (row stride ldw). */
+    /**
+     * y [rows, out] (row stride ldy) = x [rows, in] (row stride ldx) W^T, W [out, in] (row stride
+     * ldw), on {@code stream}; TF32 products when {@code tf32} (F32 operands and output only).
+     */
     static void forward(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
-                        dev.seqkernels.DType input, dev.seqkernels.DType output) {
-        forward(d, x, ldx, w, ldw, y, ldy, rows, in, out, beta, input, output, 0);
+                        dev.seqkernels.DType input, dev.seqkernels.DType output, long stream, boolean tf32) {
+        d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output, tf32), stream);
     }
 
-    /** {@link #forward} on {@code stream}. */
-    static void forward(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
-                        dev.seqkernels.DType input, dev.seqkernels.DType output, long stream) {
-        d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output), stream);
-    }
-
-    /** {@link #forward} of F32 operands, rounded to TF32 for the products when {@code tf32} (fp32 accumulation). */
+    /** {@link #forward} of F32 operands on the default stream. */
     static void forwardF32(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
                            boolean tf32) {
-        d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, dev.seqkernels.DType.F32,
-                dev.seqkernels.DType.F32, tf32), 0);
+        forward(d, x, ldx, w, ldw, y, ldy, rows, in, out, beta, dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, 0, tf32);
     }
 
-    /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(). */
-    static void weightGrad(Driver d, long dy, int lddy, long x, int ldx, long dw, int ldw, int rows, int in, int out,
-                           float beta) {
-        weightGrad(d, dy, lddy, x, ldx, dw, ldw, rows, in, out, beta, false);
-    }
-
-    /** {@link #weightGrad}, TF32 products when {@code tf32}. */
+    /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(); TF32 products when {@code tf32}. */
     static void weightGrad(Driver d, long dy, int lddy, long x, int ldx, long dw, int ldw, int rows, int in, int out,
                            float beta, boolean tf32) {
         d.gemm(new Gemm(false, true, in, out, rows, 1f, x, ldx, 0, dy, lddy, 0, beta, dw, ldw, 0, 1,
                 dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), 0);
     }
 
-    /** dX [rows, in] (row stride lddx) = dY [rows, out] W [out, in]: the input gradient of forward(). */
-    static void inputGrad(Driver d, long dy, int lddy, long w, int ldw, long dx, int lddx, int rows, int in, int out,
-                          float beta) {
-        inputGrad(d, dy, lddy, w, ldw, dx, lddx, rows, in, out, beta, false);
-    }
-
-    /** {@link #inputGrad}, TF32 products when {@code tf32}. */
+    /** dX [rows, in] (row stride lddx) = dY [rows, out] W [out, in]: the input gradient of forward(); TF32 products when {@code tf32}. */
     static void inputGrad(Driver d, long dy, int lddy, long w, int ldw, long dx, int lddx, int rows, int in, int out,
                           float beta, boolean tf32) {
         d.gemm(new Gemm(false, false, in, rows, out, 1f, w, ldw, 0, dy, lddy, 0, beta, dx, lddx, 0, 1,

@@ -39,7 +39,7 @@ public final class Gru extends RecurrentOp {
         @Override
         RecurrentConfig config(List<List<Activation>> acts) {
             return new RecurrentConfig(CellType.GRU, inputSize, hiddenSize, numLayers, direction, batchFirst, bias, 0,
-                    linearBeforeReset, false, false, clip, acts);
+                    linearBeforeReset, false, false, clip, acts, allowTf32);
         }
 
         @Override

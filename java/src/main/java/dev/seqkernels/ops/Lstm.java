@@ -53,7 +53,7 @@ public final class Lstm extends RecurrentOp {
         @Override
         RecurrentConfig config(List<List<Activation>> acts) {
             return new RecurrentConfig(CellType.LSTM, inputSize, hiddenSize, numLayers, direction, batchFirst, bias,
-                    projSize, false, peepholes, inputForget, clip, acts);
+                    projSize, false, peepholes, inputForget, clip, acts, allowTf32);
         }
 
         @Override

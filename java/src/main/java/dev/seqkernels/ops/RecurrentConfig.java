@@ -14,11 +14,13 @@ import java.util.Map;
  *                    {@code activations.get(d)} is direction d's list
  * @param projSize    LSTM projection size (PyTorch {@code proj_size}); 0 for none
  * @param clip        ONNX cell clip applied to every gate pre-activation; +infinity for none
+ * @param allowTf32   whether the GPU path may round F32 operands of its GEMMs to TF32 (see
+ *                    {@link RecurrentOp.Builder#allowTf32}); off by default
  */
 public record RecurrentConfig(CellType cell, int inputSize, int hiddenSize, int numLayers, Direction direction,
                               boolean batchFirst, boolean bias, int projSize, boolean linearBeforeReset,
                               boolean peepholes, boolean inputForget, double clip,
-                              List<List<Activation>> activations) {
+                              List<List<Activation>> activations, boolean allowTf32) {
 
     public RecurrentConfig {
         positive("inputSize", inputSize);

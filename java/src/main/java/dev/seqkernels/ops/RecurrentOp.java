@@ -239,6 +239,7 @@ public abstract class RecurrentOp {
         double clip = Double.POSITIVE_INFINITY;
         List<List<Activation>> activations;
         Backend backend;
+        boolean allowTf32;
 
         abstract S self();
 
@@ -276,6 +277,18 @@ public abstract class RecurrentOp {
 
         public S batchFirst(boolean v) {
             batchFirst = v;
+            return self();
+        }
+
+        /**
+         * Let the GPU path round the F32 operands of its GEMMs (the input projection, the per-step
+         * recurrent product, and their gradients) to TF32 on tensor cores, with fp32 accumulation
+         * (cuBLAS's {@code CUBLAS_COMPUTE_32F_FAST_TF32}); the cells stay fp32. Off by default, as
+         * PyTorch's {@code torch.backends.cuda.matmul.allow_tf32}; judged by the TF32 tolerance row.
+         * The cpu backend computes in double either way; 16-bit inputs are unaffected.
+         */
+        public S allowTf32(boolean v) {
+            allowTf32 = v;
             return self();
         }
 

@@ -41,7 +41,7 @@ public final class Rnn extends RecurrentOp {
         @Override
         RecurrentConfig config(List<List<Activation>> acts) {
             return new RecurrentConfig(CellType.RNN, inputSize, hiddenSize, numLayers, direction, batchFirst, bias, 0,
-                    false, false, false, clip, acts);
+                    false, false, false, clip, acts, allowTf32);
         }
 
         @Override

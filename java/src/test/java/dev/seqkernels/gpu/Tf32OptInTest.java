@@ -5,9 +5,14 @@ import dev.seqkernels.Compare;
 import dev.seqkernels.DType;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.TestData;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
 import dev.seqkernels.ops.MhaGradients;
 import dev.seqkernels.ops.MhaResult;
 import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
 import org.junit.jupiter.api.Test;
 
 import java.util.Arrays;
@@ -20,9 +25,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * TF32 as an explicit opt-in: a TF32 GEMM rounds its F32 operands to TF32 (and a plain one does
- * not), on every binding; multi-head attention with {@code allowTf32} differs from its F32 run
- * (so TF32 really ran) and meets the TF32 tolerance against the double reference, forward and
- * backward; off by default.
+ * not), on every binding; multi-head attention, LSTM and GRU with {@code allowTf32} differ from
+ * their F32 runs (so TF32 really ran) and meet the TF32 tolerance against the double reference,
+ * forward and backward; off by default.
  */
 @PerBinding
 class Tf32OptInTest {
@@ -69,6 +74,36 @@ class Tf32OptInTest {
             check("out", fast.out(), ref.out());
             check("dQuery", fastGrad.dQuery(), refGrad.dQuery());
             check("in_proj_weight grad", fastGrad.params().get("in_proj_weight"), refGrad.params().get("in_proj_weight"));
+        }
+    }
+
+    /** A two-layer bidirectional LSTM (the per-step loop's GEMMs and the projections) and a GRU, forward and backward. */
+    @Test
+    void recurrentOpsOnTf32MeetTheirToleranceAndDifferFromF32() {
+        TestData data = new TestData();
+        for (boolean gru : new boolean[]{false, true}) {
+            RecurrentOp.Builder<?, ?> b = gru ? Gru.builder() : Lstm.builder();
+            b.inputSize(12).hiddenSize(16).numLayers(2).bidirectional(true);
+            RecurrentOp f32 = b.backend(GpuTargets.backend()).build();
+            RecurrentOp tf32 = b.allowTf32(true).backend(GpuTargets.backend()).build();
+            RecurrentOp reference = b.allowTf32(false).backend("cpu").build();
+            assertFalse(f32.config().allowTf32(), "off by default");
+            Map<String, Tensor> w = data.params(DType.F32, 0.3, f32.config().parameterShapes());
+            Map<String, Tensor> w64 = new java.util.HashMap<>();
+            w.forEach((k, v) -> w64.put(k, v.to(DType.F64)));
+            Tensor x = data.tensor(DType.F32, 1, 6, 3, 12);
+            Tensor dOut = data.tensor(DType.F32, 1, 6, 3, 32);
+            try (RecurrentResult plain = f32.forward(w, x, null, null, null);
+                 RecurrentResult fast = tf32.forward(w, x, null, null, null);
+                 RecurrentResult ref = reference.forward(w64, x.to(DType.F64), null, null, null);
+                 RecurrentGradients fastGrad = tf32.backward(w, fast, dOut, null, null);
+                 RecurrentGradients refGrad = reference.backward(w64, ref, dOut.to(DType.F64), null, null)) {
+                String op = gru ? "gru" : "lstm";
+                assertFalse(Arrays.equals(plain.output().toDoubleArray(), fast.output().toDoubleArray()), op + ": TF32 changed the result");
+                check(op + " output", fast.output(), ref.output());
+                check(op + " dx", fastGrad.dx(), refGrad.dx());
+                check(op + " weight_hh_l0 grad", fastGrad.params().get("weight_hh_l0"), refGrad.params().get("weight_hh_l0"));
+            }
         }
     }
 
