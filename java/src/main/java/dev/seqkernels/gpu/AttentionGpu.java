@@ -720,6 +720,10 @@ final class AttentionGpu {
         Saved sv = ms.attention();
         Geometry g = sv.g();
         Weights w = ms.w();
+        if (w.wo().isClosed()) {
+            throw new SeqkException.TensorClosed("multi_head_attention: the prepared weights this forward used were closed;"
+                    + " keep them open until its backward");
+        }
         DType dt = forward.out().dtype();
         boolean bf = op.batchFirst();
         int batch = g.batch();

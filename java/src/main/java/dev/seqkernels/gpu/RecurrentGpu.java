@@ -245,7 +245,7 @@ final class RecurrentGpu {
                     if (projection != DType.F32 && x16 == null) {
                         x16 = temp.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, dt);
                     }
-                    linear(projection == DType.F32 ? input : x16, wih, gx, steps * batch, in, gh, gh, 0, c.allowTf32());
+                    linear(projection == DType.F32 ? input : x16, wih, gx, steps * batch, in, gh, gh, 0, tf32(c, dt));
                     DeviceTensor hState = temp.zeros(DType.F32, batch, p);
                     if (h0d != null) {
                         driver.copyDeviceToDevice(hState.pointer(), h0d.select(0, slot).pointer(), hState.byteSize());
@@ -261,7 +261,7 @@ final class RecurrentGpu {
                         cState = c0 == null ? temp.zeros(DType.F32, batch, h)
                                 : temp.upload(c0.select(0, slot), DType.F32);
                     }
-                    runDirection(c, d, steps, batch, lens, gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp);
+                    runDirection(c, d, steps, batch, lens, gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp, tf32(c, dt));
                     copyInto(hState, hn.select(0, slot));
                     if (cState != null) {
                         copyInto(cState, cn.select(0, slot));
@@ -287,7 +287,7 @@ final class RecurrentGpu {
     private void runDirection(RecurrentConfig c, int d, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
                               DeviceTensor whh, DeviceTensor bih, DeviceTensor bhh, DeviceTensor whr,
                               DeviceTensor peep, DeviceTensor hState, DeviceTensor cState, SlotTrace tr, DeviceTensor out,
-                              DeviceScope temp) {
+                              DeviceScope temp, boolean tf32) {
         int h = c.hiddenSize();
         int p = c.stateSize();
         int gh = c.cell().gates() * h;
@@ -345,7 +345,7 @@ final class RecurrentGpu {
         int reversed = c.direction().isReversed(d) ? 1 : 0;
         java.util.function.LongConsumer oneStep = stream -> {
             // h W_hh^T for every gate, except GRU's n rows when the reset gate comes first.
-            linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, stream, c.allowTf32());
+            linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, stream, tf32);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
                 case LSTM -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args.pointer(ptr(peep))
@@ -364,7 +364,7 @@ final class RecurrentGpu {
                                 .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                         linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, stream,
-                                c.allowTf32());
+                                tf32);
                     }
                     args.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer())
                             .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h);
@@ -381,7 +381,7 @@ final class RecurrentGpu {
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
             }
             if (m != null) {
-                linear(m, whr, hnew, batch, h, p, p, stream, c.allowTf32());
+                linear(m, whr, hnew, batch, h, p, p, stream, tf32);
             }
             driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs().pointer(hnew.pointer())
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
@@ -497,7 +497,7 @@ final class RecurrentGpu {
                             case LSTM -> {
                                 if (whr != null) {
                                     // dm [B, H] = dh_total [B, P] W_hr [P, H]
-                                    Linear.inputGrad(driver, dhTotal.pointer(), p, whr.pointer(), h, dm.pointer(), h, batch, h, p, 0f, c.allowTf32());
+                                    Linear.inputGrad(driver, dhTotal.pointer(), p, whr.pointer(), h, dm.pointer(), h, batch, h, p, 0f, tf32(c, dt));
                                 }
                                 driver.launch(fn32("lstm_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                         .pointer(tr.raw().pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
@@ -526,7 +526,7 @@ final class RecurrentGpu {
                                     // d_rh [B, H] = dah_n(t) [B, H] (row stride 3H) W_hn [H, H].
                                     long dahN = dah.select(0, (long) t * batch).narrow(0, 2L * h, h).pointer();
                                     Linear.inputGrad(driver, dahN, gh, whh.narrow(0, 2L * h, h).pointer(), h, dRh.pointer(), h,
-                                            batch, h, h, 0f, c.allowTf32());
+                                            batch, h, h, 0f, tf32(c, dt));
                                     driver.launch(fn32("gru_step_bwd_reset"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                             .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(dRh.pointer())
                                             .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
@@ -538,7 +538,7 @@ final class RecurrentGpu {
                         }
                         // dh_prev [B, P] = dah(t) [B, hRows] (row stride G*H) W_hh[0:hRows] [hRows, P].
                         Linear.inputGrad(driver, dah.select(0, (long) t * batch).pointer(), gh, whh.pointer(), p,
-                                gemmOut.pointer(), p, batch, p, hRows, 0f, c.allowTf32());
+                                gemmOut.pointer(), p, batch, p, hRows, 0f, tf32(c, dt));
                         driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
                                 .pointer(gemmOut.pointer()).pointer(ptr(direct)).pointer(dhState.pointer())
                                 .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p));
@@ -549,13 +549,13 @@ final class RecurrentGpu {
                     }
                     // Weight gradients over all steps at once: dW = dA^T X.
                     DeviceTensor dWih = s.allocate(DType.F32, gh, in);
-                    Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f, c.allowTf32());
+                    Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f, tf32(c, dt));
                     grads.put("weight_ih_" + sfx, results.keep(download(dWih, dt)));
                     DeviceTensor dWhh = s.allocate(DType.F32, gh, p);
-                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f, c.allowTf32());
+                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f, tf32(c, dt));
                     if (gruSplit) {
                         Linear.weightGrad(driver, dah.select(1, 2L * h).pointer(), gh, rhAll.pointer(), h,
-                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f, c.allowTf32());
+                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f, tf32(c, dt));
                     }
                     grads.put("weight_hh_" + sfx, results.keep(download(dWhh, dt)));
                     if (c.bias()) {
@@ -564,14 +564,14 @@ final class RecurrentGpu {
                     }
                     if (whr != null) {
                         DeviceTensor dWhr = s.allocate(DType.F32, p, h);
-                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f, c.allowTf32());
+                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f, tf32(c, dt));
                         grads.put("weight_hr_" + sfx, results.keep(download(dWhr, dt)));
                     }
                     if (peep != null) {
                         grads.put("weight_peephole_" + sfx, results.keep(download(columnSum(s, dpeepAll, rows, 3 * h), dt)));
                     }
                     // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
-                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, c.allowTf32());
+                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, tf32(c, dt));
                 }
                 dLayerOut = dX;
             }
@@ -619,6 +619,14 @@ final class RecurrentGpu {
         try (Tensor values = f32.toHost()) {
             host.copyFrom(values.reshape(host.shape()));
         }
+    }
+
+    /**
+     * Whether the op's GEMMs take TF32 products: asked for, and F32 storage (a 16-bit op's internal
+     * F32 GEMMs stay fp32). The persistent kernel (small batches) multiplies in fp32 either way.
+     */
+    private static boolean tf32(RecurrentConfig c, DType dt) {
+        return c.allowTf32() && dt == DType.F32;
     }
 
     /**

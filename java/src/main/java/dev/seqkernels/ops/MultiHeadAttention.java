@@ -227,7 +227,7 @@ public final class MultiHeadAttention {
         Checks.present(op, "params", first);
         DType dtype = first.dtype();
         Checks.params(op, params, parameterShapes(), dtype);
-        return new PreparedWeights(this, backend, dtype, params, backend.prepareMha(this, params, dtype));
+        return new PreparedWeights(parameterShapes(), backend, dtype, params, backend.prepareMha(this, params, dtype));
     }
 
     /** {@link #forward(Map, Inputs)} with prepared parameters. */
@@ -244,7 +244,7 @@ public final class MultiHeadAttention {
         if (weights == null) {
             throw new SeqkException.ShapeMismatch("multi_head_attention: argument 'weights' is required (op.prepare(params))");
         }
-        return weights.paramsFor("multi_head_attention", this, backend);
+        return weights.paramsFor("multi_head_attention", parameterShapes(), backend);
     }
 
     private MhaResult forward(Map<String, Tensor> params, AutoCloseable prepared, Inputs in) {
@@ -420,7 +420,6 @@ public final class MultiHeadAttention {
             return this;
         }
 
-        /** Also return the attention weights averaged over heads (PyTorch's need_weights, averaged). */
         /**
          * Let the GPU path round the F32 operands of its products to TF32 (10-bit mantissa, fp32
          * accumulation) on tensor cores: the projection GEMMs ({@code CUBLAS_COMPUTE_32F_FAST_TF32}),
@@ -433,6 +432,7 @@ public final class MultiHeadAttention {
             return this;
         }
 
+        /** Also return the attention weights averaged over heads (PyTorch's need_weights, averaged). */
         public Builder needWeights(boolean v) {
             needWeights = v;
             return this;

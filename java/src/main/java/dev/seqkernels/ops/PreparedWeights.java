@@ -15,19 +15,21 @@ import java.util.Map;
  * uploaded and converted once and reused by every forward and backward given this object. On the
  * cpu backend nothing is copied: the reference reads the host tensors, which must stay open.
  * Prepare again when the weights change. Close it to free the device copies; an op given a closed
- * one refuses.
+ * one refuses. Any op with the same parameter names and shapes on the same backend may use them
+ * (for example with and without TF32). A multi-head attention forward made with them reads them
+ * again in its backward: keep them open until then.
  */
 public final class PreparedWeights implements AutoCloseable {
-    private final Object owner;
+    private final java.util.List<String> owner;
     private final Backend backend;
     private final DType dtype;
     private final Map<String, Tensor> params;
     private final AutoCloseable device;
     private volatile boolean closed;
 
-    /** owner: what the parameters fit (a recurrent op's configuration, a multi-head attention op itself). */
-    PreparedWeights(Object owner, Backend backend, DType dtype, Map<String, Tensor> params, AutoCloseable device) {
-        this.owner = owner;
+    /** shapes: the op's parameter names and shapes, which any op given these weights must have. */
+    PreparedWeights(Map<String, long[]> shapes, Backend backend, DType dtype, Map<String, Tensor> params, AutoCloseable device) {
+        this.owner = key(shapes);
         this.backend = backend;
         this.dtype = dtype;
         this.params = Map.copyOf(params);
@@ -49,13 +51,18 @@ public final class PreparedWeights implements AutoCloseable {
     }
 
     /** The host parameters and the backend's prepared form, after checking this object fits the op. */
-    Map<String, Tensor> paramsFor(String op, Object opOwner, Backend opBackend) {
+    /** Names and shapes as a comparable value (arrays compare by identity). */
+    private static java.util.List<String> key(Map<String, long[]> shapes) {
+        return shapes.entrySet().stream().map(e -> e.getKey() + java.util.Arrays.toString(e.getValue())).sorted().toList();
+    }
+
+    Map<String, Tensor> paramsFor(String op, Map<String, long[]> opShapes, Backend opBackend) {
         if (closed) {
             throw new SeqkException.TensorClosed(op + ": argument 'weights' (prepared weights) is closed");
         }
-        if (!owner.equals(opOwner) || backend != opBackend) {
-            throw new SeqkException.InvalidConfig(op + ": argument 'weights' was prepared by another op (a different"
-                    + " configuration or backend); prepare them with this op");
+        if (!owner.equals(key(opShapes)) || backend != opBackend) {
+            throw new SeqkException.InvalidConfig(op + ": argument 'weights' was prepared by an op with other parameters"
+                    + " or on another backend; prepare them with this op");
         }
         if (device == null) {
             params.forEach((name, t) -> Checks.present(op, name, t));  // the backend reads the host tensors

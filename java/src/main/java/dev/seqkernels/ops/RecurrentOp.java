@@ -67,7 +67,7 @@ public abstract class RecurrentOp {
         Checks.present(op, "params", first);
         DType dtype = first.dtype();
         Checks.params(op, params, config.parameterShapes(), dtype);
-        return new PreparedWeights(config, backend, dtype, params, backend.prepareRecurrent(config, params, dtype));
+        return new PreparedWeights(config.parameterShapes(), backend, dtype, params, backend.prepareRecurrent(config, params, dtype));
     }
 
     /** {@link #forward(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
@@ -90,7 +90,7 @@ public abstract class RecurrentOp {
         if (weights == null) {
             throw new SeqkException.ShapeMismatch(opName() + ": argument 'weights' is required (op.prepare(params))");
         }
-        return weights.paramsFor(opName(), config, backend);
+        return weights.paramsFor(opName(), config.parameterShapes(), backend);
     }
 
     private RecurrentResult forward(Map<String, Tensor> params, AutoCloseable prepared, Tensor x, Tensor h0, Tensor c0,
@@ -285,7 +285,8 @@ public abstract class RecurrentOp {
          * recurrent product, and their gradients) to TF32 on tensor cores, with fp32 accumulation
          * (cuBLAS's {@code CUBLAS_COMPUTE_32F_FAST_TF32}); the cells stay fp32. Off by default, as
          * PyTorch's {@code torch.backends.cuda.matmul.allow_tf32}; judged by the TF32 tolerance row.
-         * The cpu backend computes in double either way; 16-bit inputs are unaffected.
+         * The cpu backend computes in double either way; 16-bit ops are unaffected (their internal
+         * GEMMs stay fp32), and so is the persistent kernel that small batches take.
          */
         public S allowTf32(boolean v) {
             allowTf32 = v;

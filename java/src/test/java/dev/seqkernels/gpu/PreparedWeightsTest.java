@@ -113,6 +113,32 @@ class PreparedWeightsTest {
         }
     }
 
+    /**
+     * Prepared weights fit any op with the same parameters (an LSTM with TF32 takes an LSTM's without);
+     * a multi-head attention forward made with them needs them open for its backward (a clear error).
+     */
+    @Test
+    void preparedWeightsFitOpsWithTheSameParametersAndMhaBackwardNeedsThemOpen() {
+        TestData data = new TestData();
+        Lstm.Builder lb = Lstm.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.backend());
+        Lstm lstm = lb.build();
+        Lstm lstmTf32 = lb.allowTf32(true).build();
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, lstm.config().parameterShapes());
+        try (PreparedWeights prepared = lstm.prepare(w);
+             RecurrentResult r = lstmTf32.forward(prepared, data.tensor(DType.F32, 1, 4, 2, 5), null, null, null)) {
+            assertEquals(2, r.output().size(1));
+        }
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).backend(GpuTargets.backend()).build();
+        Map<String, Tensor> mw = data.params(DType.F32, 0.3, mha.parameterShapes());
+        Tensor x = data.tensor(DType.F32, 1, 5, 2, 16);
+        PreparedWeights prepared = mha.prepare(mw);
+        try (MhaResult fwd = mha.forward(prepared, MultiHeadAttention.inputs(x, x, x))) {
+            prepared.close();
+            var e = assertThrows(SeqkException.TensorClosed.class, () -> mha.backward(mw, fwd, data.tensor(DType.F32, 1, 5, 2, 16), null));
+            assertTrue(e.getMessage().contains("keep them open"), e.getMessage());
+        }
+    }
+
     @Test
     void misuseIsAClearError() {
         TestData data = new TestData();
@@ -122,7 +148,7 @@ class PreparedWeightsTest {
         try (PreparedWeights prepared = lstm.prepare(w)) {
             Tensor x = data.tensor(DType.F32, 1, 4, 2, 5);
             var foreign = assertThrows(SeqkException.InvalidConfig.class, () -> other.forward(prepared, x, null, null, null));
-            assertTrue(foreign.getMessage().contains("prepared by another op"), foreign.getMessage());
+            assertTrue(foreign.getMessage().contains("prepared by an op with other parameters"), foreign.getMessage());
             var dtype = assertThrows(SeqkException.DTypeMismatch.class,
                     () -> lstm.forward(prepared, data.tensor(DType.BF16, 1, 4, 2, 5), null, null, null));
             assertTrue(dtype.getMessage().contains("prepared from F32"), dtype.getMessage());

@@ -15,7 +15,11 @@ import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import org.junit.jupiter.api.Test;
 
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Proxy;
 import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -91,8 +95,9 @@ class Tf32OptInTest {
             Map<String, Tensor> w = data.params(DType.F32, 0.3, f32.config().parameterShapes());
             Map<String, Tensor> w64 = new java.util.HashMap<>();
             w.forEach((k, v) -> w64.put(k, v.to(DType.F64)));
-            Tensor x = data.tensor(DType.F32, 1, 6, 3, 12);
-            Tensor dOut = data.tensor(DType.F32, 1, 6, 3, 32);
+            // Batch 20: the per-step loop (cuBLAS's step GEMM), not the persistent kernel small batches take.
+            Tensor x = data.tensor(DType.F32, 1, 6, 20, 12);
+            Tensor dOut = data.tensor(DType.F32, 1, 6, 20, 32);
             try (RecurrentResult plain = f32.forward(w, x, null, null, null);
                  RecurrentResult fast = tf32.forward(w, x, null, null, null);
                  RecurrentResult ref = reference.forward(w64, x.to(DType.F64), null, null, null);
@@ -104,6 +109,64 @@ class Tf32OptInTest {
                 check(op + " dx", fastGrad.dx(), refGrad.dx());
                 check(op + " weight_hh_l0 grad", fastGrad.params().get("weight_hh_l0"), refGrad.params().get("weight_hh_l0"));
             }
+        }
+    }
+
+    /**
+     * Every GEMM of an F32 op's forward and backward is TF32 when the op allows it and none is when
+     * it does not (a driver wrapper records each Gemm's flag): the per-step loop's GEMM (batch 20),
+     * the projections and every gradient GEMM, for an LSTM, a GRU and multi-head attention.
+     */
+    @Test
+    void everyGemmOfAnOpFollowsItsTf32Setting() {
+        TestData data = new TestData();
+        List<Boolean> flags = new CopyOnWriteArrayList<>();
+        Driver recording = (Driver) Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                (proxy, method, args) -> {
+                    if (method.getName().equals("gemm")) {
+                        flags.add(((Gemm) args[0]).tf32());
+                    }
+                    try {
+                        return method.invoke(driver, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        GpuBackend backend = new GpuBackend(recording);
+        for (boolean allow : new boolean[]{false, true}) {
+            for (boolean gru : new boolean[]{false, true}) {
+                RecurrentOp.Builder<?, ?> b = gru ? Gru.builder() : Lstm.builder();
+                RecurrentOp op = b.inputSize(6).hiddenSize(8).numLayers(2).bidirectional(true).allowTf32(allow).backend(backend).build();
+                Map<String, Tensor> w = data.params(DType.F32, 0.3, op.config().parameterShapes());
+                flags.clear();
+                try (RecurrentResult r = op.forward(w, data.tensor(DType.F32, 1, 4, 20, 6), null, null, null);
+                     RecurrentGradients g = op.backward(w, r, data.tensor(DType.F32, 1, 4, 20, 16), null, null)) {
+                    String what = (gru ? "gru" : "lstm") + " allowTf32=" + allow + ": " + flags;
+                    assertTrue(flags.size() > 8 && flags.stream().allMatch(f -> f == allow), what);
+                }
+            }
+            MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(2).allowTf32(allow).backend(backend).build();
+            Map<String, Tensor> w = data.params(DType.F32, 0.3, mha.parameterShapes());
+            Tensor x = data.tensor(DType.F32, 1, 5, 2, 16);
+            flags.clear();
+            try (MhaResult r = mha.forward(w, MultiHeadAttention.inputs(x, x, x));
+                 MhaGradients g = mha.backward(w, r, data.tensor(DType.F32, 1, 5, 2, 16), null)) {
+                assertTrue(flags.size() >= 8 && flags.stream().allMatch(f -> f == allow), "mha allowTf32=" + allow + ": " + flags);
+            }
+        }
+    }
+
+    /** A 16-bit op's internal GEMMs stay fp32: allowTf32 changes nothing for F16 storage. */
+    @Test
+    void sixteenBitOpsAreUnaffected() {
+        TestData data = new TestData();
+        Lstm.Builder b = Lstm.builder().inputSize(8).hiddenSize(8).numLayers(2).backend(GpuTargets.backend());
+        RecurrentOp plain = b.build();
+        RecurrentOp tf32 = b.allowTf32(true).build();
+        Map<String, Tensor> w = data.params(DType.F16, 0.3, plain.config().parameterShapes());
+        Tensor x = data.tensor(DType.F16, 1, 5, 20, 8);
+        try (RecurrentResult a = plain.forward(w, x, null, null, null); RecurrentResult c = tf32.forward(w, x, null, null, null)) {
+            assertTrue(Arrays.equals(a.output().toDoubleArray(), c.output().toDoubleArray()), "F16 output changed under allowTf32");
         }
     }
 
