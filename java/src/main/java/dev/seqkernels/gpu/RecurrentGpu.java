@@ -631,12 +631,10 @@ final class RecurrentGpu {
 
     /**
      * y [rows, ldy] (first `out` columns) = x [rows, in] W^T, W [out, in], on {@code stream}; TF32
-     * products when {@code tf32} and the operands are F32 (a 16-bit projection is unaffected).
+     * products when {@code tf32} (only ever for an F32 op, whose operands here are all F32).
      */
     private void linear(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldy, long stream, boolean tf32) {
-        boolean f32 = x.dtype() == DType.F32 && y.dtype() == DType.F32;
-        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), ldy, rows, in, out, 0f, x.dtype(), y.dtype(), stream,
-                tf32 && f32);
+        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), ldy, rows, in, out, 0f, x.dtype(), y.dtype(), stream, tf32);
     }
 
     private static long ptr(DeviceTensor t) {

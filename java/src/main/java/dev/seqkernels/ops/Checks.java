@@ -88,6 +88,19 @@ final class Checks {
         }
     }
 
+    /** The dtype of a parameter set about to be prepared, after checking it whole (names, shapes, one dtype). */
+    static DType preparedParams(String op, Map<String, Tensor> params, Map<String, long[]> expected) {
+        if (params == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
+        }
+        Tensor first = params.values().stream().filter(java.util.Objects::nonNull).findFirst()
+                .orElseThrow(() -> new SeqkException.ShapeMismatch(op + ": argument 'params' is empty; this configuration takes "
+                        + expected.keySet()));
+        present(op, "params", first);
+        params(op, params, expected, first.dtype());
+        return first.dtype();
+    }
+
     /**
      * Plain parameters are checked whole each call; prepared ones were checked when prepared, and
      * their dtype must be the input's (a GPU backend no longer reads the host tensors).

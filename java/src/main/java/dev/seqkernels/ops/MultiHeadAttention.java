@@ -217,16 +217,7 @@ public final class MultiHeadAttention {
      * given the result reuses them instead of converting and uploading the projections again.
      */
     public PreparedWeights prepare(Map<String, Tensor> params) {
-        String op = "multi_head_attention";
-        if (params == null || params.isEmpty()) {
-            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required; this configuration takes "
-                    + parameterShapes().keySet());
-        }
-        Tensor first = params.values().stream().filter(java.util.Objects::nonNull).findFirst()
-                .orElseThrow(() -> new SeqkException.ShapeMismatch(op + ": argument 'params' holds no tensors"));
-        Checks.present(op, "params", first);
-        DType dtype = first.dtype();
-        Checks.params(op, params, parameterShapes(), dtype);
+        DType dtype = Checks.preparedParams("multi_head_attention", params, parameterShapes());
         return new PreparedWeights(parameterShapes(), backend, dtype, params, backend.prepareMha(this, params, dtype));
     }
 
@@ -241,10 +232,7 @@ public final class MultiHeadAttention {
     }
 
     private Map<String, Tensor> prepared(PreparedWeights weights) {
-        if (weights == null) {
-            throw new SeqkException.ShapeMismatch("multi_head_attention: argument 'weights' is required (op.prepare(params))");
-        }
-        return weights.paramsFor("multi_head_attention", parameterShapes(), backend);
+        return PreparedWeights.paramsFor(weights, "multi_head_attention", parameterShapes(), backend);
     }
 
     private MhaResult forward(Map<String, Tensor> params, AutoCloseable prepared, Inputs in) {

@@ -56,7 +56,15 @@ public final class PreparedWeights implements AutoCloseable {
         return shapes.entrySet().stream().map(e -> e.getKey() + java.util.Arrays.toString(e.getValue())).sorted().toList();
     }
 
-    Map<String, Tensor> paramsFor(String op, Map<String, long[]> opShapes, Backend opBackend) {
+    /** {@code weights}' host parameters for an op with these shapes on this backend, after checking they fit. */
+    static Map<String, Tensor> paramsFor(PreparedWeights weights, String op, Map<String, long[]> opShapes, Backend opBackend) {
+        if (weights == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument 'weights' is required (op.prepare(params))");
+        }
+        return weights.paramsFor(op, opShapes, opBackend);
+    }
+
+    private Map<String, Tensor> paramsFor(String op, Map<String, long[]> opShapes, Backend opBackend) {
         if (closed) {
             throw new SeqkException.TensorClosed(op + ": argument 'weights' (prepared weights) is closed");
         }

@@ -57,23 +57,13 @@ public abstract class RecurrentOp {
      * given the result reuses them instead of converting and uploading the weights again.
      */
     public PreparedWeights prepare(Map<String, Tensor> params) {
-        String op = opName();
-        if (params == null) {
-            throw new SeqkException.ShapeMismatch(op + ": argument 'params' is required");
-        }
-        Tensor first = params.values().stream().filter(java.util.Objects::nonNull).findFirst()
-                .orElseThrow(() -> new SeqkException.ShapeMismatch(op + ": argument 'params' is empty; this configuration takes "
-                        + config.parameterShapes().keySet()));
-        Checks.present(op, "params", first);
-        DType dtype = first.dtype();
-        Checks.params(op, params, config.parameterShapes(), dtype);
+        DType dtype = Checks.preparedParams(opName(), params, config.parameterShapes());
         return new PreparedWeights(config.parameterShapes(), backend, dtype, params, backend.prepareRecurrent(config, params, dtype));
     }
 
     /** {@link #forward(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
     public RecurrentResult forward(PreparedWeights weights, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        Map<String, Tensor> params = prepared(weights);
-        return forward(params, weights.device(), x, h0, c0, lengths);
+        return forward(prepared(weights), weights.device(), x, h0, c0, lengths);
     }
 
     /** {@link #forwardInference(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
@@ -87,10 +77,7 @@ public abstract class RecurrentOp {
     }
 
     private Map<String, Tensor> prepared(PreparedWeights weights) {
-        if (weights == null) {
-            throw new SeqkException.ShapeMismatch(opName() + ": argument 'weights' is required (op.prepare(params))");
-        }
-        return weights.paramsFor(opName(), config.parameterShapes(), backend);
+        return PreparedWeights.paramsFor(weights, opName(), config.parameterShapes(), backend);
     }
 
     private RecurrentResult forward(Map<String, Tensor> params, AutoCloseable prepared, Tensor x, Tensor h0, Tensor c0,
