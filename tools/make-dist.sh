@@ -4,7 +4,8 @@
 #   runtime/       a Java runtime jlink'd to the modules our jars need (from jmods, or from a
 #                  linkable run-time image as Temurin 25 has); a JDK jlink cannot link gets a copy
 #                  of its runtime files without sources, ct.sym, CDS archives and static libraries
-#   lib/           seqkernels.jar (with the fatbins and the emulator library) and its dependencies
+#   lib/           seqkernels-tools.jar (the command line) and its dependencies: the core seqkernels.jar
+#                  (with the fatbins and the emulator library), seqkernels-jcuda.jar, JCuda, ...
 #   tests/         the test classes, JUnit and its console launcher
 #   bin/seqk       the command line (info, golden, parity, ...)
 #   bin/seqk-test  the GPU-relevant test suite (gpu package, goldens, parity) without Maven;
@@ -21,15 +22,15 @@ LIMIT_MB=60
 VERSION=0.1.0-SNAPSHOT
 JUNIT_PLATFORM=1.13.4
 
-mvn -B -q -f "$ROOT/pom.xml" -DskipTests package 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' >&2
+mvn -B -q -f "$ROOT/pom.xml" -DskipTests -Dmaven.javadoc.skip=true -Dmaven.source.skip=true package 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' >&2
 mvn -B -q dependency:copy -Dartifact="org.junit.platform:junit-platform-console-standalone:$JUNIT_PLATFORM" \
   -DoutputDirectory="$ROOT/java/target/console" 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' >&2
 
 rm -rf "$OUT"
 mkdir -p "$OUT/lib" "$OUT/tests" "$OUT/bin" "$OUT/cuda" "$OUT/tools/golden" "$OUT/bench/peers"
-cp "$ROOT/java/target/seqkernels-$VERSION.jar" "$OUT/lib/"
-cp "$ROOT/java/target/lib/"*.jar "$OUT/lib/"
-cp "$ROOT/java/target/seqkernels-$VERSION-tests.jar" "$OUT/tests/"
+cp "$ROOT/java-tools/target/seqkernels-tools-$VERSION.jar" "$OUT/lib/"
+cp "$ROOT/java-tools/target/lib/"*.jar "$OUT/lib/"
+cp "$ROOT/java/target/seqkernels-$VERSION-tests.jar" "$ROOT/java-tools/target/seqkernels-tools-$VERSION-tests.jar" "$OUT/tests/"
 # The console launcher jar carries JUnit Jupiter and the platform itself.
 cp "$ROOT/java/target/console/junit-platform-console-standalone-$JUNIT_PLATFORM.jar" "$OUT/tests/"
 cp "$ROOT/cuda/spill-allowed.txt" "$OUT/cuda/"
@@ -43,7 +44,7 @@ cp "$ROOT/tools/gpu-report.sh" "$ROOT/tools/gpu-first-light.sh" "$OUT/tools/"
 # see), jdk.unsupported and java.management. No --compress: xz packs an uncompressed image better
 # (21 MB instead of 35 MB for this runtime).
 MODULES=$("$JAVA_HOME/bin/jdeps" --multi-release 25 --ignore-missing-deps --print-module-deps "$OUT"/lib/*.jar \
-  "$OUT/tests/seqkernels-$VERSION-tests.jar" 2>/dev/null | tail -n1)
+  "$OUT"/tests/seqkernels-*-tests.jar 2>/dev/null | tail -n1)
 if [ -n "$MODULES" ] && MODULES="$MODULES,jdk.zipfs,jdk.unsupported,java.management" \
    && "$JAVA_HOME/bin/jlink" --add-modules "$MODULES" --strip-debug --no-man-pages --no-header-files \
      --output "$OUT/runtime" >&2; then

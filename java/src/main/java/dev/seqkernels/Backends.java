@@ -3,9 +3,9 @@ package dev.seqkernels;
 import dev.seqkernels.cpu.CpuBackend;
 import dev.seqkernels.gpu.DeviceProperties;
 import dev.seqkernels.gpu.DriverException;
+import dev.seqkernels.gpu.DriverProvider;
 import dev.seqkernels.gpu.GpuBackend;
 import dev.seqkernels.gpu.emu.EmuDriver;
-import dev.seqkernels.gpu.jcuda.JCudaDriver;
 import dev.seqkernels.gpu.panama.PanamaDriver;
 
 import java.util.LinkedHashMap;
@@ -15,7 +15,8 @@ import java.util.Map;
 /**
  * Picks a backend by name. The system property {@value #PROPERTY} forces one for every op that was
  * not given a backend explicitly. {@code auto} (the default) takes panama, then jcuda, then cpu:
- * the first that loads. The emulator is never chosen implicitly (it is for checking, and slow).
+ * the first that loads on a real GPU. The emulator is never chosen implicitly (it is for checking,
+ * and slow). jcuda is in its own artifact (seqkernels-jcuda), found through {@link DriverProvider}.
  */
 public final class Backends {
     public static final String PROPERTY = "seqkernels.backend";
@@ -100,12 +101,14 @@ public final class Backends {
     }
 
     private static GpuBackend jcuda;
+    /** The artifact that carries the jcuda binding (and JCuda itself). */
+    public static final String JCUDA_ARTIFACT = "dev.seqkernels:seqkernels-jcuda";
 
     /** The jcuda binding's backend, or BackendUnavailable with the binding's one-sentence reason. */
     private static synchronized GpuBackend jcuda() {
         if (jcuda == null) {
             try {
-                jcuda = new GpuBackend(JCudaDriver.instance());
+                jcuda = new GpuBackend(DriverProvider.load("jcuda", JCUDA_ARTIFACT));
             } catch (DriverException e) {
                 throw new SeqkException.BackendUnavailable("backend 'jcuda' is not available: " + e.getMessage());
             }

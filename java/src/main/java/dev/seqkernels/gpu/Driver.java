@@ -1,6 +1,7 @@
 package dev.seqkernels.gpu;
 
 import java.lang.foreign.MemorySegment;
+import java.util.Optional;
 
 /**
  * The seam every GPU code path is written against, once: memory, copies, streams, events,
@@ -16,6 +17,11 @@ public interface Driver extends AutoCloseable {
     String name();
 
     DeviceProperties properties();
+
+    /** The stand-in driver this binding runs over (a test fixture on the emulator), when it does. */
+    default Optional<StandIn> standIn() {
+        return Optional.empty();
+    }
 
     long malloc(long bytes);
 

@@ -36,13 +36,14 @@ class GpuBindingsTest {
         assertTrue(Backends.availability().get("panama").startsWith("panama: libcuda.so.1"));
     }
 
+    /** The core alone (this module's tests run without seqkernels-jcuda): jcuda names the artifact to add. */
     @Test
-    void jcudaWithoutADriverIsOneSentenceToo() {
-        Assumptions.assumeFalse(driverPresent(), "skipped: a libcuda.so.1 loads here");
+    void jcudaWithoutItsArtifactNamesIt() {
+        Assumptions.assumeTrue(DriverProvider.find("jcuda").isEmpty(), "skipped: seqkernels-jcuda is on the class path");
         var e = assertThrows(SeqkException.BackendUnavailable.class, () -> Backends.byName("jcuda"));
-        assertTrue(e.getMessage().startsWith("backend 'jcuda' is not available: jcuda: JCuda's driver natives could not load")
-                && e.getMessage().endsWith("they need libcuda.so.1, the NVIDIA driver"), e.getMessage());
-        assertFalse(e.getMessage().contains("\n"));
-        assertThrows(DriverException.class, dev.seqkernels.gpu.jcuda.JCudaDriver::instance, "asking again gives the same answer");
+        assertEquals("backend 'jcuda' is not available: the jcuda binding is a separate artifact (dev.seqkernels:seqkernels-jcuda) "
+                + "that is not on the class path or module path; add it to use this binding", e.getMessage());
+        assertTrue(Backends.availability().get("jcuda").startsWith("the jcuda binding is a separate artifact"));
+        assertEquals("cpu", Backends.byName("auto").name(), "auto goes on without the jcuda artifact");
     }
 }

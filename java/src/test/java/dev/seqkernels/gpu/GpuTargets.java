@@ -2,7 +2,6 @@ package dev.seqkernels.gpu;
 
 import dev.seqkernels.Backends;
 import dev.seqkernels.gpu.emu.EmuDriver;
-import dev.seqkernels.gpu.jcuda.JCudaDriver;
 import dev.seqkernels.gpu.panama.PanamaDriver;
 import org.junit.jupiter.api.Assertions;
 import org.junit.jupiter.api.Assumptions;
@@ -40,7 +39,7 @@ public final class GpuTargets {
             return switch (binding) {
                 case "emu" -> EmuDriver.instance();
                 case "panama" -> PanamaDriver.instance();
-                case "jcuda" -> JCudaDriver.instance();
+                case "jcuda" -> DriverProvider.load("jcuda", Backends.JCUDA_ARTIFACT);
                 default -> throw new IllegalArgumentException(PROPERTY + " must be emu, panama or jcuda, not " + binding);
             };
         } catch (DriverException e) {
@@ -72,11 +71,7 @@ public final class GpuTargets {
 
     /** The stand-in driver, when the binding under test runs over it. */
     public static Optional<StandIn> standIn() {
-        return switch (driver()) {
-            case PanamaDriver p -> p.standIn();
-            case JCudaDriver j -> j.standIn();
-            default -> Optional.empty();
-        };
+        return driver().standIn();
     }
 
     private static void skipIfTheStandInWasNotBuilt() {

@@ -102,6 +102,7 @@ public final class PanamaDriver implements Driver {
     }
 
     /** The stand-in driver behind this binding, when that is what libcuda.so.1 is (tests). */
+    @Override
     public Optional<StandIn> standIn() {
         return standIn;
     }

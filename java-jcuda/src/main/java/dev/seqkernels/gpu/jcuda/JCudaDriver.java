@@ -120,6 +120,7 @@ public final class JCudaDriver implements Driver {
     }
 
     /** The stand-in driver behind this binding, when that is what libcuda.so.1 is (tests). */
+    @Override
     public Optional<StandIn> standIn() {
         return standIn;
     }

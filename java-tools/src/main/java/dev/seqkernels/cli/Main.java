@@ -158,8 +158,12 @@ public final class Main {
         return 0;
     }
 
+    /** The jar's Implementation-Version on the class path, its module version on the module path. */
     private static String version() {
         String v = Main.class.getPackage().getImplementationVersion();
+        if (v == null && Main.class.getModule().getDescriptor() != null) {
+            v = Main.class.getModule().getDescriptor().rawVersion().orElse(null);
+        }
         return v == null ? "(development build)" : v;
     }
 
