@@ -1,5 +1,6 @@
 package dev.seqkernels;
 
+import dev.seqkernels.gpu.DeviceTensor;
 import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.AttentionGradients;
 import dev.seqkernels.ops.AttentionResult;
@@ -28,11 +29,24 @@ public interface Backend {
                                          Tensor dOutput, Tensor dHn, Tensor dCn);
 
     /**
+     * A backend's own copies of an op's parameters ({@link #prepareRecurrent}, {@link #prepareMha}),
+     * updated in place by {@link dev.seqkernels.ops.PreparedWeights#update}, which checked the
+     * name, shape and dtype of the values; closing frees them.
+     */
+    interface PreparedParams extends AutoCloseable {
+        /** Writes parameter {@code name}'s new values (host memory) into every copy of it, before returning. */
+        void update(String name, Tensor values);
+
+        /** Writes parameter {@code name}'s new values (device memory of this backend's driver) into every copy, on {@code stream}. */
+        void update(String name, DeviceTensor values, long stream);
+    }
+
+    /**
      * The backend's prepared form of a recurrent op's parameters (for example device copies in
      * the compute dtype), reused by every call given it; null when the backend reads the host
      * tensors each call. Closing it releases what it holds.
      */
-    default AutoCloseable prepareRecurrent(RecurrentConfig config, Map<String, Tensor> params, DType dtype) {
+    default PreparedParams prepareRecurrent(RecurrentConfig config, Map<String, Tensor> params, DType dtype) {
         return null;
     }
 
@@ -55,7 +69,7 @@ public interface Backend {
     MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, MultiHeadAttention.Inputs inputs);
 
     /** A multi-head attention op's prepared parameters (as {@link #prepareRecurrent}); null: the host tensors each call. */
-    default AutoCloseable prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dtype) {
+    default PreparedParams prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dtype) {
         return null;
     }
 

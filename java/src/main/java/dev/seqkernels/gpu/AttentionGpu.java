@@ -584,39 +584,43 @@ final class AttentionGpu {
         }
     }
 
-    /** Multi-head attention's projections prepared on this driver (F32, as {@link #weights} makes them); closing frees them. */
-    final class MhaPrepared implements AutoCloseable {
-        private final DeviceScope scope = new DeviceScope(driver);
-        private final DeviceTensor[] stack = new DeviceTensor[2];
-        private Weights w;
-
-        private AttentionGpu owner() {
-            return AttentionGpu.this;
-        }
-
-        @Override
-        public void close() {
-            scope.close();
-        }
-    }
-
-    MhaPrepared prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dt) {
+    /**
+     * Multi-head attention's projections prepared on this driver: an F32 copy of each parameter, by
+     * name (a packed in-projection's q, k and v rows are views of its copy, so an update of the packed
+     * parameter reaches them); closing frees them.
+     */
+    PreparedCopies prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dt) {
         RecurrentGpu.suffix(dt);
-        MhaPrepared prepared = new MhaPrepared();
+        PreparedCopies copies = new PreparedCopies(driver, this, this::utilFn);
         try {
-            prepared.w = weights(prepared.scope, params, op.embedDim(), op.kvWidth(), prepared.stack);
-            return prepared;
+            for (var e : params.entrySet()) {
+                copies.putF32(e.getKey(), e.getValue());
+            }
+            return copies;
         } catch (RuntimeException e) {
-            prepared.close();
+            copies.close();
             throw e;
         }
     }
 
+    /** The projections' weights as views of prepared copies (no copy of their own). */
+    private Weights weights(PreparedCopies p, int e, int kv) {
+        DeviceTensor[] w;
+        if (p.get("in_proj_weight", DType.F32) != null) {
+            w = qkvRows(p.get("in_proj_weight", DType.F32), e, kv);
+        } else {
+            w = new DeviceTensor[]{p.get("q_proj_weight", DType.F32), p.get("k_proj_weight", DType.F32), p.get("v_proj_weight", DType.F32)};
+        }
+        DeviceTensor packedBias = p.get("in_proj_bias", DType.F32);
+        DeviceTensor[] b = packedBias != null ? qkvRows(packedBias, e, kv) : new DeviceTensor[]{null, null, null};
+        return new Weights(w[0], w[1], w[2], b[0], b[1], b[2], p.get("out_proj.weight", DType.F32), p.get("out_proj.bias", DType.F32));
+    }
+
     MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, AutoCloseable preparedWeights, MultiHeadAttention.Inputs in) {
-        if (preparedWeights != null && !(preparedWeights instanceof MhaPrepared p && p.owner() == this)) {
+        if (preparedWeights != null && !(preparedWeights instanceof PreparedCopies p && p.owner() == this)) {
             throw new SeqkException.InvalidConfig(driver.name() + ": these prepared weights were made for another backend");
         }
-        MhaPrepared prepared = (MhaPrepared) preparedWeights;
+        PreparedCopies prepared = (PreparedCopies) preparedWeights;
         DType dt = in.query().dtype();
         RecurrentGpu.suffix(dt);
         boolean bf = op.batchFirst();
@@ -637,8 +641,10 @@ final class AttentionGpu {
         int width = packed ? e + 2 * kv : 0;
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
-            DeviceTensor[] stack = prepared != null ? prepared.stack : new DeviceTensor[2];
-            Weights w = prepared != null ? prepared.w : weights(scope, params, e, kv, stack);
+            DeviceTensor[] stack = prepared != null
+                    ? new DeviceTensor[]{prepared.get("in_proj_weight", DType.F32), prepared.get("in_proj_bias", DType.F32)}
+                    : new DeviceTensor[2];
+            Weights w = prepared != null ? weights(prepared, e, kv) : weights(scope, params, e, kv, stack);
             if (packed && stack[0] == null) {
                 throw new IllegalStateException("self-attention with separate q, k and v weights: kdim and vdim are E here");
             }

@@ -63,7 +63,7 @@ public final class GpuBackend implements Backend {
     }
 
     @Override
-    public AutoCloseable prepareRecurrent(RecurrentConfig config, Map<String, Tensor> params, DType dtype) {
+    public PreparedParams prepareRecurrent(RecurrentConfig config, Map<String, Tensor> params, DType dtype) {
         return recurrent.prepare(config, params, dtype);
     }
 
@@ -95,7 +95,7 @@ public final class GpuBackend implements Backend {
     }
 
     @Override
-    public AutoCloseable prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dtype) {
+    public PreparedParams prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dtype) {
         return attention.prepareMha(op, params, dtype);
     }
 

@@ -143,36 +143,18 @@ final class RecurrentGpu {
      * each weight the projection GEMM reads in 16 bits (layer 0's input weights, when the storage is
      * F16 or BF16). Closing it frees them.
      */
-    final class Prepared implements AutoCloseable {
-        private final DeviceScope scope = new DeviceScope(driver);
-        private final Map<String, DeviceTensor> tensors = new java.util.HashMap<>();
-
-        private RecurrentGpu owner() {
-            return RecurrentGpu.this;
-        }
-
-        private DeviceTensor get(String name, DType type) {
-            return tensors.get(name + "/" + type);
-        }
-
-        @Override
-        public void close() {
-            scope.close();
-        }
-    }
-
-    Prepared prepare(RecurrentConfig c, Map<String, Tensor> params, DType dt) {
+    PreparedCopies prepare(RecurrentConfig c, Map<String, Tensor> params, DType dt) {
         suffix(dt);
-        Prepared prepared = new Prepared();
+        PreparedCopies prepared = new PreparedCopies(driver, this, this::utilFn);
         try {
             for (var e : params.entrySet()) {
-                prepared.tensors.put(e.getKey() + "/" + DType.F32, prepared.scope.upload(e.getValue(), DType.F32));
+                prepared.putF32(e.getKey(), e.getValue());
             }
             for (int d = 0; d < c.numDirections(); d++) {
                 String name = "weight_ih_" + c.suffix(0, d);
                 DType projection = projectionInputType(dt, 0, StepChoice.AUTO);
                 if (projection != DType.F32) {
-                    prepared.tensors.put(name + "/" + projection, prepared.scope.upload(params.get(name), projection));
+                    prepared.putNarrow(name, params.get(name), projection);
                 }
             }
             return prepared;
@@ -183,7 +165,7 @@ final class RecurrentGpu {
     }
 
     /** A parameter on the device in {@code type}: the prepared copy, or (unprepared) uploaded into {@code s}. */
-    private static DeviceTensor param(Prepared prepared, DeviceScope s, Map<String, Tensor> params, String name, DType type) {
+    private static DeviceTensor param(PreparedCopies prepared, DeviceScope s, Map<String, Tensor> params, String name, DType type) {
         if (prepared == null) {
             return s.upload(params.get(name), type);
         }
@@ -194,11 +176,11 @@ final class RecurrentGpu {
         return t;
     }
 
-    private Prepared preparedHere(AutoCloseable prepared) {
+    private PreparedCopies preparedHere(AutoCloseable prepared) {
         if (prepared == null) {
             return null;
         }
-        if (!(prepared instanceof Prepared p) || p.owner() != this) {
+        if (!(prepared instanceof PreparedCopies p) || p.owner() != this) {
             throw new SeqkException.InvalidConfig(driver.name() + ": these prepared weights were made for another backend");
         }
         return p;
@@ -206,7 +188,7 @@ final class RecurrentGpu {
 
     RecurrentResult forward(RecurrentConfig c, Map<String, Tensor> params, AutoCloseable preparedWeights, Tensor x, Tensor h0,
                             Tensor c0, int[] lengths) {
-        Prepared prepared = preparedHere(preparedWeights);
+        PreparedCopies prepared = preparedHere(preparedWeights);
         DType dt = x.dtype();
         suffix(dt);
         int steps = (int) (c.batchFirst() ? x.size(1) : x.size(0));
@@ -433,7 +415,7 @@ final class RecurrentGpu {
      */
     RecurrentGradients backward(RecurrentConfig c, Map<String, Tensor> params, AutoCloseable preparedWeights, RecurrentResult forward,
                                 Tensor dOutput, Tensor dHn, Tensor dCn) {
-        Prepared prepared = preparedHere(preparedWeights);
+        PreparedCopies prepared = preparedHere(preparedWeights);
         if (!(forward.saved() instanceof Saved saved)) {
             throw new SeqkException.Unsupported(driver.name() + ": this forward result was not made by the " + driver.name()
                     + " backend (or was closed)");
@@ -600,9 +582,14 @@ final class RecurrentGpu {
         return functions.computeIfAbsent(name, n -> driver.function(module, n));
     }
 
+    /** A kernel of cuda/util.cu. */
+    private long utilFn(String name) {
+        return functions.computeIfAbsent("util/" + name, n -> driver.function(util, name));
+    }
+
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
         DeviceTensor out = s.allocate(DType.F32, cols);
-        driver.launch(functions.computeIfAbsent("column_sum_f32", name -> driver.function(util, name)), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(utilFn("column_sum_f32"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, 0, new KernelArgs()
                 .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
         return out;
     }

@@ -4,7 +4,10 @@ import dev.seqkernels.Backend;
 import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
+import dev.seqkernels.gpu.DeviceTensor;
 
+import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
@@ -18,18 +21,27 @@ import java.util.Map;
  * one refuses. Any op with the same parameter names and shapes on the same backend may use them
  * (for example with and without TF32). A multi-head attention forward made with them reads them
  * again in its backward: keep them open until then.
+ *
+ * <p>An optimizer updates them in place with {@link #update(Map)} (host values) or
+ * {@link #update(String, DeviceTensor, long)} (device values): the same buffers, nothing allocated.
+ * Calls read the weights when they run (a backward reads them again), so update between a step's
+ * backward and the next forward, never while a call that uses them runs on another thread.
  */
 public final class PreparedWeights implements AutoCloseable {
+    private static final String WHAT = "prepared weights";
     private final java.util.List<String> owner;
+    private final Map<String, long[]> shapes;
     private final Backend backend;
     private final DType dtype;
     private final Map<String, Tensor> params;
-    private final AutoCloseable device;
+    private final Backend.PreparedParams device;
     private volatile boolean closed;
 
     /** shapes: the op's parameter names and shapes, which any op given these weights must have. */
-    PreparedWeights(Map<String, long[]> shapes, Backend backend, DType dtype, Map<String, Tensor> params, AutoCloseable device) {
+    PreparedWeights(Map<String, long[]> shapes, Backend backend, DType dtype, Map<String, Tensor> params,
+                    Backend.PreparedParams device) {
         this.owner = key(shapes);
+        this.shapes = new LinkedHashMap<>(shapes);
         this.backend = backend;
         this.dtype = dtype;
         this.params = Map.copyOf(params);
@@ -50,7 +62,76 @@ public final class PreparedWeights implements AutoCloseable {
         return closed;
     }
 
-    /** The host parameters and the backend's prepared form, after checking this object fits the op. */
+    /**
+     * Writes new values of the named parameters in place, converted to each copy's dtype: every later
+     * call computes with them. Each value is checked (a parameter of the op, its shape, this dtype,
+     * open) before anything is written; the values stay the caller's. On the cpu backend, where the
+     * prepared weights are the host tensors given to prepare, the values are copied into those.
+     */
+    public void update(Map<String, Tensor> values) {
+        if (values == null) {
+            throw new SeqkException.ShapeMismatch(WHAT + ": argument 'values' is required");
+        }
+        requireOpen();
+        values.forEach((name, t) -> {
+            check(name, t == null ? null : t.shape(), t == null ? null : t.dtype());
+            Checks.present(WHAT, name, t);
+        });
+        values.forEach((name, t) -> {
+            if (device == null) {
+                params.get(name).copyFrom(t);
+            } else {
+                device.update(name, t);
+            }
+        });
+    }
+
+    /**
+     * Writes parameter {@code name}'s new values from device memory of the backend's driver (ours,
+     * or a framework's through {@link DeviceTensor#wrap}, any strides; this dtype), converted on the
+     * device into every copy. The work is queued on {@code stream} (a raw {@code CUstream}, 0 for
+     * the legacy default stream) and not waited for: the ops' host entry points run on the legacy
+     * default stream, so the caller orders them after it (0, a blocking stream, or a synchronize)
+     * and keeps {@code values} alive until the stream has read it.
+     */
+    public void update(String name, DeviceTensor values, long stream) {
+        requireOpen();
+        check(name, values == null ? null : values.shape(), values == null ? null : values.dtype());
+        if (values.isClosed()) {
+            throw new SeqkException.TensorClosed(WHAT + ": the values of '" + name + "' are closed");
+        }
+        if (device == null) {
+            throw new SeqkException.InvalidConfig(WHAT + ": on the " + backend.name() + " backend the prepared weights are the"
+                    + " host tensors given to prepare; update them with host values");
+        }
+        device.update(name, values, stream);
+    }
+
+    private void requireOpen() {
+        if (closed) {
+            throw new SeqkException.TensorClosed(WHAT + " are closed");
+        }
+    }
+
+    private void check(String name, long[] shape, DType dt) {
+        long[] expected = name == null ? null : shapes.get(name);
+        if (expected == null) {
+            throw new SeqkException.InvalidConfig(WHAT + ": '" + name + "' is not a parameter of the op; its parameters are "
+                    + shapes.keySet());
+        }
+        if (shape == null) {
+            throw new SeqkException.ShapeMismatch(WHAT + ": the values of '" + name + "' are required");
+        }
+        if (!Arrays.equals(shape, expected)) {
+            throw new SeqkException.ShapeMismatch(WHAT + ": the values of '" + name + "' have shape " + Arrays.toString(shape)
+                    + ", expected " + Arrays.toString(expected));
+        }
+        if (dt != dtype) {
+            throw new SeqkException.DTypeMismatch(WHAT + ": the values of '" + name + "' have dtype " + dt + ", expected " + dtype
+                    + " (the dtype the weights were prepared from)");
+        }
+    }
+
     /** Names and shapes as a comparable value (arrays compare by identity). */
     private static java.util.List<String> key(Map<String, long[]> shapes) {
         return shapes.entrySet().stream().map(e -> e.getKey() + java.util.Arrays.toString(e.getValue())).sorted().toList();
@@ -78,7 +159,7 @@ public final class PreparedWeights implements AutoCloseable {
         return params;
     }
 
-    AutoCloseable device() {
+    Backend.PreparedParams device() {
         return device;
     }
 
