@@ -938,6 +938,40 @@ CUresult CUDAAPI cuStreamSynchronize(CUstream hStream) {
     return CUDA_SUCCESS;
 }
 
+/**
+ * Later work on hStream waits for the event's last recorded work. Work runs at submission here, so
+ * the wait itself orders nothing; what is checked is what the driver refuses: unknown handles and
+ * flags (CU_EVENT_WAIT_EXTERNAL only during a capture, where it becomes an event-wait node), a
+ * capturing stream waiting without it on an event recorded outside its capture (isolation), and a
+ * stream outside any capture waiting on an event last recorded inside one.
+ */
+CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
+    STANDIN_GUARD;
+    NEED_CONTEXT("cuStreamWaitEvent");
+    bool inCapture = capturing(hStream);
+    if (Flags != 0 && !(Flags == CU_EVENT_WAIT_EXTERNAL && inCapture)) {
+        return refuse(CUDA_ERROR_INVALID_VALUE, "cuStreamWaitEvent: flags " + std::to_string(Flags)
+                      + " (CU_EVENT_WAIT_EXTERNAL is valid only during a stream capture)");
+    }
+    CUresult rc;
+    uint64_t id = reinterpret_cast<uint64_t>(hEvent);
+    Event* event = lookup(g_events, Kind::Event, id, "cuStreamWaitEvent", rc);
+    if (event == nullptr) {
+        return rc;
+    }
+    if (inCapture && !event->captured && Flags == 0) {
+        return refuse(CUDA_ERROR_STREAM_CAPTURE_ISOLATION,
+                      "cuStreamWaitEvent: a capturing stream waits on event " + hex(id) + ", recorded outside the capture");
+    }
+    if (!inCapture && event->captured) {
+        return refuse(CUDA_ERROR_CAPTURED_EVENT, "cuStreamWaitEvent: event " + hex(id) + " was last recorded in a stream capture");
+    }
+    if (inCapture) {
+        return CUDA_SUCCESS;  // a join inside the capture (or an external wait node): an ordering in the graph
+    }
+    return submit(hStream, "cuStreamWaitEvent", []() { return CUDA_SUCCESS; });
+}
+
 CUresult CUDAAPI cuStreamQuery(CUstream hStream) {
     STANDIN_GUARD;
     NEED_CONTEXT("cuStreamQuery");

@@ -413,7 +413,7 @@ final class AttentionGpu {
             runForward(dt, sv, out, scope, op.allowTf32(), stream);
             return new DeviceAttentionResult(out, sv.lse(), training ? sv : scope);
         } catch (RuntimeException e) {
-            releaseAfterFailure(scope, stream, e);
+            scope.closeAfterFailure(stream, e);
             throw e;
         }
     }
@@ -463,23 +463,9 @@ final class AttentionGpu {
             return new DeviceAttentionGradients(rounded(scope, dq32, dt, stream), rounded(scope, dk32, dt, stream),
                     rounded(scope, dv32, dt, stream), scope);
         } catch (RuntimeException e) {
-            releaseAfterFailure(scope, stream, e);
+            scope.closeAfterFailure(stream, e);
             throw e;
         }
-    }
-
-    /**
-     * A device-resident call that failed after it may have queued work: the stream is waited for
-     * (it may still read the scope's memory) before the scope is freed. The wait's own failure (a
-     * broken context) is attached to the call's.
-     */
-    private void releaseAfterFailure(DeviceScope scope, long stream, RuntimeException failure) {
-        try {
-            driver.synchronize(stream);
-        } catch (RuntimeException waitFailed) {
-            failure.addSuppressed(waitFailed);
-        }
-        scope.close();
     }
 
     /** Zeroed f32 device memory with like's shape and strides, zeroed on the stream. */

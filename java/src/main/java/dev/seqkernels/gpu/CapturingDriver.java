@@ -190,6 +190,11 @@ public final class CapturingDriver implements Driver {
     }
 
     @Override
+    public void waitEvent(long stream, long event) {
+        inner.waitEvent(stream, event);
+    }
+
+    @Override
     public float elapsedMillis(long start, long end) {
         return inner.elapsedMillis(start, end);
     }

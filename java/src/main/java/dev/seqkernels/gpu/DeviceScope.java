@@ -8,12 +8,14 @@ import java.util.List;
 
 /**
  * Device tensors that live and die together (one op call's buffers); closing the scope closes them all,
- * and the host tensors a stream still had to read ({@link #uploadOnStream}).
+ * the host tensors a stream still had to read ({@link #uploadOnStream}), and the streams, events
+ * and graphs its work used ({@link #release}).
  */
 public final class DeviceScope implements AutoCloseable {
     private final Driver driver;
     private final List<DeviceTensor> tensors = new ArrayList<>();
     private final List<Tensor> hosts = new ArrayList<>();
+    private final List<AutoCloseable> releases = new ArrayList<>();
 
     public DeviceScope(Driver driver) {
         this.driver = driver;
@@ -71,16 +73,42 @@ public final class DeviceScope implements AutoCloseable {
         return t;
     }
 
+    /**
+     * Makes a driver resource the scope's (a stream, event or graph its work used): released when the
+     * scope closes, before its memory is freed.
+     */
+    void release(AutoCloseable resource) {
+        releases.add(resource);
+    }
+
     /** Makes {@code t} the scope's: closed with it. */
     DeviceTensor keep(DeviceTensor t) {
         tensors.add(t);
         return t;
     }
 
+    /**
+     * Closes the scope of a device-resident call that failed after it may have queued work: the
+     * stream is waited for first (it may still read the scope's memory). The wait's own failure (a
+     * broken context) is attached to the call's.
+     */
+    void closeAfterFailure(long stream, RuntimeException failure) {
+        try {
+            driver.synchronize(stream);
+        } catch (RuntimeException waitFailed) {
+            failure.addSuppressed(waitFailed);
+        }
+        close();
+    }
+
     /** Closes everything, even when one close fails (the first failure is thrown, later ones attached to it). */
     @Override
     public void close() {
         RuntimeException failure = null;
+        for (int i = releases.size() - 1; i >= 0; i--) {
+            failure = closeOne(releases.get(i), failure);
+        }
+        releases.clear();
         for (int i = tensors.size() - 1; i >= 0; i--) {
             failure = closeOne(tensors.get(i), failure);
         }

@@ -88,6 +88,12 @@ public interface Driver extends AutoCloseable {
 
     void recordEvent(long event, long stream);
 
+    /**
+     * Makes work issued to {@code stream} after this call wait until the work before the last
+     * {@link #recordEvent} of {@code event} has completed (cuStreamWaitEvent); the host does not wait.
+     */
+    void waitEvent(long stream, long event);
+
     /** Milliseconds between two recorded events (after both completed). */
     float elapsedMillis(long start, long end);
 

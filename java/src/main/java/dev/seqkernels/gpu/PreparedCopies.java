@@ -16,10 +16,9 @@ import java.util.function.ToLongFunction;
  * update writes the F32 copy from the values and derives the 16-bit one from it. Closing frees them.
  */
 final class PreparedCopies implements Backend.PreparedParams {
-    private static final int THREADS = 256;
     private final Driver driver;
     private final Object owner;
-    private final ToLongFunction<String> utilFunction;
+    private final DeviceCasts casts;
     private final DeviceScope scope;
     private final Map<String, DeviceTensor> f32 = new HashMap<>();
     private final Map<String, DeviceTensor> narrow = new HashMap<>();
@@ -28,7 +27,7 @@ final class PreparedCopies implements Backend.PreparedParams {
     PreparedCopies(Driver driver, Object owner, ToLongFunction<String> utilFunction) {
         this.driver = driver;
         this.owner = owner;
-        this.utilFunction = utilFunction;
+        this.casts = new DeviceCasts(driver, utilFunction);
         this.scope = new DeviceScope(driver);
     }
 
@@ -74,25 +73,10 @@ final class PreparedCopies implements Backend.PreparedParams {
                     + values.driver().name() + ", the weights are on " + driver.name() + ")");
         }
         DeviceTensor master = master(name);
-        long[] shape = values.shape();
-        long[] strides = values.strides();
-        long[] n4 = {1, 1, 1, 1};
-        long[] s4 = {0, 0, 0, 0};
-        for (int i = 0; i < shape.length; i++) {
-            n4[4 - shape.length + i] = shape[i];
-            s4[4 - shape.length + i] = strides[i];
-        }
-        long n = master.numel();
-        if (n == 0) {
-            return;
-        }
-        driver.launch(utilFunction.applyAsLong("gather4_to_f32_" + RecurrentGpu.suffix(values.dtype())), grid(n), Dim3.of(THREADS), 0,
-                stream, new KernelArgs().pointer(values.pointer()).pointer(master.pointer()).i64(n4[0]).i64(n4[1]).i64(n4[2])
-                        .i64(n4[3]).i64(s4[0]).i64(s4[1]).i64(s4[2]).i64(s4[3]));
+        casts.toF32(values, master, stream);
         DeviceTensor copy = narrow.get(name);
         if (copy != null) {
-            driver.launch(utilFunction.applyAsLong("cast_f32_to_" + RecurrentGpu.suffix(copy.dtype())), grid(n), Dim3.of(THREADS), 0,
-                    stream, new KernelArgs().pointer(master.pointer()).pointer(copy.pointer()).i64(n));
+            casts.fromF32(master, copy, stream);
         }
     }
 
@@ -102,10 +86,6 @@ final class PreparedCopies implements Backend.PreparedParams {
             throw new IllegalStateException("prepared weights hold no copy of " + name + ": prepare() and update() disagree");
         }
         return t;
-    }
-
-    private static Dim3 grid(long n) {
-        return Dim3.of(Math.toIntExact((n + THREADS - 1) / THREADS));
     }
 
     @Override

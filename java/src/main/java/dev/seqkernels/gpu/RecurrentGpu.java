@@ -108,11 +108,13 @@ final class RecurrentGpu {
     private final Map<String, Long> functions = new java.util.concurrent.ConcurrentHashMap<>();
     private final long module;
     private final long util;
+    private final DeviceCasts casts;
 
     RecurrentGpu(Driver driver) {
         this.driver = driver;
         this.module = driver.loadModule("recurrent");
         this.util = driver.loadModule("util");
+        this.casts = new DeviceCasts(driver, this::utilFn);
     }
 
     static String suffix(DType dt) {
@@ -194,82 +196,172 @@ final class RecurrentGpu {
         int steps = (int) (c.batchFirst() ? x.size(1) : x.size(0));
         int batch = (int) (c.batchFirst() ? x.size(0) : x.size(1));
         Linear.checkRows(driver.name(), "seq_len x batch", (long) steps * batch);
-        int nd = c.numDirections();
-        int p = c.stateSize();
-        int h = c.hiddenSize();
-        int gh = c.cell().gates() * h;
-        int slots = c.numLayers() * nd;
         DeviceScope scope = new DeviceScope(driver);
         try (PendingResults results = new PendingResults(); DeviceScope temp = new DeviceScope(driver)) {
-            DeviceTensor lens = scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch));
-            DeviceTensor input = scope.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, DType.F32);
-            DeviceTensor h0d = h0 == null ? null : temp.upload(h0, DType.F32);
-            Tensor hn = results.keep(Tensor.allocate(dt, slots, batch, p));
-            Tensor cn = results.keep(c.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, batch, h) : null);
-            List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
-            SlotTrace[] traces = new SlotTrace[slots];
-            DeviceTensor x16 = null;  // layer 0's input in its 16-bit storage type, for the projection GEMM
-            for (int layer = 0; layer < c.numLayers(); layer++) {
-                layerInputs.add(input);
-                int in = c.layerInputSize(layer);
-                DeviceTensor out = scope.allocate(DType.F32, steps, batch, (long) nd * p);
-                for (int d = 0; d < nd; d++) {
-                    int slot = layer * nd + d;
-                    String sfx = c.suffix(layer, d);
-                    DType projection = projectionInputType(dt, layer, stepChoice);
-                    DeviceTensor wih = param(prepared, temp, params, "weight_ih_" + sfx, projection);
-                    DeviceTensor whh = param(prepared, temp, params, "weight_hh_" + sfx, DType.F32);
-                    DeviceTensor bih = c.bias() ? param(prepared, temp, params, "bias_ih_" + sfx, DType.F32) : null;
-                    DeviceTensor bhh = c.bias() ? param(prepared, temp, params, "bias_hh_" + sfx, DType.F32) : null;
-                    DeviceTensor whr = c.projSize() > 0 ? param(prepared, temp, params, "weight_hr_" + sfx, DType.F32) : null;
-                    DeviceTensor peep = c.peepholes() ? param(prepared, temp, params, "weight_peephole_" + sfx, DType.F32) : null;
-                    DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
-                    if (projection != DType.F32 && x16 == null) {
-                        x16 = temp.upload(c.batchFirst() ? x.permute(1, 0, 2) : x, dt);
-                    }
-                    linear(projection == DType.F32 ? input : x16, wih, gx, steps * batch, in, gh, gh, 0, tf32(c, dt));
-                    DeviceTensor hState = temp.zeros(DType.F32, batch, p);
-                    if (h0d != null) {
-                        driver.copyDeviceToDevice(hState.pointer(), h0d.select(0, slot).pointer(), hState.byteSize());
-                    }
-                    SlotTrace tr = new SlotTrace(scope.allocate(DType.F32, (long) steps * batch, gh),
-                            scope.allocate(DType.F32, (long) steps * batch, p),
-                            c.cell() == CellType.LSTM ? scope.allocate(DType.F32, (long) steps * batch, h) : null,
-                            c.cell() == CellType.LSTM ? scope.allocate(DType.F32, (long) steps * batch, h) : null,
-                            c.cell() == CellType.GRU && c.linearBeforeReset() ? scope.allocate(DType.F32, (long) steps * batch, h) : null);
-                    traces[slot] = tr;
-                    DeviceTensor cState = null;
-                    if (c.cell() == CellType.LSTM) {
-                        cState = c0 == null ? temp.zeros(DType.F32, batch, h)
-                                : temp.upload(c0.select(0, slot), DType.F32);
-                    }
-                    runDirection(c, d, steps, batch, lens, gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp, tf32(c, dt));
-                    copyInto(hState, hn.select(0, slot));
-                    if (cState != null) {
-                        copyInto(cState, cn.select(0, slot));
-                    }
-                }
-                input = out;
-            }
+            Tensor timeMajor = c.batchFirst() ? x.permute(1, 0, 2) : x;
+            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, DType.F32),
+                    projectionInputType(dt, 0, stepChoice) != DType.F32 ? temp.upload(timeMajor, dt) : null,
+                    h0 == null ? null : temp.upload(h0, DType.F32), c0 == null ? null : temp.upload(c0, DType.F32),
+                    scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
+            ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0);
+            Tensor hn = results.keep(download(o.hn(), dt));
+            Tensor cn = results.keep(o.cn() == null ? null : download(o.cn(), dt));
             Tensor output = results.keep(Tensor.allocate(dt, steps, batch, c.outputSize()));
-            copyInto(input, output);
+            copyInto(o.output(), output);
             if (c.batchFirst()) {
-                try (Tensor timeMajor = output) {
-                    output = results.keep(timeMajor.permute(1, 0, 2).to(dt));
+                try (Tensor timeMajorOut = output) {
+                    output = results.keep(timeMajorOut.permute(1, 0, 2).to(dt));
                 }
             }
             results.handOver();
-            return new RecurrentResult(output, hn, cn, new Saved(scope, layerInputs, traces, lens, steps, batch));
+            return new RecurrentResult(output, hn, cn, o.saved());
         } catch (RuntimeException e) {
             scope.close();
             throw e;
         }
     }
 
+    /**
+     * A forward's inputs on the device, as the kernels read them: the layer-0 input [T, B, in] in
+     * F32 (time-major, contiguous), the same in the op's 16-bit dtype when the projection GEMM reads
+     * it so (else null), h0 and c0 [slots, B, P|H] in F32 (null: zeros), and the lengths [B] as I32.
+     */
+    record ForwardInputs(DeviceTensor input, DeviceTensor x16, DeviceTensor h0, DeviceTensor c0, DeviceTensor lengths) {
+    }
+
+    /** A forward's results on the device in F32: output [T, B, out] (time-major), hn [slots, B, P], cn [slots, B, H] or null, and what backward needs. */
+    record ForwardOutputs(DeviceTensor output, DeviceTensor hn, DeviceTensor cn, Saved saved) {
+    }
+
+    /**
+     * The forward on the device, every copy, memset, GEMM and launch issued on {@code stream} in order
+     * after the work already there, nothing waited for: what backward needs goes into {@code keep}
+     * (the Saved it returns owns it), everything else, outputs included, into {@code temp}. The
+     * host path passes stream 0 and a temp it frees after downloading; the device path passes the
+     * caller's stream and the result's scope as both.
+     */
+    ForwardOutputs forwardOnStream(RecurrentConfig c, Map<String, Tensor> params, PreparedCopies prepared, DType dt, int steps,
+                                   int batch, ForwardInputs in, DeviceScope keep, DeviceScope temp, long stream) {
+        int nd = c.numDirections();
+        int p = c.stateSize();
+        int h = c.hiddenSize();
+        int gh = c.cell().gates() * h;
+        int slots = c.numLayers() * nd;
+        boolean lstm = c.cell() == CellType.LSTM;
+        DeviceTensor input = in.input();
+        DeviceTensor hn = temp.allocate(DType.F32, slots, batch, p);
+        DeviceTensor cn = lstm ? temp.allocate(DType.F32, slots, batch, h) : null;
+        List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
+        SlotTrace[] traces = new SlotTrace[slots];
+        for (int layer = 0; layer < c.numLayers(); layer++) {
+            layerInputs.add(input);
+            int inWidth = c.layerInputSize(layer);
+            DeviceTensor out = keep.allocate(DType.F32, steps, batch, (long) nd * p);
+            for (int d = 0; d < nd; d++) {
+                int slot = layer * nd + d;
+                String sfx = c.suffix(layer, d);
+                DType projection = projectionInputType(dt, layer, stepChoice);
+                DeviceTensor wih = param(prepared, temp, params, "weight_ih_" + sfx, projection);
+                DeviceTensor whh = param(prepared, temp, params, "weight_hh_" + sfx, DType.F32);
+                DeviceTensor bih = c.bias() ? param(prepared, temp, params, "bias_ih_" + sfx, DType.F32) : null;
+                DeviceTensor bhh = c.bias() ? param(prepared, temp, params, "bias_hh_" + sfx, DType.F32) : null;
+                DeviceTensor whr = c.projSize() > 0 ? param(prepared, temp, params, "weight_hr_" + sfx, DType.F32) : null;
+                DeviceTensor peep = c.peepholes() ? param(prepared, temp, params, "weight_peephole_" + sfx, DType.F32) : null;
+                DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
+                linear(projection == DType.F32 ? input : in.x16(), wih, gx, steps * batch, inWidth, gh, gh, stream, tf32(c, dt));
+                DeviceTensor hState = initialState(temp, in.h0(), slot, batch, p, stream);
+                SlotTrace tr = new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
+                        keep.allocate(DType.F32, (long) steps * batch, p),
+                        lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
+                        lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
+                        c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null);
+                traces[slot] = tr;
+                DeviceTensor cState = lstm ? initialState(temp, in.c0(), slot, batch, h, stream) : null;
+                runDirection(c, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp, tf32(c, dt),
+                        stream);
+                driver.copyDeviceToDeviceAsync(hn.select(0, slot).pointer(), hState.pointer(), hState.byteSize(), stream);
+                if (cState != null) {
+                    driver.copyDeviceToDeviceAsync(cn.select(0, slot).pointer(), cState.pointer(), cState.byteSize(), stream);
+                }
+            }
+            input = out;
+        }
+        return new ForwardOutputs(input, hn, cn, new Saved(keep, layerInputs, traces, in.lengths(), steps, batch));
+    }
+
+    /**
+     * {@link DeviceRecurrent#forward}: x, h0 and c0 (the op's dtype, any strides) are gathered into
+     * F32 on the device, {@link #forwardOnStream} runs on the caller's stream with the result's
+     * scope for everything, and the outputs are rounded to the op's dtype on the device (batch
+     * first: transposed on the way). Nothing is waited for or freed unless the call fails.
+     */
+    DeviceRecurrentResult forwardOnDevice(RecurrentConfig c, AutoCloseable preparedWeights, DeviceTensor x, DeviceTensor h0,
+                                          DeviceTensor c0, int[] lengths, long stream, boolean training) {
+        PreparedCopies prepared = preparedHere(preparedWeights);
+        if (prepared == null) {
+            throw new IllegalStateException("a device forward without device copies of its weights");
+        }
+        DType dt = x.dtype();
+        suffix(dt);
+        int steps = (int) x.shape()[c.batchFirst() ? 1 : 0];
+        int batch = (int) x.shape()[c.batchFirst() ? 0 : 1];
+        Linear.checkRows(driver.name(), "seq_len x batch", (long) steps * batch);
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            DeviceTensor lens = scope.uploadOnStream(Tensor.of(DType.I32, toDoubles(lengths), batch), stream);
+            DeviceTensor input = gathered(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, stream);
+            DeviceTensor x16 = null;
+            if (projectionInputType(dt, 0, stepChoice) != DType.F32) {
+                x16 = scope.allocate(dt, input.shape());
+                casts.fromF32(input, x16, stream);  // exact: the values came from dt
+            }
+            ForwardInputs in = new ForwardInputs(input, x16, h0 == null ? null : gathered(scope, h0, stream),
+                    c0 == null ? null : gathered(scope, c0, stream), lens);
+            ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream);
+            DeviceTensor output = o.output();
+            if (c.batchFirst()) {
+                output = gathered(scope, output.permute(1, 0, 2), stream);
+            }
+            return new DeviceRecurrentResult(rounded(scope, output, dt, stream), rounded(scope, o.hn(), dt, stream),
+                    o.cn() == null ? null : rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
+        } catch (RuntimeException e) {
+            scope.closeAfterFailure(stream, e);
+            throw e;
+        }
+    }
+
+    /** A contiguous F32 copy of t (any dtype the GPU path stores, any strides), made on the stream. */
+    private DeviceTensor gathered(DeviceScope scope, DeviceTensor t, long stream) {
+        DeviceTensor f32 = scope.allocate(DType.F32, t.shape());
+        casts.toF32(t, f32, stream);
+        return f32;
+    }
+
+    /** A contiguous F32 tensor in dt: itself for F32, else rounded on the stream into a new one. */
+    private DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream) {
+        if (dt == DType.F32) {
+            return f32;
+        }
+        DeviceTensor t = scope.allocate(dt, f32.shape());
+        casts.fromF32(f32, t, stream);
+        return t;
+    }
+
+    /** A slot's initial state [B, width] in F32: a copy of its slice of {@code all} [slots, B, width], or zeros. */
+    private DeviceTensor initialState(DeviceScope temp, DeviceTensor all, int slot, int batch, int width, long stream) {
+        DeviceTensor state = temp.allocate(DType.F32, batch, width);
+        if (all == null) {
+            driver.memsetAsync(state.pointer(), 0, Math.max(1, state.byteSize()), stream);
+        } else {
+            driver.copyDeviceToDeviceAsync(state.pointer(), all.select(0, slot).pointer(), state.byteSize(), stream);
+        }
+        return state;
+    }
+
     private void runDirection(RecurrentConfig c, int d, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
                               DeviceTensor whh, DeviceTensor bih, DeviceTensor bhh, DeviceTensor whr,
                               DeviceTensor peep, DeviceTensor hState, DeviceTensor cState, SlotTrace tr, DeviceTensor out,
-                              DeviceScope temp, boolean tf32) {
+                              DeviceScope temp, boolean tf32, long stream) {
         int h = c.hiddenSize();
         int p = c.stateSize();
         int gh = c.cell().gates() * h;
@@ -291,7 +383,7 @@ final class RecurrentGpu {
         }
         if (plan != null) {
             DeviceTensor hBuf = temp.allocate(DType.F32, 2, batch, h);
-            driver.copyDeviceToDevice(hBuf.pointer(), hState.pointer(), hState.byteSize());
+            driver.copyDeviceToDeviceAsync(hBuf.pointer(), hState.pointer(), hState.byteSize(), stream);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
             if (c.cell() == CellType.LSTM) {
@@ -309,7 +401,8 @@ final class RecurrentGpu {
             }
             boolean launched = true;
             try {
-                driver.launchCooperative(fn32(persistentKernel), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), 0, args);
+                driver.launchCooperative(fn32(persistentKernel), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), stream,
+                        args);
             } catch (DriverException e) {
                 if (e.status() != DriverException.COOPERATIVE_LAUNCH_TOO_LARGE) {
                     throw e;
@@ -317,20 +410,21 @@ final class RecurrentGpu {
                 launched = false;  // fewer SMs than the device reports (MPS): nothing ran; the per-step loop instead
             }
             if (launched) {
-                driver.copyDeviceToDevice(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize());
+                driver.copyDeviceToDeviceAsync(hState.pointer(), hBuf.select(0, steps % 2).pointer(), hState.byteSize(), stream);
                 return;
             }
         }
         // One step, issued on `stream`; the kernels read the step index from `step` and the last
         // launch advances it, so the same step can be captured once and launched for every t.
-        DeviceTensor step = temp.zeros(DType.I32, 1);
+        DeviceTensor step = temp.allocate(DType.I32, 1);
+        driver.memsetAsync(step.pointer(), 0, step.byteSize(), stream);
         int reversed = c.direction().isReversed(d) ? 1 : 0;
-        java.util.function.LongConsumer oneStep = stream -> {
+        java.util.function.LongConsumer oneStep = on -> {
             // h W_hh^T for every gate, except GRU's n rows when the reset gate comes first.
-            linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, stream, tf32);
+            linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, on, tf32);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
-                case LSTM -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args.pointer(ptr(peep))
+                case LSTM -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
                         .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                         .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
@@ -340,12 +434,12 @@ final class RecurrentGpu {
                         .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha()).f32((float) act.get(2).beta()));
                 case GRU -> {
                     if (gruSplit) {
-                        driver.launch(fn32("gru_reset_fwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
+                        driver.launch(fn32("gru_reset_fwd"), cellGrid, Dim3.of(THREADS), 0, on, new KernelArgs()
                                 .pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
                                 .pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(resetHidden.pointer())
                                 .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
-                        linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, stream,
+                        linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, on,
                                 tf32);
                     }
                     args.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer())
@@ -353,60 +447,61 @@ final class RecurrentGpu {
                     if (!cellKernel.endsWith("_vec4")) {  // v1 takes both forms; the vectorized cell only linear_before_reset
                         args.i32(c.linearBeforeReset() ? 1 : 0);
                     }
-                    driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args.f32(clip)
+                    driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, on, args.f32(clip)
                             .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
                 }
-                case RNN -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, stream, args
+                case RNN -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, on, args
                         .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).pointer(step.pointer())
                         .i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
             }
             if (m != null) {
-                linear(m, whr, hnew, batch, h, p, p, stream, tf32);
+                linear(m, whr, hnew, batch, h, p, p, on, tf32);
             }
-            driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs().pointer(hnew.pointer())
+            driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, on, new KernelArgs().pointer(hnew.pointer())
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
                     .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
-            driver.launch(kernel("step_advance"), Dim3.of(1), Dim3.of(1), 0, stream, new KernelArgs().pointer(step.pointer()));
+            driver.launch(kernel("step_advance"), Dim3.of(1), Dim3.of(1), 0, on, new KernelArgs().pointer(step.pointer()));
         };
-        runSteps(steps, oneStep);
+        runSteps(steps, oneStep, stream, temp);
     }
 
     /**
-     * Runs {@code oneStep} {@code steps} times on a stream of its own: captured once as a CUDA graph
-     * and launched per step (one launch instead of the step's GEMMs and kernels) unless pinned to V1,
-     * which issues every step directly. The default stream's work before is waited for, and the
-     * stream is drained before the caller goes on with the default stream.
+     * Runs {@code oneStep} {@code steps} times, in order after the work on {@code stream} and before
+     * whatever the caller issues there next, without waiting: captured once as a CUDA graph on a
+     * stream of its own (ordered against {@code stream} by events both ways) and launched per step,
+     * one launch instead of the step's GEMMs and kernels; V1 issues every step on {@code stream}
+     * directly. The stream, events and graph are released with {@code owner}.
      */
-    private void runSteps(int steps, java.util.function.LongConsumer oneStep) {
-        long stream = driver.createStream();
-        try {
-            driver.synchronize(0);
-            if (stepChoice == StepChoice.AUTO) {
-                driver.beginCapture(stream);
-                long graph;
-                try {
-                    oneStep.accept(stream);
-                } finally {
-                    graph = driver.endCapture(stream);
-                }
-                try {
-                    for (int s = 0; s < steps; s++) {
-                        driver.launchGraph(graph, stream);
-                    }
-                } finally {
-                    driver.destroyGraph(graph);
-                }
-            } else {
-                for (int s = 0; s < steps; s++) {
-                    oneStep.accept(stream);
-                }
+    private void runSteps(int steps, java.util.function.LongConsumer oneStep, long stream, DeviceScope owner) {
+        if (stepChoice != StepChoice.AUTO) {
+            for (int s = 0; s < steps; s++) {
+                oneStep.accept(stream);
             }
-            driver.synchronize(stream);
-        } finally {
-            driver.destroyStream(stream);
+            return;
         }
+        long own = driver.createStream();
+        owner.release(() -> driver.destroyStream(own));
+        long before = driver.createEvent();
+        owner.release(() -> driver.destroyEvent(before));
+        long after = driver.createEvent();
+        owner.release(() -> driver.destroyEvent(after));
+        driver.recordEvent(before, stream);
+        driver.waitEvent(own, before);
+        driver.beginCapture(own);
+        long graph;
+        try {
+            oneStep.accept(own);
+        } finally {
+            graph = driver.endCapture(own);
+        }
+        owner.release(() -> driver.destroyGraph(graph));
+        for (int s = 0; s < steps; s++) {
+            driver.launchGraph(graph, own);
+        }
+        driver.recordEvent(after, own);
+        driver.waitEvent(stream, after);
     }
 
     /**

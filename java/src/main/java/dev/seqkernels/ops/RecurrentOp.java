@@ -33,7 +33,8 @@ public abstract class RecurrentOp {
         return backend;
     }
 
-    private String opName() {
+    /** The op's name in messages: lstm, gru or rnn. */
+    public String opName() {
         return config.cell().name().toLowerCase(java.util.Locale.ROOT);
     }
 
@@ -84,23 +85,51 @@ public abstract class RecurrentOp {
                                     int[] lengths) {
         String op = opName();
         Checks.present(op, "x", x);
-        Checks.floating(op, "x", x);
-        long t = config.batchFirst() ? dim(x, 1) : dim(x, 0);
-        long b = config.batchFirst() ? dim(x, 0) : dim(x, 1);
-        String layout = config.batchFirst() ? "[batch, seq_len, input_size]" : "[seq_len, batch, input_size]";
-        Checks.shape(op, "x", x, layout, config.batchFirst() ? b : t, config.batchFirst() ? t : b, config.inputSize());
-        long slots = (long) config.numLayers() * config.numDirections();
         if (h0 != null) {
-            Checks.shape(op, "h0", h0, "[num_layers*num_directions, batch, " + (config.projSize() > 0 ? "proj_size" : "hidden_size") + "]",
-                    slots, b, config.stateSize());
-            Checks.sameDType(op, "h0", h0, x.dtype());
+            Checks.present(op, "h0", h0);
         }
         if (c0 != null) {
+            Checks.present(op, "c0", c0);
+        }
+        int[] lens = checkForward(x.dtype(), x.shape(), h0 == null ? null : h0.dtype(), h0 == null ? null : h0.shape(),
+                c0 == null ? null : c0.dtype(), c0 == null ? null : c0.shape(), lengths);
+        Checks.paramsOrPrepared(op, params, config.parameterShapes(), prepared != null, x.dtype());
+        long t = config.batchFirst() ? x.size(1) : x.size(0);
+        if (lens.length == 0) {
+            return emptyBatchForward(x.dtype(), t);
+        }
+        return backend.recurrentForward(config, params, prepared, x, h0, c0, lens);
+    }
+
+    /**
+     * A forward's arguments checked by dtype and shape (host or device tensors alike): x floating,
+     * [seq_len, batch, input_size] (batch first: [batch, seq_len, input_size]); h0 and c0 (null:
+     * zeros) [num_layers*num_directions, batch, P|H] in x's dtype, c0 for an LSTM only; lengths
+     * (null: all seq_len) one per batch entry in 0..seq_len. Returns the lengths to use.
+     */
+    private int[] checkForward(DType xType, long[] xShape, DType h0Type, long[] h0Shape, DType c0Type, long[] c0Shape,
+                               int[] lengths) {
+        String op = opName();
+        if (!xType.isFloatingPoint()) {
+            throw new SeqkException.DTypeMismatch(op + ": argument 'x' has dtype " + xType
+                    + ", expected a floating-point dtype (F64, F32, F16, BF16)");
+        }
+        long t = xShape.length == 3 ? xShape[config.batchFirst() ? 1 : 0] : -2;
+        long b = xShape.length == 3 ? xShape[config.batchFirst() ? 0 : 1] : -2;
+        String layout = config.batchFirst() ? "[batch, seq_len, input_size]" : "[seq_len, batch, input_size]";
+        Checks.shape(op, "x", xShape, layout, config.batchFirst() ? b : t, config.batchFirst() ? t : b, config.inputSize());
+        long slots = (long) config.numLayers() * config.numDirections();
+        if (h0Shape != null) {
+            Checks.shape(op, "h0", h0Shape, "[num_layers*num_directions, batch, " + (config.projSize() > 0 ? "proj_size" : "hidden_size")
+                    + "]", slots, b, config.stateSize());
+            Checks.sameDType(op, "h0", h0Type, xType);
+        }
+        if (c0Shape != null) {
             if (config.cell() != CellType.LSTM) {
                 throw new SeqkException.ShapeMismatch(op + ": argument 'c0' is only for LSTM");
             }
-            Checks.shape(op, "c0", c0, "[num_layers*num_directions, batch, hidden_size]", slots, b, config.hiddenSize());
-            Checks.sameDType(op, "c0", c0, x.dtype());
+            Checks.shape(op, "c0", c0Shape, "[num_layers*num_directions, batch, hidden_size]", slots, b, config.hiddenSize());
+            Checks.sameDType(op, "c0", c0Type, xType);
         }
         checkIntRange(op, "x", config.batchFirst() ? "batch" : "seq_len", config.batchFirst() ? b : t);
         checkIntRange(op, "x", config.batchFirst() ? "seq_len" : "batch", config.batchFirst() ? t : b);
@@ -114,11 +143,24 @@ public abstract class RecurrentOp {
                 throw new SeqkException.ShapeMismatch(op + ": lengths[" + i + "] = " + lens[i] + " is outside 0.." + t);
             }
         }
-        Checks.paramsOrPrepared(op, params, config.parameterShapes(), prepared != null, x.dtype());
-        if (b == 0) {
-            return emptyBatchForward(x.dtype(), t);
-        }
-        return backend.recurrentForward(config, params, prepared, x, h0, c0, lens);
+        return lens;
+    }
+
+    /** A device forward's checked arguments: the lengths to use and the prepared weights' form on the backend. */
+    public record DeviceForwardArguments(int[] lengths, Backend.PreparedParams prepared) {
+    }
+
+    /**
+     * The checks of {@link #forward(PreparedWeights, Tensor, Tensor, Tensor, int[])} for the device
+     * entry point ({@code dev.seqkernels.gpu.DeviceRecurrent}), by dtype and shape: the weights fit
+     * this op and were prepared from x's dtype, and the arguments are as forward takes them.
+     */
+    public DeviceForwardArguments checkDeviceForward(PreparedWeights weights, DType xType, long[] xShape, DType h0Type, long[] h0Shape,
+                                                     DType c0Type, long[] c0Shape, int[] lengths) {
+        Map<String, Tensor> params = prepared(weights);
+        int[] lens = checkForward(xType, xShape, h0Type, h0Shape, c0Type, c0Shape, lengths);
+        Checks.paramsOrPrepared(opName(), params, config.parameterShapes(), true, xType);
+        return new DeviceForwardArguments(lens, weights.device());
     }
 
     /**
@@ -203,10 +245,6 @@ public abstract class RecurrentOp {
         config.parameterShapes().forEach((name, shape) -> dParams.put(name, Tensor.allocate(dt, shape)));
         Tensor dc0 = config.cell() == CellType.LSTM ? Tensor.allocate(dt, slots, 0, config.hiddenSize()) : null;
         return new RecurrentGradients(Tensor.allocate(dt, dxShape), Tensor.allocate(dt, slots, 0, config.stateSize()), dc0, dParams);
-    }
-
-    private static long dim(Tensor x, int d) {
-        return x.rank() == 3 ? x.size(d) : -2;
     }
 
     private static int[] filled(int n, int v) {

@@ -164,6 +164,36 @@ class DriverContractTest {
         assertThrows(DriverException.class, () -> d.elapsedMillis(start, end));
     }
 
+    /** Work on one stream after a wait on another's event sees what that stream wrote before the record; a destroyed event is refused. */
+    @ParameterizedTest
+    @MethodSource("drivers")
+    void aStreamWaitsForAnotherStreamsEvent(java.util.function.Supplier<Driver> binding) {
+        Driver d = binding.get();
+        long writer = d.createStream();
+        long reader = d.createStream();
+        long written = d.createEvent();
+        long a = d.malloc(1 << 20);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate(1 << 20);
+            d.memsetAsync(a, 7, 1 << 20, writer);
+            d.recordEvent(written, writer);
+            d.waitEvent(reader, written);
+            d.copyDeviceToHostAsync(host, a, 1 << 20, reader);
+            d.synchronize(reader);
+            for (long i = 0; i < (1 << 20); i += 4093) {
+                assertEquals(7, host.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i), "byte " + i);
+            }
+        } finally {
+            d.synchronize(writer);
+            d.free(a);
+            d.destroyEvent(written);
+            d.destroyStream(writer);
+            d.destroyStream(reader);
+        }
+        var gone = assertThrows(DriverException.class, () -> d.waitEvent(0, written));
+        assertTrue(gone.getMessage().contains("waitEvent"), gone.getMessage());
+    }
+
     @ParameterizedTest
     @MethodSource("drivers")
     void propertiesDescribeTheDevice(java.util.function.Supplier<Driver> binding) {

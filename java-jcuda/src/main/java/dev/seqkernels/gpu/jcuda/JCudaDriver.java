@@ -409,6 +409,13 @@ public final class JCudaDriver implements Driver {
     }
 
     @Override
+    public void waitEvent(long s, long h) {
+        CUstream target = stream(s, "waitEvent");
+        CUevent e = event(h, "waitEvent");
+        cu(() -> cuStreamWaitEvent(target, e, 0), "cuStreamWaitEvent");
+    }
+
+    @Override
     public float elapsedMillis(long start, long end) {
         CUevent s = event(start, "elapsedMillis");
         CUevent e = event(end, "elapsedMillis");

@@ -454,6 +454,14 @@ public final class EmuDriver implements Driver {
         events.put(event, System.nanoTime());
     }
 
+    /** Work runs when issued here, so a wait orders nothing; the event must exist. */
+    @Override
+    public synchronized void waitEvent(long stream, long event) {
+        if (!events.containsKey(event)) {
+            throw new DriverException("emu waitEvent: unknown event " + event);
+        }
+    }
+
     @Override
     public synchronized float elapsedMillis(long start, long end) {
         Long s = events.get(start);

@@ -443,6 +443,12 @@ public final class PanamaDriver implements Driver {
     }
 
     @Override
+    public void waitEvent(long stream, long event) {
+        cu("cuStreamWaitEvent", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_INT), "cuStreamWaitEvent",
+                stream(stream, "waitEvent"), event(event, "waitEvent"), 0);
+    }
+
+    @Override
     public float elapsedMillis(long start, long end) {
         MemorySegment s = event(start, "elapsedMillis");
         MemorySegment e = event(end, "elapsedMillis");

@@ -1,0 +1,57 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.DType;
+
+import java.util.function.ToLongFunction;
+
+/**
+ * cuda/util.cu's conversions, issued on a stream: a tensor of up to 4 dimensions in F32, F16 or
+ * BF16 with any strides into contiguous F32 ({@code gather4_to_f32_*}), and contiguous F32 rounded
+ * to 16 bits ({@code cast_f32_to_*}). One thread per element.
+ */
+final class DeviceCasts {
+    private static final int THREADS = 256;
+    private final Driver driver;
+    private final ToLongFunction<String> utilFunction;
+
+    DeviceCasts(Driver driver, ToLongFunction<String> utilFunction) {
+        this.driver = driver;
+        this.utilFunction = utilFunction;
+    }
+
+    /** dst (contiguous F32, as many elements) = src's elements in the row-major order of its shape. */
+    void toF32(DeviceTensor src, DeviceTensor dst, long stream) {
+        long[] shape = src.shape();
+        long[] strides = src.strides();
+        if (shape.length > 4 || dst.dtype() != DType.F32 || dst.numel() != src.numel()) {
+            throw new IllegalStateException("toF32: " + src + " into " + dst);
+        }
+        long[] n4 = {1, 1, 1, 1};
+        long[] s4 = {0, 0, 0, 0};
+        for (int i = 0; i < shape.length; i++) {
+            n4[4 - shape.length + i] = shape[i];
+            s4[4 - shape.length + i] = strides[i];
+        }
+        long n = src.numel();
+        if (n == 0) {
+            return;
+        }
+        driver.launch(utilFunction.applyAsLong("gather4_to_f32_" + RecurrentGpu.suffix(src.dtype())), grid(n), Dim3.of(THREADS), 0,
+                stream, new KernelArgs().pointer(src.pointer()).pointer(dst.pointer()).i64(n4[0]).i64(n4[1]).i64(n4[2]).i64(n4[3])
+                        .i64(s4[0]).i64(s4[1]).i64(s4[2]).i64(s4[3]));
+    }
+
+    /** dst (contiguous F16 or BF16) = the first dst.numel() values of f32 (contiguous), rounded to nearest even. */
+    void fromF32(DeviceTensor f32, DeviceTensor dst, long stream) {
+        long n = dst.numel();
+        if (n == 0) {
+            return;
+        }
+        driver.launch(utilFunction.applyAsLong("cast_f32_to_" + RecurrentGpu.suffix(dst.dtype())), grid(n), Dim3.of(THREADS), 0, stream,
+                new KernelArgs().pointer(f32.pointer()).pointer(dst.pointer()).i64(n));
+    }
+
+    private static Dim3 grid(long n) {
+        return Dim3.of(Math.toIntExact((n + THREADS - 1) / THREADS));
+    }
+}

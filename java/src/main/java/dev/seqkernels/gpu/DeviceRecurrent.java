@@ -1,0 +1,136 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.ops.PreparedWeights;
+import dev.seqkernels.ops.RecurrentOp;
+
+/**
+ * A recurrent op (LSTM, GRU, RNN: every layer, direction and option the op has) on device tensors,
+ * for a framework that keeps its activations on the device and runs on its own stream. The op gives
+ * the configuration and must run on a GPU backend (emu, panama or jcuda); its weights are
+ * {@link PreparedWeights} (the op's {@code prepare}); x, h0 and c0 are {@link DeviceTensor}s of that
+ * backend's driver in the weights' dtype, ours or a framework's memory seen through
+ * {@link DeviceTensor#wrap} (any strides), and results stay on the device.
+ *
+ * <p>Ordering contract (as {@link DeviceAttention}'s): every copy, GEMM and launch of a call is
+ * issued on the call's stream (a raw {@code CUstream}, 0 for the legacy default stream) in order
+ * after the work the caller issued there before, or on a stream of the call's own that waits for
+ * that work and that the caller's stream then waits for (events both ways: the per-step loop,
+ * captured once as a CUDA graph); the call returns without waiting, and nothing is freed or
+ * synchronized during it. Lengths are host values uploaded on the stream. The result owns what the
+ * call allocated until it is closed; close it only once the stream has reached the work (for
+ * example after synchronizing it). The prepared weights are read when the stream runs the work:
+ * update them only after that. Arguments are checked before anything is queued; a call that fails
+ * after queueing work waits for its stream before it frees what it allocated.
+ */
+public final class DeviceRecurrent {
+    private final RecurrentOp op;
+    private final GpuBackend backend;
+
+    private DeviceRecurrent(RecurrentOp op, GpuBackend backend) {
+        this.op = op;
+        this.backend = backend;
+    }
+
+    /** The device entry point of {@code op}, which must run on a GPU backend. */
+    public static DeviceRecurrent of(RecurrentOp op) {
+        if (op == null) {
+            throw new SeqkException.InvalidConfig("recurrent: argument 'op' is required");
+        }
+        if (!(op.backend() instanceof GpuBackend gpu)) {
+            throw new SeqkException.InvalidConfig(op.opName() + ": device tensors need the op on a GPU backend (emu, panama or jcuda);"
+                    + " this one runs on " + op.backend().name());
+        }
+        return new DeviceRecurrent(op, gpu);
+    }
+
+    /** One call's inputs and options; h0, c0, lengths, the stream and inference are optional. */
+    public static Call inputs(PreparedWeights weights, DeviceTensor x) {
+        return new Call(weights, x);
+    }
+
+    public DeviceRecurrentResult forward(Call c) {
+        String name = op.opName();
+        if (c == null) {
+            throw new SeqkException.ShapeMismatch(name + ": argument 'call' is required (DeviceRecurrent.inputs(weights, x))");
+        }
+        check(name, "x", c.x);
+        if (c.h0 != null) {
+            check(name, "h0", c.h0);
+        }
+        if (c.c0 != null) {
+            check(name, "c0", c.c0);
+        }
+        RecurrentOp.DeviceForwardArguments args = op.checkDeviceForward(c.weights, c.x.dtype(), c.x.shape(),
+                c.h0 == null ? null : c.h0.dtype(), c.h0 == null ? null : c.h0.shape(),
+                c.c0 == null ? null : c.c0.dtype(), c.c0 == null ? null : c.c0.shape(), c.lengths);
+        if (args.lengths().length == 0) {
+            throw new SeqkException.ShapeMismatch(name + ": argument 'x' has an empty batch; a device call needs at least one sequence");
+        }
+        return backend.recurrentPath().forwardOnDevice(op.config(), args.prepared(), c.x, c.h0, c.c0, args.lengths(), c.stream,
+                !c.inference);
+    }
+
+    private void check(String op, String name, DeviceTensor t) {
+        if (t == null) {
+            throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' is required");
+        }
+        if (t.isClosed()) {
+            throw new SeqkException.TensorClosed(op + ": argument '" + name + "' " + t + " is closed");
+        }
+        if (t.driver() != backend.driver()) {
+            throw new SeqkException.InvalidConfig(op + ": argument '" + name + "' lives on " + t.driver().name()
+                    + ", but the op runs on " + backend.driver().name() + " (device tensors do not move between bindings)");
+        }
+    }
+
+    /** The inputs and options of one device-resident call. */
+    public static final class Call {
+        private final PreparedWeights weights;
+        private final DeviceTensor x;
+        private DeviceTensor h0;
+        private DeviceTensor c0;
+        private int[] lengths;
+        private long stream;
+        private boolean inference;
+
+        private Call(PreparedWeights weights, DeviceTensor x) {
+            this.weights = weights;
+            this.x = x;
+        }
+
+        /** Initial hidden state [num_layers*num_directions, batch, P] (null: zeros). */
+        public Call h0(DeviceTensor t) {
+            h0 = t;
+            return this;
+        }
+
+        /** Initial cell state of an LSTM [num_layers*num_directions, batch, H] (null: zeros). */
+        public Call c0(DeviceTensor t) {
+            c0 = t;
+            return this;
+        }
+
+        /** Valid steps per batch entry (host values, uploaded on the stream; null: all seq_len). */
+        public Call lengths(int[] l) {
+            lengths = l == null ? null : l.clone();
+            return this;
+        }
+
+        /** The caller's stream (a raw CUstream handle; 0, the default, is the legacy default stream). */
+        public Call stream(long cuStream) {
+            stream = cuStream;
+            return this;
+        }
+
+        /**
+         * Keep nothing for backward: the result cannot be differentiated. (The kernels still write the
+         * per-step traces, and a device call frees nothing while it runs, so they live until the
+         * result is closed.)
+         */
+        public Call inference() {
+            inference = true;
+            return this;
+        }
+    }
+}

@@ -1,0 +1,290 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.TestData;
+import dev.seqkernels.ops.CellType;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.PreparedWeights;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import dev.seqkernels.ops.Rnn;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * DeviceRecurrent, the device-resident entry point of the recurrent ops: a framework's allocations
+ * (strided) and stream, passed as raw handles, give exactly the host path's output, hn and cn
+ * through the per-step loop (a CUDA graph), the persistent kernel and v1's cells, every cell, both
+ * layouts, bidirectional and stacked, with lengths and initial states; every launch is on the
+ * caller's stream or on the call's own stream joined to it by events, and nothing inside the call
+ * waits or frees; bad arguments are refused before anything is queued.
+ */
+@PerBinding
+class DeviceRecurrentTest {
+    private final Driver driver = GpuTargets.driver();
+    private final List<Long> rawAllocations = new ArrayList<>();
+
+    /**
+     * A framework's allocation of a host tensor's values, stored with its two leading dimensions
+     * swapped and seen through strides in the host tensor's shape (so the op reads a strided tensor).
+     */
+    private DeviceTensor framework(Driver through, Tensor host) {
+        try (Tensor swapped = host.permute(1, 0, 2).contiguous()) {
+            long bytes = swapped.numel() * swapped.dtype().byteSize();
+            long pointer = driver.malloc(bytes);
+            rawAllocations.add(pointer);
+            driver.copyHostToDevice(pointer, swapped.segment(), bytes);
+            long[] s = swapped.strides();
+            return DeviceTensor.wrap(through, pointer, host.dtype(), host.shape(), new long[]{s[1], s[0], s[2]});
+        }
+    }
+
+    private DeviceTensor framework(Tensor host) {
+        return framework(driver, host);
+    }
+
+    private void freeRaw() {
+        rawAllocations.forEach(driver::free);
+        rawAllocations.clear();
+    }
+
+    private static void sameValues(String what, Tensor want, DeviceTensor got) {
+        assertArrayEquals(want.shape(), got.shape(), what + " shape");
+        try (Tensor host = got.toHost()) {
+            assertArrayEquals(want.toDoubleArray(), host.toDoubleArray(), what + " differs from the host path");
+        }
+    }
+
+    private static RecurrentOp op(String cell, int hidden, int layers, boolean bidirectional, boolean batchFirst, Backendish b) {
+        return switch (cell) {
+            case "LSTM" -> Lstm.builder().inputSize(5).hiddenSize(hidden).numLayers(layers).bidirectional(bidirectional)
+                    .batchFirst(batchFirst).backend(b.get()).build();
+            case "GRU" -> Gru.builder().inputSize(5).hiddenSize(hidden).numLayers(layers).bidirectional(bidirectional)
+                    .batchFirst(batchFirst).backend(b.get()).build();
+            default -> Rnn.builder().inputSize(5).hiddenSize(hidden).numLayers(layers).bidirectional(bidirectional)
+                    .batchFirst(batchFirst).backend(b.get()).build();
+        };
+    }
+
+    private interface Backendish {
+        dev.seqkernels.Backend get();
+    }
+
+    /**
+     * cell, dtype, hidden, layers, bidirectional, batch first, batch, initial states: the per-step
+     * graph with the vectorized cells (H 8), v1's cells (H 6), 16-bit layer-0 projections, and the
+     * persistent kernel (small batches of an LSTM or linear-before-reset GRU).
+     */
+    @ParameterizedTest
+    @CsvSource({"LSTM, F32, 8, 2, true, false, 3, true", "LSTM, BF16, 6, 1, false, true, 20, false",
+            "GRU, F16, 8, 2, false, false, 18, true", "GRU, F32, 6, 1, true, true, 4, false",
+            "RNN, F32, 8, 2, true, false, 5, true", "LSTM, F16, 8, 1, false, false, 2, false"})
+    void aFrameworksAllocationAndStreamGiveTheHostPathsResults(String cell, DType dtype, int hidden, int layers, boolean bidirectional,
+                                                               boolean batchFirst, int batch, boolean initialStates) {
+        TestData data = new TestData();
+        RecurrentOp op = op(cell, hidden, layers, bidirectional, batchFirst, GpuTargets::sharedBackend);
+        int steps = 7;
+        int slots = layers * (bidirectional ? 2 : 1);
+        Map<String, Tensor> w = data.params(dtype, 0.3, op.config().parameterShapes());
+        Tensor x = batchFirst ? data.tensor(dtype, 1, batch, steps, 5) : data.tensor(dtype, 1, steps, batch, 5);
+        Tensor h0 = initialStates ? data.tensor(dtype, 0.5, slots, batch, hidden) : null;
+        Tensor c0 = initialStates && cell.equals("LSTM") ? data.tensor(dtype, 0.5, slots, batch, hidden) : null;
+        int[] lengths = new int[batch];
+        for (int i = 0; i < batch; i++) {
+            lengths[i] = i == 1 ? 0 : steps - (i % steps);
+        }
+        long stream = driver.createStream();
+        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, h0, c0, lengths)) {
+            long before = driver.memoryInUse();
+            DeviceRecurrent rnn = DeviceRecurrent.of(op);
+            DeviceRecurrent.Call call = DeviceRecurrent.inputs(weights, framework(x)).lengths(lengths).stream(stream);
+            if (h0 != null) {
+                call.h0(framework(h0));
+            }
+            if (c0 != null) {
+                call.c0(framework(c0));
+            }
+            long allocated = driver.memoryInUse();
+            try (DeviceRecurrentResult got = rnn.forward(call)) {
+                driver.synchronize(stream);
+                assertTrue(got.differentiable());
+                assertEquals(dtype, got.output().dtype());
+                sameValues(cell + " output", want.output(), got.output());
+                sameValues(cell + " hn", want.hn(), got.hn());
+                if (want.cn() != null) {
+                    sameValues(cell + " cn", want.cn(), got.cn());
+                } else {
+                    assertNull(got.cn());
+                }
+            }
+            assertEquals(allocated, driver.memoryInUse(), "closing the result freed everything the call allocated");
+            freeRaw();
+            assertEquals(before, driver.memoryInUse());
+        } finally {
+            driver.destroyStream(stream);
+            freeRaw();
+        }
+    }
+
+    /** The stream argument of each Driver call that takes one, by position. */
+    private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
+            "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
+            "recordEvent", 1, "gemm", 1, "launchGraph", 1, "waitEvent", 0);
+    /** Driver calls that wait for the device (or free, which may): none may happen inside a device-resident call. */
+    private static final java.util.Set<String> WAITING = java.util.Set.of("copyHostToDevice", "copyDeviceToHost",
+            "copyDeviceToDevice", "memset", "synchronize", "free", "freeHost", "destroyStream", "destroyEvent", "destroyGraph");
+
+    /**
+     * Every copy, memset, GEMM and launch of a forward (the per-step graph and the persistent kernel)
+     * is issued on the caller's stream or on a stream the call created, which waits for an event
+     * recorded on the caller's stream before its first work and on whose last event the caller's
+     * stream then waits; nothing inside the call waits or frees.
+     */
+    @ParameterizedTest
+    @CsvSource({"20", "2"})
+    void everyLaunchIsOrderedOnTheCallersStreamAndNothingWaits(int batch) {
+        TestData data = new TestData();
+        List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
+        List<Long> created = new java.util.concurrent.CopyOnWriteArrayList<>();
+        boolean[] recording = {false};
+        Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                (proxy, method, args) -> {
+                    Object result;
+                    try {
+                        result = method.invoke(driver, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                    if (recording[0]) {
+                        Integer at = STREAM_ARGUMENT.get(method.getName());
+                        calls.add(method.getName() + (at == null ? "" : " on " + args[at])
+                                + (method.getName().equals("recordEvent") ? " event " + args[0] : "")
+                                + (method.getName().equals("waitEvent") ? " event " + args[1] : ""));
+                        if (method.getName().equals("createStream")) {
+                            created.add((Long) result);
+                        }
+                    }
+                    return result;
+                });
+        RecurrentOp op = Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(new GpuBackend(recorded)).build();
+        Map<String, Tensor> w = data.params(DType.F16, 0.3, op.config().parameterShapes());
+        long stream = driver.createStream();
+        try (PreparedWeights weights = op.prepare(w)) {
+            DeviceTensor x = framework(recorded, data.tensor(DType.F16, 1, 6, batch, 5));
+            recording[0] = true;
+            try (DeviceRecurrentResult got = DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights, x).stream(stream))) {
+                recording[0] = false;
+                assertTrue(calls.stream().anyMatch(c -> c.startsWith("launch")), "the call launched kernels: " + calls);
+                for (String c : calls) {
+                    assertFalse(WAITING.contains(c.split(" ")[0]), "a device-resident call made a waiting driver call: " + c + " in " + calls);
+                    boolean onCaller = c.contains(" on " + stream + " ") || c.endsWith(" on " + stream);
+                    boolean onOwn = created.stream().anyMatch(s -> c.contains(" on " + s + " ") || c.endsWith(" on " + s));
+                    assertTrue(!c.contains(" on ") || onCaller || onOwn, "not on the caller's stream " + stream + " or the call's own: " + c);
+                }
+                for (long own : created) {
+                    int firstWork = -1;
+                    int lastWork = -1;
+                    for (int i = 0; i < calls.size(); i++) {
+                        String c = calls.get(i);
+                        if ((c.contains(" on " + own + " ") || c.endsWith(" on " + own)) && !c.startsWith("waitEvent") && !c.startsWith("recordEvent")) {
+                            firstWork = firstWork < 0 ? i : firstWork;
+                            lastWork = i;
+                        }
+                    }
+                    int start = firstWork;
+                    int end = lastWork;
+                    assertTrue(start > 0 && calls.subList(0, start).stream().anyMatch(c -> c.startsWith("waitEvent on " + own)),
+                            "the call's stream waits for the caller's before its work: " + calls);
+                    assertTrue(calls.subList(end, calls.size()).stream().anyMatch(c -> c.startsWith("waitEvent on " + stream)),
+                            "the caller's stream waits for the call's stream after its work: " + calls);
+                }
+                driver.synchronize(stream);
+            }
+        } finally {
+            recording[0] = false;
+            driver.destroyStream(stream);
+            freeRaw();
+        }
+    }
+
+    @Test
+    void inferenceKeepsNothingForBackward() {
+        TestData data = new TestData();
+        RecurrentOp op = Gru.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.sharedBackend()).build();
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, op.config().parameterShapes());
+        try (PreparedWeights weights = op.prepare(w);
+             DeviceRecurrentResult r = DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights,
+                     framework(data.tensor(DType.F32, 1, 4, 3, 5))).inference())) {
+            driver.synchronize(0);
+            assertFalse(r.differentiable());
+            assertNull(r.cn());
+        } finally {
+            freeRaw();
+        }
+    }
+
+    @Test
+    void badDeviceInputsAreClearErrors() {
+        TestData data = new TestData();
+        RecurrentOp lstm = Lstm.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.sharedBackend()).build();
+        RecurrentOp gru = Gru.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.sharedBackend()).build();
+        RecurrentOp onCpu = Lstm.builder().inputSize(5).hiddenSize(8).backend(Backends.byName("cpu")).build();
+        assertThrows(SeqkException.InvalidConfig.class, () -> DeviceRecurrent.of(onCpu));
+        DeviceRecurrent rnn = DeviceRecurrent.of(lstm);
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, lstm.config().parameterShapes());
+        Map<String, Tensor> gw = data.params(DType.F32, 0.3, gru.config().parameterShapes());
+        long before = driver.memoryInUse();
+        try (PreparedWeights weights = lstm.prepare(w); PreparedWeights gruWeights = gru.prepare(gw)) {
+            DeviceTensor x = framework(data.tensor(DType.F32, 1, 4, 3, 5));
+            var missing = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, null)));
+            assertTrue(missing.getMessage().contains("'x'"), missing.getMessage());
+            var noWeights = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(null, x)));
+            assertTrue(noWeights.getMessage().contains("'weights'"), noWeights.getMessage());
+            var foreignWeights = assertThrows(SeqkException.InvalidConfig.class, () -> rnn.forward(DeviceRecurrent.inputs(gruWeights, x)));
+            assertTrue(foreignWeights.getMessage().contains("other parameters"), foreignWeights.getMessage());
+            var shape = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights,
+                    framework(data.tensor(DType.F32, 1, 4, 3, 6)))));
+            assertTrue(shape.getMessage().contains("'x'"), shape.getMessage());
+            var dtype = assertThrows(SeqkException.DTypeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights,
+                    framework(data.tensor(DType.BF16, 1, 4, 3, 5)))));
+            assertTrue(dtype.getMessage().contains("prepared from F32"), dtype.getMessage());
+            var h0 = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)
+                    .h0(framework(data.tensor(DType.F32, 1, 1, 2, 8)))));
+            assertTrue(h0.getMessage().contains("'h0'"), h0.getMessage());
+            var c0 = assertThrows(SeqkException.ShapeMismatch.class, () -> DeviceRecurrent.of(gru).forward(DeviceRecurrent.inputs(gruWeights, x)
+                    .c0(framework(data.tensor(DType.F32, 1, 1, 3, 8)))));
+            assertTrue(c0.getMessage().contains("only for LSTM"), c0.getMessage());
+            var lengths = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)
+                    .lengths(new int[]{4, 5, 1})));
+            assertTrue(lengths.getMessage().contains("lengths[1] = 5"), lengths.getMessage());
+            var empty = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights,
+                    DeviceTensor.wrap(driver, x.pointer(), DType.F32, new long[]{4, 0, 5}, new long[]{5, 5, 1}))));
+            assertTrue(empty.getMessage().contains("empty batch"), empty.getMessage());
+            DeviceTensor closed = DeviceTensor.allocate(driver, DType.F32, 4, 3, 5);
+            closed.close();
+            assertThrows(SeqkException.TensorClosed.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, closed)));
+            weights.close();
+            assertThrows(SeqkException.TensorClosed.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)));
+        } finally {
+            freeRaw();
+        }
+        assertEquals(before, driver.memoryInUse(), "refused calls allocated nothing");
+        assertEquals(CellType.LSTM, lstm.config().cell());
+    }
+}
