@@ -727,9 +727,9 @@ final class AttentionGpu {
         try (DeviceScope s = new DeviceScope(driver)) {
             DeviceTensor dy = batchMajor(s, dOut, bf);
             DeviceTensor dWo = s.allocate(DType.F32, e, e);
-            Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, op.allowTf32());
+            Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, op.allowTf32(), 0);
             DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
-            Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, op.allowTf32());
+            Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, op.allowTf32(), 0);
             DeviceTensor dProbs = null;
             if (dAttnWeights != null) {
                 double[] dw = dAttnWeights.toDoubleArray();
@@ -772,12 +772,12 @@ final class AttentionGpu {
                 int ld = width > 0 ? width : outs[r];
                 DeviceTensor dWr = s.allocate(DType.F32, outs[r], widths[r]);
                 Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dWr.pointer(), widths[r],
-                        rows, widths[r], outs[r], 0f, op.allowTf32());
+                        rows, widths[r], outs[r], 0f, op.allowTf32(), 0);
                 dW[r] = values(dWr);
                 dB[r] = values(columnSum(s, dProj[r], rows, outs[r], ld));
                 DeviceTensor dx = s.allocate(DType.F32, rows, widths[r]);
                 Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dx.pointer(), widths[r],
-                        rows, widths[r], outs[r], 0f, op.allowTf32());
+                        rows, widths[r], outs[r], 0f, op.allowTf32(), 0);
                 dIn[r] = opLayout(dx, batch, lens[r], widths[r], bf, dt);
             }
             Map<String, Tensor> grads = op.parameterGradients(new MultiHeadAttention.Projections(dW[0], dW[1], dW[2], dB[0],

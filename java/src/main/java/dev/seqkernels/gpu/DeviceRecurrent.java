@@ -71,6 +71,46 @@ public final class DeviceRecurrent {
                 !c.inference);
     }
 
+    /**
+     * Gradients of sum(output*dOutput) + sum(hn*dHn) + sum(cn*dCn) for a differentiable device
+     * forward of this op, with the weights it used (read again here); dOutput, dHn and dCn are
+     * shaped and typed like output, hn and cn (any strides), each null for zeros. Issued on
+     * {@code stream}, which must be ordered after the forward's work (the forward's stream, or one
+     * the caller orders after it); keep the forward result open until the stream has run this too.
+     */
+    public DeviceRecurrentGradients backward(DeviceRecurrentResult forward, PreparedWeights weights, DeviceTensor dOutput,
+                                             DeviceTensor dHn, DeviceTensor dCn, long stream) {
+        String name = op.opName();
+        if (forward == null) {
+            throw new SeqkException.ShapeMismatch(name + ": argument 'forward' is required");
+        }
+        check(name, "forward.output", forward.output());
+        if (!forward.differentiable()) {
+            throw new SeqkException.InvalidConfig(name + ": this forward ran in inference mode and kept nothing for backward;"
+                    + " run it without inference() to differentiate");
+        }
+        like(name, "dOutput", dOutput, forward.output(), "output");
+        like(name, "dHn", dHn, forward.hn(), "hn");
+        if (dCn != null && forward.cn() == null) {
+            throw new SeqkException.ShapeMismatch(name + ": argument 'dCn' is only for LSTM");
+        }
+        like(name, "dCn", dCn, forward.cn(), "cn");
+        var prepared = op.checkDeviceBackward(weights, forward.output().dtype());
+        return backend.recurrentPath().backwardOnDevice(op.config(), prepared, forward, dOutput, dHn, dCn, stream);
+    }
+
+    /** An optional gradient: when given, open, on this driver, and shaped and typed like {@code of}. */
+    private void like(String op, String name, DeviceTensor t, DeviceTensor of, String ofName) {
+        if (t == null) {
+            return;
+        }
+        check(op, name, t);
+        if (!java.util.Arrays.equals(t.shape(), of.shape()) || t.dtype() != of.dtype()) {
+            throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' is " + t.dtype() + java.util.Arrays.toString(t.shape())
+                    + ", expected " + ofName + "'s " + of.dtype() + java.util.Arrays.toString(of.shape()));
+        }
+    }
+
     private void check(String op, String name, DeviceTensor t) {
         if (t == null) {
             throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' is required");

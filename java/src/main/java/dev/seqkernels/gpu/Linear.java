@@ -32,17 +32,17 @@ final class Linear {
         forward(d, x, ldx, w, ldw, y, ldy, rows, in, out, beta, dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, 0, tf32);
     }
 
-    /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(); TF32 products when {@code tf32}. */
+    /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(), on {@code stream}; TF32 products when {@code tf32}. */
     static void weightGrad(Driver d, long dy, int lddy, long x, int ldx, long dw, int ldw, int rows, int in, int out,
-                           float beta, boolean tf32) {
+                           float beta, boolean tf32, long stream) {
         d.gemm(new Gemm(false, true, in, out, rows, 1f, x, ldx, 0, dy, lddy, 0, beta, dw, ldw, 0, 1,
-                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), 0);
+                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), stream);
     }
 
-    /** dX [rows, in] (row stride lddx) = dY [rows, out] W [out, in]: the input gradient of forward(); TF32 products when {@code tf32}. */
+    /** dX [rows, in] (row stride lddx) = dY [rows, out] W [out, in]: the input gradient of forward(), on {@code stream}; TF32 products when {@code tf32}. */
     static void inputGrad(Driver d, long dy, int lddy, long w, int ldw, long dx, int lddx, int rows, int in, int out,
-                          float beta, boolean tf32) {
+                          float beta, boolean tf32, long stream) {
         d.gemm(new Gemm(false, false, in, rows, out, 1f, w, ldw, 0, dy, lddy, 0, beta, dx, lddx, 0, 1,
-                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), 0);
+                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), stream);
     }
 }

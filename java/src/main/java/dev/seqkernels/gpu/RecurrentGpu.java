@@ -132,8 +132,8 @@ final class RecurrentGpu {
     }
 
     /** The device state a forward leaves behind, released when the result is closed. */
-    record Saved(DeviceScope scope, List<DeviceTensor> layerInputs, SlotTrace[] traces, DeviceTensor lengths, int steps,
-                 int batch) implements AutoCloseable {
+    record Saved(RecurrentConfig config, DeviceScope scope, List<DeviceTensor> layerInputs, SlotTrace[] traces, DeviceTensor lengths,
+                 int steps, int batch) implements AutoCloseable {
         @Override
         public void close() {
             scope.close();
@@ -286,7 +286,7 @@ final class RecurrentGpu {
             }
             input = out;
         }
-        return new ForwardOutputs(input, hn, cn, new Saved(keep, layerInputs, traces, in.lengths(), steps, batch));
+        return new ForwardOutputs(input, hn, cn, new Saved(c, keep, layerInputs, traces, in.lengths(), steps, batch));
     }
 
     /**
@@ -324,6 +324,41 @@ final class RecurrentGpu {
             }
             return new DeviceRecurrentResult(rounded(scope, output, dt, stream), rounded(scope, o.hn(), dt, stream),
                     o.cn() == null ? null : rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
+        } catch (RuntimeException e) {
+            scope.closeAfterFailure(stream, e);
+            throw e;
+        }
+    }
+
+    /**
+     * {@link DeviceRecurrent#backward}: dOutput, dHn and dCn (the op's dtype, any strides; null for
+     * zeros) are gathered into F32 on the device, {@link #backwardOnStream} runs on the caller's
+     * stream, and the gradients are rounded to the op's dtype (dx transposed back for batch first).
+     * Everything lives in the gradients until they are closed.
+     */
+    DeviceRecurrentGradients backwardOnDevice(RecurrentConfig c, AutoCloseable preparedWeights, DeviceRecurrentResult forward,
+                                              DeviceTensor dOutput, DeviceTensor dHn, DeviceTensor dCn, long stream) {
+        PreparedCopies prepared = preparedHere(preparedWeights);
+        if (prepared == null) {
+            throw new IllegalStateException("a device backward without device copies of its weights");
+        }
+        Saved saved = savedFor(c, forward.saved());
+        DType dt = forward.output().dtype();
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            BackwardOutputs o = backwardOnStream(c, Map.of(), prepared, saved, dt,
+                    dOutput == null ? null : gathered(scope, c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, stream),
+                    dHn == null ? null : gathered(scope, dHn, stream), dCn == null ? null : gathered(scope, dCn, stream), scope, stream);
+            DeviceTensor dx = o.dx();
+            if (c.batchFirst()) {
+                dx = gathered(scope, dx.permute(1, 0, 2), stream);
+            }
+            Map<String, DeviceTensor> params = new java.util.LinkedHashMap<>();
+            for (var e : o.params().entrySet()) {
+                params.put(e.getKey(), rounded(scope, e.getValue(), dt, stream));
+            }
+            return new DeviceRecurrentGradients(rounded(scope, dx, dt, stream), rounded(scope, o.dh0(), dt, stream),
+                    o.dc0() == null ? null : rounded(scope, o.dc0(), dt, stream), params, scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
             throw e;
@@ -511,11 +546,57 @@ final class RecurrentGpu {
     RecurrentGradients backward(RecurrentConfig c, Map<String, Tensor> params, AutoCloseable preparedWeights, RecurrentResult forward,
                                 Tensor dOutput, Tensor dHn, Tensor dCn) {
         PreparedCopies prepared = preparedHere(preparedWeights);
-        if (!(forward.saved() instanceof Saved saved)) {
+        Saved saved = savedFor(c, forward.saved());
+        DType dt = forward.output().dtype();
+        try (PendingResults results = new PendingResults(); DeviceScope s = new DeviceScope(driver)) {
+            BackwardOutputs o = backwardOnStream(c, params, prepared, saved, dt,
+                    dOutput == null ? null : s.upload(c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, DType.F32),
+                    dHn == null ? null : s.upload(dHn, DType.F32), dCn == null ? null : s.upload(dCn, DType.F32), s, 0);
+            Tensor dh0 = results.keep(download(o.dh0(), dt));
+            Tensor dc0 = results.keep(o.dc0() == null ? null : download(o.dc0(), dt));
+            Tensor dxTimeMajor = results.keep(Tensor.allocate(dt, saved.steps(), saved.batch(), c.inputSize()));
+            copyInto(o.dx(), dxTimeMajor);
+            Tensor dx = dxTimeMajor;
+            if (c.batchFirst()) {
+                try (Tensor timeMajor = dxTimeMajor) {
+                    dx = results.keep(timeMajor.permute(1, 0, 2).to(dt));
+                }
+            }
+            Map<String, Tensor> grads = new java.util.LinkedHashMap<>();
+            o.params().forEach((name, g) -> grads.put(name, results.keep(download(g, dt))));
+            results.handOver();
+            return new RecurrentGradients(dx, dh0, dc0, grads);
+        }
+    }
+
+    /** The device state a forward saved, checked to come from this backend and an op of this configuration. */
+    private Saved savedFor(RecurrentConfig c, Object state) {
+        if (!(state instanceof Saved saved)) {
             throw new SeqkException.Unsupported(driver.name() + ": this forward result was not made by the " + driver.name()
                     + " backend (or was closed)");
         }
-        DType dt = forward.output().dtype();
+        RecurrentConfig made = saved.config();
+        RecurrentConfig asMade = new RecurrentConfig(made.cell(), made.inputSize(), made.hiddenSize(), made.numLayers(), made.direction(),
+                made.batchFirst(), made.bias(), made.projSize(), made.linearBeforeReset(), made.peepholes(), made.inputForget(),
+                made.clip(), made.activations(), c.allowTf32());
+        if (!asMade.equals(c)) {
+            throw new SeqkException.InvalidConfig(c.cell().name().toLowerCase(java.util.Locale.ROOT)
+                    + ": this forward result was made by an op of another configuration (" + made + "); run backward with that op");
+        }
+        return saved;
+    }
+
+    /** A backward's results on the device in F32: dx [T, B, in] (time-major), dh0, dc0 (or null) and the parameter gradients in the op's order. */
+    record BackwardOutputs(DeviceTensor dx, DeviceTensor dh0, DeviceTensor dc0, Map<String, DeviceTensor> params) {
+    }
+
+    /**
+     * Backward through time on the device, every copy, GEMM and launch on {@code stream} in order,
+     * nothing waited for; dOutput [T, B, out] (time-major), dHn and dCn in F32, each null for zeros.
+     * Everything it allocates, the results included, goes into {@code s}.
+     */
+    BackwardOutputs backwardOnStream(RecurrentConfig c, Map<String, Tensor> params, PreparedCopies prepared, Saved saved, DType dt,
+                                     DeviceTensor dOutput, DeviceTensor dHn, DeviceTensor dCn, DeviceScope s, long stream) {
         int steps = saved.steps();
         int batch = saved.batch();
         int rows = steps * batch;  // checked against an int by forward
@@ -526,12 +607,14 @@ final class RecurrentGpu {
         int slots = c.numLayers() * nd;
         boolean lstm = c.cell() == CellType.LSTM;
         boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
-        Map<String, Tensor> grads = new java.util.LinkedHashMap<>();
-        try (PendingResults results = new PendingResults(); DeviceScope s = new DeviceScope(driver)) {
-            Tensor dh0 = results.keep(Tensor.allocate(dt, slots, batch, p));
-            Tensor dc0 = results.keep(lstm ? Tensor.allocate(dt, slots, batch, h) : null);
-            DeviceTensor dLayerOut = dOutput == null ? s.zeros(DType.F32, steps, batch, c.outputSize())
-                    : s.upload(c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, DType.F32);
+        Map<String, DeviceTensor> grads = new java.util.LinkedHashMap<>();
+        DeviceTensor dh0 = s.allocate(DType.F32, slots, batch, p);
+        DeviceTensor dc0 = lstm ? s.allocate(DType.F32, slots, batch, h) : null;
+        DeviceTensor dLayerOut = dOutput;
+        if (dLayerOut == null) {
+            dLayerOut = s.allocate(DType.F32, steps, batch, c.outputSize());
+            driver.memsetAsync(dLayerOut.pointer(), 0, Math.max(1, dLayerOut.byteSize()), stream);
+        }
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
                 DeviceTensor x32 = saved.layerInputs().get(layer);
@@ -548,9 +631,8 @@ final class RecurrentGpu {
                     DeviceTensor hPrev = tr.hPrev();
                     DeviceTensor dax = s.allocate(DType.F32, rows, gh);
                     DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;
-                    DeviceTensor dhState = dHn == null ? s.zeros(DType.F32, batch, p) : s.upload(dHn.select(0, slot), DType.F32);
-                    DeviceTensor dcState = !lstm ? null
-                            : dCn == null ? s.zeros(DType.F32, batch, h) : s.upload(dCn.select(0, slot), DType.F32);
+                    DeviceTensor dhState = initialState(s, dHn, slot, batch, p, stream);
+                    DeviceTensor dcState = lstm ? initialState(s, dCn, slot, batch, h, stream) : null;
                     DeviceTensor dhTotal = s.allocate(DType.F32, batch, p);
                     DeviceTensor dhAll = whr != null ? s.allocate(DType.F32, rows, p) : null;
                     DeviceTensor mAll = whr != null ? s.allocate(DType.F32, rows, h) : null;
@@ -566,7 +648,7 @@ final class RecurrentGpu {
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
                     for (int step = steps - 1; step >= 0; step--) {
                         int t = c.direction().isReversed(d) ? steps - 1 - step : step;
-                        driver.launch(fn32("step_grad_in"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                        driver.launch(fn32("step_grad_in"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(dhState.pointer()).pointer(dLayerOut.pointer()).pointer(dhTotal.pointer())
                                 .pointer(ptr(dhAll)).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p)
                                 .i32(c.outputSize()).i32(d * p));
@@ -574,9 +656,9 @@ final class RecurrentGpu {
                             case LSTM -> {
                                 if (whr != null) {
                                     // dm [B, H] = dh_total [B, P] W_hr [P, H]
-                                    Linear.inputGrad(driver, dhTotal.pointer(), p, whr.pointer(), h, dm.pointer(), h, batch, h, p, 0f, tf32(c, dt));
+                                    Linear.inputGrad(driver, dhTotal.pointer(), p, whr.pointer(), h, dm.pointer(), h, batch, h, p, 0f, tf32(c, dt), stream);
                                 }
-                                driver.launch(fn32("lstm_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                driver.launch(fn32("lstm_step_bwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                         .pointer(tr.raw().pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                                         .pointer(dm != null ? dm.pointer() : dhTotal.pointer()).pointer(ptr(peep))
                                         .pointer(dcState.pointer()).pointer(dax.pointer()).pointer(ptr(mAll)).pointer(ptr(dpeepAll))
@@ -587,12 +669,12 @@ final class RecurrentGpu {
                                         .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha())
                                         .f32((float) act.get(2).beta()));
                             }
-                            case RNN -> driver.launch(fn32("rnn_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                            case RNN -> driver.launch(fn32("rnn_step_bwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                     .pointer(tr.raw().pointer()).pointer(dhTotal.pointer()).pointer(dax.pointer())
                                     .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).f32(clip)
                                     .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                             case GRU -> {
-                                driver.launch(fn32("gru_step_bwd"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                driver.launch(fn32("gru_step_bwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                         .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(ptr(tr.hnLin()))
                                         .pointer(dhTotal.pointer()).pointer(dax.pointer()).pointer(dah.pointer())
                                         .pointer(direct.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
@@ -603,8 +685,8 @@ final class RecurrentGpu {
                                     // d_rh [B, H] = dah_n(t) [B, H] (row stride 3H) W_hn [H, H].
                                     long dahN = dah.select(0, (long) t * batch).narrow(0, 2L * h, h).pointer();
                                     Linear.inputGrad(driver, dahN, gh, whh.narrow(0, 2L * h, h).pointer(), h, dRh.pointer(), h,
-                                            batch, h, h, 0f, tf32(c, dt));
-                                    driver.launch(fn32("gru_step_bwd_reset"), cellGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                            batch, h, h, 0f, tf32(c, dt), stream);
+                                    driver.launch(fn32("gru_step_bwd_reset"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                             .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(dRh.pointer())
                                             .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
                                             .pointer(rhAll.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
@@ -615,58 +697,51 @@ final class RecurrentGpu {
                         }
                         // dh_prev [B, P] = dah(t) [B, hRows] (row stride G*H) W_hh[0:hRows] [hRows, P].
                         Linear.inputGrad(driver, dah.select(0, (long) t * batch).pointer(), gh, whh.pointer(), p,
-                                gemmOut.pointer(), p, batch, p, hRows, 0f, tf32(c, dt));
-                        driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, 0, new KernelArgs()
+                                gemmOut.pointer(), p, batch, p, hRows, 0f, tf32(c, dt), stream);
+                        driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(gemmOut.pointer()).pointer(ptr(direct)).pointer(dhState.pointer())
                                 .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p));
                     }
-                    copyInto(dhState, dh0.select(0, slot));
+                    driver.copyDeviceToDeviceAsync(dh0.select(0, slot).pointer(), dhState.pointer(), dhState.byteSize(), stream);
                     if (lstm) {
-                        copyInto(dcState, dc0.select(0, slot));
+                        driver.copyDeviceToDeviceAsync(dc0.select(0, slot).pointer(), dcState.pointer(), dcState.byteSize(), stream);
                     }
                     // Weight gradients over all steps at once: dW = dA^T X.
                     DeviceTensor dWih = s.allocate(DType.F32, gh, in);
-                    Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f, tf32(c, dt));
-                    grads.put("weight_ih_" + sfx, results.keep(download(dWih, dt)));
+                    Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f, tf32(c, dt), stream);
+                    grads.put("weight_ih_" + sfx, dWih);
                     DeviceTensor dWhh = s.allocate(DType.F32, gh, p);
-                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f, tf32(c, dt));
+                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f, tf32(c, dt), stream);
                     if (gruSplit) {
                         Linear.weightGrad(driver, dah.select(1, 2L * h).pointer(), gh, rhAll.pointer(), h,
-                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f, tf32(c, dt));
+                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f, tf32(c, dt), stream);
                     }
-                    grads.put("weight_hh_" + sfx, results.keep(download(dWhh, dt)));
+                    grads.put("weight_hh_" + sfx, dWhh);
                     if (c.bias()) {
-                        grads.put("bias_ih_" + sfx, results.keep(download(columnSum(s, dax, rows, gh), dt)));
-                        grads.put("bias_hh_" + sfx, results.keep(download(columnSum(s, dah, rows, gh), dt)));
+                        grads.put("bias_ih_" + sfx, columnSum(s, dax, rows, gh, stream));
+                        grads.put("bias_hh_" + sfx, columnSum(s, dah, rows, gh, stream));
                     }
                     if (whr != null) {
                         DeviceTensor dWhr = s.allocate(DType.F32, p, h);
-                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f, tf32(c, dt));
-                        grads.put("weight_hr_" + sfx, results.keep(download(dWhr, dt)));
+                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f, tf32(c, dt), stream);
+                        grads.put("weight_hr_" + sfx, dWhr);
                     }
                     if (peep != null) {
-                        grads.put("weight_peephole_" + sfx, results.keep(download(columnSum(s, dpeepAll, rows, 3 * h), dt)));
+                        grads.put("weight_peephole_" + sfx, columnSum(s, dpeepAll, rows, 3 * h, stream));
                     }
                     // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
-                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, tf32(c, dt));
+                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, tf32(c, dt), stream);
                 }
                 dLayerOut = dX;
             }
-            Tensor dxTimeMajor = results.keep(Tensor.allocate(dt, steps, batch, c.inputSize()));
-            copyInto(dLayerOut, dxTimeMajor);
-            Tensor dx = dxTimeMajor;
-            if (c.batchFirst()) {
-                try (Tensor timeMajor = dxTimeMajor) {
-                    dx = results.keep(timeMajor.permute(1, 0, 2).to(dt));
-                }
-            }
-            Map<String, Tensor> ordered = new java.util.LinkedHashMap<>();
-            for (String name : c.parameterShapes().keySet()) {
-                ordered.put(name, grads.get(name));
-            }
-            results.handOver();
-            return new RecurrentGradients(dx, dh0, dc0, ordered);
+        Map<String, DeviceTensor> ordered = new java.util.LinkedHashMap<>();
+        for (String name : c.parameterShapes().keySet()) {
+            ordered.put(name, grads.get(name));
         }
+        // dLayerOut is layer 0's dX [T*B, in]: seen as [T, B, in] (a view of the same memory, which s owns).
+        DeviceTensor dx = DeviceTensor.wrap(driver, dLayerOut.pointer(), DType.F32, new long[]{steps, batch, c.inputSize()},
+                Tensor.contiguousStrides(new long[]{steps, batch, c.inputSize()}));
+        return new BackwardOutputs(dx, dh0, dc0, ordered);
     }
 
     private long fn32(String name) {
@@ -682,9 +757,9 @@ final class RecurrentGpu {
         return functions.computeIfAbsent("util/" + name, n -> driver.function(util, name));
     }
 
-    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
+    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, long stream) {
         DeviceTensor out = s.allocate(DType.F32, cols);
-        driver.launch(utilFn("column_sum_f32"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(utilFn("column_sum_f32"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
         return out;
     }

@@ -146,6 +146,16 @@ public abstract class RecurrentOp {
         return lens;
     }
 
+    /**
+     * The checks of {@link #backward(PreparedWeights, RecurrentResult, Tensor, Tensor, Tensor)} on
+     * the weights for the device entry point: they fit this op and were prepared from {@code dtype},
+     * the forward's. Returns their form on the backend.
+     */
+    public Backend.PreparedParams checkDeviceBackward(PreparedWeights weights, DType dtype) {
+        Checks.paramsOrPrepared(opName(), prepared(weights), config.parameterShapes(), true, dtype);
+        return weights.device();
+    }
+
     /** A device forward's checked arguments: the lengths to use and the prepared weights' form on the backend. */
     public record DeviceForwardArguments(int[] lengths, Backend.PreparedParams prepared) {
     }

@@ -9,6 +9,7 @@ import dev.seqkernels.ops.CellType;
 import dev.seqkernels.ops.Gru;
 import dev.seqkernels.ops.Lstm;
 import dev.seqkernels.ops.PreparedWeights;
+import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Rnn;
@@ -109,8 +110,13 @@ class DeviceRecurrentTest {
         for (int i = 0; i < batch; i++) {
             lengths[i] = i == 1 ? 0 : steps - (i % steps);
         }
+        int width = (bidirectional ? 2 : 1) * hidden;
+        Tensor dOut = batchFirst ? data.tensor(dtype, 1, batch, steps, width) : data.tensor(dtype, 1, steps, batch, width);
+        Tensor dHn = initialStates ? data.tensor(dtype, 1, slots, batch, hidden) : null;
+        Tensor dCn = initialStates && cell.equals("LSTM") ? data.tensor(dtype, 1, slots, batch, hidden) : null;
         long stream = driver.createStream();
-        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, h0, c0, lengths)) {
+        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, h0, c0, lengths);
+             RecurrentGradients wantGrad = op.backward(weights, want, dOut, dHn, dCn)) {
             long before = driver.memoryInUse();
             DeviceRecurrent rnn = DeviceRecurrent.of(op);
             DeviceRecurrent.Call call = DeviceRecurrent.inputs(weights, framework(x)).lengths(lengths).stream(stream);
@@ -120,9 +126,24 @@ class DeviceRecurrentTest {
             if (c0 != null) {
                 call.c0(framework(c0));
             }
+            DeviceTensor dOutOnDevice = framework(dOut);
+            DeviceTensor dHnOnDevice = dHn == null ? null : framework(dHn);
+            DeviceTensor dCnOnDevice = dCn == null ? null : framework(dCn);
             long allocated = driver.memoryInUse();
-            try (DeviceRecurrentResult got = rnn.forward(call)) {
+            try (DeviceRecurrentResult got = rnn.forward(call);
+                 DeviceRecurrentGradients grad = rnn.backward(got, weights, dOutOnDevice, dHnOnDevice, dCnOnDevice, stream)) {
                 driver.synchronize(stream);
+                sameValues(cell + " dx", wantGrad.dx(), grad.dx());
+                sameValues(cell + " dh0", wantGrad.dh0(), grad.dh0());
+                if (wantGrad.dc0() != null) {
+                    sameValues(cell + " dc0", wantGrad.dc0(), grad.dc0());
+                } else {
+                    assertNull(grad.dc0());
+                }
+                assertEquals(wantGrad.params().keySet().stream().toList(), grad.params().keySet().stream().toList());
+                for (String name : wantGrad.params().keySet()) {
+                    sameValues(cell + " d" + name, wantGrad.params().get(name), grad.params().get(name));
+                }
                 assertTrue(got.differentiable());
                 assertEquals(dtype, got.output().dtype());
                 sameValues(cell + " output", want.output(), got.output());
@@ -152,7 +173,7 @@ class DeviceRecurrentTest {
 
     /**
      * Every copy, memset, GEMM and launch of a forward (the per-step graph and the persistent kernel)
-     * is issued on the caller's stream or on a stream the call created, which waits for an event
+     * and of its backward is issued on the caller's stream or on a stream the call created, which waits for an event
      * recorded on the caller's stream before its first work and on whose last event the caller's
      * stream then waits; nothing inside the call waits or frees.
      */
@@ -188,8 +209,12 @@ class DeviceRecurrentTest {
         try (PreparedWeights weights = op.prepare(w)) {
             DeviceTensor x = framework(recorded, data.tensor(DType.F16, 1, 6, batch, 5));
             recording[0] = true;
-            try (DeviceRecurrentResult got = DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights, x).stream(stream))) {
+            DeviceTensor dOut = framework(recorded, data.tensor(DType.F16, 1, 6, batch, 8));
+            DeviceRecurrent rnn = DeviceRecurrent.of(op);
+            try (DeviceRecurrentResult got = rnn.forward(DeviceRecurrent.inputs(weights, x).stream(stream));
+                 DeviceRecurrentGradients grad = rnn.backward(got, weights, dOut, null, null, stream)) {
                 recording[0] = false;
+                assertEquals(DType.F16, grad.dx().dtype());
                 assertTrue(calls.stream().anyMatch(c -> c.startsWith("launch")), "the call launched kernels: " + calls);
                 for (String c : calls) {
                     assertFalse(WAITING.contains(c.split(" ")[0]), "a device-resident call made a waiting driver call: " + c + " in " + calls);
@@ -234,6 +259,8 @@ class DeviceRecurrentTest {
             driver.synchronize(0);
             assertFalse(r.differentiable());
             assertNull(r.cn());
+            var e = assertThrows(SeqkException.InvalidConfig.class, () -> DeviceRecurrent.of(op).backward(r, weights, null, null, null, 0));
+            assertTrue(e.getMessage().contains("inference"), e.getMessage());
         } finally {
             freeRaw();
         }
@@ -279,12 +306,33 @@ class DeviceRecurrentTest {
             DeviceTensor closed = DeviceTensor.allocate(driver, DType.F32, 4, 3, 5);
             closed.close();
             assertThrows(SeqkException.TensorClosed.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, closed)));
+            try (DeviceRecurrentResult r = rnn.forward(DeviceRecurrent.inputs(weights, x))) {
+                var dOut = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.backward(r, weights, x, null, null, 0));
+                assertTrue(dOut.getMessage().contains("'dOutput'"), dOut.getMessage());
+                var dCn = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.backward(r, weights, null, null, x, 0));
+                assertTrue(dCn.getMessage().contains("'dCn'"), dCn.getMessage());
+                var otherWeights = assertThrows(SeqkException.InvalidConfig.class, () -> rnn.backward(r, gruWeights, null, null, null, 0));
+                assertTrue(otherWeights.getMessage().contains("other parameters"), otherWeights.getMessage());
+                RecurrentOp deeper = Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(GpuTargets.sharedBackend()).build();
+                try (PreparedWeights deeperWeights = deeper.prepare(data.params(DType.F32, 0.3, deeper.config().parameterShapes()))) {
+                    var otherOp = assertThrows(SeqkException.InvalidConfig.class,
+                            () -> DeviceRecurrent.of(deeper).backward(r, deeperWeights, null, null, null, 0));
+                    assertTrue(otherOp.getMessage().contains("another configuration"), otherOp.getMessage());
+                }
+                driver.synchronize(0);
+            }
             weights.close();
             assertThrows(SeqkException.TensorClosed.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)));
         } finally {
             freeRaw();
         }
         assertEquals(before, driver.memoryInUse(), "refused calls allocated nothing");
+        try (RecurrentResult r = lstm.forward(w, data.tensor(DType.F32, 1, 4, 3, 5))) {
+            RecurrentOp deeper = Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(GpuTargets.sharedBackend()).build();
+            var otherOp = assertThrows(SeqkException.InvalidConfig.class, () -> deeper.backward(
+                    data.params(DType.F32, 0.3, deeper.config().parameterShapes()), r, null, null, null));
+            assertTrue(otherOp.getMessage().contains("another configuration"), otherOp.getMessage());
+        }
         assertEquals(CellType.LSTM, lstm.config().cell());
     }
 }
