@@ -10,4 +10,7 @@ module dev.seqkernels.tools {
     requires java.desktop;
 
     exports dev.seqkernels.cli;
+    // Jackson reads and writes the JSON records of parity (cli) and the benchmarks (bench) by reflection.
+    opens dev.seqkernels.cli to com.fasterxml.jackson.databind;
+    opens dev.seqkernels.bench to com.fasterxml.jackson.databind;
 }

@@ -32,6 +32,7 @@ public final class EmbeddingExample {
 
     public static void main(String[] args) {
         Outputs o = run(args.length > 0 ? args[0] : "emu");
+        System.out.println("seqkernels from " + Backends.class.getModule());
         System.out.printf("lstm: %d values, attention: %d values%n", o.lstm().length, o.attention().length);
     }
 

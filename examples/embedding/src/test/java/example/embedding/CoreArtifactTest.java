@@ -5,7 +5,6 @@ import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
-import java.io.InputStream;
 import java.lang.module.Configuration;
 import java.lang.module.ModuleDescriptor;
 import java.lang.module.ModuleFinder;
@@ -58,14 +57,17 @@ class CoreArtifactTest {
                 || coreName.matches("seqkernels-[0-9][^-]*(-SNAPSHOT)?\\.jar"), "the core artifact, not another: " + core);
     }
 
+    /** The core's jar; a visible skip under mvn test, where the reactor hands over class directories instead. */
+    private static Path coreJar() {
+        Path core = coreLocation();
+        Assumptions.assumeTrue(Files.isRegularFile(core),
+                () -> "skipped: the core is " + core + " (mvn test), not its jar; mvn verify (./seqk test) checks the jar");
+        return core;
+    }
+
     @Test
-    void theCoresModuleDescriptor() throws IOException {
-        ModuleDescriptor d;
-        try (InputStream in = Backends.class.getResourceAsStream("/META-INF/versions/25/module-info.class")) {
-            assertTrue(in != null, "the core carries its module descriptor in META-INF/versions/25");
-            d = ModuleDescriptor.read(in);
-        }
-        assertEquals("dev.seqkernels", d.name());
+    void theCoresModuleDescriptor() {
+        ModuleDescriptor d = ModuleFinder.of(coreJar()).find("dev.seqkernels").orElseThrow().descriptor();
         assertEquals(Set.of("java.base"), d.requires().stream().map(ModuleDescriptor.Requires::name).collect(Collectors.toSet()));
         assertEquals(new TreeSet<>(List.of("dev.seqkernels", "dev.seqkernels.gpu", "dev.seqkernels.ops")),
                 d.exports().stream().filter(e -> !e.isQualified()).map(ModuleDescriptor.Exports::source).collect(Collectors.toCollection(TreeSet::new)),
@@ -73,31 +75,93 @@ class CoreArtifactTest {
         assertEquals(Set.of("dev.seqkernels.gpu.DriverProvider"), d.uses());
     }
 
+    /** Runs java with these arguments; returns its output, failing with it when the exit status is not 0. */
+    private static String java(List<String> args) throws IOException, InterruptedException {
+        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        command.addAll(args);
+        Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertEquals(0, p.waitFor(), () -> String.join(" ", command) + "\n" + out);
+        return out;
+    }
+
     /**
-     * The packaged jar (mvn verify, as ./seqk test runs) resolved on a module path in a layer of its
-     * own: a named module that loads, reaches its emulator library with native access granted to it,
-     * and hides its internals.
+     * The example in a JVM of its own with the core's jar on the module path (and only the example's
+     * classes on the class path): the core is the named module dev.seqkernels, and the LSTM and
+     * attention run on the emulator from there.
      */
     @Test
-    void theJarIsANamedModuleOnTheModulePath() throws Exception {
-        Path core = coreLocation();
-        Assumptions.assumeTrue(Files.isRegularFile(core),
-                () -> "skipped: the core is " + core + " (mvn test), not its jar; mvn verify (./seqk test) checks the jar");
-        ModuleFinder finder = ModuleFinder.of(core);
-        Configuration cf = ModuleLayer.boot().configuration().resolve(finder, ModuleFinder.of(), Set.of("dev.seqkernels"));
+    void theExampleRunsWithTheCoreAsANamedModule() throws Exception {
+        Path example = Path.of(EmbeddingExample.class.getProtectionDomain().getCodeSource().getLocation().toURI());
+        String out = java(List.of("--module-path", coreJar().toString(), "--add-modules", "dev.seqkernels",
+                "--enable-native-access=dev.seqkernels", "-cp", example.toString(), EmbeddingExample.class.getName(), "emu"));
+        assertTrue(out.contains("seqkernels from module dev.seqkernels") && out.contains("lstm: 160 values, attention: 64 values"), out);
+    }
+
+    /**
+     * The command line with seqkernels-tools, the core, seqkernels-jcuda and every dependency on the
+     * module path: the tools' descriptor resolves, the jcuda binding is found as a service (it fails
+     * for want of a driver, not of its artifact), and Jackson reaches the benchmark cases' records.
+     */
+    @Test
+    void theToolsRunOnTheModulePath() throws Exception {
+        coreJar();
+        Path tools = Path.of(System.getProperty("seqkernels.root", "../.."), "java-tools", "target");
+        Path[] jars;
+        try (var listed = Files.list(tools)) {
+            jars = listed.filter(f -> f.getFileName().toString().matches("seqkernels-tools-[^-]+(-SNAPSHOT)?\\.jar")).toArray(Path[]::new);
+        }
+        Assumptions.assumeTrue(jars.length == 1 && Files.isDirectory(tools.resolve("lib")),
+                () -> "skipped: seqkernels-tools is not packaged in " + tools + " (mvn verify from the root packages it first)");
+        List<String> launch = List.of("--module-path", tools.resolve("lib") + java.io.File.pathSeparator + jars[0],
+                "--enable-native-access=dev.seqkernels,dev.seqkernels.jcuda,jcuda,jcublas", "-m", "dev.seqkernels.tools/dev.seqkernels.cli.Main");
+        List<String> info = new ArrayList<>(launch);
+        info.add("info");
+        String described = java(info);
+        assertTrue(described.contains("emu     available") && described.contains("jcuda ") && !described.contains("separate artifact"),
+                described);
+        List<String> list = new ArrayList<>(launch);
+        list.addAll(List.of("bench", "--suite", "smoke", "--list"));
+        String cases = java(list);
+        assertTrue(cases.contains("\"cases\"") && cases.contains("\"op\" : \"lstm\""), cases);
+    }
+
+    /**
+     * The core, seqkernels-jcuda and JCuda's jars in a module layer of their own, with no context
+     * class loader to help: the core finds the binding in its own layer (it then fails for want of a
+     * driver, not of its artifact), and the named core hides its internals.
+     */
+    @Test
+    void aLayerWithTheJcudaArtifactFindsItsBinding() throws Exception {
+        coreJar();
+        Path lib = Path.of(System.getProperty("seqkernels.root", "../.."), "java-tools", "target", "lib");
+        Assumptions.assumeTrue(Files.isDirectory(lib), () -> "skipped: " + lib + " holds seqkernels-jcuda and JCuda after mvn verify");
+        List<Path> jars = new ArrayList<>();
+        try (var listed = Files.list(lib)) {
+            listed.filter(f -> f.getFileName().toString().matches("(seqkernels|seqkernels-jcuda|jcuda|jcublas)-[0-9].*\\.jar")
+                    && !f.getFileName().toString().contains("natives")).forEach(jars::add);
+        }
+        ModuleFinder finder = ModuleFinder.of(jars.toArray(Path[]::new));
+        Configuration cf = ModuleLayer.boot().configuration().resolveAndBind(finder, ModuleFinder.of(), Set.of("dev.seqkernels"));
         ModuleLayer.Controller controller = ModuleLayer.defineModulesWithOneLoader(cf, List.of(ModuleLayer.boot()),
                 ClassLoader.getPlatformClassLoader());
-        Module module = controller.layer().findModule("dev.seqkernels").orElseThrow();
-        controller.enableNativeAccess(module);
-        assertTrue(module.isNamed());
-        assertTrue(module.isExported("dev.seqkernels.ops"));
-        assertFalse(module.isExported("dev.seqkernels.cpu"), "the CPU reference's internals are not exported");
-        assertFalse(module.isExported("dev.seqkernels.gpu.panama"), "the bindings' internals are not exported");
-        Class<?> backends = controller.layer().findLoader("dev.seqkernels").loadClass("dev.seqkernels.Backends");
-        assertEquals(module, backends.getModule());
-        @SuppressWarnings("unchecked")
-        Map<String, String> availability = (Map<String, String>) backends.getMethod("availability").invoke(null);
-        assertTrue(availability.get("emu").startsWith("available"), "emu in the named module: " + availability.get("emu"));
-        assertTrue(availability.get("jcuda").startsWith("the jcuda binding is a separate artifact"), availability.get("jcuda"));
+        Module core = controller.layer().findModule("dev.seqkernels").orElseThrow();
+        assertTrue(controller.layer().findModule("dev.seqkernels.jcuda").isPresent(), "service binding resolved the jcuda module");
+        controller.enableNativeAccess(core);
+        assertFalse(core.isExported("dev.seqkernels.cpu"), "the CPU reference's internals are not exported");
+        assertFalse(core.isExported("dev.seqkernels.gpu.panama"), "the bindings' internals are not exported");
+        Thread thread = Thread.currentThread();
+        ClassLoader context = thread.getContextClassLoader();
+        try {
+            thread.setContextClassLoader(null);
+            Class<?> backends = controller.layer().findLoader("dev.seqkernels").loadClass("dev.seqkernels.Backends");
+            assertEquals(core, backends.getModule());
+            @SuppressWarnings("unchecked")
+            Map<String, String> availability = (Map<String, String>) backends.getMethod("availability").invoke(null);
+            assertFalse(availability.get("jcuda").contains("separate artifact"), availability.get("jcuda"));
+            assertTrue(availability.get("jcuda").startsWith("jcuda: "), availability.get("jcuda"));
+        } finally {
+            thread.setContextClassLoader(context);
+        }
     }
 }

@@ -33,6 +33,32 @@ class JCudaBindingTest {
         assertTrue(DriverProvider.find("panama").isEmpty(), "panama is the core's own, not a provider");
     }
 
+    /**
+     * The core and this artifact in a class loader of their own without JCuda's jars (and no help
+     * from the context class loader): the provider is found beside the core, and the missing library
+     * is one sentence from backend jcuda, while auto goes on to cpu.
+     */
+    @Test
+    void withoutJCudaItselfTheBindingIsOneSentence() throws Exception {
+        java.net.URL[] urls = {DriverProvider.class.getProtectionDomain().getCodeSource().getLocation(),
+                JCudaProvider.class.getProtectionDomain().getCodeSource().getLocation()};
+        Thread thread = Thread.currentThread();
+        ClassLoader context = thread.getContextClassLoader();
+        try (java.net.URLClassLoader loader = new java.net.URLClassLoader(urls, ClassLoader.getPlatformClassLoader())) {
+            thread.setContextClassLoader(null);
+            Class<?> backends = loader.loadClass("dev.seqkernels.Backends");
+            @SuppressWarnings("unchecked")
+            java.util.Map<String, String> availability = (java.util.Map<String, String>) backends.getMethod("availability").invoke(null);
+            String jcuda = availability.get("jcuda");
+            assertTrue(jcuda.startsWith("jcuda: dev.seqkernels:seqkernels-jcuda is present but a library it needs is not")
+                    && jcuda.contains("jcuda/"), jcuda);
+            Object auto = backends.getMethod("byName", String.class).invoke(null, "auto");
+            assertEquals("cpu", auto.getClass().getMethod("name").invoke(auto));
+        } finally {
+            thread.setContextClassLoader(context);
+        }
+    }
+
     @Test
     void jcudaWithoutADriverIsOneSentence() {
         Assumptions.assumeFalse(driverPresent(), "skipped: a libcuda.so.1 loads here");
