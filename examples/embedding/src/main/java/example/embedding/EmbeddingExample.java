@@ -5,6 +5,8 @@ import dev.seqkernels.DType;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.gpu.DeviceAttention;
 import dev.seqkernels.gpu.DeviceAttentionResult;
+import dev.seqkernels.gpu.DeviceRecurrent;
+import dev.seqkernels.gpu.DeviceRecurrentResult;
 import dev.seqkernels.gpu.DeviceTensor;
 import dev.seqkernels.gpu.Driver;
 import dev.seqkernels.gpu.GpuBackend;
@@ -12,15 +14,14 @@ import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.CausalAlignment;
 import dev.seqkernels.ops.Lstm;
 import dev.seqkernels.ops.PreparedWeights;
-import dev.seqkernels.ops.RecurrentResult;
 
 import java.util.HashMap;
 import java.util.Map;
 
 /**
  * What a Java ML framework does with seqkernels, depending on the core artifact alone (the README's
- * "Embedding" example; built and tested with the project): an LSTM whose weights are uploaded once,
- * and causal attention on the framework's own device memory and stream.
+ * "Embedding" example; built and tested with the project): an LSTM whose weights are uploaded once
+ * and causal attention, both on the framework's own device memory and stream.
  */
 public final class EmbeddingExample {
     /** The LSTM's output [time, batch, hidden] and attention's [batch, heads, query length, dim], row-major. */
@@ -42,17 +43,35 @@ public final class EmbeddingExample {
         return new Outputs(lstm(gpu), attention(gpu));
     }
 
-    /** Weights prepared once (device copies in the op's compute dtype), then reused by every call. */
+    /**
+     * Weights prepared once (device copies in the op's compute dtype), then an LSTM forward on the
+     * framework's own device memory and stream: x uploaded, the forward queued and its output
+     * downloaded on that stream; nothing waits until the end.
+     */
     static float[] lstm(GpuBackend gpu) {
+        Driver driver = gpu.driver();
         Lstm lstm = Lstm.builder().inputSize(8).hiddenSize(16).backend(gpu).build();
         Map<String, Tensor> params = new HashMap<>();
         lstm.config().parameterShapes().forEach((name, shape) -> params.put(name, Tensor.of(values(shape, name.hashCode()), shape)));
-        try (PreparedWeights weights = lstm.prepare(params)) {
+        long[] xShape = {5, 2, 8}; // time, batch, features
+        long[] outShape = {5, 2, 16};
+        long xBytes = Tensor.byteSize(DType.F32, xShape);
+        long outBytes = Tensor.byteSize(DType.F32, outShape);
+        long stream = driver.createStream();
+        long x = driver.malloc(xBytes);
+        try (PreparedWeights weights = lstm.prepare(params);
+             Tensor xHost = Tensor.of(values(xShape, 1), xShape); Tensor out = Tensor.allocate(DType.F32, outShape)) {
             params.values().forEach(Tensor::close); // the op needs only the prepared copies from here on
-            try (Tensor x = Tensor.of(values(new long[]{5, 2, 8}, 1), 5, 2, 8);
-                 RecurrentResult y = lstm.forwardInference(weights, x, null, null, null)) {
-                return y.output().toFloatArray();
+            driver.copyHostToDeviceAsync(x, xHost.segment(), xBytes, stream);
+            DeviceTensor dx = DeviceTensor.wrap(driver, x, DType.F32, xShape, Tensor.contiguousStrides(xShape));
+            try (DeviceRecurrentResult y = DeviceRecurrent.of(lstm).forward(DeviceRecurrent.inputs(weights, dx).stream(stream).inference())) {
+                driver.copyDeviceToHostAsync(out.segment(), y.output().pointer(), outBytes, stream);
+                driver.synchronize(stream); // before the result (and the host buffers) are closed
             }
+            return out.toFloatArray();
+        } finally {
+            driver.free(x);
+            driver.destroyStream(stream);
         }
     }
 
