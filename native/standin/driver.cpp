@@ -138,6 +138,7 @@ struct Event {
     unsigned flags = 0;
     bool recorded = false;
     bool captured = false;  // last recorded into a capture: a dependency inside the graph, not a point in time
+    uint64_t capture_stream = 0;  // the stream whose capture recorded it, when captured
     std::chrono::steady_clock::time_point when;
 };
 
@@ -942,8 +943,11 @@ CUresult CUDAAPI cuStreamSynchronize(CUstream hStream) {
  * Later work on hStream waits for the event's last recorded work. Work runs at submission here, so
  * the wait itself orders nothing; what is checked is what the driver refuses: unknown handles and
  * flags (CU_EVENT_WAIT_EXTERNAL only during a capture, where it becomes an event-wait node), a
- * capturing stream waiting without it on an event recorded outside its capture (isolation), and a
- * stream outside any capture waiting on an event last recorded inside one.
+ * capturing stream waiting without it on an event recorded outside its capture or in another
+ * capture (isolation), and a stream outside any capture waiting on an event last recorded inside
+ * one (a real driver would join that stream to a capture still under way, which the stand-in does
+ * not model; once the capture ended it is CUDA_ERROR_CAPTURED_EVENT). Beyond the driver, waiting on
+ * an event never recorded is legal but orders nothing, which in seqkernels is always a bug: a misuse.
  */
 CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
     STANDIN_GUARD;
@@ -959,15 +963,19 @@ CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned in
     if (event == nullptr) {
         return rc;
     }
-    if (inCapture && !event->captured && Flags == 0) {
-        return refuse(CUDA_ERROR_STREAM_CAPTURE_ISOLATION,
-                      "cuStreamWaitEvent: a capturing stream waits on event " + hex(id) + ", recorded outside the capture");
+    if (inCapture && Flags == 0 && (!event->captured || event->capture_stream != reinterpret_cast<uint64_t>(hStream))) {
+        return refuse(CUDA_ERROR_STREAM_CAPTURE_ISOLATION, "cuStreamWaitEvent: a capturing stream waits on event " + hex(id)
+                      + (event->captured ? ", recorded in another capture" : ", recorded outside the capture"));
     }
     if (!inCapture && event->captured) {
-        return refuse(CUDA_ERROR_CAPTURED_EVENT, "cuStreamWaitEvent: event " + hex(id) + " was last recorded in a stream capture");
+        return refuse(CUDA_ERROR_CAPTURED_EVENT, "cuStreamWaitEvent: event " + hex(id) + " was last recorded in a stream capture"
+                      " (joining a capture from another stream is not modelled by the stand-in)");
     }
     if (inCapture) {
         return CUDA_SUCCESS;  // a join inside the capture (or an external wait node): an ordering in the graph
+    }
+    if (!event->recorded) {
+        misuse("cuStreamWaitEvent: event " + hex(id) + " was never recorded, so the wait orders nothing");
     }
     return submit(hStream, "cuStreamWaitEvent", []() { return CUDA_SUCCESS; });
 }
@@ -1150,6 +1158,7 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) {
     }
     if (capturing(hStream)) {  // a plain record in a capture orders work inside the graph; it adds no node
         event->captured = true;
+        event->capture_stream = reinterpret_cast<uint64_t>(hStream);
         return CUDA_SUCCESS;
     }
     return submit(hStream, "cuEventRecord", [id]() {

@@ -16,6 +16,7 @@ public final class DeviceScope implements AutoCloseable {
     private final List<DeviceTensor> tensors = new ArrayList<>();
     private final List<Tensor> hosts = new ArrayList<>();
     private final List<AutoCloseable> releases = new ArrayList<>();
+    private final List<Long> lentStreams = new ArrayList<>();
 
     public DeviceScope(Driver driver) {
         this.driver = driver;
@@ -81,6 +82,15 @@ public final class DeviceScope implements AutoCloseable {
         releases.add(resource);
     }
 
+    /**
+     * A stream the scope's work runs on besides the caller's (a step stream): {@code giveBack} runs
+     * when the scope closes, and a failed call waits for it too before freeing ({@link #closeAfterFailure}).
+     */
+    void lend(long stream, AutoCloseable giveBack) {
+        lentStreams.add(stream);
+        releases.add(giveBack);
+    }
+
     /** Makes {@code t} the scope's: closed with it. */
     DeviceTensor keep(DeviceTensor t) {
         tensors.add(t);
@@ -88,15 +98,19 @@ public final class DeviceScope implements AutoCloseable {
     }
 
     /**
-     * Closes the scope of a device-resident call that failed after it may have queued work: the
-     * stream is waited for first (it may still read the scope's memory). The wait's own failure (a
+     * Closes the scope of a call that failed after it may have queued work: the stream, and every
+     * stream lent to the scope, are waited for first (they may still read the scope's memory). The wait's own failure (a
      * broken context) is attached to the call's.
      */
     void closeAfterFailure(long stream, RuntimeException failure) {
-        try {
-            driver.synchronize(stream);
-        } catch (RuntimeException waitFailed) {
-            failure.addSuppressed(waitFailed);
+        List<Long> waits = new ArrayList<>(lentStreams);
+        waits.addFirst(stream);
+        for (long w : waits) {
+            try {
+                driver.synchronize(w);
+            } catch (RuntimeException waitFailed) {
+                failure.addSuppressed(waitFailed);
+            }
         }
         close();
     }
@@ -109,6 +123,7 @@ public final class DeviceScope implements AutoCloseable {
             failure = closeOne(releases.get(i), failure);
         }
         releases.clear();
+        lentStreams.clear();
         for (int i = tensors.size() - 1; i >= 0; i--) {
             failure = closeOne(tensors.get(i), failure);
         }

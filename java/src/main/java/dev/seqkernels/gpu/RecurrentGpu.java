@@ -197,7 +197,8 @@ final class RecurrentGpu {
         int batch = (int) (c.batchFirst() ? x.size(0) : x.size(1));
         Linear.checkRows(driver.name(), "seq_len x batch", (long) steps * batch);
         DeviceScope scope = new DeviceScope(driver);
-        try (PendingResults results = new PendingResults(); DeviceScope temp = new DeviceScope(driver)) {
+        DeviceScope temp = new DeviceScope(driver);
+        try (PendingResults results = new PendingResults()) {
             Tensor timeMajor = c.batchFirst() ? x.permute(1, 0, 2) : x;
             ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, DType.F32),
                     projectionInputType(dt, 0, stepChoice) != DType.F32 ? temp.upload(timeMajor, dt) : null,
@@ -213,9 +214,11 @@ final class RecurrentGpu {
                     output = results.keep(timeMajorOut.permute(1, 0, 2).to(dt));
                 }
             }
+            temp.close();
             results.handOver();
             return new RecurrentResult(output, hn, cn, o.saved());
         } catch (RuntimeException e) {
+            temp.closeAfterFailure(0, e);  // waits for the work that may still use either scope
             scope.close();
             throw e;
         }
@@ -516,27 +519,64 @@ final class RecurrentGpu {
             }
             return;
         }
-        long own = driver.createStream();
-        owner.release(() -> driver.destroyStream(own));
-        long before = driver.createEvent();
-        owner.release(() -> driver.destroyEvent(before));
-        long after = driver.createEvent();
-        owner.release(() -> driver.destroyEvent(after));
-        driver.recordEvent(before, stream);
-        driver.waitEvent(own, before);
-        driver.beginCapture(own);
-        long graph;
+        StepStream own = stepStream(owner);
+        driver.recordEvent(own.before(), stream);
+        driver.waitEvent(own.stream(), own.before());
+        driver.beginCapture(own.stream());
         try {
-            oneStep.accept(own);
-        } finally {
-            graph = driver.endCapture(own);
+            oneStep.accept(own.stream());
+        } catch (RuntimeException e) {
+            try {
+                driver.destroyGraph(driver.endCapture(own.stream()));
+            } catch (RuntimeException endFailed) {
+                e.addSuppressed(endFailed);
+            }
+            throw e;
         }
+        long graph = driver.endCapture(own.stream());
         owner.release(() -> driver.destroyGraph(graph));
         for (int s = 0; s < steps; s++) {
-            driver.launchGraph(graph, own);
+            driver.launchGraph(graph, own.stream());
         }
-        driver.recordEvent(after, own);
-        driver.waitEvent(stream, after);
+        driver.recordEvent(own.after(), own.stream());
+        driver.waitEvent(stream, own.after());
+    }
+
+    /** A stream of the GPU path's own and its two ordering events: made once, reused by call after call, never destroyed. */
+    private record StepStream(long stream, long before, long after) {
+    }
+
+    private final java.util.concurrent.ConcurrentLinkedDeque<StepStream> idleStepStreams = new java.util.concurrent.ConcurrentLinkedDeque<>();
+
+    /**
+     * An idle step stream, or a new one, lent to {@code owner} until it closes (so its work is done
+     * first: the caller's synchronize, or the failure path's). Reusing them keeps calls free of
+     * stream and event creation and destruction, and leaves the bindings no destroyed handles to
+     * confuse with a framework's.
+     */
+    private StepStream stepStream(DeviceScope owner) {
+        StepStream s = idleStepStreams.poll();
+        if (s == null) {
+            long stream = driver.createStream();
+            long before;
+            long after;
+            try {
+                before = driver.createEvent();
+                try {
+                    after = driver.createEvent();
+                } catch (RuntimeException e) {
+                    driver.destroyEvent(before);
+                    throw e;
+                }
+            } catch (RuntimeException e) {
+                driver.destroyStream(stream);
+                throw e;
+            }
+            s = new StepStream(stream, before, after);
+        }
+        StepStream lent = s;
+        owner.lend(lent.stream(), () -> idleStepStreams.push(lent));
+        return lent;
     }
 
     /**
@@ -548,7 +588,8 @@ final class RecurrentGpu {
         PreparedCopies prepared = preparedHere(preparedWeights);
         Saved saved = savedFor(c, forward.saved());
         DType dt = forward.output().dtype();
-        try (PendingResults results = new PendingResults(); DeviceScope s = new DeviceScope(driver)) {
+        DeviceScope s = new DeviceScope(driver);
+        try (PendingResults results = new PendingResults()) {
             BackwardOutputs o = backwardOnStream(c, params, prepared, saved, dt,
                     dOutput == null ? null : s.upload(c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, DType.F32),
                     dHn == null ? null : s.upload(dHn, DType.F32), dCn == null ? null : s.upload(dCn, DType.F32), s, 0);
@@ -564,8 +605,12 @@ final class RecurrentGpu {
             }
             Map<String, Tensor> grads = new java.util.LinkedHashMap<>();
             o.params().forEach((name, g) -> grads.put(name, results.keep(download(g, dt))));
+            s.close();
             results.handOver();
             return new RecurrentGradients(dx, dh0, dc0, grads);
+        } catch (RuntimeException e) {
+            s.closeAfterFailure(0, e);
+            throw e;
         }
     }
 
@@ -575,13 +620,19 @@ final class RecurrentGpu {
             throw new SeqkException.Unsupported(driver.name() + ": this forward result was not made by the " + driver.name()
                     + " backend (or was closed)");
         }
-        RecurrentConfig made = saved.config();
-        RecurrentConfig asMade = new RecurrentConfig(made.cell(), made.inputSize(), made.hiddenSize(), made.numLayers(), made.direction(),
-                made.batchFirst(), made.bias(), made.projSize(), made.linearBeforeReset(), made.peepholes(), made.inputForget(),
-                made.clip(), made.activations(), c.allowTf32());
+        Driver made = saved.scope().driver();
+        if (made != driver) {
+            String where = made.name().equals(driver.name()) ? "another " + made.name() + " driver object" : made.name();
+            throw new SeqkException.InvalidConfig(c.cell().name().toLowerCase(java.util.Locale.ROOT) + ": this forward result was made"
+                    + " on " + where + ", not on this op's " + driver.name() + " backend; run backward with the op that made it");
+        }
+        RecurrentConfig config = saved.config();
+        RecurrentConfig asMade = new RecurrentConfig(config.cell(), config.inputSize(), config.hiddenSize(), config.numLayers(),
+                config.direction(), config.batchFirst(), config.bias(), config.projSize(), config.linearBeforeReset(), config.peepholes(),
+                config.inputForget(), config.clip(), config.activations(), c.allowTf32());
         if (!asMade.equals(c)) {
             throw new SeqkException.InvalidConfig(c.cell().name().toLowerCase(java.util.Locale.ROOT)
-                    + ": this forward result was made by an op of another configuration (" + made + "); run backward with that op");
+                    + ": this forward result was made by an op of another configuration (" + config + "); run backward with that op");
         }
         return saved;
     }
@@ -618,7 +669,7 @@ final class RecurrentGpu {
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
                 DeviceTensor x32 = saved.layerInputs().get(layer);
-                DeviceTensor dX = s.allocate(DType.F32, rows, in);
+                DeviceTensor dX = s.allocate(DType.F32, steps, batch, in);  // [T*B, in] to the GEMMs; [T, B, in] as layer 0's dx
                 for (int d = 0; d < nd; d++) {
                     int slot = layer * nd + d;
                     String sfx = c.suffix(layer, d);
@@ -738,10 +789,7 @@ final class RecurrentGpu {
         for (String name : c.parameterShapes().keySet()) {
             ordered.put(name, grads.get(name));
         }
-        // dLayerOut is layer 0's dX [T*B, in]: seen as [T, B, in] (a view of the same memory, which s owns).
-        DeviceTensor dx = DeviceTensor.wrap(driver, dLayerOut.pointer(), DType.F32, new long[]{steps, batch, c.inputSize()},
-                Tensor.contiguousStrides(new long[]{steps, batch, c.inputSize()}));
-        return new BackwardOutputs(dx, dh0, dc0, ordered);
+        return new BackwardOutputs(dLayerOut, dh0, dc0, ordered);
     }
 
     private long fn32(String name) {

@@ -65,8 +65,11 @@ public final class PreparedWeights implements AutoCloseable {
     /**
      * Writes new values of the named parameters in place, converted to each copy's dtype: every later
      * call computes with them. Each value is checked (a parameter of the op, its shape, this dtype,
-     * open) before anything is written; the values stay the caller's. On the cpu backend, where the
-     * prepared weights are the host tensors given to prepare, the values are copied into those.
+     * open) before anything is written; the values stay the caller's. The copies are written at once
+     * (synchronous copies on the legacy default stream): device work of earlier calls that reads
+     * the weights must be complete, so after device calls on a stream of your own, synchronize it
+     * first. On the cpu backend, where the prepared weights are the host tensors given to prepare,
+     * the values are copied into those, which must be open and writable (checked first too).
      */
     public void update(Map<String, Tensor> values) {
         if (values == null) {
@@ -76,6 +79,13 @@ public final class PreparedWeights implements AutoCloseable {
         values.forEach((name, t) -> {
             check(name, t == null ? null : t.shape(), t == null ? null : t.dtype());
             Checks.present(WHAT, name, t);
+            if (device == null) {
+                Tensor into = Checks.present(WHAT, name + " (the host tensor given to prepare)", params.get(name));
+                if (into.segment().isReadOnly()) {
+                    throw new SeqkException.Unsupported(WHAT + ": on the " + backend.name() + " backend the prepared weights are the host"
+                            + " tensors given to prepare, and '" + name + "' is read-only (a mapped file?); prepare writable copies to update them");
+                }
+            }
         });
         values.forEach((name, t) -> {
             if (device == null) {

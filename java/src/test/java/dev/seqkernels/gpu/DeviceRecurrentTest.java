@@ -130,9 +130,12 @@ class DeviceRecurrentTest {
             DeviceTensor dHnOnDevice = dHn == null ? null : framework(dHn);
             DeviceTensor dCnOnDevice = dCn == null ? null : framework(dCn);
             long allocated = driver.memoryInUse();
+            List<DeviceTensor> results = new ArrayList<>();
             try (DeviceRecurrentResult got = rnn.forward(call);
                  DeviceRecurrentGradients grad = rnn.backward(got, weights, dOutOnDevice, dHnOnDevice, dCnOnDevice, stream)) {
                 driver.synchronize(stream);
+                results.addAll(List.of(got.output(), got.hn(), grad.dx(), grad.dh0()));
+                results.addAll(grad.params().values());
                 sameValues(cell + " dx", wantGrad.dx(), grad.dx());
                 sameValues(cell + " dh0", wantGrad.dh0(), grad.dh0());
                 if (wantGrad.dc0() != null) {
@@ -155,6 +158,9 @@ class DeviceRecurrentTest {
                 }
             }
             assertEquals(allocated, driver.memoryInUse(), "closing the result freed everything the call allocated");
+            for (DeviceTensor t : results) {
+                assertTrue(t.isClosed(), "a result's tensor says it is closed once its memory is freed: " + t);
+            }
             freeRaw();
             assertEquals(before, driver.memoryInUse());
         } finally {
@@ -171,73 +177,70 @@ class DeviceRecurrentTest {
     private static final java.util.Set<String> WAITING = java.util.Set.of("copyHostToDevice", "copyDeviceToHost",
             "copyDeviceToDevice", "memset", "synchronize", "free", "freeHost", "destroyStream", "destroyEvent", "destroyGraph");
 
+    /** One recorded driver call: its name, its stream (or null) and its event (or null). */
+    private record Call(String method, Long stream, Long event) {
+        boolean work() {
+            return stream != null && !method.equals("recordEvent") && !method.equals("waitEvent");
+        }
+    }
+
     /**
-     * Every copy, memset, GEMM and launch of a forward (the per-step graph and the persistent kernel)
-     * and of its backward is issued on the caller's stream or on a stream the call created, which waits for an event
-     * recorded on the caller's stream before its first work and on whose last event the caller's
-     * stream then waits; nothing inside the call waits or frees.
+     * Every copy, memset, GEMM and launch of a forward and its backward is issued on the caller's
+     * stream or on another stream whose first work comes after a wait for an event last recorded on
+     * the caller's stream, and after whose last work an event is recorded there that the caller's
+     * stream then waits for; nothing inside the calls waits or frees. Cells: an LSTM (per-step graph
+     * at batch 20, the persistent kernel at batch 2), a GRU whose reset gate comes first (its extra
+     * GEMMs forward and backward), an LSTM with projection.
      */
     @ParameterizedTest
-    @CsvSource({"20", "2"})
-    void everyLaunchIsOrderedOnTheCallersStreamAndNothingWaits(int batch) {
+    @CsvSource({"lstm, 20", "lstm, 2", "gru-reset-first, 20", "lstm-projection, 20"})
+    void everyLaunchIsOrderedOnTheCallersStreamAndNothingWaits(String cell, int batch) {
         TestData data = new TestData();
-        List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
-        List<Long> created = new java.util.concurrent.CopyOnWriteArrayList<>();
+        List<Call> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
         boolean[] recording = {false};
         Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
                 (proxy, method, args) -> {
-                    Object result;
+                    if (recording[0]) {
+                        Integer at = STREAM_ARGUMENT.get(method.getName());
+                        Long event = switch (method.getName()) {
+                            case "recordEvent" -> (Long) args[0];
+                            case "waitEvent" -> (Long) args[1];
+                            default -> null;
+                        };
+                        calls.add(new Call(method.getName(), at == null ? null : (Long) args[at], event));
+                    }
                     try {
-                        result = method.invoke(driver, args);
+                        return method.invoke(driver, args);
                     } catch (java.lang.reflect.InvocationTargetException e) {
                         throw e.getCause();
                     }
-                    if (recording[0]) {
-                        Integer at = STREAM_ARGUMENT.get(method.getName());
-                        calls.add(method.getName() + (at == null ? "" : " on " + args[at])
-                                + (method.getName().equals("recordEvent") ? " event " + args[0] : "")
-                                + (method.getName().equals("waitEvent") ? " event " + args[1] : ""));
-                        if (method.getName().equals("createStream")) {
-                            created.add((Long) result);
-                        }
-                    }
-                    return result;
                 });
-        RecurrentOp op = Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(new GpuBackend(recorded)).build();
+        GpuBackend backend = new GpuBackend(recorded);
+        RecurrentOp op = switch (cell) {
+            case "gru-reset-first" -> Gru.builder().inputSize(5).hiddenSize(8).numLayers(2).linearBeforeReset(false).backend(backend).build();
+            case "lstm-projection" -> Lstm.builder().inputSize(5).hiddenSize(8).projSize(4).numLayers(2).backend(backend).build();
+            default -> Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(backend).build();
+        };
         Map<String, Tensor> w = data.params(DType.F16, 0.3, op.config().parameterShapes());
         long stream = driver.createStream();
         try (PreparedWeights weights = op.prepare(w)) {
             DeviceTensor x = framework(recorded, data.tensor(DType.F16, 1, 6, batch, 5));
-            recording[0] = true;
-            DeviceTensor dOut = framework(recorded, data.tensor(DType.F16, 1, 6, batch, 8));
+            DeviceTensor dOut = framework(recorded, data.tensor(DType.F16, 1, 6, batch, op.config().outputSize()));
             DeviceRecurrent rnn = DeviceRecurrent.of(op);
+            recording[0] = true;
             try (DeviceRecurrentResult got = rnn.forward(DeviceRecurrent.inputs(weights, x).stream(stream));
                  DeviceRecurrentGradients grad = rnn.backward(got, weights, dOut, null, null, stream)) {
                 recording[0] = false;
                 assertEquals(DType.F16, grad.dx().dtype());
-                assertTrue(calls.stream().anyMatch(c -> c.startsWith("launch")), "the call launched kernels: " + calls);
-                for (String c : calls) {
-                    assertFalse(WAITING.contains(c.split(" ")[0]), "a device-resident call made a waiting driver call: " + c + " in " + calls);
-                    boolean onCaller = c.contains(" on " + stream + " ") || c.endsWith(" on " + stream);
-                    boolean onOwn = created.stream().anyMatch(s -> c.contains(" on " + s + " ") || c.endsWith(" on " + s));
-                    assertTrue(!c.contains(" on ") || onCaller || onOwn, "not on the caller's stream " + stream + " or the call's own: " + c);
+                assertTrue(calls.stream().anyMatch(c -> c.method().startsWith("launch")), "the calls launched kernels: " + calls);
+                for (Call c : calls) {
+                    assertFalse(WAITING.contains(c.method()), "a device-resident call made a waiting driver call: " + c + " in " + calls);
                 }
-                for (long own : created) {
-                    int firstWork = -1;
-                    int lastWork = -1;
-                    for (int i = 0; i < calls.size(); i++) {
-                        String c = calls.get(i);
-                        if ((c.contains(" on " + own + " ") || c.endsWith(" on " + own)) && !c.startsWith("waitEvent") && !c.startsWith("recordEvent")) {
-                            firstWork = firstWork < 0 ? i : firstWork;
-                            lastWork = i;
-                        }
-                    }
-                    int start = firstWork;
-                    int end = lastWork;
-                    assertTrue(start > 0 && calls.subList(0, start).stream().anyMatch(c -> c.startsWith("waitEvent on " + own)),
-                            "the call's stream waits for the caller's before its work: " + calls);
-                    assertTrue(calls.subList(end, calls.size()).stream().anyMatch(c -> c.startsWith("waitEvent on " + stream)),
-                            "the caller's stream waits for the call's stream after its work: " + calls);
+                java.util.Set<Long> others = new java.util.TreeSet<>();
+                calls.stream().filter(Call::work).map(Call::stream).filter(s -> s != stream).forEach(others::add);
+                assertEquals(batch > 16 || !cell.equals("lstm"), !others.isEmpty(), "the per-step graph runs on a stream of its own: " + calls);
+                for (long own : others) {
+                    assertOrderedAgainst(calls, own, stream);
                 }
                 driver.synchronize(stream);
             }
@@ -245,6 +248,64 @@ class DeviceRecurrentTest {
             recording[0] = false;
             driver.destroyStream(stream);
             freeRaw();
+        }
+    }
+
+    /**
+     * Each run of work on {@code own} (calls between joins) starts after a wait on {@code own} for an
+     * event whose latest record before the wait was on {@code caller}, and ends with a record on
+     * {@code own} of an event the caller's stream waits for afterwards, with no work on {@code own} in between.
+     */
+    private static void assertOrderedAgainst(List<Call> calls, long own, long caller) {
+        int i = 0;
+        while (i < calls.size()) {
+            Call c = calls.get(i);
+            if (!(c.work() && c.stream() == own)) {
+                i++;
+                continue;
+            }
+            int first = i;
+            int waitAt = -1;
+            for (int j = first - 1; j >= 0 && waitAt < 0; j--) {
+                Call before = calls.get(j);
+                assertFalse(before.work() && before.stream() == own, "work on " + own + " at call " + j + " and " + first + " with no wait between: " + calls);
+                if (before.method().equals("waitEvent") && before.stream() == own) {
+                    waitAt = j;
+                }
+            }
+            assertTrue(waitAt >= 0, "work on stream " + own + " at call " + first + " without a wait before it: " + calls);
+            long waited = calls.get(waitAt).event();
+            int recordAt = -1;
+            for (int j = waitAt - 1; j >= 0 && recordAt < 0; j--) {
+                if (calls.get(j).method().equals("recordEvent") && calls.get(j).event() == waited) {
+                    recordAt = j;
+                }
+            }
+            assertTrue(recordAt >= 0 && calls.get(recordAt).stream() == caller,
+                    "stream " + own + " waits for event " + waited + ", not last recorded on the caller's stream: " + calls);
+            int last = first;
+            while (last + 1 < calls.size() && !(calls.get(last + 1).method().equals("recordEvent") && calls.get(last + 1).stream() == own)) {
+                last++;
+            }
+            assertTrue(last + 1 < calls.size(), "no event recorded on " + own + " after its work: " + calls);
+            long done = calls.get(last + 1).event();
+            for (int j = first; j <= last; j++) {
+                Call between = calls.get(j);
+                assertTrue(!between.work() || between.stream() == own || between.stream() == caller,
+                        "work on another stream inside the run on " + own + ": " + between);
+            }
+            int joinAt = -1;
+            for (int j = last + 2; j < calls.size() && joinAt < 0; j++) {
+                Call after = calls.get(j);
+                if (after.method().equals("waitEvent") && after.event() == done) {
+                    joinAt = j;
+                }
+                assertFalse(after.work() && after.stream() == caller && joinAt < 0,
+                        "work on the caller's stream before it waits for " + own + "'s event " + done + ": " + calls);
+            }
+            assertTrue(joinAt > 0 && calls.get(joinAt).stream() == caller,
+                    "the caller's stream does not wait for the event recorded after the work on " + own + ": " + calls);
+            i = last + 2;
         }
     }
 
@@ -332,6 +393,17 @@ class DeviceRecurrentTest {
             var otherOp = assertThrows(SeqkException.InvalidConfig.class, () -> deeper.backward(
                     data.params(DType.F32, 0.3, deeper.config().parameterShapes()), r, null, null, null));
             assertTrue(otherOp.getMessage().contains("another configuration"), otherOp.getMessage());
+            Driver another = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                    (proxy, method, args) -> {
+                        try {
+                            return method.invoke(driver, args);
+                        } catch (java.lang.reflect.InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+            RecurrentOp elsewhere = Lstm.builder().inputSize(5).hiddenSize(8).backend(new GpuBackend(another)).build();
+            var otherDriver = assertThrows(SeqkException.InvalidConfig.class, () -> elsewhere.backward(w, r, null, null, null));
+            assertTrue(otherDriver.getMessage().contains("was made on"), otherDriver.getMessage());
         }
         assertEquals(CellType.LSTM, lstm.config().cell());
     }

@@ -183,5 +183,15 @@ class PreparedWeightsUpdateTest {
                     () -> prepared.update("weight_hh_l0", scope.upload(after.get("weight_hh_l0")), 0));
             assertTrue(device.getMessage().contains("update them with host values"), device.getMessage());
         }
+        // A read-only prepare-time tensor (a mapped file's, say) is refused before anything is written.
+        Map<String, Tensor> mapped = new java.util.LinkedHashMap<>(data.params(DType.F32, 0.3, lstm.config().parameterShapes()));
+        Tensor hh = mapped.get("weight_hh_l0");
+        mapped.put("weight_hh_l0", Tensor.wrap(hh.segment().asReadOnly(), DType.F32, hh.shape()));
+        double[] ihBefore = mapped.get("weight_ih_l0").toDoubleArray();
+        try (PreparedWeights prepared = lstm.prepare(mapped)) {
+            var readOnly = assertThrows(SeqkException.Unsupported.class, () -> prepared.update(after));
+            assertTrue(readOnly.getMessage().contains("'weight_hh_l0' is read-only"), readOnly.getMessage());
+            assertArrayEquals(ihBefore, mapped.get("weight_ih_l0").toDoubleArray(), "nothing written by a refused update");
+        }
     }
 }

@@ -454,11 +454,19 @@ public final class EmuDriver implements Driver {
         events.put(event, System.nanoTime());
     }
 
-    /** Work runs when issued here, so a wait orders nothing; the event must exist. */
+    /**
+     * Work runs when issued here, so a wait orders nothing; the event must exist and (stricter than
+     * CUDA, where such a wait is a no-op) have been recorded, since a wait on an unrecorded event
+     * orders nothing on a GPU either and is always a bug in the caller.
+     */
     @Override
     public synchronized void waitEvent(long stream, long event) {
-        if (!events.containsKey(event)) {
+        Long recorded = events.get(event);
+        if (recorded == null) {
             throw new DriverException("emu waitEvent: unknown event " + event);
+        }
+        if (recorded < 0) {
+            throw new DriverException("emu waitEvent: event " + event + " was never recorded, so the wait would order nothing");
         }
     }
 
