@@ -44,7 +44,7 @@ public final class DeviceRecurrent {
         return new DeviceRecurrent(op, gpu);
     }
 
-    /** One call's inputs and options; h0, c0, lengths, the stream and inference are optional. */
+    /** One call's inputs and options; h0, c0, lengths, an output buffer, the stream and inference are optional. */
     public static Call inputs(PreparedWeights weights, DeviceTensor x) {
         return new Call(weights, x);
     }
@@ -67,7 +67,17 @@ public final class DeviceRecurrent {
         if (args.lengths().length == 0) {
             throw new SeqkException.ShapeMismatch(name + ": argument 'x' has an empty batch; a device call needs at least one sequence");
         }
-        return backend.recurrentPath().forwardOnDevice(op.config(), args.prepared(), c.x, c.h0, c.c0, args.lengths(), c.stream,
+        if (c.out != null) {
+            check(name, "out", c.out);
+            long[] xs = c.x.shape();
+            long[] want = {xs[0], xs[1], op.config().outputSize()};
+            if (!java.util.Arrays.equals(c.out.shape(), want) || c.out.dtype() != c.x.dtype() || !c.out.isContiguous()) {
+                throw new SeqkException.ShapeMismatch(name + ": argument 'out' is " + c.out.dtype() + java.util.Arrays.toString(c.out.shape())
+                        + " with strides " + java.util.Arrays.toString(c.out.strides()) + ", expected a contiguous " + c.x.dtype()
+                        + java.util.Arrays.toString(want) + " (the output's shape in x's dtype and layout)");
+            }
+        }
+        return backend.recurrentPath().forwardOnDevice(op.config(), args.prepared(), c.x, c.h0, c.c0, args.lengths(), c.out, c.stream,
                 !c.inference);
     }
 
@@ -133,6 +143,7 @@ public final class DeviceRecurrent {
         private int[] lengths;
         private long stream;
         private boolean inference;
+        private DeviceTensor out;
 
         private Call(PreparedWeights weights, DeviceTensor x) {
             this.weights = weights;
@@ -154,6 +165,16 @@ public final class DeviceRecurrent {
         /** Valid steps per batch entry (host values, uploaded on the stream; null: all seq_len). */
         public Call lengths(int[] l) {
             lengths = l == null ? null : l.clone();
+            return this;
+        }
+
+        /**
+         * Write the output here instead of a new tensor: contiguous, in x's dtype, shaped as the
+         * output ([seq_len, batch, D*P], batch first [batch, seq_len, D*P]). It is written last, on
+         * the stream, after everything that reads x, h0 and c0, so it may reuse their memory.
+         */
+        public Call into(DeviceTensor buffer) {
+            out = buffer;
             return this;
         }
 

@@ -4,8 +4,8 @@ package dev.seqkernels.gpu;
  * A device-resident recurrent forward's outputs, in the op's dtype and layout, contiguous: output
  * [seq_len, batch, D*P] (batch first: [batch, seq_len, D*P]), hn [num_layers*D, batch, P] and, for
  * an LSTM, cn [num_layers*D, batch, H] (else null). Closing it frees everything the call allocated:
- * the outputs, the uploaded lengths, the scratch and the per-step traces backward reads. Close it
- * only once the stream has reached the call's work.
+ * the outputs (a caller's output buffer stays the caller's), the uploaded lengths, the scratch and
+ * the per-step traces backward reads. Close it only once the stream has reached the call's work.
  */
 public record DeviceRecurrentResult(DeviceTensor output, DeviceTensor hn, DeviceTensor cn, AutoCloseable saved)
         implements AutoCloseable {

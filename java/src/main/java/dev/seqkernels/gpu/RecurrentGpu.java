@@ -299,7 +299,7 @@ final class RecurrentGpu {
      * first: transposed on the way). Nothing is waited for or freed unless the call fails.
      */
     DeviceRecurrentResult forwardOnDevice(RecurrentConfig c, AutoCloseable preparedWeights, DeviceTensor x, DeviceTensor h0,
-                                          DeviceTensor c0, int[] lengths, long stream, boolean training) {
+                                          DeviceTensor c0, int[] lengths, DeviceTensor into, long stream, boolean training) {
         PreparedCopies prepared = preparedHere(preparedWeights);
         if (prepared == null) {
             throw new IllegalStateException("a device forward without device copies of its weights");
@@ -321,11 +321,8 @@ final class RecurrentGpu {
             ForwardInputs in = new ForwardInputs(input, x16, h0 == null ? null : gathered(scope, h0, stream),
                     c0 == null ? null : gathered(scope, c0, stream), lens);
             ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream);
-            DeviceTensor output = o.output();
-            if (c.batchFirst()) {
-                output = gathered(scope, output.permute(1, 0, 2), stream);
-            }
-            return new DeviceRecurrentResult(rounded(scope, output, dt, stream), rounded(scope, o.hn(), dt, stream),
+            DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, stream);
+            return new DeviceRecurrentResult(output, rounded(scope, o.hn(), dt, stream),
                     o.cn() == null ? null : rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
@@ -366,6 +363,25 @@ final class RecurrentGpu {
             scope.closeAfterFailure(stream, e);
             throw e;
         }
+    }
+
+    /**
+     * The forward's output (F32, time-major) in the op's dtype and layout, contiguous: written into
+     * the caller's buffer when there is one (transposed and rounded on the way, as needed), else into
+     * a new tensor of the scope.
+     */
+    private DeviceTensor outputInOpLayout(DeviceScope scope, RecurrentConfig c, DeviceTensor f32, DType dt, DeviceTensor into,
+                                          long stream) {
+        DeviceTensor opLayout = c.batchFirst() ? f32.permute(1, 0, 2) : f32;
+        if (into == null) {
+            return rounded(scope, c.batchFirst() ? gathered(scope, opLayout, stream) : f32, dt, stream);
+        }
+        if (dt == DType.F32) {
+            casts.toF32(opLayout, into, stream);
+        } else {
+            casts.fromF32(c.batchFirst() ? gathered(scope, opLayout, stream) : f32, into, stream);
+        }
+        return into;
     }
 
     /** A contiguous F32 copy of t (any dtype the GPU path stores, any strides), made on the stream. */

@@ -169,6 +169,39 @@ class DeviceRecurrentTest {
         }
     }
 
+    /**
+     * The output written into a caller's buffer (contiguous, x's dtype and layout; here the memory x
+     * itself came in, which the call has read before it writes), the host path's values; the buffer
+     * stays the caller's when the result closes; a buffer of another shape, dtype or layout is refused.
+     */
+    @ParameterizedTest
+    @CsvSource({"F32, false", "F32, true", "BF16, true", "F16, false"})
+    void aCallersOutputBuffer(DType dtype, boolean batchFirst) {
+        TestData data = new TestData();
+        RecurrentOp op = Gru.builder().inputSize(8).hiddenSize(4).bidirectional(true).batchFirst(batchFirst)
+                .backend(GpuTargets.sharedBackend()).build();
+        Map<String, Tensor> w = data.params(dtype, 0.3, op.config().parameterShapes());
+        Tensor x = batchFirst ? data.tensor(dtype, 1, 3, 5, 8) : data.tensor(dtype, 1, 5, 3, 8);
+        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, null, null, null);
+             DeviceTensor buffer = DeviceTensor.of(driver, x)) {
+            DeviceRecurrent rnn = DeviceRecurrent.of(op);
+            try (DeviceRecurrentResult got = rnn.forward(DeviceRecurrent.inputs(weights, buffer).into(buffer))) {
+                driver.synchronize(0);
+                assertTrue(got.output() == buffer, "the output is the caller's buffer");
+                sameValues("output into the caller's buffer", want.output(), buffer);
+            }
+            assertFalse(buffer.isClosed(), "the caller's buffer stays the caller's");
+            try (DeviceTensor wrongShape = DeviceTensor.allocate(driver, dtype, 2, 2, 8);
+                 DeviceTensor wrongType = DeviceTensor.allocate(driver, dtype == DType.F32 ? DType.F16 : DType.F32, x.shape())) {
+                for (DeviceTensor bad : List.of(wrongShape, wrongType, DeviceTensor.wrap(driver, buffer.pointer(), dtype,
+                        new long[]{x.size(0), x.size(1), 8}, new long[]{8, 8L * x.size(0), 1}))) {
+                    var e = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, buffer).into(bad)));
+                    assertTrue(e.getMessage().contains("'out'"), e.getMessage());
+                }
+            }
+        }
+    }
+
     /** The stream argument of each Driver call that takes one, by position. */
     private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
             "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
