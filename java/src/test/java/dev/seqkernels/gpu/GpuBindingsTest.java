@@ -14,19 +14,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** Without an NVIDIA driver the GPU bindings answer with one clear sentence, never a crash. */
 class GpuBindingsTest {
-    /** Whether a libcuda.so.1 loads here: an NVIDIA driver wherever the loader finds it, or the stand-in. */
-    private static boolean driverPresent() {
-        try {
-            CudaLibrary.lookup("probe");
-            return true;
-        } catch (DriverException absent) {
-            return false;
-        }
-    }
-
     @Test
     void aMissingDriverIsOneSentence() {
-        Assumptions.assumeFalse(driverPresent(), "skipped: a libcuda.so.1 loads here");
+        Assumptions.assumeFalse(GpuTargets.libcudaLoads(), "skipped: a libcuda.so.1 loads here");
         var e = assertThrows(SeqkException.BackendUnavailable.class, () -> Backends.byName("panama"));
         assertEquals("backend 'panama' is not available: panama: libcuda.so.1 (the NVIDIA driver) is not on this machine; "
                 + "use the cpu or emu backend", e.getMessage());

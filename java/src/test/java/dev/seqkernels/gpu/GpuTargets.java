@@ -64,6 +64,16 @@ public final class GpuTargets {
         return (GpuBackend) Backends.byName(binding());
     }
 
+    /** Whether a libcuda.so.1 loads here: an NVIDIA driver wherever the loader finds it, or the stand-in. */
+    public static boolean libcudaLoads() {
+        try {
+            CudaLibrary.lookup("probe");
+            return true;
+        } catch (DriverException absent) {
+            return false;
+        }
+    }
+
     /** Whether the driver under test is a real GPU (not the emulator, not the stand-in). */
     public static boolean realGpu() {
         return !driver().properties().simulated();
