@@ -122,6 +122,7 @@ struct Node {
 using Work = std::vector<std::shared_ptr<Node>>;
 
 struct Capture {
+    uint64_t id;  // this capture sequence, unique in the process (a stream is captured again and again)
     std::thread::id thread;
     CUstreamCaptureMode mode;
     bool invalidated = false;
@@ -138,7 +139,7 @@ struct Event {
     unsigned flags = 0;
     bool recorded = false;
     bool captured = false;  // last recorded into a capture: a dependency inside the graph, not a point in time
-    uint64_t capture_stream = 0;  // the stream whose capture recorded it, when captured
+    uint64_t capture_id = 0;  // the capture sequence that recorded it, when captured
     std::chrono::steady_clock::time_point when;
 };
 
@@ -963,7 +964,8 @@ CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned in
     if (event == nullptr) {
         return rc;
     }
-    if (inCapture && Flags == 0 && (!event->captured || event->capture_stream != reinterpret_cast<uint64_t>(hStream))) {
+    if (inCapture && Flags == 0
+        && (!event->captured || event->capture_id != g_streams[reinterpret_cast<uint64_t>(hStream)].capture->id)) {
         return refuse(CUDA_ERROR_STREAM_CAPTURE_ISOLATION, "cuStreamWaitEvent: a capturing stream waits on event " + hex(id)
                       + (event->captured ? ", recorded in another capture" : ", recorded outside the capture"));
     }
@@ -1016,7 +1018,9 @@ CUresult CUDAAPI cuStreamBeginCapture(CUstream hStream, CUstreamCaptureMode mode
     if (s->capture) {
         return refuse(CUDA_ERROR_ILLEGAL_STATE, "cuStreamBeginCapture_v2: the stream is already being captured");
     }
+    static uint64_t next_capture_id = 0;
     s->capture = std::make_unique<Capture>();
+    s->capture->id = ++next_capture_id;
     s->capture->thread = std::this_thread::get_id();
     s->capture->mode = mode;
     return CUDA_SUCCESS;
@@ -1158,7 +1162,7 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) {
     }
     if (capturing(hStream)) {  // a plain record in a capture orders work inside the graph; it adds no node
         event->captured = true;
-        event->capture_stream = reinterpret_cast<uint64_t>(hStream);
+        event->capture_id = g_streams[reinterpret_cast<uint64_t>(hStream)].capture->id;
         return CUDA_SUCCESS;
     }
     return submit(hStream, "cuEventRecord", [id]() {

@@ -81,6 +81,11 @@ public final class CapturingDriver implements Driver {
     }
 
     @Override
+    public Driver base() {
+        return inner.base();
+    }
+
+    @Override
     public DeviceProperties properties() {
         return inner.properties();
     }

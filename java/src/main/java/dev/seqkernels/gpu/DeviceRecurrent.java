@@ -94,7 +94,9 @@ public final class DeviceRecurrent {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(name + ": argument 'forward' is required");
         }
-        check(name, "forward.output", forward.output());
+        if (forward.hn().isClosed()) {  // hn is always the result's own; output may be a caller's buffer, closed or not
+            throw new SeqkException.TensorClosed(name + ": argument 'forward' was closed");
+        }
         if (!forward.differentiable()) {
             throw new SeqkException.InvalidConfig(name + ": this forward ran in inference mode and kept nothing for backward;"
                     + " run it without inference() to differentiate");

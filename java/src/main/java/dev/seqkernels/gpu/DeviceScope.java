@@ -99,7 +99,8 @@ public final class DeviceScope implements AutoCloseable {
 
     /**
      * Closes the scope of a call that failed after it may have queued work: the stream, and every
-     * stream lent to the scope, are waited for first (they may still read the scope's memory). The wait's own failure (a
+     * stream lent to the scope, are waited for first (they may still read the scope's memory);
+     * whatever the waits and the close throw is attached to the call's failure, never thrown instead. The wait's own failure (a
      * broken context) is attached to the call's.
      */
     void closeAfterFailure(long stream, RuntimeException failure) {
@@ -112,7 +113,11 @@ public final class DeviceScope implements AutoCloseable {
                 failure.addSuppressed(waitFailed);
             }
         }
-        close();
+        try {
+            close();
+        } catch (RuntimeException closeFailed) {  // a broken context fails the frees too: the call's error stays the one thrown
+            failure.addSuppressed(closeFailed);
+        }
     }
 
     /** Closes everything, even when one close fails (the first failure is thrown, later ones attached to it). */

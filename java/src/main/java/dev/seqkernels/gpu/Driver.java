@@ -18,6 +18,14 @@ public interface Driver extends AutoCloseable {
 
     DeviceProperties properties();
 
+    /**
+     * The driver that owns the handles this one hands out: itself, or the driver a wrapper passes its
+     * calls to (the benchmark's recording driver), so per-driver resources are shared across wrappers.
+     */
+    default Driver base() {
+        return this;
+    }
+
     /** The stand-in driver this binding runs over (a test fixture on the emulator), when it does. */
     default Optional<StandIn> standIn() {
         return Optional.empty();

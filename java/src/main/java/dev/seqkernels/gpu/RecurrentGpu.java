@@ -219,7 +219,7 @@ final class RecurrentGpu {
             return new RecurrentResult(output, hn, cn, o.saved());
         } catch (RuntimeException e) {
             temp.closeAfterFailure(0, e);  // waits for the work that may still use either scope
-            scope.close();
+            scope.closeAfterFailure(0, e);
             throw e;
         }
     }
@@ -541,7 +541,7 @@ final class RecurrentGpu {
         driver.beginCapture(own.stream());
         try {
             oneStep.accept(own.stream());
-        } catch (RuntimeException e) {
+        } catch (Throwable e) {  // an Error too: a capture left open would fail the thread's later driver calls
             try {
                 driver.destroyGraph(driver.endCapture(own.stream()));
             } catch (RuntimeException endFailed) {
@@ -562,7 +562,13 @@ final class RecurrentGpu {
     private record StepStream(long stream, long before, long after) {
     }
 
-    private final java.util.concurrent.ConcurrentLinkedDeque<StepStream> idleStepStreams = new java.util.concurrent.ConcurrentLinkedDeque<>();
+    /**
+     * Idle step streams by the driver that owns them ({@link Driver#base}): shared by every GPU path
+     * over that driver (any number of backends, wrappers included), so their number is the most
+     * per-step loops that ever ran at once, never one per backend or call.
+     */
+    private static final Map<Driver, java.util.concurrent.ConcurrentLinkedDeque<StepStream>> IDLE_STEP_STREAMS =
+            new java.util.concurrent.ConcurrentHashMap<>();
 
     /**
      * An idle step stream, or a new one, lent to {@code owner} until it closes (so its work is done
@@ -571,6 +577,7 @@ final class RecurrentGpu {
      * confuse with a framework's.
      */
     private StepStream stepStream(DeviceScope owner) {
+        var idleStepStreams = IDLE_STEP_STREAMS.computeIfAbsent(driver.base(), d -> new java.util.concurrent.ConcurrentLinkedDeque<>());
         StepStream s = idleStepStreams.poll();
         if (s == null) {
             long stream = driver.createStream();

@@ -191,6 +191,15 @@ class DeviceRecurrentTest {
                 sameValues("output into the caller's buffer", want.output(), buffer);
             }
             assertFalse(buffer.isClosed(), "the caller's buffer stays the caller's");
+            DeviceTensor separate = DeviceTensor.of(driver, x);
+            try (DeviceRecurrentResult got = rnn.forward(DeviceRecurrent.inputs(weights, buffer).into(separate))) {
+                driver.synchronize(0);
+                separate.close();
+                try (DeviceRecurrentGradients grad = rnn.backward(got, weights, null, null, null, 0)) {
+                    driver.synchronize(0);
+                    assertEquals(dtype, grad.dx().dtype(), "backward needs only the result's own state, not the caller's buffer");
+                }
+            }
             try (DeviceTensor wrongShape = DeviceTensor.allocate(driver, dtype, 2, 2, 8);
                  DeviceTensor wrongType = DeviceTensor.allocate(driver, dtype == DType.F32 ? DType.F16 : DType.F32, x.shape())) {
                 for (DeviceTensor bad : List.of(wrongShape, wrongType, DeviceTensor.wrap(driver, buffer.pointer(), dtype,
