@@ -44,9 +44,11 @@ final class AttentionGpu {
     private final long module;
     private final long util;
     private final Map<String, Long> functions = new java.util.concurrent.ConcurrentHashMap<>();
+    private final DeviceCasts casts;
 
     AttentionGpu(Driver driver) {
         this.driver = driver;
+        this.casts = new DeviceCasts(driver, this::utilFn);
         this.module = driver.loadModule("attention");
         this.util = driver.loadModule("util");
     }
@@ -526,24 +528,22 @@ final class AttentionGpu {
 
     /** y [rows, out] f32 = x [rows, in] W^T (+ bias), TF32 products when {@code tf32}. */
     private DeviceTensor project(DeviceScope s, DeviceTensor x, DeviceTensor w, DeviceTensor bias, int rows, int in, int out,
-                                 boolean tf32) {
+                                 boolean tf32, long stream) {
         DeviceTensor y = s.allocate(DType.F32, rows, out);
-        Linear.forwardF32(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, 0f, tf32);
+        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, 0f, DType.F32, DType.F32, stream, tf32);
         if (bias != null) {
-            driver.launch(utilFn("add_bias_f32"), grid((long) rows * out), Dim3.of(THREADS), 0, 0, new KernelArgs()
+            driver.launch(utilFn("add_bias_f32"), grid((long) rows * out), Dim3.of(THREADS), 0, stream, new KernelArgs()
                     .pointer(y.pointer()).pointer(bias.pointer()).i64(rows).i32(out).i32(out));
         }
         return y;
     }
 
-    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols) {
-        return columnSum(s, a, rows, cols, cols);
-    }
+
 
     /** Column sums of the first {@code cols} columns of a [rows, lda] buffer (or view). */
-    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, int lda) {
+    private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, int lda, long stream) {
         DeviceTensor out = s.allocate(DType.F32, cols);
-        driver.launch(utilFn("column_sum_f32"), grid(cols), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(utilFn("column_sum_f32"), grid(cols), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(lda));
         return out;
     }
@@ -562,7 +562,7 @@ final class AttentionGpu {
     }
 
     /** {@code packedWidth}: E + 2 kv when q, k and v came from one GEMM (self-attention), else 0. */
-    private record MhaSaved(DeviceScope scope, Saved attention, Weights w, DeviceTensor query, DeviceTensor key,
+    record MhaSaved(DeviceScope scope, Saved attention, Weights w, DeviceTensor query, DeviceTensor key,
                             DeviceTensor value, DeviceTensor merged, int packedWidth) implements AutoCloseable {
         @Override
         public void close() {
@@ -603,14 +603,48 @@ final class AttentionGpu {
     }
 
     MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, AutoCloseable preparedWeights, MultiHeadAttention.Inputs in) {
-        if (preparedWeights != null && !(preparedWeights instanceof PreparedCopies p && p.owner() == this)) {
-            throw new SeqkException.InvalidConfig(driver.name() + ": these prepared weights were made for another backend");
-        }
-        PreparedCopies prepared = (PreparedCopies) preparedWeights;
+        PreparedCopies prepared = preparedHere(preparedWeights);
         DType dt = in.query().dtype();
         RecurrentGpu.suffix(dt);
         boolean bf = op.batchFirst();
         MultiHeadAttention.Sizes sz = op.sizes(in);
+        // Self-attention (one tensor as query, key and value): q, k and v from one GEMM into [B*L, E + 2 kv].
+        boolean packed = in.query() == in.key() && in.key() == in.value();
+        DeviceScope scope = new DeviceScope(driver);
+        try (DeviceScope temp = new DeviceScope(driver)) {
+            DeviceTensor query = batchMajor(scope, in.query(), bf);
+            DeviceTensor key = packed ? query : batchMajor(scope, in.key(), bf);
+            DeviceTensor value = packed ? query : batchMajor(scope, in.value(), bf);
+            MhaCore core = mhaOnStream(op, params, prepared, sz, query, key, value, packed, in.keyPaddingMask(), in.attnMask(), scope,
+                    temp, Upload.AT_ONCE, 0);
+            Tensor weights = op.needWeights() ? headAveragedWeights(core.saved().attention(), temp, dt) : null;
+            return new MhaResult(opLayout(core.out(), sz.batch(), sz.qLen(), op.embedDim(), bf, dt), weights, core.saved());
+        } catch (RuntimeException ex) {
+            scope.close();
+            throw ex;
+        }
+    }
+
+    private PreparedCopies preparedHere(AutoCloseable preparedWeights) {
+        if (preparedWeights != null && !(preparedWeights instanceof PreparedCopies p && p.owner() == this)) {
+            throw new SeqkException.InvalidConfig(driver.name() + ": these prepared weights were made for another backend");
+        }
+        return (PreparedCopies) preparedWeights;
+    }
+
+    /** A multi-head attention forward's output [B*q_len, E] (F32, batch-major) and what backward needs. */
+    private record MhaCore(DeviceTensor out, MhaSaved saved) {
+    }
+
+    /**
+     * Multi-head attention on the device, every GEMM, copy and launch on {@code stream}: query, key
+     * and value [B*L, F] (F32, batch-major; one tensor when {@code packed}) projected, attended per
+     * head through strides, merged and projected out. What backward needs goes into {@code scope},
+     * the rest into {@code temp}; the masks go up through {@code upload}.
+     */
+    private MhaCore mhaOnStream(MultiHeadAttention op, Map<String, Tensor> params, PreparedCopies prepared, MultiHeadAttention.Sizes sz,
+                                DeviceTensor query, DeviceTensor key, DeviceTensor value, boolean packed, Mask keyPaddingMask,
+                                Mask attnMask, DeviceScope scope, DeviceScope temp, Upload upload, long stream) {
         int batch = sz.batch();
         int lq = sz.qLen();
         int lk = sz.kvLen();
@@ -622,67 +656,57 @@ final class AttentionGpu {
         int kv = op.kvWidth();
         Geometry.requireHeadDims(hd, hd);
         boolean tf32 = op.allowTf32();
-        // Self-attention (one tensor as query, key and value): q, k and v from one GEMM into [B*L, E + 2 kv].
-        boolean packed = in.query() == in.key() && in.key() == in.value();
         int width = packed ? e + 2 * kv : 0;
-        DeviceScope scope = new DeviceScope(driver);
-        try (DeviceScope temp = new DeviceScope(driver)) {
-            DeviceTensor[] stack = prepared != null
-                    ? new DeviceTensor[]{prepared.get("in_proj_weight", DType.F32), prepared.get("in_proj_bias", DType.F32)}
-                    : new DeviceTensor[2];
-            Weights w = prepared != null ? weights(prepared, e, kv) : weights(scope, params, e, kv, stack);
-            if (packed && stack[0] == null) {
-                throw new IllegalStateException("self-attention with separate q, k and v weights: kdim and vdim are E here");
-            }
-            DeviceTensor query = batchMajor(scope, in.query(), bf);
-            DeviceTensor key = packed ? query : batchMajor(scope, in.key(), bf);
-            DeviceTensor value = packed ? query : batchMajor(scope, in.value(), bf);
-            DeviceTensor q;
-            DeviceTensor k;
-            DeviceTensor v;
-            // Heads through strides: element (b, h, l, d) of a [B*L, width] buffer is at b*L*width + h*hd + l*width + d.
-            long[] qStrides;
-            long[] kvStrides;
-            if (packed) {
-                DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width, tf32);
-                q = qkv.narrow(1, 0, e);
-                k = qkv.narrow(1, e, kv);
-                v = qkv.narrow(1, (long) e + kv, kv);
-                qStrides = new long[]{(long) lq * width, hd, width, 1};
-                kvStrides = new long[]{(long) lk * width, hd, width, 1};
-            } else {
-                q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e, tf32);
-                k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv, tf32);
-                v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv, tf32);
-                qStrides = new long[]{(long) lq * e, hd, e, 1};
-                kvStrides = new long[]{(long) lk * kv, hd, kv, 1};
-            }
-            long[] outStrides = {(long) lq * e, hd, e, 1};
-            Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, outStrides);
-            Bias[] biases = {
-                    in.keyPaddingMask() == null ? null : bias(scope, in.keyPaddingMask(), new long[]{lk, 0, 0, 1}, Upload.AT_ONCE),
-                    in.attnMask() == null ? null : bias(scope, in.attnMask(), in.attnMask().tensor().rank() == 2
-                            ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1}, Upload.AT_ONCE)};
-            Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
-                    causalCode(op.causal()), 1.0 / Math.sqrt(hd));
-            DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
-            runForward(DType.F32, sv, merged, temp, tf32, 0);
-            DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, tf32);
-            Tensor weights = null;
-            if (op.needWeights()) {
-                DeviceTensor probs = temp.allocate(DType.F32, batch, heads, lq, lk);
-                driver.launch(fn("attn_probs", DType.F32), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
-                        .pointer(q.pointer()).pointer(k.pointer()).pointer(sv.lse().pointer()).pointer(probs.pointer())
-                        .pointer(0).pointer(0).pointer(ptr(biases[0])).pointer(ptr(biases[1]))
-                        .struct(shapeWords(g, biases, sv.causal(), sv.scale())));
-                weights = averageHeads(probs, batch, heads, lq, lk, dt);
-            }
-            return new MhaResult(opLayout(out, batch, lq, e, bf, dt), weights,
-                    new MhaSaved(scope, sv, w, query, key, value, merged, width));
-        } catch (RuntimeException ex) {
-            scope.close();
-            throw ex;
+        DeviceTensor[] stack = prepared != null
+                ? new DeviceTensor[]{prepared.get("in_proj_weight", DType.F32), prepared.get("in_proj_bias", DType.F32)}
+                : new DeviceTensor[2];
+        Weights w = prepared != null ? weights(prepared, e, kv) : weights(scope, params, e, kv, stack);
+        if (packed && stack[0] == null) {
+            throw new IllegalStateException("self-attention with separate q, k and v weights: kdim and vdim are E here");
         }
+        DeviceTensor q;
+        DeviceTensor k;
+        DeviceTensor v;
+        // Heads through strides: element (b, h, l, d) of a [B*L, width] buffer is at b*L*width + h*hd + l*width + d.
+        long[] qStrides;
+        long[] kvStrides;
+        if (packed) {
+            DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width, tf32, stream);
+            q = qkv.narrow(1, 0, e);
+            k = qkv.narrow(1, e, kv);
+            v = qkv.narrow(1, (long) e + kv, kv);
+            qStrides = new long[]{(long) lq * width, hd, width, 1};
+            kvStrides = new long[]{(long) lk * width, hd, width, 1};
+        } else {
+            q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e, tf32, stream);
+            k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv, tf32, stream);
+            v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv, tf32, stream);
+            qStrides = new long[]{(long) lq * e, hd, e, 1};
+            kvStrides = new long[]{(long) lk * kv, hd, kv, 1};
+        }
+        long[] outStrides = {(long) lq * e, hd, e, 1};
+        Geometry g = new Geometry(batch, heads, op.numKvHeads(), lq, lk, hd, hd, qStrides, kvStrides, kvStrides, outStrides);
+        Bias[] biases = {
+                keyPaddingMask == null ? null : bias(scope, keyPaddingMask, new long[]{lk, 0, 0, 1}, upload),
+                attnMask == null ? null : bias(scope, attnMask, attnMask.tensor().rank() == 2
+                        ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1}, upload)};
+        Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
+                causalCode(op.causal()), 1.0 / Math.sqrt(hd));
+        DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
+        runForward(DType.F32, sv, merged, temp, tf32, stream);
+        DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, tf32, stream);
+        return new MhaCore(out, new MhaSaved(scope, sv, w, query, key, value, merged, width));
+    }
+
+    /** The attention weights averaged over heads [B, q_len, kv_len] in dt, on the host (the host path's needWeights). */
+    private Tensor headAveragedWeights(Saved sv, DeviceScope temp, DType dt) {
+        Geometry g = sv.g();
+        DeviceTensor probs = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.kvLen());
+        driver.launch(fn("attn_probs", DType.F32), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.lse().pointer()).pointer(probs.pointer())
+                .pointer(0).pointer(0).pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))
+                .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())));
+        return averageHeads(probs, g.batch(), g.qHeads(), g.qLen(), g.kvLen(), dt);
     }
 
     private static Tensor averageHeads(DeviceTensor probs, int batch, int heads, int lq, int lk, DType dt) {
@@ -706,30 +730,15 @@ final class AttentionGpu {
 
     MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> params, MhaResult forward, Tensor dOut,
                              Tensor dAttnWeights) {
-        if (!(forward.saved() instanceof MhaSaved ms)) {
-            throw foreign();
-        }
-        Saved sv = ms.attention();
-        Geometry g = sv.g();
-        Weights w = ms.w();
-        if (w.wo().isClosed()) {
-            throw new SeqkException.TensorClosed("multi_head_attention: the prepared weights this forward used were closed;"
-                    + " keep them open until its backward");
-        }
+        MhaSaved ms = mhaSaved(forward.saved());
+        Geometry g = ms.attention().g();
         DType dt = forward.out().dtype();
         boolean bf = op.batchFirst();
         int batch = g.batch();
         int lq = g.qLen();
         int lk = g.kvLen();
-        int e = op.embedDim();
-        int kv = op.kvWidth();
         int heads = g.qHeads();
         try (DeviceScope s = new DeviceScope(driver)) {
-            DeviceTensor dy = batchMajor(s, dOut, bf);
-            DeviceTensor dWo = s.allocate(DType.F32, e, e);
-            Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, op.allowTf32(), 0);
-            DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
-            Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, op.allowTf32(), 0);
             DeviceTensor dProbs = null;
             if (dAttnWeights != null) {
                 double[] dw = dAttnWeights.toDoubleArray();
@@ -743,47 +752,214 @@ final class AttentionGpu {
                 }
                 dProbs = s.uploadAndClose(Tensor.of(DType.F32, expanded, batch, heads, lq, lk));
             }
-            int width = ms.packedWidth();
-            DeviceTensor dq;
-            DeviceTensor dk;
-            DeviceTensor dv;
-            if (width > 0) {  // the gradients land in q, k and v's strides: one [B*L, E + 2 kv] buffer
-                DeviceTensor dqkv = s.allocate(DType.F32, (long) batch * lq, width);
-                dq = dqkv.narrow(1, 0, e);
-                dk = dqkv.narrow(1, e, kv);
-                dv = dqkv.narrow(1, (long) e + kv, kv);
-            } else {
-                dq = s.allocate(DType.F32, (long) batch * lq, e);
-                dk = s.allocate(DType.F32, (long) batch * lk, kv);
-                dv = s.allocate(DType.F32, (long) batch * lk, kv);
-            }
-            runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s, 0);
-            Tensor[] dIn = new Tensor[3];
-            DeviceTensor[] dProj = {dq, dk, dv};
-            DeviceTensor[] inputs = {ms.query(), ms.key(), ms.value()};
-            DeviceTensor[] ws = {w.wq(), w.wk(), w.wv()};
-            int[] widths = {e, op.kdim(), op.vdim()};
-            int[] outs = {e, kv, kv};
+            MhaGrads d = mhaBackwardOnStream(op, ms, batchMajor(s, dOut, bf), dProbs, s, 0);
+            int[] widths = {op.embedDim(), op.kdim(), op.vdim()};
             int[] lens = {lq, lk, lk};
-            double[][] dW = new double[3][];
-            double[][] dB = new double[3][];
+            Tensor[] dIn = new Tensor[3];
             for (int r = 0; r < 3; r++) {
-                int rows = batch * lens[r];
-                int ld = width > 0 ? width : outs[r];
-                DeviceTensor dWr = s.allocate(DType.F32, outs[r], widths[r]);
-                Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dWr.pointer(), widths[r],
-                        rows, widths[r], outs[r], 0f, op.allowTf32(), 0);
-                dW[r] = values(dWr);
-                dB[r] = values(columnSum(s, dProj[r], rows, outs[r], ld));
-                DeviceTensor dx = s.allocate(DType.F32, rows, widths[r]);
-                Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dx.pointer(), widths[r],
-                        rows, widths[r], outs[r], 0f, op.allowTf32(), 0);
-                dIn[r] = opLayout(dx, batch, lens[r], widths[r], bf, dt);
+                dIn[r] = opLayout(d.inputs()[r], batch, lens[r], widths[r], bf, dt);
             }
-            Map<String, Tensor> grads = op.parameterGradients(new MultiHeadAttention.Projections(dW[0], dW[1], dW[2], dB[0],
-                    dB[1], dB[2], values(dWo), values(columnSum(s, dy, batch * lq, e))), dt);
+            Map<String, Tensor> grads = op.parameterGradients(new MultiHeadAttention.Projections(values(d.weights()[0]),
+                    values(d.weights()[1]), values(d.weights()[2]), values(d.biases()[0]), values(d.biases()[1]), values(d.biases()[2]),
+                    values(d.wo()), values(d.bo())), dt);
             return new MhaGradients(dIn[0], dIn[1], dIn[2], grads);
         }
+    }
+
+    /**
+     * {@link DeviceMultiHeadAttention#forward}: query, key and value (the op's dtype and layout, any
+     * strides) are gathered into F32 batch-major on the device, {@link #mhaOnStream} runs on the
+     * caller's stream with the result's scope for everything, and the output is put back in the op's
+     * layout and rounded to its dtype on the device. Nothing is waited for or freed unless the call fails.
+     */
+    DeviceMhaResult mhaForwardOnDevice(MultiHeadAttention op, AutoCloseable preparedWeights, DeviceTensor query, DeviceTensor key,
+                                       DeviceTensor value, Mask keyPaddingMask, Mask attnMask, long stream, boolean training) {
+        PreparedCopies prepared = preparedHere(preparedWeights);
+        if (prepared == null) {
+            throw new IllegalStateException("a device forward without device copies of its weights");
+        }
+        DType dt = query.dtype();
+        RecurrentGpu.suffix(dt);
+        boolean bf = op.batchFirst();
+        long[] qs = query.shape();
+        long[] ks = key.shape();
+        MultiHeadAttention.Sizes sz = new MultiHeadAttention.Sizes((int) qs[bf ? 0 : 1], (int) qs[bf ? 1 : 0], (int) ks[bf ? 1 : 0]);
+        boolean packed = query == key && key == value;
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            DeviceTensor q32 = batchMajor(scope, query, bf, stream);
+            DeviceTensor k32 = packed ? q32 : batchMajor(scope, key, bf, stream);
+            DeviceTensor v32 = packed ? q32 : batchMajor(scope, value, bf, stream);
+            MhaCore core = mhaOnStream(op, Map.of(), prepared, sz, q32, k32, v32, packed, keyPaddingMask, attnMask, scope, scope,
+                    Upload.onStream(stream), stream);
+            DeviceTensor out = opLayout(scope, core.out(), sz.batch(), sz.qLen(), op.embedDim(), bf, dt, stream);
+            return new DeviceMhaResult(out, training ? core.saved() : scope);
+        } catch (RuntimeException e) {
+            scope.closeAfterFailure(stream, e);
+            throw e;
+        }
+    }
+
+    /**
+     * {@link DeviceMultiHeadAttention#backward}: dOut gathered like the inputs, {@link #mhaBackwardOnStream}
+     * on the caller's stream, the input gradients put back in the op's layout and every gradient
+     * rounded to the op's dtype (a packed in-projection's q, k and v parts joined) on the device.
+     */
+    DeviceMhaGradients mhaBackwardOnDevice(MultiHeadAttention op, DeviceMhaResult forward, DeviceTensor dOut, long stream) {
+        MhaSaved ms = mhaSaved(forward.saved());
+        Geometry g = ms.attention().g();
+        DType dt = forward.out().dtype();
+        boolean bf = op.batchFirst();
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            MhaGrads d = mhaBackwardOnStream(op, ms, batchMajor(scope, dOut, bf, stream), null, scope, stream);
+            int[] widths = {op.embedDim(), op.kdim(), op.vdim()};
+            int[] lens = {g.qLen(), g.kvLen(), g.kvLen()};
+            DeviceTensor[] dIn = new DeviceTensor[3];
+            for (int r = 0; r < 3; r++) {
+                dIn[r] = opLayout(scope, d.inputs()[r], g.batch(), lens[r], widths[r], bf, dt, stream);
+            }
+            Map<String, DeviceTensor> params = new java.util.LinkedHashMap<>();
+            for (var entry : op.parameterShapes().entrySet()) {
+                DeviceTensor f32 = switch (entry.getKey()) {
+                    case "in_proj_weight" -> joined(scope, stream, d.weights());
+                    case "q_proj_weight" -> d.weights()[0];
+                    case "k_proj_weight" -> d.weights()[1];
+                    case "v_proj_weight" -> d.weights()[2];
+                    case "in_proj_bias" -> joined(scope, stream, d.biases());
+                    case "out_proj.weight" -> d.wo();
+                    case "out_proj.bias" -> d.bo();
+                    default -> throw new IllegalStateException("unhandled parameter " + entry.getKey());
+                };
+                params.put(entry.getKey(), rounded(scope, f32, dt, stream, entry.getValue()));
+            }
+            return new DeviceMhaGradients(dIn[0], dIn[1], dIn[2], params, scope);
+        } catch (RuntimeException e) {
+            scope.closeAfterFailure(stream, e);
+            throw e;
+        }
+    }
+
+    /** A device tensor in the op's layout ([L, B, F], batch first [B, L, F], any strides) as a batch-major F32 [B, L, F] copy, on the stream. */
+    private DeviceTensor batchMajor(DeviceScope scope, DeviceTensor t, boolean batchFirst, long stream) {
+        DeviceTensor source = batchFirst ? t : t.permute(1, 0, 2);
+        DeviceTensor f32 = scope.allocate(DType.F32, source.shape());
+        casts.toF32(source, f32, stream);
+        return f32;
+    }
+
+    /** A batch-major F32 [B*L, F] buffer in the op's layout and dtype, contiguous, made on the stream. */
+    private DeviceTensor opLayout(DeviceScope scope, DeviceTensor f32, int batch, int len, int features, boolean batchFirst, DType dt,
+                                  long stream) {
+        long[] bl = {batch, len, features};
+        DeviceTensor seen = DeviceTensor.wrap(driver, f32.pointer(), DType.F32, bl, Tensor.contiguousStrides(bl));  // read here only
+        DeviceTensor source = batchFirst ? seen : seen.permute(1, 0, 2);
+        DeviceTensor laidOut = scope.allocate(DType.F32, source.shape());
+        casts.toF32(source, laidOut, stream);
+        return rounded(scope, laidOut, dt, stream, laidOut.shape());
+    }
+
+    /** Contiguous F32 parts joined end to end (rows of a packed parameter), on the stream. */
+    private DeviceTensor joined(DeviceScope scope, long stream, DeviceTensor... parts) {
+        long n = 0;
+        for (DeviceTensor p : parts) {
+            n += p.numel();
+        }
+        DeviceTensor all = scope.allocate(DType.F32, n);
+        long at = 0;
+        for (DeviceTensor p : parts) {
+            driver.copyDeviceToDeviceAsync(all.pointer() + at * 4, p.pointer(), p.byteSize(), stream);
+            at += p.numel();
+        }
+        return all;
+    }
+
+    /** Contiguous F32 values as a new tensor of {@code shape} in dt, rounded on the stream (F32: a view of the same memory, which the scope owns). */
+    private DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream, long[] shape) {
+        DeviceTensor t = scope.allocate(dt, shape);
+        if (dt == DType.F32) {
+            driver.copyDeviceToDeviceAsync(t.pointer(), f32.pointer(), t.byteSize(), stream);
+        } else {
+            casts.fromF32(f32, t, stream);
+        }
+        return t;
+    }
+
+    /** A multi-head attention forward's saved state, checked to be this backend's and its prepared weights still open. */
+    private MhaSaved mhaSaved(Object saved) {
+        if (!(saved instanceof MhaSaved ms)) {
+            throw foreign();
+        }
+        if (ms.w().wo().isClosed()) {
+            throw new SeqkException.TensorClosed("multi_head_attention: the prepared weights this forward used were closed;"
+                    + " keep them open until its backward");
+        }
+        return ms;
+    }
+
+    /**
+     * Multi-head attention's gradients in F32 on the device: of query, key and value [B*L, F]
+     * (batch-major), of the q, k and v projection weights and biases, and of the output projection's.
+     */
+    private record MhaGrads(DeviceTensor[] inputs, DeviceTensor[] weights, DeviceTensor[] biases, DeviceTensor wo, DeviceTensor bo) {
+    }
+
+    /**
+     * Multi-head attention's backward on the device, every GEMM and launch on {@code stream}: dy the
+     * output's gradient [B*q_len, E] (F32, batch-major), dProbs the head-expanded gradient of the
+     * attention weights or null. Everything goes into {@code s}.
+     */
+    private MhaGrads mhaBackwardOnStream(MultiHeadAttention op, MhaSaved ms, DeviceTensor dy, DeviceTensor dProbs, DeviceScope s,
+                                         long stream) {
+        Saved sv = ms.attention();
+        Geometry g = sv.g();
+        Weights w = ms.w();
+        int batch = g.batch();
+        int lq = g.qLen();
+        int lk = g.kvLen();
+        int e = op.embedDim();
+        int kv = op.kvWidth();
+        boolean tf32 = op.allowTf32();
+        DeviceTensor dWo = s.allocate(DType.F32, e, e);
+        Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, tf32, stream);
+        DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
+        Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, tf32, stream);
+        int width = ms.packedWidth();
+        DeviceTensor dq;
+        DeviceTensor dk;
+        DeviceTensor dv;
+        if (width > 0) {  // the gradients land in q, k and v's strides: one [B*L, E + 2 kv] buffer
+            DeviceTensor dqkv = s.allocate(DType.F32, (long) batch * lq, width);
+            dq = dqkv.narrow(1, 0, e);
+            dk = dqkv.narrow(1, e, kv);
+            dv = dqkv.narrow(1, (long) e + kv, kv);
+        } else {
+            dq = s.allocate(DType.F32, (long) batch * lq, e);
+            dk = s.allocate(DType.F32, (long) batch * lk, kv);
+            dv = s.allocate(DType.F32, (long) batch * lk, kv);
+        }
+        runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s, stream);
+        DeviceTensor[] dProj = {dq, dk, dv};
+        DeviceTensor[] inputs = {ms.query(), ms.key(), ms.value()};
+        DeviceTensor[] ws = {w.wq(), w.wk(), w.wv()};
+        int[] widths = {e, op.kdim(), op.vdim()};
+        int[] outs = {e, kv, kv};
+        int[] lens = {lq, lk, lk};
+        DeviceTensor[] dIn = new DeviceTensor[3];
+        DeviceTensor[] dW = new DeviceTensor[3];
+        DeviceTensor[] dB = new DeviceTensor[3];
+        for (int r = 0; r < 3; r++) {
+            int rows = batch * lens[r];
+            int ld = width > 0 ? width : outs[r];
+            dW[r] = s.allocate(DType.F32, outs[r], widths[r]);
+            Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dW[r].pointer(), widths[r],
+                    rows, widths[r], outs[r], 0f, tf32, stream);
+            dB[r] = columnSum(s, dProj[r], rows, outs[r], ld, stream);
+            dIn[r] = s.allocate(DType.F32, rows, widths[r]);
+            Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dIn[r].pointer(), widths[r],
+                    rows, widths[r], outs[r], 0f, tf32, stream);
+        }
+        return new MhaGrads(dIn, dW, dB, dWo, columnSum(s, dy, batch * lq, e, e, stream));
     }
 
     private SeqkException foreign() {

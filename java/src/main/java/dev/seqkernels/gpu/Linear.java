@@ -26,12 +26,6 @@ final class Linear {
         d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output, tf32), stream);
     }
 
-    /** {@link #forward} of F32 operands on the default stream. */
-    static void forwardF32(Driver d, long x, int ldx, long w, int ldw, long y, int ldy, int rows, int in, int out, float beta,
-                           boolean tf32) {
-        forward(d, x, ldx, w, ldw, y, ldy, rows, in, out, beta, dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, 0, tf32);
-    }
-
     /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(), on {@code stream}; TF32 products when {@code tf32}. */
     static void weightGrad(Driver d, long dy, int lddy, long x, int ldx, long dw, int ldw, int rows, int in, int out,
                            float beta, boolean tf32, long stream) {

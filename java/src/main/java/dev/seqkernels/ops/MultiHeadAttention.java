@@ -241,37 +241,11 @@ public final class MultiHeadAttention {
             throw new SeqkException.ShapeMismatch(op + ": argument 'in' is required (MultiHeadAttention.inputs(query, key, value))");
         }
         Checks.present(op, "query", in.query);
-        Checks.floating(op, "query", in.query);
-        DType dt = in.query.dtype();
-        String seqLayout = batchFirst ? "[batch, %s_len, %s]" : "[%s_len, batch, %s]";
-        if (in.query.rank() != 3) {
-            Checks.shape(op, "query", in.query, seqLayout.formatted("q", "embed_dim"), -1, -1, embedDim);
-        }
-        long batch = batchFirst ? in.query.size(0) : in.query.size(1);
-        long lq = batchFirst ? in.query.size(1) : in.query.size(0);
-        Checks.shape(op, "query", in.query, seqLayout.formatted("q", "embed_dim"), seqShape(batch, lq, embedDim));
         Checks.present(op, "key", in.key);
-        if (in.key.rank() != 3) {
-            Checks.shape(op, "key", in.key, seqLayout.formatted("kv", "kdim"), -1, -1, kdim);
-        }
-        long lk = batchFirst ? in.key.size(1) : in.key.size(0);
-        Checks.shape(op, "key", in.key, seqLayout.formatted("kv", "kdim"), seqShape(batch, lk, kdim));
-        Checks.shape(op, "value", in.value, seqLayout.formatted("kv", "vdim"), seqShape(batch, lk, vdim));
-        Checks.sameDType(op, "key", in.key, dt);
-        Checks.sameDType(op, "value", in.value, dt);
-        if (in.keyPaddingMask != null) {
-            Checks.shape(op, "keyPaddingMask", in.keyPaddingMask.tensor(), "[batch, kv_len]", batch, lk);
-            in.keyPaddingMask.checkValues(op, "keyPaddingMask");
-        }
-        if (in.attnMask != null) {
-            Tensor m = Checks.present(op, "attnMask", in.attnMask.tensor());
-            if (m.rank() == 2) {
-                Checks.shape(op, "attnMask", m, "[q_len, kv_len]", lq, lk);
-            } else {
-                Checks.shape(op, "attnMask", m, "[batch*num_heads, q_len, kv_len]", batch * numHeads, lq, lk);
-            }
-            in.attnMask.checkValues(op, "attnMask");
-        }
+        Checks.present(op, "value", in.value);
+        DType dt = in.query.dtype();
+        checkInputs(dt, in.query.shape(), in.key.dtype(), in.key.shape(), in.value.dtype(), in.value.shape(), in.keyPaddingMask,
+                in.attnMask);
         Checks.paramsOrPrepared(op, params, parameterShapes(), prepared != null, dt);
         MhaResult r = backend.mhaForward(this, params, prepared, in);
         return in.inference ? new MhaResult(r.out(), r.attnWeights(), SavedState.release(r.saved())) : r;
@@ -302,6 +276,67 @@ public final class MultiHeadAttention {
         }
         Checks.paramsOrPrepared(op, params, parameterShapes(), prepared != null, forward.out().dtype());
         return backend.mhaBackward(this, params, forward, dOut, dAttnWeights);
+    }
+
+    /**
+     * A forward's inputs checked by dtype and shape (host or device tensors alike): query floating,
+     * [q_len, batch, embed_dim] (batch first: [batch, q_len, embed_dim]); key and value with kdim and
+     * vdim over the same batch and kv_len, in query's dtype; the masks' shapes and values.
+     */
+    private void checkInputs(DType dt, long[] qs, DType kt, long[] ks, DType vt, long[] vs, Mask keyPaddingMask, Mask attnMask) {
+        String op = "multi_head_attention";
+        if (!dt.isFloatingPoint()) {
+            throw new SeqkException.DTypeMismatch(op + ": argument 'query' has dtype " + dt
+                    + ", expected a floating-point dtype (F64, F32, F16, BF16)");
+        }
+        String seqLayout = batchFirst ? "[batch, %s_len, %s]" : "[%s_len, batch, %s]";
+        if (qs.length != 3) {
+            Checks.shape(op, "query", qs, seqLayout.formatted("q", "embed_dim"), -1, -1, embedDim);
+        }
+        long batch = batchFirst ? qs[0] : qs[1];
+        long lq = batchFirst ? qs[1] : qs[0];
+        Checks.shape(op, "query", qs, seqLayout.formatted("q", "embed_dim"), seqShape(batch, lq, embedDim));
+        if (ks.length != 3) {
+            Checks.shape(op, "key", ks, seqLayout.formatted("kv", "kdim"), -1, -1, kdim);
+        }
+        long lk = batchFirst ? ks[1] : ks[0];
+        Checks.shape(op, "key", ks, seqLayout.formatted("kv", "kdim"), seqShape(batch, lk, kdim));
+        Checks.shape(op, "value", vs, seqLayout.formatted("kv", "vdim"), seqShape(batch, lk, vdim));
+        Checks.sameDType(op, "key", kt, dt);
+        Checks.sameDType(op, "value", vt, dt);
+        if (keyPaddingMask != null) {
+            Checks.shape(op, "keyPaddingMask", keyPaddingMask.tensor(), "[batch, kv_len]", batch, lk);
+            keyPaddingMask.checkValues(op, "keyPaddingMask");
+        }
+        if (attnMask != null) {
+            Tensor m = Checks.present(op, "attnMask", attnMask.tensor());
+            if (m.rank() == 2) {
+                Checks.shape(op, "attnMask", m, "[q_len, kv_len]", lq, lk);
+            } else {
+                Checks.shape(op, "attnMask", m, "[batch*num_heads, q_len, kv_len]", batch * numHeads, lq, lk);
+            }
+            attnMask.checkValues(op, "attnMask");
+        }
+    }
+
+    /**
+     * The checks of {@link #forward(PreparedWeights, Inputs)} for the device entry point
+     * ({@code dev.seqkernels.gpu.DeviceMultiHeadAttention}), by dtype and shape; returns the
+     * prepared weights' form on the backend.
+     */
+    public Backend.PreparedParams checkDeviceForward(PreparedWeights weights, DType queryType, long[] queryShape, DType keyType,
+                                                     long[] keyShape, DType valueType, long[] valueShape, Mask keyPaddingMask,
+                                                     Mask attnMask) {
+        Map<String, Tensor> params = prepared(weights);
+        checkInputs(queryType, queryShape, keyType, keyShape, valueType, valueShape, keyPaddingMask, attnMask);
+        Checks.paramsOrPrepared("multi_head_attention", params, parameterShapes(), true, queryType);
+        return weights.device();
+    }
+
+    /** The checks of the weights given to a device backward: they fit this op and were prepared from {@code dtype}. */
+    public Backend.PreparedParams checkDeviceBackward(PreparedWeights weights, DType dtype) {
+        Checks.paramsOrPrepared("multi_head_attention", prepared(weights), parameterShapes(), true, dtype);
+        return weights.device();
     }
 
     private long[] seqShape(long batch, long len, long features) {

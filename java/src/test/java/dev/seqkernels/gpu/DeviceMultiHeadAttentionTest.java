@@ -1,0 +1,237 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.SeqkException;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.TestData;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Mask;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.PreparedWeights;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * DeviceMultiHeadAttention: a framework's allocations (strided) and stream, passed as raw handles,
+ * give exactly the host path's output and every gradient (inputs and parameters) for
+ * self-attention (one projection GEMM) and cross-attention with kdim/vdim, GQA, bias or not, both
+ * layouts, masks; every launch is on the caller's stream and nothing inside the calls waits or
+ * frees; bad arguments are refused before anything is queued.
+ */
+@PerBinding
+class DeviceMultiHeadAttentionTest {
+    private final Driver driver = GpuTargets.driver();
+    private final List<Long> rawAllocations = new ArrayList<>();
+
+    /** A framework's allocation of a host tensor, stored with its two leading dimensions swapped and seen through strides. */
+    private DeviceTensor framework(Driver through, Tensor host) {
+        try (Tensor swapped = host.permute(1, 0, 2).contiguous()) {
+            long bytes = swapped.numel() * swapped.dtype().byteSize();
+            long pointer = driver.malloc(bytes);
+            rawAllocations.add(pointer);
+            driver.copyHostToDevice(pointer, swapped.segment(), bytes);
+            long[] s = swapped.strides();
+            return DeviceTensor.wrap(through, pointer, host.dtype(), host.shape(), new long[]{s[1], s[0], s[2]});
+        }
+    }
+
+    private void freeRaw() {
+        rawAllocations.forEach(driver::free);
+        rawAllocations.clear();
+    }
+
+    private static void sameValues(String what, Tensor want, DeviceTensor got) {
+        assertArrayEquals(want.shape(), got.shape(), what + " shape");
+        try (Tensor host = got.toHost()) {
+            assertArrayEquals(want.toDoubleArray(), host.toDoubleArray(), what + " differs from the host path");
+        }
+    }
+
+    /** dtype, self-attention, batch first, kv heads (GQA below 4), bias, masks. */
+    @ParameterizedTest
+    @CsvSource({"F32, true, false, 4, true, false", "F32, false, true, 2, true, true", "BF16, true, true, 4, false, true",
+            "F16, false, false, 4, true, false"})
+    void aFrameworksAllocationAndStreamGiveTheHostPathsResults(DType dtype, boolean self, boolean batchFirst, int kvHeads,
+                                                               boolean bias, boolean masks) {
+        TestData data = new TestData();
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).numKvHeads(kvHeads).kdim(self ? 16 : 10)
+                .vdim(self ? 16 : 12).bias(bias).batchFirst(batchFirst).causal(self ? CausalAlignment.TOP_LEFT : CausalAlignment.NONE)
+                .backend(GpuTargets.sharedBackend()).build();
+        int batch = 2;
+        int lq = 5;
+        int lk = self ? 5 : 7;
+        Map<String, Tensor> w = data.params(dtype, 0.3, mha.parameterShapes());
+        Tensor query = batchFirst ? data.tensor(dtype, 1, batch, lq, 16) : data.tensor(dtype, 1, lq, batch, 16);
+        Tensor key = self ? query : batchFirst ? data.tensor(dtype, 1, batch, lk, 10) : data.tensor(dtype, 1, lk, batch, 10);
+        Tensor value = self ? query : batchFirst ? data.tensor(dtype, 1, batch, lk, 12) : data.tensor(dtype, 1, lk, batch, 12);
+        Tensor dOut = batchFirst ? data.tensor(dtype, 1, batch, lq, 16) : data.tensor(dtype, 1, lq, batch, 16);
+        Tensor padding = Tensor.allocate(DType.BOOL, batch, lk);
+        padding.set(1, 1, lk - 1);
+        Tensor attn = data.tensor(DType.F32, 1, lq, lk);
+        MultiHeadAttention.Inputs hostInputs = MultiHeadAttention.inputs(query, key, value);
+        if (masks) {
+            hostInputs.keyPaddingMask(Mask.blocked(padding)).attnMask(Mask.additive(attn));
+        }
+        long stream = driver.createStream();
+        try (PreparedWeights weights = mha.prepare(w); MhaResult want = mha.forward(weights, hostInputs);
+             MhaGradients wantGrad = mha.backward(weights, want, dOut, null)) {
+            long before = driver.memoryInUse();
+            DeviceTensor q = framework(driver, query);
+            DeviceTensor k = self ? q : framework(driver, key);
+            DeviceTensor v = self ? q : framework(driver, value);
+            DeviceTensor dy = framework(driver, dOut);
+            DeviceMultiHeadAttention.Call call = DeviceMultiHeadAttention.inputs(weights, q, k, v).stream(stream);
+            if (masks) {
+                call.keyPaddingMask(Mask.blocked(padding)).attnMask(Mask.additive(attn));
+            }
+            DeviceMultiHeadAttention dmha = DeviceMultiHeadAttention.of(mha);
+            long allocated = driver.memoryInUse();
+            List<DeviceTensor> results = new ArrayList<>();
+            try (DeviceMhaResult got = dmha.forward(call); DeviceMhaGradients grad = dmha.backward(got, weights, dy, stream)) {
+                driver.synchronize(stream);
+                assertTrue(got.differentiable());
+                sameValues("out", want.out(), got.out());
+                sameValues("dQuery", wantGrad.dQuery(), grad.dQuery());
+                sameValues("dKey", wantGrad.dKey(), grad.dKey());
+                sameValues("dValue", wantGrad.dValue(), grad.dValue());
+                assertEquals(wantGrad.params().keySet().stream().toList(), grad.params().keySet().stream().toList());
+                for (String name : wantGrad.params().keySet()) {
+                    sameValues("d" + name, wantGrad.params().get(name), grad.params().get(name));
+                }
+                results.add(got.out());
+                results.addAll(grad.params().values());
+            }
+            assertEquals(allocated, driver.memoryInUse(), "closing the result and gradients freed everything the calls allocated");
+            results.forEach(t -> assertTrue(t.isClosed(), t.toString()));
+            freeRaw();
+            assertEquals(before, driver.memoryInUse());
+        } finally {
+            driver.destroyStream(stream);
+            freeRaw();
+            padding.close();
+            attn.close();
+        }
+    }
+
+    /** The stream argument of each Driver call that takes one, by position. */
+    private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
+            "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
+            "recordEvent", 1, "gemm", 1, "launchGraph", 1, "waitEvent", 0);
+    /** Driver calls that wait for the device (or free, which may): none may happen inside a device-resident call. */
+    private static final java.util.Set<String> WAITING = java.util.Set.of("copyHostToDevice", "copyDeviceToHost",
+            "copyDeviceToDevice", "memset", "synchronize", "free", "freeHost", "destroyStream", "destroyEvent", "destroyGraph");
+
+    /** Every copy, GEMM and launch of a forward with masks and its backward goes on the caller's stream; nothing waits or frees. */
+    @ParameterizedTest
+    @CsvSource({"true", "false"})
+    void everyLaunchGoesOnTheCallersStreamAndNothingWaits(boolean self) {
+        TestData data = new TestData();
+        List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
+        boolean[] recording = {false};
+        Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                (proxy, method, args) -> {
+                    if (recording[0]) {
+                        Integer at = STREAM_ARGUMENT.get(method.getName());
+                        calls.add(method.getName() + (at == null ? "" : " on " + args[at]));
+                    }
+                    try {
+                        return method.invoke(driver, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).kdim(self ? 16 : 10).vdim(self ? 16 : 12)
+                .backend(new GpuBackend(recorded)).build();
+        Map<String, Tensor> w = data.params(DType.F16, 0.3, mha.parameterShapes());
+        Tensor padding = Tensor.allocate(DType.BOOL, 2, self ? 5 : 7);
+        long stream = driver.createStream();
+        try (PreparedWeights weights = mha.prepare(w)) {
+            DeviceTensor q = framework(recorded, data.tensor(DType.F16, 1, 5, 2, 16));
+            DeviceTensor k = self ? q : framework(recorded, data.tensor(DType.F16, 1, 7, 2, 10));
+            DeviceTensor v = self ? q : framework(recorded, data.tensor(DType.F16, 1, 7, 2, 12));
+            DeviceTensor dy = framework(recorded, data.tensor(DType.F16, 1, 5, 2, 16));
+            DeviceMultiHeadAttention dmha = DeviceMultiHeadAttention.of(mha);
+            recording[0] = true;
+            try (DeviceMhaResult got = dmha.forward(DeviceMultiHeadAttention.inputs(weights, q, k, v).keyPaddingMask(Mask.blocked(padding))
+                    .stream(stream));
+                 DeviceMhaGradients grad = dmha.backward(got, weights, dy, stream)) {
+                recording[0] = false;
+                assertTrue(calls.stream().anyMatch(c -> c.startsWith("gemm on")), "the calls ran GEMMs: " + calls);
+                assertTrue(calls.stream().anyMatch(c -> c.startsWith("copyHostToDeviceAsync on")), "the mask went up: " + calls);
+                for (String c : calls) {
+                    assertFalse(WAITING.contains(c), "a device-resident call made a waiting driver call: " + c + " in " + calls);
+                    assertTrue(!c.contains(" on ") || c.endsWith(" on " + stream), "not on the caller's stream " + stream + ": " + c);
+                }
+                assertEquals(DType.F16, grad.dQuery().dtype());
+                driver.synchronize(stream);
+            }
+        } finally {
+            recording[0] = false;
+            driver.destroyStream(stream);
+            freeRaw();
+            padding.close();
+        }
+    }
+
+    @Test
+    void badDeviceInputsAreClearErrors() {
+        TestData data = new TestData();
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).backend(GpuTargets.sharedBackend()).build();
+        MultiHeadAttention withWeights = MultiHeadAttention.builder().embedDim(16).numHeads(4).needWeights(true)
+                .backend(GpuTargets.sharedBackend()).build();
+        MultiHeadAttention onCpu = MultiHeadAttention.builder().embedDim(16).numHeads(4).backend(Backends.byName("cpu")).build();
+        assertThrows(SeqkException.InvalidConfig.class, () -> DeviceMultiHeadAttention.of(onCpu));
+        var needWeights = assertThrows(SeqkException.InvalidConfig.class, () -> DeviceMultiHeadAttention.of(withWeights));
+        assertTrue(needWeights.getMessage().contains("needWeights"), needWeights.getMessage());
+        DeviceMultiHeadAttention dmha = DeviceMultiHeadAttention.of(mha);
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, mha.parameterShapes());
+        long before = driver.memoryInUse();
+        try (PreparedWeights weights = mha.prepare(w)) {
+            DeviceTensor x = framework(driver, data.tensor(DType.F32, 1, 5, 2, 16));
+            var missing = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, null, x)));
+            assertTrue(missing.getMessage().contains("'key'"), missing.getMessage());
+            var shape = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x,
+                    framework(driver, data.tensor(DType.F32, 1, 5, 2, 12)), x)));
+            assertTrue(shape.getMessage().contains("'key'"), shape.getMessage());
+            var dtype = assertThrows(SeqkException.DTypeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights,
+                    DeviceTensor.wrap(driver, x.pointer(), DType.F16, x.shape(), x.strides()),
+                    DeviceTensor.wrap(driver, x.pointer(), DType.F16, x.shape(), x.strides()),
+                    DeviceTensor.wrap(driver, x.pointer(), DType.F16, x.shape(), x.strides()))));
+            assertTrue(dtype.getMessage().contains("prepared from F32"), dtype.getMessage());
+            var mask = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x)
+                    .keyPaddingMask(Mask.blocked(Tensor.allocate(DType.BOOL, 2, 4)))));
+            assertTrue(mask.getMessage().contains("keyPaddingMask"), mask.getMessage());
+            try (DeviceMhaResult r = dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x).inference())) {
+                driver.synchronize(0);
+                assertFalse(r.differentiable());
+                var e = assertThrows(SeqkException.InvalidConfig.class, () -> dmha.backward(r, weights, x, 0));
+                assertTrue(e.getMessage().contains("inference"), e.getMessage());
+            }
+            try (DeviceMhaResult r = dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x))) {
+                driver.synchronize(0);
+                var dOut = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.backward(r, weights,
+                        framework(driver, data.tensor(DType.F32, 1, 4, 2, 16)), 0));
+                assertTrue(dOut.getMessage().contains("'dOut'"), dOut.getMessage());
+            }
+            weights.close();
+            assertThrows(SeqkException.TensorClosed.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x)));
+        } finally {
+            freeRaw();
+        }
+        assertEquals(before, driver.memoryInUse(), "refused calls allocated nothing");
+    }
+}
