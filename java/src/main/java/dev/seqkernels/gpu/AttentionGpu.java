@@ -773,7 +773,8 @@ final class AttentionGpu {
      * layout and rounded to its dtype on the device. Nothing is waited for or freed unless the call fails.
      */
     DeviceMhaResult mhaForwardOnDevice(MultiHeadAttention op, AutoCloseable preparedWeights, DeviceTensor query, DeviceTensor key,
-                                       DeviceTensor value, Mask keyPaddingMask, Mask attnMask, long stream, boolean training) {
+                                       DeviceTensor value, Mask keyPaddingMask, Mask attnMask, DeviceTensor into, long stream,
+                                       boolean training) {
         PreparedCopies prepared = preparedHere(preparedWeights);
         if (prepared == null) {
             throw new IllegalStateException("a device forward without device copies of its weights");
@@ -792,7 +793,7 @@ final class AttentionGpu {
             DeviceTensor v32 = packed ? q32 : batchMajor(scope, value, bf, stream);
             MhaCore core = mhaOnStream(op, Map.of(), prepared, sz, q32, k32, v32, packed, keyPaddingMask, attnMask, scope, scope,
                     Upload.onStream(stream), stream);
-            DeviceTensor out = opLayout(scope, core.out(), sz.batch(), sz.qLen(), op.embedDim(), bf, dt, stream);
+            DeviceTensor out = opLayout(scope, core.out(), sz.batch(), sz.qLen(), op.embedDim(), bf, dt, into, stream);
             return new DeviceMhaResult(out, training ? core.saved() : scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
@@ -817,7 +818,7 @@ final class AttentionGpu {
             int[] lens = {g.qLen(), g.kvLen(), g.kvLen()};
             DeviceTensor[] dIn = new DeviceTensor[3];
             for (int r = 0; r < 3; r++) {
-                dIn[r] = opLayout(scope, d.inputs()[r], g.batch(), lens[r], widths[r], bf, dt, stream);
+                dIn[r] = opLayout(scope, d.inputs()[r], g.batch(), lens[r], widths[r], bf, dt, null, stream);
             }
             Map<String, DeviceTensor> params = new java.util.LinkedHashMap<>();
             for (var entry : op.parameterShapes().entrySet()) {
@@ -848,14 +849,26 @@ final class AttentionGpu {
         return f32;
     }
 
-    /** A batch-major F32 [B*L, F] buffer in the op's layout and dtype, contiguous, made on the stream. */
+    /**
+     * A batch-major F32 [B*L, F] buffer in the op's layout and dtype, contiguous, made on the stream:
+     * into the caller's buffer when one is given (checked contiguous, of that shape and dtype), else a
+     * new tensor of the scope.
+     */
     private DeviceTensor opLayout(DeviceScope scope, DeviceTensor f32, int batch, int len, int features, boolean batchFirst, DType dt,
-                                  long stream) {
+                                  DeviceTensor into, long stream) {
         long[] bl = {batch, len, features};
         DeviceTensor seen = DeviceTensor.wrap(driver, f32.pointer(), DType.F32, bl, Tensor.contiguousStrides(bl));  // read here only
         DeviceTensor source = batchFirst ? seen : seen.permute(1, 0, 2);
+        if (into != null && dt == DType.F32) {
+            casts.toF32(source, into, stream);
+            return into;
+        }
         DeviceTensor laidOut = scope.allocate(DType.F32, source.shape());
         casts.toF32(source, laidOut, stream);
+        if (into != null) {
+            casts.fromF32(laidOut, into, stream);
+            return into;
+        }
         return rounded(scope, laidOut, dt, stream, laidOut.shape());
     }
 

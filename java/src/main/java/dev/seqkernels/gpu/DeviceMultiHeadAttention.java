@@ -48,7 +48,7 @@ public final class DeviceMultiHeadAttention {
         return new DeviceMultiHeadAttention(op, gpu);
     }
 
-    /** One call's inputs and options; masks, the stream and inference are optional. */
+    /** One call's inputs and options; masks, an output buffer, the stream and inference are optional. */
     public static Call inputs(PreparedWeights weights, DeviceTensor query, DeviceTensor key, DeviceTensor value) {
         return new Call(weights, query, key, value);
     }
@@ -66,8 +66,16 @@ public final class DeviceMultiHeadAttention {
         if (qs[0] == 0 || qs[1] == 0 || c.key.shape()[op.batchFirst() ? 1 : 0] == 0) {
             throw new SeqkException.ShapeMismatch(OP + ": an empty batch or sequence has no device work; give at least one element");
         }
-        return backend.attentionPath().mhaForwardOnDevice(op, prepared, c.query, c.key, c.value, c.keyPaddingMask, c.attnMask, c.stream,
-                !c.inference);
+        if (c.out != null) {
+            check("out", c.out);
+            if (!java.util.Arrays.equals(c.out.shape(), qs) || c.out.dtype() != c.query.dtype() || !c.out.isContiguous()) {
+                throw new SeqkException.ShapeMismatch(OP + ": argument 'out' is " + c.out.dtype() + java.util.Arrays.toString(c.out.shape())
+                        + " with strides " + java.util.Arrays.toString(c.out.strides()) + ", expected a contiguous " + c.query.dtype()
+                        + java.util.Arrays.toString(qs) + " (query's shape and dtype)");
+            }
+        }
+        return backend.attentionPath().mhaForwardOnDevice(op, prepared, c.query, c.key, c.value, c.keyPaddingMask, c.attnMask, c.out,
+                c.stream, !c.inference);
     }
 
     /**
@@ -80,7 +88,7 @@ public final class DeviceMultiHeadAttention {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(OP + ": argument 'forward' is required");
         }
-        if (forward.out().isClosed()) {
+        if (forward.saved() instanceof AttentionGpu.MhaSaved ms && ms.attention().lse().isClosed()) {  // out may be a caller's buffer
             throw new SeqkException.TensorClosed(OP + ": argument 'forward' was closed");
         }
         if (!forward.differentiable()) {
@@ -119,6 +127,7 @@ public final class DeviceMultiHeadAttention {
         private Mask attnMask;
         private long stream;
         private boolean inference;
+        private DeviceTensor out;
 
         private Call(PreparedWeights weights, DeviceTensor query, DeviceTensor key, DeviceTensor value) {
             this.weights = weights;
@@ -136,6 +145,16 @@ public final class DeviceMultiHeadAttention {
         /** A host attention mask [q_len, kv_len] or [batch*num_heads, q_len, kv_len], uploaded on the stream. */
         public Call attnMask(Mask m) {
             attnMask = m;
+            return this;
+        }
+
+        /**
+         * Write the output here instead of a new tensor: contiguous, in query's shape and dtype. It is
+         * written last, on the stream, after everything that reads query, key and value, so it may be
+         * query's own memory.
+         */
+        public Call into(DeviceTensor buffer) {
+            out = buffer;
             return this;
         }
 

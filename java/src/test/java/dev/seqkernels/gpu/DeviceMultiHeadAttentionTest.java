@@ -127,6 +127,47 @@ class DeviceMultiHeadAttentionTest {
         }
     }
 
+    /**
+     * Self-attention whose output goes into the caller's buffer, here the very memory query came in
+     * (read before the output is written): the host path's values; the buffer stays the caller's, and
+     * backward needs only the result's own state (the buffer closed first); a wrong buffer is refused.
+     */
+    @ParameterizedTest
+    @CsvSource({"F32, false", "BF16, true"})
+    void aCallersOutputBuffer(DType dtype, boolean batchFirst) {
+        TestData data = new TestData();
+        MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).batchFirst(batchFirst)
+                .backend(GpuTargets.sharedBackend()).build();
+        Map<String, Tensor> w = data.params(dtype, 0.3, mha.parameterShapes());
+        Tensor x = batchFirst ? data.tensor(dtype, 1, 2, 5, 16) : data.tensor(dtype, 1, 5, 2, 16);
+        try (PreparedWeights weights = mha.prepare(w); MhaResult want = mha.forward(weights, MultiHeadAttention.inputs(x, x, x))) {
+            DeviceMultiHeadAttention dmha = DeviceMultiHeadAttention.of(mha);
+            DeviceTensor buffer = DeviceTensor.of(driver, x);
+            try (DeviceMhaResult got = dmha.forward(DeviceMultiHeadAttention.inputs(weights, buffer, buffer, buffer).into(buffer))) {
+                driver.synchronize(0);
+                assertTrue(got.out() == buffer, "the output is the caller's buffer");
+                sameValues("out into the caller's buffer", want.out(), buffer);
+                DeviceTensor dy = DeviceTensor.of(driver, x);
+                buffer.close();
+                try (DeviceMhaGradients grad = dmha.backward(got, weights, dy, 0)) {
+                    driver.synchronize(0);
+                    assertEquals(dtype, grad.dQuery().dtype());
+                } finally {
+                    dy.close();
+                }
+            }
+            try (DeviceTensor q = DeviceTensor.of(driver, x); DeviceTensor wrong = DeviceTensor.allocate(driver, dtype, 2, 2, 16)) {
+                long[] qs = q.shape();
+                DeviceTensor transposed = DeviceTensor.wrap(driver, q.pointer(), dtype, qs, new long[]{16, 16 * qs[0], 1});
+                for (DeviceTensor bad : List.of(wrong, transposed)) {
+                    var e = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, q, q, q)
+                            .into(bad)));
+                    assertTrue(e.getMessage().contains("'out'"), e.getMessage());
+                }
+            }
+        }
+    }
+
     /** The stream argument of each Driver call that takes one, by position. */
     private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
             "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
