@@ -12,6 +12,7 @@ import dev.seqkernels.ops.MhaGradients;
 import dev.seqkernels.ops.MhaResult;
 import dev.seqkernels.ops.MultiHeadAttention;
 
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -562,8 +563,8 @@ final class AttentionGpu {
     }
 
     /** {@code packedWidth}: E + 2 kv when q, k and v came from one GEMM (self-attention), else 0. */
-    record MhaSaved(DeviceScope scope, Saved attention, Weights w, DeviceTensor query, DeviceTensor key,
-                            DeviceTensor value, DeviceTensor merged, int packedWidth) implements AutoCloseable {
+    record MhaSaved(List<Object> config, PreparedCopies prepared, DeviceScope scope, Saved attention, Weights w, DeviceTensor query,
+                    DeviceTensor key, DeviceTensor value, DeviceTensor merged, int packedWidth) implements AutoCloseable {
         @Override
         public void close() {
             scope.close();
@@ -695,7 +696,7 @@ final class AttentionGpu {
         DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
         runForward(DType.F32, sv, merged, temp, tf32, stream);
         DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, tf32, stream);
-        return new MhaCore(out, new MhaSaved(scope, sv, w, query, key, value, merged, width));
+        return new MhaCore(out, new MhaSaved(mhaConfig(op), prepared, scope, sv, w, query, key, value, merged, width));
     }
 
     /** The attention weights averaged over heads [B, q_len, kv_len] in dt, on the host (the host path's needWeights). */
@@ -730,7 +731,7 @@ final class AttentionGpu {
 
     MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> params, MhaResult forward, Tensor dOut,
                              Tensor dAttnWeights) {
-        MhaSaved ms = mhaSaved(forward.saved());
+        MhaSaved ms = mhaSaved(op, forward.saved());
         Geometry g = ms.attention().g();
         DType dt = forward.out().dtype();
         boolean bf = op.batchFirst();
@@ -806,8 +807,13 @@ final class AttentionGpu {
      * on the caller's stream, the input gradients put back in the op's layout and every gradient
      * rounded to the op's dtype (a packed in-projection's q, k and v parts joined) on the device.
      */
-    DeviceMhaGradients mhaBackwardOnDevice(MultiHeadAttention op, DeviceMhaResult forward, DeviceTensor dOut, long stream) {
-        MhaSaved ms = mhaSaved(forward.saved());
+    DeviceMhaGradients mhaBackwardOnDevice(MultiHeadAttention op, AutoCloseable preparedWeights, DeviceMhaResult forward, DeviceTensor dOut,
+                                           long stream) {
+        MhaSaved ms = mhaSaved(op, forward.saved());
+        if (ms.prepared() != preparedWeights) {
+            throw new SeqkException.InvalidConfig("multi_head_attention: backward takes the prepared weights its forward used"
+                    + " (it reads them again), not others");
+        }
         Geometry g = ms.attention().g();
         DType dt = forward.out().dtype();
         boolean bf = op.batchFirst();
@@ -887,7 +893,7 @@ final class AttentionGpu {
         return all;
     }
 
-    /** Contiguous F32 values as a new tensor of {@code shape} in dt, rounded on the stream (F32: a view of the same memory, which the scope owns). */
+    /** Contiguous F32 values as a new tensor of {@code shape} in dt, rounded on the stream (F32: copied). */
     private DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream, long[] shape) {
         DeviceTensor t = scope.allocate(dt, shape);
         if (dt == DType.F32) {
@@ -898,10 +904,26 @@ final class AttentionGpu {
         return t;
     }
 
-    /** A multi-head attention forward's saved state, checked to be this backend's and its prepared weights still open. */
-    private MhaSaved mhaSaved(Object saved) {
+    /** What a forward's saved state must share with the op running its backward: everything that shapes the buffers and the math. */
+    private static List<Object> mhaConfig(MultiHeadAttention op) {
+        return List.of(op.embedDim(), op.numHeads(), op.numKvHeads(), op.kdim(), op.vdim(), op.bias(), op.batchFirst(), op.causal());
+    }
+
+    /**
+     * A multi-head attention forward's saved state, checked to be this backend's (this driver's),
+     * made by an op of this configuration, and its prepared weights still open.
+     */
+    private MhaSaved mhaSaved(MultiHeadAttention op, Object saved) {
         if (!(saved instanceof MhaSaved ms)) {
             throw foreign();
+        }
+        if (ms.scope().driver() != driver) {
+            throw new SeqkException.InvalidConfig("multi_head_attention: this forward result was made on another driver ("
+                    + ms.scope().driver().name() + "); run backward with the op that made it");
+        }
+        if (!ms.config().equals(mhaConfig(op))) {
+            throw new SeqkException.InvalidConfig("multi_head_attention: this forward result was made by an op of another configuration"
+                    + " (embed_dim, heads, kv heads, kdim, vdim, bias, batch_first, causal = " + ms.config() + "); run backward with that op");
         }
         if (ms.w().wo().isClosed()) {
             throw new SeqkException.TensorClosed("multi_head_attention: the prepared weights this forward used were closed;"

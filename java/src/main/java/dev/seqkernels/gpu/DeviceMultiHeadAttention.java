@@ -62,6 +62,7 @@ public final class DeviceMultiHeadAttention {
         check("value", c.value);
         var prepared = op.checkDeviceForward(c.weights, c.query.dtype(), c.query.shape(), c.key.dtype(), c.key.shape(), c.value.dtype(),
                 c.value.shape(), c.keyPaddingMask, c.attnMask);
+        AttentionGpu.Geometry.requireHeadDims(op.headDim(), op.headDim());  // before anything is queued
         long[] qs = c.query.shape();
         if (qs[0] == 0 || qs[1] == 0 || c.key.shape()[op.batchFirst() ? 1 : 0] == 0) {
             throw new SeqkException.ShapeMismatch(OP + ": an empty batch or sequence has no device work; give at least one element");
@@ -79,8 +80,8 @@ public final class DeviceMultiHeadAttention {
     }
 
     /**
-     * Gradients of sum(out * dOut) for a differentiable device forward of this op, with the weights
-     * it used (read again here); dOut is shaped and typed like out (any strides). Issued on
+     * Gradients of sum(out * dOut) for a differentiable device forward of this op, with the prepared
+     * weights it used (read again here; others are refused); dOut is shaped and typed like out (any strides). Issued on
      * {@code stream}, which must be ordered after the forward's work; keep the forward result open
      * until the stream has run this too.
      */
@@ -100,8 +101,8 @@ public final class DeviceMultiHeadAttention {
             throw new SeqkException.ShapeMismatch(OP + ": argument 'dOut' is " + dOut.dtype() + java.util.Arrays.toString(dOut.shape())
                     + ", expected out's " + forward.out().dtype() + java.util.Arrays.toString(forward.out().shape()));
         }
-        op.checkDeviceBackward(weights, forward.out().dtype());
-        return backend.attentionPath().mhaBackwardOnDevice(op, forward, dOut, stream);
+        var prepared = op.checkDeviceBackward(weights, forward.out().dtype());
+        return backend.attentionPath().mhaBackwardOnDevice(op, prepared, forward, dOut, stream);
     }
 
     private void check(String name, DeviceTensor t) {

@@ -61,10 +61,10 @@ class DeviceMultiHeadAttentionTest {
         }
     }
 
-    /** dtype, self-attention, batch first, kv heads (GQA below 4), bias, masks. */
+    /** dtype, self-attention, batch first, kv heads (GQA below 4; self-attention with GQA packs parts of unequal size), bias, masks. */
     @ParameterizedTest
     @CsvSource({"F32, true, false, 4, true, false", "F32, false, true, 2, true, true", "BF16, true, true, 4, false, true",
-            "F16, false, false, 4, true, false"})
+            "F16, false, false, 4, true, false", "F32, true, true, 2, true, true"})
     void aFrameworksAllocationAndStreamGiveTheHostPathsResults(DType dtype, boolean self, boolean batchFirst, int kvHeads,
                                                                boolean bias, boolean masks) {
         TestData data = new TestData();
@@ -267,6 +267,44 @@ class DeviceMultiHeadAttentionTest {
                 var dOut = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.backward(r, weights,
                         framework(driver, data.tensor(DType.F32, 1, 4, 2, 16)), 0));
                 assertTrue(dOut.getMessage().contains("'dOut'"), dOut.getMessage());
+            }
+            try (DeviceMhaResult r = dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x))) {
+                driver.synchronize(0);
+                MultiHeadAttention other = MultiHeadAttention.builder().embedDim(16).numHeads(4).numKvHeads(2)
+                        .backend(GpuTargets.sharedBackend()).build();
+                try (PreparedWeights otherWeights = other.prepare(data.params(DType.F32, 0.3, other.parameterShapes()))) {
+                    var config = assertThrows(SeqkException.InvalidConfig.class,
+                            () -> DeviceMultiHeadAttention.of(other).backward(r, otherWeights, x, 0));
+                    assertTrue(config.getMessage().contains("another configuration"), config.getMessage());
+                }
+                try (PreparedWeights again = mha.prepare(w)) {
+                    var notTheSame = assertThrows(SeqkException.InvalidConfig.class, () -> dmha.backward(r, again, x, 0));
+                    assertTrue(notTheSame.getMessage().contains("prepared weights its forward used"), notTheSame.getMessage());
+                }
+            }
+            List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
+            boolean[] recording = {false};
+            Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                    (proxy, method, args) -> {
+                        if (recording[0]) {
+                            calls.add(method.getName());
+                        }
+                        try {
+                            return method.invoke(driver, args);
+                        } catch (java.lang.reflect.InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+            MultiHeadAttention wide = MultiHeadAttention.builder().embedDim(512).numHeads(1).backend(new GpuBackend(recorded)).build();
+            try (PreparedWeights wideWeights = wide.prepare(data.params(DType.F32, 0.01, wide.parameterShapes()))) {
+                DeviceTensor wx = framework(recorded, data.tensor(DType.F32, 1, 3, 1, 512));
+                recording[0] = true;
+                var headDim = assertThrows(SeqkException.class, () -> DeviceMultiHeadAttention.of(wide)
+                        .forward(DeviceMultiHeadAttention.inputs(wideWeights, wx, wx, wx)));
+                recording[0] = false;
+                assertTrue(headDim.getMessage().contains("512"), headDim.getMessage());
+                assertTrue(calls.stream().noneMatch(c -> c.equals("malloc") || c.startsWith("launch") || c.equals("gemm")
+                        || c.equals("synchronize")), "refused before anything was allocated, queued or waited for: " + calls);
             }
             weights.close();
             assertThrows(SeqkException.TensorClosed.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x)));
