@@ -30,6 +30,16 @@ public final class RecurrentCell {
         return sequence.config();
     }
 
+    /**
+     * The one-step sequence op this cell is: for what the cell API does not take (prepared weights,
+     * device tensors through {@code dev.seqkernels.gpu.DeviceRecurrent}, a caller's stream). Its
+     * parameters carry the layer suffix ({@code weight_ih_l0} for the cell's {@code weight_ih}), x is
+     * [1, batch, input_size] and h, c [1, batch, hidden_size]; its results are the cell's exactly.
+     */
+    public RecurrentOp sequenceOp() {
+        return sequence;
+    }
+
     /** Parameter names and shapes: PyTorch's cell names (no layer suffix). */
     public Map<String, long[]> parameterShapes() {
         Map<String, long[]> m = new LinkedHashMap<>();

@@ -211,6 +211,31 @@ class DeviceRecurrentTest {
         }
     }
 
+    /** A cell on device tensors, through its one-step sequence op: the cell's host results exactly. */
+    @Test
+    void aCellStepThroughItsSequenceOp() {
+        TestData data = new TestData();
+        dev.seqkernels.ops.RecurrentCell cell = Lstm.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.sharedBackend()).buildCell();
+        Map<String, Tensor> cellParams = data.params(DType.F32, 0.3, cell.parameterShapes());
+        Tensor x = data.tensor(DType.F32, 1, 3, 5);
+        Tensor h = data.tensor(DType.F32, 0.5, 3, 8);
+        Tensor c = data.tensor(DType.F32, 0.5, 3, 8);
+        Map<String, Tensor> sequenceParams = new java.util.LinkedHashMap<>();
+        cellParams.forEach((name, t) -> sequenceParams.put(name + "_l0", t));
+        RecurrentOp step = cell.sequenceOp();
+        try (dev.seqkernels.ops.RecurrentCell.Result want = cell.forward(cellParams, x, h, c);
+             PreparedWeights weights = step.prepare(sequenceParams);
+             DeviceTensor dx = DeviceTensor.of(driver, x.unsqueeze(0)); DeviceTensor dh = DeviceTensor.of(driver, h.unsqueeze(0));
+             DeviceTensor dc = DeviceTensor.of(driver, c.unsqueeze(0));
+             DeviceRecurrentResult got = DeviceRecurrent.of(step).forward(DeviceRecurrent.inputs(weights, dx).h0(dh).c0(dc))) {
+            driver.synchronize(0);
+            try (Tensor hn = got.hn().toHost(); Tensor cn = got.cn().toHost()) {
+                assertArrayEquals(want.h().toDoubleArray(), hn.select(0, 0).toDoubleArray(), "h'");
+                assertArrayEquals(want.c().toDoubleArray(), cn.select(0, 0).toDoubleArray(), "c'");
+            }
+        }
+    }
+
     /** The stream argument of each Driver call that takes one, by position. */
     private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
             "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
