@@ -42,10 +42,7 @@ public final class DeviceAttention {
         if (op == null) {
             throw new SeqkException.InvalidConfig(OP + ": argument 'op' is required");
         }
-        if (!(op.backend() instanceof GpuBackend gpu)) {
-            throw new SeqkException.InvalidConfig(OP + ": device tensors need the op on a GPU backend (emu, panama or jcuda);"
-                    + " this one runs on " + op.backend().name());
-        }
+        GpuBackend gpu = DeviceArguments.gpuBackend(OP, op.backend());
         return new DeviceAttention(op, gpu);
     }
 
@@ -58,13 +55,13 @@ public final class DeviceAttention {
         if (c == null) {
             throw new SeqkException.ShapeMismatch(OP + ": argument 'call' is required (DeviceAttention.inputs(q, k, v))");
         }
-        check("q", c.q);
-        check("k", c.k);
-        check("v", c.v);
+        DeviceArguments.check(OP, "q", c.q, backend);
+        DeviceArguments.check(OP, "k", c.k, backend);
+        DeviceArguments.check(OP, "v", c.v, backend);
         Attention.checkInputs(OP, c.q.dtype(), c.q.shape(), c.k.dtype(), c.k.shape(), c.v.dtype(), c.v.shape(), c.mask, c.keyLengths,
                 c.queryLengths);
         if (c.out != null) {
-            check("out", c.out);
+            DeviceArguments.check(OP, "out", c.out, backend);
             long[] want = {c.q.shape()[0], c.q.shape()[1], c.q.shape()[2], c.v.shape()[3]};
             if (!Arrays.equals(c.out.shape(), want) || c.out.dtype() != c.q.dtype()) {
                 throw new SeqkException.ShapeMismatch(OP + ": argument 'out' is " + c.out.dtype() + Arrays.toString(c.out.shape())
@@ -80,26 +77,10 @@ public final class DeviceAttention {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(OP + ": argument 'forward' is required");
         }
-        check("dOut", dOut);
-        check("forward.out", forward.out());
-        if (!Arrays.equals(dOut.shape(), forward.out().shape()) || dOut.dtype() != forward.out().dtype()) {
-            throw new SeqkException.ShapeMismatch(OP + ": argument 'dOut' is " + dOut.dtype() + Arrays.toString(dOut.shape())
-                    + ", expected out's " + forward.out().dtype() + Arrays.toString(forward.out().shape()));
-        }
+        DeviceArguments.check(OP, "dOut", dOut, backend);
+        DeviceArguments.check(OP, "forward.out", forward.out(), backend);
+        DeviceArguments.like(OP, "dOut", dOut, forward.out(), "out", backend);
         return backend.attentionPath().backwardOnDevice(forward, dOut, stream);
-    }
-
-    private void check(String name, DeviceTensor t) {
-        if (t == null) {
-            throw new SeqkException.ShapeMismatch(OP + ": argument '" + name + "' is required");
-        }
-        if (t.isClosed()) {
-            throw new SeqkException.TensorClosed(OP + ": argument '" + name + "' " + t + " is closed");
-        }
-        if (t.driver() != backend.driver()) {
-            throw new SeqkException.InvalidConfig(OP + ": argument '" + name + "' lives on " + t.driver().name()
-                    + ", but the op runs on " + backend.driver().name() + " (device tensors do not move between bindings)");
-        }
     }
 
     /** The inputs and options of one device-resident call. */

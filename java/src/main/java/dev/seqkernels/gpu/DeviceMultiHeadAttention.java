@@ -37,10 +37,7 @@ public final class DeviceMultiHeadAttention {
         if (op == null) {
             throw new SeqkException.InvalidConfig(OP + ": argument 'op' is required");
         }
-        if (!(op.backend() instanceof GpuBackend gpu)) {
-            throw new SeqkException.InvalidConfig(OP + ": device tensors need the op on a GPU backend (emu, panama or jcuda);"
-                    + " this one runs on " + op.backend().name());
-        }
+        GpuBackend gpu = DeviceArguments.gpuBackend(OP, op.backend());
         if (op.needWeights()) {
             throw new SeqkException.InvalidConfig(OP + ": the head-averaged attention weights (needWeights) are a host result;"
                     + " build the op with needWeights(false) for device tensors");
@@ -57,9 +54,9 @@ public final class DeviceMultiHeadAttention {
         if (c == null) {
             throw new SeqkException.ShapeMismatch(OP + ": argument 'call' is required (DeviceMultiHeadAttention.inputs(weights, q, k, v))");
         }
-        check("query", c.query);
-        check("key", c.key);
-        check("value", c.value);
+        DeviceArguments.check(OP, "query", c.query, backend);
+        DeviceArguments.check(OP, "key", c.key, backend);
+        DeviceArguments.check(OP, "value", c.value, backend);
         var prepared = op.checkDeviceForward(c.weights, c.query.dtype(), c.query.shape(), c.key.dtype(), c.key.shape(), c.value.dtype(),
                 c.value.shape(), c.keyPaddingMask, c.attnMask);
         AttentionGpu.Geometry.requireHeadDims(op.headDim(), op.headDim());  // before anything is queued
@@ -68,7 +65,7 @@ public final class DeviceMultiHeadAttention {
             throw new SeqkException.ShapeMismatch(OP + ": an empty batch or sequence has no device work; give at least one element");
         }
         if (c.out != null) {
-            check("out", c.out);
+            DeviceArguments.check(OP, "out", c.out, backend);
             if (!java.util.Arrays.equals(c.out.shape(), qs) || c.out.dtype() != c.query.dtype() || !c.out.isContiguous()) {
                 throw new SeqkException.ShapeMismatch(OP + ": argument 'out' is " + c.out.dtype() + java.util.Arrays.toString(c.out.shape())
                         + " with strides " + java.util.Arrays.toString(c.out.strides()) + ", expected a contiguous " + c.query.dtype()
@@ -96,26 +93,10 @@ public final class DeviceMultiHeadAttention {
             throw new SeqkException.InvalidConfig(OP + ": this forward ran in inference mode and kept nothing for backward;"
                     + " run it without inference() to differentiate");
         }
-        check("dOut", dOut);
-        if (!java.util.Arrays.equals(dOut.shape(), forward.out().shape()) || dOut.dtype() != forward.out().dtype()) {
-            throw new SeqkException.ShapeMismatch(OP + ": argument 'dOut' is " + dOut.dtype() + java.util.Arrays.toString(dOut.shape())
-                    + ", expected out's " + forward.out().dtype() + java.util.Arrays.toString(forward.out().shape()));
-        }
+        DeviceArguments.check(OP, "dOut", dOut, backend);
+        DeviceArguments.like(OP, "dOut", dOut, forward.out(), "out", backend);
         var prepared = op.checkDeviceBackward(weights, forward.out().dtype());
         return backend.attentionPath().mhaBackwardOnDevice(op, prepared, forward, dOut, stream);
-    }
-
-    private void check(String name, DeviceTensor t) {
-        if (t == null) {
-            throw new SeqkException.ShapeMismatch(OP + ": argument '" + name + "' is required");
-        }
-        if (t.isClosed()) {
-            throw new SeqkException.TensorClosed(OP + ": argument '" + name + "' " + t + " is closed");
-        }
-        if (t.driver() != backend.driver()) {
-            throw new SeqkException.InvalidConfig(OP + ": argument '" + name + "' lives on " + t.driver().name()
-                    + ", but the op runs on " + backend.driver().name() + " (device tensors do not move between bindings)");
-        }
     }
 
     /** The inputs and options of one device-resident call. */

@@ -37,10 +37,7 @@ public final class DeviceRecurrent {
         if (op == null) {
             throw new SeqkException.InvalidConfig("recurrent: argument 'op' is required");
         }
-        if (!(op.backend() instanceof GpuBackend gpu)) {
-            throw new SeqkException.InvalidConfig(op.opName() + ": device tensors need the op on a GPU backend (emu, panama or jcuda);"
-                    + " this one runs on " + op.backend().name());
-        }
+        GpuBackend gpu = DeviceArguments.gpuBackend(op.opName(), op.backend());
         return new DeviceRecurrent(op, gpu);
     }
 
@@ -54,12 +51,12 @@ public final class DeviceRecurrent {
         if (c == null) {
             throw new SeqkException.ShapeMismatch(name + ": argument 'call' is required (DeviceRecurrent.inputs(weights, x))");
         }
-        check(name, "x", c.x);
+        DeviceArguments.check(name, "x", c.x, backend);
         if (c.h0 != null) {
-            check(name, "h0", c.h0);
+            DeviceArguments.check(name, "h0", c.h0, backend);
         }
         if (c.c0 != null) {
-            check(name, "c0", c.c0);
+            DeviceArguments.check(name, "c0", c.c0, backend);
         }
         RecurrentOp.DeviceForwardArguments args = op.checkDeviceForward(c.weights, c.x.dtype(), c.x.shape(),
                 c.h0 == null ? null : c.h0.dtype(), c.h0 == null ? null : c.h0.shape(),
@@ -68,7 +65,7 @@ public final class DeviceRecurrent {
             throw new SeqkException.ShapeMismatch(name + ": argument 'x' has an empty batch; a device call needs at least one sequence");
         }
         if (c.out != null) {
-            check(name, "out", c.out);
+            DeviceArguments.check(name, "out", c.out, backend);
             long[] xs = c.x.shape();
             long[] want = {xs[0], xs[1], op.config().outputSize()};
             if (!java.util.Arrays.equals(c.out.shape(), want) || c.out.dtype() != c.x.dtype() || !c.out.isContiguous()) {
@@ -101,39 +98,14 @@ public final class DeviceRecurrent {
             throw new SeqkException.InvalidConfig(name + ": this forward ran in inference mode and kept nothing for backward;"
                     + " run it without inference() to differentiate");
         }
-        like(name, "dOutput", dOutput, forward.output(), "output");
-        like(name, "dHn", dHn, forward.hn(), "hn");
+        DeviceArguments.like(name, "dOutput", dOutput, forward.output(), "output", backend);
+        DeviceArguments.like(name, "dHn", dHn, forward.hn(), "hn", backend);
         if (dCn != null && forward.cn() == null) {
             throw new SeqkException.ShapeMismatch(name + ": argument 'dCn' is only for LSTM");
         }
-        like(name, "dCn", dCn, forward.cn(), "cn");
+        DeviceArguments.like(name, "dCn", dCn, forward.cn(), "cn", backend);
         var prepared = op.checkDeviceBackward(weights, forward.output().dtype());
         return backend.recurrentPath().backwardOnDevice(op.config(), prepared, forward, dOutput, dHn, dCn, stream);
-    }
-
-    /** An optional gradient: when given, open, on this driver, and shaped and typed like {@code of}. */
-    private void like(String op, String name, DeviceTensor t, DeviceTensor of, String ofName) {
-        if (t == null) {
-            return;
-        }
-        check(op, name, t);
-        if (!java.util.Arrays.equals(t.shape(), of.shape()) || t.dtype() != of.dtype()) {
-            throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' is " + t.dtype() + java.util.Arrays.toString(t.shape())
-                    + ", expected " + ofName + "'s " + of.dtype() + java.util.Arrays.toString(of.shape()));
-        }
-    }
-
-    private void check(String op, String name, DeviceTensor t) {
-        if (t == null) {
-            throw new SeqkException.ShapeMismatch(op + ": argument '" + name + "' is required");
-        }
-        if (t.isClosed()) {
-            throw new SeqkException.TensorClosed(op + ": argument '" + name + "' " + t + " is closed");
-        }
-        if (t.driver() != backend.driver()) {
-            throw new SeqkException.InvalidConfig(op + ": argument '" + name + "' lives on " + t.driver().name()
-                    + ", but the op runs on " + backend.driver().name() + " (device tensors do not move between bindings)");
-        }
     }
 
     /** The inputs and options of one device-resident call. */
