@@ -34,21 +34,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @PerBinding
 class DeviceAttentionTest {
     private final Driver driver = GpuTargets.driver();
-    private final List<Long> rawAllocations = new ArrayList<>();
-
-    /** A framework's allocation: raw device memory filled from a host tensor by plain driver calls, wrapped without a copy. */
-    private DeviceTensor framework(Tensor host) {
-        long bytes = host.numel() * host.dtype().byteSize();
-        long pointer = driver.malloc(bytes);
-        rawAllocations.add(pointer);
-        driver.copyHostToDevice(pointer, host.segment(), bytes);
-        return DeviceTensor.wrap(driver, pointer, host.dtype(), host.shape(), host.strides());
-    }
-
-    private void freeRaw() {
-        rawAllocations.forEach(driver::free);
-        rawAllocations.clear();
-    }
+    private final FrameworkMemory memory = new FrameworkMemory(driver);
 
     /** dtype, q_len, kv_len, head_dim: v1 (F32), the tensor-core kernels (F16, BF16) and split-KV (q_len 1, kv_len 1100). */
     @ParameterizedTest
@@ -70,9 +56,9 @@ class DeviceAttentionTest {
                 .queryLengths(queryLengths));
              AttentionGradients wantGrad = op.backward(want, seed)) {
             DeviceAttention sdpa = DeviceAttention.of(op);
-            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(framework(q), framework(k), framework(v))
+            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(memory.contiguous(driver, q), memory.contiguous(driver, k), memory.contiguous(driver, v))
                     .mask(Mask.blocked(blocked)).keyLengths(keyLengths).queryLengths(queryLengths).stream(stream));
-                 DeviceAttentionGradients grad = sdpa.backward(got, framework(seed), stream)) {
+                 DeviceAttentionGradients grad = sdpa.backward(got, memory.contiguous(driver, seed), stream)) {
                 driver.synchronize(stream);
                 assertTrue(got.differentiable());
                 sameValues(dtype + " out", want.out(), got.out());
@@ -84,7 +70,7 @@ class DeviceAttentionTest {
             }
         } finally {
             driver.destroyStream(stream);
-            freeRaw();
+            memory.free();
             blocked.close();
         }
         assertEquals(before, driver.memoryInUse(), "everything the calls allocated was freed with their results");
@@ -126,10 +112,10 @@ class DeviceAttentionTest {
              DeviceTensor outBlh = DeviceTensor.allocate(driver, dt, 2, 24, 4, 16)) {
             DeviceAttention sdpa = DeviceAttention.of(op);
             DeviceTensor outView = outBlh.permute(0, 2, 1, 3);
-            DeviceTensor q = framework(qBlh).permute(0, 2, 1, 3);
-            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(q, framework(kBlh).permute(0, 2, 1, 3),
-                    framework(vBlh).permute(0, 2, 1, 3)).into(outView));
-                 DeviceAttentionGradients grad = sdpa.backward(got, framework(seedBlh).permute(0, 2, 1, 3), 0)) {
+            DeviceTensor q = memory.contiguous(driver, qBlh).permute(0, 2, 1, 3);
+            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(q, memory.contiguous(driver, kBlh).permute(0, 2, 1, 3),
+                    memory.contiguous(driver, vBlh).permute(0, 2, 1, 3)).into(outView));
+                 DeviceAttentionGradients grad = sdpa.backward(got, memory.contiguous(driver, seedBlh).permute(0, 2, 1, 3), 0)) {
                 driver.synchronize(0);
                 assertSame(outView, got.out(), "out is the caller's buffer");
                 sameValues("out", want.out(), outView);
@@ -139,7 +125,7 @@ class DeviceAttentionTest {
                 sameValues("dv", wantGrad.dv(), grad.dv());
             }
         } finally {
-            freeRaw();
+            memory.free();
         }
         assertEquals(before, driver.memoryInUse(), "the calls' memory was freed with their results");
     }
@@ -155,12 +141,12 @@ class DeviceAttentionTest {
         Attention op = Attention.builder().backend(GpuTargets.sharedBackend()).build();
         DeviceAttention sdpa = DeviceAttention.of(op);
         try {
-            DeviceTensor q = framework(data.tensor(DType.F32, 1, 1, 2, 6, 8));
-            DeviceTensor k1 = framework(data.tensor(DType.F32, 1, 1, 1, 6, 8));
-            DeviceTensor v1 = framework(data.tensor(DType.F32, 1, 1, 1, 6, 8));
+            DeviceTensor q = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 2, 6, 8));
+            DeviceTensor k1 = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 6, 8));
+            DeviceTensor v1 = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 6, 8));
             DeviceTensor k = DeviceTensor.wrap(driver, k1.pointer(), DType.F32, new long[]{1, 2, 6, 8}, new long[]{48, 0, 8, 1});
             DeviceTensor v = DeviceTensor.wrap(driver, v1.pointer(), DType.F32, new long[]{1, 2, 6, 8}, new long[]{48, 0, 8, 1});
-            DeviceTensor seed = framework(data.tensor(DType.F32, 1, 1, 2, 6, 8));
+            DeviceTensor seed = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 2, 6, 8));
             long before = driver.memoryInUse();
             try (DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(q, k, v))) {
                 var e = assertThrows(SeqkException.ShapeMismatch.class, () -> sdpa.backward(r, seed, 0));
@@ -176,17 +162,10 @@ class DeviceAttentionTest {
                 assertThrows(SeqkException.TensorClosed.class, () -> sdpa.backward(r, seed, 0), "a closed result");
             }
         } finally {
-            freeRaw();
+            memory.free();
         }
     }
 
-    /** The stream argument of each Driver call that takes one, by position. */
-    private static final java.util.Map<String, Integer> STREAM_ARGUMENT = java.util.Map.of("launch", 4, "launchCooperative", 4,
-            "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
-            "recordEvent", 1, "gemm", 1, "launchGraph", 1);
-    /** Driver calls that wait for the device (or free memory, which may): none may happen inside a device-resident call. */
-    private static final java.util.Set<String> WAITING = java.util.Set.of("copyHostToDevice", "copyDeviceToHost",
-            "copyDeviceToDevice", "memset", "synchronize", "free", "freeHost", "destroyStream", "destroyEvent", "destroyGraph");
 
     /**
      * Every copy, memset and launch of a forward with a mask and lengths and of its backward goes on
@@ -199,25 +178,19 @@ class DeviceAttentionTest {
         TestData data = new TestData();
         List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
         boolean[] recording = {false};
-        Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                (proxy, method, args) -> {
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
                     if (recording[0]) {
-                        Integer at = STREAM_ARGUMENT.get(method.getName());
-                        calls.add(method.getName() + (at == null ? "" : " on " + args[at]));
+                        Integer at = RecordingDriver.STREAM_ARGUMENT.get(method);
+                        calls.add(method + (at == null ? "" : " on " + args[at]));
                     }
-                    try {
-                        return method.invoke(driver, args);
-                    } catch (java.lang.reflect.InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+            });
         DType dt = DType.F16;
         Attention op = Attention.builder().causal(CausalAlignment.TOP_LEFT).backend(new GpuBackend(recorded)).build();
         long stream = driver.createStream();
         List<DeviceTensor> inputs = new ArrayList<>();
         for (long[] shape : new long[][]{{1, 2, 12, 16}, {1, 2, 12, 16}, {1, 2, 12, 8}, {1, 2, 12, 8}}) {
             Tensor host = data.tensor(dt, 1, shape);
-            DeviceTensor raw = framework(host);
+            DeviceTensor raw = memory.contiguous(driver, host);
             inputs.add(DeviceTensor.wrap(recorded, raw.pointer(), dt, raw.shape(), raw.strides()));
         }
         Tensor blocked = Tensor.allocate(DType.BOOL, 12, 12);
@@ -231,14 +204,14 @@ class DeviceAttentionTest {
             assertTrue(calls.stream().anyMatch(c -> c.startsWith("launch on")), "the calls launched kernels: " + calls);
             assertTrue(calls.stream().anyMatch(c -> c.startsWith("copyHostToDeviceAsync on")), "the mask went up: " + calls);
             for (String c : calls) {
-                assertFalse(WAITING.contains(c), "a device-resident call made a waiting driver call: " + c + " in " + calls);
+                assertFalse(RecordingDriver.WAITING.contains(c), "a device-resident call made a waiting driver call: " + c + " in " + calls);
                 assertTrue(!c.contains(" on ") || c.endsWith(" on " + stream), "not on the caller's stream " + stream + ": " + c);
             }
             driver.synchronize(stream);
         } finally {
             recording[0] = false;
             driver.destroyStream(stream);
-            freeRaw();
+            memory.free();
             blocked.close();
         }
     }
@@ -248,13 +221,13 @@ class DeviceAttentionTest {
         TestData data = new TestData();
         Attention op = Attention.builder().backend(GpuTargets.sharedBackend()).build();
         DeviceAttention sdpa = DeviceAttention.of(op);
-        try (DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(framework(data.tensor(DType.F32, 1, 1, 1, 5, 8)),
-                framework(data.tensor(DType.F32, 1, 1, 1, 6, 8)), framework(data.tensor(DType.F32, 1, 1, 1, 6, 8))).inference())) {
+        try (DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 5, 8)),
+                memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 6, 8)), memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 6, 8))).inference())) {
             assertFalse(r.differentiable());
             var e = assertThrows(SeqkException.InvalidConfig.class, () -> sdpa.backward(r, r.out(), 0));
             assertTrue(e.getMessage().contains("inference"), e.getMessage());
         } finally {
-            freeRaw();
+            memory.free();
         }
     }
 
@@ -266,9 +239,9 @@ class DeviceAttentionTest {
         assertThrows(SeqkException.InvalidConfig.class, () -> DeviceAttention.of(onCpu));
         DeviceAttention sdpa = DeviceAttention.of(onGpu);
         try {
-            DeviceTensor q = framework(data.tensor(DType.F32, 1, 1, 2, 5, 8));
-            DeviceTensor k = framework(data.tensor(DType.F32, 1, 1, 1, 6, 8));
-            DeviceTensor v = framework(data.tensor(DType.F32, 1, 1, 1, 6, 4));
+            DeviceTensor q = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 2, 5, 8));
+            DeviceTensor k = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 6, 8));
+            DeviceTensor v = memory.contiguous(driver, data.tensor(DType.F32, 1, 1, 1, 6, 4));
             var shape = assertThrows(SeqkException.ShapeMismatch.class, () -> sdpa.forward(DeviceAttention.inputs(q, v, v)));
             assertTrue(shape.getMessage().contains("'k'"), shape.getMessage());
             try (DeviceTensor wrongOut = DeviceTensor.allocate(driver, DType.F32, 1, 2, 5, 8)) {
@@ -292,7 +265,7 @@ class DeviceAttentionTest {
             closed.close();
             assertThrows(SeqkException.TensorClosed.class, () -> sdpa.forward(DeviceAttention.inputs(q, closed, v)));
         } finally {
-            freeRaw();
+            memory.free();
         }
     }
 }

@@ -35,24 +35,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @PerBinding
 class DeviceMultiHeadAttentionTest {
     private final Driver driver = GpuTargets.driver();
-    private final List<Long> rawAllocations = new ArrayList<>();
-
-    /** A framework's allocation of a host tensor, stored with its two leading dimensions swapped and seen through strides. */
-    private DeviceTensor framework(Driver through, Tensor host) {
-        try (Tensor swapped = host.permute(1, 0, 2).contiguous()) {
-            long bytes = swapped.numel() * swapped.dtype().byteSize();
-            long pointer = driver.malloc(bytes);
-            rawAllocations.add(pointer);
-            driver.copyHostToDevice(pointer, swapped.segment(), bytes);
-            long[] s = swapped.strides();
-            return DeviceTensor.wrap(through, pointer, host.dtype(), host.shape(), new long[]{s[1], s[0], s[2]});
-        }
-    }
-
-    private void freeRaw() {
-        rawAllocations.forEach(driver::free);
-        rawAllocations.clear();
-    }
+    private final FrameworkMemory memory = new FrameworkMemory(driver);
 
     private static void sameValues(String what, Tensor want, DeviceTensor got) {
         assertArrayEquals(want.shape(), got.shape(), what + " shape");
@@ -90,10 +73,10 @@ class DeviceMultiHeadAttentionTest {
         try (PreparedWeights weights = mha.prepare(w); MhaResult want = mha.forward(weights, hostInputs);
              MhaGradients wantGrad = mha.backward(weights, want, dOut, null)) {
             long before = driver.memoryInUse();
-            DeviceTensor q = framework(driver, query);
-            DeviceTensor k = self ? q : framework(driver, key);
-            DeviceTensor v = self ? q : framework(driver, value);
-            DeviceTensor dy = framework(driver, dOut);
+            DeviceTensor q = memory.swapped(driver, query);
+            DeviceTensor k = self ? q : memory.swapped(driver, key);
+            DeviceTensor v = self ? q : memory.swapped(driver, value);
+            DeviceTensor dy = memory.swapped(driver, dOut);
             DeviceMultiHeadAttention.Call call = DeviceMultiHeadAttention.inputs(weights, q, k, v).stream(stream);
             if (masks) {
                 call.keyPaddingMask(Mask.blocked(padding)).attnMask(Mask.additive(attn));
@@ -117,11 +100,11 @@ class DeviceMultiHeadAttentionTest {
             }
             assertEquals(allocated, driver.memoryInUse(), "closing the result and gradients freed everything the calls allocated");
             results.forEach(t -> assertTrue(t.isClosed(), t.toString()));
-            freeRaw();
+            memory.free();
             assertEquals(before, driver.memoryInUse());
         } finally {
             driver.destroyStream(stream);
-            freeRaw();
+            memory.free();
             padding.close();
             attn.close();
         }
@@ -168,13 +151,6 @@ class DeviceMultiHeadAttentionTest {
         }
     }
 
-    /** The stream argument of each Driver call that takes one, by position. */
-    private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
-            "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
-            "recordEvent", 1, "gemm", 1, "launchGraph", 1, "waitEvent", 0);
-    /** Driver calls that wait for the device (or free, which may): none may happen inside a device-resident call. */
-    private static final java.util.Set<String> WAITING = java.util.Set.of("copyHostToDevice", "copyDeviceToHost",
-            "copyDeviceToDevice", "memset", "synchronize", "free", "freeHost", "destroyStream", "destroyEvent", "destroyGraph");
 
     /** Every copy, GEMM and launch of a forward with masks and its backward goes on the caller's stream; nothing waits or frees. */
     @ParameterizedTest
@@ -183,28 +159,22 @@ class DeviceMultiHeadAttentionTest {
         TestData data = new TestData();
         List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
         boolean[] recording = {false};
-        Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                (proxy, method, args) -> {
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
                     if (recording[0]) {
-                        Integer at = STREAM_ARGUMENT.get(method.getName());
-                        calls.add(method.getName() + (at == null ? "" : " on " + args[at]));
+                        Integer at = RecordingDriver.STREAM_ARGUMENT.get(method);
+                        calls.add(method + (at == null ? "" : " on " + args[at]));
                     }
-                    try {
-                        return method.invoke(driver, args);
-                    } catch (java.lang.reflect.InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+            });
         MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).kdim(self ? 16 : 10).vdim(self ? 16 : 12)
                 .backend(new GpuBackend(recorded)).build();
         Map<String, Tensor> w = data.params(DType.F16, 0.3, mha.parameterShapes());
         Tensor padding = Tensor.allocate(DType.BOOL, 2, self ? 5 : 7);
         long stream = driver.createStream();
         try (PreparedWeights weights = mha.prepare(w)) {
-            DeviceTensor q = framework(recorded, data.tensor(DType.F16, 1, 5, 2, 16));
-            DeviceTensor k = self ? q : framework(recorded, data.tensor(DType.F16, 1, 7, 2, 10));
-            DeviceTensor v = self ? q : framework(recorded, data.tensor(DType.F16, 1, 7, 2, 12));
-            DeviceTensor dy = framework(recorded, data.tensor(DType.F16, 1, 5, 2, 16));
+            DeviceTensor q = memory.swapped(recorded, data.tensor(DType.F16, 1, 5, 2, 16));
+            DeviceTensor k = self ? q : memory.swapped(recorded, data.tensor(DType.F16, 1, 7, 2, 10));
+            DeviceTensor v = self ? q : memory.swapped(recorded, data.tensor(DType.F16, 1, 7, 2, 12));
+            DeviceTensor dy = memory.swapped(recorded, data.tensor(DType.F16, 1, 5, 2, 16));
             DeviceMultiHeadAttention dmha = DeviceMultiHeadAttention.of(mha);
             recording[0] = true;
             try (DeviceMhaResult got = dmha.forward(DeviceMultiHeadAttention.inputs(weights, q, k, v).keyPaddingMask(Mask.blocked(padding))
@@ -214,7 +184,7 @@ class DeviceMultiHeadAttentionTest {
                 assertTrue(calls.stream().anyMatch(c -> c.startsWith("gemm on")), "the calls ran GEMMs: " + calls);
                 assertTrue(calls.stream().anyMatch(c -> c.startsWith("copyHostToDeviceAsync on")), "the mask went up: " + calls);
                 for (String c : calls) {
-                    assertFalse(WAITING.contains(c), "a device-resident call made a waiting driver call: " + c + " in " + calls);
+                    assertFalse(RecordingDriver.WAITING.contains(c), "a device-resident call made a waiting driver call: " + c + " in " + calls);
                     assertTrue(!c.contains(" on ") || c.endsWith(" on " + stream), "not on the caller's stream " + stream + ": " + c);
                 }
                 assertEquals(DType.F16, grad.dQuery().dtype());
@@ -223,7 +193,7 @@ class DeviceMultiHeadAttentionTest {
         } finally {
             recording[0] = false;
             driver.destroyStream(stream);
-            freeRaw();
+            memory.free();
             padding.close();
         }
     }
@@ -242,11 +212,11 @@ class DeviceMultiHeadAttentionTest {
         Map<String, Tensor> w = data.params(DType.F32, 0.3, mha.parameterShapes());
         long before = driver.memoryInUse();
         try (PreparedWeights weights = mha.prepare(w)) {
-            DeviceTensor x = framework(driver, data.tensor(DType.F32, 1, 5, 2, 16));
+            DeviceTensor x = memory.swapped(driver, data.tensor(DType.F32, 1, 5, 2, 16));
             var missing = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, null, x)));
             assertTrue(missing.getMessage().contains("'key'"), missing.getMessage());
             var shape = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x,
-                    framework(driver, data.tensor(DType.F32, 1, 5, 2, 12)), x)));
+                    memory.swapped(driver, data.tensor(DType.F32, 1, 5, 2, 12)), x)));
             assertTrue(shape.getMessage().contains("'key'"), shape.getMessage());
             var dtype = assertThrows(SeqkException.DTypeMismatch.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights,
                     DeviceTensor.wrap(driver, x.pointer(), DType.F16, x.shape(), x.strides()),
@@ -265,7 +235,7 @@ class DeviceMultiHeadAttentionTest {
             try (DeviceMhaResult r = dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x))) {
                 driver.synchronize(0);
                 var dOut = assertThrows(SeqkException.ShapeMismatch.class, () -> dmha.backward(r, weights,
-                        framework(driver, data.tensor(DType.F32, 1, 4, 2, 16)), 0));
+                        memory.swapped(driver, data.tensor(DType.F32, 1, 4, 2, 16)), 0));
                 assertTrue(dOut.getMessage().contains("'dOut'"), dOut.getMessage());
             }
             try (DeviceMhaResult r = dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x))) {
@@ -284,20 +254,14 @@ class DeviceMultiHeadAttentionTest {
             }
             List<String> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
             boolean[] recording = {false};
-            Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                    (proxy, method, args) -> {
+            Driver recorded = RecordingDriver.around(driver, (method, args) -> {
                         if (recording[0]) {
-                            calls.add(method.getName());
+                            calls.add(method);
                         }
-                        try {
-                            return method.invoke(driver, args);
-                        } catch (java.lang.reflect.InvocationTargetException e) {
-                            throw e.getCause();
-                        }
-                    });
+                });
             MultiHeadAttention wide = MultiHeadAttention.builder().embedDim(512).numHeads(1).backend(new GpuBackend(recorded)).build();
             try (PreparedWeights wideWeights = wide.prepare(data.params(DType.F32, 0.01, wide.parameterShapes()))) {
-                DeviceTensor wx = framework(recorded, data.tensor(DType.F32, 1, 3, 1, 512));
+                DeviceTensor wx = memory.swapped(recorded, data.tensor(DType.F32, 1, 3, 1, 512));
                 recording[0] = true;
                 var headDim = assertThrows(SeqkException.class, () -> DeviceMultiHeadAttention.of(wide)
                         .forward(DeviceMultiHeadAttention.inputs(wideWeights, wx, wx, wx)));
@@ -309,7 +273,7 @@ class DeviceMultiHeadAttentionTest {
             weights.close();
             assertThrows(SeqkException.TensorClosed.class, () -> dmha.forward(DeviceMultiHeadAttention.inputs(weights, x, x, x)));
         } finally {
-            freeRaw();
+            memory.free();
         }
         assertEquals(before, driver.memoryInUse(), "refused calls allocated nothing");
     }

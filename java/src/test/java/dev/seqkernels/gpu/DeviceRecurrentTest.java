@@ -39,31 +39,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @PerBinding
 class DeviceRecurrentTest {
     private final Driver driver = GpuTargets.driver();
-    private final List<Long> rawAllocations = new ArrayList<>();
-
-    /**
-     * A framework's allocation of a host tensor's values, stored with its two leading dimensions
-     * swapped and seen through strides in the host tensor's shape (so the op reads a strided tensor).
-     */
-    private DeviceTensor framework(Driver through, Tensor host) {
-        try (Tensor swapped = host.permute(1, 0, 2).contiguous()) {
-            long bytes = swapped.numel() * swapped.dtype().byteSize();
-            long pointer = driver.malloc(bytes);
-            rawAllocations.add(pointer);
-            driver.copyHostToDevice(pointer, swapped.segment(), bytes);
-            long[] s = swapped.strides();
-            return DeviceTensor.wrap(through, pointer, host.dtype(), host.shape(), new long[]{s[1], s[0], s[2]});
-        }
-    }
-
-    private DeviceTensor framework(Tensor host) {
-        return framework(driver, host);
-    }
-
-    private void freeRaw() {
-        rawAllocations.forEach(driver::free);
-        rawAllocations.clear();
-    }
+    private final FrameworkMemory memory = new FrameworkMemory(driver);
 
     private static void sameValues(String what, Tensor want, DeviceTensor got) {
         assertArrayEquals(want.shape(), got.shape(), what + " shape");
@@ -119,16 +95,16 @@ class DeviceRecurrentTest {
              RecurrentGradients wantGrad = op.backward(weights, want, dOut, dHn, dCn)) {
             long before = driver.memoryInUse();
             DeviceRecurrent rnn = DeviceRecurrent.of(op);
-            DeviceRecurrent.Call call = DeviceRecurrent.inputs(weights, framework(x)).lengths(lengths).stream(stream);
+            DeviceRecurrent.Call call = DeviceRecurrent.inputs(weights, memory.swapped(driver, x)).lengths(lengths).stream(stream);
             if (h0 != null) {
-                call.h0(framework(h0));
+                call.h0(memory.swapped(driver, h0));
             }
             if (c0 != null) {
-                call.c0(framework(c0));
+                call.c0(memory.swapped(driver, c0));
             }
-            DeviceTensor dOutOnDevice = framework(dOut);
-            DeviceTensor dHnOnDevice = dHn == null ? null : framework(dHn);
-            DeviceTensor dCnOnDevice = dCn == null ? null : framework(dCn);
+            DeviceTensor dOutOnDevice = memory.swapped(driver, dOut);
+            DeviceTensor dHnOnDevice = dHn == null ? null : memory.swapped(driver, dHn);
+            DeviceTensor dCnOnDevice = dCn == null ? null : memory.swapped(driver, dCn);
             long allocated = driver.memoryInUse();
             List<DeviceTensor> results = new ArrayList<>();
             try (DeviceRecurrentResult got = rnn.forward(call);
@@ -161,11 +137,11 @@ class DeviceRecurrentTest {
             for (DeviceTensor t : results) {
                 assertTrue(t.isClosed(), "a result's tensor says it is closed once its memory is freed: " + t);
             }
-            freeRaw();
+            memory.free();
             assertEquals(before, driver.memoryInUse());
         } finally {
             driver.destroyStream(stream);
-            freeRaw();
+            memory.free();
         }
     }
 
@@ -236,13 +212,6 @@ class DeviceRecurrentTest {
         }
     }
 
-    /** The stream argument of each Driver call that takes one, by position. */
-    private static final Map<String, Integer> STREAM_ARGUMENT = Map.of("launch", 4, "launchCooperative", 4,
-            "memsetAsync", 3, "copyHostToDeviceAsync", 3, "copyDeviceToHostAsync", 3, "copyDeviceToDeviceAsync", 3,
-            "recordEvent", 1, "gemm", 1, "launchGraph", 1, "waitEvent", 0);
-    /** Driver calls that wait for the device (or free, which may): none may happen inside a device-resident call. */
-    private static final java.util.Set<String> WAITING = java.util.Set.of("copyHostToDevice", "copyDeviceToHost",
-            "copyDeviceToDevice", "memset", "synchronize", "free", "freeHost", "destroyStream", "destroyEvent", "destroyGraph");
 
     /** One recorded driver call: its name, its stream (or null) and its event (or null). */
     private record Call(String method, Long stream, Long event) {
@@ -265,23 +234,17 @@ class DeviceRecurrentTest {
         TestData data = new TestData();
         List<Call> calls = new java.util.concurrent.CopyOnWriteArrayList<>();
         boolean[] recording = {false};
-        Driver recorded = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                (proxy, method, args) -> {
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
                     if (recording[0]) {
-                        Integer at = STREAM_ARGUMENT.get(method.getName());
-                        Long event = switch (method.getName()) {
+                        Integer at = RecordingDriver.STREAM_ARGUMENT.get(method);
+                        Long event = switch (method) {
                             case "recordEvent" -> (Long) args[0];
                             case "waitEvent" -> (Long) args[1];
                             default -> null;
                         };
-                        calls.add(new Call(method.getName(), at == null ? null : (Long) args[at], event));
+                        calls.add(new Call(method, at == null ? null : (Long) args[at], event));
                     }
-                    try {
-                        return method.invoke(driver, args);
-                    } catch (java.lang.reflect.InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+            });
         GpuBackend backend = new GpuBackend(recorded);
         RecurrentOp op = switch (cell) {
             case "gru-reset-first" -> Gru.builder().inputSize(5).hiddenSize(8).numLayers(2).linearBeforeReset(false).backend(backend).build();
@@ -291,8 +254,8 @@ class DeviceRecurrentTest {
         Map<String, Tensor> w = data.params(DType.F16, 0.3, op.config().parameterShapes());
         long stream = driver.createStream();
         try (PreparedWeights weights = op.prepare(w)) {
-            DeviceTensor x = framework(recorded, data.tensor(DType.F16, 1, 6, batch, 5));
-            DeviceTensor dOut = framework(recorded, data.tensor(DType.F16, 1, 6, batch, op.config().outputSize()));
+            DeviceTensor x = memory.swapped(recorded, data.tensor(DType.F16, 1, 6, batch, 5));
+            DeviceTensor dOut = memory.swapped(recorded, data.tensor(DType.F16, 1, 6, batch, op.config().outputSize()));
             DeviceRecurrent rnn = DeviceRecurrent.of(op);
             recording[0] = true;
             try (DeviceRecurrentResult got = rnn.forward(DeviceRecurrent.inputs(weights, x).stream(stream));
@@ -301,7 +264,7 @@ class DeviceRecurrentTest {
                 assertEquals(DType.F16, grad.dx().dtype());
                 assertTrue(calls.stream().anyMatch(c -> c.method().startsWith("launch")), "the calls launched kernels: " + calls);
                 for (Call c : calls) {
-                    assertFalse(WAITING.contains(c.method()), "a device-resident call made a waiting driver call: " + c + " in " + calls);
+                    assertFalse(RecordingDriver.WAITING.contains(c.method()), "a device-resident call made a waiting driver call: " + c + " in " + calls);
                 }
                 java.util.Set<Long> others = new java.util.TreeSet<>();
                 calls.stream().filter(Call::work).map(Call::stream).filter(s -> s != stream).forEach(others::add);
@@ -314,7 +277,7 @@ class DeviceRecurrentTest {
         } finally {
             recording[0] = false;
             driver.destroyStream(stream);
-            freeRaw();
+            memory.free();
         }
     }
 
@@ -383,14 +346,14 @@ class DeviceRecurrentTest {
         Map<String, Tensor> w = data.params(DType.F32, 0.3, op.config().parameterShapes());
         try (PreparedWeights weights = op.prepare(w);
              DeviceRecurrentResult r = DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights,
-                     framework(data.tensor(DType.F32, 1, 4, 3, 5))).inference())) {
+                     memory.swapped(driver, data.tensor(DType.F32, 1, 4, 3, 5))).inference())) {
             driver.synchronize(0);
             assertFalse(r.differentiable());
             assertNull(r.cn());
             var e = assertThrows(SeqkException.InvalidConfig.class, () -> DeviceRecurrent.of(op).backward(r, weights, null, null, null, 0));
             assertTrue(e.getMessage().contains("inference"), e.getMessage());
         } finally {
-            freeRaw();
+            memory.free();
         }
     }
 
@@ -406,7 +369,7 @@ class DeviceRecurrentTest {
         Map<String, Tensor> gw = data.params(DType.F32, 0.3, gru.config().parameterShapes());
         long before = driver.memoryInUse();
         try (PreparedWeights weights = lstm.prepare(w); PreparedWeights gruWeights = gru.prepare(gw)) {
-            DeviceTensor x = framework(data.tensor(DType.F32, 1, 4, 3, 5));
+            DeviceTensor x = memory.swapped(driver, data.tensor(DType.F32, 1, 4, 3, 5));
             var missing = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, null)));
             assertTrue(missing.getMessage().contains("'x'"), missing.getMessage());
             var noWeights = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(null, x)));
@@ -414,16 +377,16 @@ class DeviceRecurrentTest {
             var foreignWeights = assertThrows(SeqkException.InvalidConfig.class, () -> rnn.forward(DeviceRecurrent.inputs(gruWeights, x)));
             assertTrue(foreignWeights.getMessage().contains("other parameters"), foreignWeights.getMessage());
             var shape = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights,
-                    framework(data.tensor(DType.F32, 1, 4, 3, 6)))));
+                    memory.swapped(driver, data.tensor(DType.F32, 1, 4, 3, 6)))));
             assertTrue(shape.getMessage().contains("'x'"), shape.getMessage());
             var dtype = assertThrows(SeqkException.DTypeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights,
-                    framework(data.tensor(DType.BF16, 1, 4, 3, 5)))));
+                    memory.swapped(driver, data.tensor(DType.BF16, 1, 4, 3, 5)))));
             assertTrue(dtype.getMessage().contains("prepared from F32"), dtype.getMessage());
             var h0 = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)
-                    .h0(framework(data.tensor(DType.F32, 1, 1, 2, 8)))));
+                    .h0(memory.swapped(driver, data.tensor(DType.F32, 1, 1, 2, 8)))));
             assertTrue(h0.getMessage().contains("'h0'"), h0.getMessage());
             var c0 = assertThrows(SeqkException.ShapeMismatch.class, () -> DeviceRecurrent.of(gru).forward(DeviceRecurrent.inputs(gruWeights, x)
-                    .c0(framework(data.tensor(DType.F32, 1, 1, 3, 8)))));
+                    .c0(memory.swapped(driver, data.tensor(DType.F32, 1, 1, 3, 8)))));
             assertTrue(c0.getMessage().contains("only for LSTM"), c0.getMessage());
             var lengths = assertThrows(SeqkException.ShapeMismatch.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)
                     .lengths(new int[]{4, 5, 1})));
@@ -452,7 +415,7 @@ class DeviceRecurrentTest {
             weights.close();
             assertThrows(SeqkException.TensorClosed.class, () -> rnn.forward(DeviceRecurrent.inputs(weights, x)));
         } finally {
-            freeRaw();
+            memory.free();
         }
         assertEquals(before, driver.memoryInUse(), "refused calls allocated nothing");
         try (RecurrentResult r = lstm.forward(w, data.tensor(DType.F32, 1, 4, 3, 5))) {
@@ -460,14 +423,8 @@ class DeviceRecurrentTest {
             var otherOp = assertThrows(SeqkException.InvalidConfig.class, () -> deeper.backward(
                     data.params(DType.F32, 0.3, deeper.config().parameterShapes()), r, null, null, null));
             assertTrue(otherOp.getMessage().contains("another configuration"), otherOp.getMessage());
-            Driver another = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                    (proxy, method, args) -> {
-                        try {
-                            return method.invoke(driver, args);
-                        } catch (java.lang.reflect.InvocationTargetException e) {
-                            throw e.getCause();
-                        }
-                    });
+            Driver another = RecordingDriver.around(driver, (method, args) -> {
+            });
             RecurrentOp elsewhere = Lstm.builder().inputSize(5).hiddenSize(8).backend(new GpuBackend(another)).build();
             var otherDriver = assertThrows(SeqkException.InvalidConfig.class, () -> elsewhere.backward(w, r, null, null, null));
             assertTrue(otherDriver.getMessage().contains("was made on"), otherDriver.getMessage());

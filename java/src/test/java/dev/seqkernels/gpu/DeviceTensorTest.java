@@ -6,8 +6,6 @@ import dev.seqkernels.TestData;
 import dev.seqkernels.Tensor;
 import org.junit.jupiter.api.Test;
 
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Proxy;
 import java.util.concurrent.atomic.AtomicReference;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -29,9 +27,8 @@ class DeviceTensorTest {
         TestData data = new TestData();
         Tensor host = data.tensor(DType.F32, 1, 4, 6);
         AtomicReference<Throwable> closeDuringCopy = new AtomicReference<>();
-        Driver watched = (Driver) Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                (proxy, method, args) -> {
-                    if (method.getName().equals("copyHostToDevice")) {
+        Driver watched = RecordingDriver.around(driver, (method, args) -> {
+                    if (method.equals("copyHostToDevice")) {
                         Thread closer = Thread.ofPlatform().start(() -> {
                             try {
                                 host.close();
@@ -41,12 +38,7 @@ class DeviceTensorTest {
                         });
                         closer.join();
                     }
-                    try {
-                        return method.invoke(driver, args);
-                    } catch (InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+            });
         try (DeviceTensor t = DeviceTensor.allocate(watched, DType.F32, 4, 6)) {
             t.copyFrom(host);
             assertTrue(closeDuringCopy.get() instanceof SeqkException, "the close during the copy was refused: " + closeDuringCopy.get());

@@ -15,8 +15,6 @@ import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import org.junit.jupiter.api.Test;
 
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Proxy;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -121,17 +119,11 @@ class Tf32OptInTest {
     void everyGemmOfAnOpFollowsItsTf32Setting() {
         TestData data = new TestData();
         List<Boolean> flags = new CopyOnWriteArrayList<>();
-        Driver recording = (Driver) Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
-                (proxy, method, args) -> {
-                    if (method.getName().equals("gemm")) {
+        Driver recording = RecordingDriver.around(driver, (method, args) -> {
+                    if (method.equals("gemm")) {
                         flags.add(((Gemm) args[0]).tf32());
                     }
-                    try {
-                        return method.invoke(driver, args);
-                    } catch (InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+            });
         GpuBackend backend = new GpuBackend(recording);
         for (boolean allow : new boolean[]{false, true}) {
             for (boolean gru : new boolean[]{false, true}) {
