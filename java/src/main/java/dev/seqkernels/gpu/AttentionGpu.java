@@ -849,10 +849,7 @@ final class AttentionGpu {
 
     /** A device tensor in the op's layout ([L, B, F], batch first [B, L, F], any strides) as a batch-major F32 [B, L, F] copy, on the stream. */
     private DeviceTensor batchMajor(DeviceScope scope, DeviceTensor t, boolean batchFirst, long stream) {
-        DeviceTensor source = batchFirst ? t : t.permute(1, 0, 2);
-        DeviceTensor f32 = scope.allocate(DType.F32, source.shape());
-        casts.toF32(source, f32, stream);
-        return f32;
+        return casts.gathered(scope, batchFirst ? t : t.permute(1, 0, 2), stream);
     }
 
     /**
@@ -869,13 +866,12 @@ final class AttentionGpu {
             casts.toF32(source, into, stream);
             return into;
         }
-        DeviceTensor laidOut = scope.allocate(DType.F32, source.shape());
-        casts.toF32(source, laidOut, stream);
+        DeviceTensor laidOut = casts.gathered(scope, source, stream);
         if (into != null) {
             casts.fromF32(laidOut, into, stream);
             return into;
         }
-        return rounded(scope, laidOut, dt, stream, laidOut.shape());
+        return casts.rounded(scope, laidOut, dt, stream);
     }
 
     /** Contiguous F32 parts joined end to end (rows of a packed parameter), on the stream. */

@@ -51,6 +51,23 @@ final class DeviceCasts {
                 new KernelArgs().pointer(f32.pointer()).pointer(dst.pointer()).i64(n));
     }
 
+    /** A new contiguous F32 copy of t (any stored dtype, any strides) in {@code scope}, made on the stream. */
+    DeviceTensor gathered(DeviceScope scope, DeviceTensor t, long stream) {
+        DeviceTensor f32 = scope.allocate(DType.F32, t.shape());
+        toF32(t, f32, stream);
+        return f32;
+    }
+
+    /** A contiguous F32 tensor in dt: itself for F32, else rounded on the stream into a new tensor of {@code scope}. */
+    DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream) {
+        if (dt == DType.F32) {
+            return f32;
+        }
+        DeviceTensor t = scope.allocate(dt, f32.shape());
+        fromF32(f32, t, stream);
+        return t;
+    }
+
     private static Dim3 grid(long n) {
         return Dim3.of(Math.toIntExact((n + THREADS - 1) / THREADS));
     }

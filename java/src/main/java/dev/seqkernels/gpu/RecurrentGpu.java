@@ -312,18 +312,18 @@ final class RecurrentGpu {
         DeviceScope scope = new DeviceScope(driver);
         try {
             DeviceTensor lens = scope.uploadOnStream(Tensor.of(DType.I32, toDoubles(lengths), batch), stream);
-            DeviceTensor input = gathered(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, stream);
+            DeviceTensor input = casts.gathered(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, stream);
             DeviceTensor x16 = null;
             if (projectionInputType(dt, 0, stepChoice) != DType.F32) {
                 x16 = scope.allocate(dt, input.shape());
                 casts.fromF32(input, x16, stream);  // exact: the values came from dt
             }
-            ForwardInputs in = new ForwardInputs(input, x16, h0 == null ? null : gathered(scope, h0, stream),
-                    c0 == null ? null : gathered(scope, c0, stream), lens);
+            ForwardInputs in = new ForwardInputs(input, x16, h0 == null ? null : casts.gathered(scope, h0, stream),
+                    c0 == null ? null : casts.gathered(scope, c0, stream), lens);
             ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream);
             DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, stream);
-            return new DeviceRecurrentResult(output, rounded(scope, o.hn(), dt, stream),
-                    o.cn() == null ? null : rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
+            return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
+                    o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
             throw e;
@@ -347,18 +347,18 @@ final class RecurrentGpu {
         DeviceScope scope = new DeviceScope(driver);
         try {
             BackwardOutputs o = backwardOnStream(c, Map.of(), prepared, saved, dt,
-                    dOutput == null ? null : gathered(scope, c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, stream),
-                    dHn == null ? null : gathered(scope, dHn, stream), dCn == null ? null : gathered(scope, dCn, stream), scope, stream);
+                    dOutput == null ? null : casts.gathered(scope, c.batchFirst() ? dOutput.permute(1, 0, 2) : dOutput, stream),
+                    dHn == null ? null : casts.gathered(scope, dHn, stream), dCn == null ? null : casts.gathered(scope, dCn, stream), scope, stream);
             DeviceTensor dx = o.dx();
             if (c.batchFirst()) {
-                dx = gathered(scope, dx.permute(1, 0, 2), stream);
+                dx = casts.gathered(scope, dx.permute(1, 0, 2), stream);
             }
             Map<String, DeviceTensor> params = new java.util.LinkedHashMap<>();
             for (var e : o.params().entrySet()) {
-                params.put(e.getKey(), rounded(scope, e.getValue(), dt, stream));
+                params.put(e.getKey(), casts.rounded(scope, e.getValue(), dt, stream));
             }
-            return new DeviceRecurrentGradients(rounded(scope, dx, dt, stream), rounded(scope, o.dh0(), dt, stream),
-                    o.dc0() == null ? null : rounded(scope, o.dc0(), dt, stream), params, scope);
+            return new DeviceRecurrentGradients(casts.rounded(scope, dx, dt, stream), casts.rounded(scope, o.dh0(), dt, stream),
+                    o.dc0() == null ? null : casts.rounded(scope, o.dc0(), dt, stream), params, scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
             throw e;
@@ -374,31 +374,14 @@ final class RecurrentGpu {
                                           long stream) {
         DeviceTensor opLayout = c.batchFirst() ? f32.permute(1, 0, 2) : f32;
         if (into == null) {
-            return rounded(scope, c.batchFirst() ? gathered(scope, opLayout, stream) : f32, dt, stream);
+            return casts.rounded(scope, c.batchFirst() ? casts.gathered(scope, opLayout, stream) : f32, dt, stream);
         }
         if (dt == DType.F32) {
             casts.toF32(opLayout, into, stream);
         } else {
-            casts.fromF32(c.batchFirst() ? gathered(scope, opLayout, stream) : f32, into, stream);
+            casts.fromF32(c.batchFirst() ? casts.gathered(scope, opLayout, stream) : f32, into, stream);
         }
         return into;
-    }
-
-    /** A contiguous F32 copy of t (any dtype the GPU path stores, any strides), made on the stream. */
-    private DeviceTensor gathered(DeviceScope scope, DeviceTensor t, long stream) {
-        DeviceTensor f32 = scope.allocate(DType.F32, t.shape());
-        casts.toF32(t, f32, stream);
-        return f32;
-    }
-
-    /** A contiguous F32 tensor in dt: itself for F32, else rounded on the stream into a new one. */
-    private DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream) {
-        if (dt == DType.F32) {
-            return f32;
-        }
-        DeviceTensor t = scope.allocate(dt, f32.shape());
-        casts.fromF32(f32, t, stream);
-        return t;
     }
 
     /** A slot's initial state [B, width] in F32: a copy of its slice of {@code all} [slots, B, width], or zeros. */
