@@ -21,6 +21,11 @@ import java.util.Map;
 public interface Backend {
     String name();
 
+    /** Whether the backend computes ops stored as F64 (the CPU reference does; GPU paths store F32, F16 and BF16). */
+    default boolean supportsF64() {
+        return false;
+    }
+
     RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, Tensor x, Tensor h0,
                                      Tensor c0, int[] lengths);
 

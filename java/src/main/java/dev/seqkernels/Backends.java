@@ -21,10 +21,18 @@ import java.util.Map;
 public final class Backends {
     public static final String PROPERTY = "seqkernels.backend";
 
-    /** Every backend name we know, in auto's order of preference. */
-    public static final List<String> KNOWN = List.of("panama", "jcuda", "emu", "cpu");
+    /**
+     * Every backend name we know, in auto's order of preference; auto never takes
+     * {@code cpu-same-precision} (the CPU reference rounding where the kernels round, the plain
+     * implementation of FlashAttention's 2x rule) or emu.
+     */
+    /** The CPU reference's same-precision mode, by name. */
+    public static final String CPU_SAME_PRECISION = CpuBackend.SAME_PRECISION;
+
+    public static final List<String> KNOWN = List.of("panama", "jcuda", "emu", "cpu", CpuBackend.SAME_PRECISION);
 
     private static final CpuBackend CPU = new CpuBackend();
+    private static final CpuBackend SAME_PRECISION = CpuBackend.samePrecision();
     private static GpuBackend emu;
 
     private Backends() {
@@ -46,6 +54,9 @@ public final class Backends {
         }
         if (n.equals("cpu")) {
             return CPU;
+        }
+        if (n.equals(CpuBackend.SAME_PRECISION)) {
+            return SAME_PRECISION;
         }
         if (n.equals("emu") && EmuDriver.libraryPresent()) {
             return emu();
@@ -143,6 +154,8 @@ public final class Backends {
                 ? "available: the ops' GPU path on the SIMT emulator"
                 : "the emulator library is not in this build (tools/build-emulator.sh needs g++)");
         m.put("cpu", "available");
+        m.put(CpuBackend.SAME_PRECISION, "available: the CPU reference rounding where the GPU kernels round (16-bit or TF32 operands,"
+                + " fp32 statistics), the plain implementation that FlashAttention's 2x rule measures against");
         return m;
     }
 }

@@ -46,17 +46,9 @@ public final class Compare {
         if (out.length != ref.length) {
             return new Result(Double.NaN, Double.NaN, "length " + out.length + " vs reference " + ref.length);
         }
-        double ref2 = 0;
-        int finite = 0;
-        for (double r : ref) {
-            if (Double.isFinite(r)) {
-                ref2 += r * r;
-                finite++;
-            }
-        }
-        double rms = finite == 0 ? 0 : Math.sqrt(ref2 / finite);
+        double rms = rms(ref);
         double absolute = t.atol() * (rms > 0 ? rms : 1);
-        ref2 = 0;
+        double ref2 = 0;
         double diff2 = 0;
         double maxAbs = 0;
         String firstBad = null;
@@ -76,11 +68,72 @@ public final class Compare {
             maxAbs = Math.max(maxAbs, d);
             diff2 += d * d;
             ref2 += r * r;
-            if (d > absolute + t.rtol() * Math.abs(r) && firstBad == null) {
+            if (t != FINITE_ONLY && d > absolute + t.rtol() * Math.abs(r) && firstBad == null) {
                 firstBad = "element " + i + ": " + o + " vs reference " + r;
             }
         }
         double rel = ref2 == 0 ? Math.sqrt(diff2) : Math.sqrt(diff2 / ref2);
         return new Result(maxAbs, rel, firstBad);
+    }
+
+    /**
+     * FlashAttention's rule for an op that computes in a low precision (16-bit storage on tensor
+     * cores, or TF32): against the exact result {@code ref} of the same (already rounded) inputs,
+     * the result's error must be at most twice that of a plain same-precision implementation
+     * ({@code plain}: the CPU reference's same-precision mode, which rounds where the kernels
+     * round), in both the largest element error and the relative L2 error. Each bound adds the error
+     * of storing the reference itself in {@code storage} (the result's dtype), as FlashAttention
+     * adds the reference's own rounding: no result stored in that dtype can do better, so a plain
+     * error near zero does not demand more than exact rounding. Non-finite values must match the
+     * reference exactly, and NaN never passes. The dtype's relative L2 limit is the caller's
+     * separate check.
+     *
+     * @return the outcome of {@code out} against {@code ref}; {@code firstBad} says which bound
+     *         failed, or is null
+     */
+    public static Result twiceThePlain(double[] out, double[] plain, double[] ref, DType storage) {
+        Result ours = compare(out, ref, FINITE_ONLY);
+        if (ours.firstBad() != null) {
+            return ours;
+        }
+        Result base = compare(plain, ref, FINITE_ONLY);
+        if (base.firstBad() != null || Double.isNaN(base.maxAbs())) {
+            return new Result(ours.maxAbs(), ours.relL2(), "the plain same-precision result is itself not finite where the reference is: "
+                    + base.firstBad());
+        }
+        double[] stored = new double[ref.length];
+        for (int i = 0; i < ref.length; i++) {
+            stored[i] = Rounding.roundTo(storage, ref[i]);
+        }
+        Result floor = compare(stored, ref, FINITE_ONLY);
+        String bad = null;
+        if (!(ours.maxAbs() <= 2 * base.maxAbs() + floor.maxAbs())) {
+            bad = String.format(java.util.Locale.ROOT, "largest error %.3e is above 2x the plain same-precision result's %.3e"
+                    + " (+%.1e, the reference's own rounding to %s)", ours.maxAbs(), base.maxAbs(), floor.maxAbs(), storage);
+        } else if (!(ours.relL2() <= 2 * base.relL2() + floor.relL2())) {
+            bad = String.format(java.util.Locale.ROOT, "relative L2 %.3e is above 2x the plain same-precision result's %.3e"
+                    + " (+%.1e, the reference's own rounding to %s)", ours.relL2(), base.relL2(), floor.relL2(), storage);
+        }
+        return new Result(ours.maxAbs(), ours.relL2(), bad);
+    }
+
+    /**
+     * No element bound: {@link #compare} with it reports only non-finite values that differ from the
+     * reference (and the errors).
+     */
+    public static final Tolerance FINITE_ONLY = new Tolerance(Double.POSITIVE_INFINITY, Double.POSITIVE_INFINITY,
+            Double.POSITIVE_INFINITY);
+
+    /** Root-mean-square of the finite values (0 when there are none). */
+    private static double rms(double[] ref) {
+        double sum = 0;
+        int finite = 0;
+        for (double r : ref) {
+            if (Double.isFinite(r)) {
+                sum += r * r;
+                finite++;
+            }
+        }
+        return finite == 0 ? 0 : Math.sqrt(sum / finite);
     }
 }

@@ -59,4 +59,17 @@ public final class Rounding {
             default -> throw new IllegalArgumentException("not a floating-point dtype: " + dtype);
         };
     }
+
+    /**
+     * Rounds to TF32 (10 mantissa bits) the way {@code cvt.rna.tf32.f32} does: through float, then
+     * to nearest with ties away from zero. NaN and infinities pass unchanged.
+     */
+    public static double toTf32(double d) {
+        float f = (float) d;
+        if (!Float.isFinite(f)) {
+            return f;
+        }
+        int bits = Float.floatToRawIntBits(f);
+        return Float.intBitsToFloat((bits + 0x1000) & 0xffffe000);
+    }
 }

@@ -54,9 +54,9 @@ final class Parity {
         this.backend = backend;
     }
 
-    /** F64 on the cpu backend; GPU paths store F32, F16 and BF16. */
+    /** F64 on the cpu backends; GPU paths store F32, F16 and BF16. */
     List<DType> dtypes() {
-        return backend.name().equals("cpu") ? List.of(DType.F64, DType.F32, DType.F16, DType.BF16)
+        return backend.supportsF64() ? List.of(DType.F64, DType.F32, DType.F16, DType.BF16)
                 : List.of(DType.F32, DType.F16, DType.BF16);
     }
 

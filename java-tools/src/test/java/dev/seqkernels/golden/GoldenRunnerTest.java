@@ -1,9 +1,19 @@
 package dev.seqkernels.golden;
 
+import dev.seqkernels.Backend;
 import dev.seqkernels.Backends;
 import dev.seqkernels.DType;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.io.Safetensors;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentConfig;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentResult;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -75,5 +85,93 @@ class GoldenRunnerTest {
         Path noExpected = rewrite("rnn_tanh.safetensors", (t, m) -> t.keySet().removeIf(k -> k.startsWith("grad.")
                 || k.equals("out") || k.equals("hn")));
         assertTrue(GoldenCase.run(noExpected, Backends.byName("cpu"), DType.F64).reason().contains("no expected outputs"));
+    }
+
+    /**
+     * 16-bit runs are judged by FlashAttention's 2x rule against the same-precision reference, not
+     * by element checks against PyTorch's F32 values: the exact reference passes a case whose
+     * rounded inputs alone failed the old element check, and a backend that loses precision
+     * (attention's output rounded to 4 mantissa bits, inside bf16's relative L2 limit of
+     * PyTorch's values) fails; F32 statistics (the LSE) keep the F32 tolerance.
+     */
+    @Test
+    void sixteenBitRunsAreJudgedByTheTwoTimesRule() {
+        Path lstm = PyTorchGoldenTest.casesDir().resolve("lstm_odd_T97_H37.safetensors");
+        GoldenCase.Outcome exact = GoldenCase.run(lstm, Backends.byName("cpu"), DType.BF16);
+        assertTrue(exact.pass(), exact::reason);
+        assertTrue(exact.vsPlain() <= 1.01, () -> "the exact reference's error is the plain one's at most: " + exact);
+
+        Path sdpa = PyTorchGoldenTest.casesDir().resolve("sdpa_plain.safetensors");
+        GoldenCase.Outcome coarse = GoldenCase.run(sdpa, new Degraded(Degraded.Part.OUT), DType.BF16);
+        assertFalse(coarse.pass(), coarse::toString);
+        assertTrue(coarse.reason().startsWith("out: ") && coarse.reason().contains("above 2x the plain"), coarse.reason());
+        assertTrue(coarse.outRelL2() < 1.6e-2, () -> "only the rule catches it: " + coarse);
+
+        GoldenCase.Outcome lse = GoldenCase.run(sdpa, new Degraded(Degraded.Part.LSE), DType.BF16);
+        assertFalse(lse.pass());
+        assertTrue(lse.reason().startsWith("lse: "), lse.reason());
+        assertTrue(GoldenCase.run(sdpa, new Degraded(Degraded.Part.NONE), DType.BF16).pass(), "the wrapper alone changes nothing");
+    }
+
+    /** The cpu backend with one attention result made worse. */
+    private static final class Degraded implements Backend {
+        enum Part { NONE, OUT, LSE }
+
+        private final Backend cpu = Backends.byName("cpu");
+        private final Part part;
+
+        Degraded(Part part) {
+            this.part = part;
+        }
+
+        private static Tensor map(Tensor t, java.util.function.DoubleUnaryOperator f) {
+            double[] v = t.toDoubleArray();
+            for (int i = 0; i < v.length; i++) {
+                v[i] = f.applyAsDouble(v[i]);
+            }
+            return Tensor.of(t.dtype(), v, t.shape());
+        }
+
+        @Override
+        public String name() {
+            return "degraded-cpu";
+        }
+
+        @Override
+        public AttentionResult attentionForward(Attention op, Attention.Inputs inputs) {
+            AttentionResult r = cpu.attentionForward(op, inputs);
+            Tensor out = part == Part.OUT ? map(r.out(), x -> {
+                long bits = Double.doubleToRawLongBits(x);
+                return Double.longBitsToDouble((bits + (1L << 47)) & -(1L << 48)); // 4 mantissa bits
+            }) : r.out();
+            Tensor lse = part == Part.LSE ? map(r.lse(), x -> x * (1 + 1e-4)) : r.lse();
+            return new AttentionResult(out, lse, r.saved());
+        }
+
+        @Override
+        public AttentionGradients attentionBackward(Attention op, AttentionResult forward, Tensor dOut) {
+            return cpu.attentionBackward(op, forward, dOut);
+        }
+
+        @Override
+        public RecurrentResult recurrentForward(RecurrentConfig c, Map<String, Tensor> p, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
+            return cpu.recurrentForward(c, p, x, h0, c0, lengths);
+        }
+
+        @Override
+        public RecurrentGradients recurrentBackward(RecurrentConfig c, Map<String, Tensor> p, RecurrentResult f, Tensor dOut, Tensor dHn,
+                                                    Tensor dCn) {
+            return cpu.recurrentBackward(c, p, f, dOut, dHn, dCn);
+        }
+
+        @Override
+        public MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> p, MultiHeadAttention.Inputs in) {
+            return cpu.mhaForward(op, p, in);
+        }
+
+        @Override
+        public MhaGradients mhaBackward(MultiHeadAttention op, Map<String, Tensor> p, MhaResult f, Tensor dOut, Tensor dWeights) {
+            return cpu.mhaBackward(op, p, f, dOut, dWeights);
+        }
     }
 }

@@ -4,6 +4,7 @@ import dev.seqkernels.Backends;
 import dev.seqkernels.DType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
 import java.io.IOException;
@@ -43,6 +44,22 @@ class PyTorchGoldenTest {
     void passesOnTheEmulator(Path file) {
         GoldenCase.Outcome o = GoldenCase.run(file, Backends.byName("emu"), DType.F32);
         assertTrue(o.pass(), () -> file.getFileName() + " on emu/F32: " + o.reason());
+    }
+
+    static Stream<Arguments> casesIn16Bits() throws IOException {
+        return cases().stream().flatMap(f -> Stream.of(Arguments.of(f, DType.BF16), Arguments.of(f, DType.F16)));
+    }
+
+    /**
+     * Every golden through the GPU path on the emulator in 16 bits (the tensor-core attention
+     * kernels among them), judged as DESIGN.md section 6 says: the dtype's relative L2 limit against
+     * PyTorch's values, and FlashAttention's 2x rule against the same-precision CPU reference.
+     */
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("casesIn16Bits")
+    void passesOnTheEmulatorIn16BitsByTheTwoTimesRule(Path file, DType dtype) {
+        GoldenCase.Outcome o = GoldenCase.run(file, Backends.byName("emu"), dtype);
+        assertTrue(o.pass(), () -> file.getFileName() + " on emu/" + dtype + ": " + o.reason());
     }
 
     @Test

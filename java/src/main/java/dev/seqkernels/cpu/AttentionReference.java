@@ -2,6 +2,9 @@ package dev.seqkernels.cpu;
 
 /**
  * The attention oracle: softmax(scale * q k^T + bias) v in double, row by row, and its backward.
+ * Given a same-precision {@link Precision}, it rounds where the kernels round instead: scores,
+ * statistics and dP in fp32, P before P V and dV = P^T dO, dS before dQ = dS K and dK = dS^T Q, and
+ * every input of a product as an operand (TF32 for an F32 op that allows it).
  *
  * <p>Layouts are contiguous: q [B][Hq][Lq][D], k [B][Hkv][Lk][D], v [B][Hkv][Lk][Dv], out
  * [B][Hq][Lq][Dv], lse [B][Hq][Lq]. Query head h reads key/value head h / (Hq / Hkv). The bias
@@ -39,7 +42,10 @@ public final class AttentionReference {
     }
 
     public static Forward forward(Dims n, double[] q, double[] k, double[] v, double scale, ScoreBias bias,
-                                  boolean keepProbs) {
+                                  boolean keepProbs, Precision pr) {
+        q = pr.operands(q);
+        k = pr.operands(k);
+        v = pr.operands(v);
         double[] out = new double[n.batch() * n.qHeads() * n.qLen() * n.valueDim()];
         double[] lse = new double[n.batch() * n.qHeads() * n.qLen()];
         double[] probs = keepProbs ? new double[n.batch() * n.qHeads() * n.qLen() * n.kvLen()] : null;
@@ -50,7 +56,7 @@ public final class AttentionReference {
                 int kvh = h / n.group();
                 for (int i = 0; i < n.qLen(); i++) {
                     int row = (b * n.qHeads() + h) * n.qLen() + i;
-                    lse[row] = rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p, blocked);
+                    lse[row] = rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p, blocked, pr);
                     if (lse[row] == Double.NEGATIVE_INFINITY) {
                         continue;
                     }
@@ -59,8 +65,9 @@ public final class AttentionReference {
                             continue;
                         }
                         int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
+                        double pj = pr.operand(p[j]);
                         for (int e = 0; e < n.valueDim(); e++) {
-                            out[row * n.valueDim() + e] += p[j] * v[vOff + e];
+                            out[row * n.valueDim() + e] += pj * v[vOff + e];
                         }
                     }
                     if (probs != null) {
@@ -78,7 +85,7 @@ public final class AttentionReference {
      * with one gets NaN probabilities at its allowed keys and a NaN lse.
      */
     private static double rowProbabilities(Dims n, double[] q, double[] k, double scale, ScoreBias bias, int b,
-                                           int h, int kvh, int i, double[] p, boolean[] blocked) {
+                                           int h, int kvh, int i, double[] p, boolean[] blocked, Precision pr) {
         int qOff = ((b * n.qHeads() + h) * n.qLen() + i) * n.headDim();
         double max = Double.NEGATIVE_INFINITY;
         for (int j = 0; j < n.kvLen(); j++) {
@@ -93,7 +100,7 @@ public final class AttentionReference {
             for (int e = 0; e < n.headDim(); e++) {
                 s += q[qOff + e] * k[kOff + e];
             }
-            p[j] = scale * s + add;
+            p[j] = pr.fp32(scale * pr.fp32(s) + add);
             max = Math.max(max, p[j]);
         }
         if (max == Double.NEGATIVE_INFINITY) {
@@ -108,7 +115,7 @@ public final class AttentionReference {
         for (int j = 0; j < n.kvLen(); j++) {
             p[j] /= sum;
         }
-        return max + Math.log(sum);
+        return pr.fp32(max + Math.log(sum));
     }
 
     /**
@@ -130,7 +137,11 @@ public final class AttentionReference {
      * Key/value gradients of a grouped head sum over the query heads that read it.
      */
     public static Backward backward(Dims n, double[] q, double[] k, double[] v, double scale, ScoreBias bias,
-                                    double[] dOut, double[] dProbs) {
+                                    double[] dOut, double[] dProbs, Precision pr) {
+        q = pr.operands(q);
+        k = pr.operands(k);
+        v = pr.operands(v);
+        dOut = pr.operands(dOut);
         double[] dq = new double[q.length];
         double[] dk = new double[k.length];
         double[] dv = new double[v.length];
@@ -142,7 +153,7 @@ public final class AttentionReference {
                 int kvh = h / n.group();
                 for (int i = 0; i < n.qLen(); i++) {
                     int row = (b * n.qHeads() + h) * n.qLen() + i;
-                    if (rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p, blocked) == Double.NEGATIVE_INFINITY) {
+                    if (rowProbabilities(n, q, k, scale, bias, b, h, kvh, i, p, blocked, pr) == Double.NEGATIVE_INFINITY) {
                         continue;
                     }
                     int oOff = row * n.valueDim();
@@ -153,19 +164,21 @@ public final class AttentionReference {
                         }
                         int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
                         double s = dProbs == null ? 0 : dProbs[row * n.kvLen() + j];
+                        double pj = pr.operand(p[j]);
                         for (int e = 0; e < n.valueDim(); e++) {
                             s += dOut[oOff + e] * v[vOff + e];
-                            dv[vOff + e] += p[j] * dOut[oOff + e];
+                            dv[vOff + e] += pj * dOut[oOff + e];
                         }
-                        dp[j] = s;
-                        rowDot += p[j] * s;
+                        dp[j] = pr.fp32(s);
+                        rowDot += p[j] * dp[j];
                     }
+                    rowDot = pr.fp32(rowDot);
                     int qOff = row * n.headDim();
                     for (int j = 0; j < n.kvLen(); j++) {
                         if (blocked[j]) {
                             continue;
                         }
-                        double ds = p[j] * (dp[j] - rowDot) * scale;
+                        double ds = pr.operand(p[j] * (dp[j] - rowDot)) * scale;
                         int kOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.headDim();
                         for (int e = 0; e < n.headDim(); e++) {
                             dq[qOff + e] += ds * k[kOff + e];

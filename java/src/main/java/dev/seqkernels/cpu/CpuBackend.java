@@ -20,17 +20,49 @@ import java.util.Map;
 
 /**
  * The reference backend: widens every tensor to double, runs {@link RecurrentReference} or
- * {@link AttentionReference}, and rounds results once to the input's dtype.
+ * {@link AttentionReference}, and rounds results once to the input's dtype ({@code cpu}, the
+ * oracle). Its same-precision mode ({@code cpu-same-precision}) rounds inside where the GPU kernels
+ * round (see {@link Precision}): the plain same-precision implementation that FlashAttention's 2x
+ * rule measures 16-bit and TF32 results against (DESIGN.md section 6). F64 is exact in both.
  */
 public final class CpuBackend implements Backend {
+    /** The name of the same-precision mode. */
+    public static final String SAME_PRECISION = "cpu-same-precision";
+
+    private final boolean samePrecision;
+
+    /** The oracle: double throughout. */
+    public CpuBackend() {
+        this(false);
+    }
+
+    private CpuBackend(boolean samePrecision) {
+        this.samePrecision = samePrecision;
+    }
+
+    /** The same-precision mode: rounds where the GPU kernels round. */
+    public static CpuBackend samePrecision() {
+        return new CpuBackend(true);
+    }
+
     @Override
     public String name() {
-        return "cpu";
+        return samePrecision ? SAME_PRECISION : "cpu";
+    }
+
+    @Override
+    public boolean supportsF64() {
+        return true;
+    }
+
+    /** Where an op stored as {@code dtype} rounds inside: nowhere for the oracle. */
+    private Precision precision(DType dtype, boolean tf32) {
+        return samePrecision ? Precision.same(dtype, tf32) : Precision.EXACT;
     }
 
     // ---------------------------------------------------------------- recurrent
 
-    private record RecurrentSaved(RecurrentReference.Forward forward) {
+    private record RecurrentSaved(RecurrentReference.Forward forward, Precision precision) {
     }
 
     @Override
@@ -39,15 +71,16 @@ public final class CpuBackend implements Backend {
         int steps = (int) (c.batchFirst() ? x.size(1) : x.size(0));
         int batch = (int) (c.batchFirst() ? x.size(0) : x.size(1));
         double[] xs = timeMajor(c, x.toDoubleArray(), steps, batch, c.inputSize());
-        RecurrentReference.Forward f = RecurrentReference.forward(c, params(c, params), xs, steps, batch,
-                h0 == null ? null : h0.toDoubleArray(), c0 == null ? null : c0.toDoubleArray(), lengths);
         DType dt = x.dtype();
+        Precision pr = precision(dt, c.allowTf32());
+        RecurrentReference.Forward f = RecurrentReference.forward(c, params(c, params), xs, steps, batch,
+                h0 == null ? null : h0.toDoubleArray(), c0 == null ? null : c0.toDoubleArray(), lengths, pr);
         int slots = c.numLayers() * c.numDirections();
         Tensor out = Tensor.of(dt, fromTimeMajor(c, f.out(), steps, batch, c.outputSize()),
                 c.batchFirst() ? new long[]{batch, steps, c.outputSize()} : new long[]{steps, batch, c.outputSize()});
         Tensor hn = Tensor.of(dt, f.hn(), slots, batch, c.stateSize());
         Tensor cn = f.cn() == null ? null : Tensor.of(dt, f.cn(), slots, batch, c.hiddenSize());
-        return new RecurrentResult(out, hn, cn, new RecurrentSaved(f));
+        return new RecurrentResult(out, hn, cn, new RecurrentSaved(f, pr));
     }
 
     @Override
@@ -61,7 +94,7 @@ public final class CpuBackend implements Backend {
         int batch = f.batch();
         double[] dOut = dOutput == null ? null : timeMajor(c, dOutput.toDoubleArray(), steps, batch, c.outputSize());
         RecurrentReference.Backward g = RecurrentReference.backward(c, params(c, params), f, dOut,
-                dHn == null ? null : dHn.toDoubleArray(), dCn == null ? null : dCn.toDoubleArray());
+                dHn == null ? null : dHn.toDoubleArray(), dCn == null ? null : dCn.toDoubleArray(), saved.precision());
         DType dt = forward.output().dtype();
         int slots = c.numLayers() * c.numDirections();
         Tensor dx = Tensor.of(dt, fromTimeMajor(c, g.dx(), steps, batch, c.inputSize()),
@@ -134,7 +167,7 @@ public final class CpuBackend implements Backend {
     // ---------------------------------------------------------------- attention
 
     private record AttentionSaved(AttentionReference.Dims dims, double[] q, double[] k, double[] v, double scale,
-                                  AttentionReference.ScoreBias bias) {
+                                  AttentionReference.ScoreBias bias, Precision precision) {
     }
 
     @Override
@@ -147,11 +180,12 @@ public final class CpuBackend implements Backend {
         double[] q = in.q().toDoubleArray();
         double[] k = in.k().toDoubleArray();
         double[] v = in.v().toDoubleArray();
-        AttentionReference.Forward f = AttentionReference.forward(n, q, k, v, scale, bias, false);
         DType dt = in.q().dtype();
+        Precision pr = precision(dt, op.allowTf32());
+        AttentionReference.Forward f = AttentionReference.forward(n, q, k, v, scale, bias, false, pr);
         Tensor out = Tensor.of(dt, f.out(), n.batch(), n.qHeads(), n.qLen(), n.valueDim());
         Tensor lse = Tensor.of(lseDType(dt), f.lse(), n.batch(), n.qHeads(), n.qLen());
-        return new AttentionResult(out, lse, new AttentionSaved(n, q, k, v, scale, bias));
+        return new AttentionResult(out, lse, new AttentionSaved(n, q, k, v, scale, bias, pr));
     }
 
     @Override
@@ -160,7 +194,7 @@ public final class CpuBackend implements Backend {
             throw new dev.seqkernels.SeqkException.Unsupported("cpu: this forward result was not made by the cpu backend");
         }
         AttentionReference.Backward g = AttentionReference.backward(s.dims(), s.q(), s.k(), s.v(), s.scale(), s.bias(),
-                dOut.toDoubleArray(), null);
+                dOut.toDoubleArray(), null, s.precision());
         AttentionReference.Dims n = s.dims();
         DType dt = forward.out().dtype();
         return new AttentionGradients(
@@ -212,7 +246,7 @@ public final class CpuBackend implements Backend {
 
     private record MhaSaved(MultiHeadAttention.Projections w, double[] query, double[] key, double[] value, double[] qh, double[] kh,
                             double[] vh, double[] merged, AttentionReference.Dims dims,
-                            AttentionReference.ScoreBias bias) {
+                            AttentionReference.ScoreBias bias, Precision precision) {
     }
 
     @Override
@@ -225,21 +259,23 @@ public final class CpuBackend implements Backend {
         int e = op.embedDim();
         int hd = op.headDim();
         MultiHeadAttention.Projections w = op.projections(params);
+        DType dt = in.query().dtype();
+        Precision pr = precision(dt, op.allowTf32());
         double[] query = batchMajor(bf, in.query().toDoubleArray(), lq, batch, e);
         double[] key = batchMajor(bf, in.key().toDoubleArray(), lk, batch, op.kdim());
         double[] value = batchMajor(bf, in.value().toDoubleArray(), lk, batch, op.vdim());
         AttentionReference.Dims n = new AttentionReference.Dims(batch, op.numHeads(), op.numKvHeads(), lq, lk, hd, hd);
-        double[] qh = splitHeads(Linear.forward(query, w.wq(), w.bq(), batch * lq, e, e), batch, lq, op.numHeads(), hd);
-        double[] kh = splitHeads(Linear.forward(key, w.wk(), w.bk(), batch * lk, op.kdim(), op.kvWidth()), batch, lk,
-                op.numKvHeads(), hd);
-        double[] vh = splitHeads(Linear.forward(value, w.wv(), w.bv(), batch * lk, op.vdim(), op.kvWidth()), batch, lk,
-                op.numKvHeads(), hd);
+        double[] qh = pr.store(splitHeads(Linear.forward(pr.operands(query), pr.operands(w.wq()), w.bq(), batch * lq, e, e),
+                batch, lq, op.numHeads(), hd));
+        double[] kh = pr.store(splitHeads(Linear.forward(pr.operands(key), pr.operands(w.wk()), w.bk(), batch * lk, op.kdim(),
+                op.kvWidth()), batch, lk, op.numKvHeads(), hd));
+        double[] vh = pr.store(splitHeads(Linear.forward(pr.operands(value), pr.operands(w.wv()), w.bv(), batch * lk, op.vdim(),
+                op.kvWidth()), batch, lk, op.numKvHeads(), hd));
         AttentionReference.ScoreBias bias = mhaBias(op, n, in.keyPaddingMask(), in.attnMask());
         AttentionReference.Forward f = AttentionReference.forward(n, qh, kh, vh, 1.0 / Math.sqrt(hd), bias,
-                op.needWeights());
-        double[] merged = mergeHeads(f.out(), batch, lq, op.numHeads(), hd);
-        double[] out = Linear.forward(merged, w.wo(), w.bo(), batch * lq, e, e);
-        DType dt = in.query().dtype();
+                op.needWeights(), pr);
+        double[] merged = pr.store(mergeHeads(f.out(), batch, lq, op.numHeads(), hd));
+        double[] out = Linear.forward(pr.operands(merged), pr.operands(w.wo()), w.bo(), batch * lq, e, e);
         Tensor outT = Tensor.of(dt, batchMajor(bf, out, batch, lq, e),
                 bf ? new long[]{batch, lq, e} : new long[]{lq, batch, e});
         Tensor weights = null;
@@ -254,7 +290,7 @@ public final class CpuBackend implements Backend {
             }
             weights = Tensor.of(dt, avg, batch, lq, lk);
         }
-        return new MhaResult(outT, weights, new MhaSaved(w, query, key, value, qh, kh, vh, merged, n, bias));
+        return new MhaResult(outT, weights, new MhaSaved(w, query, key, value, qh, kh, vh, merged, n, bias, pr));
     }
 
     @Override
@@ -272,7 +308,8 @@ public final class CpuBackend implements Backend {
         int hd = op.headDim();
         MultiHeadAttention.Projections w = s.w();
         double[] dy = batchMajor(bf, dOut.toDoubleArray(), lq, batch, e);
-        Linear.Grads outG = Linear.backward(dy, s.merged(), w.wo(), batch * lq, e, e);
+        Precision pr = s.precision();
+        Linear.Grads outG = Linear.backward(pr.operands(dy), pr.operands(s.merged()), pr.operands(w.wo()), batch * lq, e, e);
         double[] dProbs = null;
         if (dAttnWeights != null) {
             double[] dw = dAttnWeights.toDoubleArray();
@@ -286,13 +323,13 @@ public final class CpuBackend implements Backend {
             }
         }
         AttentionReference.Backward g = AttentionReference.backward(n, s.qh(), s.kh(), s.vh(), 1.0 / Math.sqrt(hd),
-                s.bias(), splitHeads(outG.dx(), batch, lq, op.numHeads(), hd), dProbs);
-        Linear.Grads qG = Linear.backward(mergeHeads(g.dq(), batch, lq, op.numHeads(), hd), s.query(), w.wq(),
-                batch * lq, e, e);
-        Linear.Grads kG = Linear.backward(mergeHeads(g.dk(), batch, lk, op.numKvHeads(), hd), s.key(), w.wk(),
-                batch * lk, op.kdim(), op.kvWidth());
-        Linear.Grads vG = Linear.backward(mergeHeads(g.dv(), batch, lk, op.numKvHeads(), hd), s.value(), w.wv(),
-                batch * lk, op.vdim(), op.kvWidth());
+                s.bias(), pr.store(splitHeads(outG.dx(), batch, lq, op.numHeads(), hd)), dProbs, pr);
+        Linear.Grads qG = Linear.backward(pr.operands(pr.store(mergeHeads(g.dq(), batch, lq, op.numHeads(), hd))),
+                pr.operands(s.query()), pr.operands(w.wq()), batch * lq, e, e);
+        Linear.Grads kG = Linear.backward(pr.operands(pr.store(mergeHeads(g.dk(), batch, lk, op.numKvHeads(), hd))),
+                pr.operands(s.key()), pr.operands(w.wk()), batch * lk, op.kdim(), op.kvWidth());
+        Linear.Grads vG = Linear.backward(pr.operands(pr.store(mergeHeads(g.dv(), batch, lk, op.numKvHeads(), hd))),
+                pr.operands(s.value()), pr.operands(w.wv()), batch * lk, op.vdim(), op.kvWidth());
         DType dt = forward.out().dtype();
         Map<String, Tensor> dParams = op.parameterGradients(new MultiHeadAttention.Projections(qG.dw(), kG.dw(), vG.dw(),
                 qG.db(), kG.db(), vG.db(), outG.dw(), outG.db()), dt);

@@ -7,7 +7,11 @@ import dev.seqkernels.ops.RecurrentConfig;
 import java.util.List;
 
 /**
- * The recurrent oracle: plain loops, double everywhere, forward and backward through time.
+ * The recurrent oracle: plain loops, double everywhere, forward and backward through time. Given a
+ * same-precision {@link Precision}, it rounds where the kernels round instead: the GEMMs' inputs as
+ * operands (weights, x, h_{t-1}, the LSTM projection's input, GRU's r*h, the gate gradients), gate
+ * pre-activations, c and the carried dh and dc in fp32, and h once per step to the storage dtype
+ * (the value that is both the step's output and the next step's GEMM input).
  *
  * <p>Internal layouts are row-major and time-major: x [T][B][I], out [T][B][nd*P], states
  * [L*nd][B][P] (h) and [L*nd][B][H] (c); weights per (layer, direction) slot {@code layer*nd + d}
@@ -79,7 +83,7 @@ public final class RecurrentReference {
     }
 
     public static Forward forward(RecurrentConfig c, Params p, double[] x, int steps, int batch, double[] h0,
-                                  double[] c0, int[] lengths) {
+                                  double[] c0, int[] lengths, Precision pr) {
         int nd = c.numDirections();
         int pSize = c.stateSize();
         int h = c.hiddenSize();
@@ -98,7 +102,7 @@ public final class RecurrentReference {
                 double[] hState = h0 == null ? new double[batch * pSize] : slice(h0, s, batch * pSize);
                 double[] cState = cn == null ? null : c0 == null ? new double[batch * h] : slice(c0, s, batch * h);
                 runDirection(c, p, s, d, c.layerInputSize(layer), input, steps, batch, lengths, hState, cState,
-                        out, traces[s]);
+                        out, traces[s], pr);
                 System.arraycopy(hState, 0, hn, s * batch * pSize, batch * pSize);
                 if (cn != null) {
                     System.arraycopy(cState, 0, cn, s * batch * h, batch * h);
@@ -126,20 +130,22 @@ public final class RecurrentReference {
     /** One (layer, direction) pass; updates hState/cState in place and writes this direction's output slice. */
     private static void runDirection(RecurrentConfig c, Params p, int slot, int d, int in, double[] x, int steps,
                                      int batch, int[] lengths, double[] hState, double[] cState, double[] out,
-                                     Trace tr) {
+                                     Trace tr, Precision pr) {
         int h = c.hiddenSize();
         int pSize = c.stateSize();
         int gh = c.cell().gates() * h;
         int outStride = c.numDirections() * pSize;
         double clip = c.clip();
         List<Activation> act = c.activations().get(d);
-        double[] wih = p.wih()[slot];
-        double[] whh = p.whh()[slot];
+        double[] wih = pr.operands(p.wih()[slot]);
+        double[] whh = pr.operands(p.whh()[slot]);
         double[] bih = p.bih() == null ? null : p.bih()[slot];
         double[] bhh = p.bhh() == null ? null : p.bhh()[slot];
-        double[] whr = p.whr() == null ? null : p.whr()[slot];
+        double[] whr = p.whr() == null ? null : pr.operands(p.whr()[slot]);
         double[] peep = p.peephole() == null ? null : p.peephole()[slot];
         boolean reversed = c.direction().isReversed(d);
+        x = pr.operands(x);
+        double[] hOp = new double[pSize];
         double[] ax = new double[gh];
         double[] ah = new double[gh];
         double[] m = new double[h];
@@ -154,17 +160,20 @@ public final class RecurrentReference {
                 int xOff = tb * in;
                 int hOff = b * pSize;
                 System.arraycopy(hState, hOff, tr.hPrev, tb * pSize, pSize);
+                for (int k = 0; k < pSize; k++) {
+                    hOp[k] = pr.operand(hState[hOff + k]);
+                }
                 for (int g = 0; g < gh; g++) {
                     double sx = bih == null ? 0 : bih[g];
                     for (int k = 0; k < in; k++) {
                         sx += wih[g * in + k] * x[xOff + k];
                     }
-                    ax[g] = sx;
+                    ax[g] = pr.fp32(sx);
                     double sh = bhh == null ? 0 : bhh[g];
                     for (int k = 0; k < pSize; k++) {
-                        sh += whh[g * pSize + k] * hState[hOff + k];
+                        sh += whh[g * pSize + k] * hOp[k];
                     }
-                    ah[g] = sh;
+                    ah[g] = pr.fp32(sh);
                 }
                 int rawOff = tb * gh;
                 switch (c.cell()) {
@@ -172,7 +181,7 @@ public final class RecurrentReference {
                         for (int j = 0; j < h; j++) {
                             double raw = ax[j] + ah[j];
                             tr.raw[rawOff + j] = raw;
-                            hNew[j] = act.get(0).apply(clip(raw, clip));
+                            hNew[j] = pr.stored(act.get(0).apply(clip(raw, clip)));
                         }
                     }
                     case LSTM -> {
@@ -186,7 +195,7 @@ public final class RecurrentReference {
                             double gi = act.get(0).apply(clip(rawI, clip));
                             double gf = c.inputForget() ? 1 - gi : act.get(0).apply(clip(rawF, clip));
                             double gg = act.get(1).apply(clip(rawG, clip));
-                            double cNew = gf * cp + gi * gg;
+                            double cNew = pr.fp32(gf * cp + gi * gg);
                             double rawO = ax[3 * h + j] + ah[3 * h + j] + (peep == null ? 0 : peep[2 * h + j] * cNew);
                             double go = act.get(0).apply(clip(rawO, clip));
                             tr.raw[rawOff + j] = rawI;
@@ -198,14 +207,16 @@ public final class RecurrentReference {
                             m[j] = go * act.get(2).apply(cNew);
                         }
                         if (whr == null) {
-                            System.arraycopy(m, 0, hNew, 0, h);
+                            for (int j = 0; j < h; j++) {
+                                hNew[j] = pr.stored(m[j]);
+                            }
                         } else {
                             for (int q = 0; q < pSize; q++) {
                                 double s = 0;
                                 for (int j = 0; j < h; j++) {
-                                    s += whr[q * h + j] * m[j];
+                                    s += whr[q * h + j] * pr.operand(m[j]);
                                 }
-                                hNew[q] = s;
+                                hNew[q] = pr.stored(s);
                             }
                         }
                     }
@@ -218,7 +229,7 @@ public final class RecurrentReference {
                             tr.raw[rawOff + j] = rawR;
                             tr.raw[rawOff + h + j] = rawZ;
                             rGate[j] = act.get(0).apply(clip(rawR, clip));
-                            rh[j] = rGate[j] * hState[hOff + j];
+                            rh[j] = pr.operand(rGate[j] * hState[hOff + j]);
                         }
                         for (int j = 0; j < h; j++) {
                             double rawN;
@@ -230,12 +241,12 @@ public final class RecurrentReference {
                                 for (int k = 0; k < h; k++) {
                                     s += whh[(2 * h + j) * h + k] * rh[k];
                                 }
-                                rawN = ax[2 * h + j] + s;
+                                rawN = ax[2 * h + j] + pr.fp32(s);
                             }
                             tr.raw[rawOff + 2 * h + j] = rawN;
                             double z = act.get(0).apply(clip(tr.raw[rawOff + h + j], clip));
                             double n = act.get(1).apply(clip(rawN, clip));
-                            hNew[j] = (1 - z) * n + z * hState[hOff + j];
+                            hNew[j] = pr.stored((1 - z) * n + z * hState[hOff + j]);
                         }
                     }
                 }
@@ -250,7 +261,7 @@ public final class RecurrentReference {
      * output positions past a sequence's length are ignored: those outputs are constant zero.
      */
     public static Backward backward(RecurrentConfig c, Params p, Forward f, double[] dOut, double[] dHn,
-                                    double[] dCn) {
+                                    double[] dCn, Precision pr) {
         int nd = c.numDirections();
         int pSize = c.stateSize();
         int h = c.hiddenSize();
@@ -270,7 +281,7 @@ public final class RecurrentReference {
                 double[] dh = dHn == null ? new double[batch * pSize] : slice(dHn, s, batch * pSize);
                 double[] dc = lstm ? (dCn == null ? new double[batch * h] : slice(dCn, s, batch * h)) : null;
                 backDirection(c, p, grads, s, d, in, f.layerInputs()[layer], f.traces()[s], steps, batch, f.lengths(),
-                        dLayerOut, dh, dc, dInput);
+                        dLayerOut, dh, dc, dInput, pr);
                 System.arraycopy(dh, 0, dh0, s * batch * pSize, batch * pSize);
                 if (lstm) {
                     System.arraycopy(dc, 0, dc0, s * batch * h, batch * h);
@@ -283,17 +294,19 @@ public final class RecurrentReference {
 
     private static void backDirection(RecurrentConfig c, Params p, Params grads, int slot, int d, int in,
                                       double[] x, Trace tr, int steps, int batch, int[] lengths, double[] dOut,
-                                      double[] dh, double[] dc, double[] dx) {
+                                      double[] dh, double[] dc, double[] dx, Precision pr) {
         int h = c.hiddenSize();
         int pSize = c.stateSize();
         int gh = c.cell().gates() * h;
         int outStride = c.numDirections() * pSize;
         double clip = c.clip();
         List<Activation> act = c.activations().get(d);
-        double[] wih = p.wih()[slot];
-        double[] whh = p.whh()[slot];
-        double[] whr = p.whr() == null ? null : p.whr()[slot];
+        double[] wih = pr.operands(p.wih()[slot]);
+        double[] whh = pr.operands(p.whh()[slot]);
+        double[] whr = p.whr() == null ? null : pr.operands(p.whr()[slot]);
         double[] peep = p.peephole() == null ? null : p.peephole()[slot];
+        x = pr.operands(x);
+        double[] hpOp = new double[pSize];
         double[] gWih = grads.wih()[slot];
         double[] gWhh = grads.whh()[slot];
         double[] gBih = grads.bih() == null ? null : grads.bih()[slot];
@@ -316,7 +329,7 @@ public final class RecurrentReference {
                 int rawOff = tb * gh;
                 int hOff = b * pSize;
                 for (int q = 0; q < pSize; q++) {
-                    dhTotal[q] = dh[hOff + q] + dOut[tb * outStride + d * pSize + q];
+                    dhTotal[q] = pr.fp32(dh[hOff + q] + dOut[tb * outStride + d * pSize + q]);
                     dhPrev[q] = 0;
                 }
                 double[] hp = tr.hPrev;
@@ -341,10 +354,10 @@ public final class RecurrentReference {
                                 double mj = act.get(0).apply(clip(tr.raw[rawOff + 3 * h + j], clip)) * act.get(2).apply(cNew);
                                 double s = 0;
                                 for (int q = 0; q < pSize; q++) {
-                                    s += whr[q * h + j] * dhTotal[q];
-                                    gWhr[q * h + j] += dhTotal[q] * mj;
+                                    s += whr[q * h + j] * pr.operand(dhTotal[q]);
+                                    gWhr[q * h + j] += pr.operand(dhTotal[q]) * pr.operand(mj);
                                 }
-                                dm[j] = s;
+                                dm[j] = pr.fp32(s);
                             }
                         }
                         for (int j = 0; j < h; j++) {
@@ -382,7 +395,7 @@ public final class RecurrentReference {
                                 gPeep[j] += dRawI * cp;
                                 gPeep[h + j] += dRawF * cp;
                             }
-                            dc[b * h + j] = dcPrev;
+                            dc[b * h + j] = pr.fp32(dcPrev);
                             dax[j] = dah[j] = dRawI;
                             dax[h + j] = dah[h + j] = dRawF;
                             dax[2 * h + j] = dah[2 * h + j] = dRawG;
@@ -415,27 +428,39 @@ public final class RecurrentReference {
                         }
                         if (!c.linearBeforeReset()) {
                             // n = g(W_in x + b_in + W_hn (r*h) + b_hn): the n rows see r*h, not h.
+                            for (int j = 0; j < h; j++) {
+                                dah[2 * h + j] = pr.operand(dah[2 * h + j]);
+                            }
                             for (int k = 0; k < h; k++) {
                                 double s = 0;
                                 for (int j = 0; j < h; j++) {
                                     s += whh[(2 * h + j) * h + k] * dah[2 * h + j];
                                 }
-                                dRh[k] = s;
+                                dRh[k] = pr.fp32(s);
                             }
                             for (int j = 0; j < h; j++) {
                                 double rawR = tr.raw[rawOff + j];
                                 double r = act.get(0).apply(clip(rawR, clip));
                                 dhPrev[j] += dRh[j] * r;
-                                resetHidden[j] = r * hp[hpOff + j];
+                                resetHidden[j] = pr.operand(r * hp[hpOff + j]);
                                 double dR = dRh[j] * hp[hpOff + j];
                                 dax[j] = dah[j] = dR * act.get(0).derivative(clip(rawR, clip)) * clipGrad(rawR, clip);
                             }
                         }
                     }
                 }
-                accumulateLinear(c, wih, whh, gWih, gWhh, gBih, gBhh, x, tb * in, in, hp, hpOff, resetHidden, dax,
+                for (int g = 0; g < gh; g++) {
+                    dax[g] = pr.operand(dax[g]);
+                    dah[g] = pr.operand(dah[g]);
+                }
+                for (int k = 0; k < pSize; k++) {
+                    hpOp[k] = pr.operand(hp[hpOff + k]);
+                }
+                accumulateLinear(c, wih, whh, gWih, gWhh, gBih, gBhh, x, tb * in, in, hpOp, 0, resetHidden, dax,
                         dah, dx, dhPrev);
-                System.arraycopy(dhPrev, 0, dh, hOff, pSize);
+                for (int k = 0; k < pSize; k++) {
+                    dh[hOff + k] = pr.fp32(dhPrev[k]);
+                }
             }
         }
     }

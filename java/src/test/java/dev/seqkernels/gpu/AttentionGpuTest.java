@@ -1,5 +1,7 @@
 package dev.seqkernels.gpu;
 
+import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
 import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.TestData;
@@ -25,6 +27,7 @@ import java.util.Map;
 
 import static dev.seqkernels.gpu.RecurrentGpuTest.check;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -135,7 +138,8 @@ class AttentionGpuTest {
      * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128, aligned) and
      * element loads (D = 40, Dv = 24), several query and key tiles, causal alignments, lengths, GQA
      * and an additive mask. Each against the double reference by the tolerance table and by
-     * FlashAttention's rule (error at most 2x a plain same-precision implementation's), and against v1.
+     * FlashAttention's rule (error at most 2x that of the plain same-precision implementation,
+     * the CPU reference's same-precision mode), and against v1.
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
@@ -167,14 +171,14 @@ class AttentionGpuTest {
         }
         try (AttentionResult got = Attention.builder().causal(causal).backend(tensorCores).build().forward(in);
              AttentionResult v1 = Attention.builder().causal(causal).backend(plainPort).build().forward(in);
+             AttentionResult plain = Attention.builder().causal(causal).backend(Backends.CPU_SAME_PRECISION).build().forward(in);
              AttentionResult want = Attention.builder().causal(causal).backend("cpu").build().forward(ref)) {
             check(tag + " out", got.out(), want.out(), dtype);
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
             check(tag + " out vs v1", got.out(), v1.out(), dtype);
-            double ours = relL2(got.out(), want.out());
-            java.util.function.DoubleUnaryOperator round = x -> dev.seqkernels.Rounding.roundTo(dtype, x);
-            double plain = relL2(plainSamePrecision(round, round, q, k, v, add, causal, keyLengths, queryLengths), want.out());
-            assertTrue(ours <= 2 * plain, tag + ": error " + ours + " is above 2x the plain " + dtype + " implementation's " + plain);
+            Compare.Result rule = Compare.twiceThePlain(got.out().toDoubleArray(), plain.out().toDoubleArray(),
+                    want.out().toDoubleArray(), dtype);
+            assertNull(rule.firstBad(), () -> tag + ": " + rule.firstBad());
         }
     }
 
@@ -196,92 +200,26 @@ class AttentionGpuTest {
             Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(new int[]{90, 41})
                     .queryLengths(new int[]{70, 66});
             Attention tf32 = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(true).backend(GpuTargets.backend()).build();
+            Attention plainTf32 = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).allowTf32(true)
+                    .backend(Backends.CPU_SAME_PRECISION).build();
             Attention cpu = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
-            try (AttentionResult got = tf32.forward(in); AttentionResult want = cpu.forward(ref)) {
+            try (AttentionResult got = tf32.forward(in); AttentionResult plain = plainTf32.forward(in); AttentionResult want = cpu.forward(ref)) {
                 String tag = "tf32 D=" + dims[c][0] + " Dv=" + dims[c][1] + " " + data;
-                var r = dev.seqkernels.Compare.compare(got.out().toDoubleArray(), want.out().toDoubleArray(), dev.seqkernels.Compare.TF32);
-                assertTrue(r.passes(dev.seqkernels.Compare.TF32), () -> tag + ": " + r);
+                var r = Compare.compare(got.out().toDoubleArray(), want.out().toDoubleArray(), Compare.TF32);
+                assertTrue(r.passes(Compare.TF32), () -> tag + ": " + r);
                 check(tag + " lse", got.lse(), want.lse(), DType.F16);
                 errors[c] = r.relL2();
-                double plain = relL2(plainSamePrecision(PrimitivesSelfTest::tf32, x -> (float) x, q, k, v, null, CausalAlignment.BOTTOM_RIGHT,
-                        new int[]{90, 41}, new int[]{70, 66}), want.out());
-                assertTrue(r.relL2() <= 2 * plain, tag + ": error " + r.relL2() + " is above 2x a plain TF32 implementation's " + plain);
+                Compare.Result rule = Compare.twiceThePlain(got.out().toDoubleArray(), plain.out().toDoubleArray(),
+                        want.out().toDoubleArray(), DType.F32);
+                assertNull(rule.firstBad(), () -> tag + ": " + rule.firstBad());
                 Tensor seed = data.tensor(DType.F32, 1, got.out().shape());
                 try (AttentionGradients g = tf32.backward(got, seed); AttentionGradients w = cpu.backward(want, seed.to(DType.F64))) {
-                    var rq = dev.seqkernels.Compare.compare(g.dq().toDoubleArray(), w.dq().toDoubleArray(), dev.seqkernels.Compare.TF32);
-                    assertTrue(rq.passes(dev.seqkernels.Compare.TF32), () -> tag + " dq: " + rq);
+                    var rq = Compare.compare(g.dq().toDoubleArray(), w.dq().toDoubleArray(), Compare.TF32);
+                    assertTrue(rq.passes(Compare.TF32), () -> tag + " dq: " + rq);
                 }
             }
         }
         assertTrue(errors[0] > 1e-6 && errors[1] > 1e-6, "TF32 rounding shows (F32 v1 is ~1e-7): " + errors[0] + ", " + errors[1]);
-    }
-
-    private static double relL2(Tensor got, Tensor ref) {
-        double[] a = got.toDoubleArray();
-        double[] b = ref.toDoubleArray();
-        double num = 0;
-        double den = 0;
-        for (int i = 0; i < a.length; i++) {
-            num += (a[i] - b[i]) * (a[i] - b[i]);
-            den += b[i] * b[i];
-        }
-        return Math.sqrt(num / den);
-    }
-
-    /**
-     * Attention the naive way in a low precision, as PyTorch's math path does: the two products'
-     * operands rounded by {@code operand}, and scores, scaled scores, probabilities and the output
-     * by {@code round} (sums in double). For 16-bit storage both are the dtype's rounding; for TF32
-     * the operands are TF32 and the results float.
-     */
-    private static Tensor plainSamePrecision(java.util.function.DoubleUnaryOperator operand, java.util.function.DoubleUnaryOperator round,
-                                             Tensor q, Tensor k, Tensor v, Tensor add, CausalAlignment causal, int[] keyLengths,
-                                             int[] queryLengths) {
-        int batch = (int) q.size(0), hq = (int) q.size(1), lq = (int) q.size(2), d = (int) q.size(3);
-        int hkv = (int) k.size(1), lk = (int) k.size(2), dv = (int) v.size(3);
-        double scale = 1 / Math.sqrt(d);
-        Tensor out = Tensor.allocate(DType.F64, batch, hq, lq, dv);
-        for (int b = 0; b < batch; b++) {
-            int kValid = keyLengths == null ? lk : keyLengths[b];
-            int qValid = queryLengths == null ? lq : queryLengths[b];
-            for (int h = 0; h < hq; h++) {
-                int kh = h / (hq / hkv);
-                for (int i = 0; i < lq; i++) {
-                    double[] p = new double[lk];
-                    double max = Double.NEGATIVE_INFINITY;
-                    for (int j = 0; j < lk; j++) {
-                        boolean allowed = j < kValid && i < qValid && causal.allows(i, j, qValid, kValid);
-                        if (!allowed) {
-                            p[j] = Double.NEGATIVE_INFINITY;
-                            continue;
-                        }
-                        double dot = 0;
-                        for (int e = 0; e < d; e++) {
-                            dot += operand.applyAsDouble(q.get(b, h, i, e)) * operand.applyAsDouble(k.get(b, kh, j, e));
-                        }
-                        double sc = round.applyAsDouble(round.applyAsDouble(dot) * scale);
-                        p[j] = add == null ? sc : round.applyAsDouble(sc + add.get(i, j));
-                        max = Math.max(max, p[j]);
-                    }
-                    double sum = 0;
-                    for (int j = 0; j < lk; j++) {
-                        p[j] = max == Double.NEGATIVE_INFINITY ? 0 : Math.exp(p[j] - max);
-                        sum += p[j];
-                    }
-                    for (int j = 0; j < lk; j++) {
-                        p[j] = sum == 0 ? 0 : round.applyAsDouble(p[j] / sum);
-                    }
-                    for (int e = 0; e < dv; e++) {
-                        double o = 0;
-                        for (int j = 0; j < lk; j++) {
-                            o += operand.applyAsDouble(p[j]) * operand.applyAsDouble(v.get(b, kh, j, e));
-                        }
-                        out.set(round.applyAsDouble(o), b, h, i, e);
-                    }
-                }
-            }
-        }
-        return out;
     }
 
     /** Split-KV's rule on both sides of each bound, and its cut for a long decode on a 132-SM GPU. */

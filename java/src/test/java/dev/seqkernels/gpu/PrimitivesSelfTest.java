@@ -86,12 +86,6 @@ class PrimitivesSelfTest {
         checkMma(bf16 ? "selftest_mma_bf16" : "selftest_mma_f16", bf16);
     }
 
-    /** tf32 keeps 10 mantissa bits, rounding to nearest with ties away from zero. */
-    static double tf32(double v) {
-        int bits = Float.floatToRawIntBits((float) v);
-        return Float.intBitsToFloat((bits + 0x1000) & 0xffffe000);
-    }
-
     @Test
     void tf32MmaFragmentLayoutGivesThePlainProductOfRoundedOperands() {
         Tensor a = data.tensor(DType.F32, 2, 16, 8);
@@ -108,7 +102,7 @@ class PrimitivesSelfTest {
                     double expected = c.get(i, j);
                     double unrounded = c.get(i, j);
                     for (int k = 0; k < 8; k++) {
-                        expected += tf32(a.get(i, k)) * tf32(b.get(k, j));
+                        expected += dev.seqkernels.Rounding.toTf32(a.get(i, k)) * dev.seqkernels.Rounding.toTf32(b.get(k, j));
                         unrounded += a.get(i, k) * b.get(k, j);
                     }
                     assertEquals(expected, d.get(i, j), 1e-5 * (1 + Math.abs(expected)), "D[" + i + "][" + j + "] " + data);

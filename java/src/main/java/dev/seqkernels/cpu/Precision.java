@@ -1,0 +1,79 @@
+package dev.seqkernels.cpu;
+
+import dev.seqkernels.DType;
+import dev.seqkernels.Rounding;
+
+/**
+ * Where the CPU reference rounds. {@link #EXACT} rounds nowhere: double throughout, results rounded
+ * once to the storage dtype (the oracle). A same-precision plan rounds where the GPU kernels round
+ * (DESIGN.md section 6), so that "at most 2x the error of a plain same-precision implementation" is
+ * judged against a real one:
+ * <ul>
+ *   <li>{@link #operand}: a value entering a product on tensor cores (attention's P before P V and
+ *       dS before dS K and dS^T Q, the recurrent h_{t-1} and the gate gradients before their GEMMs,
+ *       MHA's projections): the storage dtype for 16-bit ops, TF32 for F32 ops that allow it, else
+ *       float;</li>
+ *   <li>{@link #stored}: a value kept in the op's storage dtype between kernels (the recurrent h
+ *       each step, MHA's projected heads and merged attention output);</li>
+ *   <li>{@link #fp32}: statistics, scores, cell state and accumulators, which the kernels keep in
+ *       fp32.</li>
+ * </ul>
+ * Products accumulate in double (the kernels accumulate in fp32; the 16-bit roundings dominate).
+ */
+public final class Precision {
+    public static final Precision EXACT = new Precision(DType.F64, false);
+
+    private final DType storage;
+    private final boolean tf32;
+
+    private Precision(DType storage, boolean tf32) {
+        this.storage = storage;
+        this.tf32 = tf32;
+    }
+
+    /** The same-precision plan of an op stored as {@code storage}; {@code tf32} matters for F32 only. */
+    public static Precision same(DType storage, boolean tf32) {
+        return storage == DType.F64 ? EXACT : new Precision(storage, tf32 && storage == DType.F32);
+    }
+
+    boolean exact() {
+        return storage == DType.F64;
+    }
+
+    double operand(double v) {
+        if (exact()) {
+            return v;
+        }
+        return tf32 ? Rounding.toTf32(v) : Rounding.roundTo(storage, v);
+    }
+
+    double stored(double v) {
+        return exact() ? v : Rounding.roundTo(storage, v);
+    }
+
+    double fp32(double v) {
+        return exact() ? v : (float) v;
+    }
+
+    /** {@link #operand} of every element, as a new array (the same array when exact). */
+    double[] operands(double[] a) {
+        if (exact() || a == null) {
+            return a;
+        }
+        double[] r = new double[a.length];
+        for (int i = 0; i < a.length; i++) {
+            r[i] = operand(a[i]);
+        }
+        return r;
+    }
+
+    /** {@link #stored} of every element, in place; returns {@code a}. */
+    double[] store(double[] a) {
+        if (!exact() && a != null) {
+            for (int i = 0; i < a.length; i++) {
+                a[i] = stored(a[i]);
+            }
+        }
+        return a;
+    }
+}

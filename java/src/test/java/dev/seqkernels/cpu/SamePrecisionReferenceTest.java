@@ -1,0 +1,186 @@
+package dev.seqkernels.cpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.RecurrentGradients;
+import dev.seqkernels.ops.RecurrentOp;
+import dev.seqkernels.ops.RecurrentResult;
+import dev.seqkernels.ops.Rnn;
+import org.junit.jupiter.api.Test;
+
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The CPU reference's same-precision mode ({@code cpu-same-precision}): exact for F64, and rounding
+ * at the points it documents for 16-bit and TF32 ops, each shown by what only that rounding
+ * changes (so a missing rounding fails here).
+ */
+class SamePrecisionReferenceTest {
+    private static final String SAME = Backends.CPU_SAME_PRECISION;
+
+    @Test
+    void isTheReferenceItselfInF64() {
+        TestData data = new TestData();
+        Tensor q = data.tensor(DType.F64, 1, 2, 4, 9, 6);
+        Tensor k = data.tensor(DType.F64, 1, 2, 2, 11, 6);
+        Tensor v = data.tensor(DType.F64, 1, 2, 2, 11, 5);
+        Tensor dOut = data.tensor(DType.F64, 1, 2, 4, 9, 5);
+        Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(new int[]{11, 4});
+        try (AttentionResult a = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build().forward(in);
+             AttentionResult b = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(SAME).build().forward(in);
+             AttentionGradients ga = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build().backward(a, dOut);
+             AttentionGradients gb = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(SAME).build().backward(b, dOut)) {
+            assertArrayEquals(a.out().toDoubleArray(), b.out().toDoubleArray());
+            assertArrayEquals(a.lse().toDoubleArray(), b.lse().toDoubleArray());
+            assertArrayEquals(ga.dq().toDoubleArray(), gb.dq().toDoubleArray());
+            assertArrayEquals(ga.dk().toDoubleArray(), gb.dk().toDoubleArray());
+            assertArrayEquals(ga.dv().toDoubleArray(), gb.dv().toDoubleArray());
+        }
+        for (var builder : java.util.List.<java.util.function.Function<String, RecurrentOp>>of(
+                name -> Lstm.builder().inputSize(3).hiddenSize(5).projSize(2).numLayers(2).bidirectional(true).backend(name).build(),
+                name -> Gru.builder().inputSize(3).hiddenSize(4).linearBeforeReset(false).backend(name).build())) {
+            RecurrentOp exact = builder.apply("cpu");
+            RecurrentOp same = builder.apply(SAME);
+            Map<String, Tensor> p = data.params(DType.F64, 0.7, exact.config().parameterShapes());
+            Tensor x = data.tensor(DType.F64, 1, 6, 2, 3);
+            try (RecurrentResult a = exact.forward(p, x); RecurrentResult b = same.forward(p, x)) {
+                Tensor seed = data.tensor(DType.F64, 1, a.output().shape());
+                assertArrayEquals(a.output().toDoubleArray(), b.output().toDoubleArray());
+                try (RecurrentGradients ga = exact.backward(p, a, seed, null, null); RecurrentGradients gb = same.backward(p, b, seed, null, null)) {
+                    assertArrayEquals(ga.dx().toDoubleArray(), gb.dx().toDoubleArray());
+                    for (String name : ga.params().keySet()) {
+                        assertArrayEquals(ga.params().get(name).toDoubleArray(), gb.params().get(name).toDoubleArray(), name);
+                    }
+                }
+            }
+        }
+        MultiHeadAttention exact = MultiHeadAttention.builder().embedDim(8).numHeads(2).backend("cpu").build();
+        MultiHeadAttention same = MultiHeadAttention.builder().embedDim(8).numHeads(2).backend(SAME).build();
+        Map<String, Tensor> p = data.params(DType.F64, 0.5, exact.parameterShapes());
+        Tensor x = data.tensor(DType.F64, 1, 5, 2, 8);
+        try (MhaResult a = exact.forward(p, MultiHeadAttention.inputs(x, x, x)); MhaResult b = same.forward(p, MultiHeadAttention.inputs(x, x, x))) {
+            assertArrayEquals(a.out().toDoubleArray(), b.out().toDoubleArray());
+            Tensor seed = data.tensor(DType.F64, 1, a.out().shape());
+            try (MhaGradients ga = exact.backward(p, a, seed, null); MhaGradients gb = same.backward(p, b, seed, null)) {
+                assertArrayEquals(ga.dQuery().toDoubleArray(), gb.dQuery().toDoubleArray());
+            }
+        }
+    }
+
+    /** The fraction of elements in which two tensors of the same shape differ. */
+    private static double differing(Tensor a, Tensor b) {
+        double[] x = a.toDoubleArray();
+        double[] y = b.toDoubleArray();
+        assertEquals(x.length, y.length);
+        int n = 0;
+        for (int i = 0; i < x.length; i++) {
+            n += x[i] == y[i] ? 0 : 1;
+        }
+        return (double) n / x.length;
+    }
+
+    /**
+     * P is rounded to 16 bits before P V: with values of alternating sign and near-uniform weights
+     * the output is a small difference of rounded probabilities, so most outputs move by more than
+     * their own rounding; scores and statistics in fp32 alone move almost none. Likewise dS before
+     * dQ and dK, and P before dV.
+     */
+    @Test
+    void attentionRoundsPAndDsToTheStorageDtype() {
+        TestData data = new TestData();
+        int lk = 16;
+        Tensor q = data.tensor(DType.BF16, 0.3, 1, 4, 64, 8);
+        Tensor k = data.tensor(DType.BF16, 0.3, 1, 4, lk, 8);
+        double[] alternating = new double[4 * lk * 8];
+        for (int i = 0; i < alternating.length; i++) {
+            alternating[i] = (i / 8) % 2 == 0 ? 1 : -1;
+        }
+        Tensor v = Tensor.of(DType.BF16, alternating, 1, 4, lk, 8);
+        Tensor dOut = data.tensor(DType.BF16, 1, 1, 4, 64, 8);
+        Attention exact = Attention.builder().backend("cpu").build();
+        Attention same = Attention.builder().backend(SAME).build();
+        Attention.Inputs in = Attention.inputs(q, k, v);
+        try (AttentionResult a = exact.forward(in); AttentionResult b = same.forward(in);
+             AttentionGradients ga = exact.backward(a, dOut); AttentionGradients gb = same.backward(b, dOut)) {
+            double out = differing(a.out(), b.out());
+            double dq = differing(ga.dq(), gb.dq());
+            double dk = differing(ga.dk(), gb.dk());
+            double dv = differing(ga.dv(), gb.dv());
+            String what = "out " + out + ", dq " + dq + ", dk " + dk + ", dv " + dv + "; " + data;
+            assertTrue(out > 0.5 && dq > 0.1 && dk > 0.1 && dv > 0.1, what);
+        }
+    }
+
+    /** An F32 op that allows TF32 multiplies TF32 operands (errors near 2^-11); without the opt-in it stays F32 (near 2^-24). */
+    @Test
+    void tf32OperandsOnlyWhenAllowed() {
+        TestData data = new TestData();
+        Tensor q = data.tensor(DType.F32, 1, 1, 2, 20, 16);
+        Tensor k = data.tensor(DType.F32, 1, 1, 2, 24, 16);
+        Tensor v = data.tensor(DType.F32, 1, 1, 2, 24, 16);
+        Attention.Inputs in = Attention.inputs(q, k, v);
+        try (AttentionResult exact = Attention.builder().backend("cpu").build().forward(in);
+             AttentionResult f32 = Attention.builder().backend(SAME).build().forward(in);
+             AttentionResult tf32 = Attention.builder().allowTf32(true).backend(SAME).build().forward(in)) {
+            double plainF32 = dev.seqkernels.Compare.compare(f32.out().toDoubleArray(), exact.out().toDoubleArray(),
+                    dev.seqkernels.Compare.FINITE_ONLY).relL2();
+            double plainTf32 = dev.seqkernels.Compare.compare(tf32.out().toDoubleArray(), exact.out().toDoubleArray(),
+                    dev.seqkernels.Compare.FINITE_ONLY).relL2();
+            assertTrue(plainTf32 > 1e-5 && plainF32 < 1e-6, "relative L2: tf32 " + plainTf32 + ", f32 " + plainF32 + "; " + data);
+        }
+    }
+
+    /**
+     * h is rounded to the storage dtype once per step, and that value is the next step's GEMM input:
+     * the sequence in the same-precision mode is (up to fp32 roundings of the pre-activations) the
+     * chain of one-step calls of the exact reference, each fed the previous call's 16-bit h, while
+     * the exact reference's own sequence, which never rounds h, is not.
+     */
+    @Test
+    void recurrentStateIsRoundedOncePerStep() {
+        TestData data = new TestData();
+        int steps = 12;
+        int batch = 4;
+        for (var builder : java.util.List.<java.util.function.Function<String, RecurrentOp>>of(
+                name -> Rnn.builder().inputSize(5).hiddenSize(16).backend(name).build(),
+                name -> Gru.builder().inputSize(5).hiddenSize(16).backend(name).build())) {
+            RecurrentOp exact = builder.apply("cpu");
+            RecurrentOp same = builder.apply(SAME);
+            Map<String, Tensor> p = data.params(DType.BF16, 0.6, exact.config().parameterShapes());
+            double[] xs = data.tensor(DType.BF16, 1, steps, batch, 5).toDoubleArray();
+            Tensor x = Tensor.of(DType.BF16, xs, steps, batch, 5);
+            Tensor h = data.tensor(DType.BF16, 0.5, 1, batch, 16);
+            double[] chained = new double[steps * batch * 16];
+            try (RecurrentResult all = same.forward(p, x, h, null, null); RecurrentResult unrounded = exact.forward(p, x, h, null, null)) {
+                for (int t = 0; t < steps; t++) {
+                    Tensor xt = Tensor.of(DType.BF16, java.util.Arrays.copyOfRange(xs, t * batch * 5, (t + 1) * batch * 5), 1, batch, 5);
+                    try (RecurrentResult step = exact.forward(p, xt, h, null, null)) {
+                        System.arraycopy(step.output().toDoubleArray(), 0, chained, t * batch * 16, batch * 16);
+                        h = Tensor.of(DType.BF16, step.hn().toDoubleArray(), 1, batch, 16);
+                    }
+                }
+                Tensor chain = Tensor.of(DType.BF16, chained, steps, batch, 16);
+                double sameVsChain = differing(all.output(), chain);
+                double exactVsChain = differing(unrounded.output(), chain);
+                String what = exact.config().cell() + ": same-precision vs chained steps " + sameVsChain + ", exact vs chained "
+                        + exactVsChain + "; " + data;
+                assertTrue(sameVsChain < 0.02 && exactVsChain > 0.1, what);
+            }
+        }
+    }
+}
