@@ -2,7 +2,8 @@
 # Compiles each cuda/<family>.cu into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
 # sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120, and compute_90 PTX that newer GPUs JIT) and writes
 # the sm_90 kernel report (registers, shared memory, stack, spills and the __launch_bounds__ limit
-# per kernel, and the architectures built) to <report> and beside the fatbins.
+# per kernel, its mma.sync count and its main loop's mma.sync and PTX instructions
+# (tools/ptx-main-loop.awk), and the architectures built) to <report> and beside the fatbins.
 # Without nvcc (or with NVCC=none) it says so once and writes a report saying the kernels are not built.
 # Usage: build-kernels.sh ROOT CLASSES_DIR REPORT_FILE      (run by Maven in generate-resources)
 set -euo pipefail
@@ -49,11 +50,13 @@ done
 {
   echo "# seqkernels kernel report: sm_90, from ptxas -v ($("$NVCC" --version | tail -n1))"
   echo "# architectures: $ARCHITECTURES"
-  echo "# family kernel registers smem_bytes stack_bytes spill_store_bytes spill_load_bytes max_threads_per_block"
+  echo "# family kernel registers smem_bytes stack_bytes spill_store_bytes spill_load_bytes max_threads_per_block mma main_loop_mma main_loop_ptx"
   for log in "$LOGS"/*.ptxas.txt; do
     family=$(basename "$log" .ptxas.txt)
+    awk -f "$ROOT/tools/ptx-main-loop.awk" "$LOGS/$family.compute_90.ptx" > "$LOGS/$family.loops.txt"
     awk -v family="$family" '
-      FNR == NR {  # the PTX: .maxntid x, y, z after an .entry (its __launch_bounds__)
+      FILENAME ~ /\.loops\.txt$/ { loops[$1] = $2 " " $3 " " $4; next }  # kernel mma main_loop_mma main_loop_ptx
+      FILENAME ~ /\.ptx$/ {  # the PTX: .maxntid x, y, z after an .entry (its __launch_bounds__)
         if ($0 ~ /\.entry[ \t]/) { entry = $0; sub(/.*\.entry[ \t]+/, "", entry); sub(/[ \t]*\(.*/, "", entry) }
         if ($0 ~ /^[ \t]*\.maxntid[ \t]/) {  # up to three numbers, commas between, spaces optional
           d = $0; sub(/^[ \t]*\.maxntid[ \t]*/, "", d); n = split(d, v, /[ \t]*,[ \t]*/); t = 1
@@ -67,8 +70,9 @@ done
       sm90 && /Used [0-9]+ registers/ {
         regs = 0; smem = 0
         for (i = 1; i <= NF; i++) { if ($(i+1) == "registers,") regs = $i; if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i }
-        print family, name, regs, smem, stack, stores, loads, (name in bound ? bound[name] : 1024); sm90 = 0
-      }' "$LOGS/$family.compute_90.ptx" "$log"
+        print family, name, regs, smem, stack, stores, loads, (name in bound ? bound[name] : 1024), (name in loops ? loops[name] : "0 0 0")
+        sm90 = 0
+      }' "$LOGS/$family.loops.txt" "$LOGS/$family.compute_90.ptx" "$log"
   done
 } > "$REPORT.tmp"
 mv "$REPORT.tmp" "$REPORT"

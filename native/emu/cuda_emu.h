@@ -76,6 +76,11 @@ void cp_async_wait(int pending_groups_allowed);
 void grid_sync(Site site);
 unsigned lane_id();
 [[noreturn]] void kernel_error(const char* what);
+/**
+ * Counts one warp's ldmatrix of `count` 8x8 b16 matrices whose row addresses are rows[0..8*count):
+ * the shared-memory wavefronts it takes (seqk_emu_take_ldmatrix_counts).
+ */
+void count_ldmatrix(const void* const* rows, unsigned count);
 void* dynamic_shared();
 /** This block's copy of the static shared array declared at `site` (SEQK_SHARED_ARRAY): poisoned and watched like dynamic. */
 void* static_shared(const void* site, unsigned bytes, unsigned align);

@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
@@ -670,6 +671,37 @@ void kernel_error(const char* what) {
     fault(what);
 }
 
+namespace {
+// Atomic: a cooperative launch runs its blocks on threads of their own.
+std::atomic<uint64_t> g_ldmatrix_instructions{0};
+std::atomic<uint64_t> g_ldmatrix_matrices{0};
+std::atomic<uint64_t> g_ldmatrix_wavefronts{0};
+}  // namespace
+
+void count_ldmatrix(const void* const* rows, unsigned count) {
+    const unsigned char* base = t_block->smem.data();
+    g_ldmatrix_instructions++;
+    for (unsigned m = 0; m < count; m++) {
+        uintptr_t seen[8][8];  // per 16-byte bank group: the distinct row offsets in it
+        unsigned held[8] = {};
+        unsigned wavefronts = 1;
+        for (unsigned r = 0; r < 8; r++) {
+            uintptr_t offset = static_cast<const unsigned char*>(rows[8 * m + r]) - base;
+            unsigned group = static_cast<unsigned>(offset / 16 % 8);
+            bool repeated = false;
+            for (unsigned i = 0; i < held[group]; i++) {
+                repeated = repeated || seen[group][i] == offset;
+            }
+            if (!repeated) {
+                seen[group][held[group]++] = offset;
+                wavefronts = held[group] > wavefronts ? held[group] : wavefronts;
+            }
+        }
+        g_ldmatrix_matrices++;
+        g_ldmatrix_wavefronts += wavefronts;
+    }
+}
+
 void* dynamic_shared() {
     return t_block->smem_bytes ? t_block->smem.data() : nullptr;
 }
@@ -792,6 +824,12 @@ void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count) {
     }
     *bytes = total;
     *count = allocations().size();
+}
+
+void seqk_emu_take_ldmatrix_counts(uint64_t* instructions, uint64_t* matrices, uint64_t* wavefronts) {
+    *instructions = g_ldmatrix_instructions.exchange(0);
+    *matrices = g_ldmatrix_matrices.exchange(0);
+    *wavefronts = g_ldmatrix_wavefronts.exchange(0);
 }
 
 uint64_t seqk_emu_take_peak() {

@@ -39,6 +39,14 @@ int seqk_emu_contains(uint64_t ptr, uint64_t bytes);
 void seqk_emu_memory_in_use(uint64_t* bytes, uint64_t* count);
 /** The most device memory in use at once since the last call, in bytes; starts counting anew. */
 uint64_t seqk_emu_take_peak(void);
+/**
+ * The ldmatrix instructions (one per warp) run since the last call, the 8x8 matrices they loaded
+ * and the shared-memory wavefronts they took; starts counting anew. A matrix's 8 rows of 16 bytes
+ * take one wavefront when their addresses fall in 8 different 16-byte bank groups (offset / 16
+ * mod 8, from the block's shared-memory base), else as many as the most distinct addresses in one
+ * group (equal addresses are one broadcast): wavefronts / matrices is 1.0 when conflict-free.
+ */
+void seqk_emu_take_ldmatrix_counts(uint64_t* instructions, uint64_t* matrices, uint64_t* wavefronts);
 /** kind: 0 host->device, 1 device->host, 2 device->device; device ranges must lie inside one allocation. */
 int seqk_emu_memcpy(uint64_t dst, uint64_t src, uint64_t bytes, int kind);
 /* Host <-> device copies with the host side as a pointer (the Java binding passes a segment, which the

@@ -108,6 +108,9 @@ inline void ldmatrix(uint32_t* r, unsigned count, bool trans, const void* shared
     const void* rows[32];
     ::seqk_emu::warp_exchange_wide(0xffffffffu, &shared_row, sizeof shared_row, rows, site);
     unsigned lane = ::seqk_emu::lane_id();
+    if (lane == 0) {
+        ::seqk_emu::count_ldmatrix(rows, count);
+    }
     for (unsigned j = 0; j < count; j++) {
         uint16_t e[2];
         for (unsigned h = 0; h < 2; h++) {

@@ -40,7 +40,9 @@ public final class Main {
         u.put("info", """
                   info [--kernels]                       backends present and why the others are not, the
                                                          emulator, the kernels built; --kernels: each
-                                                         kernel's registers, shared memory, stack, spills""");
+                                                         kernel's registers, shared memory, stack, spills,
+                                                         its main loop's PTX instructions per mma and
+                                                         (attention forward, on emu) ldmatrix wavefronts""");
         u.put("golden", """
                   golden [--backend B] [--dtype D] [FILE|DIR ...]
                                                          run golden cases (default: tools/golden/cases)
@@ -135,7 +137,7 @@ public final class Main {
         out.println("auto selects: " + Backends.byName("auto").name() + "  (" + Backends.PROPERTY + " = "
                 + (forced == null ? "unset: auto" : forced) + ")");
         out.println("backends:");
-        Backends.availability().forEach((name, why) -> out.printf(Locale.ROOT, "  %-7s %s%n", name, why));
+        Backends.availability().forEach((name, why) -> out.printf(Locale.ROOT, "  %-18s %s%n", name, why));
         out.printf(Locale.ROOT, "emulator: %s%n", EmuDriver.libraryPresent()
                 ? "SIMT emulator library present (" + EmuDriver.instance().kernelNames().size() + " kernels)"
                 : "not built (tools/build-emulator.sh needs g++)");
@@ -152,11 +154,43 @@ public final class Main {
         if (kernels) {
             out.println("  " + report.note());
             for (KernelReport.Entry e : report.kernels()) {
-                out.printf(Locale.ROOT, "  %-10s %-36s regs %3d  smem %6d  stack %4d  spill %d/%d%n", e.family(), e.kernel(),
-                        e.registers(), e.sharedBytes(), e.stackBytes(), e.spillStoreBytes(), e.spillLoadBytes());
+                String wavefronts = e.mainLoopMma() == 0 ? null : ldmatrixWavefronts(e.kernel());
+                out.printf(Locale.ROOT, "  %-10s %-36s regs %3d  smem %6d  stack %4d  spill %d/%d%s%n", e.family(), e.kernel(),
+                        e.registers(), e.sharedBytes(), e.stackBytes(), e.spillStoreBytes(), e.spillLoadBytes(),
+                        e.mainLoopMma() == 0 ? "" : String.format(Locale.ROOT, "  main loop: %d mma, %.1f PTX/mma%s",
+                                e.mainLoopMma(), e.ptxPerMma(), wavefronts == null ? "" : "; " + wavefronts));
             }
         }
         return 0;
+    }
+
+    /**
+     * The ldmatrix wavefronts per 8x8 matrix (1.00: free of bank conflicts) of one of the attention
+     * forward's tensor-core kernels, measured on the emulator by one forward that selects it
+     * (B = H = 1, 64 query rows: one block, 128 keys: several key tiles); null for a kernel that
+     * is not one of them or without the emulator.
+     */
+    private static String ldmatrixWavefronts(String kernel) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("attn_fwd_(tc|tf32x)(64|128)_(f16|bf16|f32)").matcher(kernel);
+        if (!m.matches() || !EmuDriver.libraryPresent()) {
+            return null;
+        }
+        DType dtype = DType.valueOf(m.group(3).toUpperCase(Locale.ROOT));
+        int d = Integer.parseInt(m.group(2));
+        double[] values = new double[128 * d];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = ((i * 37) % 101 - 50) / 64.0;
+        }
+        EmuDriver emu = EmuDriver.instance();
+        try (dev.seqkernels.Tensor q = dev.seqkernels.Tensor.of(dtype, java.util.Arrays.copyOf(values, 64 * d), 1, 1, 64, d);
+             dev.seqkernels.Tensor kv = dev.seqkernels.Tensor.of(dtype, values, 1, 1, 128, d)) {
+            emu.takeLdmatrixCounts();
+            dev.seqkernels.ops.Attention.builder().allowTf32(dtype == DType.F32).backend("emu").build()
+                    .forward(dev.seqkernels.ops.Attention.inputs(q, kv, kv)).close();
+            EmuDriver.LdmatrixCounts c = emu.takeLdmatrixCounts();
+            return c.matrices() == 0 ? "no ldmatrix (emu)"
+                    : String.format(Locale.ROOT, "ldmatrix %.2f wavefronts/matrix (emu)", c.wavefrontsPerMatrix());
+        }
     }
 
     /** The jar's Implementation-Version on the class path, its module version on the module path. */

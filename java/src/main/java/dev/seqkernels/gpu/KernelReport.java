@@ -19,11 +19,24 @@ public record KernelReport(boolean built, String note, List<String> architecture
     /**
      * One kernel on sm_90. {@code maxThreadsPerBlock} is its {@code __launch_bounds__} limit (1,024
      * when it declares none): a GPU refuses a larger block as "too many resources requested".
+     * {@code mma} counts its {@code mma.sync} instructions in the PTX; {@code mainLoopMma} and
+     * {@code mainLoopInstructions} those of its main loop and all its PTX instructions (the loop
+     * holding the most mma.sync, every path; tools/ptx-main-loop.awk), 0 without one.
      */
     public record Entry(String family, String kernel, int registers, int sharedBytes, int stackBytes,
-                        int spillStoreBytes, int spillLoadBytes, int maxThreadsPerBlock) {
+                        int spillStoreBytes, int spillLoadBytes, int maxThreadsPerBlock, int mma, int mainLoopMma,
+                        int mainLoopInstructions) {
         public boolean spills() {
             return spillStoreBytes > 0 || spillLoadBytes > 0;
+        }
+
+        /**
+         * PTX instructions per mma.sync in the main loop (the issue cost of one tensor-core product
+         * there; FlashAttention-2's forward spends about 3-3.5 SASS instructions per HMMA), or NaN
+         * for a kernel with no mma in a loop.
+         */
+        public double ptxPerMma() {
+            return mainLoopMma == 0 ? Double.NaN : (double) mainLoopInstructions / mainLoopMma;
         }
 
         /** Registers a block of {@code threads} takes on sm_90: per warp, in units of 256. */
@@ -100,10 +113,13 @@ public record KernelReport(boolean built, String note, List<String> architecture
                     continue;
                 }
                 String[] f = line.trim().split("\\s+");
-                if (f.length == 7 || f.length == 8) {  // 7: a report from before launch bounds were read (none declared)
+                if (f.length == 7 || f.length == 8 || f.length == 11) {
+                    // 7: a report from before launch bounds were read (none declared); 8: before the main-loop counts
                     entries.add(new Entry(f[0], f[1], Integer.parseInt(f[2]), Integer.parseInt(f[3]), Integer.parseInt(f[4]),
                             Integer.parseInt(f[5]), Integer.parseInt(f[6]),
-                            f.length == 8 ? Integer.parseInt(f[7]) : SM90_THREADS_PER_BLOCK));
+                            f.length >= 8 ? Integer.parseInt(f[7]) : SM90_THREADS_PER_BLOCK,
+                            f.length == 11 ? Integer.parseInt(f[8]) : 0, f.length == 11 ? Integer.parseInt(f[9]) : 0,
+                            f.length == 11 ? Integer.parseInt(f[10]) : 0));
                 }
             }
             return new KernelReport(true, note, architectures, List.copyOf(entries));

@@ -24,6 +24,28 @@ class EmulatorFeatureTest {
         return emu.function(module, name);
     }
 
+    /**
+     * ldmatrix's shared-memory wavefronts: selftest_cp_async_ldmatrix_mma_f16 loads A's four
+     * matrices from rows 32 bytes apart (two rows in each 16-byte bank group: 2 wavefronts each)
+     * and B's two from rows 16 bytes apart (conflict-free: 1 each).
+     */
+    @Test
+    void ldmatrixWavefrontsCountBankConflicts() {
+        emu.takeLdmatrixCounts();
+        try (DeviceTensor a = DeviceTensor.allocate(emu, DType.F16, 16 * 16); DeviceTensor b = DeviceTensor.allocate(emu, DType.F16, 16 * 8);
+             DeviceTensor c = DeviceTensor.allocate(emu, DType.F32, 16 * 8); DeviceTensor d = DeviceTensor.allocate(emu, DType.F32, 16 * 8)) {
+            emu.memset(a.pointer(), 0, 512);
+            emu.memset(b.pointer(), 0, 256);
+            emu.memset(c.pointer(), 0, 512);
+            emu.launch(fn("selftest_cp_async_ldmatrix_mma_f16"), Dim3.of(1), Dim3.of(32), 0, 0,
+                    new KernelArgs().pointer(a.pointer()).pointer(b.pointer()).pointer(c.pointer()).pointer(d.pointer()));
+        }
+        EmuDriver.LdmatrixCounts counts = emu.takeLdmatrixCounts();
+        assertEquals(new EmuDriver.LdmatrixCounts(2, 6, 4 * 2 + 2), counts);
+        assertEquals(10.0 / 6, counts.wavefrontsPerMatrix(), 1e-12);
+        assertEquals(new EmuDriver.LdmatrixCounts(0, 0, 0), emu.takeLdmatrixCounts(), "counting starts anew");
+    }
+
     /** A missing __syncthreads between a shared write and another thread's read is a race, named with both threads and lines. */
     @Test
     void aMissingBarrierIsReportedAsARace() {

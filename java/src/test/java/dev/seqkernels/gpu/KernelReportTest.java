@@ -71,4 +71,72 @@ class KernelReportTest {
             assertEquals(new TreeSet<>(report.architectures()), held, family + ".fatbin");
         }
     }
+
+    /**
+     * The main-loop figures: every tensor-core kernel has one, whose mma.sync are all of the
+     * kernel's (the forward's key-tile loop holds every product), and the SIMT kernels have none.
+     */
+    @Test
+    void tensorCoreKernelsReportTheirMainLoop() {
+        KernelReport report = builtReport();
+        for (String kernel : List.of("attn_fwd_tc64_bf16", "attn_fwd_tc128_f16", "attn_fwd_tf32x64_f32")) {
+            KernelReport.Entry e = report.entry(kernel);
+            assertTrue(e.mainLoopMma() > 0 && e.mainLoopMma() == e.mma(), e::toString);
+            assertTrue(e.ptxPerMma() > 1 && e.ptxPerMma() < 1000, e::toString);
+        }
+        KernelReport.Entry v1 = report.entry("attn_fwd_bf16");
+        assertEquals(0, v1.mma(), v1::toString);
+        assertTrue(Double.isNaN(v1.ptxPerMma()));
+    }
+
+    /**
+     * tools/ptx-main-loop.awk on a PTX text whose loops are known: a loop of 6 instructions with
+     * 2 mma.sync (one predicated) nested in one of 10 with the same 2, a later loop with 1, and a
+     * kernel with no loop; directives, labels, braces and comments not counted.
+     */
+    @Test
+    void mainLoopCountIsTheLoopWithTheMostMmaInnermostFirst() throws Exception {
+        Path ptx = Files.createTempFile("seqk-loops", ".ptx");
+        Files.writeString(ptx, """
+                .visible .entry k_loops(
+                	.param .u64 k_loops_param_0
+                )
+                {
+                	.reg .b32 %r<9>;
+                	mov.u32 %r1, 0;
+                $L__BB0_1:
+                	add.s32 %r1, %r1, 1;
+                	add.s32 %r2, %r1, 1;
+                $L__BB0_2:
+                	// a comment; with a semicolon
+                	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};
+                	ld.shared.u32 %r3, [%r4];
+                	{
+                	.reg .pred p;
+                	@%p1 mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};
+                	}
+                	setp.lt.s32 %p1, %r2, 8;
+                	add.s32 %r2, %r2, 1;
+                	@%p1 bra $L__BB0_2;
+                	setp.lt.s32 %p2, %r1, 8;
+                	@%p2 bra $L__BB0_1;
+                $L__BB0_3:
+                	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};
+                	bra.uni $L__BB0_3;
+                	ret;
+                }
+                .visible .entry k_flat(
+                )
+                {
+                	mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};
+                	ret;
+                }
+                """);
+        Path script = Path.of(System.getProperty("seqkernels.root", "..")).resolve("tools/ptx-main-loop.awk");
+        Process p = new ProcessBuilder("awk", "-f", script.toString(), ptx.toString()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertEquals(0, p.waitFor(), out);
+        Files.delete(ptx);
+        assertEquals("k_loops 3 2 6\nk_flat 1 0 0\n", out);
+    }
 }

@@ -54,6 +54,7 @@ public final class EmuDriver implements Driver {
     private final MethodHandle free;
     private final MethodHandle memoryInUse;
     private final MethodHandle takePeak;
+    private final MethodHandle takeLdmatrixCounts;
     private final MethodHandle memcpy;
     private final MethodHandle copyToDevice;
     private final MethodHandle copyToHost;
@@ -84,6 +85,7 @@ public final class EmuDriver implements Driver {
         free = bind(linker, lib, "seqk_emu_free", FunctionDescriptor.of(JAVA_INT, JAVA_LONG));
         memoryInUse = bind(linker, lib, "seqk_emu_memory_in_use", FunctionDescriptor.ofVoid(ADDRESS, ADDRESS));
         takePeak = bind(linker, lib, "seqk_emu_take_peak", FunctionDescriptor.of(JAVA_LONG));
+        takeLdmatrixCounts = bind(linker, lib, "seqk_emu_take_ldmatrix_counts", FunctionDescriptor.ofVoid(ADDRESS, ADDRESS, ADDRESS));
         memcpy = bind(linker, lib, "seqk_emu_memcpy", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_INT));
         copyToDevice = bind(linker, lib, "seqk_emu_copy_to_device", FunctionDescriptor.of(JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG));
         copyToHost = bind(linker, lib, "seqk_emu_copy_to_host", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
@@ -254,6 +256,29 @@ public final class EmuDriver implements Driver {
     public synchronized long takePeakMemory() {
         try {
             return (long) takePeak.invokeExact();
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * The ldmatrix instructions run since the previous call (one per warp), the 8x8 matrices they
+     * loaded and the shared-memory wavefronts they took (native/emu/seqk_emu.h says how a
+     * matrix's rows are counted); counting starts anew.
+     */
+    public record LdmatrixCounts(long instructions, long matrices, long wavefronts) {
+        /** Wavefronts per matrix: 1.0 when every ldmatrix was free of bank conflicts; NaN when none ran. */
+        public double wavefrontsPerMatrix() {
+            return matrices == 0 ? Double.NaN : (double) wavefronts / matrices;
+        }
+    }
+
+    /** See {@link LdmatrixCounts}. */
+    public synchronized LdmatrixCounts takeLdmatrixCounts() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment counts = arena.allocate(JAVA_LONG, 3);
+            takeLdmatrixCounts.invokeExact(counts, counts.asSlice(8), counts.asSlice(16));
+            return new LdmatrixCounts(counts.get(JAVA_LONG, 0), counts.get(JAVA_LONG, 8), counts.get(JAVA_LONG, 16));
         } catch (Throwable t) {
             throw rethrow(t);
         }
