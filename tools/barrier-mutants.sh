@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Proves every barrier in cuda/*.cu is needed: removes, one at a time, each __syncthreads,
+# Proves every barrier in cuda/*.cu and cuda/<family>/*.cuh is needed: removes, one at a time, each __syncthreads,
 # __syncwarp, cp_async_wait and grid sync, rebuilds the emulator (only that family's object) and
 # runs the tests that cover that family on it. Every mutant must fail a test; the survivors are
 # printed and the script exits 1. Writes a markdown table (site, statement, killed by) to OUT
 # (default java/target/barrier-mutants.md) for bench/RESULTS.md.
 #
 # Usage: tools/barrier-mutants.sh [OUT [FILE...]]   (from the checkout; needs the JDK the launcher finds, Maven)
-# FILE...: only these sources (default: cuda/*.cu). Measured on the 2-core VM (2026-11-29, other
+# FILE...: only these sources (default: cuda/*.cu cuda/*/*.cuh; a header under cuda/<family>/ is that family's). Measured on the 2-core VM (2026-11-29, other
 # builds running beside it): all 47 sites in 40 minutes; 3-5 minutes per attention barrier (its
 # tests run for 2-3 minutes), 1-2 per recurrent one, under one per selftest one (36 selftest sites in 14
 # minutes). The sources are restored after each mutant, and on exit.
@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/java/target/barrier-mutants.md}"
 shift || true
 cd "$ROOT"
-if [ "$#" -gt 0 ]; then FILES=("$@"); else FILES=(cuda/*.cu); fi
+if [ "$#" -gt 0 ]; then FILES=("$@"); else FILES=(cuda/*.cu cuda/*/*.cuh); fi
 JDK="${JAVA_HOME:-$(ls -d /usr/lib/jvm/*25* 2>/dev/null | head -n1)}"
 export JAVA_HOME="$JDK" MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
 MVN=(mvn -B -o -q -f "$ROOT/java/pom.xml")
@@ -31,8 +31,8 @@ tests_for() {
 }
 
 BACKUP="$(mktemp -d)"
-cp cuda/*.cu "$BACKUP/"
-restore() { cp "$BACKUP"/*.cu cuda/; touch cuda/*.cu; }
+cp --parents cuda/*.cu cuda/*/*.cuh "$BACKUP/"
+restore() { cp -r "$BACKUP/cuda/." cuda/; touch cuda/*.cu; }
 trap 'restore; rm -rf "$BACKUP"' EXIT
 
 "${MVN[@]}" -DskipTests test-compile >/dev/null || { echo "barrier-mutants: the build fails before any mutation" >&2; exit 2; }
@@ -44,7 +44,10 @@ trap 'restore; rm -rf "$BACKUP"' EXIT
 # Code lines (not comments) that call a barrier: file:line:text
 grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));' "${FILES[@]}" /dev/null | grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
 while IFS=: read -r file line text; do
-  family="$(basename "$file" .cu)"
+  case "$file" in
+    cuda/*/*.cuh) family="$(basename "$(dirname "$file")")" ;;
+    *) family="$(basename "$file" .cu)" ;;
+  esac
   statement="$(echo "$text" | sed -E 's/^\s+//; s/\s*\/\/.*$//')"
   python3 - "$file" "$line" <<'PY'
 import re, sys
@@ -69,8 +72,8 @@ PY
   fi
   rm -f "$log"
   echo "| \`$file:$line\` | \`$statement\` | $verdict |" >> "$OUT"
-  cp "$BACKUP/$(basename "$file")" "$file"
-  touch "$file"
+  cp "$BACKUP/$file" "$file"
+  touch "$file" cuda/*.cu
 done
 # The loop ran in a pipeline's subshell: the table is what it leaves.
 mutants=$(($(wc -l < "$OUT") - 2))

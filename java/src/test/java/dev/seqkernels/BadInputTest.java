@@ -162,7 +162,7 @@ class BadInputTest {
 
     @Test
     void backends() {
-        rejects(SeqkException.BackendUnavailable.class, () -> Backends.byName("cuda"), "unknown backend 'cuda'", "[panama, jcuda, emu, cpu]");
+        rejects(SeqkException.BackendUnavailable.class, () -> Backends.byName("cuda"), "unknown backend 'cuda'", "[panama, jcuda, emu, cpu, cpu-same-precision]");
         rejects(SeqkException.BackendUnavailable.class, () -> Backends.byName("emux"), "unknown backend 'emux'");
         Backend auto = Backends.byName("auto");
         assertTrue(auto.name().equals("cpu") || auto instanceof dev.seqkernels.gpu.GpuBackend g && !g.driver().properties().simulated(),

@@ -17,7 +17,7 @@ import java.util.Map;
 
 /**
  * The GPU path of Attention and MultiHeadAttention, written once against {@link Driver}, with
- * cuda/attention.cu's kernels. Masks become f32 additive biases (-inf blocks) with broadcast
+ * cuda/attention.cu's kernels (code under cuda/attention/). Masks become f32 additive biases (-inf blocks) with broadcast
  * strides; multi-head attention projects with GEMMs into [B*L, E] buffers that the attention
  * kernels read and write through head strides (no transposes), all in F32.
  *
@@ -165,7 +165,7 @@ final class AttentionGpu {
         return Tensor.contiguousStrides(shape);
     }
 
-    /** The AttnShape struct of cuda/attention.cu, word by word. */
+    /** The AttnShape struct of cuda/attention/common.cuh, word by word. */
     private static long[] shapeWords(Geometry g, Bias[] biases, int causal, double scale) {
         long[] w = new long[7 + 16 + 8 + 2];
         long[] head = {g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), g.headDim(), g.valueDim()};

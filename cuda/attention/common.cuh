@@ -1,0 +1,74 @@
+// Attention kernels' shared pieces: the shape struct the Java side packs (AttnShape), row
+// coordinates, index arithmetic and the scaled, masked score of v1 and split-KV.
+#pragma once
+
+#include "../arch/warp.cuh"
+#include "../seqk.cuh"
+
+namespace {
+
+/** Shapes, strides and options; every field 8 bytes so the Java side packs it word by word. */
+struct AttnShape {
+    long long batch, q_heads, kv_heads, q_len, kv_len, head_dim, value_dim;
+    long long q_stride[4], k_stride[4], v_stride[4], o_stride[4];
+    long long bias_stride[2][4];
+    long long causal;
+    double scale;
+};
+
+struct AttnRow {
+    long long b, h, kvh, i, q_valid, k_valid;
+};
+
+__device__ __forceinline__ long long at(const long long* s, long long b, long long h, long long l, long long e) {
+    return b * s[0] + h * s[1] + l * s[2] + e * s[3];
+}
+
+/** Row coordinates of query row `row` in [B*Hq*Lq], with its batch entry's valid lengths. */
+__device__ __forceinline__ AttnRow row_of(const AttnShape& s, long long row, const int* key_lengths, const int* query_lengths) {
+    AttnRow r;
+    r.i = row % s.q_len;
+    r.h = (row / s.q_len) % s.q_heads;
+    r.b = row / (s.q_len * s.q_heads);
+    r.kvh = r.h / (s.q_heads / s.kv_heads);
+    r.k_valid = key_lengths ? key_lengths[r.b] : s.kv_len;
+    r.q_valid = query_lengths ? query_lengths[r.b] : s.q_len;
+    return r;
+}
+
+/**
+ * exp(s - m) for a score s under the running maximum m >= s, or s NaN: 1 at the maximum, also when
+ * both are +inf (a score beyond fp32's range: exp(inf - inf) would be NaN; such keys share the
+ * weight, softmax's limit and the double reference's result when they tie); NaN for a NaN score.
+ * The caller never passes a blocked (-inf) score.
+ */
+__device__ __forceinline__ float softmax_weight(float s, float m) { return s == m ? 1.0f : expf(s - m); }
+
+/** The scaled, biased score of (row, key j), or -inf when any mask blocks it. */
+template <typename T>
+__device__ float score(const AttnShape& s, const AttnRow& r, long long j, const T* q, const T* k, const float* bias0,
+                       const float* bias1) {
+    if (j >= r.k_valid || r.i >= r.q_valid) {
+        return -INFINITY;
+    }
+    if ((s.causal == 1 && j > r.i) || (s.causal == 2 && j > r.i + (r.k_valid - r.q_valid))) {
+        return -INFINITY;
+    }
+    float add = 0.0f;
+    if (bias0) {
+        add += bias0[at(s.bias_stride[0], r.b, r.h, r.i, j)];
+    }
+    if (bias1) {
+        add += bias1[at(s.bias_stride[1], r.b, r.h, r.i, j)];
+    }
+    if (add == -INFINITY) {
+        return -INFINITY;
+    }
+    float dot = 0.0f;
+    for (long long e = 0; e < s.head_dim; e++) {
+        dot += seqk::to_float(q[at(s.q_stride, r.b, r.h, r.i, e)]) * seqk::to_float(k[at(s.k_stride, r.b, r.kvh, j, e)]);
+    }
+    return static_cast<float>(s.scale) * dot + add;
+}
+
+}  // namespace

@@ -1,0 +1,772 @@
+// The tiled tensor-core forward, fp16/bf16 (attn_fwd_tc64/128) and TF32 (attn_fwd_tf32x64/128).
+#pragma once
+
+#include "../arch/cp_async.cuh"
+#include "../arch/mma.cuh"
+#include "common.cuh"
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Tiled tensor-core forward (FlashAttention-2's loop order), fp16/bf16 storage, fp32 accumulation.
+//
+// Grid: one block per (b, h, tile of 64 query rows), 1-D: blockIdx.x = (b * Hq + h) * q_tiles + tile.
+// Block: 4 warps; warp w owns query rows 16w..16w+15 of the tile and keeps, in registers, their q
+// fragments (D padded to DMAX with zeros), the running max and sum per row, and the 16 x DMAX
+// output accumulator. The block walks the key/value rows in tiles of BN: k and v tiles go to
+// shared memory ([BN][DMAX + 8] 16-bit, the +8 keeps ldmatrix rows on distinct banks), double
+// buffered so the cp.async of tile t+1 overlaps the math of tile t. Per tile a warp computes
+// S = q k^T with mma.m16n8k16 (fp32), applies scale and masks in registers, updates the online
+// softmax, rounds P to the storage type (as FlashAttention does) and accumulates P v with mma.
+// A thread holds, per 8-column block, rows g = lane/4 and g + 8 and columns 2t, 2t+1 (t = lane%4),
+// so a row's max and sum are reduced over the 4 lanes of a quad.
+// Causal tiles wholly above the diagonal, and keys past the entry's key length, are never loaded.
+// On tiles where a mask may block some of a warp's pairs, P v goes through pv_tile_may_block so
+// that a non-finite v at a blocked key (0 x NaN) never reaches the row.
+// Loads: 16-byte cp.async when `vec` (the host checked: D and Dv multiples of 8, unit column
+// stride, row strides multiples of 8 elements, 16-byte aligned bases), else element by element;
+// columns and rows outside the tensor are written as zeros (never left as garbage: 0 * NaN).
+// Flops: 4 * rows * keys * DMAX per (b, h) tile pair computed, of which D/DMAX is useful.
+namespace tc {
+
+constexpr int WARPS = 4;
+constexpr int BLOCK_M = 16 * WARPS;
+
+template <typename T>
+__device__ __forceinline__ uint16_t bits(T v) {
+    return *reinterpret_cast<const uint16_t*>(&v);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    return static_cast<uint32_t>(bits(seqk::from_float<T>(lo))) | (static_cast<uint32_t>(bits(seqk::from_float<T>(hi))) << 16);
+}
+
+__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
+    seqk::arch::mma_m16n8k16_f16(d, a, b, d);
+}
+
+__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+    seqk::arch::mma_m16n8k16_bf16(d, a, b, d);
+}
+
+__device__ __forceinline__ uint16_t raw(__half v) { return bits(v); }
+__device__ __forceinline__ uint16_t raw(__nv_bfloat16 v) { return bits(v); }
+__device__ __forceinline__ float raw(float v) { return v; }
+
+/** The exponent field, 1.0 and 128.0 (see nonfinite_sum) of a 16-bit storage type. */
+template <typename T>
+struct Bits16;
+template <>
+struct Bits16<__half> {
+    static constexpr uint32_t EXP = 0x7c00u, ONE = 0x3c00u, WEIGHTLESS = 0x5800u;  // 1.0, 128.0
+};
+template <>
+struct Bits16<__nv_bfloat16> {
+    static constexpr uint32_t EXP = 0x7f80u, ONE = 0x3f80u, WEIGHTLESS = 0x4300u;  // 1.0, 128.0
+};
+
+/**
+ * A pair of 16-bit v values as its finite part (non-finite halves 0) and two 0/1 indicators:
+ * +inf or NaN (up), -inf or NaN (down). Their products with the allowed matrix (entries 0, 1
+ * and 128) are exact counts, so no 0 x NaN can arise from them.
+ */
+template <typename T>
+__device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint32_t& up, uint32_t& down) {
+    fin = up = down = 0;
+    SEQK_UNROLL
+    for (int half = 0; half < 2; half++) {
+        uint32_t x = (w >> (16 * half)) & 0xffffu;
+        bool nonfinite = (x & Bits16<T>::EXP) == Bits16<T>::EXP;
+        bool nan = nonfinite && (x & 0x7fffu) != Bits16<T>::EXP;
+        bool negative = (x & 0x8000u) != 0;
+        fin |= (nonfinite ? 0u : x) << (16 * half);
+        up |= (nonfinite && (nan || !negative) ? Bits16<T>::ONE : 0u) << (16 * half);
+        down |= (nonfinite && (nan || negative) ? Bits16<T>::ONE : 0u) << (16 * half);
+    }
+}
+
+/**
+ * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
+ * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec`.
+ */
+template <typename T, typename R, int BN, int LD>
+__device__ void load_tile(R* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
+                          long long rows, int cols, bool vec) {
+    constexpr int PER_CHUNK = 16 / sizeof(T);
+    int chunks = (cols + 15) / 16 * (16 / PER_CHUNK);
+    for (int c = threadIdx.x; c < BN * chunks; c += blockDim.x) {
+        int r = c / chunks;
+        int e = (c % chunks) * PER_CHUNK;
+        R* d = dst + r * LD + e;
+        long long j = j0 + r;
+        if (j >= rows || e >= cols) {
+            for (int x = 0; x < PER_CHUNK; x++) {
+                d[x] = R(0);
+            }
+            continue;
+        }
+        const T* g = src + b * st[0] + kvh * st[1] + j * st[2] + e * st[3];
+        if (vec) {
+            seqk::arch::cp_async_16(d, g);
+        } else {
+            for (int x = 0; x < PER_CHUNK; x++) {
+                d[x] = e + x < cols ? raw(g[x * st[3]]) : R(0);
+            }
+        }
+    }
+}
+
+/**
+ * Scales and masks a warp's 16 x 8*NS score fragments (rows my_row, keys from j0), then updates
+ * the running max m, sum l and output o of the thread's two rows (the online softmax); leaves the
+ * unnormalized probabilities in sc. Blocked entries are -inf, never read out of bounds.
+ */
+/** Whether a length or causal mask blocks (row i, key j). */
+__device__ __forceinline__ bool outside(const AttnShape& s, long long i, long long j, long long k_valid, long long q_valid) {
+    return j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) || (s.causal == 2 && j > i + (k_valid - q_valid));
+}
+
+/** The explicit masks' sum at (row i, key j) of (b, h): -inf where one blocks. */
+__device__ __forceinline__ float bias_at(const AttnShape& s, long long b, long long h, long long i, long long j, const float* bias0,
+                                         const float* bias1) {
+    float add = 0.0f;
+    if (bias0) {
+        add += bias0[at(s.bias_stride[0], b, h, i, j)];
+    }
+    if (bias1) {
+        add += bias1[at(s.bias_stride[1], b, h, i, j)];
+    }
+    return add;
+}
+
+/** Whether row i may attend to key j: no mask blocks the pair. */
+__device__ __forceinline__ bool allowed(const AttnShape& s, long long b, long long h, long long i, long long j, long long k_valid,
+                                        long long q_valid, const float* bias0, const float* bias1) {
+    return !outside(s, i, j, k_valid, q_valid) && bias_at(s, b, h, i, j, bias0, bias1) != -INFINITY;
+}
+
+/**
+ * Whether a mask may block a pair (live row of the warp, key of the tile) while the tile's v is
+ * loaded: an explicit mask anywhere; the causal one where the tile reaches past the diagonal of
+ * the warp's first row (later rows see more keys). Rows past the query length are written as 0
+ * whatever their sums hold, and keys past the key length were loaded as zeros: neither counts.
+ */
+__device__ __forceinline__ bool tile_may_block(const AttnShape& s, long long warp_row0, long long j0, long long bn, long long k_valid,
+                                               long long q_valid, bool bias) {
+    if (bias) {
+        return true;
+    }
+    if (s.causal == 0 || warp_row0 >= q_valid) {
+        return false;
+    }
+    long long last_key = (j0 + bn < k_valid ? j0 + bn : k_valid) - 1;
+    return last_key > warp_row0 + (s.causal == 2 ? k_valid - q_valid : 0);
+}
+
+/**
+ * A column sum of P v over the allowed keys from its finite part (P v', v' = v with non-finite
+ * elements 0) and weighted counts of allowed keys whose v is +inf or NaN (up) and -inf or NaN
+ * (down): an allowed key weighs 1, or 128 where its P is +0 (an underflowed weight: 0 x inf is
+ * NaN, as on tiles no mask touches and in v1). At most 64 keys weigh 1 per tile, so a count of
+ * 128 or more means such a key. NaN, +inf or -inf as the sum over those keys is, else the finite part.
+ */
+__device__ __forceinline__ float nonfinite_sum(float fin, float up, float down) {
+    if (fin != fin || up >= 128.0f || down >= 128.0f || (up > 0.0f && down > 0.0f)) {
+        return NAN;
+    }
+    return up > 0.0f ? INFINITY : down > 0.0f ? -INFINITY : fin;
+}
+
+__device__ __forceinline__ bool finite4(const float (&a)[4]) {
+    return fabsf(a[0]) < INFINITY && fabsf(a[1]) < INFINITY && fabsf(a[2]) < INFINITY && fabsf(a[3]) < INFINITY;
+}
+
+template <int NS, int NO>
+__device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
+                                               const long long (&my_row)[2], long long j0, int t, long long b, long long h,
+                                               long long k_valid, long long q_valid, float scale, const float* bias0,
+                                               const float* bias1, const AttnShape& s) {
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        long long i = my_row[r];
+        float mx = -INFINITY;
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                long long j = j0 + n * 8 + 2 * t + e;
+                bool blocked = outside(s, i, j, k_valid, q_valid);
+                float add = blocked ? 0.0f : bias_at(s, b, h, i, j, bias0, bias1);
+                float x = blocked || add == -INFINITY ? -INFINITY : scale * sc[n][2 * r + e] + add;
+                sc[n][2 * r + e] = x;
+                mx = fmaxf(mx, x);
+            }
+        }
+        mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
+        // fmaxf drops a NaN score; the NaN still reaches l and o through its weight exp(NaN).
+        float m_new = fmaxf(m[r], mx);
+        float base = m_new == -INFINITY ? 0.0f : m_new;
+        float corr = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
+        if (m_new == INFINITY) {
+            // A score overflowed fp32: the +inf keys share the weight (softmax_weight). Rare, so a
+            // branch here rather than a select on every weight: scores become 0 at +inf and -inf
+            // elsewhere (NaN stays NaN), so the loop below gives weights 1 and 0, never exp(inf - inf).
+            base = 0.0f;
+            corr = m[r] == INFINITY ? 1.0f : 0.0f;
+            SEQK_UNROLL
+            for (int n = 0; n < NS; n++) {
+                SEQK_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    float x = sc[n][2 * r + e];
+                    sc[n][2 * r + e] = x == INFINITY ? 0.0f : x - INFINITY;
+                }
+            }
+        }
+        float sum = 0.0f;
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                float p = expf(sc[n][2 * r + e] - base);
+                sc[n][2 * r + e] = p;
+                sum += p;
+            }
+        }
+        l[r] = l[r] * corr + sum;
+        m[r] = m_new;
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            o[n][2 * r] *= corr;
+            o[n][2 * r + 1] *= corr;
+        }
+    }
+}
+
+/**
+ * The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf
+ * then). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must give NaN, and a masked
+ * row's o may hold 0 x NaN from a NaN v its tile loaded, which must not reach its zeros.
+ */
+template <typename T, int NO>
+__device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
+                                           int t, long long b, long long h, T* out, float* lse, const AttnShape& s) {
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 2);
+        long long i = my_row[r];
+        if (i >= s.q_len) {
+            continue;
+        }
+        bool dead = l[r] == 0.0f;
+        float inv = 1.0f / l[r];
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                int col = n * 8 + 2 * t + e;
+                if (col < s.value_dim) {
+                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(dead ? 0.0f : o[n][2 * r + e] * inv);
+                }
+            }
+        }
+        if (t == 0) {
+            lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : m[r] + logf(l[r]);
+        }
+    }
+}
+
+/** Where a block of the tensor-core forward works: its (b, h) and first query row, the entry's valid lengths, and the thread's place in its warp. */
+struct TileBlock {
+    long long b, h, kvh, row0, k_valid, q_valid;
+    int warp, lane, g, t;
+};
+
+__device__ __forceinline__ TileBlock tile_block(const AttnShape& s, const int* key_lengths, const int* query_lengths) {
+    TileBlock w;
+    long long q_tiles = (s.q_len + BLOCK_M - 1) / BLOCK_M;
+    long long bh = blockIdx.x / q_tiles;
+    w.b = bh / s.q_heads;
+    w.h = bh % s.q_heads;
+    w.kvh = w.h / (s.q_heads / s.kv_heads);
+    w.row0 = (blockIdx.x % q_tiles) * BLOCK_M;
+    w.k_valid = key_lengths ? key_lengths[w.b] : s.kv_len;
+    w.q_valid = query_lengths ? query_lengths[w.b] : s.q_len;
+    w.warp = threadIdx.x / 32;
+    w.lane = seqk::arch::lane_id();
+    w.g = w.lane / 4;
+    w.t = w.lane % 4;
+    return w;
+}
+
+/**
+ * Makes k and v tile `tile` ready in buffer tile % 2 of k_tiles / v_tiles, first starting the
+ * cp.async group of tile + 1 (if any) into the other buffer so it loads while this one is used.
+ * The caller started tile 0 and ends each tile with __syncthreads() before its buffer is reused.
+ */
+template <typename T, typename R, int BN, int LD>
+__device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
+                                             const AttnShape& s, const TileBlock& w, long long key_end, long long tile,
+                                             long long kv_tiles, bool vec) {
+    if (tile + 1 < kv_tiles) {
+        int next = static_cast<int>((tile + 1) % 2);
+        load_tile<T, R, BN, LD>(k_tiles[next], k, s.k_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD>(v_tiles[next], v, s.v_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.value_dim), vec);
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<1>();
+    } else {
+        seqk::arch::cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
+/** Starts the cp.async group of k and v tile 0 (when there is one) into buffer 0. */
+template <typename T, typename R, int BN, int LD>
+__device__ __forceinline__ void first_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
+                                              const AttnShape& s, const TileBlock& w, long long key_end, long long kv_tiles,
+                                              bool vec) {
+    if (kv_tiles > 0) {
+        load_tile<T, R, BN, LD>(k_tiles[0], k, s.k_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD>(v_tiles[0], v, s.v_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.value_dim), vec);
+        seqk::arch::cp_async_commit();
+    }
+}
+
+/** The last key a tile of query rows [row0, row0 + rows) may attend to, plus one (0: none). */
+__device__ __forceinline__ long long key_end_of(const AttnShape& s, long long row0, long long rows, long long k_valid,
+                                                long long q_valid) {
+    long long last_row = (row0 + rows < q_valid ? row0 + rows : q_valid) - 1;
+    if (last_row < row0) {
+        return 0;
+    }
+    long long key_end = k_valid;
+    if (s.causal == 1) {
+        key_end = key_end < last_row + 1 ? key_end : last_row + 1;
+    } else if (s.causal == 2) {
+        long long diag = last_row + (k_valid - q_valid) + 1;
+        key_end = key_end < diag ? key_end : diag;
+    }
+    return key_end > 0 ? key_end : 0;
+}
+
+/**
+ * o += P v for a tile where a mask may block some of the warp's (row, key) pairs. A blocked pair's
+ * P is 0, but 0 x NaN (or x inf) from its v must not reach the row: the reference never reads a
+ * blocked key. So each 8-column block's product goes to a fresh accumulator first, and joins o
+ * when the whole warp's is finite (the common case). Otherwise (a non-finite v, or a NaN score)
+ * the block is recomputed: P v' over the finite part of v, plus weighted counts of the allowed
+ * pairs whose v is non-finite (the allowed matrix: 0 blocked, 1 allowed, 128 allowed with P = +0;
+ * times 0/1 indicators), so the block gets NaN or +-inf as the sum over the allowed keys does
+ * (nonfinite_sum). Blocked pairs are told from allowed ones whose weight underflowed by marking
+ * P's fragment -0 there.
+ */
+template <typename T, int NO, int BN, int LD>
+__device__ __forceinline__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&pa)[BN / 16][4], const uint16_t* vt, int oblocks, int lane, int t,
+                                  const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
+                                  long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
+    unsigned redo = 0;  // warp-uniform: the 8-column blocks to recompute
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        if (n < oblocks) {
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 16; kk++) {
+                uint32_t vb[2];
+                seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                mma(acc, pa[kk], vb, T{});
+            }
+            if (seqk::arch::all(0xffffffffu, finite4(acc))) {
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    o[n][x] += acc[x];
+                }
+            } else {
+                redo |= 1u << n;
+            }
+        }
+    }
+    if (redo == 0) {
+        return;
+    }
+    // Fragment x of k-step kk holds rows my_row[x % 2], keys j0 + 16kk + 8(x / 2) + 2t + e (e = 0, 1 in its halves).
+    SEQK_UNROLL
+    for (int kk = 0; kk < BN / 16; kk++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                long long j = j0 + kk * 16 + (x / 2) * 8 + 2 * t + e;
+                if (!allowed(s, b, h, my_row[x % 2], j, k_valid, q_valid, bias0, bias1)) {
+                    pa[kk][x] = (pa[kk][x] & ~(0xffffu << (16 * e))) | (0x8000u << (16 * e));
+                }
+            }
+        }
+    }
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        if ((redo >> n) & 1u) {
+            float fin[4] = {0.0f, 0.0f, 0.0f, 0.0f}, up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, down[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 16; kk++) {
+                uint32_t vb[2], vf[2], vu[2], vd[2], allow[4];
+                seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                split_nonfinite<T>(vb[0], vf[0], vu[0], vd[0]);
+                split_nonfinite<T>(vb[1], vf[1], vu[1], vd[1]);
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    uint32_t lo = pa[kk][x] & 0xffffu, hi = pa[kk][x] >> 16;
+                    lo = lo == 0x8000u ? 0u : lo == 0u ? Bits16<T>::WEIGHTLESS : Bits16<T>::ONE;
+                    hi = hi == 0x8000u ? 0u : hi == 0u ? Bits16<T>::WEIGHTLESS : Bits16<T>::ONE;
+                    allow[x] = lo | (hi << 16);
+                }
+                mma(fin, pa[kk], vf, T{});
+                mma(up, allow, vu, T{});
+                mma(down, allow, vd, T{});
+            }
+            SEQK_UNROLL
+            for (int x = 0; x < 4; x++) {
+                o[n][x] += nonfinite_sum(fin[x], up[x], down[x]);
+            }
+        }
+    }
+}
+
+template <typename T, int DMAX, int BN>
+__device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* lse, const int* key_lengths,
+                            const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
+    static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
+    constexpr int LD = DMAX + 8;
+    constexpr int KS = DMAX / 16;  // k-steps of q k^T
+    constexpr int NS = BN / 8;     // 8-key column blocks of S
+    constexpr int NO = DMAX / 8;   // 8-column blocks of the output
+    SEQK_DYNAMIC_SHARED(uint16_t, smem);
+    uint16_t* const k_tile[2] = {smem, smem + BN * LD};
+    uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+
+    const TileBlock blk = tile_block(s, key_lengths, query_lengths);
+    const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const int warp = blk.warp, lane = blk.lane, g = blk.g, t = blk.t;
+    const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
+
+    // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
+    long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
+    long long kv_tiles = (key_end + BN - 1) / BN;
+
+    // This warp's q rows as A fragments (zeros past the row count and the head dimension).
+    long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
+    uint32_t qa[KS][4];
+    SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            long long i = my_row[x % 2];
+            int col = ks * 16 + (x / 2) * 8 + 2 * t;
+            uint32_t lo = 0, hi = 0;
+            if (i < s.q_len && col < d) {
+                lo = bits(q[at(s.q_stride, b, h, i, col)]);
+            }
+            if (i < s.q_len && col + 1 < d) {
+                hi = bits(q[at(s.q_stride, b, h, i, col + 1)]);
+            }
+            qa[ks][x] = lo | (hi << 16);
+        }
+    }
+
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.0f, 0.0f};
+    float o[NO][4];
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    int ksteps = (d + 15) / 16;
+    int oblocks = (dv + 7) / 8;
+
+    first_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+    for (long long tile = 0; tile < kv_tiles; tile++) {
+        int buf = static_cast<int>(tile % 2);
+        next_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        const uint16_t* kt = k_tile[buf];
+        const uint16_t* vt = v_tile[buf];
+        long long j0 = tile * BN;
+
+        float sc[NS][4];
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        }
+        SEQK_UNROLL
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksteps) {
+                SEQK_UNROLL
+                for (int n = 0; n < NS; n += 2) {
+                    // Matrices: keys 8n.. at columns 16ks and 16ks+8, then keys 8(n+1).. at both.
+                    int key = n * 8 + (lane / 16) * 8 + lane % 8;
+                    int col = ks * 16 + ((lane / 8) % 2) * 8;
+                    uint32_t kb[4];
+                    seqk::arch::ldmatrix_x4(kb, kt + key * LD + col);
+                    mma(sc[n], qa[ks], kb, T{});
+                    mma(sc[n + 1], qa[ks], kb + 2, T{});
+                }
+            }
+        }
+
+        online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+
+        // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
+        uint32_t pa[BN / 16][4];
+        SEQK_UNROLL
+        for (int kk = 0; kk < BN / 16; kk++) {
+            pa[kk][0] = pack<T>(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[kk][1] = pack<T>(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[kk][2] = pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[kk][3] = pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+        }
+        if (tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
+            pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
+        } else {
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 16; kk++) {
+                SEQK_UNROLL
+                for (int n = 0; n < NO; n++) {
+                    if (n < oblocks) {
+                        uint32_t vb[2];
+                        seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                        mma(o[n], pa[kk], vb, T{});
+                    }
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with this buffer before the next load refills it
+    }
+
+    write_rows<T, NO>(o, m, l, my_row, t, b, h, out, lse, s);
+}
+
+// TF32 forward for F32 storage (the opt-in precision mode): the tensor-core kernel's tiling with
+// mma.m16n8k8.tf32. k and v tiles are fp32 in shared memory ([BN][DMAX + 4]: the +4 puts the 8
+// rows a B fragment reads on distinct banks); operands are rounded with to_tf32 as they are
+// loaded into fragments. The tf32 A layout (rows g / g+8, columns t / t+4) differs from the C
+// layout the scores come in, so each warp writes P to its own 16 x (BN + 4) shared rows and reads
+// the A fragments back (a warp-local exchange; __syncwarp orders it).
+/**
+ * A float v as a TF32 operand of its finite part and 0/1 indicators as split_nonfinite. Judged
+ * after rounding: TF32 rounds |v| near FLT_MAX up to infinity, which the fast path multiplies as such.
+ */
+__device__ __forceinline__ void split_nonfinite_tf32(float v, uint32_t& fin, uint32_t& up, uint32_t& down) {
+    constexpr uint32_t ONE = 0x3f800000u;
+    uint32_t rounded = seqk::arch::to_tf32(v);
+    bool nonfinite = (rounded & 0x7f800000u) == 0x7f800000u;
+    fin = nonfinite ? 0u : rounded;
+    up = nonfinite && !(v < 0.0f) ? ONE : 0u;
+    down = nonfinite && !(v > 0.0f) ? ONE : 0u;
+}
+
+/** One thread's four sums of an 8-column block of P v (its C fragment). */
+struct ColumnSums {
+    float v[4];
+};
+
+/**
+ * pv_tf32_tile_may_block's recompute of one 8-column block (v columns from vt_block), from the
+ * warp's marked P rows: P v' and the weighted counts, combined by nonfinite_sum.
+ */
+__device__ __forceinline__ ColumnSums recompute_tf32_block(const float* p_rows, const float* vt_block, int g, int t, int ld, int pld,
+                                                        int ksteps) {
+    float fin[4] = {0.0f, 0.0f, 0.0f, 0.0f}, up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, down[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int kk = 0; kk < ksteps; kk++) {
+        float p[4] = {p_rows[g * pld + kk * 8 + t], p_rows[(g + 8) * pld + kk * 8 + t], p_rows[g * pld + kk * 8 + t + 4],
+                      p_rows[(g + 8) * pld + kk * 8 + t + 4]};
+        uint32_t pa[4], allow[4];
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            pa[x] = seqk::arch::to_tf32(p[x]);
+            bool blocked = p[x] == 0.0f && copysignf(1.0f, p[x]) < 0.0f;
+            allow[x] = blocked ? 0u : p[x] == 0.0f ? 0x43000000u : 0x3f800000u;  // 0, 128 (+0: weightless), 1
+        }
+        uint32_t vf[2], vu[2], vd[2];
+        split_nonfinite_tf32(vt_block[(kk * 8 + t) * ld + g], vf[0], vu[0], vd[0]);
+        split_nonfinite_tf32(vt_block[(kk * 8 + t + 4) * ld + g], vf[1], vu[1], vd[1]);
+        seqk::arch::mma_m16n8k8_tf32(fin, pa, vf, fin);
+        seqk::arch::mma_m16n8k8_tf32(up, allow, vu, up);
+        seqk::arch::mma_m16n8k8_tf32(down, allow, vd, down);
+    }
+    ColumnSums sums;
+    SEQK_UNROLL
+    for (int x = 0; x < 4; x++) {
+        sums.v[x] = nonfinite_sum(fin[x], up[x], down[x]);
+    }
+    return sums;
+}
+
+/**
+ * pv_tile_may_block for the TF32 kernel: P comes from the warp's shared rows (p_rows, [16][PLD]),
+ * where the blocked pairs are marked -0 before the recompute; each lane marks the entries it wrote.
+ */
+template <int NO, int BN, int LD, int PLD>
+__device__ __forceinline__ void pv_tf32_tile_may_block(float (&o)[NO][4], float* p_rows, const float* vt, int oblocks, int g, int t,
+                                       const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
+                                       long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
+    // Rolled over n (the tile keeps nearly every register for o and q): each block's product
+    // reaches o through a static dispatch over m, and a block to recompute is recomputed in place.
+    bool marked = false;  // warp-uniform: whether the blocked pairs of p_rows are marked -0 yet
+    SEQK_NO_UNROLL
+    for (int n = 0; n < oblocks; n++) {
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        SEQK_UNROLL
+        for (int kk = 0; kk < BN / 8; kk++) {
+            uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]), seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
+                              seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
+                              seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+            uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
+                              seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
+            seqk::arch::mma_m16n8k8_tf32(acc, pa, vb, acc);
+        }
+        if (!seqk::arch::all(0xffffffffu, finite4(acc))) {
+            if (!marked) {
+                seqk::arch::syncwarp(0xffffffffu);  // every lane has read the P rows before they are marked
+                SEQK_UNROLL
+                for (int nn = 0; nn < BN / 8; nn++) {
+                    SEQK_UNROLL
+                    for (int r = 0; r < 2; r++) {
+                        SEQK_UNROLL
+                        for (int e = 0; e < 2; e++) {
+                            if (!allowed(s, b, h, my_row[r], j0 + nn * 8 + 2 * t + e, k_valid, q_valid, bias0, bias1)) {
+                                p_rows[(g + 8 * r) * PLD + nn * 8 + 2 * t + e] = -0.0f;
+                            }
+                        }
+                    }
+                }
+                seqk::arch::syncwarp(0xffffffffu);
+                marked = true;
+            }
+            ColumnSums sums = recompute_tf32_block(p_rows, vt + n * 8, g, t, LD, PLD, BN / 8);
+            SEQK_UNROLL
+            for (int x = 0; x < 4; x++) {
+                acc[x] = sums.v[x];
+            }
+        }
+        SEQK_UNROLL
+        for (int m = 0; m < NO; m++) {
+            if (m == n) {
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    o[m][x] += acc[x];
+                }
+            }
+        }
+    }
+}
+
+template <int DMAX, int BN>
+__device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, float* out, float* lse, const int* key_lengths,
+                              const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
+    static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
+    constexpr int LD = DMAX + 4;
+    constexpr int PLD = BN + 4;
+    constexpr int KS = DMAX / 8;  // k-steps of q k^T
+    constexpr int NS = BN / 8;    // 8-key column blocks of S
+    constexpr int NO = DMAX / 8;  // 8-column blocks of the output
+    SEQK_DYNAMIC_SHARED(float, smem);
+    float* const k_tile[2] = {smem, smem + BN * LD};
+    float* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+
+    const TileBlock blk = tile_block(s, key_lengths, query_lengths);
+    const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const int warp = blk.warp, g = blk.g, t = blk.t;
+    const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
+    float* p_rows = smem + 4 * BN * LD + warp * 16 * PLD;
+
+    long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
+    long long kv_tiles = (key_end + BN - 1) / BN;
+
+    long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
+    uint32_t qa[KS][4];
+    SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            long long i = my_row[x % 2];
+            int col = ks * 8 + t + (x / 2) * 4;
+            qa[ks][x] = seqk::arch::to_tf32(i < s.q_len && col < d ? q[at(s.q_stride, b, h, i, col)] : 0.0f);
+        }
+    }
+
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.0f, 0.0f};
+    float o[NO][4];
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    int ksteps = (d + 7) / 8;
+    int oblocks = (dv + 7) / 8;
+
+    first_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+    for (long long tile = 0; tile < kv_tiles; tile++) {
+        int buf = static_cast<int>(tile % 2);
+        next_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        const float* kt = k_tile[buf];
+        const float* vt = v_tile[buf];
+        long long j0 = tile * BN;
+
+        float sc[NS][4];
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        }
+        SEQK_UNROLL
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksteps) {
+                SEQK_UNROLL
+                for (int n = 0; n < NS; n++) {
+                    uint32_t kb[2] = {seqk::arch::to_tf32(kt[(n * 8 + g) * LD + ks * 8 + t]),
+                                      seqk::arch::to_tf32(kt[(n * 8 + g) * LD + ks * 8 + t + 4])};
+                    seqk::arch::mma_m16n8k8_tf32(sc[n], qa[ks], kb, sc[n]);
+                }
+            }
+        }
+
+        online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                p_rows[g * PLD + n * 8 + 2 * t + e] = sc[n][e];
+                p_rows[(g + 8) * PLD + n * 8 + 2 * t + e] = sc[n][2 + e];
+            }
+        }
+        seqk::arch::syncwarp(0xffffffffu);
+        if (tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
+            pv_tf32_tile_may_block<NO, BN, LD, PLD>(o, p_rows, vt, oblocks, g, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
+        } else {
+            SEQK_UNROLL
+            for (int kk = 0; kk < BN / 8; kk++) {
+                uint32_t pa[4] = {seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t]),
+                                  seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t]),
+                                  seqk::arch::to_tf32(p_rows[g * PLD + kk * 8 + t + 4]),
+                                  seqk::arch::to_tf32(p_rows[(g + 8) * PLD + kk * 8 + t + 4])};
+                SEQK_UNROLL
+                for (int n = 0; n < NO; n++) {
+                    if (n < oblocks) {
+                        uint32_t vb[2] = {seqk::arch::to_tf32(vt[(kk * 8 + t) * LD + n * 8 + g]),
+                                          seqk::arch::to_tf32(vt[(kk * 8 + t + 4) * LD + n * 8 + g])};
+                        seqk::arch::mma_m16n8k8_tf32(o[n], pa, vb, o[n]);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with this buffer, and each lane with its P rows, before they are refilled
+    }
+
+    write_rows<float, NO>(o, m, l, my_row, t, b, h, out, lse, s);
+}
+
+}  // namespace tc
+
+}  // namespace
