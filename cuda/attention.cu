@@ -54,14 +54,27 @@ SEQK_ATTENTION_SPLIT(f32, float);
 SEQK_ATTENTION_SPLIT(f16, __half);
 SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
 
+// Two instances each (tc::TcInstance): attn_fwd_tcDMAX_T (every option at run time) and
+// attn_fwd_tcDMAX_nobias_T (no explicit mask, 16-byte rows: the host launches it only so; it
+// ignores `vec`). Same arguments, so the host picks by name.
 #define SEQK_ATTENTION_TC(suffix, T, DMAX, BN)                                                                           \
     extern "C" __global__ void attn_fwd_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, T* out, float* lse,    \
                                                            const int* key_lengths, const int* query_lengths,            \
                                                            const float* bias0, const float* bias1, AttnShape shape,     \
                                                            int vec) {                                                   \
-        tc::attn_fwd_tc<T, DMAX, BN>(q, k, v, out, lse, key_lengths, query_lengths, bias0, bias1, shape, vec != 0);     \
+        tc::attn_fwd_tc<T, DMAX, BN, tc::TcInstance::GENERAL>(q, k, v, out, lse, key_lengths, query_lengths, bias0,     \
+                                                              bias1, shape, vec != 0);                                   \
     }                                                                                                                    \
-    SEQK_KERNEL(attn_fwd_tc##DMAX##_##suffix)
+    SEQK_KERNEL(attn_fwd_tc##DMAX##_##suffix);                                                                           \
+    extern "C" __global__ void attn_fwd_tc##DMAX##_nobias_##suffix(const T* q, const T* k, const T* v, T* out,         \
+                                                                  float* lse, const int* key_lengths,                   \
+                                                                  const int* query_lengths, const float* bias0,         \
+                                                                  const float* bias1, AttnShape shape, int vec) {       \
+        (void) vec;                                                                                                      \
+        tc::attn_fwd_tc<T, DMAX, BN, tc::TcInstance::NO_BIAS>(q, k, v, out, lse, key_lengths, query_lengths, bias0,     \
+                                                              bias1, shape, true);                                       \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_tc##DMAX##_nobias_##suffix)
 
 #define SEQK_ATTENTION_TF32(DMAX, BN)                                                                                  \
     extern "C" __global__ void attn_fwd_tf32x##DMAX##_f32(const float* q, const float* k, const float* v, float* out,  \

@@ -218,6 +218,24 @@ extern "C" __global__ void selftest_cp_async_ldmatrix_mma_f16(const uint16_t* A,
 }
 SEQK_KERNEL(selftest_cp_async_ldmatrix_mma_f16);
 
+// One warp: a 16x16 b16 matrix M (row-major, 512 bytes) into shared memory, then ldmatrix.x4.trans
+// with lane l passing row l % 16 at column 8 (l / 16): matrices 0, 1 are M's left columns (rows
+// 0-7, 8-15), 2, 3 its right ones. out[l * 4 + j] is lane l's register j.
+extern "C" __global__ void selftest_ldmatrix_x4_trans(const uint16_t* M, uint32_t* out) {
+    SEQK_SHARED_ARRAY(uint16_t, sM, 16 * 16);
+    unsigned lane = seqk::arch::lane_id();
+    for (int i = 0; i < 8; i++) {
+        sM[lane * 8 + i] = M[lane * 8 + i];
+    }
+    seqk::arch::syncwarp(0xffffffffu);
+    uint32_t r[4];
+    seqk::arch::ldmatrix_x4_trans(r, sM + (lane % 16) * 16 + (lane / 16) * 8);
+    for (int j = 0; j < 4; j++) {
+        out[lane * 4 + j] = r[j];
+    }
+}
+SEQK_KERNEL(selftest_ldmatrix_x4_trans);
+
 // Bug: reads shared memory filled by cp.async without waiting for it. One warp; dynamic shared
 // memory of 32 * 4 floats. The emulator reports the read (and, with the checks off, it reads poison).
 extern "C" __global__ void selftest_cp_async_missing_wait(const float* in, float* out) {

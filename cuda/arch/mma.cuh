@@ -94,6 +94,20 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], const void* sha
 #endif
 }
 
+/**
+ * Four 8x8 b16 matrices, transposed: lanes 8j..8j+7 pass matrix j's row addresses. Two k-steps'
+ * worth of a 16x16 tile's B fragments (columns n and n + 8) in one instruction.
+ */
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* shared_row) {
+#if __CUDA_ARCH__ >= 800
+    unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(shared_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+#else
+    asm volatile("trap;");
+#endif
+}
+
 }  // namespace arch
 }  // namespace seqk
 #endif

@@ -16,13 +16,20 @@ namespace {
 // output accumulator. The block walks the key/value rows in tiles of BN: k and v tiles go to
 // shared memory ([BN][DMAX + 8] 16-bit, the +8 keeps ldmatrix rows on distinct banks), double
 // buffered so the cp.async of tile t+1 overlaps the math of tile t. Per tile a warp computes
-// S = q k^T with mma.m16n8k16 (fp32), applies scale and masks in registers, updates the online
-// softmax, rounds P to the storage type (as FlashAttention does) and accumulates P v with mma.
+// S = q k^T with mma.m16n8k16 (fp32; k through ldmatrix.x4), scales (and on masked tiles masks)
+// in registers in the log2 domain, updates the online softmax with exp2, rounds P to the storage
+// type (as FlashAttention does) and accumulates P v with mma (v through ldmatrix.x4.trans, two
+// 8-column blocks per instruction).
 // A thread holds, per 8-column block, rows g = lane/4 and g + 8 and columns 2t, 2t+1 (t = lane%4),
 // so a row's max and sum are reduced over the 4 lanes of a quad.
 // Causal tiles wholly above the diagonal, and keys past the entry's key length, are never loaded.
-// On tiles where a mask may block some of a warp's pairs, P v goes through pv_tile_may_block so
-// that a non-finite v at a blocked key (0 x NaN) never reaches the row.
+// Masking only where needed (FlashAttention-2): the leading tiles that no mask touches for any row
+// of the block (before the key length and the first row's causal diagonal; none with an explicit
+// mask) run a loop without mask code; the rest run the masked loop, where on tiles a mask may
+// block some of a warp's pairs P v goes through pv_tile_may_block so that a non-finite v at a
+// blocked key (0 x NaN) never reaches the row. Rows past the query length are dead when written.
+// Instances (TcInstance): GENERAL takes every option at run time; NO_BIAS has no explicit mask and
+// only 16-byte loads, so its masked loop holds only the length and causal tests.
 // Loads: 16-byte cp.async when `vec` (the host checked: D and Dv multiples of 8, unit column
 // stride, row strides multiples of 8 elements, 16-byte aligned bases), else element by element;
 // columns and rows outside the tensor are written as zeros (never left as garbage: 0 * NaN).
@@ -88,11 +95,12 @@ __device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint3
 
 /**
  * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
- * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec`.
+ * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec` (always when
+ * VEC: an instance that the host launches only with 16-byte rows has no element path).
  */
-template <typename T, typename R, int BN, int LD>
-__device__ void load_tile(R* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
-                          long long rows, int cols, bool vec) {
+template <typename T, typename R, int BN, int LD, bool VEC>
+__device__ __forceinline__ void load_tile(R* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
+                                          long long rows, int cols, bool vec) {
     constexpr int PER_CHUNK = 16 / sizeof(T);
     int chunks = (cols + 15) / 16 * (16 / PER_CHUNK);
     for (int c = threadIdx.x; c < BN * chunks; c += blockDim.x) {
@@ -107,7 +115,7 @@ __device__ void load_tile(R* dst, const T* src, const long long* st, long long b
             continue;
         }
         const T* g = src + b * st[0] + kvh * st[1] + j * st[2] + e * st[3];
-        if (vec) {
+        if (VEC || vec) {
             seqk::arch::cp_async_16(d, g);
         } else {
             for (int x = 0; x < PER_CHUNK; x++) {
@@ -117,11 +125,6 @@ __device__ void load_tile(R* dst, const T* src, const long long* st, long long b
     }
 }
 
-/**
- * Scales and masks a warp's 16 x 8*NS score fragments (rows my_row, keys from j0), then updates
- * the running max m, sum l and output o of the thread's two rows (the online softmax); leaves the
- * unnormalized probabilities in sc. Blocked entries are -inf, never read out of bounds.
- */
 /** Whether a length or causal mask blocks (row i, key j). */
 __device__ __forceinline__ bool outside(const AttnShape& s, long long i, long long j, long long k_valid, long long q_valid) {
     return j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) || (s.causal == 2 && j > i + (k_valid - q_valid));
@@ -182,10 +185,22 @@ __device__ __forceinline__ bool finite4(const float (&a)[4]) {
     return fabsf(a[0]) < INFINITY && fabsf(a[1]) < INFINITY && fabsf(a[2]) < INFINITY && fabsf(a[3]) < INFINITY;
 }
 
-template <int NS, int NO>
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr float LN2 = 0.6931471805599453f;
+
+/**
+ * Scales (and, when MASK, masks) a warp's 16 x 8*NS score fragments (rows my_row, keys from j0),
+ * then updates the running max m, sum l and output o of the thread's two rows (the online
+ * softmax); leaves the unnormalized probabilities in sc. Scores live in the log2 domain,
+ * y = (scale * s + bias) * log2(e), so a weight is exp2(y - m): on a tile no mask touches, one
+ * multiply by scale_log2e per score (FlashAttention-2's). MASK: the tile straddles a key length,
+ * the causal diagonal or has an explicit mask: blocked entries are -inf, never read out of bounds.
+ * Without MASK every pair of the tile is allowed for every row that will be written.
+ */
+template <int NS, int NO, bool MASK>
 __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
                                                const long long (&my_row)[2], long long j0, int t, long long b, long long h,
-                                               long long k_valid, long long q_valid, float scale, const float* bias0,
+                                               long long k_valid, long long q_valid, float scale_log2e, const float* bias0,
                                                const float* bias1, const AttnShape& s) {
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
@@ -195,10 +210,15 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
         for (int n = 0; n < NS; n++) {
             SEQK_UNROLL
             for (int e = 0; e < 2; e++) {
-                long long j = j0 + n * 8 + 2 * t + e;
-                bool blocked = outside(s, i, j, k_valid, q_valid);
-                float add = blocked ? 0.0f : bias_at(s, b, h, i, j, bias0, bias1);
-                float x = blocked || add == -INFINITY ? -INFINITY : scale * sc[n][2 * r + e] + add;
+                float x;
+                if (MASK) {
+                    long long j = j0 + n * 8 + 2 * t + e;
+                    bool blocked = outside(s, i, j, k_valid, q_valid);
+                    float add = blocked ? 0.0f : bias_at(s, b, h, i, j, bias0, bias1);
+                    x = blocked || add == -INFINITY ? -INFINITY : fmaf(sc[n][2 * r + e], scale_log2e, add * LOG2E);
+                } else {
+                    x = sc[n][2 * r + e] * scale_log2e;
+                }
                 sc[n][2 * r + e] = x;
                 mx = fmaxf(mx, x);
             }
@@ -208,7 +228,7 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
         // fmaxf drops a NaN score; the NaN still reaches l and o through its weight exp(NaN).
         float m_new = fmaxf(m[r], mx);
         float base = m_new == -INFINITY ? 0.0f : m_new;
-        float corr = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
+        float corr = m_new == -INFINITY ? 1.0f : exp2f(m[r] - m_new);
         if (m_new == INFINITY) {
             // A score overflowed fp32: the +inf keys share the weight (softmax_weight). Rare, so a
             // branch here rather than a select on every weight: scores become 0 at +inf and -inf
@@ -229,7 +249,7 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
         for (int n = 0; n < NS; n++) {
             SEQK_UNROLL
             for (int e = 0; e < 2; e++) {
-                float p = expf(sc[n][2 * r + e] - base);
+                float p = exp2f(sc[n][2 * r + e] - base);
                 sc[n][2 * r + e] = p;
                 sum += p;
             }
@@ -246,12 +266,15 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
 
 /**
  * The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf
- * then). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must give NaN, and a masked
- * row's o may hold 0 x NaN from a NaN v its tile loaded, which must not reach its zeros.
+ * then; m is in the log2 domain). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must
+ * give NaN, and a masked row's o may hold 0 x NaN from a NaN v its tile loaded, which must not
+ * reach its zeros. Rows past the entry's query length have no allowed key: tiles without masks
+ * summed their scores anyway, so they are told by their index.
  */
 template <typename T, int NO>
 __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
-                                           int t, long long b, long long h, T* out, float* lse, const AttnShape& s) {
+                                           int t, long long b, long long h, long long q_valid, T* out, float* lse,
+                                           const AttnShape& s) {
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
         l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
@@ -260,7 +283,7 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
         if (i >= s.q_len) {
             continue;
         }
-        bool dead = l[r] == 0.0f;
+        bool dead = l[r] == 0.0f || i >= q_valid;
         float inv = 1.0f / l[r];
         SEQK_UNROLL
         for (int n = 0; n < NO; n++) {
@@ -273,7 +296,7 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
             }
         }
         if (t == 0) {
-            lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : m[r] + logf(l[r]);
+            lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : fmaf(m[r], LN2, logf(l[r]));
         }
     }
 }
@@ -306,14 +329,14 @@ __device__ __forceinline__ TileBlock tile_block(const AttnShape& s, const int* k
  * cp.async group of tile + 1 (if any) into the other buffer so it loads while this one is used.
  * The caller started tile 0 and ends each tile with __syncthreads() before its buffer is reused.
  */
-template <typename T, typename R, int BN, int LD>
+template <typename T, typename R, int BN, int LD, bool VEC>
 __device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
                                              const AttnShape& s, const TileBlock& w, long long key_end, long long tile,
                                              long long kv_tiles, bool vec) {
     if (tile + 1 < kv_tiles) {
         int next = static_cast<int>((tile + 1) % 2);
-        load_tile<T, R, BN, LD>(k_tiles[next], k, s.k_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.head_dim), vec);
-        load_tile<T, R, BN, LD>(v_tiles[next], v, s.v_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.value_dim), vec);
+        load_tile<T, R, BN, LD, VEC>(k_tiles[next], k, s.k_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD, VEC>(v_tiles[next], v, s.v_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.value_dim), vec);
         seqk::arch::cp_async_commit();
         seqk::arch::cp_async_wait<1>();
     } else {
@@ -323,13 +346,13 @@ __device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&
 }
 
 /** Starts the cp.async group of k and v tile 0 (when there is one) into buffer 0. */
-template <typename T, typename R, int BN, int LD>
+template <typename T, typename R, int BN, int LD, bool VEC>
 __device__ __forceinline__ void first_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
                                               const AttnShape& s, const TileBlock& w, long long key_end, long long kv_tiles,
                                               bool vec) {
     if (kv_tiles > 0) {
-        load_tile<T, R, BN, LD>(k_tiles[0], k, s.k_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.head_dim), vec);
-        load_tile<T, R, BN, LD>(v_tiles[0], v, s.v_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.value_dim), vec);
+        load_tile<T, R, BN, LD, VEC>(k_tiles[0], k, s.k_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD, VEC>(v_tiles[0], v, s.v_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.value_dim), vec);
         seqk::arch::cp_async_commit();
     }
 }
@@ -433,7 +456,20 @@ __device__ __forceinline__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&
     }
 }
 
-template <typename T, int DMAX, int BN>
+/** Marks a tile step's kind at compile time (the generic lambda below takes it as its argument). */
+template <bool B>
+struct Masked {
+    static constexpr bool value = B;
+};
+
+/**
+ * The two instances of the 16-bit tensor-core forward. GENERAL: every option at run time
+ * (explicit masks, causal, lengths, 16-byte or element loads). NO_BIAS: no explicit mask and
+ * 16-byte rows, which the host guarantees when it picks it; causal and lengths at run time.
+ */
+enum class TcInstance { GENERAL, NO_BIAS };
+
+template <typename T, int DMAX, int BN, TcInstance I>
 __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* lse, const int* key_lengths,
                             const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
     static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
@@ -441,6 +477,10 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     constexpr int KS = DMAX / 16;  // k-steps of q k^T
     constexpr int NS = BN / 8;     // 8-key column blocks of S
     constexpr int NO = DMAX / 8;   // 8-column blocks of the output
+    constexpr bool VEC = I == TcInstance::NO_BIAS;
+    if (I == TcInstance::NO_BIAS) {
+        bias0 = bias1 = nullptr;  // constant from here on: the bias code folds away
+    }
     SEQK_DYNAMIC_SHARED(uint16_t, smem);
     uint16_t* const k_tile[2] = {smem, smem + BN * LD};
     uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
@@ -449,11 +489,25 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
     const int warp = blk.warp, lane = blk.lane, g = blk.g, t = blk.t;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
-    const float scale = static_cast<float>(s.scale);
+    const float scale_log2e = static_cast<float>(s.scale) * LOG2E;
 
     // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
     long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
     long long kv_tiles = (key_end + BN - 1) / BN;
+    // The leading tiles no mask touches for any row of the block (FlashAttention-2 masks only the
+    // tiles that straddle a boundary): before the key length and, causal, at or before the
+    // diagonal of the block's first row; none with an explicit mask. Rows past the query length
+    // are told apart when written.
+    long long unmasked_tiles = 0;
+    if (bias0 == nullptr && bias1 == nullptr) {
+        long long limit = k_valid;
+        if (s.causal != 0) {
+            long long diag = blk.row0 + (s.causal == 2 ? k_valid - q_valid : 0) + 1;
+            limit = limit < diag ? limit : diag;
+        }
+        unmasked_tiles = limit > 0 ? limit / BN : 0;
+        unmasked_tiles = unmasked_tiles < kv_tiles ? unmasked_tiles : kv_tiles;
+    }
 
     // This warp's q rows as A fragments (zeros past the row count and the head dimension).
     long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
@@ -485,10 +539,12 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     int ksteps = (d + 15) / 16;
     int oblocks = (dv + 7) / 8;
 
-    first_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
-    for (long long tile = 0; tile < kv_tiles; tile++) {
+    long long tile = 0;
+    // One key tile: S = q k^T, the online softmax (masked or not), o += P v.
+    auto step = [&](auto masked) {
+        constexpr bool MASK = decltype(masked)::value;
         int buf = static_cast<int>(tile % 2);
-        next_kv_tile<T, uint16_t, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        next_kv_tile<T, uint16_t, BN, LD, VEC>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
         const uint16_t* kt = k_tile[buf];
         const uint16_t* vt = v_tile[buf];
         long long j0 = tile * BN;
@@ -514,7 +570,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
             }
         }
 
-        online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+        online_softmax<NS, NO, MASK>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale_log2e, bias0, bias1, s);
 
         // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
         uint32_t pa[BN / 16][4];
@@ -525,25 +581,37 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
             pa[kk][2] = pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
             pa[kk][3] = pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
         }
-        if (tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
+        if (MASK && tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
             pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
         } else {
             SEQK_UNROLL
             for (int kk = 0; kk < BN / 16; kk++) {
                 SEQK_UNROLL
-                for (int n = 0; n < NO; n++) {
+                for (int n = 0; n < NO; n += 2) {
+                    // Lanes 0-15: keys 16kk.. at columns 8n (v block n); lanes 16-31: at columns 8(n+1).
+                    // With an odd block count the last pair's second block lies in the zeros
+                    // load_tile writes up to a multiple of 16 columns, and is never written out.
                     if (n < oblocks) {
-                        uint32_t vb[2];
-                        seqk::arch::ldmatrix_x2_trans(vb, vt + (kk * 16 + lane % 16) * LD + n * 8);
+                        uint32_t vb[4];
+                        seqk::arch::ldmatrix_x4_trans(vb, vt + (kk * 16 + lane % 16) * LD + (n + lane / 16) * 8);
                         mma(o[n], pa[kk], vb, T{});
+                        mma(o[n + 1], pa[kk], vb + 2, T{});
                     }
                 }
             }
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it
+    };
+
+    first_kv_tile<T, uint16_t, BN, LD, VEC>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+    for (; tile < unmasked_tiles; tile++) {
+        step(Masked<false>{});
+    }
+    for (; tile < kv_tiles; tile++) {
+        step(Masked<true>{});
     }
 
-    write_rows<T, NO>(o, m, l, my_row, t, b, h, out, lse, s);
+    write_rows<T, NO>(o, m, l, my_row, t, b, h, q_valid, out, lse, s);
 }
 
 // TF32 forward for F32 storage (the opt-in precision mode): the tensor-core kernel's tiling with
@@ -678,7 +746,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
     const int warp = blk.warp, g = blk.g, t = blk.t;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
-    const float scale = static_cast<float>(s.scale);
+    const float scale_log2e = static_cast<float>(s.scale) * LOG2E;
     float* p_rows = smem + 4 * BN * LD + warp * 16 * PLD;
 
     long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
@@ -706,10 +774,10 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     int ksteps = (d + 7) / 8;
     int oblocks = (dv + 7) / 8;
 
-    first_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+    first_kv_tile<float, float, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
-        next_kv_tile<float, float, BN, LD>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        next_kv_tile<float, float, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
         const float* kt = k_tile[buf];
         const float* vt = v_tile[buf];
         long long j0 = tile * BN;
@@ -731,7 +799,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
             }
         }
 
-        online_softmax<NS, NO>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+        online_softmax<NS, NO, true>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale_log2e, bias0, bias1, s);
 
         SEQK_UNROLL
         for (int n = 0; n < NS; n++) {
@@ -764,7 +832,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
         __syncthreads();  // every warp is done with this buffer, and each lane with its P rows, before they are refilled
     }
 
-    write_rows<float, NO>(o, m, l, my_row, t, b, h, out, lse, s);
+    write_rows<float, NO>(o, m, l, my_row, t, b, h, q_valid, out, lse, s);
 }
 
 }  // namespace tc

@@ -150,5 +150,9 @@ __device__ inline void ldmatrix_x2_trans(uint32_t r[2], const void* shared_row, 
     emu_detail::ldmatrix(r, 2, true, shared_row, SEQK_EMU_SITE_VALUE);
 }
 
+__device__ inline void ldmatrix_x4_trans(uint32_t r[4], const void* shared_row, SEQK_EMU_SITE) {
+    emu_detail::ldmatrix(r, 4, true, shared_row, SEQK_EMU_SITE_VALUE);
+}
+
 }  // namespace arch
 }  // namespace seqk

@@ -22,13 +22,15 @@ public final class Backends {
     public static final String PROPERTY = "seqkernels.backend";
 
     /**
-     * Every backend name we know, in auto's order of preference; auto never takes
-     * {@code cpu-same-precision} (the CPU reference rounding where the kernels round, the plain
-     * implementation of FlashAttention's 2x rule) or emu.
+     * The CPU reference's same-precision mode, by name: it rounds where the kernels round, the
+     * plain implementation of FlashAttention's 2x rule (docs/CONVENTIONS.md).
      */
-    /** The CPU reference's same-precision mode, by name. */
     public static final String CPU_SAME_PRECISION = CpuBackend.SAME_PRECISION;
 
+    /**
+     * Every backend name we know. auto tries panama, then jcuda, then takes cpu; it never takes emu
+     * or cpu-same-precision.
+     */
     public static final List<String> KNOWN = List.of("panama", "jcuda", "emu", "cpu", CpuBackend.SAME_PRECISION);
 
     private static final CpuBackend CPU = new CpuBackend();

@@ -88,33 +88,49 @@ public final class Compare {
      * reference exactly, and NaN never passes. The dtype's relative L2 limit is the caller's
      * separate check.
      *
-     * @return the outcome of {@code out} against {@code ref}; {@code firstBad} says which bound
-     *         failed, or is null
+     * @return our errors against {@code ref}, the fraction of the rule's allowance they use, and
+     *         which bound failed (or null)
      */
-    public static Result twiceThePlain(double[] out, double[] plain, double[] ref, DType storage) {
+    public static TwoTimes twiceThePlain(double[] out, double[] plain, double[] ref, DType storage) {
         Result ours = compare(out, ref, FINITE_ONLY);
         if (ours.firstBad() != null) {
-            return ours;
+            return new TwoTimes(ours.maxAbs(), ours.relL2(), Double.NaN, ours.firstBad());
         }
         Result base = compare(plain, ref, FINITE_ONLY);
         if (base.firstBad() != null || Double.isNaN(base.maxAbs())) {
-            return new Result(ours.maxAbs(), ours.relL2(), "the plain same-precision result is itself not finite where the reference is: "
-                    + base.firstBad());
+            return new TwoTimes(ours.maxAbs(), ours.relL2(), Double.NaN,
+                    "the plain same-precision result is itself not finite where the reference is: " + base.firstBad());
         }
         double[] stored = new double[ref.length];
         for (int i = 0; i < ref.length; i++) {
             stored[i] = Rounding.roundTo(storage, ref[i]);
         }
         Result floor = compare(stored, ref, FINITE_ONLY);
+        double maxAllowed = 2 * base.maxAbs() + floor.maxAbs();
+        double relAllowed = 2 * base.relL2() + floor.relL2();
+        double used = Math.max(fraction(ours.maxAbs(), maxAllowed), fraction(ours.relL2(), relAllowed));
         String bad = null;
-        if (!(ours.maxAbs() <= 2 * base.maxAbs() + floor.maxAbs())) {
+        if (!(ours.maxAbs() <= maxAllowed)) {
             bad = String.format(java.util.Locale.ROOT, "largest error %.3e is above 2x the plain same-precision result's %.3e"
                     + " (+%.1e, the reference's own rounding to %s)", ours.maxAbs(), base.maxAbs(), floor.maxAbs(), storage);
-        } else if (!(ours.relL2() <= 2 * base.relL2() + floor.relL2())) {
+        } else if (!(ours.relL2() <= relAllowed)) {
             bad = String.format(java.util.Locale.ROOT, "relative L2 %.3e is above 2x the plain same-precision result's %.3e"
                     + " (+%.1e, the reference's own rounding to %s)", ours.relL2(), base.relL2(), floor.relL2(), storage);
         }
-        return new Result(ours.maxAbs(), ours.relL2(), bad);
+        return new TwoTimes(ours.maxAbs(), ours.relL2(), used, bad);
+    }
+
+    /**
+     * The 2x rule's outcome: our largest and relative L2 errors against the exact result, the
+     * fraction of the rule's allowance (2x the plain result's error plus the storage rounding) the
+     * worse of the two uses (at most 1 passes; NaN when a value was not finite), and the failed
+     * bound or null.
+     */
+    public record TwoTimes(double maxAbs, double relL2, double used, String firstBad) {
+    }
+
+    private static double fraction(double error, double allowed) {
+        return error == 0 ? 0 : error / allowed;
     }
 
     /**

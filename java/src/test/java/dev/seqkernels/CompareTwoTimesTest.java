@@ -25,7 +25,7 @@ class CompareTwoTimesTest {
         double[] plain = plus(REF, 1e-3, -1e-3, 1e-3, -1e-3, 1e-3, -1e-3, 1e-3, -1e-3);
         // one element at 1.9x and 2.1x the plain's largest error, the rest exact (relative L2 lower)
         assertNull(Compare.twiceThePlain(plus(REF, 1.9e-3), plain, REF, DType.F32).firstBad());
-        Compare.Result over = Compare.twiceThePlain(plus(REF, 2.1e-3), plain, REF, DType.F32);
+        Compare.TwoTimes over = Compare.twiceThePlain(plus(REF, 2.1e-3), plain, REF, DType.F32);
         assertNotNull(over.firstBad());
         assertTrue(over.firstBad().startsWith("largest error"), over.firstBad());
     }
@@ -37,7 +37,7 @@ class CompareTwoTimesTest {
         java.util.Arrays.fill(spread, 1.9e-3);
         assertNull(Compare.twiceThePlain(plus(REF, spread), plain, REF, DType.F32).firstBad(), "below the plain's largest error, L2 under 2x");
         java.util.Arrays.fill(spread, 3.5e-3);
-        Compare.Result over = Compare.twiceThePlain(plus(REF, spread), plain, REF, DType.F32);
+        Compare.TwoTimes over = Compare.twiceThePlain(plus(REF, spread), plain, REF, DType.F32);
         assertTrue(over.firstBad() != null && over.firstBad().startsWith("relative L2"), String.valueOf(over.firstBad()));
     }
 
@@ -46,7 +46,7 @@ class CompareTwoTimesTest {
         double[] ref = {1 + 0x1p-10, 2, 3, 4};            // 1 + 2^-10 is not a bf16 value
         double[] stored = {1, 2, 3, 4};                   // its exact rounding to bf16
         assertNull(Compare.twiceThePlain(stored, ref, ref, DType.BF16).firstBad(), "a plain error of zero still allows the rounding");
-        Compare.Result f32 = Compare.twiceThePlain(stored, ref, ref, DType.F32);
+        Compare.TwoTimes f32 = Compare.twiceThePlain(stored, ref, ref, DType.F32);
         assertNotNull(f32.firstBad(), "in F32 the same difference is far above the floor");
         assertTrue(f32.firstBad().contains("rounding to F32"), f32.firstBad());
     }
@@ -58,7 +58,7 @@ class CompareTwoTimesTest {
         assertNull(Compare.twiceThePlain(new double[]{1, Double.NEGATIVE_INFINITY, 2}, plain, ref, DType.F32).firstBad());
         assertNotNull(Compare.twiceThePlain(new double[]{Double.NaN, Double.NEGATIVE_INFINITY, 2}, plain, ref, DType.F32).firstBad());
         assertNotNull(Compare.twiceThePlain(new double[]{1, 0, 2}, plain, ref, DType.F32).firstBad(), "an infinity not matched");
-        Compare.Result badPlain = Compare.twiceThePlain(ref.clone(), new double[]{1, Double.NaN, 2}, ref, DType.F32);
+        Compare.TwoTimes badPlain = Compare.twiceThePlain(ref.clone(), new double[]{1, Double.NaN, 2}, ref, DType.F32);
         assertTrue(badPlain.firstBad().contains("plain same-precision result is itself not finite"), badPlain.firstBad());
     }
 

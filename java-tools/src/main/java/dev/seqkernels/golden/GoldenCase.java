@@ -58,13 +58,13 @@ public final class GoldenCase {
     /**
      * @param outRelL2  worst relative L2 error over the outputs
      * @param gradRelL2 worst relative L2 error over the gradients
-     * @param vsPlain   for 16-bit runs, the worst ratio over the results of our error to the plain
-     *                  same-precision result's (largest element error or relative L2, whichever is
-     *                  worse; the 2x rule allows up to 2 plus a rounding floor); NaN otherwise
+     * @param used      for 16-bit runs, the largest fraction of the 2x rule's allowance a result used
+     *                  ({@link Compare.TwoTimes#used}: at most 1 passes); NaN otherwise, or when a
+     *                  value was not finite
      * @param reason    why it failed (first failing tensor and element), or null when it passed
      */
     public record Outcome(String file, String op, boolean pass, double maxAbs, double outRelL2, double gradRelL2,
-                          double vsPlain, String reason) {
+                          double used, String reason) {
     }
 
     /**
@@ -107,20 +107,29 @@ public final class GoldenCase {
                     return fail(file, op, "unsupported config field '" + field + "'");
                 }
             }
-            Checker checker = new Checker(c, dtype, false);
-            if (dtype == DType.F16 || dtype == DType.BF16) {
-                Checker exact = new Checker(c, dtype, true);
-                runOp(op, config, exact, Backends.byName("cpu"));
-                exact.outcome(file, op);
-                Checker plain = new Checker(c, dtype, false);
-                runOp(op, config, plain, Backends.byName(Backends.CPU_SAME_PRECISION));
-                plain.outcome(file, op);
-                checker.twoTimes(exact.recorded, plain.recorded);
+            try (Checker checker = new Checker(c, dtype, false)) {
+                if (dtype == DType.F16 || dtype == DType.BF16) {
+                    try (Checker exact = new Checker(c, dtype, true); Checker plain = new Checker(c, dtype, false)) {
+                        reference(op, config, exact, Backends.byName("cpu"), "the exact run (cpu in double on the rounded inputs)");
+                        reference(op, config, plain, Backends.byName(Backends.CPU_SAME_PRECISION), "the plain run ("
+                                + Backends.CPU_SAME_PRECISION + ")");
+                        checker.twoTimes(exact.recorded, plain.recorded);
+                    }
+                }
+                runOp(op, config, checker, backend);
+                return checker.outcome(file, op);
             }
-            runOp(op, config, checker, backend);
-            return checker.outcome(file, op);
         } catch (Exception e) {
             return fail(file, op, e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    /** Runs one of a 16-bit case's reference runs; a failure there names the run. */
+    private static void reference(String op, Config config, Checker checker, Backend backend, String run) {
+        try {
+            runOp(op, config, checker, backend);
+        } catch (RuntimeException e) {
+            throw new IllegalStateException(run + " failed: " + e.getClass().getSimpleName() + ": " + e.getMessage(), e);
         }
     }
 
@@ -142,7 +151,7 @@ public final class GoldenCase {
      * the comparisons made so far: by the tolerance, or, given the exact and plain results by name,
      * by the relative L2 limit and the 2x rule. Every result is also recorded by name.
      */
-    private static final class Checker {
+    private static final class Checker implements AutoCloseable {
         final Safetensors.Contents file;
         final DType dtype;
         final boolean widened;
@@ -154,7 +163,7 @@ public final class GoldenCase {
         double maxAbs;
         double outRel;
         double gradRel;
-        double vsPlain;
+        double used;
         String reason;
         int compared;
 
@@ -227,28 +236,25 @@ public final class GoldenCase {
             if (plain == null) {
                 r = Compare.compare(values, expected.toDoubleArray(), tolerance);
             } else if (plain.get(name) == null || exact.get(name) == null) {
-                record(name, "the cpu backends did not produce it");
+                record(name, "the exact or the plain run did not produce it");
                 return;
             } else {
                 r = Compare.compare(values, expected.toDoubleArray(), Compare.FINITE_ONLY);
                 double[] ref = exact.get(name);
-                Compare.Result precision;
                 if (actual.dtype() == dtype) {
-                    precision = Compare.twiceThePlain(values, plain.get(name), ref, dtype);
-                    Compare.Result ours = Compare.compare(values, ref, Compare.FINITE_ONLY);
-                    Compare.Result base = Compare.compare(plain.get(name), ref, Compare.FINITE_ONLY);
-                    vsPlain = Math.max(vsPlain, Math.max(ratio(ours.maxAbs(), base.maxAbs()), ratio(ours.relL2(), base.relL2())));
+                    Compare.TwoTimes rule = Compare.twiceThePlain(values, plain.get(name), ref, dtype);
+                    used = Double.isNaN(rule.used()) ? Double.NaN : Math.max(used, rule.used());
+                    if (rule.firstBad() != null) {
+                        record(name, rule.firstBad() + " (the 2x rule, against the exact result of the rounded inputs)");
+                    }
                 } else {
                     // a statistic kept wider than the op (attention's F32 LSE): its own dtype's tolerance
                     Compare.Tolerance own = Compare.tolerance(actual.dtype());
-                    precision = Compare.compare(values, ref, own);
-                    if (precision.firstBad() == null && !precision.passes(own)) {
-                        precision = new Compare.Result(precision.maxAbs(), precision.relL2(), "relative L2 " + precision.relL2()
-                                + " > " + own.relL2() + " against the exact result of the rounded inputs");
+                    Compare.Result wide = Compare.compare(values, ref, own);
+                    if (!wide.passes(own)) {
+                        record(name, (wide.firstBad() != null ? wide.firstBad() : "relative L2 " + wide.relL2() + " > " + own.relL2())
+                                + " (" + actual.dtype() + " tolerance, against the exact result of the rounded inputs)");
                     }
-                }
-                if (precision.firstBad() != null) {
-                    record(name, precision.firstBad());
                 }
             }
             compared++;
@@ -259,12 +265,9 @@ public final class GoldenCase {
                 outRel = Math.max(outRel, r.relL2());
             }
             if (r.firstBad() != null || !(r.relL2() <= tolerance.relL2())) {
-                record(name, r.firstBad() != null ? r.firstBad() : "relative L2 " + r.relL2() + " > " + tolerance.relL2());
+                record(name, (r.firstBad() != null ? r.firstBad() : "relative L2 " + r.relL2() + " > " + tolerance.relL2())
+                        + (plain == null ? "" : " (against PyTorch's values)"));
             }
-        }
-
-        private static double ratio(double ours, double plain) {
-            return ours == 0 ? 0 : ours / plain;
         }
 
         private void record(String name, String what) {
@@ -273,12 +276,17 @@ public final class GoldenCase {
             }
         }
 
-        Outcome outcome(Path path, String op) {
+        @Override
+        public void close() {
             converted.forEach(Tensor::close);
+            converted.clear();
+        }
+
+        Outcome outcome(Path path, String op) {
             if (reason == null && compared == 0) {
                 reason = "the file holds no expected outputs";
             }
-            return new Outcome(path.toString(), op, reason == null, maxAbs, outRel, gradRel, plain == null ? Double.NaN : vsPlain,
+            return new Outcome(path.toString(), op, reason == null, maxAbs, outRel, gradRel, plain == null ? Double.NaN : used,
                     reason);
         }
     }

@@ -28,6 +28,20 @@ class MainTest {
         assertTrue(out.toString().contains("28 passed, 0 failed"), out::toString);
     }
 
+    /** In 16 bits the table says which judge it applies and shows the share of the 2x rule's allowance each case used. */
+    @Test
+    void goldenIn16BitsJudgesByTheTwoTimesRule() {
+        assertEquals(0, run("golden", "--backend", "cpu", "--dtype", "BF16"), err::toString);
+        String table = out.toString();
+        assertTrue(table.lines().findFirst().orElse("").contains("judged by the 2x rule against cpu-same-precision"), table);
+        assertTrue(table.contains(" used ") && table.contains("28 passed, 0 failed"), table);
+        String lstm = table.lines().filter(l -> l.endsWith("lstm_odd_T97_H37.safetensors")).findFirst().orElseThrow();
+        assertTrue(lstm.matches("PASS .* 0\\.\\d\\d +lstm_odd_T97_H37\\.safetensors"), lstm);
+        out.reset();
+        assertEquals(0, run("golden", "--backend", "cpu", "--dtype", "F32"));
+        assertFalse(out.toString().contains("2x rule") || out.toString().contains(" used "), out::toString);
+    }
+
     @Test
     void goldenExitsOneOnAFailure(@TempDir Path dir) throws Exception {
         Path broken = dir.resolve("broken.safetensors");

@@ -99,13 +99,13 @@ class GoldenRunnerTest {
         Path lstm = PyTorchGoldenTest.casesDir().resolve("lstm_odd_T97_H37.safetensors");
         GoldenCase.Outcome exact = GoldenCase.run(lstm, Backends.byName("cpu"), DType.BF16);
         assertTrue(exact.pass(), exact::reason);
-        assertTrue(exact.vsPlain() <= 1.01, () -> "the exact reference's error is the plain one's at most: " + exact);
 
         Path sdpa = PyTorchGoldenTest.casesDir().resolve("sdpa_plain.safetensors");
         GoldenCase.Outcome coarse = GoldenCase.run(sdpa, new Degraded(Degraded.Part.OUT), DType.BF16);
         assertFalse(coarse.pass(), coarse::toString);
         assertTrue(coarse.reason().startsWith("out: ") && coarse.reason().contains("above 2x the plain"), coarse.reason());
         assertTrue(coarse.outRelL2() < 1.6e-2, () -> "only the rule catches it: " + coarse);
+        assertTrue(coarse.used() > 1, coarse::toString);
 
         GoldenCase.Outcome lse = GoldenCase.run(sdpa, new Degraded(Degraded.Part.LSE), DType.BF16);
         assertFalse(lse.pass());
@@ -140,12 +140,20 @@ class GoldenRunnerTest {
         @Override
         public AttentionResult attentionForward(Attention op, Attention.Inputs inputs) {
             AttentionResult r = cpu.attentionForward(op, inputs);
-            Tensor out = part == Part.OUT ? map(r.out(), x -> {
-                long bits = Double.doubleToRawLongBits(x);
-                return Double.longBitsToDouble((bits + (1L << 47)) & -(1L << 48)); // 4 mantissa bits
-            }) : r.out();
-            Tensor lse = part == Part.LSE ? map(r.lse(), x -> x * (1 + 1e-4)) : r.lse();
-            return new AttentionResult(out, lse, r.saved());
+            if (part == Part.OUT) {
+                try (Tensor exact = r.out()) {
+                    return new AttentionResult(map(exact, x -> {
+                        long bits = Double.doubleToRawLongBits(x);
+                        return Double.longBitsToDouble((bits + (1L << 47)) & -(1L << 48)); // 4 mantissa bits
+                    }), r.lse(), r.saved());
+                }
+            }
+            if (part == Part.LSE) {
+                try (Tensor exact = r.lse()) {
+                    return new AttentionResult(r.out(), map(exact, x -> x * (1 + 1e-4)), r.saved());
+                }
+            }
+            return r;
         }
 
         @Override

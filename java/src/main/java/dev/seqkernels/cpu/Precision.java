@@ -15,10 +15,11 @@ import dev.seqkernels.Rounding;
  *       float;</li>
  *   <li>{@link #stored}: a value kept in the op's storage dtype between kernels (the recurrent h
  *       each step, MHA's projected heads and merged attention output);</li>
- *   <li>{@link #fp32}: statistics, scores, cell state and accumulators, which the kernels keep in
- *       fp32.</li>
+ *   <li>{@link #fp32}: statistics, scores, the results of the recurrent GEMMs, the cell state and
+ *       the carried gradients, which the kernels keep in fp32.</li>
  * </ul>
- * Products accumulate in double (the kernels accumulate in fp32; the 16-bit roundings dominate).
+ * Products accumulate in double, and values between these points stay double (the kernels
+ * accumulate in fp32; the 16-bit roundings dominate).
  */
 public final class Precision {
     public static final Precision EXACT = new Precision(DType.F64, false);

@@ -62,6 +62,17 @@ final class AttentionGpu {
         forwardChoice = choice;
     }
 
+    /**
+     * The instance of a tiled forward kernel (without the dtype suffix): a 16-bit tensor-core
+     * kernel's {@code _nobias} instance when there is no explicit mask and every row loads in
+     * 16-byte chunks (its mask code is only the causal and length boundaries, its loads only
+     * cp.async), else the kernel itself, which takes every option at run time; the TF32 kernels
+     * have one instance.
+     */
+    static String tcInstance(String kernel, boolean bias, boolean sixteenByteRows) {
+        return kernel.startsWith("attn_fwd_tc") && !bias && sixteenByteRows ? kernel + "_nobias" : kernel;
+    }
+
     /** The forward kernel's name (without the dtype suffix): the selection rule in the class comment. */
     static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, ForwardChoice choice, boolean allowTf32) {
         boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
@@ -302,11 +313,13 @@ final class AttentionGpu {
             if (blocks > Integer.MAX_VALUE) {
                 throw new SeqkException.Unsupported("attention: " + blocks + " blocks of query rows exceed one launch");
             }
-            driver.launch(fn(kernel, dt), Dim3.of((int) blocks), Dim3.of(128), shared, stream, new KernelArgs()
+            boolean vec = sixteenByteRows(g, sv.k(), sv.v());
+            boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
+            driver.launch(fn(tcInstance(kernel, bias, vec), dt), Dim3.of((int) blocks), Dim3.of(128), shared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
                     .pointer(sv.lse().pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                     .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))
-                    .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())).i32(sixteenByteRows(g, sv.k(), sv.v()) ? 1 : 0));
+                    .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())).i32(vec ? 1 : 0));
             return;
         }
         DeviceTensor acc = temp.allocate(DType.F32, g.rows(), g.valueDim());

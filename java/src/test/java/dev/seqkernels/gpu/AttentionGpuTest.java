@@ -134,6 +134,16 @@ class AttentionGpuTest {
         assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.BF16, 64, 64, 9, auto, true), "allowTf32 leaves 16-bit alone");
     }
 
+    /** The tensor-core forward's instance: no explicit mask and 16-byte rows take _nobias; either one missing, the general kernel. */
+    @Test
+    void tensorCoreInstanceRule() {
+        assertEquals("attn_fwd_tc64_nobias", AttentionGpu.tcInstance("attn_fwd_tc64", false, true));
+        assertEquals("attn_fwd_tc128_nobias", AttentionGpu.tcInstance("attn_fwd_tc128", false, true));
+        assertEquals("attn_fwd_tc64", AttentionGpu.tcInstance("attn_fwd_tc64", true, true), "an explicit mask");
+        assertEquals("attn_fwd_tc128", AttentionGpu.tcInstance("attn_fwd_tc128", false, false), "element loads");
+        assertEquals("attn_fwd_tf32x64", AttentionGpu.tcInstance("attn_fwd_tf32x64", false, true), "TF32 has one instance");
+    }
+
     /**
      * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128, aligned) and
      * element loads (D = 40, Dv = 24), several query and key tiles, causal alignments, lengths, GQA
@@ -176,7 +186,7 @@ class AttentionGpuTest {
             check(tag + " out", got.out(), want.out(), dtype);
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
             check(tag + " out vs v1", got.out(), v1.out(), dtype);
-            Compare.Result rule = Compare.twiceThePlain(got.out().toDoubleArray(), plain.out().toDoubleArray(),
+            Compare.TwoTimes rule = Compare.twiceThePlain(got.out().toDoubleArray(), plain.out().toDoubleArray(),
                     want.out().toDoubleArray(), dtype);
             assertNull(rule.firstBad(), () -> tag + ": " + rule.firstBad());
         }
@@ -209,7 +219,7 @@ class AttentionGpuTest {
                 assertTrue(r.passes(Compare.TF32), () -> tag + ": " + r);
                 check(tag + " lse", got.lse(), want.lse(), DType.F16);
                 errors[c] = r.relL2();
-                Compare.Result rule = Compare.twiceThePlain(got.out().toDoubleArray(), plain.out().toDoubleArray(),
+                Compare.TwoTimes rule = Compare.twiceThePlain(got.out().toDoubleArray(), plain.out().toDoubleArray(),
                         want.out().toDoubleArray(), DType.F32);
                 assertNull(rule.firstBad(), () -> tag + ": " + rule.firstBad());
                 Tensor seed = data.tensor(DType.F32, 1, got.out().shape());

@@ -118,6 +118,37 @@ class PrimitivesSelfTest {
         checkMma("selftest_cp_async_ldmatrix_mma_f16", false);
     }
 
+    /**
+     * ldmatrix.x4.trans: register j of lane l holds rows 2(l % 4) and 2(l % 4) + 1 of column l / 4
+     * of matrix j (the transpose's row l / 4), matrix j being M's rows 8(j % 2).. at columns
+     * 8(j / 2)..: what mma's B fragments of two 8-column blocks need.
+     */
+    @Test
+    void ldmatrixX4TransGivesTheTransposedFragments() {
+        short[] m = new short[256];
+        for (int i = 0; i < 256; i++) {
+            m[i] = (short) (i * 7 + 3);
+        }
+        try (Arena arena = Arena.ofConfined(); DeviceTensor out = DeviceTensor.allocate(driver, DType.I32, 128)) {
+            long dm = upload(arena, m);
+            try {
+                driver.launch(driver.function(module, "selftest_ldmatrix_x4_trans"), Dim3.of(1), Dim3.of(32), 0, 0,
+                        new KernelArgs().pointer(dm).pointer(out.pointer()));
+            } finally {
+                driver.free(dm);
+            }
+            Tensor got = out.toHost();
+            for (int lane = 0; lane < 32; lane++) {
+                for (int j = 0; j < 4; j++) {
+                    int col = 8 * (j / 2) + lane / 4;
+                    int row = 8 * (j % 2) + 2 * (lane % 4);
+                    int want = (m[row * 16 + col] & 0xffff) | (m[(row + 1) * 16 + col] & 0xffff) << 16;
+                    assertEquals(want, (int) got.getFlat(lane * 4 + j), "lane " + lane + " register " + j);
+                }
+            }
+        }
+    }
+
     @Test
     void gridSyncOrdersAllBlocks() {
         int blocks = 37;
