@@ -17,7 +17,7 @@ namespace {
 // shared memory ([BN][DMAX + 8] 16-bit, the +8 keeps ldmatrix rows on distinct banks), double
 // buffered so the cp.async of tile t+1 overlaps the math of tile t. Per tile a warp computes
 // S = q k^T with mma.m16n8k16 (fp32; k through ldmatrix.x4), scales (and on masked tiles masks)
-// in registers in the log2 domain, updates the online softmax with exp2, rounds P to the storage
+// in registers, updates the online softmax with exp2, rounds P to the storage
 // type (as FlashAttention does) and accumulates P v with mma (v through ldmatrix.x4.trans, two
 // 8-column blocks per instruction).
 // A thread holds, per 8-column block, rows g = lane/4 and g + 8 and columns 2t, 2t+1 (t = lane%4),
@@ -186,21 +186,23 @@ __device__ __forceinline__ bool finite4(const float (&a)[4]) {
 }
 
 constexpr float LOG2E = 1.4426950408889634f;
-constexpr float LN2 = 0.6931471805599453f;
 
 /**
  * Scales (and, when MASK, masks) a warp's 16 x 8*NS score fragments (rows my_row, keys from j0),
  * then updates the running max m, sum l and output o of the thread's two rows (the online
- * softmax); leaves the unnormalized probabilities in sc. Scores live in the log2 domain,
- * y = (scale * s + bias) * log2(e), so a weight is exp2(y - m): on a tile no mask touches, one
- * multiply by scale_log2e per score (FlashAttention-2's). MASK: the tile straddles a key length,
+ * softmax); leaves the unnormalized probabilities in sc. A weight is exp2((x - m) log2 e) with
+ * x = scale * s + bias, exactly 1 at the maximum and 0 far below it for any finite scores. Not
+ * FlashAttention-2's single FFMA exp2(s scale log2 e - m scale log2 e): scaling by log2 e first
+ * turns finite scores above FLT_MAX / log2 e (a -FLT_MAX padding mask) into infinities, and the
+ * rounding of m scale log2 e, common to a row's weights within a tile but not across tiles, is
+ * huge for large scores. MASK: the tile straddles a key length,
  * the causal diagonal or has an explicit mask: blocked entries are -inf, never read out of bounds.
  * Without MASK every pair of the tile is allowed for every row that will be written.
  */
 template <int NS, int NO, bool MASK>
 __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
                                                const long long (&my_row)[2], long long j0, int t, long long b, long long h,
-                                               long long k_valid, long long q_valid, float scale_log2e, const float* bias0,
+                                               long long k_valid, long long q_valid, float scale, const float* bias0,
                                                const float* bias1, const AttnShape& s) {
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
@@ -215,9 +217,9 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
                     long long j = j0 + n * 8 + 2 * t + e;
                     bool blocked = outside(s, i, j, k_valid, q_valid);
                     float add = blocked ? 0.0f : bias_at(s, b, h, i, j, bias0, bias1);
-                    x = blocked || add == -INFINITY ? -INFINITY : fmaf(sc[n][2 * r + e], scale_log2e, add * LOG2E);
+                    x = blocked || add == -INFINITY ? -INFINITY : fmaf(sc[n][2 * r + e], scale, add);
                 } else {
-                    x = sc[n][2 * r + e] * scale_log2e;
+                    x = sc[n][2 * r + e] * scale;
                 }
                 sc[n][2 * r + e] = x;
                 mx = fmaxf(mx, x);
@@ -228,7 +230,7 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
         // fmaxf drops a NaN score; the NaN still reaches l and o through its weight exp(NaN).
         float m_new = fmaxf(m[r], mx);
         float base = m_new == -INFINITY ? 0.0f : m_new;
-        float corr = m_new == -INFINITY ? 1.0f : exp2f(m[r] - m_new);
+        float corr = m_new == -INFINITY ? 1.0f : exp2f((m[r] - m_new) * LOG2E);
         if (m_new == INFINITY) {
             // A score overflowed fp32: the +inf keys share the weight (softmax_weight). Rare, so a
             // branch here rather than a select on every weight: scores become 0 at +inf and -inf
@@ -249,7 +251,7 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
         for (int n = 0; n < NS; n++) {
             SEQK_UNROLL
             for (int e = 0; e < 2; e++) {
-                float p = exp2f(sc[n][2 * r + e] - base);
+                float p = exp2f((sc[n][2 * r + e] - base) * LOG2E);
                 sc[n][2 * r + e] = p;
                 sum += p;
             }
@@ -266,7 +268,7 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
 
 /**
  * The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf
- * then; m is in the log2 domain). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must
+ * then). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must
  * give NaN, and a masked row's o may hold 0 x NaN from a NaN v its tile loaded, which must not
  * reach its zeros. Rows past the entry's query length have no allowed key: tiles without masks
  * summed their scores anyway, so they are told by their index.
@@ -296,7 +298,7 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
             }
         }
         if (t == 0) {
-            lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : fmaf(m[r], LN2, logf(l[r]));
+            lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : m[r] + logf(l[r]);
         }
     }
 }
@@ -489,7 +491,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
     const int warp = blk.warp, lane = blk.lane, g = blk.g, t = blk.t;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
-    const float scale_log2e = static_cast<float>(s.scale) * LOG2E;
+    const float scale = static_cast<float>(s.scale);
 
     // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
     long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
@@ -570,7 +572,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
             }
         }
 
-        online_softmax<NS, NO, MASK>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale_log2e, bias0, bias1, s);
+        online_softmax<NS, NO, MASK>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
 
         // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
         uint32_t pa[BN / 16][4];
@@ -746,7 +748,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
     const int warp = blk.warp, g = blk.g, t = blk.t;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
-    const float scale_log2e = static_cast<float>(s.scale) * LOG2E;
+    const float scale = static_cast<float>(s.scale);
     float* p_rows = smem + 4 * BN * LD + warp * 16 * PLD;
 
     long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
@@ -799,7 +801,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
             }
         }
 
-        online_softmax<NS, NO, true>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale_log2e, bias0, bias1, s);
+        online_softmax<NS, NO, true>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
 
         SEQK_UNROLL
         for (int n = 0; n < NS; n++) {

@@ -145,9 +145,9 @@ class AttentionGpuTest {
     }
 
     /**
-     * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128, aligned; D = 64,
-     * Dv = 40) and element loads (D = 40, Dv = 24), several query and key tiles (unmasked ones before
-     * masked ones), causal alignments, lengths, GQA and an additive mask; both instances. Each against the double reference by the tolerance table and by
+     * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128; D = 40, Dv = 24;
+     * D = 64, Dv = 40) and element loads (D = 36, Dv = 20), several query and key tiles (unmasked
+     * ones before masked ones), causal alignments, lengths, GQA and an additive mask; both instances. Each against the double reference by the tolerance table and by
      * FlashAttention's rule (error at most 2x that of the plain same-precision implementation,
      * the CPU reference's same-precision mode), and against v1.
      */
@@ -160,6 +160,8 @@ class AttentionGpuTest {
         tensorCoreCase(data, dtype, 1, 3, 1, 65, 33, 40, 24, CausalAlignment.TOP_LEFT, new int[]{30}, null, false);
         // the _nobias instance: unmasked tiles with rows past a query length, and an odd count of 8-column v blocks
         tensorCoreCase(data, dtype, 2, 2, 1, 130, 150, 64, 40, CausalAlignment.NONE, new int[]{150, 131}, new int[]{130, 70}, false);
+        // the general instance without a mask: unmasked tiles with element loads and an odd block count
+        tensorCoreCase(data, dtype, 1, 2, 2, 70, 200, 36, 20, CausalAlignment.NONE, null, null, false);
     }
 
     private static void tensorCoreCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
