@@ -167,26 +167,32 @@ public final class Main {
     /**
      * The ldmatrix wavefronts per 8x8 matrix (1.00: free of bank conflicts) of one of the attention
      * forward's tensor-core kernels, measured on the emulator by one forward that selects it
-     * (B = H = 1, 64 query rows: one block, 128 keys: several key tiles); null for a kernel that
-     * is not one of them or without the emulator.
+     * (B = H = 1, 64 query rows: one block, 128 keys: several key tiles; the general 16-bit
+     * instance is selected by an explicit all-zero mask); null for a kernel that is not one of
+     * them or without the emulator.
      */
     private static String ldmatrixWavefronts(String kernel) {
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile("attn_fwd_(tc|tf32x)(64|128)_(f16|bf16|f32)").matcher(kernel);
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("attn_fwd_(tc|tf32x)(64|128)(_nobias)?_(f16|bf16|f32)").matcher(kernel);
         if (!m.matches() || !EmuDriver.libraryPresent()) {
             return null;
         }
-        DType dtype = DType.valueOf(m.group(3).toUpperCase(Locale.ROOT));
+        DType dtype = DType.valueOf(m.group(4).toUpperCase(Locale.ROOT));
         int d = Integer.parseInt(m.group(2));
+        boolean general = m.group(1).equals("tc") && m.group(3) == null;
         double[] values = new double[128 * d];
         for (int i = 0; i < values.length; i++) {
             values[i] = ((i * 37) % 101 - 50) / 64.0;
         }
         EmuDriver emu = EmuDriver.instance();
         try (dev.seqkernels.Tensor q = dev.seqkernels.Tensor.of(dtype, java.util.Arrays.copyOf(values, 64 * d), 1, 1, 64, d);
-             dev.seqkernels.Tensor kv = dev.seqkernels.Tensor.of(dtype, values, 1, 1, 128, d)) {
+             dev.seqkernels.Tensor kv = dev.seqkernels.Tensor.of(dtype, values, 1, 1, 128, d);
+             dev.seqkernels.Tensor zeros = dev.seqkernels.Tensor.of(DType.F32, new double[64 * 128], 64, 128)) {
+            dev.seqkernels.ops.Attention.Inputs in = dev.seqkernels.ops.Attention.inputs(q, kv, kv);
+            if (general) {
+                in.mask(dev.seqkernels.ops.Mask.additive(zeros));
+            }
             emu.takeLdmatrixCounts();
-            dev.seqkernels.ops.Attention.builder().allowTf32(dtype == DType.F32).backend("emu").build()
-                    .forward(dev.seqkernels.ops.Attention.inputs(q, kv, kv)).close();
+            dev.seqkernels.ops.Attention.builder().allowTf32(dtype == DType.F32).backend("emu").build().forward(in).close();
             EmuDriver.LdmatrixCounts c = emu.takeLdmatrixCounts();
             return c.matrices() == 0 ? "no ldmatrix (emu)"
                     : String.format(Locale.ROOT, "ldmatrix %.2f wavefronts/matrix (emu)", c.wavefrontsPerMatrix());
