@@ -46,9 +46,17 @@ public final class Compare {
         if (out.length != ref.length) {
             return new Result(Double.NaN, Double.NaN, "length " + out.length + " vs reference " + ref.length);
         }
-        double rms = rms(ref);
-        double absolute = t.atol() * (rms > 0 ? rms : 1);
         double ref2 = 0;
+        int finite = 0;
+        for (double r : ref) {
+            if (Double.isFinite(r)) {
+                ref2 += r * r;
+                finite++;
+            }
+        }
+        double rms = finite == 0 ? 0 : Math.sqrt(ref2 / finite);
+        double absolute = t.atol() * (rms > 0 ? rms : 1);
+        ref2 = 0;
         double diff2 = 0;
         double maxAbs = 0;
         String firstBad = null;
@@ -139,17 +147,4 @@ public final class Compare {
      */
     public static final Tolerance FINITE_ONLY = new Tolerance(Double.POSITIVE_INFINITY, Double.POSITIVE_INFINITY,
             Double.POSITIVE_INFINITY);
-
-    /** Root-mean-square of the finite values (0 when there are none). */
-    private static double rms(double[] ref) {
-        double sum = 0;
-        int finite = 0;
-        for (double r : ref) {
-            if (Double.isFinite(r)) {
-                sum += r * r;
-                finite++;
-            }
-        }
-        return finite == 0 ? 0 : Math.sqrt(sum / finite);
-    }
 }

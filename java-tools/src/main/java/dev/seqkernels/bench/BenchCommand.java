@@ -132,7 +132,7 @@ public final class BenchCommand {
     /** The named binding, or the first GPU binding present; never the emulator unless asked for. */
     static Driver driver(String name) {
         if (name != null) {
-            if (name.equals("cpu")) {
+            if (name.equals("cpu") || name.equals(Backends.CPU_SAME_PRECISION)) {
                 throw new IllegalArgumentException("seqk bench times device work: use panama, jcuda or emu (the CPU "
                         + "reference has its JMH benchmark in bench/)");
             }

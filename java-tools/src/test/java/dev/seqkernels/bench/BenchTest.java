@@ -170,6 +170,9 @@ class BenchTest {
         IllegalArgumentException cpu = assertThrows(IllegalArgumentException.class,
                 () -> BenchCommand.run(List.of("--backend", "cpu"), ps, ps));
         assertTrue(cpu.getMessage().contains("panama, jcuda or emu"), cpu::getMessage);
+        IllegalArgumentException same = assertThrows(IllegalArgumentException.class,
+                () -> BenchCommand.run(List.of("--backend", "cpu-same-precision"), ps, ps));
+        assertTrue(same.getMessage().contains("panama, jcuda or emu"), same::getMessage);
         int rc = BenchCommand.run(List.of("--backend", "emu", "--suite", "smoke", "--filter", "decode"), ps, ps);
         assertEquals(0, rc, out::toString);
         assertTrue(out.toString().contains("decode B=1 H=4 Hkv=2 Lq=1 Lk=64 D=8 BF16 fwd"), out::toString);
