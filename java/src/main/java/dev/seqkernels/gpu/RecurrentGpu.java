@@ -16,15 +16,24 @@ import java.util.Map;
  * The GPU path of the recurrent ops, written once against {@link Driver}: per layer and direction,
  * one GEMM projects every step's input (x W_ih^T); per step, one GEMM projects the state
  * (h W_hh^T; GRU without linear-before-reset adds (r*h) W_hn^T, an LSTM with projection adds
- * m W_hr^T) and cuda/recurrent.cu's v1 kernels do the gate math and move the new state into the
- * output. Lengths mask steps inside the kernels. Like the CPU reference, this v1 path rounds only
- * at its boundary: inputs and parameters are widened to F32 once, everything inside (states,
- * layer outputs, GEMMs) is F32, and the results are rounded once to the input's dtype. Faster
- * versions with 16-bit GEMMs will be judged against it by DESIGN's rule for fp16/bf16.
+ * m W_hr^T) and cuda/recurrent's v1 kernels do the gate math and move the new state into the
+ * output. Lengths mask steps inside the kernels. The v1 path ({@link StepChoice#V1}), like the
+ * CPU reference, rounds only at its boundary: inputs and parameters are widened to F32 once,
+ * everything inside (states, layer outputs, GEMMs) is F32, and the results are rounded once to the
+ * input's dtype.
+ *
+ * <p>Tensor-core step path ({@link #stateType}): an F16/BF16 op keeps its state in 16 bits, as
+ * cuDNN and PyTorch do: every forward GEMM multiplies 16-bit operands on tensor cores with fp32
+ * accumulation (x or the layer below's output by W_ih, h_{t-1} by W_hh, m by W_hr, GRU's r*h by
+ * W_hn), the cells keep the gate math, c and the saved pre-activations in fp32, and h is rounded
+ * once per step to the storage type (the step's output and the next step's GEMM input). Judged by
+ * DESIGN's 2x rule against {@code cpu-same-precision}, which rounds at the same points. Backward
+ * widens the saved 16-bit trace to F32 once per layer and direction and stays F32 (its 16-bit GEMMs
+ * are issue 14's next step).
  *
  * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection or a GRU with
- * linear_before_reset, batch &lt;= 16, whose W_hh slices fit in shared memory with one block per
- * multiprocessor, runs each (layer, direction) as one cooperative launch of
+ * linear_before_reset, batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
+ * block per multiprocessor, runs each (layer, direction) as one cooperative launch of
  * {@code lstm_persistent_fwd_f32} / {@code gru_persistent_fwd_f32} (W_hh stays on chip for every
  * step; no per-step GEMM or launch) instead of the per-step loop. It saves the same trace, so
  * backward is unchanged.
@@ -48,21 +57,22 @@ final class RecurrentGpu {
     }
 
     /**
-     * The input type of a layer's input-projection GEMM (x W_ih^T for all steps): the storage type
-     * for layer 0 of F16/BF16 ops, which multiplies the 16-bit inputs and weights as they are on
-     * tensor cores with fp32 accumulation (products of 16-bit values are exact in fp32, so this is
-     * v1's arithmetic without the widening copies); F32 otherwise (deeper layers read the F32
-     * outputs of the layer below). V1 pins F32.
+     * The forward's state type: the type of h (the state, hnew, the layer outputs, the saved h_prev
+     * and the layer inputs backward reads) and of every forward GEMM operand (x, W_ih, W_hh, W_hr,
+     * GRU's r*h); the GEMMs accumulate and write gx and gh in fp32 (the LSTM projection writes h in
+     * this type, rounded once). The storage type for F16/BF16 ops: tensor cores, h rounded once per
+     * step. F32 for F32 ops, and for V1, whose interior is all F32.
      */
-    static DType projectionInputType(DType storage, int layer, StepChoice choice) {
+    static DType stateType(DType storage, StepChoice choice) {
         boolean sixteenBit = storage == DType.F16 || storage == DType.BF16;
-        return sixteenBit && layer == 0 && choice == StepChoice.AUTO ? storage : DType.F32;
+        return sixteenBit && choice == StepChoice.AUTO ? storage : DType.F32;
     }
 
     /**
      * The per-step cell kernel: {@code lstm_step_fwd_vec4}, {@code gru_step_fwd_vec4} (with
      * linear_before_reset) or {@code rnn_step_fwd_vec4} (4 units per thread, 16-byte loads and
-     * stores) when H is a multiple of 4, else v1's {@code <cell>_step_fwd}; V1 pins v1.
+     * stores) when H is a multiple of 4, else v1's {@code <cell>_step_fwd}; V1 pins v1. The kernel's
+     * name is this plus the {@link #stateType}'s suffix ({@code _f32}, {@code _f16}, {@code _bf16}).
      */
     static String stepCellKernel(CellType cell, int hidden, boolean linearBeforeReset, StepChoice choice) {
         String v1 = cell.name().toLowerCase(java.util.Locale.ROOT) + "_step_fwd";
@@ -72,15 +82,16 @@ final class RecurrentGpu {
 
     /**
      * The persistent kernel's plan, or null when the rule does not pick it: an LSTM without
-     * projection or a GRU with linear_before_reset, batch &lt;= 16, and 4 bytes x (G U x H weights +
+     * projection or a GRU with linear_before_reset, an F32 {@link #stateType} (the kernel keeps h and
+     * W_hh in fp32: a 16-bit op's state is 16-bit, on the tensor-core step path), batch &lt;= 16, and 4 bytes x (G U x H weights +
      * B x H staged state + G U x B gates) within the per-block opt-in shared memory, with G the
      * gates (4 or 3) and U = ceil(H / multiprocessors). (An H100's LSTM: H up to 1024 at B = 16,
      * 198,656 of 232,448 bytes.)
      */
-    static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DeviceProperties props, StepChoice choice) {
+    static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
         boolean lstm = c.cell() == CellType.LSTM && c.projSize() == 0;
         boolean gru = c.cell() == CellType.GRU && c.linearBeforeReset();
-        if (choice != StepChoice.AUTO || !(lstm || gru) || batch > PERSISTENT_MAX_BATCH) {
+        if (choice != StepChoice.AUTO || stateType(storage, choice) != DType.F32 || !(lstm || gru) || batch > PERSISTENT_MAX_BATCH) {
             return null;
         }
         int gates = c.cell().gates();
@@ -141,9 +152,9 @@ final class RecurrentGpu {
     }
 
     /**
-     * Parameters prepared for this driver: F32 copies of every one, and the storage dtype's copy of
-     * each weight the projection GEMM reads in 16 bits (layer 0's input weights, when the storage is
-     * F16 or BF16). Closing it frees them.
+     * Parameters prepared for this driver: F32 copies of every one (v1, the cells, backward), and
+     * for F16/BF16 ops the storage dtype's copy of each weight the tensor-core forward multiplies
+     * (W_ih, W_hh and W_hr of every layer and direction). Closing it frees them.
      */
     PreparedCopies prepare(RecurrentConfig c, Map<String, Tensor> params, DType dt) {
         suffix(dt);
@@ -152,11 +163,12 @@ final class RecurrentGpu {
             for (var e : params.entrySet()) {
                 prepared.putF32(e.getKey(), e.getValue());
             }
-            for (int d = 0; d < c.numDirections(); d++) {
-                String name = "weight_ih_" + c.suffix(0, d);
-                DType projection = projectionInputType(dt, 0, StepChoice.AUTO);
-                if (projection != DType.F32) {
-                    prepared.putNarrow(name, params.get(name), projection);
+            DType state = stateType(dt, StepChoice.AUTO);
+            if (state != DType.F32) {
+                for (String name : params.keySet()) {
+                    if (name.startsWith("weight_ih_") || name.startsWith("weight_hh_") || name.startsWith("weight_hr_")) {
+                        prepared.putNarrow(name, params.get(name), state);
+                    }
                 }
             }
             return prepared;
@@ -200,10 +212,9 @@ final class RecurrentGpu {
         DeviceScope temp = new DeviceScope(driver);
         try (PendingResults results = new PendingResults()) {
             Tensor timeMajor = c.batchFirst() ? x.permute(1, 0, 2) : x;
-            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, DType.F32),
-                    projectionInputType(dt, 0, stepChoice) != DType.F32 ? temp.upload(timeMajor, dt) : null,
-                    h0 == null ? null : temp.upload(h0, DType.F32), c0 == null ? null : temp.upload(c0, DType.F32),
-                    scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
+            DType state = stateType(dt, stepChoice);
+            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : temp.upload(h0, state),
+                    c0 == null ? null : temp.upload(c0, DType.F32), scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
             ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0);
             Tensor hn = results.keep(download(o.hn(), dt));
             Tensor cn = results.keep(o.cn() == null ? null : download(o.cn(), dt));
@@ -225,14 +236,17 @@ final class RecurrentGpu {
     }
 
     /**
-     * A forward's inputs on the device, as the kernels read them: the layer-0 input [T, B, in] in
-     * F32 (time-major, contiguous), the same in the op's 16-bit dtype when the projection GEMM reads
-     * it so (else null), h0 and c0 [slots, B, P|H] in F32 (null: zeros), and the lengths [B] as I32.
+     * A forward's inputs on the device, as the kernels read them: the layer-0 input [T, B, in]
+     * (time-major, contiguous) and h0 [slots, B, P] in the {@link #stateType}, c0 [slots, B, H] in
+     * F32 (null: zeros), and the lengths [B] as I32.
      */
-    record ForwardInputs(DeviceTensor input, DeviceTensor x16, DeviceTensor h0, DeviceTensor c0, DeviceTensor lengths) {
+    record ForwardInputs(DeviceTensor input, DeviceTensor h0, DeviceTensor c0, DeviceTensor lengths) {
     }
 
-    /** A forward's results on the device in F32: output [T, B, out] (time-major), hn [slots, B, P], cn [slots, B, H] or null, and what backward needs. */
+    /**
+     * A forward's results on the device: output [T, B, out] (time-major) and hn [slots, B, P] in the
+     * {@link #stateType}, cn [slots, B, H] in F32 or null, and what backward needs.
+     */
     record ForwardOutputs(DeviceTensor output, DeviceTensor hn, DeviceTensor cn, Saved saved) {
     }
 
@@ -251,37 +265,37 @@ final class RecurrentGpu {
         int gh = c.cell().gates() * h;
         int slots = c.numLayers() * nd;
         boolean lstm = c.cell() == CellType.LSTM;
+        DType state = stateType(dt, stepChoice);
         DeviceTensor input = in.input();
-        DeviceTensor hn = temp.allocate(DType.F32, slots, batch, p);
+        DeviceTensor hn = temp.allocate(state, slots, batch, p);
         DeviceTensor cn = lstm ? temp.allocate(DType.F32, slots, batch, h) : null;
         List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
         SlotTrace[] traces = new SlotTrace[slots];
         for (int layer = 0; layer < c.numLayers(); layer++) {
             layerInputs.add(input);
             int inWidth = c.layerInputSize(layer);
-            DeviceTensor out = keep.allocate(DType.F32, steps, batch, (long) nd * p);
+            DeviceTensor out = keep.allocate(state, steps, batch, (long) nd * p);
             for (int d = 0; d < nd; d++) {
                 int slot = layer * nd + d;
                 String sfx = c.suffix(layer, d);
-                DType projection = projectionInputType(dt, layer, stepChoice);
-                DeviceTensor wih = param(prepared, temp, params, "weight_ih_" + sfx, projection);
-                DeviceTensor whh = param(prepared, temp, params, "weight_hh_" + sfx, DType.F32);
+                DeviceTensor wih = param(prepared, temp, params, "weight_ih_" + sfx, state);
+                DeviceTensor whh = param(prepared, temp, params, "weight_hh_" + sfx, state);
                 DeviceTensor bih = c.bias() ? param(prepared, temp, params, "bias_ih_" + sfx, DType.F32) : null;
                 DeviceTensor bhh = c.bias() ? param(prepared, temp, params, "bias_hh_" + sfx, DType.F32) : null;
-                DeviceTensor whr = c.projSize() > 0 ? param(prepared, temp, params, "weight_hr_" + sfx, DType.F32) : null;
+                DeviceTensor whr = c.projSize() > 0 ? param(prepared, temp, params, "weight_hr_" + sfx, state) : null;
                 DeviceTensor peep = c.peepholes() ? param(prepared, temp, params, "weight_peephole_" + sfx, DType.F32) : null;
                 DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
-                linear(projection == DType.F32 ? input : in.x16(), wih, gx, steps * batch, inWidth, gh, gh, stream, tf32(c, dt));
-                DeviceTensor hState = initialState(temp, in.h0(), slot, batch, p, stream);
+                linear(input, wih, gx, steps * batch, inWidth, gh, gh, stream, tf32(c, dt));
+                DeviceTensor hState = initialState(temp, in.h0(), state, slot, batch, p, stream);
                 SlotTrace tr = new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
-                        keep.allocate(DType.F32, (long) steps * batch, p),
+                        keep.allocate(state, (long) steps * batch, p),
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
                         c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null);
                 traces[slot] = tr;
-                DeviceTensor cState = lstm ? initialState(temp, in.c0(), slot, batch, h, stream) : null;
-                runDirection(c, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp, tf32(c, dt),
-                        stream);
+                DeviceTensor cState = lstm ? initialState(temp, in.c0(), DType.F32, slot, batch, h, stream) : null;
+                runDirection(c, dt, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp,
+                        tf32(c, dt), stream);
                 driver.copyDeviceToDeviceAsync(hn.select(0, slot).pointer(), hState.pointer(), hState.byteSize(), stream);
                 if (cState != null) {
                     driver.copyDeviceToDeviceAsync(cn.select(0, slot).pointer(), cState.pointer(), cState.byteSize(), stream);
@@ -312,17 +326,15 @@ final class RecurrentGpu {
         DeviceScope scope = new DeviceScope(driver);
         try {
             DeviceTensor lens = scope.uploadOnStream(Tensor.of(DType.I32, toDoubles(lengths), batch), stream);
-            DeviceTensor input = casts.gathered(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, stream);
-            DeviceTensor x16 = null;
-            if (projectionInputType(dt, 0, stepChoice) != DType.F32) {
-                x16 = scope.allocate(dt, input.shape());
-                casts.fromF32(input, x16, stream);  // exact: the values came from dt
-            }
-            ForwardInputs in = new ForwardInputs(input, x16, h0 == null ? null : casts.gathered(scope, h0, stream),
-                    c0 == null ? null : casts.gathered(scope, c0, stream), lens);
+            DType state = stateType(dt, stepChoice);
+            // Gathered through F32 and rounded back: exact, the values came from dt.
+            DeviceTensor input = casts.rounded(scope, casts.gathered(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, stream), state,
+                    stream);
+            ForwardInputs in = new ForwardInputs(input, h0 == null ? null : casts.rounded(scope, casts.gathered(scope, h0, stream), state,
+                    stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
             ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream);
-            DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, stream);
-            return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
+            DeviceTensor output = outputInOpLayout(scope, c, widened(scope, o.output(), stream), dt, into, stream);
+            return new DeviceRecurrentResult(output, casts.rounded(scope, widened(scope, o.hn(), stream), dt, stream),
                     o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
@@ -384,9 +396,9 @@ final class RecurrentGpu {
         return into;
     }
 
-    /** A slot's initial state [B, width] in F32: a copy of its slice of {@code all} [slots, B, width], or zeros. */
-    private DeviceTensor initialState(DeviceScope temp, DeviceTensor all, int slot, int batch, int width, long stream) {
-        DeviceTensor state = temp.allocate(DType.F32, batch, width);
+    /** A slot's initial state [B, width] in {@code type}: a copy of its slice of {@code all} [slots, B, width] (of that type), or zeros. */
+    private DeviceTensor initialState(DeviceScope temp, DeviceTensor all, DType type, int slot, int batch, int width, long stream) {
+        DeviceTensor state = temp.allocate(type, batch, width);
         if (all == null) {
             driver.memsetAsync(state.pointer(), 0, Math.max(1, state.byteSize()), stream);
         } else {
@@ -395,7 +407,7 @@ final class RecurrentGpu {
         return state;
     }
 
-    private void runDirection(RecurrentConfig c, int d, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
+    private void runDirection(RecurrentConfig c, DType dt, int d, int steps, int batch, DeviceTensor lens, DeviceTensor gx,
                               DeviceTensor whh, DeviceTensor bih, DeviceTensor bhh, DeviceTensor whr,
                               DeviceTensor peep, DeviceTensor hState, DeviceTensor cState, SlotTrace tr, DeviceTensor out,
                               DeviceScope temp, boolean tf32, long stream) {
@@ -404,16 +416,18 @@ final class RecurrentGpu {
         int gh = c.cell().gates() * h;
         boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
         List<Activation> act = c.activations().get(d);
+        DType state = hState.dtype();
+        String stateSuffix = "_" + suffix(state);
         DeviceTensor ghStep = temp.allocate(DType.F32, batch, gh);
-        DeviceTensor hnew = temp.allocate(DType.F32, batch, p);
-        DeviceTensor m = whr != null ? temp.allocate(DType.F32, batch, h) : null;
-        DeviceTensor resetHidden = gruSplit ? temp.allocate(DType.F32, batch, h) : null;
+        DeviceTensor hnew = temp.allocate(state, batch, p);
+        DeviceTensor m = whr != null ? temp.allocate(state, batch, h) : null;  // the projection GEMM's operand
+        DeviceTensor resetHidden = gruSplit ? temp.allocate(state, batch, h) : null;  // r*h, W_hn's operand
         Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
         String cellKernel = stepCellKernel(c.cell(), h, c.linearBeforeReset(), stepChoice);
         Dim3 stepGrid = cellKernel.endsWith("_vec4") ? Dim3.of(blocks((long) batch * h / 4)) : cellGrid;
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
-        PersistentPlan plan = persistentPlan(c, batch, driver.properties(), stepChoice);
+        PersistentPlan plan = persistentPlan(c, batch, dt, driver.properties(), stepChoice);
         String persistentKernel = c.cell() == CellType.LSTM ? "lstm_persistent_fwd" : "gru_persistent_fwd";
         if (plan != null && !fitsAtOnce(fn32(persistentKernel), plan)) {
             plan = null;  // a smaller GPU than the rule assumed: the per-step loop instead
@@ -461,7 +475,7 @@ final class RecurrentGpu {
             linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, on, tf32);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
-                case LSTM -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
+                case LSTM -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
                         .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                         .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
@@ -471,7 +485,7 @@ final class RecurrentGpu {
                         .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha()).f32((float) act.get(2).beta()));
                 case GRU -> {
                     if (gruSplit) {
-                        driver.launch(fn32("gru_reset_fwd"), cellGrid, Dim3.of(THREADS), 0, on, new KernelArgs()
+                        driver.launch(kernel("gru_reset_fwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, on, new KernelArgs()
                                 .pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
                                 .pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(resetHidden.pointer())
                                 .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
@@ -484,11 +498,11 @@ final class RecurrentGpu {
                     if (!cellKernel.endsWith("_vec4")) {  // v1 takes both forms; the vectorized cell only linear_before_reset
                         args.i32(c.linearBeforeReset() ? 1 : 0);
                     }
-                    driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, on, args.f32(clip)
+                    driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.f32(clip)
                             .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
                 }
-                case RNN -> driver.launch(fn32(cellKernel), stepGrid, Dim3.of(THREADS), 0, on, args
+                case RNN -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args
                         .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).pointer(step.pointer())
                         .i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
@@ -496,7 +510,7 @@ final class RecurrentGpu {
             if (m != null) {
                 linear(m, whr, hnew, batch, h, p, p, on, tf32);
             }
-            driver.launch(fn32("step_commit"), stateGrid, Dim3.of(THREADS), 0, on, new KernelArgs().pointer(hnew.pointer())
+            driver.launch(kernel("step_commit" + stateSuffix), stateGrid, Dim3.of(THREADS), 0, on, new KernelArgs().pointer(hnew.pointer())
                     .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
                     .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
             driver.launch(kernel("step_advance"), Dim3.of(1), Dim3.of(1), 0, on, new KernelArgs().pointer(step.pointer()));
@@ -674,7 +688,7 @@ final class RecurrentGpu {
         }
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
-                DeviceTensor x32 = saved.layerInputs().get(layer);
+                DeviceTensor x32 = widened(s, saved.layerInputs().get(layer), stream);
                 DeviceTensor dX = s.allocate(DType.F32, steps, batch, in);  // [T*B, in] to the GEMMs; [T, B, in] as layer 0's dx
                 for (int d = 0; d < nd; d++) {
                     int slot = layer * nd + d;
@@ -685,11 +699,11 @@ final class RecurrentGpu {
                     DeviceTensor whh = param(prepared, s, params, "weight_hh_" + sfx, DType.F32);
                     DeviceTensor whr = c.projSize() > 0 ? param(prepared, s, params, "weight_hr_" + sfx, DType.F32) : null;
                     DeviceTensor peep = c.peepholes() ? param(prepared, s, params, "weight_peephole_" + sfx, DType.F32) : null;
-                    DeviceTensor hPrev = tr.hPrev();
+                    DeviceTensor hPrev = widened(s, tr.hPrev(), stream);
                     DeviceTensor dax = s.allocate(DType.F32, rows, gh);
                     DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;
-                    DeviceTensor dhState = initialState(s, dHn, slot, batch, p, stream);
-                    DeviceTensor dcState = lstm ? initialState(s, dCn, slot, batch, h, stream) : null;
+                    DeviceTensor dhState = initialState(s, dHn, DType.F32, slot, batch, p, stream);
+                    DeviceTensor dcState = lstm ? initialState(s, dCn, DType.F32, slot, batch, h, stream) : null;
                     DeviceTensor dhTotal = s.allocate(DType.F32, batch, p);
                     DeviceTensor dhAll = whr != null ? s.allocate(DType.F32, rows, p) : null;
                     DeviceTensor mAll = whr != null ? s.allocate(DType.F32, rows, h) : null;
@@ -811,6 +825,11 @@ final class RecurrentGpu {
         return functions.computeIfAbsent("util/" + name, n -> driver.function(util, name));
     }
 
+    /** t itself when F32, else a contiguous F32 copy of it in {@code scope}, made on the stream (exact). */
+    private DeviceTensor widened(DeviceScope scope, DeviceTensor t, long stream) {
+        return t.dtype() == DType.F32 ? t : casts.gathered(scope, t, stream);
+    }
+
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, long stream) {
         DeviceTensor out = s.allocate(DType.F32, cols);
         driver.launch(utilFn("column_sum_f32"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, stream, new KernelArgs()
@@ -818,23 +837,24 @@ final class RecurrentGpu {
         return out;
     }
 
-    /** A host tensor of dtype dt with the values of an F32 device tensor. */
-    private static Tensor download(DeviceTensor f32, DType dt) {
-        try (Tensor host = f32.toHost()) {
+    /** A host tensor of dtype dt with the values of a device tensor (F32, or dt itself). */
+    private static Tensor download(DeviceTensor t, DType dt) {
+        try (Tensor host = t.toHost()) {
             return host.to(dt);
         }
     }
 
-    /** Copies an F32 device tensor's values into a host tensor (any dtype, any strides) of as many elements. */
-    private static void copyInto(DeviceTensor f32, Tensor host) {
-        try (Tensor values = f32.toHost()) {
+    /** Copies a device tensor's values (F32, or the host's dtype) into a host tensor (any strides) of as many elements. */
+    private static void copyInto(DeviceTensor t, Tensor host) {
+        try (Tensor values = t.toHost()) {
             host.copyFrom(values.reshape(host.shape()));
         }
     }
 
     /**
-     * Whether the op's GEMMs take TF32 products: asked for, and F32 storage (a 16-bit op's internal
-     * F32 GEMMs stay fp32). The persistent kernel (small batches) multiplies in fp32 either way.
+     * Whether the op's F32 GEMMs take TF32 products: asked for, and F32 storage (a 16-bit op's
+     * forward GEMMs are 16-bit, its backward's F32 GEMMs stay fp32). The persistent kernel (small
+     * batches) multiplies in fp32 either way.
      */
     private static boolean tf32(RecurrentConfig c, DType dt) {
         return c.allowTf32() && dt == DType.F32;

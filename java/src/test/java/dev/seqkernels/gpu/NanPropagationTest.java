@@ -73,7 +73,7 @@ class NanPropagationTest {
         RecurrentOp gpu = make.apply(backend);
         RecurrentOp cpu = make.apply(Backends.byName("cpu"));
         var c = gpu.config();
-        boolean persistent = RecurrentGpu.persistentPlan(c, batch, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
+        boolean persistent = RecurrentGpu.persistentPlan(c, batch, DType.F32, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
         boolean vec4 = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO).endsWith("_vec4");
         switch (kernel) {
             case PERSISTENT -> assertTrue(persistent, name + ": the rule must pick the persistent kernel");

@@ -143,22 +143,26 @@ class RecurrentGpuTest {
     void persistentSelectionRule() {
         DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30, false);
         var auto = RecurrentGpu.StepChoice.AUTO;
-        RecurrentGpu.PersistentPlan plan = RecurrentGpu.persistentPlan(lstm(1024, 0), 16, h100, auto);
+        RecurrentGpu.PersistentPlan plan = RecurrentGpu.persistentPlan(lstm(1024, 0), 16, DType.F32, h100, auto);
         assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 4 * 8 * 16)), plan,
                 "H = 1024 at B = 16 fits: 8 units per block, 198,656 bytes");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, h100, auto), "batch above 16");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(2048, 0), 1, h100, auto), "W_hh slices of H = 2048 do not fit");
-        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,360 bytes)");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, h100, auto), "H = 1400 does not (11 units, 246,400 bytes)");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 16), 4, h100, auto), "projection");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, DType.F32, h100, auto), "batch above 16");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(2048, 0), 1, DType.F32, h100, auto), "W_hh slices of H = 2048 do not fit");
+        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, DType.F32, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,360 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, DType.F32, h100, auto), "H = 1400 does not (11 units, 246,400 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 16), 4, DType.F32, h100, auto), "projection");
         assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 3 * 8 * 16)),
-                RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1024).build().config(), 16, h100, auto),
+                RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1024).build().config(), 16, DType.F32, h100, auto),
                 "GRU (linear_before_reset): 3 gate rows per unit");
         assertEquals(null, RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(64).linearBeforeReset(false).build()
-                .config(), 4, h100, auto), "GRU with the reset gate first takes the per-step loop");
+                .config(), 4, DType.F32, h100, auto), "GRU with the reset gate first takes the per-step loop");
         assertEquals(null, RecurrentGpu.persistentPlan(dev.seqkernels.ops.Rnn.builder().inputSize(8).hiddenSize(64).build().config(),
-                4, h100, auto), "Elman RNNs take the per-step loop");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
+                4, DType.F32, h100, auto), "Elman RNNs take the per-step loop");
+        for (DType sixteen : new DType[]{DType.BF16, DType.F16}) {
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto),
+                    sixteen + ": a 16-bit state takes the tensor-core step loop");
+        }
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
     /** The vectorized GRU (linear_before_reset) and Elman RNN cells in the per-step loop, against the reference and v1. */
@@ -197,22 +201,22 @@ class RecurrentGpuTest {
         }
     }
 
-    /** Layer 0 of 16-bit ops projects with a 16-bit GEMM; everything else, and V1, with F32. */
+    /** 16-bit ops keep their state (and every forward GEMM operand) in the storage type; F32 ops and V1 in F32. */
     @Test
-    void projectionGemmInputTypeRule() {
+    void stateTypeRule() {
         var auto = RecurrentGpu.StepChoice.AUTO;
-        assertEquals(DType.BF16, RecurrentGpu.projectionInputType(DType.BF16, 0, auto));
-        assertEquals(DType.F16, RecurrentGpu.projectionInputType(DType.F16, 0, auto));
-        assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.BF16, 1, auto), "deeper layers read F32 outputs");
-        assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.F32, 0, auto));
-        assertEquals(DType.F32, RecurrentGpu.projectionInputType(DType.BF16, 0, RecurrentGpu.StepChoice.V1), "pinned to v1");
+        assertEquals(DType.BF16, RecurrentGpu.stateType(DType.BF16, auto));
+        assertEquals(DType.F16, RecurrentGpu.stateType(DType.F16, auto));
+        assertEquals(DType.F32, RecurrentGpu.stateType(DType.F32, auto));
+        assertEquals(DType.F32, RecurrentGpu.stateType(DType.BF16, RecurrentGpu.StepChoice.V1), "pinned to v1");
+        assertEquals(DType.F32, RecurrentGpu.stateType(DType.F16, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
     /** The persistent GRU (linear_before_reset) on the emulator, both directions and lengths, vs the reference and the step loop. */
-    @ParameterizedTest
-    @EnumSource(value = DType.class, names = {"F32", "F16"})
-    void persistentGruMatchesReferenceAndTheStepLoop(DType dtype) {
+    @Test
+    void persistentGruMatchesReferenceAndTheStepLoop() {
         TestData data = new TestData();
+        DType dtype = DType.F32;  // the persistent kernel's state type
         checkFasterKernel("persistent gru", be -> Gru.builder().inputSize(7).hiddenSize(29).numLayers(2).bidirectional(true)
                         .backend(be).build(), RecurrentGpuTest::persistent, data, dtype, data.tensor(dtype, 1, 17, 4, 7),
                 data.tensor(dtype, 0.5, 4, 4, 29), null, new int[]{17, 1, 9, 16});
@@ -259,10 +263,10 @@ class RecurrentGpuTest {
      * peepholes, clip, input-forget), against the reference and against the per-step loop; and
      * backward from its saved trace.
      */
-    @ParameterizedTest
-    @EnumSource(value = DType.class, names = {"F32", "BF16"})
-    void persistentLstmMatchesReferenceAndTheStepLoop(DType dtype) {
+    @Test
+    void persistentLstmMatchesReferenceAndTheStepLoop() {
         TestData data = new TestData();
+        DType dtype = DType.F32;  // the persistent kernel's state type
         checkFasterKernel("persistent lstm", be -> Lstm.builder().inputSize(13).hiddenSize(37).numLayers(2).bidirectional(true)
                         .peepholes(true).clip(3).inputForget(true).backend(be).build(), RecurrentGpuTest::persistent, data, dtype,
                 data.tensor(dtype, 1, 23, 3, 13), data.tensor(dtype, 0.5, 4, 3, 37), data.tensor(dtype, 0.5, 4, 3, 37),
@@ -292,7 +296,7 @@ class RecurrentGpuTest {
         }
         TestData data = new TestData();
         RecurrentOp cpu = Lstm.builder().inputSize(5).hiddenSize(hidden).backend("cpu").build();
-        assertTrue(persistent(cpu.config(), batch), "the rule picks the persistent kernel at H = " + hidden);
+        assertTrue(persistent(cpu.config(), batch, DType.F32), "the rule picks the persistent kernel at H = " + hidden);
         Map<String, Tensor> p = data.params(DType.F32, 0.2, cpu.config().parameterShapes());
         Map<String, Tensor> p64 = new LinkedHashMap<>();
         p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
@@ -309,7 +313,7 @@ class RecurrentGpuTest {
     /** Which of the faster kernels the rule must pick for a config and batch, so a test cannot silently run v1. */
     @FunctionalInterface
     private interface Picks {
-        boolean test(dev.seqkernels.ops.RecurrentConfig config, int batch);
+        boolean test(dev.seqkernels.ops.RecurrentConfig config, int batch, DType dtype);
     }
 
     /**
@@ -327,7 +331,7 @@ class RecurrentGpuTest {
         RecurrentOp cpu = make.apply(dev.seqkernels.Backends.byName("cpu"));
         var config = gpu.config();
         int batch = (int) (config.batchFirst() ? x.size(0) : x.size(1));
-        assertTrue(picks.test(config, batch), what + ": the rule must pick the faster kernel here");
+        assertTrue(picks.test(config, batch, dtype), what + ": the rule must pick the faster kernel here");
         Map<String, Tensor> params = data.params(dtype, 0.3, config.parameterShapes());
         Map<String, Tensor> params64 = new LinkedHashMap<>();
         params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
@@ -357,12 +361,12 @@ class RecurrentGpuTest {
         }
     }
 
-    private static boolean persistent(dev.seqkernels.ops.RecurrentConfig config, int batch) {
-        return RecurrentGpu.persistentPlan(config, batch, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
+    private static boolean persistent(dev.seqkernels.ops.RecurrentConfig config, int batch, DType dtype) {
+        return RecurrentGpu.persistentPlan(config, batch, dtype, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
     }
 
-    private static boolean vectorizedStepLoop(dev.seqkernels.ops.RecurrentConfig config, int batch) {
-        return !persistent(config, batch) && RecurrentGpu.stepCellKernel(config.cell(), config.hiddenSize(),
+    private static boolean vectorizedStepLoop(dev.seqkernels.ops.RecurrentConfig config, int batch, DType dtype) {
+        return !persistent(config, batch, dtype) && RecurrentGpu.stepCellKernel(config.cell(), config.hiddenSize(),
                 config.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO).endsWith("_vec4");
     }
 

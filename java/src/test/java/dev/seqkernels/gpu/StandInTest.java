@@ -64,7 +64,7 @@ class StandInTest {
         int batch = 2;
         // H = 176 over 4 SMs: 44 units, 126,720 bytes of shared memory per block at B = 2, so one block per SM.
         RecurrentOp cpu = Lstm.builder().inputSize(5).hiddenSize(176).backend("cpu").build();
-        assertTrue(RecurrentGpu.persistentPlan(cpu.config(), batch, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO)
+        assertTrue(RecurrentGpu.persistentPlan(cpu.config(), batch, DType.F32, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO)
                 != null, "the rule picks the persistent kernel here");
         Map<String, Tensor> p = data.params(DType.F32, 0.2, cpu.config().parameterShapes());
         Map<String, Tensor> p64 = new LinkedHashMap<>();

@@ -1,0 +1,208 @@
+// Backward through time: the per-step gradient kernels (all f32), entry points included.
+#pragma once
+
+#include "cell.cuh"
+
+//
+// Backward through time, per (layer, direction), walking the steps in reverse processing order.
+// Gate gradients go to dax/dah [T*B, G*H] (x-side and h-side pre-activation gradients; equal
+// except for GRU), zero rows for steps past a sequence's length, so the weight gradients are
+// single GEMMs over all steps and the bias gradients column sums (column_sum_f32, deterministic).
+// dh_total [B, P] = dh_state + dOut[t] for the valid entries; step_grad_out folds the GEMM
+// dh_total-side result (dA W_hh) and the direct terms back into dh_state.
+
+// dh_total[b, q] = dh_state[b, q] + d_out[t, b, out_offset + q] for valid entries, else 0; also
+// kept in dh_all [T*B, P] when dh_all is not null (the LSTM projection's weight gradient needs it).
+extern "C" __global__ void step_grad_in_f32(const float* dh_state, const float* d_out, float* dh_total, float* dh_all,
+                                           const int* lengths, int t, int batch, int state, int out_stride,
+                                           int out_offset) {
+    int b, q;
+    if (!element(batch, state, b, q)) {
+        return;
+    }
+    long hb = static_cast<long>(b) * state + q;
+    long row = static_cast<long>(t) * batch + b;
+    float v = t < lengths[b] ? dh_state[hb] + (d_out ? d_out[row * out_stride + out_offset + q] : 0.0f) : 0.0f;
+    dh_total[hb] = v;
+    if (dh_all) {
+        dh_all[row * state + q] = v;
+    }
+}
+SEQK_KERNEL(step_grad_in_f32);
+
+// dh_state[b, q] = gemm[b, q] + direct[b, q] (direct may be null) for valid entries; others keep dh_state.
+extern "C" __global__ void step_grad_out_f32(const float* gemm, const float* direct, float* dh_state, const int* lengths,
+                                            int t, int batch, int state) {
+    int b, q;
+    if (!element(batch, state, b, q) || t >= lengths[b]) {
+        return;
+    }
+    long hb = static_cast<long>(b) * state + q;
+    dh_state[hb] = gemm[hb] + (direct ? direct[hb] : 0.0f);
+}
+SEQK_KERNEL(step_grad_out_f32);
+
+// LSTM step backward. dm [B, H]: gradient of m = o * h(c) (dh_total itself without projection).
+// Writes dA [T*B, 4H] (x-side = h-side), updates dc_state [B, H], and for the projection's weight
+// gradient m_all [T*B, H]; peephole gradient contributions go to dpeep_all [T*B, 3H] (or null).
+extern "C" __global__ void lstm_step_bwd_f32(const float* raw, const float* c_prev, const float* c_new, const float* dm,
+                                            const float* peephole, float* dc_state, float* dA, float* m_all,
+                                            float* dpeep_all, const int* lengths, int t, int batch, int hidden,
+                                            int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
+                                            int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
+                                            float h_beta) {
+    int b, j;
+    if (!element(batch, hidden, b, j)) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    int g4 = 4 * hidden;
+    float* da = dA + row * g4;
+    if (t >= lengths[b]) {
+        for (int k = 0; k < 4; k++) {
+            da[k * hidden + j] = 0.0f;
+        }
+        if (dpeep_all) {
+            for (int k = 0; k < 3; k++) {
+                dpeep_all[row * 3 * hidden + k * hidden + j] = 0.0f;
+            }
+        }
+        if (m_all) {
+            m_all[row * hidden + j] = 0.0f;
+        }
+        return;
+    }
+    long hb = static_cast<long>(b) * hidden + j;
+    float raw_i = raw[row * g4 + j], raw_f = raw[row * g4 + hidden + j];
+    float raw_g = raw[row * g4 + 2 * hidden + j], raw_o = raw[row * g4 + 3 * hidden + j];
+    float cp = c_prev[row * hidden + j];
+    float cn = c_new[row * hidden + j];
+    float gi = activate(f_kind, f_alpha, f_beta, clip_to(raw_i, clip));
+    float gf = input_forget ? 1.0f - gi : activate(f_kind, f_alpha, f_beta, clip_to(raw_f, clip));
+    float gg = activate(g_kind, g_alpha, g_beta, clip_to(raw_g, clip));
+    float go = activate(f_kind, f_alpha, f_beta, clip_to(raw_o, clip));
+    float hc = activate(h_kind, h_alpha, h_beta, cn);
+    if (m_all) {
+        m_all[row * hidden + j] = go * hc;
+    }
+    float dmv = dm[hb];
+    float d_raw_o = dmv * hc * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_o, clip)) * clip_grad(raw_o, clip);
+    float dc = dc_state[hb] + dmv * go * activate_grad(h_kind, h_alpha, h_beta, cn);
+    float p_i = load_or_zero(peephole, j), p_f = load_or_zero(peephole, hidden + j), p_o = load_or_zero(peephole, 2 * hidden + j);
+    dc += d_raw_o * p_o;
+    float d_i = dc * gg;
+    float d_g = dc * gi;
+    float d_f = dc * cp;
+    if (input_forget) {
+        d_i -= d_f;
+        d_f = 0.0f;
+    }
+    float d_raw_i = d_i * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_i, clip)) * clip_grad(raw_i, clip);
+    float d_raw_f = input_forget ? 0.0f : d_f * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_f, clip)) * clip_grad(raw_f, clip);
+    float d_raw_g = d_g * activate_grad(g_kind, g_alpha, g_beta, clip_to(raw_g, clip)) * clip_grad(raw_g, clip);
+    dc_state[hb] = dc * gf + d_raw_i * p_i + d_raw_f * p_f;
+    if (dpeep_all) {
+        dpeep_all[row * 3 * hidden + j] = d_raw_i * cp;
+        dpeep_all[row * 3 * hidden + hidden + j] = d_raw_f * cp;
+        dpeep_all[row * 3 * hidden + 2 * hidden + j] = d_raw_o * cn;
+    }
+    da[j] = d_raw_i;
+    da[hidden + j] = d_raw_f;
+    da[2 * hidden + j] = d_raw_g;
+    da[3 * hidden + j] = d_raw_o;
+}
+SEQK_KERNEL(lstm_step_bwd_f32);
+
+// Elman RNN step backward: dA [T*B, H] (x-side = h-side).
+extern "C" __global__ void rnn_step_bwd_f32(const float* raw, const float* dh_total, float* dA, const int* lengths, int t,
+                                           int batch, int hidden, float clip, int f_kind, float f_alpha, float f_beta) {
+    int b, j;
+    if (!element(batch, hidden, b, j)) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        dA[row * hidden + j] = 0.0f;
+        return;
+    }
+    float r = raw[row * hidden + j];
+    dA[row * hidden + j] = dh_total[static_cast<long>(b) * hidden + j]
+                           * activate_grad(f_kind, f_alpha, f_beta, clip_to(r, clip)) * clip_grad(r, clip);
+}
+SEQK_KERNEL(rnn_step_bwd_f32);
+
+// GRU step backward, first part: everything but what the reset gate gets through W_hn when the
+// reset comes before the linear map. Writes dax, dah [T*B, 3H] and direct [B, H] (dh_prev's
+// pointwise terms). With linear_before_reset it is complete; otherwise dah's n columns hold the
+// gradient of W_hn (r*h) + b_hn, and gru_step_bwd_reset finishes r.
+extern "C" __global__ void gru_step_bwd_f32(const float* raw, const float* h_prev, const float* hn_lin,
+                                           const float* dh_total, float* dax, float* dah, float* direct,
+                                           const int* lengths, int t, int batch, int hidden, int linear_before_reset,
+                                           float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
+                                           float g_alpha, float g_beta) {
+    int b, j;
+    if (!element(batch, hidden, b, j)) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    int g3 = 3 * hidden;
+    if (t >= lengths[b]) {
+        for (int k = 0; k < 3; k++) {
+            dax[row * g3 + k * hidden + j] = 0.0f;
+            dah[row * g3 + k * hidden + j] = 0.0f;
+        }
+        return;
+    }
+    long hb = static_cast<long>(b) * hidden + j;
+    float raw_r = raw[row * g3 + j], raw_z = raw[row * g3 + hidden + j], raw_n = raw[row * g3 + 2 * hidden + j];
+    float z = activate(f_kind, f_alpha, f_beta, clip_to(raw_z, clip));
+    float n = activate(g_kind, g_alpha, g_beta, clip_to(raw_n, clip));
+    float hp = h_prev[row * hidden + j];
+    float dh = dh_total[hb];
+    float d_raw_n = dh * (1.0f - z) * activate_grad(g_kind, g_alpha, g_beta, clip_to(raw_n, clip)) * clip_grad(raw_n, clip);
+    float d_raw_z = dh * (hp - n) * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_z, clip)) * clip_grad(raw_z, clip);
+    direct[hb] = dh * z;
+    dax[row * g3 + hidden + j] = d_raw_z;
+    dah[row * g3 + hidden + j] = d_raw_z;
+    dax[row * g3 + 2 * hidden + j] = d_raw_n;
+    if (linear_before_reset) {
+        float r = activate(f_kind, f_alpha, f_beta, clip_to(raw_r, clip));
+        float d_raw_r = d_raw_n * hn_lin[row * hidden + j] * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_r, clip))
+                        * clip_grad(raw_r, clip);
+        dah[row * g3 + 2 * hidden + j] = d_raw_n * r;
+        dax[row * g3 + j] = d_raw_r;
+        dah[row * g3 + j] = d_raw_r;
+    } else {
+        dah[row * g3 + 2 * hidden + j] = d_raw_n;
+    }
+}
+SEQK_KERNEL(gru_step_bwd_f32);
+
+// GRU without linear-before-reset, second part: d_rh [B, H] = (dah's n columns) W_hn reaches the
+// reset gate and h_prev. Finishes dax, dah r columns, adds r * d_rh to direct, and writes
+// rh_all [T*B, H] = r * h_prev for W_hn's weight gradient.
+extern "C" __global__ void gru_step_bwd_reset_f32(const float* raw, const float* h_prev, const float* d_rh, float* dax,
+                                                 float* dah, float* direct, float* rh_all, const int* lengths, int t,
+                                                 int batch, int hidden, float clip, int f_kind, float f_alpha,
+                                                 float f_beta) {
+    int b, j;
+    if (!element(batch, hidden, b, j)) {
+        return;
+    }
+    long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        rh_all[row * hidden + j] = 0.0f;
+        return;
+    }
+    long hb = static_cast<long>(b) * hidden + j;
+    int g3 = 3 * hidden;
+    float raw_r = raw[row * g3 + j];
+    float r = activate(f_kind, f_alpha, f_beta, clip_to(raw_r, clip));
+    float hp = h_prev[row * hidden + j];
+    float d_raw_r = d_rh[hb] * hp * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_r, clip)) * clip_grad(raw_r, clip);
+    dax[row * g3 + j] = d_raw_r;
+    dah[row * g3 + j] = d_raw_r;
+    direct[hb] += d_rh[hb] * r;
+    rh_all[row * hidden + j] = r * hp;
+}
+SEQK_KERNEL(gru_step_bwd_reset_f32);

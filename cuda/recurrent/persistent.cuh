@@ -1,0 +1,186 @@
+// The persistent forward's body (small batches: W_hh on chip for every step, one cooperative launch).
+#pragma once
+
+#include "../arch/grid.cuh"
+#include "../arch/warp.cuh"
+#include "cell.cuh"
+
+namespace {
+
+// Persistent forward for small batches, LSTM (no projection) and GRU (linear_before_reset): one
+// cooperative launch runs every step of one (layer, direction), keeping W_hh on chip throughout.
+//
+// Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
+// (G = 4 gates for LSTM, 3 for GRU; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
+// loaded once. Per step every
+// block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
+// wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
+// striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
+// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_prev, c_new, h_prev),
+// writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
+// another may still be reading) and the output, and the grid synchronizes before the next step.
+// Shared memory: (G*U*H + B*H + G*U*B) floats. Per step: 2*G*B*H*U flops per block; W_hh is read
+// from shared memory, never from DRAM, after the first step.
+namespace persistent {
+
+__device__ __forceinline__ float load_through_l2(const float* p) {
+#ifdef SEQK_EMU
+    return *p;
+#else
+    return __ldcg(p);
+#endif
+}
+
+/** A block's part: hidden units [u0, u0 + mine) and its shared memory: W [G*U][H], h [B][H], gates [B][G*U]. */
+struct Slice {
+    float* w;
+    float* hs;
+    float* gate;
+    int u0;
+    int mine;  // may be <= 0 for trailing blocks: they still take part in every grid sync
+};
+
+/** Loads this block's G*U rows of W_hh (row g*U + u is W_hh row g*H + u0 + u; zeros past H) into shared memory. */
+template <int G>
+__device__ Slice load_slice(const float* w_hh, int batch, int hidden, int units) {
+    SEQK_DYNAMIC_SHARED(float, smem);
+    Slice sl;
+    sl.w = smem;
+    sl.hs = smem + static_cast<long>(G) * units * hidden;
+    sl.gate = sl.hs + static_cast<long>(batch) * hidden;
+    sl.u0 = blockIdx.x * units;
+    sl.mine = hidden - sl.u0 < units ? hidden - sl.u0 : units;
+    for (long idx = threadIdx.x; idx < static_cast<long>(G) * units * hidden; idx += blockDim.x) {
+        int r = static_cast<int>(idx / hidden);
+        int u = r % units;
+        sl.w[idx] = u < sl.mine ? w_hh[(static_cast<long>(r / units) * hidden + sl.u0 + u) * hidden + idx % hidden] : 0.0f;
+    }
+    return sl;
+}
+
+/**
+ * One step's recurrent projections of this block's units: stages h_{t-1} [B, H] from global
+ * memory (through L2: other blocks wrote it), then gate[b][r] = W row r . h_b, one warp per
+ * (b, r) pair at a time, lanes striding over H and a butterfly sum. Ends synchronized.
+ */
+template <int G>
+__device__ void project_state(const Slice& sl, const float* h_cur, int batch, int hidden, int units) {
+    int lane = seqk::arch::lane_id();
+    int warps = blockDim.x / 32;
+    for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
+        sl.hs[idx] = load_through_l2(h_cur + idx);
+    }
+    __syncthreads();
+    for (int pair = threadIdx.x / 32; pair < batch * G * units; pair += warps) {
+        int b = pair / (G * units);
+        int r = pair % (G * units);
+        float dot = 0.0f;
+        if (r % units < sl.mine) {
+            for (int e = lane; e < hidden; e += 32) {
+                dot += sl.w[static_cast<long>(r) * hidden + e] * sl.hs[static_cast<long>(b) * hidden + e];
+            }
+        }
+        SEQK_UNROLL
+        for (int off = 16; off > 0; off /= 2) {
+            dot += seqk::arch::shfl_xor(0xffffffffu, dot, off);
+        }
+        if (lane == 0) {
+            sl.gate[b * G * units + r] = dot;
+        }
+    }
+    __syncthreads();
+}
+
+/**
+ * The step loop both persistent kernels share: per step, the state projection, then for each of
+ * this block's (batch entry, unit) pairs the saved h_{t-1}, and either the carried state and a zero
+ * output (t past the entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and
+ * saves its cell's trace; the new h goes to the other h_buf half and to the output. Grid sync per step.
+ */
+template <int G, typename Cell>
+__device__ void run_steps(const Slice& sl, float* h_buf, float* h_prev_save, float* out, const int* lengths, int steps,
+                          int reversed, int batch, int hidden, int units, int out_stride, int out_offset, Cell cell) {
+    for (int s = 0; s < steps; s++) {
+        int t = reversed ? steps - 1 - s : s;
+        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
+        for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
+            int b = pair / sl.mine;
+            int u = pair % sl.mine;
+            int j = sl.u0 + u;
+            long row = static_cast<long>(t) * batch + b;
+            float hp = sl.hs[static_cast<long>(b) * hidden + j];
+            h_prev_save[row * hidden + j] = hp;
+            float* o = out + row * out_stride + out_offset + j;
+            if (t >= lengths[b]) {
+                h_next[static_cast<long>(b) * hidden + j] = hp;
+                *o = 0.0f;
+                continue;
+            }
+            float h = cell(b, u, j, row, hp);
+            h_next[static_cast<long>(b) * hidden + j] = h;
+            *o = h;
+        }
+        seqk::arch::grid_sync();
+    }
+}
+
+__device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
+                         float* h_buf, float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* h_prev_save,
+                         float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+                         int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha,
+                         float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+    Slice sl = load_slice<4>(w_hh, batch, hidden, units);
+    long gh4 = 4L * hidden;
+    run_steps<4>(sl, h_buf, h_prev_save, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+                 [&](int b, int u, int j, long row, float) {
+                     float pre[4];
+                     for (int g = 0; g < 4; g++) {
+                         int col = g * hidden + j;
+                         pre[g] = gx[row * gh4 + col] + sl.gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
+                                  load_or_zero(bhh, col);
+                     }
+                     float cp = c_state[static_cast<long>(b) * hidden + j];
+                     float c;
+                     float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind,
+                                         g_alpha, g_beta, h_kind, h_alpha, h_beta, c);
+                     for (int k = 0; k < 4; k++) {
+                         raw[row * gh4 + k * hidden + j] = pre[k];
+                     }
+                     c_prev_save[row * hidden + j] = cp;
+                     c_new_save[row * hidden + j] = c;
+                     c_state[static_cast<long>(b) * hidden + j] = c;
+                     return h;
+                 });
+}
+
+// GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate
+// rows per unit; the cell is gru_cell, as in gru_step_v1, saving raw and h W_hn^T + b_hn.
+__device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
+                        float* hn_lin_save, float* h_prev_save, float* out, const int* lengths, int steps, int reversed,
+                        int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
+                        float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
+    Slice sl = load_slice<3>(w_hh, batch, hidden, units);
+    long gh3 = 3L * hidden;
+    run_steps<3>(sl, h_buf, h_prev_save, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+                 [&](int b, int u, int j, long row, float hp) {
+                     const float* g = sl.gate + b * 3 * units;
+                     float pre_r = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                     float pre_z = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
+                                   load_or_zero(bhh, hidden + j);
+                     float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
+                     float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
+                     float pre_n;
+                     float h = gru_cell(pre_r, pre_z, x_n, h_lin, 1, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,
+                                        g_beta, pre_n);
+                     raw[row * gh3 + j] = pre_r;
+                     raw[row * gh3 + hidden + j] = pre_z;
+                     raw[row * gh3 + 2 * hidden + j] = pre_n;
+                     hn_lin_save[row * hidden + j] = h_lin;
+                     return h;
+                 });
+}
+
+}  // namespace persistent
+
+}  // namespace
