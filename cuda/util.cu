@@ -5,18 +5,28 @@
 
 // out[c] = sum over rows of a[r * lda + c], for c < cols: one thread per column, rows in order
 // (deterministic; v1, no split over rows).
-extern "C" __global__ void column_sum_f32(const float* a, float* out, int rows, int cols, int lda) {
+template <typename T>
+__device__ void column_sum(const T* a, float* out, int rows, int cols, int lda) {
     long c = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (c >= cols) {
         return;
     }
     float s = 0.0f;
     for (long r = 0; r < rows; r++) {
-        s += a[r * lda + c];
+        s += seqk::to_float(a[r * lda + c]);
     }
     out[c] = s;
 }
-SEQK_KERNEL(column_sum_f32);
+
+#define SEQK_COLUMN_SUM(suffix, T)                                                                  \
+    extern "C" __global__ void column_sum_##suffix(const T* a, float* out, int rows, int cols, int lda) { \
+        column_sum<T>(a, out, rows, cols, lda);                                                     \
+    }                                                                                               \
+    SEQK_KERNEL(column_sum_##suffix)
+
+SEQK_COLUMN_SUM(f32, float);
+SEQK_COLUMN_SUM(f16, __half);
+SEQK_COLUMN_SUM(bf16, __nv_bfloat16);
 
 
 // y[r * ldy + c] += bias[c] for r < rows, c < cols: one thread per element.

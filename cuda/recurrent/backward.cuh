@@ -1,4 +1,9 @@
-// Backward through time: the per-step gradient kernels (all f32), entry points included.
+// Backward through time: the per-step gradient kernels, entry points included. The suffix of an
+// entry point names the operand type S of the values the backward GEMMs read: the gate gradients
+// dax/dah, and the saved h_prev, m_all, rh_all, dh_all (f32 for v1 and F32 ops; f16/bf16 for the
+// 16-bit state of F16/BF16 ops, whose backward GEMMs multiply 16-bit operands on tensor cores and
+// accumulate in fp32). Everything the kernels carry (dh_state, dc_state, dh_total, direct, d_rh,
+// dpeep_all, the GEMM results) is f32 in every instance.
 #pragma once
 
 #include "cell.cuh"
@@ -7,15 +12,17 @@
 // Backward through time, per (layer, direction), walking the steps in reverse processing order.
 // Gate gradients go to dax/dah [T*B, G*H] (x-side and h-side pre-activation gradients; equal
 // except for GRU), zero rows for steps past a sequence's length, so the weight gradients are
-// single GEMMs over all steps and the bias gradients column sums (column_sum_f32, deterministic).
+// single GEMMs over all steps and the bias gradients column sums (column_sum_*, deterministic).
 // dh_total [B, P] = dh_state + dOut[t] for the valid entries; step_grad_out folds the GEMM
 // dh_total-side result (dA W_hh) and the direct terms back into dh_state.
 
+namespace {
+
 // dh_total[b, q] = dh_state[b, q] + d_out[t, b, out_offset + q] for valid entries, else 0; also
-// kept in dh_all [T*B, P] when dh_all is not null (the LSTM projection's weight gradient needs it).
-extern "C" __global__ void step_grad_in_f32(const float* dh_state, const float* d_out, float* dh_total, float* dh_all,
-                                           const int* lengths, int t, int batch, int state, int out_stride,
-                                           int out_offset) {
+// kept in dh_all [T*B, P] (rounded to S) when dh_all is not null: the LSTM projection's GEMMs read it.
+template <typename S>
+__device__ void step_grad_in(const float* dh_state, const float* d_out, float* dh_total, S* dh_all, const int* lengths, int t,
+                             int batch, int state, int out_stride, int out_offset) {
     int b, q;
     if (!element(batch, state, b, q)) {
         return;
@@ -25,42 +32,28 @@ extern "C" __global__ void step_grad_in_f32(const float* dh_state, const float* 
     float v = t < lengths[b] ? dh_state[hb] + (d_out ? d_out[row * out_stride + out_offset + q] : 0.0f) : 0.0f;
     dh_total[hb] = v;
     if (dh_all) {
-        dh_all[row * state + q] = v;
+        dh_all[row * state + q] = seqk::from_float<S>(v);
     }
 }
-SEQK_KERNEL(step_grad_in_f32);
-
-// dh_state[b, q] = gemm[b, q] + direct[b, q] (direct may be null) for valid entries; others keep dh_state.
-extern "C" __global__ void step_grad_out_f32(const float* gemm, const float* direct, float* dh_state, const int* lengths,
-                                            int t, int batch, int state) {
-    int b, q;
-    if (!element(batch, state, b, q) || t >= lengths[b]) {
-        return;
-    }
-    long hb = static_cast<long>(b) * state + q;
-    dh_state[hb] = gemm[hb] + (direct ? direct[hb] : 0.0f);
-}
-SEQK_KERNEL(step_grad_out_f32);
 
 // LSTM step backward. dm [B, H]: gradient of m = o * h(c) (dh_total itself without projection).
 // Writes dA [T*B, 4H] (x-side = h-side), updates dc_state [B, H], and for the projection's weight
 // gradient m_all [T*B, H]; peephole gradient contributions go to dpeep_all [T*B, 3H] (or null).
-extern "C" __global__ void lstm_step_bwd_f32(const float* raw, const float* c_prev, const float* c_new, const float* dm,
-                                            const float* peephole, float* dc_state, float* dA, float* m_all,
-                                            float* dpeep_all, const int* lengths, int t, int batch, int hidden,
-                                            int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
-                                            int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
-                                            float h_beta) {
+template <typename S>
+__device__ void lstm_step_bwd(const float* raw, const float* c_prev, const float* c_new, const float* dm, const float* peephole,
+                              float* dc_state, S* dA, S* m_all, float* dpeep_all, const int* lengths, int t, int batch,
+                              int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
+                              float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
     int b, j;
     if (!element(batch, hidden, b, j)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
     int g4 = 4 * hidden;
-    float* da = dA + row * g4;
+    S* da = dA + row * g4;
     if (t >= lengths[b]) {
         for (int k = 0; k < 4; k++) {
-            da[k * hidden + j] = 0.0f;
+            da[k * hidden + j] = seqk::from_float<S>(0.0f);
         }
         if (dpeep_all) {
             for (int k = 0; k < 3; k++) {
@@ -68,7 +61,7 @@ extern "C" __global__ void lstm_step_bwd_f32(const float* raw, const float* c_pr
             }
         }
         if (m_all) {
-            m_all[row * hidden + j] = 0.0f;
+            m_all[row * hidden + j] = seqk::from_float<S>(0.0f);
         }
         return;
     }
@@ -83,7 +76,7 @@ extern "C" __global__ void lstm_step_bwd_f32(const float* raw, const float* c_pr
     float go = activate(f_kind, f_alpha, f_beta, clip_to(raw_o, clip));
     float hc = activate(h_kind, h_alpha, h_beta, cn);
     if (m_all) {
-        m_all[row * hidden + j] = go * hc;
+        m_all[row * hidden + j] = seqk::from_float<S>(go * hc);
     }
     float dmv = dm[hb];
     float d_raw_o = dmv * hc * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_o, clip)) * clip_grad(raw_o, clip);
@@ -106,40 +99,38 @@ extern "C" __global__ void lstm_step_bwd_f32(const float* raw, const float* c_pr
         dpeep_all[row * 3 * hidden + hidden + j] = d_raw_f * cp;
         dpeep_all[row * 3 * hidden + 2 * hidden + j] = d_raw_o * cn;
     }
-    da[j] = d_raw_i;
-    da[hidden + j] = d_raw_f;
-    da[2 * hidden + j] = d_raw_g;
-    da[3 * hidden + j] = d_raw_o;
+    da[j] = seqk::from_float<S>(d_raw_i);
+    da[hidden + j] = seqk::from_float<S>(d_raw_f);
+    da[2 * hidden + j] = seqk::from_float<S>(d_raw_g);
+    da[3 * hidden + j] = seqk::from_float<S>(d_raw_o);
 }
-SEQK_KERNEL(lstm_step_bwd_f32);
 
 // Elman RNN step backward: dA [T*B, H] (x-side = h-side).
-extern "C" __global__ void rnn_step_bwd_f32(const float* raw, const float* dh_total, float* dA, const int* lengths, int t,
-                                           int batch, int hidden, float clip, int f_kind, float f_alpha, float f_beta) {
+template <typename S>
+__device__ void rnn_step_bwd(const float* raw, const float* dh_total, S* dA, const int* lengths, int t, int batch, int hidden,
+                             float clip, int f_kind, float f_alpha, float f_beta) {
     int b, j;
     if (!element(batch, hidden, b, j)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
     if (t >= lengths[b]) {
-        dA[row * hidden + j] = 0.0f;
+        dA[row * hidden + j] = seqk::from_float<S>(0.0f);
         return;
     }
     float r = raw[row * hidden + j];
-    dA[row * hidden + j] = dh_total[static_cast<long>(b) * hidden + j]
-                           * activate_grad(f_kind, f_alpha, f_beta, clip_to(r, clip)) * clip_grad(r, clip);
+    dA[row * hidden + j] = seqk::from_float<S>(dh_total[static_cast<long>(b) * hidden + j]
+                                               * activate_grad(f_kind, f_alpha, f_beta, clip_to(r, clip)) * clip_grad(r, clip));
 }
-SEQK_KERNEL(rnn_step_bwd_f32);
 
 // GRU step backward, first part: everything but what the reset gate gets through W_hn when the
 // reset comes before the linear map. Writes dax, dah [T*B, 3H] and direct [B, H] (dh_prev's
 // pointwise terms). With linear_before_reset it is complete; otherwise dah's n columns hold the
 // gradient of W_hn (r*h) + b_hn, and gru_step_bwd_reset finishes r.
-extern "C" __global__ void gru_step_bwd_f32(const float* raw, const float* h_prev, const float* hn_lin,
-                                           const float* dh_total, float* dax, float* dah, float* direct,
-                                           const int* lengths, int t, int batch, int hidden, int linear_before_reset,
-                                           float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
-                                           float g_alpha, float g_beta) {
+template <typename S>
+__device__ void gru_step_bwd(const float* raw, const S* h_prev, const float* hn_lin, const float* dh_total, S* dax, S* dah,
+                             float* direct, const int* lengths, int t, int batch, int hidden, int linear_before_reset, float clip,
+                             int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     int b, j;
     if (!element(batch, hidden, b, j)) {
         return;
@@ -148,8 +139,8 @@ extern "C" __global__ void gru_step_bwd_f32(const float* raw, const float* h_pre
     int g3 = 3 * hidden;
     if (t >= lengths[b]) {
         for (int k = 0; k < 3; k++) {
-            dax[row * g3 + k * hidden + j] = 0.0f;
-            dah[row * g3 + k * hidden + j] = 0.0f;
+            dax[row * g3 + k * hidden + j] = seqk::from_float<S>(0.0f);
+            dah[row * g3 + k * hidden + j] = seqk::from_float<S>(0.0f);
         }
         return;
     }
@@ -157,52 +148,107 @@ extern "C" __global__ void gru_step_bwd_f32(const float* raw, const float* h_pre
     float raw_r = raw[row * g3 + j], raw_z = raw[row * g3 + hidden + j], raw_n = raw[row * g3 + 2 * hidden + j];
     float z = activate(f_kind, f_alpha, f_beta, clip_to(raw_z, clip));
     float n = activate(g_kind, g_alpha, g_beta, clip_to(raw_n, clip));
-    float hp = h_prev[row * hidden + j];
+    float hp = seqk::to_float(h_prev[row * hidden + j]);
     float dh = dh_total[hb];
     float d_raw_n = dh * (1.0f - z) * activate_grad(g_kind, g_alpha, g_beta, clip_to(raw_n, clip)) * clip_grad(raw_n, clip);
     float d_raw_z = dh * (hp - n) * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_z, clip)) * clip_grad(raw_z, clip);
     direct[hb] = dh * z;
-    dax[row * g3 + hidden + j] = d_raw_z;
-    dah[row * g3 + hidden + j] = d_raw_z;
-    dax[row * g3 + 2 * hidden + j] = d_raw_n;
+    dax[row * g3 + hidden + j] = seqk::from_float<S>(d_raw_z);
+    dah[row * g3 + hidden + j] = seqk::from_float<S>(d_raw_z);
+    dax[row * g3 + 2 * hidden + j] = seqk::from_float<S>(d_raw_n);
     if (linear_before_reset) {
         float r = activate(f_kind, f_alpha, f_beta, clip_to(raw_r, clip));
         float d_raw_r = d_raw_n * hn_lin[row * hidden + j] * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_r, clip))
                         * clip_grad(raw_r, clip);
-        dah[row * g3 + 2 * hidden + j] = d_raw_n * r;
-        dax[row * g3 + j] = d_raw_r;
-        dah[row * g3 + j] = d_raw_r;
+        dah[row * g3 + 2 * hidden + j] = seqk::from_float<S>(d_raw_n * r);
+        dax[row * g3 + j] = seqk::from_float<S>(d_raw_r);
+        dah[row * g3 + j] = seqk::from_float<S>(d_raw_r);
     } else {
-        dah[row * g3 + 2 * hidden + j] = d_raw_n;
+        dah[row * g3 + 2 * hidden + j] = seqk::from_float<S>(d_raw_n);  // the W_hn GEMM's operand (gru_step_bwd_reset)
     }
 }
-SEQK_KERNEL(gru_step_bwd_f32);
 
 // GRU without linear-before-reset, second part: d_rh [B, H] = (dah's n columns) W_hn reaches the
 // reset gate and h_prev. Finishes dax, dah r columns, adds r * d_rh to direct, and writes
 // rh_all [T*B, H] = r * h_prev for W_hn's weight gradient.
-extern "C" __global__ void gru_step_bwd_reset_f32(const float* raw, const float* h_prev, const float* d_rh, float* dax,
-                                                 float* dah, float* direct, float* rh_all, const int* lengths, int t,
-                                                 int batch, int hidden, float clip, int f_kind, float f_alpha,
-                                                 float f_beta) {
+template <typename S>
+__device__ void gru_step_bwd_reset(const float* raw, const S* h_prev, const float* d_rh, S* dax, S* dah, float* direct,
+                                   S* rh_all, const int* lengths, int t, int batch, int hidden, float clip, int f_kind,
+                                   float f_alpha, float f_beta) {
     int b, j;
     if (!element(batch, hidden, b, j)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
     if (t >= lengths[b]) {
-        rh_all[row * hidden + j] = 0.0f;
+        rh_all[row * hidden + j] = seqk::from_float<S>(0.0f);
         return;
     }
     long hb = static_cast<long>(b) * hidden + j;
     int g3 = 3 * hidden;
     float raw_r = raw[row * g3 + j];
     float r = activate(f_kind, f_alpha, f_beta, clip_to(raw_r, clip));
-    float hp = h_prev[row * hidden + j];
+    float hp = seqk::to_float(h_prev[row * hidden + j]);
     float d_raw_r = d_rh[hb] * hp * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_r, clip)) * clip_grad(raw_r, clip);
-    dax[row * g3 + j] = d_raw_r;
-    dah[row * g3 + j] = d_raw_r;
+    dax[row * g3 + j] = seqk::from_float<S>(d_raw_r);
+    dah[row * g3 + j] = seqk::from_float<S>(d_raw_r);
     direct[hb] += d_rh[hb] * r;
-    rh_all[row * hidden + j] = r * hp;
+    rh_all[row * hidden + j] = seqk::from_float<S>(r * hp);
 }
-SEQK_KERNEL(gru_step_bwd_reset_f32);
+
+}  // namespace
+
+// dh_state[b, q] = gemm[b, q] + direct[b, q] (direct may be null) for valid entries; others keep dh_state.
+extern "C" __global__ void step_grad_out_f32(const float* gemm, const float* direct, float* dh_state, const int* lengths,
+                                            int t, int batch, int state) {
+    int b, q;
+    if (!element(batch, state, b, q) || t >= lengths[b]) {
+        return;
+    }
+    long hb = static_cast<long>(b) * state + q;
+    dh_state[hb] = gemm[hb] + (direct ? direct[hb] : 0.0f);
+}
+SEQK_KERNEL(step_grad_out_f32);
+
+#define SEQK_RECURRENT_BWD(suffix, S)                                                                                   \
+    extern "C" __global__ void step_grad_in_##suffix(const float* dh_state, const float* d_out, float* dh_total,        \
+                                                     S* dh_all, const int* lengths, int t, int batch, int state,        \
+                                                     int out_stride, int out_offset) {                                  \
+        step_grad_in<S>(dh_state, d_out, dh_total, dh_all, lengths, t, batch, state, out_stride, out_offset);           \
+    }                                                                                                                   \
+    SEQK_KERNEL(step_grad_in_##suffix);                                                                                 \
+    extern "C" __global__ void lstm_step_bwd_##suffix(                                                                  \
+        const float* raw, const float* c_prev, const float* c_new, const float* dm, const float* peephole,              \
+        float* dc_state, S* dA, S* m_all, float* dpeep_all, const int* lengths, int t, int batch, int hidden,           \
+        int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, \
+        int h_kind, float h_alpha, float h_beta) {                                                                      \
+        lstm_step_bwd<S>(raw, c_prev, c_new, dm, peephole, dc_state, dA, m_all, dpeep_all, lengths, t, batch, hidden,   \
+                         input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha,         \
+                         h_beta);                                                                                       \
+    }                                                                                                                   \
+    SEQK_KERNEL(lstm_step_bwd_##suffix);                                                                                \
+    extern "C" __global__ void rnn_step_bwd_##suffix(const float* raw, const float* dh_total, S* dA,                    \
+                                                     const int* lengths, int t, int batch, int hidden, float clip,      \
+                                                     int f_kind, float f_alpha, float f_beta) {                         \
+        rnn_step_bwd<S>(raw, dh_total, dA, lengths, t, batch, hidden, clip, f_kind, f_alpha, f_beta);                   \
+    }                                                                                                                   \
+    SEQK_KERNEL(rnn_step_bwd_##suffix);                                                                                 \
+    extern "C" __global__ void gru_step_bwd_##suffix(                                                                   \
+        const float* raw, const S* h_prev, const float* hn_lin, const float* dh_total, S* dax, S* dah, float* direct,   \
+        const int* lengths, int t, int batch, int hidden, int linear_before_reset, float clip, int f_kind,              \
+        float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {                                         \
+        gru_step_bwd<S>(raw, h_prev, hn_lin, dh_total, dax, dah, direct, lengths, t, batch, hidden, linear_before_reset, \
+                        clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);                                        \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_step_bwd_##suffix);                                                                                 \
+    extern "C" __global__ void gru_step_bwd_reset_##suffix(                                                             \
+        const float* raw, const S* h_prev, const float* d_rh, S* dax, S* dah, float* direct, S* rh_all,                 \
+        const int* lengths, int t, int batch, int hidden, float clip, int f_kind, float f_alpha, float f_beta) {        \
+        gru_step_bwd_reset<S>(raw, h_prev, d_rh, dax, dah, direct, rh_all, lengths, t, batch, hidden, clip, f_kind,     \
+                              f_alpha, f_beta);                                                                         \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_step_bwd_reset_##suffix)
+
+SEQK_RECURRENT_BWD(f32, float);
+SEQK_RECURRENT_BWD(f16, __half);
+SEQK_RECURRENT_BWD(bf16, __nv_bfloat16);

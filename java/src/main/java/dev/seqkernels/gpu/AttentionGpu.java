@@ -965,9 +965,9 @@ final class AttentionGpu {
         int kv = op.kvWidth();
         boolean tf32 = op.allowTf32();
         DeviceTensor dWo = s.allocate(DType.F32, e, e);
-        Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, tf32, stream);
+        Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, DType.F32, tf32, stream);
         DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
-        Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, tf32, stream);
+        Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, DType.F32, tf32, stream);
         int width = ms.packedWidth();
         DeviceTensor dq;
         DeviceTensor dk;
@@ -997,11 +997,11 @@ final class AttentionGpu {
             int ld = width > 0 ? width : outs[r];
             dW[r] = s.allocate(DType.F32, outs[r], widths[r]);
             Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dW[r].pointer(), widths[r],
-                    rows, widths[r], outs[r], 0f, tf32, stream);
+                    rows, widths[r], outs[r], 0f, DType.F32, tf32, stream);
             dB[r] = columnSum(s, dProj[r], rows, outs[r], ld, stream);
             dIn[r] = s.allocate(DType.F32, rows, widths[r]);
             Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dIn[r].pointer(), widths[r],
-                    rows, widths[r], outs[r], 0f, tf32, stream);
+                    rows, widths[r], outs[r], 0f, DType.F32, tf32, stream);
         }
         return new MhaGrads(dIn, dW, dB, dWo, columnSum(s, dy, batch * lq, e, e, stream));
     }

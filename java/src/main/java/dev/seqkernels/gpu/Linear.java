@@ -26,17 +26,23 @@ final class Linear {
         d.gemm(new Gemm(true, false, out, rows, in, 1f, w, ldw, 0, x, ldx, 0, beta, y, ldy, 0, 1, input, output, tf32), stream);
     }
 
-    /** dW [out, in] (row stride ldw) = dY [rows, out]^T X [rows, in]: the weight gradient of forward(), on {@code stream}; TF32 products when {@code tf32}. */
+    /**
+     * dW [out, in] (row stride ldw, F32) = dY [rows, out]^T X [rows, in] (both {@code input}): the
+     * weight gradient of forward(), on {@code stream}; TF32 products when {@code tf32}.
+     */
     static void weightGrad(Driver d, long dy, int lddy, long x, int ldx, long dw, int ldw, int rows, int in, int out,
-                           float beta, boolean tf32, long stream) {
+                           float beta, dev.seqkernels.DType input, boolean tf32, long stream) {
         d.gemm(new Gemm(false, true, in, out, rows, 1f, x, ldx, 0, dy, lddy, 0, beta, dw, ldw, 0, 1,
-                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), stream);
+                input, dev.seqkernels.DType.F32, tf32), stream);
     }
 
-    /** dX [rows, in] (row stride lddx) = dY [rows, out] W [out, in]: the input gradient of forward(), on {@code stream}; TF32 products when {@code tf32}. */
+    /**
+     * dX [rows, in] (row stride lddx, F32) = dY [rows, out] W [out, in] (both {@code input}): the
+     * input gradient of forward(), on {@code stream}; TF32 products when {@code tf32}.
+     */
     static void inputGrad(Driver d, long dy, int lddy, long w, int ldw, long dx, int lddx, int rows, int in, int out,
-                          float beta, boolean tf32, long stream) {
+                          float beta, dev.seqkernels.DType input, boolean tf32, long stream) {
         d.gemm(new Gemm(false, false, in, rows, out, 1f, w, ldw, 0, dy, lddy, 0, beta, dx, lddx, 0, 1,
-                dev.seqkernels.DType.F32, dev.seqkernels.DType.F32, tf32), stream);
+                input, dev.seqkernels.DType.F32, tf32), stream);
     }
 }

@@ -28,8 +28,10 @@ import java.util.Map;
  * W_hn), the cells keep the gate math, c and the saved pre-activations in fp32, and h is rounded
  * once per step to the storage type (the step's output and the next step's GEMM input). Judged by
  * DESIGN's 2x rule against {@code cpu-same-precision}, which rounds at the same points. Backward
- * widens the saved 16-bit trace to F32 once per layer and direction and stays F32 (its 16-bit GEMMs
- * are issue 14's next step).
+ * likewise: its GEMMs (the per-step dh = dA W_hh, GRU's d(r*h) and the projection's dm, and over all
+ * steps the weight gradients and dx) multiply 16-bit operands (the gate gradients dA rounded once
+ * by the cell kernels that write them, the saved 16-bit trace, the 16-bit weights) into fp32; the
+ * carried dh and dc, the GEMM results and the bias and peephole sums stay fp32.
  *
  * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection or a GRU with
  * linear_before_reset, batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
@@ -678,6 +680,9 @@ final class RecurrentGpu {
         int slots = c.numLayers() * nd;
         boolean lstm = c.cell() == CellType.LSTM;
         boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
+        // The forward's state type (what its trace holds): the type of every backward GEMM operand.
+        DType state = saved.traces()[0].hPrev().dtype();
+        String stateSuffix = "_" + suffix(state);
         Map<String, DeviceTensor> grads = new java.util.LinkedHashMap<>();
         DeviceTensor dh0 = s.allocate(DType.F32, slots, batch, p);
         DeviceTensor dc0 = lstm ? s.allocate(DType.F32, slots, batch, h) : null;
@@ -688,30 +693,30 @@ final class RecurrentGpu {
         }
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
-                DeviceTensor x32 = widened(s, saved.layerInputs().get(layer), stream);
+                DeviceTensor x = saved.layerInputs().get(layer);  // the state type, as every operand below
                 DeviceTensor dX = s.allocate(DType.F32, steps, batch, in);  // [T*B, in] to the GEMMs; [T, B, in] as layer 0's dx
                 for (int d = 0; d < nd; d++) {
                     int slot = layer * nd + d;
                     String sfx = c.suffix(layer, d);
                     SlotTrace tr = saved.traces()[slot];
                     List<Activation> act = c.activations().get(d);
-                    DeviceTensor wih = param(prepared, s, params, "weight_ih_" + sfx, DType.F32);
-                    DeviceTensor whh = param(prepared, s, params, "weight_hh_" + sfx, DType.F32);
-                    DeviceTensor whr = c.projSize() > 0 ? param(prepared, s, params, "weight_hr_" + sfx, DType.F32) : null;
+                    DeviceTensor wih = param(prepared, s, params, "weight_ih_" + sfx, state);
+                    DeviceTensor whh = param(prepared, s, params, "weight_hh_" + sfx, state);
+                    DeviceTensor whr = c.projSize() > 0 ? param(prepared, s, params, "weight_hr_" + sfx, state) : null;
                     DeviceTensor peep = c.peepholes() ? param(prepared, s, params, "weight_peephole_" + sfx, DType.F32) : null;
-                    DeviceTensor hPrev = widened(s, tr.hPrev(), stream);
-                    DeviceTensor dax = s.allocate(DType.F32, rows, gh);
-                    DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(DType.F32, rows, gh) : dax;
+                    DeviceTensor hPrev = tr.hPrev();
+                    DeviceTensor dax = s.allocate(state, rows, gh);
+                    DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(state, rows, gh) : dax;
                     DeviceTensor dhState = initialState(s, dHn, DType.F32, slot, batch, p, stream);
                     DeviceTensor dcState = lstm ? initialState(s, dCn, DType.F32, slot, batch, h, stream) : null;
                     DeviceTensor dhTotal = s.allocate(DType.F32, batch, p);
-                    DeviceTensor dhAll = whr != null ? s.allocate(DType.F32, rows, p) : null;
-                    DeviceTensor mAll = whr != null ? s.allocate(DType.F32, rows, h) : null;
+                    DeviceTensor dhAll = whr != null ? s.allocate(state, rows, p) : null;
+                    DeviceTensor mAll = whr != null ? s.allocate(state, rows, h) : null;
                     DeviceTensor dm = whr != null ? s.allocate(DType.F32, batch, h) : null;
                     DeviceTensor dpeepAll = peep != null ? s.allocate(DType.F32, rows, 3L * h) : null;
                     DeviceTensor direct = c.cell() == CellType.GRU ? s.allocate(DType.F32, batch, h) : null;
                     DeviceTensor dRh = gruSplit ? s.allocate(DType.F32, batch, h) : null;
-                    DeviceTensor rhAll = gruSplit ? s.allocate(DType.F32, rows, h) : null;
+                    DeviceTensor rhAll = gruSplit ? s.allocate(state, rows, h) : null;
                     DeviceTensor gemmOut = s.allocate(DType.F32, batch, p);
                     int hRows = gruSplit ? 2 * h : gh;  // rows of W_hh that act on h itself
                     float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
@@ -719,17 +724,18 @@ final class RecurrentGpu {
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
                     for (int step = steps - 1; step >= 0; step--) {
                         int t = c.direction().isReversed(d) ? steps - 1 - step : step;
-                        driver.launch(fn32("step_grad_in"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
+                        driver.launch(kernel("step_grad_in" + stateSuffix), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(dhState.pointer()).pointer(dLayerOut.pointer()).pointer(dhTotal.pointer())
                                 .pointer(ptr(dhAll)).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p)
                                 .i32(c.outputSize()).i32(d * p));
                         switch (c.cell()) {
                             case LSTM -> {
                                 if (whr != null) {
-                                    // dm [B, H] = dh_total [B, P] W_hr [P, H]
-                                    Linear.inputGrad(driver, dhTotal.pointer(), p, whr.pointer(), h, dm.pointer(), h, batch, h, p, 0f, tf32(c, dt), stream);
+                                    // dm [B, H] = dh_total [B, P] W_hr [P, H], dh_total read as step_grad_in stored it in dh_all
+                                    Linear.inputGrad(driver, dhAll.select(0, (long) t * batch).pointer(), p, whr.pointer(), h, dm.pointer(), h,
+                                            batch, h, p, 0f, state, tf32(c, dt), stream);
                                 }
-                                driver.launch(fn32("lstm_step_bwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
+                                driver.launch(kernel("lstm_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                         .pointer(tr.raw().pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
                                         .pointer(dm != null ? dm.pointer() : dhTotal.pointer()).pointer(ptr(peep))
                                         .pointer(dcState.pointer()).pointer(dax.pointer()).pointer(ptr(mAll)).pointer(ptr(dpeepAll))
@@ -740,12 +746,12 @@ final class RecurrentGpu {
                                         .i32(act.get(2).kind().ordinal()).f32((float) act.get(2).alpha())
                                         .f32((float) act.get(2).beta()));
                             }
-                            case RNN -> driver.launch(fn32("rnn_step_bwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
+                            case RNN -> driver.launch(kernel("rnn_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                     .pointer(tr.raw().pointer()).pointer(dhTotal.pointer()).pointer(dax.pointer())
                                     .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).f32(clip)
                                     .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                             case GRU -> {
-                                driver.launch(fn32("gru_step_bwd"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
+                                driver.launch(kernel("gru_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                         .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(ptr(tr.hnLin()))
                                         .pointer(dhTotal.pointer()).pointer(dax.pointer()).pointer(dah.pointer())
                                         .pointer(direct.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
@@ -756,8 +762,8 @@ final class RecurrentGpu {
                                     // d_rh [B, H] = dah_n(t) [B, H] (row stride 3H) W_hn [H, H].
                                     long dahN = dah.select(0, (long) t * batch).narrow(0, 2L * h, h).pointer();
                                     Linear.inputGrad(driver, dahN, gh, whh.narrow(0, 2L * h, h).pointer(), h, dRh.pointer(), h,
-                                            batch, h, h, 0f, tf32(c, dt), stream);
-                                    driver.launch(fn32("gru_step_bwd_reset"), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
+                                            batch, h, h, 0f, state, tf32(c, dt), stream);
+                                    driver.launch(kernel("gru_step_bwd_reset" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                             .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(dRh.pointer())
                                             .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
                                             .pointer(rhAll.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
@@ -768,7 +774,7 @@ final class RecurrentGpu {
                         }
                         // dh_prev [B, P] = dah(t) [B, hRows] (row stride G*H) W_hh[0:hRows] [hRows, P].
                         Linear.inputGrad(driver, dah.select(0, (long) t * batch).pointer(), gh, whh.pointer(), p,
-                                gemmOut.pointer(), p, batch, p, hRows, 0f, tf32(c, dt), stream);
+                                gemmOut.pointer(), p, batch, p, hRows, 0f, state, tf32(c, dt), stream);
                         driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(gemmOut.pointer()).pointer(ptr(direct)).pointer(dhState.pointer())
                                 .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p));
@@ -779,13 +785,15 @@ final class RecurrentGpu {
                     }
                     // Weight gradients over all steps at once: dW = dA^T X.
                     DeviceTensor dWih = s.allocate(DType.F32, gh, in);
-                    Linear.weightGrad(driver, dax.pointer(), gh, x32.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f, tf32(c, dt), stream);
+                    Linear.weightGrad(driver, dax.pointer(), gh, x.pointer(), in, dWih.pointer(), in, rows, in, gh, 0f, state, tf32(c, dt),
+                            stream);
                     grads.put("weight_ih_" + sfx, dWih);
                     DeviceTensor dWhh = s.allocate(DType.F32, gh, p);
-                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f, tf32(c, dt), stream);
+                    Linear.weightGrad(driver, dah.pointer(), gh, hPrev.pointer(), p, dWhh.pointer(), p, rows, p, hRows, 0f, state,
+                            tf32(c, dt), stream);
                     if (gruSplit) {
                         Linear.weightGrad(driver, dah.select(1, 2L * h).pointer(), gh, rhAll.pointer(), h,
-                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f, tf32(c, dt), stream);
+                                dWhh.narrow(0, 2L * h, h).pointer(), h, rows, h, h, 0f, state, tf32(c, dt), stream);
                     }
                     grads.put("weight_hh_" + sfx, dWhh);
                     if (c.bias()) {
@@ -794,14 +802,16 @@ final class RecurrentGpu {
                     }
                     if (whr != null) {
                         DeviceTensor dWhr = s.allocate(DType.F32, p, h);
-                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f, tf32(c, dt), stream);
+                        Linear.weightGrad(driver, dhAll.pointer(), p, mAll.pointer(), h, dWhr.pointer(), h, rows, h, p, 0f, state, tf32(c, dt),
+                                stream);
                         grads.put("weight_hr_" + sfx, dWhr);
                     }
                     if (peep != null) {
                         grads.put("weight_peephole_" + sfx, columnSum(s, dpeepAll, rows, 3 * h, stream));
                     }
                     // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
-                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, tf32(c, dt), stream);
+                    Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, state,
+                            tf32(c, dt), stream);
                 }
                 dLayerOut = dX;
             }
@@ -830,9 +840,10 @@ final class RecurrentGpu {
         return t.dtype() == DType.F32 ? t : casts.gathered(scope, t, stream);
     }
 
+    /** The column sums [cols] in F32 of a [rows, cols] (F32, F16 or BF16), accumulated in fp32 in row order. */
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, long stream) {
         DeviceTensor out = s.allocate(DType.F32, cols);
-        driver.launch(utilFn("column_sum_f32"), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, stream, new KernelArgs()
+        driver.launch(utilFn("column_sum_" + suffix(a.dtype())), Dim3.of(blocks(cols)), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(cols));
         return out;
     }
@@ -852,9 +863,9 @@ final class RecurrentGpu {
     }
 
     /**
-     * Whether the op's F32 GEMMs take TF32 products: asked for, and F32 storage (a 16-bit op's
-     * forward GEMMs are 16-bit, its backward's F32 GEMMs stay fp32). The persistent kernel (small
-     * batches) multiplies in fp32 either way.
+     * Whether the op's F32 GEMMs take TF32 products: asked for, and F32 storage (a 16-bit op's GEMMs
+     * are 16-bit; V1's F32 GEMMs of a 16-bit op stay fp32). The persistent kernel (small batches)
+     * multiplies in fp32 either way.
      */
     private static boolean tf32(RecurrentConfig c, DType dt) {
         return c.allowTf32() && dt == DType.F32;
