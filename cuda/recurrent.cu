@@ -97,8 +97,9 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
         float* c_prev_save, float* c_new_save, float* raw, S* hnew, const int* lengths, const int* step, int steps,     \
         int reversed, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,     \
         int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {                             \
-        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths,            \
-                           step_time(step, steps, reversed), batch, hidden, input_forget, clip, f_kind, f_alpha,        \
+        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw,                           \
+                           {hnew, nullptr, nullptr, 0, 0}, lengths, step_time(step, steps, reversed), batch,            \
+                           hidden, input_forget, clip, f_kind, f_alpha,                                                 \
                            f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                   \
     }                                                                                                                   \
     SEQK_KERNEL(lstm_step_fwd_vec4_##suffix);                                                                           \
@@ -106,7 +107,8 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
         const float* gx, const float* gh, const float* bih, const float* bhh, const S* h_state, float* raw,             \
         float* hn_lin_save, S* hnew, const int* lengths, const int* step, int steps, int reversed, int batch,           \
         int hidden, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {     \
-        vec4::gru_step<S>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, hnew, lengths, step_time(step, steps, reversed), \
+        vec4::gru_step<S>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, {hnew, nullptr, nullptr, 0, 0}, lengths,        \
+                          step_time(step, steps, reversed),                                                             \
                           batch, hidden, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);                       \
     }                                                                                                                   \
     SEQK_KERNEL(gru_step_fwd_vec4_##suffix);                                                                            \
@@ -114,7 +116,8 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
         const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, S* hnew, const int* lengths,  \
         const int* step, int steps, int reversed, int batch, int hidden, float clip, int f_kind, float f_alpha,         \
         float f_beta) {                                                                                                 \
-        vec4::rnn_step<S>(gx, gh, bih, bhh, raw, hnew, lengths, step_time(step, steps, reversed), batch, hidden, clip,  \
+        vec4::rnn_step<S>(gx, gh, bih, bhh, raw, {hnew, nullptr, nullptr, 0, 0}, lengths,                               \
+                          step_time(step, steps, reversed), batch, hidden, clip,                                        \
                           f_kind, f_alpha, f_beta);                                                                     \
     }                                                                                                                   \
     SEQK_KERNEL(rnn_step_fwd_vec4_##suffix)
@@ -122,6 +125,50 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
 SEQK_RECURRENT_FWD_VEC4(f32, float);
 SEQK_RECURRENT_FWD_VEC4(f16, __half);
 SEQK_RECURRENT_FWD_VEC4(bf16, __nv_bfloat16);
+
+// The fused steps: the vectorized cells with step_commit's work and the step advance done in the
+// cell (vec4::StepOut, fused_step_time, end_fused_step), so a step is the recurrent GEMM and one
+// kernel. h_state [B, H] is read (GRU) and updated in place; h_prev_save [T*B, H] and the output
+// [T, B, out_stride] (this direction at out_offset) as step_commit writes them; step[0] is the
+// index, step[1] the count of the launch's blocks done (both zero before the first step).
+#define SEQK_RECURRENT_FUSED(suffix, S)                                                                                 \
+    extern "C" __global__ void lstm_step_fused_##suffix(                                                                \
+        const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole, float* c_state,    \
+        float* c_prev_save, float* c_new_save, float* raw, S* h_state, S* h_prev_save, S* out, const int* lengths,      \
+        int* step, int steps, int reversed, int batch, int hidden, int out_stride, int out_offset, int input_forget,    \
+        float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind,       \
+        float h_alpha, float h_beta) {                                                                                  \
+        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw,                           \
+                           {h_state, h_prev_save, out, out_stride, out_offset}, lengths,                                \
+                           fused_step_time(step, steps, reversed), batch, hidden, input_forget, clip, f_kind, f_alpha,  \
+                           f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                   \
+        end_fused_step(step);                                                                                           \
+    }                                                                                                                   \
+    SEQK_KERNEL(lstm_step_fused_##suffix);                                                                              \
+    extern "C" __global__ void gru_step_fused_##suffix(                                                                 \
+        const float* gx, const float* gh, const float* bih, const float* bhh, S* h_state, float* raw,                   \
+        float* hn_lin_save, S* h_prev_save, S* out, const int* lengths, int* step, int steps, int reversed, int batch,  \
+        int hidden, int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,    \
+        float g_alpha, float g_beta) {                                                                                  \
+        vec4::gru_step<S>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, {h_state, h_prev_save, out, out_stride,          \
+                          out_offset}, lengths, fused_step_time(step, steps, reversed), batch, hidden, clip, f_kind,    \
+                          f_alpha, f_beta, g_kind, g_alpha, g_beta);                                                    \
+        end_fused_step(step);                                                                                           \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_step_fused_##suffix);                                                                               \
+    extern "C" __global__ void rnn_step_fused_##suffix(                                                                 \
+        const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, S* h_state, S* h_prev_save,   \
+        S* out, const int* lengths, int* step, int steps, int reversed, int batch, int hidden, int out_stride,          \
+        int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {                                          \
+        vec4::rnn_step<S>(gx, gh, bih, bhh, raw, {h_state, h_prev_save, out, out_stride, out_offset}, lengths,          \
+                          fused_step_time(step, steps, reversed), batch, hidden, clip, f_kind, f_alpha, f_beta);        \
+        end_fused_step(step);                                                                                           \
+    }                                                                                                                   \
+    SEQK_KERNEL(rnn_step_fused_##suffix)
+
+SEQK_RECURRENT_FUSED(f32, float);
+SEQK_RECURRENT_FUSED(f16, __half);
+SEQK_RECURRENT_FUSED(bf16, __nv_bfloat16);
 
 extern "C" __global__ void lstm_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
                                                    const float* peephole, float* h_buf, float* c_state, float* c_prev_save,

@@ -125,4 +125,33 @@ __device__ __forceinline__ int step_time(const int* step, int steps, int reverse
     return reversed ? steps - 1 - s : s;
 }
 
+// A fused step (recurrent/step_vec4.cuh) ends the step itself instead of step_advance: step[0] is
+// the index and step[1] counts the launch's blocks that are done; the last block to finish moves
+// the index on and resets the count. Every block reads the index before it counts itself done, so
+// no block can see the next step's index. Blocks of one launch share both words, so every access
+// is atomic (one per block, by thread 0), and the index reaches the block's threads through
+// shared memory.
+__device__ __forceinline__ int fused_step_time(int* step, int steps, int reversed) {
+    SEQK_SHARED_ARRAY(int, index, 1);
+    if (threadIdx.x == 0) {
+        index[0] = atomicAdd(&step[0], 0);
+    }
+    __syncthreads();
+    int s = index[0];
+    return reversed ? steps - 1 - s : s;
+}
+
+/** Called by every thread of the block once its work for the step is done. */
+__device__ __forceinline__ void end_fused_step(int* step) {
+    __syncthreads();  // the block's work (and its read of the index) before its count
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(&step[1], 1) == static_cast<int>(gridDim.x) - 1) {
+            __threadfence();  // every block's count (and so its read of the index) before the move
+            atomicAdd(&step[1], -static_cast<int>(gridDim.x));
+            atomicAdd(&step[0], 1);
+        }
+    }
+}
+
 }  // namespace

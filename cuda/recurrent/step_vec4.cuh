@@ -15,8 +15,8 @@ namespace {
 // Bytes per step and element as v1; fewer, wider memory transactions.
 namespace vec4 {
 
-/** This thread's batch entry b and first unit j0 of 4, or false past the end or past b's length. */
-__device__ __forceinline__ bool quad(int batch, int hidden, const int* lengths, int t, int& b, int& j0) {
+/** This thread's batch entry b and first unit j0 of 4, or false past the end. */
+__device__ __forceinline__ bool quad(int batch, int hidden, int& b, int& j0) {
     int quads = hidden / 4;
     long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= static_cast<long>(batch) * quads) {
@@ -24,7 +24,7 @@ __device__ __forceinline__ bool quad(int batch, int hidden, const int* lengths, 
     }
     b = static_cast<int>(idx / quads);
     j0 = static_cast<int>(idx % quads) * 4;
-    return t < lengths[b];
+    return true;
 }
 
 /** Four consecutive elements of type S, loaded and stored as one 16-byte (F32) or 8-byte (16-bit) access. */
@@ -61,16 +61,54 @@ __device__ __forceinline__ void store4(S* p, const float in[4]) {
     *reinterpret_cast<Quad<S>*>(p) = q;
 }
 
+/**
+ * Where a cell puts the new h of its quad. Unfused (h_prev_save null): h is hnew [B, H], which
+ * step_commit (or the LSTM projection's GEMM) moves on. Fused: h is the state h_state [B, H] itself
+ * (the step's GEMM has read it), and the cell does step_commit's work: h_prev_save [T*B, H] keeps
+ * the incoming state of every entry; a valid entry's state and output row take the new h, an
+ * entry past its length keeps its state and gets a zero output row (out [T, B, out_stride], this
+ * direction at out_offset).
+ */
+template <typename S>
+struct StepOut {
+    S* h;
+    S* h_prev_save;
+    S* out;
+    int out_stride;
+    int out_offset;
+};
+
+/** Stores the quad's new h (rounded to S once), as StepOut says; h_new null: past the entry's length. */
+template <typename S>
+__device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int j0, int hidden, const float* h_new) {
+    S* h = o.h + static_cast<long>(b) * hidden + j0;
+    if (o.h_prev_save != nullptr) {
+        float h_prev[4];
+        load4(h, h_prev);
+        store4(o.h_prev_save + row * hidden + j0, h_prev);
+        const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        store4(o.out + row * o.out_stride + o.out_offset + j0, h_new != nullptr ? h_new : zero);
+    }
+    if (h_new != nullptr) {
+        store4(h, h_new);
+    }
+}
+
 template <typename S>
 __device__ void lstm_step(const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole,
-                          float* c_state, float* c_prev_save, float* c_new_save, float* raw, S* hnew, const int* lengths,
-                          int t, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
-                          int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+                          float* c_state, float* c_prev_save, float* c_new_save, float* raw, const StepOut<S>& o,
+                          const int* lengths, int t, int batch, int hidden, int input_forget, float clip, int f_kind,
+                          float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
+                          float h_beta) {
     int b, j0;
-    if (!quad(batch, hidden, lengths, t, b, j0)) {
+    if (!quad(batch, hidden, b, j0)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        put_h(o, row, b, j0, hidden, nullptr);
+        return;
+    }
     long gh4 = 4L * hidden;
     float pre[4][4];  // [gate][unit]
     SEQK_UNROLL
@@ -104,20 +142,25 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
     store4(c_prev_save + row * hidden + j0, cp);
     store4(c_new_save + row * hidden + j0, c_new);
     store4(c_state + static_cast<long>(b) * hidden + j0, c_new);
-    store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
+    put_h(o, row, b, j0, hidden, h_new);
 }
 
 // GRU step with linear_before_reset, vectorized like lstm_step: 4 units per thread, gru_cell per
 // unit; saves raw (r, z, n) and h W_hn^T + b_hn as gru_step_v1 does.
 template <typename S>
 __device__ void gru_step(const float* gx, const float* gh, const float* bih, const float* bhh, const S* h_state,
-                         float* raw, float* hn_lin_save, S* hnew, const int* lengths, int t, int batch, int hidden,
-                         float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
+                         float* raw, float* hn_lin_save, const StepOut<S>& o, const int* lengths, int t, int batch,
+                         int hidden, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
+                         float g_beta) {
     int b, j0;
-    if (!quad(batch, hidden, lengths, t, b, j0)) {
+    if (!quad(batch, hidden, b, j0)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        put_h(o, row, b, j0, hidden, nullptr);
+        return;
+    }
     long gh3 = 3L * hidden;
     float x[3][4], hh[3][4], bi[3][4], bh[3][4];
     SEQK_UNROLL
@@ -141,19 +184,23 @@ __device__ void gru_step(const float* gx, const float* gh, const float* bih, con
     store4(raw + row * gh3 + hidden + j0, pre_z);
     store4(raw + row * gh3 + 2 * hidden + j0, pre_n);
     store4(hn_lin_save + row * hidden + j0, h_lin);
-    store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
+    put_h(o, row, b, j0, hidden, h_new);
 }
 
 // Elman RNN step, vectorized: 4 units per thread, as rnn_step_v1.
 template <typename S>
-__device__ void rnn_step(const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, S* hnew,
-                         const int* lengths, int t, int batch, int hidden, float clip, int f_kind, float f_alpha,
-                         float f_beta) {
+__device__ void rnn_step(const float* gx, const float* gh, const float* bih, const float* bhh, float* raw,
+                         const StepOut<S>& o, const int* lengths, int t, int batch, int hidden, float clip, int f_kind,
+                         float f_alpha, float f_beta) {
     int b, j0;
-    if (!quad(batch, hidden, lengths, t, b, j0)) {
+    if (!quad(batch, hidden, b, j0)) {
         return;
     }
     long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        put_h(o, row, b, j0, hidden, nullptr);
+        return;
+    }
     float x[4], hh[4], bi[4], bh[4], pre[4], h_new[4];
     load4(gx + row * hidden + j0, x);
     load4(gh + static_cast<long>(b) * hidden + j0, hh);
@@ -165,7 +212,7 @@ __device__ void rnn_step(const float* gx, const float* gh, const float* bih, con
         h_new[u] = activate(f_kind, f_alpha, f_beta, clip_to(pre[u], clip));
     }
     store4(raw + row * hidden + j0, pre);
-    store4(hnew + static_cast<long>(b) * hidden + j0, h_new);
+    put_h(o, row, b, j0, hidden, h_new);
 }
 
 }  // namespace vec4

@@ -62,6 +62,8 @@ struct Site {
 #define SEQK_EMU_SITE_VALUE (::seqk_emu::Site{site_file, site_line})
 
 void syncthreads(Site site);
+/** __threadfence: a sequentially consistent fence (in the runtime: the kernels' tsan build may not fence itself). */
+void thread_fence();
 void syncwarp(unsigned mask, Site site);
 /** The warp collective: every lane in mask contributes `value`; returns all 32 slots (lanes not in mask: 0). */
 void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32], Site site);
@@ -146,6 +148,11 @@ static constexpr int warpSize = 32;
 inline void __syncthreads(SEQK_EMU_SITE) {
     ::seqk_emu::syncthreads(SEQK_EMU_SITE_VALUE);
 }
+
+// A real fence (blocks of a cooperative launch run on OS threads of their own; kernels pair it
+// with atomics, as on a GPU). The race checker does not model fences: cross-block accesses that a
+// fence orders must be atomic to pass it, as the fused recurrent step's are.
+inline void __threadfence() { ::seqk_emu::thread_fence(); }
 
 // ---- math intrinsics: the exact libm functions stand in for the fast approximations.
 inline float __expf(float x) { return std::exp(x); }

@@ -572,6 +572,10 @@ void syncthreads(Site site) {
     yield_to_scheduler();
 }
 
+void thread_fence() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
 unsigned lane_id() {
     return t_fiber->coords.linear & 31u;
 }

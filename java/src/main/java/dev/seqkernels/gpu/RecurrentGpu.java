@@ -71,15 +71,22 @@ final class RecurrentGpu {
     }
 
     /**
-     * The per-step cell kernel: {@code lstm_step_fwd_vec4}, {@code gru_step_fwd_vec4} (with
-     * linear_before_reset) or {@code rnn_step_fwd_vec4} (4 units per thread, 16-byte loads and
-     * stores) when H is a multiple of 4, else v1's {@code <cell>_step_fwd}; V1 pins v1. The kernel's
-     * name is this plus the {@link #stateType}'s suffix ({@code _f32}, {@code _f16}, {@code _bf16}).
+     * The per-step cell kernel. When H is a multiple of 4 (and a GRU has linear_before_reset), the
+     * vectorized cells (4 units per thread, one 16- or 8-byte access per row and quad): without a
+     * projection the fused step {@code <cell>_step_fused} (the cell also does step_commit's work and
+     * advances the step, so a step is the GEMM and this kernel), with one (an LSTM's m goes through
+     * the W_hr GEMM first) {@code lstm_step_fwd_vec4} followed by step_commit and step_advance.
+     * Otherwise v1's {@code <cell>_step_fwd} (with step_commit and step_advance); V1 pins v1. The
+     * kernel's name is this plus the {@link #stateType}'s suffix ({@code _f32}, {@code _f16},
+     * {@code _bf16}).
      */
-    static String stepCellKernel(CellType cell, int hidden, boolean linearBeforeReset, StepChoice choice) {
-        String v1 = cell.name().toLowerCase(java.util.Locale.ROOT) + "_step_fwd";
+    static String stepCellKernel(CellType cell, int hidden, int projSize, boolean linearBeforeReset, StepChoice choice) {
+        String name = cell.name().toLowerCase(java.util.Locale.ROOT);
         boolean vectorizable = hidden % 4 == 0 && (cell != CellType.GRU || linearBeforeReset);
-        return vectorizable && choice == StepChoice.AUTO ? v1 + "_vec4" : v1;
+        if (!vectorizable || choice != StepChoice.AUTO) {
+            return name + "_step_fwd";
+        }
+        return projSize == 0 ? name + "_step_fused" : name + "_step_fwd_vec4";
     }
 
     /**
@@ -420,13 +427,14 @@ final class RecurrentGpu {
         List<Activation> act = c.activations().get(d);
         DType state = hState.dtype();
         String stateSuffix = "_" + suffix(state);
+        String cellKernel = stepCellKernel(c.cell(), h, c.projSize(), c.linearBeforeReset(), stepChoice);
+        boolean fused = cellKernel.endsWith("_fused");
         DeviceTensor ghStep = temp.allocate(DType.F32, batch, gh);
-        DeviceTensor hnew = temp.allocate(state, batch, p);
+        DeviceTensor hnew = fused ? null : temp.allocate(state, batch, p);  // the fused step writes h_state in place
         DeviceTensor m = whr != null ? temp.allocate(state, batch, h) : null;  // the projection GEMM's operand
         DeviceTensor resetHidden = gruSplit ? temp.allocate(state, batch, h) : null;  // r*h, W_hn's operand
         Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
-        String cellKernel = stepCellKernel(c.cell(), h, c.linearBeforeReset(), stepChoice);
-        Dim3 stepGrid = cellKernel.endsWith("_vec4") ? Dim3.of(blocks((long) batch * h / 4)) : cellGrid;
+        Dim3 stepGrid = fused || cellKernel.endsWith("_vec4") ? Dim3.of(blocks((long) batch * h / 4)) : cellGrid;
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
         PersistentPlan plan = persistentPlan(c, batch, dt, driver.properties(), stepChoice);
@@ -467,14 +475,41 @@ final class RecurrentGpu {
                 return;
             }
         }
-        // One step, issued on `stream`; the kernels read the step index from `step` and the last
-        // launch advances it, so the same step can be captured once and launched for every t.
-        DeviceTensor step = temp.allocate(DType.I32, 1);
+        // One step, issued on `stream`; the kernels read the step index from step[0] and the last
+        // launch (step_advance, or the fused step's last block, which counts the blocks done in
+        // step[1]) advances it, so the same step can be captured once and launched for every t.
+        DeviceTensor step = temp.allocate(DType.I32, 2);
         driver.memsetAsync(step.pointer(), 0, step.byteSize(), stream);
         int reversed = c.direction().isReversed(d) ? 1 : 0;
         java.util.function.LongConsumer oneStep = on -> {
             // h W_hh^T for every gate, except GRU's n rows when the reset gate comes first.
             linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, on, tf32);
+            if (fused) {
+                // The cell, step_commit and step_advance in one kernel: h_state in place, h_prev and the output row.
+                KernelArgs fa = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
+                switch (c.cell()) {
+                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
+                            .pointer(tr.raw().pointer()).pointer(hState.pointer());
+                    case GRU -> fa.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(tr.hnLin().pointer());
+                    case RNN -> fa.pointer(tr.raw().pointer()).pointer(hState.pointer());
+                }
+                fa.pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
+                        .i32(reversed).i32(batch).i32(h).i32(c.outputSize()).i32(d * p);
+                if (c.cell() == CellType.LSTM) {
+                    fa.i32(c.inputForget() ? 1 : 0);
+                }
+                fa.f32(clip);
+                int activations = switch (c.cell()) {
+                    case LSTM -> 3;
+                    case GRU -> 2;
+                    case RNN -> 1;
+                };
+                for (int a = 0; a < activations; a++) {
+                    fa.i32(act.get(a).kind().ordinal()).f32((float) act.get(a).alpha()).f32((float) act.get(a).beta());
+                }
+                driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, fa);
+                return;
+            }
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
                 case LSTM -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))

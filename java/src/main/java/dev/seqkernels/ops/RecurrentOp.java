@@ -320,8 +320,8 @@ public abstract class RecurrentOp {
          * recurrent product, and their gradients) to TF32 on tensor cores, with fp32 accumulation
          * (cuBLAS's {@code CUBLAS_COMPUTE_32F_FAST_TF32}); the cells stay fp32. Off by default, as
          * PyTorch's {@code torch.backends.cuda.matmul.allow_tf32}; judged by the TF32 tolerance row.
-         * The cpu backend computes in double either way; 16-bit ops are unaffected (their internal
-         * GEMMs stay fp32), and so is the persistent kernel that small batches take.
+         * The cpu backend computes in double either way; 16-bit ops are unaffected (their GEMMs
+         * multiply 16-bit operands), and so is the persistent kernel that small F32 batches take.
          */
         public S allowTf32(boolean v) {
             allowTf32 = v;

@@ -41,7 +41,7 @@ class NanPropagationTest {
     private static final int NAN_STEP = 1;
     private static final int NAN_ENTRY = 1;
 
-    /** The recurrent kernels the runtime selects: the per-step loop pinned to v1, its vec4 cells, the persistent kernel. */
+    /** The recurrent kernels the runtime selects: the per-step loop pinned to v1, its vec4 cells (fused steps), the persistent kernel. */
     enum StepKernel { V1, VEC4, PERSISTENT }
 
     /** LSTM and GRU with one NaN input element: that entry's outputs from that step on are NaN, nothing else. */
@@ -74,7 +74,8 @@ class NanPropagationTest {
         RecurrentOp cpu = make.apply(Backends.byName("cpu"));
         var c = gpu.config();
         boolean persistent = RecurrentGpu.persistentPlan(c, batch, DType.F32, GpuTargets.driver().properties(), RecurrentGpu.StepChoice.AUTO) != null;
-        boolean vec4 = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO).endsWith("_vec4");
+        String cell = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO);
+        boolean vec4 = cell.endsWith("_vec4") || cell.endsWith("_fused");
         switch (kernel) {
             case PERSISTENT -> assertTrue(persistent, name + ": the rule must pick the persistent kernel");
             case VEC4 -> assertTrue(vec4 && !persistent, name + ": the rule must pick the vec4 step cells");

@@ -70,7 +70,7 @@ class PreparedWeightsUpdateTest {
         }
     }
 
-    /** F32 and BF16 (whose layer-0 input weights have a 16-bit copy too), from the host and from the device. */
+    /** F32 and BF16 (whose W_ih, W_hh and W_hr have 16-bit copies too), from the host and from the device. */
     @ParameterizedTest
     @CsvSource({"F32, false", "F32, true", "BF16, false", "BF16, true"})
     void aRecurrentStepThroughPreparedWeights(DType dtype, boolean fromDevice) {

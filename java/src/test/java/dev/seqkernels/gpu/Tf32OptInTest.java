@@ -148,7 +148,7 @@ class Tf32OptInTest {
         }
     }
 
-    /** A 16-bit op's internal GEMMs stay fp32: allowTf32 changes nothing for F16 storage. */
+    /** A 16-bit op's GEMMs multiply 16-bit operands: allowTf32 changes nothing for F16 storage. */
     @Test
     void sixteenBitOpsAreUnaffected() {
         TestData data = new TestData();
