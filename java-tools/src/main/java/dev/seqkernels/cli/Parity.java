@@ -39,15 +39,15 @@ import java.util.function.BiFunction;
 final class Parity {
     /**
      * One comparison: the worst tensor of one op direction. {@code tolerance}: the dtype's relative
-     * L2 limit for rows judged by the table, NaN for rows judged by the 2x rule, whose {@code used}
-     * is the largest share of the rule's allowance a tensor used (at most 1 passes; NaN for table
-     * rows or when a value was not finite).
+     * L2 limit for rows judged by the table, null for rows judged by the 2x rule, whose {@code used}
+     * is the largest share of the rule's allowance a tensor used (at most 1 passes; null for table
+     * rows, NaN when a value was not finite).
      */
     record Row(String op, String pass, DType dtype, String shape, String backend, double maxAbs, double relL2,
-               double tolerance, double used, boolean ok, String detail) {
+               Double tolerance, Double used, boolean ok, String detail) {
         /** The judge column: the table's relative L2 limit, or the 2x rule's share used. */
         String judge() {
-            return Double.isNaN(tolerance) ? String.format(java.util.Locale.ROOT, "2x %.2f", used)
+            return tolerance == null ? String.format(java.util.Locale.ROOT, "2x %.2f", used)
                     : String.format(java.util.Locale.ROOT, "%.1e", tolerance);
         }
     }
@@ -92,7 +92,7 @@ final class Parity {
                     rows.addAll(c.make().apply(backend, dt).run(reference, plainReference, random.split()));
                 } catch (RuntimeException e) {
                     rows.add(new Row(c.op(), "fwd+bwd", dt, c.shape(), backend.name(), Double.NaN, Double.NaN,
-                            sixteenBit(dt) ? Double.NaN : Compare.tolerance(dt).relL2(), Double.NaN, false,
+                            sixteenBit(dt) ? null : Compare.tolerance(dt).relL2(), sixteenBit(dt) ? Double.NaN : null, false,
                             e.getClass().getSimpleName() + ": " + e.getMessage()));
                 }
                 progress.accept(++done);
@@ -186,8 +186,8 @@ final class Parity {
 
         Row row(String op, String pass, String shape, String backend) {
             boolean rule = sixteenBit(dt);
-            return new Row(op, pass, dt, shape, backend, maxAbs, relL2, rule ? Double.NaN : Compare.tolerance(dt).relL2(),
-                    rule ? used : Double.NaN, bad == null, bad);
+            return new Row(op, pass, dt, shape, backend, maxAbs, relL2, rule ? null : Compare.tolerance(dt).relL2(),
+                    rule ? used : null, bad == null, bad);
         }
     }
 

@@ -58,14 +58,20 @@ final class DeviceCasts {
         return f32;
     }
 
-    /** A contiguous F32 tensor in dt: itself for F32, else rounded on the stream into a new tensor of {@code scope}. */
-    DeviceTensor rounded(DeviceScope scope, DeviceTensor f32, DType dt, long stream) {
-        if (dt == DType.F32) {
-            return f32;
+    /**
+     * A contiguous tensor (F32, or already dt) in dt: itself when it is of dt, else (F32) rounded on
+     * the stream into a new tensor of {@code scope}.
+     */
+    DeviceTensor rounded(DeviceScope scope, DeviceTensor t, DType dt, long stream) {
+        if (t.dtype() == dt) {
+            return t;
         }
-        DeviceTensor t = scope.allocate(dt, f32.shape());
-        fromF32(f32, t, stream);
-        return t;
+        if (t.dtype() != DType.F32) {
+            throw new IllegalStateException("rounded: " + t + " is neither F32 nor " + dt);
+        }
+        DeviceTensor r = scope.allocate(dt, t.shape());
+        fromF32(t, r, stream);
+        return r;
     }
 
     private static Dim3 grid(long n) {

@@ -336,14 +336,11 @@ final class RecurrentGpu {
         try {
             DeviceTensor lens = scope.uploadOnStream(Tensor.of(DType.I32, toDoubles(lengths), batch), stream);
             DType state = stateType(dt, stepChoice);
-            // Gathered through F32 and rounded back: exact, the values came from dt.
-            DeviceTensor input = casts.rounded(scope, casts.gathered(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, stream), state,
-                    stream);
-            ForwardInputs in = new ForwardInputs(input, h0 == null ? null : casts.rounded(scope, casts.gathered(scope, h0, stream), state,
-                    stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
+            ForwardInputs in = new ForwardInputs(copied(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, state, stream),
+                    h0 == null ? null : copied(scope, h0, state, stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
             ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream);
-            DeviceTensor output = outputInOpLayout(scope, c, widened(scope, o.output(), stream), dt, into, stream);
-            return new DeviceRecurrentResult(output, casts.rounded(scope, widened(scope, o.hn(), stream), dt, stream),
+            DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, stream);
+            return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
                     o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
         } catch (RuntimeException e) {
             scope.closeAfterFailure(stream, e);
@@ -387,22 +384,44 @@ final class RecurrentGpu {
     }
 
     /**
-     * The forward's output (F32, time-major) in the op's dtype and layout, contiguous: written into
-     * the caller's buffer when there is one (transposed and rounded on the way, as needed), else into
-     * a new tensor of the scope.
+     * The forward's output (time-major, contiguous, in the state type: F32, or the op's 16-bit dtype)
+     * in the op's dtype and layout, contiguous: written into the caller's buffer when there is one,
+     * else the output itself when it already is (time-major, the op's dtype), else a new tensor of
+     * the scope. A change of layout goes through F32 (the gather kernels write F32; exact).
      */
-    private DeviceTensor outputInOpLayout(DeviceScope scope, RecurrentConfig c, DeviceTensor f32, DType dt, DeviceTensor into,
+    private DeviceTensor outputInOpLayout(DeviceScope scope, RecurrentConfig c, DeviceTensor output, DType dt, DeviceTensor into,
                                           long stream) {
-        DeviceTensor opLayout = c.batchFirst() ? f32.permute(1, 0, 2) : f32;
+        boolean asIs = !c.batchFirst() && output.dtype() == dt;
         if (into == null) {
-            return casts.rounded(scope, c.batchFirst() ? casts.gathered(scope, opLayout, stream) : f32, dt, stream);
+            return asIs ? output : casts.rounded(scope, casts.gathered(scope, c.batchFirst() ? output.permute(1, 0, 2) : output, stream),
+                    dt, stream);
         }
-        if (dt == DType.F32) {
-            casts.toF32(opLayout, into, stream);
+        if (asIs) {
+            driver.copyDeviceToDeviceAsync(into.pointer(), output.pointer(), output.byteSize(), stream);
         } else {
-            casts.fromF32(c.batchFirst() ? casts.gathered(scope, opLayout, stream) : f32, into, stream);
+            DeviceTensor opLayout = c.batchFirst() ? output.permute(1, 0, 2) : output;
+            if (dt == DType.F32) {
+                casts.toF32(opLayout, into, stream);
+            } else {
+                casts.fromF32(casts.gathered(scope, opLayout, stream), into, stream);
+            }
         }
         return into;
+    }
+
+    /**
+     * A contiguous copy of t (the op's dtype, any strides) in {@code type} (the op's dtype or F32), in
+     * {@code scope}, made on the stream: one device copy when t is contiguous and already of that
+     * type, else gathered into F32 and, for a 16-bit type, rounded back (exact: the values came from
+     * that type).
+     */
+    private DeviceTensor copied(DeviceScope scope, DeviceTensor t, DType type, long stream) {
+        if (t.dtype() == type && t.isContiguous()) {
+            DeviceTensor copy = scope.allocate(type, t.shape());
+            driver.copyDeviceToDeviceAsync(copy.pointer(), t.pointer(), t.byteSize(), stream);
+            return copy;
+        }
+        return casts.rounded(scope, casts.gathered(scope, t, stream), type, stream);
     }
 
     /** A slot's initial state [B, width] in {@code type}: a copy of its slice of {@code all} [slots, B, width] (of that type), or zeros. */
@@ -870,11 +889,6 @@ final class RecurrentGpu {
         return functions.computeIfAbsent("util/" + name, n -> driver.function(util, name));
     }
 
-    /** t itself when F32, else a contiguous F32 copy of it in {@code scope}, made on the stream (exact). */
-    private DeviceTensor widened(DeviceScope scope, DeviceTensor t, long stream) {
-        return t.dtype() == DType.F32 ? t : casts.gathered(scope, t, stream);
-    }
-
     /** The column sums [cols] in F32 of a [rows, cols] (F32, F16 or BF16), accumulated in fp32 in row order. */
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, long stream) {
         DeviceTensor out = s.allocate(DType.F32, cols);
@@ -908,9 +922,13 @@ final class RecurrentGpu {
 
     /**
      * y [rows, ldy] (first `out` columns) = x [rows, in] W^T, W [out, in], on {@code stream}; TF32
-     * products when {@code tf32} (only ever for an F32 op, whose operands here are all F32).
+     * products when {@code tf32} (only ever for an F32 op, whose operands here are all F32). x and W
+     * are of one type (the GEMM reads both as x's): a mismatch is a bug here, refused, not computed.
      */
     private void linear(DeviceTensor x, DeviceTensor w, DeviceTensor y, int rows, int in, int out, int ldy, long stream, boolean tf32) {
+        if (x.dtype() != w.dtype()) {
+            throw new IllegalStateException("a recurrent GEMM with operands of two types: " + x.dtype() + " and " + w.dtype());
+        }
         Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), ldy, rows, in, out, 0f, x.dtype(), y.dtype(), stream, tf32);
     }
 
