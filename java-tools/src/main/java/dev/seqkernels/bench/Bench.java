@@ -80,7 +80,8 @@ public final class Bench {
             workload(c, backend);
             capture.stop();
             double[] times = time(capture);
-            String note = capture.launches() + " launches; host copies excluded: " + capture.hostCopyBytes() + " bytes";
+            String note = capture.launches() + " launches; host copies excluded: " + capture.hostCopyBytes() + " bytes"
+                    + perStep(c, percentile(times, 0.5), capture);
             return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, percentile(times, 0.5),
                     percentile(times, 0.1), percentile(times, 0.9), times.length, c.flops(), c.bytes(), floorMillis(c),
                     bound(c), note);
@@ -88,6 +89,22 @@ public final class Bench {
             return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, 0, 0, 0, 0, c.flops(),
                     c.bytes(), floorMillis(c), bound(c), "failed: " + e.getClass().getSimpleName() + ": " + e.getMessage());
         }
+    }
+
+    /**
+     * For a recurrent case, what one step costs: the median over T, and the step loop's shape (the
+     * kernels and GEMMs captured per step graph, and the graph launches: one per step of each layer
+     * and direction, so their count over T is the directions times the layers that ran the loop;
+     * the persistent kernel captures none). Empty for other ops.
+     */
+    static String perStep(BenchCase c, double medianMs, CapturingDriver capture) {
+        if (!c.op().equals("lstm") && !c.op().equals("gru")) {
+            return "";
+        }
+        int steps = c.get("T");
+        int graphs = capture.graphLaunches() / Math.max(1, steps);
+        return String.format(java.util.Locale.ROOT, "; per step: %.4f ms, %d graph launch(es) of %d node(s)", medianMs / steps, graphs,
+                graphs == 0 ? 0 : capture.graphNodes() / graphs);
     }
 
     double floorMillis(BenchCase c) {

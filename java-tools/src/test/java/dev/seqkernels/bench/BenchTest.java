@@ -102,7 +102,10 @@ class BenchTest {
         assertThrows(IllegalArgumentException.class, () -> BenchSuite.cases("nope"));
     }
 
-    /** Every smoke case is timed on the emulator, its statistics ordered and its floor the documented maximum. */
+    /**
+     * Every smoke case is timed on the emulator, its statistics ordered and its floor the documented
+     * maximum; recurrent rows say what a step costs and how the step loop ran.
+     */
     @Test
     void smokeSuiteTimesEveryOpOnTheEmulator() {
         Bench bench = new Bench(emu, Bench.Options.forDriver(emu), Bench.Peaks.measure(emu));
@@ -113,6 +116,13 @@ class BenchTest {
             double floor = Math.max(c.flops() / bench.peaks().flopsPerSecond(c.dtype()), c.bytes() / bench.peaks().bytesPerSecond()) * 1e3;
             assertEquals(floor, r.floorMs(), floor * 1e-12);
             assertTrue(r.note().contains("launches"), r::note);
+            if (c.op().equals("lstm")) {  // F32 at batch 2: the persistent kernel, no step loop
+                assertTrue(r.note().contains("; per step: ") && r.note().endsWith("0 graph launch(es) of 0 node(s)"), r::note);
+            } else if (c.op().equals("gru")) {  // BF16, H = 8: the fused step, one graph of the GEMM and one kernel per step
+                assertTrue(r.note().endsWith("1 graph launch(es) of 2 node(s)"), r::note);
+            } else {
+                assertTrue(!r.note().contains("per step"), r::note);
+            }
         }
     }
 

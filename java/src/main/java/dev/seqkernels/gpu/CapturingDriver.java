@@ -27,6 +27,8 @@ public final class CapturingDriver implements Driver {
     private final java.util.Set<Long> graphCaptures = new java.util.HashSet<>();
     private long hostCopyBytes;
     private int launches;
+    private int graphNodes;
+    private int graphLaunches;
     private boolean recording = true;
 
     public CapturingDriver(Driver inner) {
@@ -57,13 +59,28 @@ public final class CapturingDriver implements Driver {
         return launches;
     }
 
+    /** Kernel launches and GEMMs the op captured into graphs while recording (each graph's nodes, once). */
+    public synchronized int graphNodes() {
+        return graphNodes;
+    }
+
+    /** Graph launches recorded (each also counts as one of {@link #launches}). */
+    public synchronized int graphLaunches() {
+        return graphLaunches;
+    }
+
     /** Bytes copied between host and device while recording (not part of a replay). */
     public synchronized long hostCopyBytes() {
         return hostCopyBytes;
     }
 
     private synchronized void record(long stream, LongConsumer w, boolean isLaunch) {
-        if (recording && !graphCaptures.contains(stream)) {
+        if (!recording) {
+            return;
+        }
+        if (graphCaptures.contains(stream)) {
+            graphNodes += isLaunch ? 1 : 0;
+        } else {
             work.add(w);
             launches += isLaunch ? 1 : 0;
         }
@@ -249,6 +266,9 @@ public final class CapturingDriver implements Driver {
     public void launchGraph(long graph, long stream) {
         inner.launchGraph(graph, stream);
         record(stream, s -> inner.launchGraph(graph, s), true);
+        synchronized (this) {
+            graphLaunches += recording && !graphCaptures.contains(stream) ? 1 : 0;
+        }
     }
 
     /** Deferred while recording, like frees: a replay launches the graph again. */
