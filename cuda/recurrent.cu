@@ -80,7 +80,16 @@ SEQK_KERNEL(step_advance);
         step_commit_v1<T>(hnew, h_state, h_prev_save, out, lengths, step_time(step, steps, reversed), batch, state,     \
                           out_stride, out_offset);                                                                      \
     }                                                                                                                   \
-    SEQK_KERNEL(step_commit_##suffix)
+    SEQK_KERNEL(step_commit_##suffix);                                                                                  \
+    /* step_commit that also ends the step as the fused step does (end_fused_step): one node, not two. */               \
+    extern "C" __global__ void step_commit_advance_##suffix(const T* hnew, T* h_state, T* h_prev_save, T* out,          \
+                                                            const int* lengths, int* step, int steps, int reversed,     \
+                                                            int batch, int state, int out_stride, int out_offset) {     \
+        step_commit_v1<T>(hnew, h_state, h_prev_save, out, lengths, fused_step_time(step, steps, reversed), batch,      \
+                          state, out_stride, out_offset);                                                               \
+        end_fused_step(step);                                                                                           \
+    }                                                                                                                   \
+    SEQK_KERNEL(step_commit_advance_##suffix)
 
 // The suffix names the state type T (h, hnew, the output, the saved h_prev; GRU's r*h): f32 for
 // v1's all-f32 interior and for F32 ops, f16/bf16 for 16-bit ops on the tensor-core step path,

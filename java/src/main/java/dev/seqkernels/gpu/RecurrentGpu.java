@@ -75,8 +75,8 @@ final class RecurrentGpu {
      * vectorized cells (4 units per thread, one 16- or 8-byte access per row and quad): without a
      * projection the fused step {@code <cell>_step_fused} (the cell also does step_commit's work and
      * advances the step, so a step is the GEMM and this kernel), with one (an LSTM's m goes through
-     * the W_hr GEMM first) {@code lstm_step_fwd_vec4} followed by step_commit and step_advance.
-     * Otherwise v1's {@code <cell>_step_fwd} (with step_commit and step_advance); V1 pins v1. The
+     * the W_hr GEMM first) {@code lstm_step_fwd_vec4} followed by the commit ({@link #commitAdvances}).
+     * Otherwise v1's {@code <cell>_step_fwd} (with the commit kernel); V1 pins v1. The
      * kernel's name is this plus the {@link #stateType}'s suffix ({@code _f32}, {@code _f16},
      * {@code _bf16}).
      */
@@ -87,6 +87,15 @@ final class RecurrentGpu {
             return name + "_step_fwd";
         }
         return projSize == 0 ? name + "_step_fused" : name + "_step_fwd_vec4";
+    }
+
+    /**
+     * Whether the commit of a step whose cell does not commit also ends the step: {@code
+     * step_commit_advance} (its last block advances the step, as the fused step's does), one node
+     * instead of v1's {@code step_commit} and {@code step_advance}, which V1 keeps.
+     */
+    static boolean commitAdvances(StepChoice choice) {
+        return choice == StepChoice.AUTO;
     }
 
     /**
@@ -566,10 +575,14 @@ final class RecurrentGpu {
             if (m != null) {
                 linear(m, whr, hnew, batch, h, p, p, on, tf32);
             }
-            driver.launch(kernel("step_commit" + stateSuffix), stateGrid, Dim3.of(THREADS), 0, on, new KernelArgs().pointer(hnew.pointer())
-                    .pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer())
-                    .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p).i32(c.outputSize()).i32(d * p));
-            driver.launch(kernel("step_advance"), Dim3.of(1), Dim3.of(1), 0, on, new KernelArgs().pointer(step.pointer()));
+            boolean advances = commitAdvances(stepChoice);
+            driver.launch(kernel((advances ? "step_commit_advance" : "step_commit") + stateSuffix), stateGrid, Dim3.of(THREADS), 0, on,
+                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer())
+                            .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p)
+                            .i32(c.outputSize()).i32(d * p));
+            if (!advances) {
+                driver.launch(kernel("step_advance"), Dim3.of(1), Dim3.of(1), 0, on, new KernelArgs().pointer(step.pointer()));
+            }
         };
         runSteps(steps, oneStep, stream, temp);
     }

@@ -17,6 +17,7 @@ import org.junit.jupiter.api.Test;
 import dev.seqkernels.ops.CellType;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import dev.seqkernels.ops.RecurrentGradients;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -235,6 +236,13 @@ class RecurrentGpuTest {
         assertEquals(DType.F32, RecurrentGpu.stateType(DType.F16, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
+    /** The commit ends the step itself (one node) unless pinned to v1 (step_commit, then step_advance). */
+    @Test
+    void commitAdvancesRule() {
+        assertTrue(RecurrentGpu.commitAdvances(RecurrentGpu.StepChoice.AUTO));
+        assertFalse(RecurrentGpu.commitAdvances(RecurrentGpu.StepChoice.V1));
+    }
+
     /** The persistent GRU (linear_before_reset) on the emulator, both directions and lengths, vs the reference and the step loop. */
     @Test
     void persistentGruMatchesReferenceAndTheStepLoop() {
@@ -279,8 +287,8 @@ class RecurrentGpuTest {
 
     /**
      * The captured step of the fused cells (H % 4 == 0, no projection) is the recurrent GEMM and one
-     * kernel, for LSTM, GRU and Elman RNN in F32 and BF16; with a projection it stays the GEMM, the
-     * cell, the W_hr GEMM, step_commit and step_advance. A driver wrapper counts the calls between
+     * kernel, for LSTM, GRU and Elman RNN in F32 and BF16; with a projection the GEMM, the cell, the
+     * W_hr GEMM and step_commit_advance; with H % 4 != 0 the GEMM, v1's cell and step_commit_advance. A driver wrapper counts the calls between
      * beginCapture and endCapture; the results match the reference, so every block of the fused
      * kernel saw the step's own index (under the emulator's race checker, whose model needs the
      * counter's cross-block accesses atomic). Batch 20: the per-step loop for F32 too.
@@ -305,9 +313,10 @@ class RecurrentGpuTest {
             for (RecurrentOp op : List.of(Lstm.builder().inputSize(5).hiddenSize(64).backend(backend).build(),
                     Gru.builder().inputSize(5).hiddenSize(64).backend(backend).build(),
                     Rnn.builder().inputSize(5).hiddenSize(64).backend(backend).build(),
-                    Lstm.builder().inputSize(5).hiddenSize(8).projSize(4).backend(backend).build())) {
+                    Lstm.builder().inputSize(5).hiddenSize(8).projSize(4).backend(backend).build(),
+                    Gru.builder().inputSize(5).hiddenSize(66).backend(backend).build())) {
                 var c = op.config();
-                boolean fused = c.projSize() == 0;
+                boolean fused = c.projSize() == 0 && c.hiddenSize() % 4 == 0;
                 assertEquals(fused, RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(),
                         RecurrentGpu.StepChoice.AUTO).endsWith("_fused"));
                 Map<String, Tensor> w = data.params(dtype, 0.3, c.parameterShapes());
@@ -328,9 +337,9 @@ class RecurrentGpuTest {
                 w.forEach((n, t) -> w64.put(n, t.to(DType.F64)));
                 try (RecurrentResult r = op.forward(w, x, null, null, null); RecurrentResult want = cpu.forward(w64, x.to(DType.F64), null, null, null);
                      RecurrentResult plain = same.forward(w, x, null, null, null)) {
-                    String what = c.cell() + " proj=" + c.projSize() + " " + dtype;
-                    assertEquals(fused ? 1 : 3, inCapture[0], what + ": kernels per captured step");
-                    assertEquals(fused ? 1 : 2, inCapture[1], what + ": GEMMs per captured step");
+                    String what = c.cell() + " H=" + c.hiddenSize() + " proj=" + c.projSize() + " " + dtype;
+                    assertEquals(fused ? 1 : 2, inCapture[0], what + ": kernels per captured step");
+                    assertEquals(c.projSize() > 0 ? 2 : 1, inCapture[1], what + ": GEMMs per captured step");
                     judge(what + " output", r.output(), want.output(), plain.output(), dtype);
                 }
             }
