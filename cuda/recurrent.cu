@@ -17,8 +17,8 @@
 //   act*    kind, alpha, beta of the activations in ONNX order; kinds are Activation.Kind ordinals
 //   clip    > 0; +inf for none
 // Each step writes the new h (or, for an LSTM with projection, m = o * h(c)) of the valid batch
-// entries into hnew [B, P] in the state type, rounded once; step_commit then moves it into the
-// state and the output.
+// entries into hnew [B, P] in the state type, rounded once; step_commit (or step_commit_advance)
+// then moves it into the state and the output. The fused steps do both in one kernel.
 // Bytes per step and element: about (2G + 2) * 4 read, (G + 2) * 4 written; memory bound.
 //
 // This file holds the forward kernels' entry points; their code is split by role under recurrent/:
@@ -99,7 +99,9 @@ SEQK_RECURRENT_FWD(f32, float);
 SEQK_RECURRENT_FWD(f16, __half);
 SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
 
-// The vectorized cells (vec4:: in recurrent/step_vec4.cuh), one instance per state type as above.
+// The vectorized LSTM cell (vec4:: in recurrent/step_vec4.cuh) writing hnew, for an LSTM with a
+// projection (the W_hr GEMM comes between the cell and the commit); every other vectorized cell
+// runs as a fused step, below. One instance per state type as above.
 #define SEQK_RECURRENT_FWD_VEC4(suffix, S)                                                                              \
     extern "C" __global__ void lstm_step_fwd_vec4_##suffix(                                                             \
         const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole, float* c_state,    \
@@ -111,25 +113,7 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
                            hidden, input_forget, clip, f_kind, f_alpha,                                                 \
                            f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                   \
     }                                                                                                                   \
-    SEQK_KERNEL(lstm_step_fwd_vec4_##suffix);                                                                           \
-    extern "C" __global__ void gru_step_fwd_vec4_##suffix(                                                              \
-        const float* gx, const float* gh, const float* bih, const float* bhh, const S* h_state, float* raw,             \
-        float* hn_lin_save, S* hnew, const int* lengths, const int* step, int steps, int reversed, int batch,           \
-        int hidden, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {     \
-        vec4::gru_step<S>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, {hnew, nullptr, nullptr, 0, 0}, lengths,        \
-                          step_time(step, steps, reversed),                                                             \
-                          batch, hidden, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);                       \
-    }                                                                                                                   \
-    SEQK_KERNEL(gru_step_fwd_vec4_##suffix);                                                                            \
-    extern "C" __global__ void rnn_step_fwd_vec4_##suffix(                                                              \
-        const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, S* hnew, const int* lengths,  \
-        const int* step, int steps, int reversed, int batch, int hidden, float clip, int f_kind, float f_alpha,         \
-        float f_beta) {                                                                                                 \
-        vec4::rnn_step<S>(gx, gh, bih, bhh, raw, {hnew, nullptr, nullptr, 0, 0}, lengths,                               \
-                          step_time(step, steps, reversed), batch, hidden, clip,                                        \
-                          f_kind, f_alpha, f_beta);                                                                     \
-    }                                                                                                                   \
-    SEQK_KERNEL(rnn_step_fwd_vec4_##suffix)
+    SEQK_KERNEL(lstm_step_fwd_vec4_##suffix)
 
 SEQK_RECURRENT_FWD_VEC4(f32, float);
 SEQK_RECURRENT_FWD_VEC4(f16, __half);

@@ -1,7 +1,8 @@
 // The SIMT emulator's runtime: runs kernels compiled from cuda/*.cu by g++, with checks a GPU
 // does not make.
 //
-// Execution: blocks run one after another on the calling OS thread; inside a block every thread
+// Execution: blocks run one after another on the calling OS thread (in index order, or reversed or
+// in a seeded permutation under those schedules); inside a block every thread
 // is a fiber (ucontext) with its own stack. A fiber runs until it reaches __syncthreads, a warp
 // collective, or its end; the scheduler then runs the next, in the order of the schedule chosen
 // (seqk_emu_set_schedule: round-robin, reverse, seeded random, or one warp running ahead until it
@@ -925,7 +926,20 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
         t_block = &b;
         int rc = 0;
         try {
-            for (uint64_t i = 0; i < blocks; i++) {
+            // Blocks run one after another, in the schedule's order too (index order, reversed, or a
+            // seeded permutation): a kernel whose blocks rely on running in index order fails here.
+            std::vector<uint64_t> order;
+            if (g_schedule.mode == SEQK_EMU_SCHEDULE_RANDOM) {
+                order.resize(blocks);
+                for (uint64_t i = 0; i < blocks; i++) {
+                    order[i] = i;
+                }
+                std::mt19937_64 rng(g_schedule.seed ^ 0x5851f42d4c957f2dull);
+                std::shuffle(order.begin(), order.end(), rng);
+            }
+            for (uint64_t k = 0; k < blocks; k++) {
+                uint64_t i = g_schedule.mode == SEQK_EMU_SCHEDULE_REVERSE ? blocks - 1 - k
+                             : g_schedule.mode == SEQK_EMU_SCHEDULE_RANDOM ? order[k] : k;
                 run_block(b, grid, block, coords(i), static_cast<uint32_t>(i), pool);
             }
         } catch (const EmuError& e) {

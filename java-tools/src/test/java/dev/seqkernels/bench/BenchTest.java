@@ -117,7 +117,8 @@ class BenchTest {
             assertEquals(floor, r.floorMs(), floor * 1e-12);
             assertTrue(r.note().contains("launches"), r::note);
             if (c.op().equals("lstm")) {  // F32 at batch 2: the persistent kernel, no step loop
-                assertTrue(r.note().contains("; per step: ") && r.note().endsWith("0 graph launch(es) of 0 node(s)"), r::note);
+                assertTrue(r.note().contains("; per step (" + c.pass() + "): ") && r.note().endsWith("0 graph launch(es) of 0 node(s)"),
+                        r::note);
             } else if (c.op().equals("gru")) {  // BF16, H = 8: the fused step, one graph of the GEMM and one kernel per step
                 assertTrue(r.note().endsWith("1 graph launch(es) of 2 node(s)"), r::note);
             } else {

@@ -558,11 +558,10 @@ final class RecurrentGpu {
                         linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, on,
                                 tf32);
                     }
+                    // v1's cell (a vectorizable GRU runs as a fused step), which takes both forms
                     args.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer())
-                            .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h);
-                    if (!cellKernel.endsWith("_vec4")) {  // v1 takes both forms; the vectorized cell only linear_before_reset
-                        args.i32(c.linearBeforeReset() ? 1 : 0);
-                    }
+                            .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                            .i32(c.linearBeforeReset() ? 1 : 0);
                     driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.f32(clip)
                             .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));

@@ -289,9 +289,9 @@ class RecurrentGpuTest {
      * The captured step of the fused cells (H % 4 == 0, no projection) is the recurrent GEMM and one
      * kernel, for LSTM, GRU and Elman RNN in F32 and BF16; with a projection the GEMM, the cell, the
      * W_hr GEMM and step_commit_advance; with H % 4 != 0 the GEMM, v1's cell and step_commit_advance. A driver wrapper counts the calls between
-     * beginCapture and endCapture; the results match the reference, so every block of the fused
-     * kernel saw the step's own index (under the emulator's race checker, whose model needs the
-     * counter's cross-block accesses atomic). Batch 20: the per-step loop for F32 too.
+     * beginCapture and endCapture; the results match the reference, under the emulator's race
+     * checker (which needs the step counter's cross-block accesses atomic; block orders other than
+     * the index order are ScheduleModesTest's). Batch 20: the per-step loop for F32 too.
      */
     @Test
     void aFusedStepIsTheGemmAndOneKernel() {

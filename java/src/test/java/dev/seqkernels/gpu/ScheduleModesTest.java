@@ -26,9 +26,10 @@ import static dev.seqkernels.gpu.RecurrentGpuTest.check;
 
 /**
  * The faster kernels (tensor-core and TF32 attention forward, split-KV decoding, the persistent
- * LSTM and GRU, the vectorized step cells) on the emulator under every schedule: round-robin,
- * reverse, seeded random and one warp running ahead, with cp.async copies landing when waited for
- * and when issued. The emulator's checks (races, bounds, collectives) run in every one; the results
+ * LSTM and GRU, the vectorized and fused step cells) on the emulator under every schedule:
+ * round-robin, reverse, seeded random and one warp running ahead (blocks in index order, reversed,
+ * in a seeded permutation and in index order), with cp.async copies landing when waited for and
+ * when issued. The emulator's checks (races, bounds, collectives) run in every one; the results
  * must match the reference in every one (a kernel that only works in one thread order does not).
  */
 class ScheduleModesTest {
@@ -57,6 +58,10 @@ class ScheduleModesTest {
         recurrent(tag + " persistent lstm", data, b -> Lstm.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
         recurrent(tag + " persistent gru", data, b -> Gru.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
         recurrent(tag + " vec4 lstm step loop", data, b -> Lstm.builder().inputSize(5).hiddenSize(20).backend(b).build(), 17);
+        // Several blocks per step kernel, which share the step counter (the fused step; the commit that advances it).
+        recurrent(tag + " fused lstm step, 2 blocks", data, b -> Lstm.builder().inputSize(5).hiddenSize(64).backend(b).build(), 17);
+        recurrent(tag + " v1 gru cell + step_commit_advance, 5 blocks", data,
+                b -> Gru.builder().inputSize(5).hiddenSize(66).backend(b).build(), 17);
     }
 
     private static void attention(String tag, TestData data, DType dtype, int lq, int lk, int d, boolean tf32) {
