@@ -141,11 +141,15 @@ __device__ __forceinline__ int fused_step_time(int* step, int steps, int reverse
     return reversed ? steps - 1 - s : s;
 }
 
-/** Called by every thread of the block once its work for the step is done. */
+/**
+ * Ends the step for this block, once its work is done: thread 0, which read the index (before the
+ * block's barrier in fused_step_time; the other threads read it from shared memory, which the
+ * advance does not touch), counts the block done. The block's writes need no ordering here: the
+ * next step is another launch.
+ */
 __device__ __forceinline__ void end_fused_step(int* step) {
-    __syncthreads();  // the block's work (and its read of the index) before its count
     if (threadIdx.x == 0) {
-        __threadfence();
+        __threadfence();  // this thread's read of the index before its count
         if (atomicAdd(&step[1], 1) == static_cast<int>(gridDim.x) - 1) {
             __threadfence();  // every block's count (and so its read of the index) before the move
             atomicAdd(&step[1], -static_cast<int>(gridDim.x));

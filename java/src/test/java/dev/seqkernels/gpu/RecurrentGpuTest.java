@@ -346,6 +346,36 @@ class RecurrentGpuTest {
         }
     }
 
+    /**
+     * The step counter shared by many blocks: fused LSTM, GRU and Elman RNN steps and v1's cell with
+     * step_commit_advance, 16 or more blocks per step kernel (batch 64, H 256 or 258), 20 steps, in
+     * F32 against v1 (step_commit, then step_advance) and the reference. On a GPU the blocks run
+     * concurrently, so a step that advanced before every block had read it would show here (the
+     * emulator runs blocks in turn: ScheduleModesTest varies their order).
+     */
+    @Test
+    void manyBlocksShareTheStepCounter() {
+        TestData data = new TestData();
+        for (int hidden : new int[]{256, 258}) {
+            for (String cell : List.of("lstm", "gru", "rnn")) {
+                java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make = be -> switch (cell) {
+                    case "lstm" -> Lstm.builder().inputSize(8).hiddenSize(hidden).backend(be).build();
+                    case "gru" -> Gru.builder().inputSize(8).hiddenSize(hidden).backend(be).build();
+                    default -> Rnn.builder().inputSize(8).hiddenSize(hidden).backend(be).build();
+                };
+                Picks picks = (config, batch, dtype) -> RecurrentGpu.persistentPlan(config, batch, dtype, GpuTargets.driver().properties(),
+                        RecurrentGpu.StepChoice.AUTO) == null;
+                int[] lengths = new int[64];
+                for (int b = 0; b < lengths.length; b++) {
+                    lengths[b] = 20 - b % 7;
+                }
+                // Weights of about 1/sqrt(H): a contracting recurrence, whose F32 rounding the table can judge over 20 steps.
+                checkFasterKernel(cell + " H=" + hidden + " B=64", make, picks, data, 1 / Math.sqrt(hidden), DType.F32,
+                        data.tensor(DType.F32, 1, 20, 64, 8), null, null, lengths);
+            }
+        }
+    }
+
     private static dev.seqkernels.ops.RecurrentConfig lstm(int hidden, int proj) {
         return Lstm.builder().inputSize(8).hiddenSize(hidden).projSize(proj).build().config();
     }
@@ -417,6 +447,13 @@ class RecurrentGpuTest {
     private static void checkFasterKernel(String what, java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make,
                                           Picks picks, TestData data, DType dtype, Tensor x, Tensor h0, Tensor c0,
                                           int[] lengths) {
+        checkFasterKernel(what, make, picks, data, 0.3, dtype, x, h0, c0, lengths);
+    }
+
+    /** The same with the parameters drawn from [-scale, scale]. */
+    private static void checkFasterKernel(String what, java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make,
+                                          Picks picks, TestData data, double scale, DType dtype, Tensor x, Tensor h0, Tensor c0,
+                                          int[] lengths) {
         GpuBackend pinned = GpuTargets.newBackend();
         pinned.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
         RecurrentOp gpu = make.apply(GpuTargets.newBackend());
@@ -426,7 +463,7 @@ class RecurrentGpuTest {
         var config = gpu.config();
         int batch = (int) (config.batchFirst() ? x.size(0) : x.size(1));
         assertTrue(picks.test(config, batch, dtype), what + ": the rule must pick the faster kernel here");
-        Map<String, Tensor> params = data.params(dtype, 0.3, config.parameterShapes());
+        Map<String, Tensor> params = data.params(dtype, scale, config.parameterShapes());
         Map<String, Tensor> params64 = new LinkedHashMap<>();
         params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
         String tag = what + " " + dtype + " " + data;
