@@ -94,6 +94,25 @@ __device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int 
     }
 }
 
+/**
+ * This thread's quad (batch entry b, first unit j0, its row t*B + b in the per-step buffers), or
+ * false when it has no cell to compute: past the launch's end, or past b's length (such a quad's
+ * commit done here by put_h).
+ */
+template <typename S>
+__device__ __forceinline__ bool quad_to_compute(const StepOut<S>& o, const int* lengths, int t, int batch, int hidden, int& b,
+                                                int& j0, long& row) {
+    if (!quad(batch, hidden, b, j0)) {
+        return false;
+    }
+    row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        put_h(o, row, b, j0, hidden, nullptr);
+        return false;
+    }
+    return true;
+}
+
 template <typename S>
 __device__ void lstm_step(const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole,
                           float* c_state, float* c_prev_save, float* c_new_save, float* raw, const StepOut<S>& o,
@@ -101,12 +120,8 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
                           float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
                           float h_beta) {
     int b, j0;
-    if (!quad(batch, hidden, b, j0)) {
-        return;
-    }
-    long row = static_cast<long>(t) * batch + b;
-    if (t >= lengths[b]) {
-        put_h(o, row, b, j0, hidden, nullptr);
+    long row;
+    if (!quad_to_compute(o, lengths, t, batch, hidden, b, j0, row)) {
         return;
     }
     long gh4 = 4L * hidden;
@@ -153,12 +168,8 @@ __device__ void gru_step(const float* gx, const float* gh, const float* bih, con
                          int hidden, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
                          float g_beta) {
     int b, j0;
-    if (!quad(batch, hidden, b, j0)) {
-        return;
-    }
-    long row = static_cast<long>(t) * batch + b;
-    if (t >= lengths[b]) {
-        put_h(o, row, b, j0, hidden, nullptr);
+    long row;
+    if (!quad_to_compute(o, lengths, t, batch, hidden, b, j0, row)) {
         return;
     }
     long gh3 = 3L * hidden;
@@ -193,12 +204,8 @@ __device__ void rnn_step(const float* gx, const float* gh, const float* bih, con
                          const StepOut<S>& o, const int* lengths, int t, int batch, int hidden, float clip, int f_kind,
                          float f_alpha, float f_beta) {
     int b, j0;
-    if (!quad(batch, hidden, b, j0)) {
-        return;
-    }
-    long row = static_cast<long>(t) * batch + b;
-    if (t >= lengths[b]) {
-        put_h(o, row, b, j0, hidden, nullptr);
+    long row;
+    if (!quad_to_compute(o, lengths, t, batch, hidden, b, j0, row)) {
         return;
     }
     float x[4], hh[4], bi[4], bh[4], pre[4], h_new[4];
