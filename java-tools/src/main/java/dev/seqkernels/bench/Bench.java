@@ -93,7 +93,9 @@ public final class Bench {
 
     /**
      * For a recurrent case, what one step costs: the median over T (of the case's pass: with
-     * backward, a forward and a backward step), and the forward step loop's shape (the kernels and
+     * backward, a forward and a backward step), the floor's bytes over T (what any implementation
+     * must move per step, {@link BenchSuite}; docs/ARCHITECTURE.md's cost model gives what ours
+     * moves), and the forward step loop's shape (the kernels and
      * GEMMs captured per step graph, and the graph launches: one per step of each layer and
      * direction, so their count over T is the directions times the layers that ran the loop; the
      * persistent kernel captures none; backward issues its steps directly). Empty for other ops.
@@ -104,8 +106,8 @@ public final class Bench {
         }
         int steps = c.get("T");
         int graphs = capture.graphLaunches() / Math.max(1, steps);
-        return String.format(java.util.Locale.ROOT, "; per step (%s): %.4f ms, forward %d graph launch(es) of %d node(s)", c.pass(),
-                medianMs / steps, graphs, graphs == 0 ? 0 : capture.graphNodes() / graphs);
+        return String.format(java.util.Locale.ROOT, "; per step (%s): %.4f ms, %.4g MB at the floor, forward %d graph launch(es) of %d node(s)",
+                c.pass(), medianMs / steps, c.bytes() / steps / 1e6, graphs, graphs == 0 ? 0 : capture.graphNodes() / graphs);
     }
 
     double floorMillis(BenchCase c) {

@@ -116,6 +116,10 @@ class BenchTest {
             double floor = Math.max(c.flops() / bench.peaks().flopsPerSecond(c.dtype()), c.bytes() / bench.peaks().bytesPerSecond()) * 1e3;
             assertEquals(floor, r.floorMs(), floor * 1e-12);
             assertTrue(r.note().contains("launches"), r::note);
+            if (c.op().equals("lstm") || c.op().equals("gru")) {
+                String floorPerStep = String.format(java.util.Locale.ROOT, "%.4g MB at the floor", c.bytes() / c.get("T") / 1e6);
+                assertTrue(r.note().contains(floorPerStep), () -> floorPerStep + " in " + r.note());
+            }
             if (c.op().equals("lstm")) {  // F32 at batch 2: the persistent kernel, no step loop
                 assertTrue(r.note().contains("; per step (" + c.pass() + "): ") && r.note().endsWith("0 graph launch(es) of 0 node(s)"),
                         r::note);
