@@ -16,8 +16,9 @@ import java.util.Map;
  * The GPU path of the recurrent ops, written once against {@link Driver}: per layer and direction,
  * one GEMM projects every step's input (x W_ih^T); per step, one GEMM projects the state
  * (h W_hh^T; GRU without linear-before-reset adds (r*h) W_hn^T, an LSTM with projection adds
- * m W_hr^T) and cuda/recurrent's v1 kernels do the gate math and move the new state into the
- * output. Lengths mask steps inside the kernels. The v1 path ({@link StepChoice#V1}), like the
+ * m W_hr^T) and cuda/recurrent's cell kernels do the gate math and move the new state into the
+ * output: a fused step kernel, or a cell and a commit ({@link #stepCellKernel}), the step loop
+ * captured once as a CUDA graph. Lengths mask steps inside the kernels. The v1 path ({@link StepChoice#V1}), like the
  * CPU reference, rounds only at its boundary: inputs and parameters are widened to F32 once,
  * everything inside (states, layer outputs, GEMMs) is F32, and the results are rounded once to the
  * input's dtype.
