@@ -78,13 +78,21 @@ struct StepOut {
     int out_offset;
 };
 
-/** Stores the quad's new h (rounded to S once), as StepOut says; h_new null: past the entry's length. */
+/**
+ * Stores the quad's new h (rounded to S once), as StepOut says; h_new null: past the entry's
+ * length. h_prev: the incoming state the caller already loaded (GRU reads it for its cell), or null
+ * to load it here when fused.
+ */
 template <typename S>
-__device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int j0, int hidden, const float* h_new) {
+__device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int j0, int hidden, const float* h_new,
+                                      const float* h_prev = nullptr) {
     S* h = o.h + static_cast<long>(b) * hidden + j0;
     if (o.h_prev_save != nullptr) {
-        float h_prev[4];
-        load4(h, h_prev);
+        float loaded[4];
+        if (h_prev == nullptr) {
+            load4(h, loaded);
+            h_prev = loaded;
+        }
         store4(o.h_prev_save + row * hidden + j0, h_prev);
         const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         store4(o.out + row * o.out_stride + o.out_offset + j0, h_new != nullptr ? h_new : zero);
@@ -195,7 +203,7 @@ __device__ void gru_step(const float* gx, const float* gh, const float* bih, con
     store4(raw + row * gh3 + hidden + j0, pre_z);
     store4(raw + row * gh3 + 2 * hidden + j0, pre_n);
     store4(hn_lin_save + row * hidden + j0, h_lin);
-    put_h(o, row, b, j0, hidden, h_new);
+    put_h(o, row, b, j0, hidden, h_new, hp);  // fused: hp is the state quad itself, already loaded
 }
 
 // Elman RNN step, vectorized: 4 units per thread, as rnn_step_v1.

@@ -310,11 +310,16 @@ class RecurrentGpuTest {
         GpuBackend backend = new GpuBackend(recording);
         for (DType dtype : new DType[]{DType.F32, DType.BF16}) {
             // H = 64 at batch 20: 320 quads, two blocks, so the step counter is shared across blocks.
-            for (RecurrentOp op : List.of(Lstm.builder().inputSize(5).hiddenSize(64).backend(backend).build(),
-                    Gru.builder().inputSize(5).hiddenSize(64).backend(backend).build(),
-                    Rnn.builder().inputSize(5).hiddenSize(64).backend(backend).build(),
-                    Lstm.builder().inputSize(5).hiddenSize(8).projSize(4).backend(backend).build(),
-                    Gru.builder().inputSize(5).hiddenSize(66).backend(backend).build())) {
+            List<Function<dev.seqkernels.Backend, RecurrentOp>> builds = List.of(
+                    be -> Lstm.builder().inputSize(5).hiddenSize(64).backend(be).build(),
+                    be -> Gru.builder().inputSize(5).hiddenSize(64).backend(be).build(),
+                    be -> Rnn.builder().inputSize(5).hiddenSize(64).backend(be).build(),
+                    be -> Lstm.builder().inputSize(5).hiddenSize(8).projSize(4).backend(be).build(),
+                    be -> Gru.builder().inputSize(5).hiddenSize(66).backend(be).build());
+            for (Function<dev.seqkernels.Backend, RecurrentOp> build : builds) {
+                RecurrentOp op = build.apply(backend);
+                RecurrentOp cpu = build.apply(Backends.byName("cpu"));
+                RecurrentOp same = build.apply(Backends.byName("cpu-same-precision"));
                 var c = op.config();
                 boolean fused = c.projSize() == 0 && c.hiddenSize() % 4 == 0;
                 assertEquals(fused, RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(),
@@ -323,16 +328,6 @@ class RecurrentGpuTest {
                 inCapture[0] = 0;
                 inCapture[1] = 0;
                 Tensor x = data.tensor(dtype, 1, 5, 20, 5);
-                RecurrentOp cpu = switch (c.cell()) {
-                    case LSTM -> Lstm.builder().inputSize(5).hiddenSize(c.hiddenSize()).projSize(c.projSize()).backend("cpu").build();
-                    case GRU -> Gru.builder().inputSize(5).hiddenSize(c.hiddenSize()).backend("cpu").build();
-                    case RNN -> Rnn.builder().inputSize(5).hiddenSize(c.hiddenSize()).backend("cpu").build();
-                };
-                RecurrentOp same = switch (c.cell()) {
-                    case LSTM -> Lstm.builder().inputSize(5).hiddenSize(c.hiddenSize()).projSize(c.projSize()).backend("cpu-same-precision").build();
-                    case GRU -> Gru.builder().inputSize(5).hiddenSize(c.hiddenSize()).backend("cpu-same-precision").build();
-                    case RNN -> Rnn.builder().inputSize(5).hiddenSize(c.hiddenSize()).backend("cpu-same-precision").build();
-                };
                 Map<String, Tensor> w64 = new LinkedHashMap<>();
                 w.forEach((n, t) -> w64.put(n, t.to(DType.F64)));
                 try (RecurrentResult r = op.forward(w, x, null, null, null); RecurrentResult want = cpu.forward(w64, x.to(DType.F64), null, null, null);
