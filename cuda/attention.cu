@@ -6,7 +6,9 @@
 // the softmax is never stored; accumulators live in f32 global rows (no per-thread arrays, so no
 // spills at any head dimension). Deterministic: no atomics.
 // attn_fwd_tc (fp16/bf16, D and Dv <= 128, sm_80+) is the tiled tensor-core forward beside v1,
-// with the same masks and outputs; AttentionGpu.java chooses between them (see its javadoc).
+// with the same masks and outputs; attn_bwd_dq_tc and attn_bwd_dkdv_tc (fp16/bf16, D and Dv <= 128)
+// the tensor-core backward beside v1's, with v1's arguments except dout in the storage type, a
+// buffer of per-row counts and a `vec` flag. AttentionGpu.java chooses between them (see its javadoc).
 //
 // Layout: element (b, h, l, e) of q, k, v, out (and dout, dq, dk, dv) is at
 // b*s[0] + h*s[1] + l*s[2] + e*s[3] with the strides in AttnShape, so multi-head attention reads
@@ -20,8 +22,9 @@
 // Flops: forward 2*Lq*Lk*(D + Dv) per (b, h) for the useful work, times 2 for the score recompute.
 //
 // This file holds the kernels' entry points; their code is split by role under attention/:
-// common.cuh (shape, index arithmetic, scores), v1.cuh, forward_tc.cuh (tensor-core forward),
-// decode.cuh (split-KV).
+// common.cuh (shape, index arithmetic, scores, the weight recompute), v1.cuh, forward_tc.cuh
+// (tensor-core forward), backward_tc.cuh (tensor-core backward), decode.cuh (split-KV).
+#include "attention/backward_tc.cuh"
 #include "attention/common.cuh"
 #include "attention/decode.cuh"
 #include "attention/forward_tc.cuh"
@@ -94,6 +97,36 @@ SEQK_ATTENTION_TC(f16, __half, 64, 64);
 SEQK_ATTENTION_TC(f16, __half, 128, 32);
 SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 64, 64);
 SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32);
+
+// The tensor-core backward (tc::attn_bwd_dq_tc, tc::attn_bwd_dkdv_tc): v1's arguments, dout in the
+// storage type, each row's count of +inf keys (hot: written by dq, read by dkdv); `vec`: 16-byte
+// cp.async rows (dq: k and v; dkdv: q and dout).
+#define SEQK_ATTENTION_BWD_TC(suffix, T, DMAX, BN, BQ)                                                                  \
+    extern "C" __global__ void attn_bwd_dq_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, const T* dout,      \
+                                                              const float* lse, float* delta, float* hot, float* dq,    \
+                                                              const int* key_lengths, const int* query_lengths,         \
+                                                              const float* bias0, const float* bias1, AttnShape shape,  \
+                                                              int vec) {                                                \
+        tc::attn_bwd_dq_tc<T, DMAX, BN>(q, k, v, dout, lse, delta, hot, dq, key_lengths, query_lengths, bias0, bias1,    \
+                                        shape, vec != 0);                                                               \
+    }                                                                                                                   \
+    SEQK_KERNEL(attn_bwd_dq_tc##DMAX##_##suffix);                                                                       \
+    extern "C" __global__ void attn_bwd_dkdv_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, const T* dout,    \
+                                                                const float* lse, const float* delta, const float* hot, \
+                                                                float* dk, float* dv, const int* key_lengths,           \
+                                                                const int* query_lengths, const float* bias0,           \
+                                                                const float* bias1, AttnShape shape, int vec) {         \
+        tc::attn_bwd_dkdv_tc<T, DMAX, BQ>(q, k, v, dout, lse, delta, hot, dk, dv, key_lengths, query_lengths, bias0,     \
+                                          bias1, shape, vec != 0);                                                      \
+    }                                                                                                                   \
+    SEQK_KERNEL(attn_bwd_dkdv_tc##DMAX##_##suffix)
+
+// D and Dv up to 64 (above, v1: at 128 a warp's k, v, dk and dv alone would fill its registers;
+// see docs/ARCHITECTURE.md). Shared memory: dq 2 x (k + v) x BN x (DMAX + 8) x 2 bytes + 4 warps x
+// 16 x BN x 2 of scratch = 45,056; dkdv 2 x (q + dout) x BQ x (DMAX + 8) x 2 + 2 x 3 x BQ x 4 +
+// 4 x 16 x BQ x 2 = 23,296.
+SEQK_ATTENTION_BWD_TC(f16, __half, 64, 64, 32);
+SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16, 64, 64, 32);
 
 #define SEQK_ATTENTION(suffix, T)                                                                                        \
     extern "C" __global__ void attn_fwd_##suffix(const T* q, const T* k, const T* v, T* out, float* lse, float* acc,   \

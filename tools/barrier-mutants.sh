@@ -23,7 +23,7 @@ MVN=(mvn -B -o -q -f "$ROOT/java/pom.xml")
 # The tests that exercise each family's kernels on the emulator.
 tests_for() {
   case "$1" in
-    attention) echo "AttentionGpuTest,ScheduleModesTest,LongSequenceTest,NanPropagationTest" ;;
+    attention) echo "AttentionGpuTest,TensorCoreBackwardTest,ScheduleModesTest,LongSequenceTest,NanPropagationTest" ;;
     recurrent) echo "RecurrentGpuTest,ScheduleModesTest,StandInTest" ;;
     selftest) echo "PrimitivesSelfTest,EmulatorFeatureTest" ;;
     *) echo "KernelPortTest,DriverContractTest" ;;

@@ -49,6 +49,14 @@ __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     return static_cast<uint32_t>(bits(seqk::from_float<T>(lo))) | (static_cast<uint32_t>(bits(seqk::from_float<T>(hi))) << 16);
 }
 
+/** The 16-bit value whose bits are x, as a float. */
+template <typename T>
+__device__ __forceinline__ float from_bits(uint16_t x) {
+    T v;
+    *reinterpret_cast<uint16_t*>(&v) = x;
+    return seqk::to_float(v);
+}
+
 __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
     seqk::arch::mma_m16n8k16_f16(d, a, b, d);
 }
@@ -60,6 +68,91 @@ __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint3
 __device__ __forceinline__ uint16_t raw(__half v) { return bits(v); }
 __device__ __forceinline__ uint16_t raw(__nv_bfloat16 v) { return bits(v); }
 __device__ __forceinline__ float raw(float v) { return v; }
+
+/**
+ * A warp's 16 rows (rows[0]: the thread's row g, rows[1]: row g + 8) of a (b, h, row, column)
+ * tensor as mma A fragments of KS k-steps: zeros at rows from row_limit on and columns from cols on.
+ */
+template <typename T, int KS>
+__device__ __forceinline__ void row_fragments(uint32_t (&a)[KS][4], const T* src, const long long* st, long long b, long long h,
+                                              const long long (&rows)[2], long long row_limit, int cols, int t) {
+    SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            long long i = rows[x % 2];
+            int col = ks * 16 + (x / 2) * 8 + 2 * t;
+            uint32_t lo = 0, hi = 0;
+            if (i < row_limit && col < cols) {
+                lo = bits(src[at(st, b, h, i, col)]);
+            }
+            if (i < row_limit && col + 1 < cols) {
+                hi = bits(src[at(st, b, h, i, col + 1)]);
+            }
+            a[ks][x] = lo | (hi << 16);
+        }
+    }
+}
+
+/**
+ * acc += A tile^T over the first ksteps k-steps: A a warp's 16 x 16KS fragments, tile NS x 8 rows
+ * of [LD] 16-bit values in shared memory (k along a row), acc 16 x 8NS (block n: tile rows 8n..).
+ */
+template <typename T, int KS, int NS, int LD>
+__device__ __forceinline__ void product_abt(float (&acc)[NS][4], const uint32_t (&a)[KS][4], const uint16_t* tile, int ksteps,
+                                            int lane) {
+    SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        if (ks < ksteps) {
+            SEQK_UNROLL
+            for (int n = 0; n < NS; n += 2) {
+                // Matrices: rows 8n.. at columns 16ks and 16ks+8, then rows 8(n+1).. at both.
+                int row = n * 8 + (lane / 16) * 8 + lane % 8;
+                int col = ks * 16 + ((lane / 8) % 2) * 8;
+                uint32_t tb[4];
+                seqk::arch::ldmatrix_x4(tb, tile + row * LD + col);
+                mma(acc[n], a[ks], tb, T{});
+                mma(acc[n + 1], a[ks], tb + 2, T{});
+            }
+        }
+    }
+}
+
+/**
+ * acc += A tile for the 8-column blocks n < blocks: A a warp's 16 x 16KK fragments, tile 16KK rows
+ * of [LD] 16-bit values in shared memory (k down a column), acc 16 x 8NO.
+ */
+template <typename T, int KK, int NO, int LD>
+__device__ __forceinline__ void product_ab(float (&acc)[NO][4], const uint32_t (&a)[KK][4], const uint16_t* tile, int blocks,
+                                           int lane) {
+    SEQK_UNROLL
+    for (int kk = 0; kk < KK; kk++) {
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n += 2) {
+            // Lanes 0-15: rows 16kk.. at columns 8n (block n); lanes 16-31: at columns 8(n+1).
+            // With an odd block count the last pair's second block lies in the zeros load_tile
+            // writes up to a multiple of 16 columns, and is never written out.
+            if (n < blocks) {
+                uint32_t tb[4];
+                seqk::arch::ldmatrix_x4_trans(tb, tile + (kk * 16 + lane % 16) * LD + (n + lane / 16) * 8);
+                mma(acc[n], a[kk], tb, T{});
+                mma(acc[n + 1], a[kk], tb + 2, T{});
+            }
+        }
+    }
+}
+
+/** A warp's 16 x 8NS C fragments, rounded to T, as the A fragments of NS / 2 k-steps (FlashAttention's register reuse). */
+template <typename T, int NS>
+__device__ __forceinline__ void c_to_a(uint32_t (&a)[NS / 2][4], const float (&c)[NS][4]) {
+    SEQK_UNROLL
+    for (int kk = 0; kk < NS / 2; kk++) {
+        a[kk][0] = pack<T>(c[2 * kk][0], c[2 * kk][1]);
+        a[kk][1] = pack<T>(c[2 * kk][2], c[2 * kk][3]);
+        a[kk][2] = pack<T>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+        a[kk][3] = pack<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+    }
+}
 
 /** The exponent field, 1.0 and 128.0 (see nonfinite_sum) of a 16-bit storage type. */
 template <typename T>
@@ -377,6 +470,26 @@ __device__ __forceinline__ long long key_end_of(const AttnShape& s, long long ro
 }
 
 /**
+ * The leading key tiles no mask touches for any row of a block whose first row is row0
+ * (FlashAttention-2 masks only the tiles that straddle a boundary): before the key length and,
+ * causal, at or before the diagonal of that first row; none with an explicit mask. Rows past the
+ * query length are told apart by the caller.
+ */
+__device__ __forceinline__ long long unmasked_key_tiles(const AttnShape& s, long long row0, long long k_valid, long long q_valid,
+                                                        bool bias, long long bn, long long kv_tiles) {
+    if (bias) {
+        return 0;
+    }
+    long long limit = k_valid;
+    if (s.causal != 0) {
+        long long diag = row0 + (s.causal == 2 ? k_valid - q_valid : 0) + 1;
+        limit = limit < diag ? limit : diag;
+    }
+    long long tiles = limit > 0 ? limit / bn : 0;
+    return tiles < kv_tiles ? tiles : kv_tiles;
+}
+
+/**
  * o += P v for a tile where a mask may block some of the warp's (row, key) pairs. A blocked pair's
  * P is 0, but 0 x NaN (or x inf) from its v must not reach the row: the reference never reads a
  * blocked key. So each 8-column block's product goes to a fresh accumulator first, and joins o
@@ -496,40 +609,12 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     // Keys this tile of rows can see: none past the key length, none past the diagonal of its last valid row.
     long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
     long long kv_tiles = (key_end + BN - 1) / BN;
-    // The leading tiles no mask touches for any row of the block (FlashAttention-2 masks only the
-    // tiles that straddle a boundary): before the key length and, causal, at or before the
-    // diagonal of the block's first row; none with an explicit mask. Rows past the query length
-    // are told apart when written.
-    long long unmasked_tiles = 0;
-    if (bias0 == nullptr && bias1 == nullptr) {
-        long long limit = k_valid;
-        if (s.causal != 0) {
-            long long diag = blk.row0 + (s.causal == 2 ? k_valid - q_valid : 0) + 1;
-            limit = limit < diag ? limit : diag;
-        }
-        unmasked_tiles = limit > 0 ? limit / BN : 0;
-        unmasked_tiles = unmasked_tiles < kv_tiles ? unmasked_tiles : kv_tiles;
-    }
+    long long unmasked_tiles = unmasked_key_tiles(s, blk.row0, k_valid, q_valid, bias0 || bias1, BN, kv_tiles);
 
     // This warp's q rows as A fragments (zeros past the row count and the head dimension).
     long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
     uint32_t qa[KS][4];
-    SEQK_UNROLL
-    for (int ks = 0; ks < KS; ks++) {
-        SEQK_UNROLL
-        for (int x = 0; x < 4; x++) {
-            long long i = my_row[x % 2];
-            int col = ks * 16 + (x / 2) * 8 + 2 * t;
-            uint32_t lo = 0, hi = 0;
-            if (i < s.q_len && col < d) {
-                lo = bits(q[at(s.q_stride, b, h, i, col)]);
-            }
-            if (i < s.q_len && col + 1 < d) {
-                hi = bits(q[at(s.q_stride, b, h, i, col + 1)]);
-            }
-            qa[ks][x] = lo | (hi << 16);
-        }
-    }
+    row_fragments<T, KS>(qa, q, s.q_stride, b, h, my_row, s.q_len, d, t);
 
     float m[2] = {-INFINITY, -INFINITY};
     float l[2] = {0.0f, 0.0f};
@@ -556,51 +641,17 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         for (int n = 0; n < NS; n++) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
         }
-        SEQK_UNROLL
-        for (int ks = 0; ks < KS; ks++) {
-            if (ks < ksteps) {
-                SEQK_UNROLL
-                for (int n = 0; n < NS; n += 2) {
-                    // Matrices: keys 8n.. at columns 16ks and 16ks+8, then keys 8(n+1).. at both.
-                    int key = n * 8 + (lane / 16) * 8 + lane % 8;
-                    int col = ks * 16 + ((lane / 8) % 2) * 8;
-                    uint32_t kb[4];
-                    seqk::arch::ldmatrix_x4(kb, kt + key * LD + col);
-                    mma(sc[n], qa[ks], kb, T{});
-                    mma(sc[n + 1], qa[ks], kb + 2, T{});
-                }
-            }
-        }
+        product_abt<T, KS, NS, LD>(sc, qa, kt, ksteps, lane);
 
         online_softmax<NS, NO, MASK>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
 
         // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
         uint32_t pa[BN / 16][4];
-        SEQK_UNROLL
-        for (int kk = 0; kk < BN / 16; kk++) {
-            pa[kk][0] = pack<T>(sc[2 * kk][0], sc[2 * kk][1]);
-            pa[kk][1] = pack<T>(sc[2 * kk][2], sc[2 * kk][3]);
-            pa[kk][2] = pack<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-            pa[kk][3] = pack<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
-        }
+        c_to_a<T, NS>(pa, sc);
         if (MASK && tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
             pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
         } else {
-            SEQK_UNROLL
-            for (int kk = 0; kk < BN / 16; kk++) {
-                SEQK_UNROLL
-                for (int n = 0; n < NO; n += 2) {
-                    // Lanes 0-15: keys 16kk.. at columns 8n (v block n); lanes 16-31: at columns 8(n+1).
-                    // With an odd block count the last pair's second block lies in the zeros
-                    // load_tile writes up to a multiple of 16 columns, and is never written out.
-                    if (n < oblocks) {
-                        uint32_t vb[4];
-                        seqk::arch::ldmatrix_x4_trans(vb, vt + (kk * 16 + lane % 16) * LD + (n + lane / 16) * 8);
-                        mma(o[n], pa[kk], vb, T{});
-                        mma(o[n + 1], pa[kk], vb + 2, T{});
-                    }
-                }
-            }
+            product_ab<T, BN / 16, NO, LD>(o, pa, vt, oblocks, lane);
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it
     };

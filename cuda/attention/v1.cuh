@@ -50,34 +50,6 @@ __device__ void attn_fwd_v1(const T* q, const T* k, const T* v, T* out, float* l
     }
 }
 
-/** How many keys row r scores +inf: a row whose lse is +inf shares its weight among them. Rare, so a scan. */
-template <typename T>
-__device__ float hot_keys(const AttnShape& s, const AttnRow& r, const T* q, const T* k, const float* bias0, const float* bias1) {
-    float hot = 0.0f;
-    for (long long j = 0; j < s.kv_len; j++) {
-        hot += score(s, r, j, q, k, bias0, bias1) == INFINITY ? 1.0f : 0.0f;
-    }
-    return hot;
-}
-
-/**
- * The forward's weight of a key with score sc in a row with that lse, as attn_probs and backward
- * recompute it; `hot` is the row's hot_keys when lse is +inf (the +inf keys share the weight, the
- * others get 0; exp(inf - inf) would be NaN). At most 1: the score recomputed here (fp32, in its
- * own summation order) may exceed the lse the forward took from its own scores (another order, or
- * TF32) by their rounding error, which for scores near 1e19 is beyond exp's range.
- */
-__device__ __forceinline__ float prob_of(float sc, float lse, float hot) {
-    if (lse == INFINITY) {
-        return sc == INFINITY ? 1.0f / hot : sc != sc ? NAN : 0.0f;
-    }
-    if (sc == -INFINITY || lse == -INFINITY) {
-        return 0.0f;
-    }
-    float d = sc - lse;
-    return d > 0.0f ? 1.0f : expf(d);  // a NaN d stays NaN
-}
-
 // probs [B, Hq, Lq, Lk] f32 (multi-head attention's weights). One thread: one query row.
 template <typename T>
 __device__ void attn_probs_v1(const T* q, const T* k, const float* lse, float* probs, const int* key_lengths,

@@ -28,18 +28,23 @@ import java.util.Map;
  * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
  * is F16 or BF16 and the device is sm_80 or newer; {@code attn_fwd_tf32x64/128} likewise for F32
  * storage when the op allows TF32 ({@link Attention.Builder#allowTf32}); v1 otherwise (F32 without
- * TF32, which includes multi-head attention's F32 interior unless the op allows TF32; D or Dv above 128; older GPUs). Backward is v1 in every case
- * and recomputes from the LSE either forward wrote.
+ * TF32, which includes multi-head attention's F32 interior unless the op allows TF32; D or Dv above 128; older GPUs).
+ * Backward ({@link #backwardKernel}) recomputes from the LSE whichever forward wrote: the tiled
+ * tensor-core kernels {@code attn_bwd_dq_tc64} then {@code attn_bwd_dkdv_tc64} when the storage is
+ * F16 or BF16, D and Dv are at most 64, the device is sm_80 or newer and the probabilities are not
+ * an output (multi-head attention's weights add their gradient to dP, which only v1 takes); v1's
+ * {@code attn_bwd_dq} then {@code attn_bwd_dkdv} otherwise. Both pairs write delta, dq, dk and dv
+ * in f32 alike; the tensor-core pair reads dout rounded to the storage type (as FlashAttention's does).
  */
 final class AttentionGpu {
     private static final int THREADS = 128;
     /** Query rows per block of the tensor-core forward (4 warps x 16). */
     private static final int TC_ROWS = 64;
 
-    /** AUTO: the selection rule above; V1: always the plain port (tests compare the two). */
-    enum ForwardChoice { AUTO, V1 }
+    /** AUTO: the selection rules above, forward and backward; V1: always the plain ports (tests compare the two). */
+    enum KernelChoice { AUTO, V1 }
 
-    private volatile ForwardChoice forwardChoice = ForwardChoice.AUTO;
+    private volatile KernelChoice kernelChoice = KernelChoice.AUTO;
 
     private final Driver driver;
     private final long module;
@@ -58,8 +63,8 @@ final class AttentionGpu {
         return functions.computeIfAbsent(name + "_" + RecurrentGpu.suffix(dt), n -> driver.function(module, n));
     }
 
-    void forwardChoice(ForwardChoice choice) {
-        forwardChoice = choice;
+    void kernelChoice(KernelChoice choice) {
+        kernelChoice = choice;
     }
 
     /**
@@ -74,14 +79,26 @@ final class AttentionGpu {
     }
 
     /** The forward kernel's name (without the dtype suffix): the selection rule in the class comment. */
-    static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, ForwardChoice choice, boolean allowTf32) {
+    static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, KernelChoice choice, boolean allowTf32) {
         boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
         boolean tf32 = dt == DType.F32 && allowTf32;
         int widest = Math.max(headDim, valueDim);
-        if (!(sixteenBit || tf32) || computeMajor < 8 || choice != ForwardChoice.AUTO || widest > 128) {
+        if (!(sixteenBit || tf32) || computeMajor < 8 || choice != KernelChoice.AUTO || widest > 128) {
             return "attn_fwd";
         }
         return (tf32 ? "attn_fwd_tf32x" : "attn_fwd_tc") + (widest <= 64 ? 64 : 128);
+    }
+
+    /**
+     * The backward kernels' name stem (the rule in the class comment): {@code attn_bwd_tc64} for the
+     * tensor-core pair ({@code attn_bwd_dq_tc64}, {@code attn_bwd_dkdv_tc64}), else {@code attn_bwd} (v1's).
+     */
+    static String backwardKernel(DType dt, int headDim, int valueDim, int computeMajor, KernelChoice choice, boolean probsOutput) {
+        boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
+        if (!sixteenBit || computeMajor < 8 || choice != KernelChoice.AUTO || Math.max(headDim, valueDim) > 64 || probsOutput) {
+            return "attn_bwd";
+        }
+        return "attn_bwd_tc64";
     }
 
     /** How split-KV cuts the key range: {@code splits} ranges of {@code keysPerSplit} keys (the last may be shorter). */
@@ -95,8 +112,8 @@ final class AttentionGpu {
      * Split-KV for decoding: Lq &lt;= 16 and Lk &gt;= 1024 (AUTO only), with as many splits (at least
      * 256 keys each) as give about two blocks per multiprocessor; null when the rule does not apply.
      */
-    static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, ForwardChoice choice) {
-        if (choice != ForwardChoice.AUTO || qLen > 16 || kvLen < 1024) {
+    static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, KernelChoice choice) {
+        if (choice != KernelChoice.AUTO || qLen > 16 || kvLen < 1024) {
             return null;
         }
         long rowGroups = ((long) qHeads / kvHeads * qLen + SPLIT_ROWS_PER_BLOCK - 1) / SPLIT_ROWS_PER_BLOCK;
@@ -293,12 +310,12 @@ final class AttentionGpu {
     private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32, long stream) {
         Geometry g = sv.g();
         SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
-                forwardChoice);
+                kernelChoice);
         if (plan != null) {
             runSplitForward(dt, sv, out, temp, plan, stream);
             return;
         }
-        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), forwardChoice, allowTf32);
+        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, allowTf32);
         if (!kernel.equals("attn_fwd")) {
             int dmax = kernel.endsWith("64") ? 64 : 128;
             int shared;
@@ -335,6 +352,11 @@ final class AttentionGpu {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor delta = temp.allocate(DType.F32, g.rows());
+        if (backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, dprobs != null)
+                .equals("attn_bwd_tc64")) {
+            runBackwardTc(dt, sv, dout, delta, dq, dk, dv, words, temp, stream);
+            return;
+        }
         driver.launch(fn("attn_bwd_dq", dt), grid(g.rows()), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                 .pointer(ptr(dprobs)).pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(dq.pointer())
@@ -345,6 +367,47 @@ final class AttentionGpu {
                 .pointer(ptr(dprobs)).pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(dk.pointer())
                 .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words));
+    }
+
+    /** Key rows per block of the tensor-core backward's dk/dv kernel (4 warps x 16), and its query rows per tile. */
+    private static final int TC_BWD_KEYS = 64;
+    private static final int TC_BWD_QUERY_TILE = 32;
+
+    /**
+     * The tensor-core backward: dout rounded to dt on the device (with its own strides, the out
+     * strides), then attn_bwd_dq_tc64 (delta, each row's count of +inf keys and dq; grid and tiles
+     * as the forward's) and attn_bwd_dkdv_tc64 (one block per 64 keys of a (b, kv head)).
+     */
+    private void runBackwardTc(DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
+                               DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
+        Geometry g = sv.g();
+        long span = DeviceTensor.spanOf(dout.shape(), dout.strides());
+        DeviceTensor dout16 = temp.keep(DeviceTensor.allocateStrided(driver, dt, dout.shape(), dout.strides()));
+        driver.launch(utilFn("cast_f32_to_" + RecurrentGpu.suffix(dt)), grid(span), Dim3.of(THREADS), 0, stream,
+                new KernelArgs().pointer(dout.pointer()).pointer(dout16.pointer()).i64(span));
+        long rowBlocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
+        long keyBlocks = (long) g.batch() * g.kvHeads() * ((g.kvLen() + TC_BWD_KEYS - 1) / TC_BWD_KEYS);
+        if (rowBlocks > Integer.MAX_VALUE || keyBlocks > Integer.MAX_VALUE) {
+            throw new SeqkException.Unsupported("attention backward: " + Math.max(rowBlocks, keyBlocks) + " blocks exceed one launch");
+        }
+        // k and v tiles of 64 keys plus each warp's 16 x 64 scratch; q and dout tiles, their rows' statistics and scratch.
+        int dqShared = 2 * 2 * 64 * (64 + 8) * 2 + 4 * 16 * 64 * 2;
+        int dkdvShared = 2 * 2 * TC_BWD_QUERY_TILE * (64 + 8) * 2 + 2 * 3 * TC_BWD_QUERY_TILE * 4 + 4 * 16 * TC_BWD_QUERY_TILE * 2;
+        DeviceTensor hotKeys = temp.allocate(DType.F32, g.rows());
+        int perChunk = 16 / dt.byteSize();
+        boolean chunks = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0;
+        boolean kvRows = chunks && alignedRows(g.k(), sv.k()) && alignedRows(g.v(), sv.v());
+        boolean qRows = chunks && alignedRows(g.q(), sv.q()) && alignedRows(dout16.strides(), dout16);
+        driver.launch(fn("attn_bwd_dq_tc64", dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
+                .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
+                .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
+                .pointer(ptr(sv.biases()[1])).struct(words).i32(kvRows ? 1 : 0));
+        driver.launch(fn("attn_bwd_dkdv_tc64", dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
+                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
+                .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dk.pointer())
+                .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i32(qRows ? 1 : 0));
     }
 
     // ------------------------------------------------------------------ scaled dot-product attention

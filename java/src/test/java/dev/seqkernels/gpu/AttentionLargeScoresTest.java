@@ -71,7 +71,7 @@ class AttentionLargeScoresTest {
     private static void run(String what, Tensor q, Tensor k, Tensor v, Tensor add, double scale) {
         GpuBackend tc = GpuTargets.newBackend();
         GpuBackend v1 = GpuTargets.newBackend();
-        v1.attentionPath().forwardChoice(AttentionGpu.ForwardChoice.V1);
+        v1.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
         Attention.Inputs in = Attention.inputs(q, k, v);
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64));
         if (add != null) {

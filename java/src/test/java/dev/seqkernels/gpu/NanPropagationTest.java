@@ -183,9 +183,9 @@ class NanPropagationTest {
         GpuBackend backend() {
             GpuBackend backend = GpuTargets.newBackend();
             if (kernel.pinnedToV1()) {
-                backend.attentionPath().forwardChoice(AttentionGpu.ForwardChoice.V1);
+                backend.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
             }
-            var choice = kernel.pinnedToV1() ? AttentionGpu.ForwardChoice.V1 : AttentionGpu.ForwardChoice.AUTO;
+            var choice = kernel.pinnedToV1() ? AttentionGpu.KernelChoice.V1 : AttentionGpu.KernelChoice.AUTO;
             AttentionGpu.SplitPlan plan = AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, qLen, kvLen,
                     GpuTargets.driver().properties().multiprocessors(), choice);
             String chosen = plan != null ? "split" : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, valueDim,
@@ -236,8 +236,8 @@ class NanPropagationTest {
      * from the first rows of entry 0 (the tensor-core kernels load them in a tile those rows
      * share): NaN in column 6 of key d - 4 (d = the last row's diagonal key), -inf and +inf in
      * column 7 of keys d - 5 and d - 3; a row that sees only the -inf is -inf there, one that sees
-     * both is NaN, and the rows before see none of them and stay finite. Backward (v1 for every
-     * forward) likewise.
+     * both is NaN, and the rows before see none of them and stay finite. Backward (the tensor-core
+     * one for the 16-bit kernels with D <= 64, else v1) likewise.
      */
     @ParameterizedTest
     @EnumSource(AttnKernel.class)
@@ -415,7 +415,7 @@ class NanPropagationTest {
      * gives the mean of the three keys' v and lse +inf (the reference's lse rounds to +inf in F32);
      * other rows of entry 0 see those keys at about 1e19 and take their mean too. Keys a and b are
      * in split-KV's second split, key 3 in its first, so the combine must weigh splits by their
-     * counts of such keys. Fully masked rows stay (0, -inf). Backward (v1) has the reference's NaN
+     * counts of such keys. Fully masked rows stay (0, -inf). Backward (as the rule picks) has the reference's NaN
      * pattern: no NaN (the values are rounding noise at these scales in both; not compared).
      */
     @ParameterizedTest
@@ -423,7 +423,7 @@ class NanPropagationTest {
     void scoresBeyondFp32RangeAreInfiniteAndShareTheWeight(AttnKernel kernel) {
         AttnRun run = AttnRun.of(kernel);
         long keysPerSplit = kernel.split ? AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, run.qLen, run.kvLen,
-                GpuTargets.driver().properties().multiprocessors(), AttentionGpu.ForwardChoice.AUTO).keysPerSplit() : 20;
+                GpuTargets.driver().properties().multiprocessors(), AttentionGpu.KernelChoice.AUTO).keysPerSplit() : 20;
         int[] hot = {3, (int) keysPerSplit + 1, (int) keysPerSplit + 7};
         for (int e = 0; e < kernel.headDim; e++) {
             run.q.set(1e19, 0, 0, 1, e);
@@ -450,7 +450,42 @@ class NanPropagationTest {
         }
     }
 
-    /** Backward (v1 for every forward) from a random dOut: the kernel's gradients have the reference's NaN pattern. */
+    /**
+     * Non-finite inputs at pairs a mask blocks, in the backward: the tensor-core backward multiplies
+     * whole tiles, so a blocked pair's 0 times a NaN q, k or dout must be kept out of the gradients,
+     * as in v1, which never reads it. Bottom-right causal: entry 0's row i sees keys up to i + 61,
+     * entry 1's up to i + 57. NaN in q's row 0 of entry 0 (head 0; it does not see keys 62..69:
+     * their dk stays finite), in dout's row 3 of entry 0 (head 1, column 4; it does not see keys
+     * 65..69: their dv stays finite there) and in k's key 64 of entry 1 (only its row 7 sees it: the dq of rows 0..6
+     * stays finite). The gradients have the reference's NaN pattern, which is checked to be that.
+     */
+    @ParameterizedTest
+    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "V1_BF16", "TC64_F16", "TC64_BF16"})
+    void nonFiniteInputsAtBlockedPairsStayOutOfTheGradients(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        run.q.set(Double.NaN, 0, 0, 0, 1);
+        run.k.set(Double.NaN, 1, 0, 64, 2);
+        Tensor seed = run.data.tensor(kernel.dtype, 1, BATCH, Q_HEADS, run.qLen, VALUE_DIM);
+        seed.set(Double.NaN, 0, 1, 3, 4);
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu();
+             AttentionGradients g = run.op(run.backend()).backward(got, seed);
+             AttentionGradients r = run.op(Backends.byName("cpu")).backward(want, seed.to(DType.F64))) {
+            String tag = run.tag();
+            assertTrue(Double.isNaN(r.dk().get(0, 0, 10, 0)) && Double.isFinite(r.dk().get(0, 0, 66, 0)),
+                    tag + ": the reference's dk is NaN where row 0 looks, finite past its diagonal");
+            assertTrue(Double.isNaN(r.dv().get(0, 0, 64, 4)) && Double.isFinite(r.dv().get(0, 0, 67, 4)),
+                    tag + ": the reference's dv (column 4) is NaN where row 3 looks, finite past its diagonal");
+            assertTrue(Double.isNaN(r.dq().get(1, 0, 7, 0)) && Double.isFinite(r.dq().get(1, 0, 6, 0)),
+                    tag + ": the reference's dq is NaN for the row that sees key 64 only");
+            checkNanPattern(tag + " dq", g.dq(), r.dq());
+            checkNanPattern(tag + " dk", g.dk(), r.dk());
+            checkNanPattern(tag + " dv", g.dv(), r.dv());
+        } finally {
+            seed.close();
+        }
+    }
+
+    /** Backward (the one the rule picks: tensor-core for the 16-bit D <= 64 kernels, else v1) from a random dOut: the kernel's gradients have the reference's NaN pattern. */
     private static void checkBackwardNanPattern(AttnRun run, AttentionResult got, AttentionResult want) {
         Tensor seed = run.data.tensor(run.kernel.dtype, 1, got.out().shape());
         try (AttentionGradients g = run.op(run.backend()).backward(got, seed);

@@ -1,0 +1,427 @@
+// The tiled tensor-core backward, fp16/bf16 (attn_bwd_dq_tc64/128, attn_bwd_dkdv_tc64/128):
+// FlashAttention-2's recompute from the forward's LSE, deterministic (no atomics), in two kernels
+// with v1's contract (delta, then dq; dk and dv from delta), so the host runs them in v1's order.
+#pragma once
+
+#include "forward_tc.cuh"
+
+namespace {
+namespace tc {
+
+/**
+ * The scaled score of (row i, key j) from its q.k product, as the forward computed it: -inf where
+ * a mask blocks the pair when MASK (a tile that straddles a boundary or has an explicit mask);
+ * without MASK every pair of the tile is allowed.
+ */
+template <bool MASK>
+__device__ __forceinline__ float scaled_score(float qk, const AttnShape& s, long long b, long long h, long long i, long long j,
+                                              long long k_valid, long long q_valid, float scale, const float* bias0,
+                                              const float* bias1) {
+    if (!MASK) {
+        return qk * scale;
+    }
+    if (outside(s, i, j, k_valid, q_valid)) {
+        return -INFINITY;
+    }
+    float add = bias_at(s, b, h, i, j, bias0, bias1);
+    return add == -INFINITY ? -INFINITY : fmaf(qk, scale, add);
+}
+
+/**
+ * acc += A tile (product_ab) on a tile where a mask may block some of the warp's (row, k) pairs.
+ * A blocked pair's entry of A is 0, but its tile row may hold NaN or inf (0 x NaN), which v1 never
+ * reads. So each 8-column block's product goes to a fresh accumulator, which joins acc when the
+ * whole warp's is finite (the common case); otherwise the block is summed again in fp32 from A's
+ * 16-bit values, skipping the pairs `blocked(r, k)` names (r = 0: the thread's row g, 1: row g + 8;
+ * k the index along A's row, the tile's row). That rare path reads A back from the warp's own
+ * 16 x 16KK scratch rows in shared memory (`scratch`): indexing A's registers at run time would
+ * move them to local memory for the common path too.
+ */
+template <typename T, int KK, int NO, int LD, typename Blocked>
+__device__ __forceinline__ void product_ab_checked(float (&acc)[NO][4], const uint32_t (&a)[KK][4], const uint16_t* tile, int blocks,
+                                                   uint16_t* scratch, int lane, int t, Blocked blocked) {
+    constexpr int W = 16 * KK;  // a scratch row
+    const int g = lane / 4;
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n += 2) {
+        if (n < blocks) {
+            float fresh[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+            SEQK_UNROLL
+            for (int kk = 0; kk < KK; kk++) {
+                uint32_t tb[4];
+                seqk::arch::ldmatrix_x4_trans(tb, tile + (kk * 16 + lane % 16) * LD + (n + lane / 16) * 8);
+                mma(fresh[0], a[kk], tb, T{});
+                mma(fresh[1], a[kk], tb + 2, T{});
+            }
+            SEQK_UNROLL
+            for (int half = 0; half < 2; half++) {
+                if (seqk::arch::all(0xffffffffu, finite4(fresh[half]))) {
+                    SEQK_UNROLL
+                    for (int x = 0; x < 4; x++) {
+                        acc[n + half][x] += fresh[half][x];
+                    }
+                    continue;
+                }
+                SEQK_UNROLL
+                for (int kk = 0; kk < KK; kk++) {
+                    SEQK_UNROLL
+                    for (int x = 0; x < 4; x++) {
+                        uint16_t* at_pair = scratch + (g + 8 * (x % 2)) * W + kk * 16 + 8 * (x / 2) + 2 * t;
+                        at_pair[0] = static_cast<uint16_t>(a[kk][x] & 0xffffu);
+                        at_pair[1] = static_cast<uint16_t>(a[kk][x] >> 16);
+                    }
+                }
+                seqk::arch::syncwarp(0xffffffffu);
+                int col = (n + half) * 8 + 2 * t;
+                float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                for (int k = 0; k < W; k++) {
+                    float w0 = from_bits<T>(scratch[g * W + k]), w1 = from_bits<T>(scratch[(g + 8) * W + k]);
+                    float x0 = from_bits<T>(tile[k * LD + col]), x1 = from_bits<T>(tile[k * LD + col + 1]);
+                    if (!blocked(0, k)) {
+                        sum[0] += w0 * x0;
+                        sum[1] += w0 * x1;
+                    }
+                    if (!blocked(1, k)) {
+                        sum[2] += w1 * x0;
+                        sum[3] += w1 * x1;
+                    }
+                }
+                seqk::arch::syncwarp(0xffffffffu);  // every lane has read the scratch before it is written again
+                SEQK_UNROLL
+                for (int x = 0; x < 4; x++) {
+                    acc[n + half][x] += sum[x];
+                }
+            }
+        }
+    }
+}
+
+/** The row's weight count when its lse is +inf (v1's hot_keys; rare, so a scan), else 0. */
+template <typename T>
+__device__ __forceinline__ float hot_of(float row_lse, const AttnShape& s, long long row, const int* key_lengths, const int* query_lengths,
+                                        const T* q, const T* k, const float* bias0, const float* bias1) {
+    return row_lse == INFINITY ? hot_keys(s, row_of(s, row, key_lengths, query_lengths), q, k, bias0, bias1) : 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// dq and delta: attn_bwd_dq_tc<T, DMAX, BN>.
+// Grid and block as the forward (one block per (b, h, 64 query rows), 4 warps of 16 rows); k and v
+// stream through the same double-buffered shared tiles. A warp keeps its rows' q and dout (16-bit)
+// as A fragments, their lse, and dq (16 x DMAX f32) in registers. Two passes over the key tiles:
+//   1. S = q k^T, dP = dout v^T (mma), P from S and lse: delta = sum_j P dP over allowed keys;
+//   2. S, dP and P again, dS = P (dP - delta) (0 where blocked), rounded to T (as FlashAttention
+//      rounds it) and dq += dS k (mma, k through ldmatrix.x4.trans); dq is scaled once when written.
+// The recompute of pass 1 (FlashAttention-2 takes delta = rowsum(dout * out) instead) keeps v1's
+// delta exactly: no dependence on the rounded out, and the NaN and +inf rules of the forward.
+// It also writes each row's count of +inf keys (hot_keys_out: 0 unless its lse is +inf), which
+// attn_bwd_dkdv_tc reads rather than scanning the keys again. Rows past the query length get
+// dq = 0, delta = 0 and a count of 0. Flops: 10 * rows * keys * DMAX per (b, h).
+template <typename T, int DMAX, int BN>
+__device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, float* delta, float* hot_keys_out,
+                               float* dq, const int* key_lengths, const int* query_lengths, const float* bias0, const float* bias1,
+                               const AttnShape& s, bool vec) {
+    static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
+    constexpr int LD = DMAX + 8;
+    constexpr int KS = DMAX / 16;
+    constexpr int NS = BN / 8;
+    constexpr int NO = DMAX / 8;
+    SEQK_DYNAMIC_SHARED(uint16_t, smem);
+    uint16_t* const k_tile[2] = {smem, smem + BN * LD};
+    uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+
+    const TileBlock blk = tile_block(s, key_lengths, query_lengths);
+    const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    const int warp = blk.warp, lane = blk.lane, g = blk.g, t = blk.t;
+    uint16_t* const scratch = smem + 4 * BN * LD + warp * 16 * BN;  // this warp's dS rows for product_ab_checked
+    const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
+    const long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
+    const long long kv_tiles = (key_end + BN - 1) / BN;
+    const long long unmasked_tiles = unmasked_key_tiles(s, blk.row0, k_valid, q_valid, bias0 || bias1, BN, kv_tiles);
+
+    const long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
+    uint32_t qa[KS][4], da[KS][4];
+    row_fragments<T, KS>(qa, q, s.q_stride, b, h, my_row, q_valid, d, t);
+    row_fragments<T, KS>(da, dout, s.o_stride, b, h, my_row, q_valid, dv, t);
+    float row_lse[2], hot[2], row_delta[2] = {0.0f, 0.0f};
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        long long row = (b * s.q_heads + h) * s.q_len + my_row[r];
+        row_lse[r] = my_row[r] < q_valid ? lse[row] : -INFINITY;
+        hot[r] = hot_of(row_lse[r], s, row, key_lengths, query_lengths, q, k, bias0, bias1);
+    }
+    float dqa[NO][4];
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+    }
+    const int ksteps = (d + 15) / 16, vsteps = (dv + 15) / 16, dblocks = (d + 7) / 8;
+
+    long long tile = 0;
+    // One key tile of either pass: S and dP, then P; pass 1 sums P dP, pass 2 accumulates dq.
+    auto step = [&](auto masked, bool grad) {
+        constexpr bool MASK = decltype(masked)::value;
+        int buf = static_cast<int>(tile % 2);
+        next_kv_tile<T, uint16_t, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        const uint16_t* kt = k_tile[buf];
+        const uint16_t* vt = v_tile[buf];
+        const long long j0 = tile * BN;
+
+        float sc[NS][4], dp[NS][4];
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int x = 0; x < 4; x++) {
+                sc[n][x] = dp[n][x] = 0.0f;
+            }
+        }
+        product_abt<T, KS, NS, LD>(sc, qa, kt, ksteps, lane);
+        product_abt<T, KS, NS, LD>(dp, da, vt, vsteps, lane);
+        SEQK_UNROLL
+        for (int n = 0; n < NS; n++) {
+            SEQK_UNROLL
+            for (int x = 0; x < 4; x++) {
+                int r = x / 2;
+                long long j = j0 + n * 8 + 2 * t + x % 2;
+                float xs = scaled_score<MASK>(sc[n][x], s, b, h, my_row[r], j, k_valid, q_valid, scale, bias0, bias1);
+                float p = prob_of(xs, row_lse[r], hot[r]);
+                if (grad) {
+                    sc[n][x] = xs == -INFINITY ? 0.0f : p * (dp[n][x] - row_delta[r]);
+                } else {
+                    row_delta[r] += xs == -INFINITY ? 0.0f : p * dp[n][x];
+                }
+            }
+        }
+        if (grad) {
+            uint32_t sa[NS / 2][4];
+            c_to_a<T, NS>(sa, sc);
+            if (MASK) {
+                product_ab_checked<T, NS / 2, NO, LD>(dqa, sa, kt, dblocks, scratch, lane, t, [&](int r, int kx) {
+                    return !allowed(s, b, h, my_row[r], j0 + kx, k_valid, q_valid, bias0, bias1);
+                });
+            } else {
+                product_ab<T, NS / 2, NO, LD>(dqa, sa, kt, dblocks, lane);
+            }
+        }
+        __syncthreads();  // every warp is done with this buffer before the next load refills it
+    };
+
+    SEQK_UNROLL
+    for (int pass = 0; pass < 2; pass++) {
+        bool grad = pass == 1;
+        tile = 0;
+        first_kv_tile<T, uint16_t, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+        for (; tile < unmasked_tiles; tile++) {
+            step(Masked<false>{}, grad);
+        }
+        for (; tile < kv_tiles; tile++) {
+            step(Masked<true>{}, grad);
+        }
+        if (!grad) {
+            SEQK_UNROLL
+            for (int r = 0; r < 2; r++) {
+                row_delta[r] += seqk::arch::shfl_xor(0xffffffffu, row_delta[r], 1);
+                row_delta[r] += seqk::arch::shfl_xor(0xffffffffu, row_delta[r], 2);
+            }
+        }
+    }
+
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        long long i = my_row[r];
+        if (i >= s.q_len) {
+            continue;
+        }
+        bool dead = i >= q_valid;
+        if (t == 0) {
+            delta[(b * s.q_heads + h) * s.q_len + i] = dead ? 0.0f : row_delta[r];
+            hot_keys_out[(b * s.q_heads + h) * s.q_len + i] = dead ? 0.0f : hot[r];
+        }
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                int col = n * 8 + 2 * t + e;
+                if (col < d) {
+                    dq[at(s.q_stride, b, h, i, col)] = dead ? 0.0f : dqa[n][2 * r + e] * scale;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dk and dv: attn_bwd_dkdv_tc<T, DMAX, BQ>, K/V-stationary (FlashAttention-2's outer loop).
+// Grid: one block per (b, kv head, tile of 64 keys): blockIdx.x = (b * Hkv + kvh) * key_tiles + tile.
+// Block: 4 warps; warp w owns keys 16w..16w+15 of the tile and keeps, in registers, their k and v
+// as A fragments and dk and dv (16 x DMAX f32 each). The block walks every query head of the
+// group (GQA: the group's sum, without atomics) and its query rows that may see the tile, in
+// tiles of BQ rows: q and dout tiles go to shared memory ([BQ][DMAX + 8] 16-bit) with each row's
+// lse, delta and count of +inf keys (from attn_bwd_dq_tc), double buffered (cp.async when `vec`). Per tile a warp computes,
+// transposed so that its keys are the rows of every product, S^T = k q^T and dP^T = v dout^T,
+// P^T from S^T and lse, dS^T = P^T (dP^T - delta), then dv += P^T dout and dk += dS^T q (P^T and
+// dS^T rounded to T, as FlashAttention rounds P and dS; q and dout through ldmatrix.x4.trans; dk
+// scaled once when written). No exchange between warps. Tiles no mask touches (every row valid, every key
+// valid and, causal, on or below the diagonal) skip the mask code. Keys past the key length get
+// dk = dv = 0. Flops: 8 * rows * keys * DMAX per (b, h) (S, dP, dv, dk).
+template <typename T, int DMAX, int BQ>
+__device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
+                                 const float* hot_keys_in, float* dk, float* dv, const int* key_lengths, const int* query_lengths, const float* bias0,
+                                 const float* bias1, const AttnShape& s, bool vec) {
+    static_assert(DMAX % 16 == 0 && BQ % 16 == 0, "tiles are whole mma steps");
+    constexpr int LD = DMAX + 8;
+    constexpr int KS = DMAX / 16;
+    constexpr int NQ = BQ / 8;  // 8-row blocks of a query tile: the columns of S^T
+    constexpr int NO = DMAX / 8;
+    constexpr int BK = BLOCK_M;  // keys per block
+    SEQK_DYNAMIC_SHARED(uint16_t, smem);
+    // Buffer x of the q tiles at smem + x BQ LD, of the dout tiles at smem + (2 + x) BQ LD (arithmetic,
+    // not an array of pointers a run-time index would put in local memory).
+    float* const stats = reinterpret_cast<float*>(smem + 4 * BQ * LD);  // [2 buffers][lse, delta, hot][BQ]
+
+    const long long key_tiles = (s.kv_len + BK - 1) / BK;
+    const long long bkv = blockIdx.x / key_tiles;
+    const long long b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
+    const long long j0 = (blockIdx.x % key_tiles) * BK;
+    const long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+    const long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    const int warp = threadIdx.x / 32, lane = seqk::arch::lane_id(), g = lane / 4, t = lane % 4;
+    uint16_t* const scratch = smem + 4 * BQ * LD + 12 * BQ + warp * 16 * BQ;  // this warp's P^T or dS^T rows for product_ab_checked
+    const int d = static_cast<int>(s.head_dim), dvd = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
+    const bool bias = bias0 || bias1;
+    const long long group = s.q_heads / s.kv_heads;
+
+    const long long my_key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+    uint32_t ka[KS][4], va[KS][4];
+    row_fragments<T, KS>(ka, k, s.k_stride, b, kvh, my_key, k_valid, d, t);
+    row_fragments<T, KS>(va, v, s.v_stride, b, kvh, my_key, k_valid, dvd, t);
+    float dka[NO][4], dva[NO][4];
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        SEQK_UNROLL
+        for (int x = 0; x < 4; x++) {
+            dka[n][x] = dva[n][x] = 0.0f;
+        }
+    }
+    const int ksteps = (d + 15) / 16, vsteps = (dvd + 15) / 16, dblocks = (d + 7) / 8, vblocks = (dvd + 7) / 8;
+
+    // The query rows that may see a key of this tile: from the causal diagonal through key j0 (the
+    // first row, tile-aligned) to the query length; none when the tile is past the key length.
+    const long long offset = s.causal == 2 ? k_valid - q_valid : 0;
+    long long first_row = s.causal != 0 ? j0 - offset : 0;
+    first_row = first_row > 0 ? first_row / BQ * BQ : 0;
+    const long long row_tiles = j0 < k_valid && first_row < q_valid ? (q_valid - first_row + BQ - 1) / BQ : 0;
+    const long long steps = group * row_tiles;
+
+    // Step x's tile (query head, first row) into buffer x % 2, as one cp.async group.
+    auto load = [&](long long x) {
+        int buf = static_cast<int>(x % 2);
+        long long h = kvh * group + x / row_tiles;
+        long long i0 = first_row + (x % row_tiles) * BQ;
+        load_tile<T, uint16_t, BQ, LD, false>(smem + buf * BQ * LD, q, s.q_stride, b, h, i0, q_valid, d, vec);
+        load_tile<T, uint16_t, BQ, LD, false>(smem + (2 + buf) * BQ * LD, dout, s.o_stride, b, h, i0, q_valid, dvd, vec);
+        float* st = stats + buf * 3 * BQ;
+        for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
+            long long i = i0 + r;
+            long long row = (b * s.q_heads + h) * s.q_len + i;
+            float row_lse = i < q_valid ? lse[row] : -INFINITY;
+            st[r] = row_lse;
+            st[BQ + r] = i < q_valid ? delta[row] : 0.0f;
+            st[2 * BQ + r] = i < q_valid ? hot_keys_in[row] : 0.0f;
+        }
+        seqk::arch::cp_async_commit();
+    };
+
+    long long x = 0;
+    // One query tile: S^T and dP^T, P^T and dS^T, then dv and dk.
+    auto step = [&](auto masked) {
+        constexpr bool MASK = decltype(masked)::value;
+        int buf = static_cast<int>(x % 2);
+        if (x + 1 < steps) {
+            load(x + 1);
+            seqk::arch::cp_async_wait<1>();
+        } else {
+            seqk::arch::cp_async_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t* qt = smem + buf * BQ * LD;
+        const uint16_t* dt = smem + (2 + buf) * BQ * LD;
+        const float* st = stats + buf * 3 * BQ;
+        const long long h = kvh * group + x / row_tiles;
+        const long long i0 = first_row + (x % row_tiles) * BQ;
+
+        float sc[NQ][4], dp[NQ][4];
+        SEQK_UNROLL
+        for (int n = 0; n < NQ; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 4; e++) {
+                sc[n][e] = dp[n][e] = 0.0f;
+            }
+        }
+        product_abt<T, KS, NQ, LD>(sc, ka, qt, ksteps, lane);
+        product_abt<T, KS, NQ, LD>(dp, va, dt, vsteps, lane);
+        // sc becomes P^T, dp becomes dS^T (both 0 where blocked).
+        SEQK_UNROLL
+        for (int n = 0; n < NQ; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 4; e++) {
+                int c = n * 8 + 2 * t + e % 2;
+                float xs = scaled_score<MASK>(sc[n][e], s, b, h, i0 + c, my_key[e / 2], k_valid, q_valid, scale, bias0, bias1);
+                float p = xs == -INFINITY ? 0.0f : prob_of(xs, st[c], st[2 * BQ + c]);
+                sc[n][e] = p;
+                dp[n][e] = xs == -INFINITY ? 0.0f : p * (dp[n][e] - st[BQ + c]);
+            }
+        }
+        uint32_t pa[NQ / 2][4], sa[NQ / 2][4];
+        c_to_a<T, NQ>(pa, sc);
+        c_to_a<T, NQ>(sa, dp);
+        if (MASK) {
+            auto blocked = [&](int r, int c) { return !allowed(s, b, h, i0 + c, my_key[r], k_valid, q_valid, bias0, bias1); };
+            product_ab_checked<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, scratch, lane, t, blocked);
+            product_ab_checked<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, scratch, lane, t, blocked);
+        } else {
+            product_ab<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, lane);
+            product_ab<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, lane);
+        }
+        __syncthreads();  // every warp is done with this buffer before the next load refills it
+    };
+
+    if (steps > 0) {
+        load(0);
+    }
+    for (; x < steps; x++) {
+        const long long i0 = first_row + (x % row_tiles) * BQ;
+        bool unmasked = !bias && i0 + BQ <= q_valid && j0 + BK <= k_valid && (s.causal == 0 || j0 + BK - 1 <= i0 + offset);
+        if (unmasked) {
+            step(Masked<false>{});
+        } else {
+            step(Masked<true>{});
+        }
+    }
+
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        long long j = my_key[r];
+        if (j >= s.kv_len) {
+            continue;
+        }
+        bool dead = j >= k_valid;
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            SEQK_UNROLL
+            for (int e = 0; e < 2; e++) {
+                int col = n * 8 + 2 * t + e;
+                if (col < d) {
+                    dk[at(s.k_stride, b, kvh, j, col)] = dead ? 0.0f : dka[n][2 * r + e] * scale;
+                }
+                if (col < dvd) {
+                    dv[at(s.v_stride, b, kvh, j, col)] = dead ? 0.0f : dva[n][2 * r + e];
+                }
+            }
+        }
+    }
+}
+
+}  // namespace tc
+}  // namespace

@@ -1,0 +1,113 @@
+package dev.seqkernels.gpu;
+
+import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
+import dev.seqkernels.DType;
+import dev.seqkernels.TestData;
+import dev.seqkernels.Tensor;
+import dev.seqkernels.ops.Attention;
+import dev.seqkernels.ops.AttentionGradients;
+import dev.seqkernels.ops.AttentionResult;
+import dev.seqkernels.ops.CausalAlignment;
+import dev.seqkernels.ops.Mask;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The tensor-core attention backward (attn_bwd_dq_tc64, attn_bwd_dkdv_tc64) on the emulator:
+ * its selection rule on both sides, and its gradients against the double reference by
+ * FlashAttention's 2x rule (the plain same-precision implementation: the CPU reference rounding
+ * dout, P and dS where the kernels do), the rule v1's backward meets too. Not against v1 by the
+ * tolerance table: v1 keeps dout, P and dS in fp32, so the two differ by the 16-bit roundings
+ * the rule allows, beyond the table's element bound on some seeds.
+ */
+class TensorCoreBackwardTest {
+
+    /** Both sides of every condition of the backward kernel choice. */
+    @Test
+    void backwardKernelSelectionRule() {
+        var auto = AttentionGpu.KernelChoice.AUTO;
+        assertEquals("attn_bwd_tc64", AttentionGpu.backwardKernel(DType.BF16, 64, 64, 9, auto, false));
+        assertEquals("attn_bwd_tc64", AttentionGpu.backwardKernel(DType.F16, 36, 20, 8, auto, false));
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.BF16, 65, 64, 9, auto, false), "D above 64");
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.BF16, 64, 65, 9, auto, false), "Dv above 64");
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F32, 64, 64, 9, auto, false), "F32 storage");
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F16, 64, 64, 7, auto, false), "no mma.m16n8k16 before sm_80");
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F16, 64, 64, 9, AttentionGpu.KernelChoice.V1, false), "pinned to v1");
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F16, 64, 64, 9, auto, true), "the probabilities are an output");
+    }
+
+    /**
+     * Several key blocks and query tiles (tiles no mask touches beside masked ones), both causal
+     * alignments with key and query lengths, GQA (dk and dv summed over a group of 2 and 3 query
+     * heads), an additive mask (every tile masked), and element loads (D = 36, Dv = 20).
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F16", "BF16"})
+    void tensorCoreBackwardMeetsTheTwoTimesRuleAsV1Does(DType dtype) {
+        TestData data = new TestData();
+        backwardCase(data, dtype, 2, 4, 2, 100, 200, 64, 64, CausalAlignment.BOTTOM_RIGHT, new int[]{200, 77}, new int[]{100, 90}, false);
+        backwardCase(data, dtype, 1, 2, 2, 70, 130, 64, 48, CausalAlignment.NONE, null, null, true);
+        backwardCase(data, dtype, 1, 3, 1, 65, 97, 40, 24, CausalAlignment.TOP_LEFT, new int[]{90}, new int[]{61}, false);
+        backwardCase(data, dtype, 1, 2, 2, 70, 150, 36, 20, CausalAlignment.NONE, null, null, false);
+    }
+
+    private static void backwardCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
+                                     CausalAlignment causal, int[] keyLengths, int[] queryLengths, boolean additiveMask) {
+        Tensor q = data.tensor(dtype, 1, batch, hq, lq, d);
+        Tensor k = data.tensor(dtype, 1, batch, hkv, lk, d);
+        Tensor v = data.tensor(dtype, 1, batch, hkv, lk, dv);
+        Tensor add = additiveMask ? data.tensor(DType.F32, 1, lq, lk) : null;
+        List<String> resolved = new CopyOnWriteArrayList<>();
+        GpuBackend tensorCores = new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        }));
+        GpuBackend plainPort = GpuTargets.newBackend();
+        plainPort.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
+        String tag = "tc backward " + dtype + " D=" + d + " Dv=" + dv + " Lq=" + lq + " Lk=" + lk + " " + causal + " " + data;
+        Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths);
+        Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(keyLengths)
+                .queryLengths(queryLengths);
+        if (add != null) {
+            in.mask(Mask.additive(add));
+            ref.mask(Mask.additive(add.to(DType.F64)));
+        }
+        Attention tc = Attention.builder().causal(causal).backend(tensorCores).build();
+        Attention v1 = Attention.builder().causal(causal).backend(plainPort).build();
+        Attention plain = Attention.builder().causal(causal).backend(Backends.CPU_SAME_PRECISION).build();
+        Attention exact = Attention.builder().causal(causal).backend("cpu").build();
+        Tensor seed = data.tensor(dtype, 1, batch, hq, lq, dv);
+        try (AttentionResult fg = tc.forward(in); AttentionResult f1 = v1.forward(in); AttentionResult fp = plain.forward(in);
+             AttentionResult fw = exact.forward(ref);
+             AttentionGradients got = tc.backward(fg, seed); AttentionGradients byV1 = v1.backward(f1, seed);
+             AttentionGradients byPlain = plain.backward(fp, seed); AttentionGradients want = exact.backward(fw, seed.to(DType.F64))) {
+            String suffix = RecurrentGpu.suffix(dtype);
+            assertTrue(resolved.contains("attn_bwd_dq_tc64_" + suffix) && resolved.contains("attn_bwd_dkdv_tc64_" + suffix),
+                    tag + ": the tensor-core backward ran (" + resolved + ")");
+            assertFalse(resolved.contains("attn_bwd_dq_" + suffix), tag + ": v1's backward did not (" + resolved + ")");
+            Tensor[][] grads = {{got.dq(), byV1.dq(), byPlain.dq(), want.dq()}, {got.dk(), byV1.dk(), byPlain.dk(), want.dk()},
+                    {got.dv(), byV1.dv(), byPlain.dv(), want.dv()}};
+            String[] names = {"dq", "dk", "dv"};
+            for (int x = 0; x < 3; x++) {
+                String what = tag + " " + names[x];
+                Compare.TwoTimes rule = Compare.twiceThePlain(grads[x][0].toDoubleArray(), grads[x][2].toDoubleArray(),
+                        grads[x][3].toDoubleArray(), dtype);
+                assertNull(rule.firstBad(), () -> what + ": " + rule.firstBad());
+                Compare.TwoTimes v1Rule = Compare.twiceThePlain(grads[x][1].toDoubleArray(), grads[x][2].toDoubleArray(),
+                        grads[x][3].toDoubleArray(), dtype);
+                assertNull(v1Rule.firstBad(), () -> what + " by v1: " + v1Rule.firstBad());
+            }
+        }
+    }
+}
