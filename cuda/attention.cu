@@ -116,17 +116,19 @@ SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32);
                                                                 float* dk, float* dv, const int* key_lengths,           \
                                                                 const int* query_lengths, const float* bias0,           \
                                                                 const float* bias1, AttnShape shape, int vec) {         \
-        tc::attn_bwd_dkdv_tc<T, DMAX, BQ>(q, k, v, dout, lse, delta, hot, dk, dv, key_lengths, query_lengths, bias0,     \
-                                          bias1, shape, vec != 0);                                                      \
+        tc::attn_bwd_dkdv_tc<T, DMAX, BQ, (DMAX > 64)>(q, k, v, dout, lse, delta, hot, dk, dv, key_lengths,              \
+                                                       query_lengths, bias0, bias1, shape, vec != 0);                   \
     }                                                                                                                   \
     SEQK_KERNEL(attn_bwd_dkdv_tc##DMAX##_##suffix)
 
-// D and Dv up to 64 (above, v1: at 128 a warp's k, v, dk and dv alone would fill its registers;
-// see docs/ARCHITECTURE.md). Shared memory: dq 2 x (k + v) x BN x (DMAX + 8) x 2 bytes + 4 warps x
-// 16 x BN x 2 of scratch = 45,056; dkdv 2 x (q + dout) x BQ x (DMAX + 8) x 2 + 2 x 3 x BQ x 4 +
-// 4 x 16 x BQ x 2 = 23,296.
+// D and Dv up to 64 / 128 (attn_bwd_dkdv_tc128 splits its walk: see backward_tc.cuh). Shared
+// memory: dq 2 x (k + v) x BN x (DMAX + 8) x 2 bytes + 4 warps x 16 x BN x 2 of scratch = 45,056
+// (64/64) and 38,912 (128/32); dkdv 2 x (q + dout) x BQ x (DMAX + 8) x 2 + 2 x 3 x BQ x 4 +
+// 4 x 16 x BQ x 2 = 23,296 (64/32) and 19,840 (128/16).
 SEQK_ATTENTION_BWD_TC(f16, __half, 64, 64, 32);
+SEQK_ATTENTION_BWD_TC(f16, __half, 128, 32, 16);
 SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16, 64, 64, 32);
+SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16, 128, 32, 16);
 
 #define SEQK_ATTENTION(suffix, T)                                                                                        \
     extern "C" __global__ void attn_fwd_##suffix(const T* q, const T* k, const T* v, T* out, float* lse, float* acc,   \

@@ -251,20 +251,29 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
 }
 
 // ---------------------------------------------------------------------------------------------
-// dk and dv: attn_bwd_dkdv_tc<T, DMAX, BQ>, K/V-stationary (FlashAttention-2's outer loop).
+// dk and dv: attn_bwd_dkdv_tc<T, DMAX, BQ, SPLIT>, K/V-stationary (FlashAttention-2's outer loop).
 // Grid: one block per (b, kv head, tile of 64 keys): blockIdx.x = (b * Hkv + kvh) * key_tiles + tile.
 // Block: 4 warps; warp w owns keys 16w..16w+15 of the tile and keeps, in registers, their k and v
 // as A fragments and dk and dv (16 x DMAX f32 each). The block walks every query head of the
 // group (GQA: the group's sum, without atomics) and its query rows that may see the tile, in
 // tiles of BQ rows: q and dout tiles go to shared memory ([BQ][DMAX + 8] 16-bit) with each row's
-// lse, delta and count of +inf keys (from attn_bwd_dq_tc), double buffered (cp.async when `vec`). Per tile a warp computes,
-// transposed so that its keys are the rows of every product, S^T = k q^T and dP^T = v dout^T,
-// P^T from S^T and lse, dS^T = P^T (dP^T - delta), then dv += P^T dout and dk += dS^T q (P^T and
-// dS^T rounded to T, as FlashAttention rounds P and dS; q and dout through ldmatrix.x4.trans; dk
-// scaled once when written). No exchange between warps. Tiles no mask touches (every row valid, every key
-// valid and, causal, on or below the diagonal) skip the mask code. Keys past the key length get
-// dk = dv = 0. Flops: 8 * rows * keys * DMAX per (b, h) (S, dP, dv, dk).
-template <typename T, int DMAX, int BQ>
+// lse, delta and count of +inf keys (from attn_bwd_dq_tc), double buffered (cp.async when `vec`).
+// Per tile a warp computes, transposed so that its keys are the rows of every product,
+// S^T = k q^T and dP^T = v dout^T, P^T from S^T and lse, dS^T = P^T (dP^T - delta), then
+// dv += P^T dout and dk += dS^T q (P^T and dS^T rounded to T, as FlashAttention rounds P and dS;
+// q and dout through ldmatrix.x4.trans; dk scaled once when written). No exchange between warps.
+// SPLIT (DMAX 128: k, v, dk and dv alone would take 192 registers a thread): the walk runs twice,
+// first S^T, P^T and dv (written, its registers free), then S^T, dP^T, dS^T and dk; one more
+// S^T product per pair. Tiles no mask touches (every row valid, every key valid and, causal, on
+// or below the diagonal) skip the mask code. Keys past the key length get dk = dv = 0.
+// Flops: 8 * rows * keys * DMAX per (b, h) (S, dP, dv, dk); 10 with SPLIT.
+template <int P>
+struct Part {
+    static constexpr int value = P;
+};
+constexpr int DV_PART = 1, DK_PART = 2;
+
+template <typename T, int DMAX, int BQ, bool SPLIT>
 __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                                  const float* hot_keys_in, float* dk, float* dv, const int* key_lengths, const int* query_lengths, const float* bias0,
                                  const float* bias1, const AttnShape& s, bool vec) {
@@ -296,14 +305,6 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     uint32_t ka[KS][4], va[KS][4];
     row_fragments<T, KS>(ka, k, s.k_stride, b, kvh, my_key, k_valid, d, t);
     row_fragments<T, KS>(va, v, s.v_stride, b, kvh, my_key, k_valid, dvd, t);
-    float dka[NO][4], dva[NO][4];
-    SEQK_UNROLL
-    for (int n = 0; n < NO; n++) {
-        SEQK_UNROLL
-        for (int x = 0; x < 4; x++) {
-            dka[n][x] = dva[n][x] = 0.0f;
-        }
-    }
     const int ksteps = (d + 15) / 16, vsteps = (dvd + 15) / 16, dblocks = (d + 7) / 8, vblocks = (dvd + 7) / 8;
 
     // The query rows that may see a key of this tile: from the causal diagonal through key j0 (the
@@ -333,10 +334,12 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
         seqk::arch::cp_async_commit();
     };
 
+    float dka[NO][4], dva[NO][4];
     long long x = 0;
-    // One query tile: S^T and dP^T, P^T and dS^T, then dv and dk.
-    auto step = [&](auto masked) {
+    // One query tile's part: S^T and P^T always; dv += P^T dout (DV); dP^T, dS^T and dk += dS^T q (DK).
+    auto step = [&](auto masked, auto part) {
         constexpr bool MASK = decltype(masked)::value;
+        constexpr bool DV = (decltype(part)::value & DV_PART) != 0, DK = (decltype(part)::value & DK_PART) != 0;
         int buf = static_cast<int>(x % 2);
         if (x + 1 < steps) {
             load(x + 1);
@@ -360,7 +363,9 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
             }
         }
         product_abt<T, KS, NQ, LD>(sc, ka, qt, ksteps, lane);
-        product_abt<T, KS, NQ, LD>(dp, va, dt, vsteps, lane);
+        if (DK) {
+            product_abt<T, KS, NQ, LD>(dp, va, dt, vsteps, lane);
+        }
         // sc becomes P^T, dp becomes dS^T (both 0 where blocked).
         SEQK_UNROLL
         for (int n = 0; n < NQ; n++) {
@@ -370,57 +375,92 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
                 float xs = scaled_score<MASK>(sc[n][e], s, b, h, i0 + c, my_key[e / 2], k_valid, q_valid, scale, bias0, bias1);
                 float p = xs == -INFINITY ? 0.0f : prob_of(xs, st[c], st[2 * BQ + c]);
                 sc[n][e] = p;
-                dp[n][e] = xs == -INFINITY ? 0.0f : p * (dp[n][e] - st[BQ + c]);
+                if (DK) {
+                    dp[n][e] = xs == -INFINITY ? 0.0f : p * (dp[n][e] - st[BQ + c]);
+                }
             }
         }
-        uint32_t pa[NQ / 2][4], sa[NQ / 2][4];
-        c_to_a<T, NQ>(pa, sc);
-        c_to_a<T, NQ>(sa, dp);
-        if (MASK) {
-            auto blocked = [&](int r, int c) { return !allowed(s, b, h, i0 + c, my_key[r], k_valid, q_valid, bias0, bias1); };
-            product_ab_checked<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, scratch, lane, t, blocked);
-            product_ab_checked<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, scratch, lane, t, blocked);
-        } else {
-            product_ab<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, lane);
-            product_ab<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, lane);
+        auto blocked = [&](int r, int c) { return !allowed(s, b, h, i0 + c, my_key[r], k_valid, q_valid, bias0, bias1); };
+        if (DV) {
+            uint32_t pa[NQ / 2][4];
+            c_to_a<T, NQ>(pa, sc);
+            if (MASK) {
+                product_ab_checked<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, scratch, lane, t, blocked);
+            } else {
+                product_ab<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, lane);
+            }
+        }
+        if (DK) {
+            uint32_t sa[NQ / 2][4];
+            c_to_a<T, NQ>(sa, dp);
+            if (MASK) {
+                product_ab_checked<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, scratch, lane, t, blocked);
+            } else {
+                product_ab<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, lane);
+            }
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it
     };
 
-    if (steps > 0) {
-        load(0);
-    }
-    for (; x < steps; x++) {
-        const long long i0 = first_row + (x % row_tiles) * BQ;
-        bool unmasked = !bias && i0 + BQ <= q_valid && j0 + BK <= k_valid && (s.causal == 0 || j0 + BK - 1 <= i0 + offset);
-        if (unmasked) {
-            step(Masked<false>{});
-        } else {
-            step(Masked<true>{});
+    // Every query tile of the group, for one part of the work (from a fresh pipeline).
+    auto walk = [&](auto part) {
+        x = 0;
+        if (steps > 0) {
+            load(0);
         }
-    }
+        for (; x < steps; x++) {
+            const long long i0 = first_row + (x % row_tiles) * BQ;
+            bool unmasked = !bias && i0 + BQ <= q_valid && j0 + BK <= k_valid && (s.causal == 0 || j0 + BK - 1 <= i0 + offset);
+            if (unmasked) {
+                step(Masked<false>{}, part);
+            } else {
+                step(Masked<true>{}, part);
+            }
+        }
+    };
 
-    SEQK_UNROLL
-    for (int r = 0; r < 2; r++) {
-        long long j = my_key[r];
-        if (j >= s.kv_len) {
-            continue;
-        }
-        bool dead = j >= k_valid;
+    // The warp's rows of dk or dv (f32, times `factor`; 0 past the key length).
+    auto write = [&](float (&acc)[NO][4], float* dst, const long long* st, int cols, float factor) {
         SEQK_UNROLL
-        for (int n = 0; n < NO; n++) {
+        for (int r = 0; r < 2; r++) {
+            long long j = my_key[r];
+            if (j >= s.kv_len) {
+                continue;
+            }
+            bool dead = j >= k_valid;
             SEQK_UNROLL
-            for (int e = 0; e < 2; e++) {
-                int col = n * 8 + 2 * t + e;
-                if (col < d) {
-                    dk[at(s.k_stride, b, kvh, j, col)] = dead ? 0.0f : dka[n][2 * r + e] * scale;
-                }
-                if (col < dvd) {
-                    dv[at(s.v_stride, b, kvh, j, col)] = dead ? 0.0f : dva[n][2 * r + e];
+            for (int n = 0; n < NO; n++) {
+                SEQK_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    int col = n * 8 + 2 * t + e;
+                    if (col < cols) {
+                        dst[at(st, b, kvh, j, col)] = dead ? 0.0f : acc[n][2 * r + e] * factor;
+                    }
                 }
             }
         }
+    };
+    auto zero = [](float (&acc)[NO][4]) {
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+        }
+    };
+
+    if (SPLIT) {
+        // dv's accumulators are written and dead before dk's are live: the registers of one.
+        zero(dva);
+        walk(Part<DV_PART>{});
+        write(dva, dv, s.v_stride, dvd, 1.0f);
+        zero(dka);
+        walk(Part<DK_PART>{});
+    } else {
+        zero(dva);
+        zero(dka);
+        walk(Part<DV_PART | DK_PART>{});
+        write(dva, dv, s.v_stride, dvd, 1.0f);
     }
+    write(dka, dk, s.k_stride, d, scale);
 }
 
 }  // namespace tc

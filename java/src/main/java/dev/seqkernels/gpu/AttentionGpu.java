@@ -30,8 +30,8 @@ import java.util.Map;
  * storage when the op allows TF32 ({@link Attention.Builder#allowTf32}); v1 otherwise (F32 without
  * TF32, which includes multi-head attention's F32 interior unless the op allows TF32; D or Dv above 128; older GPUs).
  * Backward ({@link #backwardKernel}) recomputes from the LSE whichever forward wrote: the tiled
- * tensor-core kernels {@code attn_bwd_dq_tc64} then {@code attn_bwd_dkdv_tc64} when the storage is
- * F16 or BF16, D and Dv are at most 64, the device is sm_80 or newer and the probabilities are not
+ * tensor-core kernels {@code attn_bwd_dq_tc64} then {@code attn_bwd_dkdv_tc64} (D and Dv up to
+ * 64; {@code _tc128} up to 128) when the storage is F16 or BF16, the device is sm_80 or newer and the probabilities are not
  * an output (multi-head attention's weights add their gradient to dP, which only v1 takes); v1's
  * {@code attn_bwd_dq} then {@code attn_bwd_dkdv} otherwise. Both pairs write delta, dq, dk and dv
  * in f32 alike; the tensor-core pair reads dout rounded to the storage type (as FlashAttention's does).
@@ -90,15 +90,17 @@ final class AttentionGpu {
     }
 
     /**
-     * The backward kernels' name stem (the rule in the class comment): {@code attn_bwd_tc64} for the
-     * tensor-core pair ({@code attn_bwd_dq_tc64}, {@code attn_bwd_dkdv_tc64}), else {@code attn_bwd} (v1's).
+     * The backward kernels' name stem (the rule in the class comment): {@code attn_bwd_tc64} or
+     * {@code attn_bwd_tc128} for a tensor-core pair ({@code attn_bwd_dq_tcN}, {@code attn_bwd_dkdv_tcN}),
+     * else {@code attn_bwd} (v1's).
      */
     static String backwardKernel(DType dt, int headDim, int valueDim, int computeMajor, KernelChoice choice, boolean probsOutput) {
         boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
-        if (!sixteenBit || computeMajor < 8 || choice != KernelChoice.AUTO || Math.max(headDim, valueDim) > 64 || probsOutput) {
+        int widest = Math.max(headDim, valueDim);
+        if (!sixteenBit || computeMajor < 8 || choice != KernelChoice.AUTO || widest > 128 || probsOutput) {
             return "attn_bwd";
         }
-        return "attn_bwd_tc64";
+        return widest <= 64 ? "attn_bwd_tc64" : "attn_bwd_tc128";
     }
 
     /** How split-KV cuts the key range: {@code splits} ranges of {@code keysPerSplit} keys (the last may be shorter). */
@@ -352,9 +354,9 @@ final class AttentionGpu {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor delta = temp.allocate(DType.F32, g.rows());
-        if (backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, dprobs != null)
-                .equals("attn_bwd_tc64")) {
-            runBackwardTc(dt, sv, dout, delta, dq, dk, dv, words, temp, stream);
+        String kernel = backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, dprobs != null);
+        if (!kernel.equals("attn_bwd")) {
+            runBackwardTc(kernel.endsWith("64") ? 64 : 128, dt, sv, dout, delta, dq, dk, dv, words, temp, stream);
             return;
         }
         driver.launch(fn("attn_bwd_dq", dt), grid(g.rows()), Dim3.of(THREADS), 0, stream, new KernelArgs()
@@ -369,16 +371,16 @@ final class AttentionGpu {
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words));
     }
 
-    /** Key rows per block of the tensor-core backward's dk/dv kernel (4 warps x 16), and its query rows per tile. */
+    /** Key rows per block of the tensor-core backward's dk/dv kernel (4 warps x 16). */
     private static final int TC_BWD_KEYS = 64;
-    private static final int TC_BWD_QUERY_TILE = 32;
 
     /**
-     * The tensor-core backward: dout rounded to dt on the device (with its own strides, the out
-     * strides), then attn_bwd_dq_tc64 (delta, each row's count of +inf keys and dq; grid and tiles
-     * as the forward's) and attn_bwd_dkdv_tc64 (one block per 64 keys of a (b, kv head)).
+     * The tensor-core backward for head dimensions up to dmax (64 or 128): dout rounded to dt on
+     * the device (with its own strides, the out strides), then attn_bwd_dq_tcN (delta, each row's
+     * count of +inf keys and dq; grid as the forward's, key tiles of 64 / 32) and attn_bwd_dkdv_tcN
+     * (one block per 64 keys of a (b, kv head), query tiles of 32 / 16).
      */
-    private void runBackwardTc(DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
+    private void runBackwardTc(int dmax, DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
                                DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
         Geometry g = sv.g();
         long span = DeviceTensor.spanOf(dout.shape(), dout.strides());
@@ -390,20 +392,22 @@ final class AttentionGpu {
         if (rowBlocks > Integer.MAX_VALUE || keyBlocks > Integer.MAX_VALUE) {
             throw new SeqkException.Unsupported("attention backward: " + Math.max(rowBlocks, keyBlocks) + " blocks exceed one launch");
         }
-        // k and v tiles of 64 keys plus each warp's 16 x 64 scratch; q and dout tiles, their rows' statistics and scratch.
-        int dqShared = 2 * 2 * 64 * (64 + 8) * 2 + 4 * 16 * 64 * 2;
-        int dkdvShared = 2 * 2 * TC_BWD_QUERY_TILE * (64 + 8) * 2 + 2 * 3 * TC_BWD_QUERY_TILE * 4 + 4 * 16 * TC_BWD_QUERY_TILE * 2;
+        int keyTile = dmax == 64 ? 64 : 32;
+        int queryTile = dmax == 64 ? 32 : 16;
+        // k and v tiles plus each warp's 16-row scratch; q and dout tiles, their rows' statistics and scratch.
+        int dqShared = 2 * 2 * keyTile * (dmax + 8) * 2 + 4 * 16 * keyTile * 2;
+        int dkdvShared = 2 * 2 * queryTile * (dmax + 8) * 2 + 2 * 3 * queryTile * 4 + 4 * 16 * queryTile * 2;
         DeviceTensor hotKeys = temp.allocate(DType.F32, g.rows());
         int perChunk = 16 / dt.byteSize();
         boolean chunks = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0;
         boolean kvRows = chunks && alignedRows(g.k(), sv.k()) && alignedRows(g.v(), sv.v());
         boolean qRows = chunks && alignedRows(g.q(), sv.q()) && alignedRows(dout16.strides(), dout16);
-        driver.launch(fn("attn_bwd_dq_tc64", dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
+        driver.launch(fn("attn_bwd_dq_tc" + dmax, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
                 .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
                 .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
                 .pointer(ptr(sv.biases()[1])).struct(words).i32(kvRows ? 1 : 0));
-        driver.launch(fn("attn_bwd_dkdv_tc64", dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
+        driver.launch(fn("attn_bwd_dkdv_tc" + dmax, dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
                 .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dk.pointer())
                 .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))

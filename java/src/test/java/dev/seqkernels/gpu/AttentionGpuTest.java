@@ -263,7 +263,10 @@ class AttentionGpuTest {
         Tensor q = data.tensor(dtype, 1, 1, 4, 1, 128);
         Tensor k = data.tensor(dtype, 1, 1, 1, 1500, 128);
         Tensor v = data.tensor(dtype, 1, 1, 1, 1500, 128);
-        compare(dtype, data, CausalAlignment.NONE, Double.NaN, Attention.inputs(q, k, v), q, k, v);
+        // 16-bit: forward only here. The backward from a split forward's LSE is the second case's
+        // (and NanPropagationTest's); at Lq = 1 the tensor-core dq kernel's 64-row blocks are 1/64
+        // used, which the emulator spends about 30 s on.
+        compare(dtype, data, CausalAlignment.NONE, Double.NaN, Attention.inputs(q, k, v), q, k, v, dtype == DType.F32);
 
         Tensor q2 = data.tensor(dtype, 1, 3, 4, 5, 59);
         Tensor k2 = data.tensor(dtype, 1, 3, 2, 1100, 59);
@@ -325,6 +328,12 @@ class AttentionGpuTest {
 
     private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,
                                 Tensor q, Tensor k, Tensor v) {
+        compare(dtype, data, causal, scale, inputs, q, k, v, true);
+    }
+
+    /** Forward against the reference, then (when {@code backward}) every gradient. */
+    private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,
+                                Tensor q, Tensor k, Tensor v, boolean backward) {
         Attention.Builder b = Attention.builder().causal(causal);
         if (!Double.isNaN(scale)) {
             b.scale(scale);
@@ -340,6 +349,9 @@ class AttentionGpuTest {
              AttentionResult plainOut = plain.forward(inputs)) {
             check(tag + " out", got.out(), want.out(), dtype);
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
+            if (!backward) {
+                return;
+            }
             Tensor seed = data.tensor(dtype, 1, got.out().shape());
             try (AttentionGradients g = gpu.backward(got, seed); AttentionGradients r = cpu.backward(want, seed.to(DType.F64));
                  AttentionGradients pg = plain.backward(plainOut, seed)) {

@@ -237,7 +237,7 @@ class NanPropagationTest {
      * share): NaN in column 6 of key d - 4 (d = the last row's diagonal key), -inf and +inf in
      * column 7 of keys d - 5 and d - 3; a row that sees only the -inf is -inf there, one that sees
      * both is NaN, and the rows before see none of them and stay finite. Backward (the tensor-core
-     * one for the 16-bit kernels with D <= 64, else v1) likewise.
+     * one for the 16-bit kernels, else v1) likewise.
      */
     @ParameterizedTest
     @EnumSource(AttnKernel.class)
@@ -460,7 +460,7 @@ class NanPropagationTest {
      * stays finite). The gradients have the reference's NaN pattern, which is checked to be that.
      */
     @ParameterizedTest
-    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "V1_BF16", "TC64_F16", "TC64_BF16"})
+    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "V1_BF16", "TC64_F16", "TC64_BF16", "TC128_BF16"})
     void nonFiniteInputsAtBlockedPairsStayOutOfTheGradients(AttnKernel kernel) {
         AttnRun run = AttnRun.of(kernel);
         run.q.set(Double.NaN, 0, 0, 0, 1);
@@ -485,7 +485,7 @@ class NanPropagationTest {
         }
     }
 
-    /** Backward (the one the rule picks: tensor-core for the 16-bit D <= 64 kernels, else v1) from a random dOut: the kernel's gradients have the reference's NaN pattern. */
+    /** Backward (the one the rule picks: tensor-core for the 16-bit kernels, else v1) from a random dOut: the reference's NaN pattern. */
     private static void checkBackwardNanPattern(AttnRun run, AttentionResult got, AttentionResult want) {
         Tensor seed = run.data.tensor(run.kernel.dtype, 1, got.out().shape());
         try (AttentionGradients g = run.op(run.backend()).backward(got, seed);

@@ -23,7 +23,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The tensor-core attention backward (attn_bwd_dq_tc64, attn_bwd_dkdv_tc64) on the emulator:
+ * The tensor-core attention backward (attn_bwd_dq_tc64/128, attn_bwd_dkdv_tc64/128) on the emulator:
  * its selection rule on both sides, and its gradients against the double reference by
  * FlashAttention's 2x rule (the plain same-precision implementation: the CPU reference rounding
  * dout, P and dS where the kernels do), the rule v1's backward meets too. Not against v1 by the
@@ -38,8 +38,11 @@ class TensorCoreBackwardTest {
         var auto = AttentionGpu.KernelChoice.AUTO;
         assertEquals("attn_bwd_tc64", AttentionGpu.backwardKernel(DType.BF16, 64, 64, 9, auto, false));
         assertEquals("attn_bwd_tc64", AttentionGpu.backwardKernel(DType.F16, 36, 20, 8, auto, false));
-        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.BF16, 65, 64, 9, auto, false), "D above 64");
-        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.BF16, 64, 65, 9, auto, false), "Dv above 64");
+        assertEquals("attn_bwd_tc128", AttentionGpu.backwardKernel(DType.BF16, 65, 64, 9, auto, false), "D above 64");
+        assertEquals("attn_bwd_tc128", AttentionGpu.backwardKernel(DType.F16, 64, 65, 8, auto, false), "Dv above 64");
+        assertEquals("attn_bwd_tc128", AttentionGpu.backwardKernel(DType.BF16, 128, 128, 9, auto, false));
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.BF16, 129, 64, 9, auto, false), "D above 128");
+        assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.BF16, 64, 129, 9, auto, false), "Dv above 128");
         assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F32, 64, 64, 9, auto, false), "F32 storage");
         assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F16, 64, 64, 7, auto, false), "no mma.m16n8k16 before sm_80");
         assertEquals("attn_bwd", AttentionGpu.backwardKernel(DType.F16, 64, 64, 9, AttentionGpu.KernelChoice.V1, false), "pinned to v1");
@@ -49,16 +52,20 @@ class TensorCoreBackwardTest {
     /**
      * Several key blocks and query tiles (tiles no mask touches beside masked ones), both causal
      * alignments with key and query lengths, GQA (dk and dv summed over a group of 2 and 3 query
-     * heads), an additive mask (every tile masked), and element loads (D = 36, Dv = 20).
+     * heads), an additive mask (every tile masked), and element loads (D = 36, Dv = 20); the
+     * 128 kernels (whose dk/dv kernel walks the query tiles twice) at D = Dv = 128 with lengths and
+     * causal, and at D = 72, Dv = 100 (element loads) with a mask.
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
     void tensorCoreBackwardMeetsTheTwoTimesRuleAsV1Does(DType dtype) {
         TestData data = new TestData();
-        backwardCase(data, dtype, 2, 4, 2, 100, 200, 64, 64, CausalAlignment.BOTTOM_RIGHT, new int[]{200, 77}, new int[]{100, 90}, false);
+        backwardCase(data, dtype, 2, 2, 1, 80, 200, 64, 64, CausalAlignment.BOTTOM_RIGHT, new int[]{200, 77}, new int[]{80, 70}, false);
         backwardCase(data, dtype, 1, 2, 2, 70, 130, 64, 48, CausalAlignment.NONE, null, null, true);
         backwardCase(data, dtype, 1, 3, 1, 65, 97, 40, 24, CausalAlignment.TOP_LEFT, new int[]{90}, new int[]{61}, false);
         backwardCase(data, dtype, 1, 2, 2, 70, 150, 36, 20, CausalAlignment.NONE, null, null, false);
+        backwardCase(data, dtype, 2, 2, 1, 50, 140, 128, 128, CausalAlignment.TOP_LEFT, new int[]{140, 100}, new int[]{50, 37}, false);
+        backwardCase(data, dtype, 1, 2, 1, 40, 70, 72, 100, CausalAlignment.NONE, null, null, true);
     }
 
     private static void backwardCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
@@ -92,10 +99,10 @@ class TensorCoreBackwardTest {
              AttentionResult fw = exact.forward(ref);
              AttentionGradients got = tc.backward(fg, seed); AttentionGradients byV1 = v1.backward(f1, seed);
              AttentionGradients byPlain = plain.backward(fp, seed); AttentionGradients want = exact.backward(fw, seed.to(DType.F64))) {
-            String suffix = RecurrentGpu.suffix(dtype);
-            assertTrue(resolved.contains("attn_bwd_dq_tc64_" + suffix) && resolved.contains("attn_bwd_dkdv_tc64_" + suffix),
+            String suffix = (Math.max(d, dv) <= 64 ? "64_" : "128_") + RecurrentGpu.suffix(dtype);
+            assertTrue(resolved.contains("attn_bwd_dq_tc" + suffix) && resolved.contains("attn_bwd_dkdv_tc" + suffix),
                     tag + ": the tensor-core backward ran (" + resolved + ")");
-            assertFalse(resolved.contains("attn_bwd_dq_" + suffix), tag + ": v1's backward did not (" + resolved + ")");
+            assertFalse(resolved.contains("attn_bwd_dq_" + RecurrentGpu.suffix(dtype)), tag + ": v1's backward did not (" + resolved + ")");
             Tensor[][] grads = {{got.dq(), byV1.dq(), byPlain.dq(), want.dq()}, {got.dk(), byV1.dk(), byPlain.dk(), want.dk()},
                     {got.dv(), byV1.dv(), byPlain.dv(), want.dv()}};
             String[] names = {"dq", "dk", "dv"};
