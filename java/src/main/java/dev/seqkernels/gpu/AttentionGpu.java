@@ -332,6 +332,9 @@ final class AttentionGpu {
             if (blocks > Integer.MAX_VALUE) {
                 throw new SeqkException.Unsupported("attention: " + blocks + " blocks of query rows exceed one launch");
             }
+            if (blocks == 0) {
+                return;  // no query row (batch, heads or Lq 0): out and lse have no element
+            }
             boolean vec = sixteenByteRows(g, sv.k(), sv.v());
             boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
             driver.launch(fn(tcInstance(kernel, bias, vec), dt), Dim3.of((int) blocks), Dim3.of(128), shared, stream, new KernelArgs()
@@ -399,19 +402,25 @@ final class AttentionGpu {
         int dkdvShared = 2 * 2 * queryTile * (dmax + 8) * 2 + 2 * 3 * queryTile * 4 + 4 * 16 * queryTile * 2;
         DeviceTensor hotKeys = temp.allocate(DType.F32, g.rows());
         int perChunk = 16 / dt.byteSize();
-        boolean chunks = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0;
-        boolean kvRows = chunks && alignedRows(g.k(), sv.k()) && alignedRows(g.v(), sv.v());
-        boolean qRows = chunks && alignedRows(g.q(), sv.q()) && alignedRows(dout16.strides(), dout16);
-        driver.launch(fn("attn_bwd_dq_tc" + dmax, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
-                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
-                .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
-                .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
-                .pointer(ptr(sv.biases()[1])).struct(words).i32(kvRows ? 1 : 0));
-        driver.launch(fn("attn_bwd_dkdv_tc" + dmax, dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
-                .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
-                .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dk.pointer())
-                .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
-                .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i32(qRows ? 1 : 0));
+        boolean kvRows = sixteenByteRows(g, sv.k(), sv.v());
+        // dout16 is read with the out strides, as the kernels index it.
+        boolean qRows = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0 && alignedRows(g.q(), sv.q())
+                && alignedRows(g.o(), dout16);
+        // No query row: dq and delta are empty and no key gets a gradient term (dk, dv zero); no key: dk, dv empty.
+        if (rowBlocks > 0) {
+            driver.launch(fn("attn_bwd_dq_tc" + dmax, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
+                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
+                    .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
+                    .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
+                    .pointer(ptr(sv.biases()[1])).struct(words).i32(kvRows ? 1 : 0));
+        }
+        if (keyBlocks > 0) {
+            driver.launch(fn("attn_bwd_dkdv_tc" + dmax, dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
+                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
+                    .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dk.pointer())
+                    .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
+                    .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i32(qRows ? 1 : 0));
+        }
     }
 
     // ------------------------------------------------------------------ scaled dot-product attention

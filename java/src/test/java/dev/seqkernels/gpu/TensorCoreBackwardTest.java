@@ -54,7 +54,8 @@ class TensorCoreBackwardTest {
      * alignments with key and query lengths, GQA (dk and dv summed over a group of 2 and 3 query
      * heads), an additive mask (every tile masked), and element loads (D = 36, Dv = 20); the
      * 128 kernels (whose dk/dv kernel walks the query tiles twice) at D = Dv = 128 with lengths and
-     * causal, and at D = 72, Dv = 100 (element loads) with a mask.
+     * causal, without any mask (tiles no mask touches, in both kernels), and at D = 72, Dv = 100
+     * (element loads) with a mask.
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
@@ -65,7 +66,37 @@ class TensorCoreBackwardTest {
         backwardCase(data, dtype, 1, 3, 1, 65, 97, 40, 24, CausalAlignment.TOP_LEFT, new int[]{90}, new int[]{61}, false);
         backwardCase(data, dtype, 1, 2, 2, 70, 150, 36, 20, CausalAlignment.NONE, null, null, false);
         backwardCase(data, dtype, 2, 2, 1, 50, 140, 128, 128, CausalAlignment.TOP_LEFT, new int[]{140, 100}, new int[]{50, 37}, false);
+        backwardCase(data, dtype, 1, 2, 1, 40, 130, 128, 128, CausalAlignment.NONE, null, null, false);
         backwardCase(data, dtype, 1, 2, 1, 40, 70, 72, 100, CausalAlignment.NONE, null, null, true);
+    }
+
+    /**
+     * Empty ranges: no key (Lk = 0: out 0, dq 0, dk and dv empty) and no query row (Lq = 0: out and
+     * dq empty, dk and dv 0), at 64 and 128, forward and backward as the reference gives them.
+     */
+    @Test
+    void noKeyOrNoQueryRowGivesTheReferencesZeros() {
+        TestData data = new TestData();
+        for (int d : new int[]{64, 128}) {
+            for (int[] lengths : new int[][]{{5, 0}, {0, 7}}) {
+                Tensor q = data.tensor(DType.BF16, 1, 1, 2, lengths[0], d);
+                Tensor k = data.tensor(DType.BF16, 1, 1, 2, lengths[1], d);
+                Tensor v = data.tensor(DType.BF16, 1, 1, 2, lengths[1], d);
+                Tensor seed = data.tensor(DType.BF16, 1, 1, 2, lengths[0], d);
+                Attention tc = Attention.builder().backend(GpuTargets.newBackend()).build();
+                Attention exact = Attention.builder().backend("cpu").build();
+                String tag = "D=" + d + " Lq=" + lengths[0] + " Lk=" + lengths[1];
+                try (AttentionResult fg = tc.forward(Attention.inputs(q, k, v));
+                     AttentionResult fw = exact.forward(Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)));
+                     AttentionGradients got = tc.backward(fg, seed); AttentionGradients want = exact.backward(fw, seed.to(DType.F64))) {
+                    Tensor[][] pairs = {{fg.out(), fw.out()}, {got.dq(), want.dq()}, {got.dk(), want.dk()}, {got.dv(), want.dv()}};
+                    for (Tensor[] p : pairs) {
+                        assertEquals(java.util.Arrays.toString(p[1].shape()), java.util.Arrays.toString(p[0].shape()), tag);
+                        assertEquals(java.util.Arrays.toString(p[1].toDoubleArray()), java.util.Arrays.toString(p[0].toDoubleArray()), tag);
+                    }
+                }
+            }
+        }
     }
 
     private static void backwardCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
