@@ -41,7 +41,7 @@ for cu in "$ROOT"/cuda/*.cu; do
   echo "[seqkernels] nvcc $family.cu"
   # --keep leaves the compute_90 PTX, whose .maxntid lines are the kernels' __launch_bounds__.
   keep="$(mktemp -d)"
-  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" -Xptxas -v --keep --keep-dir "$keep" -o "$fatbin" "$cu" \
+  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" --threads 0 -Xptxas -v --keep --keep-dir "$keep" -o "$fatbin" "$cu" \
     2> "$log" || { cat "$log" >&2; rm -rf "$fatbin" "$keep"; exit 1; }
   mv "$keep/$family.compute_90.ptx" "$ptx"
   rm -rf "$keep"
