@@ -57,10 +57,10 @@ SEQK_ATTENTION_SPLIT(f32, float);
 SEQK_ATTENTION_SPLIT(f16, __half);
 SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
 
-// Two instances each (tc::TcInstance): attn_fwd_tcDMAX_T (every option at run time) and
-// attn_fwd_tcDMAX_nobias_T (no explicit mask, 16-byte rows: the host launches it only so; it
-// ignores `vec`). Same arguments, so the host picks by name.
-#define SEQK_ATTENTION_TC(suffix, T, DMAX, BN)                                                                           \
+// Two instances each (tc::TcInstance): attn_fwd_tcDMAX_T (every option at run time; key tiles of
+// BN) and attn_fwd_tcDMAX_nobias_T (no explicit mask, 16-byte rows: the host launches it only so;
+// it ignores `vec`; key tiles of BN_NOBIAS). Same arguments, so the host picks by name.
+#define SEQK_ATTENTION_TC(suffix, T, DMAX, BN, BN_NOBIAS)                                                                           \
     extern "C" __global__ void attn_fwd_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, T* out, float* lse,    \
                                                            const int* key_lengths, const int* query_lengths,            \
                                                            const float* bias0, const float* bias1, AttnShape shape,     \
@@ -74,7 +74,7 @@ SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
                                                                   const int* query_lengths, const float* bias0,         \
                                                                   const float* bias1, AttnShape shape, int vec) {       \
         (void) vec;                                                                                                      \
-        tc::attn_fwd_tc<T, DMAX, BN, tc::TcInstance::NO_BIAS>(q, k, v, out, lse, key_lengths, query_lengths, bias0,     \
+        tc::attn_fwd_tc<T, DMAX, BN_NOBIAS, tc::TcInstance::NO_BIAS>(q, k, v, out, lse, key_lengths, query_lengths, bias0,     \
                                                               bias1, shape, true);                                       \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_tc##DMAX##_nobias_##suffix)
@@ -92,11 +92,14 @@ SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
 SEQK_ATTENTION_TF32(64, 32);
 SEQK_ATTENTION_TF32(128, 16);
 
-// Shared memory: 2 buffers x (k + v) x BN x (DMAX + 8) x 2 bytes = 36,864 (64/64) and 34,816 (128/32).
-SEQK_ATTENTION_TC(f16, __half, 64, 64);
-SEQK_ATTENTION_TC(f16, __half, 128, 32);
-SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 64, 64);
-SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32);
+// Shared memory: 2 buffers x (k + v) x BN x (DMAX + 8) x 2 bytes = 36,864 (64/64) and 34,816
+// (128/32); the no-bias instance at 128 takes key tiles of 64 (FlashAttention-2's at D = 128),
+// 69,632 bytes (above 48 KB: the bindings opt the kernel in), which it fits in registers without
+// the explicit-mask code.
+SEQK_ATTENTION_TC(f16, __half, 64, 64, 64);
+SEQK_ATTENTION_TC(f16, __half, 128, 32, 64);
+SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 64, 64, 64);
+SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32, 64);
 
 // The tensor-core backward (tc::attn_bwd_dq_tc, tc::attn_bwd_dkdv_tc): v1's arguments, dout in the
 // storage type, each row's count of +inf keys (hot: written by dq, read by dkdv); `vec`: 16-byte

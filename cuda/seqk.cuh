@@ -31,7 +31,25 @@
 #define SEQK_NO_UNROLL _Pragma("unroll 1")
 #endif
 
+#include <type_traits>
+#include <utility>
+
 namespace seqk {
+
+template <typename F, int... I>
+__device__ __forceinline__ void static_for_each(F& f, std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+}
+
+/**
+ * f(std::integral_constant<int, 0>{}) ... f(std::integral_constant<int, N - 1>{}): an unrolled
+ * loop whose index is a constant expression in the body (decltype(i)::value), so it can be a
+ * template argument, such as an instruction's immediate offset.
+ */
+template <int N, typename F>
+__device__ __forceinline__ void static_for(F&& f) {
+    static_for_each(f, std::make_integer_sequence<int, N>{});
+}
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Proves every barrier in cuda/*.cu and cuda/<family>/*.cuh is needed: removes, one at a time, each __syncthreads,
-# __syncwarp, cp_async_wait and grid sync, rebuilds the emulator (only that family's object) and
-# runs the tests that cover that family on it. Every mutant must fail a test; the survivors are
+# __syncwarp, cp_async_wait and grid sync (a __syncthreads_or(p) becomes its bare predicate p), rebuilds
+# the emulator (only that family's object) and runs the tests that cover that family on it. Every mutant must fail a test; the survivors are
 # printed and the script exits 1. Writes a markdown table (site, statement, killed by) to OUT
 # (default java/target/barrier-mutants.md) for bench/RESULTS.md.
 #
 # Usage: tools/barrier-mutants.sh [OUT [FILE...]]   (from the checkout; needs the JDK the launcher finds, Maven)
-# FILE...: only these sources (default: cuda/*.cu cuda/*/*.cuh; a header under cuda/<family>/ is that family's). Measured on the 2-core VM (2026-11-29, other
-# builds running beside it): all 47 sites in 40 minutes; 3-5 minutes per attention barrier (its
+# FILE...: only these sources (default: cuda/*.cu cuda/*/*.cuh; a header under cuda/<family>/ is that family's).
+# LINES (environment, optional): only the sites on these line numbers, space-separated (with one FILE).
+# Measured on the 2-core VM (2026-11-29, other builds running beside it): all 47 sites in 40 minutes; 3-5 minutes per attention barrier (its
 # tests run for 2-3 minutes), 1-2 per recurrent one, under one per selftest one (36 selftest sites in 14
 # minutes). The sources are restored after each mutant, and on exit.
 set -uo pipefail
@@ -42,8 +43,10 @@ trap 'restore; rm -rf "$BACKUP"' EXIT
   echo "|---|---|---|"
 } > "$OUT"
 # Code lines (not comments) that call a barrier: file:line:text
-grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));' "${FILES[@]}" /dev/null | grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
+grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));|__syncthreads_or\([^)]*\)' "${FILES[@]}" /dev/null |
+  grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
 while IFS=: read -r file line text; do
+  if [ -n "${LINES:-}" ] && [[ " $LINES " != *" $line "* ]]; then continue; fi
   case "$file" in
     cuda/*/*.cuh) family="$(basename "$(dirname "$file")")" ;;
     *) family="$(basename "$file" .cu)" ;;
@@ -53,7 +56,10 @@ while IFS=: read -r file line text; do
 import re, sys
 path, line = sys.argv[1], int(sys.argv[2])
 lines = open(path).read().split('\n')
-lines[line - 1] = re.sub(r'(seqk::arch::)?(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<\d+>\(\)|grid_sync\(\))', '(void) 0', lines[line - 1], count=1)
+if '__syncthreads_or(' in lines[line - 1]:
+    lines[line - 1] = re.sub(r'__syncthreads_or\(([^)]*)\)', r'(\1)', lines[line - 1], count=1)
+else:
+    lines[line - 1] = re.sub(r'(seqk::arch::)?(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<\d+>\(\)|grid_sync\(\))', '(void) 0', lines[line - 1], count=1)
 open(path, 'w').write('\n'.join(lines))
 PY
   tests="$(tests_for "$family")"

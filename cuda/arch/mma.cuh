@@ -73,6 +73,39 @@ __device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const uint32_t a[4]
 #endif
 }
 
+/**
+ * A shared-memory address as ldmatrix takes it: the 32-bit shared-window address, converted from
+ * a pointer once (shared_addr) and then advanced by byte offsets, so a tile's row addresses cost
+ * one add each instead of a generic-to-shared conversion. The emulator keeps the pointer.
+ */
+using SharedAddr = uint32_t;
+
+__device__ __forceinline__ SharedAddr shared_addr(const void* p) {
+    return static_cast<SharedAddr>(__cvta_generic_to_shared(p));
+}
+
+/** ldmatrix_x4 with the row address as a SharedAddr plus OFFSET bytes (an immediate: no add). */
+template <int OFFSET>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], SharedAddr row) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4+%5];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row), "n"(OFFSET));
+#else
+    asm volatile("trap;");
+#endif
+}
+
+/** ldmatrix_x4_trans with the row address as a SharedAddr plus OFFSET bytes. */
+template <int OFFSET>
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], SharedAddr row) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4+%5];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row), "n"(OFFSET));
+#else
+    asm volatile("trap;");
+#endif
+}
+
 /** Four 8x8 b16 matrices; lane l passes the address of row l%8 of matrix l/8. */
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* shared_row) {
 #if __CUDA_ARCH__ >= 800

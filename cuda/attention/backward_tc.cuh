@@ -126,8 +126,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     constexpr int NS = BN / 8;
     constexpr int NO = DMAX / 8;
     SEQK_DYNAMIC_SHARED(uint16_t, smem);
-    uint16_t* const k_tile[2] = {smem, smem + BN * LD};
-    uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+    const PointerBuffers<uint16_t> buffers(smem, BN * LD);
 
     const TileBlock blk = tile_block(s, key_lengths, query_lengths);
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
@@ -162,9 +161,9 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     auto step = [&](auto masked, bool grad) {
         constexpr bool MASK = decltype(masked)::value;
         int buf = static_cast<int>(tile % 2);
-        next_kv_tile<T, uint16_t, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
-        const uint16_t* kt = k_tile[buf];
-        const uint16_t* vt = v_tile[buf];
+        next_kv_tile<T, uint16_t, BN, LD, false>(buffers, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        const uint16_t* kt = buffers.k(buf);
+        const uint16_t* vt = buffers.v(buf);
         const long long j0 = tile * BN;
 
         float sc[NS][4], dp[NS][4];
@@ -175,8 +174,8 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
                 sc[n][x] = dp[n][x] = 0.0f;
             }
         }
-        product_abt<T, KS, NS, LD>(sc, qa, kt, ksteps, lane);
-        product_abt<T, KS, NS, LD>(dp, da, vt, vsteps, lane);
+        product_abt<T, KS, NS, LD>(sc, qa, seqk::arch::shared_addr(kt), ksteps, lane);
+        product_abt<T, KS, NS, LD>(dp, da, seqk::arch::shared_addr(vt), vsteps, lane);
         SEQK_UNROLL
         for (int n = 0; n < NS; n++) {
             SEQK_UNROLL
@@ -200,7 +199,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
                     return !allowed(s, b, h, my_row[r], j0 + kx, k_valid, q_valid, bias0, bias1);
                 });
             } else {
-                product_ab<T, NS / 2, NO, LD>(dqa, sa, kt, dblocks, lane);
+                product_ab<T, NS / 2, NO, LD>(dqa, sa, seqk::arch::shared_addr(kt), dblocks, lane);
             }
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it
@@ -210,7 +209,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     for (int pass = 0; pass < 2; pass++) {
         bool grad = pass == 1;
         tile = 0;
-        first_kv_tile<T, uint16_t, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+        first_kv_tile<T, uint16_t, BN, LD, false>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
         for (; tile < unmasked_tiles; tile++) {
             step(Masked<false>{}, grad);
         }
@@ -362,9 +361,9 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
                 sc[n][e] = dp[n][e] = 0.0f;
             }
         }
-        product_abt<T, KS, NQ, LD>(sc, ka, qt, ksteps, lane);
+        product_abt<T, KS, NQ, LD>(sc, ka, seqk::arch::shared_addr(qt), ksteps, lane);
         if (DK) {
-            product_abt<T, KS, NQ, LD>(dp, va, dt, vsteps, lane);
+            product_abt<T, KS, NQ, LD>(dp, va, seqk::arch::shared_addr(dt), vsteps, lane);
         }
         // sc becomes P^T, dp becomes dS^T (both 0 where blocked).
         SEQK_UNROLL
@@ -387,7 +386,7 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
             if (MASK) {
                 product_ab_checked<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, scratch, lane, t, blocked);
             } else {
-                product_ab<T, NQ / 2, NO, LD>(dva, pa, dt, vblocks, lane);
+                product_ab<T, NQ / 2, NO, LD>(dva, pa, seqk::arch::shared_addr(dt), vblocks, lane);
             }
         }
         if (DK) {
@@ -396,7 +395,7 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
             if (MASK) {
                 product_ab_checked<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, scratch, lane, t, blocked);
             } else {
-                product_ab<T, NQ / 2, NO, LD>(dka, sa, qt, dblocks, lane);
+                product_ab<T, NQ / 2, NO, LD>(dka, sa, seqk::arch::shared_addr(qt), dblocks, lane);
             }
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it

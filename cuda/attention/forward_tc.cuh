@@ -97,25 +97,25 @@ __device__ __forceinline__ void row_fragments(uint32_t (&a)[KS][4], const T* src
 /**
  * acc += A tile^T over the first ksteps k-steps: A a warp's 16 x 16KS fragments, tile NS x 8 rows
  * of [LD] 16-bit values in shared memory (k along a row), acc 16 x 8NS (block n: tile rows 8n..).
+ * Each ldmatrix's row address is this lane's one plus an immediate offset.
  */
 template <typename T, int KS, int NS, int LD>
-__device__ __forceinline__ void product_abt(float (&acc)[NS][4], const uint32_t (&a)[KS][4], const uint16_t* tile, int ksteps,
+__device__ __forceinline__ void product_abt(float (&acc)[NS][4], const uint32_t (&a)[KS][4], seqk::arch::SharedAddr tile, int ksteps,
                                             int lane) {
-    SEQK_UNROLL
-    for (int ks = 0; ks < KS; ks++) {
+    // Matrices: rows 8n.. at columns 16ks and 16ks+8, then rows 8(n+1).. at both.
+    const seqk::arch::SharedAddr mine = tile + (((lane / 16) * 8 + lane % 8) * LD + ((lane / 8) % 2) * 8) * 2;
+    seqk::static_for<KS>([&](auto ks_) {
+        constexpr int ks = decltype(ks_)::value;
         if (ks < ksteps) {
-            SEQK_UNROLL
-            for (int n = 0; n < NS; n += 2) {
-                // Matrices: rows 8n.. at columns 16ks and 16ks+8, then rows 8(n+1).. at both.
-                int row = n * 8 + (lane / 16) * 8 + lane % 8;
-                int col = ks * 16 + ((lane / 8) % 2) * 8;
+            seqk::static_for<NS / 2>([&](auto pair) {
+                constexpr int n = 2 * decltype(pair)::value;
                 uint32_t tb[4];
-                seqk::arch::ldmatrix_x4(tb, tile + row * LD + col);
+                seqk::arch::ldmatrix_x4<(n * 8 * LD + ks * 16) * 2>(tb, mine);
                 mma(acc[n], a[ks], tb, T{});
                 mma(acc[n + 1], a[ks], tb + 2, T{});
-            }
+            });
         }
-    }
+    });
 }
 
 /**
@@ -123,23 +123,24 @@ __device__ __forceinline__ void product_abt(float (&acc)[NS][4], const uint32_t 
  * of [LD] 16-bit values in shared memory (k down a column), acc 16 x 8NO.
  */
 template <typename T, int KK, int NO, int LD>
-__device__ __forceinline__ void product_ab(float (&acc)[NO][4], const uint32_t (&a)[KK][4], const uint16_t* tile, int blocks,
+__device__ __forceinline__ void product_ab(float (&acc)[NO][4], const uint32_t (&a)[KK][4], seqk::arch::SharedAddr tile, int blocks,
                                            int lane) {
-    SEQK_UNROLL
-    for (int kk = 0; kk < KK; kk++) {
-        SEQK_UNROLL
-        for (int n = 0; n < NO; n += 2) {
-            // Lanes 0-15: rows 16kk.. at columns 8n (block n); lanes 16-31: at columns 8(n+1).
+    // Lanes 0-15: rows 16kk.. at columns 8n (block n); lanes 16-31: at columns 8(n+1).
+    const seqk::arch::SharedAddr mine = tile + ((lane % 16) * LD + (lane / 16) * 8) * 2;
+    seqk::static_for<KK>([&](auto kk_) {
+        constexpr int kk = decltype(kk_)::value;
+        seqk::static_for<NO / 2>([&](auto pair) {
+            constexpr int n = 2 * decltype(pair)::value;
             // With an odd block count the last pair's second block lies in the zeros load_tile
             // writes up to a multiple of 16 columns, and is never written out.
             if (n < blocks) {
                 uint32_t tb[4];
-                seqk::arch::ldmatrix_x4_trans(tb, tile + (kk * 16 + lane % 16) * LD + (n + lane / 16) * 8);
+                seqk::arch::ldmatrix_x4_trans<(kk * 16 * LD + n * 8) * 2>(tb, mine);
                 mma(acc[n], a[kk], tb, T{});
                 mma(acc[n + 1], a[kk], tb + 2, T{});
             }
-        }
-    }
+        });
+    });
 }
 
 /** A warp's 16 x 8NS C fragments, rounded to T, as the A fragments of NS / 2 k-steps (FlashAttention's register reuse). */
@@ -188,13 +189,33 @@ __device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint3
 
 /**
  * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
- * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec` (always when
- * VEC: an instance that the host launches only with 16-byte rows has no element path).
+ * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec`, else element
+ * by element. VEC: an instance that the host launches only with 16-byte rows (D and Dv multiples
+ * of 8, unit column stride, 16-byte aligned rows): every chunk of the DMAX columns is a cp.async
+ * or a 16-byte store of zeros, the chunk count a constant (no division) and the row offsets
+ * 32-bit where they can be.
  */
-template <typename T, typename R, int BN, int LD, bool VEC>
+template <typename T, typename R, int BN, int LD, bool VEC, int DMAX = 0>
 __device__ __forceinline__ void load_tile(R* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
                                           long long rows, int cols, bool vec) {
     constexpr int PER_CHUNK = 16 / sizeof(T);
+    if constexpr (VEC) {
+        static_assert(sizeof(T) == sizeof(R) && DMAX > 0 && DMAX % PER_CHUNK == 0, "16-bit rows in whole chunks");
+        constexpr int CHUNKS = DMAX / PER_CHUNK;  // per row
+        const T* rows0 = src + b * st[0] + kvh * st[1];
+        const int first = static_cast<int>(j0), live = static_cast<int>(rows - j0);  // rows of this tile that exist (may be <= 0 or > BN)
+        SEQK_NO_UNROLL
+        for (unsigned c = threadIdx.x; c < BN * CHUNKS; c += WARPS * 32) {
+            int r = static_cast<int>(c / CHUNKS), e = static_cast<int>(c % CHUNKS) * PER_CHUNK;
+            R* d = dst + r * LD + e;
+            if (r < live && e < cols) {
+                seqk::arch::cp_async_16(d, rows0 + (first + r) * st[2] + e);
+            } else {
+                *reinterpret_cast<float4*>(d) = float4{0.0f, 0.0f, 0.0f, 0.0f};
+            }
+        }
+        return;
+    }
     int chunks = (cols + 15) / 16 * (16 / PER_CHUNK);
     for (int c = threadIdx.x; c < BN * chunks; c += blockDim.x) {
         int r = c / chunks;
@@ -208,7 +229,7 @@ __device__ __forceinline__ void load_tile(R* dst, const T* src, const long long*
             continue;
         }
         const T* g = src + b * st[0] + kvh * st[1] + j * st[2] + e * st[3];
-        if (VEC || vec) {
+        if (vec) {
             seqk::arch::cp_async_16(d, g);
         } else {
             for (int x = 0; x < PER_CHUNK; x++) {
@@ -281,22 +302,17 @@ __device__ __forceinline__ bool finite4(const float (&a)[4]) {
 constexpr float LOG2E = 1.4426950408889634f;
 
 /**
- * Scales (and, when MASK, masks) a warp's 16 x 8*NS score fragments (rows my_row, keys from j0),
- * then updates the running max m, sum l and output o of the thread's two rows (the online
- * softmax); leaves the unnormalized probabilities in sc. A weight is exp2((x - m) log2 e) with
- * x = scale * s + bias, exactly 1 at the maximum and 0 far below it for any finite scores. Not
- * FlashAttention-2's single FFMA exp2(s scale log2 e - m scale log2 e): scaling by log2 e first
- * turns finite scores above FLT_MAX / log2 e (a -FLT_MAX padding mask) into infinities, and the
- * rounding of m scale log2 e, common to a row's weights within a tile but not across tiles, is
- * huge for large scores. MASK: the tile straddles a key length,
- * the causal diagonal or has an explicit mask: blocked entries are -inf, never read out of bounds.
- * Without MASK every pair of the tile is allowed for every row that will be written.
+ * Scales (and, when MASK, masks) a warp's 16 x 8*NS score fragments (rows my_row, keys from j0)
+ * in place and gives each of the thread's two rows its maximum over the tile (tile_max; fmaxf
+ * drops a NaN score, which still reaches l and o through its weight exp(NaN)). MASK: the tile
+ * straddles a key length, the causal diagonal or has an explicit mask: blocked entries are -inf,
+ * never read out of bounds. Without MASK every pair of the tile is allowed for every row that
+ * will be written.
  */
-template <int NS, int NO, bool MASK>
-__device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
-                                               const long long (&my_row)[2], long long j0, int t, long long b, long long h,
-                                               long long k_valid, long long q_valid, float scale, const float* bias0,
-                                               const float* bias1, const AttnShape& s) {
+template <int NS, bool MASK>
+__device__ __forceinline__ void scale_scores(float (&sc)[NS][4], float (&tile_max)[2], const long long (&my_row)[2], long long j0, int t,
+                                             long long b, long long h, long long k_valid, long long q_valid, float scale,
+                                             const float* bias0, const float* bias1, const AttnShape& s) {
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
         long long i = my_row[r];
@@ -319,12 +335,29 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
             }
         }
         mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
-        // fmaxf drops a NaN score; the NaN still reaches l and o through its weight exp(NaN).
-        float m_new = fmaxf(m[r], mx);
+        tile_max[r] = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
+    }
+}
+
+/**
+ * The online softmax's update for a tile of scaled scores (scale_scores): the running max m, sum
+ * l and output o of the thread's two rows; leaves the unnormalized probabilities in sc. A weight
+ * is exp2((x - m) log2 e) with x the scaled score, exactly 1 at the maximum and 0 far below it for
+ * any finite scores. Not FlashAttention-2's single FFMA exp2(s scale log2 e - m scale log2 e):
+ * scaling by log2 e first turns finite scores above FLT_MAX / log2 e (a -FLT_MAX padding mask)
+ * into infinities, and the rounding of m scale log2 e, common to a row's weights within a tile but
+ * not across tiles, is huge for large scores. HOT: a row's max may be +inf (an overflowed or
+ * infinite score), handled here; without HOT the caller has made sure no tile_max is +inf.
+ */
+template <int NS, int NO, bool HOT>
+__device__ __forceinline__ void softmax_update(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
+                                               const float (&tile_max)[2]) {
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        float m_new = fmaxf(m[r], tile_max[r]);
         float base = m_new == -INFINITY ? 0.0f : m_new;
         float corr = m_new == -INFINITY ? 1.0f : exp2f((m[r] - m_new) * LOG2E);
-        if (m_new == INFINITY) {
+        if (HOT && m_new == INFINITY) {
             // A score overflowed fp32: the +inf keys share the weight (softmax_weight). Rare, so a
             // branch here rather than a select on every weight: scores become 0 at +inf and -inf
             // elsewhere (NaN stays NaN), so the loop below gives weights 1 and 0, never exp(inf - inf).
@@ -357,6 +390,17 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
             o[n][2 * r + 1] *= corr;
         }
     }
+}
+
+/** scale_scores, then softmax_update with +inf handled: a whole tile's online softmax. */
+template <int NS, int NO, bool MASK>
+__device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO][4], float (&m)[2], float (&l)[2],
+                                               const long long (&my_row)[2], long long j0, int t, long long b, long long h,
+                                               long long k_valid, long long q_valid, float scale, const float* bias0,
+                                               const float* bias1, const AttnShape& s) {
+    float tile_max[2];
+    scale_scores<NS, MASK>(sc, tile_max, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+    softmax_update<NS, NO, true>(sc, o, m, l, tile_max);
 }
 
 /**
@@ -420,18 +464,44 @@ __device__ __forceinline__ TileBlock tile_block(const AttnShape& s, const int* k
 }
 
 /**
- * Makes k and v tile `tile` ready in buffer tile % 2 of k_tiles / v_tiles, first starting the
- * cp.async group of tile + 1 (if any) into the other buffer so it loads while this one is used.
- * The caller started tile 0 and ends each tile with __syncthreads() before its buffer is reused.
+ * The double-buffered k and v tiles of a block, [BN][LD] each, as the loads and products find
+ * them: k(i) and v(i), buffer i = 0, 1. Two forms, because the registers of the kernels differ:
+ * PointerBuffers keeps the four pointers in an array, which lives in local memory and is read
+ * once a tile (the kernel with every option needs the registers computed addresses would take:
+ * it spills on sm_80 without); OffsetBuffers computes them from the base (the no-bias kernel at
+ * 128 spills on sm_90 with the array).
  */
-template <typename T, typename R, int BN, int LD, bool VEC>
-__device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
-                                             const AttnShape& s, const TileBlock& w, long long key_end, long long tile,
-                                             long long kv_tiles, bool vec) {
+template <typename R>
+struct PointerBuffers {
+    R* k_tiles[2];
+    R* v_tiles[2];
+    __device__ __forceinline__ PointerBuffers(R* base, int tile_elems)
+        : k_tiles{base, base + tile_elems}, v_tiles{base + 2 * tile_elems, base + 3 * tile_elems} {}
+    __device__ __forceinline__ R* k(int i) const { return k_tiles[i]; }
+    __device__ __forceinline__ R* v(int i) const { return v_tiles[i]; }
+};
+
+template <typename R>
+struct OffsetBuffers {
+    R* base;
+    int tile_elems;
+    __device__ __forceinline__ OffsetBuffers(R* b, int n) : base(b), tile_elems(n) {}
+    __device__ __forceinline__ R* k(int i) const { return base + i * tile_elems; }
+    __device__ __forceinline__ R* v(int i) const { return base + (2 + i) * tile_elems; }
+};
+
+/**
+ * Makes k and v tile `tile` ready in buffer tile % 2, first starting the cp.async group of
+ * tile + 1 (if any) into the other buffer so it loads while this one is used. The caller started
+ * tile 0 and ends each tile with __syncthreads() before its buffer is reused.
+ */
+template <typename T, typename R, int BN, int LD, bool VEC, int DMAX = 0, typename Buffers>
+__device__ __forceinline__ void next_kv_tile(const Buffers& buffers, const T* k, const T* v, const AttnShape& s, const TileBlock& w,
+                                             long long key_end, long long tile, long long kv_tiles, bool vec) {
     if (tile + 1 < kv_tiles) {
         int next = static_cast<int>((tile + 1) % 2);
-        load_tile<T, R, BN, LD, VEC>(k_tiles[next], k, s.k_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.head_dim), vec);
-        load_tile<T, R, BN, LD, VEC>(v_tiles[next], v, s.v_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.value_dim), vec);
+        load_tile<T, R, BN, LD, VEC, DMAX>(buffers.k(next), k, s.k_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD, VEC, DMAX>(buffers.v(next), v, s.v_stride, w.b, w.kvh, (tile + 1) * BN, key_end, static_cast<int>(s.value_dim), vec);
         seqk::arch::cp_async_commit();
         seqk::arch::cp_async_wait<1>();
     } else {
@@ -441,13 +511,12 @@ __device__ __forceinline__ void next_kv_tile(R* const (&k_tiles)[2], R* const (&
 }
 
 /** Starts the cp.async group of k and v tile 0 (when there is one) into buffer 0. */
-template <typename T, typename R, int BN, int LD, bool VEC>
-__device__ __forceinline__ void first_kv_tile(R* const (&k_tiles)[2], R* const (&v_tiles)[2], const T* k, const T* v,
-                                              const AttnShape& s, const TileBlock& w, long long key_end, long long kv_tiles,
-                                              bool vec) {
+template <typename T, typename R, int BN, int LD, bool VEC, int DMAX = 0, typename Buffers>
+__device__ __forceinline__ void first_kv_tile(const Buffers& buffers, const T* k, const T* v, const AttnShape& s, const TileBlock& w,
+                                              long long key_end, long long kv_tiles, bool vec) {
     if (kv_tiles > 0) {
-        load_tile<T, R, BN, LD, VEC>(k_tiles[0], k, s.k_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.head_dim), vec);
-        load_tile<T, R, BN, LD, VEC>(v_tiles[0], v, s.v_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.value_dim), vec);
+        load_tile<T, R, BN, LD, VEC, DMAX>(buffers.k(0), k, s.k_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.head_dim), vec);
+        load_tile<T, R, BN, LD, VEC, DMAX>(buffers.v(0), v, s.v_stride, w.b, w.kvh, 0, key_end, static_cast<int>(s.value_dim), vec);
         seqk::arch::cp_async_commit();
     }
 }
@@ -597,8 +666,9 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         bias0 = bias1 = nullptr;  // constant from here on: the bias code folds away
     }
     SEQK_DYNAMIC_SHARED(uint16_t, smem);
-    uint16_t* const k_tile[2] = {smem, smem + BN * LD};
-    uint16_t* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+
+    using Buffers = std::conditional_t<I == TcInstance::NO_BIAS, OffsetBuffers<uint16_t>, PointerBuffers<uint16_t>>;
+    const Buffers buffers(smem, BN * LD);
 
     const TileBlock blk = tile_block(s, key_lengths, query_lengths);
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
@@ -623,17 +693,30 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     for (int n = 0; n < NO; n++) {
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     }
-    int ksteps = (d + 15) / 16;
-    int oblocks = (dv + 7) / 8;
+    // NO_BIAS leaves a tile whose scores reach +inf to the masked step (see `step`), so its
+    // unmasked loop has no code for that case; GENERAL handles it in place (the restructured
+    // loops cost it registers it does not have on sm_80).
+    constexpr bool LEAVE_HOT = I == TcInstance::NO_BIAS;
+    // NO_BIAS runs every k-step and column block of DMAX: past D and Dv the fragments and tiles
+    // hold zeros, so the sums are unchanged and the loop has no branches (FlashAttention-2 pads
+    // head dimensions likewise); GENERAL skips them at run time.
+    const int ksteps = VEC ? KS : (d + 15) / 16;
+    const int oblocks = VEC ? NO : (dv + 7) / 8;
 
     long long tile = 0;
-    // One key tile: S = q k^T, the online softmax (masked or not), o += P v.
-    auto step = [&](auto masked) {
+    // One key tile: S = q k^T, the online softmax (masked or not), o += P v; the caller ends it
+    // with the barrier after which its buffer may be refilled. `load`: the tile's buffer is made
+    // ready first (next_kv_tile, a barrier); false only to redo a tile whose buffer is ready.
+    // LEAVE_HOT: returns true, with the warp's state untouched, where an unmasked tile has a row
+    // whose scores reach +inf (overflowed or infinite): the rare case is left to the masked step,
+    // which handles it, so the unmasked loop holds no code for it.
+    auto step = [&](auto masked, bool load) -> bool {
         constexpr bool MASK = decltype(masked)::value;
         int buf = static_cast<int>(tile % 2);
-        next_kv_tile<T, uint16_t, BN, LD, VEC>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
-        const uint16_t* kt = k_tile[buf];
-        const uint16_t* vt = v_tile[buf];
+        if (load) {
+            next_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        }
+        const uint16_t* vt = buffers.v(buf);
         long long j0 = tile * BN;
 
         float sc[NS][4];
@@ -641,9 +724,14 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         for (int n = 0; n < NS; n++) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
         }
-        product_abt<T, KS, NS, LD>(sc, qa, kt, ksteps, lane);
+        product_abt<T, KS, NS, LD>(sc, qa, seqk::arch::shared_addr(buffers.k(buf)), ksteps, lane);
 
-        online_softmax<NS, NO, MASK>(sc, o, m, l, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+        float tile_max[2];
+        scale_scores<NS, MASK>(sc, tile_max, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
+        if (!MASK && LEAVE_HOT && seqk::arch::any(0xffffffffu, tile_max[0] == INFINITY || tile_max[1] == INFINITY)) {
+            return true;
+        }
+        softmax_update<NS, NO, MASK || !LEAVE_HOT>(sc, o, m, l, tile_max);
 
         // out += P v: P's C fragments of two 8-key blocks are exactly the A fragment of one k-step.
         uint32_t pa[BN / 16][4];
@@ -651,17 +739,43 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         if (MASK && tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
             pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
         } else {
-            product_ab<T, BN / 16, NO, LD>(o, pa, vt, oblocks, lane);
+            product_ab<T, BN / 16, NO, LD>(o, pa, seqk::arch::shared_addr(vt), oblocks, lane);
         }
-        __syncthreads();  // every warp is done with this buffer before the next load refills it
+        return false;
     };
 
-    first_kv_tile<T, uint16_t, BN, LD, VEC>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
-    for (; tile < unmasked_tiles; tile++) {
-        step(Masked<false>{});
-    }
-    for (; tile < kv_tiles; tile++) {
-        step(Masked<true>{});
+    first_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
+    if constexpr (LEAVE_HOT) {
+        bool hot = false, redo = false;
+        for (; tile < unmasked_tiles; tile++) {
+            hot = step(Masked<false>{}, true);
+            // Every warp is done with this buffer before the next load refills it; and when a warp
+            // left its tile to the masked step, the whole block leaves this loop (so every thread
+            // meets the same barriers).
+            if (__syncthreads_or(hot)) {
+                redo = true;
+                break;
+            }
+        }
+        // The rest in the masked loop. After a break its first tile is the one left: still in its
+        // buffer (the next load into that buffer comes after the next barrier), done over by the
+        // warps that left it.
+        for (; tile < kv_tiles; tile++) {
+            if (!redo || hot) {
+                step(Masked<true>{}, !redo);
+            }
+            redo = false;
+            __syncthreads();  // every warp is done with this buffer before the next load refills it
+        }
+    } else {
+        for (; tile < unmasked_tiles; tile++) {
+            step(Masked<false>{}, true);
+            __syncthreads();  // every warp is done with this buffer before the next load refills it
+        }
+        for (; tile < kv_tiles; tile++) {
+            step(Masked<true>{}, true);
+            __syncthreads();
+        }
     }
 
     write_rows<T, NO>(o, m, l, my_row, t, b, h, q_valid, out, lse, s);
@@ -792,8 +906,7 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     constexpr int NS = BN / 8;    // 8-key column blocks of S
     constexpr int NO = DMAX / 8;  // 8-column blocks of the output
     SEQK_DYNAMIC_SHARED(float, smem);
-    float* const k_tile[2] = {smem, smem + BN * LD};
-    float* const v_tile[2] = {smem + 2 * BN * LD, smem + 3 * BN * LD};
+    const PointerBuffers<float> buffers(smem, BN * LD);
 
     const TileBlock blk = tile_block(s, key_lengths, query_lengths);
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
@@ -827,12 +940,12 @@ __device__ void attn_fwd_tf32(const float* q, const float* k, const float* v, fl
     int ksteps = (d + 7) / 8;
     int oblocks = (dv + 7) / 8;
 
-    first_kv_tile<float, float, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, kv_tiles, vec);
+    first_kv_tile<float, float, BN, LD, false>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
     for (long long tile = 0; tile < kv_tiles; tile++) {
         int buf = static_cast<int>(tile % 2);
-        next_kv_tile<float, float, BN, LD, false>(k_tile, v_tile, k, v, s, blk, key_end, tile, kv_tiles, vec);
-        const float* kt = k_tile[buf];
-        const float* vt = v_tile[buf];
+        next_kv_tile<float, float, BN, LD, false>(buffers, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        const float* kt = buffers.k(buf);
+        const float* vt = buffers.v(buf);
         long long j0 = tile * BN;
 
         float sc[NS][4];

@@ -62,6 +62,8 @@ struct Site {
 #define SEQK_EMU_SITE_VALUE (::seqk_emu::Site{site_file, site_line})
 
 void syncthreads(Site site);
+/** __syncthreads_or: the barrier, then whether any thread of the block passed a nonzero predicate. */
+int syncthreads_or(int predicate, Site site);
 /** __threadfence: a sequentially consistent fence (in the runtime: the kernels' tsan build may not fence itself). */
 void thread_fence();
 void syncwarp(unsigned mask, Site site);
@@ -147,6 +149,10 @@ static constexpr int warpSize = 32;
 
 inline void __syncthreads(SEQK_EMU_SITE) {
     ::seqk_emu::syncthreads(SEQK_EMU_SITE_VALUE);
+}
+
+inline int __syncthreads_or(int predicate, SEQK_EMU_SITE) {
+    return ::seqk_emu::syncthreads_or(predicate, SEQK_EMU_SITE_VALUE);
 }
 
 // A real fence (blocks of a cooperative launch run on OS threads of their own; kernels pair it

@@ -410,6 +410,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
     unsigned n = block.x * block.y * block.z;
     b.fibers.assign(n, Fiber{});
     b.barrier_waiting = 0;
+    b.barrier_or = b.barrier_or_result = false;
     b.grid_waiting = 0;
     b.done = 0;
     b.fault.clear();
@@ -487,6 +488,8 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
             for (Fiber& f : b.fibers) {
                 f.state = State::Runnable;
             }
+            b.barrier_or_result = b.barrier_or;
+            b.barrier_or = false;
             b.barrier_waiting = 0;
             b.epoch++;
             released = true;
@@ -571,6 +574,12 @@ void syncthreads(Site site) {
     t_fiber->state = State::AtBarrier;
     t_block->barrier_waiting++;
     yield_to_scheduler();
+}
+
+int syncthreads_or(int predicate, Site site) {
+    t_block->barrier_or = t_block->barrier_or || predicate != 0;
+    syncthreads(site);
+    return t_block->barrier_or_result ? 1 : 0;
 }
 
 void thread_fence() {

@@ -144,6 +144,8 @@ struct Block {
     std::vector<Fiber> fibers;
     ucontext_t scheduler;
     unsigned barrier_waiting = 0;
+    bool barrier_or = false;       // __syncthreads_or: the predicates posted to the open barrier
+    bool barrier_or_result = false;  // ... and their OR when it was released, read by each thread as it resumes
     unsigned grid_waiting = 0;
     GridBarrier* grid = nullptr;  // set for cooperative launches
     unsigned done = 0;

@@ -142,6 +142,21 @@ __device__ inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const u
     emu_detail::mma_m16n8k8_tf32(d, a, b, c, SEQK_EMU_SITE_VALUE);
 }
 
+/** The emulator's SharedAddr (cuda/arch/mma.cuh): the pointer itself, advanced in bytes. */
+using SharedAddr = const unsigned char*;
+
+__device__ inline SharedAddr shared_addr(const void* p) { return static_cast<SharedAddr>(p); }
+
+template <int OFFSET>
+__device__ inline void ldmatrix_x4(uint32_t r[4], SharedAddr row, SEQK_EMU_SITE) {
+    emu_detail::ldmatrix(r, 4, false, row + OFFSET, SEQK_EMU_SITE_VALUE);
+}
+
+template <int OFFSET>
+__device__ inline void ldmatrix_x4_trans(uint32_t r[4], SharedAddr row, SEQK_EMU_SITE) {
+    emu_detail::ldmatrix(r, 4, true, row + OFFSET, SEQK_EMU_SITE_VALUE);
+}
+
 __device__ inline void ldmatrix_x4(uint32_t r[4], const void* shared_row, SEQK_EMU_SITE) {
     emu_detail::ldmatrix(r, 4, false, shared_row, SEQK_EMU_SITE_VALUE);
 }

@@ -78,6 +78,20 @@ final class AttentionGpu {
         return kernel.startsWith("attn_fwd_tc") && !bias && sixteenByteRows ? kernel + "_nobias" : kernel;
     }
 
+    /**
+     * Key rows per tile of a tiled forward instance (as cuda/attention.cu instantiates them): 64
+     * for the 16-bit kernels, but 32 for attn_fwd_tc128 with every option (its registers); 32 / 16
+     * for the TF32 kernels.
+     */
+    static int keysPerTile(String instance) {
+        return switch (instance) {
+            case "attn_fwd_tc64", "attn_fwd_tc64_nobias", "attn_fwd_tc128_nobias" -> 64;
+            case "attn_fwd_tc128", "attn_fwd_tf32x64" -> 32;
+            case "attn_fwd_tf32x128" -> 16;
+            default -> throw new IllegalArgumentException("not a tiled forward instance: " + instance);
+        };
+    }
+
     /** The forward kernel's name (without the dtype suffix): the selection rule in the class comment. */
     static String forwardKernel(DType dt, int headDim, int valueDim, int computeMajor, KernelChoice choice, boolean allowTf32) {
         boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
@@ -320,12 +334,14 @@ final class AttentionGpu {
         String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, allowTf32);
         if (!kernel.equals("attn_fwd")) {
             int dmax = kernel.endsWith("64") ? 64 : 128;
+            boolean vec = sixteenByteRows(g, sv.k(), sv.v());
+            boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
+            String instance = tcInstance(kernel, bias, vec);
+            int keysPerTile = keysPerTile(instance);
             int shared;
-            if (dt == DType.F32) {  // tf32: keys per tile 32 / 16, rows padded by 4 floats, plus each warp's 16 rows of P
-                int keysPerTile = dmax == 64 ? 32 : 16;
+            if (dt == DType.F32) {  // tf32: rows padded by 4 floats, plus each warp's 16 rows of P
                 shared = 2 * 2 * keysPerTile * (dmax + 4) * 4 + 4 * 16 * (keysPerTile + 4) * 4;
-            } else {  // fp16/bf16: keys per tile 64 / 32, rows padded by 8 elements
-                int keysPerTile = dmax == 64 ? 64 : 32;
+            } else {  // fp16/bf16: rows padded by 8 elements
                 shared = 2 * 2 * keysPerTile * (dmax + 8) * 2;
             }
             long blocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
@@ -335,9 +351,7 @@ final class AttentionGpu {
             if (blocks == 0) {
                 return;  // no query row (batch, heads or Lq 0): out and lse have no element
             }
-            boolean vec = sixteenByteRows(g, sv.k(), sv.v());
-            boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
-            driver.launch(fn(tcInstance(kernel, bias, vec), dt), Dim3.of((int) blocks), Dim3.of(128), shared, stream, new KernelArgs()
+            driver.launch(fn(instance, dt), Dim3.of((int) blocks), Dim3.of(128), shared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
                     .pointer(sv.lse().pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                     .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))

@@ -145,6 +145,23 @@ class AttentionGpuTest {
     }
 
     /**
+     * Key rows per tile of each tiled forward instance, as cuda/attention.cu instantiates them (the
+     * launch's shared memory follows; a tile larger than the launch's shared memory is an emulator
+     * fault in every test that runs it): 64, but 32 for attn_fwd_tc128 with every option, 64 for
+     * its no-bias instance; TF32 32 / 16.
+     */
+    @Test
+    void keysPerTileOfEachForwardInstance() {
+        assertEquals(64, AttentionGpu.keysPerTile("attn_fwd_tc64"));
+        assertEquals(64, AttentionGpu.keysPerTile("attn_fwd_tc64_nobias"));
+        assertEquals(32, AttentionGpu.keysPerTile("attn_fwd_tc128"));
+        assertEquals(64, AttentionGpu.keysPerTile("attn_fwd_tc128_nobias"));
+        assertEquals(32, AttentionGpu.keysPerTile("attn_fwd_tf32x64"));
+        assertEquals(16, AttentionGpu.keysPerTile("attn_fwd_tf32x128"));
+        assertThrows(IllegalArgumentException.class, () -> AttentionGpu.keysPerTile("attn_fwd"), "v1 has no tiles");
+    }
+
+    /**
      * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128; D = 40, Dv = 24;
      * D = 64, Dv = 40) and element loads (D = 36, Dv = 20), several query and key tiles (unmasked
      * ones before masked ones), causal alignments, lengths, GQA and an additive mask; both instances. Each against the double reference by the tolerance table and by
