@@ -236,6 +236,26 @@ extern "C" __global__ void selftest_ldmatrix_x4_trans(const uint16_t* M, uint32_
 }
 SEQK_KERNEL(selftest_ldmatrix_x4_trans);
 
+// cp_async_16_or_zeros: one warp; lane l's 16 bytes of shared memory (4 floats, first set to -1)
+// receive in[4l..4l+3] when l is even and zeros when odd (whose source, in's start, is not read);
+// out[4l..4l+3] = what landed. Dynamic shared memory of 32 * 4 floats.
+extern "C" __global__ void selftest_cp_async_or_zeros(const float* in, float* out) {
+    SEQK_DYNAMIC_SHARED(float, buf);
+    unsigned lane = seqk::arch::lane_id();
+    for (int i = 0; i < 4; i++) {
+        buf[lane * 4 + i] = -1.0f;
+    }
+    __syncthreads();  // the -1s are in place before any copy lands
+    bool copy = lane % 2 == 0;
+    seqk::arch::cp_async_16_or_zeros(buf + lane * 4, copy ? in + lane * 4 : in, copy);
+    seqk::arch::cp_async_commit();
+    seqk::arch::cp_async_wait<0>();
+    for (int i = 0; i < 4; i++) {
+        out[lane * 4 + i] = buf[lane * 4 + i];
+    }
+}
+SEQK_KERNEL(selftest_cp_async_or_zeros);
+
 // Bug: reads shared memory filled by cp.async without waiting for it. One warp; dynamic shared
 // memory of 32 * 4 floats. The emulator reports the read (and, with the checks off, it reads poison).
 extern "C" __global__ void selftest_cp_async_missing_wait(const float* in, float* out) {

@@ -191,9 +191,10 @@ __device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint3
  * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
  * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec`, else element
  * by element. VEC: an instance that the host launches only with 16-byte rows (D and Dv multiples
- * of 8, unit column stride, 16-byte aligned rows): every chunk of the DMAX columns is a cp.async
- * or a 16-byte store of zeros, the chunk count a constant (no division) and the row offsets
- * 32-bit where they can be.
+ * of 8, unit column stride, 16-byte aligned rows): every chunk of the DMAX columns is one
+ * cp.async, of 16 bytes or of zeros (past the rows or columns), in a constant number of passes
+ * unrolled (each thread the same chunk column every pass: no division, no branch, addresses
+ * bumped by a constant).
  */
 template <typename T, typename R, int BN, int LD, bool VEC, int DMAX = 0>
 __device__ __forceinline__ void load_tile(R* dst, const T* src, const long long* st, long long b, long long kvh, long long j0,
@@ -201,18 +202,23 @@ __device__ __forceinline__ void load_tile(R* dst, const T* src, const long long*
     constexpr int PER_CHUNK = 16 / sizeof(T);
     if constexpr (VEC) {
         static_assert(sizeof(T) == sizeof(R) && DMAX > 0 && DMAX % PER_CHUNK == 0, "16-bit rows in whole chunks");
-        constexpr int CHUNKS = DMAX / PER_CHUNK;  // per row
-        const T* rows0 = src + b * st[0] + kvh * st[1];
-        const int first = static_cast<int>(j0), live = static_cast<int>(rows - j0);  // rows of this tile that exist (may be <= 0 or > BN)
-        SEQK_NO_UNROLL
-        for (unsigned c = threadIdx.x; c < BN * CHUNKS; c += WARPS * 32) {
-            int r = static_cast<int>(c / CHUNKS), e = static_cast<int>(c % CHUNKS) * PER_CHUNK;
-            R* d = dst + r * LD + e;
-            if (r < live && e < cols) {
-                seqk::arch::cp_async_16(d, rows0 + (first + r) * st[2] + e);
-            } else {
-                *reinterpret_cast<float4*>(d) = float4{0.0f, 0.0f, 0.0f, 0.0f};
-            }
+        constexpr int CHUNKS = DMAX / PER_CHUNK;                   // per row
+        constexpr int ROWS_PER_PASS = WARPS * 32 / CHUNKS, PASSES = BN / ROWS_PER_PASS;
+        static_assert(WARPS * 32 % CHUNKS == 0 && BN % ROWS_PER_PASS == 0, "every thread copies the same chunk column each pass");
+        // This thread's chunk: row r0 + p ROWS_PER_PASS in pass p, columns e..e + PER_CHUNK - 1.
+        const int r0 = static_cast<int>(threadIdx.x) / CHUNKS, e = static_cast<int>(threadIdx.x) % CHUNKS * PER_CHUNK;
+        const int live = static_cast<int>(rows - j0);  // rows of this tile that exist (may be <= 0 or > BN)
+        const bool column = e < cols;
+        const T* const first_row = src + b * st[0] + kvh * st[1];  // exists: a tile is loaded only when the keys do
+        const T* from = first_row + (j0 + r0) * st[2] + e;
+        const long long pass_stride = ROWS_PER_PASS * st[2];
+        R* to = dst + r0 * LD + e;
+        SEQK_UNROLL
+        for (int p = 0; p < PASSES; p++) {
+            bool copy = column && r0 + p * ROWS_PER_PASS < live;
+            seqk::arch::cp_async_16_or_zeros(to, copy ? from : first_row, copy);
+            from += pass_stride;
+            to += ROWS_PER_PASS * LD;
         }
         return;
     }
@@ -701,6 +707,7 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     // hold zeros, so the sums are unchanged and the loop has no branches (FlashAttention-2 pads
     // head dimensions likewise); GENERAL skips them at run time.
     const int ksteps = VEC ? KS : (d + 15) / 16;
+    const bool live[2] = {my_row[0] < q_valid, my_row[1] < q_valid};
     const int oblocks = VEC ? NO : (dv + 7) / 8;
 
     long long tile = 0;
@@ -728,7 +735,10 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
 
         float tile_max[2];
         scale_scores<NS, MASK>(sc, tile_max, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);
-        if (!MASK && LEAVE_HOT && seqk::arch::any(0xffffffffu, tile_max[0] == INFINITY || tile_max[1] == INFINITY)) {
+        // Rows past the query length are written as zeros whatever they sum (a +inf there runs the
+        // update below to NaN harmlessly), so junk in them never sends the block to the masked loop.
+        if (!MASK && LEAVE_HOT
+            && seqk::arch::any(0xffffffffu, (live[0] && tile_max[0] == INFINITY) || (live[1] && tile_max[1] == INFINITY))) {
             return true;
         }
         softmax_update<NS, NO, MASK || !LEAVE_HOT>(sc, o, m, l, tile_max);

@@ -72,8 +72,11 @@ void warp_exchange(unsigned mask, uint64_t value, uint64_t out[32], Site site);
 /** The same for up to kWideBytes per lane: lane l's bytes land at all + l * bytes. */
 constexpr unsigned kWideBytes = 64;
 void warp_exchange_wide(unsigned mask, const void* value, unsigned bytes, void* all, Site site);
-/** cp.async: queued per thread; lands at cp_async_wait (or when the thread ends), or at issue by schedule. */
-void cp_async(void* shared_dst, const void* global_src, unsigned bytes);
+/**
+ * cp.async: queued per thread; lands at cp_async_wait (or when the thread ends), or at issue by
+ * schedule. Reads src_bytes (<= bytes) of the source and fills the rest of the bytes with zeros.
+ */
+void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes);
 void cp_async_commit();
 void cp_async_wait(int pending_groups_allowed);
 /** Cooperative launches: every thread of every block arrives before any continues. */

@@ -483,7 +483,7 @@ void access(const void* p, unsigned size, bool write, bool atomic, const void* s
     if (write) {
         for (const PendingCopy& c : f->copies) {  // the thread's own copies still read their sources
             uintptr_t src = reinterpret_cast<uintptr_t>(c.src);
-            if (a < src + c.bytes && src < a + size) {
+            if (a < src + c.src_bytes && src < a + size) {
                 fault(format("thread %u writes %u bytes at 0x%lx, the source of a cp.async it has not waited for "
                              "(issued at %s), at %s",
                              f->coords.linear, size, static_cast<unsigned long>(a), site_name(c.site).c_str(),
@@ -561,7 +561,7 @@ void hazards_cover(Block& b, size_t bytes) {
     }
 }
 
-void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, const void* site) {
+void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, unsigned src_bytes, const void* site) {
     Fiber* f = t_fiber;
     Block& b = *t_block;
     uintptr_t d = reinterpret_cast<uintptr_t>(dst);
@@ -577,7 +577,9 @@ void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, const vo
     if (!g_checking) {
         return;
     }
-    access(src, bytes, false, false, site);
+    if (src_bytes > 0) {
+        access(src, src_bytes, false, false, site);
+    }
     shared_access(b, *f, d - arena, bytes, true, false, site);
     for (size_t g = (d - arena) / kGranule; g <= (d - arena + bytes - 1) / kGranule; g++) {
         b.shadow[g].pending = true;
@@ -593,7 +595,9 @@ void hazards_cp_async_waited(Fiber& f, size_t count) {
     for (size_t i = 0; i < count; i++) {
         // The copy reads its source at some time before the wait: checked again now, so a write
         // another thread made to it since the issue is a race too.
-        access(f.copies[i].src, f.copies[i].bytes, false, false, f.copies[i].site);
+        if (f.copies[i].src_bytes > 0) {
+            access(f.copies[i].src, f.copies[i].src_bytes, false, false, f.copies[i].site);
+        }
         size_t offset = reinterpret_cast<uintptr_t>(f.copies[i].dst) - arena;
         for (size_t g = offset / kGranule; g <= (offset + f.copies[i].bytes - 1) / kGranule; g++) {
             WordShadow& w = b.shadow[g];

@@ -149,11 +149,17 @@ struct Schedule {
     bool land_at_issue = false;  // cp.async copies land when issued (else when waited for)
 } g_schedule;
 
+/** A cp.async's effect: its source bytes, then zeros up to its size. */
+void land(const PendingCopy& c) {
+    std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+}
+
 void perform_copies(Fiber& f, size_t count) {
     hazards_cp_async_waited(f, count);
     for (size_t i = 0; i < count; i++) {
         if (!f.copies[i].landed) {
-            std::memcpy(f.copies[i].dst, f.copies[i].src, f.copies[i].bytes);
+            land(f.copies[i]);
         }
     }
     f.copies.erase(f.copies.begin(), f.copies.begin() + static_cast<long>(count));
@@ -643,17 +649,20 @@ void syncwarp(unsigned mask, Site site) {
     exchange(mask, nullptr, 0, nullptr, site, true);
 }
 
-void cp_async(void* shared_dst, const void* global_src, unsigned bytes) {
+void cp_async(void* shared_dst, const void* global_src, unsigned bytes, unsigned src_bytes) {
     if (reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0 || reinterpret_cast<uintptr_t>(global_src) % bytes != 0) {
         kernel_error("cp.async addresses must be aligned to the copy size");
     }
-    const void* site = __builtin_return_address(0);
-    hazards_cp_async_issue(shared_dst, global_src, bytes, site);
-    bool land = g_schedule.land_at_issue;
-    if (land) {
-        std::memcpy(shared_dst, global_src, bytes);
+    if (src_bytes > bytes) {
+        kernel_error("cp.async's source size exceeds its copy size");
     }
-    t_fiber->copies.push_back(PendingCopy{shared_dst, global_src, bytes, land, site});
+    const void* site = __builtin_return_address(0);
+    hazards_cp_async_issue(shared_dst, global_src, bytes, src_bytes, site);
+    PendingCopy copy{shared_dst, global_src, bytes, src_bytes, g_schedule.land_at_issue, site};
+    if (copy.landed) {
+        land(copy);
+    }
+    t_fiber->copies.push_back(copy);
 }
 
 void cp_async_commit() {

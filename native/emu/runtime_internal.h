@@ -116,6 +116,7 @@ struct PendingCopy {
     void* dst;
     const void* src;
     unsigned bytes;
+    unsigned src_bytes;  // read from src; the rest of the bytes are zeros (cp.async's src-size)
     bool landed;       // copied already (the "land at issue" schedule); the wait only ends its hazard window
     const void* site;  // the cp.async in kernel code
 };
@@ -205,7 +206,7 @@ void hazards_begin_block(Block& b);
 /** The arena's first `bytes` are in use (a static array was handed out): the shadow covers them. */
 void hazards_cover(Block& b, size_t bytes);
 /** cp.async of `bytes` from `src` (global) to `dst` (shared) issued by the running fiber at `site`. */
-void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, const void* site);
+void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, unsigned src_bytes, const void* site);
 /** The running fiber's cp.async copies up to `count` have been waited for: their hazard windows end. */
 void hazards_cp_async_waited(Fiber& f, size_t count);
 /** A __syncwarp named `mask` in the warp at warp_base completed: orders the named lanes' accesses before and after. */

@@ -9,7 +9,11 @@ namespace seqk {
 namespace arch {
 
 __device__ inline void cp_async_16(void* shared_dst, const void* global_src) {
-    ::seqk_emu::cp_async(shared_dst, global_src, 16);
+    ::seqk_emu::cp_async(shared_dst, global_src, 16, 16);
+}
+
+__device__ inline void cp_async_16_or_zeros(void* shared_dst, const void* global_src, bool copy) {
+    ::seqk_emu::cp_async(shared_dst, global_src, 16, copy ? 16 : 0);
 }
 
 __device__ inline void cp_async_commit() { ::seqk_emu::cp_async_commit(); }

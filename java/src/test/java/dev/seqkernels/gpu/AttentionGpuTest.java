@@ -22,8 +22,13 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import static dev.seqkernels.gpu.RecurrentGpuTest.check;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -145,19 +150,29 @@ class AttentionGpuTest {
     }
 
     /**
-     * Key rows per tile of each tiled forward instance, as cuda/attention.cu instantiates them (the
-     * launch's shared memory follows; a tile larger than the launch's shared memory is an emulator
-     * fault in every test that runs it): 64, but 32 for attn_fwd_tc128 with every option, 64 for
-     * its no-bias instance; TF32 32 / 16.
+     * Key rows per tile of each tiled forward instance (which sizes the launch's shared memory) are
+     * the ones cuda/attention.cu instantiates: its SEQK_ATTENTION_TC(suffix, T, DMAX, BN, BN_NOBIAS)
+     * and SEQK_ATTENTION_TF32(DMAX, BN) lines, read from the source. A tile larger than the launch's
+     * shared memory would also be an emulator fault; a smaller one would go unnoticed but for this.
      */
     @Test
-    void keysPerTileOfEachForwardInstance() {
-        assertEquals(64, AttentionGpu.keysPerTile("attn_fwd_tc64"));
-        assertEquals(64, AttentionGpu.keysPerTile("attn_fwd_tc64_nobias"));
-        assertEquals(32, AttentionGpu.keysPerTile("attn_fwd_tc128"));
-        assertEquals(64, AttentionGpu.keysPerTile("attn_fwd_tc128_nobias"));
-        assertEquals(32, AttentionGpu.keysPerTile("attn_fwd_tf32x64"));
-        assertEquals(16, AttentionGpu.keysPerTile("attn_fwd_tf32x128"));
+    void keysPerTileOfEachForwardInstanceAreTheSourcesTiles() throws IOException {
+        String source = Files.readString(Path.of(System.getProperty("seqkernels.root", "..")).resolve("cuda/attention.cu"));
+        Matcher tc = Pattern.compile("(?m)^SEQK_ATTENTION_TC\\(\\w+, [\\w:]+, (\\d+), (\\d+), (\\d+)\\);").matcher(source);
+        int instances = 0;
+        while (tc.find()) {
+            String kernel = "attn_fwd_tc" + tc.group(1);
+            assertEquals(Integer.parseInt(tc.group(2)), AttentionGpu.keysPerTile(kernel), kernel);
+            assertEquals(Integer.parseInt(tc.group(3)), AttentionGpu.keysPerTile(kernel + "_nobias"), kernel + "_nobias");
+            instances += 2;
+        }
+        Matcher tf32 = Pattern.compile("(?m)^SEQK_ATTENTION_TF32\\((\\d+), (\\d+)\\);").matcher(source);
+        while (tf32.find()) {
+            String kernel = "attn_fwd_tf32x" + tf32.group(1);
+            assertEquals(Integer.parseInt(tf32.group(2)), AttentionGpu.keysPerTile(kernel), kernel);
+            instances++;
+        }
+        assertEquals(2 * 2 * 2 + 2, instances, "the 16-bit instances (two dtypes, two sizes, two each) and the TF32 ones, found in the source");
         assertThrows(IllegalArgumentException.class, () -> AttentionGpu.keysPerTile("attn_fwd"), "v1 has no tiles");
     }
 

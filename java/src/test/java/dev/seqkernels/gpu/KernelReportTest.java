@@ -78,8 +78,9 @@ class KernelReportTest {
      * loop, one S = q k^T and one P v per tile and nothing else with an mma (the masked loop's
      * recompute path is not in it): (DMAX/16)(BN/8) + (BN/16)(DMAX/8) = 64 at 64/64 and 128/32,
      * 128 for the no-bias instance at 128 (key tiles of 64). The no-bias instances meet the
-     * static target of issue 13: at most 8 PTX instructions per mma over the whole loop body,
-     * every path (FlashAttention-2's forward: about 3-3.5 SASS instructions per HMMA); the TF32
+     * static target of issue 13: at most 8 PTX instructions per mma, each instruction of the loop
+     * body counted once, every path (their loop bodies hold no inner loop: the tile loads are
+     * unrolled). PTX, not SASS (FlashAttention-2's forward: about 3-3.5 SASS per HMMA). The TF32
      * kernel's one loop holds all its mma; the SIMT kernels have none.
      */
     @Test

@@ -451,28 +451,38 @@ class NanPropagationTest {
     }
 
     /**
-     * +inf scores first met in a tile no mask touches, past the first, by one warp of the block: the
-     * tensor-core forward's unmasked loop leaves such a tile to its masked step, which does it over
-     * for that warp (the others keep theirs) and takes the tiles after it. No mask, full lengths,
-     * 64 query rows (one block of 4 warps), 200 keys (3 tiles of 64 without a mask, then 8 keys past
-     * the length's boundary). Row 20 of entry 0 (warp 1) has q = (+inf, 0, ...); k's column 0 is
-     * negative for keys 0..63 and nonzero after, so that row's scores are -inf in tile 0 and +inf
-     * first in tile 1: it is the mean v of its +inf keys, lse +inf, as in the reference. Every other
-     * row, and entry 1, stay the reference's finite values; the backward has the reference's NaN pattern.
+     * +inf scores first met in a tile no mask touches, past the first: the tensor-core forward's
+     * unmasked loop leaves such a tile to its masked step, which does it over for the warps that
+     * left it (the others keep theirs) and takes the tiles after it. No mask, full lengths, 64 query
+     * rows (one block of 4 warps). Hot rows have q = (+inf, 0, ...); k's column 0 is negative
+     * before the first hot key and nonzero after, so a hot row's scores are -inf before it and +inf
+     * at its positive keys after: it is the mean v of those keys, lse +inf, as in the reference.
+     * Every other row, and entry 1, stay the reference's finite values; the backward has the
+     * reference's NaN pattern. Two cases: 200 keys (3 tiles of 64 without a mask, then 8 keys past
+     * the length's boundary), hot from key 64 (tile 1) in row 20 (warp 1); and 192 keys (every tile
+     * unmasked: the masked loop has only the tile done over), hot from key 128 (the last tile) in
+     * rows 20 and 50 (warps 1 and 3).
      */
     @ParameterizedTest
     @EnumSource(value = AttnKernel.class, names = {"TC64_F16", "TC64_BF16", "TC128_BF16"})
     void infiniteScoresInATileNoMaskTouchesAreRedoneByTheMaskedStep(AttnKernel kernel) {
-        int qLen = 64, kvLen = 200, hotRow = 20;
+        redoneHotTile(kernel, 200, 64, 20);
+        redoneHotTile(kernel, 192, 128, 20, 50);
+    }
+
+    private static void redoneHotTile(AttnKernel kernel, int kvLen, int firstHotKey, int... hotRows) {
+        int qLen = 64;
         AttnRun run = AttnRun.of(kernel, qLen, kvLen, VALUE_DIM, CausalAlignment.NONE, new int[]{kvLen, kvLen}, new int[]{qLen, qLen});
-        for (int e = 0; e < kernel.headDim; e++) {
-            run.q.set(e == 0 ? Double.POSITIVE_INFINITY : 0.0, 0, 0, hotRow, e);
+        for (int row : hotRows) {
+            for (int e = 0; e < kernel.headDim; e++) {
+                run.q.set(e == 0 ? Double.POSITIVE_INFINITY : 0.0, 0, 0, row, e);
+            }
         }
         double[] mean = new double[VALUE_DIM];
         int hotKeys = 0;
         for (int j = 0; j < kvLen; j++) {
             double x = Math.abs(run.k.get(0, 0, j, 0)) + 0.5;
-            boolean hot = j >= 64 && run.k.get(0, 0, j, 0) >= 0;
+            boolean hot = j >= firstHotKey && run.k.get(0, 0, j, 0) >= 0;
             run.k.set(hot ? x : -x, 0, 0, j, 0);
             if (hot) {
                 hotKeys++;
@@ -481,16 +491,19 @@ class NanPropagationTest {
                 }
             }
         }
-        assertTrue(hotKeys > 0 && run.k.get(0, 0, 64, 0) != 0, run.tag() + ": tile 1 has +inf keys");
+        String tag = run.tag() + " (" + kvLen + " keys, hot from " + firstHotKey + ")";
+        assertTrue(hotKeys > 0, tag + ": the hot tiles have +inf keys");
         try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
             Tensor wantLse = want.lse().to(DType.F32);
-            assertEquals(Double.POSITIVE_INFINITY, wantLse.get(0, 0, hotRow), run.tag() + ": the reference's lse of the hot row");
-            for (int e = 0; e < VALUE_DIM; e++) {
-                assertEquals(mean[e] / hotKeys, want.out().get(0, 0, hotRow, e), 1e-9,
-                        run.tag() + ": the reference's hot row is its +inf keys' mean v");
+            for (int row : hotRows) {
+                assertEquals(Double.POSITIVE_INFINITY, wantLse.get(0, 0, row), tag + ": the reference's lse of hot row " + row);
+                for (int e = 0; e < VALUE_DIM; e++) {
+                    assertEquals(mean[e] / hotKeys, want.out().get(0, 0, row, e), 1e-9,
+                            tag + ": the reference's hot row " + row + " is its +inf keys' mean v");
+                }
             }
-            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
-            checkNan(run.tag() + " lse", got.lse(), wantLse, Compare.tolerance(DType.F32));
+            checkNan(tag + " out", got.out(), want.out(), kernel.tolerance());
+            checkNan(tag + " lse", got.lse(), wantLse, Compare.tolerance(DType.F32));
             checkBackwardNanPattern(run, got, want);
         }
     }

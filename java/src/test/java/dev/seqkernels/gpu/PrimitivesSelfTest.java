@@ -123,6 +123,20 @@ class PrimitivesSelfTest {
      * of matrix j (the transpose's row l / 4), matrix j being M's rows 8(j % 2).. at columns
      * 8(j / 2)..: what mma's B fragments of two 8-column blocks need.
      */
+    /** cp.async with a source size of 0 writes zeros (the tensor-core forward's rows past the tensor); with 16 it copies. */
+    @Test
+    void cpAsyncCopiesOrWritesZeros() {
+        Tensor in = data.tensor(DType.F32, 1, 128);
+        try (DeviceTensor din = DeviceTensor.of(driver, in); DeviceTensor dout = DeviceTensor.allocate(driver, DType.F32, 128)) {
+            driver.launch(driver.function(module, "selftest_cp_async_or_zeros"), Dim3.of(1), Dim3.of(32), 128 * 4, 0,
+                    new KernelArgs().pointer(din.pointer()).pointer(dout.pointer()));
+            Tensor got = dout.toHost();
+            for (int i = 0; i < 128; i++) {
+                assertEquals(i / 4 % 2 == 0 ? in.getFlat(i) : 0.0, got.getFlat(i), "element " + i);
+            }
+        }
+    }
+
     @Test
     void ldmatrixX4TransGivesTheTransposedFragments() {
         short[] m = new short[256];
