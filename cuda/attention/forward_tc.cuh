@@ -29,7 +29,10 @@ namespace {
 // block some of a warp's pairs P v goes through pv_tile_may_block so that a non-finite v at a
 // blocked key (0 x NaN) never reaches the row. Rows past the query length are dead when written.
 // Instances (TcInstance): GENERAL takes every option at run time; NO_BIAS has no explicit mask and
-// only 16-byte loads, so its masked loop holds only the length and causal tests.
+// only 16-byte loads, so its masked loop holds only the length and causal tests, and its unmasked
+// loop no branch at all: every k-step and column block of DMAX (zeros past D and Dv), loads as
+// unrolled cp.async of 16 bytes or zeros, and a tile whose scores reach +inf left to the masked
+// step (LEAVE_HOT in attn_fwd_tc). ldmatrix addresses are SharedAddr plus immediate offsets.
 // Loads: 16-byte cp.async when `vec` (the host checked: D and Dv multiples of 8, unit column
 // stride, row strides multiples of 8 elements, 16-byte aligned bases), else element by element;
 // columns and rows outside the tensor are written as zeros (never left as garbage: 0 * NaN).
