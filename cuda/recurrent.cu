@@ -13,7 +13,8 @@
 //   gh      [B, G*H]   f32   h W_hh^T for this step (no bias)
 //   bih,bhh [G*H]      f32   biases, or null
 //   lengths [B]        i32   steps t >= lengths[b] are skipped (state kept, output zero)
-//   raw     [T*B, G*H] f32   saved pre-activations (before clip) for backward
+//   raw     [T*B, G*H] f32   saved pre-activations (before clip) for backward; null in inference (every trace
+//                            buffer, raw, c_prev_save, c_new_save, hn_lin_save, h_prev_save, may be: nothing is saved)
 //   act*    kind, alpha, beta of the activations in ONNX order; kinds are Activation.Kind ordinals
 //   clip    > 0; +inf for none
 // Each step writes the new h (or, for an LSTM with projection, m = o * h(c)) of the valid batch

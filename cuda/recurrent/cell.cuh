@@ -40,6 +40,16 @@ __device__ __forceinline__ float load_or_zero(const T* p, long i) {
     return p == nullptr ? 0.0f : seqk::to_float(p[i]);
 }
 
+// The trace, what backward reads (the raw pre-activations, c_prev, c_new, h_prev, GRU's
+// h W_hn^T + b_hn), is written only where its buffer is given: an inference forward passes null
+// for each and saves nothing (RecurrentGpu.forwardOnStream). The branch is uniform across a launch.
+template <typename T>
+__device__ __forceinline__ void save(T* trace, long i, T v) {
+    if (trace != nullptr) {
+        trace[i] = v;
+    }
+}
+
 /** The (b, j) element of a [B, H] launch, or false past the end. */
 __device__ __forceinline__ bool element(int batch, int hidden, int& b, int& j) {
     long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;

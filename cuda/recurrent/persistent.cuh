@@ -16,7 +16,7 @@ namespace {
 // block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
 // wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
 // striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
-// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_prev, c_new, h_prev),
+// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_prev, c_new, h_prev; not in inference),
 // writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
 // another may still be reading) and the output, and the grid synchronizes before the next step.
 // Shared memory: (G*U*H + B*H + G*U*B) floats. Per step: 2*G*B*H*U flops per block; W_hh is read
@@ -110,7 +110,7 @@ __device__ void run_steps(const Slice& sl, float* h_buf, float* h_prev_save, flo
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             float hp = sl.hs[static_cast<long>(b) * hidden + j];
-            h_prev_save[row * hidden + j] = hp;
+            save(h_prev_save, row * hidden + j, hp);
             float* o = out + row * out_stride + out_offset + j;
             if (t >= lengths[b]) {
                 h_next[static_cast<long>(b) * hidden + j] = hp;
@@ -145,10 +145,10 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
                      float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind,
                                          g_alpha, g_beta, h_kind, h_alpha, h_beta, c);
                      for (int k = 0; k < 4; k++) {
-                         raw[row * gh4 + k * hidden + j] = pre[k];
+                         save(raw, row * gh4 + k * hidden + j, pre[k]);
                      }
-                     c_prev_save[row * hidden + j] = cp;
-                     c_new_save[row * hidden + j] = c;
+                     save(c_prev_save, row * hidden + j, cp);
+                     save(c_new_save, row * hidden + j, c);
                      c_state[static_cast<long>(b) * hidden + j] = c;
                      return h;
                  });
@@ -173,10 +173,10 @@ __device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, co
                      float pre_n;
                      float h = gru_cell(pre_r, pre_z, x_n, h_lin, 1, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,
                                         g_beta, pre_n);
-                     raw[row * gh3 + j] = pre_r;
-                     raw[row * gh3 + hidden + j] = pre_z;
-                     raw[row * gh3 + 2 * hidden + j] = pre_n;
-                     hn_lin_save[row * hidden + j] = h_lin;
+                     save(raw, row * gh3 + j, pre_r);
+                     save(raw, row * gh3 + hidden + j, pre_z);
+                     save(raw, row * gh3 + 2 * hidden + j, pre_n);
+                     save(hn_lin_save, row * hidden + j, h_lin);
                      return h;
                  });
 }

@@ -61,13 +61,21 @@ __device__ __forceinline__ void store4(S* p, const float in[4]) {
     *reinterpret_cast<Quad<S>*>(p) = q;
 }
 
+/** store4 at trace + i, unless the trace buffer is null (inference; cell.cuh's save). */
+template <typename S>
+__device__ __forceinline__ void save4(S* trace, long i, const float in[4]) {
+    if (trace != nullptr) {
+        store4(trace + i, in);
+    }
+}
+
 /**
- * Where a cell puts the new h of its quad. Unfused (h_prev_save null): h is hnew [B, H], which
- * step_commit (or the LSTM projection's GEMM) moves on. Fused: h is the state h_state [B, H] itself
- * (the step's GEMM has read it), and the cell does step_commit's work: h_prev_save [T*B, H] keeps
- * the incoming state of every entry; a valid entry's state and output row take the new h, an
- * entry past its length keeps its state and gets a zero output row (out [T, B, out_stride], this
- * direction at out_offset).
+ * Where a cell puts the new h of its quad. Unfused (out null): h is hnew [B, H], which step_commit
+ * (or the LSTM projection's GEMM) moves on. Fused: h is the state h_state [B, H] itself (the
+ * step's GEMM has read it), and the cell does step_commit's work: h_prev_save [T*B, H] (null in
+ * inference) keeps the incoming state of every entry; a valid entry's state and output row take
+ * the new h, an entry past its length keeps its state and gets a zero output row (out [T, B,
+ * out_stride], this direction at out_offset).
  */
 template <typename S>
 struct StepOut {
@@ -87,13 +95,15 @@ template <typename S>
 __device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int j0, int hidden, const float* h_new,
                                       const float* h_prev = nullptr) {
     S* h = o.h + static_cast<long>(b) * hidden + j0;
-    if (o.h_prev_save != nullptr) {
-        float loaded[4];
-        if (h_prev == nullptr) {
-            load4(h, loaded);
-            h_prev = loaded;
+    if (o.out != nullptr) {
+        if (o.h_prev_save != nullptr) {
+            float loaded[4];
+            if (h_prev == nullptr) {
+                load4(h, loaded);
+                h_prev = loaded;
+            }
+            store4(o.h_prev_save + row * hidden + j0, h_prev);
         }
-        store4(o.h_prev_save + row * hidden + j0, h_prev);
         const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         store4(o.out + row * o.out_stride + o.out_offset + j0, h_new != nullptr ? h_new : zero);
     }
@@ -160,10 +170,10 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
     }
     SEQK_UNROLL
     for (int g = 0; g < 4; g++) {
-        store4(raw + row * gh4 + g * hidden + j0, pre[g]);
+        save4(raw, row * gh4 + g * hidden + j0, pre[g]);
     }
-    store4(c_prev_save + row * hidden + j0, cp);
-    store4(c_new_save + row * hidden + j0, c_new);
+    save4(c_prev_save, row * hidden + j0, cp);
+    save4(c_new_save, row * hidden + j0, c_new);
     store4(c_state + static_cast<long>(b) * hidden + j0, c_new);
     put_h(o, row, b, j0, hidden, h_new);
 }
@@ -199,10 +209,10 @@ __device__ void gru_step(const float* gx, const float* gh, const float* bih, con
         h_new[u] = gru_cell(pre_r[u], pre_z[u], x[2][u] + bi[2][u], h_lin[u], 1, hp[u], clip, f_kind, f_alpha, f_beta, g_kind,
                             g_alpha, g_beta, pre_n[u]);
     }
-    store4(raw + row * gh3 + j0, pre_r);
-    store4(raw + row * gh3 + hidden + j0, pre_z);
-    store4(raw + row * gh3 + 2 * hidden + j0, pre_n);
-    store4(hn_lin_save + row * hidden + j0, h_lin);
+    save4(raw, row * gh3 + j0, pre_r);
+    save4(raw, row * gh3 + hidden + j0, pre_z);
+    save4(raw, row * gh3 + 2 * hidden + j0, pre_n);
+    save4(hn_lin_save, row * hidden + j0, h_lin);
     put_h(o, row, b, j0, hidden, h_new, hp);  // fused: hp is the state quad itself, already loaded
 }
 
@@ -226,7 +236,7 @@ __device__ void rnn_step(const float* gx, const float* gh, const float* bih, con
         pre[u] = x[u] + hh[u] + bi[u] + bh[u];
         h_new[u] = activate(f_kind, f_alpha, f_beta, clip_to(pre[u], clip));
     }
-    store4(raw + row * hidden + j0, pre);
+    save4(raw, row * hidden + j0, pre);
     put_h(o, row, b, j0, hidden, h_new);
 }
 

@@ -30,16 +30,17 @@ __device__ void lstm_step_v1(const float* gx, const float* gh, const float* bih,
     float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta,
                         h_kind, h_alpha, h_beta, c);
     for (int k = 0; k < 4; k++) {
-        raw[row * gh4 + k * hidden + j] = pre[k];
+        save(raw, row * gh4 + k * hidden + j, pre[k]);
     }
-    c_prev_save[row * hidden + j] = cp;
-    c_new_save[row * hidden + j] = c;
+    save(c_prev_save, row * hidden + j, cp);
+    save(c_new_save, row * hidden + j, c);
     c_state[static_cast<long>(b) * hidden + j] = c;
     hnew[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(h);
 }
 
 // GRU without linear-before-reset, first half of a step: r and z, and r*h for the W_hn GEMM.
-// gh holds h W_hr^T and h W_hz^T in its first 2H columns.
+// gh holds h W_hr^T and h W_hz^T in its first 2H columns. raw is never null here: gru_step_v1
+// reads r and z back from it (an inference forward gives it too, as scratch).
 template <typename T>
 __device__ void gru_reset_v1(const float* gx, const float* gh, const float* bih, const float* bhh, const T* h_state,
                              float* raw, T* reset_hidden, const int* lengths, int t, int batch, int hidden, float clip,
@@ -80,8 +81,8 @@ __device__ void gru_step_v1(const float* gx, const float* gh, const float* bih, 
         pre_r = gx[row * gh3 + j] + gh[static_cast<long>(b) * gh3 + j] + load_or_zero(bih, j) + load_or_zero(bhh, j);
         pre_z = gx[row * gh3 + hidden + j] + gh[static_cast<long>(b) * gh3 + hidden + j] + load_or_zero(bih, hidden + j)
                 + load_or_zero(bhh, hidden + j);
-        raw[row * gh3 + j] = pre_r;
-        raw[row * gh3 + hidden + j] = pre_z;
+        save(raw, row * gh3 + j, pre_r);
+        save(raw, row * gh3 + hidden + j, pre_z);
     } else {
         pre_r = raw[row * gh3 + j];
         pre_z = raw[row * gh3 + hidden + j];
@@ -89,12 +90,12 @@ __device__ void gru_step_v1(const float* gx, const float* gh, const float* bih, 
     float h_lin = gh[static_cast<long>(b) * gh3 + 2 * hidden + j] + load_or_zero(bhh, 2 * hidden + j);
     float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
     if (linear_before_reset) {
-        hn_lin_save[row * hidden + j] = h_lin;
+        save(hn_lin_save, row * hidden + j, h_lin);
     }
     float pre_n;
     float h = gru_cell(pre_r, pre_z, x_n, h_lin, linear_before_reset, seqk::to_float(h_state[hb]), clip, f_kind, f_alpha,
                        f_beta, g_kind, g_alpha, g_beta, pre_n);
-    raw[row * gh3 + 2 * hidden + j] = pre_n;
+    save(raw, row * gh3 + 2 * hidden + j, pre_n);
     hnew[hb] = seqk::from_float<T>(h);
 }
 
@@ -109,11 +110,11 @@ __device__ void rnn_step_v1(const float* gx, const float* gh, const float* bih, 
     }
     long row = static_cast<long>(t) * batch + b;
     float pre = gx[row * hidden + j] + gh[static_cast<long>(b) * hidden + j] + load_or_zero(bih, j) + load_or_zero(bhh, j);
-    raw[row * hidden + j] = pre;
+    save(raw, row * hidden + j, pre);
     hnew[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(activate(f_kind, f_alpha, f_beta, clip_to(pre, clip)));
 }
 
-// End of a step, for every element of [B, P]: saves the incoming state (h_prev_save [T*B, P]),
+// End of a step, for every element of [B, P]: saves the incoming state (h_prev_save [T*B, P], or null),
 // then for valid entries moves hnew into the state and the output, and writes zero output for
 // entries past their length. out is [T, B, out_stride] with this direction at out_offset.
 template <typename T>
@@ -125,7 +126,7 @@ __device__ void step_commit_v1(const T* hnew, T* h_state, T* h_prev_save, T* out
     }
     long hb = static_cast<long>(b) * state + j;
     long row = static_cast<long>(t) * batch + b;
-    h_prev_save[row * state + j] = h_state[hb];
+    save(h_prev_save, row * state + j, h_state[hb]);
     T* o = out + row * out_stride + out_offset + j;
     if (t < lengths[b]) {
         h_state[hb] = hnew[hb];

@@ -61,6 +61,16 @@ public interface Backend {
         return recurrentForward(config, params, x, h0, c0, lengths);
     }
 
+    /**
+     * {@link #recurrentForward} for inference: the result is never differentiated, so a backend may
+     * skip saving what backward needs (the GPU path's cells write no trace). Its saved state, if
+     * any, is released by the op. The default is the training forward.
+     */
+    default RecurrentResult recurrentInference(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared, Tensor x,
+                                               Tensor h0, Tensor c0, int[] lengths) {
+        return recurrentForward(config, params, prepared, x, h0, c0, lengths);
+    }
+
     /** {@link #recurrentBackward} with the parameters' prepared form (null: none). */
     default RecurrentGradients recurrentBackward(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared,
                                                  RecurrentResult forward, Tensor dOutput, Tensor dHn, Tensor dCn) {

@@ -159,9 +159,10 @@ public final class DeviceRecurrent {
         }
 
         /**
-         * Keep nothing for backward: the result cannot be differentiated. (The kernels still write the
-         * per-step traces, and a device call frees nothing while it runs, so they live until the
-         * result is closed.)
+         * Keep nothing for backward: the result cannot be differentiated. No per-step trace is
+         * allocated and the cells write none, so the call's device memory is its outputs and the
+         * working buffers (a device call frees nothing while it runs: they live until the result is
+         * closed).
          */
         public Call inference() {
             inference = true;

@@ -53,7 +53,7 @@ public final class GpuBackend implements Backend {
     @Override
     public RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, Tensor x, Tensor h0,
                                             Tensor c0, int[] lengths) {
-        return recurrent.forward(config, params, null, x, h0, c0, lengths);
+        return recurrent.forward(config, params, null, x, h0, c0, lengths, true);
     }
 
     @Override
@@ -70,7 +70,14 @@ public final class GpuBackend implements Backend {
     @Override
     public RecurrentResult recurrentForward(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared, Tensor x,
                                             Tensor h0, Tensor c0, int[] lengths) {
-        return recurrent.forward(config, params, prepared, x, h0, c0, lengths);
+        return recurrent.forward(config, params, prepared, x, h0, c0, lengths, true);
+    }
+
+    /** The forward without the trace: the cells save nothing, and nothing stays on the device. */
+    @Override
+    public RecurrentResult recurrentInference(RecurrentConfig config, Map<String, Tensor> params, AutoCloseable prepared, Tensor x,
+                                              Tensor h0, Tensor c0, int[] lengths) {
+        return recurrent.forward(config, params, prepared, x, h0, c0, lengths, false);
     }
 
     @Override

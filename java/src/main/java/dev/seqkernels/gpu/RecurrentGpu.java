@@ -219,8 +219,13 @@ final class RecurrentGpu {
         return p;
     }
 
+    /**
+     * The host forward: inputs uploaded, {@link #forwardOnStream} on stream 0, outputs downloaded.
+     * Training keeps the saved state (and the buffers it reads) for backward; inference
+     * ({@code training} false) computes no trace and frees everything before returning.
+     */
     RecurrentResult forward(RecurrentConfig c, Map<String, Tensor> params, AutoCloseable preparedWeights, Tensor x, Tensor h0,
-                            Tensor c0, int[] lengths) {
+                            Tensor c0, int[] lengths, boolean training) {
         PreparedCopies prepared = preparedHere(preparedWeights);
         DType dt = x.dtype();
         suffix(dt);
@@ -234,7 +239,7 @@ final class RecurrentGpu {
             DType state = stateType(dt, stepChoice);
             ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : temp.upload(h0, state),
                     c0 == null ? null : temp.upload(c0, DType.F32), scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
-            ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0);
+            ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0, training);
             Tensor hn = results.keep(download(o.hn(), dt));
             Tensor cn = results.keep(o.cn() == null ? null : download(o.cn(), dt));
             Tensor output = results.keep(Tensor.allocate(dt, steps, batch, c.outputSize()));
@@ -245,6 +250,9 @@ final class RecurrentGpu {
                 }
             }
             temp.close();
+            if (!training) {
+                scope.close();
+            }
             results.handOver();
             return new RecurrentResult(output, hn, cn, o.saved());
         } catch (RuntimeException e) {
@@ -264,7 +272,7 @@ final class RecurrentGpu {
 
     /**
      * A forward's results on the device: output [T, B, out] (time-major) and hn [slots, B, P] in the
-     * {@link #stateType}, cn [slots, B, H] in F32 or null, and what backward needs.
+     * {@link #stateType}, cn [slots, B, H] in F32 or null, and what backward needs (null in inference).
      */
     record ForwardOutputs(DeviceTensor output, DeviceTensor hn, DeviceTensor cn, Saved saved) {
     }
@@ -274,16 +282,20 @@ final class RecurrentGpu {
      * after the work already there, nothing waited for: what backward needs goes into {@code keep}
      * (the Saved it returns owns it), everything else, outputs included, into {@code temp}. The
      * host path passes stream 0 and a temp it frees after downloading; the device path passes the
-     * caller's stream and the result's scope as both.
+     * caller's stream and the result's scope as both. Inference ({@code training} false) allocates
+     * no trace and the cells write none (they skip a null trace buffer; GRU's split form still
+     * gets raw, which its second kernel reads r and z from); it returns no Saved.
      */
     ForwardOutputs forwardOnStream(RecurrentConfig c, Map<String, Tensor> params, PreparedCopies prepared, DType dt, int steps,
-                                   int batch, ForwardInputs in, DeviceScope keep, DeviceScope temp, long stream) {
+                                   int batch, ForwardInputs in, DeviceScope keep, DeviceScope temp, long stream,
+                                   boolean training) {
         int nd = c.numDirections();
         int p = c.stateSize();
         int h = c.hiddenSize();
         int gh = c.cell().gates() * h;
         int slots = c.numLayers() * nd;
         boolean lstm = c.cell() == CellType.LSTM;
+        boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
         DType state = stateType(dt, stepChoice);
         DeviceTensor input = in.input();
         DeviceTensor hn = temp.allocate(state, slots, batch, p);
@@ -293,7 +305,7 @@ final class RecurrentGpu {
         for (int layer = 0; layer < c.numLayers(); layer++) {
             layerInputs.add(input);
             int inWidth = c.layerInputSize(layer);
-            DeviceTensor out = keep.allocate(state, steps, batch, (long) nd * p);
+            DeviceTensor out = (training ? keep : temp).allocate(state, steps, batch, (long) nd * p);  // backward reads it
             for (int d = 0; d < nd; d++) {
                 int slot = layer * nd + d;
                 String sfx = c.suffix(layer, d);
@@ -306,11 +318,12 @@ final class RecurrentGpu {
                 DeviceTensor gx = temp.allocate(DType.F32, (long) steps * batch, gh);
                 linear(input, wih, gx, steps * batch, inWidth, gh, gh, stream, tf32(c, dt));
                 DeviceTensor hState = initialState(temp, in.h0(), state, slot, batch, p, stream);
-                SlotTrace tr = new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
+                SlotTrace tr = training ? new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
                         keep.allocate(state, (long) steps * batch, p),
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
-                        c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null);
+                        c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null)
+                        : new SlotTrace(gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null, null, null, null, null);
                 traces[slot] = tr;
                 DeviceTensor cState = lstm ? initialState(temp, in.c0(), DType.F32, slot, batch, h, stream) : null;
                 runDirection(c, dt, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp,
@@ -322,7 +335,7 @@ final class RecurrentGpu {
             }
             input = out;
         }
-        return new ForwardOutputs(input, hn, cn, new Saved(c, keep, layerInputs, traces, in.lengths(), steps, batch));
+        return new ForwardOutputs(input, hn, cn, training ? new Saved(c, keep, layerInputs, traces, in.lengths(), steps, batch) : null);
     }
 
     /**
@@ -348,7 +361,7 @@ final class RecurrentGpu {
             DType state = stateType(dt, stepChoice);
             ForwardInputs in = new ForwardInputs(copied(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, state, stream),
                     h0 == null ? null : copied(scope, h0, state, stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
-            ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream);
+            ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream, training);
             DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, stream);
             return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
                     o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
@@ -477,12 +490,12 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
             if (c.cell() == CellType.LSTM) {
-                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(tr.cPrev().pointer())
-                        .pointer(tr.cNew().pointer()).pointer(tr.raw().pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer())
+                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(ptr(tr.cPrev()))
+                        .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(ptr(tr.hPrev())).pointer(out.pointer())
                         .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
                         .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
             } else {
-                args.pointer(hBuf.pointer()).pointer(tr.raw().pointer()).pointer(tr.hnLin().pointer()).pointer(tr.hPrev().pointer())
+                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin())).pointer(ptr(tr.hPrev()))
                         .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
             }
@@ -517,12 +530,12 @@ final class RecurrentGpu {
                 // The cell, step_commit and step_advance in one kernel: h_state in place, h_prev and the output row.
                 KernelArgs fa = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
                 switch (c.cell()) {
-                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
-                            .pointer(tr.raw().pointer()).pointer(hState.pointer());
-                    case GRU -> fa.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(tr.hnLin().pointer());
-                    case RNN -> fa.pointer(tr.raw().pointer()).pointer(hState.pointer());
+                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(ptr(tr.cPrev())).pointer(ptr(tr.cNew()))
+                            .pointer(ptr(tr.raw())).pointer(hState.pointer());
+                    case GRU -> fa.pointer(hState.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()));
+                    case RNN -> fa.pointer(ptr(tr.raw())).pointer(hState.pointer());
                 }
-                fa.pointer(tr.hPrev().pointer()).pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
+                fa.pointer(ptr(tr.hPrev())).pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
                         .i32(reversed).i32(batch).i32(h).i32(c.outputSize()).i32(d * p);
                 if (c.cell() == CellType.LSTM) {
                     fa.i32(c.inputForget() ? 1 : 0);
@@ -542,8 +555,8 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
                 case LSTM -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
-                        .pointer(cState.pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
-                        .pointer(tr.raw().pointer()).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
+                        .pointer(cState.pointer()).pointer(ptr(tr.cPrev())).pointer(ptr(tr.cNew()))
+                        .pointer(ptr(tr.raw())).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
                         .f32(clip)
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta())
@@ -553,14 +566,14 @@ final class RecurrentGpu {
                     if (gruSplit) {
                         driver.launch(kernel("gru_reset_fwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, on, new KernelArgs()
                                 .pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh))
-                                .pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(resetHidden.pointer())
+                                .pointer(hState.pointer()).pointer(ptr(tr.raw())).pointer(resetHidden.pointer())
                                 .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                                 .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                         linear(resetHidden, whh.narrow(0, 2L * h, h), ghStep.narrow(1, 2L * h, h), batch, h, h, gh, on,
                                 tf32);
                     }
                     // v1's cell (a vectorizable GRU runs as a fused step), which takes both forms
-                    args.pointer(hState.pointer()).pointer(tr.raw().pointer()).pointer(ptr(tr.hnLin())).pointer(hnew.pointer())
+                    args.pointer(hState.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin())).pointer(hnew.pointer())
                             .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                             .i32(c.linearBeforeReset() ? 1 : 0);
                     driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.f32(clip)
@@ -568,7 +581,7 @@ final class RecurrentGpu {
                             .i32(act.get(1).kind().ordinal()).f32((float) act.get(1).alpha()).f32((float) act.get(1).beta()));
                 }
                 case RNN -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args
-                        .pointer(tr.raw().pointer()).pointer(hnew.pointer()).pointer(lens.pointer()).pointer(step.pointer())
+                        .pointer(ptr(tr.raw())).pointer(hnew.pointer()).pointer(lens.pointer()).pointer(step.pointer())
                         .i32(steps).i32(reversed).i32(batch).i32(h).f32(clip)
                         .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
             }
@@ -577,7 +590,7 @@ final class RecurrentGpu {
             }
             boolean advances = commitAdvances(stepChoice);
             driver.launch(kernel((advances ? "step_commit_advance" : "step_commit") + stateSuffix), stateGrid, Dim3.of(THREADS), 0, on,
-                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(tr.hPrev().pointer()).pointer(out.pointer())
+                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(ptr(tr.hPrev())).pointer(out.pointer())
                             .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p)
                             .i32(c.outputSize()).i32(d * p));
             if (!advances) {
@@ -803,7 +816,7 @@ final class RecurrentGpu {
                                             batch, h, p, 0f, state, tf32(c, dt), stream);
                                 }
                                 driver.launch(kernel("lstm_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
-                                        .pointer(tr.raw().pointer()).pointer(tr.cPrev().pointer()).pointer(tr.cNew().pointer())
+                                        .pointer(ptr(tr.raw())).pointer(ptr(tr.cPrev())).pointer(ptr(tr.cNew()))
                                         .pointer(dm != null ? dm.pointer() : dhTotal.pointer()).pointer(ptr(peep))
                                         .pointer(dcState.pointer()).pointer(dax.pointer()).pointer(ptr(mAll)).pointer(ptr(dpeepAll))
                                         .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
@@ -814,12 +827,12 @@ final class RecurrentGpu {
                                         .f32((float) act.get(2).beta()));
                             }
                             case RNN -> driver.launch(kernel("rnn_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
-                                    .pointer(tr.raw().pointer()).pointer(dhTotal.pointer()).pointer(dax.pointer())
+                                    .pointer(ptr(tr.raw())).pointer(dhTotal.pointer()).pointer(dax.pointer())
                                     .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).f32(clip)
                                     .i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha()).f32((float) act.get(0).beta()));
                             case GRU -> {
                                 driver.launch(kernel("gru_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
-                                        .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(ptr(tr.hnLin()))
+                                        .pointer(ptr(tr.raw())).pointer(hPrev.pointer()).pointer(ptr(tr.hnLin()))
                                         .pointer(dhTotal.pointer()).pointer(dax.pointer()).pointer(dah.pointer())
                                         .pointer(direct.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
                                         .i32(c.linearBeforeReset() ? 1 : 0).f32(clip)
@@ -831,7 +844,7 @@ final class RecurrentGpu {
                                     Linear.inputGrad(driver, dahN, gh, whh.narrow(0, 2L * h, h).pointer(), h, dRh.pointer(), h,
                                             batch, h, h, 0f, state, tf32(c, dt), stream);
                                     driver.launch(kernel("gru_step_bwd_reset" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
-                                            .pointer(tr.raw().pointer()).pointer(hPrev.pointer()).pointer(dRh.pointer())
+                                            .pointer(ptr(tr.raw())).pointer(hPrev.pointer()).pointer(dRh.pointer())
                                             .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
                                             .pointer(rhAll.pointer()).pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h)
                                             .f32(clip).i32(act.get(0).kind().ordinal()).f32((float) act.get(0).alpha())

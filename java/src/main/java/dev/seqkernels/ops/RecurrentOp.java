@@ -50,7 +50,7 @@ public abstract class RecurrentOp {
      * @param lengths per-sequence lengths in 0..T, or null for all T
      */
     public RecurrentResult forward(Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        return forward(params, null, x, h0, c0, lengths);
+        return forward(params, null, x, h0, c0, lengths, true);
     }
 
     /**
@@ -64,12 +64,12 @@ public abstract class RecurrentOp {
 
     /** {@link #forward(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
     public RecurrentResult forward(PreparedWeights weights, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        return forward(prepared(weights), weights.device(), x, h0, c0, lengths);
+        return forward(prepared(weights), weights.device(), x, h0, c0, lengths, true);
     }
 
     /** {@link #forwardInference(Map, Tensor, Tensor, Tensor, int[])} with prepared parameters. */
     public RecurrentResult forwardInference(PreparedWeights weights, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        return withoutSaved(forward(weights, x, h0, c0, lengths));
+        return withoutSaved(forward(prepared(weights), weights.device(), x, h0, c0, lengths, false));
     }
 
     /** {@link #backward(Map, RecurrentResult, Tensor, Tensor, Tensor)} with prepared parameters. */
@@ -82,7 +82,7 @@ public abstract class RecurrentOp {
     }
 
     private RecurrentResult forward(Map<String, Tensor> params, AutoCloseable prepared, Tensor x, Tensor h0, Tensor c0,
-                                    int[] lengths) {
+                                    int[] lengths, boolean training) {
         String op = opName();
         Checks.present(op, "x", x);
         if (h0 != null) {
@@ -98,7 +98,8 @@ public abstract class RecurrentOp {
         if (lens.length == 0) {
             return emptyBatchForward(x.dtype(), t);
         }
-        return backend.recurrentForward(config, params, prepared, x, h0, c0, lens);
+        return training ? backend.recurrentForward(config, params, prepared, x, h0, c0, lens)
+                : backend.recurrentInference(config, params, prepared, x, h0, c0, lens);
     }
 
     /**
@@ -174,12 +175,12 @@ public abstract class RecurrentOp {
     }
 
     /**
-     * {@link #forward(Map, Tensor, Tensor, Tensor, int[])} keeping nothing for backward: the saved
-     * state (on a GPU backend, the per-step traces on the device) is released as soon as the
-     * outputs exist. The result cannot be differentiated.
+     * {@link #forward(Map, Tensor, Tensor, Tensor, int[])} keeping nothing for backward: a GPU backend
+     * computes no per-step trace (its cells skip saving it), and any saved state a backend returns
+     * is released as soon as the outputs exist. The result cannot be differentiated.
      */
     public RecurrentResult forwardInference(Map<String, Tensor> params, Tensor x, Tensor h0, Tensor c0, int[] lengths) {
-        return withoutSaved(forward(params, x, h0, c0, lengths));
+        return withoutSaved(forward(params, null, x, h0, c0, lengths, false));
     }
 
     private static RecurrentResult withoutSaved(RecurrentResult r) {

@@ -340,17 +340,22 @@ class DeviceRecurrentTest {
         }
     }
 
+    /** An inference forward on device tensors: the training forward's values (its cells wrote no trace), and no backward. */
     @Test
     void inferenceKeepsNothingForBackward() {
         TestData data = new TestData();
         RecurrentOp op = Gru.builder().inputSize(5).hiddenSize(8).backend(GpuTargets.sharedBackend()).build();
         Map<String, Tensor> w = data.params(DType.F32, 0.3, op.config().parameterShapes());
-        try (PreparedWeights weights = op.prepare(w);
+        Tensor x = data.tensor(DType.F32, 1, 4, 3, 5);
+        int[] lengths = {4, 2, 3};
+        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, null, null, lengths);
              DeviceRecurrentResult r = DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights,
-                     memory.swapped(driver, data.tensor(DType.F32, 1, 4, 3, 5))).inference())) {
+                     memory.swapped(driver, x)).lengths(lengths).inference())) {
             driver.synchronize(0);
             assertFalse(r.differentiable());
             assertNull(r.cn());
+            sameValues("inference output", want.output(), r.output());
+            sameValues("inference hn", want.hn(), r.hn());
             var e = assertThrows(SeqkException.InvalidConfig.class, () -> DeviceRecurrent.of(op).backward(r, weights, null, null, null, 0));
             assertTrue(e.getMessage().contains("inference"), e.getMessage());
         } finally {
