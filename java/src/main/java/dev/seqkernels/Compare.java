@@ -90,11 +90,16 @@ public final class Compare {
      * the result's error must be at most twice that of a plain same-precision implementation
      * ({@code plain}: the CPU reference's same-precision mode, which rounds where the kernels
      * round), in both the largest element error and the relative L2 error. Each bound adds the error
-     * of storing the reference itself in {@code storage} (the result's dtype), as FlashAttention
-     * adds the reference's own rounding: no result stored in that dtype can do better, so a plain
-     * error near zero does not demand more than exact rounding. Non-finite values must match the
-     * reference exactly, and NaN never passes. The dtype's relative L2 limit is the caller's
-     * separate check.
+     * of storing the reference itself in {@code storage} (the result's dtype): no result stored in
+     * that dtype can do better, so a plain error near zero does not demand more than exact rounding.
+     * The largest-error bound also adds FlashAttention's own allowance ({@code fwd_atol} in its
+     * tests: twice the largest error of doing any arithmetic on the stored reference in that
+     * dtype, (r + 0.3) - 0.3 - r). FlashAttention compares against a reference already stored in
+     * the dtype, hence both terms here. Without that allowance the largest-error bound failed
+     * correct recurrent kernels on about one random seed in 60: a rounding of h that differs by an
+     * ulp from the plain result's carries through later steps, so the largest error of one plain
+     * run is a noisy yardstick. Non-finite values must match the reference exactly, and NaN never
+     * passes. The dtype's relative L2 limit is the caller's separate check.
      *
      * @return our errors against {@code ref}, the fraction of the rule's allowance they use, and
      *         which bound failed (or null)
@@ -114,18 +119,36 @@ public final class Compare {
             stored[i] = Rounding.roundTo(storage, ref[i]);
         }
         Result floor = compare(stored, ref, FINITE_ONLY);
-        double maxAllowed = 2 * base.maxAbs() + floor.maxAbs();
+        double arithmetic = 2 * arithmeticError(stored, storage);
+        double maxAllowed = 2 * base.maxAbs() + floor.maxAbs() + arithmetic;
         double relAllowed = 2 * base.relL2() + floor.relL2();
         double used = Math.max(fraction(ours.maxAbs(), maxAllowed), fraction(ours.relL2(), relAllowed));
         String bad = null;
         if (!(ours.maxAbs() <= maxAllowed)) {
             bad = String.format(java.util.Locale.ROOT, "largest error %.3e is above 2x the plain same-precision result's %.3e"
-                    + " (+%.1e, the reference's own rounding to %s)", ours.maxAbs(), base.maxAbs(), floor.maxAbs(), storage);
+                    + " (+%.1e, the reference's own rounding to %s, +%.1e, twice the error of arithmetic on it there)", ours.maxAbs(),
+                    base.maxAbs(), floor.maxAbs(), storage, arithmetic);
         } else if (!(ours.relL2() <= relAllowed)) {
             bad = String.format(java.util.Locale.ROOT, "relative L2 %.3e is above 2x the plain same-precision result's %.3e"
                     + " (+%.1e, the reference's own rounding to %s)", ours.relL2(), base.relL2(), floor.relL2(), storage);
         }
         return new TwoTimes(ours.maxAbs(), ours.relL2(), used, bad);
+    }
+
+    /**
+     * FlashAttention's measure of the "numerical error if we just do any arithmetic" on a reference
+     * stored in {@code storage}: the largest |((r + 0.3) - 0.3) - r| over the finite values r, each
+     * operation rounded to {@code storage}.
+     */
+    static double arithmeticError(double[] stored, DType storage) {
+        double largest = 0;
+        for (double r : stored) {
+            if (Double.isFinite(r)) {
+                double there = Rounding.roundTo(storage, Rounding.roundTo(storage, r + 0.3) - 0.3);
+                largest = Math.max(largest, Math.abs(there - r));
+            }
+        }
+        return largest;
     }
 
     /**

@@ -51,6 +51,28 @@ class CompareTwoTimesTest {
         assertTrue(f32.firstBad().contains("rounding to F32"), f32.firstBad());
     }
 
+    /**
+     * FlashAttention's allowance for arithmetic on the stored reference: for 1.0 in BF16, (1 + 0.3)
+     * rounds to 1.296875 and minus 0.3 to 0.99609375, 2^-8 off, so one element's error may exceed
+     * twice the plain result's largest by 2 * 2^-8 and no more (1.0 is exact in BF16: no storage
+     * term; the other elements keep the relative L2 error far under its bound).
+     */
+    @Test
+    void theLargestErrorMayAlsoExceedByFlashAttentionsArithmeticAllowance() {
+        double[] ref = new double[64];
+        java.util.Arrays.fill(ref, 1.0);
+        assertEquals(0x1p-8, Compare.arithmeticError(ref, DType.BF16));
+        assertEquals(0, Compare.arithmeticError(new double[]{0.5}, DType.F64));
+        double[] plain = new double[64];
+        java.util.Arrays.fill(plain, 1.0 + 0x1p-9);
+        double[] out = ref.clone();
+        out[5] = 1.0 + 2 * 0x1p-9 + 2 * 0x1p-8;
+        assertNull(Compare.twiceThePlain(out, plain, ref, DType.BF16).firstBad(), "at the bound");
+        out[5] += 0x1p-12;
+        Compare.TwoTimes over = Compare.twiceThePlain(out, plain, ref, DType.BF16);
+        assertTrue(over.firstBad() != null && over.firstBad().startsWith("largest error"), String.valueOf(over.firstBad()));
+    }
+
     @Test
     void nanNeverPassesAndMatchingInfinitiesDo() {
         double[] ref = {1, Double.NEGATIVE_INFINITY, 2};
