@@ -39,8 +39,11 @@ __device__ void step_grad_in(const float* dh_state, const float* d_out, float* d
 // LSTM step backward. dm [B, H]: gradient of m = o * h(c) (dh_total itself without projection).
 // Writes dA [T*B, 4H] (x-side = h-side), updates dc_state [B, H], and for the projection's weight
 // gradient m_all [T*B, H]; peephole gradient contributions go to dpeep_all [T*B, 3H] (or null).
+// The forward saves c_new [T*B, H] only: c_{t-1} is the c_new of the step processed before t (t-1,
+// or t+1 when reversed), or the initial c0 [B, H] (null: zeros) at the entry's first step (t = 0,
+// or t = length - 1 when reversed: the steps past a length leave c0 as it was).
 template <typename S>
-__device__ void lstm_step_bwd(const float* raw, const float* c_prev, const float* c_new, const float* dm, const float* peephole,
+__device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_new, int reversed, const float* dm, const float* peephole,
                               float* dc_state, S* dA, S* m_all, float* dpeep_all, const int* lengths, int t, int batch,
                               int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
                               float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
@@ -68,7 +71,8 @@ __device__ void lstm_step_bwd(const float* raw, const float* c_prev, const float
     long hb = static_cast<long>(b) * hidden + j;
     float raw_i = raw[row * g4 + j], raw_f = raw[row * g4 + hidden + j];
     float raw_g = raw[row * g4 + 2 * hidden + j], raw_o = raw[row * g4 + 3 * hidden + j];
-    float cp = c_prev[row * hidden + j];
+    bool first = reversed ? t == lengths[b] - 1 : t == 0;
+    float cp = first ? load_or_zero(c0, hb) : c_new[(reversed ? row + batch : row - batch) * hidden + j];
     float cn = c_new[row * hidden + j];
     float gi = activate(f_kind, f_alpha, f_beta, clip_to(raw_i, clip));
     float gf = input_forget ? 1.0f - gi : activate(f_kind, f_alpha, f_beta, clip_to(raw_f, clip));
@@ -218,13 +222,13 @@ SEQK_KERNEL(step_grad_out_f32);
     }                                                                                                                   \
     SEQK_KERNEL(step_grad_in_##suffix);                                                                                 \
     extern "C" __global__ void lstm_step_bwd_##suffix(                                                                  \
-        const float* raw, const float* c_prev, const float* c_new, const float* dm, const float* peephole,              \
+        const float* raw, const float* c0, const float* c_new, int reversed, const float* dm, const float* peephole,    \
         float* dc_state, S* dA, S* m_all, float* dpeep_all, const int* lengths, int t, int batch, int hidden,           \
         int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, \
         int h_kind, float h_alpha, float h_beta) {                                                                      \
-        lstm_step_bwd<S>(raw, c_prev, c_new, dm, peephole, dc_state, dA, m_all, dpeep_all, lengths, t, batch, hidden,   \
-                         input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha,         \
-                         h_beta);                                                                                       \
+        lstm_step_bwd<S>(raw, c0, c_new, reversed, dm, peephole, dc_state, dA, m_all, dpeep_all, lengths, t, batch,     \
+                         hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind,          \
+                         h_alpha, h_beta);                                                                              \
     }                                                                                                                   \
     SEQK_KERNEL(lstm_step_bwd_##suffix);                                                                                \
     extern "C" __global__ void rnn_step_bwd_##suffix(const float* raw, const float* dh_total, S* dA,                    \

@@ -158,12 +158,21 @@ final class RecurrentGpu {
     }
 
     /** What one (layer, direction) pass keeps on the device for backward. */
-    record SlotTrace(DeviceTensor raw, DeviceTensor hPrev, DeviceTensor cPrev, DeviceTensor cNew, DeviceTensor hnLin) {
+    record SlotTrace(DeviceTensor raw, DeviceTensor hPrev, DeviceTensor cNew, DeviceTensor hnLin) {
     }
 
-    /** The device state a forward leaves behind, released when the result is closed. */
+    /**
+     * The forward kernels' c_prev_save argument: never saved. Backward reads c_{t-1} from the
+     * previous step's c_new (or c0 at an entry's first step), so the trace holds no copy of it.
+     */
+    private static final long C_PREV_NOT_SAVED = 0L;
+
+    /**
+     * The device state a forward leaves behind, released when the result is closed: c0 [slots, B, H]
+     * in F32 (null: zeros) is where an LSTM's backward finds c_{t-1} at each entry's first step.
+     */
     record Saved(RecurrentConfig config, DeviceScope scope, List<DeviceTensor> layerInputs, SlotTrace[] traces, DeviceTensor lengths,
-                 int steps, int batch) implements AutoCloseable {
+                 DeviceTensor c0, int steps, int batch) implements AutoCloseable {
         @Override
         public void close() {
             scope.close();
@@ -238,7 +247,7 @@ final class RecurrentGpu {
             Tensor timeMajor = c.batchFirst() ? x.permute(1, 0, 2) : x;
             DType state = stateType(dt, stepChoice);
             ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : temp.upload(h0, state),
-                    c0 == null ? null : temp.upload(c0, DType.F32), scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
+                    c0 == null ? null : (training ? scope : temp).upload(c0, DType.F32), scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
             ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0, training);
             Tensor hn = results.keep(download(o.hn(), dt));
             Tensor cn = results.keep(o.cn() == null ? null : download(o.cn(), dt));
@@ -321,9 +330,8 @@ final class RecurrentGpu {
                 SlotTrace tr = training ? new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
                         keep.allocate(state, (long) steps * batch, p),
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
-                        lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
                         c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null)
-                        : new SlotTrace(gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null, null, null, null, null);
+                        : new SlotTrace(gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null, null, null, null);
                 traces[slot] = tr;
                 DeviceTensor cState = lstm ? initialState(temp, in.c0(), DType.F32, slot, batch, h, stream) : null;
                 runDirection(c, dt, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp,
@@ -335,7 +343,7 @@ final class RecurrentGpu {
             }
             input = out;
         }
-        return new ForwardOutputs(input, hn, cn, training ? new Saved(c, keep, layerInputs, traces, in.lengths(), steps, batch) : null);
+        return new ForwardOutputs(input, hn, cn, training ? new Saved(c, keep, layerInputs, traces, in.lengths(), in.c0(), steps, batch) : null);
     }
 
     /**
@@ -490,7 +498,7 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
             if (c.cell() == CellType.LSTM) {
-                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(ptr(tr.cPrev()))
+                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(C_PREV_NOT_SAVED)
                         .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(ptr(tr.hPrev())).pointer(out.pointer())
                         .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
                         .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
@@ -530,7 +538,7 @@ final class RecurrentGpu {
                 // The cell, step_commit and step_advance in one kernel: h_state in place, h_prev and the output row.
                 KernelArgs fa = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
                 switch (c.cell()) {
-                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(ptr(tr.cPrev())).pointer(ptr(tr.cNew()))
+                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(C_PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
                             .pointer(ptr(tr.raw())).pointer(hState.pointer());
                     case GRU -> fa.pointer(hState.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()));
                     case RNN -> fa.pointer(ptr(tr.raw())).pointer(hState.pointer());
@@ -555,7 +563,7 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
                 case LSTM -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
-                        .pointer(cState.pointer()).pointer(ptr(tr.cPrev())).pointer(ptr(tr.cNew()))
+                        .pointer(cState.pointer()).pointer(C_PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
                         .pointer(ptr(tr.raw())).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
                         .f32(clip)
@@ -816,7 +824,8 @@ final class RecurrentGpu {
                                             batch, h, p, 0f, state, tf32(c, dt), stream);
                                 }
                                 driver.launch(kernel("lstm_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
-                                        .pointer(ptr(tr.raw())).pointer(ptr(tr.cPrev())).pointer(ptr(tr.cNew()))
+                                        .pointer(ptr(tr.raw())).pointer(saved.c0() == null ? 0L : saved.c0().select(0, slot).pointer())
+                                        .pointer(ptr(tr.cNew())).i32(c.direction().isReversed(d) ? 1 : 0)
                                         .pointer(dm != null ? dm.pointer() : dhTotal.pointer()).pointer(ptr(peep))
                                         .pointer(dcState.pointer()).pointer(dax.pointer()).pointer(ptr(mAll)).pointer(ptr(dpeepAll))
                                         .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
