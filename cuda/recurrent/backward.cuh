@@ -36,6 +36,35 @@ __device__ void step_grad_in(const float* dh_state, const float* d_out, float* d
     }
 }
 
+// h_prev [T*B, P] for the backward's GEMMs and GRU's cells, rebuilt from what the forward keeps
+// anyway instead of a copy saved every step: the state before step t is the layer output out [T, B,
+// out_stride] (this direction at out_offset) of the step processed before (t-1, or t+1 when
+// reversed), or h0 [B, P] (null: zeros) at the entry's first step (t = 0, or t = length - 1 when
+// reversed: the steps past a length leave h0 as it was). Rows past an entry's length get a finite
+// value (their gate gradients are zero): out of the step before, or h0 when reversed. One thread
+// per element.
+template <typename S>
+__device__ void h_prev_of_steps(const S* out, const S* h0, S* h_prev, const int* lengths, int steps, int batch, int state,
+                                int out_stride, int out_offset, int reversed) {
+    long idx = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= static_cast<long>(steps) * batch * state) {
+        return;
+    }
+    long row = idx / state;
+    int q = static_cast<int>(idx % state);
+    int t = static_cast<int>(row / batch);
+    int b = static_cast<int>(row % batch);
+    bool first = reversed ? t >= lengths[b] - 1 : t == 0;
+    S v;
+    if (first) {
+        v = h0 == nullptr ? seqk::from_float<S>(0.0f) : h0[static_cast<long>(b) * state + q];
+    } else {
+        long before = static_cast<long>(reversed ? t + 1 : t - 1) * batch + b;
+        v = out[before * out_stride + out_offset + q];
+    }
+    h_prev[idx] = v;
+}
+
 // LSTM step backward. dm [B, H]: gradient of m = o * h(c) (dh_total itself without projection).
 // Writes dA [T*B, 4H] (x-side = h-side), updates dc_state [B, H], and for the projection's weight
 // gradient m_all [T*B, H]; peephole gradient contributions go to dpeep_all [T*B, 3H] (or null).
@@ -215,6 +244,12 @@ extern "C" __global__ void step_grad_out_f32(const float* gemm, const float* dir
 SEQK_KERNEL(step_grad_out_f32);
 
 #define SEQK_RECURRENT_BWD(suffix, S)                                                                                   \
+    extern "C" __global__ void h_prev_of_steps_##suffix(const S* out, const S* h0, S* h_prev, const int* lengths,       \
+                                                        int steps, int batch, int state, int out_stride,                \
+                                                        int out_offset, int reversed) {                                 \
+        h_prev_of_steps<S>(out, h0, h_prev, lengths, steps, batch, state, out_stride, out_offset, reversed);            \
+    }                                                                                                                   \
+    SEQK_KERNEL(h_prev_of_steps_##suffix);                                                                              \
     extern "C" __global__ void step_grad_in_##suffix(const float* dh_state, const float* d_out, float* dh_total,        \
                                                      S* dh_all, const int* lengths, int t, int batch, int state,        \
                                                      int out_stride, int out_offset) {                                  \

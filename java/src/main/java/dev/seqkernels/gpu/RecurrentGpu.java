@@ -158,21 +158,28 @@ final class RecurrentGpu {
     }
 
     /** What one (layer, direction) pass keeps on the device for backward. */
-    record SlotTrace(DeviceTensor raw, DeviceTensor hPrev, DeviceTensor cNew, DeviceTensor hnLin) {
+    record SlotTrace(DeviceTensor raw, DeviceTensor cNew, DeviceTensor hnLin) {
     }
 
     /**
-     * The forward kernels' c_prev_save argument: never saved. Backward reads c_{t-1} from the
-     * previous step's c_new (or c0 at an entry's first step), so the trace holds no copy of it.
+     * The forward kernels' c_prev_save and h_prev_save arguments: never saved, so the trace holds no
+     * copy of a state. Backward reads c_{t-1} as the c_new of the step processed before, and
+     * rebuilds h_prev from the layer's output (h_prev_of_steps); c0 and h0 at an entry's first step.
      */
-    private static final long C_PREV_NOT_SAVED = 0L;
+    private static final long PREV_NOT_SAVED = 0L;
 
     /**
-     * The device state a forward leaves behind, released when the result is closed: c0 [slots, B, H]
-     * in F32 (null: zeros) is where an LSTM's backward finds c_{t-1} at each entry's first step.
+     * The device state a forward leaves behind, released when the result is closed: each layer's
+     * input and the last layer's output [T, B, nd*P] in the state type (backward rebuilds h_prev from
+     * each layer's output), h0 [slots, B, P] in the state type and c0 [slots, B, H] in F32 (null:
+     * zeros), the states before each entry's first step.
      */
-    record Saved(RecurrentConfig config, DeviceScope scope, List<DeviceTensor> layerInputs, SlotTrace[] traces, DeviceTensor lengths,
-                 DeviceTensor c0, int steps, int batch) implements AutoCloseable {
+    record Saved(RecurrentConfig config, DeviceScope scope, List<DeviceTensor> layerInputs, DeviceTensor output, SlotTrace[] traces,
+                 DeviceTensor lengths, DeviceTensor h0, DeviceTensor c0, int steps, int batch) implements AutoCloseable {
+        /** Layer {@code layer}'s output: the next layer's input, or the last layer's output. */
+        DeviceTensor layerOutput(int layer) {
+            return layer + 1 < layerInputs.size() ? layerInputs.get(layer + 1) : output;
+        }
         @Override
         public void close() {
             scope.close();
@@ -246,7 +253,7 @@ final class RecurrentGpu {
         try (PendingResults results = new PendingResults()) {
             Tensor timeMajor = c.batchFirst() ? x.permute(1, 0, 2) : x;
             DType state = stateType(dt, stepChoice);
-            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : temp.upload(h0, state),
+            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : (training ? scope : temp).upload(h0, state),
                     c0 == null ? null : (training ? scope : temp).upload(c0, DType.F32), scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
             ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0, training);
             Tensor hn = results.keep(download(o.hn(), dt));
@@ -328,10 +335,9 @@ final class RecurrentGpu {
                 linear(input, wih, gx, steps * batch, inWidth, gh, gh, stream, tf32(c, dt));
                 DeviceTensor hState = initialState(temp, in.h0(), state, slot, batch, p, stream);
                 SlotTrace tr = training ? new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
-                        keep.allocate(state, (long) steps * batch, p),
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
                         c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null)
-                        : new SlotTrace(gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null, null, null, null);
+                        : new SlotTrace(gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null, null, null);
                 traces[slot] = tr;
                 DeviceTensor cState = lstm ? initialState(temp, in.c0(), DType.F32, slot, batch, h, stream) : null;
                 runDirection(c, dt, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp,
@@ -343,7 +349,7 @@ final class RecurrentGpu {
             }
             input = out;
         }
-        return new ForwardOutputs(input, hn, cn, training ? new Saved(c, keep, layerInputs, traces, in.lengths(), in.c0(), steps, batch) : null);
+        return new ForwardOutputs(input, hn, cn, training ? new Saved(c, keep, layerInputs, input, traces, in.lengths(), in.h0(), in.c0(), steps, batch) : null);
     }
 
     /**
@@ -370,7 +376,7 @@ final class RecurrentGpu {
             ForwardInputs in = new ForwardInputs(copied(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, state, stream),
                     h0 == null ? null : copied(scope, h0, state, stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
             ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream, training);
-            DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, stream);
+            DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, training, stream);
             return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
                     o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
         } catch (RuntimeException e) {
@@ -417,14 +423,19 @@ final class RecurrentGpu {
     /**
      * The forward's output (time-major, contiguous, in the state type: F32, or the op's 16-bit dtype)
      * in the op's dtype and layout, contiguous: written into the caller's buffer when there is one,
-     * else the output itself when it already is (time-major, the op's dtype), else a new tensor of
-     * the scope. A change of layout goes through F32 (the gather kernels write F32; exact).
+     * else the output itself when it already is (time-major, the op's dtype) and nothing is kept for
+     * backward, else a new tensor of the scope. Training never hands out the output itself: backward
+     * rebuilds h_prev from it, and the caller may write its result. A change of layout goes through
+     * F32 (the gather kernels write F32; exact).
      */
     private DeviceTensor outputInOpLayout(DeviceScope scope, RecurrentConfig c, DeviceTensor output, DType dt, DeviceTensor into,
-                                          long stream) {
+                                          boolean training, long stream) {
         boolean asIs = !c.batchFirst() && output.dtype() == dt;
         if (into == null) {
-            return asIs ? output : casts.rounded(scope, casts.gathered(scope, c.batchFirst() ? output.permute(1, 0, 2) : output, stream),
+            if (asIs) {
+                return training ? copied(scope, output, dt, stream) : output;
+            }
+            return casts.rounded(scope, casts.gathered(scope, c.batchFirst() ? output.permute(1, 0, 2) : output, stream),
                     dt, stream);
         }
         if (asIs) {
@@ -498,12 +509,12 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
             if (c.cell() == CellType.LSTM) {
-                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(C_PREV_NOT_SAVED)
-                        .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(ptr(tr.hPrev())).pointer(out.pointer())
+                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(PREV_NOT_SAVED)
+                        .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(PREV_NOT_SAVED).pointer(out.pointer())
                         .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
                         .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
             } else {
-                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin())).pointer(ptr(tr.hPrev()))
+                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin())).pointer(PREV_NOT_SAVED)
                         .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
             }
@@ -538,12 +549,12 @@ final class RecurrentGpu {
                 // The cell, step_commit and step_advance in one kernel: h_state in place, h_prev and the output row.
                 KernelArgs fa = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
                 switch (c.cell()) {
-                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(C_PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
+                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
                             .pointer(ptr(tr.raw())).pointer(hState.pointer());
                     case GRU -> fa.pointer(hState.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()));
                     case RNN -> fa.pointer(ptr(tr.raw())).pointer(hState.pointer());
                 }
-                fa.pointer(ptr(tr.hPrev())).pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
+                fa.pointer(PREV_NOT_SAVED).pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
                         .i32(reversed).i32(batch).i32(h).i32(c.outputSize()).i32(d * p);
                 if (c.cell() == CellType.LSTM) {
                     fa.i32(c.inputForget() ? 1 : 0);
@@ -563,7 +574,7 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
                 case LSTM -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
-                        .pointer(cState.pointer()).pointer(C_PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
+                        .pointer(cState.pointer()).pointer(PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
                         .pointer(ptr(tr.raw())).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
                         .f32(clip)
@@ -598,7 +609,7 @@ final class RecurrentGpu {
             }
             boolean advances = commitAdvances(stepChoice);
             driver.launch(kernel((advances ? "step_commit_advance" : "step_commit") + stateSuffix), stateGrid, Dim3.of(THREADS), 0, on,
-                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(ptr(tr.hPrev())).pointer(out.pointer())
+                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(PREV_NOT_SAVED).pointer(out.pointer())
                             .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p)
                             .i32(c.outputSize()).i32(d * p));
             if (!advances) {
@@ -769,7 +780,7 @@ final class RecurrentGpu {
         boolean lstm = c.cell() == CellType.LSTM;
         boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
         // The forward's state type (what its trace holds): the type of every backward GEMM operand.
-        DType state = saved.traces()[0].hPrev().dtype();
+        DType state = saved.output().dtype();
         String stateSuffix = "_" + suffix(state);
         Map<String, DeviceTensor> grads = new java.util.LinkedHashMap<>();
         DeviceTensor dh0 = s.allocate(DType.F32, slots, batch, p);
@@ -792,7 +803,12 @@ final class RecurrentGpu {
                     DeviceTensor whh = param(prepared, s, params, "weight_hh_" + sfx, state);
                     DeviceTensor whr = c.projSize() > 0 ? param(prepared, s, params, "weight_hr_" + sfx, state) : null;
                     DeviceTensor peep = c.peepholes() ? param(prepared, s, params, "weight_peephole_" + sfx, DType.F32) : null;
-                    DeviceTensor hPrev = tr.hPrev();
+                    DeviceTensor hPrev = s.allocate(state, rows, p);
+                    driver.launch(kernel("h_prev_of_steps" + stateSuffix), Dim3.of(blocks((long) rows * p)), Dim3.of(THREADS), 0, stream,
+                            new KernelArgs().pointer(saved.layerOutput(layer).pointer())
+                                    .pointer(saved.h0() == null ? 0L : saved.h0().select(0, slot).pointer()).pointer(hPrev.pointer())
+                                    .pointer(saved.lengths().pointer()).i32(steps).i32(batch).i32(p).i32(c.outputSize()).i32(d * p)
+                                    .i32(c.direction().isReversed(d) ? 1 : 0));
                     DeviceTensor dax = s.allocate(state, rows, gh);
                     DeviceTensor dah = c.cell() == CellType.GRU ? s.allocate(state, rows, gh) : dax;
                     DeviceTensor dhState = initialState(s, dHn, DType.F32, slot, batch, p, stream);

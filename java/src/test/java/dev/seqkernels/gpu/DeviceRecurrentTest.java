@@ -340,6 +340,46 @@ class DeviceRecurrentTest {
         }
     }
 
+    /**
+     * Backward rebuilds h_prev from the outputs the forward saved, so a training forward never hands
+     * its saved output to the caller: overwriting the result's output before backward (a framework's
+     * in-place op) leaves the gradients the host path's. Time-major in the op's dtype, where the
+     * output could otherwise have been the saved buffer itself; a bidirectional LSTM with lengths
+     * and h0, so both directions' first steps and the h0 rows are read.
+     */
+    @Test
+    void overwritingTheOutputBeforeBackwardChangesNoGradient() {
+        TestData data = new TestData();
+        RecurrentOp op = Lstm.builder().inputSize(5).hiddenSize(8).bidirectional(true).backend(GpuTargets.sharedBackend()).build();
+        Map<String, Tensor> w = data.params(DType.F32, 0.3, op.config().parameterShapes());
+        Tensor x = data.tensor(DType.F32, 1, 4, 3, 5);
+        Tensor h0 = data.tensor(DType.F32, 0.5, 2, 3, 8);
+        Tensor dOut = data.tensor(DType.F32, 1, 4, 3, 16);
+        int[] lengths = {4, 1, 3};
+        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, h0, null, lengths);
+             RecurrentGradients wantGrad = op.backward(weights, want, dOut, null, null)) {
+            DeviceRecurrent rnn = DeviceRecurrent.of(op);
+            try (DeviceRecurrentResult got = rnn.forward(DeviceRecurrent.inputs(weights, memory.swapped(driver, x))
+                    .h0(memory.swapped(driver, h0)).lengths(lengths));
+                 DeviceRecurrentGradients grad = overwrittenThenBackward(rnn, got, weights, memory.swapped(driver, dOut))) {
+                driver.synchronize(0);
+                sameValues("dx", wantGrad.dx(), grad.dx());
+                sameValues("dh0", wantGrad.dh0(), grad.dh0());
+                for (String name : wantGrad.params().keySet()) {
+                    sameValues("d" + name, wantGrad.params().get(name), grad.params().get(name));
+                }
+            }
+        } finally {
+            memory.free();
+        }
+    }
+
+    private DeviceRecurrentGradients overwrittenThenBackward(DeviceRecurrent rnn, DeviceRecurrentResult got, PreparedWeights weights,
+                                                             DeviceTensor dOut) {
+        driver.memsetAsync(got.output().pointer(), 0x7f, got.output().byteSize(), 0);
+        return rnn.backward(got, weights, dOut, null, null, 0);
+    }
+
     /** An inference forward on device tensors: the training forward's values (its cells wrote no trace), and no backward. */
     @Test
     void inferenceKeepsNothingForBackward() {

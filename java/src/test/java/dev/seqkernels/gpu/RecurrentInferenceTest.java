@@ -85,9 +85,7 @@ class RecurrentInferenceTest {
             long rows = (long) T * batch;
             int h = c.hiddenSize();
             boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
-            long slot = rows * c.stateSize() * RecurrentGpu.stateType(dtype, v1 ? RecurrentGpu.StepChoice.V1 : RecurrentGpu.StepChoice.AUTO)
-                    .byteSize();
-            slot += gruSplit ? 0 : rows * c.cell().gates() * h * 4L;  // split GRU's raw is scratch its second kernel reads
+            long slot = gruSplit ? 0 : rows * c.cell().gates() * h * 4L;  // split GRU's raw is scratch its second kernel reads
             slot += c.cell() == CellType.LSTM ? rows * h * 4L : 0;  // c_new (c_prev is the step before's c_new, or c0)
             slot += c.cell() == CellType.GRU && c.linearBeforeReset() ? rows * h * 4L : 0;
             return slot * c.numLayers() * c.numDirections();
