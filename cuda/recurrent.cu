@@ -14,7 +14,8 @@
 //   bih,bhh [G*H]      f32   biases, or null
 //   lengths [B]        i32   steps t >= lengths[b] are skipped (state kept, output zero)
 //   raw     [T*B, G*H] f32   saved pre-activations (before clip) for backward; null in inference (every trace
-//                            buffer, raw, c_prev_save, c_new_save, hn_lin_save, h_prev_save, may be: nothing is saved)
+//                            buffer, raw, c_new_save, hn_lin_save, may be: nothing is saved). No state is saved:
+//                            backward reads c_{t-1} as c_new of the step before and rebuilds h_prev from the output
 //   act*    kind, alpha, beta of the activations in ONNX order; kinds are Activation.Kind ordinals
 //   clip    > 0; +inf for none
 // Each step writes the new h (or, for an LSTM with projection, m = o * h(c)) of the valid batch
@@ -42,10 +43,10 @@ SEQK_KERNEL(step_advance);
 #define SEQK_RECURRENT_FWD(suffix, T)                                                                                   \
     extern "C" __global__ void lstm_step_fwd_##suffix(                                                                  \
         const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole, float* c_state,                \
-        float* c_prev_save, float* c_new_save, float* raw, T* hnew, const int* lengths, const int* step, int steps,     \
+        float* c_new_save, float* raw, T* hnew, const int* lengths, const int* step, int steps,                         \
         int reversed, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,     \
         int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {                             \
-        lstm_step_v1<T>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw, hnew, lengths,               \
+        lstm_step_v1<T>(gx, gh, bih, bhh, peephole, c_state, c_new_save, raw, hnew, lengths,                            \
                         step_time(step, steps, reversed), batch, hidden, input_forget, clip, f_kind, f_alpha, f_beta,   \
                         g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                              \
     }                                                                                                                   \
@@ -75,24 +76,24 @@ SEQK_KERNEL(step_advance);
                        f_kind, f_alpha, f_beta);                                                                        \
     }                                                                                                                   \
     SEQK_KERNEL(rnn_step_fwd_##suffix);                                                                                 \
-    extern "C" __global__ void step_commit_##suffix(const T* hnew, T* h_state, T* h_prev_save, T* out,                  \
+    extern "C" __global__ void step_commit_##suffix(const T* hnew, T* h_state, T* out,                                  \
                                                     const int* lengths, const int* step, int steps, int reversed,       \
                                                     int batch, int state, int out_stride, int out_offset) {             \
-        step_commit_v1<T>(hnew, h_state, h_prev_save, out, lengths, step_time(step, steps, reversed), batch, state,     \
+        step_commit_v1<T>(hnew, h_state, out, lengths, step_time(step, steps, reversed), batch, state,                  \
                           out_stride, out_offset);                                                                      \
     }                                                                                                                   \
     SEQK_KERNEL(step_commit_##suffix);                                                                                  \
     /* step_commit that also ends the step as the fused step does (end_fused_step): one node, not two. */               \
-    extern "C" __global__ void step_commit_advance_##suffix(const T* hnew, T* h_state, T* h_prev_save, T* out,          \
+    extern "C" __global__ void step_commit_advance_##suffix(const T* hnew, T* h_state, T* out,                          \
                                                             const int* lengths, int* step, int steps, int reversed,     \
                                                             int batch, int state, int out_stride, int out_offset) {     \
-        step_commit_v1<T>(hnew, h_state, h_prev_save, out, lengths, fused_step_time(step, steps, reversed), batch,      \
+        step_commit_v1<T>(hnew, h_state, out, lengths, fused_step_time(step, steps, reversed), batch,                   \
                           state, out_stride, out_offset);                                                               \
         end_fused_step(step);                                                                                           \
     }                                                                                                                   \
     SEQK_KERNEL(step_commit_advance_##suffix)
 
-// The suffix names the state type T (h, hnew, the output, the saved h_prev; GRU's r*h): f32 for
+// The suffix names the state type T (h, hnew, the output; GRU's r*h): f32 for
 // v1's all-f32 interior and for F32 ops, f16/bf16 for 16-bit ops on the tensor-core step path,
 // whose state is the 16-bit value the next step's GEMM reads (rounded once per step). gx, gh, the
 // biases, peepholes, c and the saved pre-activations are f32 in every instance.
@@ -106,11 +107,11 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
 #define SEQK_RECURRENT_FWD_VEC4(suffix, S)                                                                              \
     extern "C" __global__ void lstm_step_fwd_vec4_##suffix(                                                             \
         const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole, float* c_state,    \
-        float* c_prev_save, float* c_new_save, float* raw, S* hnew, const int* lengths, const int* step, int steps,     \
+        float* c_new_save, float* raw, S* hnew, const int* lengths, const int* step, int steps,                         \
         int reversed, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,     \
         int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {                             \
-        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw,                           \
-                           {hnew, nullptr, nullptr, 0, 0}, lengths, step_time(step, steps, reversed), batch,            \
+        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_new_save, raw,                                        \
+                           {hnew, nullptr, 0, 0}, lengths, step_time(step, steps, reversed), batch,            \
                            hidden, input_forget, clip, f_kind, f_alpha,                                                 \
                            f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                   \
     }                                                                                                                   \
@@ -122,18 +123,18 @@ SEQK_RECURRENT_FWD_VEC4(bf16, __nv_bfloat16);
 
 // The fused steps: the vectorized cells with step_commit's work and the step advance done in the
 // cell (vec4::StepOut, fused_step_time, end_fused_step), so a step is the recurrent GEMM and one
-// kernel. h_state [B, H] is read (GRU) and updated in place; h_prev_save [T*B, H] and the output
+// kernel. h_state [B, H] is read (GRU) and updated in place; the output
 // [T, B, out_stride] (this direction at out_offset) as step_commit writes them; step[0] is the
 // index, step[1] the count of the launch's blocks done (both zero before the first step).
 #define SEQK_RECURRENT_FUSED(suffix, S)                                                                                 \
     extern "C" __global__ void lstm_step_fused_##suffix(                                                                \
         const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole, float* c_state,    \
-        float* c_prev_save, float* c_new_save, float* raw, S* h_state, S* h_prev_save, S* out, const int* lengths,      \
+        float* c_new_save, float* raw, S* h_state, S* out, const int* lengths,                                          \
         int* step, int steps, int reversed, int batch, int hidden, int out_stride, int out_offset, int input_forget,    \
         float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind,       \
         float h_alpha, float h_beta) {                                                                                  \
-        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_prev_save, c_new_save, raw,                           \
-                           {h_state, h_prev_save, out, out_stride, out_offset}, lengths,                                \
+        vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_new_save, raw,                                        \
+                           {h_state, out, out_stride, out_offset}, lengths,                                             \
                            fused_step_time(step, steps, reversed), batch, hidden, input_forget, clip, f_kind, f_alpha,  \
                            f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                   \
         end_fused_step(step);                                                                                           \
@@ -141,20 +142,20 @@ SEQK_RECURRENT_FWD_VEC4(bf16, __nv_bfloat16);
     SEQK_KERNEL(lstm_step_fused_##suffix);                                                                              \
     extern "C" __global__ void gru_step_fused_##suffix(                                                                 \
         const float* gx, const float* gh, const float* bih, const float* bhh, S* h_state, float* raw,                   \
-        float* hn_lin_save, S* h_prev_save, S* out, const int* lengths, int* step, int steps, int reversed, int batch,  \
+        float* hn_lin_save, S* out, const int* lengths, int* step, int steps, int reversed, int batch,                  \
         int hidden, int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,    \
         float g_alpha, float g_beta) {                                                                                  \
-        vec4::gru_step<S>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, {h_state, h_prev_save, out, out_stride,          \
+        vec4::gru_step<S>(gx, gh, bih, bhh, h_state, raw, hn_lin_save, {h_state, out, out_stride,                       \
                           out_offset}, lengths, fused_step_time(step, steps, reversed), batch, hidden, clip, f_kind,    \
                           f_alpha, f_beta, g_kind, g_alpha, g_beta);                                                    \
         end_fused_step(step);                                                                                           \
     }                                                                                                                   \
     SEQK_KERNEL(gru_step_fused_##suffix);                                                                               \
     extern "C" __global__ void rnn_step_fused_##suffix(                                                                 \
-        const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, S* h_state, S* h_prev_save,   \
+        const float* gx, const float* gh, const float* bih, const float* bhh, float* raw, S* h_state,                   \
         S* out, const int* lengths, int* step, int steps, int reversed, int batch, int hidden, int out_stride,          \
         int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {                                          \
-        vec4::rnn_step<S>(gx, gh, bih, bhh, raw, {h_state, h_prev_save, out, out_stride, out_offset}, lengths,          \
+        vec4::rnn_step<S>(gx, gh, bih, bhh, raw, {h_state, out, out_stride, out_offset}, lengths,                       \
                           fused_step_time(step, steps, reversed), batch, hidden, clip, f_kind, f_alpha, f_beta);        \
         end_fused_step(step);                                                                                           \
     }                                                                                                                   \
@@ -165,24 +166,24 @@ SEQK_RECURRENT_FUSED(f16, __half);
 SEQK_RECURRENT_FUSED(bf16, __nv_bfloat16);
 
 extern "C" __global__ void lstm_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
-                                                   const float* peephole, float* h_buf, float* c_state, float* c_prev_save,
-                                                   float* c_new_save, float* raw, float* h_prev_save, float* out,
+                                                   const float* peephole, float* h_buf, float* c_state,
+                                                   float* c_new_save, float* raw, float* out,
                                                    const int* lengths, int steps, int reversed, int batch, int hidden,
                                                    int units, int out_stride, int out_offset, int input_forget, float clip,
                                                    int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
                                                    float g_beta, int h_kind, float h_alpha, float h_beta) {
-    persistent::lstm_fwd(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_prev_save, c_new_save, raw, h_prev_save, out, lengths,
+    persistent::lstm_fwd(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_new_save, raw, out, lengths,
                          steps, reversed, batch, hidden, units, out_stride, out_offset, input_forget, clip, f_kind, f_alpha,
                          f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
 }
 SEQK_KERNEL(lstm_persistent_fwd_f32);
 
 extern "C" __global__ void gru_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
-                                                  float* h_buf, float* raw, float* hn_lin_save, float* h_prev_save, float* out,
+                                                  float* h_buf, float* raw, float* hn_lin_save, float* out,
                                                   const int* lengths, int steps, int reversed, int batch, int hidden, int units,
                                                   int out_stride, int out_offset, float clip, int f_kind, float f_alpha,
                                                   float f_beta, int g_kind, float g_alpha, float g_beta) {
-    persistent::gru_fwd(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, h_prev_save, out, lengths, steps, reversed, batch, hidden,
+    persistent::gru_fwd(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, out, lengths, steps, reversed, batch, hidden,
                         units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
 }
 SEQK_KERNEL(gru_persistent_fwd_f32);

@@ -1,6 +1,6 @@
 // Backward through time: the per-step gradient kernels, entry points included. The suffix of an
 // entry point names the operand type S of the values the backward GEMMs read: the gate gradients
-// dax/dah, and the saved h_prev, m_all, rh_all, dh_all (f32 for v1 and F32 ops; f16/bf16 for the
+// dax/dah, and h_prev (rebuilt by h_prev_of_steps), m_all, rh_all, dh_all (f32 for v1 and F32 ops; f16/bf16 for the
 // 16-bit state of F16/BF16 ops, whose backward GEMMs multiply 16-bit operands on tensor cores and
 // accumulate in fp32). Everything the kernels carry (dh_state, dc_state, dh_total, direct, d_rh,
 // dpeep_all, the GEMM results) is f32 in every instance.

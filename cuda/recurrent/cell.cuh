@@ -40,7 +40,7 @@ __device__ __forceinline__ float load_or_zero(const T* p, long i) {
     return p == nullptr ? 0.0f : seqk::to_float(p[i]);
 }
 
-// The trace, what backward reads (the raw pre-activations, c_prev, c_new, h_prev, GRU's
+// The trace, what backward reads (the raw pre-activations, c_new, GRU's
 // h W_hn^T + b_hn), is written only where its buffer is given: an inference forward passes null
 // for each and saves nothing (RecurrentGpu.forwardOnStream). The branch is uniform across a launch.
 template <typename T>

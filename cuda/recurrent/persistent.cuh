@@ -16,7 +16,7 @@ namespace {
 // block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
 // wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
 // striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
-// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_prev, c_new, h_prev; not in inference),
+// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_new; not in inference),
 // writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
 // another may still be reading) and the output, and the grid synchronizes before the next step.
 // Shared memory: (G*U*H + B*H + G*U*B) floats. Per step: 2*G*B*H*U flops per block; W_hh is read
@@ -93,12 +93,12 @@ __device__ void project_state(const Slice& sl, const float* h_cur, int batch, in
 
 /**
  * The step loop both persistent kernels share: per step, the state projection, then for each of
- * this block's (batch entry, unit) pairs the saved h_{t-1}, and either the carried state and a zero
- * output (t past the entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and
- * saves its cell's trace; the new h goes to the other h_buf half and to the output. Grid sync per step.
+ * this block's (batch entry, unit) pairs either the carried state and a zero output (t past the
+ * entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and saves its cell's
+ * trace; the new h goes to the other h_buf half and to the output. Grid sync per step.
  */
 template <int G, typename Cell>
-__device__ void run_steps(const Slice& sl, float* h_buf, float* h_prev_save, float* out, const int* lengths, int steps,
+__device__ void run_steps(const Slice& sl, float* h_buf, float* out, const int* lengths, int steps,
                           int reversed, int batch, int hidden, int units, int out_stride, int out_offset, Cell cell) {
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
@@ -110,7 +110,6 @@ __device__ void run_steps(const Slice& sl, float* h_buf, float* h_prev_save, flo
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             float hp = sl.hs[static_cast<long>(b) * hidden + j];
-            save(h_prev_save, row * hidden + j, hp);
             float* o = out + row * out_stride + out_offset + j;
             if (t >= lengths[b]) {
                 h_next[static_cast<long>(b) * hidden + j] = hp;
@@ -126,13 +125,13 @@ __device__ void run_steps(const Slice& sl, float* h_buf, float* h_prev_save, flo
 }
 
 __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
-                         float* h_buf, float* c_state, float* c_prev_save, float* c_new_save, float* raw, float* h_prev_save,
-                         float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
-                         int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha,
-                         float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+                         float* h_buf, float* c_state, float* c_new_save, float* raw, float* out, const int* lengths, int steps,
+                         int reversed, int batch, int hidden, int units, int out_stride, int out_offset, int input_forget,
+                         float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta,
+                         int h_kind, float h_alpha, float h_beta) {
     Slice sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
-    run_steps<4>(sl, h_buf, h_prev_save, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<4>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre[4];
                      for (int g = 0; g < 4; g++) {
@@ -147,7 +146,6 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
                      for (int k = 0; k < 4; k++) {
                          save(raw, row * gh4 + k * hidden + j, pre[k]);
                      }
-                     save(c_prev_save, row * hidden + j, cp);
                      save(c_new_save, row * hidden + j, c);
                      c_state[static_cast<long>(b) * hidden + j] = c;
                      return h;
@@ -157,12 +155,12 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
 // GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate
 // rows per unit; the cell is gru_cell, as in gru_step_v1, saving raw and h W_hn^T + b_hn.
 __device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
-                        float* hn_lin_save, float* h_prev_save, float* out, const int* lengths, int steps, int reversed,
+                        float* hn_lin_save, float* out, const int* lengths, int steps, int reversed,
                         int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
                         float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     Slice sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
-    run_steps<3>(sl, h_buf, h_prev_save, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<3>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float hp) {
                      const float* g = sl.gate + b * 3 * units;
                      float pre_r = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);

@@ -72,43 +72,27 @@ __device__ __forceinline__ void save4(S* trace, long i, const float in[4]) {
 /**
  * Where a cell puts the new h of its quad. Unfused (out null): h is hnew [B, H], which step_commit
  * (or the LSTM projection's GEMM) moves on. Fused: h is the state h_state [B, H] itself (the
- * step's GEMM has read it), and the cell does step_commit's work: h_prev_save [T*B, H] (null in
- * inference) keeps the incoming state of every entry; a valid entry's state and output row take
- * the new h, an entry past its length keeps its state and gets a zero output row (out [T, B,
- * out_stride], this direction at out_offset).
+ * step's GEMM has read it), and the cell does step_commit's work: a valid entry's state and output
+ * row take the new h, an entry past its length keeps its state and gets a zero output row (out
+ * [T, B, out_stride], this direction at out_offset; backward rebuilds h_prev from it).
  */
 template <typename S>
 struct StepOut {
     S* h;
-    S* h_prev_save;
     S* out;
     int out_stride;
     int out_offset;
 };
 
-/**
- * Stores the quad's new h (rounded to S once), as StepOut says; h_new null: past the entry's
- * length. h_prev: the incoming state the caller already loaded (GRU reads it for its cell), or null
- * to load it here when fused.
- */
+/** Stores the quad's new h (rounded to S once), as StepOut says; h_new null: past the entry's length. */
 template <typename S>
-__device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int j0, int hidden, const float* h_new,
-                                      const float* h_prev = nullptr) {
-    S* h = o.h + static_cast<long>(b) * hidden + j0;
+__device__ __forceinline__ void put_h(const StepOut<S>& o, long row, int b, int j0, int hidden, const float* h_new) {
     if (o.out != nullptr) {
-        if (o.h_prev_save != nullptr) {
-            float loaded[4];
-            if (h_prev == nullptr) {
-                load4(h, loaded);
-                h_prev = loaded;
-            }
-            store4(o.h_prev_save + row * hidden + j0, h_prev);
-        }
         const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         store4(o.out + row * o.out_stride + o.out_offset + j0, h_new != nullptr ? h_new : zero);
     }
     if (h_new != nullptr) {
-        store4(h, h_new);
+        store4(o.h + static_cast<long>(b) * hidden + j0, h_new);
     }
 }
 
@@ -133,7 +117,7 @@ __device__ __forceinline__ bool quad_to_compute(const StepOut<S>& o, const int* 
 
 template <typename S>
 __device__ void lstm_step(const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole,
-                          float* c_state, float* c_prev_save, float* c_new_save, float* raw, const StepOut<S>& o,
+                          float* c_state, float* c_new_save, float* raw, const StepOut<S>& o,
                           const int* lengths, int t, int batch, int hidden, int input_forget, float clip, int f_kind,
                           float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
                           float h_beta) {
@@ -172,7 +156,6 @@ __device__ void lstm_step(const float* gx, const float* gh, const float* bih, co
     for (int g = 0; g < 4; g++) {
         save4(raw, row * gh4 + g * hidden + j0, pre[g]);
     }
-    save4(c_prev_save, row * hidden + j0, cp);
     save4(c_new_save, row * hidden + j0, c_new);
     store4(c_state + static_cast<long>(b) * hidden + j0, c_new);
     put_h(o, row, b, j0, hidden, h_new);
@@ -213,7 +196,7 @@ __device__ void gru_step(const float* gx, const float* gh, const float* bih, con
     save4(raw, row * gh3 + hidden + j0, pre_z);
     save4(raw, row * gh3 + 2 * hidden + j0, pre_n);
     save4(hn_lin_save, row * hidden + j0, h_lin);
-    put_h(o, row, b, j0, hidden, h_new, hp);  // fused: hp is the state quad itself, already loaded
+    put_h(o, row, b, j0, hidden, h_new);
 }
 
 // Elman RNN step, vectorized: 4 units per thread, as rnn_step_v1.

@@ -6,11 +6,12 @@
 
 namespace {
 
-// LSTM, one step. c_state [B, H] f32 is updated in place; c_prev_save and c_new_save [T*B, H] f32
-// keep it for backward; peephole [3H] (i, f, o) or null; input_forget: forget = 1 - i.
+// LSTM, one step. c_state [B, H] f32 is updated in place; c_new_save [T*B, H] f32 keeps it for
+// backward (which reads c_{t-1} from the step before); peephole [3H] (i, f, o) or null;
+// input_forget: forget = 1 - i.
 template <typename T>
 __device__ void lstm_step_v1(const float* gx, const float* gh, const float* bih, const float* bhh, const float* peephole,
-                             float* c_state, float* c_prev_save, float* c_new_save, float* raw, T* hnew,
+                             float* c_state, float* c_new_save, float* raw, T* hnew,
                              const int* lengths, int t, int batch, int hidden, int input_forget, float clip,
                              int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta,
                              int h_kind, float h_alpha, float h_beta) {
@@ -32,7 +33,6 @@ __device__ void lstm_step_v1(const float* gx, const float* gh, const float* bih,
     for (int k = 0; k < 4; k++) {
         save(raw, row * gh4 + k * hidden + j, pre[k]);
     }
-    save(c_prev_save, row * hidden + j, cp);
     save(c_new_save, row * hidden + j, c);
     c_state[static_cast<long>(b) * hidden + j] = c;
     hnew[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(h);
@@ -114,19 +114,18 @@ __device__ void rnn_step_v1(const float* gx, const float* gh, const float* bih, 
     hnew[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(activate(f_kind, f_alpha, f_beta, clip_to(pre, clip)));
 }
 
-// End of a step, for every element of [B, P]: saves the incoming state (h_prev_save [T*B, P], or null),
-// then for valid entries moves hnew into the state and the output, and writes zero output for
-// entries past their length. out is [T, B, out_stride] with this direction at out_offset.
+// End of a step, for every element of [B, P]: for valid entries moves hnew into the state and the
+// output, and writes zero output for entries past their length. out is [T, B, out_stride] with
+// this direction at out_offset (backward rebuilds h_prev from it).
 template <typename T>
-__device__ void step_commit_v1(const T* hnew, T* h_state, T* h_prev_save, T* out, const int* lengths, int t, int batch,
-                               int state, int out_stride, int out_offset) {
+__device__ void step_commit_v1(const T* hnew, T* h_state, T* out, const int* lengths, int t, int batch, int state,
+                               int out_stride, int out_offset) {
     int b, j;
     if (!element(batch, state, b, j)) {
         return;
     }
     long hb = static_cast<long>(b) * state + j;
     long row = static_cast<long>(t) * batch + b;
-    save(h_prev_save, row * state + j, h_state[hb]);
     T* o = out + row * out_stride + out_offset + j;
     if (t < lengths[b]) {
         h_state[hb] = hnew[hb];

@@ -157,16 +157,14 @@ final class RecurrentGpu {
         };
     }
 
-    /** What one (layer, direction) pass keeps on the device for backward. */
+    /**
+     * What one (layer, direction) pass keeps on the device for backward: raw [T*B, G*H] (the
+     * pre-activations), c_new [T*B, H] (LSTM) and h W_hn^T + b_hn [T*B, H] (GRU with
+     * linear_before_reset), in F32; no copy of a state (see {@link Saved}). All null in inference,
+     * but raw for GRU's reset-first form, which reads r and z back from it.
+     */
     record SlotTrace(DeviceTensor raw, DeviceTensor cNew, DeviceTensor hnLin) {
     }
-
-    /**
-     * The forward kernels' c_prev_save and h_prev_save arguments: never saved, so the trace holds no
-     * copy of a state. Backward reads c_{t-1} as the c_new of the step processed before, and
-     * rebuilds h_prev from the layer's output (h_prev_of_steps); c0 and h0 at an entry's first step.
-     */
-    private static final long PREV_NOT_SAVED = 0L;
 
     /**
      * The device state a forward leaves behind, released when the result is closed: each layer's
@@ -509,12 +507,12 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
             if (c.cell() == CellType.LSTM) {
-                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer()).pointer(PREV_NOT_SAVED)
-                        .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(PREV_NOT_SAVED).pointer(out.pointer())
+                args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer())
+                        .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(out.pointer())
                         .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
                         .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
             } else {
-                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin())).pointer(PREV_NOT_SAVED)
+                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()))
                         .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
             }
@@ -549,12 +547,12 @@ final class RecurrentGpu {
                 // The cell, step_commit and step_advance in one kernel: h_state in place, h_prev and the output row.
                 KernelArgs fa = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
                 switch (c.cell()) {
-                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
+                    case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(ptr(tr.cNew()))
                             .pointer(ptr(tr.raw())).pointer(hState.pointer());
                     case GRU -> fa.pointer(hState.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()));
                     case RNN -> fa.pointer(ptr(tr.raw())).pointer(hState.pointer());
                 }
-                fa.pointer(PREV_NOT_SAVED).pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
+                fa.pointer(out.pointer()).pointer(lens.pointer()).pointer(step.pointer()).i32(steps)
                         .i32(reversed).i32(batch).i32(h).i32(c.outputSize()).i32(d * p);
                 if (c.cell() == CellType.LSTM) {
                     fa.i32(c.inputForget() ? 1 : 0);
@@ -574,7 +572,7 @@ final class RecurrentGpu {
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             switch (c.cell()) {
                 case LSTM -> driver.launch(kernel(cellKernel + stateSuffix), stepGrid, Dim3.of(THREADS), 0, on, args.pointer(ptr(peep))
-                        .pointer(cState.pointer()).pointer(PREV_NOT_SAVED).pointer(ptr(tr.cNew()))
+                        .pointer(cState.pointer()).pointer(ptr(tr.cNew()))
                         .pointer(ptr(tr.raw())).pointer(m != null ? m.pointer() : hnew.pointer()).pointer(lens.pointer())
                         .pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(c.inputForget() ? 1 : 0)
                         .f32(clip)
@@ -609,7 +607,7 @@ final class RecurrentGpu {
             }
             boolean advances = commitAdvances(stepChoice);
             driver.launch(kernel((advances ? "step_commit_advance" : "step_commit") + stateSuffix), stateGrid, Dim3.of(THREADS), 0, on,
-                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(PREV_NOT_SAVED).pointer(out.pointer())
+                    new KernelArgs().pointer(hnew.pointer()).pointer(hState.pointer()).pointer(out.pointer())
                             .pointer(lens.pointer()).pointer(step.pointer()).i32(steps).i32(reversed).i32(batch).i32(p)
                             .i32(c.outputSize()).i32(d * p));
             if (!advances) {
