@@ -14,7 +14,8 @@
 //   bih,bhh [G*H]      f32   biases, or null
 //   lengths [B]        i32   steps t >= lengths[b] are skipped (state kept, output zero)
 //   raw     [T*B, G*H] f32   saved pre-activations (before clip) for backward; null in inference (every trace
-//                            buffer, raw, c_new_save, hn_lin_save, may be: nothing is saved). No state is saved:
+//                            buffer, raw, c_new_save, hn_lin_save, may be: nothing is saved; but GRU's reset-first
+//                            form reads r and z back from raw, so it gets raw always). No state is saved:
 //                            backward reads c_{t-1} as c_new of the step before and rebuilds h_prev from the output
 //   act*    kind, alpha, beta of the activations in ONNX order; kinds are Activation.Kind ordinals
 //   clip    > 0; +inf for none

@@ -43,8 +43,9 @@ class CompareTwoTimesTest {
 
     @Test
     void theFloorIsTheReferencesOwnRoundingToTheStorageDtype() {
-        double[] ref = {1 + 0x1p-10, 2, 3, 4};            // 1 + 2^-10 is not a bf16 value
-        double[] stored = {1, 2, 3, 4};                   // its exact rounding to bf16
+        double[] ref = {2 + 0x1p-8, 2, 3, 4};             // 2 + 2^-8 is not a bf16 value
+        double[] stored = {2, 2, 3, 4};                   // its exact rounding to bf16, on which arithmetic is exact
+        assertEquals(0, Compare.arithmeticError(stored, DType.BF16), "only the storage term allows the rounding");
         assertNull(Compare.twiceThePlain(stored, ref, ref, DType.BF16).firstBad(), "a plain error of zero still allows the rounding");
         Compare.TwoTimes f32 = Compare.twiceThePlain(stored, ref, ref, DType.F32);
         assertNotNull(f32.firstBad(), "in F32 the same difference is far above the floor");

@@ -31,7 +31,8 @@ import java.util.Map;
  * DESIGN's 2x rule against {@code cpu-same-precision}, which rounds at the same points. Backward
  * likewise: its GEMMs (the per-step dh = dA W_hh, GRU's d(r*h) and the projection's dm, and over all
  * steps the weight gradients and dx) multiply 16-bit operands (the gate gradients dA rounded once
- * by the cell kernels that write them, the saved 16-bit trace, the 16-bit weights) into fp32; the
+ * by the cell kernels that write them, the saved 16-bit layer inputs and the h_prev rebuilt from the
+ * saved 16-bit outputs, the 16-bit weights) into fp32; the
  * carried dh and dc, the GEMM results and the bias and peephole sums stay fp32.
  *
  * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection or a GRU with
@@ -60,7 +61,7 @@ final class RecurrentGpu {
     }
 
     /**
-     * The forward's state type: the type of h (the state, hnew, the layer outputs, the saved h_prev
+     * The forward's state type: the type of h (the state, hnew, the layer outputs, the h_prev backward rebuilds
      * and the layer inputs backward reads) and of every forward GEMM operand (x, W_ih, W_hh, W_hr,
      * GRU's r*h); the GEMMs accumulate and write gx and gh in fp32 (the LSTM projection writes h in
      * this type, rounded once). The storage type for F16/BF16 ops: tensor cores, h rounded once per
@@ -316,6 +317,9 @@ final class RecurrentGpu {
         DeviceTensor cn = lstm ? temp.allocate(DType.F32, slots, batch, h) : null;
         List<DeviceTensor> layerInputs = new java.util.ArrayList<>();
         SlotTrace[] traces = new SlotTrace[slots];
+        // GRU's reset-first form reads r and z back from raw within a step: inference gives every
+        // slot one scratch buffer (the slots run one after another on the stream).
+        DeviceTensor scratchRaw = !training && gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null;
         for (int layer = 0; layer < c.numLayers(); layer++) {
             layerInputs.add(input);
             int inWidth = c.layerInputSize(layer);
@@ -335,7 +339,7 @@ final class RecurrentGpu {
                 SlotTrace tr = training ? new SlotTrace(keep.allocate(DType.F32, (long) steps * batch, gh),
                         lstm ? keep.allocate(DType.F32, (long) steps * batch, h) : null,
                         c.cell() == CellType.GRU && c.linearBeforeReset() ? keep.allocate(DType.F32, (long) steps * batch, h) : null)
-                        : new SlotTrace(gruSplit ? temp.allocate(DType.F32, (long) steps * batch, gh) : null, null, null);
+                        : new SlotTrace(scratchRaw, null, null);
                 traces[slot] = tr;
                 DeviceTensor cState = lstm ? initialState(temp, in.c0(), DType.F32, slot, batch, h, stream) : null;
                 runDirection(c, dt, d, steps, batch, in.lengths(), gx, whh, bih, bhh, whr, peep, hState, cState, tr, out, temp,
@@ -544,7 +548,7 @@ final class RecurrentGpu {
             // h W_hh^T for every gate, except GRU's n rows when the reset gate comes first.
             linear(hState, whh, ghStep, batch, p, gruSplit ? 2 * h : gh, gh, on, tf32);
             if (fused) {
-                // The cell, step_commit and step_advance in one kernel: h_state in place, h_prev and the output row.
+                // The cell, step_commit and step_advance in one kernel: h_state in place and the output row.
                 KernelArgs fa = new KernelArgs().pointer(gx.pointer()).pointer(ghStep.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
                 switch (c.cell()) {
                     case LSTM -> fa.pointer(ptr(peep)).pointer(cState.pointer()).pointer(ptr(tr.cNew()))
@@ -788,6 +792,8 @@ final class RecurrentGpu {
             dLayerOut = s.allocate(DType.F32, steps, batch, c.outputSize());
             driver.memsetAsync(dLayerOut.pointer(), 0, Math.max(1, dLayerOut.byteSize()), stream);
         }
+        // h_prev [T*B, P] of the (layer, direction) being differentiated, rebuilt for each in turn.
+        DeviceTensor hPrev = s.allocate(state, rows, p);
             for (int layer = c.numLayers() - 1; layer >= 0; layer--) {
                 int in = c.layerInputSize(layer);
                 DeviceTensor x = saved.layerInputs().get(layer);  // the state type, as every operand below
@@ -801,7 +807,6 @@ final class RecurrentGpu {
                     DeviceTensor whh = param(prepared, s, params, "weight_hh_" + sfx, state);
                     DeviceTensor whr = c.projSize() > 0 ? param(prepared, s, params, "weight_hr_" + sfx, state) : null;
                     DeviceTensor peep = c.peepholes() ? param(prepared, s, params, "weight_peephole_" + sfx, DType.F32) : null;
-                    DeviceTensor hPrev = s.allocate(state, rows, p);
                     driver.launch(kernel("h_prev_of_steps" + stateSuffix), Dim3.of(blocks((long) rows * p)), Dim3.of(THREADS), 0, stream,
                             new KernelArgs().pointer(saved.layerOutput(layer).pointer())
                                     .pointer(saved.h0() == null ? 0L : saved.h0().select(0, slot).pointer()).pointer(hPrev.pointer())

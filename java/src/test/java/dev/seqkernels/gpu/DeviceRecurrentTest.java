@@ -345,7 +345,7 @@ class DeviceRecurrentTest {
      * its saved output to the caller: overwriting the result's output before backward (a framework's
      * in-place op) leaves the gradients the host path's. Time-major in the op's dtype, where the
      * output could otherwise have been the saved buffer itself; a bidirectional LSTM with lengths
-     * and h0, so both directions' first steps and the h0 rows are read.
+     * (one of them 0) and h0, so both directions' first steps and the h0 rows are read.
      */
     @Test
     void overwritingTheOutputBeforeBackwardChangesNoGradient() {
@@ -355,7 +355,7 @@ class DeviceRecurrentTest {
         Tensor x = data.tensor(DType.F32, 1, 4, 3, 5);
         Tensor h0 = data.tensor(DType.F32, 0.5, 2, 3, 8);
         Tensor dOut = data.tensor(DType.F32, 1, 4, 3, 16);
-        int[] lengths = {4, 1, 3};
+        int[] lengths = {4, 0, 3};
         try (PreparedWeights weights = op.prepare(w); RecurrentResult want = op.forward(weights, x, h0, null, lengths);
              RecurrentGradients wantGrad = op.backward(weights, want, dOut, null, null)) {
             DeviceRecurrent rnn = DeviceRecurrent.of(op);

@@ -19,14 +19,13 @@ import java.util.function.Function;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * A recurrent forward in inference mode runs every step kernel with null trace buffers (the cells
  * skip what only backward reads) and allocates no trace: on every kernel the selection rules pick,
  * its outputs are bit for bit the training forward's, and (on the emulator, which measures peak
- * device memory) it takes at least the trace's bytes less.
+ * device memory) it takes exactly the trace's bytes less.
  */
 @PerBinding
 class RecurrentInferenceTest {
@@ -80,15 +79,20 @@ class RecurrentInferenceTest {
             return op;
         }
 
-        /** The bytes the training forward keeps for backward and inference does not allocate (RecurrentGpu.SlotTrace). */
+        /**
+         * The bytes the training forward keeps for backward and inference does not allocate
+         * (RecurrentGpu.SlotTrace per (layer, direction): raw, LSTM's c_new, GRU's h W_hn^T + b_hn;
+         * no copy of a state), less the one raw buffer GRU's reset-first form reads r and z from.
+         */
         long traceBytes(RecurrentConfig c) {
             long rows = (long) T * batch;
             int h = c.hiddenSize();
-            boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
-            long slot = gruSplit ? 0 : rows * c.cell().gates() * h * 4L;  // split GRU's raw is scratch its second kernel reads
-            slot += c.cell() == CellType.LSTM ? rows * h * 4L : 0;  // c_new (c_prev is the step before's c_new, or c0)
+            long raw = rows * c.cell().gates() * h * 4L;
+            long slot = raw;
+            slot += c.cell() == CellType.LSTM ? rows * h * 4L : 0;
             slot += c.cell() == CellType.GRU && c.linearBeforeReset() ? rows * h * 4L : 0;
-            return slot * c.numLayers() * c.numDirections();
+            boolean gruSplit = c.cell() == CellType.GRU && !c.linearBeforeReset();
+            return slot * c.numLayers() * c.numDirections() - (gruSplit ? raw : 0);
         }
     }
 
@@ -119,7 +123,6 @@ class RecurrentInferenceTest {
         Driver driver = GpuTargets.driver();
         long before = driver.memoryInUse();
         try (RecurrentResult train = run.forward(true); RecurrentResult infer = run.forward(false)) {
-            assertNull(infer.saved(), path.toString());
             assertArrayEquals(train.output().toDoubleArray(), infer.output().toDoubleArray(), path + " output");
             assertArrayEquals(train.hn().toDoubleArray(), infer.hn().toDoubleArray(), path + " hn");
             if (train.cn() != null) {
@@ -127,6 +130,25 @@ class RecurrentInferenceTest {
             }
         }
         assertEquals(before, driver.memoryInUse(), path + ": device memory back where it was");
+    }
+
+    /**
+     * The persistent paths ran the persistent kernel (one cooperative launch, no per-step graph),
+     * not the step loop the runtime falls back to when the grid does not fit; a fused path runs the
+     * step graph.
+     */
+    @org.junit.jupiter.api.Test
+    void thePersistentPathsRanThePersistentKernel() {
+        for (Path path : new Path[]{Path.PERSISTENT_LSTM, Path.PERSISTENT_GRU, Path.FUSED_LSTM}) {
+            Run run = Run.of(path);
+            try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
+                RecurrentOp op = path.make.apply(new GpuBackend(counting));
+                try (RecurrentResult r = op.forwardInference(run.params(), run.x(), run.h0(), run.c0(), run.lengths())) {
+                    assertEquals(path != Path.FUSED_LSTM, counting.graphLaunches() == 0, path + ": " + counting.graphLaunches()
+                            + " step-graph launches");
+                }
+            }
+        }
     }
 
     @ParameterizedTest
