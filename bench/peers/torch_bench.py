@@ -12,7 +12,7 @@ scaled_dot_product_attention (PyTorch < 2.0) attention is timed as matmul-softma
 Timing matches seqk bench: warm-up, then at least 3 repetitions, at least 10 unless they take over
 2 s, and more up to 300 ms (at most 200), each between CUDA events after writing a 256 MiB buffer so that L2 holds nothing useful; median and
 10th/90th percentiles. The forward pass is the training forward (autograd on), as ours saves what
-backward needs. On a CPU (--device cpu) it times with perf_counter, for checking this script.
+backward needs; the infer pass runs under torch.inference_mode(), as ours keeps nothing. On a CPU (--device cpu) it times with perf_counter, for checking this script.
 """
 import argparse
 import datetime
@@ -81,8 +81,13 @@ def recurrent_runner(case, device):
     def fwd_bwd():
         net(x)[0].backward(dy)
 
+    def infer():
+        with torch.inference_mode():
+            return net(x)[0]
+
     impl = "torch-cudnn" if device == "cuda" and torch.backends.cudnn.is_available() else "torch-" + device
-    return [(impl, fwd_bwd if case["pass"] == "fwd+bwd" else fwd, None)]
+    run = {"fwd+bwd": fwd_bwd, "infer": infer}.get(case["pass"], fwd)
+    return [(impl, run, None)]
 
 
 def sdpa_backends():

@@ -160,7 +160,7 @@ public final class Bench {
         return s[lo] + (pos - lo) * (s[hi] - s[lo]);
     }
 
-    /** Runs the case's op once on {@code backend}: forward, and backward for fwd+bwd. */
+    /** Runs the case's op once on {@code backend}: forward (inference for infer), and backward for fwd+bwd. */
     static void workload(BenchCase c, GpuBackend backend) {
         switch (c.op()) {
             case "lstm", "gru" -> recurrent(c, backend);
@@ -185,7 +185,8 @@ public final class Bench {
         for (Map.Entry<String, long[]> p : op.config().parameterShapes().entrySet()) {
             params.put(p.getKey(), random(c.dtype(), seed++, 1 / Math.sqrt(h), p.getValue()));
         }
-        try (Tensor x = random(c.dtype(), seed++, 1, t, b, in); RecurrentResult y = op.forward(params, x)) {
+        try (Tensor x = random(c.dtype(), seed++, 1, t, b, in);
+             RecurrentResult y = c.pass().equals("infer") ? op.forwardInference(params, x, null, null, null) : op.forward(params, x)) {
             if (c.backward()) {
                 try (Tensor dy = random(c.dtype(), seed, 1, y.output().shape());
                      RecurrentGradients g = op.backward(params, y, dy, null, null)) {

@@ -9,7 +9,8 @@ import java.util.stream.Collectors;
 
 /**
  * One benchmark shape: an op ({@code lstm}, {@code gru}, {@code sdpa}, {@code decode}), its sizes,
- * storage dtype and pass ({@code fwd} or {@code fwd+bwd}), with the work it must do at least: the
+ * storage dtype and pass ({@code infer}, {@code fwd} or {@code fwd+bwd}: recurrent ops only for
+ * {@code infer}, the forward keeping nothing for backward), with the work it must do at least: the
  * flops and the bytes that bound it from below (see {@link BenchSuite} for the formulas). The key
  * joins our rows with the peers' ({@code bench/peers/torch_bench.py}).
  */

@@ -14,7 +14,8 @@ import java.util.Map;
  * <p>Recurrent (one layer, one direction, I = H, G = 4 gates for LSTM and 3 for GRU, e = bytes per
  * element of the storage dtype): forward flops 2·T·B·(I+H)·G·H (the input and recurrent GEMMs; the
  * cell's pointwise work is negligible beside them); forward+backward 3x that (backward's data and
- * weight GEMMs each cost a forward). Forward bytes: W_hh re-read every step, T·G·H·H·e (the floor
+ * weight GEMMs each cost a forward); inference ({@code infer}: nothing kept for backward) as the
+ * forward. Forward bytes: W_hh re-read every step, T·G·H·H·e (the floor
  * that matters at small batch: the weights do not stay on chip between steps), plus W_ih once and x
  * and the output once; forward+backward re-reads W_hh again per step and reads and writes the saved
  * activations: 2·T·G·H·H·e + 3·(x + output + T·B·G·H·e).
@@ -49,9 +50,12 @@ public final class BenchSuite {
     /** Tiny shapes of every op, for the emulator and the harness's own tests. */
     static List<BenchCase> smoke() {
         List<BenchCase> c = new ArrayList<>();
-        for (String pass : List.of("fwd", "fwd+bwd")) {
+        for (String pass : List.of("infer", "fwd", "fwd+bwd")) {
             c.add(recurrent("smoke", "lstm", 3, 2, 8, DType.F32, pass));
             c.add(recurrent("smoke", "gru", 3, 2, 8, DType.BF16, pass));
+            if (pass.equals("infer")) {
+                continue;  // attention's inference differs from its forward only in what is released
+            }
             c.add(attention("smoke", 2, 2, 16, 8, false, DType.F16, pass));
             c.add(attention("smoke", 1, 2, 16, 8, true, DType.F32, pass));
         }
@@ -72,6 +76,17 @@ public final class BenchSuite {
                             }
                         }
                     }
+                }
+            }
+        }
+        // Inference beside the training forward at T = 100, where the per-step cost shows: the
+        // cells write no trace (RecurrentGpu.forwardOnStream), cuDNN's inference mode keeps no
+        // reserve space.
+        for (DType dt : List.of(DType.F32, DType.BF16)) {
+            for (int b : new int[]{8, 256}) {
+                for (int h : new int[]{512, 1024}) {
+                    c.add(recurrent("rnn", "lstm", 100, b, h, dt, "infer"));
+                    c.add(recurrent("rnn", "gru", 100, b, h, dt, "infer"));
                 }
             }
         }

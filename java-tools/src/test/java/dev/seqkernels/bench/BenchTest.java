@@ -94,7 +94,9 @@ class BenchTest {
     @Test
     void suitesCoverTheIssuesGridsAndSkipOnlyWithAReason() {
         List<BenchCase> rnn = BenchSuite.cases("rnn");
-        assertEquals(3 * 4 * 4 * 2 * 2 + 4 * 4 * 2 * 2, rnn.size(), "lstm: T x B x H x dtype x pass; gru at T=100");
+        assertEquals(3 * 4 * 4 * 2 * 2 + 4 * 4 * 2 * 2 + 2 * 2 * 2 * 2, rnn.size(),
+                "lstm: T x B x H x dtype x pass; gru at T=100; inference of both at T=100, B x H x dtype");
+        assertEquals(16, rnn.stream().filter(c -> c.pass().equals("infer")).count());
         assertTrue(rnn.stream().filter(c -> c.skip() != null).allMatch(c -> (long) c.get("T") * c.get("B") * c.get("H") > 1L << 27));
         List<BenchCase> attn = BenchSuite.cases("attn");
         assertEquals(6 * 2 * 2 * 3 * 2 + 4, attn.size(), "L x D x causal x dtype x pass, plus decoding");
