@@ -252,8 +252,10 @@ final class RecurrentGpu {
         try (PendingResults results = new PendingResults()) {
             Tensor timeMajor = c.batchFirst() ? x.permute(1, 0, 2) : x;
             DType state = stateType(dt, stepChoice);
-            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : (training ? scope : temp).upload(h0, state),
-                    c0 == null ? null : (training ? scope : temp).upload(c0, DType.F32), scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
+            DeviceScope initial = training ? scope : temp;  // backward reads h0 and c0 at each entry's first step
+            ForwardInputs in = new ForwardInputs(scope.upload(timeMajor, state), h0 == null ? null : initial.upload(h0, state),
+                    c0 == null ? null : initial.upload(c0, DType.F32),
+                    scope.uploadAndClose(Tensor.of(DType.I32, toDoubles(lengths), batch)));
             ForwardOutputs o = forwardOnStream(c, params, prepared, dt, steps, batch, in, scope, temp, 0, training);
             Tensor hn = results.keep(download(o.hn(), dt));
             Tensor cn = results.keep(o.cn() == null ? null : download(o.cn(), dt));
@@ -351,7 +353,8 @@ final class RecurrentGpu {
             }
             input = out;
         }
-        return new ForwardOutputs(input, hn, cn, training ? new Saved(c, keep, layerInputs, input, traces, in.lengths(), in.h0(), in.c0(), steps, batch) : null);
+        Saved saved = training ? new Saved(c, keep, layerInputs, input, traces, in.lengths(), in.h0(), in.c0(), steps, batch) : null;
+        return new ForwardOutputs(input, hn, cn, saved);
     }
 
     /**
