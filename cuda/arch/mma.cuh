@@ -108,13 +108,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], SharedAddr row)
 
 /** Four 8x8 b16 matrices; lane l passes the address of row l%8 of matrix l/8. */
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* shared_row) {
-#if __CUDA_ARCH__ >= 800
-    unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(shared_row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-#else
-    asm volatile("trap;");
-#endif
+    ldmatrix_x4<0>(r, shared_addr(shared_row));
 }
 
 /** Two 8x8 b16 matrices, transposed; lanes 0..15 pass row addresses (lanes 16..31: any valid address). */
@@ -132,13 +126,7 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], const void* sha
  * worth of a 16x16 tile's B fragments (columns n and n + 8) in one instruction.
  */
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* shared_row) {
-#if __CUDA_ARCH__ >= 800
-    unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(shared_row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-#else
-    asm volatile("trap;");
-#endif
+    ldmatrix_x4_trans<0>(r, shared_addr(shared_row));
 }
 
 }  // namespace arch
