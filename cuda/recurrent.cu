@@ -112,7 +112,7 @@ SEQK_RECURRENT_FWD(bf16, __nv_bfloat16);
         int reversed, int batch, int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,     \
         int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {                             \
         vec4::lstm_step<S>(gx, gh, bih, bhh, peephole, c_state, c_new_save, raw,                                        \
-                           {hnew, nullptr, 0, 0}, lengths, step_time(step, steps, reversed), batch,            \
+                           {hnew, nullptr, 0, 0}, lengths, step_time(step, steps, reversed), batch,                     \
                            hidden, input_forget, clip, f_kind, f_alpha,                                                 \
                            f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                                   \
     }                                                                                                                   \

@@ -36,6 +36,18 @@ __device__ void step_grad_in(const float* dh_state, const float* d_out, float* d
     }
 }
 
+// Whether the state before step t of entry b is the initial one (h0, c0): at the entry's first
+// step in processing order, t = 0, or t = length - 1 when reversed (the steps past a length leave
+// the initial state as it was; true there too, so such rows read a finite value). Otherwise it is
+// the state after the step processed before, whose row is previous_row.
+__device__ __forceinline__ bool from_initial_state(int t, int length, int reversed) {
+    return reversed ? t >= length - 1 : t == 0;
+}
+
+__device__ __forceinline__ long previous_row(long row, int batch, int reversed) {
+    return reversed ? row + batch : row - batch;
+}
+
 // h_prev [T*B, P] for the backward's GEMMs and GRU's cells, rebuilt from what the forward keeps
 // anyway instead of a copy saved every step: the state before step t is the layer output out [T, B,
 // out_stride] (this direction at out_offset) of the step processed before (t-1, or t+1 when
@@ -54,13 +66,11 @@ __device__ void h_prev_of_steps(const S* out, const S* h0, S* h_prev, const int*
     int q = static_cast<int>(idx % state);
     int t = static_cast<int>(row / batch);
     int b = static_cast<int>(row % batch);
-    bool first = reversed ? t >= lengths[b] - 1 : t == 0;
     S v;
-    if (first) {
+    if (from_initial_state(t, lengths[b], reversed)) {
         v = h0 == nullptr ? seqk::from_float<S>(0.0f) : h0[static_cast<long>(b) * state + q];
     } else {
-        long before = static_cast<long>(reversed ? t + 1 : t - 1) * batch + b;
-        v = out[before * out_stride + out_offset + q];
+        v = out[previous_row(row, batch, reversed) * out_stride + out_offset + q];
     }
     h_prev[idx] = v;
 }
@@ -100,8 +110,8 @@ __device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_
     long hb = static_cast<long>(b) * hidden + j;
     float raw_i = raw[row * g4 + j], raw_f = raw[row * g4 + hidden + j];
     float raw_g = raw[row * g4 + 2 * hidden + j], raw_o = raw[row * g4 + 3 * hidden + j];
-    bool first = reversed ? t == lengths[b] - 1 : t == 0;
-    float cp = first ? load_or_zero(c0, hb) : c_new[(reversed ? row + batch : row - batch) * hidden + j];
+    float cp = from_initial_state(t, lengths[b], reversed) ? load_or_zero(c0, hb)
+                                                           : c_new[previous_row(row, batch, reversed) * hidden + j];
     float cn = c_new[row * hidden + j];
     float gi = activate(f_kind, f_alpha, f_beta, clip_to(raw_i, clip));
     float gf = input_forget ? 1.0f - gi : activate(f_kind, f_alpha, f_beta, clip_to(raw_f, clip));
