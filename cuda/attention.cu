@@ -23,12 +23,25 @@
 //
 // This file holds the kernels' entry points; their code is split by role under attention/:
 // common.cuh (shape, index arithmetic, scores, the weight recompute), v1.cuh, forward_tc.cuh
-// (tensor-core forward), backward_tc.cuh (tensor-core backward), decode.cuh (split-KV).
+// (tensor-core forward), backward_tc.cuh (tensor-core backward), decode.cuh (split-KV: attn_fwd_split,
+// attn_fwd_decode and their combine).
 #include "attention/backward_tc.cuh"
 #include "attention/common.cuh"
 #include "attention/decode.cuh"
 #include "attention/forward_tc.cuh"
 #include "attention/v1.cuh"
+
+// attn_fwd_decodeDMAX_T: decode::attn_fwd_decode for D and Dv up to DMAX, with
+// decode::Tiling<T, DMAX>::SHARED_BYTES of dynamic shared memory and 128 threads.
+#define SEQK_ATTENTION_DECODE(dmax, suffix, T)                                                                           \
+    extern "C" __global__ void attn_fwd_decode##dmax##_##suffix(                                                         \
+        const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,                     \
+        const int* query_lengths, const float* bias0, const float* bias1, AttnShape shape, long long keys_per_split,    \
+        long long splits) {                                                                                              \
+        decode::attn_fwd_decode<T, dmax>(q, k, v, part_out, part_ml, key_lengths, query_lengths, bias0, bias1, shape,    \
+                                         keys_per_split, splits);                                                        \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_decode##dmax##_##suffix)
 
 #define SEQK_ATTENTION_SPLIT(suffix, T)                                                                                  \
     extern "C" __global__ void attn_fwd_split_##suffix(const T* q, const T* k, const T* v, float* part_out,            \
@@ -47,6 +60,9 @@
         }                                                                                                                \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_split_##suffix);                                                                                \
+    SEQK_ATTENTION_DECODE(64, suffix, T);                                                                                \
+    SEQK_ATTENTION_DECODE(128, suffix, T);                                                                               \
+    SEQK_ATTENTION_DECODE(256, suffix, T);                                                                               \
     extern "C" __global__ void attn_fwd_combine_##suffix(const float* part_out, const float* part_ml, T* out,           \
                                                          float* lse, AttnShape shape, long long splits) {               \
         split::attn_fwd_combine<T>(part_out, part_ml, out, lse, shape, splits);                                          \

@@ -44,6 +44,13 @@ __device__ __forceinline__ AttnRow row_of(const AttnShape& s, long long row, con
  */
 __device__ __forceinline__ float softmax_weight(float s, float m) { return s == m ? 1.0f : expf(s - m); }
 
+/**
+ * Whether a weight is marked blocked: -0, which exp never returns. An allowed key's weight that
+ * underflows is +0 and still multiplies its value (0 x inf is NaN, as in the reference); a
+ * blocked key's value is never read.
+ */
+__device__ __forceinline__ bool marked_blocked(float p) { return p == 0.0f && copysignf(1.0f, p) < 0.0f; }
+
 /** The scaled, biased score of (row, key j), or -inf when any mask blocks it. */
 template <typename T>
 __device__ float score(const AttnShape& s, const AttnRow& r, long long j, const T* q, const T* k, const float* bias0,

@@ -1,6 +1,8 @@
-// Split-KV forward for decoding (attn_fwd_split, attn_fwd_combine).
+// Split-KV forward for decoding: attn_fwd_split (any rows), attn_fwd_decode (16-byte rows, tiled
+// through shared memory for bandwidth) and attn_fwd_combine, which both split kernels feed.
 #pragma once
 
+#include "../arch/cp_async.cuh"
 #include "common.cuh"
 
 namespace {
@@ -157,5 +159,337 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_ml, T*
 }
 
 }  // namespace split
+
+// ---------------------------------------------------------------------------------------------
+// attn_fwd_decode: the split kernel for keys and values whose rows are 16-byte aligned and
+// contiguous (AttentionGpu.decodeKernel), built for memory bandwidth: decoding reads every key and
+// value once per GQA group and does 4 flops per byte read (bf16, Lq = 1), so the kernel's whole job
+// is to keep many 16-byte loads in flight. Same grid, partial outputs and combine as attn_fwd_split.
+//
+// One block (128 threads) = one (batch entry, kv head, group of ROWS query rows, key split). The
+// block walks its split in tiles of KEYS keys: the tile's k and v rows go global -> shared with
+// 16-byte cp.async (every thread issues KEYS * D * size / 16 / 128 of them per operand), double
+// buffered, so tile n + 1 is in flight while tile n is used. Per tile:
+// - scores: thread t owns key t % KEYS of the tile for the rows t / KEYS + (128 / KEYS) n (lanes own
+//   keys: no shuffle per key); it reads its k row in 16-byte chunks and q (f32, in shared memory,
+//   the same address over the warp) and writes scale * dot + bias, or -inf where a mask blocks;
+// - softmax: warp w owns row w's running max m and sum l (FlashDecoding's online softmax, the
+//   same softmax_weight as every attention kernel); it turns the row's scores into weights p in
+//   place and publishes the rescale factor of the row's accumulator;
+// - values: thread t owns value chunk t % CHUNKS (one 16-byte chunk of columns) of row
+//   (t / CHUNKS) % ROWS (+ SLOTS n when a row needs more threads than there are) over the keys
+//   phase, phase + PHASES, ... of the tile, where phase = t / CHUNKS / ROWS; the phases' partial
+//   sums add up at the end. A blocked key's weight is marked -0 (marked_blocked) and its value is
+//   not read, so a non-finite value at a masked key stays out, as in every other kernel; an
+//   allowed key whose weight underflows to +0 still multiplies its value (0 x inf is NaN).
+// Shared memory: k and v as [stage][key][chunk] with chunk c of key j at c ^ (j & 7) (an XOR
+// swizzle: the 8 lanes of a 16-byte access phase hit 8 distinct 16-byte bank groups, both when
+// 8 keys read one chunk each in the score phase and when cp.async writes 8 chunks of one key),
+// no padding; then q [ROWS][DMAX] f32, the weights [ROWS][KEYS] f32, each row's rescale and sum.
+// Keys no row of the block may see (past the key length, or past every row's causal limit) are
+// neither loaded nor read.
+namespace decode {
+
+constexpr int THREADS = 128;
+constexpr int ROWS = split::ROWS_PER_BLOCK;
+constexpr int STAGES = 2;
+
+/** 16 bytes of consecutive elements: one cp.async chunk, read from shared memory as one access. */
+template <typename T>
+struct alignas(16) Chunk {
+    T v[16 / sizeof(T)];
+};
+
+/** The tiling for storage type T and head dimensions up to DMAX (64, 128 or 256). */
+template <typename T, int DMAX>
+struct Tiling {
+    static constexpr int PER_CHUNK = 16 / static_cast<int>(sizeof(T));
+    /** 16-byte chunks per shared row (a power of two, at least 8: the swizzle's span). */
+    static constexpr int CHUNKS = DMAX / PER_CHUNK;
+    /** Keys per tile: 16 KB of k and 16 KB of v per stage, at most one key per thread. */
+    static constexpr int KEYS = 16384 / (DMAX * static_cast<int>(sizeof(T))) < THREADS
+                                    ? 16384 / (DMAX * static_cast<int>(sizeof(T)))
+                                    : THREADS;
+    /** Score phase: threads per key, and the rows each thread scores. */
+    static constexpr int KEY_THREADS = THREADS / KEYS;
+    static constexpr int SCORE_ROWS = (ROWS + KEY_THREADS - 1) / KEY_THREADS;
+    /** Value phase: threads per value chunk, rows per thread, key phases per row. */
+    static constexpr int SLOTS = THREADS / CHUNKS;
+    static constexpr int VALUE_ROWS = SLOTS >= ROWS ? 1 : ROWS / SLOTS;
+    static constexpr int PHASES = SLOTS >= ROWS ? SLOTS / ROWS : 1;
+    /** Chunks of one operand's stage. */
+    static constexpr int STAGE_CHUNKS = KEYS * CHUNKS;
+    /** Dynamic shared memory (AttentionGpu.decodeSharedBytes computes the same). */
+    static constexpr int SHARED_BYTES = 2 * STAGES * STAGE_CHUNKS * 16 + ROWS * DMAX * 4 + ROWS * KEYS * 4 + 2 * ROWS * 4;
+    static_assert(CHUNKS >= 8 && (CHUNKS & (CHUNKS - 1)) == 0, "the swizzle needs at least 8 chunks, a power of two");
+    static_assert(THREADS % KEYS == 0 && THREADS % CHUNKS == 0, "threads split evenly over keys and chunks");
+    static_assert((PHASES - 1) * ROWS * DMAX <= STAGE_CHUNKS * 4, "the phases' partial sums fit in a stage");
+};
+
+__device__ __forceinline__ int swizzled(int key, int chunk) { return chunk ^ (key & 7); }
+
+template <typename T, int DMAX>
+__device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,
+                                const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s,
+                                long long keys_per_split, long long splits) {
+    using Tile = Tiling<T, DMAX>;
+    constexpr int KEYS = Tile::KEYS;
+    constexpr int CHUNKS = Tile::CHUNKS;
+    constexpr int PER_CHUNK = Tile::PER_CHUNK;
+    SEQK_DYNAMIC_SHARED(Chunk<T>, k_tiles);  // [STAGES][KEYS][CHUNKS]
+    Chunk<T>* v_tiles = k_tiles + STAGES * Tile::STAGE_CHUNKS;
+    float* q_rows = reinterpret_cast<float*>(v_tiles + STAGES * Tile::STAGE_CHUNKS);  // [ROWS][DMAX]
+    float* weights = q_rows + ROWS * DMAX;                                                 // [ROWS][KEYS]
+    float* rescale = weights + ROWS * KEYS;                                                // [ROWS]
+    float* row_sum = rescale + ROWS;                                                       // [ROWS]
+
+    const int tid = static_cast<int>(threadIdx.x);
+    const int warp = tid / 32;
+    const int lane = seqk::arch::lane_id();
+    const long long group_rows = (s.q_heads / s.kv_heads) * s.q_len;
+    const long long row_groups = (group_rows + ROWS - 1) / ROWS;
+    const long long split = blockIdx.x % splits;
+    const long long rest = blockIdx.x / splits;
+    const long long group = rest % row_groups;
+    const long long kvh = (rest / row_groups) % s.kv_heads;
+    const long long b = rest / (row_groups * s.kv_heads);
+    const int rows_here = static_cast<int>(group_rows - group * ROWS < ROWS ? group_rows - group * ROWS : ROWS);
+    const long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+    const long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    const long long j0 = split * keys_per_split;
+    const long long j_end = j0 + keys_per_split < s.kv_len ? j0 + keys_per_split : s.kv_len;
+
+    // Row r of the block: query head and position, and one past the last key of the split it may
+    // see (keys, query rows and causal masks; a bias may block more). The block loads keys up to
+    // the largest of these.
+    auto head_of = [&](int r) { return kvh * (s.q_heads / s.kv_heads) + (group * ROWS + r) / s.q_len; };
+    auto position_of = [&](int r) { return (group * ROWS + r) % s.q_len; };
+    auto key_limit = [&](int r) {
+        long long i = position_of(r);
+        long long limit = j_end < k_valid ? j_end : k_valid;
+        if (i >= q_valid) {
+            return j0;
+        }
+        long long causal_end = s.causal == 1 ? i + 1 : s.causal == 2 ? i + (k_valid - q_valid) + 1 : limit;
+        limit = causal_end < limit ? causal_end : limit;
+        return limit > j0 ? limit : j0;
+    };
+    long long stop = j0;
+    for (int r = 0; r < rows_here; r++) {
+        long long limit = key_limit(r);
+        stop = limit > stop ? limit : stop;
+    }
+
+    for (int x = tid; x < ROWS * DMAX; x += THREADS) {
+        int r = x / DMAX;
+        int e = x % DMAX;
+        q_rows[x] = r < rows_here && e < s.head_dim ? seqk::to_float(q[at(s.q_stride, b, head_of(r), position_of(r), e)]) : 0.0f;
+    }
+
+    const T* k_base = k + b * s.k_stride[0] + kvh * s.k_stride[1];
+    const T* v_base = v + b * s.v_stride[0] + kvh * s.v_stride[1];
+    const int k_chunks = static_cast<int>(s.head_dim) / PER_CHUNK;
+    const int v_chunks = static_cast<int>(s.value_dim) / PER_CHUNK;
+    const long long tiles = (stop - j0 + KEYS - 1) / KEYS;
+    auto load_tile = [&](long long n, int stage) {
+        long long first = j0 + n * KEYS;
+        for (int x = tid; x < KEYS * k_chunks; x += THREADS) {
+            int key = x / k_chunks;
+            int c = x % k_chunks;
+            if (first + key < stop) {
+                seqk::arch::cp_async_16(&k_tiles[stage * Tile::STAGE_CHUNKS + key * CHUNKS + swizzled(key, c)],
+                                        k_base + (first + key) * s.k_stride[2] + c * PER_CHUNK);
+            }
+        }
+        for (int x = tid; x < KEYS * v_chunks; x += THREADS) {
+            int key = x / v_chunks;
+            int c = x % v_chunks;
+            if (first + key < stop) {
+                seqk::arch::cp_async_16(&v_tiles[stage * Tile::STAGE_CHUNKS + key * CHUNKS + swizzled(key, c)],
+                                        v_base + (first + key) * s.v_stride[2] + c * PER_CHUNK);
+            }
+        }
+    };
+
+    // The score phase's key and rows, with each row's limit.
+    const int my_key = tid % KEYS;
+    const int first_score_row = tid / KEYS;
+    long long score_limit[Tile::SCORE_ROWS];
+    SEQK_UNROLL
+    for (int n = 0; n < Tile::SCORE_ROWS; n++) {
+        int r = first_score_row + Tile::KEY_THREADS * n;
+        score_limit[n] = r < rows_here ? key_limit(r) : j0;
+    }
+    // The value phase's chunk, rows and key phase; its accumulators.
+    const int my_chunk = tid % CHUNKS;
+    const int slot = tid / CHUNKS;
+    const int phase = slot / ROWS;
+    float acc[Tile::VALUE_ROWS][PER_CHUNK];
+    SEQK_UNROLL
+    for (int n = 0; n < Tile::VALUE_ROWS; n++) {
+        SEQK_UNROLL
+        for (int x = 0; x < PER_CHUNK; x++) {
+            acc[n][x] = 0.0f;
+        }
+    }
+    float m = -INFINITY;  // warp w's row w: running max and sum
+    float l = 0.0f;
+    const float scale = static_cast<float>(s.scale);
+
+    if (tiles > 0) {
+        load_tile(0, 0);
+    }
+    seqk::arch::cp_async_commit();
+    for (long long n = 0; n < tiles; n++) {
+        const int stage = static_cast<int>(n % STAGES);
+        if (n + 1 < tiles) {
+            load_tile(n + 1, (stage + 1) % STAGES);
+        }
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<1>();
+        __syncthreads();  // tile n (and q, on the first) visible to every thread
+
+        const long long j = j0 + n * KEYS + my_key;
+        const Chunk<T>* k_row = k_tiles + stage * Tile::STAGE_CHUNKS + my_key * CHUNKS;
+        SEQK_UNROLL
+        for (int sr = 0; sr < Tile::SCORE_ROWS; sr++) {
+            int r = first_score_row + Tile::KEY_THREADS * sr;
+            if (r >= rows_here) {
+                continue;
+            }
+            float add = 0.0f;
+            bool live = j < score_limit[sr];
+            if (live && bias0) {
+                add += bias0[at(s.bias_stride[0], b, head_of(r), position_of(r), j)];
+            }
+            if (live && bias1) {
+                add += bias1[at(s.bias_stride[1], b, head_of(r), position_of(r), j)];
+            }
+            float sc = -INFINITY;
+            if (live && add != -INFINITY) {
+                float dot = 0.0f;
+                const float* qr = q_rows + r * DMAX;
+                for (int c = 0; c < k_chunks; c++) {
+                    Chunk<T> kc = k_row[swizzled(my_key, c)];
+                    SEQK_UNROLL
+                    for (int x = 0; x < PER_CHUNK; x += 4) {
+                        float4 qx = *reinterpret_cast<const float4*>(qr + c * PER_CHUNK + x);  // one broadcast access
+                        dot += qx.x * seqk::to_float(kc.v[x]);
+                        dot += qx.y * seqk::to_float(kc.v[x + 1]);
+                        dot += qx.z * seqk::to_float(kc.v[x + 2]);
+                        dot += qx.w * seqk::to_float(kc.v[x + 3]);
+                    }
+                }
+                sc = scale * dot + add;
+            }
+            weights[r * KEYS + my_key] = sc;
+        }
+        __syncthreads();  // the tile's scores complete
+
+        if (warp < rows_here) {
+            float* row_w = weights + warp * KEYS;
+            float tile_max = -INFINITY;
+            for (int x = lane; x < KEYS; x += 32) {
+                tile_max = fmaxf(tile_max, row_w[x]);  // drops a NaN score: m is never NaN
+            }
+            SEQK_UNROLL
+            for (int off = 16; off > 0; off /= 2) {
+                tile_max = fmaxf(tile_max, seqk::arch::shfl_xor(0xffffffffu, tile_max, off));
+            }
+            float m_new = fmaxf(m, tile_max);
+            float corr = softmax_weight(m, m_new);
+            float sum = 0.0f;
+            for (int x = lane; x < KEYS; x += 32) {
+                float sc = row_w[x];
+                // Blocked (or a score below fp32's range): marked -0. A NaN score's weight is NaN.
+                float p = sc == -INFINITY ? -0.0f : softmax_weight(sc, m_new);
+                row_w[x] = p;
+                sum += p;
+            }
+            SEQK_UNROLL
+            for (int off = 16; off > 0; off /= 2) {
+                sum += seqk::arch::shfl_xor(0xffffffffu, sum, off);
+            }
+            l = l * corr + sum;
+            m = m_new;
+            if (lane == 0) {
+                rescale[warp] = corr;
+            }
+        }
+        __syncthreads();  // the tile's weights and rescale factors complete
+
+        const Chunk<T>* v_tile = v_tiles + stage * Tile::STAGE_CHUNKS;
+        SEQK_UNROLL
+        for (int vr = 0; vr < Tile::VALUE_ROWS; vr++) {
+            int r = slot % ROWS + Tile::SLOTS * vr;
+            if (r >= rows_here || my_chunk >= v_chunks) {
+                continue;
+            }
+            float corr = rescale[r];
+            SEQK_UNROLL
+            for (int x = 0; x < PER_CHUNK; x++) {
+                acc[vr][x] *= corr;
+            }
+            const float* row_w = weights + r * KEYS;
+            for (int key = phase; key < KEYS; key += Tile::PHASES) {
+                float p = row_w[key];
+                if (!marked_blocked(p)) {
+                    Chunk<T> vc = v_tile[key * CHUNKS + swizzled(key, my_chunk)];
+                    SEQK_UNROLL
+                    for (int x = 0; x < PER_CHUNK; x++) {
+                        acc[vr][x] += p * seqk::to_float(vc.v[x]);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // the stage and the weights are free for the next tile
+    }
+
+    // The key phases' partial sums meet in the (now idle) k tiles; phase 0 adds them in order.
+    float* partial = reinterpret_cast<float*>(k_tiles);  // [PHASES - 1][ROWS][DMAX]
+    if (warp < rows_here && lane == 0) {
+        row_sum[warp] = l;
+    }
+    SEQK_UNROLL
+    for (int vr = 0; vr < Tile::VALUE_ROWS; vr++) {
+        int r = slot % ROWS + Tile::SLOTS * vr;
+        if (phase > 0 && r < rows_here && my_chunk < v_chunks) {
+            SEQK_UNROLL
+            for (int x = 0; x < PER_CHUNK; x++) {
+                partial[((phase - 1) * ROWS + r) * DMAX + my_chunk * PER_CHUNK + x] = acc[vr][x];
+            }
+        }
+    }
+    __syncthreads();  // partial sums and row sums complete
+    const long long rows = s.batch * s.q_heads * s.q_len;
+    SEQK_UNROLL
+    for (int vr = 0; vr < Tile::VALUE_ROWS; vr++) {
+        int r = slot % ROWS + Tile::SLOTS * vr;
+        if (phase > 0 || r >= rows_here || my_chunk >= v_chunks) {
+            continue;
+        }
+        for (int ph = 1; ph < Tile::PHASES; ph++) {
+            SEQK_UNROLL
+            for (int x = 0; x < PER_CHUNK; x++) {
+                acc[vr][x] += partial[((ph - 1) * ROWS + r) * DMAX + my_chunk * PER_CHUNK + x];
+            }
+        }
+        float sum = row_sum[r];
+        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;  // a NaN sum (a NaN score): acc is NaN too and stays so
+        long long row = (b * s.q_heads + head_of(r)) * s.q_len + position_of(r);
+        float* dst = part_out + (split * rows + row) * s.value_dim + my_chunk * PER_CHUNK;
+        SEQK_UNROLL
+        for (int x = 0; x < PER_CHUNK; x++) {
+            dst[x] = acc[vr][x] * inv;
+        }
+    }
+    if (warp < rows_here && lane == 0) {
+        long long row = (b * s.q_heads + head_of(warp)) * s.q_len + position_of(warp);
+        part_ml[split * rows + row] = m;
+        part_ml[(splits + split) * rows + row] = l;
+    }
+}
+
+}  // namespace decode
 
 }  // namespace

@@ -832,8 +832,7 @@ __device__ __forceinline__ ColumnSums recompute_tf32_block(const float* p_rows, 
         SEQK_UNROLL
         for (int x = 0; x < 4; x++) {
             pa[x] = seqk::arch::to_tf32(p[x]);
-            bool blocked = p[x] == 0.0f && copysignf(1.0f, p[x]) < 0.0f;
-            allow[x] = blocked ? 0u : p[x] == 0.0f ? 0x43000000u : 0x3f800000u;  // 0, 128 (+0: weightless), 1
+            allow[x] = marked_blocked(p[x]) ? 0u : p[x] == 0.0f ? 0x43000000u : 0x3f800000u;  // 0, 128 (+0: weightless), 1
         }
         uint32_t vf[2], vu[2], vd[2];
         split_nonfinite_tf32(vt_block[(kk * 8 + t) * ld + g], vf[0], vu[0], vd[0]);

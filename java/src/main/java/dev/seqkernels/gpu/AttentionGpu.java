@@ -141,6 +141,32 @@ final class AttentionGpu {
     }
 
     /**
+     * The split kernel for a split-KV forward: {@code attn_fwd_decode64}, {@code 128} or {@code 256}
+     * ({@link #decodeWidth}) when k's and v's rows are 16-byte aligned and contiguous, as its 16-byte
+     * copies need; else {@code attn_fwd_split}, which reads any strides.
+     */
+    static String splitKernel(int headDim, int valueDim, boolean sixteenByteRows) {
+        return sixteenByteRows ? "attn_fwd_decode" + decodeWidth(headDim, valueDim) : "attn_fwd_split";
+    }
+
+    /** The widest of D and Dv rounded up to an attn_fwd_decode instance: 64, 128 or 256. */
+    static int decodeWidth(int headDim, int valueDim) {
+        int widest = Math.max(headDim, valueDim);
+        return widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
+    }
+
+    /**
+     * The dynamic shared memory of {@code attn_fwd_decode<dmax>} for storage type dt (decode::Tiling's
+     * SHARED_BYTES): two stages of k and v tiles of 16 KB each, q rows and the tile's weights in f32,
+     * and each row's rescale factor and sum.
+     */
+    static int decodeSharedBytes(DType dt, int dmax) {
+        int keys = Math.min(128, 16384 / (dmax * dt.byteSize()));
+        return 2 * 2 * keys * dmax * dt.byteSize() + SPLIT_ROWS_PER_BLOCK * dmax * 4 + SPLIT_ROWS_PER_BLOCK * keys * 4
+                + 2 * SPLIT_ROWS_PER_BLOCK * 4;
+    }
+
+    /**
      * Whether the tensor-core forward may load k and v in 16-byte chunks: every row of D and Dv
      * elements starts 16-byte aligned and is contiguous.
      */
@@ -312,7 +338,10 @@ final class AttentionGpu {
         if (blocks > Integer.MAX_VALUE) {
             throw new SeqkException.Unsupported("attention: " + blocks + " split-KV blocks exceed one launch");
         }
-        driver.launch(fn("attn_fwd_split", dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), 0, stream, new KernelArgs()
+        boolean vec = sixteenByteRows(g, sv.k(), sv.v());
+        String kernel = splitKernel(g.headDim(), g.valueDim(), vec);
+        int shared = vec ? decodeSharedBytes(dt, decodeWidth(g.headDim(), g.valueDim())) : 0;
+        driver.launch(fn(kernel, dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), shared, stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(partOut.pointer())
                 .pointer(partMl.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i64(plan.keysPerSplit())

@@ -26,6 +26,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -282,6 +283,17 @@ class AttentionGpuTest {
         assertEquals(4, short16.splits(), "at least 256 keys per split");
         AttentionGpu.SplitPlan busy = AttentionGpu.splitPlan(64, 32, 32, 1, 2048, 132, auto);
         assertEquals(1, busy.splits(), "2048 blocks already fill the GPU");
+
+        assertEquals("attn_fwd_split", AttentionGpu.splitKernel(128, 128, false), "rows not 16-byte aligned and contiguous");
+        assertEquals("attn_fwd_decode64", AttentionGpu.splitKernel(64, 8, true));
+        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(32, 65, true), "the wider of D and Dv");
+        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(128, 128, true));
+        assertEquals("attn_fwd_decode256", AttentionGpu.splitKernel(136, 64, true));
+        assertEquals(2 * 2 * 64 * 128 * 2 + 4 * 128 * 4 + 4 * 64 * 4 + 2 * 4 * 4, AttentionGpu.decodeSharedBytes(DType.BF16, 128),
+                "two stages of 64 keys of k and v (16 KB each), q, the weights, the rescale factors and sums");
+        assertEquals(2 * 2 * 16 * 256 * 4 + 4 * 256 * 4 + 4 * 16 * 4 + 2 * 4 * 4, AttentionGpu.decodeSharedBytes(DType.F32, 256));
+        assertEquals(2 * 2 * 128 * 64 * 2 + 4 * 64 * 4 + 4 * 128 * 4 + 2 * 4 * 4, AttentionGpu.decodeSharedBytes(DType.F16, 64),
+                "at most 128 keys (one per thread)");
     }
 
     /** Split-KV decoding on the emulator, forward (and the backward from its LSE) against the reference. */
@@ -308,6 +320,43 @@ class AttentionGpuTest {
         Tensor add = data.tensor(DType.F32, 1, 5, 1100);
         compare(dtype, data, CausalAlignment.BOTTOM_RIGHT, Double.NaN, Attention.inputs(q2, k2, v2).mask(Mask.additive(add))
                 .keyLengths(new int[]{1100, 300, 0}).queryLengths(new int[]{5, 3, 5}), q2, k2, v2, dtype != DType.F16);
+    }
+
+    /**
+     * attn_fwd_decode, each of its three tilings, against the reference: masks (bias, both causal
+     * alignments, key and query lengths, an entry with no key), GQA groups that fill a block and
+     * that do not, D != Dv, splits whose last tile is partial or that hold no key a row may see,
+     * and the F32 tilings whose tile has fewer keys than threads. The emulator reports as many
+     * multiprocessors as the machine has cores, so the three-entry case may run as one split; the
+     * one-entry cases split (asserted). At D = 59 these would take attn_fwd_split (the test above).
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16", "BF16"})
+    void decodeKernelMatchesReference(DType dtype) {
+        TestData data = new TestData();
+        int sms = GpuTargets.driver().properties().multiprocessors();
+        int perChunk = 16 / dtype.byteSize();
+        record Case(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int d, int dv, CausalAlignment causal, boolean bias,
+                    int[] keyLengths, int[] queryLengths, String kernel) {
+        }
+        for (Case c : List.of(
+                new Case(1, 3, 1, 2, 1300, 64, 32, CausalAlignment.NONE, true, new int[]{1000}, new int[]{1}, "attn_fwd_decode64"),
+                new Case(3, 4, 2, 5, 1100, 96, 128, CausalAlignment.BOTTOM_RIGHT, true, new int[]{1100, 300, 0}, new int[]{5, 4, 5},
+                        "attn_fwd_decode128"),
+                new Case(1, 2, 1, 3, 1030, 256, 200, CausalAlignment.NONE, false, null, null, "attn_fwd_decode256"),
+                new Case(1, 2, 1, 3, 1030, 40, 16, CausalAlignment.TOP_LEFT, false, null, null, "attn_fwd_decode64"))) {
+            assertEquals(c.kernel(), AttentionGpu.splitKernel(c.d(), c.dv(), c.d() % perChunk == 0 && c.dv() % perChunk == 0));
+            if (c.batch() == 1) {
+                assertTrue(AttentionGpu.splitPlan(1, c.qHeads(), c.kvHeads(), c.qLen(), c.kvLen(), sms, AttentionGpu.KernelChoice.AUTO)
+                        .splits() >= 2, c + " must really split on this device");
+            }
+            Tensor q = data.tensor(dtype, 1, c.batch(), c.qHeads(), c.qLen(), c.d());
+            Tensor k = data.tensor(dtype, 1, c.batch(), c.kvHeads(), c.kvLen(), c.d());
+            Tensor v = data.tensor(dtype, 1, c.batch(), c.kvHeads(), c.kvLen(), c.dv());
+            Mask mask = c.bias() ? Mask.additive(data.tensor(DType.F32, 1, c.qLen(), c.kvLen())) : null;
+            compare(dtype, data, c.causal(), Double.NaN, Attention.inputs(q, k, v).mask(mask).keyLengths(c.keyLengths())
+                    .queryLengths(c.queryLengths()), q, k, v, false);
+        }
     }
 
     /**

@@ -123,7 +123,8 @@ class NanPropagationTest {
         V1_F32(DType.F32, false, 16, false), V1_BF16(DType.BF16, false, 16, false),
         TC64_F16(DType.F16, false, 16, false), TC64_BF16(DType.BF16, false, 16, false), TC128_BF16(DType.BF16, false, 72, false),
         TF32X64(DType.F32, true, 16, false), TF32X128(DType.F32, true, 72, false),
-        SPLIT_F32(DType.F32, false, 16, true), SPLIT_BF16(DType.BF16, false, 16, true);
+        SPLIT_F32(DType.F32, false, 14, true), SPLIT_BF16(DType.BF16, false, 12, true),
+        DECODE_F32(DType.F32, false, 16, true), DECODE_BF16(DType.BF16, false, 16, true);
 
         final DType dtype;
         final boolean tf32;
@@ -148,7 +149,8 @@ class NanPropagationTest {
                 case TC128_BF16 -> "attn_fwd_tc128";
                 case TF32X64 -> "attn_fwd_tf32x64";
                 case TF32X128 -> "attn_fwd_tf32x128";
-                case SPLIT_F32, SPLIT_BF16 -> "split";
+                case SPLIT_F32, SPLIT_BF16 -> "attn_fwd_split";
+                case DECODE_F32, DECODE_BF16 -> "attn_fwd_decode64";
             };
         }
 
@@ -188,7 +190,10 @@ class NanPropagationTest {
             var choice = kernel.pinnedToV1() ? AttentionGpu.KernelChoice.V1 : AttentionGpu.KernelChoice.AUTO;
             AttentionGpu.SplitPlan plan = AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, qLen, kvLen,
                     GpuTargets.driver().properties().multiprocessors(), choice);
-            String chosen = plan != null ? "split" : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, valueDim,
+            int perChunk = 16 / kernel.dtype.byteSize();  // the uploaded k and v are contiguous and aligned
+            String chosen = plan != null
+                    ? AttentionGpu.splitKernel(kernel.headDim, valueDim, kernel.headDim % perChunk == 0 && valueDim % perChunk == 0)
+                    : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, valueDim,
                     GpuTargets.driver().properties().computeMajor(), choice, kernel.tf32);
             assertEquals(kernel.expected(), chosen, kernel + ": the rule must pick the kernel under test");
             assertTrue(plan == null || plan.splits() >= 2, kernel + ": split-KV must really split");
