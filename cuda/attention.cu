@@ -24,10 +24,11 @@
 // This file holds the kernels' entry points; their code is split by role under attention/:
 // common.cuh (shape, index arithmetic, scores, the weight recompute), v1.cuh, forward_tc.cuh
 // (tensor-core forward), backward_tc.cuh (tensor-core backward), decode.cuh (split-KV: attn_fwd_split,
-// attn_fwd_decode and their combine).
+// attn_fwd_decode and their combine), decode_tc.cuh (the tensor-core split kernel).
 #include "attention/backward_tc.cuh"
 #include "attention/common.cuh"
 #include "attention/decode.cuh"
+#include "attention/decode_tc.cuh"
 #include "attention/forward_tc.cuh"
 #include "attention/v1.cuh"
 
@@ -116,6 +117,24 @@ SEQK_ATTENTION_TC(f16, __half, 64, 64, 64);
 SEQK_ATTENTION_TC(f16, __half, 128, 32, 64);
 SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 64, 64, 64);
 SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32, 64);
+
+// attn_fwd_decode_tcDMAX_T (decode_tc::attn_fwd_decode_tc): the split kernels' arguments, 128
+// threads, decode_tc::Tiling<DMAX>::SHARED_BYTES of dynamic shared memory: 2 stages x (k + v) x
+// 64 keys x (DMAX + 8) x 2 bytes + the q tile, 16 x (DMAX + 8) x 2 = 39,168 (64) and 73,984 (128).
+#define SEQK_ATTENTION_DECODE_TC(suffix, T, DMAX)                                                                       \
+    extern "C" __global__ void attn_fwd_decode_tc##DMAX##_##suffix(                                                     \
+        const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,                     \
+        const int* query_lengths, const float* bias0, const float* bias1, AttnShape shape, long long keys_per_split,    \
+        long long splits) {                                                                                              \
+        decode_tc::attn_fwd_decode_tc<T, DMAX>(q, k, v, part_out, part_ml, key_lengths, query_lengths, bias0, bias1,     \
+                                               shape, keys_per_split, splits);                                          \
+    }                                                                                                                    \
+    SEQK_KERNEL(attn_fwd_decode_tc##DMAX##_##suffix)
+
+SEQK_ATTENTION_DECODE_TC(f16, __half, 64);
+SEQK_ATTENTION_DECODE_TC(f16, __half, 128);
+SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 64);
+SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
 
 // The tensor-core backward (tc::attn_bwd_dq_tc, tc::attn_bwd_dkdv_tc): v1's arguments, dout in the
 // storage type, each row's count of +inf keys (hot: written by dq, read by dkdv); `vec`: 16-byte

@@ -578,10 +578,9 @@ __device__ __forceinline__ long long unmasked_key_tiles(const AttnShape& s, long
  * (nonfinite_sum). Blocked pairs are told from allowed ones whose weight underflowed by marking
  * P's fragment -0 there.
  */
-template <typename T, int NO, int BN, int LD>
+template <typename T, int NO, int BN, int LD, typename Allowed>
 __device__ __forceinline__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&pa)[BN / 16][4], const uint16_t* vt, int oblocks, int lane, int t,
-                                  const long long (&my_row)[2], long long j0, long long b, long long h, long long k_valid,
-                                  long long q_valid, const float* bias0, const float* bias1, const AttnShape& s) {
+                                                  long long j0, const Allowed& allowed_pair) {
     unsigned redo = 0;  // warp-uniform: the 8-column blocks to recompute
     SEQK_UNROLL
     for (int n = 0; n < NO; n++) {
@@ -606,7 +605,8 @@ __device__ __forceinline__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&
     if (redo == 0) {
         return;
     }
-    // Fragment x of k-step kk holds rows my_row[x % 2], keys j0 + 16kk + 8(x / 2) + 2t + e (e = 0, 1 in its halves).
+    // Fragment x of k-step kk holds the thread's row x % 2 (0: g, 1: g + 8), keys j0 + 16kk + 8(x / 2) + 2t + e (e = 0, 1
+    // in its halves); allowed_pair(row, key) tells whether a mask lets the pair through.
     SEQK_UNROLL
     for (int kk = 0; kk < BN / 16; kk++) {
         SEQK_UNROLL
@@ -614,7 +614,7 @@ __device__ __forceinline__ void pv_tile_may_block(float (&o)[NO][4], uint32_t (&
             SEQK_UNROLL
             for (int e = 0; e < 2; e++) {
                 long long j = j0 + kk * 16 + (x / 2) * 8 + 2 * t + e;
-                if (!allowed(s, b, h, my_row[x % 2], j, k_valid, q_valid, bias0, bias1)) {
+                if (!allowed_pair(x % 2, j)) {
                     pa[kk][x] = (pa[kk][x] & ~(0xffffu << (16 * e))) | (0x8000u << (16 * e));
                 }
             }
@@ -750,7 +750,9 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         uint32_t pa[BN / 16][4];
         c_to_a<T, NS>(pa, sc);
         if (MASK && tile_may_block(s, blk.row0 + warp * 16, j0, BN, k_valid, q_valid, bias0 || bias1)) {
-            pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, my_row, j0, b, h, k_valid, q_valid, bias0, bias1, s);
+            pv_tile_may_block<T, NO, BN, LD>(o, pa, vt, oblocks, lane, t, j0, [&](int r, long long j) {
+                return allowed(s, b, h, my_row[r], j, k_valid, q_valid, bias0, bias1);
+            });
         } else {
             product_ab<T, BN / 16, NO, LD>(o, pa, seqk::arch::shared_addr(vt), oblocks, lane);
         }

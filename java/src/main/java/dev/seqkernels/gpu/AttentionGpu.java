@@ -121,49 +121,55 @@ final class AttentionGpu {
     record SplitPlan(long keysPerSplit, long splits) {
     }
 
-    /** Query rows one split-KV block handles (one per warp). */
-    private static final int SPLIT_ROWS_PER_BLOCK = 4;
+    /**
+     * A split-KV forward's split kernel: its name stem (the dtype suffix is added at launch), the
+     * query rows one block handles (a GQA group's rows are cut into groups of that many), and its
+     * dynamic shared memory. Every split kernel takes 128 threads and feeds attn_fwd_combine.
+     */
+    record SplitKernel(String name, int rowsPerBlock, int sharedBytes) {
+    }
+
+    /**
+     * The split kernel (the rule in the class comment): {@code attn_fwd_decode_tc64} / {@code 128}
+     * (16 rows a block) for F16 and BF16 with D and Dv up to 128 on sm_80+; else
+     * {@code attn_fwd_decode64}, {@code 128} or {@code 256} (4 rows; the widest of D and Dv rounded
+     * up); both need k's and v's rows 16-byte aligned and contiguous for their 16-byte copies;
+     * without that {@code attn_fwd_split} (4 rows, one per warp), which reads any strides.
+     */
+    static SplitKernel splitKernel(DType dt, int headDim, int valueDim, boolean sixteenByteRows, int computeMajor) {
+        if (!sixteenByteRows) {
+            return new SplitKernel("attn_fwd_split", 4, 0);
+        }
+        int widest = Math.max(headDim, valueDim);
+        boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
+        if (sixteenBit && computeMajor >= 8 && widest <= 128) {
+            int dmax = widest <= 64 ? 64 : 128;
+            // decode_tc::Tiling: 2 stages x (k + v) x 64 keys x (dmax + 8), then the q tile of 16 rows.
+            return new SplitKernel("attn_fwd_decode_tc" + dmax, 16, (2 * 2 * 64 * (dmax + 8) + 16 * (dmax + 8)) * 2);
+        }
+        int dmax = widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
+        // decode::Tiling: 16 KB of k and of v per stage (at most 128 keys), two stages; q rows, the
+        // tile's weights, each row's rescale factor and sum, in f32.
+        int keys = Math.min(128, 16384 / (dmax * dt.byteSize()));
+        return new SplitKernel("attn_fwd_decode" + dmax, 4, 2 * 2 * keys * dmax * dt.byteSize() + 4 * dmax * 4 + 4 * keys * 4 + 2 * 4 * 4);
+    }
 
     /**
      * Split-KV for decoding: Lq &lt;= 16 and Lk &gt;= 1024 (AUTO only), with as many splits (at least
-     * 256 keys each) as give about two blocks per multiprocessor; null when the rule does not apply.
+     * 256 keys each) as give about two blocks per multiprocessor, for a split kernel whose blocks
+     * take rowsPerBlock query rows each; null when the rule does not apply.
      */
-    static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, KernelChoice choice) {
+    static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, KernelChoice choice,
+                               int rowsPerBlock) {
         if (choice != KernelChoice.AUTO || qLen > 16 || kvLen < 1024) {
             return null;
         }
-        long rowGroups = ((long) qHeads / kvHeads * qLen + SPLIT_ROWS_PER_BLOCK - 1) / SPLIT_ROWS_PER_BLOCK;
+        long rowGroups = ((long) qHeads / kvHeads * qLen + rowsPerBlock - 1) / rowsPerBlock;
         long blocksPerSplit = (long) batch * kvHeads * rowGroups;
         long wanted = (2L * Math.max(1, multiprocessors) + blocksPerSplit - 1) / blocksPerSplit;
         long splits = Math.max(1, Math.min(wanted, kvLen / 256));
         long keysPerSplit = (kvLen + splits - 1) / splits;
         return new SplitPlan(keysPerSplit, (kvLen + keysPerSplit - 1) / keysPerSplit);
-    }
-
-    /**
-     * The split kernel for a split-KV forward: {@code attn_fwd_decode64}, {@code 128} or {@code 256}
-     * ({@link #decodeWidth}) when k's and v's rows are 16-byte aligned and contiguous, as its 16-byte
-     * copies need; else {@code attn_fwd_split}, which reads any strides.
-     */
-    static String splitKernel(int headDim, int valueDim, boolean sixteenByteRows) {
-        return sixteenByteRows ? "attn_fwd_decode" + decodeWidth(headDim, valueDim) : "attn_fwd_split";
-    }
-
-    /** The widest of D and Dv rounded up to an attn_fwd_decode instance: 64, 128 or 256. */
-    static int decodeWidth(int headDim, int valueDim) {
-        int widest = Math.max(headDim, valueDim);
-        return widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
-    }
-
-    /**
-     * The dynamic shared memory of {@code attn_fwd_decode<dmax>} for storage type dt (decode::Tiling's
-     * SHARED_BYTES): two stages of k and v tiles of 16 KB each, q rows and the tile's weights in f32,
-     * and each row's rescale factor and sum.
-     */
-    static int decodeSharedBytes(DType dt, int dmax) {
-        int keys = Math.min(128, 16384 / (dmax * dt.byteSize()));
-        return 2 * 2 * keys * dmax * dt.byteSize() + SPLIT_ROWS_PER_BLOCK * dmax * 4 + SPLIT_ROWS_PER_BLOCK * keys * 4
-                + 2 * SPLIT_ROWS_PER_BLOCK * 4;
     }
 
     /**
@@ -327,21 +333,19 @@ final class AttentionGpu {
         return Dim3.of((int) blocks);
     }
 
-    private void runSplitForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, SplitPlan plan, long stream) {
+    private void runSplitForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, SplitKernel kernel, SplitPlan plan,
+                                 long stream) {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor partOut = temp.allocate(DType.F32, plan.splits(), g.rows(), g.valueDim());
         // Each split's running max m and sum l per row: [2][splits][rows] (m, then l).
         DeviceTensor partMl = temp.allocate(DType.F32, 2, plan.splits(), g.rows());
-        long rowGroups = ((long) g.qHeads() / g.kvHeads() * g.qLen() + SPLIT_ROWS_PER_BLOCK - 1) / SPLIT_ROWS_PER_BLOCK;
+        long rowGroups = ((long) g.qHeads() / g.kvHeads() * g.qLen() + kernel.rowsPerBlock() - 1) / kernel.rowsPerBlock();
         long blocks = (long) g.batch() * g.kvHeads() * rowGroups * plan.splits();
         if (blocks > Integer.MAX_VALUE) {
             throw new SeqkException.Unsupported("attention: " + blocks + " split-KV blocks exceed one launch");
         }
-        boolean vec = sixteenByteRows(g, sv.k(), sv.v());
-        String kernel = splitKernel(g.headDim(), g.valueDim(), vec);
-        int shared = vec ? decodeSharedBytes(dt, decodeWidth(g.headDim(), g.valueDim())) : 0;
-        driver.launch(fn(kernel, dt), Dim3.of((int) blocks), Dim3.of(32 * SPLIT_ROWS_PER_BLOCK), shared, stream, new KernelArgs()
+        driver.launch(fn(kernel.name(), dt), Dim3.of((int) blocks), Dim3.of(128), kernel.sharedBytes(), stream, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(partOut.pointer())
                 .pointer(partMl.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i64(plan.keysPerSplit())
@@ -354,10 +358,12 @@ final class AttentionGpu {
     /** out (dt, with g.o strides), lse [rows] f32. */
     private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32, long stream) {
         Geometry g = sv.g();
+        SplitKernel split = splitKernel(dt, g.headDim(), g.valueDim(), sixteenByteRows(g, sv.k(), sv.v()),
+                driver.properties().computeMajor());
         SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
-                kernelChoice);
+                kernelChoice, split.rowsPerBlock());
         if (plan != null) {
-            runSplitForward(dt, sv, out, temp, plan, stream);
+            runSplitForward(dt, sv, out, temp, split, plan, stream);
             return;
         }
         String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, allowTf32);

@@ -273,27 +273,40 @@ class AttentionGpuTest {
     @Test
     void splitKvSelectionRule() {
         var auto = AttentionGpu.KernelChoice.AUTO;
-        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 17, 4096, 132, auto), "Lq above 16");
-        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 16, 1023, 132, auto), "Lk below 1024");
-        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 1, 4096, 132, AttentionGpu.KernelChoice.V1), "pinned to v1");
-        AttentionGpu.SplitPlan decode = AttentionGpu.splitPlan(2, 32, 8, 1, 131072, 132, auto);
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 17, 4096, 132, auto, 4), "Lq above 16");
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 16, 1023, 132, auto, 4), "Lk below 1024");
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 1, 4096, 132, AttentionGpu.KernelChoice.V1, 4), "pinned to v1");
+        AttentionGpu.SplitPlan decode = AttentionGpu.splitPlan(2, 32, 8, 1, 131072, 132, auto, 4);
         assertEquals(17, decode.splits(), "2 x 8 kv heads x 1 row group = 16 blocks per split; 2 x 132 / 16 -> 17");
         assertEquals(7711, decode.keysPerSplit());
-        AttentionGpu.SplitPlan short16 = AttentionGpu.splitPlan(1, 1, 1, 16, 1024, 132, auto);
+        AttentionGpu.SplitPlan grouped = AttentionGpu.splitPlan(1, 64, 8, 4, 131072, 132, auto, 16);
+        assertEquals(17, grouped.splits(), "8 query heads x 4 rows = 32 rows of a kv head: 2 groups of 16, 16 blocks per split");
+        AttentionGpu.SplitPlan short16 = AttentionGpu.splitPlan(1, 1, 1, 16, 1024, 132, auto, 4);
         assertEquals(4, short16.splits(), "at least 256 keys per split");
-        AttentionGpu.SplitPlan busy = AttentionGpu.splitPlan(64, 32, 32, 1, 2048, 132, auto);
+        AttentionGpu.SplitPlan busy = AttentionGpu.splitPlan(64, 32, 32, 1, 2048, 132, auto, 4);
         assertEquals(1, busy.splits(), "2048 blocks already fill the GPU");
+    }
 
-        assertEquals("attn_fwd_split", AttentionGpu.splitKernel(128, 128, false), "rows not 16-byte aligned and contiguous");
-        assertEquals("attn_fwd_decode64", AttentionGpu.splitKernel(64, 8, true));
-        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(32, 65, true), "the wider of D and Dv");
-        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(128, 128, true));
-        assertEquals("attn_fwd_decode256", AttentionGpu.splitKernel(136, 64, true));
-        assertEquals(2 * 2 * 64 * 128 * 2 + 4 * 128 * 4 + 4 * 64 * 4 + 2 * 4 * 4, AttentionGpu.decodeSharedBytes(DType.BF16, 128),
-                "two stages of 64 keys of k and v (16 KB each), q, the weights, the rescale factors and sums");
-        assertEquals(2 * 2 * 16 * 256 * 4 + 4 * 256 * 4 + 4 * 16 * 4 + 2 * 4 * 4, AttentionGpu.decodeSharedBytes(DType.F32, 256));
-        assertEquals(2 * 2 * 128 * 64 * 2 + 4 * 64 * 4 + 4 * 128 * 4 + 2 * 4 * 4, AttentionGpu.decodeSharedBytes(DType.F16, 64),
-                "at most 128 keys (one per thread)");
+    /** Which split kernel runs a split-KV forward: each side of the row alignment, the storage type, the GPU and the widths. */
+    @Test
+    void splitKernelSelectionRule() {
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_split", 4, 0), AttentionGpu.splitKernel(DType.BF16, 128, 128, false, 9),
+                "rows not 16-byte aligned and contiguous");
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode_tc64", 16, (2 * 2 * 64 * 72 + 16 * 72) * 2),
+                AttentionGpu.splitKernel(DType.BF16, 64, 8, true, 8), "two stages of k and v tiles of 64 padded rows, the q tile");
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode_tc128", 16, (2 * 2 * 64 * 136 + 16 * 136) * 2),
+                AttentionGpu.splitKernel(DType.F16, 32, 65, true, 9), "the wider of D and Dv");
+        assertEquals("attn_fwd_decode_tc128", AttentionGpu.splitKernel(DType.BF16, 128, 128, true, 9).name());
+        assertEquals("attn_fwd_decode256", AttentionGpu.splitKernel(DType.BF16, 136, 64, true, 9).name(), "above 128: SIMT");
+        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(DType.BF16, 128, 128, true, 7).name(), "no mma before sm_80");
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode128", 4, 2 * 2 * 32 * 128 * 4 + 4 * 128 * 4 + 4 * 32 * 4 + 2 * 4 * 4),
+                AttentionGpu.splitKernel(DType.F32, 128, 128, true, 9), "F32: SIMT, 32 keys of 512 bytes per 16 KB stage");
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode64", 4, 2 * 2 * 64 * 64 * 4 + 4 * 64 * 4 + 4 * 64 * 4 + 2 * 4 * 4),
+                AttentionGpu.splitKernel(DType.F32, 64, 8, true, 9));
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode256", 4, 2 * 2 * 16 * 256 * 4 + 4 * 256 * 4 + 4 * 16 * 4 + 2 * 4 * 4),
+                AttentionGpu.splitKernel(DType.F32, 256, 256, true, 9));
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode256", 4, 2 * 2 * 32 * 256 * 2 + 4 * 256 * 4 + 4 * 32 * 4 + 2 * 4 * 4),
+                AttentionGpu.splitKernel(DType.F16, 256, 8, true, 9), "16-bit at 256: 32 keys per stage");
     }
 
     /** Split-KV decoding on the emulator, forward (and the backward from its LSE) against the reference. */
@@ -302,7 +315,7 @@ class AttentionGpuTest {
     void splitKvDecodingMatchesReference(DType dtype) {
         TestData data = new TestData();
         int sms = GpuTargets.driver().properties().multiprocessors();
-        assertTrue(AttentionGpu.splitPlan(1, 4, 1, 1, 1500, sms, AttentionGpu.KernelChoice.AUTO).splits() >= 2,
+        assertTrue(AttentionGpu.splitPlan(1, 4, 1, 1, 1500, sms, AttentionGpu.KernelChoice.AUTO, 16).splits() >= 2,
                 "the first case must really split on this device");
         Tensor q = data.tensor(dtype, 1, 1, 4, 1, 128);
         Tensor k = data.tensor(dtype, 1, 1, 1, 1500, 128);
@@ -323,32 +336,40 @@ class AttentionGpuTest {
     }
 
     /**
-     * attn_fwd_decode, each of its three tilings, against the reference: masks (bias, both causal
-     * alignments, key and query lengths, an entry with no key), GQA groups that fill a block and
-     * that do not, D != Dv, splits whose last tile is partial or that hold no key a row may see,
-     * and the F32 tilings whose tile has fewer keys than threads. The emulator reports as many
+     * The decode kernels against the reference: attn_fwd_decode_tc (F16, BF16 up to 128) and each
+     * tiling of attn_fwd_decode (F32; 16-bit at 256). Masks (bias, both causal alignments, key and
+     * query lengths, an entry with no key), GQA groups that fill a block and that do not, D != Dv
+     * (and D not a multiple of 16), splits whose last tile is partial or that hold no key a row may
+     * see, and the F32 tilings whose tile has fewer keys than threads. The emulator reports as many
      * multiprocessors as the machine has cores, so the three-entry case may run as one split; the
-     * one-entry cases split (asserted). At D = 59 these would take attn_fwd_split (the test above).
+     * one-entry cases split (asserted), but for the SIMT kernel's 4-row blocks of the 24-row case. At D = 59 these would take attn_fwd_split (the test above).
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F32", "F16", "BF16"})
-    void decodeKernelMatchesReference(DType dtype) {
+    void decodeKernelsMatchReference(DType dtype) {
         TestData data = new TestData();
         int sms = GpuTargets.driver().properties().multiprocessors();
+        int major = GpuTargets.driver().properties().computeMajor();
         int perChunk = 16 / dtype.byteSize();
+        boolean f32 = dtype == DType.F32;
         record Case(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int d, int dv, CausalAlignment causal, boolean bias,
-                    int[] keyLengths, int[] queryLengths, String kernel) {
+                    int[] keyLengths, int[] queryLengths, String kernelF32, String kernel16, boolean splitsInF32) {
         }
         for (Case c : List.of(
-                new Case(1, 3, 1, 2, 1300, 64, 32, CausalAlignment.NONE, true, new int[]{1000}, new int[]{1}, "attn_fwd_decode64"),
+                new Case(1, 3, 1, 2, 1300, 64, 32, CausalAlignment.NONE, true, new int[]{1000}, new int[]{1}, "attn_fwd_decode64",
+                        "attn_fwd_decode_tc64", true),
                 new Case(3, 4, 2, 5, 1100, 96, 128, CausalAlignment.BOTTOM_RIGHT, true, new int[]{1100, 300, 0}, new int[]{5, 4, 5},
-                        "attn_fwd_decode128"),
-                new Case(1, 2, 1, 3, 1030, 256, 200, CausalAlignment.NONE, false, null, null, "attn_fwd_decode256"),
-                new Case(1, 2, 1, 3, 1030, 40, 16, CausalAlignment.TOP_LEFT, false, null, null, "attn_fwd_decode64"))) {
-            assertEquals(c.kernel(), AttentionGpu.splitKernel(c.d(), c.dv(), c.d() % perChunk == 0 && c.dv() % perChunk == 0));
-            if (c.batch() == 1) {
-                assertTrue(AttentionGpu.splitPlan(1, c.qHeads(), c.kvHeads(), c.qLen(), c.kvLen(), sms, AttentionGpu.KernelChoice.AUTO)
-                        .splits() >= 2, c + " must really split on this device");
+                        "attn_fwd_decode128", "attn_fwd_decode_tc128", false),
+                new Case(1, 2, 1, 3, 1030, 256, 200, CausalAlignment.NONE, false, null, null, "attn_fwd_decode256", "attn_fwd_decode256", true),
+                // 24 rows: two tensor-core blocks (16 and 8 rows), six SIMT ones (no split on 2 cores).
+                new Case(1, 8, 1, 3, 1030, 40, 16, CausalAlignment.TOP_LEFT, false, null, null, "attn_fwd_decode64",
+                        "attn_fwd_decode_tc64", false))) {
+            AttentionGpu.SplitKernel kernel = AttentionGpu.splitKernel(dtype, c.d(), c.dv(), c.d() % perChunk == 0 && c.dv() % perChunk == 0,
+                    major);
+            assertEquals(f32 ? c.kernelF32() : c.kernel16(), kernel.name());
+            if (c.batch() == 1 && (c.splitsInF32() || !f32)) {
+                assertTrue(AttentionGpu.splitPlan(1, c.qHeads(), c.kvHeads(), c.qLen(), c.kvLen(), sms, AttentionGpu.KernelChoice.AUTO,
+                        kernel.rowsPerBlock()).splits() >= 2, c + " must really split on this device");
             }
             Tensor q = data.tensor(dtype, 1, c.batch(), c.qHeads(), c.qLen(), c.d());
             Tensor k = data.tensor(dtype, 1, c.batch(), c.kvHeads(), c.kvLen(), c.d());

@@ -124,7 +124,7 @@ class NanPropagationTest {
         TC64_F16(DType.F16, false, 16, false), TC64_BF16(DType.BF16, false, 16, false), TC128_BF16(DType.BF16, false, 72, false),
         TF32X64(DType.F32, true, 16, false), TF32X128(DType.F32, true, 72, false),
         SPLIT_F32(DType.F32, false, 14, true), SPLIT_BF16(DType.BF16, false, 12, true),
-        DECODE_F32(DType.F32, false, 16, true), DECODE_BF16(DType.BF16, false, 16, true);
+        DECODE_F32(DType.F32, false, 16, true), DECODE_BF16(DType.BF16, false, 136, true), DECODE_TC_BF16(DType.BF16, false, 16, true);
 
         final DType dtype;
         final boolean tf32;
@@ -150,7 +150,9 @@ class NanPropagationTest {
                 case TF32X64 -> "attn_fwd_tf32x64";
                 case TF32X128 -> "attn_fwd_tf32x128";
                 case SPLIT_F32, SPLIT_BF16 -> "attn_fwd_split";
-                case DECODE_F32, DECODE_BF16 -> "attn_fwd_decode64";
+                case DECODE_F32 -> "attn_fwd_decode64";
+                case DECODE_BF16 -> "attn_fwd_decode256";
+                case DECODE_TC_BF16 -> "attn_fwd_decode_tc64";
             };
         }
 
@@ -188,16 +190,26 @@ class NanPropagationTest {
                 backend.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
             }
             var choice = kernel.pinnedToV1() ? AttentionGpu.KernelChoice.V1 : AttentionGpu.KernelChoice.AUTO;
-            AttentionGpu.SplitPlan plan = AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, qLen, kvLen,
-                    GpuTargets.driver().properties().multiprocessors(), choice);
-            int perChunk = 16 / kernel.dtype.byteSize();  // the uploaded k and v are contiguous and aligned
-            String chosen = plan != null
-                    ? AttentionGpu.splitKernel(kernel.headDim, valueDim, kernel.headDim % perChunk == 0 && valueDim % perChunk == 0)
+            AttentionGpu.SplitPlan plan = kernel.pinnedToV1() ? null : splitPlan();
+            String chosen = plan != null ? splitKernel().name()
                     : AttentionGpu.forwardKernel(kernel.dtype, kernel.headDim, valueDim,
                     GpuTargets.driver().properties().computeMajor(), choice, kernel.tf32);
             assertEquals(kernel.expected(), chosen, kernel + ": the rule must pick the kernel under test");
             assertTrue(plan == null || plan.splits() >= 2, kernel + ": split-KV must really split");
             return backend;
+        }
+
+        /** The split kernel the rule picks for this run (the uploaded k and v are contiguous and aligned). */
+        AttentionGpu.SplitKernel splitKernel() {
+            int perChunk = 16 / kernel.dtype.byteSize();
+            return AttentionGpu.splitKernel(kernel.dtype, kernel.headDim, valueDim, kernel.headDim % perChunk == 0 && valueDim % perChunk == 0,
+                    GpuTargets.driver().properties().computeMajor());
+        }
+
+        /** The split-KV plan for this run under AUTO, or null where the rule takes no split. */
+        AttentionGpu.SplitPlan splitPlan() {
+            return AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, qLen, kvLen, GpuTargets.driver().properties().multiprocessors(),
+                    AttentionGpu.KernelChoice.AUTO, splitKernel().rowsPerBlock());
         }
 
         Attention op(dev.seqkernels.Backend backend) {
@@ -419,7 +431,8 @@ class NanPropagationTest {
      * scale 1/sqrt(D): scores of 4e38 and more, +inf in fp32, finite and tied in double). Their row
      * gives the mean of the three keys' v and lse +inf (the reference's lse rounds to +inf in F32);
      * other rows of entry 0 see those keys at about 1e19 and take their mean too. Keys a and b are
-     * in split-KV's second split, key 3 in its first, so the combine must weigh splits by their
+     * in split-KV's second split (in different warps' keys of attn_fwd_decode_tc's first tile), key 3
+     * in its first, so the combine must weigh splits (and the tensor-core decode its warps) by their
      * counts of such keys. Fully masked rows stay (0, -inf). Backward (as the rule picks) has the reference's NaN
      * pattern: no NaN (the values are rounding noise at these scales in both; not compared).
      */
@@ -427,9 +440,8 @@ class NanPropagationTest {
     @EnumSource(value = AttnKernel.class, names = {"TC64_F16"}, mode = EnumSource.Mode.EXCLUDE)
     void scoresBeyondFp32RangeAreInfiniteAndShareTheWeight(AttnKernel kernel) {
         AttnRun run = AttnRun.of(kernel);
-        long keysPerSplit = kernel.split ? AttentionGpu.splitPlan(BATCH, Q_HEADS, 1, run.qLen, run.kvLen,
-                GpuTargets.driver().properties().multiprocessors(), AttentionGpu.KernelChoice.AUTO).keysPerSplit() : 20;
-        int[] hot = {3, (int) keysPerSplit + 1, (int) keysPerSplit + 7};
+        long keysPerSplit = kernel.split ? run.splitPlan().keysPerSplit() : 20;
+        int[] hot = {3, (int) keysPerSplit + 1, (int) keysPerSplit + 17};
         for (int e = 0; e < kernel.headDim; e++) {
             run.q.set(1e19, 0, 0, 1, e);
             for (int j : hot) {

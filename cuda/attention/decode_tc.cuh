@@ -1,0 +1,295 @@
+// Tensor-core split-KV decoding for 16-bit storage (attn_fwd_decode_tc64, attn_fwd_decode_tc128).
+#pragma once
+
+#include "../arch/cp_async.cuh"
+#include "../arch/mma.cuh"
+#include "common.cuh"
+#include "decode.cuh"
+#include "forward_tc.cuh"
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// attn_fwd_decode_tc: the split kernel for fp16/bf16 with D and Dv up to 128 and 16-byte rows
+// (AttentionGpu.splitKernel), on sm_80+. Decoding moves k and v once per GQA group and does little
+// arithmetic per byte, so the work per byte must be a handful of instructions: here the scores and
+// P v are mma.sync products (FlashDecoding's scheme on FlashAttention-2's warp tile), where the
+// SIMT attn_fwd_decode spends a conversion and an FMA per element and row.
+//
+// One block (4 warps) = one (batch entry, kv head, group of 16 query rows, key split): the 16 rows
+// are the GQA group's Hq / Hkv heads times Lq positions (query row r of the group is head
+// r / Lq, position r % Lq), padded with zero rows, and form one mma row tile whose A fragments
+// every warp keeps in registers. The block walks its split in tiles of 64 keys: all 128 threads
+// copy the tile's k and v rows global -> shared with 16-byte cp.async (zeros past the keys any
+// row may see and past D and Dv), double buffered. Warp w takes keys 16w..16w+15 of each tile:
+// S = q k^T (two 8-key column blocks), scale and masks, the online softmax of its own rows' running
+// max and sum (the same softmax_update as the tensor-core forward), P rounded to 16 bits as the
+// A fragment of one k-step, o += P v (pv_tile_may_block where a mask blocks one of its pairs, so a
+// non-finite v at a blocked key never reaches the row). So each warp holds a partial softmax over
+// a quarter of the split's keys; after the last tile the four meet in shared memory (the k and v
+// tiles, idle by then) and combine as splits do: weights exp(m_w - max m), sums and outputs
+// weighted and added, the split's normalized output, max and sum written for attn_fwd_combine.
+// Shared rows are [D + 8] padded (the tensor-core forward's layout, conflict-free ldmatrix).
+// A thread holds, per 8-column block, rows g = lane / 4 and g + 8 of the tile and columns 2t, 2t + 1.
+namespace decode_tc {
+
+constexpr int WARPS = 4;
+constexpr int ROWS = 16;
+constexpr int KEYS = 16 * WARPS;
+constexpr int STAGES = 2;
+
+/** The tiling for head dimensions up to DMAX (64 or 128). */
+template <int DMAX>
+struct Tiling {
+    static constexpr int LD = DMAX + 8;
+    /** 16-bit elements of one k or v tile, and of the q tile. */
+    static constexpr int TILE = KEYS * LD;
+    static constexpr int Q_TILE = ROWS * LD;
+    /** Dynamic shared memory (AttentionGpu.decodeSharedBytes computes the same). */
+    static constexpr int SHARED_BYTES = (2 * STAGES * TILE + Q_TILE) * 2;
+    static_assert(WARPS * ROWS * DMAX * 4 + (3 * WARPS + 1) * ROWS * 4 <= 2 * STAGES * TILE * 2,
+                  "the warps' partial outputs, maxima, sums and weights, and the row sums fit in the tiles");
+};
+
+template <typename T, int DMAX>
+__device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,
+                                   const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s,
+                                   long long keys_per_split, long long splits) {
+    using Tile = Tiling<DMAX>;
+    constexpr int LD = Tile::LD;
+    constexpr int KS = DMAX / 16;  // k-steps of q k^T
+    constexpr int NO = DMAX / 8;   // 8-column blocks of the output
+    SEQK_DYNAMIC_SHARED(uint16_t, smem);
+    uint16_t* k_tiles = smem;                               // [STAGES][KEYS][LD]
+    uint16_t* v_tiles = smem + STAGES * Tile::TILE;         // [STAGES][KEYS][LD]
+    uint16_t* q_tile = smem + 2 * STAGES * Tile::TILE;      // [ROWS][LD]
+
+    const int tid = static_cast<int>(threadIdx.x);
+    const int warp = tid / 32;
+    const int lane = seqk::arch::lane_id();
+    const int g = lane / 4;
+    const int t = lane % 4;
+    const long long group_rows = (s.q_heads / s.kv_heads) * s.q_len;
+    const long long row_groups = (group_rows + ROWS - 1) / ROWS;
+    const long long split = blockIdx.x % splits;
+    const long long rest = blockIdx.x / splits;
+    const long long group = rest % row_groups;
+    const long long kvh = (rest / row_groups) % s.kv_heads;
+    const long long b = rest / (row_groups * s.kv_heads);
+    const int rows_here = static_cast<int>(group_rows - group * ROWS < ROWS ? group_rows - group * ROWS : ROWS);
+    const long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+    const long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    const long long j0 = split * keys_per_split;
+    const long long j_end = j0 + keys_per_split < s.kv_len ? j0 + keys_per_split : s.kv_len;
+    const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
+    const float scale = static_cast<float>(s.scale);
+
+    auto head_of = [&](int r) { return kvh * (s.q_heads / s.kv_heads) + (group * ROWS + r) / s.q_len; };
+    auto position_of = [&](int r) { return (group * ROWS + r) % s.q_len; };
+    // One past the last key of the split that row r of the tile may see (lengths and causal
+    // masks; a bias may block more); j0 for a padding row or one past the query length.
+    auto key_limit = [&](int r) {
+        if (r >= rows_here || position_of(r) >= q_valid) {
+            return j0;
+        }
+        long long i = position_of(r);
+        long long limit = j_end < k_valid ? j_end : k_valid;
+        long long causal_end = s.causal == 1 ? i + 1 : s.causal == 2 ? i + (k_valid - q_valid) + 1 : limit;
+        limit = causal_end < limit ? causal_end : limit;
+        return limit > j0 ? limit : j0;
+    };
+    long long stop = j0;  // one past the last key any row may see: the block loads [j0, stop)
+    for (int r = 0; r < rows_here; r++) {
+        long long limit = key_limit(r);
+        stop = limit > stop ? limit : stop;
+    }
+
+    // The q tile (zeros past the rows and D), then its A fragments.
+    for (int x = tid; x < ROWS * DMAX; x += WARPS * 32) {
+        int r = x / DMAX;
+        int e = x % DMAX;
+        q_tile[r * LD + e] = r < rows_here && e < d ? tc::raw(q[at(s.q_stride, b, head_of(r), position_of(r), e)]) : uint16_t{0};
+    }
+    __syncthreads();  // the q tile complete
+    uint32_t qa[KS][4];
+    SEQK_UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        // Matrix j = lane / 8: rows 8 (j % 2).., columns 16 ks + 8 (j / 2): a[0..3] in the A layout.
+        seqk::arch::ldmatrix_x4(qa[ks], q_tile + ((lane / 8) % 2 * 8 + lane % 8) * LD + ks * 16 + (lane / 16) * 8);
+    }
+
+    // The thread's rows g and g + 8: their key limits, heads and positions (for the bias).
+    const int my_rows[2] = {g, g + 8};
+    long long limit[2], my_h[2], my_i[2];
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        limit[r] = key_limit(my_rows[r]);
+        my_h[r] = head_of(my_rows[r]);
+        my_i[r] = position_of(my_rows[r]);
+    }
+    // The explicit masks' sum at (thread row r, key j); whether the pair is allowed: within the
+    // row's limit and not blocked by a bias.
+    auto bias_of = [&](int r, long long j) {
+        float add = 0.0f;
+        if (bias0) {
+            add += bias0[at(s.bias_stride[0], b, my_h[r], my_i[r], j)];
+        }
+        if (bias1) {
+            add += bias1[at(s.bias_stride[1], b, my_h[r], my_i[r], j)];
+        }
+        return add;
+    };
+    auto allowed_pair = [&](int r, long long j) { return j < limit[r] && bias_of(r, j) != -INFINITY; };
+
+    const T* k_base = k + b * s.k_stride[0] + kvh * s.k_stride[1];
+    const T* v_base = v + b * s.v_stride[0] + kvh * s.v_stride[1];
+    const long long tiles = (stop - j0 + KEYS - 1) / KEYS;
+    // Every 16-byte chunk of the tile's DMAX columns: a copy within [j0, stop) and D (Dv), else
+    // zeros (the source then is a row that exists, as cp.async's src-size 0 still wants).
+    auto load_tile = [&](long long n, int stage) {
+        long long first = j0 + n * KEYS;
+        SEQK_UNROLL
+        for (int x = tid; x < KEYS * DMAX / 8; x += WARPS * 32) {
+            int key = x / (DMAX / 8);
+            int c = x % (DMAX / 8);
+            long long j = first + key;
+            bool row = j < stop;
+            long long src = row ? j : j0;
+            seqk::arch::cp_async_16_or_zeros(k_tiles + stage * Tile::TILE + key * LD + c * 8,
+                                             k_base + src * s.k_stride[2] + (c * 8 < d ? c * 8 : 0), row && c * 8 < d);
+            seqk::arch::cp_async_16_or_zeros(v_tiles + stage * Tile::TILE + key * LD + c * 8,
+                                             v_base + src * s.v_stride[2] + (c * 8 < dv ? c * 8 : 0), row && c * 8 < dv);
+        }
+    };
+
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.0f, 0.0f};
+    float o[NO][4];
+    SEQK_UNROLL
+    for (int n = 0; n < NO; n++) {
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    }
+    const int ksteps = (d + 15) / 16;
+    const int oblocks = (dv + 7) / 8;
+
+    if (tiles > 0) {
+        load_tile(0, 0);
+    }
+    seqk::arch::cp_async_commit();
+    for (long long n = 0; n < tiles; n++) {
+        const int stage = static_cast<int>(n % STAGES);
+        if (n + 1 < tiles) {
+            load_tile(n + 1, (stage + 1) % STAGES);
+        }
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<1>();
+        __syncthreads();  // tile n visible to every warp
+
+        const long long wj0 = j0 + n * KEYS + warp * 16;  // the warp's first key
+        const uint16_t* kt = k_tiles + stage * Tile::TILE + warp * 16 * LD;
+        const uint16_t* vt = v_tiles + stage * Tile::TILE + warp * 16 * LD;
+        float sc[2][4];
+        SEQK_UNROLL
+        for (int c = 0; c < 2; c++) {
+            sc[c][0] = sc[c][1] = sc[c][2] = sc[c][3] = 0.0f;
+        }
+        tc::product_abt<T, KS, 2, LD>(sc, qa, seqk::arch::shared_addr(kt), ksteps, lane);
+
+        // Scale and mask: element (c, 2r + e) is row my_rows[r], key wj0 + 8c + 2t + e. A blocked
+        // pair of a live row (one with a key to see) with a key the block loaded may meet a
+        // non-finite v: then P v takes pv_tile_may_block.
+        float tile_max[2];
+        bool blocks_loaded_key = false;
+        SEQK_UNROLL
+        for (int r = 0; r < 2; r++) {
+            float mx = -INFINITY;
+            SEQK_UNROLL
+            for (int c = 0; c < 2; c++) {
+                SEQK_UNROLL
+                for (int e = 0; e < 2; e++) {
+                    long long j = wj0 + 8 * c + 2 * t + e;
+                    bool within = j < limit[r];
+                    float add = within ? bias_of(r, j) : 0.0f;
+                    bool ok = within && add != -INFINITY;
+                    blocks_loaded_key = blocks_loaded_key || (!ok && limit[r] > j0 && j < stop);
+                    float x = ok ? fmaf(sc[c][2 * r + e], scale, add) : -INFINITY;
+                    sc[c][2 * r + e] = x;
+                    mx = fmaxf(mx, x);  // drops a NaN score, which reaches l and o through its weight
+                }
+            }
+            mx = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 1));
+            tile_max[r] = fmaxf(mx, seqk::arch::shfl_xor(0xffffffffu, mx, 2));
+        }
+        tc::softmax_update<2, NO, true>(sc, o, m, l, tile_max);
+
+        uint32_t pa[1][4];
+        tc::c_to_a<T, 2>(pa, sc);
+        if (seqk::arch::any(0xffffffffu, blocks_loaded_key)) {
+            tc::pv_tile_may_block<T, NO, 16, LD>(o, pa, vt, oblocks, lane, t, wj0, allowed_pair);
+        } else {
+            tc::product_ab<T, 1, NO, LD>(o, pa, seqk::arch::shared_addr(vt), oblocks, lane);
+        }
+        __syncthreads();  // every warp is done with this stage before the next load refills it
+    }
+
+    // The warps' partial softmaxes meet in the idle tiles: o [WARPS][ROWS][DMAX], then m and l [2][WARPS][ROWS].
+    // (After the loop's last barrier no copy is in flight: the last group committed was empty.)
+    float* partial = reinterpret_cast<float*>(smem);
+    float* warp_ml = partial + WARPS * ROWS * DMAX;
+    SEQK_UNROLL
+    for (int r = 0; r < 2; r++) {
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
+        l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 2);
+        SEQK_UNROLL
+        for (int n = 0; n < NO; n++) {
+            partial[(warp * ROWS + my_rows[r]) * DMAX + n * 8 + 2 * t] = o[n][2 * r];
+            partial[(warp * ROWS + my_rows[r]) * DMAX + n * 8 + 2 * t + 1] = o[n][2 * r + 1];
+        }
+        if (t == 0) {
+            warp_ml[warp * ROWS + my_rows[r]] = m[r];
+            warp_ml[(WARPS + warp) * ROWS + my_rows[r]] = l[r];
+        }
+    }
+    __syncthreads();  // every warp's partial softmax complete
+    // Each row's merge, as attn_fwd_combine merges splits: the max over the warps, each warp's
+    // weight exp(m_w - max) (softmax_weight: +inf maxima weigh 1 each, sharing the row; a warp
+    // with no allowed key has m = -inf, l = 0 and o = 0, so weight 0, or 1 with nothing to add),
+    // the weighted sum. Written for attn_fwd_combine; the weights go to the output loop.
+    float* weight = warp_ml + 2 * WARPS * ROWS;  // [WARPS][ROWS], then the row sums [ROWS]
+    const long long rows = s.batch * s.q_heads * s.q_len;
+    if (tid < rows_here) {
+        float mx = -INFINITY;
+        SEQK_UNROLL
+        for (int w = 0; w < WARPS; w++) {
+            mx = fmaxf(mx, warp_ml[w * ROWS + tid]);
+        }
+        float sum = 0.0f;
+        SEQK_UNROLL
+        for (int w = 0; w < WARPS; w++) {
+            weight[w * ROWS + tid] = softmax_weight(warp_ml[w * ROWS + tid], mx);
+            sum += weight[w * ROWS + tid] * warp_ml[(WARPS + w) * ROWS + tid];
+        }
+        weight[WARPS * ROWS + tid] = sum;
+        long long row = (b * s.q_heads + head_of(tid)) * s.q_len + position_of(tid);
+        part_ml[split * rows + row] = mx;
+        part_ml[(splits + split) * rows + row] = sum;
+    }
+    __syncthreads();  // the rows' weights complete
+    for (int x = tid; x < rows_here * dv; x += WARPS * 32) {
+        int r = x / dv;
+        int col = x % dv;
+        float acc = 0.0f;
+        SEQK_UNROLL
+        for (int w = 0; w < WARPS; w++) {
+            acc += weight[w * ROWS + r] * partial[(w * ROWS + r) * DMAX + col];
+        }
+        float sum = weight[WARPS * ROWS + r];
+        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;  // a NaN sum (a NaN score): acc is NaN too and stays so
+        long long row = (b * s.q_heads + head_of(r)) * s.q_len + position_of(r);
+        part_out[(split * rows + row) * s.value_dim + col] = acc * inv;
+    }
+}
+
+}  // namespace decode_tc
+
+}  // namespace
