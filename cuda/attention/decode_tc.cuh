@@ -141,24 +141,31 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     };
     auto allowed_pair = [&](int r, long long j) { return j < limit[r] && bias_of(r, j) != -INFINITY; };
 
-    const T* k_base = k + b * s.k_stride[0] + kvh * s.k_stride[1];
-    const T* v_base = v + b * s.v_stride[0] + kvh * s.v_stride[1];
-    const long long tiles = (stop - j0 + KEYS - 1) / KEYS;
     // Every 16-byte chunk of the tile's DMAX columns: a copy within [j0, stop) and D (Dv), else
-    // zeros (the source then is a row that exists, as cp.async's src-size 0 still wants).
+    // zeros (the source then is a row that exists, as cp.async's src-size 0 still wants). A
+    // thread copies the same chunk column of keys key0, key0 + KEY_STEP, ... in PASSES unrolled
+    // passes: its column offsets and predicates are fixed, its sources bumped by whole rows.
+    constexpr int CHUNKS = DMAX / 8;
+    constexpr int KEY_STEP = WARPS * 32 / CHUNKS;
+    constexpr int PASSES = KEYS / KEY_STEP;
+    const int chunk = tid % CHUNKS;
+    const int key0 = tid / CHUNKS;
+    const bool k_column = chunk * 8 < d;
+    const bool v_column = chunk * 8 < dv;
+    const T* k_src = k + b * s.k_stride[0] + kvh * s.k_stride[1] + (k_column ? chunk * 8 : 0);
+    const T* v_src = v + b * s.v_stride[0] + kvh * s.v_stride[1] + (v_column ? chunk * 8 : 0);
+    const long long tiles = (stop - j0 + KEYS - 1) / KEYS;
     auto load_tile = [&](long long n, int stage) {
-        long long first = j0 + n * KEYS;
+        long long first = j0 + n * KEYS + key0;
         SEQK_UNROLL
-        for (int x = tid; x < KEYS * DMAX / 8; x += WARPS * 32) {
-            int key = x / (DMAX / 8);
-            int c = x % (DMAX / 8);
-            long long j = first + key;
+        for (int pass = 0; pass < PASSES; pass++) {
+            long long j = first + pass * KEY_STEP;
             bool row = j < stop;
-            long long src = row ? j : j0;
-            seqk::arch::cp_async_16_or_zeros(k_tiles + stage * Tile::TILE + key * LD + c * 8,
-                                             k_base + src * s.k_stride[2] + (c * 8 < d ? c * 8 : 0), row && c * 8 < d);
-            seqk::arch::cp_async_16_or_zeros(v_tiles + stage * Tile::TILE + key * LD + c * 8,
-                                             v_base + src * s.v_stride[2] + (c * 8 < dv ? c * 8 : 0), row && c * 8 < dv);
+            int at_row = (key0 + pass * KEY_STEP) * LD + chunk * 8;
+            seqk::arch::cp_async_16_or_zeros(k_tiles + stage * Tile::TILE + at_row, k_src + (row ? j : j0) * s.k_stride[2],
+                                             row && k_column);
+            seqk::arch::cp_async_16_or_zeros(v_tiles + stage * Tile::TILE + at_row, v_src + (row ? j : j0) * s.v_stride[2],
+                                             row && v_column);
         }
     };
 
