@@ -22,8 +22,12 @@ import java.util.Map;
  * kernels read and write through head strides (no transposes), all in F32.
  *
  * <p>Forward kernel selection: decoding shapes (Lq &lt;= 16 and Lk &gt;= 1024, any dtype, D and Dv up
- * to 256) take split-KV ({@link #splitPlan}: {@code attn_fwd_split} over enough key splits for
- * about two blocks per multiprocessor, then {@code attn_fwd_combine}). Otherwise
+ * to 256) take split-KV ({@link #splitPlan}: enough key splits for about two blocks per
+ * multiprocessor, then {@code attn_fwd_combine}); the split kernel ({@link #splitKernel}) is
+ * {@code attn_fwd_decode_tc64/128} (tensor cores, 16 query rows of a GQA group per block) for F16
+ * and BF16 up to 128 on sm_80+, else {@code attn_fwd_decode64/128/256} (SIMT, 4 rows), both with
+ * 16-byte copies of k and v tiles and so for rows 16-byte aligned and contiguous; otherwise
+ * {@code attn_fwd_split}, which reads any strides. Otherwise
  * ({@link #forwardKernel}) the tiled tensor-core kernel
  * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
  * is F16 or BF16 and the device is sm_80 or newer; {@code attn_fwd_tf32x64/128} likewise for F32
