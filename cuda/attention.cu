@@ -61,9 +61,6 @@
         }                                                                                                                \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_split_##suffix);                                                                                \
-    SEQK_ATTENTION_DECODE(64, suffix, T);                                                                                \
-    SEQK_ATTENTION_DECODE(128, suffix, T);                                                                               \
-    SEQK_ATTENTION_DECODE(256, suffix, T);                                                                               \
     extern "C" __global__ void attn_fwd_combine_##suffix(const float* part_out, const float* part_ml, T* out,           \
                                                          float* lse, AttnShape shape, long long splits) {               \
         split::attn_fwd_combine<T>(part_out, part_ml, out, lse, shape, splits);                                          \
@@ -73,6 +70,14 @@
 SEQK_ATTENTION_SPLIT(f32, float);
 SEQK_ATTENTION_SPLIT(f16, __half);
 SEQK_ATTENTION_SPLIT(bf16, __nv_bfloat16);
+
+// The SIMT decode kernel where the rule (AttentionGpu.splitKernel) takes it: F32 at every width,
+// 16-bit only above 128 (up to 128 the tensor-core decode kernel runs; before sm_80 neither fits).
+SEQK_ATTENTION_DECODE(64, f32, float);
+SEQK_ATTENTION_DECODE(128, f32, float);
+SEQK_ATTENTION_DECODE(256, f32, float);
+SEQK_ATTENTION_DECODE(256, f16, __half);
+SEQK_ATTENTION_DECODE(256, bf16, __nv_bfloat16);
 
 // Two instances each (tc::TcInstance): attn_fwd_tcDMAX_T (every option at run time; key tiles of
 // BN) and attn_fwd_tcDMAX_nobias_T (no explicit mask, 16-byte rows: the host launches it only so;

@@ -27,28 +27,88 @@ namespace split {
 
 constexpr int ROWS_PER_BLOCK = 4;
 
+/**
+ * Where a split-KV block works, for every split kernel: blockIdx.x is
+ * ((b * Hkv + kvh) * row_groups + group) * splits + split, with the rows of a kv head (its
+ * Hq / Hkv query heads' Lq positions; local row l is head l / Lq, position l % Lq) cut into groups
+ * of ROWS. Row r of the block is local row group * ROWS + r.
+ */
+struct Block {
+    long long b, kvh, group, split, j0, j_end, k_valid, q_valid;
+    long long heads_per_kv, q_len, q_heads, causal;
+    int rows;       // rows per group (the kernel's)
+    int rows_here;  // rows of this group that exist (the last group of a kv head may be partial)
+
+    __device__ Block(const AttnShape& s, int rows_per_block, long long keys_per_split, long long splits, const int* key_lengths,
+                     const int* query_lengths)
+        : heads_per_kv(s.q_heads / s.kv_heads), q_len(s.q_len), q_heads(s.q_heads), causal(s.causal), rows(rows_per_block) {
+        long long group_rows = heads_per_kv * s.q_len;
+        long long row_groups = (group_rows + rows - 1) / rows;
+        split = blockIdx.x % splits;
+        long long rest = blockIdx.x / splits;
+        group = rest % row_groups;
+        kvh = (rest / row_groups) % s.kv_heads;
+        b = rest / (row_groups * s.kv_heads);
+        rows_here = static_cast<int>(group_rows - group * rows < rows ? group_rows - group * rows : rows);
+        k_valid = key_lengths ? key_lengths[b] : s.kv_len;
+        q_valid = query_lengths ? query_lengths[b] : s.q_len;
+        j0 = split * keys_per_split;
+        j_end = j0 + keys_per_split < s.kv_len ? j0 + keys_per_split : s.kv_len;
+    }
+
+    __device__ long long head(int r) const { return kvh * heads_per_kv + (group * rows + r) / q_len; }
+    __device__ long long position(int r) const { return (group * rows + r) % q_len; }
+    /** Row r's index in [B * Hq * Lq] (lse, the partial outputs). */
+    __device__ long long row_index(int r) const { return (b * q_heads + head(r)) * q_len + position(r); }
+
+    /**
+     * One past the last key of the split that row r may see (key and query lengths, causal masks;
+     * a bias may block more); j0 for a row past rows_here or the query length: no key.
+     */
+    __device__ long long key_limit(int r) const {
+        long long i = position(r);
+        if (r >= rows_here || i >= q_valid) {
+            return j0;
+        }
+        long long limit = j_end < k_valid ? j_end : k_valid;
+        long long causal_end = causal == 1 ? i + 1 : causal == 2 ? i + (k_valid - q_valid) + 1 : limit;
+        limit = causal_end < limit ? causal_end : limit;
+        return limit > j0 ? limit : j0;
+    }
+
+    /** One past the last key any row of the block may see: the block loads keys [j0, stop). */
+    __device__ long long stop() const {
+        long long last = j0;
+        for (int r = 0; r < rows_here; r++) {
+            long long limit = key_limit(r);
+            last = limit > last ? limit : last;
+        }
+        return last;
+    }
+};
+
+/**
+ * A split's normalized output element from its unnormalized sum acc and its row's sum l: 0 when l
+ * is 0 (no allowed key in the split), whatever acc holds (a tile loaded for other rows may have put
+ * 0 x inf there); NaN when l is (a NaN score).
+ */
+__device__ __forceinline__ float normalized(float acc, float l) { return l == 0.0f ? 0.0f : acc * (1.0f / l); }
+
 template <typename T, int DMAX>
 __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,
                                const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s,
                                long long keys_per_split, long long splits) {
     constexpr int PER_LANE = DMAX / 32;
-    long long group_rows = (s.q_heads / s.kv_heads) * s.q_len;
-    long long row_groups = (group_rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-    long long split = blockIdx.x % splits;
-    long long rest = blockIdx.x / splits;
-    long long group = rest % row_groups;
-    long long kvh = (rest / row_groups) % s.kv_heads;
-    long long b = rest / (row_groups * s.kv_heads);
-    long long local = group * ROWS_PER_BLOCK + threadIdx.x / 32;
-    if (local >= group_rows) {
+    const Block blk(s, ROWS_PER_BLOCK, keys_per_split, splits, key_lengths, query_lengths);
+    const int w = static_cast<int>(threadIdx.x / 32);
+    if (w >= blk.rows_here) {
         return;  // a whole warp leaves: no later shuffle waits for it
     }
     int lane = seqk::arch::lane_id();
-    long long h = kvh * (s.q_heads / s.kv_heads) + local / s.q_len;
-    long long i = local % s.q_len;
-    long long row = (b * s.q_heads + h) * s.q_len + i;
-    long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
-    long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
+    const long long b = blk.b, kvh = blk.kvh, split = blk.split, k_valid = blk.k_valid, q_valid = blk.q_valid;
+    long long h = blk.head(w);
+    long long i = blk.position(w);
+    long long row = blk.row_index(w);
     float scale = static_cast<float>(s.scale);
 
     float qv[PER_LANE];
@@ -61,8 +121,7 @@ __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_o
     }
     float m = -INFINITY;
     float l = 0.0f;
-    long long j_end = (split + 1) * keys_per_split < s.kv_len ? (split + 1) * keys_per_split : s.kv_len;
-    for (long long j = split * keys_per_split; j < j_end; j++) {
+    for (long long j = blk.j0; j < blk.j_end; j++) {
         bool blocked = j >= k_valid || i >= q_valid || (s.causal == 1 && j > i) ||
                        (s.causal == 2 && j > i + (k_valid - q_valid));
         if (blocked) {
@@ -108,12 +167,11 @@ __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_o
         }
     }
     long long rows = s.batch * s.q_heads * s.q_len;
-    float inv = l == 0.0f ? 0.0f : 1.0f / l;  // l NaN (a NaN score): o is NaN too and stays so
     SEQK_UNROLL
     for (int x = 0; x < PER_LANE; x++) {
         long long e = lane + 32 * x;
         if (e < s.value_dim) {
-            part_out[(split * rows + row) * s.value_dim + e] = o[x] * inv;
+            part_out[(split * rows + row) * s.value_dim + e] = normalized(o[x], l);
         }
     }
     if (lane == 0) {
@@ -144,7 +202,11 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_ml, T*
     float acc = 0.0f;
     if (live) {
         for (long long sp = 0; sp < splits; sp++) {
-            float w = part_ml[(splits + sp) * rows + row] * softmax_weight(part_ml[sp * rows + row], mx);
+            float l = part_ml[(splits + sp) * rows + row];
+            if (l == 0.0f) {
+                continue;  // no allowed key in the split: nothing to add (its output is 0)
+            }
+            float w = l * softmax_weight(part_ml[sp * rows + row], mx);
             sum += w;
             acc += w * part_out[(sp * rows + row) * s.value_dim + e];
         }
@@ -162,7 +224,7 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_ml, T*
 
 // ---------------------------------------------------------------------------------------------
 // attn_fwd_decode: the split kernel for keys and values whose rows are 16-byte aligned and
-// contiguous (AttentionGpu.decodeKernel), built for memory bandwidth: decoding reads every key and
+// contiguous (AttentionGpu.splitKernel), built for memory bandwidth: decoding reads every key and
 // value once per GQA group and does 4 flops per byte read (bf16, Lq = 1), so the kernel's whole job
 // is to keep many 16-byte loads in flight. Same grid, partial outputs and combine as attn_fwd_split.
 //
@@ -219,7 +281,7 @@ struct Tiling {
     static constexpr int PHASES = SLOTS >= ROWS ? SLOTS / ROWS : 1;
     /** Chunks of one operand's stage. */
     static constexpr int STAGE_CHUNKS = KEYS * CHUNKS;
-    /** Dynamic shared memory (AttentionGpu.decodeSharedBytes computes the same). */
+    /** Dynamic shared memory (AttentionGpu.splitKernel computes the same). */
     static constexpr int SHARED_BYTES = 2 * STAGES * STAGE_CHUNKS * 16 + ROWS * DMAX * 4 + ROWS * KEYS * 4 + 2 * ROWS * 4;
     static_assert(CHUNKS >= 8 && (CHUNKS & (CHUNKS - 1)) == 0, "the swizzle needs at least 8 chunks, a power of two");
     static_assert(THREADS % KEYS == 0 && THREADS % CHUNKS == 0, "threads split evenly over keys and chunks");
@@ -246,44 +308,15 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
     const int tid = static_cast<int>(threadIdx.x);
     const int warp = tid / 32;
     const int lane = seqk::arch::lane_id();
-    const long long group_rows = (s.q_heads / s.kv_heads) * s.q_len;
-    const long long row_groups = (group_rows + ROWS - 1) / ROWS;
-    const long long split = blockIdx.x % splits;
-    const long long rest = blockIdx.x / splits;
-    const long long group = rest % row_groups;
-    const long long kvh = (rest / row_groups) % s.kv_heads;
-    const long long b = rest / (row_groups * s.kv_heads);
-    const int rows_here = static_cast<int>(group_rows - group * ROWS < ROWS ? group_rows - group * ROWS : ROWS);
-    const long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
-    const long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
-    const long long j0 = split * keys_per_split;
-    const long long j_end = j0 + keys_per_split < s.kv_len ? j0 + keys_per_split : s.kv_len;
-
-    // Row r of the block: query head and position, and one past the last key of the split it may
-    // see (keys, query rows and causal masks; a bias may block more). The block loads keys up to
-    // the largest of these.
-    auto head_of = [&](int r) { return kvh * (s.q_heads / s.kv_heads) + (group * ROWS + r) / s.q_len; };
-    auto position_of = [&](int r) { return (group * ROWS + r) % s.q_len; };
-    auto key_limit = [&](int r) {
-        long long i = position_of(r);
-        long long limit = j_end < k_valid ? j_end : k_valid;
-        if (i >= q_valid) {
-            return j0;
-        }
-        long long causal_end = s.causal == 1 ? i + 1 : s.causal == 2 ? i + (k_valid - q_valid) + 1 : limit;
-        limit = causal_end < limit ? causal_end : limit;
-        return limit > j0 ? limit : j0;
-    };
-    long long stop = j0;
-    for (int r = 0; r < rows_here; r++) {
-        long long limit = key_limit(r);
-        stop = limit > stop ? limit : stop;
-    }
+    const split::Block blk(s, ROWS, keys_per_split, splits, key_lengths, query_lengths);
+    const long long b = blk.b, kvh = blk.kvh, split = blk.split, j0 = blk.j0;
+    const int rows_here = blk.rows_here;
+    const long long stop = blk.stop();
 
     for (int x = tid; x < ROWS * DMAX; x += THREADS) {
         int r = x / DMAX;
         int e = x % DMAX;
-        q_rows[x] = r < rows_here && e < s.head_dim ? seqk::to_float(q[at(s.q_stride, b, head_of(r), position_of(r), e)]) : 0.0f;
+        q_rows[x] = r < rows_here && e < s.head_dim ? seqk::to_float(q[at(s.q_stride, b, blk.head(r), blk.position(r), e)]) : 0.0f;
     }
 
     const T* k_base = k + b * s.k_stride[0] + kvh * s.k_stride[1];
@@ -318,7 +351,7 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
     SEQK_UNROLL
     for (int n = 0; n < Tile::SCORE_ROWS; n++) {
         int r = first_score_row + Tile::KEY_THREADS * n;
-        score_limit[n] = r < rows_here ? key_limit(r) : j0;
+        score_limit[n] = blk.key_limit(r);
     }
     // The value phase's chunk, rows and key phase; its accumulators.
     const int my_chunk = tid % CHUNKS;
@@ -360,10 +393,10 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
             float add = 0.0f;
             bool live = j < score_limit[sr];
             if (live && bias0) {
-                add += bias0[at(s.bias_stride[0], b, head_of(r), position_of(r), j)];
+                add += bias0[at(s.bias_stride[0], b, blk.head(r), blk.position(r), j)];
             }
             if (live && bias1) {
-                add += bias1[at(s.bias_stride[1], b, head_of(r), position_of(r), j)];
+                add += bias1[at(s.bias_stride[1], b, blk.head(r), blk.position(r), j)];
             }
             float sc = -INFINITY;
             if (live && add != -INFINITY) {
@@ -474,19 +507,15 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
                 acc[vr][x] += partial[((ph - 1) * ROWS + r) * DMAX + my_chunk * PER_CHUNK + x];
             }
         }
-        float sum = row_sum[r];
-        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;  // a NaN sum (a NaN score): acc is NaN too and stays so
-        long long row = (b * s.q_heads + head_of(r)) * s.q_len + position_of(r);
-        float* dst = part_out + (split * rows + row) * s.value_dim + my_chunk * PER_CHUNK;
+        float* dst = part_out + (split * rows + blk.row_index(r)) * s.value_dim + my_chunk * PER_CHUNK;
         SEQK_UNROLL
         for (int x = 0; x < PER_CHUNK; x++) {
-            dst[x] = acc[vr][x] * inv;
+            dst[x] = split::normalized(acc[vr][x], row_sum[r]);
         }
     }
     if (warp < rows_here && lane == 0) {
-        long long row = (b * s.q_heads + head_of(warp)) * s.q_len + position_of(warp);
-        part_ml[split * rows + row] = m;
-        part_ml[(splits + split) * rows + row] = l;
+        part_ml[split * rows + blk.row_index(warp)] = m;
+        part_ml[(splits + split) * rows + blk.row_index(warp)] = l;
     }
 }
 

@@ -45,7 +45,7 @@ struct Tiling {
     /** 16-bit elements of one k or v tile, and of the q tile. */
     static constexpr int TILE = KEYS * LD;
     static constexpr int Q_TILE = ROWS * LD;
-    /** Dynamic shared memory (AttentionGpu.decodeSharedBytes computes the same). */
+    /** Dynamic shared memory (AttentionGpu.splitKernel computes the same). */
     static constexpr int SHARED_BYTES = (2 * STAGES * TILE + Q_TILE) * 2;
     static_assert(WARPS * ROWS * DMAX * 4 + (3 * WARPS + 1) * ROWS * 4 <= 2 * STAGES * TILE * 2,
                   "the warps' partial outputs, maxima, sums and weights, and the row sums fit in the tiles");
@@ -69,46 +69,18 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     const int lane = seqk::arch::lane_id();
     const int g = lane / 4;
     const int t = lane % 4;
-    const long long group_rows = (s.q_heads / s.kv_heads) * s.q_len;
-    const long long row_groups = (group_rows + ROWS - 1) / ROWS;
-    const long long split = blockIdx.x % splits;
-    const long long rest = blockIdx.x / splits;
-    const long long group = rest % row_groups;
-    const long long kvh = (rest / row_groups) % s.kv_heads;
-    const long long b = rest / (row_groups * s.kv_heads);
-    const int rows_here = static_cast<int>(group_rows - group * ROWS < ROWS ? group_rows - group * ROWS : ROWS);
-    const long long k_valid = key_lengths ? key_lengths[b] : s.kv_len;
-    const long long q_valid = query_lengths ? query_lengths[b] : s.q_len;
-    const long long j0 = split * keys_per_split;
-    const long long j_end = j0 + keys_per_split < s.kv_len ? j0 + keys_per_split : s.kv_len;
+    const split::Block blk(s, ROWS, keys_per_split, splits, key_lengths, query_lengths);
+    const long long b = blk.b, kvh = blk.kvh, split = blk.split, j0 = blk.j0;
+    const int rows_here = blk.rows_here;
+    const long long stop = blk.stop();
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
     const float scale = static_cast<float>(s.scale);
-
-    auto head_of = [&](int r) { return kvh * (s.q_heads / s.kv_heads) + (group * ROWS + r) / s.q_len; };
-    auto position_of = [&](int r) { return (group * ROWS + r) % s.q_len; };
-    // One past the last key of the split that row r of the tile may see (lengths and causal
-    // masks; a bias may block more); j0 for a padding row or one past the query length.
-    auto key_limit = [&](int r) {
-        if (r >= rows_here || position_of(r) >= q_valid) {
-            return j0;
-        }
-        long long i = position_of(r);
-        long long limit = j_end < k_valid ? j_end : k_valid;
-        long long causal_end = s.causal == 1 ? i + 1 : s.causal == 2 ? i + (k_valid - q_valid) + 1 : limit;
-        limit = causal_end < limit ? causal_end : limit;
-        return limit > j0 ? limit : j0;
-    };
-    long long stop = j0;  // one past the last key any row may see: the block loads [j0, stop)
-    for (int r = 0; r < rows_here; r++) {
-        long long limit = key_limit(r);
-        stop = limit > stop ? limit : stop;
-    }
 
     // The q tile (zeros past the rows and D), then its A fragments.
     for (int x = tid; x < ROWS * DMAX; x += WARPS * 32) {
         int r = x / DMAX;
         int e = x % DMAX;
-        q_tile[r * LD + e] = r < rows_here && e < d ? tc::raw(q[at(s.q_stride, b, head_of(r), position_of(r), e)]) : uint16_t{0};
+        q_tile[r * LD + e] = r < rows_here && e < d ? tc::raw(q[at(s.q_stride, b, blk.head(r), blk.position(r), e)]) : uint16_t{0};
     }
     __syncthreads();  // the q tile complete
     uint32_t qa[KS][4];
@@ -123,9 +95,9 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     long long limit[2], my_h[2], my_i[2];
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
-        limit[r] = key_limit(my_rows[r]);
-        my_h[r] = head_of(my_rows[r]);
-        my_i[r] = position_of(my_rows[r]);
+        limit[r] = blk.key_limit(my_rows[r]);
+        my_h[r] = blk.head(my_rows[r]);
+        my_i[r] = blk.position(my_rows[r]);
     }
     // The explicit masks' sum at (thread row r, key j); whether the pair is allowed: within the
     // row's limit and not blocked by a bias.
@@ -277,9 +249,8 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
             sum += weight[w * ROWS + tid] * warp_ml[(WARPS + w) * ROWS + tid];
         }
         weight[WARPS * ROWS + tid] = sum;
-        long long row = (b * s.q_heads + head_of(tid)) * s.q_len + position_of(tid);
-        part_ml[split * rows + row] = mx;
-        part_ml[(splits + split) * rows + row] = sum;
+        part_ml[split * rows + blk.row_index(tid)] = mx;
+        part_ml[(splits + split) * rows + blk.row_index(tid)] = sum;
     }
     __syncthreads();  // the rows' weights complete
     for (int x = tid; x < rows_here * dv; x += WARPS * 32) {
@@ -290,10 +261,7 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
         for (int w = 0; w < WARPS; w++) {
             acc += weight[w * ROWS + r] * partial[(w * ROWS + r) * DMAX + col];
         }
-        float sum = weight[WARPS * ROWS + r];
-        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;  // a NaN sum (a NaN score): acc is NaN too and stays so
-        long long row = (b * s.q_heads + head_of(r)) * s.q_len + position_of(r);
-        part_out[(split * rows + row) * s.value_dim + col] = acc * inv;
+        part_out[(split * rows + blk.row_index(r)) * s.value_dim + col] = split::normalized(acc, weight[WARPS * ROWS + r]);
     }
 }
 

@@ -25,9 +25,10 @@ import java.util.Map;
  * to 256) take split-KV ({@link #splitPlan}: enough key splits for about two blocks per
  * multiprocessor, then {@code attn_fwd_combine}); the split kernel ({@link #splitKernel}) is
  * {@code attn_fwd_decode_tc64/128} (tensor cores, 16 query rows of a GQA group per block) for F16
- * and BF16 up to 128 on sm_80+, else {@code attn_fwd_decode64/128/256} (SIMT, 4 rows), both with
- * 16-byte copies of k and v tiles and so for rows 16-byte aligned and contiguous; otherwise
- * {@code attn_fwd_split}, which reads any strides. Otherwise
+ * and BF16 up to 128 on sm_80+, {@code attn_fwd_decode64/128/256} (SIMT, 4 rows) for F32 and for
+ * 16-bit above 128, both with 16-byte copies of k and v tiles and so for rows 16-byte aligned and
+ * contiguous, and where their shared memory fits (not on sm_75); otherwise {@code attn_fwd_split},
+ * which reads any strides. Otherwise
  * ({@link #forwardKernel}) the tiled tensor-core kernel
  * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
  * is F16 or BF16 and the device is sm_80 or newer; {@code attn_fwd_tf32x64/128} likewise for F32
@@ -135,27 +136,44 @@ final class AttentionGpu {
 
     /**
      * The split kernel (the rule in the class comment): {@code attn_fwd_decode_tc64} / {@code 128}
-     * (16 rows a block) for F16 and BF16 with D and Dv up to 128 on sm_80+; else
-     * {@code attn_fwd_decode64}, {@code 128} or {@code 256} (4 rows; the widest of D and Dv rounded
-     * up); both need k's and v's rows 16-byte aligned and contiguous for their 16-byte copies;
-     * without that {@code attn_fwd_split} (4 rows, one per warp), which reads any strides.
+     * (16 rows a block) for F16 and BF16 with D and Dv up to 128 on sm_80+; {@code attn_fwd_decode64},
+     * {@code 128} or {@code 256} (SIMT, 4 rows; the widest of D and Dv rounded up) for F32, and for
+     * 16-bit above 128; both copy k and v in 16-byte chunks, so they need k's and v's rows 16-byte
+     * aligned and contiguous, and each must fit its shared memory in the device's per-block opt-in
+     * limit (neither does on sm_75's 64 KB). Otherwise {@code attn_fwd_split} (4 rows, one per warp,
+     * no shared memory), which reads any strides.
      */
-    static SplitKernel splitKernel(DType dt, int headDim, int valueDim, boolean sixteenByteRows, int computeMajor) {
+    static SplitKernel splitKernel(DType dt, int headDim, int valueDim, boolean sixteenByteRows, int computeMajor,
+                                   int sharedPerBlockOptin) {
+        SplitKernel strided = new SplitKernel("attn_fwd_split", 4, 0);
         if (!sixteenByteRows) {
-            return new SplitKernel("attn_fwd_split", 4, 0);
+            return strided;
         }
         int widest = Math.max(headDim, valueDim);
         boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
-        if (sixteenBit && computeMajor >= 8 && widest <= 128) {
+        SplitKernel tiled;
+        if (sixteenBit && widest <= 128) {
+            if (computeMajor < 8) {
+                return strided;
+            }
             int dmax = widest <= 64 ? 64 : 128;
             // decode_tc::Tiling: 2 stages x (k + v) x 64 keys x (dmax + 8), then the q tile of 16 rows.
-            return new SplitKernel("attn_fwd_decode_tc" + dmax, 16, (2 * 2 * 64 * (dmax + 8) + 16 * (dmax + 8)) * 2);
+            tiled = new SplitKernel("attn_fwd_decode_tc" + dmax, 16, (2 * 2 * 64 * (dmax + 8) + 16 * (dmax + 8)) * 2);
+        } else {
+            int dmax = widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
+            // decode::Tiling: 16 KB of k and of v per stage (at most 128 keys), two stages; q rows, the
+            // tile's weights, each row's rescale factor and sum, in f32.
+            int keys = Math.min(128, 16384 / (dmax * dt.byteSize()));
+            tiled = new SplitKernel("attn_fwd_decode" + dmax, 4,
+                    2 * 2 * keys * dmax * dt.byteSize() + 4 * dmax * 4 + 4 * keys * 4 + 2 * 4 * 4);
         }
-        int dmax = widest <= 64 ? 64 : widest <= 128 ? 128 : 256;
-        // decode::Tiling: 16 KB of k and of v per stage (at most 128 keys), two stages; q rows, the
-        // tile's weights, each row's rescale factor and sum, in f32.
-        int keys = Math.min(128, 16384 / (dmax * dt.byteSize()));
-        return new SplitKernel("attn_fwd_decode" + dmax, 4, 2 * 2 * keys * dmax * dt.byteSize() + 4 * dmax * 4 + 4 * keys * 4 + 2 * 4 * 4);
+        return tiled.sharedBytes() <= sharedPerBlockOptin ? tiled : strided;
+    }
+
+    /** The blocks of one key split: (batch entry, kv head, group of rowsPerBlock query rows of the kv head). */
+    static long blocksPerSplit(int batch, int qHeads, int kvHeads, int qLen, int rowsPerBlock) {
+        long rowGroups = ((long) qHeads / kvHeads * qLen + rowsPerBlock - 1) / rowsPerBlock;
+        return (long) batch * kvHeads * rowGroups;
     }
 
     /**
@@ -168,8 +186,7 @@ final class AttentionGpu {
         if (choice != KernelChoice.AUTO || qLen > 16 || kvLen < 1024) {
             return null;
         }
-        long rowGroups = ((long) qHeads / kvHeads * qLen + rowsPerBlock - 1) / rowsPerBlock;
-        long blocksPerSplit = (long) batch * kvHeads * rowGroups;
+        long blocksPerSplit = blocksPerSplit(batch, qHeads, kvHeads, qLen, rowsPerBlock);
         long wanted = (2L * Math.max(1, multiprocessors) + blocksPerSplit - 1) / blocksPerSplit;
         long splits = Math.max(1, Math.min(wanted, kvLen / 256));
         long keysPerSplit = (kvLen + splits - 1) / splits;
@@ -344,8 +361,7 @@ final class AttentionGpu {
         DeviceTensor partOut = temp.allocate(DType.F32, plan.splits(), g.rows(), g.valueDim());
         // Each split's running max m and sum l per row: [2][splits][rows] (m, then l).
         DeviceTensor partMl = temp.allocate(DType.F32, 2, plan.splits(), g.rows());
-        long rowGroups = ((long) g.qHeads() / g.kvHeads() * g.qLen() + kernel.rowsPerBlock() - 1) / kernel.rowsPerBlock();
-        long blocks = (long) g.batch() * g.kvHeads() * rowGroups * plan.splits();
+        long blocks = blocksPerSplit(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), kernel.rowsPerBlock()) * plan.splits();
         if (blocks > Integer.MAX_VALUE) {
             throw new SeqkException.Unsupported("attention: " + blocks + " split-KV blocks exceed one launch");
         }
@@ -363,7 +379,7 @@ final class AttentionGpu {
     private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32, long stream) {
         Geometry g = sv.g();
         SplitKernel split = splitKernel(dt, g.headDim(), g.valueDim(), sixteenByteRows(g, sv.k(), sv.v()),
-                driver.properties().computeMajor());
+                driver.properties().computeMajor(), driver.properties().sharedMemoryPerBlockOptin());
         SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
                 kernelChoice, split.rowsPerBlock());
         if (plan != null) {

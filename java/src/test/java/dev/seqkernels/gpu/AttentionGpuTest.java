@@ -28,6 +28,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -287,26 +288,32 @@ class AttentionGpuTest {
         assertEquals(1, busy.splits(), "2048 blocks already fill the GPU");
     }
 
-    /** Which split kernel runs a split-KV forward: each side of the row alignment, the storage type, the GPU and the widths. */
+    /** Which split kernel runs a split-KV forward: each side of the row alignment, the storage type, the GPU, the widths and the shared-memory fit. */
     @Test
     void splitKernelSelectionRule() {
-        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_split", 4, 0), AttentionGpu.splitKernel(DType.BF16, 128, 128, false, 9),
+        int h100 = 232448;
+        assertEquals(new AttentionGpu.SplitKernel("attn_fwd_split", 4, 0), AttentionGpu.splitKernel(DType.BF16, 128, 128, false, 9, h100),
                 "rows not 16-byte aligned and contiguous");
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode_tc64", 16, (2 * 2 * 64 * 72 + 16 * 72) * 2),
-                AttentionGpu.splitKernel(DType.BF16, 64, 8, true, 8), "two stages of k and v tiles of 64 padded rows, the q tile");
+                AttentionGpu.splitKernel(DType.BF16, 64, 8, true, 8, h100), "two stages of k and v tiles of 64 padded rows, the q tile");
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode_tc128", 16, (2 * 2 * 64 * 136 + 16 * 136) * 2),
-                AttentionGpu.splitKernel(DType.F16, 32, 65, true, 9), "the wider of D and Dv");
-        assertEquals("attn_fwd_decode_tc128", AttentionGpu.splitKernel(DType.BF16, 128, 128, true, 9).name());
-        assertEquals("attn_fwd_decode256", AttentionGpu.splitKernel(DType.BF16, 136, 64, true, 9).name(), "above 128: SIMT");
-        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(DType.BF16, 128, 128, true, 7).name(), "no mma before sm_80");
+                AttentionGpu.splitKernel(DType.F16, 32, 65, true, 9, h100), "the wider of D and Dv");
+        assertEquals("attn_fwd_decode_tc128", AttentionGpu.splitKernel(DType.BF16, 128, 128, true, 9, h100).name());
+        assertEquals("attn_fwd_decode256", AttentionGpu.splitKernel(DType.BF16, 136, 64, true, 9, h100).name(), "above 128: SIMT");
+        assertEquals("attn_fwd_split", AttentionGpu.splitKernel(DType.BF16, 128, 128, true, 7, 65536).name(), "no mma before sm_80");
+        assertEquals("attn_fwd_split", AttentionGpu.splitKernel(DType.BF16, 256, 256, true, 7, 65536).name(),
+                "sm_75's 64 KB hold no decode kernel");
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode128", 4, 2 * 2 * 32 * 128 * 4 + 4 * 128 * 4 + 4 * 32 * 4 + 2 * 4 * 4),
-                AttentionGpu.splitKernel(DType.F32, 128, 128, true, 9), "F32: SIMT, 32 keys of 512 bytes per 16 KB stage");
+                AttentionGpu.splitKernel(DType.F32, 128, 128, true, 9, h100), "F32: SIMT, 32 keys of 512 bytes per 16 KB stage");
+        assertEquals("attn_fwd_decode128", AttentionGpu.splitKernel(DType.F32, 128, 128, true, 8, 68128).name(), "fits exactly");
+        assertEquals("attn_fwd_split", AttentionGpu.splitKernel(DType.F32, 128, 128, true, 8, 68127).name(), "a byte short");
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode64", 4, 2 * 2 * 64 * 64 * 4 + 4 * 64 * 4 + 4 * 64 * 4 + 2 * 4 * 4),
-                AttentionGpu.splitKernel(DType.F32, 64, 8, true, 9));
+                AttentionGpu.splitKernel(DType.F32, 64, 8, true, 9, h100));
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode256", 4, 2 * 2 * 16 * 256 * 4 + 4 * 256 * 4 + 4 * 16 * 4 + 2 * 4 * 4),
-                AttentionGpu.splitKernel(DType.F32, 256, 256, true, 9));
+                AttentionGpu.splitKernel(DType.F32, 256, 256, true, 9, h100));
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode256", 4, 2 * 2 * 32 * 256 * 2 + 4 * 256 * 4 + 4 * 32 * 4 + 2 * 4 * 4),
-                AttentionGpu.splitKernel(DType.F16, 256, 8, true, 9), "16-bit at 256: 32 keys per stage");
+                AttentionGpu.splitKernel(DType.F16, 256, 8, true, 9, h100), "16-bit at 256: 32 keys per stage");
+        assertEquals(8, AttentionGpu.blocksPerSplit(2, 12, 2, 3, 16), "2 entries x 2 kv heads x 2 groups (18 rows in groups of 16)");
     }
 
     /** Split-KV decoding on the emulator, forward (and the backward from its LSE) against the reference. */
@@ -363,9 +370,13 @@ class AttentionGpuTest {
                 new Case(1, 2, 1, 3, 1030, 256, 200, CausalAlignment.NONE, false, null, null, "attn_fwd_decode256", "attn_fwd_decode256", true),
                 // 24 rows: two tensor-core blocks (16 and 8 rows), six SIMT ones (no split on 2 cores).
                 new Case(1, 8, 1, 3, 1030, 40, 16, CausalAlignment.TOP_LEFT, false, null, null, "attn_fwd_decode64",
-                        "attn_fwd_decode_tc64", false))) {
+                        "attn_fwd_decode_tc64", false),
+                // Rows that are not 16-byte multiples: attn_fwd_split's 128 and 256 instances.
+                new Case(1, 2, 1, 2, 1100, 102, 70, CausalAlignment.BOTTOM_RIGHT, true, new int[]{900}, null, "attn_fwd_split",
+                        "attn_fwd_split", true),
+                new Case(1, 2, 1, 2, 1100, 202, 130, CausalAlignment.NONE, false, null, null, "attn_fwd_split", "attn_fwd_split", true))) {
             AttentionGpu.SplitKernel kernel = AttentionGpu.splitKernel(dtype, c.d(), c.dv(), c.d() % perChunk == 0 && c.dv() % perChunk == 0,
-                    major);
+                    major, GpuTargets.driver().properties().sharedMemoryPerBlockOptin());
             assertEquals(f32 ? c.kernelF32() : c.kernel16(), kernel.name());
             if (c.batch() == 1 && (c.splitsInF32() || !f32)) {
                 assertTrue(AttentionGpu.splitPlan(1, c.qHeads(), c.kvHeads(), c.qLen(), c.kvLen(), sms, AttentionGpu.KernelChoice.AUTO,
@@ -376,7 +387,7 @@ class AttentionGpuTest {
             Tensor v = data.tensor(dtype, 1, c.batch(), c.kvHeads(), c.kvLen(), c.dv());
             Mask mask = c.bias() ? Mask.additive(data.tensor(DType.F32, 1, c.qLen(), c.kvLen())) : null;
             compare(dtype, data, c.causal(), Double.NaN, Attention.inputs(q, k, v).mask(mask).keyLengths(c.keyLengths())
-                    .queryLengths(c.queryLengths()), q, k, v, false);
+                    .queryLengths(c.queryLengths()), q, k, v, false, kernel.name());
         }
     }
 
@@ -438,11 +449,23 @@ class AttentionGpuTest {
     /** Forward against the reference, then (when {@code backward}) every gradient. */
     private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,
                                 Tensor q, Tensor k, Tensor v, boolean backward) {
+        compare(dtype, data, causal, scale, inputs, q, k, v, backward, null);
+    }
+
+    /** As above; with {@code kernel} (a name stem), also that the forward ran it (the driver records every function resolved). */
+    private static void compare(DType dtype, TestData data, CausalAlignment causal, double scale, Attention.Inputs inputs,
+                                Tensor q, Tensor k, Tensor v, boolean backward, String kernel) {
         Attention.Builder b = Attention.builder().causal(causal);
         if (!Double.isNaN(scale)) {
             b.scale(scale);
         }
-        Attention gpu = b.backend(GpuTargets.backend()).build();
+        List<String> resolved = new CopyOnWriteArrayList<>();
+        Attention gpu = kernel == null ? b.backend(GpuTargets.backend()).build()
+                : b.backend(new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
+                    if (method.equals("function")) {
+                        resolved.add((String) args[1]);
+                    }
+                }))).build();
         Attention cpu = b.backend("cpu").build();
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).mask(inputs.mask() == null ? null
                 : new Mask(inputs.mask().meaning(), inputs.mask().meaning() == Mask.Meaning.ADDITIVE ? inputs.mask().tensor().to(DType.F64)
@@ -451,6 +474,9 @@ class AttentionGpuTest {
         Attention plain = b.backend(Backends.CPU_SAME_PRECISION).build();
         try (AttentionResult got = gpu.forward(inputs); AttentionResult want = cpu.forward(ref);
              AttentionResult plainOut = plain.forward(inputs)) {
+            if (kernel != null) {
+                assertTrue(resolved.contains(kernel + "_" + RecurrentGpu.suffix(dtype)), tag + ": " + kernel + " ran (" + resolved + ")");
+            }
             check(tag + " out", got.out(), want.out(), dtype);
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
             if (!backward) {

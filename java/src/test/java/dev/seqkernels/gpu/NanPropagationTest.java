@@ -203,7 +203,7 @@ class NanPropagationTest {
         AttentionGpu.SplitKernel splitKernel() {
             int perChunk = 16 / kernel.dtype.byteSize();
             return AttentionGpu.splitKernel(kernel.dtype, kernel.headDim, valueDim, kernel.headDim % perChunk == 0 && valueDim % perChunk == 0,
-                    GpuTargets.driver().properties().computeMajor());
+                    GpuTargets.driver().properties().computeMajor(), GpuTargets.driver().properties().sharedMemoryPerBlockOptin());
         }
 
         /** The split-KV plan for this run under AUTO, or null where the rule takes no split. */
@@ -346,6 +346,39 @@ class NanPropagationTest {
             checkNan(run.tag() + " lse", got.lse(), want.lse(), kernel.tf32 ? Compare.tolerance(DType.F16) : Compare.tolerance(DType.F32));
         } finally {
             blocked.close();
+        }
+    }
+
+    /**
+     * A split whose first key only the last query row may see: bottom-right causal, entry 0's key
+     * length one past the first split's end, the key's v NaN in column 2 and +inf in column 3. Row
+     * 0 has no key in that split; it must stay finite (the split's output for it is 0, never 0 x inf:
+     * the tensor-core decode kernel's warp multiplies its zero weights by that v in the same mma
+     * tile as row 1's), while row 1 is NaN and +inf there, as the reference says.
+     */
+    @ParameterizedTest
+    @EnumSource(value = AttnKernel.class, names = {"SPLIT_F32", "SPLIT_BF16", "DECODE_F32", "DECODE_BF16", "DECODE_TC_BF16"})
+    void aRowWithNoKeyInASplitStaysOutOfItsValues(AttnKernel kernel) {
+        AttnRun base = AttnRun.of(kernel);
+        int key = (int) base.splitPlan().keysPerSplit();  // the second split's first key
+        AttnRun run = AttnRun.of(kernel, base.qLen, base.kvLen, VALUE_DIM, CausalAlignment.BOTTOM_RIGHT, new int[]{key + 1, base.kvLen},
+                null);
+        assertEquals(2, run.qLen, "rows 0 and 1 of entry 0");
+        run.v.set(Double.NaN, 0, 0, key, 2);
+        run.v.set(Double.POSITIVE_INFINITY, 0, 0, key, 3);
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
+            double[] out = want.out().toDoubleArray();
+            for (int h = 0; h < Q_HEADS; h++) {
+                for (int i = 0; i < run.qLen; i++) {
+                    int row = h * run.qLen + i;
+                    String where = run.tag() + ": reference row (b 0, h " + h + ", i " + i + ")";
+                    boolean sees = i == 1;
+                    assertEquals(sees, Double.isNaN(out[row * VALUE_DIM + 2]), where + " column 2");
+                    assertEquals(sees, out[row * VALUE_DIM + 3] == Double.POSITIVE_INFINITY, where + " column 3");
+                }
+            }
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
+            checkNan(run.tag() + " lse", got.lse(), want.lse(), Compare.tolerance(DType.F32));
         }
     }
 
