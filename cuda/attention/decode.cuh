@@ -88,11 +88,13 @@ struct Block {
 };
 
 /**
- * A split's normalized output element from its unnormalized sum acc and its row's sum l: 0 when l
- * is 0 (no allowed key in the split), whatever acc holds (a tile loaded for other rows may have put
- * 0 x inf there); NaN when l is (a NaN score).
+ * A split's normalized output element from its unnormalized sum acc and its row's sum l: acc / l,
+ * and acc x 0 when l is 0 (every key the row may see in the split weighs 0 or is blocked). That
+ * is 0 unless acc holds a NaN the row must show: a kernel that reads the value of a key whose
+ * score overflowed to -inf (the tensor-core kernels, as the reference does) keeps 0 x NaN there.
+ * NaN when l is (a NaN score).
  */
-__device__ __forceinline__ float normalized(float acc, float l) { return l == 0.0f ? 0.0f : acc * (1.0f / l); }
+__device__ __forceinline__ float normalized(float acc, float l) { return acc * (l == 0.0f ? 0.0f : 1.0f / l); }
 
 template <typename T, int DMAX>
 __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,
@@ -202,11 +204,7 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_ml, T*
     float acc = 0.0f;
     if (live) {
         for (long long sp = 0; sp < splits; sp++) {
-            float l = part_ml[(splits + sp) * rows + row];
-            if (l == 0.0f) {
-                continue;  // no allowed key in the split: nothing to add (its output is 0)
-            }
-            float w = l * softmax_weight(part_ml[sp * rows + row], mx);
+            float w = part_ml[(splits + sp) * rows + row] * softmax_weight(part_ml[sp * rows + row], mx);
             sum += w;
             acc += w * part_out[(sp * rows + row) * s.value_dim + e];
         }

@@ -232,8 +232,10 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     __syncthreads();  // every warp's partial softmax complete
     // Each row's merge, as attn_fwd_combine merges splits: the max over the warps, each warp's
     // weight exp(m_w - max) (softmax_weight: +inf maxima weigh 1 each, sharing the row; a warp
-    // with no allowed key has m = -inf, l = 0 and o = 0, so weight 0, or 1 with nothing to add),
-    // the weighted sum. Written for attn_fwd_combine; the weights go to the output loop.
+    // whose keys all weigh 0 has m = -inf and l = 0: weight 0, or 1 when every warp's has), the
+    // weighted sums. Written for attn_fwd_combine; the weights go to the output loop. A row with
+    // no key to see in the split (past the query length, or the causal limit before the split)
+    // is written as 0: its warps' o may hold 0 x inf from a key the block loaded for another row.
     float* weight = warp_ml + 2 * WARPS * ROWS;  // [WARPS][ROWS], then the row sums [ROWS]
     const long long rows = s.batch * s.q_heads * s.q_len;
     if (tid < rows_here) {
@@ -261,7 +263,8 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
         for (int w = 0; w < WARPS; w++) {
             acc += weight[w * ROWS + r] * partial[(w * ROWS + r) * DMAX + col];
         }
-        part_out[(split * rows + blk.row_index(r)) * s.value_dim + col] = split::normalized(acc, weight[WARPS * ROWS + r]);
+        part_out[(split * rows + blk.row_index(r)) * s.value_dim + col] =
+            blk.key_limit(r) == j0 ? 0.0f : split::normalized(acc, weight[WARPS * ROWS + r]);
     }
 }
 

@@ -179,7 +179,7 @@ final class AttentionGpu {
     /**
      * Split-KV for decoding: Lq &lt;= 16 and Lk &gt;= 1024 (AUTO only), with as many splits (at least
      * 256 keys each) as give about two blocks per multiprocessor, for a split kernel whose blocks
-     * take rowsPerBlock query rows each; null when the rule does not apply.
+     * take rowsPerBlock query rows each; null when the rule does not apply or there is no query row.
      */
     static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, KernelChoice choice,
                                int rowsPerBlock) {
@@ -187,6 +187,9 @@ final class AttentionGpu {
             return null;
         }
         long blocksPerSplit = blocksPerSplit(batch, qHeads, kvHeads, qLen, rowsPerBlock);
+        if (blocksPerSplit == 0) {
+            return null;  // no query row: nothing to split (the forward writes nothing)
+        }
         long wanted = (2L * Math.max(1, multiprocessors) + blocksPerSplit - 1) / blocksPerSplit;
         long splits = Math.max(1, Math.min(wanted, kvLen / 256));
         long keysPerSplit = (kvLen + splits - 1) / splits;
@@ -378,15 +381,16 @@ final class AttentionGpu {
     /** out (dt, with g.o strides), lse [rows] f32. */
     private void runForward(DType dt, Saved sv, DeviceTensor out, DeviceScope temp, boolean allowTf32, long stream) {
         Geometry g = sv.g();
-        SplitKernel split = splitKernel(dt, g.headDim(), g.valueDim(), sixteenByteRows(g, sv.k(), sv.v()),
-                driver.properties().computeMajor(), driver.properties().sharedMemoryPerBlockOptin());
-        SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), driver.properties().multiprocessors(),
-                kernelChoice, split.rowsPerBlock());
+        DeviceProperties device = driver.properties();
+        SplitKernel split = splitKernel(dt, g.headDim(), g.valueDim(), sixteenByteRows(g, sv.k(), sv.v()), device.computeMajor(),
+                device.sharedMemoryPerBlockOptin());
+        SplitPlan plan = splitPlan(g.batch(), g.qHeads(), g.kvHeads(), g.qLen(), g.kvLen(), device.multiprocessors(), kernelChoice,
+                split.rowsPerBlock());
         if (plan != null) {
             runSplitForward(dt, sv, out, temp, split, plan, stream);
             return;
         }
-        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, allowTf32);
+        String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), device.computeMajor(), kernelChoice, allowTf32);
         if (!kernel.equals("attn_fwd")) {
             int dmax = kernel.endsWith("64") ? 64 : 128;
             boolean vec = sixteenByteRows(g, sv.k(), sv.v());

@@ -277,6 +277,8 @@ class AttentionGpuTest {
         assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 17, 4096, 132, auto, 4), "Lq above 16");
         assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 16, 1023, 132, auto, 4), "Lk below 1024");
         assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 1, 4096, 132, AttentionGpu.KernelChoice.V1, 4), "pinned to v1");
+        assertEquals(null, AttentionGpu.splitPlan(0, 8, 8, 1, 4096, 132, auto, 4), "no batch entry: no query row");
+        assertEquals(null, AttentionGpu.splitPlan(1, 8, 8, 0, 4096, 132, auto, 16), "Lq 0: no query row");
         AttentionGpu.SplitPlan decode = AttentionGpu.splitPlan(2, 32, 8, 1, 131072, 132, auto, 4);
         assertEquals(17, decode.splits(), "2 x 8 kv heads x 1 row group = 16 blocks per split; 2 x 132 / 16 -> 17");
         assertEquals(7711, decode.keysPerSplit());
@@ -314,6 +316,39 @@ class AttentionGpuTest {
         assertEquals(new AttentionGpu.SplitKernel("attn_fwd_decode256", 4, 2 * 2 * 32 * 256 * 2 + 4 * 256 * 4 + 4 * 32 * 4 + 2 * 4 * 4),
                 AttentionGpu.splitKernel(DType.F16, 256, 8, true, 9, h100), "16-bit at 256: 32 keys per stage");
         assertEquals(8, AttentionGpu.blocksPerSplit(2, 12, 2, 3, 16), "2 entries x 2 kv heads x 2 groups (18 rows in groups of 16)");
+    }
+
+    /**
+     * On a device whose per-block shared memory holds no decode kernel and that has no mma (sm_75:
+     * 64 KB), a decode shape runs attn_fwd_split end to end: the driver reports those limits and
+     * records the kernel that ran, and the result matches the reference.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "BF16"})
+    void aTuringDeviceDecodesWithTheStridedSplitKernel(DType dtype) {
+        DeviceProperties real = GpuTargets.driver().properties();
+        DeviceProperties turing = new DeviceProperties(real.name(), 7, 5, real.multiprocessors(), 49152, 65536, real.totalMemory(),
+                real.simulated());
+        List<String> resolved = new CopyOnWriteArrayList<>();
+        Driver driver = RecordingDriver.reporting(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        }), turing);
+        TestData data = new TestData();
+        Tensor q = data.tensor(dtype, 1, 1, 4, 1, 64);
+        Tensor k = data.tensor(dtype, 1, 1, 1, 1100, 64);
+        Tensor v = data.tensor(dtype, 1, 1, 1, 1100, 64);
+        Attention gpu = Attention.builder().backend(new GpuBackend(driver)).build();
+        Attention cpu = Attention.builder().backend("cpu").build();
+        try (AttentionResult got = gpu.forward(Attention.inputs(q, k, v));
+             AttentionResult want = cpu.forward(Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)))) {
+            String suffix = RecurrentGpu.suffix(dtype);
+            assertTrue(resolved.contains("attn_fwd_split_" + suffix), "the strided split kernel ran: " + resolved);
+            assertTrue(resolved.stream().noneMatch(n -> n.startsWith("attn_fwd_decode")), "no decode kernel: " + resolved);
+            check("turing decode " + dtype, got.out(), want.out(), dtype);
+            check("turing decode " + dtype + " lse", got.lse(), want.lse(), DType.F32);
+        }
     }
 
     /** Split-KV decoding on the emulator, forward (and the backward from its LSE) against the reference. */

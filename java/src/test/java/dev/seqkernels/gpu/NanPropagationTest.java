@@ -360,6 +360,7 @@ class NanPropagationTest {
     @EnumSource(value = AttnKernel.class, names = {"SPLIT_F32", "SPLIT_BF16", "DECODE_F32", "DECODE_BF16", "DECODE_TC_BF16"})
     void aRowWithNoKeyInASplitStaysOutOfItsValues(AttnKernel kernel) {
         AttnRun base = AttnRun.of(kernel);
+        assertTrue(base.splitPlan().splits() >= 2, kernel + ": split-KV must really split");
         int key = (int) base.splitPlan().keysPerSplit();  // the second split's first key
         AttnRun run = AttnRun.of(kernel, base.qLen, base.kvLen, VALUE_DIM, CausalAlignment.BOTTOM_RIGHT, new int[]{key + 1, base.kvLen},
                 null);
@@ -379,6 +380,32 @@ class NanPropagationTest {
             }
             checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
             checkNan(run.tag() + " lse", got.lse(), want.lse(), Compare.tolerance(DType.F32));
+        }
+    }
+
+    /**
+     * Scores that overflow fp32 downward over a whole split, on the tensor-core decode kernel:
+     * entry 0's head 0, row 1 has q = 1e19 in column 0 and every key of the second split k = -1e20
+     * there, so its scores in that split are -inf in fp32 (finite in double) and the split's sum l
+     * is 0; one of those keys has v NaN in column 2. The tensor-core kernels read such a key's v
+     * (weight 0), as the reference does (docs/CONVENTIONS.md): the row is NaN in column 2, so the
+     * split's output must keep 0 x NaN rather than be zeroed for its l = 0.
+     */
+    @ParameterizedTest
+    @EnumSource(value = AttnKernel.class, names = {"DECODE_TC_BF16"})
+    void aSplitWhoseScoresAllOverflowDownwardStillReadsItsValues(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        assertTrue(run.splitPlan().splits() >= 2, kernel + ": split-KV must really split");
+        int first = (int) run.splitPlan().keysPerSplit();
+        int last = (int) Math.min(run.kvLen, 2L * first);
+        run.q.set(1e19, 0, 0, 1, 0);
+        for (int j = first; j < last; j++) {
+            run.k.set(-1e20, 0, 0, j, 0);
+        }
+        run.v.set(Double.NaN, 0, 0, first + 3, 2);
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
+            assertTrue(Double.isNaN(want.out().toDoubleArray()[VALUE_DIM + 2]), run.tag() + ": the reference's row (b 0, h 0, i 1) is NaN");
+            checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
         }
     }
 

@@ -35,6 +35,20 @@ final class RecordingDriver {
         });
     }
 
+    /** {@code real} reporting other device properties (another GPU's limits) and passing every other call on. */
+    static Driver reporting(Driver real, DeviceProperties properties) {
+        return (Driver) Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class}, (proxy, method, args) -> {
+            if (method.getName().equals("properties")) {
+                return properties;
+            }
+            try {
+                return method.invoke(real, args);
+            } catch (InvocationTargetException e) {
+                throw e.getCause();
+            }
+        });
+    }
+
     /** The stream a call was issued on, or null for calls that take none. */
     static Long streamOf(String method, Object[] args) {
         Integer at = STREAM_ARGUMENT.get(method);
