@@ -96,6 +96,34 @@ struct Block {
  */
 __device__ __forceinline__ float normalized(float acc, float l) { return acc * (l == 0.0f ? 0.0f : 1.0f / l); }
 
+/**
+ * The split kernels' double-buffered walk over a split's key tiles, run by every thread of the
+ * block: load_tile(n, stage) issues tile n's cp.async copies into a stage, and body(n, stage)
+ * uses tile n while tile n + 1's copies are in flight. Barriers: tile n complete and visible
+ * before body, and every thread done with the stage after it (the next load refills it). After
+ * the walk no copy is in flight (the last group committed is empty), so the stages are free.
+ */
+constexpr int STAGES = 2;
+
+template <typename Load, typename Body>
+__device__ __forceinline__ void walk_key_tiles(long long tiles, const Load& load_tile, const Body& body) {
+    if (tiles > 0) {
+        load_tile(0LL, 0);
+    }
+    seqk::arch::cp_async_commit();
+    for (long long n = 0; n < tiles; n++) {
+        const int stage = static_cast<int>(n % STAGES);
+        if (n + 1 < tiles) {
+            load_tile(n + 1, (stage + 1) % STAGES);
+        }
+        seqk::arch::cp_async_commit();
+        seqk::arch::cp_async_wait<1>();
+        __syncthreads();  // tile n (and whatever the block wrote to shared memory before) visible to every thread
+        body(n, stage);
+        __syncthreads();  // every thread is done with the stage before the next load refills it
+    }
+}
+
 template <typename T, int DMAX>
 __device__ void attn_fwd_split(const T* q, const T* k, const T* v, float* part_out, float* part_ml, const int* key_lengths,
                                const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s,
@@ -252,7 +280,7 @@ namespace decode {
 
 constexpr int THREADS = 128;
 constexpr int ROWS = split::ROWS_PER_BLOCK;
-constexpr int STAGES = 2;
+constexpr int STAGES = split::STAGES;
 
 /** 16 bytes of consecutive elements: one cp.async chunk, read from shared memory as one access. */
 template <typename T>
@@ -367,19 +395,7 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
     float l = 0.0f;
     const float scale = static_cast<float>(s.scale);
 
-    if (tiles > 0) {
-        load_tile(0, 0);
-    }
-    seqk::arch::cp_async_commit();
-    for (long long n = 0; n < tiles; n++) {
-        const int stage = static_cast<int>(n % STAGES);
-        if (n + 1 < tiles) {
-            load_tile(n + 1, (stage + 1) % STAGES);
-        }
-        seqk::arch::cp_async_commit();
-        seqk::arch::cp_async_wait<1>();
-        __syncthreads();  // tile n (and q, on the first) visible to every thread
-
+    split::walk_key_tiles(tiles, load_tile, [&](long long n, int stage) {
         const long long j = j0 + n * KEYS + my_key;
         const Chunk<T>* k_row = k_tiles + stage * Tile::STAGE_CHUNKS + my_key * CHUNKS;
         SEQK_UNROLL
@@ -473,8 +489,7 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
                 }
             }
         }
-        __syncthreads();  // the stage and the weights are free for the next tile
-    }
+    });
 
     // The key phases' partial sums meet in the (now idle) k tiles; phase 0 adds them in order.
     float* partial = reinterpret_cast<float*>(k_tiles);  // [PHASES - 1][ROWS][DMAX]

@@ -36,7 +36,7 @@ namespace decode_tc {
 constexpr int WARPS = 4;
 constexpr int ROWS = 16;
 constexpr int KEYS = 16 * WARPS;
-constexpr int STAGES = 2;
+constexpr int STAGES = split::STAGES;
 
 /** The tiling for head dimensions up to DMAX (64 or 128). */
 template <int DMAX>
@@ -151,19 +151,7 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     const int ksteps = (d + 15) / 16;
     const int oblocks = (dv + 7) / 8;
 
-    if (tiles > 0) {
-        load_tile(0, 0);
-    }
-    seqk::arch::cp_async_commit();
-    for (long long n = 0; n < tiles; n++) {
-        const int stage = static_cast<int>(n % STAGES);
-        if (n + 1 < tiles) {
-            load_tile(n + 1, (stage + 1) % STAGES);
-        }
-        seqk::arch::cp_async_commit();
-        seqk::arch::cp_async_wait<1>();
-        __syncthreads();  // tile n visible to every warp
-
+    split::walk_key_tiles(tiles, load_tile, [&](long long n, int stage) {
         const long long wj0 = j0 + n * KEYS + warp * 16;  // the warp's first key
         const uint16_t* kt = k_tiles + stage * Tile::TILE + warp * 16 * LD;
         const uint16_t* vt = v_tiles + stage * Tile::TILE + warp * 16 * LD;
@@ -208,8 +196,7 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
         } else {
             tc::product_ab<T, 1, NO, LD>(o, pa, seqk::arch::shared_addr(vt), oblocks, lane);
         }
-        __syncthreads();  // every warp is done with this stage before the next load refills it
-    }
+    });
 
     // The warps' partial softmaxes meet in the idle tiles: o [WARPS][ROWS][DMAX], then m and l [2][WARPS][ROWS].
     // (After the loop's last barrier no copy is in flight: the last group committed was empty.)
