@@ -85,6 +85,19 @@ struct Block {
         }
         return last;
     }
+
+    /**
+     * One past the last key every row of the block may see: below it only a bias can block a
+     * pair (j0 when some row sees no key).
+     */
+    __device__ long long seen_by_all() const {
+        long long first = j_end;
+        for (int r = 0; r < rows_here; r++) {
+            long long limit = key_limit(r);
+            first = limit < first ? limit : first;
+        }
+        return first;
+    }
 };
 
 /**
@@ -106,13 +119,13 @@ __device__ __forceinline__ float normalized(float acc, float l) { return acc * (
 constexpr int STAGES = 2;
 
 template <typename Load, typename Body>
-__device__ __forceinline__ void walk_key_tiles(long long tiles, const Load& load_tile, const Body& body) {
+__device__ __forceinline__ void walk_key_tiles(int tiles, const Load& load_tile, const Body& body) {
     if (tiles > 0) {
-        load_tile(0LL, 0);
+        load_tile(0, 0);
     }
     seqk::arch::cp_async_commit();
-    for (long long n = 0; n < tiles; n++) {
-        const int stage = static_cast<int>(n % STAGES);
+    for (int n = 0; n < tiles; n++) {
+        const int stage = n % STAGES;
         if (n + 1 < tiles) {
             load_tile(n + 1, (stage + 1) % STAGES);
         }
@@ -256,8 +269,9 @@ __device__ void attn_fwd_combine(const float* part_out, const float* part_ml, T*
 //
 // One block (128 threads) = one (batch entry, kv head, group of ROWS query rows, key split). The
 // block walks its split in tiles of KEYS keys: the tile's k and v rows go global -> shared with
-// 16-byte cp.async (every thread issues KEYS * D * size / 16 / 128 of them per operand), double
-// buffered, so tile n + 1 is in flight while tile n is used. Per tile:
+// 16-byte cp.async (thread t copies chunk column t % CHUNKS of every (128 / CHUNKS)-th key, that
+// column's copy skipped past D or Dv), double buffered, so tile n + 1 is in flight while tile n
+// is used. Keys are counted from the split's first in 32 bits. Per tile:
 // - scores: thread t owns key t % KEYS of the tile for the rows t / KEYS + (128 / KEYS) n (lanes own
 //   keys: no shuffle per key); it reads its k row in 16-byte chunks and q (f32, in shared memory,
 //   the same address over the warp) and writes scale * dot + bias, or -inf where a mask blocks;
@@ -311,6 +325,7 @@ struct Tiling {
     static constexpr int SHARED_BYTES = 2 * STAGES * STAGE_CHUNKS * 16 + ROWS * DMAX * 4 + ROWS * KEYS * 4 + 2 * ROWS * 4;
     static_assert(CHUNKS >= 8 && (CHUNKS & (CHUNKS - 1)) == 0, "the swizzle needs at least 8 chunks, a power of two");
     static_assert(THREADS % KEYS == 0 && THREADS % CHUNKS == 0, "threads split evenly over keys and chunks");
+    static_assert(KEYS % (THREADS / CHUNKS) == 0, "the copy passes cover a tile's keys evenly");
     static_assert((PHASES - 1) * ROWS * DMAX <= STAGE_CHUNKS * 4, "the phases' partial sums fit in a stage");
 };
 
@@ -345,39 +360,51 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
         q_rows[x] = r < rows_here && e < s.head_dim ? seqk::to_float(q[at(s.q_stride, b, blk.head(r), blk.position(r), e)]) : 0.0f;
     }
 
-    const T* k_base = k + b * s.k_stride[0] + kvh * s.k_stride[1];
-    const T* v_base = v + b * s.v_stride[0] + kvh * s.v_stride[1];
+    // Keys are counted from the split's first, j0, in 32 bits (AttentionGpu.splitPlan keeps a split
+    // within MAX_KEYS_PER_SPLIT = 2^30 keys); span keys [j0, stop) are loaded.
+    const int span = static_cast<int>(stop - j0);
     const int k_chunks = static_cast<int>(s.head_dim) / PER_CHUNK;
     const int v_chunks = static_cast<int>(s.value_dim) / PER_CHUNK;
-    const long long tiles = (stop - j0 + KEYS - 1) / KEYS;
-    auto load_tile = [&](long long n, int stage) {
-        long long first = j0 + n * KEYS;
-        for (int x = tid; x < KEYS * k_chunks; x += THREADS) {
-            int key = x / k_chunks;
-            int c = x % k_chunks;
-            if (first + key < stop) {
-                seqk::arch::cp_async_16(&k_tiles[stage * Tile::STAGE_CHUNKS + key * CHUNKS + swizzled(key, c)],
-                                        k_base + (first + key) * s.k_stride[2] + c * PER_CHUNK);
+    // A thread copies chunk column copy_chunk of keys copy_key0, copy_key0 + COPY_STEP, ... of each
+    // tile: its column predicates are fixed, its sources step by COPY_STEP rows.
+    constexpr int COPY_STEP = THREADS / CHUNKS;
+    const int copy_chunk = tid % CHUNKS;
+    const int copy_key0 = tid / CHUNKS;
+    const bool k_column = copy_chunk < k_chunks;
+    const bool v_column = copy_chunk < v_chunks;
+    const T* k_first = k + b * s.k_stride[0] + kvh * s.k_stride[1] + j0 * s.k_stride[2] + copy_chunk * PER_CHUNK;
+    const T* v_first = v + b * s.v_stride[0] + kvh * s.v_stride[1] + j0 * s.v_stride[2] + copy_chunk * PER_CHUNK;
+    const long long k_step = COPY_STEP * s.k_stride[2];
+    const long long v_step = COPY_STEP * s.v_stride[2];
+    const int tiles = (span + KEYS - 1) / KEYS;
+    auto load_tile = [&](int n, int stage) {
+        const int first = n * KEYS + copy_key0;
+        const T* k_row = k_first + first * s.k_stride[2];
+        const T* v_row = v_first + first * s.v_stride[2];
+        SEQK_UNROLL
+        for (int pass = 0; pass < KEYS / COPY_STEP; pass++) {
+            const int key = copy_key0 + pass * COPY_STEP;
+            const bool row = first + pass * COPY_STEP < span;
+            const int dst = stage * Tile::STAGE_CHUNKS + key * CHUNKS + swizzled(key, copy_chunk);
+            if (row && k_column) {
+                seqk::arch::cp_async_16(&k_tiles[dst], k_row);
             }
-        }
-        for (int x = tid; x < KEYS * v_chunks; x += THREADS) {
-            int key = x / v_chunks;
-            int c = x % v_chunks;
-            if (first + key < stop) {
-                seqk::arch::cp_async_16(&v_tiles[stage * Tile::STAGE_CHUNKS + key * CHUNKS + swizzled(key, c)],
-                                        v_base + (first + key) * s.v_stride[2] + c * PER_CHUNK);
+            if (row && v_column) {
+                seqk::arch::cp_async_16(&v_tiles[dst], v_row);
             }
+            k_row += k_step;
+            v_row += v_step;
         }
     };
 
     // The score phase's key and rows, with each row's limit.
     const int my_key = tid % KEYS;
     const int first_score_row = tid / KEYS;
-    long long score_limit[Tile::SCORE_ROWS];
+    int score_limit[Tile::SCORE_ROWS];  // relative to j0
     SEQK_UNROLL
     for (int n = 0; n < Tile::SCORE_ROWS; n++) {
         int r = first_score_row + Tile::KEY_THREADS * n;
-        score_limit[n] = blk.key_limit(r);
+        score_limit[n] = static_cast<int>(blk.key_limit(r) - j0);
     }
     // The value phase's chunk, rows and key phase; its accumulators.
     const int my_chunk = tid % CHUNKS;
@@ -395,8 +422,8 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
     float l = 0.0f;
     const float scale = static_cast<float>(s.scale);
 
-    split::walk_key_tiles(tiles, load_tile, [&](long long n, int stage) {
-        const long long j = j0 + n * KEYS + my_key;
+    split::walk_key_tiles(tiles, load_tile, [&](int n, int stage) {
+        const int j = n * KEYS + my_key;  // relative to j0
         const Chunk<T>* k_row = k_tiles + stage * Tile::STAGE_CHUNKS + my_key * CHUNKS;
         SEQK_UNROLL
         for (int sr = 0; sr < Tile::SCORE_ROWS; sr++) {
@@ -407,10 +434,10 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
             float add = 0.0f;
             bool live = j < score_limit[sr];
             if (live && bias0) {
-                add += bias0[at(s.bias_stride[0], b, blk.head(r), blk.position(r), j)];
+                add += bias0[at(s.bias_stride[0], b, blk.head(r), blk.position(r), j0 + j)];
             }
             if (live && bias1) {
-                add += bias1[at(s.bias_stride[1], b, blk.head(r), blk.position(r), j)];
+                add += bias1[at(s.bias_stride[1], b, blk.head(r), blk.position(r), j0 + j)];
             }
             float sc = -INFINITY;
             if (live && add != -INFINITY) {

@@ -25,7 +25,10 @@ namespace {
 // S = q k^T (two 8-key column blocks), scale and masks, the online softmax of its own rows' running
 // max and sum (the same softmax_update as the tensor-core forward), P rounded to 16 bits as the
 // A fragment of one k-step, o += P v (pv_tile_may_block where a mask blocks one of its pairs, so a
-// non-finite v at a blocked key never reaches the row). So each warp holds a partial softmax over
+// non-finite v at a blocked key never reaches the row). A warp whose 16 keys every row of the
+// block may see, with no explicit mask, takes the unmasked step: scale only, P v straight through
+// mma (FlashAttention-2 likewise keeps mask code off the tiles no mask touches). Keys are counted
+// from the split's first in 32 bits. So each warp holds a partial softmax over
 // a quarter of the split's keys; after the last tile the four meet in shared memory (the k and v
 // tiles, idle by then) and combine as splits do: weights exp(m_w - max m), sums and outputs
 // weighted and added, the split's normalized output, max and sum written for attn_fwd_combine.
@@ -90,33 +93,41 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
         seqk::arch::ldmatrix_x4(qa[ks], q_tile + ((lane / 8) % 2 * 8 + lane % 8) * LD + ks * 16 + (lane / 16) * 8);
     }
 
-    // The thread's rows g and g + 8: their key limits, heads and positions (for the bias).
+    // Keys are counted from the split's first, j0, in 32 bits (AttentionGpu.splitPlan keeps a split
+    // within MAX_KEYS_PER_SPLIT = 2^30 keys); span keys [j0, stop) are loaded.
+    const int span = static_cast<int>(stop - j0);
+    // The thread's rows g and g + 8: their key limits (relative), heads and positions (for the bias).
     const int my_rows[2] = {g, g + 8};
-    long long limit[2], my_h[2], my_i[2];
+    int limit[2];
+    long long my_h[2], my_i[2];
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
-        limit[r] = blk.key_limit(my_rows[r]);
+        limit[r] = static_cast<int>(blk.key_limit(my_rows[r]) - j0);
         my_h[r] = blk.head(my_rows[r]);
         my_i[r] = blk.position(my_rows[r]);
     }
-    // The explicit masks' sum at (thread row r, key j); whether the pair is allowed: within the
-    // row's limit and not blocked by a bias.
-    auto bias_of = [&](int r, long long j) {
+    // Below this key no mask blocks a pair of a row that exists: a warp whose 16 keys lie below it
+    // takes the unmasked step (scale only, P v without the blocked-pair test).
+    const int unmasked_keys = bias0 || bias1 ? 0 : static_cast<int>(blk.seen_by_all() - j0);
+    // The explicit masks' sum at (thread row r, relative key j); whether the pair is allowed:
+    // within the row's limit and not blocked by a bias.
+    auto bias_of = [&](int r, int j) {
         float add = 0.0f;
         if (bias0) {
-            add += bias0[at(s.bias_stride[0], b, my_h[r], my_i[r], j)];
+            add += bias0[at(s.bias_stride[0], b, my_h[r], my_i[r], j0 + j)];
         }
         if (bias1) {
-            add += bias1[at(s.bias_stride[1], b, my_h[r], my_i[r], j)];
+            add += bias1[at(s.bias_stride[1], b, my_h[r], my_i[r], j0 + j)];
         }
         return add;
     };
-    auto allowed_pair = [&](int r, long long j) { return j < limit[r] && bias_of(r, j) != -INFINITY; };
+    auto allowed_pair = [&](int r, long long j) { return j < limit[r] && bias_of(r, static_cast<int>(j)) != -INFINITY; };
 
     // Every 16-byte chunk of the tile's DMAX columns: a copy within [j0, stop) and D (Dv), else
-    // zeros (the source then is a row that exists, as cp.async's src-size 0 still wants). A
-    // thread copies the same chunk column of keys key0, key0 + KEY_STEP, ... in PASSES unrolled
-    // passes: its column offsets and predicates are fixed, its sources bumped by whole rows.
+    // zeros (the source then is key j0's row, which exists, as cp.async's src-size 0 still wants).
+    // A thread copies the same chunk column of keys key0, key0 + KEY_STEP, ... in PASSES unrolled
+    // passes: its column offsets and predicates are fixed, its sources start at its first key's
+    // row and step by KEY_STEP rows (one 64-bit add per copy).
     constexpr int CHUNKS = DMAX / 8;
     constexpr int KEY_STEP = WARPS * 32 / CHUNKS;
     constexpr int PASSES = KEYS / KEY_STEP;
@@ -124,20 +135,23 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     const int key0 = tid / CHUNKS;
     const bool k_column = chunk * 8 < d;
     const bool v_column = chunk * 8 < dv;
-    const T* k_src = k + b * s.k_stride[0] + kvh * s.k_stride[1] + (k_column ? chunk * 8 : 0);
-    const T* v_src = v + b * s.v_stride[0] + kvh * s.v_stride[1] + (v_column ? chunk * 8 : 0);
-    const long long tiles = (stop - j0 + KEYS - 1) / KEYS;
-    auto load_tile = [&](long long n, int stage) {
-        long long first = j0 + n * KEYS + key0;
+    const T* k_zero = k + b * s.k_stride[0] + kvh * s.k_stride[1] + j0 * s.k_stride[2] + (k_column ? chunk * 8 : 0);
+    const T* v_zero = v + b * s.v_stride[0] + kvh * s.v_stride[1] + j0 * s.v_stride[2] + (v_column ? chunk * 8 : 0);
+    const long long k_step = KEY_STEP * s.k_stride[2];
+    const long long v_step = KEY_STEP * s.v_stride[2];
+    const int tiles = (span + KEYS - 1) / KEYS;
+    auto load_tile = [&](int n, int stage) {
+        const int first = n * KEYS + key0;
+        const T* k_row = k_zero + first * s.k_stride[2];
+        const T* v_row = v_zero + first * s.v_stride[2];
         SEQK_UNROLL
         for (int pass = 0; pass < PASSES; pass++) {
-            long long j = first + pass * KEY_STEP;
-            bool row = j < stop;
-            int at_row = (key0 + pass * KEY_STEP) * LD + chunk * 8;
-            seqk::arch::cp_async_16_or_zeros(k_tiles + stage * Tile::TILE + at_row, k_src + (row ? j : j0) * s.k_stride[2],
-                                             row && k_column);
-            seqk::arch::cp_async_16_or_zeros(v_tiles + stage * Tile::TILE + at_row, v_src + (row ? j : j0) * s.v_stride[2],
-                                             row && v_column);
+            const bool row = first + pass * KEY_STEP < span;
+            const int at_row = (key0 + pass * KEY_STEP) * LD + chunk * 8;
+            seqk::arch::cp_async_16_or_zeros(k_tiles + stage * Tile::TILE + at_row, row ? k_row : k_zero, row && k_column);
+            seqk::arch::cp_async_16_or_zeros(v_tiles + stage * Tile::TILE + at_row, row ? v_row : v_zero, row && v_column);
+            k_row += k_step;
+            v_row += v_step;
         }
     };
 
@@ -151,8 +165,8 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     const int ksteps = (d + 15) / 16;
     const int oblocks = (dv + 7) / 8;
 
-    split::walk_key_tiles(tiles, load_tile, [&](long long n, int stage) {
-        const long long wj0 = j0 + n * KEYS + warp * 16;  // the warp's first key
+    split::walk_key_tiles(tiles, load_tile, [&](int n, int stage) {
+        const int wk0 = n * KEYS + warp * 16;  // the warp's first key
         const uint16_t* kt = k_tiles + stage * Tile::TILE + warp * 16 * LD;
         const uint16_t* vt = v_tiles + stage * Tile::TILE + warp * 16 * LD;
         float sc[2][4];
@@ -162,9 +176,11 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
         }
         tc::product_abt<T, KS, 2, LD>(sc, qa, seqk::arch::shared_addr(kt), ksteps, lane);
 
-        // Scale and mask: element (c, 2r + e) is row my_rows[r], key wj0 + 8c + 2t + e. A blocked
+        // Scale and mask: element (c, 2r + e) is row my_rows[r], key wk0 + 8c + 2t + e. A blocked
         // pair of a live row (one with a key to see) with a key the block loaded may meet a
-        // non-finite v: then P v takes pv_tile_may_block.
+        // non-finite v: then P v takes pv_tile_may_block. Warp-uniform: whether any mask touches
+        // the warp's keys.
+        const bool unmasked = wk0 + 16 <= unmasked_keys;
         float tile_max[2];
         bool blocks_loaded_key = false;
         SEQK_UNROLL
@@ -174,12 +190,17 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
             for (int c = 0; c < 2; c++) {
                 SEQK_UNROLL
                 for (int e = 0; e < 2; e++) {
-                    long long j = wj0 + 8 * c + 2 * t + e;
-                    bool within = j < limit[r];
-                    float add = within ? bias_of(r, j) : 0.0f;
-                    bool ok = within && add != -INFINITY;
-                    blocks_loaded_key = blocks_loaded_key || (!ok && limit[r] > j0 && j < stop);
-                    float x = ok ? fmaf(sc[c][2 * r + e], scale, add) : -INFINITY;
+                    float x;
+                    if (unmasked) {
+                        x = sc[c][2 * r + e] * scale;
+                    } else {
+                        int j = wk0 + 8 * c + 2 * t + e;
+                        bool within = j < limit[r];
+                        float add = within ? bias_of(r, j) : 0.0f;
+                        bool ok = within && add != -INFINITY;
+                        blocks_loaded_key = blocks_loaded_key || (!ok && limit[r] > 0 && j < span);
+                        x = ok ? fmaf(sc[c][2 * r + e], scale, add) : -INFINITY;
+                    }
                     sc[c][2 * r + e] = x;
                     mx = fmaxf(mx, x);  // drops a NaN score, which reaches l and o through its weight
                 }
@@ -192,7 +213,7 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
         uint32_t pa[1][4];
         tc::c_to_a<T, 2>(pa, sc);
         if (seqk::arch::any(0xffffffffu, blocks_loaded_key)) {
-            tc::pv_tile_may_block<T, NO, 16, LD>(o, pa, vt, oblocks, lane, t, wj0, allowed_pair);
+            tc::pv_tile_may_block<T, NO, 16, LD>(o, pa, vt, oblocks, lane, t, wk0, allowed_pair);
         } else {
             tc::product_ab<T, 1, NO, LD>(o, pa, seqk::arch::shared_addr(vt), oblocks, lane);
         }

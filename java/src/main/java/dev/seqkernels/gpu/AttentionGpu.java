@@ -177,9 +177,16 @@ final class AttentionGpu {
     }
 
     /**
+     * The most keys in one split: the split kernels count a split's keys in 32 bits (from its first
+     * key), with room for a tile past the end.
+     */
+    static final long MAX_KEYS_PER_SPLIT = 1L << 30;
+
+    /**
      * Split-KV for decoding: Lq &lt;= 16 and Lk &gt;= 1024 (AUTO only), with as many splits (at least
-     * 256 keys each) as give about two blocks per multiprocessor, for a split kernel whose blocks
-     * take rowsPerBlock query rows each; null when the rule does not apply or there is no query row.
+     * 256 keys each) as give about two blocks per multiprocessor, and at most
+     * {@link #MAX_KEYS_PER_SPLIT} keys each, for a split kernel whose blocks take rowsPerBlock query
+     * rows each; null when the rule does not apply or there is no query row.
      */
     static SplitPlan splitPlan(int batch, int qHeads, int kvHeads, int qLen, int kvLen, int multiprocessors, KernelChoice choice,
                                int rowsPerBlock) {
@@ -191,7 +198,7 @@ final class AttentionGpu {
             return null;  // no query row: nothing to split (the forward writes nothing)
         }
         long wanted = (2L * Math.max(1, multiprocessors) + blocksPerSplit - 1) / blocksPerSplit;
-        long splits = Math.max(1, Math.min(wanted, kvLen / 256));
+        long splits = Math.max((kvLen + MAX_KEYS_PER_SPLIT - 1) / MAX_KEYS_PER_SPLIT, Math.max(1, Math.min(wanted, kvLen / 256)));
         long keysPerSplit = (kvLen + splits - 1) / splits;
         return new SplitPlan(keysPerSplit, (kvLen + keysPerSplit - 1) / keysPerSplit);
     }

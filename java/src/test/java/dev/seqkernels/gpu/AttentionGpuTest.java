@@ -288,6 +288,12 @@ class AttentionGpuTest {
         assertEquals(4, short16.splits(), "at least 256 keys per split");
         AttentionGpu.SplitPlan busy = AttentionGpu.splitPlan(64, 32, 32, 1, 2048, 132, auto, 4);
         assertEquals(1, busy.splits(), "2048 blocks already fill the GPU");
+        AttentionGpu.SplitPlan atTheBound = AttentionGpu.splitPlan(64, 32, 32, 1, 1 << 30, 132, auto, 4);
+        assertEquals(new AttentionGpu.SplitPlan(1L << 30, 1), atTheBound, "2^30 keys: one split holds them");
+        AttentionGpu.SplitPlan pastTheBound = AttentionGpu.splitPlan(64, 32, 32, 1, (1 << 30) + 1, 132, auto, 4);
+        assertEquals(new AttentionGpu.SplitPlan((1L << 29) + 1, 2), pastTheBound, "a key more: two splits (32-bit key counts)");
+        AttentionGpu.SplitPlan longest = AttentionGpu.splitPlan(64, 32, 32, 1, Integer.MAX_VALUE, 132, auto, 4);
+        assertEquals(new AttentionGpu.SplitPlan(1L << 30, 2), longest);
     }
 
     /** Which split kernel runs a split-KV forward: each side of the row alignment, the storage type, the GPU, the widths and the shared-memory fit. */
