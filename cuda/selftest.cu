@@ -99,6 +99,22 @@ extern "C" __global__ void selftest_write_past_end(float* out, int n, int bad_bl
 }
 SEQK_KERNEL(selftest_write_past_end);
 
+// A store the emulator's access checks do not see, as they would not see one made by code built
+// without their hooks: only the guard zones around each device allocation can show its damage.
+#ifdef SEQK_EMU
+__attribute__((noinline, no_sanitize("thread"))) static void store_unseen(float* p, float v) { *p = v; }
+#else
+__device__ __noinline__ static void store_unseen(float* p, float v) { *p = v; }
+#endif
+
+// Bug: thread 0 writes out[at] (at < 0 or at >= the allocation's length) where the checks do not see it.
+extern "C" __global__ void selftest_unseen_write_outside(float* out, int at) {
+    if (threadIdx.x == 0) {
+        store_unseen(out + at, 3.0f);
+    }
+}
+SEQK_KERNEL(selftest_unseen_write_outside);
+
 // Bug: thread 3 writes one float past the end of the dynamic shared memory (blockDim.x floats).
 extern "C" __global__ void selftest_shared_overflow(float* out) {
     SEQK_DYNAMIC_SHARED(float, buf);

@@ -90,10 +90,28 @@ void poison(void* p, size_t bytes) {
     }
 }
 
-/** Offset of the first byte that differs from the poison pattern, or -1. */
+/**
+ * Offset of the first byte that differs from the poison pattern, or -1. Checked after every fiber
+ * switch for every allocation's guards, so aligned words are compared whole (the pattern is
+ * kPoison at every 8-byte-aligned address); bytes only up to the first aligned word, in the tail,
+ * and within a word that differs.
+ */
 long first_changed(const void* p, size_t bytes) {
     auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < bytes; i++) {
+    size_t i = 0;
+    for (; i < bytes && (reinterpret_cast<uintptr_t>(b + i) % 8) != 0; i++) {
+        if (b[i] != poison_byte(b + i)) {
+            return static_cast<long>(i);
+        }
+    }
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t word;
+        std::memcpy(&word, b + i, 8);
+        if (word != kPoison) {
+            break;
+        }
+    }
+    for (; i < bytes; i++) {
         if (b[i] != poison_byte(b + i)) {
             return static_cast<long>(i);
         }

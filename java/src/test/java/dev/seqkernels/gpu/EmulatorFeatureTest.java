@@ -82,6 +82,29 @@ class EmulatorFeatureTest {
         }
     }
 
+    /**
+     * A write outside an allocation that the access checks cannot see (made by code without their
+     * hooks) still fails the launch: the guard zones before and after every device allocation are
+     * checked after each thread runs. Past the end at byte offset 72 (the third float past 16) and
+     * 12 bytes before the start, both inside whole 8-byte words of the guards.
+     */
+    @Test
+    void aWriteTheChecksCannotSeeIsCaughtByTheGuards() {
+        int n = 16;
+        try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, n)) {
+            var e = assertThrows(DriverException.class, () -> emu.launch(fn("selftest_unseen_write_outside"), Dim3.of(1),
+                    Dim3.of(4), 0, 0, new KernelArgs().pointer(out.pointer()).i32(n + 2)));
+            assertTrue(e.getMessage().contains("thread (0,0,0)")
+                    && e.getMessage().contains("wrote past the end of device allocation") && e.getMessage().contains("(64 bytes), at byte offset 72"),
+                    e.getMessage());
+        }
+        try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, n)) {
+            var e = assertThrows(DriverException.class, () -> emu.launch(fn("selftest_unseen_write_outside"), Dim3.of(1),
+                    Dim3.of(4), 0, 0, new KernelArgs().pointer(out.pointer()).i32(-3)));
+            assertTrue(e.getMessage().contains("wrote 12 bytes before the start of device allocation"), e.getMessage());
+        }
+    }
+
     @Test
     void aSharedMemoryOverflowIsReportedWithTheThread() {
         try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 16)) {
