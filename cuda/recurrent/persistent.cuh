@@ -7,16 +7,18 @@
 
 namespace {
 
-// Persistent forward for small batches, LSTM (no projection) and GRU (linear_before_reset): one
-// cooperative launch runs every step of one (layer, direction), keeping W_hh on chip throughout.
+// Persistent forward for small batches, LSTM (no projection), GRU (linear_before_reset) and Elman
+// RNN: one cooperative launch runs every step of one (layer, direction), keeping W_hh on chip
+// throughout.
 //
 // Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
-// (G = 4 gates for LSTM, 3 for GRU; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
+// (G = 4 gates for LSTM, 3 for GRU, 1 for RNN; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
 // loaded once. Per step every
 // block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
 // wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
 // striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
-// pairs exactly as lstm_step_v1 does, saves what backward needs (raw, c_new; not in inference),
+// pairs exactly as lstm_step_v1 does (gru_cell and the RNN cell likewise), saves what backward
+// needs (raw, c_new, GRU's h W_hn^T + b_hn; not in inference),
 // writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
 // another may still be reading) and the output, and the grid synchronizes before the next step.
 // Shared memory: (G*U*H + B*H + G*U*B) floats. Per step: 2*G*B*H*U flops per block; W_hh is read
@@ -59,21 +61,23 @@ __device__ Slice load_slice(const float* w_hh, int batch, int hidden, int units)
 }
 
 /**
- * One step's recurrent projections of this block's units: stages h_{t-1} [B, H] from global
- * memory (through L2: other blocks wrote it), then gate[b][r] = W row r . h_b, one warp per
- * (b, r) pair at a time, lanes striding over H and a butterfly sum. Ends synchronized.
+ * One step's recurrent projections of this block's units: stages a [B, H] vector (h_{t-1}, or
+ * the reset-first GRU's r*h) from global memory (through L2: other blocks wrote it), then
+ * gate[b][r] = W row r . vector_b for the rows [first_row, first_row + rows) of the slice's G*U,
+ * one warp per (b, r) pair at a time, lanes striding over H and a butterfly
+ * sum. Ends synchronized.
  */
 template <int G>
-__device__ void project_state(const Slice& sl, const float* h_cur, int batch, int hidden, int units) {
+__device__ void project_state(const Slice& sl, const float* h_cur, int batch, int hidden, int units, int first_row, int rows) {
     int lane = seqk::arch::lane_id();
     int warps = blockDim.x / 32;
     for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
         sl.hs[idx] = load_through_l2(h_cur + idx);
     }
     __syncthreads();
-    for (int pair = threadIdx.x / 32; pair < batch * G * units; pair += warps) {
-        int b = pair / (G * units);
-        int r = pair % (G * units);
+    for (int pair = threadIdx.x / 32; pair < batch * rows; pair += warps) {
+        int b = pair / rows;
+        int r = first_row + pair % rows;
         float dot = 0.0f;
         if (r % units < sl.mine) {
             for (int e = lane; e < hidden; e += 32) {
@@ -103,7 +107,7 @@ __device__ void run_steps(const Slice& sl, float* h_buf, float* out, const int* 
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
         float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
-        project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units);
+        project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units, 0, G * units);
         for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
             int b = pair / sl.mine;
             int u = pair % sl.mine;
@@ -176,6 +180,83 @@ __device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, co
                      save(raw, row * gh3 + 2 * hidden + j, pre_n);
                      save(hn_lin_save, row * hidden + j, h_lin);
                      return h;
+                 });
+}
+
+// GRU with the reset gate first (ONNX's default form): n needs (r*h) W_hn^T, and r*h of every unit
+// before any block can project it, so a step has two halves with a grid sync between them: the r
+// and z rows against h_{t-1}, then r*h of the block's units written to reset_hidden [B, H] (0 for
+// entries past their length); after the sync the n rows against r*h, then gru_cell as
+// gru_step_v1 runs it (h_{t-1} read again from h_buf, which the staging overwrote in shared
+// memory), raw saved as gru_reset_v1 and gru_step_v1 save it. pre_r and pre_z stay in the gate
+// rows they came from (the second half projects only the n rows).
+__device__ void gru_reset_first_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf,
+                                    float* reset_hidden, float* raw, float* out, const int* lengths, int steps, int reversed,
+                                    int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
+                                    float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
+    Slice sl = load_slice<3>(w_hh, batch, hidden, units);
+    long gh3 = 3L * hidden;
+    int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
+    for (int s = 0; s < steps; s++) {
+        int t = reversed ? steps - 1 - s : s;
+        const float* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
+        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        project_state<3>(sl, h_cur, batch, hidden, units, 0, 2 * units);
+        for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
+            int b = pair / sl.mine;
+            int u = pair % sl.mine;
+            int j = sl.u0 + u;
+            long row = static_cast<long>(t) * batch + b;
+            float* g = sl.gate + b * 3 * units;
+            float rh = 0.0f;
+            if (t < lengths[b]) {
+                g[u] = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                g[units + u] = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
+                               load_or_zero(bhh, hidden + j);
+                save(raw, row * gh3 + j, g[u]);
+                save(raw, row * gh3 + hidden + j, g[units + u]);
+                rh = activate(f_kind, f_alpha, f_beta, clip_to(g[u], clip)) * sl.hs[static_cast<long>(b) * hidden + j];
+            }
+            reset_hidden[static_cast<long>(b) * hidden + j] = rh;
+        }
+        seqk::arch::grid_sync();
+        project_state<3>(sl, reset_hidden, batch, hidden, units, 2 * units, units);
+        for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
+            int b = pair / sl.mine;
+            int u = pair % sl.mine;
+            int j = sl.u0 + u;
+            long row = static_cast<long>(t) * batch + b;
+            float hp = load_through_l2(h_cur + static_cast<long>(b) * hidden + j);
+            float* o = out + row * out_stride + out_offset + j;
+            if (t >= lengths[b]) {
+                h_next[static_cast<long>(b) * hidden + j] = hp;
+                *o = 0.0f;
+                continue;
+            }
+            const float* g = sl.gate + b * 3 * units;
+            float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
+            float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
+            float pre_n;
+            float h = gru_cell(g[u], g[units + u], x_n, h_lin, 0, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta,
+                               pre_n);
+            save(raw, row * gh3 + 2 * hidden + j, pre_n);
+            h_next[static_cast<long>(b) * hidden + j] = h;
+            *o = h;
+        }
+        seqk::arch::grid_sync();
+    }
+}
+
+// Elman RNN: one gate row per unit; the cell is rnn_step_v1's, saving raw.
+__device__ void rnn_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
+                        float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+                        int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
+    Slice sl = load_slice<1>(w_hh, batch, hidden, units);
+    run_steps<1>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+                 [&](int b, int u, int j, long row, float) {
+                     float pre = gx[row * hidden + j] + sl.gate[b * units + u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                     save(raw, row * hidden + j, pre);
+                     return activate(f_kind, f_alpha, f_beta, clip_to(pre, clip));
                  });
 }
 

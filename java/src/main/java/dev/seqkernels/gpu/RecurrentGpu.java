@@ -35,10 +35,10 @@ import java.util.Map;
  * saved 16-bit outputs, the 16-bit weights) into fp32; the
  * carried dh and dc, the GEMM results and the bias and peephole sums stay fp32.
  *
- * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection or a GRU with
- * linear_before_reset, batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
+ * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection, a GRU (either reset
+ * form) or an Elman RNN, batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
  * block per multiprocessor, runs each (layer, direction) as one cooperative launch of
- * {@code lstm_persistent_fwd_f32} / {@code gru_persistent_fwd_f32} (W_hh stays on chip for every
+ * {@link #persistentKernel} (W_hh stays on chip for every
  * step; no per-step GEMM or launch) instead of the per-step loop. It saves the same trace, so
  * backward is unchanged.
  */
@@ -102,16 +102,15 @@ final class RecurrentGpu {
 
     /**
      * The persistent kernel's plan, or null when the rule does not pick it: an LSTM without
-     * projection or a GRU with linear_before_reset, an F32 {@link #stateType} (the kernel keeps h and
+     * projection, a GRU (either reset form) or an Elman RNN, an F32 {@link #stateType} (the kernel keeps h and
      * W_hh in fp32: a 16-bit op's state is 16-bit, on the tensor-core step path), batch &lt;= 16, and 4 bytes x (G U x H weights +
      * B x H staged state + G U x B gates) within the per-block opt-in shared memory, with G the
-     * gates (4 or 3) and U = ceil(H / multiprocessors). (An H100's LSTM: H up to 1024 at B = 16,
+     * gates (4, 3 or 1) and U = ceil(H / multiprocessors). (An H100's LSTM: H up to 1024 at B = 16,
      * 198,656 of 232,448 bytes.)
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
-        boolean lstm = c.cell() == CellType.LSTM && c.projSize() == 0;
-        boolean gru = c.cell() == CellType.GRU && c.linearBeforeReset();
-        if (choice != StepChoice.AUTO || stateType(storage, choice) != DType.F32 || !(lstm || gru) || batch > PERSISTENT_MAX_BATCH) {
+        boolean projected = c.cell() == CellType.LSTM && c.projSize() > 0;
+        if (choice != StepChoice.AUTO || stateType(storage, choice) != DType.F32 || projected || batch > PERSISTENT_MAX_BATCH) {
             return null;
         }
         int gates = c.cell().gates();
@@ -123,6 +122,20 @@ final class RecurrentGpu {
             return null;
         }
         return new PersistentPlan((h + units - 1) / units, units, (int) bytes);
+    }
+
+    /**
+     * The persistent kernel of a cell (its F32 instance): {@code lstm_persistent_fwd},
+     * {@code gru_persistent_fwd} (linear_before_reset), {@code gru_reset_first_persistent_fwd} (the
+     * reset gate first: two grid syncs a step, as n needs r*h of every unit) or
+     * {@code rnn_persistent_fwd}.
+     */
+    static String persistentKernel(RecurrentConfig c) {
+        return switch (c.cell()) {
+            case LSTM -> "lstm_persistent_fwd";
+            case GRU -> c.linearBeforeReset() ? "gru_persistent_fwd" : "gru_reset_first_persistent_fwd";
+            case RNN -> "rnn_persistent_fwd";
+        };
     }
 
     /**
@@ -504,7 +517,7 @@ final class RecurrentGpu {
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
         PersistentPlan plan = persistentPlan(c, batch, dt, driver.properties(), stepChoice);
-        String persistentKernel = c.cell() == CellType.LSTM ? "lstm_persistent_fwd" : "gru_persistent_fwd";
+        String persistentKernel = persistentKernel(c);
         if (plan != null && !fitsAtOnce(fn32(persistentKernel), plan)) {
             plan = null;  // a smaller GPU than the rule assumed: the per-step loop instead
         }
@@ -518,12 +531,20 @@ final class RecurrentGpu {
                         .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(out.pointer())
                         .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
                         .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
-            } else {
+            } else if (gruSplit) {
+                args.pointer(hBuf.pointer()).pointer(resetHidden.pointer()).pointer(ptr(tr.raw()))
+                        .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                        .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
+            } else if (c.cell() == CellType.GRU) {
                 args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()))
                         .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
+            } else {
+                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(out.pointer()).pointer(lens.pointer())
+                        .i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p)
+                        .f32(clip);
             }
-            for (int a = 0; a < (c.cell() == CellType.LSTM ? 3 : 2); a++) {
+            for (int a = 0; a < c.cell().activationCount(); a++) {
                 args.i32(act.get(a).kind().ordinal()).f32((float) act.get(a).alpha()).f32((float) act.get(a).beta());
             }
             boolean launched = true;

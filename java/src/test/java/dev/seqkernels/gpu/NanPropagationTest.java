@@ -54,24 +54,29 @@ class NanPropagationTest {
         }
     }
 
-    /** LSTM and GRU with one NaN input element: that entry's outputs from that step on are NaN, nothing else. */
+    /** LSTM and GRU (both reset forms) with one NaN input element: that entry's outputs from that step on are NaN, nothing else. */
     @ParameterizedTest
     @EnumSource(StepKernel.class)
     void aNanInputReachesExactlyTheReferencesRecurrentOutputs(StepKernel kernel) {
         int batch = kernel == StepKernel.VEC4 ? RecurrentGpu.PERSISTENT_MAX_BATCH + 1 : 2;
         recurrentCase(kernel, "lstm", b -> Lstm.builder().inputSize(3).hiddenSize(4).backend(b).build(), batch);
         recurrentCase(kernel, "gru", b -> Gru.builder().inputSize(3).hiddenSize(4).backend(b).build(), batch);
+        if (kernel == StepKernel.V1 || kernel == StepKernel.PERSISTENT) {  // the step cells of a reset-first GRU are v1's
+            recurrentCase(kernel, "gru reset first", b -> Gru.builder().inputSize(3).hiddenSize(4).linearBeforeReset(false)
+                    .backend(b).build(), batch);
+        }
     }
 
-    /** Each activation, with and without clip, maps a NaN pre-activation to NaN (an Elman RNN: h = f(clip(a))). */
+    /** Each activation, with and without clip, maps a NaN pre-activation to NaN (an Elman RNN: h = f(clip(a))), in every kernel. */
     @ParameterizedTest
     @EnumSource(Activation.Kind.class)
     void everyActivationAndClipKeepNaN(Activation.Kind kind) {
-        for (StepKernel kernel : new StepKernel[]{StepKernel.V1, StepKernel.VEC4, StepKernel.STATE16}) {
+        for (StepKernel kernel : StepKernel.values()) {
+            int batch = kernel == StepKernel.VEC4 ? RecurrentGpu.PERSISTENT_MAX_BATCH + 1 : 2;
             recurrentCase(kernel, "rnn " + kind, b -> Rnn.builder().inputSize(3).hiddenSize(4).activations(Activation.of(kind))
-                    .backend(b).build(), 2);
+                    .backend(b).build(), batch);
             recurrentCase(kernel, "rnn " + kind + " clip 0.5", b -> Rnn.builder().inputSize(3).hiddenSize(4)
-                    .activations(Activation.of(kind)).clip(0.5).backend(b).build(), 2);
+                    .activations(Activation.of(kind)).clip(0.5).backend(b).build(), batch);
         }
     }
 
