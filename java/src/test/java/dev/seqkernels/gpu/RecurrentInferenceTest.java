@@ -37,7 +37,7 @@ class RecurrentInferenceTest {
         V1_LSTM_PROJECTION(true, DType.F32, 3, b -> Lstm.builder().inputSize(3).hiddenSize(6).projSize(4).peepholes(true).backend(b).build()),
         V1_GRU(true, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build()),
         V1_RNN(true, DType.F32, 3, b -> Rnn.builder().inputSize(3).hiddenSize(5).backend(b).build()),
-        GRU_RESET_FIRST(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).linearBeforeReset(false).bidirectional(true)
+        GRU_RESET_FIRST(false, DType.F32, 17, b -> Gru.builder().inputSize(3).hiddenSize(8).linearBeforeReset(false).bidirectional(true)
                 .backend(b).build()),
         FUSED_LSTM(false, DType.F32, 17, b -> Lstm.builder().inputSize(3).hiddenSize(8).numLayers(2).bidirectional(true).backend(b).build()),
         FUSED_GRU(false, DType.F32, 17, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build()),
@@ -45,7 +45,10 @@ class RecurrentInferenceTest {
         FUSED_LSTM_F16(false, DType.F16, 3, b -> Lstm.builder().inputSize(3).hiddenSize(8).peepholes(true).backend(b).build()),
         VEC4_LSTM_PROJECTION(false, DType.F32, 17, b -> Lstm.builder().inputSize(3).hiddenSize(8).projSize(4).backend(b).build()),
         PERSISTENT_LSTM(false, DType.F32, 3, b -> Lstm.builder().inputSize(3).hiddenSize(8).bidirectional(true).backend(b).build()),
-        PERSISTENT_GRU(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build());
+        PERSISTENT_GRU(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build()),
+        PERSISTENT_GRU_RESET_FIRST(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).linearBeforeReset(false)
+                .bidirectional(true).backend(b).build()),
+        PERSISTENT_RNN(false, DType.F32, 3, b -> Rnn.builder().inputSize(3).hiddenSize(5).numLayers(2).backend(b).build());
 
         final boolean v1;
         final DType dtype;
@@ -70,7 +73,7 @@ class RecurrentInferenceTest {
             boolean persistent = RecurrentGpu.persistentPlan(c, batch, dtype, GpuTargets.driver().properties(), choice) != null;
             String cell = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(), choice);
             boolean rulePicksIt = switch (this) {
-                case PERSISTENT_LSTM, PERSISTENT_GRU -> persistent;
+                case PERSISTENT_LSTM, PERSISTENT_GRU, PERSISTENT_GRU_RESET_FIRST, PERSISTENT_RNN -> persistent;
                 case FUSED_LSTM, FUSED_GRU, FUSED_RNN_BF16, FUSED_LSTM_F16 -> !persistent && cell.endsWith("_step_fused");
                 case VEC4_LSTM_PROJECTION -> !persistent && cell.endsWith("_vec4");
                 default -> !persistent && cell.endsWith("_step_fwd");
