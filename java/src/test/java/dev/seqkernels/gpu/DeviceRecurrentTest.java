@@ -65,8 +65,8 @@ class DeviceRecurrentTest {
 
     /**
      * cell, dtype, hidden, layers, bidirectional, batch first, batch, initial states: the per-step
-     * graph with the vectorized cells (H 8) and the 16-bit state of F16/BF16 ops, and the persistent
-     * kernel (small batches of an F32 op: the LSTM, the GRU and the Elman RNN here).
+     * graph with the vectorized cells (H 8), v1's cells (H 6), the 16-bit state of F16/BF16 ops, and
+     * the persistent kernel (small batches of an F32 LSTM or linear-before-reset GRU).
      */
     @ParameterizedTest
     @CsvSource({"LSTM, F32, 8, 2, true, false, 3, true", "LSTM, BF16, 6, 1, false, true, 20, false",
