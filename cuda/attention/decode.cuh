@@ -76,27 +76,22 @@ struct Block {
         return limit > j0 ? limit : j0;
     }
 
-    /** One past the last key any row of the block may see: the block loads keys [j0, stop). */
-    __device__ long long stop() const {
-        long long last = j0;
-        for (int r = 0; r < rows_here; r++) {
-            long long limit = key_limit(r);
-            last = limit > last ? limit : last;
-        }
-        return last;
-    }
-
     /**
-     * One past the last key every row of the block may see: below it only a bias can block a
-     * pair (j0 when some row sees no key).
+     * The block's rows' key limits, in one pass over them: `any`, one past the last key some row
+     * may see (the block loads keys [j0, any)), and `all`, one past the last key every row may
+     * see (below it only a bias can block a pair; j0 when some row sees no key).
      */
-    __device__ long long seen_by_all() const {
-        long long first = j_end;
+    struct KeyRange {
+        long long all, any;
+    };
+    __device__ KeyRange key_range() const {
+        KeyRange range{j_end, j0};
         for (int r = 0; r < rows_here; r++) {
             long long limit = key_limit(r);
-            first = limit < first ? limit : first;
+            range.all = limit < range.all ? limit : range.all;
+            range.any = limit > range.any ? limit : range.any;
         }
-        return first;
+        return range;
     }
 };
 
@@ -352,7 +347,7 @@ __device__ void attn_fwd_decode(const T* q, const T* k, const T* v, float* part_
     const split::Block blk(s, ROWS, keys_per_split, splits, key_lengths, query_lengths);
     const long long b = blk.b, kvh = blk.kvh, split = blk.split, j0 = blk.j0;
     const int rows_here = blk.rows_here;
-    const long long stop = blk.stop();
+    const long long stop = blk.key_range().any;
 
     for (int x = tid; x < ROWS * DMAX; x += THREADS) {
         int r = x / DMAX;

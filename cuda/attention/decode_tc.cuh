@@ -75,7 +75,8 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     const split::Block blk(s, ROWS, keys_per_split, splits, key_lengths, query_lengths);
     const long long b = blk.b, kvh = blk.kvh, split = blk.split, j0 = blk.j0;
     const int rows_here = blk.rows_here;
-    const long long stop = blk.stop();
+    const split::Block::KeyRange keys = blk.key_range();
+    const long long stop = keys.any;
     const int d = static_cast<int>(s.head_dim), dv = static_cast<int>(s.value_dim);
     const float scale = static_cast<float>(s.scale);
 
@@ -108,7 +109,7 @@ __device__ void attn_fwd_decode_tc(const T* q, const T* k, const T* v, float* pa
     }
     // Below this key no mask blocks a pair of a row that exists: a warp whose 16 keys lie below it
     // takes the unmasked step (scale only, P v without the blocked-pair test).
-    const int unmasked_keys = bias0 || bias1 ? 0 : static_cast<int>(blk.seen_by_all() - j0);
+    const int unmasked_keys = bias0 || bias1 ? 0 : static_cast<int>(keys.all - j0);
     // The explicit masks' sum at (thread row r, relative key j); whether the pair is allowed:
     // within the row's limit and not blocked by a bias.
     auto bias_of = [&](int r, int j) {
