@@ -60,7 +60,7 @@ struct AllocationCache {
     Allocation* entries[2] = {nullptr, nullptr};
     uint32_t launch = 0;
 };
-thread_local AllocationCache t_allocations;
+SEQK_EMU_HOT_TLS AllocationCache t_allocations;
 
 /** This library's mapped image: kernels may read its constants (tables, literals). */
 struct Image {

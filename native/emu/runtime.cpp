@@ -3,7 +3,7 @@
 //
 // Execution: blocks run one after another on the calling OS thread (in index order, or reversed or
 // in a seeded permutation under those schedules); inside a block every thread
-// is a fiber (ucontext) with its own stack. A fiber runs until it reaches __syncthreads, a warp
+// is a fiber with its own stack. A fiber runs until it reaches __syncthreads, a warp
 // collective, or its end; the scheduler then runs the next, in the order of the schedule chosen
 // (seqk_emu_set_schedule: round-robin, reverse, seeded random, or one warp running ahead until it
 // blocks). A barrier opens when every live thread of the block waits at it; a warp collective
@@ -39,9 +39,9 @@
 
 namespace seqk_emu {
 
-thread_local ThreadContext* current = nullptr;
-thread_local Fiber* t_fiber = nullptr;
-thread_local Block* t_block = nullptr;
+SEQK_EMU_HOT_TLS ThreadContext* current = nullptr;
+SEQK_EMU_HOT_TLS Fiber* t_fiber = nullptr;
+SEQK_EMU_HOT_TLS Block* t_block = nullptr;
 
 std::string format(const char* fmt, ...) {
     char buf[2048];
@@ -259,8 +259,73 @@ private:
 
 namespace {
 
+// Fiber switches: a few instructions and no system call. glibc's swapcontext saved and restored
+// the signal mask with a system call on every switch, about 18% of an attention test's time.
+// switch_stack(save, next) pushes the callee-saved registers and the SSE and x87 control words on
+// the running stack, stores the stack pointer in *save, loads next (a stack switch_stack saved,
+// or one start_stack prepared) and pops the same frame from it; the caller-saved registers are the
+// compiler's to save around the call, as for any call. x86-64 System V only, as the library is.
+#if !defined(__x86_64__)
+#error "the emulator's fiber switch is written for x86-64"
+#endif
+extern "C" void seqk_emu_switch_stack(void** save, void* next);
+asm(R"(
+    .text
+    .p2align 4
+    .globl seqk_emu_switch_stack
+    .hidden seqk_emu_switch_stack
+    .type seqk_emu_switch_stack, @function
+seqk_emu_switch_stack:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size seqk_emu_switch_stack, .-seqk_emu_switch_stack
+)");
+
+void fiber_main();
+
+/**
+ * The stack pointer that starts a fiber on `stack` at fiber_main: the frame switch_stack pops
+ * (the launching thread's SSE and x87 control words, zeroed callee-saved registers, fiber_main as
+ * the return address) at the top, placed so that fiber_main starts with the stack aligned as after
+ * a call. fiber_main never returns (a finished fiber is never switched to again).
+ */
+void* start_stack(unsigned char* stack) {
+    uint64_t* top = reinterpret_cast<uint64_t*>(stack + kStackBytes);  // 16-byte aligned (page-aligned mapping)
+    uint64_t* sp = top - 9;
+    uint32_t mxcsr;
+    uint16_t x87;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(x87));
+    sp[0] = mxcsr | static_cast<uint64_t>(x87) << 32;
+    for (int r = 1; r <= 6; r++) {
+        sp[r] = 0;  // r15, r14, r13, r12, rbx, rbp
+    }
+    sp[7] = reinterpret_cast<uint64_t>(&fiber_main);  // after its ret: sp = top - 1, as after a call
+    sp[8] = 0;  // where fiber_main's return address would be: none
+    return sp;
+}
+
 void yield_to_scheduler() {
-    swapcontext(&t_fiber->context, &t_block->scheduler);
+    seqk_emu_switch_stack(&t_fiber->sp, t_block->scheduler_sp);
 }
 
 void fiber_main() {
@@ -417,7 +482,7 @@ void run_fiber(Block& b, unsigned i) {
     Fiber& f = b.fibers[i];
     t_fiber = &f;
     current = &f.coords;
-    swapcontext(&b.scheduler, &f.context);
+    seqk_emu_switch_stack(&b.scheduler_sp, f.sp);
     t_fiber = nullptr;
     if (!b.fault.empty()) {
         throw EmuError(where(b, i) + ": " + b.fault);
@@ -454,11 +519,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
         f.coords.grid_dim = grid;
         f.coords.linear = i;
         f.stack = pool.get(i);
-        getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack;
-        f.context.uc_stack.ss_size = kStackBytes;
-        f.context.uc_link = nullptr;
-        makecontext(&f.context, fiber_main, 0);
+        f.sp = start_stack(f.stack);
     }
     std::mt19937_64 rng(g_schedule.seed ^ (0x9e3779b97f4a7c15ull * (linear + 1)));
     std::vector<unsigned> order;

@@ -2,7 +2,6 @@
 // checker (hazards.cpp: shadow state behind every load and store of kernel code) share.
 #pragma once
 
-#include <ucontext.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -122,7 +121,7 @@ struct PendingCopy {
 };
 
 struct Fiber {
-    ucontext_t context;
+    void* sp = nullptr;  // its saved stack pointer while switched out (see switch_stack in runtime.cpp)
     ThreadContext coords;
     State state = State::Runnable;
     unsigned warp_mask = 0;   // mask of the collective it waits in (or last waited in)
@@ -143,7 +142,7 @@ class GridBarrier;
 
 struct Block {
     std::vector<Fiber> fibers;
-    ucontext_t scheduler;
+    void* scheduler_sp = nullptr;  // the scheduler's saved stack pointer while a fiber runs
     unsigned barrier_waiting = 0;
     bool barrier_or = false;       // __syncthreads_or: the predicates posted to the open barrier
     bool barrier_or_result = false;  // ... and their OR when it was released, read by each thread as it resumes
@@ -177,8 +176,8 @@ struct Block {
 };
 
 /** The fiber and block running on this OS thread (null outside a launch). */
-extern thread_local Fiber* t_fiber;
-extern thread_local Block* t_block;
+extern SEQK_EMU_HOT_TLS Fiber* t_fiber;
+extern SEQK_EMU_HOT_TLS Block* t_block;
 
 /** Ends the running fiber's launch with `what` (from kernel code: never returns). */
 [[noreturn]] void fault(const std::string& what);
