@@ -1134,17 +1134,17 @@ int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, ui
         }
         for (int j = 0; j < n; j++) {
             for (int i = 0; i < m; i++) {
-                double s = 0;
+                float s = 0;  // fp32 accumulation, one fused multiply-add per term, as cuBLAS's COMPUTE_32F
                 for (int l = 0; l < k; l++) {
-                    double av = trans_a ? load(a, p * stride_a + l + static_cast<long>(i) * lda, dtype)
+                    float av = trans_a ? load(a, p * stride_a + l + static_cast<long>(i) * lda, dtype)
                                         : load(a, p * stride_a + i + static_cast<long>(l) * lda, dtype);
-                    double bv = trans_b ? load(b, p * stride_b + j + static_cast<long>(l) * ldb, dtype)
+                    float bv = trans_b ? load(b, p * stride_b + j + static_cast<long>(l) * ldb, dtype)
                                         : load(b, p * stride_b + l + static_cast<long>(j) * ldb, dtype);
-                    s += av * bv;
+                    s = fmaf(av, bv, s);
                 }
                 long ci = p * stride_c + i + static_cast<long>(j) * ldc;
-                double prev = beta == 0.0f ? 0.0 : load_c(c, ci, c_dtype);
-                store(c, ci, c_dtype, static_cast<float>(alpha * s + beta * prev));
+                float prev = beta == 0.0f ? 0.0f : static_cast<float>(load_c(c, ci, c_dtype));
+                store(c, ci, c_dtype, fmaf(beta, prev, alpha * s));
             }
         }
     }

@@ -62,7 +62,10 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
  * C = alpha * op(A) * op(B) + beta * C, column-major like cuBLAS, for `batch` matrices at the
  * given element strides. dtype: 0 f32, 1 f16, 2 bf16 for A and B; C is f32 (c_dtype 0) or the
  * same 16-bit type (c_dtype = dtype). tf32: f32 operands are first rounded to TF32 (10 mantissa
- * bits, nearest, ties away from zero), as tensor cores take them. Accumulation in double.
+ * bits, nearest, ties away from zero), as tensor cores take them. Accumulation in fp32, one fused
+ * multiply-add per term in k order, as a cuBLAS thread accumulates its outputs under COMPUTE_32F:
+ * the emulator's GEMM is no more exact than a GPU's (an accumulation in double hid the F32 rounding
+ * that a recurrent backward amplifies).
  */
 int seqk_emu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, uint64_t a, int lda, long stride_a,
                   uint64_t b, int ldb, long stride_b, float beta, uint64_t c, int ldc, long stride_c, int batch,

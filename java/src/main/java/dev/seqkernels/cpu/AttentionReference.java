@@ -4,7 +4,8 @@ package dev.seqkernels.cpu;
  * The attention oracle: softmax(scale * q k^T + bias) v in double, row by row, and its backward.
  * Given a same-precision {@link Precision}, it rounds where the kernels round instead: scores,
  * statistics and dP in fp32, P before P V and dV = P^T dO, dS before dQ = dS K and dK = dS^T Q, and
- * every input of a product as an operand (TF32 for an F32 op that allows it).
+ * every input of a product as an operand (TF32 for an F32 op that allows it); and it sums in fp32
+ * ({@link Precision#fma}, {@link Precision#sum}).
  *
  * <p>Layouts are contiguous: q [B][Hq][Lq][D], k [B][Hkv][Lk][D], v [B][Hkv][Lk][Dv], out
  * [B][Hq][Lq][Dv], lse [B][Hq][Lq]. Query head h reads key/value head h / (Hq / Hkv). The bias
@@ -67,7 +68,7 @@ public final class AttentionReference {
                         int vOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.valueDim();
                         double pj = pr.operand(p[j]);
                         for (int e = 0; e < n.valueDim(); e++) {
-                            out[row * n.valueDim() + e] += pj * v[vOff + e];
+                            out[row * n.valueDim() + e] = pr.fma(pj, v[vOff + e], out[row * n.valueDim() + e]);
                         }
                     }
                     if (probs != null) {
@@ -98,7 +99,7 @@ public final class AttentionReference {
             int kOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.headDim();
             double s = 0;
             for (int e = 0; e < n.headDim(); e++) {
-                s += q[qOff + e] * k[kOff + e];
+                s = pr.fma(q[qOff + e], k[kOff + e], s);
             }
             p[j] = pr.fp32(scale * pr.fp32(s) + add);
             max = Math.max(max, p[j]);
@@ -110,7 +111,7 @@ public final class AttentionReference {
         double sum = 0;
         for (int j = 0; j < n.kvLen(); j++) {
             p[j] = weight(p[j], max);
-            sum += p[j];
+            sum = pr.sum(sum, p[j]);
         }
         for (int j = 0; j < n.kvLen(); j++) {
             p[j] /= sum;
@@ -166,11 +167,11 @@ public final class AttentionReference {
                         double s = dProbs == null ? 0 : dProbs[row * n.kvLen() + j];
                         double pj = pr.operand(p[j]);
                         for (int e = 0; e < n.valueDim(); e++) {
-                            s += dOut[oOff + e] * v[vOff + e];
-                            dv[vOff + e] += pj * dOut[oOff + e];
+                            s = pr.fma(dOut[oOff + e], v[vOff + e], s);
+                            dv[vOff + e] = pr.fma(pj, dOut[oOff + e], dv[vOff + e]);
                         }
                         dp[j] = pr.fp32(s);
-                        rowDot += p[j] * dp[j];
+                        rowDot = pr.fma(p[j], dp[j], rowDot);
                     }
                     rowDot = pr.fp32(rowDot);
                     int qOff = row * n.headDim();
@@ -181,8 +182,8 @@ public final class AttentionReference {
                         double ds = pr.operand(p[j] * (dp[j] - rowDot)) * scale;
                         int kOff = ((b * n.kvHeads() + kvh) * n.kvLen() + j) * n.headDim();
                         for (int e = 0; e < n.headDim(); e++) {
-                            dq[qOff + e] += ds * k[kOff + e];
-                            dk[kOff + e] += ds * q[qOff + e];
+                            dq[qOff + e] = pr.fma(ds, k[kOff + e], dq[qOff + e]);
+                            dk[kOff + e] = pr.fma(ds, q[qOff + e], dk[kOff + e]);
                         }
                     }
                 }

@@ -265,17 +265,17 @@ public final class CpuBackend implements Backend {
         double[] key = batchMajor(bf, in.key().toDoubleArray(), lk, batch, op.kdim());
         double[] value = batchMajor(bf, in.value().toDoubleArray(), lk, batch, op.vdim());
         AttentionReference.Dims n = new AttentionReference.Dims(batch, op.numHeads(), op.numKvHeads(), lq, lk, hd, hd);
-        double[] qh = pr.store(splitHeads(Linear.forward(pr.operands(query), pr.operands(w.wq()), w.bq(), batch * lq, e, e),
+        double[] qh = pr.store(splitHeads(Linear.forward(pr.operands(query), pr.operands(w.wq()), w.bq(), batch * lq, e, e, pr),
                 batch, lq, op.numHeads(), hd));
         double[] kh = pr.store(splitHeads(Linear.forward(pr.operands(key), pr.operands(w.wk()), w.bk(), batch * lk, op.kdim(),
-                op.kvWidth()), batch, lk, op.numKvHeads(), hd));
+                op.kvWidth(), pr), batch, lk, op.numKvHeads(), hd));
         double[] vh = pr.store(splitHeads(Linear.forward(pr.operands(value), pr.operands(w.wv()), w.bv(), batch * lk, op.vdim(),
-                op.kvWidth()), batch, lk, op.numKvHeads(), hd));
+                op.kvWidth(), pr), batch, lk, op.numKvHeads(), hd));
         AttentionReference.ScoreBias bias = mhaBias(op, n, in.keyPaddingMask(), in.attnMask());
         AttentionReference.Forward f = AttentionReference.forward(n, qh, kh, vh, 1.0 / Math.sqrt(hd), bias,
                 op.needWeights(), pr);
         double[] merged = pr.store(mergeHeads(f.out(), batch, lq, op.numHeads(), hd));
-        double[] out = Linear.forward(pr.operands(merged), pr.operands(w.wo()), w.bo(), batch * lq, e, e);
+        double[] out = Linear.forward(pr.operands(merged), pr.operands(w.wo()), w.bo(), batch * lq, e, e, pr);
         Tensor outT = Tensor.of(dt, batchMajor(bf, out, batch, lq, e),
                 bf ? new long[]{batch, lq, e} : new long[]{lq, batch, e});
         Tensor weights = null;
@@ -309,7 +309,7 @@ public final class CpuBackend implements Backend {
         MultiHeadAttention.Projections w = s.w();
         double[] dy = batchMajor(bf, dOut.toDoubleArray(), lq, batch, e);
         Precision pr = s.precision();
-        Linear.Grads outG = Linear.backward(pr.operands(dy), pr.operands(s.merged()), pr.operands(w.wo()), batch * lq, e, e);
+        Linear.Grads outG = Linear.backward(pr.operands(dy), pr.operands(s.merged()), pr.operands(w.wo()), batch * lq, e, e, pr);
         double[] dProbs = null;
         if (dAttnWeights != null) {
             double[] dw = dAttnWeights.toDoubleArray();
@@ -325,11 +325,11 @@ public final class CpuBackend implements Backend {
         AttentionReference.Backward g = AttentionReference.backward(n, s.qh(), s.kh(), s.vh(), 1.0 / Math.sqrt(hd),
                 s.bias(), pr.store(splitHeads(outG.dx(), batch, lq, op.numHeads(), hd)), dProbs, pr);
         Linear.Grads qG = Linear.backward(pr.operands(pr.store(mergeHeads(g.dq(), batch, lq, op.numHeads(), hd))),
-                pr.operands(s.query()), pr.operands(w.wq()), batch * lq, e, e);
+                pr.operands(s.query()), pr.operands(w.wq()), batch * lq, e, e, pr);
         Linear.Grads kG = Linear.backward(pr.operands(pr.store(mergeHeads(g.dk(), batch, lk, op.numKvHeads(), hd))),
-                pr.operands(s.key()), pr.operands(w.wk()), batch * lk, op.kdim(), op.kvWidth());
+                pr.operands(s.key()), pr.operands(w.wk()), batch * lk, op.kdim(), op.kvWidth(), pr);
         Linear.Grads vG = Linear.backward(pr.operands(pr.store(mergeHeads(g.dv(), batch, lk, op.numKvHeads(), hd))),
-                pr.operands(s.value()), pr.operands(w.wv()), batch * lk, op.vdim(), op.kvWidth());
+                pr.operands(s.value()), pr.operands(w.wv()), batch * lk, op.vdim(), op.kvWidth(), pr);
         DType dt = forward.out().dtype();
         Map<String, Tensor> dParams = op.parameterGradients(new MultiHeadAttention.Projections(qG.dw(), kG.dw(), vG.dw(),
                 qG.db(), kG.db(), vG.db(), outG.dw(), outG.db()), dt);

@@ -1,6 +1,9 @@
 package dev.seqkernels.cpu;
 
-/** y = x W^T + b over rows, in double, and its backward. x [N][in], W [out][in], b [out] or null. */
+/**
+ * y = x W^T + b over rows, and its backward, summing as {@link Precision#fma} says (exactly for the
+ * oracle). x [N][in], W [out][in], b [out] or null.
+ */
 final class Linear {
     private Linear() {
     }
@@ -8,13 +11,13 @@ final class Linear {
     record Grads(double[] dx, double[] dw, double[] db) {
     }
 
-    static double[] forward(double[] x, double[] w, double[] b, int rows, int in, int out) {
+    static double[] forward(double[] x, double[] w, double[] b, int rows, int in, int out, Precision pr) {
         double[] y = new double[rows * out];
         for (int r = 0; r < rows; r++) {
             for (int o = 0; o < out; o++) {
                 double s = b == null ? 0 : b[o];
                 for (int k = 0; k < in; k++) {
-                    s += x[r * in + k] * w[o * in + k];
+                    s = pr.fma(x[r * in + k], w[o * in + k], s);
                 }
                 y[r * out + o] = s;
             }
@@ -22,17 +25,17 @@ final class Linear {
         return y;
     }
 
-    static Grads backward(double[] dy, double[] x, double[] w, int rows, int in, int out) {
+    static Grads backward(double[] dy, double[] x, double[] w, int rows, int in, int out, Precision pr) {
         double[] dx = new double[rows * in];
         double[] dw = new double[out * in];
         double[] db = new double[out];
         for (int r = 0; r < rows; r++) {
             for (int o = 0; o < out; o++) {
                 double g = dy[r * out + o];
-                db[o] += g;
+                db[o] = pr.sum(db[o], g);
                 for (int k = 0; k < in; k++) {
-                    dx[r * in + k] += g * w[o * in + k];
-                    dw[o * in + k] += g * x[r * in + k];
+                    dx[r * in + k] = pr.fma(g, w[o * in + k], dx[r * in + k]);
+                    dw[o * in + k] = pr.fma(g, x[r * in + k], dw[o * in + k]);
                 }
             }
         }

@@ -18,8 +18,11 @@ import dev.seqkernels.Rounding;
  *   <li>{@link #fp32}: statistics, scores, the results of the recurrent GEMMs, the cell state and
  *       the carried gradients, which the kernels keep in fp32.</li>
  * </ul>
- * Products accumulate in double, and values between these points stay double (the kernels
- * accumulate in fp32; the 16-bit roundings dominate).
+ * Sums of products accumulate in fp32 ({@link #fma}, {@link #sum}), as the kernels and cuBLAS's F32
+ * compute do: for an F32 op that accumulation is the rounding that matters (an exact sum made the
+ * yardstick too good where a backward amplifies the forward's rounding; a GPU's F32 GEMM does not
+ * sum exactly). Values between these points stay double: the elementwise math, whose fp32
+ * rounding is a few ulps once per value.
  */
 public final class Precision {
     public static final Precision EXACT = new Precision(DType.F64, false);
@@ -54,6 +57,19 @@ public final class Precision {
 
     double fp32(double v) {
         return exact() ? v : (float) v;
+    }
+
+    /**
+     * {@code s + a * b} as a kernel accumulates it: one fused multiply-add in fp32 (operands and
+     * sum taken as floats), or exactly when this plan is {@link #EXACT}.
+     */
+    double fma(double a, double b, double s) {
+        return exact() ? s + a * b : Math.fma((float) a, (float) b, (float) s);
+    }
+
+    /** {@code s + v} as a kernel accumulates it: in fp32, or exactly when this plan is {@link #EXACT}. */
+    double sum(double s, double v) {
+        return exact() ? s + v : (float) ((float) s + (float) v);
     }
 
     /** {@link #operand} of every element, as a new array (the same array when exact). */

@@ -11,7 +11,8 @@ import java.util.List;
  * same-precision {@link Precision}, it rounds where the kernels round instead: the GEMMs' inputs as
  * operands (weights, x, h_{t-1}, the LSTM projection's input, GRU's r*h, the gate gradients), gate
  * pre-activations, c and the carried dh and dc in fp32, and h once per step to the storage dtype
- * (the value that is both the step's output and the next step's GEMM input).
+ * (the value that is both the step's output and the next step's GEMM input); and it sums products
+ * in fp32 ({@link Precision#fma}).
  *
  * <p>Internal layouts are row-major and time-major: x [T][B][I], out [T][B][nd*P], states
  * [L*nd][B][P] (h) and [L*nd][B][H] (c); weights per (layer, direction) slot {@code layer*nd + d}
@@ -166,12 +167,12 @@ public final class RecurrentReference {
                 for (int g = 0; g < gh; g++) {
                     double sx = bih == null ? 0 : bih[g];
                     for (int k = 0; k < in; k++) {
-                        sx += wih[g * in + k] * x[xOff + k];
+                        sx = pr.fma(wih[g * in + k], x[xOff + k], sx);
                     }
                     ax[g] = pr.fp32(sx);
                     double sh = bhh == null ? 0 : bhh[g];
                     for (int k = 0; k < pSize; k++) {
-                        sh += whh[g * pSize + k] * hOp[k];
+                        sh = pr.fma(whh[g * pSize + k], hOp[k], sh);
                     }
                     ah[g] = pr.fp32(sh);
                 }
@@ -214,7 +215,7 @@ public final class RecurrentReference {
                             for (int q = 0; q < pSize; q++) {
                                 double s = 0;
                                 for (int j = 0; j < h; j++) {
-                                    s += whr[q * h + j] * pr.operand(m[j]);
+                                    s = pr.fma(whr[q * h + j], pr.operand(m[j]), s);
                                 }
                                 hNew[q] = pr.stored(s);
                             }
@@ -239,7 +240,7 @@ public final class RecurrentReference {
                             } else {
                                 double s = bhh == null ? 0 : bhh[2 * h + j];
                                 for (int k = 0; k < h; k++) {
-                                    s += whh[(2 * h + j) * h + k] * rh[k];
+                                    s = pr.fma(whh[(2 * h + j) * h + k], rh[k], s);
                                 }
                                 rawN = ax[2 * h + j] + pr.fp32(s);
                             }
@@ -354,8 +355,8 @@ public final class RecurrentReference {
                                 double mj = act.get(0).apply(clip(tr.raw[rawOff + 3 * h + j], clip)) * act.get(2).apply(cNew);
                                 double s = 0;
                                 for (int q = 0; q < pSize; q++) {
-                                    s += whr[q * h + j] * pr.operand(dhTotal[q]);
-                                    gWhr[q * h + j] += pr.operand(dhTotal[q]) * pr.operand(mj);
+                                    s = pr.fma(whr[q * h + j], pr.operand(dhTotal[q]), s);
+                                    gWhr[q * h + j] = pr.fma(pr.operand(dhTotal[q]), pr.operand(mj), gWhr[q * h + j]);
                                 }
                                 dm[j] = pr.fp32(s);
                             }
@@ -376,7 +377,7 @@ public final class RecurrentReference {
                             double dcTotal = dc[b * h + j] + dm[j] * go * act.get(2).derivative(cNew);
                             if (peep != null) {
                                 dcTotal += dRawO * peep[2 * h + j];
-                                gPeep[2 * h + j] += dRawO * cNew;
+                                gPeep[2 * h + j] = pr.fma(dRawO, cNew, gPeep[2 * h + j]);
                             }
                             double dI = dcTotal * gg;
                             double dG = dcTotal * gi;
@@ -392,8 +393,8 @@ public final class RecurrentReference {
                             double dcPrev = dcTotal * gf;
                             if (peep != null) {
                                 dcPrev += dRawI * peep[j] + dRawF * peep[h + j];
-                                gPeep[j] += dRawI * cp;
-                                gPeep[h + j] += dRawF * cp;
+                                gPeep[j] = pr.fma(dRawI, cp, gPeep[j]);
+                                gPeep[h + j] = pr.fma(dRawF, cp, gPeep[h + j]);
                             }
                             dc[b * h + j] = pr.fp32(dcPrev);
                             dax[j] = dah[j] = dRawI;
@@ -434,7 +435,7 @@ public final class RecurrentReference {
                             for (int k = 0; k < h; k++) {
                                 double s = 0;
                                 for (int j = 0; j < h; j++) {
-                                    s += whh[(2 * h + j) * h + k] * dah[2 * h + j];
+                                    s = pr.fma(whh[(2 * h + j) * h + k], dah[2 * h + j], s);
                                 }
                                 dRh[k] = pr.fp32(s);
                             }
@@ -457,7 +458,7 @@ public final class RecurrentReference {
                     hpOp[k] = pr.operand(hp[hpOff + k]);
                 }
                 accumulateLinear(c, wih, whh, gWih, gWhh, gBih, gBhh, x, tb * in, in, hpOp, 0, resetHidden, dax,
-                        dah, dx, dhPrev);
+                        dah, dx, dhPrev, pr);
                 for (int k = 0; k < pSize; k++) {
                     dh[hOff + k] = pr.fp32(dhPrev[k]);
                 }
@@ -473,7 +474,7 @@ public final class RecurrentReference {
     private static void accumulateLinear(RecurrentConfig c, double[] wih, double[] whh, double[] gWih,
                                          double[] gWhh, double[] gBih, double[] gBhh, double[] x, int xOff, int in,
                                          double[] hp, int hpOff, double[] resetHidden, double[] dax, double[] dah,
-                                         double[] dx, double[] dhPrev) {
+                                         double[] dx, double[] dhPrev, Precision pr) {
         int h = c.hiddenSize();
         int pSize = c.stateSize();
         int gh = c.cell().gates() * h;
@@ -482,21 +483,21 @@ public final class RecurrentReference {
             double gx = dax[g];
             double gHid = dah[g];
             if (gBih != null) {
-                gBih[g] += gx;
-                gBhh[g] += gHid;
+                gBih[g] = pr.sum(gBih[g], gx);
+                gBhh[g] = pr.sum(gBhh[g], gHid);
             }
             for (int k = 0; k < in; k++) {
-                gWih[g * in + k] += gx * x[xOff + k];
-                dx[xOff + k] += wih[g * in + k] * gx;
+                gWih[g * in + k] = pr.fma(gx, x[xOff + k], gWih[g * in + k]);
+                dx[xOff + k] = pr.fma(wih[g * in + k], gx, dx[xOff + k]);
             }
             if (g < nRowsFrom) {
                 for (int k = 0; k < pSize; k++) {
-                    gWhh[g * pSize + k] += gHid * hp[hpOff + k];
-                    dhPrev[k] += whh[g * pSize + k] * gHid;
+                    gWhh[g * pSize + k] = pr.fma(gHid, hp[hpOff + k], gWhh[g * pSize + k]);
+                    dhPrev[k] = pr.fma(whh[g * pSize + k], gHid, dhPrev[k]);
                 }
             } else {
                 for (int k = 0; k < pSize; k++) {
-                    gWhh[g * pSize + k] += gHid * resetHidden[k];
+                    gWhh[g * pSize + k] = pr.fma(gHid, resetHidden[k], gWhh[g * pSize + k]);
                 }
             }
         }
