@@ -200,3 +200,12 @@ extern "C" __global__ void gru_reset_first_persistent_fwd_f32(const float* gx, c
 }
 SEQK_KERNEL(gru_reset_first_persistent_fwd_f32);
 
+extern "C" __global__ void rnn_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
+                                                  float* h_buf, float* raw, float* out, const int* lengths, int steps,
+                                                  int reversed, int batch, int hidden, int units, int out_stride,
+                                                  int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
+    persistent::rnn_fwd(gx, w_hh, bih, bhh, h_buf, raw, out, lengths, steps, reversed, batch, hidden, units, out_stride,
+                        out_offset, clip, f_kind, f_alpha, f_beta);
+}
+SEQK_KERNEL(rnn_persistent_fwd_f32);
+

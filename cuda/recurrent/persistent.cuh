@@ -7,16 +7,17 @@
 
 namespace {
 
-// Persistent forward for small batches, LSTM (no projection) and GRU (either reset form): one
-// cooperative launch runs every step of one (layer, direction), keeping W_hh on chip throughout.
+// Persistent forward for small batches, LSTM (no projection), GRU (either reset form) and Elman
+// RNN: one cooperative launch runs every step of one (layer, direction), keeping W_hh on chip
+// throughout.
 //
 // Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
-// (G = 4 gates for LSTM, 3 for GRU; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
+// (G = 4 gates for LSTM, 3 for GRU, 1 for RNN; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
 // loaded once. Per step every
 // block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
 // wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
 // striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
-// pairs exactly as lstm_step_v1 does (gru_cell likewise), saves what backward
+// pairs exactly as lstm_step_v1 does (gru_cell and the RNN cell likewise), saves what backward
 // needs (raw, c_new, GRU's h W_hn^T + b_hn; not in inference),
 // writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
 // another may still be reading) and the output, and the grid synchronizes before the next step.
@@ -244,6 +245,19 @@ __device__ void gru_reset_first_fwd(const float* gx, const float* w_hh, const fl
         }
         seqk::arch::grid_sync();
     }
+}
+
+// Elman RNN: one gate row per unit; the cell is rnn_step_v1's, saving raw.
+__device__ void rnn_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
+                        float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+                        int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
+    Slice sl = load_slice<1>(w_hh, batch, hidden, units);
+    run_steps<1>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+                 [&](int b, int u, int j, long row, float) {
+                     float pre = gx[row * hidden + j] + sl.gate[b * units + u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                     save(raw, row * hidden + j, pre);
+                     return activate(f_kind, f_alpha, f_beta, clip_to(pre, clip));
+                 });
 }
 
 }  // namespace persistent

@@ -35,8 +35,8 @@ import java.util.Map;
  * saved 16-bit outputs, the 16-bit weights) into fp32; the
  * carried dh and dc, the GEMM results and the bias and peephole sums stay fp32.
  *
- * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection or a GRU (either reset
- * form), batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
+ * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection, a GRU (either reset
+ * form) or an Elman RNN, batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
  * block per multiprocessor, runs each (layer, direction) as one cooperative launch of
  * {@link #persistentKernel} (W_hh stays on chip for every
  * step; no per-step GEMM or launch) instead of the per-step loop. It saves the same trace, so
@@ -102,20 +102,15 @@ final class RecurrentGpu {
 
     /**
      * The persistent kernel's plan, or null when the rule does not pick it: an LSTM without
-     * projection or a GRU (either reset form), an F32 {@link #stateType} (the kernel keeps h and
+     * projection, a GRU (either reset form) or an Elman RNN, an F32 {@link #stateType} (the kernel keeps h and
      * W_hh in fp32: a 16-bit op's state is 16-bit, on the tensor-core step path), batch &lt;= 16, and 4 bytes x (G U x H weights +
      * B x H staged state + G U x B gates) within the per-block opt-in shared memory, with G the
-     * gates (4 or 3) and U = ceil(H / multiprocessors). Not an Elman RNN: its F32 backward is
-     * sensitive enough to the forward's rounding that float dot products (the kernel's, and a GPU's
-     * F32 GEMM) fail the F32 element check on some inputs where the emulator's GEMM, which
-     * accumulates in double, passes (bench/RESULTS.md, 2026-12-01): the judge needs a
-     * same-precision F32 mode first. (An H100's LSTM: H up to 1024 at B = 16,
+     * gates (4, 3 or 1) and U = ceil(H / multiprocessors). (An H100's LSTM: H up to 1024 at B = 16,
      * 198,656 of 232,448 bytes.)
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
-        boolean lstm = c.cell() == CellType.LSTM && c.projSize() == 0;
-        if (choice != StepChoice.AUTO || stateType(storage, choice) != DType.F32 || !(lstm || c.cell() == CellType.GRU)
-                || batch > PERSISTENT_MAX_BATCH) {
+        boolean projected = c.cell() == CellType.LSTM && c.projSize() > 0;
+        if (choice != StepChoice.AUTO || stateType(storage, choice) != DType.F32 || projected || batch > PERSISTENT_MAX_BATCH) {
             return null;
         }
         int gates = c.cell().gates();
@@ -130,16 +125,16 @@ final class RecurrentGpu {
     }
 
     /**
-     * The persistent kernel of a cell {@link #persistentPlan} takes (its F32 instance):
-     * {@code lstm_persistent_fwd}, {@code gru_persistent_fwd} (linear_before_reset) or
-     * {@code gru_reset_first_persistent_fwd} (the reset gate first: two grid syncs a step, as n
-     * needs r*h of every unit).
+     * The persistent kernel of a cell (its F32 instance): {@code lstm_persistent_fwd},
+     * {@code gru_persistent_fwd} (linear_before_reset), {@code gru_reset_first_persistent_fwd} (the
+     * reset gate first: two grid syncs a step, as n needs r*h of every unit) or
+     * {@code rnn_persistent_fwd}.
      */
     static String persistentKernel(RecurrentConfig c) {
         return switch (c.cell()) {
             case LSTM -> "lstm_persistent_fwd";
             case GRU -> c.linearBeforeReset() ? "gru_persistent_fwd" : "gru_reset_first_persistent_fwd";
-            case RNN -> throw new IllegalArgumentException("no persistent kernel for an Elman RNN (persistentPlan)");
+            case RNN -> "rnn_persistent_fwd";
         };
     }
 
@@ -540,10 +535,14 @@ final class RecurrentGpu {
                 args.pointer(hBuf.pointer()).pointer(resetHidden.pointer()).pointer(ptr(tr.raw()))
                         .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
-            } else {
+            } else if (c.cell() == CellType.GRU) {
                 args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()))
                         .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
+            } else {
+                args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(out.pointer()).pointer(lens.pointer())
+                        .i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p)
+                        .f32(clip);
             }
             for (int a = 0; a < c.cell().activationCount(); a++) {
                 args.i32(act.get(a).kind().ordinal()).f32((float) act.get(a).alpha()).f32((float) act.get(a).beta());

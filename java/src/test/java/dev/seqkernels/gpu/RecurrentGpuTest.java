@@ -182,8 +182,12 @@ class RecurrentGpuTest {
         assertEquals(null, RecurrentGpu.persistentPlan(resetFirst, 17, DType.F32, h100, auto), "a reset-first GRU's batch above 16");
         assertEquals("gru_reset_first_persistent_fwd", RecurrentGpu.persistentKernel(resetFirst));
         assertEquals("gru_persistent_fwd", RecurrentGpu.persistentKernel(Gru.builder().inputSize(8).hiddenSize(64).build().config()));
+        assertEquals("rnn_persistent_fwd", RecurrentGpu.persistentKernel(rnn(64)));
         assertEquals("lstm_persistent_fwd", RecurrentGpu.persistentKernel(lstm(64, 0)));
-        assertEquals(null, RecurrentGpu.persistentPlan(rnn(64), 4, DType.F32, h100, auto), "Elman RNNs take the per-step loop");
+        assertEquals(new RecurrentGpu.PersistentPlan(124, 15, 4 * (15 * 1850 + 16 * 1850 + 15 * 16)),
+                RecurrentGpu.persistentPlan(rnn(1850), 16, DType.F32, h100, auto), "Elman RNN: one row per unit, H = 1850 fits at B = 16");
+        assertEquals(null, RecurrentGpu.persistentPlan(rnn(1900), 16, DType.F32, h100, auto), "H = 1900 does not (236,560 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(rnn(64), 17, DType.F32, h100, auto), "an Elman RNN's batch above 16");
         for (DType sixteen : new DType[]{DType.BF16, DType.F16}) {
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto),
                     sixteen + ": a 16-bit state takes the tensor-core step loop");
@@ -260,6 +264,16 @@ class RecurrentGpuTest {
                 dtype, data.tensor(dtype, 1, 9, 3, 6), data.tensor(dtype, 0.5, 4, 3, 19), null, new int[]{9, 1, 5});
     }
 
+    /** The persistent Elman RNN on the emulator (two layers, both directions, lengths 1 and T, clip, relu), vs the reference and the step loop. */
+    @Test
+    void persistentRnnMatchesReferenceAndTheStepLoop() {
+        TestData data = new TestData();
+        DType dtype = DType.F32;  // the persistent kernel's state type
+        checkFasterKernel("persistent rnn", be -> dev.seqkernels.ops.Rnn.builder().inputSize(5).hiddenSize(23).numLayers(2)
+                        .bidirectional(true).nonlinearity("relu").clip(2).backend(be).build(), RecurrentGpuTest::persistent, data, dtype,
+                data.tensor(dtype, 1, 11, 3, 5), data.tensor(dtype, 0.5, 4, 3, 23), null, new int[]{11, 1, 6});
+    }
+
     /** The persistent GRU (linear_before_reset) on the emulator, both directions and lengths, vs the reference and the step loop. */
     @Test
     void persistentGruMatchesReferenceAndTheStepLoop() {
@@ -271,9 +285,10 @@ class RecurrentGpuTest {
     }
 
     /**
-     * The step loop runs as one captured step launched T times: 9 steps of an Elman RNN issue one
-     * graph launch each instead of their GEMM, cell, commit and step-advance launches (27 fewer
-     * launches), with the same results as issuing every step directly.
+     * The step loop runs as one captured step launched T times: 9 steps of an Elman RNN (batch 17,
+     * above the persistent kernel's) issue one graph launch each instead of their GEMM, cell,
+     * commit and step-advance launches (27 fewer launches), with the same results as issuing every
+     * step directly.
      */
     @Test
     void stepLoopRunsAsACapturedGraph() {
@@ -281,7 +296,7 @@ class RecurrentGpuTest {
         double[][] outputs = new double[2][];
         int[] launches = new int[2];
         Map<String, Tensor> params = null;
-        Tensor x = data.tensor(DType.F32, 1, 9, 3, 5);
+        Tensor x = data.tensor(DType.F32, 1, 9, 17, 5);
         for (int run = 0; run < 2; run++) {
             try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
                 GpuBackend backend = new GpuBackend(counting);
@@ -292,7 +307,7 @@ class RecurrentGpuTest {
                 if (params == null) {
                     params = data.params(DType.F32, 0.3, rnn.config().parameterShapes());
                 }
-                try (RecurrentResult r = rnn.forward(params, x, null, null, new int[]{9, 4, 1})) {
+                try (RecurrentResult r = rnn.forward(params, x, null, null, lengthsUpTo(17, 9))) {
                     outputs[run] = r.output().toDoubleArray();
                     launches[run] = counting.launches();
                 }

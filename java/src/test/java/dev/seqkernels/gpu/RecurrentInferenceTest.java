@@ -47,7 +47,8 @@ class RecurrentInferenceTest {
         PERSISTENT_LSTM(false, DType.F32, 3, b -> Lstm.builder().inputSize(3).hiddenSize(8).bidirectional(true).backend(b).build()),
         PERSISTENT_GRU(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build()),
         PERSISTENT_GRU_RESET_FIRST(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).linearBeforeReset(false)
-                .bidirectional(true).backend(b).build());
+                .bidirectional(true).backend(b).build()),
+        PERSISTENT_RNN(false, DType.F32, 3, b -> Rnn.builder().inputSize(3).hiddenSize(5).numLayers(2).backend(b).build());
 
         final boolean v1;
         final DType dtype;
@@ -72,7 +73,7 @@ class RecurrentInferenceTest {
             boolean persistent = RecurrentGpu.persistentPlan(c, batch, dtype, GpuTargets.driver().properties(), choice) != null;
             String cell = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(), choice);
             boolean rulePicksIt = switch (this) {
-                case PERSISTENT_LSTM, PERSISTENT_GRU, PERSISTENT_GRU_RESET_FIRST -> persistent;
+                case PERSISTENT_LSTM, PERSISTENT_GRU, PERSISTENT_GRU_RESET_FIRST, PERSISTENT_RNN -> persistent;
                 case FUSED_LSTM, FUSED_GRU, FUSED_RNN_BF16, FUSED_LSTM_F16 -> !persistent && cell.endsWith("_step_fused");
                 case VEC4_LSTM_PROJECTION -> !persistent && cell.endsWith("_vec4");
                 default -> !persistent && cell.endsWith("_step_fwd");
