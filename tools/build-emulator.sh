@@ -22,7 +22,9 @@ OBJ="$CLASSES/../emu-build"
 mkdir -p "$OUT" "$OBJ"
 CXX="${CXX:-g++}"
 command -v "$CXX" >/dev/null || { echo "[seqkernels] $CXX not found: cannot build the SIMT emulator" >&2; exit 1; }
-COMMON=(-std=c++17 -O2 -g -fPIC -pthread -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda")
+# -fcf-protection=none: the fibers switch stacks by hand (seqk_emu_switch_stack), which a CET shadow
+# stack would fault on; a compiler that enables CET by default would mark the library compatible.
+COMMON=(-std=c++17 -O2 -g -fPIC -pthread -fcf-protection=none -Wall -Wextra -Werror -DSEQK_EMU -I "$ROOT/native" -I "$ROOT/cuda")
 KERNEL=(-fsanitize=thread --param=tsan-instrument-func-entry-exit=0 -fno-tree-vectorize -fno-tree-slp-vectorize
         -fno-store-merging -fno-tree-sra -fno-optimize-sibling-calls)
 

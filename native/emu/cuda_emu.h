@@ -50,8 +50,10 @@ struct ThreadContext {
 /**
  * The emulator's per-OS-thread pointers that kernel code and the checks read on every access use
  * the initial-exec TLS model: an offset from the thread pointer instead of a __tls_get_addr call
- * per read (6% of an attention test's time). A library loaded at run time may use a little static
- * TLS this way (glibc keeps a surplus for it); these are a few pointers.
+ * per read (6% of an attention test's time). One such variable puts the library's whole TLS segment
+ * in static TLS, of which glibc keeps a small surplus for libraries loaded at run time (dlopen fails
+ * with "cannot allocate memory in static TLS block" when it runs out): so every thread_local here is
+ * a pointer or a small value (the per-thread Block and fiber stacks are held through pointers).
  */
 #define SEQK_EMU_HOT_TLS thread_local __attribute__((tls_model("initial-exec")))
 

@@ -330,7 +330,19 @@ void yield_to_scheduler() {
 
 void fiber_main() {
     Block* b = t_block;
-    b->kernel->trampoline(b->kernel->fn, b->args);
+    std::string escaped;  // an exception (bad_alloc, say) has no frame above this one to unwind into
+    bool threw = true;
+    try {
+        b->kernel->trampoline(b->kernel->fn, b->args);
+        threw = false;
+    } catch (const std::exception& e) {
+        escaped = e.what();
+    } catch (...) {
+        escaped = "not a std::exception";
+    }
+    if (threw) {  // outside the handler: fault() switches away and never returns
+        fault("an exception escaped the kernel's thread: " + escaped);
+    }
     perform_copies(*t_fiber, t_fiber->copies.size());  // a thread's async copies complete before it is done
     t_fiber->state = State::Done;
     b->done++;
@@ -1017,8 +1029,17 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
     auto coords = [&](uint64_t i) { return uint3{static_cast<unsigned>(i % gx), static_cast<unsigned>((i / gx) % gy),
                                                  static_cast<unsigned>(i / (static_cast<uint64_t>(gx) * gy))}; };
     if (!cooperative) {
-        static thread_local StackPool pool;
-        static thread_local Block b;  // reused: its arena and shadow memory outlive one launch
+        // Reused: the stacks, the arena and the shadow memory outlive one launch. Held by pointer, so
+        // that this library's TLS segment, all of it static once any variable is initial-exec
+        // (SEQK_EMU_HOT_TLS), stays a few pointers and strings.
+        static thread_local std::unique_ptr<StackPool> pool_held;
+        static thread_local std::unique_ptr<Block> block_held;
+        if (!block_held) {
+            pool_held = std::make_unique<StackPool>();
+            block_held = std::make_unique<Block>();
+        }
+        StackPool& pool = *pool_held;
+        Block& b = *block_held;
         setup(b, nullptr);
         t_block = &b;
         int rc = 0;
