@@ -105,8 +105,8 @@ final class RecurrentGpu {
      * projection, a GRU (either reset form) or an Elman RNN, an F32 {@link #stateType} (the kernel keeps h and
      * W_hh in fp32: a 16-bit op's state is 16-bit, on the tensor-core step path), batch &lt;= 16, and 4 bytes x (G U x H weights +
      * B x H staged state + G U x B gates) within the per-block opt-in shared memory, with G the
-     * gates (4, 3 or 1) and U = ceil(H / multiprocessors). (An H100's LSTM: H up to 1024 at B = 16,
-     * 198,656 of 232,448 bytes.)
+     * gates (4, 3 or 1) and U = ceil(H / multiprocessors). (An H100 at B = 16, 232,448 bytes: an
+     * LSTM up to H = 1106, a GRU up to 1252, an Elman RNN up to 1866.)
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
         boolean projected = c.cell() == CellType.LSTM && c.projSize() > 0;

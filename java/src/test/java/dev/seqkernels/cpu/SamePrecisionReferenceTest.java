@@ -8,6 +8,9 @@ import dev.seqkernels.ops.Attention;
 import dev.seqkernels.ops.AttentionGradients;
 import dev.seqkernels.ops.AttentionResult;
 import dev.seqkernels.ops.Gru;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
 import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import dev.seqkernels.ops.Rnn;
@@ -92,31 +95,53 @@ class SamePrecisionReferenceTest {
 
     /**
      * An F32 op's sums of products accumulate in fp32, as the kernels and cuBLAS do: over 2048
-     * terms (an RNN's input size; attention's keys, in the softmax sum and P V) the rounding of
-     * each partial sum adds up to a relative L2 error of about 1e-6 against the exact reference,
-     * where exact sums rounded to fp32 at the documented points stay near 3e-8.
+     * terms the rounding of each partial sum adds up to a relative L2 error of about 1e-6 against
+     * the exact reference, where exact sums rounded to fp32 at the documented points stay near
+     * 4e-8; and far below F32's 1e-5 (a plain implementation that is wrong is no yardstick). Sums of
+     * 2048 terms: an RNN's input size (its forward), attention's keys (the softmax sum, P V, and
+     * the backward's dq = dS K), MHA's embedding (the projections, forward and backward: Linear).
      */
     @Test
     void f32SumsAccumulateInFp32() {
         TestData data = new TestData();
-        int in = 2048;
-        RecurrentOp exact = Rnn.builder().inputSize(in).hiddenSize(16).backend("cpu").build();
-        RecurrentOp same = Rnn.builder().inputSize(in).hiddenSize(16).backend(SAME).build();
-        Map<String, Tensor> p = data.params(DType.F32, 0.05, exact.config().parameterShapes());
-        Tensor x = data.tensor(DType.F32, 1, 2, 4, in);
+        int n = 2048;
+        RecurrentOp exactRnn = Rnn.builder().inputSize(n).hiddenSize(16).backend("cpu").build();
+        RecurrentOp sameRnn = Rnn.builder().inputSize(n).hiddenSize(16).backend(SAME).build();
+        Map<String, Tensor> p = data.params(DType.F32, 0.05, exactRnn.config().parameterShapes());
+        Tensor x = data.tensor(DType.F32, 1, 2, 4, n);
         Tensor q = data.tensor(DType.F32, 1, 1, 2, 8, 16);
-        Tensor k = data.tensor(DType.F32, 0.01, 1, 2, in, 16);
-        Tensor v = data.tensor(DType.F32, 1, 1, 2, in, 16);
+        Tensor k = data.tensor(DType.F32, 0.01, 1, 2, n, 16);
+        Tensor v = data.tensor(DType.F32, 1, 1, 2, n, 16);
+        Tensor dOut = data.tensor(DType.F32, 1, 1, 2, 8, 16);
         Attention.Inputs attn = Attention.inputs(q, k, v);
-        try (RecurrentResult a = exact.forward(p, x, null, null, null); RecurrentResult b = same.forward(p, x, null, null, null);
+        MultiHeadAttention.Builder mb = MultiHeadAttention.builder().embedDim(n).numHeads(1);
+        MultiHeadAttention exactMha = mb.backend("cpu").build();
+        MultiHeadAttention sameMha = mb.backend(SAME).build();
+        Map<String, Tensor> w = data.params(DType.F32, 0.02, exactMha.parameterShapes());
+        Tensor tokens = data.tensor(DType.F32, 1, 3, 1, n);
+        Tensor dTokens = data.tensor(DType.F32, 1, 3, 1, n);
+        MultiHeadAttention.Inputs self = MultiHeadAttention.inputs(tokens, tokens, tokens);
+        try (RecurrentResult a = exactRnn.forward(p, x, null, null, null); RecurrentResult b = sameRnn.forward(p, x, null, null, null);
              AttentionResult c = Attention.builder().backend("cpu").build().forward(attn);
-             AttentionResult d = Attention.builder().backend(SAME).build().forward(attn)) {
-            double rnn = dev.seqkernels.Compare.compare(b.output().toDoubleArray(), a.output().toDoubleArray(),
-                    dev.seqkernels.Compare.FINITE_ONLY).relL2();
-            double attention = dev.seqkernels.Compare.compare(d.out().toDoubleArray(), c.out().toDoubleArray(),
-                    dev.seqkernels.Compare.FINITE_ONLY).relL2();
-            assertTrue(rnn > 2e-7 && attention > 2e-7, "relative L2: rnn " + rnn + ", attention " + attention + "; " + data);
+             AttentionResult d = Attention.builder().backend(SAME).build().forward(attn);
+             AttentionGradients gc = Attention.builder().backend("cpu").build().backward(c, dOut);
+             AttentionGradients gd = Attention.builder().backend(SAME).build().backward(d, dOut);
+             MhaResult e = exactMha.forward(w, self); MhaResult f = sameMha.forward(w, self);
+             MhaGradients ge = exactMha.backward(w, e, dTokens, null); MhaGradients gf = sameMha.backward(w, f, dTokens, null)) {
+            Map<String, Double> errors = new java.util.LinkedHashMap<>();
+            errors.put("rnn out", relL2(b.output(), a.output()));
+            errors.put("attention out", relL2(d.out(), c.out()));
+            errors.put("attention dq", relL2(gd.dq(), gc.dq()));
+            errors.put("mha out", relL2(f.out(), e.out()));
+            errors.put("mha dquery", relL2(gf.dQuery(), ge.dQuery()));
+            for (Map.Entry<String, Double> err : errors.entrySet()) {
+                assertTrue(err.getValue() > 2e-7 && err.getValue() < 1e-5, "relative L2: " + errors + "; " + data);
+            }
         }
+    }
+
+    private static double relL2(Tensor got, Tensor exact) {
+        return dev.seqkernels.Compare.compare(got.toDoubleArray(), exact.toDoubleArray(), dev.seqkernels.Compare.FINITE_ONLY).relL2();
     }
 
     /**
