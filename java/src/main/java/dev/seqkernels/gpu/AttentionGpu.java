@@ -39,7 +39,9 @@ import java.util.Map;
  * 64; {@code _tc128} up to 128) when the storage is F16 or BF16, the device is sm_80 or newer and the probabilities are not
  * an output (multi-head attention's weights add their gradient to dP, which only v1 takes); v1's
  * {@code attn_bwd_dq} then {@code attn_bwd_dkdv} otherwise. Both pairs write delta, dq, dk and dv
- * in f32 alike; the tensor-core pair reads dout rounded to the storage type (as FlashAttention's does).
+ * in f32 alike; the tensor-core pair reads dout in the storage type (as FlashAttention's does), v1's
+ * in f32 ({@link #doutType}): the host path uploads it so and the device path gathers it so, in one
+ * pass either way.
  */
 final class AttentionGpu {
     private static final int THREADS = 128;
@@ -438,6 +440,10 @@ final class AttentionGpu {
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor delta = temp.allocate(DType.F32, g.rows());
         String kernel = backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, dprobs != null);
+        if (dout.dtype() != doutType(dt, g, dprobs != null)) {
+            throw new IllegalStateException("attention backward: dout in " + dout.dtype() + " where " + kernel + " reads "
+                    + doutType(dt, g, dprobs != null));
+        }
         if (!kernel.equals("attn_bwd")) {
             runBackwardTc(kernel.endsWith("64") ? 64 : 128, dt, sv, dout, delta, dq, dk, dv, words, temp, stream);
             return;
@@ -454,22 +460,27 @@ final class AttentionGpu {
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words));
     }
 
+    /**
+     * The dtype the backward kernels read dout in: the op's 16-bit storage type for the tensor-core
+     * pair, f32 for v1's.
+     */
+    DType doutType(DType dt, Geometry g, boolean probsOutput) {
+        String kernel = backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, probsOutput);
+        return kernel.equals("attn_bwd") ? DType.F32 : dt;
+    }
+
     /** Key rows per block of the tensor-core backward's dk/dv kernel (4 warps x 16). */
     private static final int TC_BWD_KEYS = 64;
 
     /**
-     * The tensor-core backward for head dimensions up to dmax (64 or 128): dout rounded to dt on
-     * the device (with its own strides, the out strides), then attn_bwd_dq_tcN (delta, each row's
+     * The tensor-core backward for head dimensions up to dmax (64 or 128), dout in dt (with the out
+     * strides): attn_bwd_dq_tcN (delta, each row's
      * count of +inf keys and dq; grid as the forward's, key tiles of 64 / 32) and attn_bwd_dkdv_tcN
      * (one block per 64 keys of a (b, kv head), query tiles of 32 / 16).
      */
     private void runBackwardTc(int dmax, DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
                                DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
         Geometry g = sv.g();
-        long span = DeviceTensor.spanOf(dout.shape(), dout.strides());
-        DeviceTensor dout16 = temp.keep(DeviceTensor.allocateStrided(driver, dt, dout.shape(), dout.strides()));
-        driver.launch(utilFn("cast_f32_to_" + RecurrentGpu.suffix(dt)), grid(span), Dim3.of(THREADS), 0, stream,
-                new KernelArgs().pointer(dout.pointer()).pointer(dout16.pointer()).i64(span));
         long rowBlocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
         long keyBlocks = (long) g.batch() * g.kvHeads() * ((g.kvLen() + TC_BWD_KEYS - 1) / TC_BWD_KEYS);
         if (rowBlocks > Integer.MAX_VALUE || keyBlocks > Integer.MAX_VALUE) {
@@ -483,20 +494,20 @@ final class AttentionGpu {
         DeviceTensor hotKeys = temp.allocate(DType.F32, g.rows());
         int perChunk = 16 / dt.byteSize();
         boolean kvRows = sixteenByteRows(g, sv.k(), sv.v());
-        // dout16 is read with the out strides, as the kernels index it.
+        // dout is read with the out strides, as the kernels index it.
         boolean qRows = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0 && alignedRows(g.q(), sv.q())
-                && alignedRows(g.o(), dout16);
+                && alignedRows(g.o(), dout);
         // No query row: dq and delta are empty and no key gets a gradient term (dk, dv zero); no key: dk, dv empty.
         if (rowBlocks > 0) {
             driver.launch(fn("attn_bwd_dq_tc" + dmax, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
-                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
+                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                     .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
                     .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
                     .pointer(ptr(sv.biases()[1])).struct(words).i32(kvRows ? 1 : 0));
         }
         if (keyBlocks > 0) {
             driver.launch(fn("attn_bwd_dkdv_tc" + dmax, dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
-                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout16.pointer())
+                    .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                     .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dk.pointer())
                     .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                     .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(words).i32(qRows ? 1 : 0));
@@ -540,7 +551,7 @@ final class AttentionGpu {
             DeviceTensor dq = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.headDim());
             DeviceTensor dk = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.headDim());
             DeviceTensor dv = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.valueDim());
-            runBackward(dt, sv, temp.upload(dOut, DType.F32), null, dq, dk, dv, temp, 0);
+            runBackward(dt, sv, temp.upload(dOut, doutType(dt, g, false)), null, dq, dk, dv, temp, 0);
             return new AttentionGradients(download(dq, dt), download(dk, dt), download(dv, dt));
         }
     }
@@ -591,7 +602,8 @@ final class AttentionGpu {
     }
 
     /**
-     * {@link DeviceAttention#backward}: dOut (any strides) is gathered into f32 on the device; dq, dk
+     * {@link DeviceAttention#backward}: dOut (any strides) is gathered on the device into the dtype the
+     * backward kernels read ({@link #doutType}: f32, or the 16-bit storage type for tensor cores); dq, dk
      * and dv are computed in f32 with q's, k's and v's strides (over the span those reach, zeroed
      * first) and rounded to the op's dtype on the device. All on {@code stream}; the temporaries live
      * in the gradients until they are closed.
@@ -623,15 +635,17 @@ final class AttentionGpu {
         }
         DeviceScope scope = new DeviceScope(driver);
         try {
-            DeviceTensor dout32 = scope.allocate(DType.F32, os);
+            DType doutType = doutType(dt, g, false);
+            DeviceTensor laidOut = scope.allocate(doutType, os);
             long[] ds = dOut.strides();
-            driver.launch(utilFn("gather4_to_f32_" + RecurrentGpu.suffix(dt)), grid(Tensor.numel(os)), Dim3.of(THREADS), 0, stream,
-                    new KernelArgs().pointer(dOut.pointer()).pointer(dout32.pointer()).i64(os[0]).i64(os[1]).i64(os[2])
+            String gather = (doutType == DType.F32 ? "gather4_to_f32_" : "gather4_") + RecurrentGpu.suffix(dt);
+            driver.launch(utilFn(gather), grid(Tensor.numel(os)), Dim3.of(THREADS), 0, stream,
+                    new KernelArgs().pointer(dOut.pointer()).pointer(laidOut.pointer()).i64(os[0]).i64(os[1]).i64(os[2])
                             .i64(os[3]).i64(ds[0]).i64(ds[1]).i64(ds[2]).i64(ds[3]));
             DeviceTensor dq32 = zerosLike(scope, sv.q(), stream);
             DeviceTensor dk32 = zerosLike(scope, sv.k(), stream);
             DeviceTensor dv32 = zerosLike(scope, sv.v(), stream);
-            runBackward(dt, withGeometry(sv, contiguousOut), dout32, null, dq32, dk32, dv32, scope, stream);
+            runBackward(dt, withGeometry(sv, contiguousOut), laidOut, null, dq32, dk32, dv32, scope, stream);
             return new DeviceAttentionGradients(rounded(scope, dq32, dt, stream), rounded(scope, dk32, dt, stream),
                     rounded(scope, dv32, dt, stream), scope);
         } catch (RuntimeException e) {

@@ -216,6 +216,58 @@ class DeviceAttentionTest {
         }
     }
 
+    /**
+     * The device backward gathers dout (strided: a transposed view) once, into the dtype its kernels
+     * read: BF16 itself for the tensor-core pair (no f32 copy rounded back), f32 for v1's (an F32
+     * op); each result matches the host path's.
+     */
+    @ParameterizedTest
+    @CsvSource({"BF16, gather4_bf16, gather4_to_f32_bf16", "F32, gather4_to_f32_f32, gather4_f32"})
+    void dOutIsGatheredOnceInTheTypeTheBackwardReads(DType dt, String gathered, String notGathered) {
+        TestData data = new TestData();
+        List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        });
+        Attention op = Attention.builder().backend(new GpuBackend(recorded)).build();
+        Attention host = Attention.builder().backend(GpuTargets.sharedBackend()).build();
+        try (Tensor q = data.tensor(dt, 1, 1, 2, 12, 16); Tensor k = data.tensor(dt, 1, 1, 2, 12, 16);
+             Tensor v = data.tensor(dt, 1, 1, 2, 12, 16); Tensor dOutHost = data.tensor(dt, 1, 1, 2, 12, 16)) {
+            DeviceTensor dOutRows = memory.contiguous(driver, dOutHost);
+            // The same values through a view with the last two dimensions' strides swapped in memory.
+            Tensor swapped = Tensor.allocate(dt, 1, 2, 16, 12);
+            for (int h = 0; h < 2; h++) {
+                for (int i = 0; i < 12; i++) {
+                    for (int e = 0; e < 16; e++) {
+                        swapped.set(dOutHost.get(0, h, i, e), 0, h, e, i);
+                    }
+                }
+            }
+            DeviceTensor swappedRaw = memory.contiguous(driver, swapped);
+            swapped.close();
+            DeviceTensor dOutView = DeviceTensor.wrap(recorded, swappedRaw.pointer(), dt, dOutRows.shape(), new long[]{2 * 16 * 12, 16 * 12, 1, 12});
+            DeviceAttention sdpa = DeviceAttention.of(op);
+            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(memory.contiguous(recorded, q), memory.contiguous(recorded, k),
+                    memory.contiguous(recorded, v)));
+                 AttentionResult want = host.forward(Attention.inputs(q, k, v));
+                 AttentionGradients wantGrad = host.backward(want, dOutHost)) {
+                resolved.clear();
+                try (DeviceAttentionGradients grad = sdpa.backward(got, dOutView, 0)) {
+                    driver.synchronize(0);
+                    assertTrue(resolved.contains(gathered), dt + ": " + resolved);
+                    assertFalse(resolved.contains(notGathered), dt + ": " + resolved);
+                    assertArrayEquals(wantGrad.dq().toDoubleArray(), values(grad.dq()), dt + " dq");
+                    assertArrayEquals(wantGrad.dk().toDoubleArray(), values(grad.dk()), dt + " dk");
+                    assertArrayEquals(wantGrad.dv().toDoubleArray(), values(grad.dv()), dt + " dv");
+                }
+            }
+        } finally {
+            memory.free();
+        }
+    }
+
     @Test
     void inferenceKeepsNothingForBackward() {
         TestData data = new TestData();
