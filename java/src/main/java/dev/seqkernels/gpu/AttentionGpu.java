@@ -1046,7 +1046,7 @@ final class AttentionGpu {
         DeviceTensor seen = DeviceTensor.wrap(driver, f32.pointer(), DType.F32, bl, Tensor.contiguousStrides(bl));  // read here only
         DeviceTensor source = batchFirst ? seen : seen.permute(1, 0, 2);
         if (into != null && dt == DType.F32) {
-            casts.toF32(source, into, stream);
+            casts.gather(source, into, stream);
             return into;
         }
         DeviceTensor laidOut = casts.gathered(scope, source, stream);

@@ -26,8 +26,12 @@ final class DeviceArguments {
             throw new SeqkException.TensorClosed(op + ": argument '" + name + "' " + t + " is closed");
         }
         if (t.driver() != backend.driver()) {
-            throw new SeqkException.InvalidConfig(op + ": argument '" + name + "' lives on " + t.driver().name()
-                    + ", but the op runs on " + backend.driver().name() + " (device tensors do not move between bindings)");
+            String there = t.driver().name();
+            String here = backend.driver().name();
+            throw new SeqkException.InvalidConfig(op + ": argument '" + name + "' lives on " + (there.equals(here)
+                    ? "another " + there + " driver object than the op's (a device tensor belongs to the Driver that allocated"
+                      + " or wrapped it: make it through the op's backend's driver)"
+                    : there + ", but the op runs on " + here + " (device tensors do not move between bindings)"));
         }
     }
 

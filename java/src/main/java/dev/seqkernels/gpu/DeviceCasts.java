@@ -6,8 +6,9 @@ import java.util.function.ToLongFunction;
 
 /**
  * cuda/util.cu's conversions, issued on a stream: a tensor of up to 4 dimensions in F32, F16 or
- * BF16 with any strides into contiguous F32 ({@code gather4_to_f32_*}), and contiguous F32 rounded
- * to 16 bits ({@code cast_f32_to_*}). One thread per element.
+ * BF16 with any strides into contiguous F32 ({@code gather4_to_f32_*}) or into its own type
+ * ({@code gather4_f16}, {@code gather4_bf16}), and contiguous F32 rounded to 16 bits
+ * ({@code cast_f32_to_*}). One thread per element.
  */
 final class DeviceCasts {
     private static final int THREADS = 256;
@@ -19,12 +20,15 @@ final class DeviceCasts {
         this.utilFunction = utilFunction;
     }
 
-    /** dst (contiguous F32, as many elements) = src's elements in the row-major order of its shape. */
-    void toF32(DeviceTensor src, DeviceTensor dst, long stream) {
+    /**
+     * dst (contiguous, as many elements; F32 or src's own dtype) = src's elements in the row-major
+     * order of its shape, in one pass.
+     */
+    void gather(DeviceTensor src, DeviceTensor dst, long stream) {
         long[] shape = src.shape();
         long[] strides = src.strides();
-        if (shape.length > 4 || dst.dtype() != DType.F32 || dst.numel() != src.numel()) {
-            throw new IllegalStateException("toF32: " + src + " into " + dst);
+        if (shape.length > 4 || (dst.dtype() != DType.F32 && dst.dtype() != src.dtype()) || dst.numel() != src.numel()) {
+            throw new IllegalStateException("gather: " + src + " into " + dst);
         }
         long[] n4 = {1, 1, 1, 1};
         long[] s4 = {0, 0, 0, 0};
@@ -36,7 +40,8 @@ final class DeviceCasts {
         if (n == 0) {
             return;
         }
-        driver.launch(utilFunction.applyAsLong("gather4_to_f32_" + RecurrentGpu.suffix(src.dtype())), grid(n), Dim3.of(THREADS), 0,
+        String kernel = (dst.dtype() == DType.F32 ? "gather4_to_f32_" : "gather4_") + RecurrentGpu.suffix(src.dtype());
+        driver.launch(utilFunction.applyAsLong(kernel), grid(n), Dim3.of(THREADS), 0,
                 stream, new KernelArgs().pointer(src.pointer()).pointer(dst.pointer()).i64(n4[0]).i64(n4[1]).i64(n4[2]).i64(n4[3])
                         .i64(s4[0]).i64(s4[1]).i64(s4[2]).i64(s4[3]));
     }
@@ -54,8 +59,22 @@ final class DeviceCasts {
     /** A new contiguous F32 copy of t (any stored dtype, any strides) in {@code scope}, made on the stream. */
     DeviceTensor gathered(DeviceScope scope, DeviceTensor t, long stream) {
         DeviceTensor f32 = scope.allocate(DType.F32, t.shape());
-        toF32(t, f32, stream);
+        gather(t, f32, stream);
         return f32;
+    }
+
+    /**
+     * A new contiguous copy of t (any strides) in {@code type}, in {@code scope}, made on the stream:
+     * one gather when type is F32 or t's own dtype; else (F32 values into a 16-bit type) gathered
+     * into F32 and rounded.
+     */
+    DeviceTensor laidOut(DeviceScope scope, DeviceTensor t, DType type, long stream) {
+        if (type != DType.F32 && type != t.dtype()) {
+            return rounded(scope, gathered(scope, t, stream), type, stream);
+        }
+        DeviceTensor copy = scope.allocate(type, t.shape());
+        gather(t, copy, stream);
+        return copy;
     }
 
     /**

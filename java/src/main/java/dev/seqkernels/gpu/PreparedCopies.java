@@ -73,7 +73,7 @@ final class PreparedCopies implements Backend.PreparedParams {
                     + values.driver().name() + ", the weights are on " + driver.name() + ")");
         }
         DeviceTensor master = master(name);
-        casts.toF32(values, master, stream);
+        casts.gather(values, master, stream);
         DeviceTensor copy = narrow.get(name);
         if (copy != null) {
             casts.fromF32(master, copy, stream);

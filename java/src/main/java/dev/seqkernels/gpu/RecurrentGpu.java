@@ -443,8 +443,9 @@ final class RecurrentGpu {
      * in the op's dtype and layout, contiguous: written into the caller's buffer when there is one,
      * else the output itself when it already is (time-major, the op's dtype) and nothing is kept for
      * backward, else a new tensor of the scope. Training never hands out the output itself: backward
-     * rebuilds h_prev from it, and the caller may write its result. A change of layout goes through
-     * F32 (the gather kernels write F32; exact).
+     * rebuilds h_prev from it, and the caller may write its result. A change of layout is one gather
+     * when the output is already in the op's dtype (or the op is F32); an F32 state of a 16-bit op is
+     * gathered and then rounded.
      */
     private DeviceTensor outputInOpLayout(DeviceScope scope, RecurrentConfig c, DeviceTensor output, DType dt, DeviceTensor into,
                                           boolean training, long stream) {
@@ -453,15 +454,14 @@ final class RecurrentGpu {
             if (asIs) {
                 return training ? copied(scope, output, dt, stream) : output;
             }
-            return casts.rounded(scope, casts.gathered(scope, c.batchFirst() ? output.permute(1, 0, 2) : output, stream),
-                    dt, stream);
+            return casts.laidOut(scope, c.batchFirst() ? output.permute(1, 0, 2) : output, dt, stream);
         }
         if (asIs) {
             driver.copyDeviceToDeviceAsync(into.pointer(), output.pointer(), output.byteSize(), stream);
         } else {
             DeviceTensor opLayout = c.batchFirst() ? output.permute(1, 0, 2) : output;
-            if (dt == DType.F32) {
-                casts.toF32(opLayout, into, stream);
+            if (dt == DType.F32 || dt == opLayout.dtype()) {
+                casts.gather(opLayout, into, stream);
             } else {
                 casts.fromF32(casts.gathered(scope, opLayout, stream), into, stream);
             }
@@ -472,8 +472,7 @@ final class RecurrentGpu {
     /**
      * A contiguous copy of t (the op's dtype, any strides) in {@code type} (the op's dtype or F32), in
      * {@code scope}, made on the stream: one device copy when t is contiguous and already of that
-     * type, else gathered into F32 and, for a 16-bit type, rounded back (exact: the values came from
-     * that type).
+     * type, else one gather.
      */
     private DeviceTensor copied(DeviceScope scope, DeviceTensor t, DType type, long stream) {
         if (t.dtype() == type && t.isContiguous()) {
@@ -481,7 +480,7 @@ final class RecurrentGpu {
             driver.copyDeviceToDeviceAsync(copy.pointer(), t.pointer(), t.byteSize(), stream);
             return copy;
         }
-        return casts.rounded(scope, casts.gathered(scope, t, stream), type, stream);
+        return casts.laidOut(scope, t, type, stream);
     }
 
     /** A slot's initial state [B, width] in {@code type}: a copy of its slice of {@code all} [slots, B, width] (of that type), or zeros. */

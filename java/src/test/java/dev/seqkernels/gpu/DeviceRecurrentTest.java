@@ -188,6 +188,41 @@ class DeviceRecurrentTest {
         }
     }
 
+    /**
+     * A 16-bit op with a 16-bit state changes layout in one pass in its own type: batch-first x
+     * into the time-major steps and the output back, with no f32 copy rounded back (gather4_bf16
+     * ran; neither gather4_to_f32_bf16 nor cast_f32_to_bf16 did), the host path's values.
+     */
+    @Test
+    void sixteenBitLayoutChangesAreOneGatherInTheirOwnType() {
+        TestData data = new TestData();
+        List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        });
+        RecurrentOp op = Gru.builder().inputSize(8).hiddenSize(4).batchFirst(true).backend(new GpuBackend(recorded)).build();
+        RecurrentOp host = Gru.builder().inputSize(8).hiddenSize(4).batchFirst(true).backend(GpuTargets.sharedBackend()).build();
+        Map<String, Tensor> w = data.params(DType.BF16, 0.3, op.config().parameterShapes());
+        Tensor x = data.tensor(DType.BF16, 1, 3, 5, 8);
+        try (PreparedWeights weights = op.prepare(w); RecurrentResult want = host.forward(w, x, null, null, null);
+             DeviceTensor input = DeviceTensor.of(recorded, x)) {
+            resolved.clear();
+            try (DeviceRecurrentResult got = DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights, input))) {
+                driver.synchronize(0);
+                assertTrue(resolved.contains("gather4_bf16"), resolved.toString());
+                assertFalse(resolved.contains("gather4_to_f32_bf16") || resolved.contains("cast_f32_to_bf16"), resolved.toString());
+                sameValues("output", want.output(), got.output());
+            }
+            try (DeviceTensor elsewhere = DeviceTensor.of(driver, x)) {
+                var e = assertThrows(SeqkException.InvalidConfig.class,
+                        () -> DeviceRecurrent.of(op).forward(DeviceRecurrent.inputs(weights, elsewhere)));
+                assertTrue(e.getMessage().contains("another " + driver.name() + " driver object"), e.getMessage());
+            }
+        }
+    }
+
     /** A cell on device tensors, through its one-step sequence op: the cell's host results exactly. */
     @Test
     void aCellStepThroughItsSequenceOp() {
