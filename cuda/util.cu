@@ -53,8 +53,9 @@ extern "C" __global__ void launch_probe(const float*, const float*, const float*
 SEQK_KERNEL(launch_probe);
 
 
-// Device-side dtype changes for the ops' device-resident entry points (DeviceAttention), so a
-// framework's tensors never round-trip through the host. One thread per element; memory bound.
+// Device-side dtype and layout changes for the ops' device-resident entry points (DeviceAttention,
+// DeviceRecurrent, DeviceMultiHeadAttention, prepared weights), so a framework's tensors never
+// round-trip through the host. One thread per element; memory bound.
 
 // dst[i] (contiguous [n0, n1, n2, n3]; f32, or T itself) = src at element (i0, i1, i2, i3) with
 // element strides s. One thread: one element.
@@ -97,7 +98,8 @@ SEQK_UTIL_CASTS(float, f32)
 SEQK_UTIL_CASTS(__half, f16)
 SEQK_UTIL_CASTS(__nv_bfloat16, bf16)
 
-// The same type: a strided 16-bit dout made contiguous for the tensor-core attention backward.
+// The same type: a strided 16-bit tensor made contiguous in one pass (the tensor-core attention
+// backward's dout, a recurrent op's batch-first or strided input and output).
 #define SEQK_UTIL_GATHER(T, suffix)                                                                                       \
     extern "C" __global__ void gather4_##suffix(const T* src, T* dst, long long n0, long long n1, long long n2,           \
                                                 long long n3, long long s0, long long s1, long long s2, long long s3) {   \

@@ -549,9 +549,13 @@ void hazards_begin_block(Block& b) {
 void hazards_cover(Block& b, size_t bytes) {
     size_t granules = (bytes + kGranule - 1) / kGranule;
     if (b.shadow.size() < granules) {
+        bool refused = false;
         try {
             b.shadow.resize(granules);  // entries of earlier blocks carry their serial: no clearing needed
         } catch (const std::bad_alloc&) {
+            refused = true;  // acted on after the handler: fault() switches away and never returns
+        }
+        if (refused) {
             std::string what = format("the hazard checker has no memory to shadow %zu bytes of shared memory", bytes);
             if (t_fiber != nullptr) {
                 fault(what);  // a static array handed out in kernel code

@@ -371,10 +371,11 @@ final class RecurrentGpu {
     }
 
     /**
-     * {@link DeviceRecurrent#forward}: x, h0 and c0 (the op's dtype, any strides) are gathered into
-     * F32 on the device, {@link #forwardOnStream} runs on the caller's stream with the result's
-     * scope for everything, and the outputs are rounded to the op's dtype on the device (batch
-     * first: transposed on the way). Nothing is waited for or freed unless the call fails.
+     * {@link DeviceRecurrent#forward}: x and h0 (the op's dtype, any strides) are copied contiguous
+     * into the state type (one gather, or one copy; batch first: transposed on the way) and c0
+     * gathered into F32 on the device, {@link #forwardOnStream} runs on the caller's stream with the
+     * result's scope for everything, and the outputs come back in the op's dtype and layout
+     * ({@link #outputInOpLayout}). Nothing is waited for or freed unless the call fails.
      */
     DeviceRecurrentResult forwardOnDevice(RecurrentConfig c, AutoCloseable preparedWeights, DeviceTensor x, DeviceTensor h0,
                                           DeviceTensor c0, int[] lengths, DeviceTensor into, long stream, boolean training) {

@@ -218,11 +218,11 @@ class DeviceAttentionTest {
 
     /**
      * The device backward gathers dout (strided: a transposed view) once, into the dtype its kernels
-     * read: BF16 itself for the tensor-core pair (no f32 copy rounded back), f32 for v1's (an F32
-     * op); each result matches the host path's.
+     * read: the 16-bit type itself for the tensor-core pair (no f32 copy rounded back), f32 for v1's
+     * (an F32 op); each result matches the host path's.
      */
     @ParameterizedTest
-    @CsvSource({"BF16, gather4_bf16, gather4_to_f32_bf16", "F32, gather4_to_f32_f32, gather4_f32"})
+    @CsvSource({"BF16, gather4_bf16, gather4_to_f32_bf16", "F16, gather4_f16, gather4_to_f32_f16", "F32, gather4_to_f32_f32, ''"})
     void dOutIsGatheredOnceInTheTypeTheBackwardReads(DType dt, String gathered, String notGathered) {
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
@@ -257,7 +257,7 @@ class DeviceAttentionTest {
                 try (DeviceAttentionGradients grad = sdpa.backward(got, dOutView, 0)) {
                     driver.synchronize(0);
                     assertTrue(resolved.contains(gathered), dt + ": " + resolved);
-                    assertFalse(resolved.contains(notGathered), dt + ": " + resolved);
+                    assertTrue(notGathered == null || !resolved.contains(notGathered), dt + ": " + resolved);
                     assertArrayEquals(wantGrad.dq().toDoubleArray(), values(grad.dq()), dt + " dq");
                     assertArrayEquals(wantGrad.dk().toDoubleArray(), values(grad.dk()), dt + " dk");
                     assertArrayEquals(wantGrad.dv().toDoubleArray(), values(grad.dv()), dt + " dv");
