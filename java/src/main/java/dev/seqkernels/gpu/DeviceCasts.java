@@ -69,12 +69,22 @@ final class DeviceCasts {
      * into F32 and rounded.
      */
     DeviceTensor laidOut(DeviceScope scope, DeviceTensor t, DType type, long stream) {
-        if (type != DType.F32 && type != t.dtype()) {
-            return rounded(scope, gathered(scope, t, stream), type, stream);
-        }
         DeviceTensor copy = scope.allocate(type, t.shape());
-        gather(t, copy, stream);
+        copyInto(scope, t, copy, stream);
         return copy;
+    }
+
+    /**
+     * dst (contiguous, as many elements, any of the three types) = src's elements in the row-major
+     * order of its shape, made on the stream: one gather when dst is F32 or of src's dtype; else (F32
+     * values into a 16-bit type) gathered into an F32 temporary of {@code scope} and rounded.
+     */
+    void copyInto(DeviceScope scope, DeviceTensor src, DeviceTensor dst, long stream) {
+        if (dst.dtype() == DType.F32 || dst.dtype() == src.dtype()) {
+            gather(src, dst, stream);
+        } else {
+            fromF32(gathered(scope, src, stream), dst, stream);
+        }
     }
 
     /**

@@ -460,12 +460,7 @@ final class RecurrentGpu {
         if (asIs) {
             driver.copyDeviceToDeviceAsync(into.pointer(), output.pointer(), output.byteSize(), stream);
         } else {
-            DeviceTensor opLayout = c.batchFirst() ? output.permute(1, 0, 2) : output;
-            if (dt == DType.F32 || dt == opLayout.dtype()) {
-                casts.gather(opLayout, into, stream);
-            } else {
-                casts.fromF32(casts.gathered(scope, opLayout, stream), into, stream);
-            }
+            casts.copyInto(scope, c.batchFirst() ? output.permute(1, 0, 2) : output, into, stream);
         }
         return into;
     }
