@@ -433,14 +433,17 @@ final class AttentionGpu {
                 .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1])).struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())));
     }
 
-    /** dq, dk, dv f32 (q, k, v strides) from dout f32 (out strides) and, optionally, dprobs f32 [B, Hq, Lq, Lk]. */
+    /**
+     * dq, dk, dv f32 (q, k, v strides) from dout (out strides, in {@link #doutType}'s type) and,
+     * optionally, dprobs f32 [B, Hq, Lq, Lk].
+     */
     private void runBackward(DType dt, Saved sv, DeviceTensor dout, DeviceTensor dprobs, DeviceTensor dq, DeviceTensor dk,
                              DeviceTensor dv, DeviceScope temp, long stream) {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor delta = temp.allocate(DType.F32, g.rows());
         String kernel = backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, dprobs != null);
-        DType reads = kernel.equals("attn_bwd") ? DType.F32 : dt;  // as doutType, from this call's one read of the rule
+        DType reads = doutType(dt, kernel);  // from this call's one read of the rule (kernelChoice is a test hook)
         if (dout.dtype() != reads) {
             throw new IllegalStateException("attention backward: dout in " + dout.dtype() + " where " + kernel + " reads " + reads);
         }
@@ -465,8 +468,11 @@ final class AttentionGpu {
      * pair, f32 for v1's.
      */
     DType doutType(DType dt, Geometry g, boolean probsOutput) {
-        String kernel = backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, probsOutput);
-        return kernel.equals("attn_bwd") ? DType.F32 : dt;
+        return doutType(dt, backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, probsOutput));
+    }
+
+    private static DType doutType(DType dt, String backwardKernel) {
+        return backwardKernel.equals("attn_bwd") ? DType.F32 : dt;
     }
 
     /** Key rows per block of the tensor-core backward's dk/dv kernel (4 warps x 16). */
@@ -635,13 +641,7 @@ final class AttentionGpu {
         }
         DeviceScope scope = new DeviceScope(driver);
         try {
-            DType doutType = doutType(dt, g, false);
-            DeviceTensor laidOut = scope.allocate(doutType, os);
-            long[] ds = dOut.strides();
-            String gather = (doutType == DType.F32 ? "gather4_to_f32_" : "gather4_") + RecurrentGpu.suffix(dt);
-            driver.launch(utilFn(gather), grid(Tensor.numel(os)), Dim3.of(THREADS), 0, stream,
-                    new KernelArgs().pointer(dOut.pointer()).pointer(laidOut.pointer()).i64(os[0]).i64(os[1]).i64(os[2])
-                            .i64(os[3]).i64(ds[0]).i64(ds[1]).i64(ds[2]).i64(ds[3]));
+            DeviceTensor laidOut = casts.laidOut(scope, dOut, doutType(dt, g, false), stream);
             DeviceTensor dq32 = zerosLike(scope, sv.q(), stream);
             DeviceTensor dk32 = zerosLike(scope, sv.k(), stream);
             DeviceTensor dv32 = zerosLike(scope, sv.v(), stream);
@@ -1045,16 +1045,11 @@ final class AttentionGpu {
         long[] bl = {batch, len, features};
         DeviceTensor seen = DeviceTensor.wrap(driver, f32.pointer(), DType.F32, bl, Tensor.contiguousStrides(bl));  // read here only
         DeviceTensor source = batchFirst ? seen : seen.permute(1, 0, 2);
-        if (into != null && dt == DType.F32) {
-            casts.gather(source, into, stream);
-            return into;
-        }
-        DeviceTensor laidOut = casts.gathered(scope, source, stream);
         if (into != null) {
-            casts.fromF32(laidOut, into, stream);
+            casts.copyInto(scope, source, into, stream);
             return into;
         }
-        return casts.rounded(scope, laidOut, dt, stream);
+        return casts.laidOut(scope, source, dt, stream);
     }
 
     /** Contiguous F32 parts joined end to end (rows of a packed parameter), on the stream. */
