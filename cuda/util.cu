@@ -1,4 +1,4 @@
-// Small helpers shared by the op families: deterministic column sums, row-wise bias adds, and
+// Small helpers shared by the op families: deterministic column sums and
 // the dtype changes of the device-resident entry points. One thread per output element or
 // column; memory bound; plain v1 versions.
 #include <type_traits>
@@ -29,19 +29,6 @@ __device__ void column_sum(const T* a, float* out, int rows, int cols, int lda) 
 SEQK_COLUMN_SUM(f32, float);
 SEQK_COLUMN_SUM(f16, __half);
 SEQK_COLUMN_SUM(bf16, __nv_bfloat16);
-
-
-// y[r * ldy + c] += bias[c] for r < rows, c < cols: one thread per element.
-extern "C" __global__ void add_bias_f32(float* y, const float* bias, long rows, int cols, int ldy) {
-    long i = static_cast<long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= rows * cols) {
-        return;
-    }
-    long r = i / cols;
-    int c = static_cast<int>(i % cols);
-    y[r * ldy + c] += bias[c];
-}
-SEQK_KERNEL(add_bias_f32);
 
 
 // Does nothing. BindingBench (bench/) launches it with one block of one thread to measure what a

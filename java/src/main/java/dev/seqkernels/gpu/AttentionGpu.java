@@ -19,7 +19,9 @@ import java.util.Map;
  * The GPU path of Attention and MultiHeadAttention, written once against {@link Driver}, with
  * cuda/attention.cu's kernels (code under cuda/attention/). Masks become f32 additive biases (-inf blocks) with broadcast
  * strides; multi-head attention projects with GEMMs into [B*L, E] buffers that the attention
- * kernels read and write through head strides (no transposes), all in F32.
+ * kernels read and write through head strides (no transposes), in its interior type
+ * ({@link #mhaInteriorType}): an F16 or BF16 op's 16 bits end to end (16-bit GEMM operands with
+ * fp32 accumulation, the tensor-core attention kernels), F32 for F32 ops and under V1.
  *
  * <p>Forward kernel selection: decoding shapes (Lq &lt;= 16 and Lk &gt;= 1024, any dtype, D and Dv up
  * to 256) take split-KV ({@link #splitPlan}: enough key splits for about two blocks per
@@ -97,6 +99,18 @@ final class AttentionGpu {
             case "attn_fwd_tf32x128" -> 16;
             default -> throw new IllegalArgumentException("not a tiled forward instance: " + instance);
         };
+    }
+
+    /**
+     * Multi-head attention's interior type: of the projected q, k and v, the merged attention output,
+     * the gradients entering and leaving the attention backward (dMerged; dq, dk and dv), and of
+     * every projection GEMM's operands (which accumulate in fp32). The storage type for an F16 or
+     * BF16 op under AUTO: 16 bits end to end with the tensor-core attention kernels in between, as
+     * PyTorch's 16-bit nn.MultiheadAttention runs. F32 for F32 ops, and for V1, whose interior is all F32.
+     */
+    static DType mhaInteriorType(DType storage, KernelChoice choice) {
+        boolean sixteenBit = storage == DType.F16 || storage == DType.BF16;
+        return sixteenBit && choice == KernelChoice.AUTO ? storage : DType.F32;
     }
 
     /** The forward kernel's name (without the dtype suffix): the selection rule in the class comment. */
@@ -675,34 +689,34 @@ final class AttentionGpu {
 
     // ------------------------------------------------------------------ multi-head attention
 
-    /** Projection weights in F32 on the device, split per role (biases null without bias). */
+    /** Projection weights on the device in the interior type, split per role (biases null without bias). */
     private record Weights(DeviceTensor wq, DeviceTensor wk, DeviceTensor wv, DeviceTensor bq, DeviceTensor bk,
                            DeviceTensor bv, DeviceTensor wo, DeviceTensor bo) {
     }
 
     /**
-     * The projection parameters as F32 device tensors, each converted in bulk and uploaded once
-     * (no per-element work): the packed in_proj_weight [E + 2 kv, E] (and in_proj_bias) is uploaded
-     * whole, its q, k and v rows are views, and {@code stack} gets the whole of both for
-     * self-attention's single GEMM (null with separate q, k and v weights, which self-attention
-     * never has: they exist only when kdim or vdim differs from E).
+     * The projection parameters as device tensors of {@code type} (the interior type), each
+     * converted in bulk and uploaded once (no per-element work): the packed in_proj_weight
+     * [E + 2 kv, E] (and in_proj_bias) is uploaded whole, its q, k and v rows are views, and
+     * {@code stack} gets the whole of both for self-attention's single GEMM (null with separate q, k
+     * and v weights, which self-attention never has: they exist only when kdim or vdim differs from E).
      */
-    private static Weights weights(DeviceScope s, Map<String, Tensor> p, int e, int kv, DeviceTensor[] stack) {
+    private static Weights weights(DeviceScope s, Map<String, Tensor> p, int e, int kv, DeviceTensor[] stack, DType type) {
         DeviceTensor[] w;
         if (p.containsKey("in_proj_weight")) {
-            stack[0] = s.upload(p.get("in_proj_weight"), DType.F32);
+            stack[0] = s.upload(p.get("in_proj_weight"), type);
             w = qkvRows(stack[0], e, kv);
         } else {
-            w = new DeviceTensor[]{s.upload(p.get("q_proj_weight"), DType.F32), s.upload(p.get("k_proj_weight"), DType.F32),
-                    s.upload(p.get("v_proj_weight"), DType.F32)};
+            w = new DeviceTensor[]{s.upload(p.get("q_proj_weight"), type), s.upload(p.get("k_proj_weight"), type),
+                    s.upload(p.get("v_proj_weight"), type)};
         }
         DeviceTensor[] b = {null, null, null};
         if (p.containsKey("in_proj_bias")) {
-            stack[1] = s.upload(p.get("in_proj_bias"), DType.F32);
+            stack[1] = s.upload(p.get("in_proj_bias"), type);
             b = qkvRows(stack[1], e, kv);
         }
-        DeviceTensor bo = p.containsKey("out_proj.bias") ? s.upload(p.get("out_proj.bias"), DType.F32) : null;
-        return new Weights(w[0], w[1], w[2], b[0], b[1], b[2], s.upload(p.get("out_proj.weight"), DType.F32), bo);
+        DeviceTensor bo = p.containsKey("out_proj.bias") ? s.upload(p.get("out_proj.bias"), type) : null;
+        return new Weights(w[0], w[1], w[2], b[0], b[1], b[2], s.upload(p.get("out_proj.weight"), type), bo);
     }
 
     /** The q, k and v rows (E, kv, kv of them) of a packed in-projection weight or bias, as views. */
@@ -710,31 +724,33 @@ final class AttentionGpu {
         return new DeviceTensor[]{packed.narrow(0, 0, e), packed.narrow(0, e, kv), packed.narrow(0, (long) e + kv, kv)};
     }
 
-    /** y [rows, out] f32 = x [rows, in] W^T (+ bias), TF32 products when {@code tf32}. */
+    /**
+     * y [rows, out] in {@code type} (F32, or x's 16-bit type) = x [rows, in] W^T (+ bias): operands
+     * in x's type (W and the bias too), fp32 accumulation, TF32 products when {@code tf32}. The bias
+     * is broadcast into y first and the GEMM adds it to its fp32 sum (beta 1), so y is rounded once.
+     */
     private DeviceTensor project(DeviceScope s, DeviceTensor x, DeviceTensor w, DeviceTensor bias, int rows, int in, int out,
-                                 boolean tf32, long stream) {
-        DeviceTensor y = s.allocate(DType.F32, rows, out);
-        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, 0f, DType.F32, DType.F32, stream, tf32);
-        if (bias != null) {
-            driver.launch(utilFn("add_bias_f32"), grid((long) rows * out), Dim3.of(THREADS), 0, stream, new KernelArgs()
-                    .pointer(y.pointer()).pointer(bias.pointer()).i64(rows).i32(out).i32(out));
+                                 DType type, boolean tf32, long stream) {
+        DeviceTensor y = s.allocate(type, rows, out);
+        if (bias != null) {  // read here only: the bias's row seen rows times
+            casts.gather(DeviceTensor.wrap(driver, bias.pointer(), bias.dtype(), new long[]{rows, out}, new long[]{0, 1}), y, stream);
         }
+        Linear.forward(driver, x.pointer(), in, w.pointer(), in, y.pointer(), out, rows, in, out, bias == null ? 0f : 1f, x.dtype(),
+                type, stream, tf32);
         return y;
     }
 
-
-
-    /** Column sums of the first {@code cols} columns of a [rows, lda] buffer (or view). */
+    /** Column sums (fp32) of the first {@code cols} columns of a [rows, lda] buffer (or view) of any of the three types. */
     private DeviceTensor columnSum(DeviceScope s, DeviceTensor a, int rows, int cols, int lda, long stream) {
         DeviceTensor out = s.allocate(DType.F32, cols);
-        driver.launch(utilFn("column_sum_f32"), grid(cols), Dim3.of(THREADS), 0, stream, new KernelArgs()
+        driver.launch(utilFn("column_sum_" + RecurrentGpu.suffix(a.dtype())), grid(cols), Dim3.of(THREADS), 0, stream, new KernelArgs()
                 .pointer(a.pointer()).pointer(out.pointer()).i32(rows).i32(cols).i32(lda));
         return out;
     }
 
-    /** An input [L, B, F] or batch-first [B, L, F] as a batch-major [B*L, F] f32 device buffer. */
-    private static DeviceTensor batchMajor(DeviceScope s, Tensor t, boolean batchFirst) {
-        return s.upload(batchFirst ? t : t.permute(1, 0, 2), DType.F32);
+    /** An input [L, B, F] or batch-first [B, L, F] as a batch-major [B*L, F] device buffer of {@code type}. */
+    private static DeviceTensor batchMajor(DeviceScope s, Tensor t, boolean batchFirst, DType type) {
+        return s.upload(batchFirst ? t : t.permute(1, 0, 2), type);
     }
 
     /** A batch-major [B, L, F] f32 device buffer as a host tensor in the op's layout and dtype. */
@@ -745,9 +761,14 @@ final class AttentionGpu {
         }
     }
 
-    /** {@code packedWidth}: E + 2 kv when q, k and v came from one GEMM (self-attention), else 0. */
-    record MhaSaved(List<Object> config, PreparedCopies prepared, DeviceScope scope, Saved attention, Weights w, DeviceTensor query,
-                    DeviceTensor key, DeviceTensor value, DeviceTensor merged, int packedWidth) implements AutoCloseable {
+    /**
+     * {@code interior}: {@link #mhaInteriorType}, the type of query, key, value (batch-major), the
+     * weights, the attention's q, k, v and merged; {@code packedWidth}: E + 2 kv when q, k and v came
+     * from one GEMM (self-attention), else 0.
+     */
+    record MhaSaved(List<Object> config, PreparedCopies prepared, DeviceScope scope, DType interior, Saved attention, Weights w,
+                    DeviceTensor query, DeviceTensor key, DeviceTensor value, DeviceTensor merged, int packedWidth)
+            implements AutoCloseable {
         @Override
         public void close() {
             scope.close();
@@ -756,8 +777,9 @@ final class AttentionGpu {
 
     /**
      * Multi-head attention's projections prepared on this driver: an F32 copy of each parameter, by
-     * name (a packed in-projection's q, k and v rows are views of its copy, so an update of the packed
-     * parameter reaches them); closing frees them.
+     * name, and for an F16 or BF16 op one in that type too (the 16-bit interior's operands; F32 for
+     * V1); a packed in-projection's q, k and v rows are views of its copies, so an update of the
+     * packed parameter reaches them. Closing frees them.
      */
     PreparedCopies prepareMha(MultiHeadAttention op, Map<String, Tensor> params, DType dt) {
         RecurrentGpu.suffix(dt);
@@ -765,6 +787,9 @@ final class AttentionGpu {
         try {
             for (var e : params.entrySet()) {
                 copies.putF32(e.getKey(), e.getValue());
+                if (dt == DType.F16 || dt == DType.BF16) {
+                    copies.putNarrow(e.getKey(), e.getValue(), dt);
+                }
             }
             return copies;
         } catch (RuntimeException e) {
@@ -773,17 +798,17 @@ final class AttentionGpu {
         }
     }
 
-    /** The projections' weights as views of prepared copies (no copy of their own). */
-    private Weights weights(PreparedCopies p, int e, int kv) {
+    /** The projections' weights in {@code type} as views of prepared copies (no copy of their own). */
+    private Weights weights(PreparedCopies p, int e, int kv, DType type) {
         DeviceTensor[] w;
-        if (p.get("in_proj_weight", DType.F32) != null) {
-            w = qkvRows(p.get("in_proj_weight", DType.F32), e, kv);
+        if (p.get("in_proj_weight", type) != null) {
+            w = qkvRows(p.get("in_proj_weight", type), e, kv);
         } else {
-            w = new DeviceTensor[]{p.get("q_proj_weight", DType.F32), p.get("k_proj_weight", DType.F32), p.get("v_proj_weight", DType.F32)};
+            w = new DeviceTensor[]{p.get("q_proj_weight", type), p.get("k_proj_weight", type), p.get("v_proj_weight", type)};
         }
-        DeviceTensor packedBias = p.get("in_proj_bias", DType.F32);
+        DeviceTensor packedBias = p.get("in_proj_bias", type);
         DeviceTensor[] b = packedBias != null ? qkvRows(packedBias, e, kv) : new DeviceTensor[]{null, null, null};
-        return new Weights(w[0], w[1], w[2], b[0], b[1], b[2], p.get("out_proj.weight", DType.F32), p.get("out_proj.bias", DType.F32));
+        return new Weights(w[0], w[1], w[2], b[0], b[1], b[2], p.get("out_proj.weight", type), p.get("out_proj.bias", type));
     }
 
     MhaResult mhaForward(MultiHeadAttention op, Map<String, Tensor> params, AutoCloseable preparedWeights, MultiHeadAttention.Inputs in) {
@@ -794,11 +819,12 @@ final class AttentionGpu {
         MultiHeadAttention.Sizes sz = op.sizes(in);
         // Self-attention (one tensor as query, key and value): q, k and v from one GEMM into [B*L, E + 2 kv].
         boolean packed = in.query() == in.key() && in.key() == in.value();
+        DType interior = mhaInteriorType(dt, kernelChoice);
         DeviceScope scope = new DeviceScope(driver);
         try (DeviceScope temp = new DeviceScope(driver)) {
-            DeviceTensor query = batchMajor(scope, in.query(), bf);
-            DeviceTensor key = packed ? query : batchMajor(scope, in.key(), bf);
-            DeviceTensor value = packed ? query : batchMajor(scope, in.value(), bf);
+            DeviceTensor query = batchMajor(scope, in.query(), bf, interior);
+            DeviceTensor key = packed ? query : batchMajor(scope, in.key(), bf, interior);
+            DeviceTensor value = packed ? query : batchMajor(scope, in.value(), bf, interior);
             MhaCore core = mhaOnStream(op, params, prepared, sz, query, key, value, packed, in.keyPaddingMask(), in.attnMask(), scope,
                     temp, Upload.AT_ONCE, 0);
             Tensor weights = op.needWeights() ? headAveragedWeights(core.saved().attention(), temp, dt) : null;
@@ -822,9 +848,10 @@ final class AttentionGpu {
 
     /**
      * Multi-head attention on the device, every GEMM, copy and launch on {@code stream}: query, key
-     * and value [B*L, F] (F32, batch-major; one tensor when {@code packed}) projected, attended per
-     * head through strides, merged and projected out. What backward needs goes into {@code scope},
-     * the rest into {@code temp}; the masks go up through {@code upload}.
+     * and value [B*L, F] (batch-major, in the interior type {@link #mhaInteriorType}, which their
+     * dtype is; one tensor when {@code packed}) projected, attended per head through strides, merged
+     * and projected out into F32. What backward needs goes into {@code scope}, the rest into
+     * {@code temp}; the masks go up through {@code upload}.
      */
     private MhaCore mhaOnStream(MultiHeadAttention op, Map<String, Tensor> params, PreparedCopies prepared, MultiHeadAttention.Sizes sz,
                                 DeviceTensor query, DeviceTensor key, DeviceTensor value, boolean packed, Mask keyPaddingMask,
@@ -839,12 +866,13 @@ final class AttentionGpu {
         int heads = op.numHeads();
         int kv = op.kvWidth();
         Geometry.requireHeadDims(hd, hd);
-        boolean tf32 = op.allowTf32();
+        DType interior = query.dtype();
+        boolean tf32 = op.allowTf32() && interior == DType.F32;
         int width = packed ? e + 2 * kv : 0;
         DeviceTensor[] stack = prepared != null
-                ? new DeviceTensor[]{prepared.get("in_proj_weight", DType.F32), prepared.get("in_proj_bias", DType.F32)}
+                ? new DeviceTensor[]{prepared.get("in_proj_weight", interior), prepared.get("in_proj_bias", interior)}
                 : new DeviceTensor[2];
-        Weights w = prepared != null ? weights(prepared, e, kv) : weights(scope, params, e, kv, stack);
+        Weights w = prepared != null ? weights(prepared, e, kv, interior) : weights(scope, params, e, kv, stack, interior);
         if (packed && stack[0] == null) {
             throw new IllegalStateException("self-attention with separate q, k and v weights: kdim and vdim are E here");
         }
@@ -855,16 +883,16 @@ final class AttentionGpu {
         long[] qStrides;
         long[] kvStrides;
         if (packed) {
-            DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width, tf32, stream);
+            DeviceTensor qkv = project(scope, query, stack[0], stack[1], batch * lq, e, width, interior, tf32, stream);
             q = qkv.narrow(1, 0, e);
             k = qkv.narrow(1, e, kv);
             v = qkv.narrow(1, (long) e + kv, kv);
             qStrides = new long[]{(long) lq * width, hd, width, 1};
             kvStrides = new long[]{(long) lk * width, hd, width, 1};
         } else {
-            q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e, tf32, stream);
-            k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv, tf32, stream);
-            v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv, tf32, stream);
+            q = project(scope, query, w.wq(), w.bq(), batch * lq, e, e, interior, tf32, stream);
+            k = project(scope, key, w.wk(), w.bk(), batch * lk, op.kdim(), kv, interior, tf32, stream);
+            v = project(scope, value, w.wv(), w.bv(), batch * lk, op.vdim(), kv, interior, tf32, stream);
             qStrides = new long[]{(long) lq * e, hd, e, 1};
             kvStrides = new long[]{(long) lk * kv, hd, kv, 1};
         }
@@ -876,17 +904,17 @@ final class AttentionGpu {
                         ? new long[]{0, 0, lk, 1} : new long[]{(long) heads * lq * lk, (long) lq * lk, lk, 1}, upload)};
         Saved sv = new Saved(scope, g, q, k, v, scope.allocate(DType.F32, batch, heads, lq), null, null, biases,
                 causalCode(op.causal()), 1.0 / Math.sqrt(hd));
-        DeviceTensor merged = scope.allocate(DType.F32, (long) batch * lq, e);
-        runForward(DType.F32, sv, merged, temp, tf32, stream);
-        DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, tf32, stream);
-        return new MhaCore(out, new MhaSaved(mhaConfig(op), prepared, scope, sv, w, query, key, value, merged, width));
+        DeviceTensor merged = scope.allocate(interior, (long) batch * lq, e);
+        runForward(interior, sv, merged, temp, tf32, stream);
+        DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, DType.F32, tf32, stream);
+        return new MhaCore(out, new MhaSaved(mhaConfig(op), prepared, scope, interior, sv, w, query, key, value, merged, width));
     }
 
     /** The attention weights averaged over heads [B, q_len, kv_len] in dt, on the host (the host path's needWeights). */
     private Tensor headAveragedWeights(Saved sv, DeviceScope temp, DType dt) {
         Geometry g = sv.g();
         DeviceTensor probs = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.kvLen());
-        driver.launch(fn("attn_probs", DType.F32), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
+        driver.launch(fn("attn_probs", sv.q().dtype()), grid(g.rows()), Dim3.of(THREADS), 0, 0, new KernelArgs()
                 .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.lse().pointer()).pointer(probs.pointer())
                 .pointer(0).pointer(0).pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))
                 .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())));
@@ -936,7 +964,7 @@ final class AttentionGpu {
                 }
                 dProbs = s.uploadAndClose(Tensor.of(DType.F32, expanded, batch, heads, lq, lk));
             }
-            MhaGrads d = mhaBackwardOnStream(op, ms, batchMajor(s, dOut, bf), dProbs, s, 0);
+            MhaGrads d = mhaBackwardOnStream(op, ms, batchMajor(s, dOut, bf, ms.interior()), dProbs, s, 0);
             int[] widths = {op.embedDim(), op.kdim(), op.vdim()};
             int[] lens = {lq, lk, lk};
             Tensor[] dIn = new Tensor[3];
@@ -952,7 +980,7 @@ final class AttentionGpu {
 
     /**
      * {@link DeviceMultiHeadAttention#forward}: query, key and value (the op's dtype and layout, any
-     * strides) are gathered into F32 batch-major on the device, {@link #mhaOnStream} runs on the
+     * strides) are gathered batch-major into the interior type on the device (one pass), {@link #mhaOnStream} runs on the
      * caller's stream with the result's scope for everything, and the output is put back in the op's
      * layout and rounded to its dtype on the device. Nothing is waited for or freed unless the call fails.
      */
@@ -970,12 +998,13 @@ final class AttentionGpu {
         long[] ks = key.shape();
         MultiHeadAttention.Sizes sz = new MultiHeadAttention.Sizes((int) qs[bf ? 0 : 1], (int) qs[bf ? 1 : 0], (int) ks[bf ? 1 : 0]);
         boolean packed = query == key && key == value;
+        DType interior = mhaInteriorType(dt, kernelChoice);
         DeviceScope scope = new DeviceScope(driver);
         try {
-            DeviceTensor q32 = batchMajor(scope, query, bf, stream);
-            DeviceTensor k32 = packed ? q32 : batchMajor(scope, key, bf, stream);
-            DeviceTensor v32 = packed ? q32 : batchMajor(scope, value, bf, stream);
-            MhaCore core = mhaOnStream(op, Map.of(), prepared, sz, q32, k32, v32, packed, keyPaddingMask, attnMask, scope, scope,
+            DeviceTensor q = batchMajor(scope, query, bf, interior, stream);
+            DeviceTensor k = packed ? q : batchMajor(scope, key, bf, interior, stream);
+            DeviceTensor v = packed ? q : batchMajor(scope, value, bf, interior, stream);
+            MhaCore core = mhaOnStream(op, Map.of(), prepared, sz, q, k, v, packed, keyPaddingMask, attnMask, scope, scope,
                     Upload.onStream(stream), stream);
             DeviceTensor out = opLayout(scope, core.out(), sz.batch(), sz.qLen(), op.embedDim(), bf, dt, into, stream);
             return new DeviceMhaResult(out, training ? core.saved() : scope);
@@ -1002,7 +1031,7 @@ final class AttentionGpu {
         boolean bf = op.batchFirst();
         DeviceScope scope = new DeviceScope(driver);
         try {
-            MhaGrads d = mhaBackwardOnStream(op, ms, batchMajor(scope, dOut, bf, stream), null, scope, stream);
+            MhaGrads d = mhaBackwardOnStream(op, ms, batchMajor(scope, dOut, bf, ms.interior(), stream), null, scope, stream);
             int[] widths = {op.embedDim(), op.kdim(), op.vdim()};
             int[] lens = {g.qLen(), g.kvLen(), g.kvLen()};
             DeviceTensor[] dIn = new DeviceTensor[3];
@@ -1030,9 +1059,12 @@ final class AttentionGpu {
         }
     }
 
-    /** A device tensor in the op's layout ([L, B, F], batch first [B, L, F], any strides) as a batch-major F32 [B, L, F] copy, on the stream. */
-    private DeviceTensor batchMajor(DeviceScope scope, DeviceTensor t, boolean batchFirst, long stream) {
-        return casts.gathered(scope, batchFirst ? t : t.permute(1, 0, 2), stream);
+    /**
+     * A device tensor in the op's layout ([L, B, F], batch first [B, L, F], any strides) as a
+     * batch-major [B, L, F] copy in {@code type} (F32 or its own), one gather on the stream.
+     */
+    private DeviceTensor batchMajor(DeviceScope scope, DeviceTensor t, boolean batchFirst, DType type, long stream) {
+        return casts.laidOut(scope, batchFirst ? t : t.permute(1, 0, 2), type, stream);
     }
 
     /**
@@ -1115,40 +1147,47 @@ final class AttentionGpu {
 
     /**
      * Multi-head attention's backward on the device, every GEMM and launch on {@code stream}: dy the
-     * output's gradient [B*q_len, E] (F32, batch-major), dProbs the head-expanded gradient of the
-     * attention weights or null. Everything goes into {@code s}.
+     * output's gradient [B*q_len, E] (batch-major, in the forward's interior type), dProbs the
+     * head-expanded gradient of the attention weights (f32) or null. In a 16-bit interior, dMerged
+     * (dy Wo) is written in 16 bits and the attention's f32 dq, dk and dv are rounded once to 16 bits
+     * before their projections' GEMMs, as the forward rounds q, k, v and merged. The weight, bias and
+     * input gradients are f32. Everything goes into {@code s}.
      */
     private MhaGrads mhaBackwardOnStream(MultiHeadAttention op, MhaSaved ms, DeviceTensor dy, DeviceTensor dProbs, DeviceScope s,
                                          long stream) {
         Saved sv = ms.attention();
         Geometry g = sv.g();
         Weights w = ms.w();
+        DType interior = ms.interior();
         int batch = g.batch();
         int lq = g.qLen();
         int lk = g.kvLen();
         int e = op.embedDim();
         int kv = op.kvWidth();
-        boolean tf32 = op.allowTf32();
+        boolean tf32 = op.allowTf32() && interior == DType.F32;
         DeviceTensor dWo = s.allocate(DType.F32, e, e);
-        Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, DType.F32, tf32, stream);
-        DeviceTensor dMerged = s.allocate(DType.F32, (long) batch * lq, e);
-        Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, DType.F32, tf32, stream);
-        int width = ms.packedWidth();
-        DeviceTensor dq;
-        DeviceTensor dk;
-        DeviceTensor dv;
-        if (width > 0) {  // the gradients land in q, k and v's strides: one [B*L, E + 2 kv] buffer
-            DeviceTensor dqkv = s.allocate(DType.F32, (long) batch * lq, width);
-            dq = dqkv.narrow(1, 0, e);
-            dk = dqkv.narrow(1, e, kv);
-            dv = dqkv.narrow(1, (long) e + kv, kv);
-        } else {
-            dq = s.allocate(DType.F32, (long) batch * lq, e);
-            dk = s.allocate(DType.F32, (long) batch * lk, kv);
-            dv = s.allocate(DType.F32, (long) batch * lk, kv);
+        Linear.weightGrad(driver, dy.pointer(), e, ms.merged().pointer(), e, dWo.pointer(), e, batch * lq, e, e, 0f, interior, tf32, stream);
+        DeviceTensor dMerged = s.allocate(interior, (long) batch * lq, e);
+        Linear.inputGrad(driver, dy.pointer(), e, w.wo().pointer(), e, dMerged.pointer(), e, batch * lq, e, e, 0f, interior, interior,
+                tf32, stream);
+        if (doutType(interior, g, dProbs != null) != interior) {  // v1's backward reads dout in f32: widened exactly
+            dMerged = casts.gathered(s, dMerged, stream);
         }
-        runBackward(DType.F32, sv, dMerged, dProbs, dq, dk, dv, s, stream);
-        DeviceTensor[] dProj = {dq, dk, dv};
+        int width = ms.packedWidth();
+        long[][] shapes = width > 0 ? new long[][]{{(long) batch * lq, width}}
+                : new long[][]{{(long) batch * lq, e}, {(long) batch * lk, kv}, {(long) batch * lk, kv}};
+        DeviceTensor[] grads32 = new DeviceTensor[shapes.length];
+        for (int i = 0; i < shapes.length; i++) {
+            grads32[i] = s.allocate(DType.F32, shapes[i]);
+        }
+        DeviceTensor[] dProj32 = qkvParts(grads32, e, kv);
+        runBackward(interior, sv, dMerged, dProbs, dProj32[0], dProj32[1], dProj32[2], s, stream);
+        // The projections read dq, dk and dv in the interior type: the packed buffer (or each) rounded once.
+        DeviceTensor[] grads = new DeviceTensor[shapes.length];
+        for (int i = 0; i < shapes.length; i++) {
+            grads[i] = casts.rounded(s, grads32[i], interior, stream);
+        }
+        DeviceTensor[] dProj = qkvParts(grads, e, kv);
         DeviceTensor[] inputs = {ms.query(), ms.key(), ms.value()};
         DeviceTensor[] ws = {w.wq(), w.wk(), w.wv()};
         int[] widths = {e, op.kdim(), op.vdim()};
@@ -1162,13 +1201,25 @@ final class AttentionGpu {
             int ld = width > 0 ? width : outs[r];
             dW[r] = s.allocate(DType.F32, outs[r], widths[r]);
             Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dW[r].pointer(), widths[r],
-                    rows, widths[r], outs[r], 0f, DType.F32, tf32, stream);
+                    rows, widths[r], outs[r], 0f, interior, tf32, stream);
             dB[r] = columnSum(s, dProj[r], rows, outs[r], ld, stream);
             dIn[r] = s.allocate(DType.F32, rows, widths[r]);
             Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dIn[r].pointer(), widths[r],
-                    rows, widths[r], outs[r], 0f, DType.F32, tf32, stream);
+                    rows, widths[r], outs[r], 0f, interior, DType.F32, tf32, stream);
         }
         return new MhaGrads(dIn, dW, dB, dWo, columnSum(s, dy, batch * lq, e, e, stream));
+    }
+
+    /**
+     * dq, dk and dv as views: of one [B*L, E + 2 kv] buffer (self-attention's packed projection:
+     * the gradients land in q's, k's and v's strides), or the three buffers themselves.
+     */
+    private static DeviceTensor[] qkvParts(DeviceTensor[] buffers, int e, int kv) {
+        if (buffers.length == 3) {
+            return buffers;
+        }
+        DeviceTensor packed = buffers[0];
+        return new DeviceTensor[]{packed.narrow(1, 0, e), packed.narrow(1, e, kv), packed.narrow(1, (long) e + kv, kv)};
     }
 
     private SeqkException foreign() {

@@ -37,12 +37,13 @@ final class Linear {
     }
 
     /**
-     * dX [rows, in] (row stride lddx, F32) = dY [rows, out] W [out, in] (both {@code input}): the
-     * input gradient of forward(), on {@code stream}; TF32 products when {@code tf32}.
+     * dX [rows, in] (row stride lddx, {@code output}: F32, or the input type, rounded once) = dY [rows, out]
+     * W [out, in] (both {@code input}): the input gradient of forward(), on {@code stream}; TF32 products
+     * when {@code tf32}.
      */
     static void inputGrad(Driver d, long dy, int lddy, long w, int ldw, long dx, int lddx, int rows, int in, int out,
-                          float beta, dev.seqkernels.DType input, boolean tf32, long stream) {
+                          float beta, dev.seqkernels.DType input, dev.seqkernels.DType output, boolean tf32, long stream) {
         d.gemm(new Gemm(false, false, in, rows, out, 1f, w, ldw, 0, dy, lddy, 0, beta, dx, lddx, 0, 1,
-                input, dev.seqkernels.DType.F32, tf32), stream);
+                input, output, tf32), stream);
     }
 }

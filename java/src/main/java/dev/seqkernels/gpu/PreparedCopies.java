@@ -11,8 +11,8 @@ import java.util.function.ToLongFunction;
 
 /**
  * A GPU backend's copies of an op's parameters: an F32 copy of each, by parameter name, and for
- * some a copy in a 16-bit dtype (W_ih, W_hh and W_hr of a 16-bit recurrent op, whose GEMMs
- * multiply 16-bit operands on tensor cores). Both are exact conversions of the op-dtype values, so an
+ * some a copy in a 16-bit dtype (W_ih, W_hh and W_hr of a 16-bit recurrent op, every parameter of
+ * a 16-bit multi-head attention: their GEMMs multiply 16-bit operands on tensor cores). Both are exact conversions of the op-dtype values, so an
  * update writes the F32 copy from the values and derives the 16-bit one from it. Closing frees them.
  */
 final class PreparedCopies implements Backend.PreparedParams {

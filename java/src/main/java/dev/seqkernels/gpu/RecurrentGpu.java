@@ -859,7 +859,7 @@ final class RecurrentGpu {
                                 if (whr != null) {
                                     // dm [B, H] = dh_total [B, P] W_hr [P, H], dh_total read as step_grad_in stored it in dh_all
                                     Linear.inputGrad(driver, dhAll.select(0, (long) t * batch).pointer(), p, whr.pointer(), h, dm.pointer(), h,
-                                            batch, h, p, 0f, state, tf32(c, dt), stream);
+                                            batch, h, p, 0f, state, DType.F32, tf32(c, dt), stream);
                                 }
                                 driver.launch(kernel("lstm_step_bwd" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                         .pointer(ptr(tr.raw())).pointer(saved.c0() == null ? 0L : saved.c0().select(0, slot).pointer())
@@ -889,7 +889,7 @@ final class RecurrentGpu {
                                     // d_rh [B, H] = dah_n(t) [B, H] (row stride 3H) W_hn [H, H].
                                     long dahN = dah.select(0, (long) t * batch).narrow(0, 2L * h, h).pointer();
                                     Linear.inputGrad(driver, dahN, gh, whh.narrow(0, 2L * h, h).pointer(), h, dRh.pointer(), h,
-                                            batch, h, h, 0f, state, tf32(c, dt), stream);
+                                            batch, h, h, 0f, state, DType.F32, tf32(c, dt), stream);
                                     driver.launch(kernel("gru_step_bwd_reset" + stateSuffix), cellGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                             .pointer(ptr(tr.raw())).pointer(hPrev.pointer()).pointer(dRh.pointer())
                                             .pointer(dax.pointer()).pointer(dah.pointer()).pointer(direct.pointer())
@@ -901,7 +901,7 @@ final class RecurrentGpu {
                         }
                         // dh_prev [B, P] = dah(t) [B, hRows] (row stride G*H) W_hh[0:hRows] [hRows, P].
                         Linear.inputGrad(driver, dah.select(0, (long) t * batch).pointer(), gh, whh.pointer(), p,
-                                gemmOut.pointer(), p, batch, p, hRows, 0f, state, tf32(c, dt), stream);
+                                gemmOut.pointer(), p, batch, p, hRows, 0f, state, DType.F32, tf32(c, dt), stream);
                         driver.launch(fn32("step_grad_out"), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(gemmOut.pointer()).pointer(ptr(direct)).pointer(dhState.pointer())
                                 .pointer(saved.lengths().pointer()).i32(t).i32(batch).i32(p));
@@ -938,7 +938,7 @@ final class RecurrentGpu {
                     }
                     // dX [R, in] (+)= dax [R, G*H] W_ih [G*H, in], summed over directions.
                     Linear.inputGrad(driver, dax.pointer(), gh, wih.pointer(), in, dX.pointer(), in, rows, in, gh, d == 0 ? 0f : 1f, state,
-                            tf32(c, dt), stream);
+                            DType.F32, tf32(c, dt), stream);
                 }
                 dLayerOut = dX;
             }

@@ -74,6 +74,16 @@ public final class GpuTargets {
         }
     }
 
+    /**
+     * Skips the calling test, visibly, on a device whose kernel choice never picks a 16-bit or TF32
+     * tensor-core kernel (before sm_80: no mma.sync of those shapes), naming what it tests.
+     */
+    public static void assumeTensorCores(String what) {
+        DeviceProperties p = driver().properties();
+        Assumptions.assumeTrue(p.computeMajor() >= 8, () -> "skipped: " + what + " runs on tensor-core kernels (sm_80+), which"
+                + " the kernel choice never picks on this device (" + p.name() + ", sm_" + p.computeMajor() + p.computeMinor() + ")");
+    }
+
     /** Whether the driver under test is a real GPU (not the emulator, not the stand-in). */
     public static boolean realGpu() {
         return !driver().properties().simulated();
