@@ -60,6 +60,7 @@ class TensorCoreBackwardTest {
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
     void tensorCoreBackwardMeetsTheTwoTimesRuleAsV1Does(DType dtype) {
+        GpuTargets.assumeTensorCores("the tensor-core backward");
         TestData data = new TestData();
         backwardCase(data, dtype, 2, 2, 1, 80, 200, 64, 64, CausalAlignment.BOTTOM_RIGHT, new int[]{200, 77}, new int[]{80, 70}, false);
         backwardCase(data, dtype, 1, 2, 2, 70, 130, 64, 48, CausalAlignment.NONE, null, null, true);

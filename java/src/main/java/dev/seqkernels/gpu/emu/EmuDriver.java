@@ -41,6 +41,17 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  */
 public final class EmuDriver implements Driver {
     private static final String RESOURCE = "/dev/seqkernels/native/linux-x86_64/libseqk_emu.so";
+    /**
+     * The GPU the emulator reports, read once: {@code sm_90} (the default: an H100's limits) or
+     * {@code sm_75} (a T4's: compute capability 7.5, so no kernel choice picks a 16-bit or TF32
+     * tensor-core kernel; 64 KB of shared memory per block and per multiprocessor, so a launch asking
+     * more is refused as a T4 refuses it). Kernels run the same either way; only the reported
+     * properties and the launch checks differ. {@code mvn test -Dseqkernels.emu.device=sm_75} runs
+     * the GPU tests as on a T4.
+     */
+    public static final String DEVICE_PROPERTY = "seqkernels.emu.device";
+    /** A T4's shared memory per block (opt-in included) and per multiprocessor. */
+    private static final int SM75_SHARED = 65536;
     private static EmuDriver instance;
 
     private final MethodHandle lastError;
@@ -70,6 +81,7 @@ public final class EmuDriver implements Driver {
     private final Map<Long, List<Runnable>> graphs = new HashMap<>();
     private long nextHandle = 1;
     private boolean checking = true;
+    private final DeviceProperties device = reportedDevice();
 
     private EmuDriver(SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
@@ -164,8 +176,25 @@ public final class EmuDriver implements Driver {
 
     @Override
     public DeviceProperties properties() {
-        return new DeviceProperties("seqkernels SIMT emulator (sm_90 limits)", 9, 0,
-                Runtime.getRuntime().availableProcessors(), 49152, 232448, Runtime.getRuntime().maxMemory(), true);
+        return device;
+    }
+
+    /** The properties of the {@link #DEVICE_PROPERTY} device; a value other than sm_90 or sm_75 is refused by name. */
+    private static DeviceProperties reportedDevice() {
+        String name = System.getProperty(DEVICE_PROPERTY, "sm_90");
+        int cpus = Runtime.getRuntime().availableProcessors();
+        long memory = Runtime.getRuntime().maxMemory();
+        return switch (name) {
+            case "sm_90" -> new DeviceProperties("seqkernels SIMT emulator (sm_90 limits)", 9, 0, cpus, 49152,
+                    KernelReport.SM90_SHARED_PER_BLOCK_OPTIN, memory, true);
+            case "sm_75" -> new DeviceProperties("seqkernels SIMT emulator (sm_75 limits)", 7, 5, cpus, 49152, SM75_SHARED, memory, true);
+            default -> throw new DriverException("emu: " + DEVICE_PROPERTY + " must be sm_90 or sm_75, not '" + name + "'");
+        };
+    }
+
+    /** Shared memory per multiprocessor on the reported device. */
+    private int sharedPerMultiprocessor() {
+        return device.computeMajor() == 7 ? SM75_SHARED : KernelReport.SM90_SHARED_PER_SM;
     }
 
     /** The order in which a block's threads run between barriers and collectives (native/emu/seqk_emu.h). */
@@ -538,14 +567,19 @@ public final class EmuDriver implements Driver {
 
     /**
      * What an sm_90 fits (from the kernel report's registers and shared memory, as
-     * {@link KernelReport.Entry#blocksPerMultiprocessor}), and at most the emulator's 264
-     * co-resident blocks (one OS thread each) spread over the multiprocessors it reports.
+     * {@link KernelReport.Entry#blocksPerMultiprocessor}; on the sm_75 device also what its 64 KB
+     * of shared memory per multiprocessor hold), and at most the emulator's 264 co-resident blocks
+     * (one OS thread each) spread over the multiprocessors it reports.
      */
     @Override
     public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
         int cap = Math.max(1, Math.min(32, 264 / properties().multiprocessors()));
         KernelReport.Entry e = KernelReport.load().entry(functionName(function));
-        return e == null ? cap : Math.min(cap, e.blocksPerMultiprocessor(blockThreads, dynamicSharedBytes));
+        if (e == null) {
+            return cap;
+        }
+        int byShared = sharedPerMultiprocessor() / Math.max(1, e.sharedBytes() + dynamicSharedBytes);
+        return Math.min(cap, Math.min(byShared, e.blocksPerMultiprocessor(blockThreads, dynamicSharedBytes)));
     }
 
     /**
@@ -569,9 +603,10 @@ public final class EmuDriver implements Driver {
                     + " registers x " + threads + " threads need " + e.registersPerBlock(threads) + " of a block's "
                     + KernelReport.SM90_REGISTERS, DriverException.LAUNCH_OUT_OF_RESOURCES);
         }
-        if ((long) e.sharedBytes() + sharedBytes > KernelReport.SM90_SHARED_PER_BLOCK_OPTIN) {
+        if ((long) e.sharedBytes() + sharedBytes > device.sharedMemoryPerBlockOptin()) {
             throw new DriverException("emu launch of " + name + ": " + e.sharedBytes() + " bytes of static and " + sharedBytes
-                    + " of dynamic shared memory exceed the sm_90 maximum of " + KernelReport.SM90_SHARED_PER_BLOCK_OPTIN, 1);
+                    + " of dynamic shared memory exceed the sm_" + device.computeMajor() + device.computeMinor() + " maximum of "
+                    + device.sharedMemoryPerBlockOptin(), 1);
         }
     }
 
