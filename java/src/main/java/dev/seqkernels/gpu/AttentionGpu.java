@@ -753,10 +753,10 @@ final class AttentionGpu {
         return s.upload(batchFirst ? t : t.permute(1, 0, 2), type);
     }
 
-    /** A batch-major [B, L, F] f32 device buffer as a host tensor in the op's layout and dtype. */
-    private static Tensor opLayout(DeviceTensor f32, int batch, int len, int features, boolean batchFirst, DType dt) {
-        try (Tensor host = f32.toHost()) {
-            Tensor shaped = Tensor.wrap(host.segment(), DType.F32, batch, len, features);
+    /** A batch-major [B, L, F] device buffer (F32 or the op's dtype) as a host tensor in the op's layout and dtype. */
+    private static Tensor opLayout(DeviceTensor buffer, int batch, int len, int features, boolean batchFirst, DType dt) {
+        try (Tensor host = buffer.toHost()) {
+            Tensor shaped = Tensor.wrap(host.segment(), buffer.dtype(), batch, len, features);
             return (batchFirst ? shaped : shaped.permute(1, 0, 2)).to(dt);
         }
     }
@@ -842,7 +842,7 @@ final class AttentionGpu {
         return (PreparedCopies) preparedWeights;
     }
 
-    /** A multi-head attention forward's output [B*q_len, E] (F32, batch-major) and what backward needs. */
+    /** A multi-head attention forward's output [B*q_len, E] (batch-major, in the interior type) and what backward needs. */
     private record MhaCore(DeviceTensor out, MhaSaved saved) {
     }
 
@@ -850,7 +850,7 @@ final class AttentionGpu {
      * Multi-head attention on the device, every GEMM, copy and launch on {@code stream}: query, key
      * and value [B*L, F] (batch-major, in the interior type {@link #mhaInteriorType}, which their
      * dtype is; one tensor when {@code packed}) projected, attended per head through strides, merged
-     * and projected out into F32. What backward needs goes into {@code scope}, the rest into
+     * and projected out (each GEMM writing the interior type, rounded once from its fp32 sum). What backward needs goes into {@code scope}, the rest into
      * {@code temp}; the masks go up through {@code upload}.
      */
     private MhaCore mhaOnStream(MultiHeadAttention op, Map<String, Tensor> params, PreparedCopies prepared, MultiHeadAttention.Sizes sz,
@@ -906,7 +906,7 @@ final class AttentionGpu {
                 causalCode(op.causal()), 1.0 / Math.sqrt(hd));
         DeviceTensor merged = scope.allocate(interior, (long) batch * lq, e);
         runForward(interior, sv, merged, temp, tf32, stream);
-        DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, DType.F32, tf32, stream);
+        DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, interior, tf32, stream);
         return new MhaCore(out, new MhaSaved(mhaConfig(op), prepared, scope, interior, sv, w, query, key, value, merged, width));
     }
 
@@ -1068,14 +1068,14 @@ final class AttentionGpu {
     }
 
     /**
-     * A batch-major F32 [B*L, F] buffer in the op's layout and dtype, contiguous, made on the stream:
-     * into the caller's buffer when one is given (checked contiguous, of that shape and dtype), else a
-     * new tensor of the scope.
+     * A batch-major [B*L, F] buffer (F32 or the op's dtype) in the op's layout and dtype, contiguous,
+     * made on the stream: into the caller's buffer when one is given (checked contiguous, of that
+     * shape and dtype), else a new tensor of the scope.
      */
-    private DeviceTensor opLayout(DeviceScope scope, DeviceTensor f32, int batch, int len, int features, boolean batchFirst, DType dt,
+    private DeviceTensor opLayout(DeviceScope scope, DeviceTensor buffer, int batch, int len, int features, boolean batchFirst, DType dt,
                                   DeviceTensor into, long stream) {
         long[] bl = {batch, len, features};
-        DeviceTensor seen = DeviceTensor.wrap(driver, f32.pointer(), DType.F32, bl, Tensor.contiguousStrides(bl));  // read here only
+        DeviceTensor seen = DeviceTensor.wrap(driver, buffer.pointer(), buffer.dtype(), bl, Tensor.contiguousStrides(bl));  // read here only
         DeviceTensor source = batchFirst ? seen : seen.permute(1, 0, 2);
         if (into != null) {
             casts.copyInto(scope, source, into, stream);
@@ -1139,8 +1139,9 @@ final class AttentionGpu {
     }
 
     /**
-     * Multi-head attention's gradients in F32 on the device: of query, key and value [B*L, F]
-     * (batch-major), of the q, k and v projection weights and biases, and of the output projection's.
+     * Multi-head attention's gradients on the device: of query, key and value [B*L, F] (batch-major,
+     * in the interior type), and in F32 of the q, k and v projection weights and biases and of the
+     * output projection's.
      */
     private record MhaGrads(DeviceTensor[] inputs, DeviceTensor[] weights, DeviceTensor[] biases, DeviceTensor wo, DeviceTensor bo) {
     }
@@ -1150,8 +1151,9 @@ final class AttentionGpu {
      * output's gradient [B*q_len, E] (batch-major, in the forward's interior type), dProbs the
      * head-expanded gradient of the attention weights (f32) or null. In a 16-bit interior, dMerged
      * (dy Wo) is written in 16 bits and the attention's f32 dq, dk and dv are rounded once to 16 bits
-     * before their projections' GEMMs, as the forward rounds q, k, v and merged. The weight, bias and
-     * input gradients are f32. Everything goes into {@code s}.
+     * before their projections' GEMMs, as the forward rounds q, k, v and merged. The input gradients
+     * are written in the interior type (rounded once, as the forward's output), the weight and bias
+     * gradients in f32. Everything goes into {@code s}.
      */
     private MhaGrads mhaBackwardOnStream(MultiHeadAttention op, MhaSaved ms, DeviceTensor dy, DeviceTensor dProbs, DeviceScope s,
                                          long stream) {
@@ -1203,9 +1205,9 @@ final class AttentionGpu {
             Linear.weightGrad(driver, dProj[r].pointer(), ld, inputs[r].pointer(), widths[r], dW[r].pointer(), widths[r],
                     rows, widths[r], outs[r], 0f, interior, tf32, stream);
             dB[r] = columnSum(s, dProj[r], rows, outs[r], ld, stream);
-            dIn[r] = s.allocate(DType.F32, rows, widths[r]);
+            dIn[r] = s.allocate(interior, rows, widths[r]);
             Linear.inputGrad(driver, dProj[r].pointer(), ld, ws[r].pointer(), widths[r], dIn[r].pointer(), widths[r],
-                    rows, widths[r], outs[r], 0f, interior, DType.F32, tf32, stream);
+                    rows, widths[r], outs[r], 0f, interior, interior, tf32, stream);
         }
         return new MhaGrads(dIn, dW, dB, dWo, columnSum(s, dy, batch * lq, e, e, stream));
     }

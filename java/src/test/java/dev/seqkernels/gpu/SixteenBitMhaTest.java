@@ -47,8 +47,9 @@ class SixteenBitMhaTest {
     /**
      * A driver wrapper records every GEMM and every kernel the op resolves (a fresh backend per
      * case, so each name is resolved when first used). 16-bit under AUTO: every GEMM reads 16-bit
-     * operands; the input projections (one GEMM for self-attention, three otherwise) and the
-     * backward's dMerged write 16 bits, the rest fp32; the attention runs on the kernels its rules
+     * operands; the projections (one input GEMM for self-attention, three otherwise, and the
+     * output's), the backward's dMerged and its input gradients write 16 bits, its weight gradients
+     * fp32; the attention runs on the kernels its rules
      * pick for the device (tensor cores on sm_80+; v1's 16-bit instances before, which read dMerged
      * widened to f32: runBackward refuses a dout of another type) and dq, dk and dv are rounded
      * once. F32, and 16-bit under V1: F32 operands and results, v1's attention.
@@ -90,10 +91,8 @@ class SixteenBitMhaTest {
             for (Gemm g : forward) {
                 assertEquals(interior, g.inputType(), what + " forward GEMM operands: " + g);
             }
-            for (int i = 0; i < forward.size(); i++) {
-                boolean outputProjection = i == forward.size() - 1;
-                assertEquals(outputProjection ? DType.F32 : interior, forward.get(i).outputType(),
-                        what + ": the input projections write the interior type, the output projection F32: " + forward);
+            for (Gemm g : forward) {
+                assertEquals(interior, g.outputType(), what + ": every projection writes the interior type: " + g);
             }
             assertTrue(resolved.contains(forwardKernel + "_" + sfx) || resolved.contains(forwardKernel + "_nobias_" + sfx),
                     what + ": " + forwardKernel + " in " + resolved);
@@ -105,8 +104,9 @@ class SixteenBitMhaTest {
                 for (Gemm b : backward) {
                     assertEquals(interior, b.inputType(), what + " backward GEMM operands: " + b);
                 }
-                assertEquals(sixteenBit ? 1 : 0, backward.stream().filter(b -> b.outputType() != DType.F32).count(),
-                        what + ": only dMerged (dy Wo) is written in 16 bits: " + backward);
+                assertEquals(sixteenBit ? 4 : 0, backward.stream().filter(b -> b.outputType() != DType.F32).count(),
+                        what + ": dMerged (dy Wo) and the three input gradients are written in 16 bits, the weight gradients"
+                                + " in fp32: " + backward);
                 String dqKernel = tensorCores ? "attn_bwd_dq_tc64_" : "attn_bwd_dq_";
                 assertTrue(resolved.contains(dqKernel + sfx), what + ": " + resolved);
                 assertEquals(sixteenBit, resolved.contains("cast_f32_to_" + sfx), what + ": dq, dk and dv rounded once: " + resolved);
