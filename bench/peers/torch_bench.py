@@ -5,7 +5,8 @@
     python3 bench/peers/torch_bench.py --cases cases.json --out peers.json
     seqk bench --suite rnn --compare peers.json
 
-Peers: nn.LSTM / nn.GRU (cuDNN on a GPU), and scaled_dot_product_attention once per backend it has
+Peers: nn.LSTM / nn.GRU (cuDNN on a GPU), nn.MultiheadAttention (self-attention, need_weights=False),
+and scaled_dot_product_attention once per backend it has
 (flash, cudnn, efficient, math; a backend that refuses a case gets a row saying why). Without
 scaled_dot_product_attention (PyTorch < 2.0) attention is timed as matmul-softmax-matmul.
 
@@ -16,6 +17,7 @@ backward needs; the infer pass runs under torch.inference_mode(), as ours keeps 
 """
 import argparse
 import datetime
+import inspect
 import json
 import re
 import sys
@@ -163,6 +165,26 @@ def attention_runners(case, device):
     return runners
 
 
+def mha_runner(case, device):
+    """nn.MultiheadAttention as seqk bench's mha case runs it: self-attention, batch first, no weights."""
+    s, dt = case["shape"], DTYPES[case["dtype"]]
+    b, l, e, h = s["B"], s["L"], s["E"], s["H"]
+    causal = s.get("causal", 0) == 1
+    grad = case["pass"] == "fwd+bwd"
+    net = torch.nn.MultiheadAttention(e, h, batch_first=True, device=device, dtype=dt)
+    x = torch.randn(b, l, e, device=device, dtype=dt, requires_grad=grad)
+    dout = torch.randn(b, l, e, device=device, dtype=dt)
+    # The causal mask made once, outside the timed call; is_causal (PyTorch 2.0+) is a hint beside it.
+    mask = torch.full((l, l), float("-inf"), device=device, dtype=dt).triu(1) if causal else None
+    hint = {"is_causal": True} if causal and "is_causal" in inspect.signature(net.forward).parameters else {}
+
+    def run():
+        out = net(x, x, x, need_weights=False, attn_mask=mask, **hint)[0]
+        if grad:
+            out.backward(dout)
+    return [("torch-mha", run, None)]
+
+
 def row(case, impl, times, note):
     timed = bool(times)
     return {
@@ -199,7 +221,12 @@ def main():
             report["rows"].append(row(case, "torch", [], "skipped: " + case["skip"]))
             continue
         try:
-            runners = recurrent_runner(case, args.device) if case["op"] in ("lstm", "gru") else attention_runners(case, args.device)
+            if case["op"] in ("lstm", "gru"):
+                runners = recurrent_runner(case, args.device)
+            elif case["op"] == "mha":
+                runners = mha_runner(case, args.device)
+            else:
+                runners = attention_runners(case, args.device)
         except (RuntimeError, ValueError) as e:
             report["rows"].append(row(case, "torch", [], "failed: " + str(e).splitlines()[0]))
             runners = []

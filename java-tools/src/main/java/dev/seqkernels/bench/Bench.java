@@ -12,6 +12,9 @@ import dev.seqkernels.ops.AttentionResult;
 import dev.seqkernels.ops.CausalAlignment;
 import dev.seqkernels.ops.Gru;
 import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.MhaGradients;
+import dev.seqkernels.ops.MhaResult;
+import dev.seqkernels.ops.MultiHeadAttention;
 import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
@@ -168,6 +171,7 @@ public final class Bench {
                     c.get("causal") == 1);
             case "decode" -> attention(c, backend, c.get("B"), c.get("H"), c.get("Hkv"), c.get("Lq"), c.get("Lk"), c.get("D"),
                     false);
+            case "mha" -> multiHead(c, backend);
             default -> throw new IllegalArgumentException("no workload for op " + c.op());
         }
     }
@@ -209,6 +213,28 @@ public final class Bench {
                     g.dq();
                 }
             }
+        }
+    }
+
+    /** Self-attention, batch first, without the attention weights: PyTorch's nn.MultiheadAttention(x, x, x, need_weights=False). */
+    private static void multiHead(BenchCase c, GpuBackend backend) {
+        int e = c.get("E");
+        MultiHeadAttention op = MultiHeadAttention.builder().embedDim(e).numHeads(c.get("H")).batchFirst(true).needWeights(false)
+                .causal(c.get("causal") == 1 ? CausalAlignment.TOP_LEFT : CausalAlignment.NONE).backend(backend).build();
+        Map<String, Tensor> params = new LinkedHashMap<>();
+        long seed = 1;
+        for (Map.Entry<String, long[]> p : op.parameterShapes().entrySet()) {
+            params.put(p.getKey(), random(c.dtype(), seed++, 1 / Math.sqrt(e), p.getValue()));
+        }
+        try (Tensor x = random(c.dtype(), seed++, 1, c.get("B"), c.get("L"), e);
+             MhaResult r = op.forward(params, MultiHeadAttention.inputs(x, x, x))) {
+            if (c.backward()) {
+                try (Tensor dy = random(c.dtype(), seed, 1, r.out().shape()); MhaGradients g = op.backward(params, r, dy, null)) {
+                    g.dQuery();
+                }
+            }
+        } finally {
+            params.values().forEach(Tensor::close);
         }
     }
 

@@ -23,6 +23,15 @@ import java.util.Map;
  * <p>Attention (D = Dv): forward flops 4·B·H·Lq·Lk·D, half that when causal; backward 2.5x forward
  * (FlashAttention's count). Forward bytes: q, k, v, out once each plus the fp32 log-sum-exp;
  * backward reads those and dout and writes dq, dk, dv. Decoding (Lq = 1) is bound by reading k and v.
+ *
+ * <p>Multi-head self-attention (one tensor as query, key and value; E split into H heads of D,
+ * N = B·L tokens): forward flops 8·N·E² (the q, k, v and output projections) plus the attention's;
+ * forward+backward 3x the projections (each gradient GEMM costs a forward) plus 3.5x the
+ * attention's. Forward bytes: the four weights once, x, and each intermediate written once and read
+ * once (q, k, v, the merged heads) plus the output: 4·E²·e + 10·N·E·e; backward adds the weights
+ * again and their fp32 gradients (4·E²·(e + 4)) and N·E·e for dy, dMerged written and read, the
+ * attention backward's q, k, v, out and dout read and dq, dk, dv written, those read twice more
+ * (the weight and input gradients), x read and dx written: 20·N·E·e.
  */
 public final class BenchSuite {
     public static final List<String> NAMES = List.of("smoke", "rnn", "attn", "all");
@@ -37,10 +46,15 @@ public final class BenchSuite {
         return switch (name) {
             case "smoke" -> smoke();
             case "rnn" -> rnn();
-            case "attn" -> attention();
+            case "attn" -> {
+                List<BenchCase> attn = new ArrayList<>(attention());
+                attn.addAll(multiHead());
+                yield attn;
+            }
             case "all" -> {
                 List<BenchCase> all = new ArrayList<>(rnn());
                 all.addAll(attention());
+                all.addAll(multiHead());
                 yield all;
             }
             default -> throw new IllegalArgumentException("unknown suite '" + name + "'; known: " + String.join(", ", NAMES));
@@ -58,6 +72,8 @@ public final class BenchSuite {
             }
             c.add(attention("smoke", 2, 2, 16, 8, false, DType.F16, pass));
             c.add(attention("smoke", 1, 2, 16, 8, true, DType.F32, pass));
+            c.add(mha("smoke", 2, 8, 16, 2, false, DType.BF16, pass));
+            c.add(mha("smoke", 1, 8, 16, 2, true, DType.F32, pass));
         }
         c.add(decode("smoke", 1, 4, 2, 64, 8, DType.BF16));
         return c;
@@ -111,6 +127,41 @@ public final class BenchSuite {
             c.add(decode("attn", 2, 32, 8, lk, 128, DType.BF16));
         }
         return c;
+    }
+
+    /** Multi-head self-attention at E = 2048 (heads of 64 and 128), B·L = 8k tokens, L = 1k and 4k. */
+    static List<BenchCase> multiHead() {
+        List<BenchCase> c = new ArrayList<>();
+        for (String pass : List.of("fwd", "fwd+bwd")) {
+            for (DType dt : List.of(DType.BF16, DType.F16, DType.F32)) {
+                for (int d : new int[]{64, 128}) {
+                    for (boolean causal : new boolean[]{false, true}) {
+                        for (int l : new int[]{1024, 4096}) {
+                            c.add(mha("attn", 8192 / l, l, 2048, 2048 / d, causal, dt, pass));
+                        }
+                    }
+                }
+            }
+        }
+        return c;
+    }
+
+    static BenchCase mha(String suite, int b, int l, int e, int heads, boolean causal, DType dt, String pass) {
+        double el = dt.byteSize();
+        double n = (double) b * l;
+        double projections = 8.0 * n * e * e;
+        double attention = 4.0 * b * (double) l * l * e * (causal ? 0.5 : 1);
+        boolean both = pass.equals("fwd+bwd");
+        double fwdBytes = 4.0 * e * e * el + 10 * n * e * el;
+        double bytes = both ? fwdBytes + 4.0 * e * e * (el + 4) + 20 * n * e * el : fwdBytes;
+        Map<String, Integer> shape = new LinkedHashMap<>();
+        shape.put("B", b);
+        shape.put("L", l);
+        shape.put("E", e);
+        shape.put("H", heads);
+        shape.put("causal", causal ? 1 : 0);
+        return new BenchCase(suite, "mha", shape, dt, pass, both ? 3 * projections + 3.5 * attention : projections + attention, bytes,
+                null);
     }
 
     static BenchCase recurrent(String suite, String op, int t, int b, int h, DType dt, String pass) {

@@ -88,6 +88,14 @@ class BenchTest {
         assertEquals(3.5 * causal.flops(), BenchSuite.attention("t", 4, 16, 4096, 128, true, DType.F16, "fwd+bwd").flops());
         BenchCase decode = BenchSuite.decode("t", 2, 32, 8, 131072, 128, DType.BF16);
         assertEquals(2.0 * 2 * 8 * 131072 * 128 * 2 + 2.0 * 2 * 32 * 128 * 2, decode.bytes());
+        BenchCase mha = BenchSuite.mha("t", 2, 4096, 2048, 16, true, DType.BF16, "fwd");
+        double tokens = 2 * 4096;
+        assertEquals(8 * tokens * 2048 * 2048 + 4.0 * 2 * 4096 * 4096 * 2048 / 2, mha.flops());
+        assertEquals(4.0 * 2048 * 2048 * 2 + 10 * tokens * 2048 * 2, mha.bytes());
+        BenchCase mhaBoth = BenchSuite.mha("t", 2, 4096, 2048, 16, true, DType.BF16, "fwd+bwd");
+        assertEquals(3 * 8 * tokens * 2048 * 2048 + 3.5 * 4.0 * 2 * 4096 * 4096 * 2048 / 2, mhaBoth.flops());
+        assertEquals(mha.bytes() + 4.0 * 2048 * 2048 * (2 + 4) + 20 * tokens * 2048 * 2, mhaBoth.bytes());
+        assertEquals("mha B=2 L=4096 E=2048 H=16 causal=1 BF16 fwd", mha.key());
         assertEquals("lstm T=100 B=8 I=256 H=256 BF16 fwd", lstm.key());
     }
 
@@ -99,8 +107,10 @@ class BenchTest {
         assertEquals(16, rnn.stream().filter(c -> c.pass().equals("infer")).count());
         assertTrue(rnn.stream().filter(c -> c.skip() != null).allMatch(c -> (long) c.get("T") * c.get("B") * c.get("H") > 1L << 27));
         List<BenchCase> attn = BenchSuite.cases("attn");
-        assertEquals(6 * 2 * 2 * 3 * 2 + 4, attn.size(), "L x D x causal x dtype x pass, plus decoding");
+        assertEquals(6 * 2 * 2 * 3 * 2 + 4 + 2 * 2 * 2 * 3 * 2, attn.size(),
+                "sdpa: L x D x causal x dtype x pass, decoding, mha: L x D x causal x dtype x pass");
         assertTrue(attn.stream().filter(c -> c.op().equals("sdpa")).allMatch(c -> c.get("B") * c.get("L") == 16384));
+        assertTrue(attn.stream().filter(c -> c.op().equals("mha")).allMatch(c -> c.get("B") * c.get("L") == 8192 && c.get("E") == 2048));
         assertThrows(IllegalArgumentException.class, () -> BenchSuite.cases("nope"));
     }
 

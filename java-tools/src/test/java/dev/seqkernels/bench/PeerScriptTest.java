@@ -50,7 +50,7 @@ class PeerScriptTest {
         assertTrue(text.contains("fastest peer"), text);
         // Every F32 smoke case has a timed peer row on the CPU, so each appears in the comparison.
         for (String key : List.of("lstm T=3 B=2 I=8 H=8 F32 fwd", "lstm T=3 B=2 I=8 H=8 F32 fwd+bwd",
-                "sdpa B=1 H=2 L=16 D=8 causal=1 F32 fwd")) {
+                "sdpa B=1 H=2 L=16 D=8 causal=1 F32 fwd", "mha B=1 L=8 E=16 H=2 causal=1 F32 fwd+bwd")) {
             assertTrue(text.lines().anyMatch(l -> l.startsWith(key) && l.contains("torch-") && l.endsWith("x")), key + "\n" + text);
         }
     }
