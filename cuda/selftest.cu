@@ -5,6 +5,9 @@
 // Every kernel: one block of blockDim.x threads unless its comment says otherwise.
 #include "seqk.cuh"
 #include "arch/warp.cuh"
+#ifdef SEQK_EMU
+#include <new>
+#endif
 
 // Barriers and dynamic shared memory: out[b*n + t] = in[b*n + (n-1-t)] for a block of n threads.
 // Each thread writes one shared slot, waits at the barrier, reads its mirror's slot.
@@ -114,6 +117,19 @@ extern "C" __global__ void selftest_unseen_write_outside(float* out, int at) {
     }
 }
 SEQK_KERNEL(selftest_unseen_write_outside);
+
+// Not a kernel bug: the emulator's own failure inside a thread (thread 2 throws bad_alloc, as an
+// allocation of the checks' bookkeeping would under memory pressure) must end the launch with an
+// error that says so, not the process. On a GPU it does nothing.
+extern "C" __global__ void selftest_exception_in_a_thread(float* out) {
+#ifdef SEQK_EMU
+    if (threadIdx.x == 2) {
+        throw std::bad_alloc();
+    }
+#endif
+    out[threadIdx.x] = 1.0f;
+}
+SEQK_KERNEL(selftest_exception_in_a_thread);
 
 // Bug: thread 3 writes one float past the end of the dynamic shared memory (blockDim.x floats).
 extern "C" __global__ void selftest_shared_overflow(float* out) {

@@ -330,18 +330,23 @@ void yield_to_scheduler() {
 
 void fiber_main() {
     Block* b = t_block;
-    std::string escaped;  // an exception (bad_alloc, say) has no frame above this one to unwind into
+    // An exception (bad_alloc, say) has no frame above this one to unwind into. Its message is
+    // copied into the block without allocating, and the thread ends as a fault does: the scheduler
+    // reports it (run_fiber), where allocation is safe again.
     bool threw = true;
     try {
         b->kernel->trampoline(b->kernel->fn, b->args);
         threw = false;
     } catch (const std::exception& e) {
-        escaped = e.what();
+        std::snprintf(b->escaped, sizeof b->escaped, "%s", e.what());
     } catch (...) {
-        escaped = "not a std::exception";
+        std::snprintf(b->escaped, sizeof b->escaped, "%s", "not a std::exception");
     }
-    if (threw) {  // outside the handler: fault() switches away and never returns
-        fault("an exception escaped the kernel's thread: " + escaped);
+    if (threw) {  // outside the handler: the switch away never returns
+        t_fiber->state = State::Done;
+        b->done++;
+        yield_to_scheduler();
+        __builtin_unreachable();
     }
     perform_copies(*t_fiber, t_fiber->copies.size());  // a thread's async copies complete before it is done
     t_fiber->state = State::Done;
@@ -496,6 +501,9 @@ void run_fiber(Block& b, unsigned i) {
     current = &f.coords;
     seqk_emu_switch_stack(&b.scheduler_sp, f.sp);
     t_fiber = nullptr;
+    if (b.escaped[0] != '\0') {
+        throw EmuError(where(b, i) + ": an exception escaped the kernel's thread: " + b.escaped);
+    }
     if (!b.fault.empty()) {
         throw EmuError(where(b, i) + ": " + b.fault);
     }
@@ -515,6 +523,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
     b.grid_waiting = 0;
     b.done = 0;
     b.fault.clear();
+    b.escaped[0] = '\0';
     b.index = block_idx;
     b.linear = linear;
     b.static_used = 0;

@@ -150,6 +150,9 @@ struct Block {
     GridBarrier* grid = nullptr;  // set for cooperative launches
     unsigned done = 0;
     std::string fault;            // set by a fiber that hit a kernel error
+    // What an exception that escaped a fiber said, copied without allocating (the exception may be
+    // bad_alloc); the scheduler turns it into the launch's error. Empty when none escaped.
+    char escaped[160] = {};
     Kernel* kernel = nullptr;
     void** args = nullptr;
     uint3 index{0, 0, 0};

@@ -115,6 +115,23 @@ class EmulatorFeatureTest {
         }
     }
 
+    /**
+     * An exception escaping a thread (the emulator's bad_alloc) ends the launch with an error naming
+     * the thread and the exception, copied without allocating; the emulator runs the next launch
+     * (the same kernel on two threads, neither of which throws).
+     */
+    @Test
+    void anExceptionEscapingAThreadEndsTheLaunchWithAnError() {
+        try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 8)) {
+            var e = assertThrows(DriverException.class, () -> emu.launch(fn("selftest_exception_in_a_thread"), Dim3.of(1),
+                    Dim3.of(8), 0, 0, new KernelArgs().pointer(out.pointer())));
+            assertTrue(e.getMessage().contains("thread (2,0,0)") && e.getMessage().contains("an exception escaped the kernel's thread: ")
+                    && e.getMessage().contains("bad_alloc"), e.getMessage());
+            emu.launch(fn("selftest_exception_in_a_thread"), Dim3.of(1), Dim3.of(2), 0, 0, new KernelArgs().pointer(out.pointer()));
+            assertEquals(1.0, out.toHost().getFlat(1), "two threads, none throws: the launch runs");
+        }
+    }
+
     @Test
     void aShuffleNamingExitedLanesIsReported() {
         try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
