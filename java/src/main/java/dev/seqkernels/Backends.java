@@ -147,14 +147,23 @@ public final class Backends {
         }
     }
 
+    private static String emuState() {
+        if (!EmuDriver.libraryPresent()) {
+            return "the emulator library is not in this build (tools/build-emulator.sh needs g++)";
+        }
+        try {
+            return "available: the ops' GPU path on the SIMT emulator (" + EmuDriver.reportedDevice().name() + ")";
+        } catch (DriverException e) {
+            return e.getMessage();
+        }
+    }
+
     /** Each known backend with "available" or the reason it is not, for {@code seqk info}. */
     public static Map<String, String> availability() {
         Map<String, String> m = new LinkedHashMap<>();
         m.put("panama", bindingState("panama"));
         m.put("jcuda", bindingState("jcuda"));
-        m.put("emu", EmuDriver.libraryPresent()
-                ? "available: the ops' GPU path on the SIMT emulator"
-                : "the emulator library is not in this build (tools/build-emulator.sh needs g++)");
+        m.put("emu", emuState());
         m.put("cpu", "available");
         m.put(CpuBackend.SAME_PRECISION, "available: the CPU reference rounding where the GPU kernels round (16-bit or TF32 operands,"
                 + " fp32 statistics), the plain implementation that FlashAttention's 2x rule measures against");

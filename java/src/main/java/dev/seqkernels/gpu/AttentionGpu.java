@@ -21,7 +21,8 @@ import java.util.Map;
  * strides; multi-head attention projects with GEMMs into [B*L, E] buffers that the attention
  * kernels read and write through head strides (no transposes), in its interior type
  * ({@link #mhaInteriorType}): an F16 or BF16 op's 16 bits end to end (16-bit GEMM operands with
- * fp32 accumulation, the tensor-core attention kernels), F32 for F32 ops and under V1.
+ * fp32 accumulation, the 16-bit attention kernels: on tensor cores where the rules below pick them),
+ * F32 for F32 ops and under V1.
  *
  * <p>Forward kernel selection: decoding shapes (Lq &lt;= 16 and Lk &gt;= 1024, any dtype, D and Dv up
  * to 256) take split-KV ({@link #splitPlan}: enough key splits for about two blocks per
@@ -105,7 +106,8 @@ final class AttentionGpu {
      * Multi-head attention's interior type: of the projected q, k and v, the merged attention output,
      * the gradients entering and leaving the attention backward (dMerged; dq, dk and dv), and of
      * every projection GEMM's operands (which accumulate in fp32). The storage type for an F16 or
-     * BF16 op under AUTO: 16 bits end to end with the tensor-core attention kernels in between, as
+     * BF16 op under AUTO: 16 bits end to end with the 16-bit attention kernels in between (on tensor
+     * cores where {@link #forwardKernel} and {@link #backwardKernel} pick them), as
      * PyTorch's 16-bit nn.MultiheadAttention runs. F32 for F32 ops, and for V1, whose interior is all F32.
      */
     static DType mhaInteriorType(DType storage, KernelChoice choice) {

@@ -448,7 +448,8 @@ public final class MultiHeadAttention {
          * accumulation) on tensor cores: the projection GEMMs ({@code CUBLAS_COMPUTE_32F_FAST_TF32}),
          * their gradients, and the attention forward (the TF32 kernels). Off by default, as PyTorch's
          * {@code torch.backends.cuda.matmul.allow_tf32}; judged by the TF32 tolerance row. The cpu
-         * backend computes in double either way.
+         * backend computes in double either way. An F16 or BF16 op's products are 16-bit already (its
+         * interior is 16-bit), so there it has no effect.
          */
         public Builder allowTf32(boolean v) {
             allowTf32 = v;

@@ -33,6 +33,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * their results close.
  */
 @PerBinding
+@DeviceDependent
 class DeviceAttentionTest {
     private final Driver driver = GpuTargets.driver();
     private final FrameworkMemory memory = new FrameworkMemory(driver);

@@ -33,6 +33,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * frees; bad arguments are refused before anything is queued.
  */
 @PerBinding
+@DeviceDependent
 class DeviceMultiHeadAttentionTest {
     private final Driver driver = GpuTargets.driver();
     private final FrameworkMemory memory = new FrameworkMemory(driver);

@@ -393,6 +393,7 @@ class DriverContractTest {
      */
     @ParameterizedTest
     @MethodSource("drivers")
+    @DeviceDependent
     void launchesAbove48KbOfSharedMemoryAreOptedIn(java.util.function.Supplier<Driver> binding) {
         Driver d = binding.get();
         long reverse = d.function(d.loadModule("selftest"), "selftest_reverse_f32");

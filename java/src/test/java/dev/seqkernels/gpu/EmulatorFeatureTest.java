@@ -115,6 +115,24 @@ class EmulatorFeatureTest {
         }
     }
 
+    /** A device name the emulator does not model is refused by name (and nothing else reads the property after the first load). */
+    @Test
+    void anUnknownDeviceIsRefusedByName() {
+        String before = System.getProperty(EmuDriver.DEVICE_PROPERTY);
+        System.setProperty(EmuDriver.DEVICE_PROPERTY, "sm_80");
+        try {
+            var e = assertThrows(DriverException.class, EmuDriver::reportedDevice);
+            assertTrue(e.getMessage().contains("must be sm_90 or sm_75, not 'sm_80'"), e.getMessage());
+        } finally {
+            if (before == null) {
+                System.clearProperty(EmuDriver.DEVICE_PROPERTY);
+            } else {
+                System.setProperty(EmuDriver.DEVICE_PROPERTY, before);
+            }
+        }
+        assertTrue(emu.properties().computeMajor() == 9 || emu.properties().computeMajor() == 7, emu.properties().toString());
+    }
+
     /**
      * An exception escaping a thread (the emulator's bad_alloc) ends the launch with an error naming
      * the thread and the exception, copied without allocating; the emulator runs the next launch
@@ -142,6 +160,7 @@ class EmulatorFeatureTest {
     }
 
     @Test
+    @DeviceDependent
     void launchShapesAndArgumentsAreValidated() {
         try (DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, 32)) {
             long f = fn("selftest_atomic_count");

@@ -35,6 +35,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * give the reference's result when the overflowing keys tie or one dominates: their v, lse +inf.
  */
 @PerBinding
+@DeviceDependent
 class NanPropagationTest {
 
     private static final int T = 4;

@@ -96,19 +96,24 @@ class PreparedWeightsUpdateTest {
         }
     }
 
-    /** Packed in-projection (self-attention: q, k and v rows are views of one copy) and separate q, k, v weights. */
+    /**
+     * Packed in-projection (self-attention: q, k and v rows are views of one copy) and separate q, k,
+     * v weights; F32, and BF16, whose 16-bit interior reads the 16-bit copies (and their views) that
+     * an update rewrites.
+     */
     @ParameterizedTest
-    @CsvSource({"true, false", "true, true", "false, false", "false, true"})
-    void aMultiHeadAttentionStepThroughPreparedWeights(boolean self, boolean fromDevice) {
+    @CsvSource({"F32, true, false", "F32, true, true", "F32, false, false", "F32, false, true", "BF16, true, false", "BF16, true, true",
+            "BF16, false, true"})
+    void aMultiHeadAttentionStepThroughPreparedWeights(DType dt, boolean self, boolean fromDevice) {
         TestData data = new TestData();
         MultiHeadAttention mha = MultiHeadAttention.builder().embedDim(16).numHeads(4).kdim(self ? 16 : 10).vdim(self ? 16 : 12)
                 .backend(GpuTargets.backend()).build();
-        Map<String, Tensor> before = data.params(DType.F32, 0.3, mha.parameterShapes());
-        Map<String, Tensor> after = data.params(DType.F32, 0.3, mha.parameterShapes());
-        Tensor query = data.tensor(DType.F32, 1, 5, 2, 16);
-        Tensor key = self ? query : data.tensor(DType.F32, 1, 7, 2, 10);
-        Tensor value = self ? query : data.tensor(DType.F32, 1, 7, 2, 12);
-        Tensor dOut = data.tensor(DType.F32, 1, 5, 2, 16);
+        Map<String, Tensor> before = data.params(dt, 0.3, mha.parameterShapes());
+        Map<String, Tensor> after = data.params(dt, 0.3, mha.parameterShapes());
+        Tensor query = data.tensor(dt, 1, 5, 2, 16);
+        Tensor key = self ? query : data.tensor(dt, 1, 7, 2, 10);
+        Tensor value = self ? query : data.tensor(dt, 1, 7, 2, 12);
+        Tensor dOut = data.tensor(dt, 1, 5, 2, 16);
         try (PreparedWeights prepared = mha.prepare(before)) {
             assertEquals(0, update(prepared, after, fromDevice), "an update allocates nothing on the device");
             try (MhaResult plain = mha.forward(after, MultiHeadAttention.inputs(query, key, value));

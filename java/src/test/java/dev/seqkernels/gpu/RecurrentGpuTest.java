@@ -434,6 +434,7 @@ class RecurrentGpuTest {
      * taken at all.
      */
     @Test
+    @DeviceDependent
     void thePersistentKernelRunsAbove48KbOfSharedMemory() {
         DeviceProperties props = GpuTargets.driver().properties();
         int batch = 2;

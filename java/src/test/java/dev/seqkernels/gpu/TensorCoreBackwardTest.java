@@ -30,6 +30,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * tolerance table: v1 keeps dout, P and dS in fp32, so the two differ by the 16-bit roundings
  * the rule allows, beyond the table's element bound on some seeds.
  */
+@DeviceDependent
 class TensorCoreBackwardTest {
 
     /** Both sides of every condition of the backward kernel choice. */

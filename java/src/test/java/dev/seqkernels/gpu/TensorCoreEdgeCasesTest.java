@@ -16,9 +16,11 @@ import org.junit.jupiter.api.Test;
  * explicit mask, NaN in q and NaN and inf in v.
  */
 @PerBinding
+@DeviceDependent
 class TensorCoreEdgeCasesTest {
     @Test
     void edgeShapesMatchTheReference() {
+        GpuTargets.assumeTensorCores("the tensor-core forward's edge shapes");
         TestData data = new TestData();
         // dtype, B, hq, hkv, lq, lk, d, dv, causal, keyLengths, queryLengths, explicit mask
         Object[][] cases = {

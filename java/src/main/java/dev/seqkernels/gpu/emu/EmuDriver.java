@@ -42,16 +42,19 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 public final class EmuDriver implements Driver {
     private static final String RESOURCE = "/dev/seqkernels/native/linux-x86_64/libseqk_emu.so";
     /**
-     * The GPU the emulator reports, read once: {@code sm_90} (the default: an H100's limits) or
-     * {@code sm_75} (a T4's: compute capability 7.5, so no kernel choice picks a 16-bit or TF32
-     * tensor-core kernel; 64 KB of shared memory per block and per multiprocessor, so a launch asking
-     * more is refused as a T4 refuses it). Kernels run the same either way; only the reported
-     * properties and the launch checks differ. {@code mvn test -Dseqkernels.emu.device=sm_75} runs
-     * the GPU tests as on a T4.
+     * The GPU the emulator reports, read once when it is first loaded: {@code sm_90} (the default:
+     * an H100's limits) or {@code sm_75} (a T4's: compute capability 7.5, so no kernel choice picks
+     * a 16-bit or TF32 tensor-core kernel; 64 KB of shared memory per block and per multiprocessor,
+     * 1,024 threads and 16 blocks per multiprocessor, which the launch and occupancy checks hold
+     * kernels to; and GEMMs that allow TF32 computed in fp32, as cuBLAS's FAST_TF32 allows but does
+     * not require it). Kernels run the same either way. {@code mvn test -Dseqkernels.emu.device=sm_75}
+     * runs the GPU tests as on a T4.
      */
     public static final String DEVICE_PROPERTY = "seqkernels.emu.device";
-    /** A T4's shared memory per block (opt-in included) and per multiprocessor. */
+    /** A T4's shared memory per block (opt-in included) and per multiprocessor; threads and blocks per multiprocessor. */
     private static final int SM75_SHARED = 65536;
+    private static final int SM75_THREADS_PER_SM = 1024;
+    private static final int SM75_BLOCKS_PER_SM = 16;
     private static EmuDriver instance;
 
     private final MethodHandle lastError;
@@ -81,9 +84,10 @@ public final class EmuDriver implements Driver {
     private final Map<Long, List<Runnable>> graphs = new HashMap<>();
     private long nextHandle = 1;
     private boolean checking = true;
-    private final DeviceProperties device = reportedDevice();
+    private final DeviceProperties device;
 
-    private EmuDriver(SymbolLookup lib) {
+    private EmuDriver(SymbolLookup lib, DeviceProperties device) {
+        this.device = device;
         Linker linker = Linker.nativeLinker();
         lastError = bind(linker, lib, "seqk_emu_last_error", FunctionDescriptor.of(ADDRESS));
         setChecking = bind(linker, lib, "seqk_emu_set_checking", FunctionDescriptor.ofVoid(JAVA_INT));
@@ -112,7 +116,8 @@ public final class EmuDriver implements Driver {
     /** The process-wide emulator; loads the library on first use. */
     public static synchronized EmuDriver instance() {
         if (instance == null) {
-            instance = new EmuDriver(SymbolLookup.libraryLookup(extractLibrary(), Arena.global()));
+            DeviceProperties device = reportedDevice();  // a bad value is refused before the library is extracted
+            instance = new EmuDriver(SymbolLookup.libraryLookup(extractLibrary(), Arena.global()), device);
         }
         return instance;
     }
@@ -180,7 +185,7 @@ public final class EmuDriver implements Driver {
     }
 
     /** The properties of the {@link #DEVICE_PROPERTY} device; a value other than sm_90 or sm_75 is refused by name. */
-    private static DeviceProperties reportedDevice() {
+    public static DeviceProperties reportedDevice() {
         String name = System.getProperty(DEVICE_PROPERTY, "sm_90");
         int cpus = Runtime.getRuntime().availableProcessors();
         long memory = Runtime.getRuntime().maxMemory();
@@ -192,9 +197,8 @@ public final class EmuDriver implements Driver {
         };
     }
 
-    /** Shared memory per multiprocessor on the reported device. */
-    private int sharedPerMultiprocessor() {
-        return device.computeMajor() == 7 ? SM75_SHARED : KernelReport.SM90_SHARED_PER_SM;
+    private boolean turing() {
+        return device.computeMajor() == 7;
     }
 
     /** The order in which a block's threads run between barriers and collectives (native/emu/seqk_emu.h). */
@@ -568,30 +572,42 @@ public final class EmuDriver implements Driver {
     /**
      * What an sm_90 fits (from the kernel report's registers and shared memory, as
      * {@link KernelReport.Entry#blocksPerMultiprocessor}; on the sm_75 device also what its 64 KB
-     * of shared memory per multiprocessor hold), and at most the emulator's 264 co-resident blocks
-     * (one OS thread each) spread over the multiprocessors it reports.
+     * of shared memory, 1,024 threads and 16 blocks per multiprocessor hold), and at most the
+     * emulator's 264 co-resident blocks (one OS thread each) spread over the multiprocessors it reports.
      */
     @Override
     public int maxActiveBlocksPerMultiprocessor(long function, int blockThreads, int dynamicSharedBytes) {
         int cap = Math.max(1, Math.min(32, 264 / properties().multiprocessors()));
         KernelReport.Entry e = KernelReport.load().entry(functionName(function));
-        if (e == null) {
-            return cap;
+        if (turing()) {
+            int staticShared = e == null ? 0 : e.sharedBytes();
+            int byShared = SM75_SHARED / Math.max(1, staticShared + dynamicSharedBytes);
+            int byThreads = SM75_THREADS_PER_SM / Math.max(1, (blockThreads + 31) / 32 * 32);
+            cap = Math.min(cap, Math.min(SM75_BLOCKS_PER_SM, Math.min(byShared, byThreads)));
         }
-        int byShared = sharedPerMultiprocessor() / Math.max(1, e.sharedBytes() + dynamicSharedBytes);
-        return Math.min(cap, Math.min(byShared, e.blocksPerMultiprocessor(blockThreads, dynamicSharedBytes)));
+        return e == null ? cap : Math.min(cap, e.blocksPerMultiprocessor(blockThreads, dynamicSharedBytes));
     }
 
     /**
-     * A launch must fit what the kernel report says the kernel needs on sm_90, as a GPU refuses it
-     * otherwise: threads within the kernel's __launch_bounds__, registers x threads within a
-     * block's 65,536, static and dynamic shared memory within the 227 KB opt-in maximum. (Without
-     * nvcc there is no report and nothing to check.)
+     * A launch must fit the reported device, as a GPU refuses it otherwise: static (from the kernel
+     * report) and dynamic shared memory within the device's opt-in maximum (227 KB on sm_90, 64 KB
+     * on sm_75); and what the kernel report says the kernel needs: threads within its
+     * __launch_bounds__, registers x threads within a block's 65,536. (Without nvcc there is no
+     * report: only the dynamic shared memory is checked.)
      */
     private void checkResources(String name, Dim3 block, int sharedBytes) {
         KernelReport.Entry e = KernelReport.load().entry(name);
         int threads = block.x() * block.y() * block.z();
-        if (e == null || !checking) {
+        if (!checking) {
+            return;
+        }
+        int staticShared = e == null ? 0 : e.sharedBytes();
+        if ((long) staticShared + sharedBytes > device.sharedMemoryPerBlockOptin()) {
+            throw new DriverException("emu launch of " + name + ": " + staticShared + " bytes of static and " + sharedBytes
+                    + " of dynamic shared memory exceed the sm_" + device.computeMajor() + device.computeMinor() + " maximum of "
+                    + device.sharedMemoryPerBlockOptin(), 1);
+        }
+        if (e == null) {
             return;
         }
         if (threads > e.maxThreadsPerBlock() && threads <= KernelReport.SM90_THREADS_PER_BLOCK) {  // larger: a shape error
@@ -602,11 +618,6 @@ public final class EmuDriver implements Driver {
             throw new DriverException("emu launch of " + name + ": too many resources requested for launch: " + e.registers()
                     + " registers x " + threads + " threads need " + e.registersPerBlock(threads) + " of a block's "
                     + KernelReport.SM90_REGISTERS, DriverException.LAUNCH_OUT_OF_RESOURCES);
-        }
-        if ((long) e.sharedBytes() + sharedBytes > device.sharedMemoryPerBlockOptin()) {
-            throw new DriverException("emu launch of " + name + ": " + e.sharedBytes() + " bytes of static and " + sharedBytes
-                    + " of dynamic shared memory exceed the sm_" + device.computeMajor() + device.computeMinor() + " maximum of "
-                    + device.sharedMemoryPerBlockOptin(), 1);
         }
     }
 
@@ -668,7 +679,7 @@ public final class EmuDriver implements Driver {
         try {
             int rc = (int) gemm.invokeExact(g.transA() ? 1 : 0, g.transB() ? 1 : 0, g.m(), g.n(), g.k(), g.alpha(), g.a(),
                     g.lda(), g.strideA(), g.b(), g.ldb(), g.strideB(), g.beta(), g.c(), g.ldc(), g.strideC(), g.batch(),
-                    dtypeCode(g.inputType()), dtypeCode(g.outputType()), g.tf32() ? 1 : 0);
+                    dtypeCode(g.inputType()), dtypeCode(g.outputType()), g.tf32() && !turing() ? 1 : 0);
             check(rc, "gemm m=" + g.m() + " n=" + g.n() + " k=" + g.k() + " batch=" + g.batch());
         } catch (Throwable t) {
             throw rethrow(t);
