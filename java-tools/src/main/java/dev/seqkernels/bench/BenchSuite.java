@@ -46,15 +46,10 @@ public final class BenchSuite {
         return switch (name) {
             case "smoke" -> smoke();
             case "rnn" -> rnn();
-            case "attn" -> {
-                List<BenchCase> attn = new ArrayList<>(attention());
-                attn.addAll(multiHead());
-                yield attn;
-            }
+            case "attn" -> attention();
             case "all" -> {
                 List<BenchCase> all = new ArrayList<>(rnn());
                 all.addAll(attention());
-                all.addAll(multiHead());
                 yield all;
             }
             default -> throw new IllegalArgumentException("unknown suite '" + name + "'; known: " + String.join(", ", NAMES));
@@ -109,7 +104,10 @@ public final class BenchSuite {
         return c;
     }
 
-    /** B·L = 16k tokens, hidden 2048 split into heads of D; then decoding against long caches. */
+    /**
+     * B·L = 16k tokens, hidden 2048 split into heads of D; multi-head self-attention beside them at
+     * L = 1k and 4k (E = 2048, B·L = 8k tokens); then decoding against long caches.
+     */
     static List<BenchCase> attention() {
         List<BenchCase> c = new ArrayList<>();
         for (String pass : List.of("fwd", "fwd+bwd")) {
@@ -118,6 +116,9 @@ public final class BenchSuite {
                     for (boolean causal : new boolean[]{false, true}) {
                         for (int l : new int[]{512, 1024, 2048, 4096, 8192, 16384}) {
                             c.add(attention("attn", 16384 / l, 2048 / d, l, d, causal, dt, pass));
+                            if (l == 1024 || l == 4096) {
+                                c.add(mha("attn", 8192 / l, l, 2048, 2048 / d, causal, dt, pass));
+                            }
                         }
                     }
                 }
@@ -125,23 +126,6 @@ public final class BenchSuite {
         }
         for (int lk : new int[]{4096, 16384, 65536, 131072}) {
             c.add(decode("attn", 2, 32, 8, lk, 128, DType.BF16));
-        }
-        return c;
-    }
-
-    /** Multi-head self-attention at E = 2048 (heads of 64 and 128), B·L = 8k tokens, L = 1k and 4k. */
-    static List<BenchCase> multiHead() {
-        List<BenchCase> c = new ArrayList<>();
-        for (String pass : List.of("fwd", "fwd+bwd")) {
-            for (DType dt : List.of(DType.BF16, DType.F16, DType.F32)) {
-                for (int d : new int[]{64, 128}) {
-                    for (boolean causal : new boolean[]{false, true}) {
-                        for (int l : new int[]{1024, 4096}) {
-                            c.add(mha("attn", 8192 / l, l, 2048, 2048 / d, causal, dt, pass));
-                        }
-                    }
-                }
-            }
         }
         return c;
     }
@@ -154,14 +138,18 @@ public final class BenchSuite {
         boolean both = pass.equals("fwd+bwd");
         double fwdBytes = 4.0 * e * e * el + 10 * n * e * el;
         double bytes = both ? fwdBytes + 4.0 * e * e * (el + 4) + 20 * n * e * el : fwdBytes;
-        Map<String, Integer> shape = new LinkedHashMap<>();
-        shape.put("B", b);
-        shape.put("L", l);
-        shape.put("E", e);
-        shape.put("H", heads);
-        shape.put("causal", causal ? 1 : 0);
+        Map<String, Integer> shape = shape("B", b, "L", l, "E", e, "H", heads, "causal", causal ? 1 : 0);
         return new BenchCase(suite, "mha", shape, dt, pass, both ? 3 * projections + 3.5 * attention : projections + attention, bytes,
                 null);
+    }
+
+    /** A case's shape: names and extents, in the order its key lists them. */
+    private static Map<String, Integer> shape(Object... namesAndExtents) {
+        Map<String, Integer> m = new LinkedHashMap<>();
+        for (int i = 0; i < namesAndExtents.length; i += 2) {
+            m.put((String) namesAndExtents[i], (Integer) namesAndExtents[i + 1]);
+        }
+        return m;
     }
 
     static BenchCase recurrent(String suite, String op, int t, int b, int h, DType dt, String pass) {
@@ -173,11 +161,7 @@ public final class BenchSuite {
         boolean both = pass.equals("fwd+bwd");
         double bytes = both ? 2.0 * t * weights + weights + 3 * (io + (double) t * b * gates * h * e)
                 : t * weights + weights + io;
-        Map<String, Integer> shape = new LinkedHashMap<>();
-        shape.put("T", t);
-        shape.put("B", b);
-        shape.put("I", h);
-        shape.put("H", h);
+        Map<String, Integer> shape = shape("T", t, "B", b, "I", h, "H", h);
         long elements = (long) t * b * h;
         String skip = elements > RNN_ELEMENT_LIMIT
                 ? "T*B*H = " + elements + " is over the suite's limit of 2^27 activation elements (~20 GB of device memory)"
@@ -192,12 +176,7 @@ public final class BenchSuite {
         double lse = (double) b * heads * l * 4;
         boolean both = pass.equals("fwd+bwd");
         double bytes = both ? 4 * tensor + lse + 8 * tensor + lse : 4 * tensor + lse;
-        Map<String, Integer> shape = new LinkedHashMap<>();
-        shape.put("B", b);
-        shape.put("H", heads);
-        shape.put("L", l);
-        shape.put("D", d);
-        shape.put("causal", causal ? 1 : 0);
+        Map<String, Integer> shape = shape("B", b, "H", heads, "L", l, "D", d, "causal", causal ? 1 : 0);
         return new BenchCase(suite, "sdpa", shape, dt, pass, both ? 3.5 * fwdFlops : fwdFlops, bytes, null);
     }
 
@@ -205,13 +184,7 @@ public final class BenchSuite {
         double e = dt.byteSize();
         double flops = 4.0 * b * heads * lk * d;
         double bytes = 2.0 * b * kvHeads * lk * d * e + 2.0 * b * heads * d * e;
-        Map<String, Integer> shape = new LinkedHashMap<>();
-        shape.put("B", b);
-        shape.put("H", heads);
-        shape.put("Hkv", kvHeads);
-        shape.put("Lq", 1);
-        shape.put("Lk", lk);
-        shape.put("D", d);
+        Map<String, Integer> shape = shape("B", b, "H", heads, "Hkv", kvHeads, "Lq", 1, "Lk", lk, "D", d);
         return new BenchCase(suite, "decode", shape, dt, "fwd", flops, bytes, null);
     }
 }
