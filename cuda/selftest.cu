@@ -120,7 +120,7 @@ SEQK_KERNEL(selftest_unseen_write_outside);
 
 // Not a kernel bug: the emulator's own failure inside a thread (thread 2 throws bad_alloc, as an
 // allocation of the checks' bookkeeping would under memory pressure) must end the launch with an
-// error that says so, not the process. On a GPU it does nothing.
+// error that says so, not the process. On a GPU every thread just writes its 1.
 extern "C" __global__ void selftest_exception_in_a_thread(float* out) {
 #ifdef SEQK_EMU
     if (threadIdx.x == 2) {

@@ -731,8 +731,10 @@ SEQK_TSAN_ACCESS(16)
 extern "C" void __tsan_init() {}
 extern "C" void __tsan_func_entry(void*) {}
 extern "C" void __tsan_func_exit() {}
-// A virtual table pointer set in kernel code (a C++ object's constructor, such as an exception's):
-// the emulator's own bookkeeping, not device memory, so nothing to check.
+// A virtual table pointer set in kernel code (a C++ object's constructor, such as an exception's).
+// Deliberately unchecked: our kernels construct no polymorphic object in shared or global memory
+// (such a store there would go unseen by the hazard checks); the emulator's own objects are not
+// device memory.
 extern "C" void __tsan_vptr_update(void**, void*) {}
 extern "C" void __tsan_read_range(void* p, unsigned long n) {
     for (unsigned long i = 0; i < n; i++) {

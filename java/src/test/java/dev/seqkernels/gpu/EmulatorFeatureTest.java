@@ -119,6 +119,7 @@ class EmulatorFeatureTest {
     @Test
     void anUnknownDeviceIsRefusedByName() {
         String before = System.getProperty(EmuDriver.DEVICE_PROPERTY);
+        DeviceProperties loaded = emu.properties();
         System.setProperty(EmuDriver.DEVICE_PROPERTY, "sm_80");
         try {
             var e = assertThrows(DriverException.class, EmuDriver::reportedDevice);
@@ -130,7 +131,24 @@ class EmulatorFeatureTest {
                 System.setProperty(EmuDriver.DEVICE_PROPERTY, before);
             }
         }
-        assertTrue(emu.properties().computeMajor() == 9 || emu.properties().computeMajor() == 7, emu.properties().toString());
+        assertEquals(loaded, emu.properties(), "the loaded emulator keeps the device it was loaded with");
+    }
+
+    /**
+     * On the emulated T4: blocks per multiprocessor held to 16, to 1,024 threads (rounded up to whole
+     * warps) and to 64 KB of shared memory.
+     */
+    @Test
+    @DeviceDependent
+    void theEmulatedT4sOccupancyLimits() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(emu.properties().computeMajor() == 7,
+                "skipped: the T4's limits, and this emulator reports " + emu.properties().name());
+        long f = fn("selftest_reverse_f32");
+        assertEquals(16, emu.maxActiveBlocksPerMultiprocessor(f, 32, 0), "16 blocks at most");
+        assertEquals(16, emu.maxActiveBlocksPerMultiprocessor(f, 33, 0), "33 threads take two warps: 1,024 / 64");
+        assertEquals(2, emu.maxActiveBlocksPerMultiprocessor(f, 512, 0), "1,024 threads");
+        assertEquals(1, emu.maxActiveBlocksPerMultiprocessor(f, 128, 40 * 1024), "64 KB of shared memory");
+        assertEquals(3, emu.maxActiveBlocksPerMultiprocessor(f, 128, 20 * 1024), "64 KB of shared memory");
     }
 
     /**
@@ -145,6 +163,11 @@ class EmulatorFeatureTest {
                     Dim3.of(8), 0, 0, new KernelArgs().pointer(out.pointer())));
             assertTrue(e.getMessage().contains("thread (2,0,0)") && e.getMessage().contains("an exception escaped the kernel's thread: ")
                     && e.getMessage().contains("bad_alloc"), e.getMessage());
+            try (Tensor after = out.toHost()) {  // round-robin: threads 0 and 1 ran to the end, the launch stopped at thread 2
+                assertEquals(1.0, after.getFlat(1));
+                assertTrue(Double.isNaN(after.getFlat(3)) || after.getFlat(3) == 0, "thread 3 never ran: " + after.getFlat(3));
+            }
+            emu.memset(out.pointer(), 0, 8 * 4);
             emu.launch(fn("selftest_exception_in_a_thread"), Dim3.of(1), Dim3.of(2), 0, 0, new KernelArgs().pointer(out.pointer()));
             assertEquals(1.0, out.toHost().getFlat(1), "two threads, none throws: the launch runs");
         }

@@ -99,7 +99,8 @@ class PreparedWeightsUpdateTest {
     /**
      * Packed in-projection (self-attention: q, k and v rows are views of one copy) and separate q, k,
      * v weights; F32, and BF16, whose 16-bit interior reads the 16-bit copies (and their views) that
-     * an update rewrites.
+     * an update rewrites (separate weights from the host only in F32: the 16-bit copies are written
+     * the same way for both layouts).
      */
     @ParameterizedTest
     @CsvSource({"F32, true, false", "F32, true, true", "F32, false, false", "F32, false, true", "BF16, true, false", "BF16, true, true",

@@ -49,7 +49,7 @@ class ScheduleModesTest {
     @ParameterizedTest(name = "{0}, cp.async lands at issue: {1}")
     @MethodSource("schedules")
     void fasterKernelsAgreeWithTheReferenceInEveryThreadOrder(EmuDriver.Schedule schedule, boolean landAtIssue) {
-        GpuTargets.assumeTensorCores("the faster kernels under every schedule (tensor-core and TF32 cases by name)");
+        GpuTargets.assumeTensorCores("the faster kernels under every schedule (its cases include the tensor-core and TF32 ones)");
         TestData data = new TestData();
         emu.setSchedule(schedule, data.nextInt(0, 1 << 30), landAtIssue);
         String tag = schedule + (landAtIssue ? " landing at issue " : " ") + data;
