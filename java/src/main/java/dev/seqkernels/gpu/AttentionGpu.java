@@ -763,14 +763,17 @@ final class AttentionGpu {
         }
     }
 
-    /**
-     * {@code interior}: {@link #mhaInteriorType}, the type of query, key, value (batch-major), the
-     * weights, the attention's q, k, v and merged; {@code packedWidth}: E + 2 kv when q, k and v came
-     * from one GEMM (self-attention), else 0.
-     */
-    record MhaSaved(List<Object> config, PreparedCopies prepared, DeviceScope scope, DType interior, Saved attention, Weights w,
-                    DeviceTensor query, DeviceTensor key, DeviceTensor value, DeviceTensor merged, int packedWidth)
-            implements AutoCloseable {
+    /** {@code packedWidth}: E + 2 kv when q, k and v came from one GEMM (self-attention), else 0. */
+    record MhaSaved(List<Object> config, PreparedCopies prepared, DeviceScope scope, Saved attention, Weights w, DeviceTensor query,
+                    DeviceTensor key, DeviceTensor value, DeviceTensor merged, int packedWidth) implements AutoCloseable {
+        /**
+         * The forward's {@link #mhaInteriorType}: the type of query, key and value (batch-major), the
+         * weights, the attention's q, k, v and merged.
+         */
+        DType interior() {
+            return query.dtype();
+        }
+
         @Override
         public void close() {
             scope.close();
@@ -789,7 +792,7 @@ final class AttentionGpu {
         try {
             for (var e : params.entrySet()) {
                 copies.putF32(e.getKey(), e.getValue());
-                if (dt == DType.F16 || dt == DType.BF16) {
+                if (mhaInteriorType(dt, KernelChoice.AUTO) != DType.F32) {  // what the 16-bit interior reads
                     copies.putNarrow(e.getKey(), e.getValue(), dt);
                 }
             }
@@ -909,7 +912,7 @@ final class AttentionGpu {
         DeviceTensor merged = scope.allocate(interior, (long) batch * lq, e);
         runForward(interior, sv, merged, temp, tf32, stream);
         DeviceTensor out = project(temp, merged, w.wo(), w.bo(), batch * lq, e, e, interior, tf32, stream);
-        return new MhaCore(out, new MhaSaved(mhaConfig(op), prepared, scope, interior, sv, w, query, key, value, merged, width));
+        return new MhaCore(out, new MhaSaved(mhaConfig(op), prepared, scope, sv, w, query, key, value, merged, width));
     }
 
     /** The attention weights averaged over heads [B, q_len, kv_len] in dt, on the host (the host path's needWeights). */
