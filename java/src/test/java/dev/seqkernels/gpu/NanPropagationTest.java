@@ -475,7 +475,12 @@ class NanPropagationTest {
      * An infinite v at an allowed key whose weight is 0 (its score 7200 below the row's maximum, so
      * 0 in double too): 0 x inf is NaN in the reference, and in every kernel, on a tile a mask
      * touches (the recompute) as on one it does not. The key is entry 0's last, which only its last
-     * row (in both heads) may attend to under the bottom-right causal mask.
+     * row (in both heads) may attend to under the bottom-right causal mask. The row before it sees
+     * the dominant key (last - 1) but not the infinite one, and gets the same query: its output is
+     * that key's v, finite. With a random query instead, its scores against that key (k of 120 /
+     * sqrt(D) per element) would be about 30 in magnitude, and TF32's rounding of q (2^-11
+     * relative) would move them by about 1e-2, a test of conditioning rather than of 0 x inf (seed
+     * 43887677500925: out relative L2 1.2e-3, TF32X64).
      */
     @ParameterizedTest
     @EnumSource(AttnKernel.class)
@@ -486,6 +491,7 @@ class NanPropagationTest {
         for (int e = 0; e < kernel.headDim; e++) {
             for (int h = 0; h < Q_HEADS; h++) {
                 run.q.set(30.0, 0, h, row, e);
+                run.q.set(30.0, 0, h, row - 1, e);
             }
             run.k.set(-120 / Math.sqrt(kernel.headDim), 0, 0, last, e);   // scores -3600 and +3600
             run.k.set(120 / Math.sqrt(kernel.headDim), 0, 0, last - 1, e);
@@ -494,6 +500,10 @@ class NanPropagationTest {
         try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu()) {
             for (int h = 0; h < Q_HEADS; h++) {
                 assertTrue(Double.isNaN(want.out().get(0, h, row, 7)), run.tag() + ": the reference's 0 x inf is NaN");
+                for (int e = 0; e < VALUE_DIM; e++) {
+                    assertEquals(run.v.get(0, 0, last - 1, e), want.out().get(0, h, row - 1, e), 1e-12,
+                            run.tag() + ": the reference's row before it is the dominant key's v");
+                }
             }
             checkNan(run.tag() + " out", got.out(), want.out(), kernel.tolerance());
         }
