@@ -166,46 +166,48 @@ SEQK_RECURRENT_FUSED(f32, float);
 SEQK_RECURRENT_FUSED(f16, __half);
 SEQK_RECURRENT_FUSED(bf16, __nv_bfloat16);
 
-extern "C" __global__ void lstm_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
-                                                   const float* peephole, float* h_buf, float* c_state,
-                                                   float* c_new_save, float* raw, float* out,
-                                                   const int* lengths, int steps, int reversed, int batch, int hidden,
-                                                   int units, int out_stride, int out_offset, int input_forget, float clip,
-                                                   int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha,
-                                                   float g_beta, int h_kind, float h_alpha, float h_beta) {
-    persistent::lstm_fwd(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_new_save, raw, out, lengths,
-                         steps, reversed, batch, hidden, units, out_stride, out_offset, input_forget, clip, f_kind, f_alpha,
-                         f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
-}
-SEQK_KERNEL(lstm_persistent_fwd_f32);
+// The persistent forward (recurrent/persistent.cuh), one instance per state type: F32 (warp dot
+// products) and F16/BF16 (W_hh and h in 16 bits, mma.sync with fp32 accumulation; sm_80+). gx,
+// biases, peepholes, c and the saved trace are f32 in every instance; h_buf, the output and the
+// reset-first GRU's r*h are the state type S.
+#define SEQK_RECURRENT_PERSISTENT(suffix, S)                                                                            \
+    extern "C" __global__ void lstm_persistent_fwd_##suffix(                                                            \
+        const float* gx, const S* w_hh, const float* bih, const float* bhh, const float* peephole, S* h_buf,            \
+        float* c_state, float* c_new_save, float* raw, S* out, const int* lengths, int steps, int reversed, int batch,  \
+        int hidden, int units, int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha, \
+        float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {               \
+        persistent::lstm_fwd<S>(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_new_save, raw, out, lengths, steps,     \
+                                reversed, batch, hidden, units, out_stride, out_offset, input_forget, clip, f_kind,     \
+                                f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                     \
+    }                                                                                                                   \
+    SEQK_KERNEL(lstm_persistent_fwd_##suffix);                                                                          \
+    extern "C" __global__ void gru_persistent_fwd_##suffix(                                                             \
+        const float* gx, const S* w_hh, const float* bih, const float* bhh, S* h_buf, float* raw, float* hn_lin_save,   \
+        S* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units, int out_stride,          \
+        int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) { \
+        persistent::gru_fwd<S>(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, out, lengths, steps, reversed, batch,       \
+                               hidden, units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,   \
+                               g_beta);                                                                                 \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_persistent_fwd_##suffix);                                                                           \
+    extern "C" __global__ void gru_reset_first_persistent_fwd_##suffix(                                                 \
+        const float* gx, const S* w_hh, const float* bih, const float* bhh, S* h_buf, S* reset_hidden, float* raw,      \
+        S* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units, int out_stride,          \
+        int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) { \
+        persistent::gru_reset_first_fwd<S>(gx, w_hh, bih, bhh, h_buf, reset_hidden, raw, out, lengths, steps,           \
+                                           reversed, batch, hidden, units, out_stride, out_offset, clip, f_kind,        \
+                                           f_alpha, f_beta, g_kind, g_alpha, g_beta);                                   \
+    }                                                                                                                   \
+    SEQK_KERNEL(gru_reset_first_persistent_fwd_##suffix);                                                               \
+    extern "C" __global__ void rnn_persistent_fwd_##suffix(                                                             \
+        const float* gx, const S* w_hh, const float* bih, const float* bhh, S* h_buf, float* raw, S* out,               \
+        const int* lengths, int steps, int reversed, int batch, int hidden, int units, int out_stride, int out_offset,  \
+        float clip, int f_kind, float f_alpha, float f_beta) {                                                          \
+        persistent::rnn_fwd<S>(gx, w_hh, bih, bhh, h_buf, raw, out, lengths, steps, reversed, batch, hidden, units,     \
+                               out_stride, out_offset, clip, f_kind, f_alpha, f_beta);                                  \
+    }                                                                                                                   \
+    SEQK_KERNEL(rnn_persistent_fwd_##suffix)
 
-extern "C" __global__ void gru_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
-                                                  float* h_buf, float* raw, float* hn_lin_save, float* out,
-                                                  const int* lengths, int steps, int reversed, int batch, int hidden, int units,
-                                                  int out_stride, int out_offset, float clip, int f_kind, float f_alpha,
-                                                  float f_beta, int g_kind, float g_alpha, float g_beta) {
-    persistent::gru_fwd(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, out, lengths, steps, reversed, batch, hidden,
-                        units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
-}
-SEQK_KERNEL(gru_persistent_fwd_f32);
-
-extern "C" __global__ void gru_reset_first_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih,
-                                                              const float* bhh, float* h_buf, float* reset_hidden, float* raw,
-                                                              float* out, const int* lengths, int steps, int reversed,
-                                                              int batch, int hidden, int units, int out_stride, int out_offset,
-                                                              float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
-                                                              float g_alpha, float g_beta) {
-    persistent::gru_reset_first_fwd(gx, w_hh, bih, bhh, h_buf, reset_hidden, raw, out, lengths, steps, reversed, batch, hidden,
-                                    units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
-}
-SEQK_KERNEL(gru_reset_first_persistent_fwd_f32);
-
-extern "C" __global__ void rnn_persistent_fwd_f32(const float* gx, const float* w_hh, const float* bih, const float* bhh,
-                                                  float* h_buf, float* raw, float* out, const int* lengths, int steps,
-                                                  int reversed, int batch, int hidden, int units, int out_stride,
-                                                  int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
-    persistent::rnn_fwd(gx, w_hh, bih, bhh, h_buf, raw, out, lengths, steps, reversed, batch, hidden, units, out_stride,
-                        out_offset, clip, f_kind, f_alpha, f_beta);
-}
-SEQK_KERNEL(rnn_persistent_fwd_f32);
-
+SEQK_RECURRENT_PERSISTENT(f32, float);
+SEQK_RECURRENT_PERSISTENT(f16, __half);
+SEQK_RECURRENT_PERSISTENT(bf16, __nv_bfloat16);

@@ -132,3 +132,18 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* sha
 }  // namespace arch
 }  // namespace seqk
 #endif
+
+namespace seqk {
+namespace arch {
+
+/** mma_m16n8k16 of the 16-bit type of the tag (d += a b): one call site for kernels templated on the storage type. */
+__device__ __forceinline__ void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
+    mma_m16n8k16_f16(d, a, b, d);
+}
+
+__device__ __forceinline__ void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+    mma_m16n8k16_bf16(d, a, b, d);
+}
+
+}  // namespace arch
+}  // namespace seqk

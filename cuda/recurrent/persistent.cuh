@@ -2,6 +2,7 @@
 #pragma once
 
 #include "../arch/grid.cuh"
+#include "../arch/mma.cuh"
 #include "../arch/warp.cuh"
 #include "cell.cuh"
 
@@ -9,20 +10,24 @@ namespace {
 
 // Persistent forward for small batches, LSTM (no projection), GRU (either reset form) and Elman
 // RNN: one cooperative launch runs every step of one (layer, direction), keeping W_hh on chip
-// throughout.
+// throughout. T is the state type: float (the F32 instance) or a 16-bit type (F16/BF16 ops).
 //
 // Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
 // (G = 4 gates for LSTM, 3 for GRU, 1 for RNN; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
-// loaded once. Per step every
-// block stages h_{t-1} [B, H] from global memory into shared memory (through L2: other blocks
-// wrote it), each warp computes dot products of (batch entry, W_hh row) pairs with its lanes
-// striding over H and a butterfly sum, then each thread applies lstm_cell to (batch entry, unit)
-// pairs exactly as lstm_step_v1 does (gru_cell and the RNN cell likewise), saves what backward
-// needs (raw, c_new, GRU's h W_hn^T + b_hn; not in inference),
-// writes h_t into the other half of h_buf [2, B, H] (double buffered: no block overwrites what
-// another may still be reading) and the output, and the grid synchronizes before the next step.
-// Shared memory: (G*U*H + B*H + G*U*B) floats. Per step: 2*G*B*H*U flops per block; W_hh is read
-// from shared memory, never from DRAM, after the first step.
+// loaded once. Per step every block stages h_{t-1} [B, H] from global memory into shared memory
+// (through L2: other blocks wrote it) and projects it onto its rows (project_state: F32 by warp
+// dot products, 16 bits by mma.sync), then each thread applies lstm_cell to (batch entry, unit)
+// pairs exactly as the step kernels do (gru_cell and the RNN cell likewise), saves what backward
+// needs (raw, c_new, GRU's h W_hn^T + b_hn; fp32, not in inference),
+// writes h_t (rounded once to T) into the other half of h_buf [2, B, H] (double buffered: no block
+// overwrites what another may still be reading) and the output, and the grid synchronizes before
+// the next step. W_hh is read from shared memory, never from DRAM, after the first step.
+//
+// Shared memory, F32: W [G*U][H], h [B][H], gate [B][G*U] floats. 16 bits (shared_layout16): W
+// [M][S] and h [16][S] in T (M = G*U rounded up to 16 rows; S = H rounded up to 16, plus 8: rows
+// 16-byte aligned and 16 bytes apart modulo 128, so ldmatrix is conflict-free; zeros past G*U rows,
+// past B entries and past H columns), then the warps' partial sums [warps][M][16] and gate
+// [B][G*U] in fp32. RecurrentGpu.persistentPlan computes the same sizes.
 namespace persistent {
 
 __device__ __forceinline__ float load_through_l2(const float* p) {
@@ -33,23 +38,57 @@ __device__ __forceinline__ float load_through_l2(const float* p) {
 #endif
 }
 
-/** A block's part: hidden units [u0, u0 + mine) and its shared memory: W [G*U][H], h [B][H], gates [B][G*U]. */
+template <typename T>
+__device__ __forceinline__ float load_through_l2(const T* p) {
+#ifdef SEQK_EMU
+    return seqk::to_float(*p);
+#else
+    unsigned short bits = __ldcg(reinterpret_cast<const unsigned short*>(p));
+    return seqk::to_float(*reinterpret_cast<const T*>(&bits));
+#endif
+}
+
+/** Sixteen bytes, moved as one access (both addresses 16-byte aligned). */
+struct alignas(16) Chunk16 {
+    uint32_t word[4];
+};
+
+/** The 16 bytes at p, through L2. */
+__device__ __forceinline__ Chunk16 load16_through_l2(const void* p) {
+#ifdef SEQK_EMU
+    return *static_cast<const Chunk16*>(p);
+#else
+    uint4 v = __ldcg(static_cast<const uint4*>(p));
+    return Chunk16{{v.x, v.y, v.z, v.w}};
+#endif
+}
+
+/** A block's part: hidden units [u0, u0 + mine) and its shared memory (layout above). */
+template <typename T>
 struct Slice {
-    float* w;
-    float* hs;
+    T* w;
+    T* hs;
+    float* partial;  // 16 bits only: [warps][M][16]
     float* gate;
+    int stride;      // of w's and hs's rows: H (F32) or S (16 bits)
+    int padded_rows;  // M (16 bits)
     int u0;
     int mine;  // may be <= 0 for trailing blocks: they still take part in every grid sync
 };
 
+__device__ __forceinline__ int round_up16(int n) { return (n + 15) / 16 * 16; }
+
 /** Loads this block's G*U rows of W_hh (row g*U + u is W_hh row g*H + u0 + u; zeros past H) into shared memory. */
 template <int G>
-__device__ Slice load_slice(const float* w_hh, int batch, int hidden, int units) {
+__device__ Slice<float> load_slice(const float* w_hh, int batch, int hidden, int units) {
     SEQK_DYNAMIC_SHARED(float, smem);
-    Slice sl;
+    Slice<float> sl;
     sl.w = smem;
     sl.hs = smem + static_cast<long>(G) * units * hidden;
+    sl.partial = nullptr;
     sl.gate = sl.hs + static_cast<long>(batch) * hidden;
+    sl.stride = hidden;
+    sl.padded_rows = G * units;
     sl.u0 = blockIdx.x * units;
     sl.mine = hidden - sl.u0 < units ? hidden - sl.u0 : units;
     for (long idx = threadIdx.x; idx < static_cast<long>(G) * units * hidden; idx += blockDim.x) {
@@ -61,14 +100,45 @@ __device__ Slice load_slice(const float* w_hh, int batch, int hidden, int units)
 }
 
 /**
- * One step's recurrent projections of this block's units: stages a [B, H] vector (h_{t-1}, or
- * the reset-first GRU's r*h) from global memory (through L2: other blocks wrote it), then
+ * The 16-bit slice: W's rows as above in T, every padding element zero (h's 16 rows too: rows past
+ * B and columns past H are never written again). Ends synchronized.
+ */
+template <int G, typename T>
+__device__ Slice<T> load_slice(const T* w_hh, int, int hidden, int units) {
+    SEQK_DYNAMIC_SHARED(T, smem);
+    Slice<T> sl;
+    sl.stride = round_up16(hidden) + 8;
+    sl.padded_rows = round_up16(G * units);
+    sl.w = smem;
+    sl.hs = smem + static_cast<long>(sl.padded_rows) * sl.stride;
+    sl.partial = reinterpret_cast<float*>(sl.hs + 16L * sl.stride);
+    sl.gate = sl.partial + static_cast<long>(blockDim.x / 32) * sl.padded_rows * 16;
+    sl.u0 = blockIdx.x * units;
+    sl.mine = hidden - sl.u0 < units ? hidden - sl.u0 : units;
+    for (long idx = threadIdx.x; idx < static_cast<long>(sl.padded_rows) * sl.stride; idx += blockDim.x) {
+        int r = static_cast<int>(idx / sl.stride);
+        int e = static_cast<int>(idx % sl.stride);
+        int u = r % units;
+        bool real = r < G * units && u < sl.mine && e < hidden;
+        sl.w[idx] = real ? w_hh[(static_cast<long>(r / units) * hidden + sl.u0 + u) * hidden + e] : seqk::from_float<T>(0.0f);
+    }
+    for (long idx = threadIdx.x; idx < 16L * sl.stride; idx += blockDim.x) {
+        sl.hs[idx] = seqk::from_float<T>(0.0f);
+    }
+    __syncthreads();
+    return sl;
+}
+
+/**
+ * One step's recurrent projections of this block's units (F32): stages a [B, H] vector (h_{t-1},
+ * or the reset-first GRU's r*h) from global memory (through L2: other blocks wrote it), then
  * gate[b][r] = W row r . vector_b for the rows [first_row, first_row + rows) of the slice's G*U,
  * one warp per (b, r) pair at a time, lanes striding over H and a butterfly
  * sum. Ends synchronized.
  */
 template <int G>
-__device__ void project_state(const Slice& sl, const float* h_cur, int batch, int hidden, int units, int first_row, int rows) {
+__device__ void project_state(const Slice<float>& sl, const float* h_cur, int batch, int hidden, int units, int first_row,
+                              int rows) {
     int lane = seqk::arch::lane_id();
     int warps = blockDim.x / 32;
     for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
@@ -96,31 +166,94 @@ __device__ void project_state(const Slice& sl, const float* h_cur, int batch, in
 }
 
 /**
+ * The same projections in 16 bits on tensor cores (fp32 accumulation): stages the [B, H] vector
+ * with 16-byte loads (H % 8 == 0), then the block's product W [M, S] x h^T [S, 16] as mma.m16n8k16
+ * tiles: warp w takes the w-th of `warps` contiguous ranges of the 16-column k-steps, for every
+ * 16-row tile that meets [first_row, first_row + rows) (A by ldmatrix.x4 from W's rows, B, both
+ * 8-entry halves of the batch, by one ldmatrix.x4 from h's rows), and writes its tile sums to
+ * partial[w]; then gate[b][r] is the sum of the warps' partials in warp order (deterministic).
+ * Ends synchronized.
+ */
+template <int G, typename T>
+__device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int hidden, int units, int first_row, int rows) {
+    int chunks = hidden / 8;
+    for (int idx = threadIdx.x; idx < batch * chunks; idx += blockDim.x) {
+        int b = idx / chunks;
+        int c = idx % chunks;
+        *reinterpret_cast<Chunk16*>(sl.hs + b * sl.stride + c * 8) = load16_through_l2(h_cur + static_cast<long>(b) * hidden + c * 8);
+    }
+    __syncthreads();
+    int lane = seqk::arch::lane_id();
+    int warp = threadIdx.x / 32;
+    int warps = blockDim.x / 32;
+    int ksteps = (sl.stride - 8) / 16;
+    int k_begin = warp * ksteps / warps;
+    int k_end = (warp + 1) * ksteps / warps;
+    // ldmatrix row addresses: A's lane l gives row l % 16 at column (l / 16) * 8; B's gives batch
+    // entry l % 8 + (l / 16) * 8 at column ((l / 8) % 2) * 8, so b[0..1] is the first 8 entries'
+    // fragment and b[2..3] the next 8's.
+    const T* b_row = sl.hs + ((lane % 8) + (lane / 16) * 8) * sl.stride + ((lane / 8) % 2) * 8;
+    int g = lane / 4;
+    int t = lane % 4;
+    for (int tile = first_row / 16; tile < (first_row + rows + 15) / 16; tile++) {
+        const T* a_row = sl.w + (tile * 16 + lane % 16) * sl.stride + (lane / 16) * 8;
+        float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        for (int ks = k_begin; ks < k_end; ks++) {
+            uint32_t a[4];
+            uint32_t bf[4];
+            seqk::arch::ldmatrix_x4(a, a_row + ks * 16);
+            seqk::arch::ldmatrix_x4(bf, b_row + ks * 16);
+            seqk::arch::mma_m16n8k16(acc[0], a, bf, T{});
+            seqk::arch::mma_m16n8k16(acc[1], a, bf + 2, T{});
+        }
+        float* p = sl.partial + (static_cast<long>(warp) * sl.padded_rows + tile * 16) * 16;
+        SEQK_UNROLL
+        for (int n = 0; n < 2; n++) {
+            p[g * 16 + n * 8 + 2 * t] = acc[n][0];
+            p[g * 16 + n * 8 + 2 * t + 1] = acc[n][1];
+            p[(g + 8) * 16 + n * 8 + 2 * t] = acc[n][2];
+            p[(g + 8) * 16 + n * 8 + 2 * t + 1] = acc[n][3];
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < batch * rows; idx += blockDim.x) {
+        int b = idx / rows;
+        int r = first_row + idx % rows;
+        float sum = 0.0f;
+        for (int w = 0; w < warps; w++) {
+            sum += sl.partial[(static_cast<long>(w) * sl.padded_rows + r) * 16 + b];
+        }
+        sl.gate[b * G * units + r] = sum;
+    }
+    __syncthreads();
+}
+
+/**
  * The step loop both persistent kernels share: per step, the state projection, then for each of
  * this block's (batch entry, unit) pairs either the carried state and a zero output (t past the
  * entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and saves its cell's
- * trace; the new h goes to the other h_buf half and to the output. Grid sync per step.
+ * trace; the new h (rounded once to T) goes to the other h_buf half and to the output. Grid sync per step.
  */
-template <int G, typename Cell>
-__device__ void run_steps(const Slice& sl, float* h_buf, float* out, const int* lengths, int steps,
+template <int G, typename T, typename Cell>
+__device__ void run_steps(const Slice<T>& sl, T* h_buf, T* out, const int* lengths, int steps,
                           int reversed, int batch, int hidden, int units, int out_stride, int out_offset, Cell cell) {
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
-        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
         project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units, 0, G * units);
         for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
             int b = pair / sl.mine;
             int u = pair % sl.mine;
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
-            float hp = sl.hs[static_cast<long>(b) * hidden + j];
-            float* o = out + row * out_stride + out_offset + j;
+            T hp = sl.hs[static_cast<long>(b) * sl.stride + j];
+            T* o = out + row * out_stride + out_offset + j;
             if (t >= lengths[b]) {
                 h_next[static_cast<long>(b) * hidden + j] = hp;
-                *o = 0.0f;
+                *o = seqk::from_float<T>(0.0f);
                 continue;
             }
-            float h = cell(b, u, j, row, hp);
+            T h = seqk::from_float<T>(cell(b, u, j, row, seqk::to_float(hp)));
             h_next[static_cast<long>(b) * hidden + j] = h;
             *o = h;
         }
@@ -128,12 +261,13 @@ __device__ void run_steps(const Slice& sl, float* h_buf, float* out, const int* 
     }
 }
 
-__device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, const float* peephole,
-                         float* h_buf, float* c_state, float* c_new_save, float* raw, float* out, const int* lengths, int steps,
+template <typename T>
+__device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, const float* peephole,
+                         T* h_buf, float* c_state, float* c_new_save, float* raw, T* out, const int* lengths, int steps,
                          int reversed, int batch, int hidden, int units, int out_stride, int out_offset, int input_forget,
                          float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta,
                          int h_kind, float h_alpha, float h_beta) {
-    Slice sl = load_slice<4>(w_hh, batch, hidden, units);
+    Slice<T> sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
     run_steps<4>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
@@ -158,11 +292,12 @@ __device__ void lstm_fwd(const float* gx, const float* w_hh, const float* bih, c
 
 // GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate
 // rows per unit; the cell is gru_cell, as in gru_step_v1, saving raw and h W_hn^T + b_hn.
-__device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
-                        float* hn_lin_save, float* out, const int* lengths, int steps, int reversed,
+template <typename T>
+__device__ void gru_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, T* h_buf, float* raw,
+                        float* hn_lin_save, T* out, const int* lengths, int steps, int reversed,
                         int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
                         float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
-    Slice sl = load_slice<3>(w_hh, batch, hidden, units);
+    Slice<T> sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
     run_steps<3>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float hp) {
@@ -190,17 +325,18 @@ __device__ void gru_fwd(const float* gx, const float* w_hh, const float* bih, co
 // gru_step_v1 runs it (h_{t-1} read again from h_buf, which the staging overwrote in shared
 // memory), raw saved as gru_reset_v1 and gru_step_v1 save it. pre_r and pre_z stay in the gate
 // rows they came from (the second half projects only the n rows).
-__device__ void gru_reset_first_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf,
-                                    float* reset_hidden, float* raw, float* out, const int* lengths, int steps, int reversed,
+template <typename T>
+__device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, T* h_buf,
+                                    T* reset_hidden, float* raw, T* out, const int* lengths, int steps, int reversed,
                                     int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
                                     float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
-    Slice sl = load_slice<3>(w_hh, batch, hidden, units);
+    Slice<T> sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
     int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
-        const float* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
-        float* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        const T* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
+        T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
         project_state<3>(sl, h_cur, batch, hidden, units, 0, 2 * units);
         for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
             int b = pair / sl.mine;
@@ -215,9 +351,9 @@ __device__ void gru_reset_first_fwd(const float* gx, const float* w_hh, const fl
                                load_or_zero(bhh, hidden + j);
                 save(raw, row * gh3 + j, g[u]);
                 save(raw, row * gh3 + hidden + j, g[units + u]);
-                rh = activate(f_kind, f_alpha, f_beta, clip_to(g[u], clip)) * sl.hs[static_cast<long>(b) * hidden + j];
+                rh = activate(f_kind, f_alpha, f_beta, clip_to(g[u], clip)) * seqk::to_float(sl.hs[static_cast<long>(b) * sl.stride + j]);
             }
-            reset_hidden[static_cast<long>(b) * hidden + j] = rh;
+            reset_hidden[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(rh);
         }
         seqk::arch::grid_sync();
         project_state<3>(sl, reset_hidden, batch, hidden, units, 2 * units, units);
@@ -227,10 +363,10 @@ __device__ void gru_reset_first_fwd(const float* gx, const float* w_hh, const fl
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             float hp = load_through_l2(h_cur + static_cast<long>(b) * hidden + j);
-            float* o = out + row * out_stride + out_offset + j;
+            T* o = out + row * out_stride + out_offset + j;
             if (t >= lengths[b]) {
-                h_next[static_cast<long>(b) * hidden + j] = hp;
-                *o = 0.0f;
+                h_next[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(hp);
+                *o = seqk::from_float<T>(0.0f);
                 continue;
             }
             const float* g = sl.gate + b * 3 * units;
@@ -240,18 +376,19 @@ __device__ void gru_reset_first_fwd(const float* gx, const float* w_hh, const fl
             float h = gru_cell(g[u], g[units + u], x_n, h_lin, 0, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta,
                                pre_n);
             save(raw, row * gh3 + 2 * hidden + j, pre_n);
-            h_next[static_cast<long>(b) * hidden + j] = h;
-            *o = h;
+            h_next[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(h);
+            *o = seqk::from_float<T>(h);
         }
         seqk::arch::grid_sync();
     }
 }
 
 // Elman RNN: one gate row per unit; the cell is rnn_step_v1's, saving raw.
-__device__ void rnn_fwd(const float* gx, const float* w_hh, const float* bih, const float* bhh, float* h_buf, float* raw,
-                        float* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
+template <typename T>
+__device__ void rnn_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, T* h_buf, float* raw,
+                        T* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
                         int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
-    Slice sl = load_slice<1>(w_hh, batch, hidden, units);
+    Slice<T> sl = load_slice<1>(w_hh, batch, hidden, units);
     run_steps<1>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre = gx[row * hidden + j] + sl.gate[b * units + u] + load_or_zero(bih, j) + load_or_zero(bhh, j);

@@ -36,11 +36,12 @@ import java.util.Map;
  * carried dh and dc, the GEMM results and the bias and peephole sums stay fp32.
  *
  * <p>Persistent forward ({@link #persistentPlan}): an LSTM without projection, a GRU (either reset
- * form) or an Elman RNN, batch &lt;= 16, F32 state, whose W_hh slices fit in shared memory with one
- * block per multiprocessor, runs each (layer, direction) as one cooperative launch of
- * {@link #persistentKernel} (W_hh stays on chip for every
- * step; no per-step GEMM or launch) instead of the per-step loop. It saves the same trace, so
- * backward is unchanged.
+ * form) or an Elman RNN, batch &lt;= 16, whose W_hh slices fit in shared memory with one block per
+ * multiprocessor, runs each (layer, direction) as one cooperative launch of {@link #persistentKernel}
+ * (W_hh stays on chip for every step; no per-step GEMM or launch) instead of the per-step loop: the
+ * F32 instance for an F32 state, the 16-bit one (W_hh and h in the storage type, the projection on
+ * tensor cores by mma.sync, fp32 accumulation, h rounded once a step as the step loop rounds it) for
+ * an F16/BF16 state on sm_80+ with H % 8 == 0. It saves the same trace, so backward is unchanged.
  */
 final class RecurrentGpu {
     private static final int THREADS = 256;
@@ -102,22 +103,27 @@ final class RecurrentGpu {
 
     /**
      * The persistent kernel's plan, or null when the rule does not pick it: an LSTM without
-     * projection, a GRU (either reset form) or an Elman RNN, an F32 {@link #stateType} (the kernel keeps h and
-     * W_hh in fp32: a 16-bit op's state is 16-bit, on the tensor-core step path), batch &lt;= 16, and 4 bytes x (G U x H weights +
-     * B x H staged state + G U x B gates) within the per-block opt-in shared memory, with G the
-     * gates (4, 3 or 1) and U = ceil(H / multiprocessors). (An H100 at B = 16, 232,448 bytes: an
-     * LSTM up to H = 1106, a GRU up to 1252, an Elman RNN up to 1866.)
+     * projection, a GRU (either reset form) or an Elman RNN, batch &lt;= 16, and its shared memory
+     * ({@link #persistentSharedBytes}) within the per-block opt-in, with U = ceil(H /
+     * multiprocessors) units per block. An F32 {@link #stateType} takes the F32 instance; a 16-bit
+     * one (an F16/BF16 op under AUTO) the 16-bit instance (W_hh and h in 16 bits, mma.sync), which
+     * also needs tensor cores (sm_80+) and H % 8 == 0 (h moves in 16-byte chunks). On an H100
+     * (232,448 bytes, 132 multiprocessors) at B = 16: F32 up to H = 1106 (LSTM), 1252 (GRU), 1866
+     * (Elman RNN); 16 bits up to 1584 (LSTM and GRU: their rows pad to the same 48) and 2224.
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
         boolean projected = c.cell() == CellType.LSTM && c.projSize() > 0;
-        if (choice != StepChoice.AUTO || stateType(storage, choice) != DType.F32 || projected || batch > PERSISTENT_MAX_BATCH) {
+        if (choice != StepChoice.AUTO || projected || batch > PERSISTENT_MAX_BATCH) {
             return null;
         }
-        int gates = c.cell().gates();
+        DType state = stateType(storage, choice);
         int h = c.hiddenSize();
+        if (state != DType.F32 && (props.computeMajor() < 8 || h % 8 != 0)) {
+            return null;
+        }
         int sms = Math.max(1, props.multiprocessors());
         int units = (h + sms - 1) / sms;
-        long bytes = 4L * ((long) gates * units * h + (long) batch * h + (long) gates * units * batch);
+        long bytes = persistentSharedBytes(c.cell().gates(), units, h, batch, state);
         if (bytes > props.sharedMemoryPerBlockOptin()) {
             return null;
         }
@@ -125,7 +131,24 @@ final class RecurrentGpu {
     }
 
     /**
-     * The persistent kernel of a cell (its F32 instance): {@code lstm_persistent_fwd},
+     * The persistent kernel's dynamic shared memory (cuda/recurrent/persistent.cuh), G gates, U
+     * units per block, hidden H, batch B. F32: 4 x (G U H weights + B H staged state + G U B
+     * gates). 16 bits: 2 x (M + 16) x S for the weights and the staged state (M = G U rounded up to
+     * 16 rows, S = H rounded up to 16 plus 8 columns of padding, the batch padded to the mma's 16),
+     * then 4 x (warps x M x 16 partial sums + B G U gates).
+     */
+    static long persistentSharedBytes(int gates, int units, int hidden, int batch, DType state) {
+        long rows = (long) gates * units;
+        if (state == DType.F32) {
+            return 4L * (rows * hidden + (long) batch * hidden + rows * batch);
+        }
+        long padded = (rows + 15) / 16 * 16;
+        long stride = ((long) hidden + 15) / 16 * 16 + 8;
+        return 2L * (padded + 16) * stride + 4L * ((long) (THREADS / 32) * padded * 16 + rows * batch);
+    }
+
+    /**
+     * The persistent kernel of a cell (plus the {@link #stateType}'s suffix): {@code lstm_persistent_fwd},
      * {@code gru_persistent_fwd} (linear_before_reset), {@code gru_reset_first_persistent_fwd} (the
      * reset gate first: two grid syncs a step, as n needs r*h of every unit) or
      * {@code rnn_persistent_fwd}.
@@ -513,11 +536,11 @@ final class RecurrentGpu {
         float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
         PersistentPlan plan = persistentPlan(c, batch, dt, driver.properties(), stepChoice);
         String persistentKernel = plan != null ? persistentKernel(c) : null;
-        if (plan != null && !fitsAtOnce(fn32(persistentKernel), plan)) {
+        if (plan != null && !fitsAtOnce(kernel(persistentKernel + stateSuffix), plan)) {
             plan = null;  // a smaller GPU than the rule assumed: the per-step loop instead
         }
         if (plan != null) {
-            DeviceTensor hBuf = temp.allocate(DType.F32, 2, batch, h);
+            DeviceTensor hBuf = temp.allocate(state, 2, batch, h);
             driver.copyDeviceToDeviceAsync(hBuf.pointer(), hState.pointer(), hState.byteSize(), stream);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
@@ -544,7 +567,7 @@ final class RecurrentGpu {
             }
             boolean launched = true;
             try {
-                driver.launchCooperative(fn32(persistentKernel), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), stream,
+                driver.launchCooperative(kernel(persistentKernel + stateSuffix), Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), stream,
                         args);
             } catch (DriverException e) {
                 if (e.status() != DriverException.COOPERATIVE_LAUNCH_TOO_LARGE) {

@@ -66,8 +66,8 @@ class DeviceRecurrentTest {
     /**
      * cell, dtype, hidden, layers, bidirectional, batch first, batch, initial states: the per-step
      * graph with the vectorized cells (an F32 RNN at batch 17, above the persistent kernel's) and
-     * with the 16-bit state of F16/BF16 ops, and the persistent kernel (small F32 batches of an LSTM
-     * and a GRU).
+     * with the 16-bit state of F16/BF16 ops, and the persistent kernel (small batches: an F32 LSTM
+     * and GRU, and an F16 LSTM at batch 2 on its 16-bit instance, sm_80+).
      */
     @ParameterizedTest
     @CsvSource({"LSTM, F32, 8, 2, true, false, 3, true", "LSTM, BF16, 6, 1, false, true, 20, false",
@@ -261,7 +261,7 @@ class DeviceRecurrentTest {
      * stream or on another stream whose first work comes after a wait for an event last recorded on
      * the caller's stream, and after whose last work an event is recorded there that the caller's
      * stream then waits for; nothing inside the calls waits or frees. Cells: an LSTM (per-step graph
-     * at batch 20 in F16; the persistent kernel at batch 2, in F32, the state type it takes), a GRU
+     * at batch 20 in F16; the persistent kernel at batch 2, its 16-bit instance on sm_80+), a GRU
      * whose reset gate comes first (its extra GEMMs forward and backward), an LSTM with projection.
      */
     @ParameterizedTest
@@ -287,7 +287,7 @@ class DeviceRecurrentTest {
             case "lstm-projection" -> Lstm.builder().inputSize(5).hiddenSize(8).projSize(4).numLayers(2).backend(backend).build();
             default -> Lstm.builder().inputSize(5).hiddenSize(8).numLayers(2).backend(backend).build();
         };
-        DType dtype = cell.equals("lstm") && batch <= 16 ? DType.F32 : DType.F16;
+        DType dtype = DType.F16;
         Map<String, Tensor> w = data.params(dtype, 0.3, op.config().parameterShapes());
         long stream = driver.createStream();
         try (PreparedWeights weights = op.prepare(w)) {

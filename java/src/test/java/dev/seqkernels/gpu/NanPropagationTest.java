@@ -44,14 +44,19 @@ class NanPropagationTest {
 
     /**
      * The recurrent kernels the runtime selects: the per-step loop pinned to v1, its vec4 cells
-     * (fused steps), the persistent kernel (all F32), and the 16-bit state's fused steps (BF16,
-     * whose finite values the 2x-rule tests judge: here only where the NaNs are).
+     * (fused steps), the persistent kernel in F32 and in 16 bits (H = 8: it needs H % 8 == 0; sm_75
+     * skips it), and the 16-bit state's fused steps (BF16, whose finite values the
+     * 2x-rule tests judge: here only where the NaNs are).
      */
     enum StepKernel {
-        V1, VEC4, PERSISTENT, STATE16;
+        V1, VEC4, PERSISTENT, STATE16, PERSISTENT16;
 
         DType dtype() {
-            return this == STATE16 ? DType.BF16 : DType.F32;
+            return this == STATE16 || this == PERSISTENT16 ? DType.BF16 : DType.F32;
+        }
+
+        int hidden() {
+            return this == PERSISTENT16 ? 8 : 4;
         }
     }
 
@@ -60,10 +65,10 @@ class NanPropagationTest {
     @EnumSource(StepKernel.class)
     void aNanInputReachesExactlyTheReferencesRecurrentOutputs(StepKernel kernel) {
         int batch = kernel == StepKernel.VEC4 ? RecurrentGpu.PERSISTENT_MAX_BATCH + 1 : 2;
-        recurrentCase(kernel, "lstm", b -> Lstm.builder().inputSize(3).hiddenSize(4).backend(b).build(), batch);
-        recurrentCase(kernel, "gru", b -> Gru.builder().inputSize(3).hiddenSize(4).backend(b).build(), batch);
-        if (kernel == StepKernel.V1 || kernel == StepKernel.PERSISTENT) {  // the step cells of a reset-first GRU are v1's
-            recurrentCase(kernel, "gru reset first", b -> Gru.builder().inputSize(3).hiddenSize(4).linearBeforeReset(false)
+        recurrentCase(kernel, "lstm", b -> Lstm.builder().inputSize(3).hiddenSize(kernel.hidden()).backend(b).build(), batch);
+        recurrentCase(kernel, "gru", b -> Gru.builder().inputSize(3).hiddenSize(kernel.hidden()).backend(b).build(), batch);
+        if (kernel == StepKernel.V1 || kernel == StepKernel.PERSISTENT || kernel == StepKernel.PERSISTENT16) {  // the step cells of a reset-first GRU are v1's
+            recurrentCase(kernel, "gru reset first", b -> Gru.builder().inputSize(3).hiddenSize(kernel.hidden()).linearBeforeReset(false)
                     .backend(b).build(), batch);
         }
     }
@@ -73,15 +78,31 @@ class NanPropagationTest {
     @EnumSource(Activation.Kind.class)
     void everyActivationAndClipKeepNaN(Activation.Kind kind) {
         for (StepKernel kernel : StepKernel.values()) {
-            int batch = kernel == StepKernel.VEC4 ? RecurrentGpu.PERSISTENT_MAX_BATCH + 1 : 2;
-            recurrentCase(kernel, "rnn " + kind, b -> Rnn.builder().inputSize(3).hiddenSize(4).activations(Activation.of(kind))
-                    .backend(b).build(), batch);
-            recurrentCase(kernel, "rnn " + kind + " clip 0.5", b -> Rnn.builder().inputSize(3).hiddenSize(4)
-                    .activations(Activation.of(kind)).clip(0.5).backend(b).build(), batch);
+            if (kernel != StepKernel.PERSISTENT16) {  // the next test's: sm_75 skips it
+                activationCases(kernel, kind);
+            }
         }
     }
 
+    /** The same through the 16-bit persistent kernel. */
+    @ParameterizedTest
+    @EnumSource(Activation.Kind.class)
+    void everyActivationAndClipKeepNaNInThe16BitPersistentKernel(Activation.Kind kind) {
+        activationCases(StepKernel.PERSISTENT16, kind);
+    }
+
+    private static void activationCases(StepKernel kernel, Activation.Kind kind) {
+        int batch = kernel == StepKernel.VEC4 ? RecurrentGpu.PERSISTENT_MAX_BATCH + 1 : 2;
+        recurrentCase(kernel, "rnn " + kind, b -> Rnn.builder().inputSize(3).hiddenSize(kernel.hidden()).activations(Activation.of(kind))
+                .backend(b).build(), batch);
+        recurrentCase(kernel, "rnn " + kind + " clip 0.5", b -> Rnn.builder().inputSize(3).hiddenSize(kernel.hidden())
+                .activations(Activation.of(kind)).clip(0.5).backend(b).build(), batch);
+    }
+
     private static void recurrentCase(StepKernel kernel, String name, Function<dev.seqkernels.Backend, RecurrentOp> make, int batch) {
+        if (kernel == StepKernel.PERSISTENT16) {
+            GpuTargets.assumeTensorCores("the 16-bit persistent kernel");
+        }
         GpuBackend backend = GpuTargets.newBackend();
         if (kernel == StepKernel.V1) {
             backend.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
@@ -94,7 +115,7 @@ class NanPropagationTest {
         String cell = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(), RecurrentGpu.StepChoice.AUTO);
         boolean vec4 = cell.endsWith("_vec4") || cell.endsWith("_fused");
         switch (kernel) {
-            case PERSISTENT -> assertTrue(persistent, name + ": the rule must pick the persistent kernel");
+            case PERSISTENT, PERSISTENT16 -> assertTrue(persistent, name + ": the rule must pick the persistent kernel");
             case VEC4, STATE16 -> assertTrue(vec4 && !persistent, name + ": the rule must pick the vec4 step cells");
             case V1 -> { }
         }

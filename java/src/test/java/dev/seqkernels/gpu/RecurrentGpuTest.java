@@ -188,10 +188,27 @@ class RecurrentGpuTest {
                 RecurrentGpu.persistentPlan(rnn(1850), 16, DType.F32, h100, auto), "Elman RNN: one row per unit, H = 1850 fits at B = 16");
         assertEquals(null, RecurrentGpu.persistentPlan(rnn(1900), 16, DType.F32, h100, auto), "H = 1900 does not (236,560 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(rnn(64), 17, DType.F32, h100, auto), "an Elman RNN's batch above 16");
+        DeviceProperties t4 = new DeviceProperties("T4", 7, 5, 40, 49152, 65536, 16L << 30, false);
         for (DType sixteen : new DType[]{DType.BF16, DType.F16}) {
-            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto),
-                    sixteen + ": a 16-bit state takes the tensor-core step loop");
+            // 16 bits: rows padded to 16 (M), rows of H rounded up to 16 plus 8 (S), 8 warps' partial sums.
+            assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 2 * (32 + 16) * 1032 + 4 * (8 * 32 * 16 + 32 * 16)),
+                    RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto), sixteen + ": H = 1024 at B = 16, 117,504 bytes");
+            assertEquals(new RecurrentGpu.PersistentPlan(132, 12, 231424), RecurrentGpu.persistentPlan(lstm(1584, 0), 16, sixteen, h100, auto),
+                    sixteen + ": H = 1584 fits (12 units, 48 rows)");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1592, 0), 16, sixteen, h100, auto), sixteen + ": H = 1592 does not (13 units, 293,376 bytes)");
+            assertEquals(new RecurrentGpu.PersistentPlan(132, 12, 230656),
+                    RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1584).build().config(), 16, sixteen, h100, auto),
+                    sixteen + ": a GRU's 36 rows pad to the LSTM's 48");
+            assertEquals(new RecurrentGpu.PersistentPlan(131, 17, 231744), RecurrentGpu.persistentPlan(rnn(2224), 16, sixteen, h100, auto),
+                    sixteen + ": an Elman RNN up to H = 2224");
+            assertEquals(null, RecurrentGpu.persistentPlan(rnn(2232), 16, sixteen, h100, auto), sixteen + ": H = 2232 does not (233,280 bytes)");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1020, 0), 16, sixteen, h100, auto), sixteen + ": H % 8 != 0 (16-byte chunks of h)");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, sixteen, h100, auto), sixteen + ": batch above 16");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, sixteen, t4, auto), sixteen + ": no mma.sync on sm_75");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, sixteen, h100, RecurrentGpu.StepChoice.V1), sixteen + ": pinned to v1");
         }
+        assertEquals(new RecurrentGpu.PersistentPlan(32, 2, 4 * (4 * 2 * 64 + 4 * 64 + 4 * 2 * 4)),
+                RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, t4, auto), "the F32 instance runs on sm_75");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
@@ -424,6 +441,34 @@ class RecurrentGpuTest {
                         .peepholes(true).clip(3).inputForget(true).backend(be).build(), RecurrentGpuTest::persistent, data, dtype,
                 data.tensor(dtype, 1, 23, 3, 13), data.tensor(dtype, 0.5, 4, 3, 37), data.tensor(dtype, 0.5, 4, 3, 37),
                 new int[]{23, 1, 11});
+    }
+
+    /**
+     * The 16-bit persistent kernel (W_hh and h in the storage type, the projection by mma.sync) on
+     * the emulator, judged by the 2x rule against cpu-same-precision, with backward from its trace:
+     * an LSTM (two layers, both directions, peepholes, clip, initial states, lengths 1 and T), a GRU
+     * (linear_before_reset) at the kernel's largest batch 16 (every column of the mma's n), a
+     * reset-first GRU (two layers) and an Elman RNN of H = 136 (9 k-steps over 8 warps: uneven
+     * ranges; with 2 multiprocessors 68 units, 5 row tiles). H % 8 == 0 throughout; sm_75 skips.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"BF16", "F16"})
+    @DeviceDependent
+    void persistent16BitMatchesTheSamePrecisionReference(DType dtype) {
+        GpuTargets.assumeTensorCores("the 16-bit persistent kernel");
+        TestData data = new TestData();
+        checkFasterKernel("persistent16 lstm", be -> Lstm.builder().inputSize(7).hiddenSize(40).numLayers(2).bidirectional(true)
+                        .peepholes(true).clip(3).backend(be).build(), RecurrentGpuTest::persistent, data, dtype,
+                data.tensor(dtype, 1, 11, 3, 7), data.tensor(dtype, 0.5, 4, 3, 40), data.tensor(dtype, 0.5, 4, 3, 40),
+                new int[]{11, 1, 6});
+        checkFasterKernel("persistent16 gru B=16", be -> Gru.builder().inputSize(5).hiddenSize(48).bidirectional(true).backend(be).build(),
+                RecurrentGpuTest::persistent, data, dtype, data.tensor(dtype, 1, 8, 16, 5), null, null, lengthsUpTo(16, 8));
+        checkFasterKernel("persistent16 reset-first gru", be -> Gru.builder().inputSize(6).hiddenSize(24).numLayers(2)
+                        .linearBeforeReset(false).clip(2.5).backend(be).build(), RecurrentGpuTest::persistent, data, dtype,
+                data.tensor(dtype, 1, 9, 3, 6), data.tensor(dtype, 0.5, 2, 3, 24), null, new int[]{9, 1, 5});
+        checkFasterKernel("persistent16 rnn H=136", be -> dev.seqkernels.ops.Rnn.builder().inputSize(5).hiddenSize(136).backend(be).build(),
+                RecurrentGpuTest::persistent, data, 1 / Math.sqrt(136), dtype, data.tensor(dtype, 1, 7, 5, 5), null, null,
+                new int[]{7, 1, 4, 7, 2});
     }
 
     /**

@@ -41,14 +41,18 @@ class RecurrentInferenceTest {
                 .backend(b).build()),
         FUSED_LSTM(false, DType.F32, 17, b -> Lstm.builder().inputSize(3).hiddenSize(8).numLayers(2).bidirectional(true).backend(b).build()),
         FUSED_GRU(false, DType.F32, 17, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build()),
-        FUSED_RNN_BF16(false, DType.BF16, 3, b -> Rnn.builder().inputSize(3).hiddenSize(8).backend(b).build()),
-        FUSED_LSTM_F16(false, DType.F16, 3, b -> Lstm.builder().inputSize(3).hiddenSize(8).peepholes(true).backend(b).build()),
+        FUSED_RNN_BF16(false, DType.BF16, 17, b -> Rnn.builder().inputSize(3).hiddenSize(8).backend(b).build()),
+        FUSED_LSTM_F16(false, DType.F16, 17, b -> Lstm.builder().inputSize(3).hiddenSize(8).peepholes(true).backend(b).build()),
         VEC4_LSTM_PROJECTION(false, DType.F32, 17, b -> Lstm.builder().inputSize(3).hiddenSize(8).projSize(4).backend(b).build()),
         PERSISTENT_LSTM(false, DType.F32, 3, b -> Lstm.builder().inputSize(3).hiddenSize(8).bidirectional(true).backend(b).build()),
         PERSISTENT_GRU(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).backend(b).build()),
         PERSISTENT_GRU_RESET_FIRST(false, DType.F32, 3, b -> Gru.builder().inputSize(3).hiddenSize(8).linearBeforeReset(false)
                 .bidirectional(true).backend(b).build()),
-        PERSISTENT_RNN(false, DType.F32, 3, b -> Rnn.builder().inputSize(3).hiddenSize(5).numLayers(2).backend(b).build());
+        PERSISTENT_RNN(false, DType.F32, 3, b -> Rnn.builder().inputSize(3).hiddenSize(5).numLayers(2).backend(b).build()),
+        PERSISTENT16_LSTM(false, DType.BF16, 3, b -> Lstm.builder().inputSize(3).hiddenSize(8).peepholes(true).bidirectional(true)
+                .backend(b).build()),
+        PERSISTENT16_GRU_RESET_FIRST(false, DType.F16, 3, b -> Gru.builder().inputSize(3).hiddenSize(16).linearBeforeReset(false)
+                .numLayers(2).backend(b).build());
 
         final boolean v1;
         final DType dtype;
@@ -73,7 +77,8 @@ class RecurrentInferenceTest {
             boolean persistent = RecurrentGpu.persistentPlan(c, batch, dtype, GpuTargets.driver().properties(), choice) != null;
             String cell = RecurrentGpu.stepCellKernel(c.cell(), c.hiddenSize(), c.projSize(), c.linearBeforeReset(), choice);
             boolean rulePicksIt = switch (this) {
-                case PERSISTENT_LSTM, PERSISTENT_GRU, PERSISTENT_GRU_RESET_FIRST, PERSISTENT_RNN -> persistent;
+                case PERSISTENT_LSTM, PERSISTENT_GRU, PERSISTENT_GRU_RESET_FIRST, PERSISTENT_RNN, PERSISTENT16_LSTM,
+                     PERSISTENT16_GRU_RESET_FIRST -> persistent;
                 case FUSED_LSTM, FUSED_GRU, FUSED_RNN_BF16, FUSED_LSTM_F16 -> !persistent && cell.endsWith("_step_fused");
                 case VEC4_LSTM_PROJECTION -> !persistent && cell.endsWith("_vec4");
                 default -> !persistent && cell.endsWith("_step_fwd");
@@ -142,7 +147,7 @@ class RecurrentInferenceTest {
      */
     @org.junit.jupiter.api.Test
     void thePersistentPathsRanThePersistentKernel() {
-        for (Path path : new Path[]{Path.PERSISTENT_LSTM, Path.PERSISTENT_GRU, Path.FUSED_LSTM}) {
+        for (Path path : new Path[]{Path.PERSISTENT_LSTM, Path.PERSISTENT_GRU, Path.PERSISTENT16_LSTM, Path.FUSED_LSTM}) {
             Run run = Run.of(path);
             try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver())) {
                 RecurrentOp op = path.make.apply(new GpuBackend(counting));
