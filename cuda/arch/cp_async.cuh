@@ -22,6 +22,16 @@ __device__ __forceinline__ void cp_async_16(void* shared_dst, const void* global
 #endif
 }
 
+/** Copies 4 bytes (cp.async.ca: the only form for fewer than 16); both addresses 4-byte aligned. */
+__device__ __forceinline__ void cp_async_4(void* shared_dst, const void* global_src) {
+#if __CUDA_ARCH__ >= 800
+    unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(global_src));
+#else
+    *reinterpret_cast<unsigned*>(shared_dst) = *reinterpret_cast<const unsigned*>(global_src);
+#endif
+}
+
 /**
  * Copies 16 bytes when `copy`, else writes 16 zeros (cp.async's src-size 0: nothing is read; the
  * source must still be a valid address, so callers pass a row that exists). One instruction

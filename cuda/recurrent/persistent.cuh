@@ -1,6 +1,7 @@
 // The persistent forward's body (small batches: W_hh on chip for every step, one cooperative launch).
 #pragma once
 
+#include "../arch/cp_async.cuh"
 #include "../arch/grid.cuh"
 #include "../arch/mma.cuh"
 #include "../arch/warp.cuh"
@@ -14,20 +15,22 @@ namespace {
 //
 // Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
 // (G = 4 gates for LSTM, 3 for GRU, 1 for RNN; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
-// loaded once. Per step every block stages h_{t-1} [B, H] from global memory into shared memory
-// (through L2: other blocks wrote it) and projects it onto its rows (project_state: F32 by warp
-// dot products, 16 bits by mma.sync), then each thread applies lstm_cell to (batch entry, unit)
-// pairs exactly as the step kernels do (gru_cell and the RNN cell likewise), saves what backward
+// loaded once. Per step every block first issues the step's gx entries of its units as cp.async
+// copies into shared memory (prefetch_gx: their latency overlaps the rest), stages h_{t-1} [B, H]
+// from global memory into shared memory (through L2: other blocks wrote it) and projects it onto
+// its rows (project_state: F32 by warp dot products, 16 bits by mma.sync), then each thread applies
+// lstm_cell to (batch entry, unit) pairs exactly as the step kernels do (gru_cell and the RNN cell
+// likewise), reading gx from shared memory, saves what backward
 // needs (raw, c_new, GRU's h W_hn^T + b_hn; fp32, not in inference),
 // writes h_t (rounded once to T) into the other half of h_buf [2, B, H] (double buffered: no block
 // overwrites what another may still be reading) and the output, and the grid synchronizes before
 // the next step. W_hh is read from shared memory, never from DRAM, after the first step.
 //
-// Shared memory, F32: W [G*U][H], h [B][H], gate [B][G*U] floats. 16 bits (shared_layout16): W
+// Shared memory, F32: W [G*U][H], h [B][H], gate [B][G*U] and gx [B][G*U] floats. 16 bits: W
 // [M][S] and h [16][S] in T (M = G*U rounded up to 16 rows; S = H rounded up to 16, plus 8: rows
 // 16-byte aligned and 16 bytes apart modulo 128, so ldmatrix is conflict-free; zeros past G*U rows,
-// past B entries and past H columns), then the warps' partial sums [warps][M][16] and gate
-// [B][G*U] in fp32. RecurrentGpu.persistentPlan computes the same sizes.
+// past B entries and past H columns), then the warps' partial sums [warps][M][16], gate [B][G*U]
+// and gx [B][G*U] in fp32. RecurrentGpu.persistentSharedBytes computes the same sizes.
 namespace persistent {
 
 __device__ __forceinline__ float load_through_l2(const float* p) {
@@ -70,6 +73,7 @@ struct Slice {
     T* hs;
     float* partial;  // 16 bits only: [warps][M][16]
     float* gate;
+    float* gx;       // this step's gx entries of the block's units, laid out as gate (prefetch_gx)
     int stride;      // of w's and hs's rows: H (F32) or S (16 bits)
     int padded_rows;  // M (16 bits)
     int u0;
@@ -87,6 +91,7 @@ __device__ Slice<float> load_slice(const float* w_hh, int batch, int hidden, int
     sl.hs = smem + static_cast<long>(G) * units * hidden;
     sl.partial = nullptr;
     sl.gate = sl.hs + static_cast<long>(batch) * hidden;
+    sl.gx = sl.gate + static_cast<long>(batch) * G * units;
     sl.stride = hidden;
     sl.padded_rows = G * units;
     sl.u0 = blockIdx.x * units;
@@ -104,7 +109,7 @@ __device__ Slice<float> load_slice(const float* w_hh, int batch, int hidden, int
  * B and columns past H are never written again). Ends synchronized.
  */
 template <int G, typename T>
-__device__ Slice<T> load_slice(const T* w_hh, int, int hidden, int units) {
+__device__ Slice<T> load_slice(const T* w_hh, int batch, int hidden, int units) {
     SEQK_DYNAMIC_SHARED(T, smem);
     Slice<T> sl;
     sl.stride = round_up16(hidden) + 8;
@@ -113,6 +118,7 @@ __device__ Slice<T> load_slice(const T* w_hh, int, int hidden, int units) {
     sl.hs = smem + static_cast<long>(sl.padded_rows) * sl.stride;
     sl.partial = reinterpret_cast<float*>(sl.hs + 16L * sl.stride);
     sl.gate = sl.partial + static_cast<long>(blockDim.x / 32) * sl.padded_rows * 16;
+    sl.gx = sl.gate + static_cast<long>(batch) * G * units;
     sl.u0 = blockIdx.x * units;
     sl.mine = hidden - sl.u0 < units ? hidden - sl.u0 : units;
     for (long idx = threadIdx.x; idx < static_cast<long>(sl.padded_rows) * sl.stride; idx += blockDim.x) {
@@ -130,11 +136,29 @@ __device__ Slice<T> load_slice(const T* w_hh, int, int hidden, int units) {
 }
 
 /**
+ * Issues step t's gx entries of this block's units (gx row t*B + b, column g*H + u0 + u) as 4-byte
+ * cp.async copies into sl.gx[b][g*U + u], one group; project_state waits for them before its last
+ * barrier. Entries past `mine` are not copied (never read).
+ */
+template <int G, typename T>
+__device__ void prefetch_gx(const Slice<T>& sl, const float* gx, int t, int batch, int hidden, int units) {
+    for (int idx = threadIdx.x; idx < batch * G * units; idx += blockDim.x) {
+        int b = idx / (G * units);
+        int r = idx % (G * units);
+        int u = r % units;
+        if (u < sl.mine) {
+            seqk::arch::cp_async_4(sl.gx + idx, gx + (static_cast<long>(t) * batch + b) * G * hidden + (r / units) * hidden + sl.u0 + u);
+        }
+    }
+    seqk::arch::cp_async_commit();
+}
+
+/**
  * One step's recurrent projections of this block's units (F32): stages a [B, H] vector (h_{t-1},
  * or the reset-first GRU's r*h) from global memory (through L2: other blocks wrote it), then
  * gate[b][r] = W row r . vector_b for the rows [first_row, first_row + rows) of the slice's G*U,
  * one warp per (b, r) pair at a time, lanes striding over H and a butterfly
- * sum. Ends synchronized.
+ * sum. Ends synchronized, with the calling thread's cp.async copies (prefetch_gx) landed first.
  */
 template <int G>
 __device__ void project_state(const Slice<float>& sl, const float* h_cur, int batch, int hidden, int units, int first_row,
@@ -162,6 +186,7 @@ __device__ void project_state(const Slice<float>& sl, const float* h_cur, int ba
             sl.gate[b * G * units + r] = dot;
         }
     }
+    seqk::arch::cp_async_wait<0>();
     __syncthreads();
 }
 
@@ -172,7 +197,7 @@ __device__ void project_state(const Slice<float>& sl, const float* h_cur, int ba
  * 16-row tile that meets [first_row, first_row + rows) (A by ldmatrix.x4 from W's rows, B, both
  * 8-entry halves of the batch, by one ldmatrix.x4 from h's rows), and writes its tile sums to
  * partial[w]; then gate[b][r] is the sum of the warps' partials in warp order (deterministic).
- * Ends synchronized.
+ * Ends synchronized, with the calling thread's cp.async copies (prefetch_gx) landed first.
  */
 template <int G, typename T>
 __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int hidden, int units, int first_row, int rows) {
@@ -225,6 +250,7 @@ __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int
         }
         sl.gate[b * G * units + r] = sum;
     }
+    seqk::arch::cp_async_wait<0>();
     __syncthreads();
 }
 
@@ -235,11 +261,12 @@ __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int
  * trace; the new h (rounded once to T) goes to the other h_buf half and to the output. Grid sync per step.
  */
 template <int G, typename T, typename Cell>
-__device__ void run_steps(const Slice<T>& sl, T* h_buf, T* out, const int* lengths, int steps,
+__device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out, const int* lengths, int steps,
                           int reversed, int batch, int hidden, int units, int out_stride, int out_offset, Cell cell) {
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
         T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        prefetch_gx<G>(sl, gx, t, batch, hidden, units);
         project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units, 0, G * units);
         for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
             int b = pair / sl.mine;
@@ -269,13 +296,13 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
                          int h_kind, float h_alpha, float h_beta) {
     Slice<T> sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
-    run_steps<4>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<4>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre[4];
                      for (int g = 0; g < 4; g++) {
                          int col = g * hidden + j;
-                         pre[g] = gx[row * gh4 + col] + sl.gate[b * 4 * units + g * units + u] + load_or_zero(bih, col) +
-                                  load_or_zero(bhh, col);
+                         int at = b * 4 * units + g * units + u;
+                         pre[g] = sl.gx[at] + sl.gate[at] + load_or_zero(bih, col) + load_or_zero(bhh, col);
                      }
                      float cp = c_state[static_cast<long>(b) * hidden + j];
                      float c;
@@ -299,14 +326,14 @@ __device__ void gru_fwd(const float* gx, const T* w_hh, const float* bih, const 
                         float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     Slice<T> sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
-    run_steps<3>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<3>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float hp) {
                      const float* g = sl.gate + b * 3 * units;
-                     float pre_r = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
-                     float pre_z = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
-                                   load_or_zero(bhh, hidden + j);
+                     const float* x = sl.gx + b * 3 * units;
+                     float pre_r = x[u] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                     float pre_z = x[units + u] + g[units + u] + load_or_zero(bih, hidden + j) + load_or_zero(bhh, hidden + j);
                      float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
-                     float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
+                     float x_n = x[2 * units + u] + load_or_zero(bih, 2 * hidden + j);
                      float pre_n;
                      float h = gru_cell(pre_r, pre_z, x_n, h_lin, 1, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,
                                         g_beta, pre_n);
@@ -337,6 +364,7 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
         int t = reversed ? steps - 1 - s : s;
         const T* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
         T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
+        prefetch_gx<3>(sl, gx, t, batch, hidden, units);
         project_state<3>(sl, h_cur, batch, hidden, units, 0, 2 * units);
         for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
             int b = pair / sl.mine;
@@ -344,11 +372,11 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             float* g = sl.gate + b * 3 * units;
+            const float* x = sl.gx + b * 3 * units;
             float rh = 0.0f;
             if (t < lengths[b]) {
-                g[u] = gx[row * gh3 + j] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
-                g[units + u] = gx[row * gh3 + hidden + j] + g[units + u] + load_or_zero(bih, hidden + j) +
-                               load_or_zero(bhh, hidden + j);
+                g[u] = x[u] + g[u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                g[units + u] = x[units + u] + g[units + u] + load_or_zero(bih, hidden + j) + load_or_zero(bhh, hidden + j);
                 save(raw, row * gh3 + j, g[u]);
                 save(raw, row * gh3 + hidden + j, g[units + u]);
                 rh = activate(f_kind, f_alpha, f_beta, clip_to(g[u], clip)) * seqk::to_float(sl.hs[static_cast<long>(b) * sl.stride + j]);
@@ -371,7 +399,7 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             }
             const float* g = sl.gate + b * 3 * units;
             float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
-            float x_n = gx[row * gh3 + 2 * hidden + j] + load_or_zero(bih, 2 * hidden + j);
+            float x_n = sl.gx[b * 3 * units + 2 * units + u] + load_or_zero(bih, 2 * hidden + j);
             float pre_n;
             float h = gru_cell(g[u], g[units + u], x_n, h_lin, 0, hp, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta,
                                pre_n);
@@ -389,9 +417,9 @@ __device__ void rnn_fwd(const float* gx, const T* w_hh, const float* bih, const 
                         T* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
                         int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
     Slice<T> sl = load_slice<1>(w_hh, batch, hidden, units);
-    run_steps<1>(sl, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<1>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
-                     float pre = gx[row * hidden + j] + sl.gate[b * units + u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
+                     float pre = sl.gx[b * units + u] + sl.gate[b * units + u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
                      save(raw, row * hidden + j, pre);
                      return activate(f_kind, f_alpha, f_beta, clip_to(pre, clip));
                  });

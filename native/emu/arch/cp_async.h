@@ -12,6 +12,10 @@ __device__ inline void cp_async_16(void* shared_dst, const void* global_src) {
     ::seqk_emu::cp_async(shared_dst, global_src, 16, 16);
 }
 
+__device__ inline void cp_async_4(void* shared_dst, const void* global_src) {
+    ::seqk_emu::cp_async(shared_dst, global_src, 4, 4);
+}
+
 __device__ inline void cp_async_16_or_zeros(void* shared_dst, const void* global_src, bool copy) {
     ::seqk_emu::cp_async(shared_dst, global_src, 16, copy ? 16 : 0);
 }

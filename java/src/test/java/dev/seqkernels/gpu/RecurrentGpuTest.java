@@ -166,48 +166,48 @@ class RecurrentGpuTest {
         DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30, false);
         var auto = RecurrentGpu.StepChoice.AUTO;
         RecurrentGpu.PersistentPlan plan = RecurrentGpu.persistentPlan(lstm(1024, 0), 16, DType.F32, h100, auto);
-        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 4 * 8 * 16)), plan,
-                "H = 1024 at B = 16 fits: 8 units per block, 198,656 bytes");
+        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 2 * 4 * 8 * 16)), plan,
+                "H = 1024 at B = 16 fits: 8 units per block, 200,704 bytes");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, DType.F32, h100, auto), "batch above 16");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(2048, 0), 1, DType.F32, h100, auto), "W_hh slices of H = 2048 do not fit");
-        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, DType.F32, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,360 bytes)");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, DType.F32, h100, auto), "H = 1400 does not (11 units, 246,400 bytes)");
+        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, DType.F32, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,520 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, DType.F32, h100, auto), "H = 1400 does not (11 units, 252,352 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 16), 4, DType.F32, h100, auto), "projection");
-        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 3 * 8 * 16)),
+        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 2 * 3 * 8 * 16)),
                 RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1024).build().config(), 16, DType.F32, h100, auto),
                 "GRU (linear_before_reset): 3 gate rows per unit");
         var resetFirst = Gru.builder().inputSize(8).hiddenSize(1024).linearBeforeReset(false).build().config();
-        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 3 * 8 * 16)),
+        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 2 * 3 * 8 * 16)),
                 RecurrentGpu.persistentPlan(resetFirst, 16, DType.F32, h100, auto), "GRU with the reset gate first: the same slices");
         assertEquals(null, RecurrentGpu.persistentPlan(resetFirst, 17, DType.F32, h100, auto), "a reset-first GRU's batch above 16");
         assertEquals("gru_reset_first_persistent_fwd", RecurrentGpu.persistentKernel(resetFirst));
         assertEquals("gru_persistent_fwd", RecurrentGpu.persistentKernel(Gru.builder().inputSize(8).hiddenSize(64).build().config()));
         assertEquals("rnn_persistent_fwd", RecurrentGpu.persistentKernel(rnn(64)));
         assertEquals("lstm_persistent_fwd", RecurrentGpu.persistentKernel(lstm(64, 0)));
-        assertEquals(new RecurrentGpu.PersistentPlan(124, 15, 4 * (15 * 1850 + 16 * 1850 + 15 * 16)),
+        assertEquals(new RecurrentGpu.PersistentPlan(124, 15, 4 * (15 * 1850 + 16 * 1850 + 2 * 15 * 16)),
                 RecurrentGpu.persistentPlan(rnn(1850), 16, DType.F32, h100, auto), "Elman RNN: one row per unit, H = 1850 fits at B = 16");
-        assertEquals(null, RecurrentGpu.persistentPlan(rnn(1900), 16, DType.F32, h100, auto), "H = 1900 does not (236,560 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(rnn(1900), 16, DType.F32, h100, auto), "H = 1900 does not (237,520 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(rnn(64), 17, DType.F32, h100, auto), "an Elman RNN's batch above 16");
         DeviceProperties t4 = new DeviceProperties("T4", 7, 5, 40, 49152, 65536, 16L << 30, false);
         for (DType sixteen : new DType[]{DType.BF16, DType.F16}) {
             // 16 bits: rows padded to 16 (M), rows of H rounded up to 16 plus 8 (S), 8 warps' partial sums.
-            assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 2 * (32 + 16) * 1032 + 4 * (8 * 32 * 16 + 32 * 16)),
-                    RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto), sixteen + ": H = 1024 at B = 16, 117,504 bytes");
-            assertEquals(new RecurrentGpu.PersistentPlan(132, 12, 231424), RecurrentGpu.persistentPlan(lstm(1584, 0), 16, sixteen, h100, auto),
-                    sixteen + ": H = 1584 fits (12 units, 48 rows)");
-            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1592, 0), 16, sixteen, h100, auto), sixteen + ": H = 1592 does not (13 units, 293,376 bytes)");
-            assertEquals(new RecurrentGpu.PersistentPlan(132, 12, 230656),
-                    RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1584).build().config(), 16, sixteen, h100, auto),
+            assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 2 * (32 + 16) * 1032 + 4 * (8 * 32 * 16 + 2 * 32 * 16)),
+                    RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto), sixteen + ": H = 1024 at B = 16, 119,552 bytes");
+            assertEquals(new RecurrentGpu.PersistentPlan(131, 12, 232448), RecurrentGpu.persistentPlan(lstm(1568, 0), 16, sixteen, h100, auto),
+                    sixteen + ": H = 1568 fits exactly (12 units, 48 rows)");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1576, 0), 16, sixteen, h100, auto), sixteen + ": H = 1576 does not (234,496 bytes)");
+            assertEquals(new RecurrentGpu.PersistentPlan(131, 12, 230912),
+                    RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1568).build().config(), 16, sixteen, h100, auto),
                     sixteen + ": a GRU's 36 rows pad to the LSTM's 48");
-            assertEquals(new RecurrentGpu.PersistentPlan(131, 17, 231744), RecurrentGpu.persistentPlan(rnn(2224), 16, sixteen, h100, auto),
-                    sixteen + ": an Elman RNN up to H = 2224");
-            assertEquals(null, RecurrentGpu.persistentPlan(rnn(2232), 16, sixteen, h100, auto), sixteen + ": H = 2232 does not (233,280 bytes)");
+            assertEquals(new RecurrentGpu.PersistentPlan(130, 17, 231296), RecurrentGpu.persistentPlan(rnn(2208), 16, sixteen, h100, auto),
+                    sixteen + ": an Elman RNN up to H = 2208");
+            assertEquals(null, RecurrentGpu.persistentPlan(rnn(2216), 16, sixteen, h100, auto), sixteen + ": H = 2216 does not (232,832 bytes)");
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(1020, 0), 16, sixteen, h100, auto), sixteen + ": H % 8 != 0 (16-byte chunks of h)");
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, sixteen, h100, auto), sixteen + ": batch above 16");
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, sixteen, t4, auto), sixteen + ": no mma.sync on sm_75");
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, sixteen, h100, RecurrentGpu.StepChoice.V1), sixteen + ": pinned to v1");
         }
-        assertEquals(new RecurrentGpu.PersistentPlan(32, 2, 4 * (4 * 2 * 64 + 4 * 64 + 4 * 2 * 4)),
+        assertEquals(new RecurrentGpu.PersistentPlan(32, 2, 4 * (4 * 2 * 64 + 4 * 64 + 2 * 4 * 2 * 4)),
                 RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, t4, auto), "the F32 instance runs on sm_75");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
@@ -487,7 +487,7 @@ class RecurrentGpuTest {
         int hidden = 0;
         for (int units = 1; hidden == 0; units++) {
             int h = units * props.multiprocessors();
-            long bytes = 4L * (4L * units * h + (long) batch * h + 4L * units * batch);
+            long bytes = RecurrentGpu.persistentSharedBytes(4, units, h, batch, DType.F32);
             if (bytes > 48 * 1024) {
                 assertTrue(bytes <= props.sharedMemoryPerBlockOptin(), "no H between 48 KB and the opt-in maximum on " + props);
                 hidden = h;
