@@ -16,8 +16,10 @@ import java.util.Map;
  * cell's pointwise work is negligible beside them); forward+backward 3x that (backward's data and
  * weight GEMMs each cost a forward); inference ({@code infer}: nothing kept for backward) as the
  * forward. Forward bytes: W_hh re-read every step, T·G·H·H·e (the floor
- * that matters at small batch: the weights do not stay on chip between steps), plus W_ih once and x
- * and the output once; forward+backward re-reads W_hh again per step and reads and writes the saved
+ * that matters at small batch for a step loop, whose weights do not stay on chip between steps),
+ * plus W_ih once and x and the output once. The persistent kernel (batches up to 16) keeps W_hh on
+ * chip and so can run under this floor: its bound is the step's latency (ARCHITECTURE.md's
+ * persistent cost model), which a floor/median above 1 shows. Forward+backward re-reads W_hh again per step and reads and writes the saved
  * activations: 2·T·G·H·H·e + 3·(x + output + T·B·G·H·e).
  *
  * <p>Attention (D = Dv): forward flops 4·B·H·Lq·Lk·D, half that when causal; backward 2.5x forward

@@ -535,7 +535,8 @@ final class RecurrentGpu {
         Dim3 stepGrid = fused || cellKernel.endsWith("_vec4") ? Dim3.of(blocks((long) batch * h / 4)) : cellGrid;
         Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
         float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
-        PersistentPlan plan = persistentPlan(c, batch, dt, driver.properties(), stepChoice);
+        StepChoice choice = stepChoice;  // read once: the plan's sizes and the kernel's state type must agree
+        PersistentPlan plan = stateType(dt, choice) == state ? persistentPlan(c, batch, dt, driver.properties(), choice) : null;
         String persistentKernel = plan != null ? persistentKernel(c) : null;
         if (plan != null && !fitsAtOnce(kernel(persistentKernel + stateSuffix), plan)) {
             plan = null;  // a smaller GPU than the rule assumed: the per-step loop instead

@@ -472,6 +472,45 @@ class RecurrentGpuTest {
     }
 
     /**
+     * The 16-bit persistent kernel really runs (no step graph: the runtime's fall back to the step
+     * loop would pass the 2x rule too) over at least two 16-row tiles per block and, where this
+     * device's multiprocessor count allows it, a last block with fewer units (H % U != 0) and
+     * H % 16 == 8 (a k-step half zeros): an Elman RNN with H chosen from the multiprocessors.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"BF16", "F16"})
+    @DeviceDependent
+    void persistent16BitRunsAsOneLaunchOverSeveralRowTiles(DType dtype) {
+        GpuTargets.assumeTensorCores("the 16-bit persistent kernel");
+        int sms = GpuTargets.driver().properties().multiprocessors();
+        int hidden = 0;
+        int best = -1;
+        for (int h = 16 * sms + 1; h <= 40 * sms && best < 2; h++) {  // U = ceil(H / sms) >= 17: two row tiles
+            int units = (h + sms - 1) / sms;
+            int score = (h % units != 0 ? 1 : 0) + (h % 16 == 8 ? 1 : 0);
+            if (h % 8 == 0 && score > best) {
+                hidden = h;
+                best = score;
+            }
+        }
+        int h = hidden;
+        TestData data = new TestData();
+        java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make = be -> dev.seqkernels.ops.Rnn.builder().inputSize(4)
+                .hiddenSize(h).backend(be).build();
+        int steps = 5;
+        Tensor x = data.tensor(dtype, 1, steps, 3, 4);
+        int[] lengths = {5, 2, 4};
+        checkFasterKernel("persistent16 rnn H=" + h + " on " + sms + " multiprocessors", make, RecurrentGpuTest::persistent, data,
+                1 / Math.sqrt(h), dtype, x, null, null, lengths);
+        Map<String, Tensor> params = data.params(dtype, 1 / Math.sqrt(h), make.apply(Backends.byName("cpu")).config().parameterShapes());
+        try (CapturingDriver counting = new CapturingDriver(GpuTargets.driver());
+             RecurrentResult r = make.apply(new GpuBackend(counting)).forwardInference(params, x, null, null, lengths)) {
+            assertEquals(0, counting.graphLaunches(), "H = " + h + ": the persistent kernel, not the step graph");
+            assertTrue(counting.launches() < steps, "one cooperative launch: " + counting.launches() + " launches");
+        }
+    }
+
+    /**
      * The persistent LSTM when its slices take more than 48 KB of shared memory per block (H chosen
      * from this device's multiprocessor count): the binding opts the kernel in, the occupancy check
      * passes, and the forward really runs as one cooperative launch (a handful of launches, not one
