@@ -61,6 +61,22 @@ public final class Rounding {
     }
 
     /**
+     * The spacing of {@code dtype}'s values at {@code d} (its ulp there: the gap from |d|, rounded
+     * down to the dtype's binade, to the next value up), for a finite d in the dtype's range.
+     * BF16 keeps float's exponents with 16 fewer mantissa bits; F16's subnormal spacing is 2^-24.
+     */
+    public static double spacing(DType dtype, double d) {
+        float f = (float) Math.abs(d);
+        return switch (dtype) {
+            case F64 -> Math.ulp(d);
+            case F32 -> Math.ulp(f);
+            case F16 -> Math.max(Math.ulp(f) * 0x1p13, 0x1p-24);
+            case BF16 -> Math.ulp(f) * 0x1p16;
+            default -> throw new IllegalArgumentException("not a floating-point dtype: " + dtype);
+        };
+    }
+
+    /**
      * Rounds to TF32 (10 mantissa bits) the way {@code cvt.rna.tf32.f32} does: through float, then
      * to nearest with ties away from zero. NaN and infinities pass unchanged.
      */

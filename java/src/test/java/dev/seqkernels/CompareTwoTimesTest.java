@@ -54,24 +54,57 @@ class CompareTwoTimesTest {
 
     /**
      * FlashAttention's allowance for arithmetic on the stored reference: for 1.0 in BF16, (1 + 0.3)
-     * rounds to 1.296875 and minus 0.3 to 0.99609375, 2^-8 off, so one element's error may exceed
-     * twice the plain result's largest by 2 * 2^-8 and no more (1.0 is exact in BF16: no storage
-     * term; the other elements keep the relative L2 error far under its bound).
+     * rounds to 1.296875 and minus 0.3 to 0.99609375, 2^-8 off; for 0.125, (0.125 + 0.3) rounds to
+     * 0.42578125 and minus 0.3 to 0.1259765625, 2^-10 off. So with 0.125 everywhere one element's
+     * error may exceed twice the plain result's largest by 2 * 2^-10 and no more (0.125 is exact in
+     * BF16: no storage term; 1.5 ulps at 0.125 are 1.5 * 2^-10, less; the other elements keep the
+     * relative L2 error far under its bound).
      */
     @Test
     void theLargestErrorMayAlsoExceedByFlashAttentionsArithmeticAllowance() {
-        double[] ref = new double[64];
-        java.util.Arrays.fill(ref, 1.0);
-        assertEquals(0x1p-8, Compare.arithmeticError(ref, DType.BF16));
+        assertEquals(0x1p-8, Compare.arithmeticError(new double[]{1.0}, DType.BF16));
         assertEquals(0, Compare.arithmeticError(new double[]{0.5}, DType.F64));
+        double[] ref = new double[64];
+        java.util.Arrays.fill(ref, 0.125);
+        assertEquals(0x1p-10, Compare.arithmeticError(ref, DType.BF16));
         double[] plain = new double[64];
-        java.util.Arrays.fill(plain, 1.0 + 0x1p-9);
+        java.util.Arrays.fill(plain, 0.125 + 0x1p-12);
         double[] out = ref.clone();
-        out[5] = 1.0 + 2 * 0x1p-9 + 2 * 0x1p-8;
+        out[5] = 0.125 + 2 * 0x1p-12 + 2 * 0x1p-10;
         assertNull(Compare.twiceThePlain(out, plain, ref, DType.BF16).firstBad(), "at the bound");
-        out[5] += 0x1p-12;
+        out[5] += 0x1p-16;
         Compare.TwoTimes over = Compare.twiceThePlain(out, plain, ref, DType.BF16);
         assertTrue(over.firstBad() != null && over.firstBad().startsWith("largest error"), String.valueOf(over.firstBad()));
+    }
+
+    /**
+     * Both results are stored in the dtype after their last operation: where the plain's store
+     * happened to round onto the reference and ours, as near before it, rounded the other way, ours
+     * is one ulp off against the plain's zero. 4.0 is exact in BF16 and (4 + 0.3) - 0.3 gives 4.0
+     * back; the arithmetic term, from the 1.0s, is 2 * 2^-8. So the largest-error bound is twice the
+     * plain's 2^-8 plus 1.5 ulps at 4 (2^-5 each): one ulp at the 4 passes (the bound without the
+     * stores, 2 * 2^-8 + 2 * 2^-8, would refuse it), the bound passes, a little more does not.
+     */
+    @Test
+    void theLargestErrorMayBeOneStoreRoundingAwayWhereThePlainsWasLucky() {
+        double[] ref = new double[128];
+        java.util.Arrays.fill(ref, 1.0);
+        ref[0] = 4.0;
+        double[] plain = new double[128];
+        java.util.Arrays.fill(plain, 1.0 + 0x1p-8);
+        plain[0] = 4.0;
+        assertEquals(0x1p-8, Compare.arithmeticError(ref, DType.BF16));
+        double[] out = plain.clone();
+        out[0] = 4.0 + 0x1p-5;
+        assertNull(Compare.twiceThePlain(out, plain, ref, DType.BF16).firstBad(), "one ulp");
+        out[0] = 4.0 + 2 * 0x1p-8 + 1.5 * 0x1p-5;
+        assertNull(Compare.twiceThePlain(out, plain, ref, DType.BF16).firstBad(), "at the bound");
+        out[0] += 0x1p-12;
+        Compare.TwoTimes over = Compare.twiceThePlain(out, plain, ref, DType.BF16);
+        assertTrue(over.firstBad() != null && over.firstBad().startsWith("largest error") && over.firstBad().contains("1.5 ulps"),
+                String.valueOf(over.firstBad()));
+        out[0] = 4.0 + 0x1p-5;
+        assertNotNull(Compare.twiceThePlain(out, plain, ref, DType.F32).firstBad(), "in F32 an ulp of BF16 is far above the bound");
     }
 
     @Test

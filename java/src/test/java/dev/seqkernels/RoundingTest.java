@@ -105,6 +105,25 @@ class RoundingTest {
     }
 
     @Test
+    void spacingIsTheUlpOfEachDtype() {
+        assertEquals(0x1p-5, Rounding.spacing(DType.BF16, -6.03));
+        assertEquals(0x1p-7, Rounding.spacing(DType.BF16, 1.0));
+        assertEquals(0x1p-8, Rounding.spacing(DType.F16, 6.0));
+        assertEquals(0x1p-24, Rounding.spacing(DType.F16, 1e-6), "F16's subnormals");
+        assertEquals(0x1p-133, Rounding.spacing(DType.BF16, 1e-39), "BF16's subnormals, float's exponents");
+        assertEquals(0x1p-23, Rounding.spacing(DType.F32, 1.5));
+        assertEquals(Math.ulp(3.0), Rounding.spacing(DType.F64, -3.0));
+        for (DType t : new DType[]{DType.BF16, DType.F16}) {
+            for (double x : new double[]{1.0, 6.0, 0.3, 1e-3}) {
+                double s = Rounding.spacing(t, x);
+                double down = Rounding.roundTo(t, x);
+                assertEquals(down + s, Rounding.roundTo(t, down + s), t + " " + x + ": a value one spacing up");
+                assertEquals(down, Rounding.roundTo(t, down + s / 4), t + " " + x + ": no value a quarter spacing up");
+            }
+        }
+    }
+
+    @Test
     void specialValues() {
         assertTrue(Double.isNaN(Rounding.halfToDouble(Rounding.doubleToHalf(Double.NaN))));
         assertTrue(Double.isNaN(Rounding.bf16ToDouble(Rounding.doubleToBf16(Double.NaN))));
