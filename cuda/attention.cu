@@ -143,35 +143,50 @@ SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
 
 // The tensor-core backward (tc::attn_bwd_dq_tc, tc::attn_bwd_dkdv_tc): v1's arguments, dout in the
 // storage type, each row's count of +inf keys (hot: written by dq, read by dkdv); `vec`: 16-byte
-// cp.async rows (dq: k and v; dkdv: q and dout).
-#define SEQK_ATTENTION_BWD_TC(suffix, T, DMAX, BN, BQ)                                                                  \
-    extern "C" __global__ void attn_bwd_dq_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, const T* dout,      \
-                                                              const float* lse, float* delta, float* hot, float* dq,    \
-                                                              const int* key_lengths, const int* query_lengths,         \
-                                                              const float* bias0, const float* bias1, AttnShape shape,  \
-                                                              int vec) {                                                \
-        tc::attn_bwd_dq_tc<T, DMAX, BN>(q, k, v, dout, lse, delta, hot, dq, key_lengths, query_lengths, bias0, bias1,    \
-                                        shape, vec != 0);                                                               \
+// cp.async rows (dq: k and v; dkdv: q and dout). Instances as the forward's: attn_bwd_dq_tcDMAX_T
+// and attn_bwd_dkdv_tcDMAX_T take every option at run time; the _nobias_ ones (no explicit mask,
+// 16-byte rows of the tiles they stream: the host launches them only so; they ignore `vec`) have
+// the same arguments and tiles, so the host picks by name. dq at 128 has no _nobias_ instance:
+// without the bias code ptxas spills it on sm_80-sm_120 (sm_90: 16 bytes stored, 28 loaded, at 255
+// registers; the general instance fits in 255 without a spill).
+#define SEQK_ATTENTION_BWD_DQ_TC(suffix, T, DMAX, BN, name, instance, vec_arg)                                         \
+    extern "C" __global__ void attn_bwd_dq_tc##DMAX##name##suffix(const T* q, const T* k, const T* v, const T* dout,   \
+                                                                 const float* lse, float* delta, float* hot, float* dq, \
+                                                                 const int* key_lengths, const int* query_lengths,      \
+                                                                 const float* bias0, const float* bias1,                \
+                                                                 AttnShape shape, int vec) {                            \
+        tc::attn_bwd_dq_tc<T, DMAX, BN, tc::TcInstance::instance>(q, k, v, dout, lse, delta, hot, dq, key_lengths,      \
+                                                                  query_lengths, bias0, bias1, shape, vec_arg);         \
     }                                                                                                                   \
-    SEQK_KERNEL(attn_bwd_dq_tc##DMAX##_##suffix);                                                                       \
-    extern "C" __global__ void attn_bwd_dkdv_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, const T* dout,    \
-                                                                const float* lse, const float* delta, const float* hot, \
-                                                                float* dk, float* dv, const int* key_lengths,           \
-                                                                const int* query_lengths, const float* bias0,           \
-                                                                const float* bias1, AttnShape shape, int vec) {         \
-        tc::attn_bwd_dkdv_tc<T, DMAX, BQ, (DMAX > 64)>(q, k, v, dout, lse, delta, hot, dk, dv, key_lengths,              \
-                                                       query_lengths, bias0, bias1, shape, vec != 0);                   \
+    SEQK_KERNEL(attn_bwd_dq_tc##DMAX##name##suffix)
+
+#define SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, DMAX, BQ, name, instance, vec_arg)                                       \
+    extern "C" __global__ void attn_bwd_dkdv_tc##DMAX##name##suffix(const T* q, const T* k, const T* v, const T* dout, \
+                                                                   const float* lse, const float* delta,                \
+                                                                   const float* hot, float* dk, float* dv,              \
+                                                                   const int* key_lengths, const int* query_lengths,    \
+                                                                   const float* bias0, const float* bias1,              \
+                                                                   AttnShape shape, int vec) {                          \
+        tc::attn_bwd_dkdv_tc<T, DMAX, BQ, (DMAX > 64), tc::TcInstance::instance>(                                       \
+            q, k, v, dout, lse, delta, hot, dk, dv, key_lengths, query_lengths, bias0, bias1, shape, vec_arg);           \
     }                                                                                                                   \
-    SEQK_KERNEL(attn_bwd_dkdv_tc##DMAX##_##suffix)
+    SEQK_KERNEL(attn_bwd_dkdv_tc##DMAX##name##suffix)
 
 // D and Dv up to 64 / 128 (attn_bwd_dkdv_tc128 splits its walk: see backward_tc.cuh). Shared
 // memory: dq 2 x (k + v) x BN x (DMAX + 8) x 2 bytes + 4 warps x 16 x BN x 2 of scratch = 45,056
 // (64/64) and 38,912 (128/32); dkdv 2 x (q + dout) x BQ x (DMAX + 8) x 2 + 2 x 3 x BQ x 4 +
 // 4 x 16 x BQ x 2 = 23,296 (64/32) and 19,840 (128/16).
-SEQK_ATTENTION_BWD_TC(f16, __half, 64, 64, 32);
-SEQK_ATTENTION_BWD_TC(f16, __half, 128, 32, 16);
-SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16, 64, 64, 32);
-SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16, 128, 32, 16);
+#define SEQK_ATTENTION_BWD_TC(suffix, T)                                                                                \
+    SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 64, 64, _, GENERAL, vec != 0);                                                 \
+    SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 64, 64, _nobias_, NO_BIAS, ((void) vec, true));                                \
+    SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 128, 32, _, GENERAL, vec != 0);                                                \
+    SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 64, 32, _, GENERAL, vec != 0);                                               \
+    SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 64, 32, _nobias_, NO_BIAS, ((void) vec, true));                              \
+    SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 128, 16, _, GENERAL, vec != 0);                                              \
+    SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 128, 16, _nobias_, NO_BIAS, ((void) vec, true))
+
+SEQK_ATTENTION_BWD_TC(f16, __half);
+SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16);
 
 #define SEQK_ATTENTION(suffix, T)                                                                                        \
     extern "C" __global__ void attn_fwd_##suffix(const T* q, const T* k, const T* v, T* out, float* lse, float* acc,   \

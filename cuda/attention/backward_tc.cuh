@@ -116,7 +116,10 @@ __device__ __forceinline__ float hot_of(float row_lse, const AttnShape& s, long 
 // It also writes each row's count of +inf keys (hot_keys_out: 0 unless its lse is +inf), which
 // attn_bwd_dkdv_tc reads rather than scanning the keys again. Rows past the query length get
 // dq = 0, delta = 0 and a count of 0. Flops: 10 * rows * keys * DMAX per (b, h).
-template <typename T, int DMAX, int BN>
+// Instances as the forward's (TcInstance): NO_BIAS (no explicit mask, 16-byte k and v rows, which
+// the host guarantees when it picks it) loads by unrolled 16-byte cp.async only, runs every k-step
+// and column block of DMAX (zeros past D and Dv: the sums are unchanged) and has no bias code.
+template <typename T, int DMAX, int BN, TcInstance I>
 __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, float* delta, float* hot_keys_out,
                                float* dq, const int* key_lengths, const int* query_lengths, const float* bias0, const float* bias1,
                                const AttnShape& s, bool vec) {
@@ -125,8 +128,13 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     constexpr int KS = DMAX / 16;
     constexpr int NS = BN / 8;
     constexpr int NO = DMAX / 8;
+    constexpr bool VEC = I == TcInstance::NO_BIAS;
+    if (VEC) {
+        bias0 = bias1 = nullptr;  // constant from here on: the bias code folds away
+    }
     SEQK_DYNAMIC_SHARED(uint16_t, smem);
-    const PointerBuffers<uint16_t> buffers(smem, BN * LD);
+    using Buffers = std::conditional_t<VEC, OffsetBuffers<uint16_t>, PointerBuffers<uint16_t>>;
+    const Buffers buffers(smem, BN * LD);
 
     const TileBlock blk = tile_block(s, key_lengths, query_lengths);
     const long long b = blk.b, h = blk.h, k_valid = blk.k_valid, q_valid = blk.q_valid;
@@ -154,14 +162,14 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     for (int n = 0; n < NO; n++) {
         dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
     }
-    const int ksteps = (d + 15) / 16, vsteps = (dv + 15) / 16, dblocks = (d + 7) / 8;
+    const int ksteps = VEC ? KS : (d + 15) / 16, vsteps = VEC ? KS : (dv + 15) / 16, dblocks = VEC ? NO : (d + 7) / 8;
 
     long long tile = 0;
     // One key tile of either pass: S and dP, then P; pass 1 sums P dP, pass 2 accumulates dq.
     auto step = [&](auto masked, bool grad) {
         constexpr bool MASK = decltype(masked)::value;
         int buf = static_cast<int>(tile % 2);
-        next_kv_tile<T, uint16_t, BN, LD, false>(buffers, k, v, s, blk, key_end, tile, kv_tiles, vec);
+        next_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, tile, kv_tiles, vec);
         const uint16_t* kt = buffers.k(buf);
         const uint16_t* vt = buffers.v(buf);
         const long long j0 = tile * BN;
@@ -209,7 +217,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     for (int pass = 0; pass < 2; pass++) {
         bool grad = pass == 1;
         tile = 0;
-        first_kv_tile<T, uint16_t, BN, LD, false>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
+        first_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
         for (; tile < unmasked_tiles; tile++) {
             step(Masked<false>{}, grad);
         }
@@ -265,6 +273,8 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
 // first S^T, P^T and dv (written, its registers free), then S^T, dP^T, dS^T and dk; one more
 // S^T product per pair. Tiles no mask touches (every row valid, every key valid and, causal, on
 // or below the diagonal) skip the mask code. Keys past the key length get dk = dv = 0.
+// Instances as attn_bwd_dq_tc's: NO_BIAS (no explicit mask, 16-byte q and dout rows) loads by
+// unrolled 16-byte cp.async only, runs every k-step and column block of DMAX, has no bias code.
 // Flops: 8 * rows * keys * DMAX per (b, h) (S, dP, dv, dk); 10 with SPLIT.
 template <int P>
 struct Part {
@@ -272,7 +282,7 @@ struct Part {
 };
 constexpr int DV_PART = 1, DK_PART = 2;
 
-template <typename T, int DMAX, int BQ, bool SPLIT>
+template <typename T, int DMAX, int BQ, bool SPLIT, TcInstance I>
 __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                                  const float* hot_keys_in, float* dk, float* dv, const int* key_lengths, const int* query_lengths, const float* bias0,
                                  const float* bias1, const AttnShape& s, bool vec) {
@@ -282,6 +292,10 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     constexpr int NQ = BQ / 8;  // 8-row blocks of a query tile: the columns of S^T
     constexpr int NO = DMAX / 8;
     constexpr int BK = BLOCK_M;  // keys per block
+    constexpr bool VEC = I == TcInstance::NO_BIAS;
+    if (VEC) {
+        bias0 = bias1 = nullptr;  // constant from here on: the bias code folds away
+    }
     SEQK_DYNAMIC_SHARED(uint16_t, smem);
     // Buffer x of the q tiles at smem + x BQ LD, of the dout tiles at smem + (2 + x) BQ LD (arithmetic,
     // not an array of pointers a run-time index would put in local memory).
@@ -304,7 +318,8 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     uint32_t ka[KS][4], va[KS][4];
     row_fragments<T, KS>(ka, k, s.k_stride, b, kvh, my_key, k_valid, d, t);
     row_fragments<T, KS>(va, v, s.v_stride, b, kvh, my_key, k_valid, dvd, t);
-    const int ksteps = (d + 15) / 16, vsteps = (dvd + 15) / 16, dblocks = (d + 7) / 8, vblocks = (dvd + 7) / 8;
+    const int ksteps = VEC ? KS : (d + 15) / 16, vsteps = VEC ? KS : (dvd + 15) / 16;
+    const int dblocks = VEC ? NO : (d + 7) / 8, vblocks = VEC ? NO : (dvd + 7) / 8;
 
     // The query rows that may see a key of this tile: from the causal diagonal through key j0 (the
     // first row, tile-aligned) to the query length; none when the tile is past the key length.
@@ -319,8 +334,8 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
         int buf = static_cast<int>(x % 2);
         long long h = kvh * group + x / row_tiles;
         long long i0 = first_row + (x % row_tiles) * BQ;
-        load_tile<T, uint16_t, BQ, LD, false>(smem + buf * BQ * LD, q, s.q_stride, b, h, i0, q_valid, d, vec);
-        load_tile<T, uint16_t, BQ, LD, false>(smem + (2 + buf) * BQ * LD, dout, s.o_stride, b, h, i0, q_valid, dvd, vec);
+        load_tile<T, uint16_t, BQ, LD, VEC, DMAX>(smem + buf * BQ * LD, q, s.q_stride, b, h, i0, q_valid, d, vec);
+        load_tile<T, uint16_t, BQ, LD, VEC, DMAX>(smem + (2 + buf) * BQ * LD, dout, s.o_stride, b, h, i0, q_valid, dvd, vec);
         float* st = stats + buf * 3 * BQ;
         for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
             long long i = i0 + r;

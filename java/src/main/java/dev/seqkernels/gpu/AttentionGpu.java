@@ -41,7 +41,9 @@ import java.util.Map;
  * tensor-core kernels {@code attn_bwd_dq_tc64} then {@code attn_bwd_dkdv_tc64} (D and Dv up to
  * 64; {@code _tc128} up to 128) when the storage is F16 or BF16, the device is sm_80 or newer and the probabilities are not
  * an output (multi-head attention's weights add their gradient to dP, which only v1 takes); v1's
- * {@code attn_bwd_dq} then {@code attn_bwd_dkdv} otherwise. Both pairs write delta, dq, dk and dv
+ * {@code attn_bwd_dq} then {@code attn_bwd_dkdv} otherwise; the tensor-core kernels in their
+ * {@code _nobias} instance ({@link #tcInstance}: not dq at 128) when there is no explicit mask and
+ * the tiles they stream (dq: k and v; dk/dv: q and dout) load in 16-byte rows. Both pairs write delta, dq, dk and dv
  * in f32 alike; the tensor-core pair reads dout in the storage type (as FlashAttention's does), v1's
  * in f32 ({@link #doutType}): the host path uploads it so and the device path gathers it so, in one
  * pass either way.
@@ -78,14 +80,18 @@ final class AttentionGpu {
     }
 
     /**
-     * The instance of a tiled forward kernel (without the dtype suffix): a 16-bit tensor-core
-     * kernel's {@code _nobias} instance when there is no explicit mask and every row loads in
-     * 16-byte chunks (its mask code is only the causal and length boundaries, its loads only
-     * cp.async), else the kernel itself, which takes every option at run time; the TF32 kernels
-     * have one instance.
+     * The instance of a tiled kernel (without the dtype suffix): a 16-bit tensor-core kernel's
+     * (forward, backward dk/dv, backward dq at 64) {@code _nobias} instance when there is no
+     * explicit mask and every row it streams through shared memory loads in 16-byte chunks (its
+     * mask code is only the causal and length boundaries, its loads only cp.async, its loops over
+     * the whole of DMAX), else the kernel itself, which takes every option at run time. The TF32
+     * kernels and {@code attn_bwd_dq_tc128} (which would spill without the bias code: see
+     * cuda/attention.cu) have one instance.
      */
     static String tcInstance(String kernel, boolean bias, boolean sixteenByteRows) {
-        return kernel.startsWith("attn_fwd_tc") && !bias && sixteenByteRows ? kernel + "_nobias" : kernel;
+        boolean twoInstances = kernel.startsWith("attn_fwd_tc") || kernel.startsWith("attn_bwd_dkdv_tc")
+                || kernel.equals("attn_bwd_dq_tc64");
+        return twoInstances && !bias && sixteenByteRows ? kernel + "_nobias" : kernel;
     }
 
     /**
@@ -498,7 +504,8 @@ final class AttentionGpu {
      * The tensor-core backward for head dimensions up to dmax (64 or 128), dout in dt (with the out
      * strides): attn_bwd_dq_tcN (delta, each row's
      * count of +inf keys and dq; grid as the forward's, key tiles of 64 / 32) and attn_bwd_dkdv_tcN
-     * (one block per 64 keys of a (b, kv head), query tiles of 32 / 16).
+     * (one block per 64 keys of a (b, kv head), query tiles of 32 / 16), each in the instance
+     * {@link #tcInstance} picks (the same tiles and shared memory either way).
      */
     private void runBackwardTc(int dmax, DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
                                DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
@@ -519,16 +526,17 @@ final class AttentionGpu {
         // dout is read with the out strides, as the kernels index it.
         boolean qRows = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0 && alignedRows(g.q(), sv.q())
                 && alignedRows(g.o(), dout);
+        boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
         // No query row: dq and delta are empty and no key gets a gradient term (dk, dv zero); no key: dk, dv empty.
         if (rowBlocks > 0) {
-            driver.launch(fn("attn_bwd_dq_tc" + dmax, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
+            driver.launch(fn(tcInstance("attn_bwd_dq_tc" + dmax, bias, kvRows), dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                     .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
                     .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))
                     .pointer(ptr(sv.biases()[1])).struct(words).i32(kvRows ? 1 : 0));
         }
         if (keyBlocks > 0) {
-            driver.launch(fn("attn_bwd_dkdv_tc" + dmax, dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
+            driver.launch(fn(tcInstance("attn_bwd_dkdv_tc" + dmax, bias, qRows), dt), Dim3.of((int) keyBlocks), Dim3.of(128), dkdvShared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                     .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dk.pointer())
                     .pointer(dv.pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))

@@ -139,7 +139,10 @@ class AttentionGpuTest {
         assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.BF16, 64, 64, 9, auto, true), "allowTf32 leaves 16-bit alone");
     }
 
-    /** The tensor-core forward's instance: no explicit mask and 16-byte rows take _nobias; either one missing, the general kernel. */
+    /**
+     * The tensor-core forward's and backward's instances: no explicit mask and 16-byte rows take
+     * _nobias; either one missing, the general kernel.
+     */
     @Test
     void tensorCoreInstanceRule() {
         assertEquals("attn_fwd_tc64_nobias", AttentionGpu.tcInstance("attn_fwd_tc64", false, true));
@@ -147,6 +150,13 @@ class AttentionGpuTest {
         assertEquals("attn_fwd_tc64", AttentionGpu.tcInstance("attn_fwd_tc64", true, true), "an explicit mask");
         assertEquals("attn_fwd_tc128", AttentionGpu.tcInstance("attn_fwd_tc128", false, false), "element loads");
         assertEquals("attn_fwd_tf32x64", AttentionGpu.tcInstance("attn_fwd_tf32x64", false, true), "TF32 has one instance");
+        for (String backward : List.of("attn_bwd_dq_tc64", "attn_bwd_dkdv_tc64", "attn_bwd_dkdv_tc128")) {
+            assertEquals(backward + "_nobias", AttentionGpu.tcInstance(backward, false, true), backward);
+            assertEquals(backward, AttentionGpu.tcInstance(backward, true, true), backward + ": an explicit mask");
+            assertEquals(backward, AttentionGpu.tcInstance(backward, false, false), backward + ": element loads");
+        }
+        assertEquals("attn_bwd_dq_tc128", AttentionGpu.tcInstance("attn_bwd_dq_tc128", false, true), "dq at 128 has one instance");
+        assertEquals("attn_bwd_dq", AttentionGpu.tcInstance("attn_bwd_dq", false, true), "v1 has one instance");
     }
 
     /**

@@ -98,6 +98,13 @@ class KernelReportTest {
             KernelReport.Entry e = report.entry(kernel);
             assertTrue(e.ptxPerMma() <= 8, () -> e + ": at most 8 PTX instructions per mma in the unmasked loop");
         }
+        // The backward's no-bias instances (no bias code, unrolled 16-byte loads, loops over all of
+        // DMAX) count fewer PTX instructions per mma in their main loop than the general ones.
+        for (String kernel : List.of("attn_bwd_dq_tc64", "attn_bwd_dkdv_tc64", "attn_bwd_dkdv_tc128")) {
+            KernelReport.Entry general = report.entry(kernel + "_bf16");
+            KernelReport.Entry noBias = report.entry(kernel + "_nobias_bf16");
+            assertTrue(noBias.mainLoopMma() > 0 && noBias.ptxPerMma() < general.ptxPerMma(), () -> noBias + " against " + general);
+        }
         KernelReport.Entry tf32 = report.entry("attn_fwd_tf32x64_f32");
         assertTrue(tf32.mainLoopMma() > 0 && tf32.mainLoopMma() == tf32.mma(), tf32::toString);
         KernelReport.Entry v1 = report.entry("attn_fwd_bf16");

@@ -23,8 +23,8 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The tensor-core attention backward (attn_bwd_dq_tc64/128, attn_bwd_dkdv_tc64/128) on the emulator:
- * its selection rule on both sides, and its gradients against the double reference by
+ * The tensor-core attention backward (attn_bwd_dq_tc64/128, attn_bwd_dkdv_tc64/128, each in its
+ * general and its no-bias instance) on the emulator: its selection rules on both sides, and its gradients against the double reference by
  * FlashAttention's 2x rule (the plain same-precision implementation: the CPU reference rounding
  * dout, P and dS where the kernels do), the rule v1's backward meets too. Not against v1 by the
  * tolerance table: v1 keeps dout, P and dS in fp32, so the two differ by the 16-bit roundings
@@ -55,8 +55,10 @@ class TensorCoreBackwardTest {
      * alignments with key and query lengths, GQA (dk and dv summed over a group of 2 and 3 query
      * heads), an additive mask (every tile masked), and element loads (D = 36, Dv = 20); the
      * 128 kernels (whose dk/dv kernel walks the query tiles twice) at D = Dv = 128 with lengths and
-     * causal, without any mask (tiles no mask touches, in both kernels), and at D = 72, Dv = 100
-     * (element loads) with a mask.
+     * causal, without any mask (tiles no mask touches, in both kernels), at D = 72, Dv = 100
+     * (element loads) with a mask, and at D = 72, Dv = 104 without one. Without an explicit mask and
+     * with D and Dv multiples of 8 the no-bias instances run (dq's only at 64; zero columns past D
+     * and Dv at 72 / 104 and at 40 / 24), else the general ones; the test checks which.
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
@@ -70,6 +72,7 @@ class TensorCoreBackwardTest {
         backwardCase(data, dtype, 2, 2, 1, 50, 140, 128, 128, CausalAlignment.TOP_LEFT, new int[]{140, 100}, new int[]{50, 37}, false);
         backwardCase(data, dtype, 1, 2, 1, 40, 130, 128, 128, CausalAlignment.NONE, null, null, false);
         backwardCase(data, dtype, 1, 2, 1, 40, 70, 72, 100, CausalAlignment.NONE, null, null, true);
+        backwardCase(data, dtype, 2, 2, 1, 40, 90, 72, 104, CausalAlignment.BOTTOM_RIGHT, new int[]{90, 33}, null, false);
     }
 
     /**
@@ -132,9 +135,14 @@ class TensorCoreBackwardTest {
              AttentionResult fw = exact.forward(ref);
              AttentionGradients got = tc.backward(fg, seed); AttentionGradients byV1 = v1.backward(f1, seed);
              AttentionGradients byPlain = plain.backward(fp, seed); AttentionGradients want = exact.backward(fw, seed.to(DType.F64))) {
-            String suffix = (Math.max(d, dv) <= 64 ? "64_" : "128_") + RecurrentGpu.suffix(dtype);
-            assertTrue(resolved.contains("attn_bwd_dq_tc" + suffix) && resolved.contains("attn_bwd_dkdv_tc" + suffix),
-                    tag + ": the tensor-core backward ran (" + resolved + ")");
+            boolean noBias = add == null && d % 8 == 0 && dv % 8 == 0;
+            String size = Math.max(d, dv) <= 64 ? "64" : "128";
+            String sfx = RecurrentGpu.suffix(dtype);
+            String dq = "attn_bwd_dq_tc" + size + (noBias && size.equals("64") ? "_nobias_" : "_") + sfx;
+            String dkdv = "attn_bwd_dkdv_tc" + size + (noBias ? "_nobias_" : "_") + sfx;
+            assertTrue(resolved.contains(dq) && resolved.contains(dkdv),
+                    tag + ": the tensor-core backward ran in the instances the rule picks, " + dq + " and " + dkdv + " (" + resolved + ")");
+            assertEquals(2, resolved.stream().filter(name -> name.startsWith("attn_bwd")).distinct().count(), tag + ": and no other (" + resolved + ")");
             assertFalse(resolved.contains("attn_bwd_dq_" + RecurrentGpu.suffix(dtype)), tag + ": v1's backward did not (" + resolved + ")");
             Tensor[][] grads = {{got.dq(), byV1.dq(), byPlain.dq(), want.dq()}, {got.dk(), byV1.dk(), byPlain.dk(), want.dk()},
                     {got.dv(), byV1.dv(), byPlain.dv(), want.dv()}};
