@@ -61,9 +61,10 @@ public final class Rounding {
     }
 
     /**
-     * The spacing of {@code dtype}'s values at {@code d} (its ulp there: the gap from |d|, rounded
-     * down to the dtype's binade, to the next value up), for a finite d in the dtype's range.
-     * BF16 keeps float's exponents with 16 fewer mantissa bits; F16's subnormal spacing is 2^-24.
+     * The spacing of {@code dtype}'s values in the binade of |d| (its ulp there), for a finite d in
+     * the dtype's range; within half a float ulp below a power of two, |d| rounds to float upward
+     * and the spacing of the binade above (twice as large) is returned. BF16 keeps float's
+     * exponents with 16 fewer mantissa bits; F16's subnormal spacing is 2^-24.
      */
     public static double spacing(DType dtype, double d) {
         float f = (float) Math.abs(d);

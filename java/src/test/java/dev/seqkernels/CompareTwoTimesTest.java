@@ -107,6 +107,32 @@ class CompareTwoTimesTest {
         assertNotNull(Compare.twiceThePlain(out, plain, ref, DType.F32).firstBad(), "in F32 an ulp of BF16 is far above the bound");
     }
 
+    /**
+     * The store's spacing is taken where the values are, not only at the reference: reference 3.99
+     * in BF16 (spacing 2^-6 there), the plain 0.013 low before its store and 0.005625 after it
+     * (3.984375); ours 0.026 high before its store (exactly twice), 4.016, lands in the binade
+     * above (spacing 2^-5) at 4.03125, 0.04125 off. The bound is 2 * 0.005625 + 1.5 * 2^-5 (with
+     * the spacing at 3.99 it would be 0.0347); an infinity matched in place does not make it
+     * infinite. The other elements (1.0, the plain and ours 2^-8 off) keep the relative L2 bound
+     * out of the way.
+     */
+    @Test
+    void theStoresSpacingIsTakenAtTheLargestValueOfAllThree() {
+        double[] ref = new double[128];
+        double[] plain = new double[128];
+        java.util.Arrays.fill(ref, 1.0);
+        java.util.Arrays.fill(plain, 1.0 + 0x1p-8);
+        ref[0] = 3.99;
+        plain[0] = 3.984375;
+        ref[1] = plain[1] = Double.NEGATIVE_INFINITY;
+        double[] out = plain.clone();
+        out[0] = 4.03125;
+        assertNull(Compare.twiceThePlain(out, plain, ref, DType.BF16).firstBad());
+        out[0] = 4.125;
+        Compare.TwoTimes over = Compare.twiceThePlain(out, plain, ref, DType.BF16);
+        assertTrue(over.firstBad() != null && over.firstBad().startsWith("largest error"), String.valueOf(over.firstBad()));
+    }
+
     @Test
     void nanNeverPassesAndMatchingInfinitiesDo() {
         double[] ref = {1, Double.NEGATIVE_INFINITY, 2};

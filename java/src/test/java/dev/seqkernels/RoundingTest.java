@@ -119,6 +119,7 @@ class RoundingTest {
                 double down = Rounding.roundTo(t, x);
                 assertEquals(down + s, Rounding.roundTo(t, down + s), t + " " + x + ": a value one spacing up");
                 assertEquals(down, Rounding.roundTo(t, down + s / 4), t + " " + x + ": no value a quarter spacing up");
+                assertEquals(down + s, Rounding.roundTo(t, down + 0.75 * s), t + " " + x + ": nor half a spacing up");
             }
         }
     }

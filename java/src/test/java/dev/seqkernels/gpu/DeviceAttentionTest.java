@@ -275,6 +275,59 @@ class DeviceAttentionTest {
         }
     }
 
+    /**
+     * The backward's instances are picked per kernel: q a column view of [.., 17]-wide rows (34
+     * bytes: not 16-byte rows) with k, v and dOut contiguous takes dq's no-bias instance (it streams
+     * k and v) and dk/dv's general one (it streams q and dout); the host path (every tensor
+     * contiguous) takes both no-bias ones. The gradients agree to the bit: the instances differ
+     * only in their loads and in running the zero columns past D, which add exact zeros.
+     */
+    @Test
+    void theBackwardsInstancesArePickedPerKernelAndAgreeToTheBit() {
+        GpuTargets.assumeTensorCores("the tensor-core backward's instances");
+        DType dt = DType.BF16;
+        String sfx = RecurrentGpu.suffix(dt);
+        TestData data = new TestData();
+        List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        });
+        Attention op = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recorded)).build();
+        Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(GpuTargets.sharedBackend()).build();
+        try (Tensor qWide = data.tensor(dt, 1, 1, 2, 40, 17); Tensor k = data.tensor(dt, 1, 1, 2, 70, 16);
+             Tensor v = data.tensor(dt, 1, 1, 2, 70, 16); Tensor dOut = data.tensor(dt, 1, 1, 2, 40, 16)) {
+            Tensor q = Tensor.allocate(dt, 1, 2, 40, 16);
+            for (int h = 0; h < 2; h++) {
+                for (int i = 0; i < 40; i++) {
+                    for (int e = 0; e < 16; e++) {
+                        q.set(qWide.get(0, h, i, e), 0, h, i, e);
+                    }
+                }
+            }
+            DeviceTensor qView = memory.contiguous(recorded, qWide).narrow(3, 0, 16);
+            DeviceAttention sdpa = DeviceAttention.of(op);
+            try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(qView, memory.contiguous(recorded, k),
+                    memory.contiguous(recorded, v)));
+                 AttentionResult want = host.forward(Attention.inputs(q, k, v)); AttentionGradients wantGrad = host.backward(want, dOut)) {
+                resolved.clear();
+                try (DeviceAttentionGradients grad = sdpa.backward(got, memory.contiguous(recorded, dOut), 0)) {
+                    driver.synchronize(0);
+                    assertTrue(resolved.contains("attn_bwd_dq_tc64_nobias_" + sfx) && resolved.contains("attn_bwd_dkdv_tc64_" + sfx)
+                            && !resolved.contains("attn_bwd_dkdv_tc64_nobias_" + sfx), resolved.toString());
+                    assertArrayEquals(wantGrad.dq().toDoubleArray(), values(grad.dq()), "dq");
+                    assertArrayEquals(wantGrad.dk().toDoubleArray(), values(grad.dk()), "dk");
+                    assertArrayEquals(wantGrad.dv().toDoubleArray(), values(grad.dv()), "dv");
+                }
+            } finally {
+                q.close();
+            }
+        } finally {
+            memory.free();
+        }
+    }
+
     @Test
     void inferenceKeepsNothingForBackward() {
         TestData data = new TestData();

@@ -108,9 +108,11 @@ class SixteenBitMhaTest {
                 assertEquals(sixteenBit ? 4 : 0, backward.stream().filter(b -> b.outputType() != DType.F32).count(),
                         what + ": dMerged (dy Wo) and the three input gradients are written in 16 bits, the weight gradients"
                                 + " in fp32: " + backward);
-                String dqKernel = tensorCores ? "attn_bwd_dq_tc64_" : "attn_bwd_dq_";
-                assertTrue(resolved.contains(dqKernel + sfx) || tensorCores && resolved.contains("attn_bwd_dq_tc64_nobias_" + sfx),
-                        what + ": " + resolved);
+                // Without an explicit mask, heads of 8 in rows of 16-byte multiples (packed views included):
+                // the tensor-core pair's no-bias instances.
+                List<String> backwardKernels = tensorCores ? List.of("attn_bwd_dq_tc64_nobias_" + sfx, "attn_bwd_dkdv_tc64_nobias_" + sfx)
+                        : List.of("attn_bwd_dq_" + sfx, "attn_bwd_dkdv_" + sfx);
+                assertTrue(resolved.containsAll(backwardKernels), what + ": " + backwardKernels + " in " + resolved);
                 assertEquals(sixteenBit, resolved.contains("cast_f32_to_" + RecurrentGpu.suffix(dt)),
                         what + ": dq, dk and dv rounded once (in the 16-bit interior only): " + resolved);
             }
