@@ -56,6 +56,11 @@ struct alignas(16) Chunk16 {
     uint32_t word[4];
 };
 
+/** Two adjacent floats, stored as one 8-byte access. */
+struct alignas(8) FloatPair {
+    float lo, hi;
+};
+
 /** The 16 bytes at p, through L2. */
 __device__ __forceinline__ Chunk16 load16_through_l2(const void* p) {
 #ifdef SEQK_EMU
@@ -231,19 +236,23 @@ __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int
             seqk::arch::mma_m16n8k16(acc[0], a, bf, T{});
             seqk::arch::mma_m16n8k16(acc[1], a, bf + 2, T{});
         }
+        // Pairs of columns as 8-byte stores: a half-warp's 16 pairs fall on 16 bank pairs, two lanes
+        // (rows g and g + 2) on each, where 4-byte stores put four lanes on each of 8 banks.
         float* p = sl.partial + (static_cast<long>(warp) * sl.padded_rows + tile * 16) * 16;
         SEQK_UNROLL
         for (int n = 0; n < 2; n++) {
-            p[g * 16 + n * 8 + 2 * t] = acc[n][0];
-            p[g * 16 + n * 8 + 2 * t + 1] = acc[n][1];
-            p[(g + 8) * 16 + n * 8 + 2 * t] = acc[n][2];
-            p[(g + 8) * 16 + n * 8 + 2 * t + 1] = acc[n][3];
+            *reinterpret_cast<FloatPair*>(p + g * 16 + n * 8 + 2 * t) = FloatPair{acc[n][0], acc[n][1]};
+            *reinterpret_cast<FloatPair*>(p + (g + 8) * 16 + n * 8 + 2 * t) = FloatPair{acc[n][2], acc[n][3]};
         }
     }
     __syncthreads();
+    // The batch entry varies fastest across threads, so a warp reads the entries of about 32 / batch
+    // consecutive 16-float rows of a partial: at most ceil(16 / batch) lanes on a bank (one at batch
+    // 16), where with the row fastest 16 lanes shared each bank whatever the batch. gate is written
+    // with the batch's stride, once per `warps` reads.
     for (int idx = threadIdx.x; idx < batch * rows; idx += blockDim.x) {
-        int b = idx / rows;
-        int r = first_row + idx % rows;
+        int b = idx % batch;
+        int r = first_row + idx / batch;
         float sum = 0.0f;
         for (int w = 0; w < warps; w++) {
             sum += sl.partial[(static_cast<long>(w) * sl.padded_rows + r) * 16 + b];
