@@ -281,6 +281,11 @@ final class AttentionGpu {
     record Saved(DeviceScope scope, Geometry g, DeviceTensor q, DeviceTensor k, DeviceTensor v, DeviceTensor lse,
                  DeviceTensor keyLengths, DeviceTensor queryLengths, Bias[] biases, int causal, double scale)
             implements AutoCloseable {
+        /** An explicit mask (an additive or boolean bias term) takes part: the tiled kernels' general instances. */
+        boolean hasExplicitMask() {
+            return biases[0] != null || biases[1] != null;
+        }
+
         @Override
         public void close() {
             scope.close();
@@ -425,8 +430,7 @@ final class AttentionGpu {
         if (!kernel.equals("attn_fwd")) {
             int dmax = kernel.endsWith("64") ? 64 : 128;
             boolean vec = sixteenByteRows(g, sv.k(), sv.v());
-            boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
-            String instance = tcInstance(kernel, bias, vec);
+            String instance = tcInstance(kernel, sv.hasExplicitMask(), vec);
             int keysPerTile = keysPerTile(instance);
             int shared;
             if (dt == DType.F32) {  // tf32: rows padded by 4 floats, plus each warp's 16 rows of P
@@ -526,7 +530,7 @@ final class AttentionGpu {
         // dout is read with the out strides, as the kernels index it.
         boolean qRows = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0 && alignedRows(g.q(), sv.q())
                 && alignedRows(g.o(), dout);
-        boolean bias = sv.biases()[0] != null || sv.biases()[1] != null;
+        boolean bias = sv.hasExplicitMask();
         // No query row: dq and delta are empty and no key gets a gradient term (dk, dv zero); no key: dk, dv empty.
         if (rowBlocks > 0) {
             driver.launch(fn(tcInstance("attn_bwd_dq_tc" + dmax, bias, kvRows), dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
