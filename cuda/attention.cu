@@ -5,7 +5,7 @@
 // (forward, dq, row dot products) or per key row (dk, dv); scores are recomputed where needed and
 // the softmax is never stored; accumulators live in f32 global rows (no per-thread arrays, so no
 // spills at any head dimension). Deterministic: no atomics.
-// attn_fwd_tc (fp16/bf16, D and Dv <= 128, sm_80+) is the tiled tensor-core forward beside v1,
+// attn_fwd_tc (fp16/bf16, D and Dv <= 256, sm_80+) is the tiled tensor-core forward beside v1,
 // with the same masks and outputs; attn_bwd_dq_tc and attn_bwd_dkdv_tc (fp16/bf16, D and Dv <= 128)
 // the tensor-core backward beside v1's, with v1's arguments except dout in the storage type, a
 // buffer of per-row counts and a `vec` flag. AttentionGpu.java chooses between them (see its javadoc).
@@ -117,11 +117,16 @@ SEQK_ATTENTION_TF32(128, 16);
 // Shared memory: 2 buffers x (k + v) x BN x (DMAX + 8) x 2 bytes = 36,864 (64/64) and 34,816
 // (128/32); the no-bias instance at 128 takes key tiles of 64 (FlashAttention-2's at D = 128),
 // 69,632 bytes (above 48 KB: the bindings opt the kernel in), which it fits in registers without
-// the explicit-mask code.
+// the explicit-mask code. At 256 q joins them (64 x (256 + 8) x 2 = 33,792 bytes: its fragments
+// would not fit in registers beside the output's), with key tiles of 32 without bias (101,376
+// bytes, exactly the 99 KB sm_86, sm_89 and sm_120 allow a block; at 64 its arrays went to 1,224
+// bytes of stack) and 16 with every option (67,584; at 32 it spilled).
 SEQK_ATTENTION_TC(f16, __half, 64, 64, 64);
 SEQK_ATTENTION_TC(f16, __half, 128, 32, 64);
+SEQK_ATTENTION_TC(f16, __half, 256, 16, 32);
 SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 64, 64, 64);
 SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 128, 32, 64);
+SEQK_ATTENTION_TC(bf16, __nv_bfloat16, 256, 16, 32);
 
 // attn_fwd_decode_tcDMAX_T (decode_tc::attn_fwd_decode_tc): the split kernels' arguments, 128
 // threads, decode_tc::Tiling<DMAX>::SHARED_BYTES of dynamic shared memory: 2 stages x (k + v) x

@@ -1,4 +1,4 @@
-// The tiled tensor-core forward, fp16/bf16 (attn_fwd_tc64/128) and TF32 (attn_fwd_tf32x64/128).
+// The tiled tensor-core forward, fp16/bf16 (attn_fwd_tc64/128/256) and TF32 (attn_fwd_tf32x64/128).
 #pragma once
 
 #include "../arch/cp_async.cuh"
@@ -12,8 +12,9 @@ namespace {
 //
 // Grid: one block per (b, h, tile of 64 query rows), 1-D: blockIdx.x = (b * Hq + h) * q_tiles + tile.
 // Block: 4 warps; warp w owns query rows 16w..16w+15 of the tile and keeps, in registers, their q
-// fragments (D padded to DMAX with zeros), the running max and sum per row, and the 16 x DMAX
-// output accumulator. The block walks the key/value rows in tiles of BN: k and v tiles go to
+// fragments (D padded to DMAX with zeros; at DMAX 256 they stay in shared memory, [64][DMAX + 8],
+// one ldmatrix.x4 a k-step), the running max and sum per row, and the 16 x DMAX output
+// accumulator. The block walks the key/value rows in tiles of BN: k and v tiles go to
 // shared memory ([BN][DMAX + 8] 16-bit, the +8 keeps ldmatrix rows on distinct banks), double
 // buffered so the cp.async of tile t+1 overlaps the math of tile t. Per tile a warp computes
 // S = q k^T with mma.m16n8k16 (fp32; k through ldmatrix.x4), scales (and on masked tiles masks)
@@ -98,27 +99,63 @@ __device__ __forceinline__ void row_fragments(uint32_t (&a)[KS][4], const T* src
 }
 
 /**
- * acc += A tile^T over the first ksteps k-steps: A a warp's 16 x 16KS fragments, tile NS x 8 rows
- * of [LD] 16-bit values in shared memory (k along a row), acc 16 x 8NS (block n: tile rows 8n..).
- * Each ldmatrix's row address is this lane's one plus an immediate offset.
+ * acc += A tile^T over the first ksteps k-steps: A a warp's 16 x 16KS fragments, given k-step by
+ * k-step by a_of(ks, fragment) (ks a compile-time index), tile NS x 8 rows of [LD] 16-bit values
+ * in shared memory (k along a row), acc 16 x 8NS (block n: tile rows 8n..). Each ldmatrix's row
+ * address is this lane's one plus an immediate offset.
  */
-template <typename T, int KS, int NS, int LD>
-__device__ __forceinline__ void product_abt(float (&acc)[NS][4], const uint32_t (&a)[KS][4], seqk::arch::SharedAddr tile, int ksteps,
-                                            int lane) {
+template <typename T, int KS, int NS, int LD, typename AFragment>
+__device__ __forceinline__ void product_abt_of(float (&acc)[NS][4], const AFragment& a_of, seqk::arch::SharedAddr tile, int ksteps,
+                                               int lane) {
     // Matrices: rows 8n.. at columns 16ks and 16ks+8, then rows 8(n+1).. at both.
     const seqk::arch::SharedAddr mine = tile + (((lane / 16) * 8 + lane % 8) * LD + ((lane / 8) % 2) * 8) * 2;
     seqk::static_for<KS>([&](auto ks_) {
         constexpr int ks = decltype(ks_)::value;
         if (ks < ksteps) {
+            uint32_t a[4];
+            a_of(ks_, a);
             seqk::static_for<NS / 2>([&](auto pair) {
                 constexpr int n = 2 * decltype(pair)::value;
                 uint32_t tb[4];
                 seqk::arch::ldmatrix_x4<(n * 8 * LD + ks * 16) * 2>(tb, mine);
-                mma(acc[n], a[ks], tb, T{});
-                mma(acc[n + 1], a[ks], tb + 2, T{});
+                mma(acc[n], a, tb, T{});
+                mma(acc[n + 1], a, tb + 2, T{});
             });
         }
     });
+}
+
+/** product_abt_of with A in registers: a[ks] the fragment of k-step ks. */
+template <typename T, int KS, int NS, int LD>
+__device__ __forceinline__ void product_abt(float (&acc)[NS][4], const uint32_t (&a)[KS][4], seqk::arch::SharedAddr tile, int ksteps,
+                                            int lane) {
+    product_abt_of<T, KS, NS, LD>(
+        acc,
+        [&](auto ks_, uint32_t (&f)[4]) {
+            constexpr int ks = decltype(ks_)::value;
+            f[0] = a[ks][0];
+            f[1] = a[ks][1];
+            f[2] = a[ks][2];
+            f[3] = a[ks][3];
+        },
+        tile, ksteps, lane);
+}
+
+/**
+ * product_abt_of with A in shared memory: the warp's 16 rows of [LD] 16-bit values (k along a row)
+ * at rows, one ldmatrix.x4 a k-step (matrix x: rows 8 (x % 2).., columns 16ks + 8 (x / 2)).
+ */
+template <typename T, int KS, int NS, int LD>
+__device__ __forceinline__ void product_abt(float (&acc)[NS][4], seqk::arch::SharedAddr rows, seqk::arch::SharedAddr tile, int ksteps,
+                                            int lane) {
+    const seqk::arch::SharedAddr mine = rows + ((lane % 16) * LD + (lane / 16) * 8) * 2;
+    product_abt_of<T, KS, NS, LD>(
+        acc,
+        [&](auto ks_, uint32_t (&f)[4]) {
+            constexpr int ks = decltype(ks_)::value;
+            seqk::arch::ldmatrix_x4<ks * 16 * 2>(f, mine);
+        },
+        tile, ksteps, lane);
 }
 
 /**
@@ -671,6 +708,10 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     constexpr int NS = BN / 8;     // 8-key column blocks of S
     constexpr int NO = DMAX / 8;   // 8-column blocks of the output
     constexpr bool VEC = I == TcInstance::NO_BIAS;
+    // Above 128 columns q stays in shared memory ([BLOCK_M][LD] after the four k and v tiles),
+    // one ldmatrix.x4 a k-step: its fragments (DMAX / 4 registers a thread) do not fit beside the
+    // output's (DMAX / 2) without spilling (FlashAttention-2 keeps q in shared memory likewise).
+    constexpr bool Q_SHARED = DMAX > 128;
     if (I == TcInstance::NO_BIAS) {
         bias0 = bias1 = nullptr;  // constant from here on: the bias code folds away
     }
@@ -690,10 +731,20 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
     long long kv_tiles = (key_end + BN - 1) / BN;
     long long unmasked_tiles = unmasked_key_tiles(s, blk.row0, k_valid, q_valid, bias0 || bias1, BN, kv_tiles);
 
-    // This warp's q rows as A fragments (zeros past the row count and the head dimension).
+    // This warp's q rows as A fragments (zeros past the row count and the head dimension), or,
+    // Q_SHARED, the block's q tile in shared memory (loaded with k and v tile 0; zeros likewise).
     long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
-    uint32_t qa[KS][4];
-    row_fragments<T, KS>(qa, q, s.q_stride, b, h, my_row, s.q_len, d, t);
+    uint32_t qa[Q_SHARED ? 1 : KS][4];
+    seqk::arch::SharedAddr q_rows = 0;  // Q_SHARED: this warp's 16 rows of the q tile
+    if constexpr (Q_SHARED) {
+        uint16_t* const q_tile = smem + 4 * BN * LD;
+        if (kv_tiles > 0) {
+            load_tile<T, uint16_t, BLOCK_M, LD, VEC, DMAX>(q_tile, q, s.q_stride, b, h, blk.row0, s.q_len, d, vec);
+        }
+        q_rows = seqk::arch::shared_addr(q_tile + warp * 16 * LD);
+    } else {
+        row_fragments<T, KS>(qa, q, s.q_stride, b, h, my_row, s.q_len, d, t);
+    }
 
     float m[2] = {-INFINITY, -INFINITY};
     float l[2] = {0.0f, 0.0f};
@@ -734,7 +785,11 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         for (int n = 0; n < NS; n++) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
         }
-        product_abt<T, KS, NS, LD>(sc, qa, seqk::arch::shared_addr(buffers.k(buf)), ksteps, lane);
+        if constexpr (Q_SHARED) {
+            product_abt<T, KS, NS, LD>(sc, q_rows, seqk::arch::shared_addr(buffers.k(buf)), ksteps, lane);
+        } else {
+            product_abt<T, KS, NS, LD>(sc, qa, seqk::arch::shared_addr(buffers.k(buf)), ksteps, lane);
+        }
 
         float tile_max[2];
         scale_scores<NS, MASK>(sc, tile_max, my_row, j0, t, b, h, k_valid, q_valid, scale, bias0, bias1, s);

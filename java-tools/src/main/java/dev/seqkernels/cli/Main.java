@@ -172,7 +172,7 @@ public final class Main {
      * them or without the emulator.
      */
     private static String ldmatrixWavefronts(String kernel) {
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile("attn_fwd_(tc|tf32x)(64|128)(_nobias)?_(f16|bf16|f32)").matcher(kernel);
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("attn_fwd_(tc|tf32x)(64|128|256)(_nobias)?_(f16|bf16|f32)").matcher(kernel);
         if (!m.matches() || !EmuDriver.libraryPresent()) {
             return null;
         }

@@ -14,6 +14,8 @@ import dev.seqkernels.ops.MultiHeadAttention;
 
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * The GPU path of Attention and MultiHeadAttention, written once against {@link Driver}, with
@@ -33,10 +35,12 @@ import java.util.Map;
  * contiguous, and where their shared memory fits (not on sm_75); otherwise {@code attn_fwd_split},
  * which reads any strides. Otherwise
  * ({@link #forwardKernel}) the tiled tensor-core kernel
- * {@code attn_fwd_tc64} (D and Dv up to 64) or {@code attn_fwd_tc128} (up to 128) when the storage
- * is F16 or BF16 and the device is sm_80 or newer; {@code attn_fwd_tf32x64/128} likewise for F32
- * storage when the op allows TF32 ({@link Attention.Builder#allowTf32}); v1 otherwise (F32 without
- * TF32, which includes multi-head attention's F32 interior unless the op allows TF32; D or Dv above 128; older GPUs).
+ * {@code attn_fwd_tc64} (D and Dv up to 64), {@code attn_fwd_tc128} (up to 128) or
+ * {@code attn_fwd_tc256} (up to 256; q in shared memory) when the storage is F16 or BF16 and the
+ * device is sm_80 or newer, where the instance's shared memory fits ({@link #tiledInstance});
+ * {@code attn_fwd_tf32x64/128} likewise for F32 storage when the op allows TF32
+ * ({@link Attention.Builder#allowTf32}); v1 otherwise (F32 without TF32, which includes multi-head
+ * attention's F32 interior unless the op allows TF32; TF32 above 128; older GPUs).
  * Backward ({@link #backwardKernel}) recomputes from the LSE whichever forward wrote: the tiled
  * tensor-core kernels {@code attn_bwd_dq_tc64} then {@code attn_bwd_dkdv_tc64} (D and Dv up to
  * 64; {@code _tc128} up to 128) when the storage is F16 or BF16, the device is sm_80 or newer and the probabilities are not
@@ -96,16 +100,57 @@ final class AttentionGpu {
 
     /**
      * Key rows per tile of a tiled forward instance (as cuda/attention.cu instantiates them): 64
-     * for the 16-bit kernels, but 32 for attn_fwd_tc128 with every option (its registers); 32 / 16
-     * for the TF32 kernels.
+     * for the 16-bit kernels up to 128, but 32 for attn_fwd_tc128 with every option (its
+     * registers); at 256 32 (no bias) and 16 (every option); 32 / 16 for the TF32 kernels.
      */
     static int keysPerTile(String instance) {
         return switch (instance) {
             case "attn_fwd_tc64", "attn_fwd_tc64_nobias", "attn_fwd_tc128_nobias" -> 64;
-            case "attn_fwd_tc128", "attn_fwd_tf32x64" -> 32;
-            case "attn_fwd_tf32x128" -> 16;
+            case "attn_fwd_tc128", "attn_fwd_tc256_nobias", "attn_fwd_tf32x64" -> 32;
+            case "attn_fwd_tc256", "attn_fwd_tf32x128" -> 16;
             default -> throw new IllegalArgumentException("not a tiled forward instance: " + instance);
         };
+    }
+
+    /** The columns a tiled kernel's tiles hold (DMAX): the number its name ends with ({@code attn_fwd_tc256_nobias}: 256). */
+    static int tileColumns(String kernel) {
+        Matcher m = TILE_COLUMNS.matcher(kernel);
+        if (!m.find()) {
+            throw new IllegalArgumentException("not a tiled kernel: " + kernel);
+        }
+        return Integer.parseInt(m.group(1));
+    }
+
+    private static final Pattern TILE_COLUMNS = Pattern.compile("(?:tc|tf32x)(\\d+)(?:_nobias)?$");
+
+    /**
+     * The tiled forward instance to launch for forwardKernel's pick ({@link #tcInstance}), or null
+     * for v1: when the pick is v1, or where the instance's shared memory exceeds the device's
+     * opt-in limit (no sm_80+ GPU has less than the 101,376 bytes the 256-column instance without
+     * bias takes, but the rule does not assume it).
+     */
+    static String tiledInstance(String kernel, DType dt, boolean bias, boolean sixteenByteRows, int sharedPerBlockOptin) {
+        if (kernel.equals("attn_fwd")) {
+            return null;
+        }
+        String instance = tcInstance(kernel, bias, sixteenByteRows);
+        return forwardSharedBytes(instance, dt) <= sharedPerBlockOptin ? instance : null;
+    }
+
+    /**
+     * Dynamic shared memory of a tiled forward instance: two buffers of k and v tiles, their rows
+     * padded (16-bit: by 8 elements; TF32: by 4 floats, plus each warp's 16 rows of P), and above
+     * 128 columns the block's q tile (64 rows, padded likewise), which the kernel keeps in shared
+     * memory there (cuda/attention/forward_tc.cuh).
+     */
+    static int forwardSharedBytes(String instance, DType dt) {
+        int dmax = tileColumns(instance);
+        int keys = keysPerTile(instance);
+        if (dt == DType.F32) {
+            return 2 * 2 * keys * (dmax + 4) * 4 + 4 * 16 * (keys + 4) * 4;
+        }
+        int qTile = dmax > 128 ? TC_ROWS * (dmax + 8) * 2 : 0;
+        return 2 * 2 * keys * (dmax + 8) * 2 + qTile;
     }
 
     /**
@@ -126,10 +171,10 @@ final class AttentionGpu {
         boolean sixteenBit = dt == DType.F16 || dt == DType.BF16;
         boolean tf32 = dt == DType.F32 && allowTf32;
         int widest = Math.max(headDim, valueDim);
-        if (!(sixteenBit || tf32) || computeMajor < 8 || choice != KernelChoice.AUTO || widest > 128) {
+        if (!(sixteenBit || tf32) || computeMajor < 8 || choice != KernelChoice.AUTO || widest > (tf32 ? 128 : 256)) {
             return "attn_fwd";
         }
-        return (tf32 ? "attn_fwd_tf32x" : "attn_fwd_tc") + (widest <= 64 ? 64 : 128);
+        return (tf32 ? "attn_fwd_tf32x" : "attn_fwd_tc") + (widest <= 64 ? 64 : widest <= 128 ? 128 : 256);
     }
 
     /**
@@ -427,17 +472,12 @@ final class AttentionGpu {
             return;
         }
         String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), device.computeMajor(), kernelChoice, allowTf32);
-        if (!kernel.equals("attn_fwd")) {
-            int dmax = kernel.endsWith("64") ? 64 : 128;
-            boolean vec = sixteenByteRows(g, sv.k(), sv.v());
-            String instance = tcInstance(kernel, sv.hasExplicitMask(), vec);
-            int keysPerTile = keysPerTile(instance);
-            int shared;
-            if (dt == DType.F32) {  // tf32: rows padded by 4 floats, plus each warp's 16 rows of P
-                shared = 2 * 2 * keysPerTile * (dmax + 4) * 4 + 4 * 16 * (keysPerTile + 4) * 4;
-            } else {  // fp16/bf16: rows padded by 8 elements
-                shared = 2 * 2 * keysPerTile * (dmax + 8) * 2;
-            }
+        // Above 128 columns the tiled kernel loads q into shared memory too, by the same 16-byte rule.
+        boolean qTile = !kernel.equals("attn_fwd") && tileColumns(kernel) > 128;
+        boolean vec = sixteenByteRows(g, sv.k(), sv.v()) && (!qTile || alignedRows(g.q(), sv.q()));
+        String instance = tiledInstance(kernel, dt, sv.hasExplicitMask(), vec, device.sharedMemoryPerBlockOptin());
+        if (instance != null) {
+            int shared = forwardSharedBytes(instance, dt);
             long blocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
             if (blocks > Integer.MAX_VALUE) {
                 throw new SeqkException.Unsupported("attention: " + blocks + " blocks of query rows exceed one launch");

@@ -127,8 +127,10 @@ class AttentionGpuTest {
         assertEquals("attn_fwd_tc64", AttentionGpu.forwardKernel(DType.F16, 59, 24, 8, auto, false));
         assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.F16, 64, 65, 8, auto, false));
         assertEquals("attn_fwd_tc128", AttentionGpu.forwardKernel(DType.BF16, 128, 128, 9, auto, false));
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 129, 64, 9, auto, false), "D above 128");
-        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 64, 129, 9, auto, false), "Dv above 128");
+        assertEquals("attn_fwd_tc256", AttentionGpu.forwardKernel(DType.BF16, 129, 64, 9, auto, false), "D above 128");
+        assertEquals("attn_fwd_tc256", AttentionGpu.forwardKernel(DType.F16, 64, 129, 8, auto, false), "Dv above 128");
+        assertEquals("attn_fwd_tc256", AttentionGpu.forwardKernel(DType.BF16, 256, 256, 12, auto, false));
+        assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.BF16, 256, 256, 7, auto, false), "256 wide before sm_80");
         assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F32, 64, 64, 9, auto, false), "F32 storage");
         assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 7, auto, false), "no mma.m16n8k16 before sm_80");
         assertEquals("attn_fwd", AttentionGpu.forwardKernel(DType.F16, 64, 64, 9, AttentionGpu.KernelChoice.V1, false), "pinned to v1");
@@ -147,6 +149,8 @@ class AttentionGpuTest {
     void tensorCoreInstanceRule() {
         assertEquals("attn_fwd_tc64_nobias", AttentionGpu.tcInstance("attn_fwd_tc64", false, true));
         assertEquals("attn_fwd_tc128_nobias", AttentionGpu.tcInstance("attn_fwd_tc128", false, true));
+        assertEquals("attn_fwd_tc256_nobias", AttentionGpu.tcInstance("attn_fwd_tc256", false, true));
+        assertEquals("attn_fwd_tc256", AttentionGpu.tcInstance("attn_fwd_tc256", true, true), "an explicit mask at 256");
         assertEquals("attn_fwd_tc64", AttentionGpu.tcInstance("attn_fwd_tc64", true, true), "an explicit mask");
         assertEquals("attn_fwd_tc128", AttentionGpu.tcInstance("attn_fwd_tc128", false, false), "element loads");
         assertEquals("attn_fwd_tf32x64", AttentionGpu.tcInstance("attn_fwd_tf32x64", false, true), "TF32 has one instance");
@@ -157,6 +161,33 @@ class AttentionGpuTest {
         }
         assertEquals("attn_bwd_dq_tc128", AttentionGpu.tcInstance("attn_bwd_dq_tc128", false, true), "dq at 128 has one instance");
         assertEquals("attn_bwd_dq", AttentionGpu.tcInstance("attn_bwd_dq", false, true), "v1 has one instance");
+    }
+
+    /**
+     * Each tiled forward instance's shared memory (cuda/attention.cu's sums; above 128 columns the
+     * q tile as well), and the rule that launches an instance only where it fits the device's
+     * opt-in limit, both sides of it: the 256-column instance without bias takes exactly the
+     * 99 KB that sm_86, sm_89 and sm_120 allow a block.
+     */
+    @Test
+    void tiledInstanceFitsTheDevicesSharedMemoryOrV1Runs() {
+        assertEquals(36_864, AttentionGpu.forwardSharedBytes("attn_fwd_tc64_nobias", DType.BF16));
+        assertEquals(34_816, AttentionGpu.forwardSharedBytes("attn_fwd_tc128", DType.F16));
+        assertEquals(69_632, AttentionGpu.forwardSharedBytes("attn_fwd_tc128_nobias", DType.BF16));
+        assertEquals(4 * 16 * 264 * 2 + 64 * 264 * 2, AttentionGpu.forwardSharedBytes("attn_fwd_tc256", DType.BF16));
+        assertEquals(101_376, AttentionGpu.forwardSharedBytes("attn_fwd_tc256_nobias", DType.F16));
+        assertEquals(44_032, AttentionGpu.forwardSharedBytes("attn_fwd_tf32x64", DType.F32));
+        assertEquals(38_912, AttentionGpu.forwardSharedBytes("attn_fwd_tf32x128", DType.F32));
+        assertEquals(256, AttentionGpu.tileColumns("attn_fwd_tc256_nobias"));
+        assertEquals(64, AttentionGpu.tileColumns("attn_fwd_tf32x64"));
+        assertThrows(IllegalArgumentException.class, () -> AttentionGpu.tileColumns("attn_fwd"));
+
+        assertEquals("attn_fwd_tc256_nobias", AttentionGpu.tiledInstance("attn_fwd_tc256", DType.BF16, false, true, 101_376));
+        assertNull(AttentionGpu.tiledInstance("attn_fwd_tc256", DType.BF16, false, true, 101_375), "one byte short: v1");
+        assertEquals("attn_fwd_tc256", AttentionGpu.tiledInstance("attn_fwd_tc256", DType.BF16, true, true, 67_584));
+        assertNull(AttentionGpu.tiledInstance("attn_fwd_tc256", DType.BF16, true, true, 67_583));
+        assertEquals("attn_fwd_tc128_nobias", AttentionGpu.tiledInstance("attn_fwd_tc128", DType.F16, false, true, 101_376));
+        assertNull(AttentionGpu.tiledInstance("attn_fwd", DType.F16, false, true, 232_448), "v1 is not tiled");
     }
 
     /**
@@ -182,14 +213,16 @@ class AttentionGpuTest {
             assertEquals(Integer.parseInt(tf32.group(2)), AttentionGpu.keysPerTile(kernel), kernel);
             instances++;
         }
-        assertEquals(2 * 2 * 2 + 2, instances, "the 16-bit instances (two dtypes, two sizes, two each) and the TF32 ones, found in the source");
+        assertEquals(2 * 3 * 2 + 2, instances, "the 16-bit instances (two dtypes, three sizes, two each) and the TF32 ones, found in the source");
         assertThrows(IllegalArgumentException.class, () -> AttentionGpu.keysPerTile("attn_fwd"), "v1 has no tiles");
     }
 
     /**
-     * The tensor-core forward on the emulator: 16-byte loads (D = Dv = 64 and 128; D = 40, Dv = 24;
-     * D = 64, Dv = 40) and element loads (D = 36, Dv = 20), several query and key tiles (unmasked
-     * ones before masked ones), causal alignments, lengths, GQA and an additive mask; both instances. Each against the double reference by the tolerance table and by
+     * The tensor-core forward on the emulator at all three sizes: 16-byte loads (D = Dv = 64, 128
+     * and 256; D = 40, Dv = 24; D = 64, Dv = 40; D = 136, Dv = 200) and element loads (D = 36,
+     * Dv = 20; D = 130, Dv = 72), several query and key tiles (unmasked ones before masked ones),
+     * causal alignments, lengths, GQA and an additive mask; both instances, each case checked to
+     * run the one the rules pick. Each against the double reference by the tolerance table and by
      * FlashAttention's rule (error at most 2x that of the plain same-precision implementation,
      * the CPU reference's same-precision mode), and against v1.
      */
@@ -206,6 +239,11 @@ class AttentionGpuTest {
         tensorCoreCase(data, dtype, 2, 2, 1, 130, 150, 64, 40, CausalAlignment.NONE, new int[]{150, 131}, new int[]{130, 70}, false);
         // the general instance without a mask: unmasked tiles with element loads and an odd block count
         tensorCoreCase(data, dtype, 1, 2, 2, 70, 200, 36, 20, CausalAlignment.NONE, null, null, false);
+        // above 128 (q in shared memory): the no-bias instance with causal tiles, lengths and dead rows;
+        // the general one with an additive mask, and with element loads (D not a multiple of 8)
+        tensorCoreCase(data, dtype, 1, 2, 1, 70, 100, 256, 256, CausalAlignment.BOTTOM_RIGHT, new int[]{100}, new int[]{61}, false);
+        tensorCoreCase(data, dtype, 1, 2, 2, 65, 40, 136, 200, CausalAlignment.NONE, null, null, true);
+        tensorCoreCase(data, dtype, 1, 1, 1, 20, 50, 130, 72, CausalAlignment.TOP_LEFT, null, null, false);
     }
 
     private static void tensorCoreCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
@@ -214,11 +252,17 @@ class AttentionGpuTest {
         Tensor k = data.tensor(dtype, 1, batch, hkv, lk, d);
         Tensor v = data.tensor(dtype, 1, batch, hkv, lk, dv);
         Tensor add = additiveMask ? data.tensor(DType.F32, 1, lq, lk) : null;
-        GpuBackend tensorCores = GpuTargets.newBackend();
+        List<String> resolved = new CopyOnWriteArrayList<>();
+        GpuBackend tensorCores = new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        }));
         GpuBackend plainPort = GpuTargets.newBackend();
         plainPort.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
-        assertEquals(d <= 64 && dv <= 64 ? "attn_fwd_tc64" : "attn_fwd_tc128",
-                AttentionGpu.forwardKernel(dtype, d, dv, GpuTargets.driver().properties().computeMajor(), AttentionGpu.KernelChoice.AUTO, false));
+        int widest = Math.max(d, dv);
+        String instance = "attn_fwd_tc" + (widest <= 64 ? 64 : widest <= 128 ? 128 : 256)
+                + (!additiveMask && d % 8 == 0 && dv % 8 == 0 ? "_nobias_" : "_") + RecurrentGpu.suffix(dtype);
         String tag = "tc " + dtype + " D=" + d + " Dv=" + dv + " Lq=" + lq + " Lk=" + lk + " " + causal + " " + data;
         Attention.Inputs in = Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths);
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).keyLengths(keyLengths)
@@ -231,6 +275,8 @@ class AttentionGpuTest {
              AttentionResult v1 = Attention.builder().causal(causal).backend(plainPort).build().forward(in);
              AttentionResult plain = Attention.builder().causal(causal).backend(Backends.CPU_SAME_PRECISION).build().forward(in);
              AttentionResult want = Attention.builder().causal(causal).backend("cpu").build().forward(ref)) {
+            assertEquals(List.of(instance), resolved.stream().filter(name -> name.startsWith("attn_fwd")).distinct().toList(),
+                    tag + ": the forward ran in the instance the rules pick");
             check(tag + " out", got.out(), want.out(), dtype);
             check(tag + " lse", got.lse(), want.lse(), DType.F32);
             check(tag + " out vs v1", got.out(), v1.out(), dtype);

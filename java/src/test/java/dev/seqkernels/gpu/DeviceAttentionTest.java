@@ -1,6 +1,7 @@
 package dev.seqkernels.gpu;
 
 import dev.seqkernels.Backends;
+import dev.seqkernels.Compare;
 import dev.seqkernels.DType;
 import dev.seqkernels.SeqkException;
 import dev.seqkernels.Tensor;
@@ -322,6 +323,63 @@ class DeviceAttentionTest {
                 }
             } finally {
                 q.close();
+            }
+        } finally {
+            memory.free();
+        }
+    }
+
+    /**
+     * Above 128 columns the tiled forward keeps q in shared memory, loaded by the rule k and v are:
+     * q a column view of [.., 137]-wide rows (274 bytes: not 16-byte rows) with k and v contiguous
+     * takes attn_fwd_tc256's general instance (element loads), the host path (every tensor
+     * contiguous) its no-bias one. Both match the reference within the dtype's tolerance (not to
+     * the bit: the two instances walk the keys in tiles of 16 and 32).
+     */
+    @Test
+    void aQueryOutOfSixteenByteRowsTakesTheGeneralForwardAt256() {
+        GpuTargets.assumeTensorCores("the 256-column tensor-core forward's instances");
+        DType dt = DType.BF16;
+        String sfx = RecurrentGpu.suffix(dt);
+        TestData data = new TestData();
+        List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        });
+        Attention op = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recorded)).build();
+        List<String> hostResolved = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(RecordingDriver.around(driver,
+                (method, args) -> {
+                    if (method.equals("function")) {
+                        hostResolved.add((String) args[1]);
+                    }
+                }))).build();
+        Attention exact = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
+        try (Tensor qWide = data.tensor(dt, 1, 1, 2, 40, 137); Tensor k = data.tensor(dt, 1, 1, 2, 70, 136);
+             Tensor v = data.tensor(dt, 1, 1, 2, 70, 136); Tensor q = Tensor.allocate(dt, 1, 2, 40, 136)) {
+            for (int h = 0; h < 2; h++) {
+                for (int i = 0; i < 40; i++) {
+                    for (int e = 0; e < 136; e++) {
+                        q.set(qWide.get(0, h, i, e), 0, h, i, e);
+                    }
+                }
+            }
+            DeviceTensor qView = memory.contiguous(recorded, qWide).narrow(3, 0, 136);
+            try (DeviceAttentionResult got = DeviceAttention.of(op).forward(DeviceAttention.inputs(qView, memory.contiguous(recorded, k),
+                    memory.contiguous(recorded, v)));
+                 AttentionResult byHost = host.forward(Attention.inputs(q, k, v));
+                 AttentionResult want = exact.forward(Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)))) {
+                driver.synchronize(0);
+                assertTrue(resolved.contains("attn_fwd_tc256_" + sfx) && !resolved.contains("attn_fwd_tc256_nobias_" + sfx),
+                        resolved.toString());
+                assertTrue(hostResolved.contains("attn_fwd_tc256_nobias_" + sfx), hostResolved.toString());
+                Compare.Tolerance tol = Compare.tolerance(dt);
+                Compare.Result device = Compare.compare(values(got.out()), want.out().toDoubleArray(), tol);
+                assertTrue(device.passes(tol), () -> "device path: " + device);
+                Compare.Result hostPath = Compare.compare(byHost.out().toDoubleArray(), want.out().toDoubleArray(), tol);
+                assertTrue(hostPath.passes(tol), () -> "host path: " + hostPath);
             }
         } finally {
             memory.free();

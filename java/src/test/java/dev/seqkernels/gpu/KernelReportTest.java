@@ -76,8 +76,8 @@ class KernelReportTest {
     /**
      * The main-loop figures: the 16-bit tensor-core forward's main loop is its unmasked key-tile
      * loop, one S = q k^T and one P v per tile and nothing else with an mma (the masked loop's
-     * recompute path is not in it): (DMAX/16)(BN/8) + (BN/16)(DMAX/8) = 64 at 64/64 and 128/32,
-     * 128 for the no-bias instance at 128 (key tiles of 64). The no-bias instances meet the
+     * recompute path is not in it): (DMAX/16)(BN/8) + (BN/16)(DMAX/8) = 64 at 64/64, 128/32 and
+     * 256/16, 128 for the no-bias instances at 128 (key tiles of 64) and 256 (32). The no-bias instances meet the
      * static target of issue 13: at most 8 PTX instructions per mma, each instruction of the loop
      * body counted once, every path (their loop bodies hold no inner loop: the tile loads are
      * unrolled). PTX, not SASS (FlashAttention-2's forward: about 3-3.5 SASS per HMMA). The TF32
@@ -87,14 +87,14 @@ class KernelReportTest {
     void tensorCoreKernelsReportTheirMainLoop() {
         KernelReport report = builtReport();
         Map<String, Integer> perTile = Map.of("attn_fwd_tc64_bf16", 64, "attn_fwd_tc64_nobias_f16", 64, "attn_fwd_tc128_f16", 64,
-                "attn_fwd_tc128_nobias_bf16", 128);
+                "attn_fwd_tc128_nobias_bf16", 128, "attn_fwd_tc256_f16", 64, "attn_fwd_tc256_nobias_bf16", 128);
         perTile.forEach((kernel, mma) -> {
             KernelReport.Entry e = report.entry(kernel);
             assertEquals(mma, e.mainLoopMma(), e::toString);
             assertTrue(e.mma() > e.mainLoopMma() && e.ptxPerMma() > 1 && e.ptxPerMma() < 1000, e::toString);
         });
         for (String kernel : List.of("attn_fwd_tc64_nobias_f16", "attn_fwd_tc64_nobias_bf16", "attn_fwd_tc128_nobias_f16",
-                "attn_fwd_tc128_nobias_bf16")) {
+                "attn_fwd_tc128_nobias_bf16", "attn_fwd_tc256_nobias_f16", "attn_fwd_tc256_nobias_bf16")) {
             KernelReport.Entry e = report.entry(kernel);
             assertTrue(e.ptxPerMma() <= 8, () -> e + ": at most 8 PTX instructions per mma in the unmasked loop");
         }

@@ -149,6 +149,7 @@ class NanPropagationTest {
     enum AttnKernel {
         V1_F32(DType.F32, false, 16, false), V1_BF16(DType.BF16, false, 16, false),
         TC64_F16(DType.F16, false, 16, false), TC64_BF16(DType.BF16, false, 16, false), TC128_BF16(DType.BF16, false, 72, false),
+        TC256_BF16(DType.BF16, false, 136, false),
         TF32X64(DType.F32, true, 16, false), TF32X128(DType.F32, true, 72, false),
         SPLIT_F32(DType.F32, false, 14, true), SPLIT_BF16(DType.BF16, false, 12, true),
         DECODE_F32(DType.F32, false, 16, true), DECODE_BF16(DType.BF16, false, 136, true), DECODE_TC_BF16(DType.BF16, false, 16, true);
@@ -174,6 +175,7 @@ class NanPropagationTest {
                 case V1_F32, V1_BF16 -> "attn_fwd";
                 case TC64_F16, TC64_BF16 -> "attn_fwd_tc64";
                 case TC128_BF16 -> "attn_fwd_tc128";
+                case TC256_BF16 -> "attn_fwd_tc256";
                 case TF32X64 -> "attn_fwd_tf32x64";
                 case TF32X128 -> "attn_fwd_tf32x128";
                 case SPLIT_F32, SPLIT_BF16 -> "attn_fwd_split";
@@ -452,7 +454,7 @@ class NanPropagationTest {
      * row, holds the largest float in column 5, which TF32 rounds to infinity: no row sees it.
      */
     @ParameterizedTest
-    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "TC64_F16", "TC64_BF16", "TC128_BF16", "TF32X64", "TF32X128"})
+    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "TC64_F16", "TC64_BF16", "TC128_BF16", "TC256_BF16", "TF32X64", "TF32X128"})
     void nonFiniteValuesAtBlockedKeysAnywhereInTheTile(AttnKernel kernel) {
         int qLen = 44;
         int kvLen = 70;
@@ -589,10 +591,11 @@ class NanPropagationTest {
      * is scoresBeyondFp32RangeAreInfiniteAndShareTheWeight's). Two cases: 200 keys (3 tiles of 64 without a mask, then 8 keys past
      * the length's boundary), hot from key 64 (tile 1) in row 20 (warp 1); and 192 keys (every tile
      * unmasked: the masked loop has only the tile done over), hot from key 128 (the last tile) in
-     * rows 20 and 50 (warps 1 and 3).
+     * rows 20 and 50 (warps 1 and 3). At 256 columns (key tiles of 32) those are tile 2 of 6 unmasked
+     * and tile 4 of 6.
      */
     @ParameterizedTest
-    @EnumSource(value = AttnKernel.class, names = {"TC64_F16", "TC64_BF16", "TC128_BF16"})
+    @EnumSource(value = AttnKernel.class, names = {"TC64_F16", "TC64_BF16", "TC128_BF16", "TC256_BF16"})
     void infiniteScoresInATileNoMaskTouchesAreRedoneByTheMaskedStep(AttnKernel kernel) {
         redoneHotTile(kernel, 200, 64, 20);
         redoneHotTile(kernel, 192, 128, 20, 50);
