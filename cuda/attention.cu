@@ -81,23 +81,25 @@ SEQK_ATTENTION_DECODE(256, bf16, __nv_bfloat16);
 
 // Two instances each (tc::TcInstance): attn_fwd_tcDMAX_T (every option at run time; key tiles of
 // BN) and attn_fwd_tcDMAX_nobias_T (no explicit mask, 16-byte rows: the host launches it only so;
-// it ignores `vec`; key tiles of BN_NOBIAS). Same arguments, so the host picks by name.
+// it ignores `vec`'s bit 0; key tiles of BN_NOBIAS). Same arguments, so the host picks by name.
+// `vec`: bit 0, 16-byte rows of the tiles loaded (k and v; q too at 256); bit 1, of out (the
+// no-bias instances' staged output's 16-byte stores). The TF32 kernels read bit 0 only, the
+// general 16-bit ones too (they store out from their fragments).
 #define SEQK_ATTENTION_TC(suffix, T, DMAX, BN, BN_NOBIAS)                                                                           \
     extern "C" __global__ void attn_fwd_tc##DMAX##_##suffix(const T* q, const T* k, const T* v, T* out, float* lse,    \
                                                            const int* key_lengths, const int* query_lengths,            \
                                                            const float* bias0, const float* bias1, AttnShape shape,     \
                                                            int vec) {                                                   \
         tc::attn_fwd_tc<T, DMAX, BN, tc::TcInstance::GENERAL>(q, k, v, out, lse, key_lengths, query_lengths, bias0,     \
-                                                              bias1, shape, vec != 0);                                   \
+                                                              bias1, shape, (vec & 1) != 0, (vec & 2) != 0);             \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_tc##DMAX##_##suffix);                                                                           \
     extern "C" __global__ void attn_fwd_tc##DMAX##_nobias_##suffix(const T* q, const T* k, const T* v, T* out,         \
                                                                   float* lse, const int* key_lengths,                   \
                                                                   const int* query_lengths, const float* bias0,         \
                                                                   const float* bias1, AttnShape shape, int vec) {       \
-        (void) vec;                                                                                                      \
         tc::attn_fwd_tc<T, DMAX, BN_NOBIAS, tc::TcInstance::NO_BIAS>(q, k, v, out, lse, key_lengths, query_lengths, bias0,     \
-                                                              bias1, shape, true);                                       \
+                                                              bias1, shape, true, (vec & 2) != 0);                       \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_tc##DMAX##_nobias_##suffix)
 
@@ -106,7 +108,7 @@ SEQK_ATTENTION_DECODE(256, bf16, __nv_bfloat16);
                                                           float* lse, const int* key_lengths, const int* query_lengths, \
                                                           const float* bias0, const float* bias1, AttnShape shape,      \
                                                           int vec) {                                                    \
-        tc::attn_fwd_tf32<DMAX, BN>(q, k, v, out, lse, key_lengths, query_lengths, bias0, bias1, shape, vec != 0);      \
+        tc::attn_fwd_tf32<DMAX, BN>(q, k, v, out, lse, key_lengths, query_lengths, bias0, bias1, shape, (vec & 1) != 0); \
     }                                                                                                                    \
     SEQK_KERNEL(attn_fwd_tf32x##DMAX##_f32)
 

@@ -31,10 +31,16 @@
 #define SEQK_NO_UNROLL _Pragma("unroll 1")
 #endif
 
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
 namespace seqk {
+
+/** Sixteen bytes, moved as one access (both addresses 16-byte aligned). */
+struct alignas(16) Chunk16 {
+    uint32_t word[4];
+};
 
 template <typename F, int... I>
 __device__ __forceinline__ void static_for_each(F& f, std::integer_sequence<int, I...>) {

@@ -29,13 +29,17 @@ namespace {
 // mask) run a loop without mask code; the rest run the masked loop, where on tiles a mask may
 // block some of a warp's pairs P v goes through pv_tile_may_block so that a non-finite v at a
 // blocked key (0 x NaN) never reaches the row. Rows past the query length are dead when written.
+// NO_BIAS writes out through shared memory (write_rows_staged, FlashAttention-2's epilogue): each
+// warp stages its rows in 16 bits, then the block writes whole rows, 16 bytes a store where out's
+// rows allow (`vec` bit 1); GENERAL stores its fragments' elements (staging spilled it).
 // Instances (TcInstance): GENERAL takes every option at run time; NO_BIAS has no explicit mask and
 // only 16-byte loads, so its masked loop holds only the length and causal tests, and its unmasked
 // loop no branch at all: every k-step and column block of DMAX (zeros past D and Dv), loads as
 // unrolled cp.async of 16 bytes or zeros, and a tile whose scores reach +inf left to the masked
 // step (LEAVE_HOT in attn_fwd_tc). ldmatrix addresses are SharedAddr plus immediate offsets.
-// Loads: 16-byte cp.async when `vec` (the host checked: D and Dv multiples of 8, unit column
-// stride, row strides multiples of 8 elements, 16-byte aligned bases), else element by element;
+// Loads: 16-byte cp.async when `vec` (the host checked, for k and v and at DMAX 256 for q: D and
+// Dv multiples of 8, unit column stride, row strides multiples of 8 elements, 16-byte aligned
+// bases), else element by element;
 // columns and rows outside the tensor are written as zeros (never left as garbage: 0 * NaN).
 // Flops: 4 * rows * keys * DMAX per (b, h) tile pair computed, of which D/DMAX is useful.
 namespace tc {
@@ -229,7 +233,8 @@ __device__ __forceinline__ void split_nonfinite(uint32_t w, uint32_t& fin, uint3
 
 /**
  * Rows [j0, j0 + BN) of (b, kvh), columns [0, round16(cols)), into dst [BN][LD] as raw values
- * (16-bit patterns, or floats); zeros outside. 16-byte cp.async chunks when `vec`, else element
+ * (16-bit patterns, or floats); zeros outside. The k and v tiles, and at DMAX 256 q's (its head
+ * as kvh, BN = BLOCK_M). 16-byte cp.async chunks when `vec`, else element
  * by element. VEC: an instance that the host launches only with 16-byte rows (D and Dv multiples
  * of 8, unit column stride, 16-byte aligned rows): every chunk of the DMAX columns is one
  * cp.async, of 16 bytes or of zeros (past the rows or columns), in a constant number of passes
@@ -450,16 +455,18 @@ __device__ __forceinline__ void online_softmax(float (&sc)[NS][4], float (&o)[NO
 }
 
 /**
- * The thread's two rows of out (normalized; 0 for a row with no allowed key) and their LSE (-inf
- * then). l == 0 marks such a row, not l > 0: a NaN l (a NaN score) must
- * give NaN, and a masked row's o may hold 0 x NaN from a NaN v its tile loaded, which must not
- * reach its zeros. Rows past the entry's query length have no allowed key: tiles without masks
- * summed their scores anyway, so they are told by their index.
+ * The thread's two rows of out (normalized; 0 for a row with no allowed key), handed to
+ * put(r, n, lo, hi) a column pair at a time (row my_row[r], columns 8n + 2t and 8n + 2t + 1),
+ * and their LSE (-inf for such a row), written here. Rows past the tensor's query length are
+ * skipped. l == 0 marks a row with no allowed key, not l > 0: a NaN l (a NaN score) must give
+ * NaN, and a masked row's o may hold 0 x NaN from a NaN v its tile loaded, which must not reach
+ * its zeros. Rows past the entry's query length have no allowed key: tiles without masks summed
+ * their scores anyway, so they are told by their index.
  */
-template <typename T, int NO>
-__device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
-                                           int t, long long b, long long h, long long q_valid, T* out, float* lse,
-                                           const AttnShape& s) {
+template <int NO, typename Put>
+__device__ __forceinline__ void finish_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2], int t,
+                                            long long b, long long h, long long q_valid, float* lse, const AttnShape& s,
+                                            const Put& put) {
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
         l[r] += seqk::arch::shfl_xor(0xffffffffu, l[r], 1);
@@ -472,16 +479,72 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
         float inv = 1.0f / l[r];
         SEQK_UNROLL
         for (int n = 0; n < NO; n++) {
-            SEQK_UNROLL
-            for (int e = 0; e < 2; e++) {
-                int col = n * 8 + 2 * t + e;
-                if (col < s.value_dim) {
-                    out[at(s.o_stride, b, h, i, col)] = seqk::from_float<T>(dead ? 0.0f : o[n][2 * r + e] * inv);
-                }
-            }
+            put(r, n, dead ? 0.0f : o[n][2 * r] * inv, dead ? 0.0f : o[n][2 * r + 1] * inv);
         }
         if (t == 0) {
             lse[(b * s.q_heads + h) * s.q_len + i] = dead ? -INFINITY : m[r] + logf(l[r]);
+        }
+    }
+}
+
+/** finish_rows with out written from the fragments, element by element (the TF32 forward's fp32 out). */
+template <typename T, int NO>
+__device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
+                                           int t, long long b, long long h, long long q_valid, T* out, float* lse,
+                                           const AttnShape& s) {
+    finish_rows<NO>(o, m, l, my_row, t, b, h, q_valid, lse, s, [&](int r, int n, float lo, float hi) {
+        int col = n * 8 + 2 * t;
+        if (col < s.value_dim) {
+            out[at(s.o_stride, b, h, my_row[r], col)] = seqk::from_float<T>(lo);
+        }
+        if (col + 1 < s.value_dim) {
+            out[at(s.o_stride, b, h, my_row[r], col + 1)] = seqk::from_float<T>(hi);
+        }
+    });
+}
+
+/**
+ * The 16-bit forward's out, through shared memory (FlashAttention-2's epilogue): each warp stages
+ * its 16 rows, rounded to T, in stage ([BLOCK_M][LD] 16-bit; column pairs as 4-byte stores, the
+ * 8 rows of a store on distinct banks since LD / 2 words is 4 mod 32), then, after a barrier, the
+ * block writes whole rows: 16-byte stores where out16 (Dv a multiple of 8, unit column stride,
+ * 16-byte aligned rows: the host checked), else one 2-byte store a thread with consecutive
+ * threads on consecutive columns. Both write what the fragments' element stores wrote: the same
+ * rows (below the tensor's query length), columns (below Dv) and bits. stage must be free: the
+ * caller's key loop ended at a barrier with every copy waited for. The LSE is written by
+ * finish_rows.
+ */
+template <typename T, int NO, int LD>
+__device__ __forceinline__ void write_rows_staged(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
+                                                  long long b, long long h, long long q_valid, uint16_t* stage, bool out16, T* out,
+                                                  float* lse, const AttnShape& s) {
+    constexpr int DMAX = NO * 8;
+    // The thread's place, from threadIdx and its first row rather than kept from tile_block (fewer
+    // values live across the key loop).
+    const int warp = static_cast<int>(threadIdx.x) / 32, g = static_cast<int>(threadIdx.x) % 32 / 4, t = static_cast<int>(threadIdx.x) % 4;
+    const long long row0 = my_row[0] - warp * 16 - g;
+    uint16_t* const mine = stage + (warp * 16 + g) * LD + 2 * t;
+    finish_rows<NO>(o, m, l, my_row, t, b, h, q_valid, lse, s, [&](int r, int n, float lo, float hi) {
+        *reinterpret_cast<uint32_t*>(mine + r * 8 * LD + n * 8) = pack<T>(lo, hi);
+    });
+    __syncthreads();  // every warp's rows are staged before the block copies them out
+    const int dv = static_cast<int>(s.value_dim);
+    const long long rows = s.q_len - row0 < BLOCK_M ? s.q_len - row0 : BLOCK_M;
+    uint16_t* const to = reinterpret_cast<uint16_t*>(out);
+    if (out16) {
+        constexpr int CHUNKS = DMAX / 8;  // 16-byte chunks of a staged row
+        for (int c = threadIdx.x; c < BLOCK_M * CHUNKS; c += WARPS * 32) {
+            int r = c / CHUNKS, e = c % CHUNKS * 8;
+            if (r < rows && e < dv) {
+                *reinterpret_cast<seqk::Chunk16*>(to + at(s.o_stride, b, h, row0 + r, e)) =
+                    *reinterpret_cast<const seqk::Chunk16*>(stage + r * LD + e);
+            }
+        }
+    } else {
+        const int elements = static_cast<int>(rows) * dv;
+        for (int c = threadIdx.x; c < elements; c += WARPS * 32) {
+            int r = c / dv, e = c % dv;
+            to[at(s.o_stride, b, h, row0 + r, e)] = stage[r * LD + e];
         }
     }
 }
@@ -701,7 +764,8 @@ enum class TcInstance { GENERAL, NO_BIAS };
 
 template <typename T, int DMAX, int BN, TcInstance I>
 __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* lse, const int* key_lengths,
-                            const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec) {
+                            const int* query_lengths, const float* bias0, const float* bias1, const AttnShape& s, bool vec,
+                            bool out16) {
     static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
     constexpr int LD = DMAX + 8;
     constexpr int KS = DMAX / 16;  // k-steps of q k^T
@@ -848,7 +912,13 @@ __device__ void attn_fwd_tc(const T* q, const T* k, const T* v, T* out, float* l
         }
     }
 
-    write_rows<T, NO>(o, m, l, my_row, t, b, h, q_valid, out, lse, s);
+    if constexpr (I == TcInstance::NO_BIAS) {
+        write_rows_staged<T, NO, LD>(o, m, l, my_row, b, h, q_valid, smem, out16, out, lse, s);
+    } else {
+        // The every-option instance stores its fragments' elements: staging spilled it on sm_80-sm_90.
+        (void) out16;
+        write_rows<T, NO>(o, m, l, my_row, t, b, h, q_valid, out, lse, s);
+    }
 }
 
 // TF32 forward for F32 storage (the opt-in precision mode): the tensor-core kernel's tiling with

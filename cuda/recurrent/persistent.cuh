@@ -51,23 +51,18 @@ __device__ __forceinline__ float load_through_l2(const T* p) {
 #endif
 }
 
-/** Sixteen bytes, moved as one access (both addresses 16-byte aligned). */
-struct alignas(16) Chunk16 {
-    uint32_t word[4];
-};
-
 /** Two adjacent floats, stored as one 8-byte access. */
 struct alignas(8) FloatPair {
     float lo, hi;
 };
 
 /** The 16 bytes at p, through L2. */
-__device__ __forceinline__ Chunk16 load16_through_l2(const void* p) {
+__device__ __forceinline__ seqk::Chunk16 load16_through_l2(const void* p) {
 #ifdef SEQK_EMU
-    return *static_cast<const Chunk16*>(p);
+    return *static_cast<const seqk::Chunk16*>(p);
 #else
     uint4 v = __ldcg(static_cast<const uint4*>(p));
-    return Chunk16{{v.x, v.y, v.z, v.w}};
+    return seqk::Chunk16{{v.x, v.y, v.z, v.w}};
 #endif
 }
 
@@ -210,7 +205,7 @@ __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int
     for (int idx = threadIdx.x; idx < batch * chunks; idx += blockDim.x) {
         int b = idx / chunks;
         int c = idx % chunks;
-        *reinterpret_cast<Chunk16*>(sl.hs + b * sl.stride + c * 8) = load16_through_l2(h_cur + static_cast<long>(b) * hidden + c * 8);
+        *reinterpret_cast<seqk::Chunk16*>(sl.hs + b * sl.stride + c * 8) = load16_through_l2(h_cur + static_cast<long>(b) * hidden + c * 8);
     }
     __syncthreads();
     int lane = seqk::arch::lane_id();

@@ -124,6 +124,16 @@ final class AttentionGpu {
     private static final Pattern TILE_COLUMNS = Pattern.compile("(?:tc|tf32x)(\\d+)(?:_nobias)?$");
 
     /**
+     * The tiled forward's `vec` argument: bit 0, the tiles it loads have 16-byte rows; bit 1, so
+     * has out (Dv a multiple of 8, unit column stride, 16-byte aligned rows), for the 16-bit
+     * no-bias kernels' 16-byte stores of the staged output (the general and TF32 kernels read bit 0 only).
+     */
+    static int tiledFlags(boolean sixteenByteTiles, int valueDim, long[] outStrides, long outPointer, DType dt) {
+        boolean out16 = valueDim % (16 / dt.byteSize()) == 0 && alignedRows(outStrides, outPointer, dt);
+        return (sixteenByteTiles ? 1 : 0) | (out16 ? 2 : 0);
+    }
+
+    /**
      * The tiled forward instance to launch for forwardKernel's pick ({@link #tcInstance}), or null
      * for v1: when the pick is v1, or where the instance's shared memory exceeds the device's
      * opt-in limit (no sm_80+ GPU has less than the 101,376 bytes the 256-column instance without
@@ -282,8 +292,13 @@ final class AttentionGpu {
     }
 
     private static boolean alignedRows(long[] strides, DeviceTensor t) {
-        long bytes = t.dtype().byteSize();
-        return strides[3] == 1 && (t.pointer() % 16) == 0 && (strides[0] * bytes) % 16 == 0 && (strides[1] * bytes) % 16 == 0
+        return alignedRows(strides, t.pointer(), t.dtype());
+    }
+
+    /** Whether rows of (b, h, l, e) strides from pointer are 16-byte rows: unit column stride, the rest and the base 16-byte aligned. */
+    private static boolean alignedRows(long[] strides, long pointer, DType dt) {
+        long bytes = dt.byteSize();
+        return strides[3] == 1 && (pointer % 16) == 0 && (strides[0] * bytes) % 16 == 0 && (strides[1] * bytes) % 16 == 0
                 && (strides[2] * bytes) % 16 == 0;
     }
 
@@ -489,7 +504,7 @@ final class AttentionGpu {
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(out.pointer())
                     .pointer(sv.lse().pointer()).pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths()))
                     .pointer(ptr(sv.biases()[0])).pointer(ptr(sv.biases()[1]))
-                    .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())).i32(vec ? 1 : 0));
+                    .struct(shapeWords(g, sv.biases(), sv.causal(), sv.scale())).i32(tiledFlags(vec, g.valueDim(), g.o(), out.pointer(), dt)));
             return;
         }
         DeviceTensor acc = temp.allocate(DType.F32, g.rows(), g.valueDim());

@@ -191,6 +191,24 @@ class AttentionGpuTest {
     }
 
     /**
+     * The tiled forward's flags: bit 0 as given (16-byte tile rows), bit 1 where out has 16-byte
+     * rows for the staged output's 16-byte stores; each condition on both sides (BF16: chunks of 8).
+     */
+    @Test
+    void tiledFlagsSayWhereOutHasSixteenByteRows() {
+        long[] rows = {4 * 16 * 24, 16 * 24, 24, 1};  // [b][h][l][e] with rows of 24 elements, 48 bytes
+        assertEquals(3, AttentionGpu.tiledFlags(true, 16, rows, 256, DType.BF16));
+        assertEquals(2, AttentionGpu.tiledFlags(false, 16, rows, 256, DType.BF16));
+        assertEquals(1, AttentionGpu.tiledFlags(true, 12, rows, 256, DType.BF16), "Dv not a multiple of 8");
+        assertEquals(0, AttentionGpu.tiledFlags(false, 16, rows, 256 + 8, DType.BF16), "base 8 bytes off");
+        assertEquals(0, AttentionGpu.tiledFlags(false, 16, new long[]{4 * 16 * 17, 16 * 17, 17, 1}, 256, DType.BF16), "rows of 34 bytes");
+        assertEquals(0, AttentionGpu.tiledFlags(false, 16, new long[]{4 * 16 * 24, 16 * 24 + 4, 24, 1}, 256, DType.BF16), "head stride");
+        assertEquals(0, AttentionGpu.tiledFlags(false, 16, new long[]{4 * 16 * 24 + 4, 16 * 24, 24, 1}, 256, DType.BF16), "batch stride");
+        assertEquals(0, AttentionGpu.tiledFlags(false, 16, new long[]{4 * 16 * 48, 16 * 48, 48, 2}, 256, DType.BF16), "column stride 2");
+        assertEquals(2, AttentionGpu.tiledFlags(false, 4, new long[]{64, 16, 4, 1}, 256, DType.F32), "F32: chunks of 4");
+    }
+
+    /**
      * Key rows per tile of each tiled forward instance (which sizes the launch's shared memory) are
      * the ones cuda/attention.cu instantiates: its SEQK_ATTENTION_TC(suffix, T, DMAX, BN, BN_NOBIAS)
      * and SEQK_ATTENTION_TF32(DMAX, BN) lines, read from the source. A tile larger than the launch's

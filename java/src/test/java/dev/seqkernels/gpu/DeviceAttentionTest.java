@@ -79,6 +79,29 @@ class DeviceAttentionTest {
         assertEquals(before, driver.memoryInUse(), "everything the calls allocated was freed with their results");
     }
 
+    /** driver, recording in names the name of every kernel function it resolves. */
+    private Driver recordingFunctions(List<String> names) {
+        return RecordingDriver.around(driver, (method, args) -> {
+            if (method.equals("function")) {
+                names.add((String) args[1]);
+            }
+        });
+    }
+
+    /** A contiguous host copy of the first columns of a [1, heads, rows, width] tensor's rows. */
+    private static Tensor firstColumns(Tensor wide, int columns) {
+        long[] shape = wide.shape();
+        Tensor narrow = Tensor.allocate(wide.dtype(), 1, shape[1], shape[2], columns);
+        for (int h = 0; h < shape[1]; h++) {
+            for (int i = 0; i < shape[2]; i++) {
+                for (int e = 0; e < columns; e++) {
+                    narrow.set(wide.get(0, h, i, e), 0, h, i, e);
+                }
+            }
+        }
+        return narrow;
+    }
+
     /** A device tensor's values in row-major order, through a contiguous device copy when it is strided. */
     private double[] values(DeviceTensor t) {
         try (Tensor packed = Tensor.allocate(t.dtype(), t.shape());
@@ -131,6 +154,46 @@ class DeviceAttentionTest {
             memory.free();
         }
         assertEquals(before, driver.memoryInUse(), "the calls' memory was freed with their results");
+    }
+
+    /**
+     * The tensor-core forward stages out in shared memory and writes whole rows: 16-byte stores
+     * into a caller's buffer whose rows are 16-byte aligned (rows of 24 elements, 48 bytes, seen
+     * through a view of their first 16; at 256 columns rows of 152 seen as 144), element stores
+     * into one whose rows are not (17 elements, 34 bytes; 145). Both equal the host path's out to
+     * the bit, and the columns past the view keep the caller's values (a 16-byte store never
+     * reaches past Dv).
+     */
+    @ParameterizedTest
+    @CsvSource({"24, 16", "17, 16", "152, 144", "145, 144"})
+    void aCallersOutputRowsWiderThanDvKeepTheirOtherColumns(int width, int dv) {
+        GpuTargets.assumeTensorCores("the tensor-core forward's staged output");
+        TestData data = new TestData();
+        DType dt = DType.BF16;
+        int d = dv > 128 ? 136 : 16;
+        Attention op = Attention.builder().causal(CausalAlignment.TOP_LEFT).backend(GpuTargets.sharedBackend()).build();
+        Tensor q = data.tensor(dt, 1, 1, 2, 70, d);
+        Tensor k = data.tensor(dt, 1, 1, 2, 50, d);
+        Tensor v = data.tensor(dt, 1, 1, 2, 50, dv);
+        double[] sevens = new double[2 * 70 * width];
+        java.util.Arrays.fill(sevens, 7.0);
+        try (AttentionResult want = op.forward(Attention.inputs(q, k, v)); Tensor filled = Tensor.of(dt, sevens, 1, 2, 70, width)) {
+            DeviceTensor buffer = memory.contiguous(driver, filled);
+            DeviceTensor outView = buffer.narrow(3, 0, dv);
+            try (DeviceAttentionResult got = DeviceAttention.of(op).forward(DeviceAttention.inputs(memory.contiguous(driver, q),
+                    memory.contiguous(driver, k), memory.contiguous(driver, v)).into(outView))) {
+                driver.synchronize(0);
+                sameValues("out", want.out(), outView);
+                double[] all = values(buffer);
+                for (int row = 0; row < 2 * 70; row++) {
+                    for (int e = dv; e < width; e++) {
+                        assertEquals(7.0, all[row * width + e], "row " + row + ", column " + e + " past the view");
+                    }
+                }
+            }
+        } finally {
+            memory.free();
+        }
     }
 
     /**
@@ -234,11 +297,7 @@ class DeviceAttentionTest {
         String notGathered = tensorCores ? "gather4_to_f32_" + sfx : dt == DType.F32 ? null : "gather4_" + sfx;
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        });
+        Driver recorded = recordingFunctions(resolved);
         Attention op = Attention.builder().backend(new GpuBackend(recorded)).build();
         Attention host = Attention.builder().backend(GpuTargets.sharedBackend()).build();
         try (Tensor q = data.tensor(dt, 1, 1, 2, 12, 16); Tensor k = data.tensor(dt, 1, 1, 2, 12, 16);
@@ -290,23 +349,12 @@ class DeviceAttentionTest {
         String sfx = RecurrentGpu.suffix(dt);
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        });
+        Driver recorded = recordingFunctions(resolved);
         Attention op = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recorded)).build();
         Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(GpuTargets.sharedBackend()).build();
         try (Tensor qWide = data.tensor(dt, 1, 1, 2, 40, 17); Tensor k = data.tensor(dt, 1, 1, 2, 70, 16);
              Tensor v = data.tensor(dt, 1, 1, 2, 70, 16); Tensor dOut = data.tensor(dt, 1, 1, 2, 40, 16)) {
-            Tensor q = Tensor.allocate(dt, 1, 2, 40, 16);
-            for (int h = 0; h < 2; h++) {
-                for (int i = 0; i < 40; i++) {
-                    for (int e = 0; e < 16; e++) {
-                        q.set(qWide.get(0, h, i, e), 0, h, i, e);
-                    }
-                }
-            }
+            Tensor q = firstColumns(qWide, 16);
             DeviceTensor qView = memory.contiguous(recorded, qWide).narrow(3, 0, 16);
             DeviceAttention sdpa = DeviceAttention.of(op);
             try (DeviceAttentionResult got = sdpa.forward(DeviceAttention.inputs(qView, memory.contiguous(recorded, k),
@@ -343,29 +391,14 @@ class DeviceAttentionTest {
         String sfx = RecurrentGpu.suffix(dt);
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        });
+        Driver recorded = recordingFunctions(resolved);
         Attention op = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recorded)).build();
         List<String> hostResolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(RecordingDriver.around(driver,
-                (method, args) -> {
-                    if (method.equals("function")) {
-                        hostResolved.add((String) args[1]);
-                    }
-                }))).build();
+        Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recordingFunctions(hostResolved)))
+                .build();
         Attention exact = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
         try (Tensor qWide = data.tensor(dt, 1, 1, 2, 40, 137); Tensor k = data.tensor(dt, 1, 1, 2, 70, 136);
-             Tensor v = data.tensor(dt, 1, 1, 2, 70, 136); Tensor q = Tensor.allocate(dt, 1, 2, 40, 136)) {
-            for (int h = 0; h < 2; h++) {
-                for (int i = 0; i < 40; i++) {
-                    for (int e = 0; e < 136; e++) {
-                        q.set(qWide.get(0, h, i, e), 0, h, i, e);
-                    }
-                }
-            }
+             Tensor v = data.tensor(dt, 1, 1, 2, 70, 136); Tensor q = firstColumns(qWide, 136)) {
             DeviceTensor qView = memory.contiguous(recorded, qWide).narrow(3, 0, 136);
             try (DeviceAttentionResult got = DeviceAttention.of(op).forward(DeviceAttention.inputs(qView, memory.contiguous(recorded, k),
                     memory.contiguous(recorded, v)));

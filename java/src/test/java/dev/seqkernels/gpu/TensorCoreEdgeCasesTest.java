@@ -35,6 +35,10 @@ class TensorCoreEdgeCasesTest {
             {DType.F16, 2, 2, 1, 70, 200, 24, 20, CausalAlignment.NONE, new int[]{200, 150}, new int[]{70, 60}, false},
             {DType.BF16, 1, 2, 2, 130, 260, 8, 12, CausalAlignment.TOP_LEFT, null, new int[]{100}, false},
             {DType.BF16, 1, 1, 1, 100, 90, 120, 100, CausalAlignment.BOTTOM_RIGHT, new int[]{40}, new int[]{100}, false},
+            // 256 columns (q in shared memory): no key at all, GQA with lengths past the tiles, an explicit mask
+            {DType.BF16, 1, 1, 1, 70, 100, 160, 144, CausalAlignment.NONE, new int[]{0}, null, false},
+            {DType.F16, 2, 2, 1, 100, 90, 200, 256, CausalAlignment.BOTTOM_RIGHT, new int[]{90, 33}, new int[]{100, 65}, false},
+            {DType.BF16, 1, 2, 1, 65, 50, 256, 136, CausalAlignment.TOP_LEFT, null, null, true},
         };
         int n = 0;
         for (Object[] c : cases) {
