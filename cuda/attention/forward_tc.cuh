@@ -487,7 +487,7 @@ __device__ __forceinline__ void finish_rows(float (&o)[NO][4], const float (&m)[
     }
 }
 
-/** finish_rows with out written from the fragments, element by element (the TF32 forward's fp32 out). */
+/** finish_rows with out written from the fragments, element by element (the TF32 forward, and the general 16-bit instances). */
 template <typename T, int NO>
 __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2], float (&l)[2], const long long (&my_row)[2],
                                            int t, long long b, long long h, long long q_valid, T* out, float* lse,
@@ -504,10 +504,10 @@ __device__ __forceinline__ void write_rows(float (&o)[NO][4], const float (&m)[2
 }
 
 /**
- * The 16-bit forward's out, through shared memory (FlashAttention-2's epilogue): each warp stages
- * its 16 rows, rounded to T, in stage ([BLOCK_M][LD] 16-bit; column pairs as 4-byte stores, the
- * 8 rows of a store on distinct banks since LD / 2 words is 4 mod 32), then, after a barrier, the
- * block writes whole rows: 16-byte stores where out16 (Dv a multiple of 8, unit column stride,
+ * The 16-bit no-bias forward's out, through shared memory (FlashAttention-2's epilogue): each
+ * warp stages its 16 rows, rounded to T, in stage ([BLOCK_M][LD] 16-bit; column pairs as 4-byte
+ * stores, the 8 rows of a store on distinct banks since LD / 2 words is 4 mod 32), then, after a
+ * barrier, the block writes whole rows: 16-byte stores where out16 (Dv a multiple of 8, unit column stride,
  * 16-byte aligned rows: the host checked), else one 2-byte store a thread with consecutive
  * threads on consecutive columns. Both write what the fragments' element stores wrote: the same
  * rows (below the tensor's query length), columns (below Dv) and bits. stage must be free: the
