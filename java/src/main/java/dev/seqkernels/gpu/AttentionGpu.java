@@ -159,8 +159,17 @@ final class AttentionGpu {
         if (dt == DType.F32) {
             return 2 * 2 * keys * (dmax + 4) * 4 + 4 * 16 * (keys + 4) * 4;
         }
-        int qTile = dmax > 128 ? TC_ROWS * (dmax + 8) * 2 : 0;
+        int qTile = queryTileInSharedMemory(instance) ? TC_ROWS * (dmax + 8) * 2 : 0;
         return 2 * 2 * keys * (dmax + 8) * 2 + qTile;
+    }
+
+    /**
+     * Whether a tiled 16-bit forward kernel or instance keeps the block's q tile in shared memory
+     * (above 128 columns, where cuda/attention/forward_tc.cuh's Q_SHARED holds): it then loads q by
+     * the 16-byte rule k and v follow, and needs the tile's bytes.
+     */
+    static boolean queryTileInSharedMemory(String kernel) {
+        return kernel.startsWith("attn_fwd_tc") && tileColumns(kernel) > 128;
     }
 
     /**
@@ -488,8 +497,7 @@ final class AttentionGpu {
         }
         String kernel = forwardKernel(dt, g.headDim(), g.valueDim(), device.computeMajor(), kernelChoice, allowTf32);
         // Above 128 columns the tiled kernel loads q into shared memory too, by the same 16-byte rule.
-        boolean qTile = !kernel.equals("attn_fwd") && tileColumns(kernel) > 128;
-        boolean vec = sixteenByteRows(g, sv.k(), sv.v()) && (!qTile || alignedRows(g.q(), sv.q()));
+        boolean vec = sixteenByteRows(g, sv.k(), sv.v()) && (!queryTileInSharedMemory(kernel) || alignedRows(g.q(), sv.q()));
         String instance = tiledInstance(kernel, dt, sv.hasExplicitMask(), vec, device.sharedMemoryPerBlockOptin());
         if (instance != null) {
             int shared = forwardSharedBytes(instance, dt);

@@ -34,6 +34,7 @@ import java.util.regex.Pattern;
 
 import static dev.seqkernels.gpu.RecurrentGpuTest.check;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -181,6 +182,11 @@ class AttentionGpuTest {
         assertEquals(256, AttentionGpu.tileColumns("attn_fwd_tc256_nobias"));
         assertEquals(64, AttentionGpu.tileColumns("attn_fwd_tf32x64"));
         assertThrows(IllegalArgumentException.class, () -> AttentionGpu.tileColumns("attn_fwd"));
+        assertTrue(AttentionGpu.queryTileInSharedMemory("attn_fwd_tc256_nobias"));
+        assertTrue(AttentionGpu.queryTileInSharedMemory("attn_fwd_tc256"));
+        assertFalse(AttentionGpu.queryTileInSharedMemory("attn_fwd_tc128_nobias"), "q in registers up to 128");
+        assertFalse(AttentionGpu.queryTileInSharedMemory("attn_fwd_tf32x128"));
+        assertFalse(AttentionGpu.queryTileInSharedMemory("attn_fwd"), "v1 has no tiles");
 
         assertEquals("attn_fwd_tc256_nobias", AttentionGpu.tiledInstance("attn_fwd_tc256", DType.BF16, false, true, 101_376));
         assertNull(AttentionGpu.tiledInstance("attn_fwd_tc256", DType.BF16, false, true, 101_375), "one byte short: v1");
