@@ -30,7 +30,10 @@ namespace {
 // [M][S] and h [16][S] in T (M = G*U rounded up to 16 rows; S = H rounded up to 16, plus 8: rows
 // 16-byte aligned and 16 bytes apart modulo 128, so ldmatrix is conflict-free; zeros past G*U rows,
 // past B entries and past H columns), then the warps' partial sums [warps][M][16], gate [B][G*U]
-// and gx [B][G*U] in fp32. RecurrentGpu.persistentSharedBytes computes the same sizes.
+// and gx [B][G*U] in fp32. Both end with the LSTM's cell state c [B][U] (fp32; none for G < 4):
+// the block's units' c stays on chip for the whole sequence, read from c_state once before the
+// first step and written back after the last, so no step waits on a global load of c.
+// RecurrentGpu.persistentSharedBytes computes the same sizes.
 namespace persistent {
 
 __device__ __forceinline__ float load_through_l2(const float* p) {
@@ -74,6 +77,7 @@ struct Slice {
     float* partial;  // 16 bits only: [warps][M][16]
     float* gate;
     float* gx;       // this step's gx entries of the block's units, laid out as gate (prefetch_gx)
+    float* c;        // LSTM (G = 4): the cell state c [B][U] of the block's units; else nullptr
     int stride;      // of w's and hs's rows: H (F32) or S (16 bits)
     int padded_rows;  // M (16 bits)
     int u0;
@@ -92,6 +96,7 @@ __device__ Slice<float> load_slice(const float* w_hh, int batch, int hidden, int
     sl.partial = nullptr;
     sl.gate = sl.hs + static_cast<long>(batch) * hidden;
     sl.gx = sl.gate + static_cast<long>(batch) * G * units;
+    sl.c = G == 4 ? sl.gx + static_cast<long>(batch) * G * units : nullptr;
     sl.stride = hidden;
     sl.padded_rows = G * units;
     sl.u0 = blockIdx.x * units;
@@ -119,6 +124,7 @@ __device__ Slice<T> load_slice(const T* w_hh, int batch, int hidden, int units) 
     sl.partial = reinterpret_cast<float*>(sl.hs + 16L * sl.stride);
     sl.gate = sl.partial + static_cast<long>(blockDim.x / 32) * sl.padded_rows * 16;
     sl.gx = sl.gate + static_cast<long>(batch) * G * units;
+    sl.c = G == 4 ? sl.gx + static_cast<long>(batch) * G * units : nullptr;
     sl.u0 = blockIdx.x * units;
     sl.mine = hidden - sl.u0 < units ? hidden - sl.u0 : units;
     for (long idx = threadIdx.x; idx < static_cast<long>(sl.padded_rows) * sl.stride; idx += blockDim.x) {
@@ -300,6 +306,14 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
                          int h_kind, float h_alpha, float h_beta) {
     Slice<T> sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
+    // c moves between c_state and shared memory with run_steps' (pair -> thread) mapping, so each
+    // thread reads back only what it wrote: no barrier beyond run_steps' own.
+    int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
+    for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
+        int b = pair / sl.mine;
+        int u = pair % sl.mine;
+        sl.c[b * units + u] = c_state[static_cast<long>(b) * hidden + sl.u0 + u];
+    }
     run_steps<4>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre[4];
@@ -308,7 +322,7 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
                          int at = b * 4 * units + g * units + u;
                          pre[g] = sl.gx[at] + sl.gate[at] + load_or_zero(bih, col) + load_or_zero(bhh, col);
                      }
-                     float cp = c_state[static_cast<long>(b) * hidden + j];
+                     float cp = sl.c[b * units + u];
                      float c;
                      float h = lstm_cell(pre, cp, peephole, j, hidden, input_forget, clip, f_kind, f_alpha, f_beta, g_kind,
                                          g_alpha, g_beta, h_kind, h_alpha, h_beta, c);
@@ -316,9 +330,14 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
                          save(raw, row * gh4 + k * hidden + j, pre[k]);
                      }
                      save(c_new_save, row * hidden + j, c);
-                     c_state[static_cast<long>(b) * hidden + j] = c;
+                     sl.c[b * units + u] = c;
                      return h;
                  });
+    for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
+        int b = pair / sl.mine;
+        int u = pair % sl.mine;
+        c_state[static_cast<long>(b) * hidden + sl.u0 + u] = sl.c[b * units + u];
+    }
 }
 
 // GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate

@@ -108,8 +108,8 @@ final class RecurrentGpu {
      * multiprocessors) units per block. An F32 {@link #stateType} takes the F32 instance; a 16-bit
      * one (an F16/BF16 op under AUTO) the 16-bit instance (W_hh and h in 16 bits, mma.sync), which
      * also needs tensor cores (sm_80+) and H % 8 == 0 (h moves in 16-byte chunks). On an H100
-     * (232,448 bytes, 132 multiprocessors) at B = 16: F32 up to H = 1095 (LSTM), 1242 (GRU), 1859
-     * (Elman RNN); 16 bits up to 1568 (LSTM and GRU: their rows pad to the same 48) and 2208.
+     * (232,448 bytes, 132 multiprocessors) at B = 16: F32 up to H = 1092 (LSTM), 1242 (GRU), 1859
+     * (Elman RNN); 16 bits up to 1552 (LSTM: its c on chip), 1568 (GRU) and 2208.
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
         boolean projected = c.cell() == CellType.LSTM && c.projSize() > 0;
@@ -133,19 +133,21 @@ final class RecurrentGpu {
     /**
      * The persistent kernel's dynamic shared memory (cuda/recurrent/persistent.cuh), G gates, U
      * units per block, hidden H, batch B. F32: 4 x (G U H weights + B H staged state + G U B
-     * projections + G U B prefetched gx). 16 bits: 2 x (M + 16) x S for the weights and the staged
-     * state (M = G U rounded up to 16 rows, S = H rounded up to 16 plus 8 columns of padding, the
-     * batch padded to the mma's 16), then 4 x (warps x M x 16 partial sums + G U B projections +
-     * G U B prefetched gx).
+     * projections + G U B prefetched gx + c). 16 bits: 2 x (M + 16) x S for the weights and the
+     * staged state (M = G U rounded up to 16 rows, S = H rounded up to 16 plus 8 columns of padding,
+     * the batch padded to the mma's 16), then 4 x (warps x M x 16 partial sums + G U B projections +
+     * G U B prefetched gx + c). c is the LSTM's cell state, B U floats kept on chip for the whole
+     * sequence (G = 4 only: GRU and the Elman RNN have none).
      */
     static long persistentSharedBytes(int gates, int units, int hidden, int batch, DType state) {
         long rows = (long) gates * units;
+        long cellState = gates == CellType.LSTM.gates() ? (long) batch * units : 0;
         if (state == DType.F32) {
-            return 4L * (rows * hidden + (long) batch * hidden + 2 * rows * batch);
+            return 4L * (rows * hidden + (long) batch * hidden + 2 * rows * batch + cellState);
         }
         long padded = (rows + 15) / 16 * 16;
         long stride = ((long) hidden + 15) / 16 * 16 + 8;
-        return 2L * (padded + 16) * stride + 4L * ((long) (THREADS / 32) * padded * 16 + 2 * rows * batch);
+        return 2L * (padded + 16) * stride + 4L * ((long) (THREADS / 32) * padded * 16 + 2 * rows * batch + cellState);
     }
 
     /**

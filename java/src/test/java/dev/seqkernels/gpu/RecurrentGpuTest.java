@@ -166,12 +166,15 @@ class RecurrentGpuTest {
         DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30, false);
         var auto = RecurrentGpu.StepChoice.AUTO;
         RecurrentGpu.PersistentPlan plan = RecurrentGpu.persistentPlan(lstm(1024, 0), 16, DType.F32, h100, auto);
-        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 2 * 4 * 8 * 16)), plan,
-                "H = 1024 at B = 16 fits: 8 units per block, 200,704 bytes");
+        assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 2 * 4 * 8 * 16 + 16 * 8)), plan,
+                "H = 1024 at B = 16 fits: 8 units per block, 201,216 bytes (c: 16 x 8 floats)");
+        assertTrue(RecurrentGpu.persistentPlan(lstm(1092, 0), 16, DType.F32, h100, auto) != null, "H = 1092 fits at B = 16 (9 units, 232,320 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1095, 0), 16, DType.F32, h100, auto),
+                "H = 1095 does not (232,944 bytes: it fitted before c moved on chip)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, DType.F32, h100, auto), "batch above 16");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(2048, 0), 1, DType.F32, h100, auto), "W_hh slices of H = 2048 do not fit");
-        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, DType.F32, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,520 bytes)");
-        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, DType.F32, h100, auto), "H = 1400 does not (11 units, 252,352 bytes)");
+        assertTrue(RecurrentGpu.persistentPlan(lstm(1300, 0), 1, DType.F32, h100, auto) != null, "H = 1300 fits at B = 1 (10 units, 213,560 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1400, 0), 1, DType.F32, h100, auto), "H = 1400 does not (11 units, 252,396 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 16), 4, DType.F32, h100, auto), "projection");
         assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (3 * 8 * 1024 + 16 * 1024 + 2 * 3 * 8 * 16)),
                 RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1024).build().config(), 16, DType.F32, h100, auto),
@@ -191,11 +194,11 @@ class RecurrentGpuTest {
         DeviceProperties t4 = new DeviceProperties("T4", 7, 5, 40, 49152, 65536, 16L << 30, false);
         for (DType sixteen : new DType[]{DType.BF16, DType.F16}) {
             // 16 bits: rows padded to 16 (M), rows of H rounded up to 16 plus 8 (S), 8 warps' partial sums.
-            assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 2 * (32 + 16) * 1032 + 4 * (8 * 32 * 16 + 2 * 32 * 16)),
-                    RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto), sixteen + ": H = 1024 at B = 16, 119,552 bytes");
-            assertEquals(new RecurrentGpu.PersistentPlan(131, 12, 232448), RecurrentGpu.persistentPlan(lstm(1568, 0), 16, sixteen, h100, auto),
-                    sixteen + ": H = 1568 fits exactly (12 units, 48 rows)");
-            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1576, 0), 16, sixteen, h100, auto), sixteen + ": H = 1576 does not (234,496 bytes)");
+            assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 2 * (32 + 16) * 1032 + 4 * (8 * 32 * 16 + 2 * 32 * 16 + 16 * 8)),
+                    RecurrentGpu.persistentPlan(lstm(1024, 0), 16, sixteen, h100, auto), sixteen + ": H = 1024 at B = 16, 120,064 bytes");
+            assertEquals(new RecurrentGpu.PersistentPlan(130, 12, 231168), RecurrentGpu.persistentPlan(lstm(1552, 0), 16, sixteen, h100, auto),
+                    sixteen + ": H = 1552 fits (12 units, 48 rows, c: 16 x 12 floats)");
+            assertEquals(null, RecurrentGpu.persistentPlan(lstm(1560, 0), 16, sixteen, h100, auto), sixteen + ": H = 1560 does not (233,216 bytes)");
             assertEquals(new RecurrentGpu.PersistentPlan(131, 12, 230912),
                     RecurrentGpu.persistentPlan(Gru.builder().inputSize(8).hiddenSize(1568).build().config(), 16, sixteen, h100, auto),
                     sixteen + ": a GRU's 36 rows pad to the LSTM's 48");
@@ -207,7 +210,7 @@ class RecurrentGpuTest {
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, sixteen, t4, auto), sixteen + ": no mma.sync on sm_75");
             assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, sixteen, h100, RecurrentGpu.StepChoice.V1), sixteen + ": pinned to v1");
         }
-        assertEquals(new RecurrentGpu.PersistentPlan(32, 2, 4 * (4 * 2 * 64 + 4 * 64 + 2 * 4 * 2 * 4)),
+        assertEquals(new RecurrentGpu.PersistentPlan(32, 2, 4 * (4 * 2 * 64 + 4 * 64 + 2 * 4 * 2 * 4 + 4 * 2)),
                 RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, t4, auto), "the F32 instance runs on sm_75");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
