@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compiles each cuda/<family>.cu (side by side) into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
+# Compiles each cuda/<family>.cu into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
 # sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120, and compute_90 PTX that newer GPUs JIT) and writes
 # the sm_90 kernel report (registers, shared memory, stack, spills and the __launch_bounds__ limit
 # per kernel, its mma.sync count and its main loop's mma.sync and PTX instructions
@@ -29,23 +29,6 @@ GENCODE=(-gencode arch=compute_75,code=sm_75 -gencode arch=compute_80,code=sm_80
          -gencode arch=compute_100,code=sm_100 -gencode arch=compute_120,code=sm_120)
 LOGS="$CLASSES/../kernel-build"
 mkdir -p "$LOGS"
-# The families compile side by side: while attention.cu's nvcc runs one compiler process (its
-# front end, its last architecture's ptxas) the smaller families take the other core. On a 2-core
-# VM the whole build took 8:58 instead of 9:25 (one run each, bench/RESULTS.md, fifteenth session).
-compile_family() {
-  local cu="$1" family fatbin log ptx keep
-  family=$(basename "$cu" .cu)
-  fatbin="$OUT/$family.fatbin"
-  log="$LOGS/$family.ptxas.txt"
-  ptx="$LOGS/$family.compute_90.ptx"
-  # --keep leaves the compute_90 PTX, whose .maxntid lines are the kernels' __launch_bounds__.
-  keep="$(mktemp -d)"
-  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" --threads 0 -Xptxas -v --keep --keep-dir "$keep" -o "$fatbin" "$cu" \
-    2> "$log" || { cat "$log" >&2; rm -rf "$fatbin" "$keep"; return 1; }
-  mv "$keep/$family.compute_90.ptx" "$ptx"
-  rm -rf "$keep"
-}
-pids=()
 for cu in "$ROOT"/cuda/*.cu; do
   family=$(basename "$cu" .cu)
   fatbin="$OUT/$family.fatbin"
@@ -56,14 +39,13 @@ for cu in "$ROOT"/cuda/*.cu; do
     continue
   fi
   echo "[seqkernels] nvcc $family.cu"
-  compile_family "$cu" &
-  pids+=("$!")
+  # --keep leaves the compute_90 PTX, whose .maxntid lines are the kernels' __launch_bounds__.
+  keep="$(mktemp -d)"
+  "$NVCC" -fatbin -std=c++17 -O3 -I "$ROOT/cuda" "${GENCODE[@]}" --threads 0 -Xptxas -v --keep --keep-dir "$keep" -o "$fatbin" "$cu" \
+    2> "$log" || { cat "$log" >&2; rm -rf "$fatbin" "$keep"; exit 1; }
+  mv "$keep/$family.compute_90.ptx" "$ptx"
+  rm -rf "$keep"
 done
-failed=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || failed=1
-done
-[ "$failed" -eq 0 ] || exit 1
 
 {
   echo "# seqkernels kernel report: sm_90, from ptxas -v ($("$NVCC" --version | tail -n1))"
