@@ -169,6 +169,7 @@ class RecurrentGpuTest {
         assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 4 * (4 * 8 * 1024 + 16 * 1024 + 2 * 4 * 8 * 16 + 16 * 8)), plan,
                 "H = 1024 at B = 16 fits: 8 units per block, 201,216 bytes (c: 16 x 8 floats)");
         assertTrue(RecurrentGpu.persistentPlan(lstm(1092, 0), 16, DType.F32, h100, auto) != null, "H = 1092 fits at B = 16 (9 units, 232,320 bytes)");
+        assertEquals(null, RecurrentGpu.persistentPlan(lstm(1093, 0), 16, DType.F32, h100, auto), "H = 1093 does not (232,528 bytes)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(1095, 0), 16, DType.F32, h100, auto),
                 "H = 1095 does not (232,944 bytes: it fitted before c moved on chip)");
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(1024, 0), 17, DType.F32, h100, auto), "batch above 16");
