@@ -153,9 +153,11 @@ SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
 // cp.async rows (dq: k and v; dkdv: q and dout). Instances as the forward's: attn_bwd_dq_tcDMAX_T
 // and attn_bwd_dkdv_tcDMAX_T take every option at run time; the _nobias_ ones (no explicit mask,
 // 16-byte rows of the tiles they stream: the host launches them only so; they ignore `vec`) have
-// the same arguments and tiles, so the host picks by name. dq at 128 has no _nobias_ instance:
-// without the bias code ptxas spills it on sm_80-sm_120 (sm_90: 16 bytes stored, 28 loaded, at 255
-// registers; the general instance fits in 255 without a spill).
+// the same arguments, so the host picks by name, and the same tiles but dq's at 128: its _nobias_
+// instance takes key tiles of 16, as with tiles of 32 ptxas spilled it on sm_80-sm_120 (sm_90: 16
+// bytes stored, 28 loaded, at 255 registers); with 16 it fits in 255 without a spill on every
+// architecture built, at 9.9 PTX instructions per mma in the main loop (the general instance's
+// tiles of 32: 11.6; of 16: 14.4).
 #define SEQK_ATTENTION_BWD_DQ_TC(suffix, T, DMAX, BN, name, instance, vec_arg)                                         \
     extern "C" __global__ void attn_bwd_dq_tc##DMAX##name##suffix(const T* q, const T* k, const T* v, const T* dout,   \
                                                                  const float* lse, float* delta, float* hot, float* dq, \
@@ -181,12 +183,13 @@ SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
 
 // D and Dv up to 64 / 128 (attn_bwd_dkdv_tc128 splits its walk: see backward_tc.cuh). Shared
 // memory: dq 2 x (k + v) x BN x (DMAX + 8) x 2 bytes + 4 warps x 16 x BN x 2 of scratch = 45,056
-// (64/64) and 38,912 (128/32); dkdv 2 x (q + dout) x BQ x (DMAX + 8) x 2 + 2 x 3 x BQ x 4 +
+// (64/64), 38,912 (128/32) and 19,456 (128/16, no bias); dkdv 2 x (q + dout) x BQ x (DMAX + 8) x 2 + 2 x 3 x BQ x 4 +
 // 4 x 16 x BQ x 2 = 23,296 (64/32) and 19,840 (128/16).
 #define SEQK_ATTENTION_BWD_TC(suffix, T)                                                                                \
     SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 64, 64, _, GENERAL, vec != 0);                                                 \
     SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 64, 64, _nobias_, NO_BIAS, ((void) vec, true));                                \
     SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 128, 32, _, GENERAL, vec != 0);                                                \
+    SEQK_ATTENTION_BWD_DQ_TC(suffix, T, 128, 16, _nobias_, NO_BIAS, ((void) vec, true));                               \
     SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 64, 32, _, GENERAL, vec != 0);                                               \
     SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 64, 32, _nobias_, NO_BIAS, ((void) vec, true));                              \
     SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 128, 16, _, GENERAL, vec != 0);                                              \

@@ -1,5 +1,5 @@
 // The tiled tensor-core backward, fp16/bf16 (attn_bwd_dq_tc64/128, attn_bwd_dkdv_tc64/128, and the
-// no-bias instances attn_bwd_dq_tc64_nobias, attn_bwd_dkdv_tc64/128_nobias):
+// no-bias instances attn_bwd_dq_tc64/128_nobias, attn_bwd_dkdv_tc64/128_nobias):
 // FlashAttention-2's recompute from the forward's LSE, deterministic (no atomics), in two kernels
 // with v1's contract (delta, then dq; dk and dv from delta), so the host runs them in v1's order.
 #pragma once

@@ -46,7 +46,7 @@ import java.util.regex.Pattern;
  * 64; {@code _tc128} up to 128) when the storage is F16 or BF16, the device is sm_80 or newer and the probabilities are not
  * an output (multi-head attention's weights add their gradient to dP, which only v1 takes); v1's
  * {@code attn_bwd_dq} then {@code attn_bwd_dkdv} otherwise; the tensor-core kernels in their
- * {@code _nobias} instance ({@link #tcInstance}: not dq at 128) when there is no explicit mask and
+ * {@code _nobias} instance ({@link #tcInstance}) when there is no explicit mask and
  * the tiles they stream (dq: k and v; dk/dv: q and dout) load in 16-byte rows. Both pairs write delta, dq, dk and dv
  * in f32 alike; the tensor-core pair reads dout in the storage type (as FlashAttention's does), v1's
  * in f32 ({@link #doutType}): the host path uploads it so and the device path gathers it so, in one
@@ -85,16 +85,15 @@ final class AttentionGpu {
 
     /**
      * The instance of a tiled kernel (without the dtype suffix): a 16-bit tensor-core kernel's
-     * (forward, backward dk/dv, backward dq at 64) {@code _nobias} instance when there is no
+     * (forward, backward dq and dk/dv) {@code _nobias} instance when there is no
      * explicit mask and every row it streams through shared memory loads in 16-byte chunks (its
      * mask code is only the causal and length boundaries, its loads only cp.async, its loops over
      * the whole of DMAX), else the kernel itself, which takes every option at run time. The TF32
-     * kernels and {@code attn_bwd_dq_tc128} (which would spill without the bias code: see
-     * cuda/attention.cu) have one instance.
+     * kernels have one instance.
      */
     static String tcInstance(String kernel, boolean bias, boolean sixteenByteRows) {
         boolean twoInstances = kernel.startsWith("attn_fwd_tc") || kernel.startsWith("attn_bwd_dkdv_tc")
-                || kernel.equals("attn_bwd_dq_tc64");
+                || kernel.startsWith("attn_bwd_dq_tc");
         return twoInstances && !bias && sixteenByteRows ? kernel + "_nobias" : kernel;
     }
 
@@ -568,11 +567,19 @@ final class AttentionGpu {
     private static final int TC_BWD_KEYS = 64;
 
     /**
+     * Key rows per tile of a tensor-core dq instance (cuda/attention.cu): 64 at 64 columns, 32 at
+     * 128, and 16 in the no-bias instance at 128 (with tiles of 32 ptxas spilled it).
+     */
+    static int dqKeyTile(String instance) {
+        return instance.startsWith("attn_bwd_dq_tc64") ? 64 : instance.endsWith("_nobias") ? 16 : 32;
+    }
+
+    /**
      * The tensor-core backward for head dimensions up to dmax (64 or 128), dout in dt (with the out
      * strides): attn_bwd_dq_tcN (delta, each row's
-     * count of +inf keys and dq; grid as the forward's, key tiles of 64 / 32) and attn_bwd_dkdv_tcN
+     * count of +inf keys and dq; grid as the forward's, key tiles of {@link #dqKeyTile}) and attn_bwd_dkdv_tcN
      * (one block per 64 keys of a (b, kv head), query tiles of 32 / 16), each in the instance
-     * {@link #tcInstance} picks (the same tiles and shared memory either way).
+     * {@link #tcInstance} picks (the same tiles and shared memory either way but dq's at 128).
      */
     private void runBackwardTc(int dmax, DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
                                DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
@@ -582,11 +589,6 @@ final class AttentionGpu {
         if (rowBlocks > Integer.MAX_VALUE || keyBlocks > Integer.MAX_VALUE) {
             throw new SeqkException.Unsupported("attention backward: " + Math.max(rowBlocks, keyBlocks) + " blocks exceed one launch");
         }
-        int keyTile = dmax == 64 ? 64 : 32;
-        int queryTile = dmax == 64 ? 32 : 16;
-        // k and v tiles plus each warp's 16-row scratch; q and dout tiles, their rows' statistics and scratch.
-        int dqShared = 2 * 2 * keyTile * (dmax + 8) * 2 + 4 * 16 * keyTile * 2;
-        int dkdvShared = 2 * 2 * queryTile * (dmax + 8) * 2 + 2 * 3 * queryTile * 4 + 4 * 16 * queryTile * 2;
         DeviceTensor hotKeys = temp.allocate(DType.F32, g.rows());
         int perChunk = 16 / dt.byteSize();
         boolean kvRows = sixteenByteRows(g, sv.k(), sv.v());
@@ -594,9 +596,15 @@ final class AttentionGpu {
         boolean qRows = g.headDim() % perChunk == 0 && g.valueDim() % perChunk == 0 && alignedRows(g.q(), sv.q())
                 && alignedRows(g.o(), dout);
         boolean bias = sv.hasExplicitMask();
+        String dqInstance = tcInstance("attn_bwd_dq_tc" + dmax, bias, kvRows);
+        int keyTile = dqKeyTile(dqInstance);
+        int queryTile = dmax == 64 ? 32 : 16;
+        // k and v tiles plus each warp's 16-row scratch; q and dout tiles, their rows' statistics and scratch.
+        int dqShared = 2 * 2 * keyTile * (dmax + 8) * 2 + 4 * 16 * keyTile * 2;
+        int dkdvShared = 2 * 2 * queryTile * (dmax + 8) * 2 + 2 * 3 * queryTile * 4 + 4 * 16 * queryTile * 2;
         // No query row: dq and delta are empty and no key gets a gradient term (dk, dv zero); no key: dk, dv empty.
         if (rowBlocks > 0) {
-            driver.launch(fn(tcInstance("attn_bwd_dq_tc" + dmax, bias, kvRows), dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
+            driver.launch(fn(dqInstance, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                     .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
                     .pointer(ptr(sv.keyLengths())).pointer(ptr(sv.queryLengths())).pointer(ptr(sv.biases()[0]))

@@ -155,12 +155,15 @@ class AttentionGpuTest {
         assertEquals("attn_fwd_tc64", AttentionGpu.tcInstance("attn_fwd_tc64", true, true), "an explicit mask");
         assertEquals("attn_fwd_tc128", AttentionGpu.tcInstance("attn_fwd_tc128", false, false), "element loads");
         assertEquals("attn_fwd_tf32x64", AttentionGpu.tcInstance("attn_fwd_tf32x64", false, true), "TF32 has one instance");
-        for (String backward : List.of("attn_bwd_dq_tc64", "attn_bwd_dkdv_tc64", "attn_bwd_dkdv_tc128")) {
+        for (String backward : List.of("attn_bwd_dq_tc64", "attn_bwd_dq_tc128", "attn_bwd_dkdv_tc64", "attn_bwd_dkdv_tc128")) {
             assertEquals(backward + "_nobias", AttentionGpu.tcInstance(backward, false, true), backward);
             assertEquals(backward, AttentionGpu.tcInstance(backward, true, true), backward + ": an explicit mask");
             assertEquals(backward, AttentionGpu.tcInstance(backward, false, false), backward + ": element loads");
         }
-        assertEquals("attn_bwd_dq_tc128", AttentionGpu.tcInstance("attn_bwd_dq_tc128", false, true), "dq at 128 has one instance");
+        assertEquals(64, AttentionGpu.dqKeyTile("attn_bwd_dq_tc64"), "dq at 64: key tiles of 64");
+        assertEquals(64, AttentionGpu.dqKeyTile("attn_bwd_dq_tc64_nobias"), "dq at 64 without bias: the same tiles");
+        assertEquals(32, AttentionGpu.dqKeyTile("attn_bwd_dq_tc128"), "dq at 128: key tiles of 32");
+        assertEquals(16, AttentionGpu.dqKeyTile("attn_bwd_dq_tc128_nobias"), "dq at 128 without bias: key tiles of 16");
         assertEquals("attn_bwd_dq", AttentionGpu.tcInstance("attn_bwd_dq", false, true), "v1 has one instance");
     }
 

@@ -57,8 +57,9 @@ class TensorCoreBackwardTest {
      * 128 kernels (whose dk/dv kernel walks the query tiles twice) at D = Dv = 128 with lengths and
      * causal, without any mask (tiles no mask touches, in both kernels), at D = 72, Dv = 100
      * (element loads) with a mask, and at D = 72, Dv = 104 without one. Without an explicit mask and
-     * with D and Dv multiples of 8 the no-bias instances run (dq's only at 64; zero columns past D
-     * and Dv at 72 / 104 and at 40 / 24), else the general ones; the test checks which.
+     * with D and Dv multiples of 8 the no-bias instances run (dq's at 128 with key tiles of 16: 130
+     * keys end in a tile of 2; zero columns past D and Dv at 72 / 104 and at 40 / 24), else the
+     * general ones; the test checks which.
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
@@ -104,6 +105,56 @@ class TensorCoreBackwardTest {
         }
     }
 
+    /**
+     * At 64, where both dq instances take key tiles of 64, the no-bias instances give the general
+     * ones' bits: the same inputs without a mask (the _nobias instances run) and with an all-zero
+     * additive mask (the general ones), causal with key and query lengths. At 128 the no-bias dq
+     * takes tiles of 16 where the general one takes 32, so a masked tile's products group keys
+     * differently: there the 2x rule judges it (tensorCoreBackwardMeetsTheTwoTimesRuleAsV1Does).
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F16", "BF16"})
+    void theNoBiasInstancesGiveTheGeneralOnesBitsAt64(DType dtype) {
+        GpuTargets.assumeTensorCores("the tensor-core backward");
+        TestData data = new TestData();
+        Tensor q = data.tensor(dtype, 1, 1, 2, 70, 64);
+        Tensor k = data.tensor(dtype, 1, 1, 2, 130, 64);
+        Tensor v = data.tensor(dtype, 1, 1, 2, 130, 64);
+        Tensor seed = data.tensor(dtype, 1, 1, 2, 70, 64);
+        List<String> resolved = new CopyOnWriteArrayList<>();
+        GpuBackend recorded = new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
+            if (method.equals("function")) {
+                resolved.add((String) args[1]);
+            }
+        }));
+        Attention op = Attention.builder().causal(CausalAlignment.TOP_LEFT).backend(recorded).build();
+        int[] keyLengths = {117};
+        int[] queryLengths = {61};
+        String tag = dtype + " D=64 " + data;
+        try (AttentionResult fn = op.forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths));
+             AttentionGradients noBias = op.backward(fn, seed);
+             AttentionResult fm = op.forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths)
+                     .mask(Mask.additive(Tensor.allocate(DType.F32, 70, 130))));
+             AttentionGradients general = op.backward(fm, seed)) {
+            String sfx = RecurrentGpu.suffix(dtype);
+            for (String kernel : List.of("attn_bwd_dq_tc64", "attn_bwd_dkdv_tc64")) {
+                assertTrue(resolved.contains(kernel + "_nobias_" + sfx) && resolved.contains(kernel + "_" + sfx),
+                        tag + ": both instances of " + kernel + " ran (" + resolved + ")");
+            }
+            Tensor[][] pairs = {{noBias.dq(), general.dq()}, {noBias.dk(), general.dk()}, {noBias.dv(), general.dv()}};
+            String[] names = {"dq", "dk", "dv"};
+            for (int x = 0; x < 3; x++) {
+                double[] got = pairs[x][0].toDoubleArray();
+                double[] want = pairs[x][1].toDoubleArray();
+                assertEquals(want.length, got.length, tag + " " + names[x]);
+                for (int i = 0; i < want.length; i++) {
+                    assertEquals(Double.doubleToRawLongBits(want[i]), Double.doubleToRawLongBits(got[i]),
+                            tag + " " + names[x] + "[" + i + "]: the no-bias instance's bits (" + got[i] + ", general " + want[i] + ")");
+                }
+            }
+        }
+    }
+
     private static void backwardCase(TestData data, DType dtype, int batch, int hq, int hkv, int lq, int lk, int d, int dv,
                                      CausalAlignment causal, int[] keyLengths, int[] queryLengths, boolean additiveMask) {
         Tensor q = data.tensor(dtype, 1, batch, hq, lq, d);
@@ -138,7 +189,7 @@ class TensorCoreBackwardTest {
             boolean noBias = add == null && d % 8 == 0 && dv % 8 == 0;
             String size = Math.max(d, dv) <= 64 ? "64" : "128";
             String sfx = RecurrentGpu.suffix(dtype);
-            String dq = "attn_bwd_dq_tc" + size + (noBias && size.equals("64") ? "_nobias_" : "_") + sfx;
+            String dq = "attn_bwd_dq_tc" + size + (noBias ? "_nobias_" : "_") + sfx;
             String dkdv = "attn_bwd_dkdv_tc" + size + (noBias ? "_nobias_" : "_") + sfx;
             assertTrue(resolved.contains(dq) && resolved.contains(dkdv),
                     tag + ": the tensor-core backward ran in the instances the rule picks, " + dq + " and " + dkdv + " (" + resolved + ")");
