@@ -571,7 +571,12 @@ final class AttentionGpu {
      * 128, and 16 in the no-bias instance at 128 (with tiles of 32 ptxas spilled it).
      */
     static int dqKeyTile(String instance) {
-        return instance.startsWith("attn_bwd_dq_tc64") ? 64 : instance.endsWith("_nobias") ? 16 : 32;
+        return switch (instance) {
+            case "attn_bwd_dq_tc64", "attn_bwd_dq_tc64_nobias" -> 64;
+            case "attn_bwd_dq_tc128" -> 32;
+            case "attn_bwd_dq_tc128_nobias" -> 16;
+            default -> throw new IllegalArgumentException("not a tensor-core dq instance: " + instance);
+        };
     }
 
     /**

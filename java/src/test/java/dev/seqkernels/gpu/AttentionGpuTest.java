@@ -164,6 +164,7 @@ class AttentionGpuTest {
         assertEquals(64, AttentionGpu.dqKeyTile("attn_bwd_dq_tc64_nobias"), "dq at 64 without bias: the same tiles");
         assertEquals(32, AttentionGpu.dqKeyTile("attn_bwd_dq_tc128"), "dq at 128: key tiles of 32");
         assertEquals(16, AttentionGpu.dqKeyTile("attn_bwd_dq_tc128_nobias"), "dq at 128 without bias: key tiles of 16");
+        assertThrows(IllegalArgumentException.class, () -> AttentionGpu.dqKeyTile("attn_bwd_dkdv_tc128"), "not a dq instance");
         assertEquals("attn_bwd_dq", AttentionGpu.tcInstance("attn_bwd_dq", false, true), "v1 has one instance");
     }
 

@@ -107,10 +107,14 @@ class TensorCoreBackwardTest {
 
     /**
      * At 64, where both dq instances take key tiles of 64, the no-bias instances give the general
-     * ones' bits: the same inputs without a mask (the _nobias instances run) and with an all-zero
-     * additive mask (the general ones), causal with key and query lengths. At 128 the no-bias dq
-     * takes tiles of 16 where the general one takes 32, so a masked tile's products group keys
-     * differently: there the 2x rule judges it (tensorCoreBackwardMeetsTheTwoTimesRuleAsV1Does).
+     * ones' bits on tiles a mask touches: the same inputs without a mask (the _nobias instances run)
+     * and with an all-zero additive mask (the general ones), causal with key and query lengths, a
+     * shape where every tile either kernel computes straddles the diagonal or a length (their loads
+     * and their masked steps compared). Tiles no mask touches are not compared: the general instance
+     * with a mask sums each tile's products apart before adding them, the no-bias one adds them as
+     * they come. At 128 the no-bias dq takes tiles of 16 where the general one takes 32, so even a
+     * masked tile groups keys differently: there the 2x rule judges it
+     * (tensorCoreBackwardMeetsTheTwoTimesRuleAsV1Does).
      */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F16", "BF16"})
