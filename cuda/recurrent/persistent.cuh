@@ -265,6 +265,19 @@ __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int
 }
 
 /**
+ * f(b, u) for each of this block's (batch entry, unit) pairs that this thread owns: pair p = b *
+ * mine + u goes to thread p mod blockDim.x, the same every step, so a value one thread keeps for a
+ * pair (the LSTM's c) needs no barrier between steps. Trailing blocks (mine <= 0) own none.
+ */
+template <typename T, typename F>
+__device__ __forceinline__ void for_my_pairs(const Slice<T>& sl, int batch, F f) {
+    int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
+    for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
+        f(pair / sl.mine, pair % sl.mine);
+    }
+}
+
+/**
  * The step loop both persistent kernels share: per step, the state projection, then for each of
  * this block's (batch entry, unit) pairs either the carried state and a zero output (t past the
  * entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and saves its cell's
@@ -278,9 +291,7 @@ __device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out,
         T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
         prefetch_gx<G>(sl, gx, t, batch, hidden, units);
         project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units, 0, G * units);
-        for (int pair = threadIdx.x; pair < batch * (sl.mine > 0 ? sl.mine : 0); pair += blockDim.x) {
-            int b = pair / sl.mine;
-            int u = pair % sl.mine;
+        for_my_pairs(sl, batch, [&](int b, int u) {
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             T hp = sl.hs[static_cast<long>(b) * sl.stride + j];
@@ -288,12 +299,12 @@ __device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out,
             if (t >= lengths[b]) {
                 h_next[static_cast<long>(b) * hidden + j] = hp;
                 *o = seqk::from_float<T>(0.0f);
-                continue;
+                return;
             }
             T h = seqk::from_float<T>(cell(b, u, j, row, seqk::to_float(hp)));
             h_next[static_cast<long>(b) * hidden + j] = h;
             *o = h;
-        }
+        });
         seqk::arch::grid_sync();
     }
 }
@@ -306,14 +317,9 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
                          int h_kind, float h_alpha, float h_beta) {
     Slice<T> sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
-    // c moves between c_state and shared memory with run_steps' (pair -> thread) mapping, so each
-    // thread reads back only what it wrote: no barrier beyond run_steps' own.
-    int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
-    for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
-        int b = pair / sl.mine;
-        int u = pair % sl.mine;
-        sl.c[b * units + u] = c_state[static_cast<long>(b) * hidden + sl.u0 + u];
-    }
+    // c moves between c_state and shared memory by run_steps' pairs (for_my_pairs), so each thread
+    // reads back only what it wrote: no barrier beyond run_steps' own.
+    for_my_pairs(sl, batch, [&](int b, int u) { sl.c[b * units + u] = c_state[static_cast<long>(b) * hidden + sl.u0 + u]; });
     run_steps<4>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre[4];
@@ -333,11 +339,7 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
                      sl.c[b * units + u] = c;
                      return h;
                  });
-    for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
-        int b = pair / sl.mine;
-        int u = pair % sl.mine;
-        c_state[static_cast<long>(b) * hidden + sl.u0 + u] = sl.c[b * units + u];
-    }
+    for_my_pairs(sl, batch, [&](int b, int u) { c_state[static_cast<long>(b) * hidden + sl.u0 + u] = sl.c[b * units + u]; });
 }
 
 // GRU with linear_before_reset (PyTorch's and cuDNN's form): the same step structure with 3 gate
@@ -382,16 +384,13 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
                                     float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     Slice<T> sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
-    int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
     for (int s = 0; s < steps; s++) {
         int t = reversed ? steps - 1 - s : s;
         const T* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
         T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
         prefetch_gx<3>(sl, gx, t, batch, hidden, units);
         project_state<3>(sl, h_cur, batch, hidden, units, 0, 2 * units);
-        for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
-            int b = pair / sl.mine;
-            int u = pair % sl.mine;
+        for_my_pairs(sl, batch, [&](int b, int u) {
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             float* g = sl.gate + b * 3 * units;
@@ -405,12 +404,10 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
                 rh = activate(f_kind, f_alpha, f_beta, clip_to(g[u], clip)) * seqk::to_float(sl.hs[static_cast<long>(b) * sl.stride + j]);
             }
             reset_hidden[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(rh);
-        }
+        });
         seqk::arch::grid_sync();
         project_state<3>(sl, reset_hidden, batch, hidden, units, 2 * units, units);
-        for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
-            int b = pair / sl.mine;
-            int u = pair % sl.mine;
+        for_my_pairs(sl, batch, [&](int b, int u) {
             int j = sl.u0 + u;
             long row = static_cast<long>(t) * batch + b;
             float hp = load_through_l2(h_cur + static_cast<long>(b) * hidden + j);
@@ -418,7 +415,7 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             if (t >= lengths[b]) {
                 h_next[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(hp);
                 *o = seqk::from_float<T>(0.0f);
-                continue;
+                return;
             }
             const float* g = sl.gate + b * 3 * units;
             float h_lin = g[2 * units + u] + load_or_zero(bhh, 2 * hidden + j);
@@ -429,7 +426,7 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             save(raw, row * gh3 + 2 * hidden + j, pre_n);
             h_next[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(h);
             *o = seqk::from_float<T>(h);
-        }
+        });
         seqk::arch::grid_sync();
     }
 }

@@ -281,11 +281,7 @@ class AttentionGpuTest {
         Tensor v = data.tensor(dtype, 1, batch, hkv, lk, dv);
         Tensor add = additiveMask ? data.tensor(DType.F32, 1, lq, lk) : null;
         List<String> resolved = new CopyOnWriteArrayList<>();
-        GpuBackend tensorCores = new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        }));
+        GpuBackend tensorCores = new GpuBackend(RecordingDriver.recordingFunctions(GpuTargets.driver(), resolved));
         GpuBackend plainPort = GpuTargets.newBackend();
         plainPort.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
         int widest = Math.max(d, dv);
@@ -422,11 +418,7 @@ class AttentionGpuTest {
         DeviceProperties turing = new DeviceProperties(real.name(), 7, 5, real.multiprocessors(), 49152, 65536, real.totalMemory(),
                 real.simulated());
         List<String> resolved = new CopyOnWriteArrayList<>();
-        Driver driver = RecordingDriver.reporting(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        }), turing);
+        Driver driver = RecordingDriver.reporting(RecordingDriver.recordingFunctions(GpuTargets.driver(), resolved), turing);
         TestData data = new TestData();
         Tensor q = data.tensor(dtype, 1, 1, 4, 1, 64);
         Tensor k = data.tensor(dtype, 1, 1, 1, 1100, 64);
@@ -600,11 +592,7 @@ class AttentionGpuTest {
         }
         List<String> resolved = new CopyOnWriteArrayList<>();
         Attention gpu = kernel == null ? b.backend(GpuTargets.backend()).build()
-                : b.backend(new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
-                    if (method.equals("function")) {
-                        resolved.add((String) args[1]);
-                    }
-                }))).build();
+                : b.backend(new GpuBackend(RecordingDriver.recordingFunctions(GpuTargets.driver(), resolved))).build();
         Attention cpu = b.backend("cpu").build();
         Attention.Inputs ref = Attention.inputs(q.to(DType.F64), k.to(DType.F64), v.to(DType.F64)).mask(inputs.mask() == null ? null
                 : new Mask(inputs.mask().meaning(), inputs.mask().meaning() == Mask.Meaning.ADDITIVE ? inputs.mask().tensor().to(DType.F64)

@@ -79,15 +79,6 @@ class DeviceAttentionTest {
         assertEquals(before, driver.memoryInUse(), "everything the calls allocated was freed with their results");
     }
 
-    /** driver, recording in names the name of every kernel function it resolves. */
-    private Driver recordingFunctions(List<String> names) {
-        return RecordingDriver.around(driver, (method, args) -> {
-            if (method.equals("function")) {
-                names.add((String) args[1]);
-            }
-        });
-    }
-
     /** A contiguous host copy of the first columns of a [1, heads, rows, width] tensor's rows. */
     private static Tensor firstColumns(Tensor wide, int columns) {
         long[] shape = wide.shape();
@@ -297,7 +288,7 @@ class DeviceAttentionTest {
         String notGathered = tensorCores ? "gather4_to_f32_" + sfx : dt == DType.F32 ? null : "gather4_" + sfx;
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = recordingFunctions(resolved);
+        Driver recorded = RecordingDriver.recordingFunctions(driver, resolved);
         Attention op = Attention.builder().backend(new GpuBackend(recorded)).build();
         Attention host = Attention.builder().backend(GpuTargets.sharedBackend()).build();
         try (Tensor q = data.tensor(dt, 1, 1, 2, 12, 16); Tensor k = data.tensor(dt, 1, 1, 2, 12, 16);
@@ -349,7 +340,7 @@ class DeviceAttentionTest {
         String sfx = RecurrentGpu.suffix(dt);
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = recordingFunctions(resolved);
+        Driver recorded = RecordingDriver.recordingFunctions(driver, resolved);
         Attention op = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recorded)).build();
         Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(GpuTargets.sharedBackend()).build();
         try (Tensor qWide = data.tensor(dt, 1, 1, 2, 40, 17); Tensor k = data.tensor(dt, 1, 1, 2, 70, 16);
@@ -391,10 +382,10 @@ class DeviceAttentionTest {
         String sfx = RecurrentGpu.suffix(dt);
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = recordingFunctions(resolved);
+        Driver recorded = RecordingDriver.recordingFunctions(driver, resolved);
         Attention op = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recorded)).build();
         List<String> hostResolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(recordingFunctions(hostResolved)))
+        Attention host = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend(new GpuBackend(RecordingDriver.recordingFunctions(driver, hostResolved)))
                 .build();
         Attention exact = Attention.builder().causal(CausalAlignment.BOTTOM_RIGHT).backend("cpu").build();
         try (Tensor qWide = data.tensor(dt, 1, 1, 2, 40, 137); Tensor k = data.tensor(dt, 1, 1, 2, 70, 136);

@@ -197,11 +197,7 @@ class DeviceRecurrentTest {
     void sixteenBitLayoutChangesAreOneGatherInTheirOwnType() {
         TestData data = new TestData();
         List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
-        Driver recorded = RecordingDriver.around(driver, (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        });
+        Driver recorded = RecordingDriver.recordingFunctions(driver, resolved);
         RecurrentOp op = Gru.builder().inputSize(8).hiddenSize(4).batchFirst(true).backend(new GpuBackend(recorded)).build();
         RecurrentOp host = Gru.builder().inputSize(8).hiddenSize(4).batchFirst(true).backend(GpuTargets.sharedBackend()).build();
         Map<String, Tensor> w = data.params(DType.BF16, 0.3, op.config().parameterShapes());

@@ -23,6 +23,15 @@ final class RecordingDriver {
     private RecordingDriver() {
     }
 
+    /** {@code real}, recording in names the name of every kernel function it resolves. */
+    static Driver recordingFunctions(Driver real, java.util.List<String> names) {
+        return around(real, (method, args) -> {
+            if (method.equals("function")) {
+                names.add((String) args[1]);
+            }
+        });
+    }
+
     /** {@code real} seen through a listener (a distinct Driver object that owns nothing itself). */
     static Driver around(Driver real, Listener listener) {
         return (Driver) Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class}, (proxy, method, args) -> {

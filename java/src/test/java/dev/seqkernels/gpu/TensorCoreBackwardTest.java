@@ -126,19 +126,16 @@ class TensorCoreBackwardTest {
         Tensor v = data.tensor(dtype, 1, 1, 2, 130, 64);
         Tensor seed = data.tensor(dtype, 1, 1, 2, 70, 64);
         List<String> resolved = new CopyOnWriteArrayList<>();
-        GpuBackend recorded = new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        }));
+        GpuBackend recorded = new GpuBackend(RecordingDriver.recordingFunctions(GpuTargets.driver(), resolved));
         Attention op = Attention.builder().causal(CausalAlignment.TOP_LEFT).backend(recorded).build();
         int[] keyLengths = {117};
         int[] queryLengths = {61};
         String tag = dtype + " D=64 " + data;
-        try (AttentionResult fn = op.forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths));
+        try (Tensor zeros = Tensor.allocate(DType.F32, 70, 130);
+             AttentionResult fn = op.forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths));
              AttentionGradients noBias = op.backward(fn, seed);
              AttentionResult fm = op.forward(Attention.inputs(q, k, v).keyLengths(keyLengths).queryLengths(queryLengths)
-                     .mask(Mask.additive(Tensor.allocate(DType.F32, 70, 130))));
+                     .mask(Mask.additive(zeros)));
              AttentionGradients general = op.backward(fm, seed)) {
             String sfx = RecurrentGpu.suffix(dtype);
             for (String kernel : List.of("attn_bwd_dq_tc64", "attn_bwd_dkdv_tc64")) {
@@ -166,11 +163,7 @@ class TensorCoreBackwardTest {
         Tensor v = data.tensor(dtype, 1, batch, hkv, lk, dv);
         Tensor add = additiveMask ? data.tensor(DType.F32, 1, lq, lk) : null;
         List<String> resolved = new CopyOnWriteArrayList<>();
-        GpuBackend tensorCores = new GpuBackend(RecordingDriver.around(GpuTargets.driver(), (method, args) -> {
-            if (method.equals("function")) {
-                resolved.add((String) args[1]);
-            }
-        }));
+        GpuBackend tensorCores = new GpuBackend(RecordingDriver.recordingFunctions(GpuTargets.driver(), resolved));
         GpuBackend plainPort = GpuTargets.newBackend();
         plainPort.attentionPath().kernelChoice(AttentionGpu.KernelChoice.V1);
         String tag = "tc backward " + dtype + " D=" + d + " Dv=" + dv + " Lq=" + lq + " Lk=" + lk + " " + causal + " " + data;
