@@ -173,38 +173,41 @@ SEQK_RECURRENT_FUSED(bf16, __nv_bfloat16);
 #define SEQK_RECURRENT_PERSISTENT(suffix, S)                                                                            \
     extern "C" __global__ void lstm_persistent_fwd_##suffix(                                                            \
         const float* gx, const S* w_hh, const float* bih, const float* bhh, const float* peephole, S* h_buf,            \
-        float* c_state, float* c_new_save, float* raw, S* out, const int* lengths, int steps, int reversed, int batch,  \
-        int hidden, int units, int out_stride, int out_offset, int input_forget, float clip, int f_kind, float f_alpha, \
-        float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {               \
-        persistent::lstm_fwd<S>(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_new_save, raw, out, lengths, steps,     \
-                                reversed, batch, hidden, units, out_stride, out_offset, input_forget, clip, f_kind,     \
-                                f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);                     \
+        float* c_state, float* c_new_save, float* raw, S* out, const int* lengths, unsigned* arrivals, int steps,       \
+        int reversed, int batch, int hidden, int units, int out_stride, int out_offset, int input_forget, float clip,   \
+        int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,    \
+        float h_beta) {                                                                                                 \
+        persistent::lstm_fwd<S>(gx, w_hh, bih, bhh, peephole, h_buf, c_state, c_new_save, raw, out, lengths, arrivals,  \
+                                steps, reversed, batch, hidden, units, out_stride, out_offset, input_forget, clip,       \
+                                f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);             \
     }                                                                                                                   \
     SEQK_KERNEL(lstm_persistent_fwd_##suffix);                                                                          \
     extern "C" __global__ void gru_persistent_fwd_##suffix(                                                             \
         const float* gx, const S* w_hh, const float* bih, const float* bhh, S* h_buf, float* raw, float* hn_lin_save,   \
-        S* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units, int out_stride,          \
-        int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) { \
-        persistent::gru_fwd<S>(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, out, lengths, steps, reversed, batch,       \
-                               hidden, units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha,   \
-                               g_beta);                                                                                 \
+        S* out, const int* lengths, unsigned* arrivals, int steps, int reversed, int batch, int hidden, int units,      \
+        int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, \
+        float g_beta) {                                                                                                 \
+        persistent::gru_fwd<S>(gx, w_hh, bih, bhh, h_buf, raw, hn_lin_save, out, lengths, arrivals, steps, reversed,    \
+                               batch, hidden, units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta, g_kind,     \
+                               g_alpha, g_beta);                                                                        \
     }                                                                                                                   \
     SEQK_KERNEL(gru_persistent_fwd_##suffix);                                                                           \
     extern "C" __global__ void gru_reset_first_persistent_fwd_##suffix(                                                 \
         const float* gx, const S* w_hh, const float* bih, const float* bhh, S* h_buf, S* reset_hidden, float* raw,      \
-        S* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units, int out_stride,          \
-        int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) { \
-        persistent::gru_reset_first_fwd<S>(gx, w_hh, bih, bhh, h_buf, reset_hidden, raw, out, lengths, steps,           \
+        S* out, const int* lengths, unsigned* arrivals, int steps, int reversed, int batch, int hidden, int units,      \
+        int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, \
+        float g_beta) {                                                                                                 \
+        persistent::gru_reset_first_fwd<S>(gx, w_hh, bih, bhh, h_buf, reset_hidden, raw, out, lengths, arrivals, steps, \
                                            reversed, batch, hidden, units, out_stride, out_offset, clip, f_kind,        \
                                            f_alpha, f_beta, g_kind, g_alpha, g_beta);                                   \
     }                                                                                                                   \
     SEQK_KERNEL(gru_reset_first_persistent_fwd_##suffix);                                                               \
     extern "C" __global__ void rnn_persistent_fwd_##suffix(                                                             \
         const float* gx, const S* w_hh, const float* bih, const float* bhh, S* h_buf, float* raw, S* out,               \
-        const int* lengths, int steps, int reversed, int batch, int hidden, int units, int out_stride, int out_offset,  \
-        float clip, int f_kind, float f_alpha, float f_beta) {                                                          \
-        persistent::rnn_fwd<S>(gx, w_hh, bih, bhh, h_buf, raw, out, lengths, steps, reversed, batch, hidden, units,     \
-                               out_stride, out_offset, clip, f_kind, f_alpha, f_beta);                                  \
+        const int* lengths, unsigned* arrivals, int steps, int reversed, int batch, int hidden, int units,              \
+        int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {                          \
+        persistent::rnn_fwd<S>(gx, w_hh, bih, bhh, h_buf, raw, out, lengths, arrivals, steps, reversed, batch, hidden,  \
+                               units, out_stride, out_offset, clip, f_kind, f_alpha, f_beta);                           \
     }                                                                                                                   \
     SEQK_KERNEL(rnn_persistent_fwd_##suffix)
 

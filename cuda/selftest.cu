@@ -152,9 +152,10 @@ extern "C" __global__ void selftest_shuffle_with_exited_lanes(float* out) {
 }
 SEQK_KERNEL(selftest_shuffle_with_exited_lanes);
 
-// ---- tensor cores, cp.async, grid sync
+// ---- tensor cores, cp.async, grid sync, flags
 
 #include "arch/cp_async.cuh"
+#include "arch/flag.cuh"
 #include "arch/grid.cuh"
 #include "arch/mma.cuh"
 
@@ -316,6 +317,37 @@ extern "C" __global__ void selftest_grid_sync(float* data, float* out) {
     }
 }
 SEQK_KERNEL(selftest_grid_sync);
+
+// Flags (cooperative launch): selftest_grid_sync's exchange with a flag barrier in its place, the
+// persistent kernels' step barrier. The block's last thread writes and reads the slots, so both
+// barriers are needed: each round thread 0 adds 1 to `arrivals` (zero at the launch) after a
+// barrier and waits until it reaches round * gridDim.x - short_by, then a barrier. out[b] =
+// data[(b + 1) % gridDim.x] = (b + 1) % gridDim.x + 1 after round 1, data[b] = -(b + 1) after
+// round 2. Bugs on request: short_by = 1 lets a block go on before the last block's release (the
+// emulator reports a race), release = 0 leaves every wait unmet (a deadlock).
+extern "C" __global__ void selftest_flag_barrier(float* data, float* out, unsigned* arrivals, unsigned short_by, int release) {
+    bool last = threadIdx.x == blockDim.x - 1;
+    if (last) {
+        data[blockIdx.x] = static_cast<float>(blockIdx.x + 1);
+    }
+    for (unsigned round = 1; round <= 2; round++) {
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            if (release) {
+                seqk::arch::flag_release_add(arrivals, 1);
+            }
+            seqk::arch::flag_wait_geq(arrivals, round * gridDim.x - short_by);
+        }
+        __syncthreads();
+        if (round == 1 && last) {
+            out[blockIdx.x] = data[(blockIdx.x + 1) % gridDim.x];
+        }
+    }
+    if (last) {
+        data[blockIdx.x] = -static_cast<float>(blockIdx.x + 1);
+    }
+}
+SEQK_KERNEL(selftest_flag_barrier);
 
 // Bug: block 0 leaves before the grid sync the other blocks wait at.
 extern "C" __global__ void selftest_grid_sync_divergent(float* out) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proves every barrier in cuda/*.cu and cuda/<family>/*.cuh is needed: removes, one at a time, each __syncthreads,
-# __syncwarp, cp_async_wait and grid sync (a __syncthreads_or(p) becomes its bare predicate p), rebuilds
+# __syncwarp, cp_async_wait, grid sync, flag release and flag wait (a __syncthreads_or(p) becomes its bare
+# predicate p; a flag call becomes (void) casts of its arguments, which stay used), rebuilds
 # the emulator (only that family's object) and runs the tests that cover that family on it. Every mutant must fail a test; the survivors are
 # printed and the script exits 1. Writes a markdown table (site, statement, killed by) to OUT
 # (default java/target/barrier-mutants.md) for bench/RESULTS.md.
@@ -43,7 +44,7 @@ trap 'restore; rm -rf "$BACKUP"' EXIT
   echo "|---|---|---|"
 } > "$OUT"
 # Code lines (not comments) that call a barrier: file:line:text
-grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));|__syncthreads_or\([^)]*\)' "${FILES[@]}" /dev/null |
+grep -nE '(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<[0-9]+>\(\)|grid_sync\(\));|__syncthreads_or\([^)]*\)|flag_(release_add|wait_geq)\([^;]*\);' "${FILES[@]}" /dev/null |
   grep -vE '^[^:]+:[0-9]+:\s*(\*|//)' |
 while IFS=: read -r file line text; do
   if [ -n "${LINES:-}" ] && [[ " $LINES " != *" $line "* ]]; then continue; fi
@@ -56,8 +57,21 @@ while IFS=: read -r file line text; do
 import re, sys
 path, line = sys.argv[1], int(sys.argv[2])
 lines = open(path).read().split('\n')
+def void_args(m):  # a flag call's arguments, each cast to void (split at commas outside parentheses)
+    args, depth, cur = [], 0, ''
+    for ch in m.group(2):
+        if ch == ',' and depth == 0:
+            args.append(cur.strip()); cur = ''
+            continue
+        depth += ch == '('
+        depth -= ch == ')'
+        cur += ch
+    args.append(cur.strip())
+    return ', '.join('(void) (%s)' % a for a in args) + ';'
 if '__syncthreads_or(' in lines[line - 1]:
     lines[line - 1] = re.sub(r'__syncthreads_or\(([^)]*)\)', r'(\1)', lines[line - 1], count=1)
+elif re.search(r'flag_(release_add|wait_geq)\(', lines[line - 1]):
+    lines[line - 1] = re.sub(r'(?:seqk::arch::)?flag_(release_add|wait_geq)\(([^;]*)\);', void_args, lines[line - 1], count=1)
 else:
     lines[line - 1] = re.sub(r'(seqk::arch::)?(__syncthreads\(\)|syncwarp\([^)]*\)|cp_async_wait<\d+>\(\)|grid_sync\(\))', '(void) 0', lines[line - 1], count=1)
 open(path, 'w').write('\n'.join(lines))

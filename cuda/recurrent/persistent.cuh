@@ -2,7 +2,7 @@
 #pragma once
 
 #include "../arch/cp_async.cuh"
-#include "../arch/grid.cuh"
+#include "../arch/flag.cuh"
 #include "../arch/mma.cuh"
 #include "../arch/warp.cuh"
 #include "cell.cuh"
@@ -15,16 +15,21 @@ namespace {
 //
 // Block k owns hidden units [k*U, k*U + U) (U = units_per_block) and holds their G*U rows of W_hh
 // (G = 4 gates for LSTM, 3 for GRU, 1 for RNN; gate-major: row g*U + u is W_hh row g*H + u) in shared memory,
-// loaded once. Per step every block first issues the step's gx entries of its units as cp.async
-// copies into shared memory (prefetch_gx: their latency overlaps the rest), stages h_{t-1} [B, H]
+// loaded once. Every step's gx entries of its units arrive as cp.async copies into shared memory
+// (prefetch_gx: issued before the first step, and for each later step inside the step barrier
+// before it, so their latency overlaps the wait and the projection). Per step a block stages h_{t-1} [B, H]
 // from global memory into shared memory (through L2: other blocks wrote it) and projects it onto
 // its rows (project_state: F32 by warp dot products, 16 bits by mma.sync), then each thread applies
 // lstm_cell to (batch entry, unit) pairs exactly as the step kernels do (gru_cell and the RNN cell
 // likewise), reading gx from shared memory, saves what backward
 // needs (raw, c_new, GRU's h W_hn^T + b_hn; fp32, not in inference),
 // writes h_t (rounded once to T) into the other half of h_buf [2, B, H] (double buffered: no block
-// overwrites what another may still be reading) and the output, and the grid synchronizes before
-// the next step. W_hh is read from shared memory, never from DRAM, after the first step.
+// overwrites what another may still be reading) and the output. Between steps the blocks meet at a
+// flag barrier (step_arrive, step_wait: a counter in global memory that each block's thread 0
+// releases once per round and acquires until every block has), not cooperative_groups' grid sync;
+// the next step's gx copies are issued between its two halves. The launch stays cooperative: that
+// is what guarantees every block is resident, which a spin on another block needs. W_hh is read
+// from shared memory, never from DRAM, after the first step.
 //
 // Shared memory, F32: W [G*U][H], h [B][H], gate [B][G*U] and gx [B][G*U] floats. 16 bits: W
 // [M][S] and h [16][S] in T (M = G*U rounded up to 16 rows; S = H rounded up to 16, plus 8: rows
@@ -81,7 +86,7 @@ struct Slice {
     int stride;      // of w's and hs's rows: H (F32) or S (16 bits)
     int padded_rows;  // M (16 bits)
     int u0;
-    int mine;  // may be <= 0 for trailing blocks: they still take part in every grid sync
+    int mine;  // may be <= 0 for trailing blocks: they still take part in every step barrier
 };
 
 __device__ __forceinline__ int round_up16(int n) { return (n + 15) / 16 * 16; }
@@ -161,7 +166,8 @@ __device__ void prefetch_gx(const Slice<T>& sl, const float* gx, int t, int batc
 
 /**
  * One step's recurrent projections of this block's units (F32): stages a [B, H] vector (h_{t-1},
- * or the reset-first GRU's r*h) from global memory (through L2: other blocks wrote it), then
+ * or the reset-first GRU's r*h) from global memory (through L2: other blocks wrote it; in 16-byte
+ * loads when H % 4 == 0, which puts every row of the vector and of sl.hs on 16 bytes), then
  * gate[b][r] = W row r . vector_b for the rows [first_row, first_row + rows) of the slice's G*U,
  * one warp per (b, r) pair at a time, lanes striding over H and a butterfly
  * sum. Ends synchronized, with the calling thread's cp.async copies (prefetch_gx) landed first.
@@ -171,8 +177,14 @@ __device__ void project_state(const Slice<float>& sl, const float* h_cur, int ba
                               int rows) {
     int lane = seqk::arch::lane_id();
     int warps = blockDim.x / 32;
-    for (long idx = threadIdx.x; idx < static_cast<long>(batch) * hidden; idx += blockDim.x) {
-        sl.hs[idx] = load_through_l2(h_cur + idx);
+    if (hidden % 4 == 0) {
+        for (int idx = threadIdx.x; idx < batch * hidden / 4; idx += blockDim.x) {
+            *reinterpret_cast<seqk::Chunk16*>(sl.hs + 4 * idx) = load16_through_l2(h_cur + 4 * idx);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < batch * hidden; idx += blockDim.x) {
+            sl.hs[idx] = load_through_l2(h_cur + idx);
+        }
     }
     __syncthreads();
     for (int pair = threadIdx.x / 32; pair < batch * rows; pair += warps) {
@@ -265,6 +277,29 @@ __device__ void project_state(const Slice<T>& sl, const T* h_cur, int batch, int
 }
 
 /**
+ * The first half of the step barrier: this block's writes of the round are done (the barrier),
+ * then thread 0 releases them by adding 1 to `arrivals` (zero at the launch).
+ */
+__device__ __forceinline__ void step_arrive(unsigned* arrivals) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        seqk::arch::flag_release_add(arrivals, 1);
+    }
+}
+
+/**
+ * The second half: thread 0 waits until every block has arrived `round` times (1-based), and the
+ * barrier then orders what it acquired before every thread's reads of the next round. Work that
+ * needs no other block's writes may run between the halves.
+ */
+__device__ __forceinline__ void step_wait(const unsigned* arrivals, unsigned round) {
+    if (threadIdx.x == 0) {
+        seqk::arch::flag_wait_geq(arrivals, round * gridDim.x);
+    }
+    __syncthreads();
+}
+
+/**
  * f(b, u) for each of this block's (batch entry, unit) pairs that this thread owns: pair p = b *
  * mine + u goes to thread p mod blockDim.x, the same every step, so a value one thread keeps for a
  * pair (the LSTM's c) needs no barrier between steps. Trailing blocks (mine <= 0) own none.
@@ -277,19 +312,26 @@ __device__ __forceinline__ void for_my_pairs(const Slice<T>& sl, int batch, F f)
     }
 }
 
+/** The time index of step s (0-based) of a sequence run forward or reversed. */
+__device__ __forceinline__ int time_of(int s, int steps, int reversed) { return reversed ? steps - 1 - s : s; }
+
 /**
- * The step loop both persistent kernels share: per step, the state projection, then for each of
- * this block's (batch entry, unit) pairs either the carried state and a zero output (t past the
- * entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h and saves its cell's
- * trace; the new h (rounded once to T) goes to the other h_buf half and to the output. Grid sync per step.
+ * The step loop the LSTM, GRU (linear_before_reset) and RNN kernels share: per step, the state
+ * projection, then for each of this block's (batch entry, unit) pairs either the carried state and
+ * a zero output (t past the entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h
+ * and saves its cell's trace; the new h (rounded once to T) goes to the other h_buf half and to the
+ * output. A step barrier between steps (round s + 1 after step s), the next gx copies inside it.
  */
 template <int G, typename T, typename Cell>
-__device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out, const int* lengths, int steps,
-                          int reversed, int batch, int hidden, int units, int out_stride, int out_offset, Cell cell) {
+__device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out, const int* lengths, unsigned* arrivals,
+                          int steps, int reversed, int batch, int hidden, int units, int out_stride, int out_offset,
+                          Cell cell) {
+    if (steps > 0) {
+        prefetch_gx<G>(sl, gx, time_of(0, steps, reversed), batch, hidden, units);
+    }
     for (int s = 0; s < steps; s++) {
-        int t = reversed ? steps - 1 - s : s;
+        int t = time_of(s, steps, reversed);
         T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
-        prefetch_gx<G>(sl, gx, t, batch, hidden, units);
         project_state<G>(sl, h_buf + static_cast<long>(s % 2) * batch * hidden, batch, hidden, units, 0, G * units);
         for_my_pairs(sl, batch, [&](int b, int u) {
             int j = sl.u0 + u;
@@ -305,22 +347,28 @@ __device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out,
             h_next[static_cast<long>(b) * hidden + j] = h;
             *o = h;
         });
-        seqk::arch::grid_sync();
+        if (s + 1 < steps) {
+            step_arrive(arrivals);
+            // Every thread is past this step's cells, the last readers of sl.gx: the next step's copies may land.
+            prefetch_gx<G>(sl, gx, time_of(s + 1, steps, reversed), batch, hidden, units);
+            step_wait(arrivals, static_cast<unsigned>(s + 1));
+        }
     }
 }
 
 template <typename T>
 __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, const float* peephole,
-                         T* h_buf, float* c_state, float* c_new_save, float* raw, T* out, const int* lengths, int steps,
-                         int reversed, int batch, int hidden, int units, int out_stride, int out_offset, int input_forget,
-                         float clip, int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta,
+                         T* h_buf, float* c_state, float* c_new_save, float* raw, T* out, const int* lengths,
+                         unsigned* arrivals, int steps, int reversed, int batch, int hidden, int units, int out_stride,
+                         int out_offset, int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
+                         int g_kind, float g_alpha, float g_beta,
                          int h_kind, float h_alpha, float h_beta) {
     Slice<T> sl = load_slice<4>(w_hh, batch, hidden, units);
     long gh4 = 4L * hidden;
     // c moves between c_state and shared memory by run_steps' pairs (for_my_pairs), so each thread
     // reads back only what it wrote: no barrier beyond run_steps' own.
     for_my_pairs(sl, batch, [&](int b, int u) { sl.c[b * units + u] = c_state[static_cast<long>(b) * hidden + sl.u0 + u]; });
-    run_steps<4>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<4>(sl, gx, h_buf, out, lengths, arrivals, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre[4];
                      for (int g = 0; g < 4; g++) {
@@ -346,12 +394,12 @@ __device__ void lstm_fwd(const float* gx, const T* w_hh, const float* bih, const
 // rows per unit; the cell is gru_cell, as in gru_step_v1, saving raw and h W_hn^T + b_hn.
 template <typename T>
 __device__ void gru_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, T* h_buf, float* raw,
-                        float* hn_lin_save, T* out, const int* lengths, int steps, int reversed,
+                        float* hn_lin_save, T* out, const int* lengths, unsigned* arrivals, int steps, int reversed,
                         int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
                         float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     Slice<T> sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
-    run_steps<3>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<3>(sl, gx, h_buf, out, lengths, arrivals, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float hp) {
                      const float* g = sl.gate + b * 3 * units;
                      const float* x = sl.gx + b * 3 * units;
@@ -371,24 +419,28 @@ __device__ void gru_fwd(const float* gx, const T* w_hh, const float* bih, const 
 }
 
 // GRU with the reset gate first (ONNX's default form): n needs (r*h) W_hn^T, and r*h of every unit
-// before any block can project it, so a step has two halves with a grid sync between them: the r
+// before any block can project it, so a step has two halves, two rounds of the step barrier (2s + 1
+// inside step s, 2s + 2 after it, the next gx copies inside that one): the r
 // and z rows against h_{t-1}, then r*h of the block's units written to reset_hidden [B, H] (0 for
-// entries past their length); after the sync the n rows against r*h, then gru_cell as
+// entries past their length); after the barrier the n rows against r*h, then gru_cell as
 // gru_step_v1 runs it (h_{t-1} read again from h_buf, which the staging overwrote in shared
 // memory), raw saved as gru_reset_v1 and gru_step_v1 save it. pre_r and pre_z stay in the gate
 // rows they came from (the second half projects only the n rows).
 template <typename T>
 __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, T* h_buf,
-                                    T* reset_hidden, float* raw, T* out, const int* lengths, int steps, int reversed,
+                                    T* reset_hidden, float* raw, T* out, const int* lengths, unsigned* arrivals,
+                                    int steps, int reversed,
                                     int batch, int hidden, int units, int out_stride, int out_offset, float clip, int f_kind,
                                     float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     Slice<T> sl = load_slice<3>(w_hh, batch, hidden, units);
     long gh3 = 3L * hidden;
+    if (steps > 0) {
+        prefetch_gx<3>(sl, gx, time_of(0, steps, reversed), batch, hidden, units);
+    }
     for (int s = 0; s < steps; s++) {
-        int t = reversed ? steps - 1 - s : s;
+        int t = time_of(s, steps, reversed);
         const T* h_cur = h_buf + static_cast<long>(s % 2) * batch * hidden;
         T* h_next = h_buf + static_cast<long>((s + 1) % 2) * batch * hidden;
-        prefetch_gx<3>(sl, gx, t, batch, hidden, units);
         project_state<3>(sl, h_cur, batch, hidden, units, 0, 2 * units);
         for_my_pairs(sl, batch, [&](int b, int u) {
             int j = sl.u0 + u;
@@ -405,7 +457,8 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             }
             reset_hidden[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(rh);
         });
-        seqk::arch::grid_sync();
+        step_arrive(arrivals);
+        step_wait(arrivals, static_cast<unsigned>(2 * s + 1));
         project_state<3>(sl, reset_hidden, batch, hidden, units, 2 * units, units);
         for_my_pairs(sl, batch, [&](int b, int u) {
             int j = sl.u0 + u;
@@ -427,17 +480,22 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             h_next[static_cast<long>(b) * hidden + j] = seqk::from_float<T>(h);
             *o = seqk::from_float<T>(h);
         });
-        seqk::arch::grid_sync();
+        if (s + 1 < steps) {
+            step_arrive(arrivals);
+            // sl.gx's last readers, both halves' cells, are past the barrier: the next step's copies may land.
+            prefetch_gx<3>(sl, gx, time_of(s + 1, steps, reversed), batch, hidden, units);
+            step_wait(arrivals, static_cast<unsigned>(2 * s + 2));
+        }
     }
 }
 
 // Elman RNN: one gate row per unit; the cell is rnn_step_v1's, saving raw.
 template <typename T>
 __device__ void rnn_fwd(const float* gx, const T* w_hh, const float* bih, const float* bhh, T* h_buf, float* raw,
-                        T* out, const int* lengths, int steps, int reversed, int batch, int hidden, int units,
-                        int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
+                        T* out, const int* lengths, unsigned* arrivals, int steps, int reversed, int batch, int hidden,
+                        int units, int out_stride, int out_offset, float clip, int f_kind, float f_alpha, float f_beta) {
     Slice<T> sl = load_slice<1>(w_hh, batch, hidden, units);
-    run_steps<1>(sl, gx, h_buf, out, lengths, steps, reversed, batch, hidden, units, out_stride, out_offset,
+    run_steps<1>(sl, gx, h_buf, out, lengths, arrivals, steps, reversed, batch, hidden, units, out_stride, out_offset,
                  [&](int b, int u, int j, long row, float) {
                      float pre = sl.gx[b * units + u] + sl.gate[b * units + u] + load_or_zero(bih, j) + load_or_zero(bhh, j);
                      save(raw, row * hidden + j, pre);

@@ -91,6 +91,10 @@ void cp_async_commit();
 void cp_async_wait(int pending_groups_allowed);
 /** Cooperative launches: every thread of every block arrives before any continues. */
 void grid_sync(Site site);
+/** Cooperative launches: red.release.gpu.global.add.u32 on a device word (runtime.cpp's GridBoard orders it). */
+void flag_release_add(uint32_t* word, uint32_t value);
+/** Cooperative launches: a spin on ld.acquire.gpu.global.u32 until *word reaches target (wrap-safe; the thread sleeps meanwhile). */
+void flag_wait_geq(const uint32_t* word, uint32_t target, Site site);
 unsigned lane_id();
 [[noreturn]] void kernel_error(const char* what);
 /**

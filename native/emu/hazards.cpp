@@ -18,7 +18,8 @@
 // a byte, at least one a write, race unless a __syncthreads opened between them, or both threads
 // are in one warp and a __syncwarp naming both completed between them (shuffles, votes, ldmatrix
 // and mma exchange values but, as in the PTX memory model, order no memory); in global memory,
-// accesses by different blocks of one launch race unless a grid sync separates them. Atomics do
+// accesses by different blocks of one launch race unless a grid sync or flags (a release after a
+// barrier, acquired before one: runtime.cpp's GridBoard keeps the vector clocks) order them. Atomics do
 // not race with atomics, but a plain access does with either. A cp.async destination is written
 // from its issue until its thread waits for it: any access to it in between, by another thread or
 // its own, is a race, whatever barriers opened; its source (global only) is read at the issue and
@@ -53,7 +54,7 @@ constexpr unsigned kGranule = 2;  // bytes per shadow entry: 16-bit values writt
 uint32_t g_launch_serial = 0;  // wraps after 4 billion launches: old shadow entries would then look current
 std::vector<std::pair<uintptr_t, uintptr_t>> g_params;  // the running launch's parameter bytes
 std::mutex g_global_mutex;                              // global shadow, during cooperative launches
-std::atomic<size_t> g_shadow_bytes{0};                  // shadow of all live device allocations
+std::atomic<size_t> g_shadow_bytes{0};                  // the budget in use: live allocations' shadows, spans, flag clocks
 
 /** The two allocations this OS thread touched last, in which launch: most accesses hit one. */
 struct AllocationCache {
@@ -127,12 +128,89 @@ bool ordered_in_epoch(const Block& b, uint16_t thread, uint32_t stamp, const Acc
            (thread / 32 == now.thread / 32 && warp_synced_after(b, now.thread / 32, thread % 32, now.thread % 32, stamp));
 }
 
+/**
+ * Whether the accesses of another block q in its barrier epochs up to `epoch` are ordered before
+ * the running threads of block b by flags: a release of q after a barrier that closed that epoch,
+ * acquired (directly or through other blocks) by a thread of b before b's last __syncthreads.
+ */
+bool flag_ordered(const Block& b, uint32_t q, uint32_t epoch) {
+    return q < b.known.size() && b.known[q] > epoch;
+}
+
 /** Whether earlier access `prev` is ordered before an access by `now` (same block, or different blocks of one launch). */
 bool ordered(const Block& b, const Access& prev, const Access& now) {
-    if (prev.block != now.block) {
-        return prev.grid_epoch != now.grid_epoch;  // different blocks: only a grid sync orders them
+    if (prev.block != now.block) {  // different blocks: a grid sync, or a flag's release and acquire
+        return prev.grid_epoch != now.grid_epoch || flag_ordered(b, prev.block, prev.epoch);
     }
     return prev.epoch != now.epoch || ordered_in_epoch(b, prev.thread, prev.warp_sync, now);
+}
+
+/**
+ * A set's members in one block of a cooperative launch, once the set has members in several (its
+ * span): enough to decide whether flags order them all before an access of another block, and,
+ * conservatively, one of the same block.
+ */
+struct BlockMembers {
+    uint32_t epoch = 0;        // the latest member's barrier epoch plus 1 (0: no member)
+    uint32_t plain_epoch = 0;  // the same among the plain members
+    uint32_t site = 0;         // the latest member, for a report
+    uint16_t thread = 0;
+    bool several_threads = false;  // members of more than one thread in the latest epoch
+};
+
+// The running cooperative launch's spans (AccessSet::span - 1 indexes them), guarded like the
+// global shadow (g_global_mutex); a set emptied by a write gives its span back for reuse. Their
+// memory is counted in the checker's budget (hazards_reserve) until the next launch begins.
+std::vector<std::vector<BlockMembers>> g_spans;
+std::vector<uint32_t> g_free_spans;
+size_t g_span_bytes = 0;
+
+void span_add(std::vector<BlockMembers>& span, uint32_t block, uint32_t epoch, uint16_t thread, uint32_t site, bool plain,
+              bool several_threads) {
+    BlockMembers& m = span[block];
+    if (m.epoch == epoch + 1) {
+        m.several_threads |= several_threads || m.thread != thread;
+    } else {
+        m.epoch = epoch + 1;
+        m.several_threads = several_threads;
+    }
+    if (plain) {
+        m.plain_epoch = epoch + 1;
+    }
+    m.thread = thread;
+    m.site = site;
+}
+
+/** Empties the set, giving its span back when it belongs to the running launch (now's owner). */
+void clear_set(AccessSet& r, uint32_t owner) {
+    if (r.span != 0 && r.first.owner == owner) {
+        g_free_spans.push_back(r.span);
+    }
+    r = AccessSet{};
+}
+
+/** A member of the span not ordered before `now` by a barrier (now's block) or flags (another block), or null. */
+const Access* unordered_span_member(const Block& b, const AccessSet& r, const Access& now, bool atomic_members_commute,
+                                    Access& scratch) {
+    const std::vector<BlockMembers>& span = g_spans[r.span - 1];
+    for (uint32_t q = 0; q < span.size(); q++) {
+        const BlockMembers& m = span[q];
+        uint32_t e = atomic_members_commute ? m.plain_epoch : m.epoch;
+        if (e == 0) {
+            continue;
+        }
+        bool in_order = q == now.block ? e - 1 < now.epoch || (!m.several_threads && m.thread == now.thread)
+                                       : flag_ordered(b, q, e - 1);
+        if (!in_order) {
+            scratch = r.first;
+            scratch.block = q;
+            scratch.thread = m.thread;
+            scratch.site = m.site;
+            scratch.atomic = m.plain_epoch != m.epoch;
+            return &scratch;
+        }
+    }
+    return nullptr;
 }
 
 /**
@@ -143,6 +221,12 @@ bool ordered(const Block& b, const Access& prev, const Access& now) {
  */
 const Access* unordered_member(const Block& b, const AccessSet& r, const Access& now, bool atomic_members_commute,
                                Access& scratch) {
+    if (r.span != 0) {
+        return unordered_span_member(b, r, now, atomic_members_commute, scratch);
+    }
+    if (r.first.block != now.block && !r.several_blocks && flag_ordered(b, r.first.block, r.first.epoch)) {
+        return nullptr;  // every member, the carried ones too (earlier epochs), came before a release now's block acquired
+    }
     if (r.first.block != now.block &&
         (now.bytes & (atomic_members_commute ? r.carried_plain : r.carried_bytes)) != 0) {
         scratch = r.first;  // a member from an earlier barrier epoch of first's block: not ordered for another block
@@ -205,9 +289,37 @@ bool stale(const AccessSet& r, const Access& now) {
            (r.first.block == now.block && !r.several_blocks && r.first.epoch != now.epoch);
 }
 
-/** Adds `now` to the set (emptied first when stale). */
-void add_member(AccessSet& r, const Access& now) {
+/**
+ * Adds `now` to the set (emptied first when stale). In a cooperative launch (`blocks` > 0), a
+ * set that gains a member in a second block gets a span that summarizes every block's members.
+ * Returns false, adding nothing, when a new span does not fit in the checker's memory budget.
+ */
+bool add_member(AccessSet& r, const Access& now, uint32_t blocks) {
+    if (!stale(r, now) && blocks > 0 && (r.span != 0 || now.block != r.first.block)) {
+        if (r.span == 0) {  // first's block: its members share first's epoch (earlier ones were carried: lower epochs)
+            if (g_free_spans.empty()) {
+                if (!hazards_reserve(blocks * sizeof(BlockMembers))) {
+                    return false;
+                }
+                g_span_bytes += blocks * sizeof(BlockMembers);
+                g_spans.emplace_back();
+                g_free_spans.push_back(static_cast<uint32_t>(g_spans.size()));
+            }
+            r.span = g_free_spans.back();
+            g_free_spans.pop_back();
+            std::vector<BlockMembers>& span = g_spans[r.span - 1];
+            span.assign(blocks, BlockMembers{});
+            span_add(span, r.first.block, r.first.epoch, r.latest_thread, r.latest_site, r.plain, r.has_second);
+            if (r.carried_plain != 0) {  // a carried plain member: an earlier epoch, so at most first.epoch - 1 (plus 1)
+                span[r.first.block].plain_epoch = std::max(span[r.first.block].plain_epoch, r.first.epoch);
+            }
+        }
+        span_add(g_spans[r.span - 1], now.block, now.epoch, now.thread, now.site, !now.atomic, false);
+    }
     if (stale(r, now)) {
+        if (r.span != 0 && r.first.owner == now.owner) {
+            g_free_spans.push_back(r.span);
+        }
         AccessSet carried;
         if (r.first.owner == now.owner && r.first.grid_epoch == now.grid_epoch) {  // a barrier in first's block
             carried.carried_bytes = r.carried_bytes | r.bytes;
@@ -263,6 +375,7 @@ void add_member(AccessSet& r, const Access& now) {
     }
     r.bytes |= now.bytes;
     r.plain |= !now.atomic;
+    return true;
 }
 
 /** Where a granule lies, for a report (formatted only then). */
@@ -286,6 +399,7 @@ std::string memory_name(const Memory& m) {
  * writes since; a write (plain, or atomic unless all reads since were atomic) after the reads.
  */
 std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const Memory& where_) {
+    uint32_t blocks = static_cast<uint32_t>(b.known.size());  // 0 unless cooperative
     auto race = [&](const Access& prev, const char* prev_did, const char* kind) {
         bool other_block = prev.block != now.block;
         Access named = prev;
@@ -298,7 +412,8 @@ std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const 
                       kind_name(write, now.atomic), site_of(now.site).c_str()) +
                who + " " + prev_did + " it at " + site_of(named.site) +
                (other_block ? (prev.block == UINT32_MAX ? " (and other blocks too; no grid sync between)"
-                                                        : " (another block, no grid sync between)")
+                                                        : " (another block, no grid sync between, nor a flag release "
+                                                          "it made after a barrier and this block acquired before one)")
                             : " (no __syncthreads, or __syncwarp naming both, between)");
     };
     if (w.write.owner == now.owner) {
@@ -320,9 +435,10 @@ std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const 
             return race(*prev, "atomically wrote", write ? "write-after-atomic race" : "read-after-atomic race");
         }
     }
+    const char* no_room = "the hazard checker has no memory left to track the blocks reading one word (all of its records "
+                          "stay within half of this machine's memory); run this launch with checking off (seqk_emu_set_checking)";
     if (!write) {
-        add_member(w.reads, now);
-        return {};
+        return add_member(w.reads, now, blocks) ? std::string() : std::string(no_room);
     }
     if (!stale(w.reads, now) && ((w.reads.bytes | w.reads.carried_bytes) & now.bytes) != 0) {
         if (const Access* prev = unordered_member(b, w.reads, now, now.atomic, scratch)) {
@@ -330,16 +446,15 @@ std::string touch(Block& b, WordShadow& w, const Access& now, bool write, const 
         }
     }
     if (now.atomic) {
-        add_member(w.atomics, now);
-        return {};
+        return add_member(w.atomics, now, blocks) ? std::string() : std::string(no_room);
     }
     w.write = now;
     w.pending = false;
     if (((w.reads.bytes | w.reads.carried_bytes) & ~now.bytes) == 0) {
-        w.reads = AccessSet{};  // every byte read is overwritten: later writes race with later reads only
+        clear_set(w.reads, now.owner);  // every byte read is overwritten: later writes race with later reads only
     }
     if (((w.atomics.bytes | w.atomics.carried_bytes) & ~now.bytes) == 0) {
-        w.atomics = AccessSet{};
+        clear_set(w.atomics, now.owner);
     }
     return {};
 }
@@ -412,11 +527,13 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
         // calloc: zero bytes are the empty state, and pages no access touches are never backed.
         // All shadows together stay within half of the machine's memory (unknown: no limit).
         size_t granules = (al.bytes + kGranule - 1) / kGranule;
-        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-        size_t budget = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) / 2 : SIZE_MAX;
         size_t in_use = g_shadow_bytes;
-        if (granules <= (budget - std::min(budget, in_use)) / sizeof(WordShadow)) {
+        bool reserved = granules <= SIZE_MAX / sizeof(WordShadow) && hazards_reserve(granules * sizeof(WordShadow));
+        if (reserved) {
             al.shadow.reset(static_cast<WordShadow*>(std::calloc(granules, sizeof(WordShadow))));
+            if (!al.shadow) {
+                hazards_unreserve(granules * sizeof(WordShadow));
+            }
         }
         if (!al.shadow) {
             if (lock.owns_lock()) {
@@ -429,7 +546,6 @@ void global_access(Block& b, Fiber& f, Allocation& al, size_t offset, unsigned s
                          granules * sizeof(WordShadow), in_use));
         }
         al.shadow_bytes = granules * sizeof(WordShadow);
-        g_shadow_bytes += al.shadow_bytes;
     }
     Access now = now_access(b, f, g_launch_serial, site, atomic);
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
@@ -518,8 +634,28 @@ void access(const void* p, unsigned size, bool write, bool atomic, const void* s
 
 }  // namespace
 
+bool hazards_reserve(size_t bytes) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t budget = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) / 2 : SIZE_MAX;
+    size_t in_use = g_shadow_bytes.load();
+    do {
+        if (bytes > budget - std::min(budget, in_use)) {
+            return false;
+        }
+    } while (!g_shadow_bytes.compare_exchange_weak(in_use, in_use + bytes));
+    return true;
+}
+
+void hazards_unreserve(size_t bytes) {
+    g_shadow_bytes -= bytes;
+}
+
 void hazards_begin_launch(void** args, const Kernel& k) {
     g_launch_serial++;
+    g_spans.clear();
+    g_free_spans.clear();
+    hazards_unreserve(g_span_bytes);
+    g_span_bytes = 0;
     g_params.clear();
     uintptr_t array = reinterpret_cast<uintptr_t>(args);  // the void** the trampoline reads, and each value
     g_params.emplace_back(array, array + sizeof(void*) * static_cast<size_t>(k.arg_count));
@@ -530,7 +666,7 @@ void hazards_begin_launch(void** args, const Kernel& k) {
 }
 
 void hazards_forget(Allocation& al) {
-    g_shadow_bytes -= al.shadow_bytes;
+    hazards_unreserve(al.shadow_bytes);
     al.shadow.reset();
     al.shadow_bytes = 0;
 }

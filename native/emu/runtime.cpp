@@ -208,24 +208,56 @@ struct StackPool {
 
 }  // namespace
 
-/** The cross-block barrier of a cooperative launch. */
-class GridBarrier {
+namespace {
+
+/** Joins clock `from` into `into` (entry-wise maximum; `into` grows to from's size). */
+void join_clock(std::vector<uint32_t>& into, const std::vector<uint32_t>& from) {
+    if (into.size() < from.size()) {
+        into.resize(from.size(), 0);
+    }
+    for (size_t q = 0; q < from.size(); q++) {
+        into[q] = std::max(into[q], from[q]);
+    }
+}
+
+}  // namespace
+
+/**
+ * Where the blocks of a cooperative launch meet, each block on its own OS thread: the grid barrier,
+ * and the flags (flag_release_add and flag_wait_geq: PTX's red.release.gpu.global.add and a spin
+ * on ld.acquire.gpu). A block whose live threads all wait, some at a flag that does not yet hold
+ * its target, sleeps here until a release. When every block sleeps, waits at the grid barrier or
+ * has ended, nothing can wake them: that is a deadlock, reported with each flag and its target.
+ *
+ * Ordering (for the hazard checker, while checking is on): a release records the releaser's
+ * knowledge, a vector clock (per block q, the barrier epoch of q below which q's accesses are
+ * ordered before the release: the releasing block's own epoch, what its block knew, and what the
+ * releasing thread acquired). An acquire joins the knowledge of the releases up to the first that
+ * made the word reach the target (none if it held the target before any): the first value that
+ * ends the spin, which the PTX memory model lets a GPU's spin return whenever the waiter was not
+ * already ordered after a later release. So a wait whose target is too low orders too little, and
+ * the checker reports what it leaves unordered, however the OS threads happen to interleave. The
+ * history costs one clock (4 bytes a block) per release, counted in the checker's memory budget.
+ * A flag's word must change only by flag_release_add during the launch: plain accesses to it are
+ * not seen (a sleeper whose word reached its target some other way is still woken, not ordered).
+ */
+class GridBoard {
 public:
-    unsigned blocks = 0;
+    explicit GridBoard(unsigned blocks) : blocks_(blocks) {}
 
     /** A block's threads all reached grid_sync: wait for every other block. */
     void arrive(const std::string& who) {
         std::unique_lock<std::mutex> lock(mutex_);
-        uint64_t gen = generation_;
+        uint64_t gen = grid_generation_;
         arrived_++;
         settle();
-        cv_.wait(lock, [&] { return generation_ != gen || !failure_.empty(); });
+        cv_.wait(lock, [&] { return grid_generation_ != gen || !failure_.empty(); });
         if (!failure_.empty()) {
             throw EmuError(who + ": " + failure_);
         }
     }
 
-    /** A block ended (all threads done, or an error): it will never arrive again. */
+    /** A block ended (all threads done, or an error): it will never arrive or release again. */
     void leave(const std::string& error) {
         std::lock_guard<std::mutex> lock(mutex_);
         finished_++;
@@ -235,22 +267,166 @@ public:
         settle();
     }
 
+    ~GridBoard() { hazards_unreserve(clock_bytes_); }
+
+    /**
+     * red.release.gpu.global.add: *word += value, the releaser's knowledge `clock` recorded (while
+     * checking: empty otherwise). Returns false, adding nothing, when the checker's memory budget
+     * has no room for the clock.
+     */
+    bool release_add(uint32_t* word, uint32_t value, const std::vector<uint32_t>& clock) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!clock.empty()) {
+            if (!hazards_reserve(blocks_ * sizeof(uint32_t))) {
+                return false;
+            }
+            clock_bytes_ += blocks_ * sizeof(uint32_t);
+        }
+        auto [it, first] = flags_.try_emplace(word);
+        if (first) {
+            it->second.initial = *word;
+        }
+        std::vector<Release>& history = it->second.releases;
+        *word += value;
+        Release r{*word, history.empty() ? std::vector<uint32_t>() : history.back().clock};
+        join_clock(r.clock, clock);
+        history.push_back(std::move(r));
+        flag_generation_++;
+        cv_.notify_all();
+        return true;
+    }
+
+    /**
+     * Block b can run nothing but has threads waiting at flags: makes runnable each whose flag
+     * holds its target (its acquire joined into Fiber::acquired), sleeping until the next release
+     * while none does. Throws on a deadlock, or when another block failed.
+     */
+    void wait_flags(Block& b, const std::string& who) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            if (!failure_.empty()) {
+                throw EmuError(who + ": " + failure_);
+            }
+            bool woke = false;
+            for (Fiber& f : b.fibers) {
+                if (f.state == State::AtFlag && reached(*f.flag, f.flag_target)) {
+                    acquire(f);
+                    f.state = State::Runnable;
+                    b.flag_waiting--;
+                    woke = true;
+                }
+            }
+            if (woke) {
+                return;
+            }
+            uint64_t gen = flag_generation_;
+            Sleeper& me = sleepers_[b.linear];
+            me.generation = gen;
+            me.waits = describe_flag_waits(b, who);
+            me.flags.clear();
+            for (const Fiber& f : b.fibers) {
+                if (f.state == State::AtFlag) {
+                    me.flags.emplace_back(f.flag, f.flag_target);
+                }
+            }
+            settle();
+            cv_.wait(lock, [&] {
+                return flag_generation_ != gen || !failure_.empty() ||
+                       std::any_of(me.flags.begin(), me.flags.end(), [&](const auto& w) { return reached(*w.first, w.second); });
+            });
+            sleepers_.erase(b.linear);
+        }
+    }
+
 private:
+    struct Release {
+        uint32_t value;               // the word after this release
+        std::vector<uint32_t> clock;  // the knowledge of this release and every earlier one of the word
+    };
+
+    unsigned blocks_;
     std::mutex mutex_;
     std::condition_variable cv_;
     unsigned arrived_ = 0;
     unsigned finished_ = 0;
-    uint64_t generation_ = 0;
+    uint64_t grid_generation_ = 0;
+    uint64_t flag_generation_ = 0;
+    struct Flag {
+        uint32_t initial = 0;           // the word before the launch's first release
+        std::vector<Release> releases;
+    };
+    std::map<const uint32_t*, Flag> flags_;
+    struct Sleeper {
+        uint64_t generation = 0;  // the releases made when it found no wait satisfied
+        std::string waits;        // what its threads wait for, then
+        std::vector<std::pair<const uint32_t*, uint32_t>> flags;  // each wait's word and target
+    };
+    std::map<uint32_t, Sleeper> sleepers_;  // by block
     std::string failure_;
+    size_t clock_bytes_ = 0;  // the release history's clocks, reserved in the checker's budget
+
+    /** cuda/arch/flag.cuh's detail::reached: the signed 32-bit difference, so counters may wrap. */
+    static bool reached(uint32_t value, uint32_t target) { return static_cast<int32_t>(value - target) >= 0; }
+
+    void acquire(Fiber& f) {
+        auto it = flags_.find(f.flag);
+        if (it == flags_.end()) {
+            return;  // the word held the target before any release of this launch: nothing to order
+        }
+        // A word only grows (modulo 2^32, compared wrap-safe as on the GPU), so the first release
+        // reaching the target is found by bisection; none is needed if the word held it already.
+        const Flag& flag = it->second;
+        size_t reaching = 0;
+        if (!reached(flag.initial, f.flag_target)) {
+            reaching = static_cast<size_t>(std::partition_point(flag.releases.begin(), flag.releases.end(),
+                                                                [&](const Release& r) { return !reached(r.value, f.flag_target); }) -
+                                           flag.releases.begin()) + 1;
+        }
+        const std::vector<Release>& history = flag.releases;
+        if (reaching > 0 && reaching <= history.size()) {  // past the end: the word reached it some other way
+            join_clock(f.acquired, history[reaching - 1].clock);
+        }
+    }
+
+    std::string describe_flag_waits(const Block& b, const std::string& who) const {
+        std::string s;
+        for (const Fiber& f : b.fibers) {
+            if (f.state == State::AtFlag) {
+                s += format("%s%s thread %u waits at %s for the flag at %p to reach %u (it holds %u)", s.empty() ? "" : "; ",
+                            who.c_str(), f.coords.linear, site_name(f.wait_site).c_str(), static_cast<const void*>(f.flag),
+                            f.flag_target, *f.flag);
+            }
+        }
+        return s;
+    }
 
     void settle() {
-        if (arrived_ > 0 && arrived_ + finished_ == blocks) {
+        unsigned sleeping = static_cast<unsigned>(sleepers_.size());
+        // A sleeper that a release since has woken, and that has not run yet, may be able to go on;
+        // so may one whose word reached its target without a release (its wait sees that itself).
+        bool all_stuck = std::all_of(sleepers_.begin(), sleepers_.end(), [&](const auto& e) {
+            return e.second.generation == flag_generation_ &&
+                   std::none_of(e.second.flags.begin(), e.second.flags.end(),
+                                [&](const auto& w) { return reached(*w.first, w.second); });
+        });
+        if (arrived_ > 0 && arrived_ + finished_ == blocks_) {
             if (finished_ > 0 && failure_.empty()) {
-                failure_ = "grid sync reached by " + std::to_string(arrived_) + " of " + std::to_string(blocks) +
+                failure_ = "grid sync reached by " + std::to_string(arrived_) + " of " + std::to_string(blocks_) +
                            " blocks; the others ended without reaching it";
             } else if (failure_.empty()) {
                 arrived_ = 0;
-                generation_++;
+                grid_generation_++;
+            }
+        } else if (sleeping > 0 && all_stuck && arrived_ + sleeping + finished_ == blocks_ && failure_.empty()) {
+            failure_ = format("deadlock: no block can run (%u wait at flags, %u at the grid sync, %u ended): ", sleeping,
+                              arrived_, finished_);
+            unsigned named = 0;
+            for (const auto& [block, sleeper] : sleepers_) {
+                if (named++ == 3) {
+                    failure_ += "; ...";
+                    break;
+                }
+                failure_ += (named > 1 ? "; " : "") + sleeper.waits;
             }
         }
         cv_.notify_all();
@@ -460,7 +636,7 @@ bool release_warps(Block& b) {
 }
 
 std::string describe_waiters(const Block& b) {
-    unsigned at_barrier = 0, at_warp = 0, at_grid = 0;
+    unsigned at_barrier = 0, at_warp = 0, at_grid = 0, at_flag = 0;
     int example = -1;
     for (const Fiber& f : b.fibers) {
         if (f.state == State::AtBarrier) {
@@ -470,10 +646,12 @@ std::string describe_waiters(const Block& b) {
             example = example >= 0 ? example : static_cast<int>(f.coords.linear);
         } else if (f.state == State::AtGrid) {
             at_grid++;
+        } else if (f.state == State::AtFlag) {
+            at_flag++;
         }
     }
-    std::string s = format("%u threads wait at __syncthreads, %u in warp collectives, %u at grid sync, %u exited",
-                           at_barrier, at_warp, at_grid, b.done);
+    std::string s = format("%u threads wait at __syncthreads, %u in warp collectives, %u at grid sync, %u at flags, %u exited",
+                           at_barrier, at_warp, at_grid, at_flag, b.done);
     if (example >= 0) {
         s += "; e.g. " + where(b, static_cast<unsigned>(example)) + " waits in a warp collective";
     }
@@ -515,12 +693,23 @@ void run_fiber(Block& b, unsigned i) {
     }
 }
 
+/** A barrier opened: what its threads acquired at flags before it is now known to the whole block. */
+void share_acquired(Block& b) {
+    for (Fiber& f : b.fibers) {
+        if (!f.acquired.empty()) {
+            join_clock(b.known, f.acquired);
+            f.acquired.clear();
+        }
+    }
+}
+
 void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear, StackPool& pool) {
     unsigned n = block.x * block.y * block.z;
     b.fibers.assign(n, Fiber{});
     b.barrier_waiting = 0;
     b.barrier_or = b.barrier_or_result = false;
     b.grid_waiting = 0;
+    b.flag_waiting = 0;
     b.done = 0;
     b.fault.clear();
     b.escaped[0] = '\0';
@@ -532,6 +721,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
     poison(b.smem.data(), b.smem_bytes);  // static arrays are poisoned when handed out; any access to the red zone is reported
     poison(b.smem.data() + b.smem.size() - kGuard, kGuard);
     hazards_begin_block(b);
+    b.known.assign(b.grid != nullptr ? static_cast<size_t>(grid.x) * grid.y * grid.z : 0, 0);
     for (unsigned i = 0; i < n; i++) {
         Fiber& f = b.fibers[i];
         f.coords.thread_idx = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
@@ -598,6 +788,7 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
             b.barrier_or = false;
             b.barrier_waiting = 0;
             b.epoch++;
+            share_acquired(b);
             released = true;
         }
         if (b.grid_waiting > 0 && b.grid_waiting + b.done == n) {
@@ -614,7 +805,13 @@ void run_block(Block& b, dim3 grid, dim3 block, uint3 block_idx, uint32_t linear
             b.grid_waiting = 0;
             b.grid_epoch++;
             b.epoch++;  // a grid sync orders the block's threads too
+            share_acquired(b);
             released = true;
+        }
+        if (!ran && !released && b.flag_waiting > 0) {
+            b.grid->wait_flags(b, format("kernel %s block (%u,%u,%u)", b.kernel->name.c_str(), block_idx.x, block_idx.y,
+                                         block_idx.z));
+            continue;
         }
         if (!ran && !released) {
             throw EmuError(format("kernel %s block (%u,%u,%u): deadlock: ", b.kernel->name.c_str(), block_idx.x, block_idx.y,
@@ -787,6 +984,46 @@ void grid_sync(Site site) {
     t_fiber->wait_site = site;
     t_fiber->state = State::AtGrid;
     t_block->grid_waiting++;
+    yield_to_scheduler();
+}
+
+namespace {
+
+/** A flag's word must be 4 bytes of one device allocation, 4-byte aligned, in a cooperative launch. */
+void check_flag(const uint32_t* word, const char* op) {
+    if (t_block->grid == nullptr) {
+        fault(format("%s outside a cooperative launch (flags order the co-resident blocks of one only)", op));
+    }
+    if (reinterpret_cast<uintptr_t>(word) % 4 != 0 || find(reinterpret_cast<uintptr_t>(word), 4) == nullptr) {
+        fault(format("%s at %p: not 4 aligned bytes of one device allocation", op, static_cast<const void*>(word)));
+    }
+}
+
+}  // namespace
+
+void flag_release_add(uint32_t* word, uint32_t value) {
+    check_flag(word, "a flag release");
+    Block& b = *t_block;
+    std::vector<uint32_t> clock;
+    if (g_checking) {
+        clock = b.known;
+        join_clock(clock, t_fiber->acquired);
+        clock[b.linear] = b.epoch;  // the block's accesses before its last barrier; this thread's since, conservatively not
+    }
+    if (!b.grid->release_add(word, value, clock)) {
+        fault("the hazard checker has no memory left to record a flag release's ordering (all of its records stay "
+              "within half of this machine's memory); run this launch with checking off (seqk_emu_set_checking)");
+    }
+}
+
+void flag_wait_geq(const uint32_t* word, uint32_t target, Site site) {
+    check_flag(word, "a flag wait");
+    Fiber& f = *t_fiber;
+    f.flag = word;
+    f.flag_target = target;
+    f.wait_site = site;
+    f.state = State::AtFlag;
+    t_block->flag_waiting++;
     yield_to_scheduler();
 }
 
@@ -1027,7 +1264,7 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
     hazards_begin_launch(args, it->second);
     dim3 grid{gx, gy, gz};
     dim3 block{bx, by, bz};
-    auto setup = [&](Block& b, GridBarrier* barrier) {
+    auto setup = [&](Block& b, GridBoard* barrier) {
         b.kernel = &it->second;
         b.args = args;
         b.grid = barrier;
@@ -1077,8 +1314,7 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
         t_fiber = nullptr;
         return rc;
     }
-    GridBarrier barrier;
-    barrier.blocks = static_cast<unsigned>(blocks);
+    GridBoard barrier(static_cast<unsigned>(blocks));
     std::vector<std::string> errors(blocks);
     std::vector<std::thread> workers;
     for (uint64_t i = 0; i < blocks; i++) {

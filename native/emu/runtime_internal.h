@@ -79,6 +79,8 @@ struct AccessSet {
     uint8_t carried_plain = 0;     // not ordered for other blocks (and those a plain member touched);
     uint16_t carried_thread = 0;   // the first of those members, for a report
     uint32_t carried_site = 0;
+    uint32_t span = 0;             // cooperative launches, members in several blocks: their per-block summary
+                                   // (hazards.cpp's spans, index plus 1; 0: none)
 };
 
 /** A granule's last plain write, the atomic writes and the reads since. */
@@ -109,7 +111,7 @@ Allocation* find(uintptr_t p, size_t bytes);
 
 constexpr size_t kStackBytes = 256 * 1024;  // each fiber's stack
 
-enum class State { Runnable, AtBarrier, AtWarp, AtGrid, Done };
+enum class State { Runnable, AtBarrier, AtWarp, AtGrid, AtFlag, Done };
 
 struct PendingCopy {
     void* dst;
@@ -136,9 +138,16 @@ struct Fiber {
     unsigned char* stack = nullptr;
     std::vector<PendingCopy> copies;       // cp.async issued and not yet waited for
     std::vector<size_t> group_ends;        // committed groups: end index into copies
+    // A flag wait (AtFlag): the word, and the value it waits for it to reach.
+    const uint32_t* flag = nullptr;
+    uint32_t flag_target = 0;
+    // What this thread's completed flag acquires made visible: per block, the barrier epoch below
+    // which that block's accesses are ordered before this thread. Joined into the block's `known`
+    // when its next __syncthreads opens (the barrier after the wait is what orders the other threads).
+    std::vector<uint32_t> acquired;
 };
 
-class GridBarrier;
+class GridBoard;
 
 struct Block {
     std::vector<Fiber> fibers;
@@ -147,7 +156,8 @@ struct Block {
     bool barrier_or = false;       // __syncthreads_or: the predicates posted to the open barrier
     bool barrier_or_result = false;  // ... and their OR when it was released, read by each thread as it resumes
     unsigned grid_waiting = 0;
-    GridBarrier* grid = nullptr;  // set for cooperative launches
+    unsigned flag_waiting = 0;
+    GridBoard* grid = nullptr;    // set for cooperative launches: the grid barrier and the flags
     unsigned done = 0;
     std::string fault;            // set by a fiber that hit a kernel error
     // What an exception that escaped a fiber said, copied without allocating (the exception may be
@@ -171,6 +181,9 @@ struct Block {
     uint32_t serial = 0;          // unique per block run: the owner of its shared shadow entries
     uint32_t epoch = 0;           // __syncthreads opened so far
     uint32_t grid_epoch = 0;      // grid syncs passed so far
+    // Cooperative launches: per block q, the barrier epoch of q below which q's accesses are ordered
+    // before this block's threads by flag releases and acquires (vector clock; empty otherwise).
+    std::vector<uint32_t> known;
     std::vector<uint32_t> warp_syncs;  // per warp: __syncwarps completed (the stamp of an access)
     std::vector<uint32_t> warp_full;   // per warp: the stamp after its last __syncwarp naming every lane
     std::vector<uint32_t> pair_sync;   // [warp][lane][lane]: the stamp after the last __syncwarp naming both
@@ -211,6 +224,13 @@ void hazards_cover(Block& b, size_t bytes);
 void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, unsigned src_bytes, const void* site);
 /** The running fiber's cp.async copies up to `count` have been waited for: their hazard windows end. */
 void hazards_cp_async_waited(Fiber& f, size_t count);
+/**
+ * Takes `bytes` of the checker's memory budget (its shadows, spans and flag clocks together stay
+ * within half of the machine's memory); false, taking nothing, when they do not fit.
+ */
+bool hazards_reserve(size_t bytes);
+/** Gives back what hazards_reserve took. */
+void hazards_unreserve(size_t bytes);
 /** A __syncwarp named `mask` in the warp at warp_base completed: orders the named lanes' accesses before and after. */
 void hazards_syncwarp(Block& b, size_t warp_base, unsigned mask);
 

@@ -153,7 +153,7 @@ final class RecurrentGpu {
     /**
      * The persistent kernel of a cell (plus the {@link #stateType}'s suffix): {@code lstm_persistent_fwd},
      * {@code gru_persistent_fwd} (linear_before_reset), {@code gru_reset_first_persistent_fwd} (the
-     * reset gate first: two grid syncs a step, as n needs r*h of every unit) or
+     * reset gate first: two rounds of the step barrier a step, as n needs r*h of every unit) or
      * {@code rnn_persistent_fwd}.
      */
     static String persistentKernel(RecurrentConfig c) {
@@ -546,24 +546,28 @@ final class RecurrentGpu {
         if (plan != null) {
             DeviceTensor hBuf = temp.allocate(state, 2, batch, h);
             driver.copyDeviceToDeviceAsync(hBuf.pointer(), hState.pointer(), hState.byteSize(), stream);
+            // The step barrier's counter (persistent.cuh's step_arrive/step_wait) starts at zero on every launch,
+            // so the same launch can be captured and replayed.
+            DeviceTensor arrivals = temp.allocate(DType.I32, 1);
+            driver.memsetAsync(arrivals.pointer(), 0, arrivals.byteSize(), stream);
             KernelArgs args = new KernelArgs().pointer(gx.pointer()).pointer(whh.pointer()).pointer(ptr(bih)).pointer(ptr(bhh));
             int reversed = c.direction().isReversed(d) ? 1 : 0;
             if (c.cell() == CellType.LSTM) {
                 args.pointer(ptr(peep)).pointer(hBuf.pointer()).pointer(cState.pointer())
                         .pointer(ptr(tr.cNew())).pointer(ptr(tr.raw())).pointer(out.pointer())
-                        .pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock())
-                        .i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
+                        .pointer(lens.pointer()).pointer(arrivals.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                        .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).i32(c.inputForget() ? 1 : 0).f32(clip);
             } else if (gruSplit) {
                 args.pointer(hBuf.pointer()).pointer(resetHidden.pointer()).pointer(ptr(tr.raw()))
-                        .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                        .pointer(out.pointer()).pointer(lens.pointer()).pointer(arrivals.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
             } else if (c.cell() == CellType.GRU) {
                 args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(ptr(tr.hnLin()))
-                        .pointer(out.pointer()).pointer(lens.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
+                        .pointer(out.pointer()).pointer(lens.pointer()).pointer(arrivals.pointer()).i32(steps).i32(reversed).i32(batch).i32(h)
                         .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p).f32(clip);
             } else {
                 args.pointer(hBuf.pointer()).pointer(ptr(tr.raw())).pointer(out.pointer()).pointer(lens.pointer())
-                        .i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p)
+                        .pointer(arrivals.pointer()).i32(steps).i32(reversed).i32(batch).i32(h).i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * p)
                         .f32(clip);
             }
             for (int a = 0; a < c.cell().activationCount(); a++) {

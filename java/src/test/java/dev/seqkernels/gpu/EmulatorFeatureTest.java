@@ -243,6 +243,68 @@ class EmulatorFeatureTest {
         }
     }
 
+    /** A flag barrier's launch over `blocks` blocks of 32 threads: the waits short of their targets by `shortBy`, with or without releases. */
+    private void flagBarrier(int blocks, int shortBy, boolean release, boolean cooperative) {
+        try (DeviceTensor scratch = DeviceTensor.allocate(emu, DType.F32, blocks); DeviceTensor out = DeviceTensor.allocate(emu, DType.F32, blocks);
+             DeviceTensor arrivals = DeviceTensor.allocate(emu, DType.I32, 1)) {
+            emu.memsetAsync(arrivals.pointer(), 0, 4, 0);
+            KernelArgs args = new KernelArgs().pointer(scratch.pointer()).pointer(out.pointer()).pointer(arrivals.pointer())
+                    .i32(shortBy).i32(release ? 1 : 0);
+            if (cooperative) {
+                emu.launchCooperative(fn("selftest_flag_barrier"), Dim3.of(blocks), Dim3.of(32), 0, 0, args);
+            } else {
+                emu.launch(fn("selftest_flag_barrier"), Dim3.of(blocks), Dim3.of(32), 0, 0, args);
+            }
+            Tensor o = out.toHost();
+            Tensor s = scratch.toHost();
+            for (int b = 0; b < blocks; b++) {
+                assertEquals((b + 1) % blocks + 1, o.getFlat(b), "block " + b + " read its neighbour's slot after round 1");
+                assertEquals(-(b + 1), s.getFlat(b), "block " + b + "'s slot after round 2");
+            }
+        }
+    }
+
+    /**
+     * A wait one arrival short lets a block read a neighbour's slot before that neighbour's release:
+     * reported as a race whatever the OS threads' timing (the acquire orders only the releases up to
+     * the first that met its target), under every schedule. The full target passes under every
+     * schedule of the blocks' threads, with the values the exchange must give.
+     */
+    @Test
+    void aFlagWaitShortOfItsTargetIsARace() {
+        for (EmuDriver.Schedule schedule : EmuDriver.Schedule.values()) {
+            emu.setSchedule(schedule, 7, false);
+            try {
+                flagBarrier(6, 0, true, true);
+            } finally {
+                emu.setSchedule(EmuDriver.Schedule.ROUND_ROBIN, 0, false);
+            }
+        }
+        for (EmuDriver.Schedule schedule : EmuDriver.Schedule.values()) {
+            emu.setSchedule(schedule, 7, false);
+            try {
+                var e = assertThrows(DriverException.class, () -> flagBarrier(6, 1, true, true), schedule.name());
+                assertTrue(e.getMessage().contains("race on global memory") && e.getMessage().contains("nor a flag release")
+                        && e.getMessage().contains("selftest.cu:"), e.getMessage());
+            } finally {
+                emu.setSchedule(EmuDriver.Schedule.ROUND_ROBIN, 0, false);
+            }
+        }
+    }
+
+    @Test
+    void flagWaitsNoReleaseMeetsAreADeadlock() {
+        var e = assertThrows(DriverException.class, () -> flagBarrier(3, 0, false, true));
+        assertTrue(e.getMessage().contains("deadlock: no block can run (3 wait at flags, 0 at the grid sync, 0 ended)")
+                && e.getMessage().contains("to reach 3 (it holds 0)") && e.getMessage().contains("selftest.cu:"), e.getMessage());
+    }
+
+    @Test
+    void flagsOutsideACooperativeLaunchAreAnError() {
+        var e = assertThrows(DriverException.class, () -> flagBarrier(2, 0, true, false));
+        assertTrue(e.getMessage().contains("a flag release outside a cooperative launch"), e.getMessage());
+    }
+
     /** The launch's error, which must name the kernel and carry every fragment given. */
     private String reported(String kernel, Dim3 grid, Dim3 block, int shared, KernelArgs args, String... fragments) {
         var e = assertThrows(DriverException.class, () -> emu.launch(fn(kernel), grid, block, shared, 0, args));

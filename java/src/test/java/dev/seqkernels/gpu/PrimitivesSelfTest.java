@@ -183,6 +183,35 @@ class PrimitivesSelfTest {
         }
     }
 
+    /**
+     * The persistent kernels' step barrier (cuda/arch/flag.cuh: red.release.gpu and ld.acquire.gpu on a
+     * counter) orders every block's writes before every block's reads, as the grid sync does: the
+     * same exchange, twice, on one counter zeroed before each launch.
+     */
+    @Test
+    @DeviceDependent
+    void aFlagBarrierOrdersAllBlocks() {
+        long fn = driver.function(module, "selftest_flag_barrier");
+        int blocks = Math.min(37, driver.maxActiveBlocksPerMultiprocessor(fn, 64, 0) * driver.properties().multiprocessors());
+        assertTrue(blocks > 8, "a grid of " + blocks + " blocks");
+        try (DeviceTensor scratch = DeviceTensor.allocate(driver, DType.F32, blocks);
+             DeviceTensor out = DeviceTensor.allocate(driver, DType.F32, blocks);
+             DeviceTensor arrivals = DeviceTensor.allocate(driver, DType.I32, 1)) {
+            for (int launch = 0; launch < 2; launch++) {
+                driver.memsetAsync(arrivals.pointer(), 0, 4, 0);
+                driver.launchCooperative(fn, Dim3.of(blocks), Dim3.of(64), 0, 0,
+                        new KernelArgs().pointer(scratch.pointer()).pointer(out.pointer()).pointer(arrivals.pointer()).i32(0).i32(1));
+                Tensor o = out.toHost();
+                Tensor s = scratch.toHost();
+                for (int b = 0; b < blocks; b++) {
+                    assertEquals((b + 1) % blocks + 1, o.getFlat(b), "launch " + launch + " block " + b);
+                    assertEquals(-(b + 1), s.getFlat(b), "launch " + launch + " block " + b + " after the second round");
+                }
+                assertEquals(2 * blocks, arrivals.toHost().getFlat(0), "two arrivals per block");
+            }
+        }
+    }
+
     /** One block more than fits at once (the driver's occupancy x multiprocessors) is COOPERATIVE_LAUNCH_TOO_LARGE. */
     @Test
     void aCooperativeGridLargerThanTheDeviceIsRefused() {

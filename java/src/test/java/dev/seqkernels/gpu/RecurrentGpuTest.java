@@ -273,7 +273,30 @@ class RecurrentGpuTest {
     }
 
     /**
-     * The persistent reset-first GRU (ONNX's default form: two grid syncs a step) on the emulator,
+     * H % 4 == 0: the F32 persistent kernels stage h (and the reset-first GRU its r*h) in 16-byte
+     * loads (the other persistent tests take odd H, the scalar loads); each cell, both directions,
+     * lengths 1 and T, vs the reference and the step loop.
+     */
+    @Test
+    void persistentF32KernelsStageInSixteenByteLoadsWhenHIsAMultipleOfFour() {
+        TestData data = new TestData();
+        DType dtype = DType.F32;  // the persistent kernel's state type
+        int hidden = 20;
+        for (String cell : List.of("lstm", "gru", "reset-first gru", "rnn")) {
+            java.util.function.Function<dev.seqkernels.Backend, RecurrentOp> make = be -> switch (cell) {
+                case "lstm" -> Lstm.builder().inputSize(5).hiddenSize(hidden).bidirectional(true).backend(be).build();
+                case "gru" -> Gru.builder().inputSize(5).hiddenSize(hidden).bidirectional(true).backend(be).build();
+                case "reset-first gru" -> Gru.builder().inputSize(5).hiddenSize(hidden).bidirectional(true).linearBeforeReset(false)
+                        .backend(be).build();
+                default -> Rnn.builder().inputSize(5).hiddenSize(hidden).bidirectional(true).backend(be).build();
+            };
+            checkFasterKernel("persistent " + cell + " H=" + hidden, make, RecurrentGpuTest::persistent, data, dtype,
+                    data.tensor(dtype, 1, 7, 3, 5), null, null, new int[]{7, 1, 4});
+        }
+    }
+
+    /**
+     * The persistent reset-first GRU (ONNX's default form: two rounds of the step barrier a step) on the emulator,
      * two layers, both directions, lengths 1 and T, clip, vs the reference and the step loop.
      */
     @Test
