@@ -349,6 +349,17 @@ extern "C" __global__ void selftest_flag_barrier(float* data, float* out, unsign
 }
 SEQK_KERNEL(selftest_flag_barrier);
 
+// Bug: a flag's word stored to plainly between two releases (flags change only by releases during
+// a launch). One block: the emulator reports the second release.
+extern "C" __global__ void selftest_flag_word_stored(unsigned* arrivals) {
+    if (threadIdx.x == 0) {
+        seqk::arch::flag_release_add(arrivals, 1);
+        *arrivals = 7;
+        seqk::arch::flag_release_add(arrivals, 1);
+    }
+}
+SEQK_KERNEL(selftest_flag_word_stored);
+
 // Bug: block 0 leaves before the grid sync the other blocks wait at.
 extern "C" __global__ void selftest_grid_sync_divergent(float* out) {
     if (blockIdx.x == 0) {

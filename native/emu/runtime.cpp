@@ -238,8 +238,9 @@ void join_clock(std::vector<uint32_t>& into, const std::vector<uint32_t>& from) 
  * already ordered after a later release. So a wait whose target is too low orders too little, and
  * the checker reports what it leaves unordered, however the OS threads happen to interleave. The
  * history costs one clock (4 bytes a block) per release, counted in the checker's memory budget.
- * A flag's word must change only by flag_release_add during the launch: plain accesses to it are
- * not seen (a sleeper whose word reached its target some other way is still woken, not ordered).
+ * A flag's word must change only by flag_release_add during the launch: a plain store to it is
+ * reported at the next release (a sleeper whose word reached its target some other way is still
+ * woken, and ordered by nothing). With checking off no history is kept.
  */
 class GridBoard {
 public:
@@ -271,14 +272,16 @@ public:
 
     /**
      * red.release.gpu.global.add: *word += value, the releaser's knowledge `clock` recorded (while
-     * checking: empty otherwise). Returns false, adding nothing, when the checker's memory budget
-     * has no room for the clock.
+     * checking: empty otherwise). Returns Release::kDone; kNoMemory, adding nothing, when the
+     * checker's memory budget has no room for the clock; kChangedElsewhere, adding nothing, when
+     * the word no longer holds what the last release left (a plain store to it: the history, and
+     * the bisection in acquire, would be wrong).
      */
-    bool release_add(uint32_t* word, uint32_t value, const std::vector<uint32_t>& clock) {
+    int release_add(uint32_t* word, uint32_t value, const std::vector<uint32_t>& clock) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (!clock.empty()) {
             if (!hazards_reserve(blocks_ * sizeof(uint32_t))) {
-                return false;
+                return Release::kNoMemory;
             }
             clock_bytes_ += blocks_ * sizeof(uint32_t);
         }
@@ -287,13 +290,22 @@ public:
             it->second.initial = *word;
         }
         std::vector<Release>& history = it->second.releases;
+        if (*word != (history.empty() ? it->second.initial : history.back().value)) {
+            return Release::kChangedElsewhere;
+        }
         *word += value;
+        if (clock.empty()) {  // checking off: no ordering to record, and no history to keep
+            it->second.initial = *word;
+            flag_generation_++;
+            cv_.notify_all();
+            return Release::kDone;
+        }
         Release r{*word, history.empty() ? std::vector<uint32_t>() : history.back().clock};
         join_clock(r.clock, clock);
         history.push_back(std::move(r));
         flag_generation_++;
         cv_.notify_all();
-        return true;
+        return Release::kDone;
     }
 
     /**
@@ -339,10 +351,14 @@ public:
     }
 
 private:
+public:
     struct Release {
+        enum Outcome { kDone, kNoMemory, kChangedElsewhere };
         uint32_t value;               // the word after this release
         std::vector<uint32_t> clock;  // the knowledge of this release and every earlier one of the word
     };
+
+private:
 
     unsigned blocks_;
     std::mutex mutex_;
@@ -1010,9 +1026,15 @@ void flag_release_add(uint32_t* word, uint32_t value) {
         join_clock(clock, t_fiber->acquired);
         clock[b.linear] = b.epoch;  // the block's accesses before its last barrier; this thread's since, conservatively not
     }
-    if (!b.grid->release_add(word, value, clock)) {
+    int outcome = b.grid->release_add(word, value, clock);
+    if (outcome == GridBoard::Release::kNoMemory) {
         fault("the hazard checker has no memory left to record a flag release's ordering (all of its records stay "
               "within half of this machine's memory); run this launch with checking off (seqk_emu_set_checking)");
+    }
+    if (outcome == GridBoard::Release::kChangedElsewhere) {
+        fault(format("a flag release at %p: the word changed since the launch's last release of it, other than by "
+                     "flag_release_add (flags' words may change only by releases during a launch)",
+                     static_cast<const void*>(word)));
     }
 }
 
@@ -1329,8 +1351,8 @@ int seqk_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, uns
                 if (!damage.empty()) {  // the device allocations' guards are checked after the launch
                     errors[i] = format("kernel %s block (%u,%u,%u): ", name, b->index.x, b->index.y, b->index.z) + damage;
                 }
-            } catch (const EmuError& e) {
-                errors[i] = e.what();
+            } catch (const std::exception& e) {  // EmuError, or bad_alloc: either way the block leaves the board
+                errors[i] = format("kernel %s block (%u,%u,%u): ", name, b->index.x, b->index.y, b->index.z) + e.what();
             }
             barrier.leave(errors[i]);
             t_block = nullptr;

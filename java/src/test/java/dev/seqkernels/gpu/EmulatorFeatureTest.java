@@ -299,6 +299,27 @@ class EmulatorFeatureTest {
                 && e.getMessage().contains("to reach 3 (it holds 0)") && e.getMessage().contains("selftest.cu:"), e.getMessage());
     }
 
+    /** With checking off the board keeps no history (no ordering to record): the barrier still orders the exchange. */
+    @Test
+    void aFlagBarrierRunsWithCheckingOff() {
+        emu.setChecking(false);
+        try {
+            flagBarrier(6, 0, true, true);
+        } finally {
+            emu.setChecking(true);
+        }
+    }
+
+    @Test
+    void aFlagWordStoredToBetweenReleasesIsReported() {
+        try (DeviceTensor arrivals = DeviceTensor.allocate(emu, DType.I32, 1)) {
+            emu.memsetAsync(arrivals.pointer(), 0, 4, 0);
+            var e = assertThrows(DriverException.class, () -> emu.launchCooperative(fn("selftest_flag_word_stored"), Dim3.of(1),
+                    Dim3.of(32), 0, 0, new KernelArgs().pointer(arrivals.pointer())));
+            assertTrue(e.getMessage().contains("the word changed since the launch's last release of it"), e.getMessage());
+        }
+    }
+
     @Test
     void flagsOutsideACooperativeLaunchAreAnError() {
         var e = assertThrows(DriverException.class, () -> flagBarrier(2, 0, true, false));
