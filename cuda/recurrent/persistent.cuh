@@ -316,6 +316,18 @@ __device__ __forceinline__ void for_my_pairs(const Slice<T>& sl, int batch, F f)
 __device__ __forceinline__ int time_of(int s, int steps, int reversed) { return reversed ? steps - 1 - s : s; }
 
 /**
+ * The step barrier after step s (s + 1 < steps), round `round`, with step s + 1's gx copies issued
+ * between its halves: every thread is then past step s's cells, the last readers of sl.gx.
+ */
+template <int G, typename T>
+__device__ __forceinline__ void next_step(const Slice<T>& sl, const float* gx, unsigned* arrivals, unsigned round, int s,
+                                          int steps, int reversed, int batch, int hidden, int units) {
+    step_arrive(arrivals);
+    prefetch_gx<G>(sl, gx, time_of(s + 1, steps, reversed), batch, hidden, units);
+    step_wait(arrivals, round);
+}
+
+/**
  * The step loop the LSTM, GRU (linear_before_reset) and RNN kernels share: per step, the state
  * projection, then for each of this block's (batch entry, unit) pairs either the carried state and
  * a zero output (t past the entry's length) or cell(b, u, j, row, h_{t-1}), which returns the new h
@@ -348,10 +360,7 @@ __device__ void run_steps(const Slice<T>& sl, const float* gx, T* h_buf, T* out,
             *o = h;
         });
         if (s + 1 < steps) {
-            step_arrive(arrivals);
-            // Every thread is past this step's cells, the last readers of sl.gx: the next step's copies may land.
-            prefetch_gx<G>(sl, gx, time_of(s + 1, steps, reversed), batch, hidden, units);
-            step_wait(arrivals, static_cast<unsigned>(s + 1));
+            next_step<G>(sl, gx, arrivals, static_cast<unsigned>(s + 1), s, steps, reversed, batch, hidden, units);
         }
     }
 }
@@ -481,10 +490,7 @@ __device__ void gru_reset_first_fwd(const float* gx, const T* w_hh, const float*
             *o = seqk::from_float<T>(h);
         });
         if (s + 1 < steps) {
-            step_arrive(arrivals);
-            // sl.gx's last readers, both halves' cells, are past the barrier: the next step's copies may land.
-            prefetch_gx<3>(sl, gx, time_of(s + 1, steps, reversed), batch, hidden, units);
-            step_wait(arrivals, static_cast<unsigned>(2 * s + 2));
+            next_step<3>(sl, gx, arrivals, static_cast<unsigned>(2 * s + 2), s, steps, reversed, batch, hidden, units);
         }
     }
 }

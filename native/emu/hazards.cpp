@@ -181,11 +181,16 @@ void span_add(std::vector<BlockMembers>& span, uint32_t block, uint32_t epoch, u
     m.site = site;
 }
 
-/** Empties the set, giving its span back when it belongs to the running launch (now's owner). */
-void clear_set(AccessSet& r, uint32_t owner) {
+/** Gives the set's span back for reuse when the set belongs to the running launch (now's owner). */
+void give_back_span(const AccessSet& r, uint32_t owner) {
     if (r.span != 0 && r.first.owner == owner) {
         g_free_spans.push_back(r.span);
     }
+}
+
+/** Empties the set, giving its span back. */
+void clear_set(AccessSet& r, uint32_t owner) {
+    give_back_span(r, owner);
     r = AccessSet{};
 }
 
@@ -317,9 +322,7 @@ bool add_member(AccessSet& r, const Access& now, uint32_t blocks) {
         span_add(g_spans[r.span - 1], now.block, now.epoch, now.thread, now.site, !now.atomic, false);
     }
     if (stale(r, now)) {
-        if (r.span != 0 && r.first.owner == now.owner) {
-            g_free_spans.push_back(r.span);
-        }
+        give_back_span(r, now.owner);
         AccessSet carried;
         if (r.first.owner == now.owner && r.first.grid_epoch == now.grid_epoch) {  // a barrier in first's block
             carried.carried_bytes = r.carried_bytes | r.bytes;

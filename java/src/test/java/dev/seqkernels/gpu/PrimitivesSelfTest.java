@@ -163,13 +163,19 @@ class PrimitivesSelfTest {
         }
     }
 
+    /** 37 blocks of 64 threads, or as many as fit at once where fewer do (the emulated T4 on two cores: 2 x 16): more than 8. */
+    private int cooperativeBlocksOf64(long fn) {
+        int blocks = Math.min(37, driver.maxActiveBlocksPerMultiprocessor(fn, 64, 0) * driver.properties().multiprocessors());
+        assertTrue(blocks > 8, "a grid of " + blocks + " blocks");
+        return blocks;
+    }
+
     /** 37 blocks, or as many as fit at once where fewer do (the emulated T4 on two cores: 2 x 16). */
     @Test
     @DeviceDependent
     void gridSyncOrdersAllBlocks() {
         long fn = driver.function(module, "selftest_grid_sync");
-        int blocks = Math.min(37, driver.maxActiveBlocksPerMultiprocessor(fn, 64, 0) * driver.properties().multiprocessors());
-        assertTrue(blocks > 8, "a grid of " + blocks + " blocks");
+        int blocks = cooperativeBlocksOf64(fn);
         try (DeviceTensor scratch = DeviceTensor.allocate(driver, DType.F32, blocks);
              DeviceTensor out = DeviceTensor.allocate(driver, DType.F32, blocks)) {
             driver.launchCooperative(fn, Dim3.of(blocks), Dim3.of(64), 0, 0,
@@ -192,8 +198,7 @@ class PrimitivesSelfTest {
     @DeviceDependent
     void aFlagBarrierOrdersAllBlocks() {
         long fn = driver.function(module, "selftest_flag_barrier");
-        int blocks = Math.min(37, driver.maxActiveBlocksPerMultiprocessor(fn, 64, 0) * driver.properties().multiprocessors());
-        assertTrue(blocks > 8, "a grid of " + blocks + " blocks");
+        int blocks = cooperativeBlocksOf64(fn);
         try (DeviceTensor scratch = DeviceTensor.allocate(driver, DType.F32, blocks);
              DeviceTensor out = DeviceTensor.allocate(driver, DType.F32, blocks);
              DeviceTensor arrivals = DeviceTensor.allocate(driver, DType.I32, 1)) {
