@@ -11,7 +11,7 @@
 # LINES (environment, optional): only the sites on these line numbers, space-separated (with one FILE).
 # Measured on the 2-core VM (2026-11-29, other builds running beside it): all 47 sites in 40 minutes; 3-5 minutes per attention barrier (its
 # tests run for 2-3 minutes), 1-2 per recurrent one, under one per selftest one (36 selftest sites in 14
-# minutes). The sources are restored after each mutant, and on exit.
+# minutes). The sources are restored after each mutant, and on exit, where the emulator is rebuilt from them.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/java/target/barrier-mutants.md}"
@@ -35,7 +35,13 @@ tests_for() {
 BACKUP="$(mktemp -d)"
 cp --parents cuda/*.cu cuda/*/*.cuh "$BACKUP/"
 restore() { cp -r "$BACKUP/cuda/." cuda/; touch cuda/*.cu; }
-trap 'restore; rm -rf "$BACKUP"' EXIT
+# On exit the emulator (and the stand-in's copy of it) is rebuilt from the restored sources: the last
+# mutant's library must not stay in java/target for the next test run to trip over.
+rebuild() {
+  "${MVN[@]}" -DskipTests test-compile >/dev/null 2>&1 ||
+    echo "barrier-mutants: rebuilding the emulator from the restored sources failed: run mvn test-compile" >&2
+}
+trap 'restore; rebuild; rm -rf "$BACKUP"' EXIT
 
 "${MVN[@]}" -DskipTests test-compile >/dev/null || { echo "barrier-mutants: the build fails before any mutation" >&2; exit 2; }
 
