@@ -46,6 +46,7 @@
 namespace seqk_emu {
 
 int g_checking = 1;
+int g_race_checks = 1;
 
 namespace {
 
@@ -501,13 +502,20 @@ Memory shared_part(const Block& b, size_t offset, size_t size) {
     return Memory{nullptr, 0, 0};
 }
 
-void shared_access(Block& b, Fiber& f, size_t offset, unsigned size, bool write, bool atomic, const void* site) {
+/** The dynamic shared memory or static shared array that holds the access, or a fault. */
+Memory shared_bounds(const Block& b, const Fiber& f, size_t offset, unsigned size, bool write, bool atomic,
+                     const void* site) {
     Memory part = shared_part(b, offset, size);
     if (part.space == nullptr) {
         fault(format("thread %u %s %u bytes of shared memory at arena offset %zu, outside the dynamic shared memory (%zu "
                      "bytes) and every static shared array, at %s",
                      f.coords.linear, kind_name(write, atomic), size, offset, b.smem_bytes, site_name(site).c_str()));
     }
+    return part;
+}
+
+void shared_access(Block& b, Fiber& f, size_t offset, unsigned size, bool write, bool atomic, const void* site) {
+    Memory part = shared_bounds(b, f, offset, size, write, atomic, site);
     Access now = now_access(b, f, b.serial, site, atomic);
     size_t start = part.offset;  // the static array's start (0 for dynamic shared memory)
     for (size_t g = offset / kGranule; g <= (offset + size - 1) / kGranule; g++) {
@@ -584,16 +592,10 @@ Allocation* allocation_of(uintptr_t a, unsigned size) {
     return al;
 }
 
-/** Every checked load and store of kernel code comes here. */
-void access(const void* p, unsigned size, bool write, bool atomic, const void* site) {
+/** An access that checked() lets through: alignment, bounds, pending copies and the race checks. */
+__attribute__((noinline)) void checked_access(const void* p, unsigned size, bool write, bool atomic, const void* site) {
     Fiber* f = t_fiber;
-    if (f == nullptr || !g_checking) {
-        return;
-    }
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (a - reinterpret_cast<uintptr_t>(f->stack) < kStackBytes) {
-        return;  // the thread's own locals
-    }
     if (size > 1 && a % size != 0) {
         fault(format("thread %u %s %u bytes at 0x%lx, which is not %u-byte aligned (a GPU faults: misaligned address), at %s",
                      f->coords.linear, kind_name(write, atomic), size, static_cast<unsigned long>(a), size,
@@ -613,11 +615,17 @@ void access(const void* p, unsigned size, bool write, bool atomic, const void* s
     Block& b = *t_block;
     uintptr_t arena = reinterpret_cast<uintptr_t>(b.smem.data());
     if (a - arena < b.smem.size()) {
-        shared_access(b, *f, a - arena, size, write, atomic, site);
+        if (g_race_checks) {
+            shared_access(b, *f, a - arena, size, write, atomic, site);
+        } else {
+            shared_bounds(b, *f, a - arena, size, write, atomic, site);
+        }
         return;
     }
     if (Allocation* al = allocation_of(a, size)) {
-        global_access(b, *f, *al, a - reinterpret_cast<uintptr_t>(al->payload), size, write, atomic, site);
+        if (g_race_checks) {
+            global_access(b, *f, *al, a - reinterpret_cast<uintptr_t>(al->payload), size, write, atomic, site);
+        }
         return;
     }
     if (!write) {
@@ -633,6 +641,25 @@ void access(const void* p, unsigned size, bool write, bool atomic, const void* s
     fault(format("thread %u %s %u bytes at 0x%lx, outside every device allocation, the block's shared memory%s, at %s",
                  f->coords.linear, kind_name(write, atomic), size, static_cast<unsigned long>(a),
                  write ? "" : ", the kernel's parameters and constants", site_name(site).c_str()));
+}
+
+/**
+ * Whether kernel code's access at p goes to the checker: checking is on, a fiber (a GPU thread)
+ * makes it, and p is not on the fiber's own stack (its locals, registers on a GPU). Inlined into
+ * every instrumentation hook: with scalar replacement off (build-emulator.sh) most of kernel code's
+ * accesses are locals, and they return here without the checker's call and frame.
+ */
+inline bool checked(const void* p) {
+    const Fiber* f = t_fiber;
+    return f != nullptr && g_checking &&
+           reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(f->stack) >= kStackBytes;
+}
+
+/** Every load and store of kernel code comes here. */
+inline void access(const void* p, unsigned size, bool write, bool atomic, const void* site) {
+    if (checked(p)) {
+        checked_access(p, size, write, atomic, site);
+    }
 }
 
 }  // namespace
@@ -723,6 +750,9 @@ void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, unsigned
     if (src_bytes > 0) {
         access(src, src_bytes, false, false, site);
     }
+    if (!g_race_checks) {
+        return;
+    }
     shared_access(b, *f, d - arena, bytes, true, false, site);
     for (size_t g = (d - arena) / kGranule; g <= (d - arena + bytes - 1) / kGranule; g++) {
         b.shadow[g].pending = true;
@@ -730,8 +760,8 @@ void hazards_cp_async_issue(void* dst, const void* src, unsigned bytes, unsigned
 }
 
 void hazards_cp_async_waited(Fiber& f, size_t count) {
-    if (!g_checking || t_block == nullptr) {
-        return;
+    if (!g_checking || !g_race_checks || t_block == nullptr) {
+        return;  // without race checks the sources were checked at the issue, and no granule is pending
     }
     Block& b = *t_block;
     uintptr_t arena = reinterpret_cast<uintptr_t>(b.smem.data());

@@ -1021,7 +1021,7 @@ void flag_release_add(uint32_t* word, uint32_t value) {
     check_flag(word, "a flag release");
     Block& b = *t_block;
     std::vector<uint32_t> clock;
-    if (g_checking) {
+    if (g_checking && g_race_checks) {
         clock = b.known;
         join_clock(clock, t_fiber->acquired);
         clock[b.linear] = b.epoch;  // the block's accesses before its last barrier; this thread's since, conservatively not
@@ -1130,6 +1130,10 @@ const char* seqk_emu_last_error() {
 
 void seqk_emu_set_checking(int on) {
     g_checking = on;
+}
+
+void seqk_emu_set_race_checks(int on) {
+    g_race_checks = on;
 }
 
 int seqk_emu_set_schedule(int mode, uint64_t seed, int cp_async_land_at_issue) {

@@ -211,6 +211,12 @@ bool same_site(Site a, Site b);
 
 /** Whether the checks run (seqk_emu_set_checking): guards, shadow state, collectives, resources. */
 extern int g_checking;
+/**
+ * Whether the checks include races (seqk_emu_set_race_checks): the shadow state of shared and
+ * global memory, cp.async's pending copies and the flag barrier's clocks. Off, the other checks
+ * (guards, bounds, alignment, collectives, resources) still run when g_checking is on.
+ */
+extern int g_race_checks;
 
 /** A new launch starts: its serial, and the parameter bytes kernels may read. */
 void hazards_begin_launch(void** args, const Kernel& k);

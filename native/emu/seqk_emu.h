@@ -12,6 +12,12 @@ extern "C" {
 const char* seqk_emu_last_error(void);
 /** Turns the checks on or off: guards, bounds, alignment, races, collectives (on by default). */
 void seqk_emu_set_checking(int on);
+/**
+ * With checking on, whether it includes the race checks (on by default): the shadow state of every
+ * shared and global access, the largest part of a checked launch's time. Off, guards, bounds,
+ * alignment, collectives and resources are still checked.
+ */
+void seqk_emu_set_race_checks(int on);
 
 /** The order in which a block's threads run between barriers and collectives. */
 #define SEQK_EMU_SCHEDULE_ROUND_ROBIN 0  /* thread 0, 1, 2, ... */

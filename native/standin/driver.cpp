@@ -19,6 +19,9 @@
 // (seqk_standin_take_misuse), checks that every pointer argument of a kernel lies in device
 // memory, and explains each refusal (seqk_standin_diagnostic).
 //
+// SEQK_STANDIN_CHECKS=memory (read by cuInit) turns the emulator's race checks off and keeps its
+// other checks; unset or "full", every check runs.
+//
 // Execution: all work runs at submission, in order, under one lock (the emulator is
 // single-threaded), so every stream is trivially ordered; a captured stream records instead.
 // Events take host timestamps. The device: compute capability 9.0 with an H100's per-SM limits
@@ -616,6 +619,17 @@ CUresult CUDAAPI cuInit(unsigned int Flags) {
     STANDIN_GUARD;
     if (Flags != 0) {
         return refuse(CUDA_ERROR_INVALID_VALUE, "cuInit: flags must be 0");
+    }
+    if (!g_initialized) {
+        // What the emulator checks in launches: "full" (the default) or "memory" (no race checks; see
+        // seqk_emu_set_race_checks), for runs whose launches are race-checked elsewhere. Read once:
+        // seqk_standin_configure("race_checks") changes it later.
+        const char* checks = std::getenv("SEQK_STANDIN_CHECKS");
+        if (checks != nullptr && std::strcmp(checks, "full") != 0 && std::strcmp(checks, "memory") != 0) {
+            return refuse(CUDA_ERROR_INVALID_VALUE, std::string("cuInit: SEQK_STANDIN_CHECKS is \"") + checks +
+                                                        "\"; it takes full (the default) or memory");
+        }
+        seqk_emu_set_race_checks(checks == nullptr || std::strcmp(checks, "memory") != 0);
     }
     g_initialized = true;
     return CUDA_SUCCESS;
@@ -1491,6 +1505,10 @@ int seqk_standin_configure(const char* key, long long value) {
     }
     if (k == "cooperative_multiprocessors" && value >= 0 && value <= 264) {
         g_settings.cooperative_multiprocessors = static_cast<int>(value);
+        return 0;
+    }
+    if (k == "race_checks" && (value == 0 || value == 1)) {
+        seqk_emu_set_race_checks(static_cast<int>(value));
         return 0;
     }
     return 1;

@@ -30,7 +30,9 @@ int seqk_standin_module_count(void);
 /**
  * Changes the simulated device (for tests); returns 0, or 1 for an unknown key or a bad value.
  * "multiprocessors": the SM count the device reports (default 4);
- * "cooperative_multiprocessors": SMs a cooperative launch may use (as under MPS); 0 = all.
+ * "cooperative_multiprocessors": SMs a cooperative launch may use (as under MPS); 0 = all;
+ * "race_checks": 1 = the emulator checks launches for races, 0 = not (its other checks still run;
+ * cuInit sets it from SEQK_STANDIN_CHECKS, full or memory).
  */
 int seqk_standin_configure(const char* key, long long value);
 

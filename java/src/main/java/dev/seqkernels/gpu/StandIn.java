@@ -97,8 +97,10 @@ public final class StandIn {
     }
 
     /**
-     * Changes the simulated device: {@code multiprocessors} (the SM count it reports, 4 by default)
-     * or {@code cooperative_multiprocessors} (SMs a cooperative launch may use, as under MPS; 0 = all).
+     * Changes the simulated device: {@code multiprocessors} (the SM count it reports, 4 by default),
+     * {@code cooperative_multiprocessors} (SMs a cooperative launch may use, as under MPS; 0 = all)
+     * or {@code race_checks} (1: the emulator checks launches for races; 0: only its other checks,
+     * as SEQK_STANDIN_CHECKS=memory starts it).
      */
     public void configure(String key, long value) {
         try (Arena arena = Arena.ofConfined()) {

@@ -90,6 +90,36 @@ class StandInTest {
     }
 
     /** Malformed images are refused with CUDA_ERROR_INVALID_IMAGE, never a crash of the JVM (nothing may cross the C ABI). */
+    /**
+     * SEQK_STANDIN_CHECKS=memory (CI's stand-in runs: the emu run launched the same kernels under
+     * every check) starts the stand-in without the emulator's race checks; "race_checks" switches
+     * them. On, a missing barrier fails the launch; off, the same launch runs, and a write past an
+     * allocation still fails one.
+     */
+    @Test
+    void raceChecksFollowTheSetting() {
+        Driver d = GpuTargets.driver();
+        long module = d.loadModule("selftest");
+        long racy = d.function(module, "selftest_reverse_no_barrier_f32");
+        long pastEnd = d.function(module, "selftest_write_past_end");
+        int n = 64;
+        int startedWith = "memory".equals(System.getenv("SEQK_STANDIN_CHECKS")) ? 0 : 1;
+        try (DeviceTensor in = DeviceTensor.allocate(d, DType.F32, n); DeviceTensor out = DeviceTensor.allocate(d, DType.F32, n)) {
+            KernelArgs args = new KernelArgs().pointer(in.pointer()).pointer(out.pointer());
+            standIn.configure("race_checks", 1);
+            var race = assertThrows(DriverException.class, () -> d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args));
+            assertTrue(race.getMessage().contains("race on dynamic shared memory"), race.getMessage());
+            standIn.configure("race_checks", 0);
+            d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args);
+            var past = assertThrows(DriverException.class, () -> d.launch(pastEnd, Dim3.of(2), Dim3.of(32), 0, 0,
+                    new KernelArgs().pointer(out.pointer()).i32(n).i32(1).i32(3)));
+            assertTrue(past.getMessage().contains("outside every device allocation"), past.getMessage());
+        } finally {
+            standIn.configure("race_checks", startedWith);
+        }
+        assertThrows(IllegalArgumentException.class, () -> standIn.configure("race_checks", 2));
+    }
+
     @Test
     void malformedImagesAreRefusedNotCrashes() {
         java.lang.foreign.SymbolLookup cuda = CudaLibrary.lookup("test");
