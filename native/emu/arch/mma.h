@@ -28,44 +28,50 @@ inline void exchange(const uint32_t a[4], const uint32_t b[2], const float c[4],
     ::seqk_emu::warp_exchange_wide(0xffffffffu, &mine, sizeof mine, all, site);
 }
 
-/** This lane's part of D = A B + C, in the C/D fragment layout (rows g and g + 8, columns 2t and 2t + 1). */
+/**
+ * This lane's part of D = A B + C, in the C/D fragment layout: rows g and g + 8 (Arows[0], [1]),
+ * columns 2t and 2t + 1 (Bcols[.][0], [1]), each sum in k order from the lane's own C element.
+ */
 template <int K>
-inline void take_result(float d[4], const float (&A)[16][K], const float (&B)[K][8], const float (&C)[16][8]) {
-    unsigned lane = ::seqk_emu::lane_id();
-    unsigned g = lane / 4, t = lane % 4;
+inline void take_result(float d[4], const float (&Arows)[2][K], const float (&Bcols)[K][2], const float c[4]) {
     for (unsigned i = 0; i < 4; i++) {
-        unsigned row = i < 2 ? g : g + 8;
-        unsigned col = 2 * t + (i & 1);
-        float s = C[row][col];
+        float s = c[i];
         for (int k = 0; k < K; k++) {
-            s += A[row][k] * B[k][col];
+            s += Arows[i / 2][k] * Bcols[k][i & 1];
         }
         d[i] = s;
     }
 }
 
+/**
+ * A 16-bit m16n8k16: a lane converts only the rows and columns its four outputs read, from the
+ * lanes that hold them (row r of A: lanes 4(r mod 8) .. +3; column n of B: lanes 4n .. +3).
+ */
 template <float (*Load)(uint16_t)>
 inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], ::seqk_emu::Site site) {
     MmaOperands all[32];
     exchange(a, b, c, all, site);
-    float A[16][16], B[16][8], C[16][8];
-    for (unsigned lane = 0; lane < 32; lane++) {
-        unsigned g = lane / 4, t = lane % 4;
+    unsigned lane = ::seqk_emu::lane_id();
+    unsigned g = lane / 4, t = lane % 4;
+    float Arows[2][16], Bcols[16][2];
+    for (unsigned q = 0; q < 4; q++) {
+        const MmaOperands& holder = all[4 * g + q];
         for (unsigned i = 0; i < 8; i++) {
-            uint16_t bits = static_cast<uint16_t>(all[lane].a[i / 2] >> (16 * (i & 1)));
-            unsigned row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
-            unsigned col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
-            A[row][col] = Load(bits);
-        }
-        for (unsigned i = 0; i < 4; i++) {
-            uint16_t bits = static_cast<uint16_t>(all[lane].b[i / 2] >> (16 * (i & 1)));
-            B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = Load(bits);
-        }
-        for (unsigned i = 0; i < 4; i++) {
-            C[i < 2 ? g : g + 8][2 * t + (i & 1)] = all[lane].c[i];
+            uint16_t bits = static_cast<uint16_t>(holder.a[i / 2] >> (16 * (i & 1)));
+            unsigned half = (i < 2 || (i >= 4 && i < 6)) ? 0 : 1;  // row g or g + 8
+            Arows[half][2 * q + (i & 1) + (i >= 4 ? 8 : 0)] = Load(bits);
         }
     }
-    take_result(d, A, B, C);
+    for (unsigned j = 0; j < 2; j++) {
+        for (unsigned q = 0; q < 4; q++) {
+            const MmaOperands& holder = all[4 * (2 * t + j) + q];
+            for (unsigned i = 0; i < 4; i++) {
+                uint16_t bits = static_cast<uint16_t>(holder.b[i / 2] >> (16 * (i & 1)));
+                Bcols[2 * q + (i & 1) + (i >= 2 ? 8 : 0)][j] = Load(bits);
+            }
+        }
+    }
+    take_result(d, Arows, Bcols, all[lane].c);  // the exchanged copy: d may be c
 }
 
 /** fp32 bits rounded to tf32 (10 mantissa bits), to nearest with ties away from zero; NaN and inf kept. */
@@ -87,17 +93,21 @@ inline float tf32_value(uint32_t bits) {
 inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], ::seqk_emu::Site site) {
     MmaOperands all[32];
     exchange(a, b, c, all, site);
-    float A[16][8], B[8][8], C[16][8];
-    for (unsigned lane = 0; lane < 32; lane++) {
-        unsigned g = lane / 4, t = lane % 4;
+    unsigned lane = ::seqk_emu::lane_id();
+    unsigned g = lane / 4, t = lane % 4;
+    float Arows[2][8], Bcols[8][2];
+    for (unsigned q = 0; q < 4; q++) {
+        const MmaOperands& holder = all[4 * g + q];
         for (unsigned i = 0; i < 4; i++) {
-            A[(i % 2) ? g + 8 : g][(i < 2) ? t : t + 4] = tf32_value(all[lane].a[i]);
-            C[i < 2 ? g : g + 8][2 * t + (i & 1)] = all[lane].c[i];
+            Arows[i % 2][i < 2 ? q : q + 4] = tf32_value(holder.a[i]);  // a[1], a[3]: row g + 8
         }
-        B[t][g] = tf32_value(all[lane].b[0]);
-        B[t + 4][g] = tf32_value(all[lane].b[1]);
+        for (unsigned j = 0; j < 2; j++) {
+            const MmaOperands& column = all[4 * (2 * t + j) + q];
+            Bcols[q][j] = tf32_value(column.b[0]);
+            Bcols[q + 4][j] = tf32_value(column.b[1]);
+        }
     }
-    take_result(d, A, B, C);
+    take_result(d, Arows, Bcols, all[lane].c);  // the exchanged copy: d may be c
 }
 
 /** Loads `count` 8x8 b16 matrices from the row addresses posted by lanes 0..8*count-1. */
