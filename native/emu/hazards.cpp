@@ -1,5 +1,6 @@
 // The emulator's hazard checker: what compute-sanitizer's memcheck, racecheck and synccheck find
-// on a GPU, found here on every launch while checking is on.
+// on a GPU, found here on every launch while checking is on (racecheck's part only while the race
+// checks are on too: seqk_emu_set_race_checks).
 //
 // Kernel sources are compiled with GCC's thread-sanitizer instrumentation and no sanitizer
 // runtime (tools/build-emulator.sh): every load and store in kernel code calls one of the

@@ -15,7 +15,8 @@ void seqk_emu_set_checking(int on);
 /**
  * With checking on, whether it includes the race checks (on by default): the shadow state of every
  * shared and global access, the largest part of a checked launch's time. Off, guards, bounds,
- * alignment, collectives and resources are still checked.
+ * alignment, collectives and resources are still checked. Between launches only (a launch reads it
+ * as it goes).
  */
 void seqk_emu_set_race_checks(int on);
 

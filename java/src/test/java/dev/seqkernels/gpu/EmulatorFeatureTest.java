@@ -134,6 +134,27 @@ class EmulatorFeatureTest {
         assertEquals(loaded, emu.properties(), "the loaded emulator keeps the device it was loaded with");
     }
 
+    /** The multiprocessor count is taken from its property, and a count the emulator cannot report is refused by name. */
+    @Test
+    void theMultiprocessorCountFollowsItsProperty() {
+        String before = System.getProperty(EmuDriver.MULTIPROCESSORS_PROPERTY);
+        try {
+            System.setProperty(EmuDriver.MULTIPROCESSORS_PROPERTY, "7");
+            assertEquals(7, EmuDriver.reportedDevice().multiprocessors());
+            for (String bad : new String[] {"0", "265", "four"}) {
+                System.setProperty(EmuDriver.MULTIPROCESSORS_PROPERTY, bad);
+                var e = assertThrows(DriverException.class, EmuDriver::reportedDevice);
+                assertTrue(e.getMessage().contains("must be a count from 1 to 264, not '" + bad + "'"), e.getMessage());
+            }
+        } finally {
+            if (before == null) {
+                System.clearProperty(EmuDriver.MULTIPROCESSORS_PROPERTY);
+            } else {
+                System.setProperty(EmuDriver.MULTIPROCESSORS_PROPERTY, before);
+            }
+        }
+    }
+
     /**
      * On the emulated T4: blocks per multiprocessor held to 16, to 1,024 threads (rounded up to whole
      * warps) and to 64 KB of shared memory.

@@ -89,12 +89,11 @@ class StandInTest {
                 + launches[1] + " with one short");
     }
 
-    /** Malformed images are refused with CUDA_ERROR_INVALID_IMAGE, never a crash of the JVM (nothing may cross the C ABI). */
     /**
-     * SEQK_STANDIN_CHECKS=memory (CI's stand-in runs: the emu run launched the same kernels under
-     * every check) starts the stand-in without the emulator's race checks; "race_checks" switches
+     * SEQK_STANDIN_CHECKS=memory (the core's stand-in runs: the default run race-checked the same
+     * launches) starts the stand-in without the emulator's race checks, and "race_checks" switches
      * them. On, a missing barrier fails the launch; off, the same launch runs, and a write past an
-     * allocation still fails one.
+     * allocation or past the block's shared memory still fails one.
      */
     @Test
     void raceChecksFollowTheSetting() {
@@ -106,6 +105,11 @@ class StandInTest {
         int startedWith = "memory".equals(System.getenv("SEQK_STANDIN_CHECKS")) ? 0 : 1;
         try (DeviceTensor in = DeviceTensor.allocate(d, DType.F32, n); DeviceTensor out = DeviceTensor.allocate(d, DType.F32, n)) {
             KernelArgs args = new KernelArgs().pointer(in.pointer()).pointer(out.pointer());
+            if (startedWith == 1) {  // as SEQK_STANDIN_CHECKS left it at cuInit
+                assertThrows(DriverException.class, () -> d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args));
+            } else {
+                d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args);
+            }
             standIn.configure("race_checks", 1);
             var race = assertThrows(DriverException.class, () -> d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args));
             assertTrue(race.getMessage().contains("race on dynamic shared memory"), race.getMessage());
@@ -114,12 +118,17 @@ class StandInTest {
             var past = assertThrows(DriverException.class, () -> d.launch(pastEnd, Dim3.of(2), Dim3.of(32), 0, 0,
                     new KernelArgs().pointer(out.pointer()).i32(n).i32(1).i32(3)));
             assertTrue(past.getMessage().contains("outside every device allocation"), past.getMessage());
+            var overflow = assertThrows(DriverException.class, () -> d.launch(d.function(module, "selftest_shared_overflow"),
+                    Dim3.of(1), Dim3.of(16), 16 * 4, 0, new KernelArgs().pointer(out.pointer())));
+            assertTrue(overflow.getMessage().contains("thread (3,0,0)") && overflow.getMessage().contains("dynamic shared memory (64 bytes)"),
+                    overflow.getMessage());
         } finally {
             standIn.configure("race_checks", startedWith);
         }
         assertThrows(IllegalArgumentException.class, () -> standIn.configure("race_checks", 2));
     }
 
+    /** Malformed images are refused with CUDA_ERROR_INVALID_IMAGE, never a crash of the JVM (nothing may cross the C ABI). */
     @Test
     void malformedImagesAreRefusedNotCrashes() {
         java.lang.foreign.SymbolLookup cuda = CudaLibrary.lookup("test");

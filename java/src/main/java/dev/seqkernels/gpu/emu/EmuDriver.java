@@ -51,6 +51,13 @@ public final class EmuDriver implements Driver {
      * runs the GPU tests as on a T4.
      */
     public static final String DEVICE_PROPERTY = "seqkernels.emu.device";
+    /**
+     * The multiprocessors the emulator reports, read with {@link #DEVICE_PROPERTY}: a count from 1 to
+     * 264, or this machine's processors when unset. The launch plans (persistent grids, split-KV
+     * splits) follow it, so a value fixes them across machines: the core's test run sets the stand-in
+     * driver's 4, so the grids the stand-in runs are the ones race-checked here.
+     */
+    public static final String MULTIPROCESSORS_PROPERTY = "seqkernels.emu.multiprocessors";
     /** A T4's shared memory per block (opt-in included) and per multiprocessor; threads and blocks per multiprocessor. */
     private static final int SM75_SHARED = 65536;
     private static final int SM75_THREADS_PER_SM = 1024;
@@ -184,10 +191,26 @@ public final class EmuDriver implements Driver {
         return device;
     }
 
-    /** The properties of the {@link #DEVICE_PROPERTY} device; a value other than sm_90 or sm_75 is refused by name. */
+    /**
+     * The properties of the {@link #DEVICE_PROPERTY} device with {@link #MULTIPROCESSORS_PROPERTY}
+     * multiprocessors; a device other than sm_90 or sm_75, or a count that is not 1 to 264, is refused by name.
+     */
     public static DeviceProperties reportedDevice() {
         String name = System.getProperty(DEVICE_PROPERTY, "sm_90");
-        int cpus = Runtime.getRuntime().availableProcessors();
+        String count = System.getProperty(MULTIPROCESSORS_PROPERTY);
+        int cpus;
+        if (count == null) {
+            cpus = Runtime.getRuntime().availableProcessors();
+        } else {
+            try {
+                cpus = Integer.parseInt(count.strip());
+            } catch (NumberFormatException e) {
+                cpus = 0;
+            }
+            if (cpus < 1 || cpus > 264) {
+                throw new DriverException("emu: " + MULTIPROCESSORS_PROPERTY + " must be a count from 1 to 264, not '" + count + "'");
+            }
+        }
         long memory = Runtime.getRuntime().maxMemory();
         return switch (name) {
             case "sm_90" -> new DeviceProperties("seqkernels SIMT emulator (sm_90 limits)", 9, 0, cpus, 49152,
