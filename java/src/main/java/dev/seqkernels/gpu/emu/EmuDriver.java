@@ -52,8 +52,8 @@ public final class EmuDriver implements Driver {
      */
     public static final String DEVICE_PROPERTY = "seqkernels.emu.device";
     /**
-     * The multiprocessors the emulator reports, read with {@link #DEVICE_PROPERTY}: a count from 1 to
-     * 264, or this machine's processors when unset. The launch plans (persistent grids, split-KV
+     * The multiprocessors the emulator reports, read when it is first loaded (as {@link #DEVICE_PROPERTY}
+     * is): a count from 1 to 264, or this machine's processors when unset. The launch plans (persistent grids, split-KV
      * splits) follow it, so a value fixes them across machines: the core's test run sets the stand-in
      * driver's 4, so the grids the stand-in runs are the ones race-checked here.
      */
