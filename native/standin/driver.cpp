@@ -625,11 +625,12 @@ CUresult CUDAAPI cuInit(unsigned int Flags) {
         // seqk_emu_set_race_checks), for runs whose launches are race-checked elsewhere. Read once:
         // seqk_standin_configure("race_checks") changes it later.
         const char* checks = std::getenv("SEQK_STANDIN_CHECKS");
-        if (checks != nullptr && std::strcmp(checks, "full") != 0 && std::strcmp(checks, "memory") != 0) {
+        bool races = checks == nullptr || std::strcmp(checks, "full") == 0;
+        if (!races && std::strcmp(checks, "memory") != 0) {
             return refuse(CUDA_ERROR_INVALID_VALUE, std::string("cuInit: SEQK_STANDIN_CHECKS is \"") + checks +
                                                         "\"; it takes full (the default) or memory");
         }
-        seqk_emu_set_race_checks(checks == nullptr || std::strcmp(checks, "memory") != 0);
+        seqk_emu_set_race_checks(races ? 1 : 0);
     }
     g_initialized = true;
     return CUDA_SUCCESS;

@@ -105,16 +105,17 @@ class StandInTest {
         int startedWith = "memory".equals(System.getenv("SEQK_STANDIN_CHECKS")) ? 0 : 1;
         try (DeviceTensor in = DeviceTensor.allocate(d, DType.F32, n); DeviceTensor out = DeviceTensor.allocate(d, DType.F32, n)) {
             KernelArgs args = new KernelArgs().pointer(in.pointer()).pointer(out.pointer());
+            Runnable launchRacy = () -> d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args);
             if (startedWith == 1) {  // as SEQK_STANDIN_CHECKS left it at cuInit
-                assertThrows(DriverException.class, () -> d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args));
+                assertThrows(DriverException.class, launchRacy::run);
             } else {
-                d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args);
+                launchRacy.run();
             }
             standIn.configure("race_checks", 1);
-            var race = assertThrows(DriverException.class, () -> d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args));
+            var race = assertThrows(DriverException.class, launchRacy::run);
             assertTrue(race.getMessage().contains("race on dynamic shared memory"), race.getMessage());
             standIn.configure("race_checks", 0);
-            d.launch(racy, Dim3.of(1), Dim3.of(n), n * 4, 0, args);
+            launchRacy.run();
             var past = assertThrows(DriverException.class, () -> d.launch(pastEnd, Dim3.of(2), Dim3.of(32), 0, 0,
                     new KernelArgs().pointer(out.pointer()).i32(n).i32(1).i32(3)));
             assertTrue(past.getMessage().contains("outside every device allocation"), past.getMessage());
