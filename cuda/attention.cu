@@ -156,8 +156,7 @@ SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
 // the same arguments, so the host picks by name, and the same tiles but dq's at 128: its _nobias_
 // instance takes key tiles of 16, as with tiles of 32 ptxas spilled it on sm_80-sm_120 (sm_90: 16
 // bytes stored, 28 loaded, at 255 registers); with 16 it fits in 255 without a spill on every
-// architecture built, at 9.9 PTX instructions per mma in the main loop (the general instance's
-// tiles of 32: 11.6; of 16: 14.4).
+// architecture built (main-loop figures in docs/ARCHITECTURE.md).
 #define SEQK_ATTENTION_BWD_DQ_TC(suffix, T, DMAX, BN, name, instance, vec_arg)                                         \
     extern "C" __global__ void attn_bwd_dq_tc##DMAX##name##suffix(const T* q, const T* k, const T* v, const T* dout,   \
                                                                  const float* lse, float* delta, float* hot, float* dq, \

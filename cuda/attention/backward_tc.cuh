@@ -104,6 +104,23 @@ __device__ __forceinline__ float hot_of(float row_lse, const AttnShape& s, long 
     return row_lse == INFINITY ? hot_keys(s, row_of(s, row, key_lengths, query_lengths), q, k, bias0, bias1) : 0.0f;
 }
 
+/**
+ * prob_of for a row whose lse is finite: exp2 of the difference in log2 units (the forward's exp2
+ * domain; one multiply and ex2 where expf takes a dozen instructions), 1 above the lse, NaN kept, 0
+ * at a -inf score. The unmasked loops use it alone: before them a block checks that every row they
+ * will read has a finite lse (the rows of an overflowed score take the masked loop and prob_of's
+ * +inf and -inf rules).
+ */
+__device__ __forceinline__ float prob_of_finite_row(float sc, float lse) {
+    float d = sc - lse;
+    return d > 0.0f ? 1.0f : exp2f(d * LOG2E);  // a NaN d stays NaN
+}
+
+/** The tensor-core backward's weight: prob_of_finite_row where the row's lse is finite, else prob_of. */
+__device__ __forceinline__ float prob_of_row(float sc, float lse, float hot) {
+    return fabsf(lse) < INFINITY ? prob_of_finite_row(sc, lse) : prob_of(sc, lse, hot);
+}
+
 // ---------------------------------------------------------------------------------------------
 // dq and delta: attn_bwd_dq_tc<T, DMAX, BN>.
 // Grid and block as the forward (one block per (b, h, 64 query rows), 4 warps of 16 rows); k and v
@@ -145,7 +162,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     const float scale = static_cast<float>(s.scale);
     const long long key_end = key_end_of(s, blk.row0, BLOCK_M, k_valid, q_valid);
     const long long kv_tiles = (key_end + BN - 1) / BN;
-    const long long unmasked_tiles = unmasked_key_tiles(s, blk.row0, k_valid, q_valid, bias0 || bias1, BN, kv_tiles);
+    long long unmasked_tiles = unmasked_key_tiles(s, blk.row0, k_valid, q_valid, bias0 || bias1, BN, kv_tiles);
 
     const long long my_row[2] = {blk.row0 + warp * 16 + g, blk.row0 + warp * 16 + g + 8};
     uint32_t qa[KS][4], da[KS][4];
@@ -157,6 +174,13 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
         long long row = (b * s.q_heads + h) * s.q_len + my_row[r];
         row_lse[r] = my_row[r] < q_valid ? lse[row] : -INFINITY;
         hot[r] = hot_of(row_lse[r], s, row, key_lengths, query_lengths, q, k, bias0, bias1);
+    }
+    // The unmasked loop weighs by prob_of_finite_row: a block with a valid row whose lse is not
+    // finite takes the masked loop for every tile. (Rows past the query length get whatever weight;
+    // only their own dq and delta read it, and those are written as 0.)
+    const bool odd_row = (my_row[0] < q_valid && !(fabsf(row_lse[0]) < INFINITY)) || (my_row[1] < q_valid && !(fabsf(row_lse[1]) < INFINITY));
+    if (__syncthreads_or(odd_row)) {
+        unmasked_tiles = 0;
     }
     float dqa[NO][4];
     SEQK_UNROLL
@@ -192,7 +216,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
                 int r = x / 2;
                 long long j = j0 + n * 8 + 2 * t + x % 2;
                 float xs = scaled_score<MASK>(sc[n][x], s, b, h, my_row[r], j, k_valid, q_valid, scale, bias0, bias1);
-                float p = prob_of(xs, row_lse[r], hot[r]);
+                float p = MASK ? prob_of_row(xs, row_lse[r], hot[r]) : prob_of_finite_row(xs, row_lse[r]);
                 if (grad) {
                     sc[n][x] = xs == -INFINITY ? 0.0f : p * (dp[n][x] - row_delta[r]);
                 } else {
@@ -330,11 +354,55 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     const long long row_tiles = j0 < k_valid && first_row < q_valid ? (q_valid - first_row + BQ - 1) / BQ : 0;
     const long long steps = group * row_tiles;
 
-    // Step x's tile (query head, first row) into buffer x % 2, as one cp.async group.
-    auto load = [&](long long x) {
-        int buf = static_cast<int>(x % 2);
-        long long h = kvh * group + x / row_tiles;
-        long long i0 = first_row + (x % row_tiles) * BQ;
+    // The walk's order, fixed by the shape (and, without a bias, whether a row of the hot loop has
+    // a non-finite lse; below), so that every instance sums dk and dv in the same order: first the
+    // row tiles [lo, hi) of each query head in turn, the tiles no length or causal diagonal touches
+    // (the hot loop: without a bias no mask code), then the rest of each head in turn ([0, lo) and
+    // [hi, row_tiles)): all of it when the key tile crosses the key length. A cursor moves from one
+    // tile to the next by adds and compares (no division in the loop).
+    long long lo = 0, hi = 0;
+    if (row_tiles > 0 && j0 + BK <= k_valid) {
+        long long causal_from = s.causal != 0 ? j0 + BK - 1 - offset - first_row : 0;  // first row past the diagonal, from first_row
+        lo = causal_from > 0 ? (causal_from + BQ - 1) / BQ : 0;
+        hi = (q_valid - first_row) / BQ;  // whole tiles within the query length
+        lo = lo < hi ? lo : hi;
+    }
+    // Without a bias the hot loop weighs by prob_of_finite_row: when a row it would read has an lse
+    // that is not finite, every tile takes the masked loop. (With a bias it takes the masked step.)
+    bool odd_row = false;
+    for (long long h = kvh * group; !bias && h < (kvh + 1) * group; h++) {
+        const float* row_lse = lse + (b * s.q_heads + h) * s.q_len + first_row;
+        for (long long i = lo * BQ + threadIdx.x; i < hi * BQ; i += blockDim.x) {
+            odd_row |= !(fabsf(row_lse[i]) < INFINITY);
+        }
+    }
+    if (__syncthreads_or(odd_row)) {
+        lo = hi = 0;
+    }
+    const long long hot_steps = group * (hi - lo);
+    struct Cursor {
+        long long h, tile;  // query head of the group, row tile
+    };
+    auto first_rest = [&]() { return Cursor{0, lo > 0 ? 0 : hi}; };
+    auto first = [&]() { return hot_steps > 0 ? Cursor{0, lo} : first_rest(); };
+    // The cursor after step x's.
+    auto after = [&](Cursor c, long long x) {
+        if (x + 1 < hot_steps) {
+            return ++c.tile == hi ? Cursor{c.h + 1, lo} : c;
+        }
+        if (x + 1 == hot_steps) {
+            return first_rest();
+        }
+        if (++c.tile == lo) {
+            c.tile = hi;
+        }
+        return c.tile >= row_tiles ? Cursor{c.h + 1, lo > 0 ? 0 : hi} : c;
+    };
+
+    // A tile (query head, first row) into buffer `buf`, as one cp.async group.
+    auto load = [&](Cursor tile, int buf) {
+        long long h = kvh * group + tile.h;
+        long long i0 = first_row + tile.tile * BQ;
         load_tile<T, uint16_t, BQ, LD, VEC, DMAX>(smem + buf * BQ * LD, q, s.q_stride, b, h, i0, q_valid, d, vec);
         load_tile<T, uint16_t, BQ, LD, VEC, DMAX>(smem + (2 + buf) * BQ * LD, dout, s.o_stride, b, h, i0, q_valid, dvd, vec);
         float* st = stats + buf * 3 * BQ;
@@ -350,14 +418,15 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     };
 
     float dka[NO][4], dva[NO][4];
-    long long x = 0;
-    // One query tile's part: S^T and P^T always; dv += P^T dout (DV); dP^T, dS^T and dk += dS^T q (DK).
-    auto step = [&](auto masked, auto part) {
+    // Step x, on tile `cur` (loaded into buffer x % 2; the next tile goes to the other): S^T and P^T
+    // always; dv += P^T dout (DV); dP^T, dS^T and dk += dS^T q (DK). Returns the next step's tile.
+    auto step = [&](auto masked, auto part, Cursor cur, long long x) {
         constexpr bool MASK = decltype(masked)::value;
         constexpr bool DV = (decltype(part)::value & DV_PART) != 0, DK = (decltype(part)::value & DK_PART) != 0;
         int buf = static_cast<int>(x % 2);
+        const Cursor next = after(cur, x);
         if (x + 1 < steps) {
-            load(x + 1);
+            load(next, buf ^ 1);
             seqk::arch::cp_async_wait<1>();
         } else {
             seqk::arch::cp_async_wait<0>();
@@ -366,8 +435,8 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
         const uint16_t* qt = smem + buf * BQ * LD;
         const uint16_t* dt = smem + (2 + buf) * BQ * LD;
         const float* st = stats + buf * 3 * BQ;
-        const long long h = kvh * group + x / row_tiles;
-        const long long i0 = first_row + (x % row_tiles) * BQ;
+        const long long h = kvh * group + cur.h;
+        const long long i0 = first_row + cur.tile * BQ;
 
         float sc[NQ][4], dp[NQ][4];
         SEQK_UNROLL
@@ -388,7 +457,7 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
             for (int e = 0; e < 4; e++) {
                 int c = n * 8 + 2 * t + e % 2;
                 float xs = scaled_score<MASK>(sc[n][e], s, b, h, i0 + c, my_key[e / 2], k_valid, q_valid, scale, bias0, bias1);
-                float p = xs == -INFINITY ? 0.0f : prob_of(xs, st[c], st[2 * BQ + c]);
+                float p = MASK ? prob_of_row(xs, st[c], st[2 * BQ + c]) : prob_of_finite_row(xs, st[c]);
                 sc[n][e] = p;
                 if (DK) {
                     dp[n][e] = xs == -INFINITY ? 0.0f : p * (dp[n][e] - st[BQ + c]);
@@ -415,22 +484,28 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
             }
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it
+        return next;
     };
 
-    // Every query tile of the group, for one part of the work (from a fresh pipeline).
+    // Every query tile of the group, for one part of the work (from a fresh pipeline), in the
+    // walk's order: the hot loop, then the tiles a length or the diagonal touches.
     auto walk = [&](auto part) {
-        x = 0;
+        Cursor cur = first();
         if (steps > 0) {
-            load(0);
+            load(cur, 0);
+        }
+        long long x = 0;
+        if (bias) {
+            for (; x < hot_steps; x++) {
+                cur = step(Masked<true>{}, part, cur, x);
+            }
+        } else {
+            for (; x < hot_steps; x++) {
+                cur = step(Masked<false>{}, part, cur, x);
+            }
         }
         for (; x < steps; x++) {
-            const long long i0 = first_row + (x % row_tiles) * BQ;
-            bool unmasked = !bias && i0 + BQ <= q_valid && j0 + BK <= k_valid && (s.causal == 0 || j0 + BK - 1 <= i0 + offset);
-            if (unmasked) {
-                step(Masked<false>{}, part);
-            } else {
-                step(Masked<true>{}, part);
-            }
+            cur = step(Masked<true>{}, part, cur, x);
         }
     };
 
