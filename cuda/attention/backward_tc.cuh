@@ -297,7 +297,8 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
 // SPLIT (DMAX 128: k, v, dk and dv alone would take 192 registers a thread): the walk runs twice,
 // first S^T, P^T and dv (written, its registers free), then S^T, dP^T, dS^T and dk; one more
 // S^T product per pair. Tiles no mask touches (every row valid, every key valid and, causal, on
-// or below the diagonal) skip the mask code. Keys past the key length get dk = dv = 0.
+// or below the diagonal) are walked first, in a loop of their own without the mask code (the
+// walk's order, below). Keys past the key length get dk = dv = 0.
 // Instances as attn_bwd_dq_tc's: NO_BIAS (no explicit mask, 16-byte q and dout rows) loads by
 // unrolled 16-byte cp.async only, runs every k-step and column block of DMAX, has no bias code.
 // Flops: 8 * rows * keys * DMAX per (b, h) (S, dP, dv, dk); 10 with SPLIT.
