@@ -19,7 +19,7 @@
 
 # The kernel read so far, as basic blocks: block b holds instructions first[b]..last[b], with
 # mmas[b] mma.sync among them; its successors succ[b, 1..nsucc[b]].
-function flush(   b, i, x, t, top, v, root, h, bestMma, bestLen, len, held, inside, c, nq, q, u, p) {
+function flush(   b, i, top, v, h, bestMma, bestLen, len, held, inside, c, nq, q, u, p) {
   if (name == "") return
   # Successors: the branch target, and the next block unless the block ends in an unconditional
   # branch, ret or exit.

@@ -118,7 +118,7 @@ __device__ __forceinline__ float prob_of_finite_row(float sc, float lse) {
 
 /** The tensor-core backward's weight: prob_of_finite_row where the row's lse is finite, else prob_of. */
 __device__ __forceinline__ float prob_of_row(float sc, float lse, float hot) {
-    return fabsf(lse) < INFINITY ? prob_of_finite_row(sc, lse) : prob_of(sc, lse, hot);
+    return is_finite(lse) ? prob_of_finite_row(sc, lse) : prob_of(sc, lse, hot);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     // The unmasked loop weighs by prob_of_finite_row: a block with a valid row whose lse is not
     // finite takes the masked loop for every tile. (Rows past the query length get whatever weight;
     // only their own dq and delta read it, and those are written as 0.)
-    const bool odd_row = (my_row[0] < q_valid && !(fabsf(row_lse[0]) < INFINITY)) || (my_row[1] < q_valid && !(fabsf(row_lse[1]) < INFINITY));
+    const bool odd_row = (my_row[0] < q_valid && !is_finite(row_lse[0])) || (my_row[1] < q_valid && !is_finite(row_lse[1]));
     if (__syncthreads_or(odd_row)) {
         unmasked_tiles = 0;
     }
@@ -374,7 +374,7 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     for (long long h = kvh * group; !bias && h < (kvh + 1) * group; h++) {
         const float* row_lse = lse + (b * s.q_heads + h) * s.q_len + first_row;
         for (long long i = lo * BQ + threadIdx.x; i < hi * BQ; i += blockDim.x) {
-            odd_row |= !(fabsf(row_lse[i]) < INFINITY);
+            odd_row |= !is_finite(row_lse[i]);
         }
     }
     if (__syncthreads_or(odd_row)) {
@@ -401,9 +401,9 @@ __device__ void attn_bwd_dkdv_tc(const T* q, const T* k, const T* v, const T* do
     };
 
     // A tile (query head, first row) into buffer `buf`, as one cp.async group.
-    auto load = [&](Cursor tile, int buf) {
-        long long h = kvh * group + tile.h;
-        long long i0 = first_row + tile.tile * BQ;
+    auto load = [&](Cursor c, int buf) {
+        long long h = kvh * group + c.h;
+        long long i0 = first_row + c.tile * BQ;
         load_tile<T, uint16_t, BQ, LD, VEC, DMAX>(smem + buf * BQ * LD, q, s.q_stride, b, h, i0, q_valid, d, vec);
         load_tile<T, uint16_t, BQ, LD, VEC, DMAX>(smem + (2 + buf) * BQ * LD, dout, s.o_stride, b, h, i0, q_valid, dvd, vec);
         float* st = stats + buf * 3 * BQ;

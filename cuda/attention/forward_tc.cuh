@@ -332,6 +332,9 @@ __device__ __forceinline__ bool tile_may_block(const AttnShape& s, long long war
     return last_key > warp_row0 + (s.causal == 2 ? k_valid - q_valid : 0);
 }
 
+/** Neither infinite nor NaN (one compare of the magnitude). */
+__device__ __forceinline__ bool is_finite(float x) { return fabsf(x) < INFINITY; }
+
 /**
  * A column sum of P v over the allowed keys from its finite part (P v', v' = v with non-finite
  * elements 0) and weighted counts of allowed keys whose v is +inf or NaN (up) and -inf or NaN
@@ -347,7 +350,7 @@ __device__ __forceinline__ float nonfinite_sum(float fin, float up, float down) 
 }
 
 __device__ __forceinline__ bool finite4(const float (&a)[4]) {
-    return fabsf(a[0]) < INFINITY && fabsf(a[1]) < INFINITY && fabsf(a[2]) < INFINITY && fabsf(a[3]) < INFINITY;
+    return is_finite(a[0]) && is_finite(a[1]) && is_finite(a[2]) && is_finite(a[3]);
 }
 
 constexpr float LOG2E = 1.4426950408889634f;
