@@ -26,10 +26,12 @@
 //
 // This file holds the forward kernels' entry points; their code is split by role under recurrent/:
 // cell.cuh (activations and cell math), v1.cuh (v1 steps and the step commit), step_vec4.cuh,
-// persistent.cuh, and backward.cuh (the backward kernels, entry points included).
+// persistent.cuh, backward.cuh (the per-step backward kernels, entry points included) and
+// persistent_bwd.cuh (the persistent backward, entry points included).
 #include "recurrent/backward.cuh"
 #include "recurrent/cell.cuh"
 #include "recurrent/persistent.cuh"
+#include "recurrent/persistent_bwd.cuh"
 #include "recurrent/step_vec4.cuh"
 #include "recurrent/v1.cuh"
 

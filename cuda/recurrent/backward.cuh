@@ -81,15 +81,16 @@ __device__ void h_prev_of_steps(const S* out, const S* h0, S* h_prev, const int*
 // The forward saves c_new [T*B, H] only: c_{t-1} is the c_new of the step processed before t (t-1,
 // or t+1 when reversed), or the initial c0 [B, H] (null: zeros) at the entry's first step (t = 0,
 // or t = length - 1 when reversed: the steps past a length leave c0 as it was).
+// lstm_bwd_at is the cell's part for one (batch entry b, unit j) with dm = dmv, carrying dc (dc_state's
+// element: read, and updated unless t is past the entry's length); the per-step kernel and the
+// persistent backward (persistent_bwd.cuh) both run it.
 template <typename S>
-__device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_new, int reversed, const float* dm, const float* peephole,
-                              float* dc_state, S* dA, S* m_all, float* dpeep_all, const int* lengths, int t, int batch,
-                              int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
-                              float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
-    int b, j;
-    if (!element(batch, hidden, b, j)) {
-        return;
-    }
+__device__ __forceinline__ void lstm_bwd_at(int b, int j, float dmv, float& dc_carried, const float* raw, const float* c0,
+                                            const float* c_new, int reversed, const float* peephole, S* dA, S* m_all,
+                                            float* dpeep_all, const int* lengths, int t, int batch, int hidden,
+                                            int input_forget, float clip, int f_kind, float f_alpha, float f_beta,
+                                            int g_kind, float g_alpha, float g_beta, int h_kind, float h_alpha,
+                                            float h_beta) {
     long row = static_cast<long>(t) * batch + b;
     int g4 = 4 * hidden;
     S* da = dA + row * g4;
@@ -121,9 +122,8 @@ __device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_
     if (m_all) {
         m_all[row * hidden + j] = seqk::from_float<S>(go * hc);
     }
-    float dmv = dm[hb];
     float d_raw_o = dmv * hc * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_o, clip)) * clip_grad(raw_o, clip);
-    float dc = dc_state[hb] + dmv * go * activate_grad(h_kind, h_alpha, h_beta, cn);
+    float dc = dc_carried + dmv * go * activate_grad(h_kind, h_alpha, h_beta, cn);
     float p_i = load_or_zero(peephole, j), p_f = load_or_zero(peephole, hidden + j), p_o = load_or_zero(peephole, 2 * hidden + j);
     dc += d_raw_o * p_o;
     float d_i = dc * gg;
@@ -136,7 +136,7 @@ __device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_
     float d_raw_i = d_i * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_i, clip)) * clip_grad(raw_i, clip);
     float d_raw_f = input_forget ? 0.0f : d_f * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_f, clip)) * clip_grad(raw_f, clip);
     float d_raw_g = d_g * activate_grad(g_kind, g_alpha, g_beta, clip_to(raw_g, clip)) * clip_grad(raw_g, clip);
-    dc_state[hb] = dc * gf + d_raw_i * p_i + d_raw_f * p_f;
+    dc_carried = dc * gf + d_raw_i * p_i + d_raw_f * p_f;
     if (dpeep_all) {
         dpeep_all[row * 3 * hidden + j] = d_raw_i * cp;
         dpeep_all[row * 3 * hidden + hidden + j] = d_raw_f * cp;
@@ -148,7 +148,36 @@ __device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_
     da[3 * hidden + j] = seqk::from_float<S>(d_raw_o);
 }
 
+template <typename S>
+__device__ void lstm_step_bwd(const float* raw, const float* c0, const float* c_new, int reversed, const float* dm, const float* peephole,
+                              float* dc_state, S* dA, S* m_all, float* dpeep_all, const int* lengths, int t, int batch,
+                              int hidden, int input_forget, float clip, int f_kind, float f_alpha, float f_beta, int g_kind,
+                              float g_alpha, float g_beta, int h_kind, float h_alpha, float h_beta) {
+    int b, j;
+    if (!element(batch, hidden, b, j)) {
+        return;
+    }
+    long hb = static_cast<long>(b) * hidden + j;
+    float dc = dc_state[hb];
+    lstm_bwd_at(b, j, dm[hb], dc, raw, c0, c_new, reversed, peephole, dA, m_all, dpeep_all, lengths, t, batch, hidden,
+                input_forget, clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta, h_kind, h_alpha, h_beta);
+    dc_state[hb] = dc;
+}
+
 // Elman RNN step backward: dA [T*B, H] (x-side = h-side).
+// rnn_bwd_at: one (batch entry b, unit j) with dh_total = dh.
+template <typename S>
+__device__ __forceinline__ void rnn_bwd_at(int b, int j, float dh, const float* raw, S* dA, const int* lengths, int t, int batch,
+                                           int hidden, float clip, int f_kind, float f_alpha, float f_beta) {
+    long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        dA[row * hidden + j] = seqk::from_float<S>(0.0f);
+        return;
+    }
+    float r = raw[row * hidden + j];
+    dA[row * hidden + j] = seqk::from_float<S>(dh * activate_grad(f_kind, f_alpha, f_beta, clip_to(r, clip)) * clip_grad(r, clip));
+}
+
 template <typename S>
 __device__ void rnn_step_bwd(const float* raw, const float* dh_total, S* dA, const int* lengths, int t, int batch, int hidden,
                              float clip, int f_kind, float f_alpha, float f_beta) {
@@ -156,28 +185,20 @@ __device__ void rnn_step_bwd(const float* raw, const float* dh_total, S* dA, con
     if (!element(batch, hidden, b, j)) {
         return;
     }
-    long row = static_cast<long>(t) * batch + b;
-    if (t >= lengths[b]) {
-        dA[row * hidden + j] = seqk::from_float<S>(0.0f);
-        return;
-    }
-    float r = raw[row * hidden + j];
-    dA[row * hidden + j] = seqk::from_float<S>(dh_total[static_cast<long>(b) * hidden + j]
-                                               * activate_grad(f_kind, f_alpha, f_beta, clip_to(r, clip)) * clip_grad(r, clip));
+    rnn_bwd_at(b, j, dh_total[static_cast<long>(b) * hidden + j], raw, dA, lengths, t, batch, hidden, clip, f_kind, f_alpha, f_beta);
 }
 
 // GRU step backward, first part: everything but what the reset gate gets through W_hn when the
 // reset comes before the linear map. Writes dax, dah [T*B, 3H] and direct [B, H] (dh_prev's
 // pointwise terms). With linear_before_reset it is complete; otherwise dah's n columns hold the
 // gradient of W_hn (r*h) + b_hn, and gru_step_bwd_reset finishes r.
+// gru_bwd_at: one (batch entry b, unit j) with dh_total = dh; sets direct (left as it was past
+// the entry's length, where nothing reads it).
 template <typename S>
-__device__ void gru_step_bwd(const float* raw, const S* h_prev, const float* hn_lin, const float* dh_total, S* dax, S* dah,
-                             float* direct, const int* lengths, int t, int batch, int hidden, int linear_before_reset, float clip,
-                             int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
-    int b, j;
-    if (!element(batch, hidden, b, j)) {
-        return;
-    }
+__device__ __forceinline__ void gru_bwd_at(int b, int j, float dh, float& direct, const float* raw, const S* h_prev,
+                                           const float* hn_lin, S* dax, S* dah, const int* lengths, int t, int batch,
+                                           int hidden, int linear_before_reset, float clip, int f_kind, float f_alpha,
+                                           float f_beta, int g_kind, float g_alpha, float g_beta) {
     long row = static_cast<long>(t) * batch + b;
     int g3 = 3 * hidden;
     if (t >= lengths[b]) {
@@ -187,15 +208,13 @@ __device__ void gru_step_bwd(const float* raw, const S* h_prev, const float* hn_
         }
         return;
     }
-    long hb = static_cast<long>(b) * hidden + j;
     float raw_r = raw[row * g3 + j], raw_z = raw[row * g3 + hidden + j], raw_n = raw[row * g3 + 2 * hidden + j];
     float z = activate(f_kind, f_alpha, f_beta, clip_to(raw_z, clip));
     float n = activate(g_kind, g_alpha, g_beta, clip_to(raw_n, clip));
     float hp = seqk::to_float(h_prev[row * hidden + j]);
-    float dh = dh_total[hb];
     float d_raw_n = dh * (1.0f - z) * activate_grad(g_kind, g_alpha, g_beta, clip_to(raw_n, clip)) * clip_grad(raw_n, clip);
     float d_raw_z = dh * (hp - n) * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_z, clip)) * clip_grad(raw_z, clip);
-    direct[hb] = dh * z;
+    direct = dh * z;
     dax[row * g3 + hidden + j] = seqk::from_float<S>(d_raw_z);
     dah[row * g3 + hidden + j] = seqk::from_float<S>(d_raw_z);
     dax[row * g3 + 2 * hidden + j] = seqk::from_float<S>(d_raw_n);
@@ -211,9 +230,43 @@ __device__ void gru_step_bwd(const float* raw, const S* h_prev, const float* hn_
     }
 }
 
+template <typename S>
+__device__ void gru_step_bwd(const float* raw, const S* h_prev, const float* hn_lin, const float* dh_total, S* dax, S* dah,
+                             float* direct, const int* lengths, int t, int batch, int hidden, int linear_before_reset, float clip,
+                             int f_kind, float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
+    int b, j;
+    if (!element(batch, hidden, b, j)) {
+        return;
+    }
+    long hb = static_cast<long>(b) * hidden + j;
+    gru_bwd_at(b, j, dh_total[hb], direct[hb], raw, h_prev, hn_lin, dax, dah, lengths, t, batch, hidden, linear_before_reset,
+               clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
+}
+
 // GRU without linear-before-reset, second part: d_rh [B, H] = (dah's n columns) W_hn reaches the
 // reset gate and h_prev. Finishes dax, dah r columns, adds r * d_rh to direct, and writes
 // rh_all [T*B, H] = r * h_prev for W_hn's weight gradient.
+// gru_bwd_reset_at: one (batch entry b, unit j) with d_rh = d(r*h) there; adds to direct.
+template <typename S>
+__device__ __forceinline__ void gru_bwd_reset_at(int b, int j, float d_rh, float& direct, const float* raw, const S* h_prev,
+                                                 S* dax, S* dah, S* rh_all, const int* lengths, int t, int batch, int hidden,
+                                                 float clip, int f_kind, float f_alpha, float f_beta) {
+    long row = static_cast<long>(t) * batch + b;
+    if (t >= lengths[b]) {
+        rh_all[row * hidden + j] = seqk::from_float<S>(0.0f);
+        return;
+    }
+    int g3 = 3 * hidden;
+    float raw_r = raw[row * g3 + j];
+    float r = activate(f_kind, f_alpha, f_beta, clip_to(raw_r, clip));
+    float hp = seqk::to_float(h_prev[row * hidden + j]);
+    float d_raw_r = d_rh * hp * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_r, clip)) * clip_grad(raw_r, clip);
+    dax[row * g3 + j] = seqk::from_float<S>(d_raw_r);
+    dah[row * g3 + j] = seqk::from_float<S>(d_raw_r);
+    direct += d_rh * r;
+    rh_all[row * hidden + j] = seqk::from_float<S>(r * hp);
+}
+
 template <typename S>
 __device__ void gru_step_bwd_reset(const float* raw, const S* h_prev, const float* d_rh, S* dax, S* dah, float* direct,
                                    S* rh_all, const int* lengths, int t, int batch, int hidden, float clip, int f_kind,
@@ -222,21 +275,9 @@ __device__ void gru_step_bwd_reset(const float* raw, const S* h_prev, const floa
     if (!element(batch, hidden, b, j)) {
         return;
     }
-    long row = static_cast<long>(t) * batch + b;
-    if (t >= lengths[b]) {
-        rh_all[row * hidden + j] = seqk::from_float<S>(0.0f);
-        return;
-    }
     long hb = static_cast<long>(b) * hidden + j;
-    int g3 = 3 * hidden;
-    float raw_r = raw[row * g3 + j];
-    float r = activate(f_kind, f_alpha, f_beta, clip_to(raw_r, clip));
-    float hp = seqk::to_float(h_prev[row * hidden + j]);
-    float d_raw_r = d_rh[hb] * hp * activate_grad(f_kind, f_alpha, f_beta, clip_to(raw_r, clip)) * clip_grad(raw_r, clip);
-    dax[row * g3 + j] = seqk::from_float<S>(d_raw_r);
-    dah[row * g3 + j] = seqk::from_float<S>(d_raw_r);
-    direct[hb] += d_rh[hb] * r;
-    rh_all[row * hidden + j] = seqk::from_float<S>(r * hp);
+    gru_bwd_reset_at(b, j, d_rh[hb], direct[hb], raw, h_prev, dax, dah, rh_all, lengths, t, batch, hidden, clip, f_kind, f_alpha,
+                     f_beta);
 }
 
 }  // namespace

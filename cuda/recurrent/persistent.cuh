@@ -302,10 +302,11 @@ __device__ __forceinline__ void step_wait(const unsigned* arrivals, unsigned rou
 /**
  * f(b, u) for each of this block's (batch entry, unit) pairs that this thread owns: pair p = b *
  * mine + u goes to thread p mod blockDim.x, the same every step, so a value one thread keeps for a
- * pair (the LSTM's c) needs no barrier between steps. Trailing blocks (mine <= 0) own none.
+ * pair (the LSTM's c) needs no barrier between steps. Trailing blocks (mine <= 0) own none. Part is
+ * the forward's Slice or the backward's GradSlice (persistent_bwd.cuh): only its mine is read.
  */
-template <typename T, typename F>
-__device__ __forceinline__ void for_my_pairs(const Slice<T>& sl, int batch, F f) {
+template <typename Part, typename F>
+__device__ __forceinline__ void for_my_pairs(const Part& sl, int batch, F f) {
     int pairs = batch * (sl.mine > 0 ? sl.mine : 0);
     for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) {
         f(pair / sl.mine, pair % sl.mine);

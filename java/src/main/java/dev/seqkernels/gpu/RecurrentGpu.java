@@ -41,7 +41,12 @@ import java.util.Map;
  * (W_hh stays on chip for every step; no per-step GEMM or launch) instead of the per-step loop: the
  * F32 instance for an F32 state, the 16-bit one (W_hh and h in the storage type, the projection on
  * tensor cores by mma.sync, fp32 accumulation, h rounded once a step as the step loop rounds it) for
- * an F16/BF16 state on sm_80+ with H % 8 == 0. It saves the same trace, so backward is unchanged.
+ * an F16/BF16 state on sm_80+ with H % 8 == 0. It saves the same trace, so backward reads the same.
+ *
+ * <p>Persistent backward ({@link #persistentBackwardPlan}): the same bounds with its own shared-memory fit, runs each (layer, direction)'s backward through time as one
+ * cooperative launch of {@link #persistentBackwardKernel} (W_hh's columns of a block's units on chip,
+ * dh and dc carried on chip, the cells' backward and the dh product per step) instead of the per-step
+ * loop's four launches a step; the weight gradients stay GEMMs over all steps after it.
  */
 final class RecurrentGpu {
     private static final int THREADS = 256;
@@ -112,22 +117,51 @@ final class RecurrentGpu {
      * (Elman RNN); 16 bits up to 1552 (LSTM: its c on chip), 1568 (GRU) and 2208.
      */
     static PersistentPlan persistentPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
+        int units = persistentUnits(c, batch, storage, props, choice);
+        if (units == 0) {
+            return null;
+        }
+        return planIfFits(c.hiddenSize(), units, persistentSharedBytes(c.cell().gates(), units, c.hiddenSize(), batch,
+                stateType(storage, choice)), props);
+    }
+
+    /**
+     * The persistent backward's plan, or null when the rule does not pick it: the forward's rule
+     * ({@link #persistentPlan}: batch &lt;= 16, no projection, tensor cores and H % 8 == 0 for a
+     * 16-bit state, U = ceil(H / multiprocessors)) with the backward's shared memory ({@link
+     * #persistentBackwardSharedBytes}) within the per-block opt-in. The backward stages a step's
+     * gate gradients [B, G H] where the forward stages h [B, H], so it fits to a smaller H where G
+     * &gt; 1: on an H100 at B = 16, F32 up to H = 660 (LSTM), 835 (GRU, either form), 1848 (Elman
+     * RNN); 16 bits up to 1104 (LSTM), 1352 (GRU; 1344 with the reset gate first, whose two
+     * segments of W_hh rows are each rounded up to 32 columns), 2784 (Elman RNN).
+     */
+    static PersistentPlan persistentBackwardPlan(RecurrentConfig c, int batch, DType storage, DeviceProperties props,
+                                                 StepChoice choice) {
+        int units = persistentUnits(c, batch, storage, props, choice);
+        if (units == 0) {
+            return null;
+        }
+        boolean resetFirst = c.cell() == CellType.GRU && !c.linearBeforeReset();
+        return planIfFits(c.hiddenSize(), units, persistentBackwardSharedBytes(c.cell().gates(), units, c.hiddenSize(), batch,
+                stateType(storage, choice), resetFirst), props);
+    }
+
+    /** The units per block both persistent rules share, or 0 where a bound other than shared memory rules them out. */
+    private static int persistentUnits(RecurrentConfig c, int batch, DType storage, DeviceProperties props, StepChoice choice) {
         boolean projected = c.cell() == CellType.LSTM && c.projSize() > 0;
         if (choice != StepChoice.AUTO || projected || batch > PERSISTENT_MAX_BATCH) {
-            return null;
+            return 0;
         }
-        DType state = stateType(storage, choice);
         int h = c.hiddenSize();
-        if (state != DType.F32 && (props.computeMajor() < 8 || h % 8 != 0)) {
-            return null;
+        if (stateType(storage, choice) != DType.F32 && (props.computeMajor() < 8 || h % 8 != 0)) {
+            return 0;
         }
         int sms = Math.max(1, props.multiprocessors());
-        int units = (h + sms - 1) / sms;
-        long bytes = persistentSharedBytes(c.cell().gates(), units, h, batch, state);
-        if (bytes > props.sharedMemoryPerBlockOptin()) {
-            return null;
-        }
-        return new PersistentPlan((h + units - 1) / units, units, (int) bytes);
+        return (h + sms - 1) / sms;
+    }
+
+    private static PersistentPlan planIfFits(int hidden, int units, long bytes, DeviceProperties props) {
+        return bytes > props.sharedMemoryPerBlockOptin() ? null : new PersistentPlan((hidden + units - 1) / units, units, (int) bytes);
     }
 
     /**
@@ -148,6 +182,41 @@ final class RecurrentGpu {
         long padded = (rows + 15) / 16 * 16;
         long stride = ((long) hidden + 15) / 16 * 16 + 8;
         return 2L * (padded + 16) * stride + 4L * ((long) (THREADS / 32) * padded * 16 + 2 * rows * batch + cellState);
+    }
+
+    /**
+     * The persistent backward's dynamic shared memory (cuda/recurrent/persistent_bwd.cuh), G gates,
+     * U units per block, hidden H, batch B, K = G H. F32: 4 x (U K transposed weights + B K staged
+     * gate gradients + 4 B U pair values). 16 bits: 2 x ((U + B) x S + 8) for the weights, the staged
+     * gradients and a zero chunk (S = K rounded up to 32 plus 8 columns of padding; with {@code
+     * resetFirst}, 2H and H each rounded up to 32, plus 8), then 4 x (warps x 16 x NU partial sums + 4
+     * B U pair values), NU = U rounded up to 8. The pair values are the projection, dh, dc and the
+     * GRU's direct term.
+     */
+    static long persistentBackwardSharedBytes(int gates, int units, int hidden, int batch, DType state, boolean resetFirst) {
+        long k = (long) gates * hidden;
+        long pairValues = 4L * batch * units;
+        if (state == DType.F32) {
+            return 4L * ((units + batch) * k + pairValues);
+        }
+        long split = resetFirst ? 2L * hidden : k;
+        long stride = (split + 31) / 32 * 32 + (k - split + 31) / 32 * 32 + 8;
+        long columns = (units + 7L) / 8 * 8;
+        return 2L * ((units + batch) * stride + 8) + 4L * ((long) (THREADS / 32) * 16 * columns + pairValues);
+    }
+
+    /**
+     * The persistent backward of a cell (plus the {@link #stateType}'s suffix): {@code
+     * lstm_persistent_bwd}, {@code gru_persistent_bwd} (linear_before_reset), {@code
+     * gru_reset_first_persistent_bwd} (two products and two rounds of the step barrier a step) or
+     * {@code rnn_persistent_bwd}.
+     */
+    static String persistentBackwardKernel(RecurrentConfig c) {
+        return switch (c.cell()) {
+            case LSTM -> "lstm_persistent_bwd";
+            case GRU -> c.linearBeforeReset() ? "gru_persistent_bwd" : "gru_reset_first_persistent_bwd";
+            case RNN -> "rnn_persistent_bwd";
+        };
     }
 
     /**
@@ -810,6 +879,75 @@ final class RecurrentGpu {
         return saved;
     }
 
+    /**
+     * One (layer, direction)'s backward through time as one cooperative launch of {@link
+     * #persistentBackwardKernel} (in place of the per-step loop: step_grad_in, the cell's backward,
+     * the dh GEMM and step_grad_out a step) when {@link #persistentBackwardPlan} picks it for the
+     * forward's state type and its grid fits on the device; false, with nothing queued that the
+     * per-step loop would not redo, otherwise. dhState and dcState hold dh_n and dc_n on entry and
+     * dh_0 and dc_0 after; the gate gradients dax and dah (and the peephole terms) of every step are
+     * written as the per-step loop writes them, for the weight-gradient GEMMs after.
+     */
+    private boolean persistentBackward(RecurrentConfig c, DType dt, int d, int slot, Saved saved, SlotTrace tr, DeviceTensor whh, DeviceTensor peep,
+                                       DeviceTensor hPrev, DeviceTensor dLayerOut, DeviceTensor dhState, DeviceTensor dcState,
+                                       DeviceTensor dax, DeviceTensor dah, DeviceTensor dpeepAll, DeviceTensor rhAll, DeviceScope s,
+                                       long stream) {
+        DType state = saved.output().dtype();
+        StepChoice choice = stepChoice;  // read once: the plan's sizes and the kernel's state type must agree
+        int batch = saved.batch();
+        PersistentPlan plan = stateType(dt, choice) == state ? persistentBackwardPlan(c, batch, dt, driver.properties(), choice) : null;
+        if (plan == null) {
+            return false;
+        }
+        long kernel = kernel(persistentBackwardKernel(c) + "_" + suffix(state));
+        if (!fitsAtOnce(kernel, plan)) {
+            return false;  // a smaller GPU than the rule assumed
+        }
+        int h = c.hiddenSize();
+        // The step barrier's counter starts at zero on every launch (persistent.cuh's step_arrive/step_wait).
+        DeviceTensor arrivals = s.allocate(DType.I32, 1);
+        driver.memsetAsync(arrivals.pointer(), 0, arrivals.byteSize(), stream);
+        int reversed = c.direction().isReversed(d) ? 1 : 0;
+        float clip = (float) c.clip();
+        KernelArgs args = new KernelArgs().pointer(ptr(tr.raw()));
+        switch (c.cell()) {
+            case LSTM -> args.pointer(saved.c0() == null ? 0L : saved.c0().select(0, slot).pointer()).pointer(ptr(tr.cNew()))
+                    .pointer(ptr(peep)).pointer(whh.pointer()).pointer(dLayerOut.pointer()).pointer(dhState.pointer())
+                    .pointer(dcState.pointer()).pointer(dax.pointer()).pointer(ptr(dpeepAll));
+            case GRU -> {
+                args.pointer(hPrev.pointer());
+                if (c.linearBeforeReset()) {
+                    args.pointer(ptr(tr.hnLin()));
+                }
+                args.pointer(whh.pointer()).pointer(dLayerOut.pointer()).pointer(dhState.pointer()).pointer(dax.pointer())
+                        .pointer(dah.pointer());
+                if (!c.linearBeforeReset()) {
+                    args.pointer(rhAll.pointer());
+                }
+            }
+            case RNN -> args.pointer(whh.pointer()).pointer(dLayerOut.pointer()).pointer(dhState.pointer()).pointer(dax.pointer());
+        }
+        args.pointer(saved.lengths().pointer()).pointer(arrivals.pointer()).i32(saved.steps()).i32(reversed).i32(batch).i32(h)
+                .i32(plan.unitsPerBlock()).i32(c.outputSize()).i32(d * c.stateSize());
+        if (c.cell() == CellType.LSTM) {
+            args.i32(c.inputForget() ? 1 : 0);
+        }
+        args.f32(clip);
+        List<Activation> act = c.activations().get(d);
+        for (int a = 0; a < c.cell().activationCount(); a++) {
+            args.i32(act.get(a).kind().ordinal()).f32((float) act.get(a).alpha()).f32((float) act.get(a).beta());
+        }
+        try {
+            driver.launchCooperative(kernel, Dim3.of(plan.blocks()), Dim3.of(THREADS), plan.sharedBytes(), stream, args);
+        } catch (DriverException e) {
+            if (e.status() != DriverException.COOPERATIVE_LAUNCH_TOO_LARGE) {
+                throw e;
+            }
+            return false;  // fewer SMs than the device reports (MPS): nothing ran; the per-step loop instead
+        }
+        return true;
+    }
+
     /** A backward's results on the device in F32: dx [T, B, in] (time-major), dh0, dc0 (or null) and the parameter gradients in the op's order. */
     record BackwardOutputs(DeviceTensor dx, DeviceTensor dh0, DeviceTensor dc0, Map<String, DeviceTensor> params) {
     }
@@ -879,7 +1017,9 @@ final class RecurrentGpu {
                     float clip = (float) c.clip();  // +infinity (no clip) passes through clip_to unchanged, NaN and infinities included
                     Dim3 cellGrid = Dim3.of(blocks((long) batch * h));
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
-                    for (int step = steps - 1; step >= 0; step--) {
+                    boolean persistent = persistentBackward(c, dt, d, slot, saved, tr, whh, peep, hPrev, dLayerOut, dhState, dcState, dax, dah,
+                            dpeepAll, rhAll, s, stream);
+                    for (int step = persistent ? -1 : steps - 1; step >= 0; step--) {
                         int t = c.direction().isReversed(d) ? steps - 1 - step : step;
                         driver.launch(kernel("step_grad_in" + stateSuffix), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
                                 .pointer(dhState.pointer()).pointer(dLayerOut.pointer()).pointer(dhTotal.pointer())

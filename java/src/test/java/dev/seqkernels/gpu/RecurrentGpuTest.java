@@ -216,6 +216,61 @@ class RecurrentGpuTest {
         assertEquals(null, RecurrentGpu.persistentPlan(lstm(64, 0), 4, DType.F32, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
     }
 
+    /** Both sides of every bound of the persistent backward's rule, on an H100's numbers. */
+    @Test
+    void persistentBackwardSelectionRule() {
+        DeviceProperties h100 = new DeviceProperties("H100", 9, 0, 132, 49152, 232448, 80L << 30, false);
+        DeviceProperties t4 = new DeviceProperties("T4", 7, 5, 40, 49152, 65536, 16L << 30, false);
+        var auto = RecurrentGpu.StepChoice.AUTO;
+        var gru = (java.util.function.IntFunction<dev.seqkernels.ops.RecurrentConfig>) h -> Gru.builder().inputSize(8).hiddenSize(h)
+                .build().config();
+        // F32: 4 x ((U + B) K + 4 B U), K = G H.
+        assertEquals(new RecurrentGpu.PersistentPlan(132, 5, 4 * ((5 + 16) * 4 * 660 + 4 * 16 * 5)),
+                RecurrentGpu.persistentBackwardPlan(lstm(660, 0), 16, DType.F32, h100, auto), "an F32 LSTM up to H = 660 at B = 16 (223,040 bytes)");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(661, 0), 16, DType.F32, h100, auto), "H = 661 does not (234,208 bytes)");
+        assertTrue(RecurrentGpu.persistentBackwardPlan(lstm(1024, 0), 1, DType.F32, h100, auto) != null, "H = 1024 fits at B = 1");
+        assertTrue(RecurrentGpu.persistentBackwardPlan(gru.apply(835), 16, DType.F32, h100, auto) != null, "an F32 GRU up to H = 835");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(gru.apply(836), 16, DType.F32, h100, auto), "H = 836 does not (232,528 bytes)");
+        assertTrue(RecurrentGpu.persistentBackwardPlan(rnn(1848), 16, DType.F32, h100, auto) != null, "an F32 Elman RNN up to H = 1848");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(rnn(1849), 16, DType.F32, h100, auto), "H = 1849 does not (233,116 bytes)");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(64, 0), 17, DType.F32, h100, auto), "batch above 16");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(64, 16), 4, DType.F32, h100, auto), "projection");
+        var resetFirst = (java.util.function.IntFunction<dev.seqkernels.ops.RecurrentConfig>) h -> Gru.builder().inputSize(8).hiddenSize(h)
+                .linearBeforeReset(false).build().config();
+        assertEquals(RecurrentGpu.persistentBackwardPlan(gru.apply(64), 4, DType.F32, h100, auto),
+                RecurrentGpu.persistentBackwardPlan(resetFirst.apply(64), 4, DType.F32, h100, auto),
+                "an F32 reset-first GRU: the same plan as the other form (one unbroken row of 3H floats)");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(resetFirst.apply(836), 16, DType.F32, h100, auto), "its H = 836 does not fit");
+        assertEquals(new RecurrentGpu.PersistentPlan(32, 2, 4 * ((2 + 4) * 4 * 64 + 4 * 4 * 2)),
+                RecurrentGpu.persistentBackwardPlan(lstm(64, 0), 4, DType.F32, t4, auto), "the F32 instance runs on sm_75");
+        assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(64, 0), 4, DType.F32, h100, RecurrentGpu.StepChoice.V1), "pinned to v1");
+        for (DType sixteen : new DType[]{DType.BF16, DType.F16}) {
+            // 16 bits: 2 x ((U + B) S + 8) with S = K rounded up to 32 plus 8, then 4 x (8 warps x 16 x NU + 4 B U).
+            assertEquals(new RecurrentGpu.PersistentPlan(128, 8, 2 * ((8 + 16) * 4104 + 8) + 4 * (8 * 16 * 8 + 4 * 16 * 8)),
+                    RecurrentGpu.persistentBackwardPlan(lstm(1024, 0), 16, sixteen, h100, auto), sixteen + ": an LSTM at H = 1024, B = 16");
+            assertEquals(new RecurrentGpu.PersistentPlan(123, 9, 231712), RecurrentGpu.persistentBackwardPlan(lstm(1104, 0), 16, sixteen, h100, auto),
+                    sixteen + ": an LSTM up to H = 1104 (9 units, 16 columns of partial sums)");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(1112, 0), 16, sixteen, h100, auto), sixteen + ": H = 1112 does not (233,312 bytes)");
+            assertTrue(RecurrentGpu.persistentBackwardPlan(gru.apply(1352), 16, sixteen, h100, auto) != null, sixteen + ": a GRU up to H = 1352");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(gru.apply(1360), 16, sixteen, h100, auto), sixteen + ": H = 1360 does not");
+            assertEquals(new RecurrentGpu.PersistentPlan(123, 11, 229184), RecurrentGpu.persistentBackwardPlan(resetFirst.apply(1344), 16, sixteen,
+                    h100, auto), sixteen + ": a reset-first GRU up to H = 1344 (rows of 2H and H columns, each rounded up to 32, plus 8)");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(resetFirst.apply(1352), 16, sixteen, h100, auto),
+                    sixteen + ": its H = 1352 does not (232,640 bytes; 230,912 with linear_before_reset)");
+            assertEquals(new RecurrentGpu.PersistentPlan(127, 22, 230128), RecurrentGpu.persistentBackwardPlan(rnn(2784), 16, sixteen, h100, auto),
+                    sixteen + ": an Elman RNN up to H = 2784 (22 units: three 8-unit tiles)");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(rnn(2792), 16, sixteen, h100, auto), sixteen + ": H = 2792 does not (232,560 bytes)");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(1020, 0), 16, sixteen, h100, auto), sixteen + ": H % 8 != 0");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(1024, 0), 17, sixteen, h100, auto), sixteen + ": batch above 16");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(64, 0), 4, sixteen, t4, auto), sixteen + ": no mma.sync on sm_75");
+            assertEquals(null, RecurrentGpu.persistentBackwardPlan(lstm(64, 0), 4, sixteen, h100, RecurrentGpu.StepChoice.V1), sixteen + ": pinned to v1");
+        }
+        assertEquals("lstm_persistent_bwd", RecurrentGpu.persistentBackwardKernel(lstm(64, 0)));
+        assertEquals("gru_persistent_bwd", RecurrentGpu.persistentBackwardKernel(gru.apply(64)));
+        assertEquals("gru_reset_first_persistent_bwd", RecurrentGpu.persistentBackwardKernel(resetFirst.apply(64)));
+        assertEquals("rnn_persistent_bwd", RecurrentGpu.persistentBackwardKernel(rnn(64)));
+    }
+
     /** The vectorized GRU (linear_before_reset) and Elman RNN cells in the per-step loop, against the reference and v1. */
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F32", "BF16"})
@@ -534,6 +589,99 @@ class RecurrentGpuTest {
              RecurrentResult r = make.apply(new GpuBackend(counting)).forwardInference(params, x, null, null, lengths)) {
             assertEquals(0, counting.graphLaunches(), "H = " + h + ": the persistent kernel, not the step graph");
             assertTrue(counting.launches() < steps, "one cooperative launch: " + counting.launches() + " launches");
+        }
+    }
+
+    /**
+     * The persistent backward really runs (its kernel resolved, none of the per-step loop's) and
+     * matches the reference (F32 also the per-step loop of v1; 16 bits by the 2x rule) with nonzero
+     * dh_n and dc_n, lengths, both directions and two layers: an LSTM with peepholes and clip, a GRU
+     * in either reset form and an Elman RNN, H chosen from this device's multiprocessors so that a block holds two 8-unit
+     * tiles (U >= 9) and, where the count allows it, the last block fewer units.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "BF16"})
+    @DeviceDependent
+    void persistentBackwardRunsAsOneLaunchAndMatchesTheStepLoop(DType dtype) {
+        boolean sixteen = dtype != DType.F32;
+        if (sixteen) {
+            GpuTargets.assumeTensorCores("the 16-bit persistent backward");
+        }
+        int sms = GpuTargets.driver().properties().multiprocessors();
+        int hidden = 0;
+        int best = -1;
+        for (int c = 8 * sms + 1; c <= 24 * sms && best < 1; c++) {  // U = ceil(H / sms) >= 9
+            int units = (c + sms - 1) / sms;
+            int score = c % units != 0 ? 1 : 0;
+            if ((!sixteen || c % 8 == 0) && score > best) {
+                hidden = c;
+                best = score;
+            }
+        }
+        int h = hidden;
+        TestData data = new TestData();
+        int steps = 6;
+        int batch = 3;
+        int[] lengths = {6, 2, 5};
+        Tensor x = data.tensor(dtype, 1, steps, batch, 5);
+        Tensor h0 = data.tensor(dtype, 1, 4, batch, h);
+        Tensor c0 = data.tensor(dtype, 1, 4, batch, h);
+        List<java.util.function.Function<dev.seqkernels.Backend, RecurrentOp>> ops = List.of(
+                be -> Lstm.builder().inputSize(5).hiddenSize(h).numLayers(2).bidirectional(true).peepholes(true).clip(3).backend(be).build(),
+                be -> Gru.builder().inputSize(5).hiddenSize(h).numLayers(2).bidirectional(true).backend(be).build(),
+                be -> Gru.builder().inputSize(5).hiddenSize(h).numLayers(2).bidirectional(true).linearBeforeReset(false).clip(2)
+                        .backend(be).build(),
+                be -> Rnn.builder().inputSize(5).hiddenSize(h).numLayers(2).bidirectional(true).backend(be).build());
+        for (var make : ops) {
+            List<String> resolved = new java.util.concurrent.CopyOnWriteArrayList<>();
+            GpuBackend pinned = GpuTargets.newBackend();
+            pinned.recurrentPath().stepChoice(RecurrentGpu.StepChoice.V1);
+            RecurrentOp gpu = make.apply(new GpuBackend(RecordingDriver.recordingFunctions(GpuTargets.driver(), resolved)));
+            RecurrentOp v1 = make.apply(pinned);
+            RecurrentOp cpu = make.apply(Backends.byName("cpu"));
+            RecurrentOp same = make.apply(Backends.byName("cpu-same-precision"));
+            var config = gpu.config();
+            boolean lstm = config.cell() == CellType.LSTM;
+            String tag = config.cell() + (config.cell() == CellType.GRU && !config.linearBeforeReset() ? " reset-first" : "") + " H=" + h + " on " + sms + " multiprocessors " + dtype + " " + data;
+            assertTrue(RecurrentGpu.persistentBackwardPlan(config, batch, dtype, GpuTargets.driver().properties(),
+                    RecurrentGpu.StepChoice.AUTO) != null, tag + ": the rule must pick the persistent backward");
+            Map<String, Tensor> params = data.params(dtype, 1 / Math.sqrt(h), config.parameterShapes());
+            Map<String, Tensor> params64 = new LinkedHashMap<>();
+            params.forEach((n, t) -> params64.put(n, t.to(DType.F64)));
+            Tensor c0Here = lstm ? c0 : null;
+            try (RecurrentResult got = gpu.forward(params, x, h0, c0Here, lengths);
+                 RecurrentResult ref = v1.forward(params, x, h0, c0Here, lengths);
+                 RecurrentResult want = cpu.forward(params64, x.to(DType.F64), h0.to(DType.F64), lstm ? c0.to(DType.F64) : null, lengths);
+                 RecurrentResult plain = same.forward(params, x, h0, c0Here, lengths)) {
+                Tensor dy = data.tensor(dtype, 1, got.output().shape());
+                Tensor dhn = data.tensor(dtype, 1, 4, batch, h);
+                Tensor dcn = lstm ? data.tensor(dtype, 1, 4, batch, h) : null;
+                int before = resolved.size();
+                try (RecurrentGradients g = gpu.backward(params, got, dy, dhn, dcn);
+                     RecurrentGradients r = v1.backward(params, ref, dy, dhn, dcn);
+                     RecurrentGradients w = cpu.backward(params64, want, dy.to(DType.F64), dhn.to(DType.F64), lstm ? dcn.to(DType.F64) : null);
+                     RecurrentGradients pl = same.backward(params, plain, dy, dhn, dcn)) {
+                    List<String> ran = resolved.subList(before, resolved.size());
+                    String kernel = RecurrentGpu.persistentBackwardKernel(config) + "_" + RecurrentGpu.suffix(dtype);
+                    assertTrue(ran.contains(kernel), tag + ": " + kernel + " must run; resolved " + ran);
+                    assertTrue(ran.stream().noneMatch(n -> n.startsWith("step_grad_")), tag + ": no per-step kernel; resolved " + ran);
+                    judge(tag + " dx", g.dx(), w.dx(), pl.dx(), dtype);
+                    judge(tag + " dh0", g.dh0(), w.dh0(), pl.dh0(), dtype);
+                    if (lstm) {
+                        judge(tag + " dc0", g.dc0(), w.dc0(), pl.dc0(), dtype);
+                    }
+                    for (String n : params.keySet()) {
+                        judge(tag + " d" + n, g.params().get(n), w.params().get(n), pl.params().get(n), dtype);
+                    }
+                    if (!sixteen) {
+                        check(tag + " dx vs the per-step loop", g.dx(), r.dx(), dtype);
+                        check(tag + " dh0 vs the per-step loop", g.dh0(), r.dh0(), dtype);
+                        for (String n : params.keySet()) {
+                            check(tag + " d" + n + " vs the per-step loop", g.params().get(n), r.params().get(n), dtype);
+                        }
+                    }
+                }
+            }
         }
     }
 

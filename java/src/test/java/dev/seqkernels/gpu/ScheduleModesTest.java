@@ -12,6 +12,7 @@ import dev.seqkernels.ops.AttentionResult;
 import dev.seqkernels.ops.CausalAlignment;
 import dev.seqkernels.ops.Gru;
 import dev.seqkernels.ops.Lstm;
+import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
 import org.junit.jupiter.api.AfterEach;
@@ -27,7 +28,7 @@ import static dev.seqkernels.gpu.RecurrentGpuTest.check;
 
 /**
  * The faster kernels (tensor-core and TF32 attention forward, the tensor-core backward, split-KV decoding, the persistent
- * LSTM and GRU, the vectorized and fused step cells) on the emulator under every schedule:
+ * LSTM and GRU forward and backward, the vectorized and fused step cells) on the emulator under every schedule:
  * round-robin, reverse, seeded random and one warp running ahead (blocks in index order, reversed,
  * in a seeded permutation and in index order), with cp.async copies landing when waited for and
  * when issued. The emulator's checks (races, bounds, collectives) run in every one; the results
@@ -58,8 +59,12 @@ class ScheduleModesTest {
         attention(tag + " tf32", data, DType.F32, 50, 60, 64, true, true);
         // Its backward is the tc64 pair the first case runs: forward only.
         attention(tag + " split-KV bf16", data, DType.BF16, 1, 1100, 64, false, false);
+        // The persistent kernels' cases run backward too: the persistent backward (its step barrier, and the
+        // reset-first GRU's two rounds a step).
         recurrent(tag + " persistent lstm", data, b -> Lstm.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
         recurrent(tag + " persistent gru", data, b -> Gru.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
+        recurrent(tag + " persistent reset-first gru", data,
+                b -> Gru.builder().inputSize(5).hiddenSize(19).linearBeforeReset(false).backend(b).build(), 3);
         recurrent(tag + " vec4 lstm step loop", data, b -> Lstm.builder().inputSize(5).hiddenSize(20).backend(b).build(), 17);
         // Several blocks per step kernel, which share the step counter (the fused step; the commit that advances it).
         recurrent(tag + " fused lstm step, 2 blocks", data, b -> Lstm.builder().inputSize(5).hiddenSize(64).backend(b).build(), 17);
@@ -116,6 +121,17 @@ class ScheduleModesTest {
         Tensor x = data.tensor(DType.F32, 1, 6, batch, 5);
         try (RecurrentResult got = gpu.forward(p, x); RecurrentResult want = cpu.forward(p64, x.to(DType.F64))) {
             check(tag + " output", got.output(), want.output(), DType.F32);
+            if (batch <= RecurrentGpu.PERSISTENT_MAX_BATCH) {
+                Tensor dy = data.tensor(DType.F32, 1, got.output().shape());
+                try (RecurrentGradients g = gpu.backward(p, got, dy, null, null);
+                     RecurrentGradients w = cpu.backward(p64, want, dy.to(DType.F64), null, null)) {
+                    check(tag + " dx", g.dx(), w.dx(), DType.F32);
+                    check(tag + " dh0", g.dh0(), w.dh0(), DType.F32);
+                    for (String n : p.keySet()) {
+                        check(tag + " d" + n, g.params().get(n), w.params().get(n), DType.F32);
+                    }
+                }
+            }
         }
     }
 }
