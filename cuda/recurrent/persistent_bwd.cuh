@@ -36,12 +36,12 @@ namespace {
 //     past it dh carries over, as step_grad_out leaves it.
 // One round of the step barrier a step: a step's cells read only the block's own dh and dc and
 // what was written before the launch, and each step writes its own row of dah, so a block that is
-// still staging row t is never overwritten by a faster one already at step t - 1's cells. The
+// still staging row t is never overwritten by a faster one already at the next step's cells. The
 // reset-first GRU projects twice a step, with two barrier rounds (gru_reset_first_bwd).
 //
 // Shared memory, F32: wt [U][K] and the staged rows [B][K] floats. 16 bits: wt [U][S] and the
-// staged rows [B][S] in T (S = K rounded up to 32, plus 8: rows 16 bytes apart modulo 128, so
-// ldmatrix is conflict-free; zeros past K; the reset-first GRU's rows are two segments, W_hh rows
+// staged rows [B][S] in T (S = K rounded up to 32, plus 8: any 8 consecutive rows start in
+// distinct 16-byte slots of the 128-byte bank window, so ldmatrix is conflict-free; zeros past K; the reset-first GRU's rows are two segments, W_hh rows
 // [0, 2H) and [2H, 3H), each rounded up to 32, so either product reads only its own), a zero
 // chunk of 8 T (the rows the mma's padding reads: units past U, batch entries past B), then the
 // warps' partial sums [warps][16][NU] (NU = U rounded up to 8). Both end with proj, dh, dc and

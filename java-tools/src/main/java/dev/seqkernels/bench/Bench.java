@@ -101,7 +101,9 @@ public final class Bench {
      * moves), and the forward step loop's shape (the kernels and
      * GEMMs captured per step graph, and the graph launches: one per step of each layer and
      * direction, so their count over T is the directions times the layers that ran the loop; the
-     * persistent kernel captures none; backward issues its steps directly). Empty for other ops.
+     * persistent kernel captures none; backward issues its steps directly), and the cooperative
+     * launches: one per layer and direction of each persistent forward and persistent backward that
+     * ran. Empty for other ops.
      */
     static String perStep(BenchCase c, double medianMs, CapturingDriver capture) {
         if (!c.op().equals("lstm") && !c.op().equals("gru")) {
@@ -109,8 +111,10 @@ public final class Bench {
         }
         int steps = c.get("T");
         int graphs = capture.graphLaunches() / Math.max(1, steps);
-        return String.format(java.util.Locale.ROOT, "; per step (%s): %.4f ms, %.4g MB at the floor, forward %d graph launch(es) of %d node(s)",
-                c.pass(), medianMs / steps, c.bytes() / steps / 1e6, graphs, graphs == 0 ? 0 : capture.graphNodes() / graphs);
+        return String.format(java.util.Locale.ROOT,
+                "; per step (%s): %.4f ms, %.4g MB at the floor, forward %d graph launch(es) of %d node(s), %d cooperative launch(es)",
+                c.pass(), medianMs / steps, c.bytes() / steps / 1e6, graphs, graphs == 0 ? 0 : capture.graphNodes() / graphs,
+                capture.cooperativeLaunches());
     }
 
     double floorMillis(BenchCase c) {

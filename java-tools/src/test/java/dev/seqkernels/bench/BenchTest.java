@@ -132,11 +132,11 @@ class BenchTest {
                 String floorPerStep = String.format(java.util.Locale.ROOT, "%.4g MB at the floor", c.bytes() / c.get("T") / 1e6);
                 assertTrue(r.note().contains(floorPerStep), () -> floorPerStep + " in " + r.note());
             }
-            if (c.op().equals("lstm")) {  // F32 at batch 2: the persistent kernel, no step loop
-                assertTrue(r.note().contains("; per step (" + c.pass() + "): ") && r.note().endsWith("0 graph launch(es) of 0 node(s)"),
-                        r::note);
+            if (c.op().equals("lstm")) {  // F32 at batch 2: the persistent kernels (forward, and backward), no step loop
+                String persistent = "0 graph launch(es) of 0 node(s), " + (c.pass().equals("fwd+bwd") ? 2 : 1) + " cooperative launch(es)";
+                assertTrue(r.note().contains("; per step (" + c.pass() + "): ") && r.note().endsWith(persistent), () -> persistent + " in " + r.note());
             } else if (c.op().equals("gru")) {  // BF16, H = 8, batch 17: the fused step, one graph of the GEMM and one kernel per step
-                assertTrue(r.note().endsWith("1 graph launch(es) of 2 node(s)"), r::note);
+                assertTrue(r.note().endsWith("1 graph launch(es) of 2 node(s), 0 cooperative launch(es)"), r::note);
             } else {
                 assertTrue(!r.note().contains("per step"), r::note);
             }

@@ -29,6 +29,7 @@ public final class CapturingDriver implements Driver {
     private int launches;
     private int graphNodes;
     private int graphLaunches;
+    private int cooperativeLaunches;
     private boolean recording = true;
 
     public CapturingDriver(Driver inner) {
@@ -67,6 +68,11 @@ public final class CapturingDriver implements Driver {
     /** Graph launches recorded (each also counts as one of {@link #launches}). */
     public synchronized int graphLaunches() {
         return graphLaunches;
+    }
+
+    /** Cooperative launches recorded (the persistent kernels; each also counts as one of {@link #launches}). */
+    public synchronized int cooperativeLaunches() {
+        return cooperativeLaunches;
     }
 
     /** Bytes copied between host and device while recording (not part of a replay). */
@@ -242,6 +248,9 @@ public final class CapturingDriver implements Driver {
     public void launchCooperative(long function, Dim3 grid, Dim3 block, int sharedBytes, long stream, KernelArgs args) {
         inner.launchCooperative(function, grid, block, sharedBytes, stream, args);
         KernelArgs kept = args.copy();
+        synchronized (this) {
+            cooperativeLaunches += recording && !graphCaptures.contains(stream) ? 1 : 0;
+        }
         record(stream, s -> inner.launchCooperative(function, grid, block, sharedBytes, s, kept), true);
     }
 

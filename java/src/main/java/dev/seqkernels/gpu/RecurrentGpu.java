@@ -46,7 +46,9 @@ import java.util.Map;
  * <p>Persistent backward ({@link #persistentBackwardPlan}): the same bounds with its own shared-memory fit, runs each (layer, direction)'s backward through time as one
  * cooperative launch of {@link #persistentBackwardKernel} (W_hh's columns of a block's units on chip,
  * dh and dc carried on chip, the cells' backward and the dh product per step) instead of the per-step
- * loop's four launches a step; the weight gradients stay GEMMs over all steps after it.
+ * loop's four launches a step (six for the reset-first GRU); the weight gradients stay GEMMs over
+ * all steps after it. Like the persistent forward, its products are its own and stay fp32 under
+ * allowTf32.
  */
 final class RecurrentGpu {
     private static final int THREADS = 256;

@@ -65,6 +65,10 @@ class ScheduleModesTest {
         recurrent(tag + " persistent gru", data, b -> Gru.builder().inputSize(5).hiddenSize(19).backend(b).build(), 3);
         recurrent(tag + " persistent reset-first gru", data,
                 b -> Gru.builder().inputSize(5).hiddenSize(19).linearBeforeReset(false).backend(b).build(), 3);
+        // The 16-bit instances (mma.sync projections), forward and backward, by the 2x rule.
+        recurrent16(tag + " persistent16 lstm", data, b -> Lstm.builder().inputSize(5).hiddenSize(40).backend(b).build());
+        recurrent16(tag + " persistent16 reset-first gru", data,
+                b -> Gru.builder().inputSize(5).hiddenSize(24).linearBeforeReset(false).backend(b).build());
         recurrent(tag + " vec4 lstm step loop", data, b -> Lstm.builder().inputSize(5).hiddenSize(20).backend(b).build(), 17);
         // Several blocks per step kernel, which share the step counter (the fused step; the commit that advances it).
         recurrent(tag + " fused lstm step, 2 blocks", data, b -> Lstm.builder().inputSize(5).hiddenSize(64).backend(b).build(), 17);
@@ -110,6 +114,32 @@ class ScheduleModesTest {
     private static void judge(String what, Tensor got, Tensor ref, Compare.Tolerance tol) {
         Compare.Result r = Compare.compare(got.toDoubleArray(), ref.toDoubleArray(), tol);
         org.junit.jupiter.api.Assertions.assertTrue(r.passes(tol), () -> what + ": " + r);
+    }
+
+    /** A BF16 op at batch 3 (the persistent kernels' 16-bit instances), forward and backward, by the 2x rule against the same-precision reference. */
+    private static void recurrent16(String tag, TestData data, java.util.function.Function<String, RecurrentOp> make) {
+        RecurrentOp gpu = make.apply("emu");
+        RecurrentOp cpu = make.apply("cpu");
+        RecurrentOp same = make.apply("cpu-same-precision");
+        DType dt = DType.BF16;
+        Map<String, Tensor> p = data.params(dt, 0.4, gpu.config().parameterShapes());
+        Map<String, Tensor> p64 = new LinkedHashMap<>();
+        p.forEach((n, t) -> p64.put(n, t.to(DType.F64)));
+        Tensor x = data.tensor(dt, 1, 6, 3, 5);
+        try (RecurrentResult got = gpu.forward(p, x); RecurrentResult want = cpu.forward(p64, x.to(DType.F64));
+             RecurrentResult plain = same.forward(p, x)) {
+            RecurrentGpuTest.judge(tag + " output", got.output(), want.output(), plain.output(), dt);
+            Tensor dy = data.tensor(dt, 1, got.output().shape());
+            try (RecurrentGradients g = gpu.backward(p, got, dy, null, null);
+                 RecurrentGradients w = cpu.backward(p64, want, dy.to(DType.F64), null, null);
+                 RecurrentGradients pl = same.backward(p, plain, dy, null, null)) {
+                RecurrentGpuTest.judge(tag + " dx", g.dx(), w.dx(), pl.dx(), dt);
+                RecurrentGpuTest.judge(tag + " dh0", g.dh0(), w.dh0(), pl.dh0(), dt);
+                for (String n : p.keySet()) {
+                    RecurrentGpuTest.judge(tag + " d" + n, g.params().get(n), w.params().get(n), pl.params().get(n), dt);
+                }
+            }
+        }
     }
 
     private static void recurrent(String tag, TestData data, java.util.function.Function<String, RecurrentOp> make, int batch) {
