@@ -41,9 +41,9 @@ namespace {
 //
 // Shared memory, F32: wt [U][K] and the staged rows [B][K] floats. 16 bits: wt [U][S] and the
 // staged rows [B][S] in T (S = K rounded up to 32, plus 8: any 8 consecutive rows start in
-// distinct 16-byte slots of the 128-byte bank window, so ldmatrix is conflict-free; zeros past K; the reset-first GRU's rows are two segments, W_hh rows
-// [0, 2H) and [2H, 3H), each rounded up to 32, so either product reads only its own), a zero
-// chunk of 8 T (the rows the mma's padding reads: units past U, batch entries past B), then the
+// distinct 16-byte slots of the 128-byte bank window, so ldmatrix is conflict-free; zeros past
+// K; the reset-first GRU's rows are two segments, W_hh rows [0, 2H) and [2H, 3H), each rounded up
+// to 32, so either product reads only its own), a zero chunk of 8 T (the rows the mma's padding reads: units past U, batch entries past B), then the
 // warps' partial sums [warps][16][NU] (NU = U rounded up to 8). Both end with proj, dh, dc and
 // direct [B][U] fp32. RecurrentGpu.persistentBackwardSharedBytes computes the same sizes.
 namespace persistent {

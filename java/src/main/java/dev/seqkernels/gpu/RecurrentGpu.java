@@ -43,12 +43,12 @@ import java.util.Map;
  * tensor cores by mma.sync, fp32 accumulation, h rounded once a step as the step loop rounds it) for
  * an F16/BF16 state on sm_80+ with H % 8 == 0. It saves the same trace, so backward reads the same.
  *
- * <p>Persistent backward ({@link #persistentBackwardPlan}): the same bounds with its own shared-memory fit, runs each (layer, direction)'s backward through time as one
- * cooperative launch of {@link #persistentBackwardKernel} (W_hh's columns of a block's units on chip,
- * dh and dc carried on chip, the cells' backward and the dh product per step) instead of the per-step
- * loop's four launches a step (six for the reset-first GRU); the weight gradients stay GEMMs over
- * all steps after it. Like the persistent forward, its products are its own and stay fp32 under
- * allowTf32.
+ * <p>Persistent backward ({@link #persistentBackwardPlan}): the same bounds with its own
+ * shared-memory fit runs each (layer, direction)'s backward through time as one cooperative launch
+ * of {@link #persistentBackwardKernel} (W_hh's columns of a block's units on chip, dh and dc carried
+ * on chip, the cells' backward and the dh product per step) instead of the per-step loop's four
+ * launches a step (six for the reset-first GRU); the weight gradients stay GEMMs over all steps
+ * after it. Like the persistent forward, its products are its own and stay fp32 under allowTf32.
  */
 final class RecurrentGpu {
     private static final int THREADS = 256;
@@ -890,8 +890,8 @@ final class RecurrentGpu {
      * dh_0 and dc_0 after; the gate gradients dax and dah (and the peephole terms) of every step are
      * written as the per-step loop writes them, for the weight-gradient GEMMs after.
      */
-    private boolean persistentBackward(RecurrentConfig c, DType dt, int d, int slot, Saved saved, SlotTrace tr, DeviceTensor whh, DeviceTensor peep,
-                                       DeviceTensor hPrev, DeviceTensor dLayerOut, DeviceTensor dhState, DeviceTensor dcState,
+    private boolean persistentBackward(RecurrentConfig c, DType dt, int d, int slot, Saved saved, SlotTrace tr, DeviceTensor whh,
+                                       DeviceTensor peep, DeviceTensor hPrev, DeviceTensor dLayerOut, DeviceTensor dhState, DeviceTensor dcState,
                                        DeviceTensor dax, DeviceTensor dah, DeviceTensor dpeepAll, DeviceTensor rhAll, DeviceScope s,
                                        long stream) {
         DType state = saved.output().dtype();
@@ -1021,6 +1021,7 @@ final class RecurrentGpu {
                     Dim3 stateGrid = Dim3.of(blocks((long) batch * p));
                     boolean persistent = persistentBackward(c, dt, d, slot, saved, tr, whh, peep, hPrev, dLayerOut, dhState, dcState, dax, dah,
                             dpeepAll, rhAll, s, stream);
+                    // The per-step loop, unless the persistent kernel ran every step.
                     for (int step = persistent ? -1 : steps - 1; step >= 0; step--) {
                         int t = c.direction().isReversed(d) ? steps - 1 - step : step;
                         driver.launch(kernel("step_grad_in" + stateSuffix), stateGrid, Dim3.of(THREADS), 0, stream, new KernelArgs()
