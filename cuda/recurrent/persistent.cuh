@@ -89,7 +89,8 @@ struct Slice {
     int mine;  // may be <= 0 for trailing blocks: they still take part in every step barrier
 };
 
-__device__ __forceinline__ int round_up16(int n) { return (n + 15) / 16 * 16; }
+/** n rounded up to a multiple of m. */
+__device__ __forceinline__ int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 /** Loads this block's G*U rows of W_hh (row g*U + u is W_hh row g*H + u0 + u; zeros past H) into shared memory. */
 template <int G>
@@ -122,8 +123,8 @@ template <int G, typename T>
 __device__ Slice<T> load_slice(const T* w_hh, int batch, int hidden, int units) {
     SEQK_DYNAMIC_SHARED(T, smem);
     Slice<T> sl;
-    sl.stride = round_up16(hidden) + 8;
-    sl.padded_rows = round_up16(G * units);
+    sl.stride = round_up(hidden, 16) + 8;
+    sl.padded_rows = round_up(G * units, 16);
     sl.w = smem;
     sl.hs = smem + static_cast<long>(sl.padded_rows) * sl.stride;
     sl.partial = reinterpret_cast<float*>(sl.hs + 16L * sl.stride);

@@ -67,8 +67,6 @@ struct GradSlice {
     int mine;  // may be <= 0 for trailing blocks: they still take part in every step barrier
 };
 
-__device__ __forceinline__ int round_up(int n, int m) { return (n + m - 1) / m * m; }
-
 /** The four [B][U] fp32 arrays after the operands; every element starts at zero. */
 template <typename T>
 __device__ void place_pair_arrays(GradSlice<T>& sl, float* at, int batch, int units) {
@@ -275,10 +273,9 @@ __device__ void project_gradient(const GradSlice<T>& sl, const T* dah_rows, int 
  * updated for the entries inside their length. dh (and the LSTM's dc, which the cell carries)
  * move between global memory and shared memory by the same pairs, before and after.
  */
-template <typename T, typename Cell>
-__device__ void run_backward_steps(GradSlice<T>& sl, const T* dah, const float* d_out, float* dh_state, float* dc_state,
-                                   const int* lengths, unsigned* arrivals, int steps, int reversed, int batch, int hidden,
-                                   int k_rows, int units, int out_stride, int out_offset, Cell cell) {
+/** dh (and dc, unless dc_state is null) of this block's pairs from dh_state [B, H] (dc_state) into shared memory. */
+template <typename T>
+__device__ void load_carried(GradSlice<T>& sl, const float* dh_state, const float* dc_state, int batch, int hidden, int units) {
     for_my_pairs(sl, batch, [&](int b, int u) {
         long at = static_cast<long>(b) * hidden + sl.u0 + u;
         sl.dh[b * units + u] = dh_state[at];
@@ -286,23 +283,11 @@ __device__ void run_backward_steps(GradSlice<T>& sl, const T* dah, const float* 
             sl.dc[b * units + u] = dc_state[at];
         }
     });
-    for (int s = 0; s < steps; s++) {
-        int t = reversed ? s : steps - 1 - s;
-        for_my_pairs(sl, batch, [&](int b, int u) {
-            int j = sl.u0 + u;
-            long row = static_cast<long>(t) * batch + b;
-            float total = t < lengths[b] ? sl.dh[b * units + u] + d_out[row * out_stride + out_offset + j] : 0.0f;
-            sl.direct[b * units + u] = cell(b, u, j, t, total);
-        });
-        step_arrive(arrivals);
-        step_wait(arrivals, static_cast<unsigned>(s + 1));
-        project_gradient(sl, dah + static_cast<long>(t) * batch * k_rows, batch, k_rows, units, 0, k_rows);
-        for_my_pairs(sl, batch, [&](int b, int u) {
-            if (t < lengths[b]) {
-                sl.dh[b * units + u] = sl.proj[b * units + u] + sl.direct[b * units + u];
-            }
-        });
-    }
+}
+
+/** The same back: dh (and dc) of this block's pairs into dh_state (dc_state), after the last step. */
+template <typename T>
+__device__ void store_carried(const GradSlice<T>& sl, float* dh_state, float* dc_state, int batch, int hidden, int units) {
     for_my_pairs(sl, batch, [&](int b, int u) {
         long at = static_cast<long>(b) * hidden + sl.u0 + u;
         dh_state[at] = sl.dh[b * units + u];
@@ -310,6 +295,52 @@ __device__ void run_backward_steps(GradSlice<T>& sl, const T* dah, const float* 
             dc_state[at] = sl.dc[b * units + u];
         }
     });
+}
+
+/** dh_total of pair (b, u) at step t: the carried dh plus dOut[t], zero past the entry's length. */
+template <typename T>
+__device__ __forceinline__ float dh_total_of(const GradSlice<T>& sl, const float* d_out, const int* lengths, int t, int b, int u,
+                                             int batch, int units, int out_stride, int out_offset) {
+    long row = static_cast<long>(t) * batch + b;
+    return t < lengths[b] ? sl.dh[b * units + u] + d_out[row * out_stride + out_offset + sl.u0 + u] : 0.0f;
+}
+
+/** dh = the projection plus the direct term for this block's pairs inside their length at step t; the others carry dh. */
+template <typename T>
+__device__ void update_carried_dh(GradSlice<T>& sl, const int* lengths, int t, int batch, int units) {
+    for_my_pairs(sl, batch, [&](int b, int u) {
+        if (t < lengths[b]) {
+            sl.dh[b * units + u] = sl.proj[b * units + u] + sl.direct[b * units + u];
+        }
+    });
+}
+
+/**
+ * The step loop every persistent backward but the reset-first GRU's shares: per step (processing
+ * order reversed: t = s when the forward ran reversed, else T - 1 - s) cell(b, u, j, t, dh_total)
+ * for each of this block's pairs, which writes row t's gate gradients and returns the direct term
+ * of dh_prev (the GRU's dh_total * z; 0 for the others); the step barrier (round s + 1); the
+ * projection of dah row t; dh updated for the entries inside their length. dh (and the LSTM's dc,
+ * which the cell carries) move between global memory and shared memory by the same pairs, before
+ * and after.
+ */
+template <typename T, typename Cell>
+__device__ void run_backward_steps(GradSlice<T>& sl, const T* dah, const float* d_out, float* dh_state, float* dc_state,
+                                   const int* lengths, unsigned* arrivals, int steps, int reversed, int batch, int hidden,
+                                   int k_rows, int units, int out_stride, int out_offset, Cell cell) {
+    load_carried(sl, dh_state, dc_state, batch, hidden, units);
+    for (int s = 0; s < steps; s++) {
+        int t = reversed ? s : steps - 1 - s;
+        for_my_pairs(sl, batch, [&](int b, int u) {
+            float total = dh_total_of(sl, d_out, lengths, t, b, u, batch, units, out_stride, out_offset);
+            sl.direct[b * units + u] = cell(b, u, sl.u0 + u, t, total);
+        });
+        step_arrive(arrivals);
+        step_wait(arrivals, static_cast<unsigned>(s + 1));
+        project_gradient(sl, dah + static_cast<long>(t) * batch * k_rows, batch, k_rows, units, 0, k_rows);
+        update_carried_dh(sl, lengths, t, batch, units);
+    }
+    store_carried(sl, dh_state, dc_state, batch, hidden, units);
 }
 
 template <typename T>
@@ -358,16 +389,14 @@ __device__ void gru_reset_first_bwd(const float* raw, const T* h_prev, const T* 
                                     float f_alpha, float f_beta, int g_kind, float g_alpha, float g_beta) {
     int k_rows = 3 * hidden;
     GradSlice<T> sl = load_columns(w_hh, k_rows, 2 * hidden, batch, hidden, units);
-    for_my_pairs(sl, batch, [&](int b, int u) { sl.dh[b * units + u] = dh_state[static_cast<long>(b) * hidden + sl.u0 + u]; });
+    load_carried(sl, dh_state, static_cast<const float*>(nullptr), batch, hidden, units);
     for (int s = 0; s < steps; s++) {
         int t = reversed ? s : steps - 1 - s;
         const T* rows = dah + static_cast<long>(t) * batch * k_rows;
         for_my_pairs(sl, batch, [&](int b, int u) {
-            long row = static_cast<long>(t) * batch + b;
-            int j = sl.u0 + u;
-            float total = t < lengths[b] ? sl.dh[b * units + u] + d_out[row * out_stride + out_offset + j] : 0.0f;
+            float total = dh_total_of(sl, d_out, lengths, t, b, u, batch, units, out_stride, out_offset);
             float direct = 0.0f;
-            gru_bwd_at(b, j, total, direct, raw, h_prev, static_cast<const float*>(nullptr), dax, dah, lengths, t, batch, hidden, 0,
+            gru_bwd_at(b, sl.u0 + u, total, direct, raw, h_prev, static_cast<const float*>(nullptr), dax, dah, lengths, t, batch, hidden, 0,
                        clip, f_kind, f_alpha, f_beta, g_kind, g_alpha, g_beta);
             sl.direct[b * units + u] = direct;
         });
@@ -381,13 +410,9 @@ __device__ void gru_reset_first_bwd(const float* raw, const T* h_prev, const T* 
         step_arrive(arrivals);
         step_wait(arrivals, static_cast<unsigned>(2 * s + 2));
         project_gradient(sl, rows, batch, k_rows, units, 0, 2 * hidden);
-        for_my_pairs(sl, batch, [&](int b, int u) {
-            if (t < lengths[b]) {
-                sl.dh[b * units + u] = sl.proj[b * units + u] + sl.direct[b * units + u];
-            }
-        });
+        update_carried_dh(sl, lengths, t, batch, units);
     }
-    for_my_pairs(sl, batch, [&](int b, int u) { dh_state[static_cast<long>(b) * hidden + sl.u0 + u] = sl.dh[b * units + u]; });
+    store_carried(sl, dh_state, static_cast<float*>(nullptr), batch, hidden, units);
 }
 
 template <typename T>
