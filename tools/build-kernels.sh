@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles each cuda/<family>.cu into <classes>/dev/seqkernels/kernels/<family>.fatbin (SASS for
-# sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120, and compute_90 PTX that newer GPUs JIT) and writes
+# sm_75 sm_80 sm_86 sm_90 sm_100 sm_120, and compute_90 PTX that newer GPUs JIT) and writes
 # the sm_90 kernel report (registers, shared memory, stack, spills and the __launch_bounds__ limit
 # per kernel, its mma.sync count and its main loop's mma.sync and PTX instructions
 # (tools/ptx-main-loop.awk), and the architectures built) to <report> and beside the fatbins.
@@ -21,16 +21,19 @@ if [ -z "$NVCC" ] || [ "$NVCC" = none ]; then
 fi
 
 # Blackwell: sm_100 (B200/GB200) and sm_120 (RTX 50xx, RTX PRO 6000) get SASS of their own; PTX
-# stays compute_90 so any newer GPU can still JIT it. sm_80, sm_86 and sm_89 take their SASS from
-# one compute_80 PTX: the kernels compare __CUDA_ARCH__ with 800 and nothing between 800 and 900,
-# so ptxas gets the PTX compute_86 and compute_89 would give, less the front end's two extra passes
-# (attention.cu: 809 CPU-seconds against 1197; its sm_86 cubins from compute_80 and compute_86 PTX
-# differ only in the note naming the PTX's architecture). A source that tells sm_86 or sm_89 apart
-# (a comparison of __CUDA_ARCH__ with 8xx other than >= 800 or < 800, either way round, or
-# NV_IF_TARGET's SM_8x names; a comment that does counts too) fails the build here rather than
-# losing that difference.
-ARCHITECTURES="sm_75 sm_80 sm_86 sm_89 sm_90 sm_100 sm_120 compute_90"
-GENCODE=(-gencode arch=compute_75,code=sm_75 -gencode "arch=compute_80,code=[sm_80,sm_86,sm_89]"
+# stays compute_90 so any newer GPU can still JIT it. sm_80 and sm_86 take their SASS from one
+# compute_80 PTX: the kernels compare __CUDA_ARCH__ with 800 and nothing between 800 and 900, so
+# ptxas gets the PTX compute_86 would give, less the front end's extra pass (attention.cu: 809
+# CPU-seconds against 1197; its sm_86 cubins from compute_80 and compute_86 PTX differ only in the
+# note naming the PTX's architecture). sm_89 (L4, L40S, RTX 40xx) runs sm_86's SASS, as a cubin
+# built for 8.6 runs on any 8.x from 8.6 up: ptxas 13.0 gives byte-identical code for sm_86 and
+# sm_89 from this PTX (every kernel's .text of attention.cu and recurrent.cu), so an sm_89 pass
+# only cost time (about 115 of attention.cu's 1150 CPU-seconds). A source that tells sm_86 or
+# sm_89 apart (a comparison of __CUDA_ARCH__ with 8xx other than >= 800 or < 800, either way
+# round, or NV_IF_TARGET's SM_8x names; a comment that does counts too) fails the build here
+# rather than losing that difference.
+ARCHITECTURES="sm_75 sm_80 sm_86 sm_90 sm_100 sm_120 compute_90"
+GENCODE=(-gencode arch=compute_75,code=sm_75 -gencode "arch=compute_80,code=[sm_80,sm_86]"
          -gencode "arch=compute_90,code=[sm_90,compute_90]"
          -gencode arch=compute_100,code=sm_100 -gencode arch=compute_120,code=sm_120)
 if grep -rnoE '__CUDA_ARCH__[[:space:]]*[<>=!]=?[[:space:]]*8[0-9][0-9]|8[0-9][0-9][[:space:]]*[<>=!]=?[[:space:]]*__CUDA_ARCH__|NV_[A-Z_]*SM_8[1-9]|NV_IS_EXACTLY_SM_80' "$ROOT/cuda" \
