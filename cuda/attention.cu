@@ -6,9 +6,10 @@
 // the softmax is never stored; accumulators live in f32 global rows (no per-thread arrays, so no
 // spills at any head dimension). Deterministic: no atomics.
 // attn_fwd_tc (fp16/bf16, D and Dv <= 256, sm_80+) is the tiled tensor-core forward beside v1,
-// with the same masks and outputs; attn_bwd_dq_tc and attn_bwd_dkdv_tc (fp16/bf16, D and Dv <= 128)
-// the tensor-core backward beside v1's, with v1's arguments except dout in the storage type, a
-// buffer of per-row counts and a `vec` flag. AttentionGpu.java chooses between them (see its javadoc).
+// with the same masks and outputs; attn_bwd_delta, attn_bwd_dq_tc and attn_bwd_dkdv_tc (fp16/bf16,
+// D and Dv <= 128) the tensor-core backward beside v1's, with v1's arguments except dout in the
+// storage type, delta from the forward's out, a buffer of per-row counts and a `vec` flag.
+// AttentionGpu.java chooses between them (see its javadoc).
 //
 // Layout: element (b, h, l, e) of q, k, v, out (and dout, dq, dk, dv) is at
 // b*s[0] + h*s[1] + l*s[2] + e*s[3] with the strides in AttnShape, so multi-head attention reads
@@ -148,18 +149,21 @@ SEQK_ATTENTION_DECODE_TC(f16, __half, 128);
 SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 64);
 SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
 
-// The tensor-core backward (tc::attn_bwd_dq_tc, tc::attn_bwd_dkdv_tc): v1's arguments, dout in the
-// storage type, each row's count of +inf keys (hot: written by dq, read by dkdv); `vec`: 16-byte
-// cp.async rows (dq: k and v; dkdv: q and dout). Instances as the forward's: attn_bwd_dq_tcDMAX_T
-// and attn_bwd_dkdv_tcDMAX_T take every option at run time; the _nobias_ ones (no explicit mask,
-// 16-byte rows of the tiles they stream: the host launches them only so; they ignore `vec`) have
-// the same arguments, so the host picks by name, and the same tiles but dq's at 128: its _nobias_
-// instance takes key tiles of 16, as with tiles of 32 ptxas spilled it on sm_80-sm_120 (sm_90: 16
-// bytes stored, 28 loaded, at 255 registers); with 16 it fits in 255 without a spill on every
-// architecture built (main-loop figures in docs/ARCHITECTURE.md).
+// The tensor-core backward (tc::attn_bwd_delta, tc::attn_bwd_dq_tc, tc::attn_bwd_dkdv_tc): v1's
+// arguments, dout in the storage type, delta from attn_bwd_delta (which reads the forward's out
+// with its own strides, dout with the shape's out strides), each row's count of +inf keys (hot:
+// written by dq, read by dkdv); `vec`: 16-byte cp.async rows (dq: k and v; dkdv: q and dout).
+// Instances as the forward's: attn_bwd_dq_tcDMAX_T and attn_bwd_dkdv_tcDMAX_T take every option at
+// run time; the _nobias_ ones (no explicit mask, 16-byte rows of the tiles they stream: the host
+// launches them only so; they ignore `vec`) have the same arguments, so the host picks by name, and
+// the same tiles but dq's at 128: its _nobias_ instance takes key tiles of 16, as with tiles of 32
+// ptxas spilled it on sm_80-sm_120 (sm_90: 16 bytes stored, 28 loaded, at 255 registers); with 16
+// it fits in 255 without a spill on every architecture built (main-loop figures in
+// docs/ARCHITECTURE.md).
 #define SEQK_ATTENTION_BWD_DQ_TC(suffix, T, DMAX, BN, name, instance, vec_arg)                                         \
     extern "C" __global__ void attn_bwd_dq_tc##DMAX##name##suffix(const T* q, const T* k, const T* v, const T* dout,   \
-                                                                 const float* lse, float* delta, float* hot, float* dq, \
+                                                                 const float* lse, const float* delta, float* hot,      \
+                                                                 float* dq,                                             \
                                                                  const int* key_lengths, const int* query_lengths,      \
                                                                  const float* bias0, const float* bias1,                \
                                                                  AttnShape shape, int vec) {                            \
@@ -194,6 +198,15 @@ SEQK_ATTENTION_DECODE_TC(bf16, __nv_bfloat16, 128);
     SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 128, 16, _, GENERAL, vec != 0);                                              \
     SEQK_ATTENTION_BWD_DKDV_TC(suffix, T, 128, 16, _nobias_, NO_BIAS, ((void) vec, true))
 
+#define SEQK_ATTENTION_BWD_DELTA(suffix, T)                                                                            \
+    extern "C" __global__ void attn_bwd_delta_##suffix(const T* out, const T* dout, float* delta, AttnShape shape,     \
+                                                       RowStrides out_stride) {                                         \
+        tc::attn_bwd_delta<T>(out, dout, delta, shape, out_stride);                                                     \
+    }                                                                                                                   \
+    SEQK_KERNEL(attn_bwd_delta_##suffix)
+
+SEQK_ATTENTION_BWD_DELTA(f16, __half);
+SEQK_ATTENTION_BWD_DELTA(bf16, __nv_bfloat16);
 SEQK_ATTENTION_BWD_TC(f16, __half);
 SEQK_ATTENTION_BWD_TC(bf16, __nv_bfloat16);
 

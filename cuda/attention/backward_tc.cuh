@@ -1,7 +1,8 @@
-// The tiled tensor-core backward, fp16/bf16 (attn_bwd_dq_tc64/128, attn_bwd_dkdv_tc64/128, and the
-// no-bias instances attn_bwd_dq_tc64/128_nobias, attn_bwd_dkdv_tc64/128_nobias):
-// FlashAttention-2's recompute from the forward's LSE, deterministic (no atomics), in two kernels
-// with v1's contract (delta, then dq; dk and dv from delta), so the host runs them in v1's order.
+// The tiled tensor-core backward, fp16/bf16 (attn_bwd_delta, attn_bwd_dq_tc64/128,
+// attn_bwd_dkdv_tc64/128, and the no-bias instances attn_bwd_dq_tc64/128_nobias,
+// attn_bwd_dkdv_tc64/128_nobias): FlashAttention-2's recompute from the forward's LSE with its
+// preprocessing (delta = rowsum(dout * out)), deterministic (no atomics), in three kernels the
+// host runs in order: delta, then dq (and each row's count of +inf keys), then dk and dv.
 #pragma once
 
 #include "forward_tc.cuh"
@@ -122,23 +123,50 @@ __device__ __forceinline__ float prob_of_row(float sc, float lse, float hot) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// dq and delta: attn_bwd_dq_tc<T, DMAX, BN>.
+// delta: attn_bwd_delta<T>, FlashAttention-2's preprocessing, delta = rowsum(dout * out).
+// One warp per query row of [B * Hq * Lq] (4 rows a block of 128 threads); lane l takes columns l,
+// l + 32, ... of Dv. The products of two 16-bit values are exact in fp32; the lanes' sums join by
+// a fixed shuffle tree, so delta is deterministic. out is read with its own strides (the forward's
+// destination, which need not be laid out as dout). Every row gets its sum: the dq and dk/dv
+// kernels weigh delta only at pairs a mask allows, so the sum of a fully masked row, or of a row
+// past its query length (whose dout may be anything), is never used. Equal to v1's sum_j P dP
+// over the allowed keys but for rounding: out is the forward's, rounded to T.
+template <typename T>
+__device__ void attn_bwd_delta(const T* out, const T* dout, float* delta, const AttnShape& s, const RowStrides& out_stride) {
+    const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+    const int lane = static_cast<int>(threadIdx.x % 32);
+    if (row >= s.batch * s.q_heads * s.q_len) {
+        return;  // the whole warp: a warp's lanes share the row
+    }
+    const long long i = row % s.q_len, h = (row / s.q_len) % s.q_heads, b = row / (s.q_len * s.q_heads);
+    float sum = 0.0f;
+    for (long long e = lane; e < s.value_dim; e += 32) {
+        sum += seqk::to_float(dout[at(s.o_stride, b, h, i, e)]) * seqk::to_float(out[at(out_stride.s, b, h, i, e)]);
+    }
+    SEQK_UNROLL
+    for (int m = 16; m > 0; m /= 2) {
+        sum += seqk::arch::shfl_xor(0xffffffffu, sum, m);
+    }
+    if (lane == 0) {
+        delta[row] = sum;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dq: attn_bwd_dq_tc<T, DMAX, BN>, after attn_bwd_delta.
 // Grid and block as the forward (one block per (b, h, 64 query rows), 4 warps of 16 rows); k and v
 // stream through the same double-buffered shared tiles. A warp keeps its rows' q and dout (16-bit)
-// as A fragments, their lse, and dq (16 x DMAX f32) in registers. Two passes over the key tiles:
-//   1. S = q k^T, dP = dout v^T (mma), P from S and lse: delta = sum_j P dP over allowed keys;
-//   2. S, dP and P again, dS = P (dP - delta) (0 where blocked), rounded to T (as FlashAttention
-//      rounds it) and dq += dS k (mma, k through ldmatrix.x4.trans); dq is scaled once when written.
-// The recompute of pass 1 (FlashAttention-2 takes delta = rowsum(dout * out) instead) keeps v1's
-// delta exactly: no dependence on the rounded out, and the NaN and +inf rules of the forward.
-// It also writes each row's count of +inf keys (hot_keys_out: 0 unless its lse is +inf), which
-// attn_bwd_dkdv_tc reads rather than scanning the keys again. Rows past the query length get
-// dq = 0, delta = 0 and a count of 0. Flops: 10 * rows * keys * DMAX per (b, h).
+// as A fragments, their lse and delta, and dq (16 x DMAX f32) in registers. One pass over the key
+// tiles: S = q k^T, dP = dout v^T (mma), P from S and lse, dS = P (dP - delta) (0 where blocked),
+// rounded to T (as FlashAttention rounds it) and dq += dS k (mma, k through ldmatrix.x4.trans); dq
+// is scaled once when written. It also writes each row's count of +inf keys (hot_keys_out: 0
+// unless its lse is +inf), which attn_bwd_dkdv_tc reads rather than scanning the keys again. Rows
+// past the query length get dq = 0 and a count of 0. Flops: 6 * rows * keys * DMAX per (b, h).
 // Instances as the forward's (TcInstance): NO_BIAS (no explicit mask, 16-byte k and v rows, which
 // the host guarantees when it picks it) loads by unrolled 16-byte cp.async only, runs every k-step
 // and column block of DMAX (zeros past D and Dv: the sums are unchanged) and has no bias code.
 template <typename T, int DMAX, int BN, TcInstance I>
-__device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, float* delta, float* hot_keys_out,
+__device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta, float* hot_keys_out,
                                float* dq, const int* key_lengths, const int* query_lengths, const float* bias0, const float* bias1,
                                const AttnShape& s, bool vec) {
     static_assert(DMAX % 16 == 0 && BN % 16 == 0, "tiles are whole mma steps");
@@ -168,16 +196,17 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     uint32_t qa[KS][4], da[KS][4];
     row_fragments<T, KS>(qa, q, s.q_stride, b, h, my_row, q_valid, d, t);
     row_fragments<T, KS>(da, dout, s.o_stride, b, h, my_row, q_valid, dv, t);
-    float row_lse[2], hot[2], row_delta[2] = {0.0f, 0.0f};
+    float row_lse[2], hot[2], row_delta[2];
     SEQK_UNROLL
     for (int r = 0; r < 2; r++) {
         long long row = (b * s.q_heads + h) * s.q_len + my_row[r];
         row_lse[r] = my_row[r] < q_valid ? lse[row] : -INFINITY;
+        row_delta[r] = my_row[r] < q_valid ? delta[row] : 0.0f;
         hot[r] = hot_of(row_lse[r], s, row, key_lengths, query_lengths, q, k, bias0, bias1);
     }
     // The unmasked loop weighs by prob_of_finite_row: a block with a valid row whose lse is not
     // finite takes the masked loop for every tile. (Rows past the query length get whatever weight;
-    // only their own dq and delta read it, and those are written as 0.)
+    // only their own dq reads it, and that is written as 0.)
     const bool odd_row = (my_row[0] < q_valid && !is_finite(row_lse[0])) || (my_row[1] < q_valid && !is_finite(row_lse[1]));
     if (__syncthreads_or(odd_row)) {
         unmasked_tiles = 0;
@@ -190,8 +219,8 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
     const int ksteps = VEC ? KS : (d + 15) / 16, vsteps = VEC ? KS : (dv + 15) / 16, dblocks = VEC ? NO : (d + 7) / 8;
 
     long long tile = 0;
-    // One key tile of either pass: S and dP, then P; pass 1 sums P dP, pass 2 accumulates dq.
-    auto step = [&](auto masked, bool grad) {
+    // One key tile: S and dP, then P and dS, then dq += dS k.
+    auto step = [&](auto masked) {
         constexpr bool MASK = decltype(masked)::value;
         int buf = static_cast<int>(tile % 2);
         next_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, tile, kv_tiles, vec);
@@ -217,45 +246,27 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
                 long long j = j0 + n * 8 + 2 * t + x % 2;
                 float xs = scaled_score<MASK>(sc[n][x], s, b, h, my_row[r], j, k_valid, q_valid, scale, bias0, bias1);
                 float p = MASK ? prob_of_row(xs, row_lse[r], hot[r]) : prob_of_finite_row(xs, row_lse[r]);
-                if (grad) {
-                    sc[n][x] = xs == -INFINITY ? 0.0f : p * (dp[n][x] - row_delta[r]);
-                } else {
-                    row_delta[r] += xs == -INFINITY ? 0.0f : p * dp[n][x];
-                }
+                sc[n][x] = xs == -INFINITY ? 0.0f : p * (dp[n][x] - row_delta[r]);
             }
         }
-        if (grad) {
-            uint32_t sa[NS / 2][4];
-            c_to_a<T, NS>(sa, sc);
-            if (MASK) {
-                product_ab_checked<T, NS / 2, NO, LD>(dqa, sa, kt, dblocks, scratch, lane, t, [&](int r, int kx) {
-                    return !allowed(s, b, h, my_row[r], j0 + kx, k_valid, q_valid, bias0, bias1);
-                });
-            } else {
-                product_ab<T, NS / 2, NO, LD>(dqa, sa, seqk::arch::shared_addr(kt), dblocks, lane);
-            }
+        uint32_t sa[NS / 2][4];
+        c_to_a<T, NS>(sa, sc);
+        if (MASK) {
+            product_ab_checked<T, NS / 2, NO, LD>(dqa, sa, kt, dblocks, scratch, lane, t, [&](int r, int kx) {
+                return !allowed(s, b, h, my_row[r], j0 + kx, k_valid, q_valid, bias0, bias1);
+            });
+        } else {
+            product_ab<T, NS / 2, NO, LD>(dqa, sa, seqk::arch::shared_addr(kt), dblocks, lane);
         }
         __syncthreads();  // every warp is done with this buffer before the next load refills it
     };
 
-    SEQK_UNROLL
-    for (int pass = 0; pass < 2; pass++) {
-        bool grad = pass == 1;
-        tile = 0;
-        first_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
-        for (; tile < unmasked_tiles; tile++) {
-            step(Masked<false>{}, grad);
-        }
-        for (; tile < kv_tiles; tile++) {
-            step(Masked<true>{}, grad);
-        }
-        if (!grad) {
-            SEQK_UNROLL
-            for (int r = 0; r < 2; r++) {
-                row_delta[r] += seqk::arch::shfl_xor(0xffffffffu, row_delta[r], 1);
-                row_delta[r] += seqk::arch::shfl_xor(0xffffffffu, row_delta[r], 2);
-            }
-        }
+    first_kv_tile<T, uint16_t, BN, LD, VEC, DMAX>(buffers, k, v, s, blk, key_end, kv_tiles, vec);
+    for (; tile < unmasked_tiles; tile++) {
+        step(Masked<false>{});
+    }
+    for (; tile < kv_tiles; tile++) {
+        step(Masked<true>{});
     }
 
     SEQK_UNROLL
@@ -266,7 +277,6 @@ __device__ void attn_bwd_dq_tc(const T* q, const T* k, const T* v, const T* dout
         }
         bool dead = i >= q_valid;
         if (t == 0) {
-            delta[(b * s.q_heads + h) * s.q_len + i] = dead ? 0.0f : row_delta[r];
             hot_keys_out[(b * s.q_heads + h) * s.q_len + i] = dead ? 0.0f : hot[r];
         }
         SEQK_UNROLL

@@ -16,6 +16,11 @@ struct AttnShape {
     double scale;
 };
 
+/** A [B, H, L, E] tensor's element strides, for one read with strides of its own (the forward's out). */
+struct RowStrides {
+    long long s[4];
+};
+
 struct AttnRow {
     long long b, h, kvh, i, q_valid, k_valid;
 };

@@ -523,10 +523,12 @@ final class AttentionGpu {
 
     /**
      * dq, dk, dv f32 (q, k, v strides) from dout (out strides, in {@link #doutType}'s type) and,
-     * optionally, dprobs f32 [B, Hq, Lq, Lk].
+     * optionally, dprobs f32 [B, Hq, Lq, Lk]. {@code out} is the forward's output (dt) with its own
+     * strides {@code outStrides}: the tensor-core backward reads it ({@link #backwardReadsOut}), v1's
+     * does not (it may be null then).
      */
-    private void runBackward(DType dt, Saved sv, DeviceTensor dout, DeviceTensor dprobs, DeviceTensor dq, DeviceTensor dk,
-                             DeviceTensor dv, DeviceScope temp, long stream) {
+    private void runBackward(DType dt, Saved sv, DeviceTensor out, long[] outStrides, DeviceTensor dout, DeviceTensor dprobs,
+                             DeviceTensor dq, DeviceTensor dk, DeviceTensor dv, DeviceScope temp, long stream) {
         Geometry g = sv.g();
         long[] words = shapeWords(g, sv.biases(), sv.causal(), sv.scale());
         DeviceTensor delta = temp.allocate(DType.F32, g.rows());
@@ -536,7 +538,11 @@ final class AttentionGpu {
             throw new IllegalStateException("attention backward: dout in " + dout.dtype() + " where " + kernel + " reads " + reads);
         }
         if (!kernel.equals("attn_bwd")) {
-            runBackwardTc(kernel.endsWith("64") ? 64 : 128, dt, sv, dout, delta, dq, dk, dv, words, temp, stream);
+            if (out == null || out.dtype() != dt) {
+                throw new IllegalStateException("attention backward: " + kernel + " reads the forward's out in " + dt + ", given "
+                        + (out == null ? "none" : out.dtype()));
+            }
+            runBackwardTc(kernel.endsWith("64") ? 64 : 128, dt, sv, out, outStrides, dout, delta, dq, dk, dv, words, temp, stream);
             return;
         }
         driver.launch(fn("attn_bwd_dq", dt), grid(g.rows()), Dim3.of(THREADS), 0, stream, new KernelArgs()
@@ -563,6 +569,18 @@ final class AttentionGpu {
         return backwardKernel.equals("attn_bwd") ? DType.F32 : dt;
     }
 
+    /**
+     * Whether the backward the rule picks reads the forward's out: the tensor-core backward takes
+     * delta = rowsum(dout * out) (attn_bwd_delta), v1's sums P dP over the keys instead.
+     */
+    boolean backwardReadsOut(DType dt, Geometry g, boolean probsOutput) {
+        return !backwardKernel(dt, g.headDim(), g.valueDim(), driver.properties().computeMajor(), kernelChoice, probsOutput)
+                .equals("attn_bwd");
+    }
+
+    /** Query rows per block of attn_bwd_delta (a warp each). */
+    private static final int DELTA_ROWS = 4;
+
     /** Key rows per block of the tensor-core backward's dk/dv kernel (4 warps x 16). */
     private static final int TC_BWD_KEYS = 64;
 
@@ -581,18 +599,21 @@ final class AttentionGpu {
 
     /**
      * The tensor-core backward for head dimensions up to dmax (64 or 128), dout in dt (with the out
-     * strides): attn_bwd_dq_tcN (delta, each row's
-     * count of +inf keys and dq; grid as the forward's, key tiles of {@link #dqKeyTile}) and attn_bwd_dkdv_tcN
-     * (one block per 64 keys of a (b, kv head), query tiles of 32 / 16), each in the instance
-     * {@link #tcInstance} picks (the same tiles and shared memory either way but dq's at 128).
+     * strides), out (dt) with outStrides: attn_bwd_delta (delta = rowsum(dout * out), a warp per
+     * query row), attn_bwd_dq_tcN (each row's count of +inf keys and dq; grid as the forward's, key
+     * tiles of {@link #dqKeyTile}) and attn_bwd_dkdv_tcN (one block per 64 keys of a (b, kv head),
+     * query tiles of 32 / 16), the last two in the instance {@link #tcInstance} picks (the same tiles
+     * and shared memory either way but dq's at 128).
      */
-    private void runBackwardTc(int dmax, DType dt, Saved sv, DeviceTensor dout, DeviceTensor delta, DeviceTensor dq, DeviceTensor dk,
-                               DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
+    private void runBackwardTc(int dmax, DType dt, Saved sv, DeviceTensor out, long[] outStrides, DeviceTensor dout, DeviceTensor delta,
+                               DeviceTensor dq, DeviceTensor dk, DeviceTensor dv, long[] words, DeviceScope temp, long stream) {
         Geometry g = sv.g();
         long rowBlocks = (long) g.batch() * g.qHeads() * ((g.qLen() + TC_ROWS - 1) / TC_ROWS);
         long keyBlocks = (long) g.batch() * g.kvHeads() * ((g.kvLen() + TC_BWD_KEYS - 1) / TC_BWD_KEYS);
-        if (rowBlocks > Integer.MAX_VALUE || keyBlocks > Integer.MAX_VALUE) {
-            throw new SeqkException.Unsupported("attention backward: " + Math.max(rowBlocks, keyBlocks) + " blocks exceed one launch");
+        long deltaBlocks = (g.rows() + DELTA_ROWS - 1) / DELTA_ROWS;
+        if (Math.max(deltaBlocks, Math.max(rowBlocks, keyBlocks)) > Integer.MAX_VALUE) {
+            throw new SeqkException.Unsupported("attention backward: "
+                    + Math.max(deltaBlocks, Math.max(rowBlocks, keyBlocks)) + " blocks exceed one launch");
         }
         DeviceTensor hotKeys = temp.allocate(DType.F32, g.rows());
         int perChunk = 16 / dt.byteSize();
@@ -609,6 +630,8 @@ final class AttentionGpu {
         int dkdvShared = 2 * 2 * queryTile * (dmax + 8) * 2 + 2 * 3 * queryTile * 4 + 4 * 16 * queryTile * 2;
         // No query row: dq and delta are empty and no key gets a gradient term (dk, dv zero); no key: dk, dv empty.
         if (rowBlocks > 0) {
+            driver.launch(fn("attn_bwd_delta", dt), Dim3.of((int) deltaBlocks), Dim3.of(32 * DELTA_ROWS), 0, stream, new KernelArgs()
+                    .pointer(out.pointer()).pointer(dout.pointer()).pointer(delta.pointer()).struct(words).struct(outStrides));
             driver.launch(fn(dqInstance, dt), Dim3.of((int) rowBlocks), Dim3.of(128), dqShared, stream, new KernelArgs()
                     .pointer(sv.q().pointer()).pointer(sv.k().pointer()).pointer(sv.v().pointer()).pointer(dout.pointer())
                     .pointer(sv.lse().pointer()).pointer(delta.pointer()).pointer(hotKeys.pointer()).pointer(dq.pointer())
@@ -661,7 +684,8 @@ final class AttentionGpu {
             DeviceTensor dq = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.headDim());
             DeviceTensor dk = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.headDim());
             DeviceTensor dv = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.valueDim());
-            runBackward(dt, sv, temp.upload(dOut, doutType(dt, g, false)), null, dq, dk, dv, temp, 0);
+            DeviceTensor out = backwardReadsOut(dt, g, false) ? temp.upload(forward.out(), dt) : null;
+            runBackward(dt, sv, out, g.o(), temp.upload(dOut, doutType(dt, g, false)), null, dq, dk, dv, temp, 0);
             return new AttentionGradients(download(dq, dt), download(dk, dt), download(dv, dt));
         }
     }
@@ -731,6 +755,7 @@ final class AttentionGpu {
         // Everything that can refuse is checked before the first launch: a call that failed after
         // queueing work would have to free memory the stream may still read.
         sv.lse().pointer();
+        forward.out().pointer();  // the tensor-core backward reads it
         dOut.pointer();
         String[] names = {"q", "k", "v"};
         DeviceTensor[] inputs = {sv.q(), sv.k(), sv.v()};
@@ -749,7 +774,7 @@ final class AttentionGpu {
             DeviceTensor dq32 = zerosLike(scope, sv.q(), stream);
             DeviceTensor dk32 = zerosLike(scope, sv.k(), stream);
             DeviceTensor dv32 = zerosLike(scope, sv.v(), stream);
-            runBackward(dt, withGeometry(sv, contiguousOut), laidOut, null, dq32, dk32, dv32, scope, stream);
+            runBackward(dt, withGeometry(sv, contiguousOut), forward.out(), g.o(), laidOut, null, dq32, dk32, dv32, scope, stream);
             return new DeviceAttentionGradients(rounded(scope, dq32, dt, stream), rounded(scope, dk32, dt, stream),
                     rounded(scope, dv32, dt, stream), scope);
         } catch (RuntimeException e) {
@@ -1276,7 +1301,7 @@ final class AttentionGpu {
             grads32[i] = s.allocate(DType.F32, shapes[i]);
         }
         DeviceTensor[] dProj32 = qkvParts(grads32, e, kv);
-        runBackward(interior, sv, dMerged, dProbs, dProj32[0], dProj32[1], dProj32[2], s, stream);
+        runBackward(interior, sv, ms.merged(), g.o(), dMerged, dProbs, dProj32[0], dProj32[1], dProj32[2], s, stream);
         // The projections read dq, dk and dv in the interior type: the packed buffer (or each) rounded once.
         DeviceTensor[] grads = new DeviceTensor[shapes.length];
         for (int i = 0; i < shapes.length; i++) {

@@ -72,7 +72,12 @@ public final class DeviceAttention {
                 !c.inference);
     }
 
-    /** Gradients of q, k and v for dOut (shaped and typed like out, any strides), issued on {@code stream}. */
+    /**
+     * Gradients of q, k and v for dOut (shaped and typed like out, any strides), issued on {@code stream}.
+     * It reads the forward's q, k, v and out (a caller's out buffer included; the tensor-core
+     * backward takes delta = rowsum(dOut * out) as FlashAttention does): leave them unchanged until
+     * its work has run.
+     */
     public DeviceAttentionGradients backward(DeviceAttentionResult forward, DeviceTensor dOut, long stream) {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch(OP + ": argument 'forward' is required");

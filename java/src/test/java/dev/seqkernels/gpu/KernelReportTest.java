@@ -100,9 +100,9 @@ class KernelReportTest {
         }
         // The backward's no-bias instances (no bias code, unrolled 16-byte loads, loops over all of
         // DMAX) count fewer PTX instructions per mma in their main loop than the general ones, and
-        // at most 8, as the forward's: their unmasked loops (dq's per pass, dk/dv's hot loop ahead of
-        // the tiles a length or the diagonal touches) weigh by one exp2 per pair. The main loop's
-        // mma: dq's second pass (S, dP and dq), 3 x 32 at 64 (key tiles of 64), 3 x 16 at 128 (16);
+        // at most 8, as the forward's: their unmasked loops (dq's, dk/dv's hot loop ahead of the
+        // tiles a length or the diagonal touches) weigh by one exp2 per pair. The main loop's mma:
+        // dq's one pass (S, dP and dq), 3 x 32 at 64 (key tiles of 64), 3 x 16 at 128 (16);
         // dk/dv's S^T, dP^T, dv and dk, 4 x 16 at 64 (query tiles of 32), and the dk walk's 3 x 16 at 128.
         Map<String, Integer> backwardMma = Map.of("attn_bwd_dq_tc64", 96, "attn_bwd_dq_tc128", 48, "attn_bwd_dkdv_tc64", 64,
                 "attn_bwd_dkdv_tc128", 48);

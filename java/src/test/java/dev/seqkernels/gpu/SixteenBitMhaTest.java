@@ -109,8 +109,9 @@ class SixteenBitMhaTest {
                         what + ": dMerged (dy Wo) and the three input gradients are written in 16 bits, the weight gradients"
                                 + " in fp32: " + backward);
                 // Without an explicit mask, heads of 8 in rows of 16-byte multiples (packed views included):
-                // the tensor-core pair's no-bias instances.
-                List<String> backwardKernels = tensorCores ? List.of("attn_bwd_dq_tc64_nobias_" + sfx, "attn_bwd_dkdv_tc64_nobias_" + sfx)
+                // the tensor-core backward's no-bias instances, after delta from the merged output.
+                List<String> backwardKernels = tensorCores
+                        ? List.of("attn_bwd_delta_" + sfx, "attn_bwd_dq_tc64_nobias_" + sfx, "attn_bwd_dkdv_tc64_nobias_" + sfx)
                         : List.of("attn_bwd_dq_" + sfx, "attn_bwd_dkdv_" + sfx);
                 assertTrue(resolved.containsAll(backwardKernels), what + ": " + backwardKernels + " in " + resolved);
                 assertEquals(sixteenBit, resolved.contains("cast_f32_to_" + RecurrentGpu.suffix(dt)),

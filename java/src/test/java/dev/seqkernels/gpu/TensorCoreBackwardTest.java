@@ -188,9 +188,10 @@ class TensorCoreBackwardTest {
             String sfx = RecurrentGpu.suffix(dtype);
             String dq = "attn_bwd_dq_tc" + size + (noBias ? "_nobias_" : "_") + sfx;
             String dkdv = "attn_bwd_dkdv_tc" + size + (noBias ? "_nobias_" : "_") + sfx;
-            assertTrue(resolved.contains(dq) && resolved.contains(dkdv),
-                    tag + ": the tensor-core backward ran in the instances the rule picks, " + dq + " and " + dkdv + " (" + resolved + ")");
-            assertEquals(2, resolved.stream().filter(name -> name.startsWith("attn_bwd")).distinct().count(), tag + ": and no other (" + resolved + ")");
+            String delta = "attn_bwd_delta_" + sfx;
+            assertTrue(resolved.contains(delta) && resolved.contains(dq) && resolved.contains(dkdv), tag
+                    + ": the tensor-core backward ran in the instances the rule picks, " + delta + ", " + dq + " and " + dkdv + " (" + resolved + ")");
+            assertEquals(3, resolved.stream().filter(name -> name.startsWith("attn_bwd")).distinct().count(), tag + ": and no other (" + resolved + ")");
             assertFalse(resolved.contains("attn_bwd_dq_" + RecurrentGpu.suffix(dtype)), tag + ": v1's backward did not (" + resolved + ")");
             Tensor[][] grads = {{got.dq(), byV1.dq(), byPlain.dq(), want.dq()}, {got.dk(), byV1.dk(), byPlain.dk(), want.dk()},
                     {got.dv(), byV1.dv(), byPlain.dv(), want.dv()}};
