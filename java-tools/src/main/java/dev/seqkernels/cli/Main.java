@@ -42,7 +42,7 @@ public final class Main {
                                                          emulator, the kernels built; --kernels: each
                                                          kernel's registers, shared memory, stack, spills,
                                                          its main loop's PTX instructions per mma and
-                                                         (attention forward, on emu) ldmatrix wavefronts""");
+                                                         (attention, on emu) ldmatrix wavefronts""");
         u.put("golden", """
                   golden [--backend B] [--dtype D] [FILE|DIR ...]
                                                          run golden cases (default: tools/golden/cases)
@@ -165,25 +165,51 @@ public final class Main {
     }
 
     /**
-     * The ldmatrix wavefronts per 8x8 matrix (1.00: free of bank conflicts) of one of the attention
-     * forward's tensor-core kernels, measured on the emulator by one forward that selects it
-     * (B = H = 1, 64 query rows: one block, 128 keys: several key tiles; the general 16-bit
-     * instance is selected by an explicit all-zero mask); null for a kernel that is not one of
-     * them or without the emulator.
+     * The ldmatrix wavefronts per 8x8 matrix (1.00: free of bank conflicts) of one of the attention's
+     * tensor-core kernels (the forward's, or the backward's dq and dk/dv), measured on the emulator
+     * by one forward (and, for the backward's, one backward) that selects it (B = H = 1, 64 query
+     * rows: one block and two dk/dv query tiles or more, 128 keys: several key tiles; the general
+     * 16-bit instances are selected by an explicit all-zero mask) and counted for that kernel's
+     * launches alone (the emulator runs a launch before it returns); null for a kernel that is not
+     * one of them or without the emulator.
      */
     private static String ldmatrixWavefronts(String kernel) {
-        java.util.regex.Matcher m = java.util.regex.Pattern.compile("attn_fwd_(tc|tf32x)(64|128|256)(_nobias)?_(f16|bf16|f32)").matcher(kernel);
+        java.util.regex.Matcher m = java.util.regex.Pattern
+                .compile("attn_(fwd_tc|fwd_tf32x|bwd_dq_tc|bwd_dkdv_tc)(64|128|256)(_nobias)?_(f16|bf16|f32)").matcher(kernel);
         if (!m.matches() || !EmuDriver.libraryPresent()) {
             return null;
         }
         DType dtype = DType.valueOf(m.group(4).toUpperCase(Locale.ROOT));
         int d = Integer.parseInt(m.group(2));
-        boolean general = m.group(1).equals("tc") && m.group(3) == null;
+        boolean general = !m.group(1).equals("fwd_tf32x") && m.group(3) == null;
+        boolean backward = m.group(1).startsWith("bwd");
         double[] values = new double[128 * d];
         for (int i = 0; i < values.length; i++) {
             values[i] = ((i * 37) % 101 - 50) / 64.0;
         }
         EmuDriver emu = EmuDriver.instance();
+        Map<Long, String> names = new java.util.HashMap<>();
+        long[] counts = new long[2];  // the kernel's matrices and wavefronts
+        dev.seqkernels.gpu.Driver counting = (dev.seqkernels.gpu.Driver) java.lang.reflect.Proxy.newProxyInstance(
+                dev.seqkernels.gpu.Driver.class.getClassLoader(), new Class<?>[]{dev.seqkernels.gpu.Driver.class},
+                (proxy, method, args) -> {
+                    Object result;
+                    try {
+                        result = method.invoke(emu, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                    if (method.getName().equals("function")) {
+                        names.put((Long) result, (String) args[1]);
+                    } else if (method.getName().equals("launch")) {
+                        EmuDriver.LdmatrixCounts c = emu.takeLdmatrixCounts();
+                        if (kernel.equals(names.get((Long) args[0]))) {
+                            counts[0] += c.matrices();
+                            counts[1] += c.wavefronts();
+                        }
+                    }
+                    return result;
+                });
         try (dev.seqkernels.Tensor q = dev.seqkernels.Tensor.of(dtype, java.util.Arrays.copyOf(values, 64 * d), 1, 1, 64, d);
              dev.seqkernels.Tensor kv = dev.seqkernels.Tensor.of(dtype, values, 1, 1, 128, d);
              dev.seqkernels.Tensor zeros = dev.seqkernels.Tensor.of(DType.F32, new double[64 * 128], 64, 128)) {
@@ -191,12 +217,17 @@ public final class Main {
             if (general) {
                 in.mask(dev.seqkernels.ops.Mask.additive(zeros));
             }
+            dev.seqkernels.ops.Attention op = dev.seqkernels.ops.Attention.builder().allowTf32(dtype == DType.F32)
+                    .backend(new dev.seqkernels.gpu.GpuBackend(counting)).build();
             emu.takeLdmatrixCounts();
-            dev.seqkernels.ops.Attention.builder().allowTf32(dtype == DType.F32).backend("emu").build().forward(in).close();
-            EmuDriver.LdmatrixCounts c = emu.takeLdmatrixCounts();
-            return c.matrices() == 0 ? "no ldmatrix (emu)"
-                    : String.format(Locale.ROOT, "ldmatrix %.2f wavefronts/matrix (emu)", c.wavefrontsPerMatrix());
+            try (dev.seqkernels.ops.AttentionResult r = op.forward(in)) {
+                if (backward) {
+                    op.backward(r, q).close();  // dOut: any values of out's shape (D = Dv)
+                }
+            }
         }
+        return counts[0] == 0 ? "no ldmatrix (emu)"
+                : String.format(Locale.ROOT, "ldmatrix %.2f wavefronts/matrix (emu)", (double) counts[1] / counts[0]);
     }
 
     /** The jar's Implementation-Version on the class path, its module version on the module path. */
