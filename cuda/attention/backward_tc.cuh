@@ -125,12 +125,15 @@ __device__ __forceinline__ float prob_of_row(float sc, float lse, float hot) {
 // ---------------------------------------------------------------------------------------------
 // delta: attn_bwd_delta<T>, FlashAttention-2's preprocessing, delta = rowsum(dout * out).
 // One warp per query row of [B * Hq * Lq] (4 rows a block of 128 threads); lane l takes columns l,
-// l + 32, ... of Dv. The products of two 16-bit values are exact in fp32; the lanes' sums join by
-// a fixed shuffle tree, so delta is deterministic. out is read with its own strides (the forward's
-// destination, which need not be laid out as dout). Every row gets its sum: the dq and dk/dv
-// kernels weigh delta only at pairs a mask allows, so the sum of a fully masked row, or of a row
-// past its query length (whose dout may be anything), is never used. Equal to v1's sum_j P dP
-// over the allowed keys but for rounding: out is the forward's, rounded to T.
+// l + 32, ... of Dv. The products of two 16-bit values are exact in fp32 (fp16's always; bf16's
+// unless they leave fp32's range); the lanes' sums join by a fixed shuffle tree, so delta is
+// deterministic. out is read with its own strides (the forward's destination, which need not be
+// laid out as dout). Equal to v1's sum_j P dP over the allowed keys but for rounding (out is the
+// forward's, rounded to T) and for an infinite dout: there every dP_j is infinite or NaN, so v1's
+// and the reference's delta and every dS of the row are NaN, while dout * out would be an infinity
+// that leaves some dS infinite; such a row's delta is NaN here too. Every row gets its value: the
+// dq and dk/dv kernels weigh delta only at pairs a mask allows, so the one of a fully masked row,
+// or of a row past its query length (whose dout may be anything), is never used.
 template <typename T>
 __device__ void attn_bwd_delta(const T* out, const T* dout, float* delta, const AttnShape& s, const RowStrides& out_stride) {
     const long long row = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -140,12 +143,18 @@ __device__ void attn_bwd_delta(const T* out, const T* dout, float* delta, const 
     }
     const long long i = row % s.q_len, h = (row / s.q_len) % s.q_heads, b = row / (s.q_len * s.q_heads);
     float sum = 0.0f;
+    bool infinite_dout = false;
     for (long long e = lane; e < s.value_dim; e += 32) {
-        sum += seqk::to_float(dout[at(s.o_stride, b, h, i, e)]) * seqk::to_float(out[at(out_stride.s, b, h, i, e)]);
+        float g = seqk::to_float(dout[at(s.o_stride, b, h, i, e)]);
+        infinite_dout |= fabsf(g) == INFINITY;
+        sum += g * seqk::to_float(out[at(out_stride.s, b, h, i, e)]);
     }
     SEQK_UNROLL
     for (int m = 16; m > 0; m /= 2) {
         sum += seqk::arch::shfl_xor(0xffffffffu, sum, m);
+    }
+    if (seqk::arch::any(0xffffffffu, infinite_dout)) {
+        sum = NAN;
     }
     if (lane == 0) {
         delta[row] = sum;

@@ -684,9 +684,24 @@ final class AttentionGpu {
             DeviceTensor dq = temp.allocate(DType.F32, g.batch(), g.qHeads(), g.qLen(), g.headDim());
             DeviceTensor dk = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.headDim());
             DeviceTensor dv = temp.allocate(DType.F32, g.batch(), g.kvHeads(), g.kvLen(), g.valueDim());
+            requireForwardOut(sv, dt, forward.out().shape());
             DeviceTensor out = backwardReadsOut(dt, g, false) ? temp.upload(forward.out(), dt) : null;
             runBackward(dt, sv, out, g.o(), temp.upload(dOut, doutType(dt, g, false)), null, dq, dk, dv, temp, 0);
             return new AttentionGradients(download(dq, dt), download(dk, dt), download(dv, dt));
+        }
+    }
+
+    /**
+     * The out a result carries is the forward's own (its dtype and shape), as the tensor-core
+     * backward reads it: a result rebuilt around another tensor is refused rather than read out of
+     * its bounds.
+     */
+    private static void requireForwardOut(Saved sv, DType dtype, long[] shape) {
+        Geometry g = sv.g();
+        long[] os = {g.batch(), g.qHeads(), g.qLen(), g.valueDim()};
+        if (!java.util.Arrays.equals(shape, os) || dtype != sv.q().dtype()) {
+            throw new SeqkException.ShapeMismatch("attention backward: forward.out is " + dtype + java.util.Arrays.toString(shape)
+                    + ", but the forward's out was " + sv.q().dtype() + java.util.Arrays.toString(os));
         }
     }
 
@@ -755,7 +770,8 @@ final class AttentionGpu {
         // Everything that can refuse is checked before the first launch: a call that failed after
         // queueing work would have to free memory the stream may still read.
         sv.lse().pointer();
-        forward.out().pointer();  // the tensor-core backward reads it
+        forward.out().pointer();  // the tensor-core backward reads it, with its own strides
+        requireForwardOut(sv, forward.out().dtype(), forward.out().shape());
         dOut.pointer();
         String[] names = {"q", "k", "v"};
         DeviceTensor[] inputs = {sv.q(), sv.k(), sv.v()};
@@ -774,7 +790,8 @@ final class AttentionGpu {
             DeviceTensor dq32 = zerosLike(scope, sv.q(), stream);
             DeviceTensor dk32 = zerosLike(scope, sv.k(), stream);
             DeviceTensor dv32 = zerosLike(scope, sv.v(), stream);
-            runBackward(dt, withGeometry(sv, contiguousOut), forward.out(), g.o(), laidOut, null, dq32, dk32, dv32, scope, stream);
+            runBackward(dt, withGeometry(sv, contiguousOut), forward.out(), forward.out().strides(), laidOut, null, dq32, dk32, dv32,
+                    scope, stream);
             return new DeviceAttentionGradients(rounded(scope, dq32, dt, stream), rounded(scope, dk32, dt, stream),
                     rounded(scope, dv32, dt, stream), scope);
         } catch (RuntimeException e) {

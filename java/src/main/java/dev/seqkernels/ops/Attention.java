@@ -70,6 +70,11 @@ public final class Attention {
         return in.inference ? new AttentionResult(r.out(), r.lse(), SavedState.release(r.saved())) : r;
     }
 
+    /**
+     * Gradients of q, k and v for dOut (shaped and typed like out). It reads the forward's out as
+     * well as what the result saved (on a GPU backend the tensor-core backward takes delta =
+     * rowsum(dOut * out), as FlashAttention's does): leave {@code forward.out()} unchanged until then.
+     */
     public AttentionGradients backward(AttentionResult forward, Tensor dOut) {
         if (forward == null) {
             throw new SeqkException.ShapeMismatch("attention: argument 'forward' is required");

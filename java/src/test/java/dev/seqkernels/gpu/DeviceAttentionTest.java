@@ -190,7 +190,8 @@ class DeviceAttentionTest {
     /**
      * k and v expanded over query heads (stride 0, as a framework's repeat_kv makes them): the
      * forward takes them; backward refuses before it queues anything (their gradients would need
-     * an element per head), and so does a forward into an out buffer with overlapping strides.
+     * an element per head), and so does a forward into an out buffer with overlapping strides, and
+     * a backward from a result rebuilt around a tensor that is not the forward's out.
      */
     @Test
     void zeroOrOverlappingStridesAreRefusedWhereEachPositionNeedsItsOwnElement() {
@@ -217,6 +218,14 @@ class DeviceAttentionTest {
                 DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(q, q, q).into(buffer));
                 r.close();
                 assertThrows(SeqkException.TensorClosed.class, () -> sdpa.backward(r, seed, 0), "a closed result");
+            }
+            // A result rebuilt around a tensor that is not the forward's out: refused, not read past its end.
+            try (DeviceAttentionResult r = sdpa.forward(DeviceAttention.inputs(q, q, q));
+                 DeviceTensor shorter = DeviceTensor.allocate(driver, DType.F32, 1, 2, 5, 8);
+                 DeviceTensor shorterSeed = DeviceTensor.allocate(driver, DType.F32, 1, 2, 5, 8)) {
+                DeviceAttentionResult rebuilt = new DeviceAttentionResult(shorter, r.lse(), r.saved());
+                var e = assertThrows(SeqkException.ShapeMismatch.class, () -> sdpa.backward(rebuilt, shorterSeed, 0));
+                assertTrue(e.getMessage().contains("forward.out is F32[1, 2, 5, 8]"), e.getMessage());
             }
         } finally {
             memory.free();

@@ -686,6 +686,33 @@ class NanPropagationTest {
         }
     }
 
+    /**
+     * An infinite dout element (row 2 of entry 0, head 0, column 4): every dP of the row is then
+     * infinite or NaN, so the reference's delta = sum P dP and every dS of the row are NaN, and dk
+     * is NaN for every key the row sees. The tensor-core backward takes delta from rowsum(dout *
+     * out), which alone would be an infinity that leaves some dS infinite (v's column 4 has both
+     * signs): it makes such a row's delta NaN, as v1's is.
+     */
+    @ParameterizedTest
+    @EnumSource(value = AttnKernel.class, names = {"V1_F32", "V1_BF16", "TC64_F16", "TC64_BF16", "TC128_BF16"})
+    void anInfiniteDoutMakesTheRowsGradientsNaNAsTheReferences(AttnKernel kernel) {
+        AttnRun run = AttnRun.of(kernel);
+        Tensor seed = run.data.tensor(kernel.dtype, 1, BATCH, Q_HEADS, run.qLen, VALUE_DIM);
+        seed.set(Double.POSITIVE_INFINITY, 0, 0, 2, 4);
+        try (AttentionResult got = run.gpu(); AttentionResult want = run.cpu();
+             AttentionGradients g = run.op(run.backend()).backward(got, seed);
+             AttentionGradients r = run.op(Backends.byName("cpu")).backward(want, seed.to(DType.F64))) {
+            String tag = run.tag();
+            assertTrue(Double.isNaN(r.dk().get(0, 0, 0, 0)) && Double.isNaN(r.dq().get(0, 0, 2, 0)),
+                    tag + ": the reference's dk and the row's dq are NaN");
+            checkNanPattern(tag + " dq", g.dq(), r.dq());
+            checkNanPattern(tag + " dk", g.dk(), r.dk());
+            checkNanPattern(tag + " dv", g.dv(), r.dv());
+        } finally {
+            seed.close();
+        }
+    }
+
     /** Backward (the one the rule picks: tensor-core for the 16-bit kernels, else v1) from a random dOut: the reference's NaN pattern. */
     private static void checkBackwardNanPattern(AttnRun run, AttentionResult got, AttentionResult want) {
         Tensor seed = run.data.tensor(run.kernel.dtype, 1, got.out().shape());
