@@ -678,9 +678,7 @@ class NanPropagationTest {
                     tag + ": the reference's dv (column 4) is NaN where row 3 looks, finite past its diagonal");
             assertTrue(Double.isNaN(r.dq().get(1, 0, 7, 0)) && Double.isFinite(r.dq().get(1, 0, 6, 0)),
                     tag + ": the reference's dq is NaN for the row that sees key 64 only");
-            checkNanPattern(tag + " dq", g.dq(), r.dq());
-            checkNanPattern(tag + " dk", g.dk(), r.dk());
-            checkNanPattern(tag + " dv", g.dv(), r.dv());
+            checkNanPatterns(tag, g, r);
         } finally {
             seed.close();
         }
@@ -705,9 +703,7 @@ class NanPropagationTest {
             String tag = run.tag();
             assertTrue(Double.isNaN(r.dk().get(0, 0, 0, 0)) && Double.isNaN(r.dq().get(0, 0, 2, 0)),
                     tag + ": the reference's dk and the row's dq are NaN");
-            checkNanPattern(tag + " dq", g.dq(), r.dq());
-            checkNanPattern(tag + " dk", g.dk(), r.dk());
-            checkNanPattern(tag + " dv", g.dv(), r.dv());
+            checkNanPatterns(tag, g, r);
         } finally {
             seed.close();
         }
@@ -718,10 +714,15 @@ class NanPropagationTest {
         Tensor seed = run.data.tensor(run.kernel.dtype, 1, got.out().shape());
         try (AttentionGradients g = run.op(run.backend()).backward(got, seed);
              AttentionGradients r = run.op(Backends.byName("cpu")).backward(want, seed.to(DType.F64))) {
-            checkNanPattern(run.tag() + " dq", g.dq(), r.dq());
-            checkNanPattern(run.tag() + " dk", g.dk(), r.dk());
-            checkNanPattern(run.tag() + " dv", g.dv(), r.dv());
+            checkNanPatterns(run.tag(), g, r);
         }
+    }
+
+    /** dq, dk and dv have the reference's NaN positions. */
+    private static void checkNanPatterns(String tag, AttentionGradients got, AttentionGradients ref) {
+        checkNanPattern(tag + " dq", got.dq(), ref.dq());
+        checkNanPattern(tag + " dk", got.dk(), ref.dk());
+        checkNanPattern(tag + " dv", got.dv(), ref.dv());
     }
 
     /** NaN positions equal, then the table on the finite values (and infinities equal). */
