@@ -166,24 +166,29 @@ public final class Main {
 
     /**
      * The ldmatrix wavefronts per 8x8 matrix (1.00: free of bank conflicts) of one of the attention's
-     * tensor-core kernels (the forward's, or the backward's dq and dk/dv), measured on the emulator
-     * by one forward (and, for the backward's, one backward) that selects it (B = H = 1, 64 query
-     * rows: one block and two dk/dv query tiles or more, 128 keys: several key tiles; the general
-     * 16-bit instances are selected by an explicit all-zero mask) and counted for that kernel's
-     * launches alone (the emulator runs a launch before it returns); null for a kernel that is not
-     * one of them or without the emulator.
+     * tensor-core kernels (the forward's, the split-KV decoding one, or the backward's dq and dk/dv),
+     * measured on the emulator by one forward (and, for the backward's, one backward) that selects it
+     * (B = H = 1; 64 query rows: one block and two dk/dv query tiles or more, 128 keys: several key
+     * tiles; decoding: 16 query rows, 1024 keys, which the split plan splits; the general 16-bit
+     * instances are selected by an explicit all-zero mask) and counted for that kernel's launches
+     * alone (the emulator runs a launch before it returns); null for a kernel that is not one of
+     * them or without the emulator.
      */
     private static String ldmatrixWavefronts(String kernel) {
         java.util.regex.Matcher m = java.util.regex.Pattern
-                .compile("attn_(fwd_tc|fwd_tf32x|bwd_dq_tc|bwd_dkdv_tc)(64|128|256)(_nobias)?_(f16|bf16|f32)").matcher(kernel);
+                .compile("attn_(fwd_tc|fwd_tf32x|fwd_decode_tc|bwd_dq_tc|bwd_dkdv_tc)(64|128|256)(_nobias)?_(f16|bf16|f32)")
+                .matcher(kernel);
         if (!m.matches() || !EmuDriver.libraryPresent()) {
             return null;
         }
         DType dtype = DType.valueOf(m.group(4).toUpperCase(Locale.ROOT));
         int d = Integer.parseInt(m.group(2));
-        boolean general = !m.group(1).equals("fwd_tf32x") && m.group(3) == null;
+        boolean decode = m.group(1).equals("fwd_decode_tc");
+        boolean general = !m.group(1).equals("fwd_tf32x") && !decode && m.group(3) == null;
         boolean backward = m.group(1).startsWith("bwd");
-        double[] values = new double[128 * d];
+        int rows = decode ? 16 : 64;
+        int keys = decode ? 1024 : 128;
+        double[] values = new double[keys * d];
         for (int i = 0; i < values.length; i++) {
             values[i] = ((i * 37) % 101 - 50) / 64.0;
         }
@@ -210,9 +215,9 @@ public final class Main {
                     }
                     return result;
                 });
-        try (dev.seqkernels.Tensor q = dev.seqkernels.Tensor.of(dtype, java.util.Arrays.copyOf(values, 64 * d), 1, 1, 64, d);
-             dev.seqkernels.Tensor kv = dev.seqkernels.Tensor.of(dtype, values, 1, 1, 128, d);
-             dev.seqkernels.Tensor zeros = dev.seqkernels.Tensor.of(DType.F32, new double[64 * 128], 64, 128)) {
+        try (dev.seqkernels.Tensor q = dev.seqkernels.Tensor.of(dtype, java.util.Arrays.copyOf(values, rows * d), 1, 1, rows, d);
+             dev.seqkernels.Tensor kv = dev.seqkernels.Tensor.of(dtype, values, 1, 1, keys, d);
+             dev.seqkernels.Tensor zeros = dev.seqkernels.Tensor.of(DType.F32, new double[rows * keys], rows, keys)) {
             dev.seqkernels.ops.Attention.Inputs in = dev.seqkernels.ops.Attention.inputs(q, kv, kv);
             if (general) {
                 in.mask(dev.seqkernels.ops.Mask.additive(zeros));

@@ -144,8 +144,8 @@ class MainTest {
         assumeTrue(dev.seqkernels.gpu.KernelReport.load().built(), "kernels not built (no nvcc): no table to show");
         assertTrue(out.toString().contains(" regs "), out::toString);
         assertTrue(out.toString().startsWith(summary.lines().findFirst().orElseThrow()), "the summary comes first");
-        for (String kernel : List.of("attn_fwd_tc64_bf16 ", "attn_fwd_tc64_nobias_bf16 ", "attn_bwd_dq_tc64_bf16 ",
-                "attn_bwd_dkdv_tc128_nobias_bf16 ")) {
+        for (String kernel : List.of("attn_fwd_tc64_bf16 ", "attn_fwd_tc64_nobias_bf16 ", "attn_fwd_decode_tc128_bf16 ",
+                "attn_bwd_dq_tc64_bf16 ", "attn_bwd_dkdv_tc128_nobias_bf16 ")) {
             String tc = out.toString().lines().filter(l -> l.contains(kernel)).findFirst().orElseThrow();
             assertTrue(tc.matches(".* main loop: \\d+ mma, \\d+\\.\\d PTX/mma; ldmatrix \\d\\.\\d\\d wavefronts/matrix \\(emu\\)"), tc);
         }
