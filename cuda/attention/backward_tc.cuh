@@ -141,13 +141,13 @@ __device__ void attn_bwd_delta(const T* out, const T* dout, float* delta, const 
     if (row >= s.batch * s.q_heads * s.q_len) {
         return;  // the whole warp: a warp's lanes share the row
     }
-    const long long i = row % s.q_len, h = (row / s.q_len) % s.q_heads, b = row / (s.q_len * s.q_heads);
+    const AttnRow r = row_of(s, row, nullptr, nullptr);  // its coordinates; the lengths are not read here
     float sum = 0.0f;
     bool infinite_dout = false;
     for (long long e = lane; e < s.value_dim; e += 32) {
-        float g = seqk::to_float(dout[at(s.o_stride, b, h, i, e)]);
+        float g = seqk::to_float(dout[at(s.o_stride, r.b, r.h, r.i, e)]);
         infinite_dout |= fabsf(g) == INFINITY;
-        sum += g * seqk::to_float(out[at(out_stride.s, b, h, i, e)]);
+        sum += g * seqk::to_float(out[at(out_stride.s, r.b, r.h, r.i, e)]);
     }
     SEQK_UNROLL
     for (int m = 16; m > 0; m /= 2) {
