@@ -13,7 +13,9 @@ scaled_dot_product_attention (PyTorch < 2.0) attention is timed as matmul-softma
 Timing matches seqk bench: warm-up, then at least 3 repetitions, at least 10 unless they take over
 2 s, and more up to 300 ms (at most 200), each between CUDA events after writing a 256 MiB buffer so that L2 holds nothing useful; median and
 10th/90th percentiles. The forward pass is the training forward (autograd on), as ours saves what
-backward needs; the infer pass runs under torch.inference_mode(), as ours keeps nothing. On a CPU (--device cpu) it times with perf_counter, for checking this script.
+backward needs; the infer pass runs under torch.inference_mode(), as ours keeps nothing; the
+infer-graph pass captures that inference forward once in a torch.cuda.CUDAGraph and times its replay,
+as ours times one launch of its captured forward. On a CPU (--device cpu) it times with perf_counter, for checking this script.
 """
 import argparse
 import datetime
@@ -88,8 +90,27 @@ def recurrent_runner(case, device):
             return net(x)[0]
 
     impl = "torch-cudnn" if device == "cuda" and torch.backends.cudnn.is_available() else "torch-" + device
+    if case["pass"] == "infer-graph":
+        return [captured_runner(impl, infer, device)]
     run = {"fwd+bwd": fwd_bwd, "infer": infer}.get(case["pass"], fwd)
     return [(impl, run, None)]
+
+
+def captured_runner(impl, forward, device):
+    """forward captured once in a torch.cuda.CUDAGraph (warmed up on a side stream first, as PyTorch's
+    CUDA graph notes ask) and timed by replay; on a CPU the plain forward, said so."""
+    if device != "cuda":
+        return impl, forward, "no CUDA graph on a CPU: the plain inference forward"
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            forward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        forward()
+    return impl + "-graph", graph.replay, "the inference forward captured once in a CUDA graph, timed per replay"
 
 
 def sdpa_backends():

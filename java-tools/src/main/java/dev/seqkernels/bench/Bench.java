@@ -3,6 +3,9 @@ package dev.seqkernels.bench;
 import dev.seqkernels.DType;
 import dev.seqkernels.Tensor;
 import dev.seqkernels.gpu.CapturingDriver;
+import dev.seqkernels.gpu.DeviceRecurrent;
+import dev.seqkernels.gpu.DeviceRecurrentGraph;
+import dev.seqkernels.gpu.DeviceTensor;
 import dev.seqkernels.gpu.Driver;
 import dev.seqkernels.gpu.Gemm;
 import dev.seqkernels.gpu.GpuBackend;
@@ -15,6 +18,7 @@ import dev.seqkernels.ops.Lstm;
 import dev.seqkernels.ops.MhaGradients;
 import dev.seqkernels.ops.MhaResult;
 import dev.seqkernels.ops.MultiHeadAttention;
+import dev.seqkernels.ops.PreparedWeights;
 import dev.seqkernels.ops.RecurrentGradients;
 import dev.seqkernels.ops.RecurrentOp;
 import dev.seqkernels.ops.RecurrentResult;
@@ -38,6 +42,10 @@ import java.util.Map;
  * <p>What a time includes: every kernel and GEMM the op launches, and any gap while the host issues
  * them (launches go through the binding as in a real call, so launch cost shows at small shapes).
  * What it excludes: the op's host-to-device and device-to-host copies (counted in the row's note).
+ *
+ * <p>The {@code infer-graph} pass is timed without the recording: the inference forward on device
+ * tensors through a {@link DeviceRecurrentGraph} captured once, so a repetition is one call of the
+ * cache, one graph launch (the host's check of the call included, as a framework pays it).
  */
 public final class Bench {
     /**
@@ -78,11 +86,14 @@ public final class Bench {
             return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, 0, 0, 0, 0, c.flops(),
                     c.bytes(), floorMillis(c), bound(c), "skipped: " + c.skip());
         }
+        if (c.pass().equals(BenchSuite.GRAPH_PASS)) {
+            return graphRow(c, impl);
+        }
         try (CapturingDriver capture = new CapturingDriver(driver)) {
             GpuBackend backend = new GpuBackend(capture);
             workload(c, backend);
             capture.stop();
-            double[] times = time(capture);
+            double[] times = time(() -> capture.replay(0));
             String note = capture.launches() + " launches; host copies excluded: " + capture.hostCopyBytes() + " bytes"
                     + perStep(c, percentile(times, 0.5), capture);
             return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, percentile(times, 0.5),
@@ -91,6 +102,100 @@ public final class Bench {
         } catch (RuntimeException e) {
             return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, 0, 0, 0, 0, c.flops(),
                     c.bytes(), floorMillis(c), bound(c), "failed: " + e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    /** An {@code infer-graph} case: the whole inference forward as one graph, timed per launch. */
+    private BenchRow graphRow(BenchCase c, String impl) {
+        try (GraphedForward g = new GraphedForward(c, driver)) {
+            double[] times = time(g::launch);
+            double median = percentile(times, 0.5);
+            String note = g.oneCall() + " (the whole forward captured once by DeviceRecurrentGraph); host copies excluded"
+                    + String.format(java.util.Locale.ROOT, "; per step (%s): %.4f ms, %.4g MB at the floor", c.pass(),
+                    median / c.get("T"), c.bytes() / c.get("T") / 1e6);
+            return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, median, percentile(times, 0.1),
+                    percentile(times, 0.9), times.length, c.flops(), c.bytes(), floorMillis(c), bound(c), note);
+        } catch (RuntimeException e) {
+            return new BenchRow(c.key(), c.op(), c.shape(), c.dtype().name(), c.pass(), impl, 0, 0, 0, 0, c.flops(),
+                    c.bytes(), floorMillis(c), bound(c), "failed: " + e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    /**
+     * A recurrent case's inference forward on device tensors (stream 0) through a graph cache,
+     * captured by the constructor, over a driver that counts the calls that issue device work.
+     */
+    private static final class GraphedForward implements AutoCloseable {
+        /** Driver calls that put work on a stream, besides launchGraph. */
+        private static final java.util.Set<String> WORK = java.util.Set.of("launch", "launchCooperative", "gemm", "memsetAsync",
+                "copyHostToDeviceAsync", "copyDeviceToHostAsync", "copyDeviceToDeviceAsync");
+        private final Driver driver;
+        private final java.util.concurrent.atomic.AtomicInteger graphLaunches = new java.util.concurrent.atomic.AtomicInteger();
+        private final java.util.concurrent.atomic.AtomicInteger otherWork = new java.util.concurrent.atomic.AtomicInteger();
+        private final Map<String, Tensor> params = new LinkedHashMap<>();
+        private PreparedWeights weights;
+        private DeviceTensor x;
+        private DeviceRecurrentGraph graph;
+        private DeviceRecurrent.Call call;
+
+        GraphedForward(BenchCase c, Driver real) {
+            driver = (Driver) java.lang.reflect.Proxy.newProxyInstance(Driver.class.getClassLoader(), new Class<?>[]{Driver.class},
+                    (proxy, method, args) -> {
+                        if (method.getName().equals("launchGraph")) {
+                            graphLaunches.incrementAndGet();
+                        } else if (WORK.contains(method.getName())) {
+                            otherWork.incrementAndGet();
+                        }
+                        try {
+                            return method.invoke(real, args);
+                        } catch (java.lang.reflect.InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+            GpuBackend backend = new GpuBackend(driver);
+            try {
+                RecurrentOp op = recurrentOp(c, backend);
+                long seed = randomParams(c, op, params);
+                weights = op.prepare(params);
+                try (Tensor host = random(c.dtype(), seed, 1, c.get("T"), c.get("B"), c.get("I"))) {
+                    x = DeviceTensor.of(driver, host);
+                }
+                graph = DeviceRecurrent.of(op).graph();
+                call = DeviceRecurrent.inputs(weights, x).inference();
+                graph.forward(call);
+                driver.synchronize(0);
+            } catch (RuntimeException e) {
+                close();
+                throw e;
+            }
+        }
+
+        void launch() {
+            graph.forward(call);
+        }
+
+        /** What one more call issues, counted: "N graph launch(es) and M other device call(s) per call". */
+        String oneCall() {
+            graphLaunches.set(0);
+            otherWork.set(0);
+            launch();
+            driver.synchronize(0);
+            return graphLaunches.get() + " graph launch(es) and " + otherWork.get() + " other device call(s) per call";
+        }
+
+        @Override
+        public void close() {
+            driver.synchronize(0);
+            for (AutoCloseable r : new AutoCloseable[]{graph, x, weights}) {
+                if (r != null) {
+                    try {
+                        r.close();
+                    } catch (Exception e) {
+                        throw new IllegalStateException(e);
+                    }
+                }
+            }
+            params.values().forEach(Tensor::close);
         }
     }
 
@@ -125,13 +230,14 @@ public final class Bench {
         return c.flops() / peaks.flopsPerSecond(c.dtype()) >= c.bytes() / peaks.bytesPerSecond() ? "flops" : "bytes";
     }
 
-    private double[] time(CapturingDriver capture) {
+    /** Times {@code once} (device work issued on stream 0) by the repetition policy, each repetition after the L2 flush. */
+    private double[] time(Runnable once) {
         long start = driver.createEvent();
         long end = driver.createEvent();
         long flush = options.flushBytes() > 0 ? driver.malloc(options.flushBytes()) : 0;
         try {
             for (int i = 0; i < options.warmup(); i++) {
-                capture.replay(0);
+                once.run();
             }
             driver.synchronize(0);
             List<Double> times = new ArrayList<>();
@@ -141,7 +247,7 @@ public final class Bench {
                     driver.memsetAsync(flush, times.size() & 0xff, options.flushBytes(), 0);
                 }
                 driver.recordEvent(start, 0);
-                capture.replay(0);
+                once.run();
                 driver.recordEvent(end, 0);
                 driver.synchronize(0);
                 double ms = driver.elapsedMillis(start, end);
@@ -184,15 +290,9 @@ public final class Bench {
         int t = c.get("T");
         int b = c.get("B");
         int in = c.get("I");
-        int h = c.get("H");
-        RecurrentOp op = c.op().equals("lstm")
-                ? Lstm.builder().inputSize(in).hiddenSize(h).backend(backend).build()
-                : Gru.builder().inputSize(in).hiddenSize(h).backend(backend).build();
+        RecurrentOp op = recurrentOp(c, backend);
         Map<String, Tensor> params = new LinkedHashMap<>();
-        long seed = 1;
-        for (Map.Entry<String, long[]> p : op.config().parameterShapes().entrySet()) {
-            params.put(p.getKey(), random(c.dtype(), seed++, 1 / Math.sqrt(h), p.getValue()));
-        }
+        long seed = randomParams(c, op, params);
         try (Tensor x = random(c.dtype(), seed++, 1, t, b, in);
              RecurrentResult y = c.pass().equals("infer") ? op.forwardInference(params, x, null, null, null) : op.forward(params, x)) {
             if (c.backward()) {
@@ -204,6 +304,21 @@ public final class Bench {
         } finally {
             params.values().forEach(Tensor::close);
         }
+    }
+
+    private static RecurrentOp recurrentOp(BenchCase c, GpuBackend backend) {
+        return c.op().equals("lstm")
+                ? Lstm.builder().inputSize(c.get("I")).hiddenSize(c.get("H")).backend(backend).build()
+                : Gru.builder().inputSize(c.get("I")).hiddenSize(c.get("H")).backend(backend).build();
+    }
+
+    /** Fills {@code params} with the op's parameters (uniform in +-1/sqrt(H)); returns the next seed. */
+    private static long randomParams(BenchCase c, RecurrentOp op, Map<String, Tensor> params) {
+        long seed = 1;
+        for (Map.Entry<String, long[]> p : op.config().parameterShapes().entrySet()) {
+            params.put(p.getKey(), random(c.dtype(), seed++, 1 / Math.sqrt(c.get("H")), p.getValue()));
+        }
+        return seed;
     }
 
     private static void attention(BenchCase c, GpuBackend backend, int b, int heads, int kvHeads, int lq, int lk, int d,

@@ -15,7 +15,9 @@ import java.util.Map;
  * element of the storage dtype): forward flops 2·T·B·(I+H)·G·H (the input and recurrent GEMMs; the
  * cell's pointwise work is negligible beside them); forward+backward 3x that (backward's data and
  * weight GEMMs each cost a forward); inference ({@code infer}: nothing kept for backward) as the
- * forward. Forward bytes: W_hh re-read every step, T·G·H·H·e (the floor
+ * forward; {@code infer-graph} (the same inference forward on device tensors, captured once as one
+ * CUDA graph by {@code DeviceRecurrentGraph} and timed per graph launch; the peer captures cuDNN's
+ * inference forward with {@code torch.cuda.CUDAGraph}) as the inference. Forward bytes: W_hh re-read every step, T·G·H·H·e (the floor
  * that matters at small batch for a step loop, whose weights do not stay on chip between steps),
  * plus W_ih once and x and the output once. The persistent kernel (batches up to 16) keeps W_hh on
  * chip and so can run under this floor: its bound is the step's latency (ARCHITECTURE.md's
@@ -37,6 +39,8 @@ import java.util.Map;
  */
 public final class BenchSuite {
     public static final List<String> NAMES = List.of("smoke", "rnn", "attn", "all");
+    /** The recurrent inference forward as one graph launch ({@code DeviceRecurrentGraph}). */
+    public static final String GRAPH_PASS = "infer-graph";
 
     /** Cases whose v1 activations would pass this many T·B·H elements are listed as skipped (~20 GB of device memory). */
     static final long RNN_ELEMENT_LIMIT = 1L << 27;
@@ -72,6 +76,8 @@ public final class BenchSuite {
             c.add(mha("smoke", 2, 8, 16, 2, false, DType.BF16, pass));
             c.add(mha("smoke", 1, 8, 16, 2, true, DType.F32, pass));
         }
+        c.add(recurrent("smoke", "lstm", 3, 2, 8, DType.F32, GRAPH_PASS));
+        c.add(recurrent("smoke", "gru", 3, 17, 8, DType.BF16, GRAPH_PASS));
         c.add(decode("smoke", 1, 4, 2, 64, 8, DType.BF16));
         return c;
     }
@@ -94,12 +100,15 @@ public final class BenchSuite {
         }
         // Inference beside the training forward at T = 100, where the per-step cost shows: the
         // cells write no trace (RecurrentGpu.forwardOnStream), cuDNN's inference mode keeps no
-        // reserve space.
-        for (DType dt : List.of(DType.F32, DType.BF16)) {
-            for (int b : new int[]{8, 256}) {
-                for (int h : new int[]{512, 1024}) {
-                    c.add(recurrent("rnn", "lstm", 100, b, h, dt, "infer"));
-                    c.add(recurrent("rnn", "gru", 100, b, h, dt, "infer"));
+        // reserve space. And the same forward as one graph launch, against cuDNN's captured in a
+        // CUDA graph by PyTorch: what a framework that repeats the call pays.
+        for (String pass : List.of("infer", GRAPH_PASS)) {
+            for (DType dt : List.of(DType.F32, DType.BF16)) {
+                for (int b : new int[]{8, 256}) {
+                    for (int h : new int[]{512, 1024}) {
+                        c.add(recurrent("rnn", "lstm", 100, b, h, dt, pass));
+                        c.add(recurrent("rnn", "gru", 100, b, h, dt, pass));
+                    }
                 }
             }
         }

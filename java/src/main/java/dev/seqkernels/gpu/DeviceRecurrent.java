@@ -47,6 +47,29 @@ public final class DeviceRecurrent {
     }
 
     public DeviceRecurrentResult forward(Call c) {
+        RecurrentOp.DeviceForwardArguments args = checked(c);
+        return backend.recurrentPath().forwardOnDevice(op.config(), args.prepared(), c.x, c.h0, c.c0, args.lengths(), c.out, c.stream,
+                !c.inference);
+    }
+
+    /**
+     * A cache of this op's forward as one CUDA graph, for a framework that repeats the same call:
+     * see {@link DeviceRecurrentGraph}.
+     */
+    public DeviceRecurrentGraph graph() {
+        return new DeviceRecurrentGraph(this);
+    }
+
+    RecurrentGpu path() {
+        return backend.recurrentPath();
+    }
+
+    RecurrentOp op() {
+        return op;
+    }
+
+    /** Checks a call's arguments (nothing is queued yet): its lengths (all seq_len when none were given) and prepared weights. */
+    RecurrentOp.DeviceForwardArguments checked(Call c) {
         String name = op.opName();
         if (c == null) {
             throw new SeqkException.ShapeMismatch(name + ": argument 'call' is required (DeviceRecurrent.inputs(weights, x))");
@@ -74,8 +97,7 @@ public final class DeviceRecurrent {
                         + java.util.Arrays.toString(want) + " (the output's shape in x's dtype and layout)");
             }
         }
-        return backend.recurrentPath().forwardOnDevice(op.config(), args.prepared(), c.x, c.h0, c.c0, args.lengths(), c.out, c.stream,
-                !c.inference);
+        return args;
     }
 
     /**
@@ -110,14 +132,14 @@ public final class DeviceRecurrent {
 
     /** The inputs and options of one device-resident call. */
     public static final class Call {
-        private final PreparedWeights weights;
-        private final DeviceTensor x;
-        private DeviceTensor h0;
-        private DeviceTensor c0;
-        private int[] lengths;
-        private long stream;
-        private boolean inference;
-        private DeviceTensor out;
+        final PreparedWeights weights;
+        final DeviceTensor x;
+        DeviceTensor h0;
+        DeviceTensor c0;
+        int[] lengths;
+        long stream;
+        boolean inference;
+        DeviceTensor out;
 
         private Call(PreparedWeights weights, DeviceTensor x) {
             this.weights = weights;

@@ -68,6 +68,10 @@ final class RecurrentGpu {
         stepChoice = choice;
     }
 
+    StepChoice stepChoice() {
+        return stepChoice;
+    }
+
     /**
      * The forward's state type: the type of h (the state, hnew, the layer outputs, the h_prev backward rebuilds
      * and the layer inputs backward reads) and of every forward GEMM operand (x, W_ih, W_hh, W_hr,
@@ -476,6 +480,22 @@ final class RecurrentGpu {
      */
     DeviceRecurrentResult forwardOnDevice(RecurrentConfig c, AutoCloseable preparedWeights, DeviceTensor x, DeviceTensor h0,
                                           DeviceTensor c0, int[] lengths, DeviceTensor into, long stream, boolean training) {
+        DeviceScope scope = new DeviceScope(driver);
+        try {
+            return forwardIssued(c, preparedWeights, x, h0, c0, lengths, into, scope, stream, training);
+        } catch (RuntimeException e) {
+            scope.closeAfterFailure(stream, e);
+            throw e;
+        }
+    }
+
+    /**
+     * {@link #forwardOnDevice}'s work, issued on {@code stream} with {@code scope} for everything; the
+     * lengths are uploaded unless the scope replays a run that uploaded them.
+     */
+    private DeviceRecurrentResult forwardIssued(RecurrentConfig c, AutoCloseable preparedWeights, DeviceTensor x, DeviceTensor h0,
+                                                DeviceTensor c0, int[] lengths, DeviceTensor into, DeviceScope scope, long stream,
+                                                boolean training) {
         PreparedCopies prepared = preparedHere(preparedWeights);
         if (prepared == null) {
             throw new IllegalStateException("a device forward without device copies of its weights");
@@ -485,20 +505,15 @@ final class RecurrentGpu {
         int steps = (int) x.shape()[c.batchFirst() ? 1 : 0];
         int batch = (int) x.shape()[c.batchFirst() ? 0 : 1];
         Linear.checkRows(driver.name(), "seq_len x batch", (long) steps * batch);
-        DeviceScope scope = new DeviceScope(driver);
-        try {
-            DeviceTensor lens = scope.uploadOnStream(Tensor.of(DType.I32, toDoubles(lengths), batch), stream);
-            DType state = stateType(dt, stepChoice);
-            ForwardInputs in = new ForwardInputs(copied(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, state, stream),
-                    h0 == null ? null : copied(scope, h0, state, stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
-            ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream, training);
-            DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, training, stream);
-            return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
-                    o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
-        } catch (RuntimeException e) {
-            scope.closeAfterFailure(stream, e);
-            throw e;
-        }
+        DeviceTensor lens = scope.replaying() ? scope.allocate(DType.I32, batch)  // the recorded run's upload: the same lengths
+                : scope.uploadOnStream(Tensor.of(DType.I32, toDoubles(lengths), batch), stream);
+        DType state = stateType(dt, stepChoice);
+        ForwardInputs in = new ForwardInputs(copied(scope, c.batchFirst() ? x.permute(1, 0, 2) : x, state, stream),
+                h0 == null ? null : copied(scope, h0, state, stream), c0 == null ? null : casts.gathered(scope, c0, stream), lens);
+        ForwardOutputs o = forwardOnStream(c, Map.of(), prepared, dt, steps, batch, in, scope, scope, stream, training);
+        DeviceTensor output = outputInOpLayout(scope, c, o.output(), dt, into, training, stream);
+        return new DeviceRecurrentResult(output, casts.rounded(scope, o.hn(), dt, stream),
+                o.cn() == null ? null : casts.rounded(scope, o.cn(), dt, stream), training ? o.saved() : scope);
     }
 
     /**
@@ -746,11 +761,12 @@ final class RecurrentGpu {
      * Runs {@code oneStep} {@code steps} times, in order after the work on {@code stream} and before
      * whatever the caller issues there next, without waiting: captured once as a CUDA graph on a
      * stream of its own (ordered against {@code stream} by events both ways) and launched per step,
-     * one launch instead of the step's GEMMs and kernels; V1 issues every step on {@code stream}
+     * one launch instead of the step's GEMMs and kernels; V1, and the run and capture of a
+     * whole-sequence graph ({@link DeviceScope#wholeGraph}), issue every step on {@code stream}
      * directly. The stream, events and graph are released with {@code owner}.
      */
     private void runSteps(int steps, java.util.function.LongConsumer oneStep, long stream, DeviceScope owner) {
-        if (stepChoice != StepChoice.AUTO) {
+        if (stepChoice != StepChoice.AUTO || owner.wholeGraph()) {  // a whole-sequence graph cannot nest a capture
             for (int s = 0; s < steps; s++) {
                 oneStep.accept(stream);
             }
@@ -798,8 +814,14 @@ final class RecurrentGpu {
      * confuse with a framework's.
      */
     private StepStream stepStream(DeviceScope owner) {
-        var idleStepStreams = IDLE_STEP_STREAMS.computeIfAbsent(driver.base(), d -> new java.util.concurrent.ConcurrentLinkedDeque<>());
-        StepStream s = idleStepStreams.poll();
+        StepStream lent = borrowStepStream();
+        owner.lend(lent.stream(), () -> giveBack(lent));
+        return lent;
+    }
+
+    /** An idle step stream, or a new one; the caller gives it back ({@link #giveBack}) once its work is done or it was only captured. */
+    private StepStream borrowStepStream() {
+        StepStream s = idleStepStreams().poll();
         if (s == null) {
             long stream = driver.createStream();
             long before;
@@ -818,9 +840,74 @@ final class RecurrentGpu {
             }
             s = new StepStream(stream, before, after);
         }
-        StepStream lent = s;
-        owner.lend(lent.stream(), () -> idleStepStreams.push(lent));
-        return lent;
+        return s;
+    }
+
+    private void giveBack(StepStream s) {
+        idleStepStreams().push(s);
+    }
+
+    private java.util.concurrent.ConcurrentLinkedDeque<StepStream> idleStepStreams() {
+        return IDLE_STEP_STREAMS.computeIfAbsent(driver.base(), d -> new java.util.concurrent.ConcurrentLinkedDeque<>());
+    }
+
+    /**
+     * A device forward captured as one graph ({@link DeviceRecurrentGraph}): {@code scope} owns every
+     * buffer it reads and writes, {@code result}'s tensors included, and {@code result} frees nothing
+     * when closed.
+     */
+    record WholeGraph(long graph, DeviceScope scope, DeviceRecurrentResult result) implements AutoCloseable {
+        @Override
+        public void close() {
+            try {
+                scope.driver().destroyGraph(graph);
+            } finally {
+                scope.close();
+            }
+        }
+    }
+
+    /**
+     * {@link #forwardOnDevice} run once on {@code stream} (its results are this call's) and then
+     * captured as one graph: the second run is issued under capture on a step stream with a scope
+     * that replays the first run's allocations ({@link DeviceScope#replaying}), so the graph reads
+     * and writes the first run's memory and nothing is allocated during the capture. Both runs issue
+     * the per-step loop step by step (no nested graph). The lengths are uploaded by the first run
+     * only: the graph holds no host memory.
+     */
+    WholeGraph forwardCaptured(RecurrentConfig c, AutoCloseable preparedWeights, DeviceTensor x, DeviceTensor h0, DeviceTensor c0,
+                               int[] lengths, DeviceTensor into, long stream, boolean training) {
+        DeviceScope scope = DeviceScope.forWholeGraph(driver);
+        try {
+            forwardIssued(c, preparedWeights, x, h0, c0, lengths, into, scope, stream, training);
+            DeviceScope replay = DeviceScope.replaying(scope);
+            StepStream own = borrowStepStream();
+            try {
+                driver.beginCapture(own.stream());
+                DeviceRecurrentResult result;
+                try {
+                    result = forwardIssued(c, preparedWeights, x, h0, c0, lengths, into, replay, own.stream(), training);
+                } catch (Throwable e) {  // an Error too: a capture left open would fail the thread's later driver calls
+                    try {
+                        driver.destroyGraph(driver.endCapture(own.stream()));
+                    } catch (RuntimeException endFailed) {
+                        e.addSuppressed(endFailed);
+                    }
+                    throw e;
+                }
+                long graph = driver.endCapture(own.stream());
+                if (!replay.replayedAll()) {
+                    driver.destroyGraph(graph);
+                    throw new IllegalStateException("the captured run allocated less than the recorded run: its graph would not own its memory");
+                }
+                return new WholeGraph(graph, scope, result);
+            } finally {
+                giveBack(own);
+            }
+        } catch (RuntimeException e) {
+            scope.closeAfterFailure(stream, e);
+            throw e;
+        }
     }
 
     /**
