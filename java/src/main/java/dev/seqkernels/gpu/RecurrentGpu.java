@@ -775,24 +775,29 @@ final class RecurrentGpu {
         StepStream own = stepStream(owner);
         driver.recordEvent(own.before(), stream);
         driver.waitEvent(own.stream(), own.before());
-        driver.beginCapture(own.stream());
-        try {
-            oneStep.accept(own.stream());
-        } catch (Throwable e) {  // an Error too: a capture left open would fail the thread's later driver calls
-            try {
-                driver.destroyGraph(driver.endCapture(own.stream()));
-            } catch (RuntimeException endFailed) {
-                e.addSuppressed(endFailed);
-            }
-            throw e;
-        }
-        long graph = driver.endCapture(own.stream());
+        long graph = captured(own.stream(), () -> oneStep.accept(own.stream()));
         owner.release(() -> driver.destroyGraph(graph));
         for (int s = 0; s < steps; s++) {
             driver.launchGraph(graph, own.stream());
         }
         driver.recordEvent(own.after(), own.stream());
         driver.waitEvent(stream, own.after());
+    }
+
+    /** The graph of {@code work} issued on {@code stream} under capture; a failed capture is ended and its graph destroyed. */
+    private long captured(long stream, Runnable work) {
+        driver.beginCapture(stream);
+        try {
+            work.run();
+        } catch (Throwable e) {  // an Error too: a capture left open would fail the thread's later driver calls
+            try {
+                driver.destroyGraph(driver.endCapture(stream));
+            } catch (RuntimeException endFailed) {
+                e.addSuppressed(endFailed);
+            }
+            throw e;
+        }
+        return driver.endCapture(stream);
     }
 
     /** A stream of the GPU path's own and its two ordering events: made once, reused by call after call, never destroyed. */
@@ -883,24 +888,14 @@ final class RecurrentGpu {
             DeviceScope replay = DeviceScope.replaying(scope);
             StepStream own = borrowStepStream();
             try {
-                driver.beginCapture(own.stream());
-                DeviceRecurrentResult result;
-                try {
-                    result = forwardIssued(c, preparedWeights, x, h0, c0, lengths, into, replay, own.stream(), training);
-                } catch (Throwable e) {  // an Error too: a capture left open would fail the thread's later driver calls
-                    try {
-                        driver.destroyGraph(driver.endCapture(own.stream()));
-                    } catch (RuntimeException endFailed) {
-                        e.addSuppressed(endFailed);
-                    }
-                    throw e;
-                }
-                long graph = driver.endCapture(own.stream());
+                DeviceRecurrentResult[] result = new DeviceRecurrentResult[1];
+                long graph = captured(own.stream(),
+                        () -> result[0] = forwardIssued(c, preparedWeights, x, h0, c0, lengths, into, replay, own.stream(), training));
                 if (!replay.replayedAll()) {
                     driver.destroyGraph(graph);
                     throw new IllegalStateException("the captured run allocated less than the recorded run: its graph would not own its memory");
                 }
-                return new WholeGraph(graph, scope, result);
+                return new WholeGraph(graph, scope, result[0]);
             } finally {
                 giveBack(own);
             }
