@@ -64,6 +64,10 @@ class DeviceRecurrentGraphTest {
         return switch (cell) {
             case "LSTM" -> Lstm.builder().inputSize(5).hiddenSize(hidden).numLayers(layers).bidirectional(bidirectional)
                     .batchFirst(batchFirst).backend(backend).build();
+            case "LSTM-projection" -> Lstm.builder().inputSize(5).hiddenSize(hidden).projSize(hidden / 2).numLayers(layers)
+                    .bidirectional(bidirectional).batchFirst(batchFirst).backend(backend).build();
+            case "GRU-reset-first" -> Gru.builder().inputSize(5).hiddenSize(hidden).linearBeforeReset(false).numLayers(layers)
+                    .bidirectional(bidirectional).batchFirst(batchFirst).backend(backend).build();
             case "GRU" -> Gru.builder().inputSize(5).hiddenSize(hidden).numLayers(layers).bidirectional(bidirectional)
                     .batchFirst(batchFirst).backend(backend).build();
             default -> Rnn.builder().inputSize(5).hiddenSize(hidden).numLayers(layers).bidirectional(bidirectional)
@@ -74,26 +78,30 @@ class DeviceRecurrentGraphTest {
     /**
      * cell, dtype, hidden, layers, bidirectional, batch first, batch: the persistent kernel (an F32
      * LSTM at batch 3, an F16 LSTM at batch 2 on its 16-bit instance where the device has tensor
-     * cores), the per-step loop with the fused step (a BF16 GRU at batch 20, an F32 RNN at 17).
+     * cores), the per-step loop with the fused step (a BF16 GRU at batch 20, an F32 RNN at 17) and
+     * with a cell and a commit (a BF16 LSTM with projection, whose W_hr GEMM runs each step; an F32
+     * GRU with the reset gate first, whose second GEMM and kernel do).
      * Three calls: the first captures; the second, with new values in x, h0 and c0 at the same
      * addresses and the weights updated in place, is one graph launch; the third, with other
      * lengths, captures anew and closes the first graph's results.
      */
     @ParameterizedTest
     @CsvSource({"LSTM, F32, 8, 2, true, false, 3", "LSTM, F16, 8, 1, false, false, 2", "GRU, BF16, 6, 2, true, true, 20",
-            "RNN, F32, 8, 1, false, false, 17"})
+            "RNN, F32, 8, 1, false, false, 17", "LSTM-projection, BF16, 8, 2, true, true, 20",
+            "GRU-reset-first, F32, 6, 1, false, false, 18"})
     void aRepeatedCallIsOneGraphLaunchOfTheBuffersNewValues(String cell, DType dtype, int hidden, int layers, boolean bidirectional,
                                                             boolean batchFirst, int batch) {
         TestData data = new TestData();
         RecurrentOp op = op(cell, hidden, layers, bidirectional, batchFirst);
         int steps = 6;
         int slots = layers * (bidirectional ? 2 : 1);
-        boolean lstm = cell.equals("LSTM");
+        boolean lstm = cell.startsWith("LSTM");
+        int state = op.config().stateSize();
         long[] xShape = batchFirst ? new long[]{batch, steps, 5} : new long[]{steps, batch, 5};
         Map<String, Tensor> w = data.params(dtype, 0.3, op.config().parameterShapes());
         Map<String, Tensor> w2 = data.params(dtype, 0.3, op.config().parameterShapes());
         Tensor[] x = {data.tensor(dtype, 1, xShape), data.tensor(dtype, 1, xShape)};
-        Tensor[] h0 = {data.tensor(dtype, 0.5, slots, batch, hidden), data.tensor(dtype, 0.5, slots, batch, hidden)};
+        Tensor[] h0 = {data.tensor(dtype, 0.5, slots, batch, state), data.tensor(dtype, 0.5, slots, batch, state)};
         Tensor[] c0 = lstm ? new Tensor[]{data.tensor(dtype, 0.5, slots, batch, hidden), data.tensor(dtype, 0.5, slots, batch, hidden)}
                 : new Tensor[2];
         int[] lengths = new int[batch];
