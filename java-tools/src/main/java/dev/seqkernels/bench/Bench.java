@@ -126,9 +126,9 @@ public final class Bench {
      * captured by the constructor, over a driver that counts the calls that issue device work.
      */
     private static final class GraphedForward implements AutoCloseable {
-        /** Driver calls that put work on a stream, besides launchGraph. */
+        /** Driver calls that put work (or an event) on a stream, besides launchGraph. */
         private static final java.util.Set<String> WORK = java.util.Set.of("launch", "launchCooperative", "gemm", "memsetAsync",
-                "copyHostToDeviceAsync", "copyDeviceToHostAsync", "copyDeviceToDeviceAsync");
+                "copyHostToDeviceAsync", "copyDeviceToHostAsync", "copyDeviceToDeviceAsync", "recordEvent", "waitEvent");
         private final Driver driver;
         private final java.util.concurrent.atomic.AtomicInteger graphLaunches = new java.util.concurrent.atomic.AtomicInteger();
         private final java.util.concurrent.atomic.AtomicInteger otherWork = new java.util.concurrent.atomic.AtomicInteger();

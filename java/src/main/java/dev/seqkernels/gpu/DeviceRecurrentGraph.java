@@ -23,12 +23,17 @@ import java.util.Arrays;
  *
  * <p>The graph owns its memory, the results' included: {@link #forward} returns the same result
  * object for every call with the same graph, overwritten by each launch, so it is valid until the
- * next call's work has run; closing it frees nothing. A call that captures anew first waits for the
- * stream of the call before (one host wait: the old graph's memory is freed, and results of the old
- * graph are closed). A training result can be differentiated by {@link DeviceRecurrent#backward}
- * until the next call. Calls through one cache must be ordered on the device (the same stream, or
- * streams the caller orders). Closing the cache frees the graph and its memory: close it only once
- * the stream has reached the last call's work, as with any device result.
+ * next call's work has run; closing the result frees nothing, and closing one of its tensors makes
+ * the next repeated call fail ({@code TensorClosed}) instead of writing freed memory. A call that
+ * captures anew issues its run and capture first (it may read the old graph's results, such as
+ * h0 = the old hn; if it fails, the old graph stays), then waits for its stream (one host wait) and
+ * frees the old graph, whose results are then closed; for a while both graphs' memory is held. A
+ * training result can be differentiated by {@link DeviceRecurrent#backward} until the next call; a
+ * backward on another stream must be ordered before that call. Calls through one cache must be
+ * ordered on the device (the same stream, or streams the caller orders). A stateful caller that
+ * feeds hn back as h0 should copy it into a buffer of its own that every call passes (a call with
+ * h0 at another address captures anew). Closing the cache frees the graph and its memory: close
+ * it only once the stream has reached the last call's work, as with any device result.
  *
  * <p>Ordering: the call's work (a graph launch, or the first run) is on the call's stream, after
  * whatever the caller issued there before; the capture itself runs nothing. Unlike a plain call, the
@@ -39,7 +44,6 @@ public final class DeviceRecurrentGraph implements AutoCloseable {
     private final DeviceRecurrent rnn;
     private RecurrentGpu.WholeGraph graph;
     private Key key;
-    private long lastStream;
     private int captures;
     private boolean closed;
 
@@ -97,36 +101,37 @@ public final class DeviceRecurrentGraph implements AutoCloseable {
         Key k = new Key(args.prepared(), TensorKey.of(call.x), TensorKey.of(call.h0), TensorKey.of(call.c0), TensorKey.of(call.out),
                 args.lengths(), !call.inference, path.stepChoice());
         if (graph != null && k.equals(key)) {
+            DeviceRecurrentResult r = graph.result();
+            for (DeviceTensor t : new DeviceTensor[]{r.output(), r.hn(), r.cn()}) {
+                if (t != null && t.isClosed()) {  // the graph would write freed memory
+                    throw new SeqkException.TensorClosed(name + ": a tensor of this graph's result was closed; the cache owns its results"
+                            + " (close the cache, not them)");
+                }
+            }
             graph.scope().driver().launchGraph(graph.graph(), call.stream);
-            lastStream = call.stream;
-            return graph.result();
+            return r;
         }
-        dropGraph();
-        graph = path.forwardCaptured(rnn.op().config(), args.prepared(), call.x, call.h0, call.c0, args.lengths(), call.out, call.stream,
-                !call.inference);
+        RecurrentGpu.WholeGraph fresh = path.forwardCaptured(rnn.op().config(), args.prepared(), call.x, call.h0, call.c0, args.lengths(),
+                call.out, call.stream, !call.inference);
+        RecurrentGpu.WholeGraph old = graph;
+        graph = fresh;
         key = k;
-        lastStream = call.stream;
         captures++;
-        return graph.result();
+        if (old != null) {
+            // The new run may read the old graph's results (h0 = its hn); calls through the cache are ordered on the device,
+            // so once the call's stream is idle nothing reads or writes the old graph's memory.
+            try {
+                fresh.scope().driver().synchronize(call.stream);
+            } finally {
+                old.close();
+            }
+        }
+        return fresh.result();
     }
 
     /** How many times a forward was captured (the first call, and each call that differed from the one before). */
     public synchronized int captures() {
         return captures;
-    }
-
-    private void dropGraph() {
-        if (graph == null) {
-            return;
-        }
-        RecurrentGpu.WholeGraph old = graph;
-        graph = null;
-        key = null;
-        try {
-            old.scope().driver().synchronize(lastStream);
-        } finally {
-            old.close();
-        }
     }
 
     /** Frees the graph and its memory (results included); the stream must have reached the last call's work. */

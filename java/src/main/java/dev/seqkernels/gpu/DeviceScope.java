@@ -174,7 +174,7 @@ public final class DeviceScope implements AutoCloseable {
      * whatever the waits and the close throw is attached to the call's failure, never thrown instead. The wait's own failure (a
      * broken context) is attached to the call's.
      */
-    void closeAfterFailure(long stream, RuntimeException failure) {
+    void closeAfterFailure(long stream, Throwable failure) {
         List<Long> waits = new ArrayList<>(lentStreams);
         waits.addFirst(stream);
         for (long w : waits) {

@@ -899,7 +899,7 @@ final class RecurrentGpu {
             } finally {
                 giveBack(own);
             }
-        } catch (RuntimeException e) {
+        } catch (Throwable e) {  // an Error too: the first run's memory is freed, not left to the Cleaner
             scope.closeAfterFailure(stream, e);
             throw e;
         }

@@ -211,4 +211,53 @@ class DeviceRecurrentGraphTest {
             memory.free();
         }
     }
+
+    /**
+     * A stateful caller: the second call takes the first's hn and cn as h0 and c0 (the old graph's
+     * memory, which the new run reads before the old graph is freed), on another stream after the
+     * first call's stream was destroyed; and a tensor of a result closed by the caller makes the
+     * repeated call fail instead of writing freed memory.
+     */
+    @Test
+    void theOldResultsFeedTheNextCallOnAnotherStreamAndAClosedResultTensorIsRefused() {
+        TestData data = new TestData();
+        RecurrentOp op = op("LSTM", 8, 1, false, false);
+        DType dtype = DType.F32;
+        Map<String, Tensor> w = data.params(dtype, 0.3, op.config().parameterShapes());
+        Tensor x = data.tensor(dtype, 1, 4, 3, 5);
+        long first = driver.createStream();
+        long second = 0;
+        try (PreparedWeights weights = op.prepare(w); DeviceRecurrentGraph graph = DeviceRecurrent.of(op).graph()) {
+            DeviceTensor xDev = memory.swapped(recorded, x);
+            DeviceRecurrentResult r1 = graph.forward(DeviceRecurrent.inputs(weights, xDev).stream(first).inference());
+            driver.synchronize(first);
+            driver.destroyStream(first);
+            first = 0;
+            second = driver.createStream();
+            try (Tensor hn = r1.hn().toHost(); Tensor cn = r1.cn().toHost()) {
+                DeviceRecurrentResult r2 = graph.forward(DeviceRecurrent.inputs(weights, xDev).h0(r1.hn()).c0(r1.cn()).stream(second)
+                        .inference());
+                assertEquals(2, graph.captures());
+                assertTrue(r1.hn().isClosed(), "the old graph is freed once the new call's stream is idle");
+                driver.synchronize(second);
+                try (RecurrentResult want = op.forwardInference(weights, x, hn, cn, null)) {
+                    sameValues("output from the old graph's state", want.output(), r2.output());
+                    sameValues("hn from the old graph's state", want.hn(), r2.hn());
+                }
+            }
+            DeviceRecurrent.Call plain = DeviceRecurrent.inputs(weights, xDev).stream(second).inference();
+            graph.forward(plain).hn().close();
+            var refused = assertThrows(SeqkException.TensorClosed.class, () -> graph.forward(plain));
+            assertTrue(refused.getMessage().contains("a tensor of this graph's result was closed"), refused.getMessage());
+            driver.synchronize(second);
+        } finally {
+            if (first != 0) {
+                driver.destroyStream(first);
+            }
+            if (second != 0) {
+                driver.destroyStream(second);
+            }
+            memory.free();
+        }
+    }
 }
