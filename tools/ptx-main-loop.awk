@@ -15,7 +15,8 @@
 # is the issue cost of one mma there (FlashAttention-2's forward: about 3-3.5 SASS instructions per
 # HMMA). Instructions are the statements ending in ';' that are not directives (.reg, .shared,
 # ...); labels, braces and comments are not counted. Kernels without a loop that holds an mma
-# print 0 0.
+# print 0 0. With -v all=1, each outermost loop holding an mma.sync is printed first, as "loop
+# NAME MMA INSTRUCTIONS" (the masked loops beside the main one).
 
 # The kernel read so far, as basic blocks: block b holds instructions first[b]..last[b], with
 # mmas[b] mma.sync among them; its successors succ[b, 1..nsucc[b]].
@@ -72,6 +73,7 @@ function flush(   b, i, top, v, h, bestMma, bestLen, len, held, inside, c, nq, q
       if (c != h && isHeader[c] && loopMma[c] > 0 && ((c, h) in inLoop)) inside = 1
     if (inside) continue
     len = loopLen[h]; held = loopMma[h]
+    if (all) print "loop", name, held, len
     if (bestMma == 0 || len * bestMma < bestLen * held || (len * bestMma == bestLen * held && held > bestMma)) {
       bestMma = held; bestLen = len
     }
